@@ -1,0 +1,240 @@
+//! Validated names: streams, categories, event types and tags.
+//!
+//! Every name that reaches a backend went through one of these constructors, so backends
+//! never re-check them. The rules are API.md's; a name that breaks one is an
+//! [`InvalidInput`] that says which rule and shows the value.
+
+use std::fmt;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::error::InvalidInput;
+
+/// The longest stream name, event type or tag, in bytes.
+pub const NAME_BYTES_MAX: usize = 256;
+
+fn check_text(what: &'static str, value: &str) -> Result<(), InvalidInput> {
+    if value.is_empty() {
+        return Err(InvalidInput::new(what, format!("{what} must not be empty")));
+    }
+    if value.len() > NAME_BYTES_MAX {
+        return Err(InvalidInput::new(
+            what,
+            format!(
+                "{what} is {} bytes long, but at most {NAME_BYTES_MAX} are allowed",
+                value.len()
+            ),
+        ));
+    }
+    if let Some(c) = value.chars().find(|c| c.is_control()) {
+        return Err(InvalidInput::new(
+            what,
+            format!("{what} {value:?} contains the control character {c:?}"),
+        ));
+    }
+    Ok(())
+}
+
+macro_rules! string_newtype_serde {
+    ($ty:ident) => {
+        impl Serialize for $ty {
+            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.serialize_str(&self.0)
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $ty {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                let s = String::deserialize(deserializer)?;
+                $ty::new(s).map_err(serde::de::Error::custom)
+            }
+        }
+
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl AsRef<str> for $ty {
+            fn as_ref(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl std::str::FromStr for $ty {
+            type Err = InvalidInput;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                $ty::new(s)
+            }
+        }
+
+        impl TryFrom<&str> for $ty {
+            type Error = InvalidInput;
+            fn try_from(s: &str) -> Result<Self, Self::Error> {
+                $ty::new(s)
+            }
+        }
+    };
+}
+
+/// A stream's name, e.g. `account-42`: 1–256 bytes of UTF-8, no control characters, not
+/// starting with `$` (reserved for the store).
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+pub struct StreamName(String);
+
+impl StreamName {
+    /// Validates `name` as a stream name.
+    ///
+    /// # Errors
+    /// [`InvalidInput`] naming the broken rule.
+    pub fn new(name: impl Into<String>) -> Result<Self, InvalidInput> {
+        let name = name.into();
+        check_text("stream", &name)?;
+        if name.starts_with('$') {
+            return Err(InvalidInput::new(
+                "stream",
+                format!("stream {name:?} starts with `$`, which is reserved for the store"),
+            ));
+        }
+        Ok(Self(name))
+    }
+
+    /// The name as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The part before the first `-` (the whole name when there is none):
+    /// `account-42` → `account`.
+    pub fn category(&self) -> Category {
+        let cat = self.0.split('-').next().unwrap_or(&self.0);
+        Category(cat.to_owned())
+    }
+}
+
+string_newtype_serde!(StreamName);
+
+/// A stream's category: the part of its name before the first `-`.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+pub struct Category(String);
+
+impl Category {
+    /// Validates `name` as a category (the same rules as a stream name, and no `-`).
+    ///
+    /// # Errors
+    /// [`InvalidInput`] naming the broken rule.
+    pub fn new(name: impl Into<String>) -> Result<Self, InvalidInput> {
+        let name = name.into();
+        check_text("category", &name)?;
+        if name.contains('-') {
+            return Err(InvalidInput::new(
+                "category",
+                format!("category {name:?} contains `-`; a category is the part of a stream name before the first `-`"),
+            ));
+        }
+        Ok(Self(name))
+    }
+
+    /// The category as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+string_newtype_serde!(Category);
+
+/// The name of what happened, in the past tense: `Deposited`. 1–256 bytes, no control
+/// characters.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+pub struct EventType(String);
+
+impl EventType {
+    /// Validates `name` as an event type.
+    ///
+    /// # Errors
+    /// [`InvalidInput`] naming the broken rule.
+    pub fn new(name: impl Into<String>) -> Result<Self, InvalidInput> {
+        let name = name.into();
+        check_text("type", &name)?;
+        Ok(Self(name))
+    }
+
+    /// The type as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+string_newtype_serde!(EventType);
+
+/// A label an event carries for cross-stream queries, e.g. `username:alice`: 1–256 bytes,
+/// no control characters, no commas.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+pub struct Tag(String);
+
+impl Tag {
+    /// Validates `tag`.
+    ///
+    /// # Errors
+    /// [`InvalidInput`] naming the broken rule.
+    pub fn new(tag: impl Into<String>) -> Result<Self, InvalidInput> {
+        let tag = tag.into();
+        check_text("tag", &tag)?;
+        if tag.contains(',') {
+            return Err(InvalidInput::new(
+                "tag",
+                format!("tag {tag:?} contains a comma, which separates tags in query strings"),
+            ));
+        }
+        Ok(Self(tag))
+    }
+
+    /// The tag as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+string_newtype_serde!(Tag);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_names_follow_the_api_rules() {
+        assert!(StreamName::new("account-42").is_ok());
+        assert!(StreamName::new("ünïcødé-流").is_ok());
+        assert!(StreamName::new("a".repeat(256)).is_ok());
+        assert!(StreamName::new("a".repeat(257)).is_err());
+        assert!(StreamName::new("").is_err());
+        assert!(StreamName::new("$all").is_err());
+        assert!(StreamName::new("bad\nname").is_err());
+        assert!(StreamName::new("tab\tname").is_err());
+    }
+
+    #[test]
+    fn category_is_the_part_before_the_first_dash() {
+        let s = StreamName::new("account-42-x").unwrap();
+        assert_eq!(s.category().as_str(), "account");
+        let s = StreamName::new("plain").unwrap();
+        assert_eq!(s.category().as_str(), "plain");
+        let s = StreamName::new("-x").unwrap();
+        assert_eq!(s.category().as_str(), "");
+    }
+
+    #[test]
+    fn tags_refuse_commas_and_control_characters() {
+        assert!(Tag::new("username:alice").is_ok());
+        assert!(Tag::new("a,b").is_err());
+        assert!(Tag::new("").is_err());
+        assert!(Tag::new("x\u{7}").is_err());
+    }
+
+    #[test]
+    fn deserializing_an_invalid_name_fails() {
+        let err = serde_json::from_str::<StreamName>("\"$x\"").unwrap_err();
+        assert!(err.to_string().contains("reserved"));
+    }
+}

@@ -1,0 +1,190 @@
+//! Which events a read or an append condition is about.
+//!
+//! Two shapes share one match rule on type and tags. [`Filter`] narrows `read_all` and
+//! subscriptions (category, any of some types, all of some tags). [`Query`] is the DCB
+//! query of append conditions: items combined with OR, each item "any of these types and
+//! all of these tags". Every backend asks [`Query::matches`] or the equivalent indexed
+//! lookup; the conformance suite keeps them in agreement.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::InvalidInput;
+use crate::event::RecordedEvent;
+use crate::names::{Category, EventType, Tag};
+
+/// The most items one query may have.
+pub const QUERY_ITEMS_MAX: usize = 100;
+
+fn types_match(types: &[EventType], event: &RecordedEvent) -> bool {
+    types.is_empty() || types.contains(&event.event_type)
+}
+
+fn tags_match(tags: &[Tag], event: &RecordedEvent) -> bool {
+    tags.iter().all(|t| event.tags.contains(t))
+}
+
+/// A filter for reading the global log: every present part must match.
+#[derive(Clone, PartialEq, Eq, Debug, Default, Serialize, Deserialize)]
+pub struct Filter {
+    /// Only events of streams in this category.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub category: Option<Category>,
+    /// Only events of any of these types (empty: any type).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub types: Vec<EventType>,
+    /// Only events carrying all of these tags.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<Tag>,
+}
+
+impl Filter {
+    /// The filter that lets every event through.
+    pub fn all() -> Self {
+        Filter::default()
+    }
+
+    /// Only events of `category`.
+    #[must_use]
+    pub fn category(mut self, category: Category) -> Self {
+        self.category = Some(category);
+        self
+    }
+
+    /// Only events of any of `types`.
+    #[must_use]
+    pub fn types(mut self, types: Vec<EventType>) -> Self {
+        self.types = types;
+        self
+    }
+
+    /// Only events with all of `tags`.
+    #[must_use]
+    pub fn tags(mut self, tags: Vec<Tag>) -> Self {
+        self.tags = tags;
+        self
+    }
+
+    /// Whether the filter lets every event through.
+    pub fn is_all(&self) -> bool {
+        self.category.is_none() && self.types.is_empty() && self.tags.is_empty()
+    }
+
+    /// Whether `event` passes the filter.
+    pub fn matches(&self, event: &RecordedEvent) -> bool {
+        self.category.as_ref().is_none_or(|c| event.stream.category() == *c)
+            && types_match(&self.types, event)
+            && tags_match(&self.tags, event)
+    }
+}
+
+/// One item of a query: any of `types` and all of `tags` (at least one of the two given).
+#[derive(Clone, PartialEq, Eq, Debug, Default, Serialize, Deserialize)]
+pub struct QueryItem {
+    /// Any of these types (empty: any type).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub types: Vec<EventType>,
+    /// All of these tags.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<Tag>,
+}
+
+impl QueryItem {
+    /// Whether `event` matches this item.
+    pub fn matches(&self, event: &RecordedEvent) -> bool {
+        types_match(&self.types, event) && tags_match(&self.tags, event)
+    }
+}
+
+/// A DCB query: items combined with OR; no items matches every event.
+#[derive(Clone, PartialEq, Eq, Debug, Default, Serialize, Deserialize)]
+pub struct Query {
+    /// The items, combined with OR.
+    pub items: Vec<QueryItem>,
+}
+
+impl Query {
+    /// The query that matches every event.
+    pub fn everything() -> Self {
+        Query::default()
+    }
+
+    /// A one-item query.
+    pub fn item(types: Vec<EventType>, tags: Vec<Tag>) -> Self {
+        Query { items: vec![QueryItem { types, tags }] }
+    }
+
+    /// Checks the rules the type system cannot: an item names types or tags (or both), and
+    /// there are at most [`QUERY_ITEMS_MAX`] items.
+    ///
+    /// # Errors
+    /// [`InvalidInput`] naming the broken rule.
+    pub fn validate(&self) -> Result<(), InvalidInput> {
+        if self.items.len() > QUERY_ITEMS_MAX {
+            return Err(InvalidInput::new(
+                "query",
+                format!("query has {} items, but at most {QUERY_ITEMS_MAX} are allowed", self.items.len()),
+            ));
+        }
+        if let Some(i) = self.items.iter().position(|i| i.types.is_empty() && i.tags.is_empty()) {
+            return Err(InvalidInput::new(
+                "query",
+                format!("query item {i} has neither types nor tags; give at least one of them"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether `event` matches the query.
+    pub fn matches(&self, event: &RecordedEvent) -> bool {
+        self.items.is_empty() || self.items.iter().any(|i| i.matches(event))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::doc;
+
+    fn tag(s: &str) -> Tag {
+        Tag::new(s).unwrap()
+    }
+    fn ty(s: &str) -> EventType {
+        EventType::new(s).unwrap()
+    }
+
+    #[test]
+    fn filter_combines_its_parts_with_and() {
+        let e = doc::recorded("account-1", 1, 1, "Deposited", &["account:1"]);
+        assert!(Filter::all().matches(&e));
+        assert!(Filter::all().category(Category::new("account").unwrap()).matches(&e));
+        assert!(!Filter::all().category(Category::new("auction").unwrap()).matches(&e));
+        assert!(Filter::all().types(vec![ty("Withdrawn"), ty("Deposited")]).matches(&e));
+        assert!(!Filter::all().types(vec![ty("Withdrawn")]).matches(&e));
+        assert!(Filter::all().tags(vec![tag("account:1")]).matches(&e));
+        assert!(!Filter::all().tags(vec![tag("account:1"), tag("x")]).matches(&e));
+    }
+
+    #[test]
+    fn query_items_combine_with_or_and_tags_with_and() {
+        let e = doc::recorded("user-1", 1, 1, "UserRegistered", &["username:alice", "x"]);
+        assert!(Query::everything().matches(&e));
+        assert!(Query::item(vec![ty("UserRegistered")], vec![tag("username:alice")]).matches(&e));
+        assert!(!Query::item(vec![ty("UserRegistered")], vec![tag("username:bob")]).matches(&e));
+        assert!(Query::item(vec![], vec![tag("username:alice"), tag("x")]).matches(&e));
+        let q = Query {
+            items: vec![
+                QueryItem { types: vec![ty("Other")], tags: vec![] },
+                QueryItem { types: vec![], tags: vec![tag("x")] },
+            ],
+        };
+        assert!(q.matches(&e));
+    }
+
+    #[test]
+    fn query_validation_refuses_empty_items_and_too_many() {
+        assert!(Query::everything().validate().is_ok());
+        assert!(Query { items: vec![QueryItem::default()] }.validate().is_err());
+        let many = Query { items: vec![QueryItem { types: vec![ty("A")], tags: vec![] }; QUERY_ITEMS_MAX + 1] };
+        assert!(many.validate().is_err());
+    }
+}

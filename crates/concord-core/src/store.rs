@@ -1,0 +1,142 @@
+//! The `EventStore` trait: what every backend offers, in one language of errors.
+//!
+//! It is object-safe (`Arc<dyn EventStore>`), because the server and the CLI choose the
+//! backend from a URL at run time (ADR 0001). Subscriptions are provided methods written
+//! once over `read_all`/`read_stream` plus the head-moved wait that each backend supplies.
+
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::append::{AppendOutcome, AppendRequest};
+use crate::error::StoreError;
+use crate::event::RecordedEvent;
+use crate::names::StreamName;
+use crate::query::Filter;
+use crate::subscription::{self, Subscription};
+use crate::version::{Position, Version};
+
+/// Which way a stream read goes.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    /// From low versions to high (the default).
+    #[default]
+    Forward,
+    /// From high versions to low.
+    Backward,
+}
+
+/// One page of the global log.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct AllPage {
+    /// The matching events, in position order.
+    pub events: Vec<RecordedEvent>,
+    /// Where the next read continues (inclusive): every matching event before it has been
+    /// returned by this or an earlier page.
+    pub next_from: Position,
+    /// The store's last position when the page was read.
+    pub head: Position,
+}
+
+impl AllPage {
+    /// Whether the read reached the head: nothing more to read now.
+    pub fn is_caught_up(&self) -> bool {
+        self.next_from > self.head
+    }
+}
+
+/// A stream in a listing.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct StreamInfo {
+    /// The stream.
+    pub stream: StreamName,
+    /// Its current version.
+    pub version: Version,
+    /// The position of its last event.
+    pub last_position: Position,
+}
+
+/// An event store: conditional appends to versioned streams, reads, and subscriptions.
+///
+/// Every method returns [`StoreError`], whatever the backend. Limits passed as `limit`
+/// are clamped by the backend to its read limit.
+#[async_trait]
+pub trait EventStore: Send + Sync + fmt::Debug + 'static {
+    /// The backend's name (`memory`, `embedded`, `redis`, `http`), for health and metrics.
+    fn backend(&self) -> &'static str;
+
+    /// Appends `request.events` atomically if `request.expected` holds (or a server-side
+    /// rebase applies), or recognises a repeated append by its event ids.
+    ///
+    /// # Errors
+    /// [`StoreError::Conflict`] with the concurrent events; [`StoreError::PartialDuplicate`];
+    /// [`StoreError::Invalid`] or [`StoreError::TooLarge`] with nothing written; backend
+    /// failures.
+    async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, StoreError>;
+
+    /// Up to `limit` events of `stream` starting at version `from` (inclusive), going
+    /// `direction`. Backward from a version past the end starts at the last event. A stream
+    /// that does not exist reads as empty.
+    ///
+    /// # Errors
+    /// Backend failures.
+    async fn read_stream(
+        &self,
+        stream: &StreamName,
+        from: Version,
+        direction: Direction,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError>;
+
+    /// Up to `limit` events of the global log at positions `from` (inclusive) onwards that
+    /// pass `filter`.
+    ///
+    /// # Errors
+    /// Backend failures.
+    async fn read_all(&self, from: Position, filter: &Filter, limit: usize) -> Result<AllPage, StoreError>;
+
+    /// The stream's current version (0 when it does not exist).
+    ///
+    /// # Errors
+    /// Backend failures.
+    async fn stream_version(&self, stream: &StreamName) -> Result<Version, StoreError>;
+
+    /// Up to `limit` streams whose names start with `prefix`, ordered by name, after the
+    /// stream `after` (exclusive) when given.
+    ///
+    /// # Errors
+    /// Backend failures.
+    async fn list_streams(
+        &self,
+        prefix: &str,
+        after: Option<&StreamName>,
+        limit: usize,
+    ) -> Result<Vec<StreamInfo>, StoreError>;
+
+    /// The last position in the store (0 when empty).
+    ///
+    /// # Errors
+    /// Backend failures.
+    async fn head(&self) -> Result<Position, StoreError>;
+
+    /// Waits until the head is beyond `after` and returns it. May return earlier (with a
+    /// head not beyond `after`) after a backend-chosen timeout; callers re-check.
+    ///
+    /// # Errors
+    /// Backend failures.
+    async fn wait_for_head(&self, after: Position) -> Result<Position, StoreError>;
+
+    /// Every event from position `from` (inclusive) that passes `filter`: what is stored,
+    /// then live, in order, with no gap and no duplicate at the switch.
+    fn subscribe_all(self: Arc<Self>, from: Position, filter: Filter) -> Subscription {
+        subscription::all(self, from, filter)
+    }
+
+    /// Every event of `stream` from version `from` (inclusive): stored, then live.
+    fn subscribe_stream(self: Arc<Self>, stream: StreamName, from: Version) -> Subscription {
+        subscription::stream(self, stream, from)
+    }
+}
