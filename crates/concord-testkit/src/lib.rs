@@ -1,0 +1,39 @@
+//! Test support shared by every Concord crate: the conformance suite that every backend
+//! must pass, harnesses that start real servers, and proptest strategies.
+//!
+//! It is a dev-dependency only (the architecture test enforces it). Its helpers panic on
+//! failure, because that is how a test reports one.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
+use std::any::Any;
+use std::sync::Arc;
+
+use concord_core::EventStore;
+
+pub mod conformance;
+
+/// A store under test, and whatever must live as long as it (a temp dir, a server).
+pub struct TestStore {
+    /// The store.
+    pub store: Arc<dyn EventStore>,
+    /// Dropped after the test: temp dirs, server processes, runtimes.
+    pub guard: Box<dyn Any + Send>,
+}
+
+impl std::fmt::Debug for TestStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestStore").field("store", &self.store).finish_non_exhaustive()
+    }
+}
+
+impl TestStore {
+    /// A store that needs nothing kept alive.
+    pub fn new(store: Arc<dyn EventStore>) -> Self {
+        TestStore { store, guard: Box::new(()) }
+    }
+
+    /// A store and what must outlive it.
+    pub fn with_guard(store: Arc<dyn EventStore>, guard: impl Any + Send) -> Self {
+        TestStore { store, guard: Box::new(guard) }
+    }
+}
