@@ -1,0 +1,353 @@
+//! The embedded durable store: Concord's default backend, with zero set-up.
+//!
+//! [`EmbeddedStore`] keeps the global log in one SQLite database (WAL mode) in a directory.
+//! An append is acknowledged only once it is durable. For throughput, one writer thread
+//! takes every append waiting at the moment, decides each with core's `plan_append`,
+//! writes the whole batch in one transaction and syncs once (group commit); readers run on
+//! their own connections beside it; subscribers are woken after the commit. The schema,
+//! the commit protocol and recovery are in `docs/design/embedded-store.md`.
+//!
+//! It is not:
+//! - shared between processes: one process opens a directory at a time (a lock file says so);
+//! - a network server (that is `concord-server`), nor replicated;
+//! - tolerant of a corrupt data file: recovery reports [`concord_core::StoreError::Corrupted`]
+//!   rather than guessing.
+//!
+//! ```
+//! use concord_core::{doc, AppendRequest, EventStore, ExpectedVersion, Version};
+//! use concord_embedded::EmbeddedStore;
+//! # futures::executor::block_on(async {
+//! let dir = tempfile::tempdir()?;
+//! let store = EmbeddedStore::open(dir.path())?;
+//! let event = doc::event("AccountOpened", serde_json::json!({"owner": "ann"}));
+//! let outcome = store.append(AppendRequest::new(doc::stream("account-42"), ExpectedVersion::NoStream, vec![event])).await?;
+//! assert_eq!(outcome.appended().last_version, Version(1));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # }).unwrap();
+//! ```
+
+mod error;
+mod reader;
+mod rows;
+mod schema;
+mod writer;
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::mpsc::Sender;
+use std::thread::JoinHandle;
+
+use async_trait::async_trait;
+use concord_core::{
+    AllPage, AppendOutcome, AppendRequest, Direction, EventStore, Filter, HeadSignal, Limits,
+    Position, RecordedEvent, StoreError, StreamInfo, StreamName, Version,
+};
+use futures::channel::oneshot;
+use rusqlite::Connection;
+
+pub use error::EmbeddedError;
+#[doc(hidden)]
+pub use writer::Fault;
+
+use reader::ReadJob;
+use writer::{Job, Poison, Writer};
+
+/// The data file's name inside the store's directory.
+pub const DATA_FILE: &str = "concord.db";
+
+/// The lock file's name inside the store's directory.
+const LOCK_FILE: &str = "concord.lock";
+
+/// How many reader connections (and threads) a store keeps.
+const READERS: usize = 4;
+
+/// When an append is acknowledged, named by the failure an acknowledged append survives.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+#[non_exhaustive]
+pub enum Durability {
+    /// The batch is synced to the device (fsync of the write-ahead log) before any of its
+    /// appends is acknowledged (SQLite `synchronous = FULL`). An acknowledged append
+    /// survives a crash of the process, a crash of the operating system and a power loss,
+    /// provided the device honours its flushes.
+    #[default]
+    Full,
+    /// The batch is handed to the operating system (written to the write-ahead log) but not
+    /// synced before it is acknowledged (SQLite `synchronous = NORMAL`). An acknowledged
+    /// append survives a crash of the process (for example `kill -9`), but an operating
+    /// system crash or power loss can lose the last acknowledged batches. The store stays
+    /// consistent either way: a batch is there whole or not at all.
+    Buffered,
+}
+
+/// Options of [`EmbeddedStore::open_with`].
+#[derive(Clone, Debug, Default)]
+pub struct EmbeddedOptions {
+    /// Size limits (API.md's defaults).
+    pub limits: Limits,
+    /// When an append is acknowledged.
+    pub durability: Durability,
+}
+
+/// Concord's embedded durable store: an SQLite database in a directory, one writer thread
+/// with group commit, a pool of readers.
+///
+/// Dropping the store stops its threads (after the batch in progress) and closes the files.
+pub struct EmbeddedStore {
+    dir: PathBuf,
+    file: PathBuf,
+    limits: Limits,
+    signal: HeadSignal,
+    poison: Poison,
+    /// Appends go to the writer thread here; `None` once the store is being dropped.
+    writer: Option<Sender<Job>>,
+    /// Reads go to the reader pool here; `None` once the store is being dropped.
+    readers: Option<Sender<ReadJob>>,
+    threads: Vec<JoinHandle<()>>,
+    /// Held for the store's lifetime: the advisory lock that keeps a second process out.
+    _lock: File,
+}
+
+impl std::fmt::Debug for EmbeddedStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddedStore")
+            .field("file", &self.file)
+            .field("head", &self.signal.head())
+            .field("poisoned", &self.poison.get())
+            .finish_non_exhaustive()
+    }
+}
+
+impl EmbeddedStore {
+    /// Opens the store in `dir` with the default options, creating the directory and an
+    /// empty store if there is none.
+    ///
+    /// # Errors
+    /// A backend error naming the path when the directory cannot be created or written, or
+    /// when it holds a file that is not a Concord database of this format;
+    /// [`StoreError::Unavailable`] when another process has it open;
+    /// [`StoreError::Corrupted`] when recovery finds inconsistent data.
+    pub fn open(dir: impl AsRef<Path>) -> Result<EmbeddedStore, StoreError> {
+        Self::open_with(dir, EmbeddedOptions::default())
+    }
+
+    /// Opens the store in `dir` with `options`.
+    ///
+    /// # Errors
+    /// As [`EmbeddedStore::open`].
+    pub fn open_with(
+        dir: impl AsRef<Path>,
+        options: EmbeddedOptions,
+    ) -> Result<EmbeddedStore, StoreError> {
+        Ok(Self::open_inner(dir.as_ref(), options)?)
+    }
+
+    fn open_inner(dir: &Path, options: EmbeddedOptions) -> Result<EmbeddedStore, EmbeddedError> {
+        std::fs::create_dir_all(dir).map_err(|source| EmbeddedError::CreateDir {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let lock_path = dir.join(LOCK_FILE);
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|source| EmbeddedError::Lock {
+                path: lock_path.clone(),
+                source,
+            })?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(EmbeddedError::AlreadyOpen {
+                    path: dir.to_path_buf(),
+                });
+            }
+            Err(std::fs::TryLockError::Error(source)) => {
+                return Err(EmbeddedError::Lock {
+                    path: lock_path,
+                    source,
+                });
+            }
+        }
+        let file = dir.join(DATA_FILE);
+        let mut conn = schema::connect(&file, options.durability, true)?;
+        schema::prepare(&mut conn, &file)?;
+        let recovered = schema::recover(&conn)?;
+        tracing::debug!(file = %file.display(), head = recovered.head, streams = recovered.streams.len(), "embedded store recovered");
+        let readers = (0..READERS)
+            .map(|_| schema::connect(&file, options.durability, false))
+            .collect::<Result<Vec<Connection>, _>>()?;
+
+        let signal = HeadSignal::new(Position(recovered.head));
+        let poison = Poison::default();
+        let (reader_tx, mut threads) = reader::spawn(readers)?;
+        let (writer_tx, writer_rx) = std::sync::mpsc::channel();
+        let writer = Writer {
+            conn,
+            streams: recovered.streams,
+            head: recovered.head,
+            signal: signal.clone(),
+            poison: Arc::clone(&poison),
+            limits: options.limits,
+            fail_next_commit: false,
+        };
+        let thread = std::thread::Builder::new()
+            .name("concord-writer".into())
+            .spawn(move || writer.run(&writer_rx))
+            .map_err(|_| EmbeddedError::Stopped("writer"))?;
+        threads.push(thread);
+        Ok(EmbeddedStore {
+            dir: dir.to_path_buf(),
+            file,
+            limits: options.limits,
+            signal,
+            poison,
+            writer: Some(writer_tx),
+            readers: Some(reader_tx),
+            threads,
+            _lock: lock,
+        })
+    }
+
+    /// The store's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The SQLite database file holding the log.
+    pub fn data_file(&self) -> PathBuf {
+        self.file.clone()
+    }
+
+    /// Why the store refuses appends, if it does.
+    pub fn poisoned(&self) -> Option<&str> {
+        self.poison.get().map(String::as_str)
+    }
+
+    /// Arms a failure in the writer, for tests of poisoning. It applies to appends sent
+    /// after this call.
+    #[doc(hidden)]
+    pub fn inject_fault(&self, fault: Fault) {
+        if let Some(writer) = &self.writer {
+            let _ = writer.send(Job::Fault(fault));
+        }
+    }
+
+    /// Makes the writer stop taking appends until the returned guard is dropped; appends
+    /// sent meanwhile wait in its channel and then form one batch. For tests.
+    #[doc(hidden)]
+    pub fn pause_writer(&self) -> WriterPause {
+        let (tx, rx) = std::sync::mpsc::channel();
+        if let Some(writer) = &self.writer {
+            let _ = writer.send(Job::Pause(rx));
+        }
+        WriterPause { _resume: tx }
+    }
+
+    /// Runs `read` on a reader thread and waits for its answer.
+    async fn read<T: Send + 'static>(
+        &self,
+        read: impl FnOnce(&Connection) -> Result<T, EmbeddedError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        let job: ReadJob = Box::new(move |conn| {
+            let _ = tx.send(read(conn));
+        });
+        self.readers
+            .as_ref()
+            .and_then(|r| r.send(job).ok())
+            .ok_or(EmbeddedError::Stopped("reader"))?;
+        Ok(rx.await.map_err(|_| EmbeddedError::Stopped("reader"))??)
+    }
+}
+
+/// Holds the writer paused (see [`EmbeddedStore::pause_writer`]); dropping it resumes.
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct WriterPause {
+    _resume: Sender<()>,
+}
+
+impl Drop for EmbeddedStore {
+    fn drop(&mut self) {
+        self.writer.take();
+        self.readers.take();
+        self.signal.close();
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
+#[async_trait]
+impl EventStore for EmbeddedStore {
+    fn backend(&self) -> &'static str {
+        "embedded"
+    }
+
+    async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, StoreError> {
+        self.limits.check_append(&request)?;
+        if let Some(reason) = self.poison.get() {
+            return Err(StoreError::Poisoned(reason.clone()));
+        }
+        let (reply, answer) = oneshot::channel();
+        self.writer
+            .as_ref()
+            .and_then(|w| w.send(Job::Append { request, reply }).ok())
+            .ok_or(EmbeddedError::Stopped("writer"))?;
+        answer.await.map_err(|_| EmbeddedError::Stopped("writer"))?
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &StreamName,
+        from: Version,
+        direction: Direction,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let limit = limit.min(self.limits.read_limit_max);
+        let stream = stream.clone();
+        self.read(move |conn| reader::read_stream(conn, &stream, from, direction, limit))
+            .await
+    }
+
+    async fn read_all(
+        &self,
+        from: Position,
+        filter: &Filter,
+        limit: usize,
+    ) -> Result<AllPage, StoreError> {
+        let limit = limit.min(self.limits.read_limit_max);
+        let filter = filter.clone();
+        self.read(move |conn| reader::read_all(conn, from, &filter, limit))
+            .await
+    }
+
+    async fn stream_version(&self, stream: &StreamName) -> Result<Version, StoreError> {
+        let stream = stream.clone();
+        self.read(move |conn| reader::stream_version(conn, &stream))
+            .await
+    }
+
+    async fn list_streams(
+        &self,
+        prefix: &str,
+        after: Option<&StreamName>,
+        limit: usize,
+    ) -> Result<Vec<StreamInfo>, StoreError> {
+        let limit = limit.min(self.limits.read_limit_max);
+        let (prefix, after) = (prefix.to_owned(), after.cloned());
+        self.read(move |conn| reader::list_streams(conn, &prefix, after.as_ref(), limit))
+            .await
+    }
+
+    async fn head(&self) -> Result<Position, StoreError> {
+        Ok(self.signal.head())
+    }
+
+    async fn wait_for_head(&self, after: Position) -> Result<Position, StoreError> {
+        Ok(self.signal.wait_beyond(after).await)
+    }
+}

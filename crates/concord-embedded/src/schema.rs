@@ -1,0 +1,230 @@
+//! The on-disk format: connection settings, the schema, the format check and the recovery
+//! checks run on open.
+//!
+//! Every connection is set up here, so the writer and the readers cannot disagree about
+//! the journal mode or the sync level. See `docs/design/embedded-store.md` for why each
+//! table and index exists.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use concord_core::StreamName;
+use rusqlite::{Connection, OpenFlags};
+
+use crate::Durability;
+use crate::error::{EmbeddedError, from_sql};
+
+/// The format this build writes and reads (`PRAGMA user_version`).
+pub(crate) const FORMAT_VERSION: i64 = 1;
+
+/// `PRAGMA application_id`: "CNCD", marks the file as Concord's.
+pub(crate) const APPLICATION_ID: i64 = 0x434E_4344;
+
+const SCHEMA: &str = "
+CREATE TABLE streams (
+    stream_id INTEGER PRIMARY KEY,
+    name      TEXT NOT NULL UNIQUE,
+    category  TEXT NOT NULL
+) STRICT;
+
+CREATE TABLE events (
+    position    INTEGER PRIMARY KEY,
+    stream_id   INTEGER NOT NULL REFERENCES streams (stream_id),
+    version     INTEGER NOT NULL,
+    event_id    BLOB NOT NULL,
+    type        TEXT NOT NULL,
+    category    TEXT NOT NULL,
+    data        BLOB NOT NULL,
+    metadata    BLOB NOT NULL,
+    tags        TEXT NOT NULL,
+    recorded_at INTEGER NOT NULL
+) STRICT;
+
+CREATE UNIQUE INDEX events_by_stream_version ON events (stream_id, version);
+CREATE UNIQUE INDEX events_by_stream_event_id ON events (stream_id, event_id);
+CREATE INDEX events_by_type ON events (type);
+CREATE INDEX events_by_category ON events (category);
+
+CREATE TABLE event_tags (
+    tag      TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    PRIMARY KEY (tag, position)
+) STRICT, WITHOUT ROWID;
+";
+
+/// The separator of the `tags` column. Tags cannot contain control characters, so it
+/// cannot occur inside one.
+pub(crate) const TAG_SEPARATOR: char = '\n';
+
+/// Opens a connection to `file` with the store's settings.
+pub(crate) fn connect(
+    file: &Path,
+    durability: Durability,
+    writer: bool,
+) -> Result<Connection, EmbeddedError> {
+    let not_a_database = |e: rusqlite::Error| match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::NotADatabase) => EmbeddedError::NotADatabase {
+            path: file.to_path_buf(),
+        },
+        _ => EmbeddedError::Open {
+            path: file.to_path_buf(),
+            source: e,
+        },
+    };
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_CREATE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(file, flags).map_err(not_a_database)?;
+    // The first statement reads the header: this is where a foreign file shows up.
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+        .map_err(not_a_database)?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(EmbeddedError::Corrupted(format!(
+            "{} refused write-ahead logging (journal mode {mode})",
+            file.display()
+        )));
+    }
+    let synchronous = match durability {
+        Durability::Full => "FULL",
+        Durability::Buffered => "NORMAL",
+    };
+    conn.execute_batch(&format!(
+        "PRAGMA synchronous = {synchronous};
+         PRAGMA foreign_keys = OFF;
+         PRAGMA busy_timeout = 10000;
+         PRAGMA cache_size = -16384;
+         PRAGMA temp_store = MEMORY;"
+    ))
+    .map_err(not_a_database)?;
+    if !writer {
+        conn.execute_batch("PRAGMA query_only = ON")
+            .map_err(EmbeddedError::sqlite("cannot configure a reader"))?;
+    }
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
+}
+
+/// Creates the schema in an empty file, or checks that an existing file is a Concord store
+/// of this format.
+pub(crate) fn prepare(conn: &mut Connection, file: &Path) -> Result<(), EmbeddedError> {
+    let read = |pragma: &str| -> Result<i64, EmbeddedError> {
+        conn.query_row(pragma, [], |r| r.get(0))
+            .map_err(EmbeddedError::sqlite("cannot read the file header"))
+    };
+    let application_id = read("PRAGMA application_id")?;
+    let user_version = read("PRAGMA user_version")?;
+    let objects = read("SELECT COUNT(*) FROM sqlite_schema")?;
+    if application_id == 0 && user_version == 0 && objects == 0 {
+        let tx = conn
+            .transaction()
+            .map_err(EmbeddedError::sqlite("cannot create the schema"))?;
+        tx.execute_batch(SCHEMA)
+            .map_err(EmbeddedError::sqlite("cannot create the schema"))?;
+        tx.execute_batch(&format!(
+            "PRAGMA application_id = {APPLICATION_ID}; PRAGMA user_version = {FORMAT_VERSION};"
+        ))
+        .map_err(EmbeddedError::sqlite("cannot create the schema"))?;
+        tx.commit()
+            .map_err(EmbeddedError::sqlite("cannot create the schema"))?;
+        return Ok(());
+    }
+    if application_id != APPLICATION_ID {
+        return Err(EmbeddedError::NotConcord {
+            path: file.to_path_buf(),
+        });
+    }
+    if user_version != FORMAT_VERSION {
+        return Err(EmbeddedError::UnsupportedFormat {
+            path: file.to_path_buf(),
+            found: user_version,
+            supported: FORMAT_VERSION,
+        });
+    }
+    Ok(())
+}
+
+/// A stream as the writer tracks it: its row id and current version.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) struct StreamState {
+    /// `streams.stream_id`.
+    pub(crate) id: i64,
+    /// The stream's current version.
+    pub(crate) version: u64,
+}
+
+/// What recovery found: the head and every stream's state.
+#[derive(Debug)]
+pub(crate) struct Recovered {
+    pub(crate) head: u64,
+    pub(crate) streams: HashMap<StreamName, StreamState>,
+}
+
+/// Checks what SQLite's own recovery cannot: positions run 1..=head without a gap, every
+/// stream's versions run 1..=version without a gap, every event belongs to a stream. Then
+/// rebuilds the writer's version map. Costs one pass over two indexes.
+pub(crate) fn recover(conn: &Connection) -> Result<Recovered, EmbeddedError> {
+    let context = "cannot read the store during recovery";
+    let (count, first, last): (i64, i64, i64) = conn
+        .query_row(
+            "SELECT COUNT(*), COALESCE(MIN(position), 1), COALESCE(MAX(position), 0) FROM events",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .map_err(EmbeddedError::sqlite(context))?;
+    if count != last || first != 1 {
+        return Err(EmbeddedError::Corrupted(format!(
+            "positions are not gap-free: {count} events, but positions run from {first} to {last}"
+        )));
+    }
+    let mut streams = HashMap::new();
+    let mut events_in_streams: i64 = 0;
+    let mut stmt = conn
+        .prepare(
+            "SELECT s.stream_id, s.name,
+                    (SELECT COUNT(*) FROM events e WHERE e.stream_id = s.stream_id),
+                    (SELECT COALESCE(MIN(version), 0) FROM events e WHERE e.stream_id = s.stream_id),
+                    (SELECT COALESCE(MAX(version), 0) FROM events e WHERE e.stream_id = s.stream_id)
+             FROM streams s",
+        )
+        .map_err(EmbeddedError::sqlite(context))?;
+    let mut rows = stmt.query([]).map_err(EmbeddedError::sqlite(context))?;
+    while let Some(row) = rows.next().map_err(EmbeddedError::sqlite(context))? {
+        let read = |row: &rusqlite::Row<'_>| -> rusqlite::Result<(i64, String, i64, i64, i64)> {
+            Ok((
+                row.get(0)?,
+                row.get(1)?,
+                row.get(2)?,
+                row.get(3)?,
+                row.get(4)?,
+            ))
+        };
+        let (id, name, n, min, max) = read(row).map_err(EmbeddedError::sqlite(context))?;
+        let stream = StreamName::new(name.as_str()).map_err(|e| {
+            EmbeddedError::Corrupted(format!("stored stream name {name:?} is invalid: {e}"))
+        })?;
+        if n == 0 || min != 1 || max != n {
+            return Err(EmbeddedError::Corrupted(format!(
+                "versions of stream {stream} are not consecutive from 1: {n} events, versions {min} to {max}"
+            )));
+        }
+        events_in_streams += n;
+        streams.insert(
+            stream,
+            StreamState {
+                id,
+                version: from_sql("version", max)?,
+            },
+        );
+    }
+    if events_in_streams != count {
+        return Err(EmbeddedError::Corrupted(format!(
+            "{} of {count} events belong to no stream",
+            count - events_in_streams
+        )));
+    }
+    Ok(Recovered {
+        head: from_sql("position", last)?,
+        streams,
+    })
+}

@@ -1,0 +1,448 @@
+//! The writer thread: one connection, group commit.
+//!
+//! All appends go through one thread. It takes every request waiting in its channel, opens
+//! one transaction, decides each request with [`plan_append`] against its map of stream
+//! versions (and indexed lookups through its own connection, so a request sees the ones
+//! before it in the same batch), writes the accepted ones, and commits once: one fsync for
+//! the whole batch. Only then does it publish the new head and answer the callers. If the
+//! write or the commit fails, the store is poisoned: nobody in the batch is told "done",
+//! and every later append is refused until the process reopens the store, because after a
+//! failed fsync nobody knows what the disk holds (the lesson of PostgreSQL's fsyncgate).
+//!
+//! Invariants: `head` and `streams` describe exactly what is committed; positions are
+//! assigned here, at write time, in commit order, so they are gap-free.
+
+use std::collections::HashMap;
+use std::sync::mpsc::{Receiver, TryRecvError};
+use std::sync::{Arc, OnceLock};
+
+use concord_core::{
+    AppendOutcome, AppendPlan, AppendRequest, Appended, Conflict, EventType, HeadSignal, Limits,
+    PartialDuplicate, Position, RecordedAt, StoreError, StreamName, Version, plan_append,
+};
+use futures::channel::oneshot;
+use rusqlite::{Connection, OptionalExtension};
+
+use crate::error::{EmbeddedError, from_sql, to_sql};
+use crate::rows::stream_events;
+use crate::schema::{StreamState, TAG_SEPARATOR};
+
+/// The most events one batch takes before it commits (a batch always takes at least one
+/// request, whatever its size).
+const BATCH_EVENTS_MAX: usize = 16_384;
+
+/// The answer to one append.
+pub(crate) type Reply = oneshot::Sender<Result<AppendOutcome, StoreError>>;
+
+/// Failures a test can inject into the writer.
+#[doc(hidden)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Fault {
+    /// The next commit fails as a failed fsync would, after the batch was written.
+    FailNextCommit,
+    /// The file may not grow any more (`PRAGMA max_page_count`): the next write that needs
+    /// a new page fails with SQLITE_FULL, a real I/O error from SQLite.
+    DiskFull,
+}
+
+/// A message to the writer thread.
+pub(crate) enum Job {
+    /// Append, and answer on `reply`.
+    Append {
+        request: AppendRequest,
+        reply: Reply,
+    },
+    /// Arm a fault.
+    Fault(Fault),
+    /// Stop taking jobs until the sender of this channel is dropped (tests use it to put
+    /// several appends into one batch).
+    Pause(std::sync::mpsc::Receiver<()>),
+}
+
+/// Why the store refuses appends, once it does. Set once, by the writer.
+pub(crate) type Poison = Arc<OnceLock<String>>;
+
+/// The writer thread's state.
+pub(crate) struct Writer {
+    pub(crate) conn: Connection,
+    /// Committed stream versions: grows with the number of streams, not events.
+    pub(crate) streams: HashMap<StreamName, StreamState>,
+    /// The committed head.
+    pub(crate) head: u64,
+    pub(crate) signal: HeadSignal,
+    pub(crate) poison: Poison,
+    pub(crate) limits: Limits,
+    pub(crate) fail_next_commit: bool,
+}
+
+/// The state a batch has built so far on top of the committed state.
+#[derive(Default)]
+struct Staged {
+    streams: HashMap<StreamName, StreamState>,
+    head: u64,
+}
+
+impl Writer {
+    /// Runs until every sender is gone (the store was dropped).
+    pub(crate) fn run(mut self, jobs: &Receiver<Job>) {
+        while let Ok(first) = jobs.recv() {
+            if let Job::Pause(until) = first {
+                // Returns when the test drops its guard.
+                let _ = until.recv();
+                continue;
+            }
+            let mut batch = vec![first];
+            let mut events = 0;
+            while events < BATCH_EVENTS_MAX {
+                match jobs.try_recv() {
+                    Ok(job) => {
+                        if let Job::Append { request, .. } = &job {
+                            events += request.events.len();
+                        }
+                        batch.push(job);
+                    }
+                    Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+                }
+            }
+            self.process(batch);
+        }
+    }
+
+    fn process(&mut self, batch: Vec<Job>) {
+        let mut appends = Vec::with_capacity(batch.len());
+        for job in batch {
+            match job {
+                Job::Append { request, reply } => appends.push((request, reply)),
+                Job::Fault(fault) => self.arm(fault),
+                Job::Pause(until) => {
+                    let _ = until.recv();
+                }
+            }
+        }
+        if appends.is_empty() {
+            return;
+        }
+        if let Some(reason) = self.poison.get() {
+            for (_, reply) in appends {
+                let _ = reply.send(Err(StoreError::Poisoned(reason.clone())));
+            }
+            return;
+        }
+        let mut staged = Staged {
+            streams: HashMap::new(),
+            head: self.head,
+        };
+        let mut answers = Vec::with_capacity(appends.len());
+        match self.write_batch(&appends, &mut staged, &mut answers) {
+            Ok(()) => {
+                self.head = staged.head;
+                self.streams.extend(staged.streams);
+                // Head first, then answers: a caller that got its acknowledgement and asks
+                // for the head sees its own events.
+                self.signal.advance(Position(self.head));
+                for ((_, reply), answer) in appends.into_iter().zip(answers) {
+                    let _ = reply.send(answer);
+                }
+            }
+            Err(e) => {
+                // A failed COMMIT may already have rolled back; a second ROLLBACK error says
+                // nothing new.
+                let _ = self.conn.execute_batch("ROLLBACK");
+                let reason = format!("a write or sync of the data file failed ({e})");
+                tracing::error!(error = %e, "embedded store poisoned; appends are refused until the store is reopened");
+                let reason = self.poison.get_or_init(|| reason).clone();
+                for (_, reply) in appends {
+                    let _ = reply.send(Err(StoreError::Poisoned(reason.clone())));
+                }
+            }
+        }
+    }
+
+    fn arm(&mut self, fault: Fault) {
+        match fault {
+            Fault::FailNextCommit => self.fail_next_commit = true,
+            Fault::DiskFull => {
+                let limited = self
+                    .conn
+                    .query_row("PRAGMA page_count", [], |r| r.get::<_, i64>(0))
+                    .and_then(|pages| {
+                        self.conn
+                            .query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(()))
+                    });
+                if let Err(e) = limited {
+                    tracing::warn!(error = %e, "could not inject the disk-full fault");
+                }
+            }
+        }
+    }
+
+    /// Decides and writes every append in one transaction, then commits. An `Err` is an
+    /// I/O failure (the batch is lost); decisions such as conflicts go into `answers`.
+    fn write_batch(
+        &mut self,
+        appends: &[(AppendRequest, Reply)],
+        staged: &mut Staged,
+        answers: &mut Vec<Result<AppendOutcome, StoreError>>,
+    ) -> Result<(), EmbeddedError> {
+        self.conn
+            .execute_batch("BEGIN IMMEDIATE")
+            .map_err(EmbeddedError::sqlite("cannot begin a write transaction"))?;
+        let recorded_at = RecordedAt::now();
+        for (request, _) in appends {
+            answers.push(self.append(request, staged, recorded_at)?);
+        }
+        if std::mem::take(&mut self.fail_next_commit) {
+            return Err(EmbeddedError::Injected("commit failed"));
+        }
+        self.conn
+            .execute_batch("COMMIT")
+            .map_err(EmbeddedError::sqlite(
+                "cannot commit (sync) a batch of appends",
+            ))
+    }
+
+    /// Decides one append in the batch's view of the store and writes it if accepted.
+    fn append(
+        &self,
+        request: &AppendRequest,
+        staged: &mut Staged,
+        recorded_at: RecordedAt,
+    ) -> Result<Result<AppendOutcome, StoreError>, EmbeddedError> {
+        let stream = &request.stream;
+        let state = staged
+            .streams
+            .get(stream)
+            .or_else(|| self.streams.get(stream))
+            .copied();
+        let actual = Version(state.map_or(0, |s| s.version));
+        let found = match state {
+            Some(s) => self.find_ids(s.id, request)?,
+            None => vec![None; request.events.len()],
+        };
+        let mut lookup_failed = None;
+        let plan = plan_append(request, actual, &found, |e| match state {
+            Some(s) => self.types_after(s.id, e).unwrap_or_else(|err| {
+                lookup_failed = Some(err);
+                Vec::new()
+            }),
+            None => Vec::new(),
+        });
+        if let Some(err) = lookup_failed {
+            return Err(err);
+        }
+        let max = self.limits.concurrent_events_max;
+        match plan {
+            AppendPlan::Duplicate { first, last } => {
+                let id = state.map_or(0, |s| s.id);
+                let appended = Appended {
+                    stream: stream.clone(),
+                    first_version: first,
+                    last_version: last,
+                    first_position: self.position_of(id, first)?,
+                    last_position: self.position_of(id, last)?,
+                };
+                Ok(Ok(AppendOutcome::Duplicate(appended)))
+            }
+            AppendPlan::PartialDuplicate(existing_ids) => Ok(Err(StoreError::PartialDuplicate(
+                Box::new(PartialDuplicate {
+                    stream: stream.clone(),
+                    existing_ids,
+                }),
+            ))),
+            AppendPlan::Conflict {
+                actual,
+                first_concurrent,
+            } => {
+                let (concurrent_events, truncated) = match (first_concurrent, state) {
+                    (Some(first), Some(s)) => {
+                        let events = stream_events(&self.conn, stream, s.id, first, max)?;
+                        let truncated = first.get() + events.len() as u64 <= actual.get();
+                        (events, truncated)
+                    }
+                    _ => (Vec::new(), false),
+                };
+                Ok(Err(StoreError::conflict(Conflict {
+                    stream: stream.clone(),
+                    expected: request.expected,
+                    actual,
+                    concurrent_events,
+                    truncated,
+                })))
+            }
+            AppendPlan::Write {
+                after,
+                rebased_from,
+            } => {
+                let stream_id = match state {
+                    Some(s) => s.id,
+                    None => self.insert_stream(stream)?,
+                };
+                let appended = self.write_events(request, stream_id, after, staged, recorded_at)?;
+                staged.streams.insert(
+                    stream.clone(),
+                    StreamState {
+                        id: stream_id,
+                        version: appended.last_version.get(),
+                    },
+                );
+                match rebased_from {
+                    None => Ok(Ok(AppendOutcome::Appended(appended))),
+                    Some(e) => {
+                        let concurrent = usize::try_from(after.get().saturating_sub(e.get()))
+                            .unwrap_or(usize::MAX);
+                        let concurrent_events = stream_events(
+                            &self.conn,
+                            stream,
+                            stream_id,
+                            e.next(),
+                            concurrent.min(max),
+                        )?;
+                        Ok(Ok(AppendOutcome::Rebased {
+                            appended,
+                            expected_version: e,
+                            concurrent_events,
+                        }))
+                    }
+                }
+            }
+        }
+    }
+
+    /// Where each of the request's ids already is in the stream (one index lookup each).
+    fn find_ids(
+        &self,
+        stream_id: i64,
+        request: &AppendRequest,
+    ) -> Result<Vec<Option<Version>>, EmbeddedError> {
+        let context = "cannot look up event ids";
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT version FROM events WHERE stream_id = ?1 AND event_id = ?2")
+            .map_err(EmbeddedError::sqlite(context))?;
+        request
+            .events
+            .iter()
+            .map(|e| {
+                let version: Option<i64> = stmt
+                    .query_row((stream_id, e.id.as_uuid().as_bytes()), |r| r.get(0))
+                    .optional()
+                    .map_err(EmbeddedError::sqlite(context))?;
+                version
+                    .map(|v| from_sql("version", v).map(Version))
+                    .transpose()
+            })
+            .collect()
+    }
+
+    /// The types of every event of the stream after version `after` (the rebase rule must
+    /// see all of them, not only the first 100).
+    fn types_after(&self, stream_id: i64, after: Version) -> Result<Vec<EventType>, EmbeddedError> {
+        let context = "cannot read concurrent event types";
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT type FROM events WHERE stream_id = ?1 AND version > ?2 ORDER BY version",
+            )
+            .map_err(EmbeddedError::sqlite(context))?;
+        let mut rows = stmt
+            .query((stream_id, to_sql(after.get())?))
+            .map_err(EmbeddedError::sqlite(context))?;
+        let mut types = Vec::new();
+        while let Some(row) = rows.next().map_err(EmbeddedError::sqlite(context))? {
+            let t: String = row.get(0).map_err(EmbeddedError::sqlite(context))?;
+            types.push(EventType::new(t).map_err(|e| {
+                EmbeddedError::Corrupted(format!("stored event type is invalid: {e}"))
+            })?);
+        }
+        Ok(types)
+    }
+
+    fn position_of(&self, stream_id: i64, version: Version) -> Result<Position, EmbeddedError> {
+        let context = "cannot read the position of a duplicate";
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT position FROM events WHERE stream_id = ?1 AND version = ?2")
+            .map_err(EmbeddedError::sqlite(context))?;
+        let position: i64 = stmt
+            .query_row((stream_id, to_sql(version.get())?), |r| r.get(0))
+            .map_err(EmbeddedError::sqlite(context))?;
+        Ok(Position(from_sql("position", position)?))
+    }
+
+    fn insert_stream(&self, stream: &StreamName) -> Result<i64, EmbeddedError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("INSERT INTO streams (name, category) VALUES (?1, ?2)")
+            .map_err(EmbeddedError::sqlite("cannot create a stream"))?;
+        stmt.execute((stream.as_str(), stream.category().as_str()))
+            .map_err(EmbeddedError::sqlite("cannot create a stream"))?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    /// Writes the events after version `after` at the next positions.
+    fn write_events(
+        &self,
+        request: &AppendRequest,
+        stream_id: i64,
+        after: Version,
+        staged: &mut Staged,
+        recorded_at: RecordedAt,
+    ) -> Result<Appended, EmbeddedError> {
+        let context = "cannot write an event";
+        let mut insert_event = self
+            .conn
+            .prepare_cached(
+                "INSERT INTO events (position, stream_id, version, event_id, type, category, data, metadata, tags, recorded_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            )
+            .map_err(EmbeddedError::sqlite(context))?;
+        let mut insert_tag = self
+            .conn
+            .prepare_cached("INSERT OR IGNORE INTO event_tags (tag, position) VALUES (?1, ?2)")
+            .map_err(EmbeddedError::sqlite(context))?;
+        let category = request.stream.category();
+        let recorded_at = to_sql(recorded_at.as_millis())?;
+        let first_position = staged.head + 1;
+        let mut tags = String::new();
+        for (i, event) in (0u64..).zip(&request.events) {
+            let position = to_sql(first_position + i)?;
+            let version = to_sql(after.get() + 1 + i)?;
+            tags.clear();
+            for (n, tag) in event.tags.iter().enumerate() {
+                if n > 0 {
+                    tags.push(TAG_SEPARATOR);
+                }
+                tags.push_str(tag.as_str());
+            }
+            insert_event
+                .execute((
+                    position,
+                    stream_id,
+                    version,
+                    event.id.as_uuid().as_bytes(),
+                    event.event_type.as_str(),
+                    category.as_str(),
+                    event.data.as_bytes(),
+                    event.metadata.as_bytes(),
+                    tags.as_str(),
+                    recorded_at,
+                ))
+                .map_err(EmbeddedError::sqlite(context))?;
+            // OR IGNORE: an event may carry the same tag twice; its index row is one.
+            for tag in &event.tags {
+                insert_tag
+                    .execute((tag.as_str(), position))
+                    .map_err(EmbeddedError::sqlite(context))?;
+            }
+        }
+        let count = request.events.len() as u64;
+        staged.head += count;
+        Ok(Appended {
+            stream: request.stream.clone(),
+            first_version: after.next(),
+            last_version: Version(after.get() + count),
+            first_position: Position(first_position),
+            last_position: Position(staged.head),
+        })
+    }
+}

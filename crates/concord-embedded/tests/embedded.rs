@@ -1,0 +1,525 @@
+//! Behaviour specific to the embedded store: group commit within a batch, poisoning after
+//! a failed write, reopening, recovery checks and clear errors on open.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+use std::sync::Arc;
+
+use concord_core::{
+    AppendOutcome, AppendRequest, Direction, EventStore, ExpectedVersion, Filter, NewEvent,
+    Position, StoreError, StreamName, Tag, Version,
+};
+use concord_embedded::{DATA_FILE, Durability, EmbeddedOptions, EmbeddedStore, Fault};
+use futures::FutureExt;
+
+fn stream(name: &str) -> StreamName {
+    StreamName::new(name).unwrap()
+}
+
+fn event(ty: &str, n: u64) -> NewEvent {
+    NewEvent::json(ty, &serde_json::json!({ "n": n })).unwrap()
+}
+
+fn append(s: &str, expected: ExpectedVersion, events: Vec<NewEvent>) -> AppendRequest {
+    AppendRequest::new(stream(s), expected, events)
+}
+
+/// Sends `requests` while the writer is paused, so they reach it as one batch, and
+/// returns their answers in order.
+async fn in_one_batch(
+    store: &EmbeddedStore,
+    requests: Vec<AppendRequest>,
+) -> Vec<Result<AppendOutcome, StoreError>> {
+    let pause = store.pause_writer();
+    let mut pending: Vec<_> = requests
+        .into_iter()
+        .map(|r| store.append(r).boxed())
+        .collect();
+    for p in &mut pending {
+        // The first poll hands the request to the writer's channel and then waits.
+        assert!(
+            p.as_mut().now_or_never().is_none(),
+            "an append answered while the writer was paused"
+        );
+    }
+    drop(pause);
+    futures::future::join_all(pending).await
+}
+
+#[tokio::test]
+async fn two_conflicting_appends_in_one_batch_first_wins_and_second_sees_its_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    let _ = store
+        .append(append(
+            "account-1",
+            ExpectedVersion::NoStream,
+            vec![event("Opened", 0)],
+        ))
+        .await
+        .unwrap();
+
+    let first = event("Deposited", 1);
+    let answers = in_one_batch(
+        &store,
+        vec![
+            append(
+                "account-1",
+                ExpectedVersion::Exact(Version(1)),
+                vec![first.clone()],
+            ),
+            append(
+                "account-1",
+                ExpectedVersion::Exact(Version(1)),
+                vec![event("Deposited", 2)],
+            ),
+        ],
+    )
+    .await;
+
+    let won = answers[0].as_ref().unwrap().appended();
+    assert_eq!(
+        (won.first_version, won.first_position),
+        (Version(2), Position(2))
+    );
+    let conflict = answers[1]
+        .as_ref()
+        .unwrap_err()
+        .as_conflict()
+        .expect("the second append conflicts");
+    assert_eq!(conflict.actual, Version(2));
+    assert_eq!(conflict.concurrent_events.len(), 1);
+    assert_eq!(conflict.concurrent_events[0].id, first.id);
+    assert_eq!(
+        store.stream_version(&stream("account-1")).await.unwrap(),
+        Version(2)
+    );
+}
+
+#[tokio::test]
+async fn a_batch_sees_its_own_earlier_appends_for_idempotency_and_new_streams() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    let e = event("Registered", 1);
+    let answers = in_one_batch(
+        &store,
+        vec![
+            append("user-1", ExpectedVersion::NoStream, vec![e.clone()]),
+            append("user-1", ExpectedVersion::NoStream, vec![e.clone()]),
+            append(
+                "user-1",
+                ExpectedVersion::NoStream,
+                vec![event("Registered", 2)],
+            ),
+            append(
+                "user-2",
+                ExpectedVersion::NoStream,
+                vec![event("Registered", 3), event("Renamed", 4)],
+            ),
+        ],
+    )
+    .await;
+    assert!(
+        matches!(&answers[0], Ok(AppendOutcome::Appended(a)) if a.last_position == Position(1))
+    );
+    assert!(
+        matches!(&answers[1], Ok(AppendOutcome::Duplicate(a)) if a.last_position == Position(1))
+    );
+    assert!(answers[2].as_ref().unwrap_err().as_conflict().is_some());
+    let user2 = answers[3].as_ref().unwrap().appended();
+    assert_eq!(
+        (user2.first_position, user2.last_position),
+        (Position(2), Position(3))
+    );
+    assert_eq!(store.head().await.unwrap(), Position(3));
+}
+
+#[tokio::test]
+async fn a_failed_commit_poisons_the_store_and_reopening_recovers_what_was_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    let kept = store
+        .append(append(
+            "order-1",
+            ExpectedVersion::Any,
+            vec![event("Placed", 1)],
+        ))
+        .await
+        .unwrap();
+
+    store.inject_fault(Fault::FailNextCommit);
+    let lost = event("Paid", 2);
+    let failed = store
+        .append(append("order-1", ExpectedVersion::Any, vec![lost.clone()]))
+        .await;
+    assert!(matches!(failed, Err(StoreError::Poisoned(_))), "{failed:?}");
+    assert!(store.poisoned().is_some());
+    let refused = store
+        .append(append(
+            "order-2",
+            ExpectedVersion::Any,
+            vec![event("Placed", 3)],
+        ))
+        .await;
+    let message = refused.unwrap_err().to_string();
+    assert!(
+        message.contains("poisoned") && message.contains("restart"),
+        "{message}"
+    );
+    // Reads go on: they do not depend on the writer.
+    assert_eq!(
+        store
+            .read_stream(&stream("order-1"), Version(1), Direction::Forward, 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    drop(store);
+
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    assert!(store.poisoned().is_none());
+    assert_eq!(
+        store.stream_version(&stream("order-1")).await.unwrap(),
+        Version(1)
+    );
+    let again = store
+        .append(append(
+            "order-1",
+            ExpectedVersion::Exact(Version(1)),
+            vec![lost],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        again.appended().first_position,
+        kept.appended().last_position.next()
+    );
+}
+
+#[tokio::test]
+async fn a_write_that_fails_in_sqlite_poisons_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    let _ = store
+        .append(append(
+            "doc-1",
+            ExpectedVersion::Any,
+            vec![event("Created", 1)],
+        ))
+        .await
+        .unwrap();
+    store.inject_fault(Fault::DiskFull);
+    let big = NewEvent::json(
+        "Edited",
+        &serde_json::json!({ "text": "x".repeat(512 * 1024) }),
+    )
+    .unwrap();
+    let failed = store
+        .append(append("doc-1", ExpectedVersion::Any, vec![big]))
+        .await;
+    assert!(matches!(failed, Err(StoreError::Poisoned(_))), "{failed:?}");
+    let refused = store
+        .append(append(
+            "doc-2",
+            ExpectedVersion::Any,
+            vec![event("Created", 2)],
+        ))
+        .await;
+    assert!(matches!(refused, Err(StoreError::Poisoned(_))));
+    drop(store);
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    assert_eq!(store.head().await.unwrap(), Position(1));
+}
+
+#[tokio::test]
+async fn reopening_keeps_versions_positions_tags_and_idempotency() {
+    let dir = tempfile::tempdir().unwrap();
+    let tag = Tag::new("customer:7").unwrap();
+    let tagged = event("Placed", 1).with_tags(vec![tag.clone()]);
+    let second = vec![event("Paid", 2), event("Shipped", 3)];
+    let before = {
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        let _ = store
+            .append(append(
+                "order-1",
+                ExpectedVersion::NoStream,
+                vec![tagged.clone()],
+            ))
+            .await
+            .unwrap();
+        let _ = store
+            .append(append(
+                "order-2",
+                ExpectedVersion::NoStream,
+                vec![event("Placed", 4)],
+            ))
+            .await
+            .unwrap();
+        let _ = store
+            .append(append(
+                "order-1",
+                ExpectedVersion::Exact(Version(1)),
+                second.clone(),
+            ))
+            .await
+            .unwrap();
+        store
+            .read_all(Position(1), &Filter::all(), 100)
+            .await
+            .unwrap()
+            .events
+    };
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    assert_eq!(store.head().await.unwrap(), Position(4));
+    assert_eq!(
+        store
+            .read_all(Position(1), &Filter::all(), 100)
+            .await
+            .unwrap()
+            .events,
+        before
+    );
+    assert_eq!(
+        store.stream_version(&stream("order-1")).await.unwrap(),
+        Version(3)
+    );
+    let by_tag = store
+        .read_all(Position(1), &Filter::all().tags(vec![tag]), 100)
+        .await
+        .unwrap();
+    assert_eq!(
+        by_tag.events.iter().map(|e| e.id).collect::<Vec<_>>(),
+        vec![tagged.id]
+    );
+
+    let resent = store
+        .append(append("order-1", ExpectedVersion::Any, second))
+        .await
+        .unwrap();
+    assert!(resent.is_duplicate());
+    assert_eq!(
+        (
+            resent.appended().first_position,
+            resent.appended().last_position
+        ),
+        (Position(3), Position(4))
+    );
+    let next = store
+        .append(append(
+            "order-2",
+            ExpectedVersion::Exact(Version(1)),
+            vec![event("Paid", 5)],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        (next.appended().last_version, next.appended().last_position),
+        (Version(2), Position(5))
+    );
+}
+
+/// Opens a store, appends four events to two streams, closes it, and returns the raw
+/// SQLite file for tampering.
+async fn store_with_four_events(dir: &std::path::Path) -> rusqlite::Connection {
+    {
+        let store = EmbeddedStore::open(dir).unwrap();
+        for n in 0..4 {
+            let s = if n % 2 == 0 { "a-1" } else { "b-1" };
+            let _ = store
+                .append(append(s, ExpectedVersion::Any, vec![event("E", n)]))
+                .await
+                .unwrap();
+        }
+    }
+    rusqlite::Connection::open(dir.join(DATA_FILE)).unwrap()
+}
+
+fn assert_corrupted(result: Result<EmbeddedStore, StoreError>, needle: &str) {
+    match result {
+        Err(StoreError::Corrupted(message)) => assert!(message.contains(needle), "{message}"),
+        other => panic!("expected a corrupted-data error mentioning {needle:?}, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn recovery_refuses_a_gap_in_positions() {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = store_with_four_events(dir.path()).await;
+    raw.execute("DELETE FROM events WHERE position = 2", [])
+        .unwrap();
+    drop(raw);
+    assert_corrupted(
+        EmbeddedStore::open(dir.path()),
+        "positions are not gap-free",
+    );
+}
+
+#[tokio::test]
+async fn recovery_refuses_a_gap_in_a_streams_versions() {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = store_with_four_events(dir.path()).await;
+    raw.execute("UPDATE events SET version = 7 WHERE position = 3", [])
+        .unwrap();
+    drop(raw);
+    assert_corrupted(
+        EmbeddedStore::open(dir.path()),
+        "versions of stream a-1 are not consecutive",
+    );
+}
+
+#[tokio::test]
+async fn recovery_refuses_events_of_an_unknown_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = store_with_four_events(dir.path()).await;
+    raw.execute_batch(
+        "PRAGMA foreign_keys = OFF; UPDATE events SET stream_id = 99 WHERE position = 4",
+    )
+    .unwrap();
+    drop(raw);
+    assert_corrupted(EmbeddedStore::open(dir.path()), "belong to no stream");
+}
+
+#[tokio::test]
+async fn a_corrupted_stored_value_is_reported_on_read_not_panicked_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = store_with_four_events(dir.path()).await;
+    raw.execute("UPDATE events SET event_id = x'00' WHERE position = 1", [])
+        .unwrap();
+    drop(raw);
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    let read = store.read_all(Position(1), &Filter::all(), 10).await;
+    assert!(matches!(read, Err(StoreError::Corrupted(_))), "{read:?}");
+}
+
+fn open_error(dir: &std::path::Path) -> String {
+    let err = EmbeddedStore::open(dir).expect_err("the open fails");
+    err.to_string()
+}
+
+#[test]
+fn opening_a_file_that_is_not_sqlite_names_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join(DATA_FILE), vec![b'x'; 8192]).unwrap();
+    let message = open_error(dir.path());
+    assert!(
+        message.contains("is not a Concord database") && message.contains(DATA_FILE),
+        "{message}"
+    );
+}
+
+#[test]
+fn opening_another_applications_sqlite_database_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let other = rusqlite::Connection::open(dir.path().join(DATA_FILE)).unwrap();
+    other.execute_batch("CREATE TABLE t (x INTEGER)").unwrap();
+    drop(other);
+    let message = open_error(dir.path());
+    assert!(message.contains("not a Concord store"), "{message}");
+}
+
+#[tokio::test]
+async fn opening_a_store_of_another_format_version_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = store_with_four_events(dir.path()).await;
+    raw.execute_batch("PRAGMA user_version = 99").unwrap();
+    drop(raw);
+    let message = open_error(dir.path());
+    assert!(
+        message.contains("format version 99") && message.contains("reads format version 1"),
+        "{message}"
+    );
+}
+
+#[test]
+fn opening_where_a_regular_file_stands_names_the_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("not-a-dir");
+    std::fs::write(&file, b"hello").unwrap();
+    let message = open_error(&file);
+    assert!(
+        message.contains("cannot create the data directory") && message.contains("not-a-dir"),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_store_cannot_be_opened_twice_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    let second = EmbeddedStore::open(dir.path());
+    assert!(
+        matches!(&second, Err(StoreError::Unavailable { .. })),
+        "{second:?}"
+    );
+    assert!(second.unwrap_err().to_string().contains("already open"));
+    drop(store);
+    assert!(EmbeddedStore::open(dir.path()).is_ok());
+}
+
+#[tokio::test]
+async fn buffered_durability_appends_and_reopens() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = EmbeddedOptions {
+        durability: Durability::Buffered,
+        ..EmbeddedOptions::default()
+    };
+    {
+        let store = EmbeddedStore::open_with(dir.path(), options.clone()).unwrap();
+        let _ = store
+            .append(append(
+                "t-1",
+                ExpectedVersion::NoStream,
+                vec![event("E", 1)],
+            ))
+            .await
+            .unwrap();
+    }
+    let store = Arc::new(EmbeddedStore::open_with(dir.path(), options).unwrap());
+    assert_eq!(
+        store.stream_version(&stream("t-1")).await.unwrap(),
+        Version(1)
+    );
+}
+
+#[tokio::test]
+async fn filtered_reads_page_through_a_sparse_match_without_losing_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    let tag = Tag::new("rare").unwrap();
+    let mut expected = Vec::new();
+    for n in 0..300u64 {
+        let mut e = event(if n % 3 == 0 { "A" } else { "B" }, n);
+        if n % 25 == 6 {
+            e = e.with_tags(vec![tag.clone()]);
+        }
+        let s = if n % 2 == 0 { "even-1" } else { "odd-1" };
+        if n % 25 == 6 && n % 3 == 0 && n % 2 == 0 {
+            expected.push(e.id);
+        }
+        let _ = store
+            .append(append(s, ExpectedVersion::Any, vec![e]))
+            .await
+            .unwrap();
+    }
+    let filter = Filter::all()
+        .category(concord_core::Category::new("even").unwrap())
+        .types(vec![concord_core::EventType::new("A").unwrap()])
+        .tags(vec![tag]);
+    let mut from = Position(1);
+    let mut got = Vec::new();
+    loop {
+        let page = store.read_all(from, &filter, 1).await.unwrap();
+        got.extend(page.events.iter().map(|e| e.id));
+        from = page.next_from;
+        if page.is_caught_up() {
+            break;
+        }
+    }
+    assert_eq!(got, expected);
+    assert!(!expected.is_empty());
+}
