@@ -3,7 +3,12 @@
 //!
 //! It is a dev-dependency only (the architecture test enforces it). Its helpers panic on
 //! failure, because that is how a test reports one.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use std::any::Any;
 use std::sync::Arc;
@@ -11,6 +16,8 @@ use std::sync::Arc;
 use concord_core::EventStore;
 
 pub mod conformance;
+pub mod properties;
+pub mod redis;
 
 /// A store under test, and whatever must live as long as it (a temp dir, a server).
 pub struct TestStore {
@@ -22,18 +29,36 @@ pub struct TestStore {
 
 impl std::fmt::Debug for TestStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TestStore").field("store", &self.store).finish_non_exhaustive()
+        f.debug_struct("TestStore")
+            .field("store", &self.store)
+            .finish_non_exhaustive()
     }
 }
 
 impl TestStore {
     /// A store that needs nothing kept alive.
     pub fn new(store: Arc<dyn EventStore>) -> Self {
-        TestStore { store, guard: Box::new(()) }
+        TestStore {
+            store,
+            guard: Box::new(()),
+        }
     }
 
     /// A store and what must outlive it.
     pub fn with_guard(store: Arc<dyn EventStore>, guard: impl Any + Send) -> Self {
-        TestStore { store, guard: Box::new(guard) }
+        TestStore {
+            store,
+            guard: Box::new(guard),
+        }
     }
+}
+
+/// The factor by which randomised and load tests multiply their iteration counts:
+/// `CONCORD_TEST_SCALE` (default 1). Soak runs raise it.
+pub fn scale() -> usize {
+    std::env::var("CONCORD_TEST_SCALE")
+        .ok()
+        .and_then(|s| s.parse::<usize>().ok())
+        .unwrap_or(1)
+        .max(1)
 }

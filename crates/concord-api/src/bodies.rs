@@ -1,0 +1,214 @@
+//! Request and response bodies of the endpoints.
+
+use concord_core::{
+    AppendOutcome, Appended, EventType, ExpectedVersion, NewEvent, Position, RecordedEvent,
+    StreamInfo, StreamName, Version,
+};
+use serde::{Deserialize, Serialize};
+
+/// The body of `POST /streams/{stream}`.
+///
+/// Unknown members are refused: a misspelt `expected_version` must not silently become
+/// `"any"`.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppendBody {
+    /// The writer's claim (default `"any"`); `If-Match` may say it instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_version: Option<ExpectedVersion>,
+    /// Server-side rebase: the event types that forbid it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rebase_unless: Option<Vec<EventType>>,
+    /// The events, 1 to the configured maximum.
+    pub events: Vec<NewEvent>,
+}
+
+/// The answer to an append: 201 (written, maybe rebased) or 200 (duplicate).
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct AppendResult {
+    /// The stream.
+    pub stream: StreamName,
+    /// The first event's version.
+    pub first_version: Version,
+    /// The last event's version (also the `ETag`).
+    pub last_version: Version,
+    /// The first event's position.
+    pub first_position: Position,
+    /// The last event's position.
+    pub last_position: Position,
+    /// Present when a server-side rebase happened.
+    pub rebased: Option<Rebased>,
+    /// Whether nothing was written because every id was already there (status 200).
+    #[serde(default)]
+    pub duplicate: bool,
+}
+
+/// What a server-side rebase moved the append over.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct Rebased {
+    /// The stale expected version the writer sent.
+    pub expected_version: Version,
+    /// The events after it (the first 100).
+    pub concurrent_events: Vec<RecordedEvent>,
+}
+
+impl From<AppendOutcome> for AppendResult {
+    fn from(outcome: AppendOutcome) -> Self {
+        let (a, rebased, duplicate) = match outcome {
+            AppendOutcome::Appended(a) => (a, None, false),
+            AppendOutcome::Duplicate(a) => (a, None, true),
+            AppendOutcome::Rebased {
+                appended,
+                expected_version,
+                concurrent_events,
+            } => (
+                appended,
+                Some(Rebased {
+                    expected_version,
+                    concurrent_events,
+                }),
+                false,
+            ),
+        };
+        AppendResult {
+            stream: a.stream,
+            first_version: a.first_version,
+            last_version: a.last_version,
+            first_position: a.first_position,
+            last_position: a.last_position,
+            rebased,
+            duplicate,
+        }
+    }
+}
+
+impl From<AppendResult> for AppendOutcome {
+    fn from(r: AppendResult) -> Self {
+        let appended = Appended {
+            stream: r.stream,
+            first_version: r.first_version,
+            last_version: r.last_version,
+            first_position: r.first_position,
+            last_position: r.last_position,
+        };
+        match (r.duplicate, r.rebased) {
+            (true, _) => AppendOutcome::Duplicate(appended),
+            (
+                false,
+                Some(Rebased {
+                    expected_version,
+                    concurrent_events,
+                }),
+            ) => AppendOutcome::Rebased {
+                appended,
+                expected_version,
+                concurrent_events,
+            },
+            (false, None) => AppendOutcome::Appended(appended),
+        }
+    }
+}
+
+/// One stale part of a multi-stream append, in a `version-conflict` problem's `parts`.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct ConflictPart {
+    /// The stream.
+    pub stream: StreamName,
+    /// The expectation as sent.
+    pub expected_version: ExpectedVersion,
+    /// The stream's version.
+    pub actual_version: Version,
+    /// The events after the expected version (the first 100).
+    pub concurrent_events: Vec<RecordedEvent>,
+}
+
+/// `GET /streams/{stream}`: one page of a stream.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct StreamPage {
+    /// The stream.
+    pub stream: StreamName,
+    /// Its current version (also the `ETag`).
+    pub version: Version,
+    /// The events, in the direction asked.
+    pub events: Vec<RecordedEvent>,
+    /// The `from` of the following page, or `null` when this page reached the end.
+    pub next: Option<Version>,
+}
+
+/// `GET /all`: one page of the global log.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct AllEvents {
+    /// The matching events, in position order.
+    pub events: Vec<RecordedEvent>,
+    /// The `from` of the following page, or `null` when the read reached the head.
+    pub next: Option<Position>,
+    /// The store's last position when the page was read.
+    pub head: Position,
+}
+
+/// `GET /streams`: streams ordered by name.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct StreamList {
+    /// The streams.
+    pub streams: Vec<StreamInfo>,
+    /// The `after` of the following page, or `null` when the listing is complete.
+    pub next: Option<StreamName>,
+}
+
+/// `GET /head`: the store's last position (an addition to API.md, used for long polls).
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct HeadBody {
+    /// The last position in the store (0 when empty).
+    pub head: Position,
+}
+
+/// `GET /health`.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct Health {
+    /// `ok`, or `unavailable` (with status 503).
+    pub status: String,
+    /// The backend's name (`memory`, `embedded`, `redis`).
+    pub store: String,
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+    use super::*;
+    use concord_core::doc;
+
+    #[test]
+    fn append_body_refuses_unknown_members() {
+        let err = serde_json::from_str::<AppendBody>(r#"{"expected_vesion": 1, "events": []}"#)
+            .unwrap_err();
+        assert!(err.to_string().contains("expected_vesion"), "{err}");
+    }
+
+    #[test]
+    fn append_result_round_trips_every_outcome() {
+        let a = Appended {
+            stream: doc::stream("account-1"),
+            first_version: Version(2),
+            last_version: Version(2),
+            first_position: Position(7),
+            last_position: Position(7),
+        };
+        for outcome in [
+            AppendOutcome::Appended(a.clone()),
+            AppendOutcome::Duplicate(a.clone()),
+            AppendOutcome::Rebased {
+                appended: a,
+                expected_version: Version(1),
+                concurrent_events: vec![],
+            },
+        ] {
+            let wire = serde_json::to_value(AppendResult::from(outcome.clone())).unwrap();
+            assert!(
+                wire.get("rebased").is_some(),
+                "rebased is always present: {wire}"
+            );
+            let back: AppendResult = serde_json::from_value(wire).unwrap();
+            assert_eq!(AppendOutcome::from(back), outcome);
+        }
+    }
+}

@@ -1,0 +1,25 @@
+//! Concord's HTTP contract (`shared/API.md`) as plain serde types.
+//!
+//! **API boundary:** the server and the Rust client share these definitions, so a body
+//! can only change in one place. Event, name and version types come from `concord-core`
+//! and already serialise as the wire shows.
+//!
+//! It is not: an HTTP stack (no axum, no reqwest), and it does not map errors to status
+//! codes. That mapping lives once, in `concord-server`'s `ApiError`.
+
+mod bodies;
+mod params;
+mod problem;
+
+pub use bodies::{
+    AllEvents, AppendBody, AppendResult, ConflictPart, HeadBody, Health, Rebased, StreamList,
+    StreamPage,
+};
+pub use params::{
+    HeadParams, ListStreamsParams, ReadAllParams, ReadStreamParams, SubscribeAllParams,
+    SubscribeStreamParams, split_list,
+};
+pub use problem::{PROBLEM_CONTENT_TYPE, Problem, ProblemType};
+
+/// Events a read returns when the request gives no `limit`.
+pub const READ_LIMIT_DEFAULT: usize = 100;

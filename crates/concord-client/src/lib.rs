@@ -1,0 +1,357 @@
+//! `concord-client`: [`ConcordClient`], an [`EventStore`] that talks to `concord serve`.
+//!
+//! Code written against the trait (the command layer, projections, the conformance suite)
+//! runs unchanged against a remote server. Problem responses come back as the
+//! [`StoreError`] the server's store returned: a conflict with its concurrent events, a
+//! partial duplicate, invalid input, too large; transport failures and 503 are
+//! [`StoreError::Unavailable`] (re-sending an append with the same event ids is safe).
+//! Subscriptions are Server-Sent Events, resumed after a dropped connection with
+//! `Last-Event-ID`.
+//!
+//! It is not: a TLS client (plain `http://` only for now; put a TLS-terminating proxy in
+//! front, or add a reqwest TLS feature), nor a connection-pool tuner.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), concord_core::StoreError> {
+//! use concord_core::EventStore;
+//! let client = concord_client::ConcordClient::new("http://127.0.0.1:2113", None)?;
+//! println!("head is {}", client.head().await?);
+//! # Ok(()) }
+//! ```
+
+mod error;
+mod sse;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use concord_api::{AllEvents, AppendBody, AppendResult, HeadBody, StreamList, StreamPage};
+use concord_core::{
+    AllPage, AppendOutcome, AppendRequest, Direction, EventStore, Filter, Limits, Position,
+    RecordedEvent, StoreError, StreamInfo, StreamName, Subscription, Version,
+};
+use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
+use reqwest::{Method, StatusCode, Url};
+use serde::de::DeserializeOwned;
+
+pub use error::ClientError;
+pub use sse::RECONNECTS_MAX;
+
+use crate::error::{problem_error, transport_error};
+
+/// The backend name this client reports.
+pub const BACKEND: &str = "http";
+
+/// An [`EventStore`] over Concord's HTTP API.
+#[derive(Clone)]
+pub struct ConcordClient {
+    http: reqwest::Client,
+    base: Url,
+    token: Option<String>,
+    read_limit_max: usize,
+}
+
+impl std::fmt::Debug for ConcordClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConcordClient")
+            .field("base", &self.base.as_str())
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish_non_exhaustive()
+    }
+}
+
+impl ConcordClient {
+    /// A client for the server at `base_url` (`http://host:port`), sending `token` as a
+    /// bearer token when given.
+    ///
+    /// # Errors
+    /// [`StoreError::Invalid`] when `base_url` is not an `http://` URL.
+    pub fn new(base_url: &str, token: Option<String>) -> Result<Self, StoreError> {
+        let base = Url::parse(base_url)
+            .map_err(|e| ClientError::BadUrl(base_url.to_owned(), e.to_string()))?;
+        if base.scheme() != "http" {
+            return Err(ClientError::BadUrl(
+                base_url.to_owned(),
+                "only http:// is supported".to_owned(),
+            )
+            .into());
+        }
+        let http = reqwest::Client::builder()
+            .build()
+            .map_err(|e| StoreError::backend(BACKEND, "cannot build the HTTP client", e))?;
+        Ok(ConcordClient {
+            http,
+            base,
+            token,
+            read_limit_max: Limits::default().read_limit_max,
+        })
+    }
+
+    /// The URL of the path made of `segments` (each percent-encoded).
+    fn url(&self, segments: &[&str]) -> Url {
+        let mut url = self.base.clone();
+        if let Ok(mut path) = url.path_segments_mut() {
+            path.pop_if_empty().extend(segments);
+        }
+        url
+    }
+
+    fn request(&self, method: Method, url: Url) -> reqwest::RequestBuilder {
+        let builder = self.http.request(method, url);
+        match &self.token {
+            Some(t) => builder.header(AUTHORIZATION, format!("Bearer {t}")),
+            None => builder,
+        }
+    }
+
+    async fn send(
+        &self,
+        builder: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, StoreError> {
+        builder.send().await.map_err(transport_error)
+    }
+
+    async fn json<T: DeserializeOwned>(response: reqwest::Response) -> Result<T, StoreError> {
+        let bytes = response.bytes().await.map_err(transport_error)?;
+        serde_json::from_slice(&bytes).map_err(|e| {
+            StoreError::backend(BACKEND, "the server sent a body this client cannot read", e)
+        })
+    }
+
+    async fn get<T: DeserializeOwned>(&self, url: Url) -> Result<Option<T>, StoreError> {
+        let response = self.send(self.request(Method::GET, url)).await?;
+        match response.status() {
+            s if s.is_success() => Ok(Some(Self::json(response).await?)),
+            StatusCode::NOT_FOUND if is_problem(&response) => {
+                let err = problem_error(response).await;
+                match err {
+                    ClientError::NotFound => Ok(None),
+                    other => Err(other.into()),
+                }
+            }
+            _ => Err(problem_error(response).await.into()),
+        }
+    }
+
+    fn clamp(&self, limit: usize) -> usize {
+        limit.min(self.read_limit_max)
+    }
+
+    fn subscribe_url(&self, segments: &[&str]) -> Url {
+        self.url(segments)
+    }
+}
+
+fn is_problem(response: &reqwest::Response) -> bool {
+    response
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with(concord_api::PROBLEM_CONTENT_TYPE))
+}
+
+fn set_filter(url: &mut Url, filter: &Filter) {
+    let mut q = url.query_pairs_mut();
+    if let Some(c) = &filter.category {
+        q.append_pair("category", c.as_str());
+    }
+    if !filter.types.is_empty() {
+        q.append_pair(
+            "types",
+            &filter
+                .types
+                .iter()
+                .map(|t| t.as_str())
+                .collect::<Vec<_>>()
+                .join(","),
+        );
+    }
+    if !filter.tags.is_empty() {
+        q.append_pair(
+            "tags",
+            &filter
+                .tags
+                .iter()
+                .map(|t| t.as_str())
+                .collect::<Vec<_>>()
+                .join(","),
+        );
+    }
+}
+
+#[async_trait]
+impl EventStore for ConcordClient {
+    fn backend(&self) -> &'static str {
+        BACKEND
+    }
+
+    async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, StoreError> {
+        let url = self.url(&["streams", request.stream.as_str()]);
+        let body = AppendBody {
+            expected_version: Some(request.expected),
+            rebase_unless: request.rebase_unless,
+            events: request.events,
+        };
+        let body = serde_json::to_vec(&body)
+            .map_err(|e| StoreError::backend(BACKEND, "cannot encode the append", e))?;
+        let builder = self
+            .request(Method::POST, url)
+            .header(CONTENT_TYPE, "application/json")
+            .body(body);
+        let response = self.send(builder).await?;
+        if response.status().is_success() {
+            let result: AppendResult = Self::json(response).await?;
+            Ok(result.into())
+        } else {
+            Err(problem_error(response).await.into())
+        }
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &StreamName,
+        from: Version,
+        direction: Direction,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let limit = self.clamp(limit);
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut url = self.url(&["streams", stream.as_str()]);
+        url.query_pairs_mut()
+            .append_pair("from", &from.to_string())
+            .append_pair("limit", &limit.to_string())
+            .append_pair(
+                "direction",
+                match direction {
+                    Direction::Forward => "forward",
+                    Direction::Backward => "backward",
+                },
+            );
+        Ok(self
+            .get::<StreamPage>(url)
+            .await?
+            .map(|p| p.events)
+            .unwrap_or_default())
+    }
+
+    async fn read_all(
+        &self,
+        from: Position,
+        filter: &Filter,
+        limit: usize,
+    ) -> Result<AllPage, StoreError> {
+        let limit = self.clamp(limit);
+        if limit == 0 {
+            let head = self.head().await?;
+            return Ok(AllPage {
+                events: Vec::new(),
+                next_from: from,
+                head,
+            });
+        }
+        let mut url = self.url(&["all"]);
+        url.query_pairs_mut()
+            .append_pair("from", &from.to_string())
+            .append_pair("limit", &limit.to_string());
+        set_filter(&mut url, filter);
+        let page: AllEvents = self.get(url).await?.ok_or_else(|| {
+            StoreError::backend(BACKEND, "GET /all answered 404", ClientError::NotFound)
+        })?;
+        let next_from = page.next.unwrap_or_else(|| page.head.next().max(from));
+        Ok(AllPage {
+            events: page.events,
+            next_from,
+            head: page.head,
+        })
+    }
+
+    async fn stream_version(&self, stream: &StreamName) -> Result<Version, StoreError> {
+        let mut url = self.url(&["streams", stream.as_str()]);
+        url.query_pairs_mut()
+            .append_pair("limit", "1")
+            .append_pair("direction", "backward");
+        Ok(self
+            .get::<StreamPage>(url)
+            .await?
+            .map_or(Version::NONE, |p| p.version))
+    }
+
+    async fn list_streams(
+        &self,
+        prefix: &str,
+        after: Option<&StreamName>,
+        limit: usize,
+    ) -> Result<Vec<StreamInfo>, StoreError> {
+        let limit = self.clamp(limit);
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut url = self.url(&["streams"]);
+        {
+            let mut q = url.query_pairs_mut();
+            q.append_pair("prefix", prefix)
+                .append_pair("limit", &limit.to_string());
+            if let Some(a) = after {
+                q.append_pair("after", a.as_str());
+            }
+        }
+        Ok(self
+            .get::<StreamList>(url)
+            .await?
+            .map(|l| l.streams)
+            .unwrap_or_default())
+    }
+
+    async fn head(&self) -> Result<Position, StoreError> {
+        let url = self.url(&["head"]);
+        let body: Option<HeadBody> = self.get(url).await?;
+        Ok(body.map_or(Position::ZERO, |b| b.head))
+    }
+
+    async fn wait_for_head(&self, after: Position) -> Result<Position, StoreError> {
+        let mut url = self.url(&["head"]);
+        url.query_pairs_mut()
+            .append_pair("after", &after.to_string());
+        let body: Option<HeadBody> = self.get(url).await?;
+        Ok(body.map_or(Position::ZERO, |b| b.head))
+    }
+
+    fn subscribe_all(self: Arc<Self>, from: Position, filter: Filter) -> Subscription {
+        let mut url = self.subscribe_url(&["subscribe", "all"]);
+        url.query_pairs_mut()
+            .append_pair("from", &from.max(Position::FIRST).to_string());
+        set_filter(&mut url, &filter);
+        sse::subscribe(self, url)
+    }
+
+    fn subscribe_stream(self: Arc<Self>, stream: StreamName, from: Version) -> Subscription {
+        let mut url = self.subscribe_url(&["subscribe", "streams", stream.as_str()]);
+        url.query_pairs_mut()
+            .append_pair("from", &from.max(Version(1)).to_string());
+        sse::subscribe(self, url)
+    }
+}
+
+impl ConcordClient {
+    /// Opens one SSE connection to `url`, resuming after `last_id` when given.
+    async fn open_sse(
+        &self,
+        url: &Url,
+        last_id: Option<u64>,
+    ) -> Result<reqwest::Response, StoreError> {
+        let mut builder = self
+            .request(Method::GET, url.clone())
+            .header(ACCEPT, "text/event-stream");
+        if let Some(id) = last_id {
+            builder = builder.header("Last-Event-ID", id.to_string());
+        }
+        let response = self.send(builder).await?;
+        if response.status().is_success() {
+            Ok(response)
+        } else {
+            Err(problem_error(response).await.into())
+        }
+    }
+}

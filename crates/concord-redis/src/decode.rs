@@ -1,0 +1,224 @@
+//! Decoding Redis replies into Concord's types.
+//!
+//! Everything read back was written by Concord's function after client-side validation, so
+//! a reply that does not decode means the keys were changed by something else: that is
+//! [`StoreError::Corrupted`](concord_core::StoreError::Corrupted), never a panic.
+
+use concord_core::{
+    EventId, EventType, Json, Position, RecordedAt, RecordedEvent, StreamName, Tag, Version,
+};
+use redis::Value;
+
+use crate::error::RedisError;
+
+/// The fields of one entry, by name; unknown fields are ignored so that later versions
+/// may add some.
+#[derive(Default)]
+struct Fields<'a> {
+    stream: Option<&'a [u8]>,
+    version: Option<&'a [u8]>,
+    position: Option<&'a [u8]>,
+    id: Option<&'a [u8]>,
+    event_type: Option<&'a [u8]>,
+    data: Option<&'a [u8]>,
+    metadata: Option<&'a [u8]>,
+    tags: Option<&'a [u8]>,
+    recorded_at: Option<&'a [u8]>,
+}
+
+pub(crate) fn bytes<'a>(command: &'static str, v: &'a Value) -> Result<&'a [u8], RedisError> {
+    match v {
+        Value::BulkString(b) => Ok(b),
+        Value::SimpleString(s) => Ok(s.as_bytes()),
+        other => Err(RedisError::reply(
+            command,
+            format!("expected a string, got {other:?}"),
+        )),
+    }
+}
+
+pub(crate) fn text<'a>(command: &'static str, v: &'a Value) -> Result<&'a str, RedisError> {
+    std::str::from_utf8(bytes(command, v)?)
+        .map_err(|e| RedisError::reply(command, format!("not UTF-8: {e}")))
+}
+
+pub(crate) fn int(command: &'static str, v: &Value) -> Result<u64, RedisError> {
+    match v {
+        Value::Int(i) => u64::try_from(*i)
+            .map_err(|_| RedisError::reply(command, format!("negative number {i}"))),
+        other => parse_u64(command, bytes(command, other)?),
+    }
+}
+
+pub(crate) fn array<'a>(command: &'static str, v: &'a Value) -> Result<&'a [Value], RedisError> {
+    match v {
+        Value::Array(items) | Value::Set(items) => Ok(items),
+        Value::Nil => Ok(&[]),
+        other => Err(RedisError::reply(
+            command,
+            format!("expected an array, got {other:?}"),
+        )),
+    }
+}
+
+pub(crate) fn parse_u64(command: &'static str, b: &[u8]) -> Result<u64, RedisError> {
+    std::str::from_utf8(b)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| {
+            RedisError::reply(
+                command,
+                format!("{:?} is not a number", String::from_utf8_lossy(b)),
+            )
+        })
+}
+
+/// The `<n>` of an entry id `<n>-0`.
+fn entry_number(command: &'static str, id: &[u8]) -> Result<u64, RedisError> {
+    let s = std::str::from_utf8(id)
+        .map_err(|e| RedisError::reply(command, format!("entry id not UTF-8: {e}")))?;
+    match s.split_once('-') {
+        Some((n, "0")) => parse_u64(command, n.as_bytes()),
+        _ => Err(RedisError::reply(
+            command,
+            format!("entry id {s:?} is not of the form <n>-0"),
+        )),
+    }
+}
+
+fn split_entry<'a>(
+    command: &'static str,
+    entry: &'a Value,
+) -> Result<(&'a [u8], Fields<'a>), RedisError> {
+    let parts = array(command, entry)?;
+    let (Some(id), Some(fields)) = (parts.first(), parts.get(1)) else {
+        return Err(RedisError::reply(
+            command,
+            "stream entry without id and fields",
+        ));
+    };
+    let id = bytes(command, id)?;
+    let mut out = Fields::default();
+    let mut values: Vec<(&[u8], &[u8])> = Vec::new();
+    match fields {
+        Value::Map(pairs) => {
+            for (k, v) in pairs {
+                values.push((bytes(command, k)?, bytes(command, v)?));
+            }
+        }
+        other => {
+            let flat = array(command, other)?;
+            for pair in flat.chunks(2) {
+                if let [k, v] = pair {
+                    values.push((bytes(command, k)?, bytes(command, v)?));
+                }
+            }
+        }
+    }
+    for (k, v) in values {
+        let slot = match k {
+            b"stream" => &mut out.stream,
+            b"version" => &mut out.version,
+            b"position" => &mut out.position,
+            b"id" => &mut out.id,
+            b"type" => &mut out.event_type,
+            b"data" => &mut out.data,
+            b"metadata" => &mut out.metadata,
+            b"tags" => &mut out.tags,
+            b"recorded_at" => &mut out.recorded_at,
+            _ => continue,
+        };
+        *slot = Some(v);
+    }
+    Ok((id, out))
+}
+
+fn need<'a>(
+    command: &'static str,
+    field: &'static str,
+    v: Option<&'a [u8]>,
+) -> Result<&'a [u8], RedisError> {
+    v.ok_or_else(|| RedisError::reply(command, format!("stream entry without the field {field:?}")))
+}
+
+fn utf8<'a>(command: &'static str, b: &'a [u8]) -> Result<&'a str, RedisError> {
+    std::str::from_utf8(b).map_err(|e| RedisError::reply(command, format!("field not UTF-8: {e}")))
+}
+
+fn finish(
+    command: &'static str,
+    stream: StreamName,
+    version: Version,
+    position: Position,
+    f: &Fields<'_>,
+) -> Result<RecordedEvent, RedisError> {
+    let bad = |e: concord_core::InvalidInput| RedisError::reply(command, e.to_string());
+    let id: EventId = utf8(command, need(command, "id", f.id)?)?
+        .parse()
+        .map_err(bad)?;
+    let event_type =
+        EventType::new(utf8(command, need(command, "type", f.event_type)?)?).map_err(bad)?;
+    let tags_text = utf8(command, f.tags.unwrap_or_default())?;
+    let tags = if tags_text.is_empty() {
+        Vec::new()
+    } else {
+        tags_text
+            .split(',')
+            .map(Tag::new)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(bad)?
+    };
+    let recorded_at = RecordedAt(parse_u64(
+        command,
+        need(command, "recorded_at", f.recorded_at)?,
+    )?);
+    Ok(RecordedEvent {
+        stream,
+        version,
+        position,
+        id,
+        event_type,
+        data: Json::from_trusted(bytes::Bytes::copy_from_slice(need(
+            command, "data", f.data,
+        )?)),
+        metadata: Json::from_trusted(bytes::Bytes::copy_from_slice(need(
+            command, "metadata", f.metadata,
+        )?)),
+        tags,
+        recorded_at,
+    })
+}
+
+/// An entry of a per-stream Redis Stream (id `<version>-0`).
+pub(crate) fn stream_entry(
+    command: &'static str,
+    stream: &StreamName,
+    entry: &Value,
+) -> Result<RecordedEvent, RedisError> {
+    let (id, f) = split_entry(command, entry)?;
+    let version = Version(entry_number(command, id)?);
+    let position = Position(parse_u64(command, need(command, "position", f.position)?)?);
+    finish(command, stream.clone(), version, position, &f)
+}
+
+/// An entry of the global Redis Stream (id `<position>-0`).
+pub(crate) fn global_entry(
+    command: &'static str,
+    entry: &Value,
+) -> Result<RecordedEvent, RedisError> {
+    let (id, f) = split_entry(command, entry)?;
+    let position = Position(entry_number(command, id)?);
+    let stream = StreamName::new(utf8(command, need(command, "stream", f.stream)?)?)
+        .map_err(|e| RedisError::reply(command, e.to_string()))?;
+    let version = Version(parse_u64(command, need(command, "version", f.version)?)?);
+    finish(command, stream, version, position, &f)
+}
+
+/// Every entry of an `XRANGE`-shaped reply, decoded with `decode`.
+pub(crate) fn entries<T>(
+    command: &'static str,
+    reply: &Value,
+    mut decode: impl FnMut(&Value) -> Result<T, RedisError>,
+) -> Result<Vec<T>, RedisError> {
+    array(command, reply)?.iter().map(&mut decode).collect()
+}

@@ -1,0 +1,735 @@
+//! `RedisStore`: the [`EventStore`] over Redis Streams.
+//!
+//! Appends are one `FCALL` of the `concord` function library (see `concord.lua`), so the
+//! whole decision and every write happen atomically on the server in one round trip. Reads
+//! are plain `XRANGE`/`XREVRANGE` over the streams the function wrote. Every call has a
+//! timeout, and a Redis that cannot be reached is [`StoreError::Unavailable`]; the
+//! connection manager reconnects in the background, so the store works again once Redis
+//! is back.
+
+use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use concord_core::{
+    AllPage, AppendOutcome, AppendRequest, Appended, Conflict, Direction, EventId, EventStore,
+    ExpectedVersion, Filter, HeadSignal, Limits, PartialDuplicate, Position, RecordedEvent,
+    StoreError, StreamInfo, StreamName, Version,
+};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{AsyncConnectionConfig, Client, Value};
+use tokio::task::JoinHandle;
+
+use crate::decode;
+use crate::error::{BACKEND, RedisError};
+use crate::keys::KeyLayout;
+
+/// The source of the `concord` Redis function library.
+pub const LIBRARY_SOURCE: &str = include_str!("concord.lua");
+
+/// The version of the library this build loads (the `LIBRARY_VERSION` in its source).
+pub const LIBRARY_VERSION: i64 = 1;
+
+/// The name of the append function in this library version.
+pub const APPEND_FUNCTION: &str = "concord_append_v1";
+
+/// How long one `XREAD BLOCK` of the head watcher waits before it looks again.
+const WATCH_BLOCK: Duration = Duration::from_secs(1);
+
+/// The longest [`EventStore::wait_for_head`] waits before it returns the current head.
+const WAIT_FOR_HEAD_MAX: Duration = Duration::from_secs(2);
+
+/// Entries `read_all` examines per round trip when a filter drops some of them.
+const SCAN_BATCH: usize = 1000;
+
+/// Round trips one filtered `read_all` makes at most before it returns a partial page.
+const SCAN_ROUND_TRIPS_MAX: usize = 10;
+
+/// How a [`RedisStore`] connects and what it allows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RedisOptions {
+    /// The hash tag every key starts with (`{concord}:…`); one Redis may hold several
+    /// stores under different prefixes.
+    pub key_prefix: String,
+    /// The longest any one call to Redis may take, connecting included. Past it the call
+    /// fails with [`StoreError::Unavailable`].
+    pub timeout: Duration,
+    /// Validation limits, checked client-side before anything is sent.
+    pub limits: Limits,
+}
+
+impl Default for RedisOptions {
+    fn default() -> Self {
+        RedisOptions {
+            key_prefix: "concord".to_owned(),
+            timeout: Duration::from_secs(5),
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// An [`EventStore`] on Redis ≥ 7. Cheap to clone: clones share one multiplexed connection.
+#[derive(Clone)]
+pub struct RedisStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    client: Client,
+    conn: ConnectionManager,
+    keys: KeyLayout,
+    options: RedisOptions,
+    /// The highest head this process has seen: from its own appends and from the watcher.
+    signal: HeadSignal,
+    /// The head watcher: an `XREAD BLOCK` loop on its own connection, started by the first
+    /// `wait_for_head`, so a blocking read never holds up the multiplexed connection.
+    watcher: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(handle) = self
+            .watcher
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
+            handle.abort();
+        }
+        self.signal.close();
+    }
+}
+
+impl fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisStore")
+            .field(
+                "addr",
+                &self.inner.client.get_connection_info().addr().to_string(),
+            )
+            .field("keys", &self.inner.keys)
+            .field("timeout", &self.inner.options.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `url` with any password replaced, for error messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => format!(
+            "{}://***@{}",
+            url.get(..scheme).unwrap_or(""),
+            url.get(at + 1..).unwrap_or("")
+        ),
+        _ => url.to_owned(),
+    }
+}
+
+/// The TLS client needs a process-wide crypto provider; `ring` builds from crates.io with
+/// only a C compiler. An error means a provider is installed already, which is fine.
+fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+async fn timed<T>(
+    timeout: Duration,
+    command: &'static str,
+    fut: impl Future<Output = redis::RedisResult<T>>,
+) -> Result<T, RedisError> {
+    match tokio::time::timeout(timeout, fut).await {
+        Err(_) => Err(RedisError::Timeout { command, timeout }),
+        Ok(r) => r.map_err(|e| RedisError::command(command, e)),
+    }
+}
+
+impl RedisStore {
+    /// Connects to `url` (`redis://[user:pass@]host:port/db`, `rediss://…` for TLS) with
+    /// the default options, and loads or upgrades the function library.
+    ///
+    /// # Errors
+    /// [`StoreError::Invalid`] for a bad URL; [`StoreError::Unavailable`] when Redis cannot
+    /// be reached within the timeout; [`StoreError::Backend`] when Redis holds a newer
+    /// function library.
+    pub async fn connect(url: &str) -> Result<RedisStore, StoreError> {
+        Self::connect_with(url, RedisOptions::default()).await
+    }
+
+    /// As [`RedisStore::connect`], with `options`.
+    ///
+    /// # Errors
+    /// As [`RedisStore::connect`], and [`StoreError::Invalid`] for a bad key prefix.
+    pub async fn connect_with(url: &str, options: RedisOptions) -> Result<RedisStore, StoreError> {
+        let keys = KeyLayout::new(&options.key_prefix)?;
+        if url.starts_with("rediss://") {
+            install_crypto_provider();
+        }
+        let client = Client::open(url).map_err(|source| RedisError::InvalidUrl { url: redact(url), source })?;
+        Self::open(client, keys, options).await
+    }
+
+    /// As [`RedisStore::connect_with`] for a `rediss://` URL whose server certificate is
+    /// signed by the CA in `root_certificate_pem` (PEM) instead of one of the system's
+    /// roots. (The system roots can also be replaced with the `SSL_CERT_FILE` environment
+    /// variable.)
+    ///
+    /// # Errors
+    /// As [`RedisStore::connect_with`]; [`StoreError::Invalid`] when the URL is not
+    /// `rediss://`.
+    pub async fn connect_with_root_certificate(
+        url: &str,
+        options: RedisOptions,
+        root_certificate_pem: &[u8],
+    ) -> Result<RedisStore, StoreError> {
+        let keys = KeyLayout::new(&options.key_prefix)?;
+        if !url.starts_with("rediss://") {
+            return Err(StoreError::invalid("store", format!("{:?} is not a rediss:// URL", redact(url))));
+        }
+        install_crypto_provider();
+        let certificates =
+            redis::TlsCertificates { client_tls: None, root_cert: Some(root_certificate_pem.to_vec()) };
+        let client = Client::build_with_tls(url, certificates)
+            .map_err(|source| RedisError::InvalidUrl { url: redact(url), source })?;
+        Self::open(client, keys, options).await
+    }
+
+    async fn open(client: Client, keys: KeyLayout, options: RedisOptions) -> Result<RedisStore, StoreError> {
+        let timeout = options.timeout;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout))
+            .set_number_of_retries(6)
+            .set_max_delay(Duration::from_secs(1));
+        let conn = timed(timeout, "CONNECT", ConnectionManager::new_with_config(client.clone(), config)).await?;
+        let store = RedisStore {
+            inner: Arc::new(Inner {
+                client,
+                conn,
+                keys,
+                options,
+                signal: HeadSignal::default(),
+                watcher: Mutex::new(None),
+            }),
+        };
+        store.ensure_library().await?;
+        Ok(store)
+    }
+
+    /// The key names this store uses.
+    pub fn keys(&self) -> &KeyLayout {
+        &self.inner.keys
+    }
+
+    /// The options the store was opened with.
+    pub fn options(&self) -> &RedisOptions {
+        &self.inner.options
+    }
+
+    async fn query<T: redis::FromRedisValue>(
+        &self,
+        command: &'static str,
+        cmd: &redis::Cmd,
+    ) -> Result<T, RedisError> {
+        let mut conn = self.inner.conn.clone();
+        timed(
+            self.inner.options.timeout,
+            command,
+            cmd.query_async(&mut conn),
+        )
+        .await
+    }
+
+    async fn query_pipe<T: redis::FromRedisValue>(
+        &self,
+        command: &'static str,
+        pipe: &redis::Pipeline,
+    ) -> Result<T, RedisError> {
+        let mut conn = self.inner.conn.clone();
+        timed(
+            self.inner.options.timeout,
+            command,
+            pipe.query_async(&mut conn),
+        )
+        .await
+    }
+
+    /// The library version loaded in Redis, `None` when there is none.
+    ///
+    /// # Errors
+    /// When Redis cannot be asked.
+    pub async fn loaded_library_version(&self) -> Result<Option<i64>, StoreError> {
+        Ok(self.library_version().await?)
+    }
+
+    async fn library_version(&self) -> Result<Option<i64>, RedisError> {
+        match self
+            .query::<Value>(
+                "FCALL_RO",
+                redis::cmd("FCALL_RO").arg("concord_version").arg(0),
+            )
+            .await
+        {
+            Ok(Value::Int(v)) => Ok(Some(v)),
+            Ok(other) => Err(RedisError::reply(
+                "FCALL_RO",
+                format!("concord_version returned {other:?}"),
+            )),
+            Err(e) if e.is_unavailable() => Err(e),
+            // "Function not found" (no library, or one without concord_version).
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// Loads this build's library unless Redis already holds it (or a newer one).
+    async fn ensure_library(&self) -> Result<(), RedisError> {
+        match self.library_version().await? {
+            Some(v) if v == LIBRARY_VERSION => Ok(()),
+            Some(v) if v > LIBRARY_VERSION => Err(RedisError::NewerLibrary {
+                found: v,
+                ours: LIBRARY_VERSION,
+            }),
+            _ => self.load_library().await,
+        }
+    }
+
+    async fn load_library(&self) -> Result<(), RedisError> {
+        tracing::info!(
+            version = LIBRARY_VERSION,
+            "loading the concord function library into Redis"
+        );
+        let _: Value = self
+            .query(
+                "FUNCTION LOAD",
+                redis::cmd("FUNCTION")
+                    .arg("LOAD")
+                    .arg("REPLACE")
+                    .arg(LIBRARY_SOURCE),
+            )
+            .await?;
+        Ok(())
+    }
+
+    fn append_command(&self, request: &AppendRequest) -> redis::Cmd {
+        let keys = &self.inner.keys;
+        let s = &request.stream;
+        let mut cmd = redis::cmd("FCALL");
+        cmd.arg(APPEND_FUNCTION)
+            .arg(7)
+            .arg(keys.stream(s))
+            .arg(keys.ids(s))
+            .arg(keys.types(s))
+            .arg(keys.all())
+            .arg(keys.head())
+            .arg(keys.index())
+            .arg(keys.heads())
+            .arg(s.as_str());
+        let (kind, n) = match request.expected {
+            ExpectedVersion::Exact(v) => ("exact", v.get()),
+            ExpectedVersion::NoStream => ("no_stream", 0),
+            ExpectedVersion::Exists => ("exists", 0),
+            ExpectedVersion::Any => ("any", 0),
+        };
+        cmd.arg(kind).arg(n);
+        match &request.rebase_unless {
+            Some(types) => {
+                cmd.arg(1)
+                    .arg(self.inner.options.limits.concurrent_events_max)
+                    .arg(types.len());
+                for t in types {
+                    cmd.arg(t.as_str());
+                }
+            }
+            None => {
+                cmd.arg(0)
+                    .arg(self.inner.options.limits.concurrent_events_max)
+                    .arg(0);
+            }
+        }
+        cmd.arg(request.events.len());
+        for e in &request.events {
+            let tags = e
+                .tags
+                .iter()
+                .map(|t| t.as_str())
+                .collect::<Vec<_>>()
+                .join(",");
+            cmd.arg(e.id.to_string())
+                .arg(e.event_type.as_str())
+                .arg(e.data.as_bytes())
+                .arg(e.metadata.as_bytes())
+                .arg(tags);
+        }
+        cmd
+    }
+
+    fn decode_append(
+        &self,
+        request: &AppendRequest,
+        reply: &Value,
+    ) -> Result<Result<AppendOutcome, StoreError>, RedisError> {
+        const C: &str = "FCALL";
+        let items = decode::array(C, reply)?;
+        let item = |i: usize| {
+            items
+                .get(i)
+                .ok_or_else(|| RedisError::reply(C, format!("append reply has no item {i}")))
+        };
+        let number = |i: usize| item(i).and_then(|v| decode::int(C, v));
+        let stream = &request.stream;
+        let appended = || -> Result<Appended, RedisError> {
+            Ok(Appended {
+                stream: stream.clone(),
+                first_version: Version(number(1)?),
+                last_version: Version(number(2)?),
+                first_position: Position(number(3)?),
+                last_position: Position(number(4)?),
+            })
+        };
+        let concurrent =
+            |i: usize| decode::entries(C, item(i)?, |e| decode::stream_entry(C, stream, e));
+        Ok(match decode::text(C, item(0)?)? {
+            "appended" => Ok(AppendOutcome::Appended(appended()?)),
+            "duplicate" => Ok(AppendOutcome::Duplicate(appended()?)),
+            "rebased" => Ok(AppendOutcome::Rebased {
+                appended: appended()?,
+                expected_version: Version(number(5)?),
+                concurrent_events: concurrent(6)?,
+            }),
+            "partial" => {
+                let existing_ids = items
+                    .iter()
+                    .skip(1)
+                    .map(|v| {
+                        decode::text(C, v)?
+                            .parse::<EventId>()
+                            .map_err(|e| RedisError::reply(C, e.to_string()))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                Err(StoreError::PartialDuplicate(Box::new(PartialDuplicate {
+                    stream: stream.clone(),
+                    existing_ids,
+                })))
+            }
+            "conflict" => Err(StoreError::conflict(Conflict {
+                stream: stream.clone(),
+                expected: request.expected,
+                actual: Version(number(1)?),
+                truncated: number(2)? == 1,
+                concurrent_events: concurrent(3)?,
+            })),
+            other => {
+                return Err(RedisError::reply(
+                    C,
+                    format!("unknown append outcome {other:?}"),
+                ));
+            }
+        })
+    }
+
+    /// Starts the head watcher unless it runs already.
+    fn ensure_watcher(&self) {
+        let mut slot = self
+            .inner
+            .watcher
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if slot.as_ref().is_some_and(|h| !h.is_finished()) {
+            return;
+        }
+        let client = self.inner.client.clone();
+        let all = self.inner.keys.all();
+        let head = self.inner.keys.head();
+        let signal = self.inner.signal.clone();
+        let timeout = self.inner.options.timeout;
+        *slot = Some(tokio::spawn(watch_head(client, all, head, signal, timeout)));
+    }
+}
+
+/// Follows the global stream with `XREAD BLOCK` on a connection of its own and publishes
+/// every head it sees. After an error it reconnects; while Redis is down it keeps trying.
+async fn watch_head(
+    client: Client,
+    all_key: String,
+    head_key: String,
+    signal: HeadSignal,
+    timeout: Duration,
+) {
+    let config = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(timeout))
+        .set_response_timeout(Some(WATCH_BLOCK + timeout));
+    loop {
+        let connected = timed(
+            timeout,
+            "CONNECT",
+            client.get_multiplexed_async_connection_with_config(&config),
+        )
+        .await;
+        if let Ok(mut conn) = connected {
+            loop {
+                let head: Result<Option<u64>, _> = timed(
+                    timeout,
+                    "GET",
+                    redis::cmd("GET").arg(&head_key).query_async(&mut conn),
+                )
+                .await;
+                let Ok(head) = head else { break };
+                let head = head.unwrap_or(0);
+                signal.advance(Position(head));
+                let block = u64::try_from(WATCH_BLOCK.as_millis()).unwrap_or(1000);
+                let read: Result<Value, _> = timed(
+                    WATCH_BLOCK + timeout,
+                    "XREAD",
+                    redis::cmd("XREAD")
+                        .arg("COUNT")
+                        .arg(1)
+                        .arg("BLOCK")
+                        .arg(block)
+                        .arg("STREAMS")
+                        .arg(&all_key)
+                        .arg(format!("{head}-0"))
+                        .query_async(&mut conn),
+                )
+                .await;
+                if read.is_err() {
+                    break;
+                }
+            }
+        }
+        // Backoff before reconnecting, so a Redis that is down is not hammered.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn function_missing(e: &RedisError) -> bool {
+    // Redis answers an FCALL of an unknown function with "ERR Function not found"; it
+    // happens after a restart without persistence or a FUNCTION FLUSH.
+    matches!(e, RedisError::Command { source, .. }
+        if source.detail().is_some_and(|d| d.contains("Function not found")))
+}
+
+fn parse_heads(command: &'static str, v: &[u8]) -> Result<(Version, Position), RedisError> {
+    let s = std::str::from_utf8(v).map_err(|e| RedisError::reply(command, e.to_string()))?;
+    let (version, position) = s.split_once(' ').ok_or_else(|| {
+        RedisError::reply(
+            command,
+            format!("stream head {s:?} is not \"<version> <position>\""),
+        )
+    })?;
+    Ok((
+        Version(decode::parse_u64(command, version.as_bytes())?),
+        Position(decode::parse_u64(command, position.as_bytes())?),
+    ))
+}
+
+#[async_trait]
+impl EventStore for RedisStore {
+    fn backend(&self) -> &'static str {
+        BACKEND
+    }
+
+    async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, StoreError> {
+        self.inner.options.limits.check_append(&request)?;
+        let cmd = self.append_command(&request);
+        let reply: Value = match self.query("FCALL", &cmd).await {
+            Err(e) if function_missing(&e) => {
+                self.load_library().await?;
+                self.query("FCALL", &cmd).await?
+            }
+            other => other?,
+        };
+        let outcome = self.decode_append(&request, &reply)??;
+        if !outcome.is_duplicate() {
+            self.inner.signal.advance(outcome.appended().last_position);
+        }
+        Ok(outcome)
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &StreamName,
+        from: Version,
+        direction: Direction,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let limit = limit.min(self.inner.options.limits.read_limit_max);
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let key = self.inner.keys.stream(stream);
+        let (command, cmd) = match direction {
+            Direction::Forward => {
+                let mut c = redis::cmd("XRANGE");
+                c.arg(key)
+                    .arg(format!("{from}-0"))
+                    .arg("+")
+                    .arg("COUNT")
+                    .arg(limit);
+                ("XRANGE", c)
+            }
+            Direction::Backward => {
+                let mut c = redis::cmd("XREVRANGE");
+                c.arg(key)
+                    .arg(format!("{from}-0"))
+                    .arg("-")
+                    .arg("COUNT")
+                    .arg(limit);
+                ("XREVRANGE", c)
+            }
+        };
+        let reply: Value = self.query(command, &cmd).await?;
+        Ok(decode::entries(command, &reply, |e| {
+            decode::stream_entry(command, stream, e)
+        })?)
+    }
+
+    async fn read_all(
+        &self,
+        from: Position,
+        filter: &Filter,
+        limit: usize,
+    ) -> Result<AllPage, StoreError> {
+        let limit = limit.min(self.inner.options.limits.read_limit_max);
+        let all = self.inner.keys.all();
+        let batch = if filter.is_all() {
+            limit.max(1)
+        } else {
+            SCAN_BATCH
+        };
+        let mut events = Vec::new();
+        let mut cursor = from;
+        let mut head = Position::ZERO;
+        for _ in 0..SCAN_ROUND_TRIPS_MAX {
+            // The head is read after the range, so it is at least every position seen.
+            let mut pipe = redis::pipe();
+            pipe.cmd("XRANGE")
+                .arg(&all)
+                .arg(format!("{cursor}-0"))
+                .arg("+")
+                .arg("COUNT")
+                .arg(batch);
+            pipe.cmd("GET").arg(self.inner.keys.head());
+            let (reply, last): (Value, Option<u64>) = self.query_pipe("XRANGE", &pipe).await?;
+            head = Position(last.unwrap_or(0));
+            let entries = decode::entries("XRANGE", &reply, |e| decode::global_entry("XRANGE", e))?;
+            let exhausted = entries.len() < batch;
+            for e in entries {
+                if events.len() == limit {
+                    return Ok(AllPage {
+                        events,
+                        next_from: e.position,
+                        head,
+                    });
+                }
+                cursor = e.position.next();
+                if filter.matches(&e) {
+                    events.push(e);
+                }
+            }
+            if exhausted || events.len() == limit {
+                break;
+            }
+        }
+        Ok(AllPage {
+            events,
+            next_from: cursor,
+            head,
+        })
+    }
+
+    async fn stream_version(&self, stream: &StreamName) -> Result<Version, StoreError> {
+        let state: Option<Vec<u8>> = self
+            .query(
+                "HGET",
+                redis::cmd("HGET")
+                    .arg(self.inner.keys.heads())
+                    .arg(stream.as_str()),
+            )
+            .await?;
+        match state {
+            None => Ok(Version::NONE),
+            Some(v) => Ok(parse_heads("HGET", &v)?.0),
+        }
+    }
+
+    async fn list_streams(
+        &self,
+        prefix: &str,
+        after: Option<&StreamName>,
+        limit: usize,
+    ) -> Result<Vec<StreamInfo>, StoreError> {
+        let limit = limit.min(self.inner.options.limits.read_limit_max);
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let min = match after {
+            Some(a) if a.as_str() >= prefix => format!("({a}"),
+            _ => format!("[{prefix}"),
+        };
+        let names: Vec<String> = self
+            .query(
+                "ZRANGEBYLEX",
+                redis::cmd("ZRANGEBYLEX")
+                    .arg(self.inner.keys.index())
+                    .arg(min)
+                    .arg("+")
+                    .arg("LIMIT")
+                    .arg(0)
+                    .arg(limit),
+            )
+            .await?;
+        // Names are sorted, so the first one outside the prefix ends the listing.
+        let names: Vec<StreamName> = names
+            .into_iter()
+            .take_while(|n| n.starts_with(prefix))
+            .map(|n| {
+                StreamName::new(n).map_err(|e| RedisError::reply("ZRANGEBYLEX", e.to_string()))
+            })
+            .collect::<Result<_, _>>()?;
+        if names.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut cmd = redis::cmd("HMGET");
+        cmd.arg(self.inner.keys.heads());
+        for n in &names {
+            cmd.arg(n.as_str());
+        }
+        let states: Vec<Option<Vec<u8>>> = self.query("HMGET", &cmd).await?;
+        let mut out = Vec::with_capacity(names.len());
+        for (stream, state) in names.into_iter().zip(states) {
+            let state = state.ok_or_else(|| {
+                RedisError::reply(
+                    "HMGET",
+                    format!("stream {stream} is indexed but has no head"),
+                )
+            })?;
+            let (version, last_position) = parse_heads("HMGET", &state)?;
+            out.push(StreamInfo {
+                stream,
+                version,
+                last_position,
+            });
+        }
+        Ok(out)
+    }
+
+    async fn head(&self) -> Result<Position, StoreError> {
+        let head: Option<u64> = self
+            .query("GET", redis::cmd("GET").arg(self.inner.keys.head()))
+            .await?;
+        let head = Position(head.unwrap_or(0));
+        self.inner.signal.advance(head);
+        Ok(head)
+    }
+
+    async fn wait_for_head(&self, after: Position) -> Result<Position, StoreError> {
+        let known = self.inner.signal.head();
+        if known > after {
+            return Ok(known);
+        }
+        self.ensure_watcher();
+        match tokio::time::timeout(WAIT_FOR_HEAD_MAX, self.inner.signal.wait_beyond(after)).await {
+            Ok(head) => Ok(head),
+            Err(_) => self.head().await,
+        }
+    }
+}

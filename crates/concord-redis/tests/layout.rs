@@ -1,0 +1,280 @@
+//! What Concord writes into Redis, checked with raw commands: the layout any Redis client
+//! can rely on (entry ids are versions and positions), and the function library's
+//! loading and upgrade.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+mod common;
+
+use concord_core::{
+    AppendRequest, EventStore, ExpectedVersion, Filter, Position, StoreError, Version, doc,
+};
+use concord_redis::{LIBRARY_VERSION, RedisOptions, RedisStore};
+use concord_testkit::redis::{RedisServer, shared, unique_prefix};
+use redis::AsyncCommands;
+
+fn deposit(amount: u64) -> concord_core::NewEvent {
+    doc::event("Deposited", serde_json::json!({ "amount": amount }))
+}
+
+async fn entry_ids(conn: &mut redis::aio::MultiplexedConnection, key: &str) -> Vec<String> {
+    let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+        .arg(key)
+        .arg("-")
+        .arg("+")
+        .query_async(conn)
+        .await
+        .unwrap();
+    entries.into_iter().map(|(id, _)| id).collect()
+}
+
+#[tokio::test]
+async fn entry_ids_are_versions_in_the_stream_and_positions_in_the_global_stream() {
+    let store = common::fresh_store().await;
+    let a = doc::stream("account-1");
+    let b = doc::stream("account-2");
+    let _ = store
+        .append(AppendRequest::new(
+            a.clone(),
+            ExpectedVersion::NoStream,
+            vec![deposit(1), deposit(2)],
+        ))
+        .await
+        .unwrap();
+    let _ = store
+        .append(AppendRequest::new(
+            b.clone(),
+            ExpectedVersion::NoStream,
+            vec![deposit(3)],
+        ))
+        .await
+        .unwrap();
+    let _ = store
+        .append(AppendRequest::new(
+            a.clone(),
+            ExpectedVersion::Exact(Version(2)),
+            vec![deposit(4)],
+        ))
+        .await
+        .unwrap();
+
+    let mut conn = common::raw(&shared().url()).await;
+    let keys = store.keys();
+    assert_eq!(
+        entry_ids(&mut conn, &keys.stream(&a)).await,
+        ["1-0", "2-0", "3-0"]
+    );
+    assert_eq!(entry_ids(&mut conn, &keys.stream(&b)).await, ["1-0"]);
+    assert_eq!(
+        entry_ids(&mut conn, &keys.all()).await,
+        ["1-0", "2-0", "3-0", "4-0"]
+    );
+    let head: u64 = conn.get(keys.head()).await.unwrap();
+    assert_eq!(head, 4);
+    let streams: Vec<String> = conn.zrange(keys.index(), 0, -1).await.unwrap();
+    assert_eq!(streams, ["account-1", "account-2"]);
+    assert!(
+        keys.stream(&a)
+            .starts_with(&format!("{{{}}}:", store.options().key_prefix))
+    );
+
+    // Redis itself refuses a stale version: version 3 cannot be written twice.
+    let err = redis::cmd("XADD")
+        .arg(keys.stream(&a))
+        .arg("3-0")
+        .arg("type")
+        .arg("x")
+        .query_async::<String>(&mut conn)
+        .await;
+    assert!(err.is_err());
+}
+
+#[tokio::test]
+async fn a_rebase_sees_every_concurrent_event_not_only_the_first_hundred() {
+    let store = common::fresh_store().await;
+    let s = doc::stream("account-7");
+    let _ = store
+        .append(AppendRequest::new(
+            s.clone(),
+            ExpectedVersion::NoStream,
+            vec![doc::event("AccountOpened", serde_json::json!({}))],
+        ))
+        .await
+        .unwrap();
+    let deposits: Vec<_> = (0..150).map(deposit).collect();
+    let _ = store
+        .append(AppendRequest::new(
+            s.clone(),
+            ExpectedVersion::Exact(Version(1)),
+            deposits,
+        ))
+        .await
+        .unwrap();
+    let _ = store
+        .append(AppendRequest::new(
+            s.clone(),
+            ExpectedVersion::Exact(Version(151)),
+            vec![doc::event("AccountClosed", serde_json::json!({}))],
+        ))
+        .await
+        .unwrap();
+
+    // Based on version 1: 151 concurrent events, the closing one is the last.
+    let late = AppendRequest::new(
+        s.clone(),
+        ExpectedVersion::Exact(Version(1)),
+        vec![deposit(9)],
+    )
+    .rebase_unless(vec![doc::event_type("AccountClosed")]);
+    let err = store.append(late).await.unwrap_err();
+    let conflict = err.as_conflict().expect("a conflict");
+    assert_eq!(conflict.actual, Version(152));
+    assert_eq!(conflict.concurrent_events.len(), 100);
+    assert!(conflict.truncated);
+    assert_eq!(conflict.concurrent_events[0].version, Version(2));
+
+    // Based on version 151 the only concurrent event is the closing one; on 152 nothing.
+    let fresh = AppendRequest::new(
+        s.clone(),
+        ExpectedVersion::Exact(Version(150)),
+        vec![deposit(9)],
+    )
+    .rebase_unless(vec![doc::event_type("Withdrawn")]);
+    let outcome = store.append(fresh).await.unwrap();
+    assert!(outcome.is_rebased());
+    assert_eq!(outcome.appended().first_version, Version(153));
+}
+
+#[tokio::test]
+async fn filtered_reads_page_through_the_global_stream() {
+    let store = common::fresh_store().await;
+    for i in 0..2500u64 {
+        let s = doc::stream(if i % 500 == 0 {
+            "auction-1"
+        } else {
+            "account-1"
+        });
+        let _ = store
+            .append(AppendRequest::new(
+                s,
+                ExpectedVersion::Any,
+                vec![deposit(i)],
+            ))
+            .await
+            .unwrap();
+    }
+    let filter = Filter::all().category(concord_core::Category::new("auction").unwrap());
+    let mut from = Position::FIRST;
+    let mut seen = Vec::new();
+    loop {
+        let page = store.read_all(from, &filter, 10).await.unwrap();
+        seen.extend(page.events.iter().map(|e| e.position.get()));
+        from = page.next_from;
+        if page.is_caught_up() {
+            break;
+        }
+    }
+    assert_eq!(seen, [1, 501, 1001, 1501, 2001]);
+}
+
+#[tokio::test]
+async fn the_function_library_is_loaded_upgraded_and_never_downgraded() {
+    // Its own server: the library is server-wide, and this test replaces it.
+    let server = RedisServer::start();
+    let url = server.url();
+    let mut conn = common::raw(&url).await;
+    let store = common::store_on(&url, std::time::Duration::from_secs(5)).await;
+    assert_eq!(
+        store.loaded_library_version().await.unwrap(),
+        Some(LIBRARY_VERSION)
+    );
+
+    // An older library in place: connecting replaces it.
+    let old = "#!lua name=concord\nredis.register_function{function_name='concord_version', callback=function() return 0 end, flags={'no-writes'}}\n";
+    let _: String = redis::cmd("FUNCTION")
+        .arg("LOAD")
+        .arg("REPLACE")
+        .arg(old)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(store.loaded_library_version().await.unwrap(), Some(0));
+    let upgraded = common::store_on(&url, std::time::Duration::from_secs(5)).await;
+    assert_eq!(
+        upgraded.loaded_library_version().await.unwrap(),
+        Some(LIBRARY_VERSION)
+    );
+
+    // Lost library (FUNCTION FLUSH, or a restart without persistence): the next append
+    // loads it again and succeeds.
+    let _: String = redis::cmd("FUNCTION")
+        .arg("FLUSH")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let outcome = store
+        .append(AppendRequest::new(
+            doc::stream("account-1"),
+            ExpectedVersion::NoStream,
+            vec![deposit(1)],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(outcome.appended().first_version, Version(1));
+    assert_eq!(
+        store.loaded_library_version().await.unwrap(),
+        Some(LIBRARY_VERSION)
+    );
+
+    // A newer library is left alone, and this build refuses to run against it.
+    let newer = "#!lua name=concord\nredis.register_function{function_name='concord_version', callback=function() return 99 end, flags={'no-writes'}}\n";
+    let _: String = redis::cmd("FUNCTION")
+        .arg("LOAD")
+        .arg("REPLACE")
+        .arg(newer)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let options = RedisOptions {
+        key_prefix: unique_prefix(),
+        ..RedisOptions::default()
+    };
+    let err = RedisStore::connect_with(&url, options).await.unwrap_err();
+    assert!(matches!(err, StoreError::Backend { .. }), "{err:?}");
+    assert!(err.to_string().contains("newer"), "{err}");
+}
+
+#[tokio::test]
+async fn bad_urls_and_prefixes_are_invalid_input_not_panics() {
+    let err = RedisStore::connect("http://127.0.0.1:1").await.unwrap_err();
+    assert!(matches!(err, StoreError::Invalid(_)), "{err:?}");
+    let options = RedisOptions {
+        key_prefix: "a{b}".into(),
+        ..RedisOptions::default()
+    };
+    let err = RedisStore::connect_with(&shared().url(), options)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Invalid(_)), "{err:?}");
+    // TLS against a plain-text server: a clear failure within the timeout, not a panic.
+    let options = RedisOptions {
+        timeout: std::time::Duration::from_secs(2),
+        ..RedisOptions::default()
+    };
+    let tls = shared()
+        .url()
+        .replacen("redis://", "rediss://", 1)
+        .replace("127.0.0.1", "localhost");
+    let err = RedisStore::connect_with(&tls, options).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::Unavailable { .. } | StoreError::Backend { .. }
+        ),
+        "{err:?}"
+    );
+}

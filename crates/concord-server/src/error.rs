@@ -1,0 +1,319 @@
+//! `ApiError`, and the one place where errors become HTTP responses.
+//!
+//! **Architecture invariant:** only this file knows which status and problem type a
+//! `StoreError` gets. Internal failures answer a generic `detail` and are logged here,
+//! inside the request's span; their text never reaches the client.
+
+use std::net::SocketAddr;
+
+use axum::http::header::{CONTENT_TYPE, WWW_AUTHENTICATE};
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use concord_api::{ConflictPart, PROBLEM_CONTENT_TYPE, Problem, ProblemType};
+use concord_core::{Conflict, StoreError, StreamName, Version};
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    /// An open server (no tokens) was asked to listen on a non-loopback address.
+    #[error(
+        "refusing to serve {0} without tokens: give a tokens file, bind a loopback address, or pass --insecure-open"
+    )]
+    OpenOnNonLoopback(SocketAddr),
+    /// The tokens file could not be read or parsed.
+    #[error("{0}")]
+    Tokens(String),
+    /// A configuration value is out of range.
+    #[error("invalid server configuration: {0}")]
+    Config(String),
+    /// Accepting or serving connections failed.
+    #[error("serving HTTP failed")]
+    Io(#[source] std::io::Error),
+}
+
+/// Why one request failed. Every variant becomes an `application/problem+json` response.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ApiError {
+    /// What the store said; mapped per variant below.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A conflict on an expectation given as `If-Match`: 412 instead of 409.
+    #[error("{0}")]
+    IfMatchConflict(Box<Conflict>),
+    /// Malformed input found by the server itself (body, path, query, headers). 400.
+    #[error("{detail}")]
+    Invalid {
+        /// The field, parameter or header at fault.
+        field: String,
+        /// What was wrong.
+        detail: String,
+    },
+    /// A request body over the limit. 413.
+    #[error("the request body is larger than {max} bytes")]
+    BodyTooLarge {
+        /// The declared size, when the client sent `Content-Length`.
+        size: Option<u64>,
+        /// The limit.
+        max: u64,
+    },
+    /// The stream has no events. 404.
+    #[error("stream {0} has no events")]
+    StreamNotFound(StreamName),
+    /// The stream has no event at that version. 404.
+    #[error("stream {stream} has no event at version {version}")]
+    EventNotFound {
+        /// The stream.
+        stream: StreamName,
+        /// The version asked for.
+        version: Version,
+    },
+    /// No such route. 404.
+    #[error("there is no route {0}; see /openapi.json")]
+    NotFound(String),
+    /// The route exists, but not with this method. 405.
+    #[error("method {0} is not allowed on this route; see /openapi.json")]
+    MethodNotAllowed(String),
+    /// Missing or unknown token. 401.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// Outside the token's grants. 403.
+    #[error("{0}")]
+    Forbidden(String),
+    /// A bug or a failed task inside the server. 500, logged.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// A 400 about `field`.
+    pub fn invalid(field: impl Into<String>, detail: impl Into<String>) -> Self {
+        ApiError::Invalid {
+            field: field.into(),
+            detail: detail.into(),
+        }
+    }
+}
+
+fn conflict_problem(status: u16, c: Conflict) -> Problem {
+    let mut p = Problem::new(ProblemType::VersionConflict, status, c.to_string());
+    p.stream = Some(c.stream);
+    p.expected_version = Some(c.expected);
+    p.actual_version = Some(c.actual);
+    p.concurrent_events = Some(c.concurrent_events);
+    p.truncated = Some(c.truncated);
+    p
+}
+
+fn store_problem(e: StoreError) -> Problem {
+    match e {
+        StoreError::Conflict(c) => conflict_problem(409, *c),
+        StoreError::Conflicts(parts) => {
+            let mut p = Problem::new(
+                ProblemType::VersionConflict,
+                409,
+                format!("version conflict on {} stream(s)", parts.len()),
+            );
+            p.parts = Some(
+                parts
+                    .into_iter()
+                    .map(|c| ConflictPart {
+                        stream: c.stream,
+                        expected_version: c.expected,
+                        actual_version: c.actual,
+                        concurrent_events: c.concurrent_events,
+                    })
+                    .collect(),
+            );
+            p
+        }
+        StoreError::ConditionFailed(c) => {
+            let detail = StoreError::ConditionFailed(c.clone()).to_string();
+            let mut p = Problem::new(ProblemType::ConditionFailed, 409, detail);
+            p.after = Some(c.after);
+            p.matching_events = Some(c.matching_events);
+            p
+        }
+        StoreError::PartialDuplicate(d) => {
+            let detail = StoreError::PartialDuplicate(d.clone()).to_string();
+            let mut p = Problem::new(ProblemType::PartialDuplicate, 409, detail);
+            p.stream = Some(d.stream);
+            p.existing_ids = Some(d.existing_ids);
+            p
+        }
+        StoreError::Invalid(i) => {
+            let mut p = Problem::new(ProblemType::InvalidRequest, 400, i.message);
+            p.field = Some(i.field.to_owned());
+            p
+        }
+        StoreError::TooLarge(t) => {
+            let detail = StoreError::TooLarge(t.clone()).to_string();
+            let mut p = Problem::new(ProblemType::TooLarge, 413, detail);
+            p.field = Some(t.what.to_owned());
+            p.size = Some(t.size);
+            p.max = Some(t.max);
+            p.unit = Some(t.unit.to_owned());
+            p
+        }
+        e @ StoreError::Unavailable { .. } => {
+            tracing::error!(error = %e, source = ?std::error::Error::source(&e), "store unavailable");
+            Problem::new(
+                ProblemType::Unavailable,
+                503,
+                "the store is unavailable; retry later (re-sending an append with the same event ids is safe)",
+            )
+        }
+        e => {
+            tracing::error!(error = %e, source = ?std::error::Error::source(&e), "store failure");
+            Problem::new(
+                ProblemType::Internal,
+                500,
+                "internal error; the server log has the details",
+            )
+        }
+    }
+}
+
+impl ApiError {
+    fn into_problem(self) -> Problem {
+        match self {
+            ApiError::Store(e) => store_problem(e),
+            ApiError::IfMatchConflict(c) => conflict_problem(412, *c),
+            ApiError::Invalid { field, detail } => {
+                let mut p = Problem::new(ProblemType::InvalidRequest, 400, detail);
+                p.field = Some(field);
+                p
+            }
+            e @ ApiError::BodyTooLarge { .. } => {
+                let detail = e.to_string();
+                let ApiError::BodyTooLarge { size, max } = e else {
+                    return Problem::new(ProblemType::Internal, 500, "");
+                };
+                let mut p = Problem::new(ProblemType::TooLarge, 413, detail);
+                p.field = Some("request".to_owned());
+                p.size = size;
+                p.max = Some(max);
+                p.unit = Some("bytes".to_owned());
+                p
+            }
+            ApiError::StreamNotFound(stream) => {
+                let mut p = Problem::new(
+                    ProblemType::StreamNotFound,
+                    404,
+                    format!("stream {stream} has no events"),
+                );
+                p.stream = Some(stream);
+                p
+            }
+            e @ ApiError::EventNotFound { .. } => {
+                let detail = e.to_string();
+                let mut p = Problem::new(ProblemType::EventNotFound, 404, detail);
+                if let ApiError::EventNotFound { stream, version } = e {
+                    p.stream = Some(stream);
+                    p.version = Some(version);
+                }
+                p
+            }
+            e @ ApiError::NotFound(_) => Problem::new(ProblemType::NotFound, 404, e.to_string()),
+            e @ ApiError::MethodNotAllowed(_) => {
+                Problem::new(ProblemType::MethodNotAllowed, 405, e.to_string())
+            }
+            ApiError::Unauthorized(detail) => Problem::new(ProblemType::Unauthorized, 401, detail),
+            ApiError::Forbidden(detail) => Problem::new(ProblemType::Forbidden, 403, detail),
+            ApiError::Internal(detail) => {
+                tracing::error!(error = %detail, "internal error");
+                Problem::new(
+                    ProblemType::Internal,
+                    500,
+                    "internal error; the server log has the details",
+                )
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let problem = self.into_problem();
+        let status =
+            StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        if status.is_client_error() {
+            tracing::debug!(status = problem.status, r#type = %problem.problem_type, detail = %problem.detail, "request refused");
+        }
+        let body = serde_json::to_vec(&problem).unwrap_or_else(|_| b"{}".to_vec());
+        let mut response = (status, body).into_response();
+        let headers = response.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static(PROBLEM_CONTENT_TYPE));
+        if status == StatusCode::UNAUTHORIZED {
+            headers.insert(
+                WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"concord\""),
+            );
+        }
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use concord_core::{ExpectedVersion, doc};
+
+    fn problem_of(e: ApiError) -> Problem {
+        e.into_problem()
+    }
+
+    #[test]
+    fn conflicts_from_if_match_answer_412_and_otherwise_409() {
+        let c = Conflict {
+            stream: doc::stream("account-42"),
+            expected: ExpectedVersion::Exact(Version(1)),
+            actual: Version(2),
+            concurrent_events: vec![doc::recorded("account-42", 2, 2, "Deposited", &[])],
+            truncated: false,
+        };
+        let p = problem_of(ApiError::Store(StoreError::conflict(c.clone())));
+        assert_eq!(
+            (p.status, p.problem_type.as_str()),
+            (409, "urn:concord:version-conflict")
+        );
+        assert_eq!(p.actual_version, Some(Version(2)));
+        assert_eq!(p.concurrent_events.map(|e| e.len()), Some(1));
+        assert_eq!(
+            problem_of(ApiError::IfMatchConflict(Box::new(c))).status,
+            412
+        );
+    }
+
+    #[test]
+    fn internal_failures_do_not_leak_their_text() {
+        let e = StoreError::Corrupted("row 17 of table events is garbage".to_owned());
+        let p = problem_of(ApiError::Store(e));
+        assert_eq!(p.status, 500);
+        assert!(!p.detail.contains("row 17"));
+        let u = StoreError::unavailable(
+            "redis",
+            "connection refused at 10.0.0.1",
+            std::io::Error::other("x"),
+        );
+        let p = problem_of(ApiError::Store(u));
+        assert_eq!(
+            (p.status, p.problem_type.as_str()),
+            (503, "urn:concord:unavailable")
+        );
+        assert!(!p.detail.contains("10.0.0.1"));
+    }
+
+    #[test]
+    fn too_large_names_what_and_the_limit() {
+        let p = problem_of(ApiError::Store(StoreError::too_large(
+            "event", 2_000_000, 1_048_576, "bytes",
+        )));
+        assert_eq!(
+            (p.status, p.field.as_deref(), p.max),
+            (413, Some("event"), Some(1_048_576))
+        );
+    }
+}

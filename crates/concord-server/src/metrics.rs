@@ -1,0 +1,190 @@
+//! Prometheus metrics, kept in atomics and rendered as text on `GET /metrics`.
+//!
+//! Hand-rolled rather than a metrics crate: eight series do not justify a dependency, and
+//! atomics keep the append path free of locks.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Upper bounds of the append latency histogram, in seconds.
+const LATENCY_BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
+/// The server's counters.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    appends: AtomicU64,
+    events_appended: AtomicU64,
+    conflicts: AtomicU64,
+    rebases: AtomicU64,
+    duplicates: AtomicU64,
+    reads: AtomicU64,
+    subscriptions_active: AtomicU64,
+    latency_buckets: [AtomicU64; LATENCY_BUCKETS.len()],
+    latency_count: AtomicU64,
+    latency_sum_micros: AtomicU64,
+}
+
+/// How an append ended, for the counters.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum AppendResultKind {
+    Appended(u64),
+    Rebased(u64),
+    Duplicate,
+    Conflict,
+    Failed,
+}
+
+impl Metrics {
+    pub(crate) fn append(&self, kind: AppendResultKind, took: Duration) {
+        self.appends.fetch_add(1, Ordering::Relaxed);
+        match kind {
+            AppendResultKind::Appended(n) => {
+                self.events_appended.fetch_add(n, Ordering::Relaxed);
+            }
+            AppendResultKind::Rebased(n) => {
+                self.events_appended.fetch_add(n, Ordering::Relaxed);
+                self.rebases.fetch_add(1, Ordering::Relaxed);
+            }
+            AppendResultKind::Duplicate => {
+                self.duplicates.fetch_add(1, Ordering::Relaxed);
+            }
+            AppendResultKind::Conflict => {
+                self.conflicts.fetch_add(1, Ordering::Relaxed);
+            }
+            AppendResultKind::Failed => {}
+        }
+        let secs = took.as_secs_f64();
+        for (bound, bucket) in LATENCY_BUCKETS.iter().zip(&self.latency_buckets) {
+            if secs <= *bound {
+                bucket.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.latency_count.fetch_add(1, Ordering::Relaxed);
+        self.latency_sum_micros.fetch_add(
+            u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+
+    pub(crate) fn read(&self) {
+        self.reads.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a subscription as active until the returned guard is dropped.
+    pub(crate) fn subscription(self: &std::sync::Arc<Self>) -> SubscriptionGuard {
+        self.subscriptions_active.fetch_add(1, Ordering::Relaxed);
+        SubscriptionGuard(std::sync::Arc::clone(self))
+    }
+
+    /// The metrics in Prometheus text format 0.0.4.
+    pub fn render(&self, backend: &str) -> String {
+        let mut out = String::new();
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let mut counter = |name: &str, help: &str, value: u64| {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name}{{store=\"{backend}\"}} {value}"
+            );
+        };
+        counter(
+            "concord_appends_total",
+            "Append requests answered (any outcome).",
+            load(&self.appends),
+        );
+        counter(
+            "concord_events_appended_total",
+            "Events written by appends.",
+            load(&self.events_appended),
+        );
+        counter(
+            "concord_conflicts_total",
+            "Appends refused with a version conflict.",
+            load(&self.conflicts),
+        );
+        counter(
+            "concord_rebases_total",
+            "Appends rebased server-side.",
+            load(&self.rebases),
+        );
+        counter(
+            "concord_duplicates_total",
+            "Appends recognised as duplicates (nothing written).",
+            load(&self.duplicates),
+        );
+        counter(
+            "concord_reads_total",
+            "Read requests answered (streams, event, all, list).",
+            load(&self.reads),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP concord_subscriptions_active Open SSE subscriptions.\n# TYPE concord_subscriptions_active gauge\nconcord_subscriptions_active{{store=\"{backend}\"}} {}",
+            load(&self.subscriptions_active)
+        );
+        let name = "concord_append_duration_seconds";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Time to answer an append.\n# TYPE {name} histogram"
+        );
+        for (bound, bucket) in LATENCY_BUCKETS.iter().zip(&self.latency_buckets) {
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{store=\"{backend}\",le=\"{bound}\"}} {}",
+                load(bucket)
+            );
+        }
+        let count = load(&self.latency_count);
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{store=\"{backend}\",le=\"+Inf\"}} {count}"
+        );
+        let _ = writeln!(
+            out,
+            "{name}_sum{{store=\"{backend}\"}} {}",
+            load(&self.latency_sum_micros) as f64 / 1e6
+        );
+        let _ = writeln!(out, "{name}_count{{store=\"{backend}\"}} {count}");
+        out
+    }
+}
+
+/// Keeps a subscription counted as active.
+#[derive(Debug)]
+pub(crate) struct SubscriptionGuard(std::sync::Arc<Metrics>);
+
+impl Drop for SubscriptionGuard {
+    fn drop(&mut self) {
+        self.0.subscriptions_active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latency_lands_in_every_bucket_at_or_above_it() {
+        let m = Metrics::default();
+        m.append(AppendResultKind::Appended(3), Duration::from_millis(3));
+        m.append(AppendResultKind::Conflict, Duration::from_secs(10));
+        let text = m.render("memory");
+        assert!(
+            text.contains(
+                "concord_append_duration_seconds_bucket{store=\"memory\",le=\"0.0025\"} 0"
+            )
+        );
+        assert!(
+            text.contains(
+                "concord_append_duration_seconds_bucket{store=\"memory\",le=\"0.005\"} 1"
+            )
+        );
+        assert!(
+            text.contains("concord_append_duration_seconds_bucket{store=\"memory\",le=\"+Inf\"} 2")
+        );
+        assert!(text.contains("concord_events_appended_total{store=\"memory\"} 3"));
+        assert!(text.contains("concord_conflicts_total{store=\"memory\"} 1"));
+    }
+}

@@ -1,0 +1,395 @@
+//! Behaviour under concurrency and over time: 32 HTTP writers racing on one stream,
+//! subscriptions (catch-up, live, resumption, keep-alive, a stalled reader), and graceful
+//! shutdown with an append in flight.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use common::{DEADLINE, Frame, SseReader, scale, start, start_config, start_with};
+use concord_core::{
+    AllPage, AppendOutcome, AppendRequest, Direction, EventStore, Filter, MemoryStore, Position,
+    RecordedEvent, StoreError, StreamInfo, StreamName, Version,
+};
+use concord_server::ServerConfig;
+use serde_json::{Value, json};
+use tokio::sync::Notify;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thirty_two_writers_racing_on_one_stream_get_every_version_exactly_once() {
+    let server = Arc::new(start().await);
+    let per_writer = 5 * scale();
+    let writers = 32;
+    let mut tasks = Vec::new();
+    for w in 0..writers {
+        let server = Arc::clone(&server);
+        tasks.push(tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            let url = server.url("/streams/auction-1");
+            let mut granted = Vec::new();
+            let mut known = 0u64;
+            let mut conflicts = 0;
+            while granted.len() < per_writer {
+                let id = uuid::Uuid::new_v4();
+                let body = json!({"expected_version": known, "events": [{"id": id, "type": "BidPlaced", "data": {"bidder": w}}]});
+                let r = http.post(&url).body(body.to_string()).send().await.unwrap();
+                let status = r.status().as_u16();
+                let answer: Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
+                match status {
+                    201 => {
+                        let v = answer["first_version"].as_u64().unwrap();
+                        assert_eq!(v, known + 1, "a granted version must be the one expected");
+                        granted.push((v, id.to_string()));
+                        known = v;
+                    }
+                    409 => {
+                        conflicts += 1;
+                        let actual = answer["actual_version"].as_u64().unwrap();
+                        assert!(actual > known, "a conflict reports a newer version");
+                        assert_eq!(answer["concurrent_events"].as_array().unwrap().len() as u64, (actual - known).min(100));
+                        known = actual;
+                    }
+                    other => panic!("unexpected {other}: {answer}"),
+                }
+            }
+            (granted, conflicts)
+        }));
+    }
+    let mut by_version = BTreeMap::new();
+    let mut conflicts = 0;
+    for t in tasks {
+        let (granted, c) = tokio::time::timeout(DEADLINE * 3, t)
+            .await
+            .unwrap()
+            .unwrap();
+        conflicts += c;
+        for (v, id) in granted {
+            assert!(
+                by_version.insert(v, id).is_none(),
+                "version {v} was granted twice"
+            );
+        }
+    }
+    let total = (writers * per_writer) as u64;
+    assert_eq!(
+        by_version.keys().copied().collect::<Vec<_>>(),
+        (1..=total).collect::<Vec<_>>()
+    );
+    let stored = server
+        .store
+        .read_stream(
+            &StreamName::new("auction-1").unwrap(),
+            Version(1),
+            Direction::Forward,
+            10_000,
+        )
+        .await
+        .unwrap();
+    assert_eq!(stored.len() as u64, total);
+    for e in stored {
+        assert_eq!(
+            by_version[&e.version.get()],
+            e.id.to_string(),
+            "the event at each version is the writer's that was told so"
+        );
+    }
+    println!("{total} appends by {writers} writers with {conflicts} conflicts");
+}
+
+async fn append(server: &common::TestServer, stream: &str, n: u64) {
+    let events: Vec<Value> = (0..n)
+        .map(|i| json!({"type": "Deposited", "data": {"amount": i}}))
+        .collect();
+    assert_eq!(
+        server
+            .post(&format!("/streams/{stream}"), &json!({"events": events}))
+            .await
+            .status,
+        201
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribe_all_catches_up_goes_live_and_resumes_after_last_event_id() {
+    let server = start().await;
+    append(&server, "account-1", 2).await;
+    append(&server, "auction-1", 1).await;
+    let response = server
+        .http
+        .get(server.url("/subscribe/all"))
+        .send()
+        .await
+        .unwrap();
+    let mut sub = SseReader::new(response);
+    for expected in 1..=3 {
+        let (id, event) = sub.event().await;
+        assert_eq!(
+            (id, event["position"].as_u64().unwrap()),
+            (expected, expected)
+        );
+    }
+    append(&server, "account-1", 2).await;
+    assert_eq!(sub.event().await.0, 4);
+    assert_eq!(sub.event().await.0, 5);
+    drop(sub);
+
+    let resumed = server
+        .http
+        .get(server.url("/subscribe/all?from=1"))
+        .header("last-event-id", "3")
+        .send()
+        .await
+        .unwrap();
+    let mut sub = SseReader::new(resumed);
+    assert_eq!(
+        sub.event().await.0,
+        4,
+        "Last-Event-ID wins over from and resumes after it"
+    );
+    assert_eq!(sub.event().await.0, 5);
+
+    let filtered = server
+        .http
+        .get(server.url("/subscribe/all?category=auction"))
+        .send()
+        .await
+        .unwrap();
+    let mut sub = SseReader::new(filtered);
+    let (id, event) = sub.event().await;
+    assert_eq!((id, event["stream"].as_str().unwrap()), (3, "auction-1"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribe_stream_uses_versions_as_ids_and_resumes() {
+    let server = start().await;
+    append(&server, "account-1", 3).await;
+    append(&server, "account-2", 1).await;
+    let response = server
+        .http
+        .get(server.url("/subscribe/streams/account-1?from=2"))
+        .send()
+        .await
+        .unwrap();
+    let mut sub = SseReader::new(response);
+    assert_eq!(sub.event().await.0, 2);
+    assert_eq!(sub.event().await.0, 3);
+    append(&server, "account-2", 1).await;
+    append(&server, "account-1", 1).await;
+    let (id, event) = sub.event().await;
+    assert_eq!(
+        (
+            id,
+            event["stream"].as_str().unwrap(),
+            event["position"].as_u64().unwrap()
+        ),
+        (4, "account-1", 6)
+    );
+    let resumed = server
+        .http
+        .get(server.url("/subscribe/streams/account-1"))
+        .header("last-event-id", "3")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(SseReader::new(resumed).event().await.0, 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_subscription_gets_keep_alive_comments() {
+    let config = ServerConfig {
+        keep_alive: Duration::from_millis(50),
+        ..ServerConfig::default()
+    };
+    let server = start_config(config).await;
+    let response = server
+        .http
+        .get(server.url("/subscribe/all"))
+        .send()
+        .await
+        .unwrap();
+    let mut sub = SseReader::new(response);
+    assert_eq!(
+        sub.frame().await,
+        Some(Frame::Comment("keep-alive".to_owned()))
+    );
+    assert_eq!(
+        sub.frame().await,
+        Some(Frame::Comment("keep-alive".to_owned()))
+    );
+    let metrics = server.get("/metrics").await;
+    assert!(
+        metrics
+            .text
+            .contains("concord_subscriptions_active{store=\"memory\"} 1"),
+        "{}",
+        metrics.text
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_subscriber_slows_neither_writers_nor_other_subscribers() {
+    let server = start().await;
+    // A subscriber that never reads: its socket buffers fill and the server stops pulling.
+    let stalled = server
+        .http
+        .get(server.url("/subscribe/all"))
+        .send()
+        .await
+        .unwrap();
+    let reader = server
+        .http
+        .get(server.url("/subscribe/all"))
+        .send()
+        .await
+        .unwrap();
+    let mut reader = SseReader::new(reader);
+    // Enough data to overflow the stalled connection's socket buffers several times.
+    let payload = "x".repeat(8 * 1024);
+    let batches = 40 * scale() as u64;
+    let per_batch = 20u64;
+    let writer = async {
+        for _ in 0..batches {
+            let events: Vec<Value> = (0..per_batch)
+                .map(|_| json!({"type": "T", "data": payload}))
+                .collect();
+            assert_eq!(
+                server
+                    .post("/streams/doc-1", &json!({"events": events}))
+                    .await
+                    .status,
+                201
+            );
+        }
+    };
+    tokio::time::timeout(DEADLINE, writer)
+        .await
+        .expect("writers were slowed down by a stalled subscriber");
+    for expected in 1..=batches * per_batch {
+        assert_eq!(reader.event().await.0, expected);
+    }
+    drop(stalled);
+}
+
+/// A store whose appends wait at a gate, to hold one in flight.
+#[derive(Debug)]
+struct GatedStore {
+    inner: MemoryStore,
+    entered: Notify,
+    gate: Notify,
+}
+
+#[async_trait]
+impl EventStore for GatedStore {
+    fn backend(&self) -> &'static str {
+        "gated"
+    }
+    async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, StoreError> {
+        self.entered.notify_one();
+        self.gate.notified().await;
+        self.inner.append(request).await
+    }
+    async fn read_stream(
+        &self,
+        s: &StreamName,
+        from: Version,
+        d: Direction,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.inner.read_stream(s, from, d, limit).await
+    }
+    async fn read_all(
+        &self,
+        from: Position,
+        filter: &Filter,
+        limit: usize,
+    ) -> Result<AllPage, StoreError> {
+        self.inner.read_all(from, filter, limit).await
+    }
+    async fn stream_version(&self, s: &StreamName) -> Result<Version, StoreError> {
+        self.inner.stream_version(s).await
+    }
+    async fn list_streams(
+        &self,
+        p: &str,
+        after: Option<&StreamName>,
+        limit: usize,
+    ) -> Result<Vec<StreamInfo>, StoreError> {
+        self.inner.list_streams(p, after, limit).await
+    }
+    async fn head(&self) -> Result<Position, StoreError> {
+        self.inner.head().await
+    }
+    async fn wait_for_head(&self, after: Position) -> Result<Position, StoreError> {
+        self.inner.wait_for_head(after).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_finishes_the_append_in_flight_and_closes_subscriptions() {
+    let store = Arc::new(GatedStore {
+        inner: MemoryStore::new(),
+        entered: Notify::new(),
+        gate: Notify::new(),
+    });
+    let mut server = start_with(
+        Arc::clone(&store) as Arc<dyn EventStore>,
+        ServerConfig::default(),
+    )
+    .await;
+    let subscription = server
+        .http
+        .get(server.url("/subscribe/all"))
+        .send()
+        .await
+        .unwrap();
+    let mut subscription = SseReader::new(subscription);
+    let http = server.http.clone();
+    let url = server.url("/streams/account-1");
+    let in_flight = tokio::spawn(async move {
+        let r = http
+            .post(url)
+            .body(json!({"events": [{"type": "Deposited", "data": {"amount": 1}}]}).to_string())
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    });
+    tokio::time::timeout(DEADLINE, store.entered.notified())
+        .await
+        .expect("the append never reached the store");
+    server.trigger_shutdown();
+    // The subscription ends without the append being released: shutdown closes it.
+    assert_eq!(
+        subscription.frame().await,
+        None,
+        "shutdown must close subscriptions"
+    );
+    store.gate.notify_one();
+    let (status, body) = tokio::time::timeout(DEADLINE, in_flight)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status, 201, "{body}");
+    server
+        .join()
+        .await
+        .expect("serve returns Ok after a graceful shutdown");
+    assert_eq!(
+        store.inner.head().await.unwrap(),
+        Position(1),
+        "the acknowledged append is in the store"
+    );
+    assert!(
+        reqwest::get(server.url("/health")).await.is_err(),
+        "no new connections after shutdown"
+    );
+}

@@ -1,0 +1,307 @@
+//! A real `redis-server` for tests, started and stopped by the test itself.
+//!
+//! Each server gets its own temporary directory and an ephemeral port on 127.0.0.1 (never
+//! the machine's service on 6379). It runs under a small `sh` guard that holds the read end
+//! of a pipe from the test process: when the test binary exits, even by a panic or a
+//! signal, the pipe closes and the guard `kill -9`s the server, so no server outlives its
+//! tests. [`RedisServer`] also kills and waits for it in `Drop`.
+//!
+//! Most tests share one server per test binary ([`shared`]) and keep apart by giving each
+//! store its own key prefix ([`unique_prefix`]), which is cheaper than a server per test and
+//! safer than `FLUSHDB`. Tests that kill or restart Redis start their own.
+//!
+//! A missing `redis-server` is a failure naming the Debian package, never a silent skip.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// How a test server persists data.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Persistence {
+    /// `--save "" --appendonly no`: nothing survives a restart (the default).
+    #[default]
+    None,
+    /// `--appendonly yes --appendfsync always`: every acknowledged write survives `kill -9`.
+    AppendFsyncAlways,
+    /// `--appendonly yes --appendfsync everysec`.
+    AppendFsyncEverySec,
+}
+
+/// Options for [`RedisServer::start_with`].
+#[derive(Clone, Debug, Default)]
+pub struct RedisServerOptions {
+    /// Persistence mode.
+    pub persistence: Persistence,
+}
+
+/// A `redis-server` child process with its own directory and port.
+#[derive(Debug)]
+pub struct RedisServer {
+    options: RedisServerOptions,
+    dir: tempfile::TempDir,
+    port: u16,
+    process: Option<Running>,
+}
+
+#[derive(Debug)]
+struct Running {
+    /// The `sh` guard; it exits when the server does.
+    guard: Child,
+    /// The write end of the guard's pipe; dropping it makes the guard kill the server.
+    _lifeline: ChildStdin,
+    /// The server's own pid, for `kill -9`.
+    pid: u32,
+}
+
+const START_ATTEMPTS: usize = 5;
+const READY_TIMEOUT: Duration = Duration::from_secs(15);
+
+fn redis_server_binary() -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|dir| dir.join("redis-server"))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "`redis-server` was not found on PATH. The Redis tests need a real Redis >= 7: \
+                 install the Debian package `redis-server` (apt-get install -y redis-server)"
+            )
+        })
+}
+
+fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0 to find a free port");
+    listener
+        .local_addr()
+        .expect("local address of the probe socket")
+        .port()
+}
+
+/// Sends `PING` and reads the reply; `true` on `+PONG`.
+fn ping(port: u16) -> bool {
+    let Ok(mut s) =
+        TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200))
+    else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+    if s.write_all(b"PING\r\n").is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 64];
+    matches!(s.read(&mut buf), Ok(n) if buf.get(..n).is_some_and(|b| b.starts_with(b"+PONG")))
+}
+
+impl RedisServer {
+    /// Starts a server without persistence.
+    pub fn start() -> RedisServer {
+        Self::start_with(RedisServerOptions::default())
+    }
+
+    /// Starts a server with `options` on a fresh directory and ephemeral port.
+    pub fn start_with(options: RedisServerOptions) -> RedisServer {
+        let binary = redis_server_binary();
+        let mut dir = tempfile::Builder::new()
+            .prefix("concord-redis-")
+            .tempdir()
+            .expect("create a temp dir for redis-server");
+        let mut last_error = String::new();
+        for _ in 0..START_ATTEMPTS {
+            let port = free_port();
+            let mut server = RedisServer {
+                options: options.clone(),
+                dir,
+                port,
+                process: None,
+            };
+            match server.spawn(&binary) {
+                Ok(()) => return server,
+                Err(e) => {
+                    last_error = e;
+                    dir = server.take_dir();
+                }
+            }
+        }
+        panic!("redis-server did not start after {START_ATTEMPTS} attempts: {last_error}");
+    }
+
+    fn take_dir(mut self) -> tempfile::TempDir {
+        self.kill();
+        // Move the directory out; `self` is dropped without a process.
+        let placeholder = tempfile::tempdir().expect("create a placeholder temp dir");
+        std::mem::replace(&mut self.dir, placeholder)
+    }
+
+    fn args(&self) -> Vec<String> {
+        let mut args: Vec<String> = vec![
+            "--port".into(),
+            self.port.to_string(),
+            "--bind".into(),
+            "127.0.0.1".into(),
+            "--dir".into(),
+            self.dir.path().display().to_string(),
+            "--daemonize".into(),
+            "no".into(),
+            "--save".into(),
+            String::new(),
+            "--logfile".into(),
+            "redis.log".into(),
+        ];
+        let (appendonly, fsync) = match self.options.persistence {
+            Persistence::None => ("no", "everysec"),
+            Persistence::AppendFsyncAlways => ("yes", "always"),
+            Persistence::AppendFsyncEverySec => ("yes", "everysec"),
+        };
+        args.extend([
+            "--appendonly".into(),
+            appendonly.into(),
+            "--appendfsync".into(),
+            fsync.into(),
+        ]);
+        args
+    }
+
+    /// Starts the process on this server's port and directory and waits for `PING`.
+    fn spawn(&mut self, binary: &Path) -> Result<(), String> {
+        // The guard starts the server, prints its pid, and kills it when its stdin (our
+        // pipe) closes. `<&3` because a background job's stdin is otherwise /dev/null.
+        let script = r#"exec 3<&0
+"$0" "$@" </dev/null >/dev/null 2>&1 &
+pid=$!
+echo "$pid"
+( cat <&3 >/dev/null; kill -9 "$pid" 2>/dev/null ) &
+wait "$pid""#;
+        let mut guard = Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .arg(binary)
+            .args(self.args())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot run sh to start redis-server: {e}"))?;
+        let lifeline = guard
+            .stdin
+            .take()
+            .ok_or("no stdin pipe to the redis-server guard")?;
+        let stdout = guard
+            .stdout
+            .take()
+            .ok_or("no stdout pipe from the redis-server guard")?;
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .map_err(|e| format!("reading the redis-server pid: {e}"))?;
+        let pid: u32 = line
+            .trim()
+            .parse()
+            .map_err(|_| format!("the guard printed {line:?}, not a pid"))?;
+        self.process = Some(Running {
+            guard,
+            _lifeline: lifeline,
+            pid,
+        });
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            if ping(self.port) {
+                return Ok(());
+            }
+            let exited = self
+                .process
+                .as_mut()
+                .is_some_and(|p| matches!(p.guard.try_wait(), Ok(Some(_))));
+            if exited || Instant::now() > deadline {
+                let log =
+                    std::fs::read_to_string(self.dir.path().join("redis.log")).unwrap_or_default();
+                let tail: String = log.lines().rev().take(5).collect::<Vec<_>>().join(" | ");
+                self.kill();
+                return Err(format!(
+                    "redis-server on port {} did not answer PING: {tail}",
+                    self.port
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `redis://127.0.0.1:<port>/0`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// The TCP port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The server's working directory (the AOF lives under it).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Whether the server process is running.
+    pub fn is_running(&self) -> bool {
+        self.process.is_some()
+    }
+
+    /// `kill -9`s the server and waits for it to exit. Idempotent.
+    pub fn kill(&mut self) {
+        if let Some(mut p) = self.process.take() {
+            let _ = Command::new("kill")
+                .arg("-9")
+                .arg(p.pid.to_string())
+                .status();
+            let _ = p.guard.wait();
+            // The server has exited once the guard's `wait` returned; dropping the lifeline
+            // ends the guard's watcher.
+        }
+    }
+
+    /// Starts the server again on the same directory and port (after [`RedisServer::kill`]),
+    /// so clients reconnect to the same address and the AOF is replayed.
+    pub fn restart(&mut self) {
+        self.kill();
+        let binary = redis_server_binary();
+        let mut last_error = String::new();
+        for _ in 0..START_ATTEMPTS {
+            match self.spawn(&binary) {
+                Ok(()) => return,
+                Err(e) => last_error = e,
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        panic!(
+            "redis-server did not restart on port {}: {last_error}",
+            self.port
+        );
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The server shared by every test of this test binary (started on first use; stopped by
+/// its guard when the binary exits).
+pub fn shared() -> &'static RedisServer {
+    static SERVER: OnceLock<RedisServer> = OnceLock::new();
+    SERVER.get_or_init(RedisServer::start)
+}
+
+/// A key prefix no other test of any test binary uses: `test-<pid>-<n>`.
+pub fn unique_prefix() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    format!(
+        "test-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}

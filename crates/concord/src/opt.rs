@@ -1,0 +1,339 @@
+//! The command line as clap types, and nothing else.
+//!
+//! Values are parsed into validated core types here (stream names, event types, expected
+//! versions, JSON), so a bad value is a clap usage error (exit code 2) before any store is
+//! opened, and the subcommand modules never see unvalidated text.
+
+use clap::{Args, Parser, Subcommand};
+use concord_core::{Category, EventId, EventType, ExpectedVersion, Json, StreamName, Tag};
+
+const AFTER_HELP: &str = "\
+Store URLs:
+  ./concord-data, PATH, embedded:PATH, file:PATH   the embedded durable store in directory PATH
+  redis://[user:pass@]host:port/db[?prefix=P]      a Redis (>= 7) server, keys under {P} (default concord)
+  rediss://...                                      the same over TLS
+  memory:                                           an empty in-memory store, gone on exit
+
+Exit codes:
+  0  success (appended, rebased, or a duplicate of an earlier append)
+  1  other errors: backend unavailable, I/O, unreadable data directory, stream not found
+  2  invalid input: bad JSON, bad stream name or event type, bad flag value, bad store URL
+  3  version conflict: the expected version did not hold; the concurrent events are printed
+  4  partial duplicate: some, not all, of the event ids are already in the stream";
+
+/// Append to, read and follow the streams of a Concord event store.
+#[derive(Debug, Parser)]
+#[command(name = "concord", version, after_help = AFTER_HELP)]
+pub struct Cli {
+    /// Options every subcommand takes.
+    #[command(flatten)]
+    pub global: GlobalOpts,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every subcommand takes.
+#[derive(Debug, Args)]
+pub struct GlobalOpts {
+    /// The store: a directory (embedded store), `embedded:PATH`, `file:PATH`,
+    /// `redis://host:port/db`, `rediss://...` or `memory:`.
+    #[arg(
+        long,
+        global = true,
+        env = "CONCORD_STORE",
+        default_value = "./concord-data",
+        value_name = "URL"
+    )]
+    pub store: String,
+    /// Print one JSON object per line instead of a table.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+/// The subcommands. Adding one is a variant here and a module beside this one.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Append events to a stream: one from flags, or several (atomically) as NDJSON on stdin.
+    Append(AppendArgs),
+    /// Read a stream's events.
+    Read(ReadArgs),
+    /// Read the global log, optionally filtered.
+    All(AllArgs),
+    /// List streams by name.
+    Streams(StreamsArgs),
+    /// Follow a stream or the global log live, until interrupted.
+    Tail(TailArgs),
+    /// Run one of MISSION.md's scenarios with real concurrency and print the log.
+    Demo(DemoArgs),
+}
+
+/// `concord demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Which scenario.
+    #[arg(value_enum)]
+    pub scenario: Scenario,
+}
+
+/// The scenarios of MISSION.md.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum Scenario {
+    /// Deposits rebased by the store, withdrawals re-decided on fresh state.
+    Bank,
+    /// Concurrent bids: the highest wins, the others learn they were outbid.
+    Auction,
+    /// Concurrent edits merged by operational transform.
+    Editor,
+}
+
+/// `concord append`.
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Without --type, reads the events from stdin, one JSON object per line:
+  {\"type\": \"Deposited\", \"data\": {\"amount\": 5}, \"metadata\": {}, \"id\": \"<uuid>\", \"tags\": [\"account:42\"]}
+(metadata, id and tags optional) and appends them all atomically, with consecutive versions.")]
+pub struct AppendArgs {
+    /// The stream, e.g. `account-42`.
+    #[arg(value_parser = parse_stream)]
+    pub stream: StreamName,
+    /// The event's type, e.g. `Deposited`. Without it, events are read from stdin.
+    #[arg(long = "type", value_name = "TYPE", value_parser = parse_event_type, requires = "data")]
+    pub event_type: Option<EventType>,
+    /// The event's data: any JSON value.
+    #[arg(long, value_name = "JSON", value_parser = parse_data, requires = "event_type")]
+    pub data: Option<Json>,
+    /// The event's metadata: a JSON object.
+    #[arg(long, value_name = "JSON", value_parser = parse_metadata, requires = "event_type")]
+    pub metadata: Option<Json>,
+    /// The event's tags, comma-separated.
+    #[arg(long, value_name = "TAGS", value_delimiter = ',', value_parser = parse_tag, requires = "event_type")]
+    pub tags: Vec<Tag>,
+    /// The event's id (a UUID; re-sending the same id is recognised as a duplicate).
+    #[arg(long, value_name = "UUID", value_parser = parse_event_id, requires = "event_type")]
+    pub id: Option<EventId>,
+    /// The version the append is based on: a number (0 = no stream), `no-stream`, `exists`
+    /// or `any`.
+    #[arg(long, value_name = "N|any|no-stream|exists", default_value = "any", value_parser = parse_expected)]
+    pub expect: ExpectedVersion,
+    /// With a stale numeric --expect, append after the concurrent events anyway unless one
+    /// of them has one of these types (comma-separated; `""` for none).
+    #[arg(long, value_name = "TYPES", value_delimiter = ',', num_args = 0..=1, value_parser = parse_type_or_empty)]
+    pub rebase_unless: Option<Vec<Option<EventType>>>,
+}
+
+/// `concord read`.
+#[derive(Debug, Args)]
+pub struct ReadArgs {
+    /// The stream.
+    #[arg(value_parser = parse_stream)]
+    pub stream: StreamName,
+    /// The first version to read (default: 1, or the last version with --backward).
+    #[arg(long, value_name = "VERSION")]
+    pub from: Option<u64>,
+    /// At most this many events (default: all).
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
+    /// Read from newest to oldest.
+    #[arg(long)]
+    pub backward: bool,
+}
+
+/// Filters of the global log, shared by `all` and `tail --all`.
+#[derive(Debug, Args)]
+pub struct FilterArgs {
+    /// Only events of streams in this category (the part of the name before the first `-`).
+    #[arg(long, value_parser = parse_category)]
+    pub category: Option<Category>,
+    /// Only events of any of these types (comma-separated).
+    #[arg(long, value_name = "TYPES", value_delimiter = ',', value_parser = parse_event_type)]
+    pub types: Vec<EventType>,
+    /// Only events carrying all of these tags (comma-separated).
+    #[arg(long, value_name = "TAGS", value_delimiter = ',', value_parser = parse_tag)]
+    pub tags: Vec<Tag>,
+}
+
+/// `concord all`.
+#[derive(Debug, Args)]
+pub struct AllArgs {
+    /// The first position to read (default 1).
+    #[arg(long, value_name = "POSITION", default_value_t = 1)]
+    pub from: u64,
+    /// At most this many events (default: all).
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
+    /// Which events.
+    #[command(flatten)]
+    pub filter: FilterArgs,
+}
+
+/// `concord streams`.
+#[derive(Debug, Args)]
+pub struct StreamsArgs {
+    /// Only streams whose names start with this.
+    #[arg(long, default_value = "")]
+    pub prefix: String,
+    /// Only streams after this one in name order (for paging).
+    #[arg(long, value_name = "STREAM", value_parser = parse_stream)]
+    pub after: Option<StreamName>,
+    /// At most this many streams (default: all).
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
+}
+
+/// `concord tail`.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["stream", "all"])))]
+pub struct TailArgs {
+    /// The stream to follow.
+    #[arg(value_parser = parse_stream)]
+    pub stream: Option<StreamName>,
+    /// Follow the global log instead of one stream.
+    #[arg(long)]
+    pub all: bool,
+    /// Start at this version (a stream) or position (--all), inclusive; `end` for only
+    /// events appended from now on (default 1: everything stored, then live).
+    #[arg(long, value_name = "N|end", default_value = "1", value_parser = parse_start)]
+    pub from: Start,
+    /// Which events (with --all).
+    #[command(flatten)]
+    pub filter: FilterArgs,
+}
+
+/// Where `tail` starts.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Start {
+    /// At this version or position, inclusive.
+    At(u64),
+    /// After the current last event: live events only.
+    End,
+}
+
+fn parse_stream(s: &str) -> Result<StreamName, String> {
+    StreamName::new(s).map_err(|e| e.to_string())
+}
+
+fn parse_event_type(s: &str) -> Result<EventType, String> {
+    EventType::new(s).map_err(|e| e.to_string())
+}
+
+fn parse_type_or_empty(s: &str) -> Result<Option<EventType>, String> {
+    if s.is_empty() {
+        Ok(None)
+    } else {
+        parse_event_type(s).map(Some)
+    }
+}
+
+fn parse_category(s: &str) -> Result<Category, String> {
+    Category::new(s).map_err(|e| e.to_string())
+}
+
+fn parse_tag(s: &str) -> Result<Tag, String> {
+    Tag::new(s).map_err(|e| e.to_string())
+}
+
+fn parse_event_id(s: &str) -> Result<EventId, String> {
+    s.parse()
+        .map_err(|e: concord_core::InvalidInput| e.to_string())
+}
+
+fn parse_expected(s: &str) -> Result<ExpectedVersion, String> {
+    s.parse()
+        .map_err(|e: concord_core::InvalidInput| e.to_string())
+}
+
+fn parse_data(s: &str) -> Result<Json, String> {
+    Json::from_bytes("data", s.to_owned()).map_err(|e| e.to_string())
+}
+
+fn parse_metadata(s: &str) -> Result<Json, String> {
+    let json = Json::from_bytes("metadata", s.to_owned()).map_err(|e| e.to_string())?;
+    if json.is_object() {
+        Ok(json)
+    } else {
+        Err(format!("metadata must be a JSON object, but {s:?} is not"))
+    }
+}
+
+fn parse_start(s: &str) -> Result<Start, String> {
+    if s == "end" {
+        return Ok(Start::End);
+    }
+    s.parse()
+        .map(Start::At)
+        .map_err(|_| format!("{s:?} is neither a number nor `end`"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn rebase_unless_takes_a_list_or_nothing() {
+        let cli = Cli::try_parse_from([
+            "concord",
+            "append",
+            "account-1",
+            "--type",
+            "Deposited",
+            "--data",
+            "{}",
+            "--rebase-unless",
+            "AccountClosed,Frozen",
+        ])
+        .unwrap();
+        let Command::Append(a) = cli.command else {
+            panic!("append expected")
+        };
+        assert_eq!(a.rebase_unless.unwrap().len(), 2);
+        let cli = Cli::try_parse_from([
+            "concord",
+            "append",
+            "account-1",
+            "--type",
+            "Deposited",
+            "--data",
+            "{}",
+            "--rebase-unless",
+        ])
+        .unwrap();
+        let Command::Append(a) = cli.command else {
+            panic!("append expected")
+        };
+        assert_eq!(a.rebase_unless, Some(vec![]));
+    }
+
+    #[test]
+    fn invalid_values_are_usage_errors() {
+        for args in [
+            &["concord", "append", "$x", "--type", "T", "--data", "{}"][..],
+            &["concord", "append", "a-1", "--type", "T", "--data", "{nope"],
+            &[
+                "concord",
+                "append",
+                "a-1",
+                "--type",
+                "T",
+                "--data",
+                "{}",
+                "--metadata",
+                "[1]",
+            ],
+            &[
+                "concord", "append", "a-1", "--type", "T", "--data", "{}", "--expect", "latest",
+            ],
+            &["concord", "append", "a-1", "--data", "{}"],
+            &["concord", "tail"],
+        ] {
+            let err = Cli::try_parse_from(args).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{args:?}");
+        }
+    }
+}
