@@ -57,22 +57,43 @@ impl Limits {
     /// [`StoreError::TooLarge`] or [`StoreError::Invalid`].
     pub fn check_events(&self, events: &[NewEvent]) -> Result<(), StoreError> {
         if events.is_empty() {
-            return Err(InvalidInput::new("events", "an append needs at least one event, but `events` is empty").into());
+            return Err(InvalidInput::new(
+                "events",
+                "an append needs at least one event, but `events` is empty",
+            )
+            .into());
         }
         if events.len() > self.events_per_append_max {
-            return Err(StoreError::too_large("events", events.len() as u64, self.events_per_append_max as u64, "events"));
+            return Err(StoreError::too_large(
+                "events",
+                events.len() as u64,
+                self.events_per_append_max as u64,
+                "events",
+            ));
         }
         for (i, e) in events.iter().enumerate() {
             if e.payload_bytes() > self.event_bytes_max {
-                return Err(StoreError::too_large("event", e.payload_bytes() as u64, self.event_bytes_max as u64, "bytes"));
+                return Err(StoreError::too_large(
+                    "event",
+                    e.payload_bytes() as u64,
+                    self.event_bytes_max as u64,
+                    "bytes",
+                ));
             }
             if !e.metadata.is_object() {
-                return Err(InvalidInput::new("metadata", format!("metadata of event {i} must be a JSON object")).into());
+                return Err(InvalidInput::new(
+                    "metadata",
+                    format!("metadata of event {i} must be a JSON object"),
+                )
+                .into());
             }
             if e.tags.len() > TAGS_PER_EVENT_MAX {
                 return Err(InvalidInput::new(
                     "tags",
-                    format!("event {i} has {} tags, but at most {TAGS_PER_EVENT_MAX} are allowed", e.tags.len()),
+                    format!(
+                        "event {i} has {} tags, but at most {TAGS_PER_EVENT_MAX} are allowed",
+                        e.tags.len()
+                    ),
                 )
                 .into());
             }
@@ -81,7 +102,11 @@ impl Limits {
         ids.sort_unstable();
         if let Some(w) = ids.windows(2).find(|w| w.first() == w.get(1)) {
             let id = w.first().map(|id| id.to_string()).unwrap_or_default();
-            return Err(InvalidInput::new("id", format!("event id {id} appears twice in one append")).into());
+            return Err(InvalidInput::new(
+                "id",
+                format!("event id {id} appears twice in one append"),
+            )
+            .into());
         }
         Ok(())
     }
@@ -104,7 +129,12 @@ pub struct AppendRequest {
 impl AppendRequest {
     /// An append of `events` to `stream` under `expected`, without rebase.
     pub fn new(stream: StreamName, expected: ExpectedVersion, events: Vec<NewEvent>) -> Self {
-        AppendRequest { stream, expected, events, rebase_unless: None }
+        AppendRequest {
+            stream,
+            expected,
+            events,
+            rebase_unless: None,
+        }
     }
 
     /// Allows a server-side rebase unless a concurrent event has one of `types`.
@@ -155,7 +185,9 @@ impl AppendOutcome {
     /// Where the events are, whichever the case.
     pub fn appended(&self) -> &Appended {
         match self {
-            AppendOutcome::Appended(a) | AppendOutcome::Duplicate(a) | AppendOutcome::Rebased { appended: a, .. } => a,
+            AppendOutcome::Appended(a)
+            | AppendOutcome::Duplicate(a)
+            | AppendOutcome::Rebased { appended: a, .. } => a,
         }
     }
 
@@ -172,7 +204,10 @@ impl AppendOutcome {
 
 /// The pure server-side rebase rule: an append may move past concurrent events when none
 /// of them has a type listed in `rebase_unless`.
-pub fn may_rebase<T: Borrow<EventType>>(rebase_unless: &[EventType], mut concurrent_types: impl Iterator<Item = T>) -> bool {
+pub fn may_rebase<T: Borrow<EventType>>(
+    rebase_unless: &[EventType],
+    mut concurrent_types: impl Iterator<Item = T>,
+) -> bool {
     !concurrent_types.any(|t| rebase_unless.contains(t.borrow()))
 }
 
@@ -195,16 +230,24 @@ pub enum IdCheck {
 /// Classifies an append by where its ids already stand in the stream (`found[i]` is the
 /// version of event i's id, if the stream holds it).
 pub fn check_ids(ids: &[EventId], found: &[Option<Version>]) -> IdCheck {
-    let existing: Vec<EventId> =
-        ids.iter().zip(found).filter_map(|(id, v)| v.map(|_| *id)).collect();
+    let existing: Vec<EventId> = ids
+        .iter()
+        .zip(found)
+        .filter_map(|(id, v)| v.map(|_| *id))
+        .collect();
     if existing.is_empty() {
         return IdCheck::New;
     }
     if existing.len() == ids.len() {
         let versions: Vec<Version> = found.iter().flatten().copied().collect();
-        let consecutive = versions.windows(2).all(|w| matches!(w, [a, b] if a.next() == *b));
+        let consecutive = versions
+            .windows(2)
+            .all(|w| matches!(w, [a, b] if a.next() == *b));
         if let (true, Some(first), Some(last)) = (consecutive, versions.first(), versions.last()) {
-            return IdCheck::Duplicate { first: *first, last: *last };
+            return IdCheck::Duplicate {
+                first: *first,
+                last: *last,
+            };
         }
     }
     IdCheck::Partial(existing)
@@ -261,15 +304,24 @@ where
         IdCheck::New => {}
     }
     if request.expected.holds_for(actual) {
-        return AppendPlan::Write { after: actual, rebased_from: None };
+        return AppendPlan::Write {
+            after: actual,
+            rebased_from: None,
+        };
     }
     if let (Some(unless), ExpectedVersion::Exact(e)) = (&request.rebase_unless, request.expected)
         && e < actual
         && may_rebase(unless, concurrent_types(e).into_iter())
     {
-        return AppendPlan::Write { after: actual, rebased_from: Some(e) };
+        return AppendPlan::Write {
+            after: actual,
+            rebased_from: Some(e),
+        };
     }
-    AppendPlan::Conflict { actual, first_concurrent: request.expected.first_concurrent(actual) }
+    AppendPlan::Conflict {
+        actual,
+        first_concurrent: request.expected.first_concurrent(actual),
+    }
 }
 
 #[cfg(test)]
@@ -282,7 +334,9 @@ mod tests {
     }
 
     fn request(expected: ExpectedVersion, n: usize) -> AppendRequest {
-        let events = (0..n).map(|_| NewEvent::new(ty("Deposited"), Json::empty_object())).collect();
+        let events = (0..n)
+            .map(|_| NewEvent::new(ty("Deposited"), Json::empty_object()))
+            .collect();
         AppendRequest::new(StreamName::new("account-1").unwrap(), expected, events)
     }
 
@@ -290,8 +344,14 @@ mod tests {
     fn rebase_refused_when_a_concurrent_event_has_a_listed_type() {
         let closed = ty("AccountClosed");
         let dep = ty("Deposited");
-        assert!(may_rebase(std::slice::from_ref(&closed), [&dep, &dep].into_iter()));
-        assert!(!may_rebase(std::slice::from_ref(&closed), [&dep, &closed].into_iter()));
+        assert!(may_rebase(
+            std::slice::from_ref(&closed),
+            [&dep, &dep].into_iter()
+        ));
+        assert!(!may_rebase(
+            std::slice::from_ref(&closed),
+            [&dep, &closed].into_iter()
+        ));
         assert!(may_rebase(&[], [&closed].into_iter()));
     }
 
@@ -301,60 +361,115 @@ mod tests {
         assert_eq!(check_ids(&ids, &[None, None]), IdCheck::New);
         assert_eq!(
             check_ids(&ids, &[Some(Version(4)), Some(Version(5))]),
-            IdCheck::Duplicate { first: Version(4), last: Version(5) }
+            IdCheck::Duplicate {
+                first: Version(4),
+                last: Version(5)
+            }
         );
-        assert!(matches!(check_ids(&ids, &[Some(Version(4)), None]), IdCheck::Partial(v) if v == [ids[0]]));
-        assert!(matches!(check_ids(&ids, &[Some(Version(5)), Some(Version(4))]), IdCheck::Partial(_)));
-        assert!(matches!(check_ids(&ids, &[Some(Version(4)), Some(Version(6))]), IdCheck::Partial(_)));
+        assert!(
+            matches!(check_ids(&ids, &[Some(Version(4)), None]), IdCheck::Partial(v) if v == [ids[0]])
+        );
+        assert!(matches!(
+            check_ids(&ids, &[Some(Version(5)), Some(Version(4))]),
+            IdCheck::Partial(_)
+        ));
+        assert!(matches!(
+            check_ids(&ids, &[Some(Version(4)), Some(Version(6))]),
+            IdCheck::Partial(_)
+        ));
     }
 
     #[test]
     fn plan_checks_ids_before_the_expected_version() {
         let r = request(ExpectedVersion::Exact(Version(9)), 1);
-        let plan = plan_append(&r, Version(3), &[Some(Version(2))], |_| Vec::<&EventType>::new());
-        assert_eq!(plan, AppendPlan::Duplicate { first: Version(2), last: Version(2) });
+        let plan = plan_append(&r, Version(3), &[Some(Version(2))], |_| {
+            Vec::<&EventType>::new()
+        });
+        assert_eq!(
+            plan,
+            AppendPlan::Duplicate {
+                first: Version(2),
+                last: Version(2)
+            }
+        );
     }
 
     #[test]
     fn plan_rebases_only_an_exact_stale_expectation() {
         let none = || Vec::<&EventType>::new();
-        let r = request(ExpectedVersion::Exact(Version(1)), 1).rebase_unless(vec![ty("AccountClosed")]);
+        let r =
+            request(ExpectedVersion::Exact(Version(1)), 1).rebase_unless(vec![ty("AccountClosed")]);
         assert_eq!(
             plan_append(&r, Version(2), &[None], |_| none()),
-            AppendPlan::Write { after: Version(2), rebased_from: Some(Version(1)) }
+            AppendPlan::Write {
+                after: Version(2),
+                rebased_from: Some(Version(1))
+            }
         );
         let closed = ty("AccountClosed");
         assert_eq!(
             plan_append(&r, Version(2), &[None], |_| vec![&closed]),
-            AppendPlan::Conflict { actual: Version(2), first_concurrent: Some(Version(2)) }
+            AppendPlan::Conflict {
+                actual: Version(2),
+                first_concurrent: Some(Version(2))
+            }
         );
         // An expectation ahead of the stream is not stale: nothing to rebase over.
         let ahead = request(ExpectedVersion::Exact(Version(5)), 1).rebase_unless(vec![]);
         assert_eq!(
             plan_append(&ahead, Version(2), &[None], |_| none()),
-            AppendPlan::Conflict { actual: Version(2), first_concurrent: None }
+            AppendPlan::Conflict {
+                actual: Version(2),
+                first_concurrent: None
+            }
         );
         let exists = request(ExpectedVersion::NoStream, 1).rebase_unless(vec![]);
         assert_eq!(
             plan_append(&exists, Version(2), &[None], |_| none()),
-            AppendPlan::Conflict { actual: Version(2), first_concurrent: Some(Version(1)) }
+            AppendPlan::Conflict {
+                actual: Version(2),
+                first_concurrent: Some(Version(1))
+            }
         );
     }
 
     #[test]
     fn limits_refuse_empty_oversized_and_repeated_ids() {
-        let limits = Limits { event_bytes_max: 10, events_per_append_max: 2, ..Limits::default() };
-        assert!(matches!(limits.check_append(&request(ExpectedVersion::Any, 0)), Err(StoreError::Invalid(_))));
-        assert!(matches!(limits.check_append(&request(ExpectedVersion::Any, 3)), Err(StoreError::TooLarge(_))));
+        let limits = Limits {
+            event_bytes_max: 10,
+            events_per_append_max: 2,
+            ..Limits::default()
+        };
+        assert!(matches!(
+            limits.check_append(&request(ExpectedVersion::Any, 0)),
+            Err(StoreError::Invalid(_))
+        ));
+        assert!(matches!(
+            limits.check_append(&request(ExpectedVersion::Any, 3)),
+            Err(StoreError::TooLarge(_))
+        ));
         let mut big = request(ExpectedVersion::Any, 1);
         big.events[0].data = Json::from_value(&serde_json::json!("0123456789"));
-        assert!(matches!(limits.check_append(&big), Err(StoreError::TooLarge(_))));
+        assert!(matches!(
+            limits.check_append(&big),
+            Err(StoreError::TooLarge(_))
+        ));
         let mut twice = request(ExpectedVersion::Any, 2);
         twice.events[1].id = twice.events[0].id;
-        assert!(matches!(limits.check_append(&twice), Err(StoreError::Invalid(_))));
+        assert!(matches!(
+            limits.check_append(&twice),
+            Err(StoreError::Invalid(_))
+        ));
         let mut meta = request(ExpectedVersion::Any, 1);
         meta.events[0].metadata = Json::from_value(&serde_json::json!([1]));
-        assert!(matches!(limits.check_append(&meta), Err(StoreError::Invalid(_))));
-        assert!(limits.check_append(&request(ExpectedVersion::Any, 2)).is_ok());
+        assert!(matches!(
+            limits.check_append(&meta),
+            Err(StoreError::Invalid(_))
+        ));
+        assert!(
+            limits
+                .check_append(&request(ExpectedVersion::Any, 2))
+                .is_ok()
+        );
     }
 }

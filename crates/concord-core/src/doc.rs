@@ -23,7 +23,13 @@ pub fn event(event_type: &str, data: serde_json::Value) -> NewEvent {
 
 /// A recorded event with tags, for tests of the match rules.
 #[allow(clippy::expect_used)]
-pub fn recorded(stream: &str, version: u64, position: u64, event_type: &str, tags: &[&str]) -> RecordedEvent {
+pub fn recorded(
+    stream: &str,
+    version: u64,
+    position: u64,
+    event_type: &str,
+    tags: &[&str],
+) -> RecordedEvent {
     RecordedEvent {
         stream: self::stream(stream),
         version: Version(version),
@@ -32,7 +38,10 @@ pub fn recorded(stream: &str, version: u64, position: u64, event_type: &str, tag
         event_type: self::event_type(event_type),
         data: Json::empty_object(),
         metadata: Json::empty_object(),
-        tags: tags.iter().map(|t| Tag::new(*t).expect("a valid tag in a test")).collect(),
+        tags: tags
+            .iter()
+            .map(|t| Tag::new(*t).expect("a valid tag in a test"))
+            .collect(),
         recorded_at: RecordedAt(0),
     }
 }

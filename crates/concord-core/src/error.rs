@@ -27,7 +27,10 @@ pub struct InvalidInput {
 impl InvalidInput {
     /// An invalid-input error about `field`.
     pub fn new(field: &'static str, message: impl Into<String>) -> Self {
-        InvalidInput { field, message: message.into() }
+        InvalidInput {
+            field,
+            message: message.into(),
+        }
     }
 }
 
@@ -178,7 +181,9 @@ pub enum StoreError {
     ///
     /// ### Handling
     /// Restart the process; recovery replays what was durable. HTTP 500.
-    #[error("store is poisoned: {0}; restart the process, recovery will keep every acknowledged append")]
+    #[error(
+        "store is poisoned: {0}; restart the process, recovery will keep every acknowledged append"
+    )]
     Poisoned(String),
 
     /// Any other backend failure.
@@ -205,7 +210,12 @@ impl StoreError {
 
     /// An over-limit error.
     pub fn too_large(what: &'static str, size: u64, max: u64, unit: &'static str) -> Self {
-        StoreError::TooLarge(Box::new(TooLarge { what, size, max, unit }))
+        StoreError::TooLarge(Box::new(TooLarge {
+            what,
+            size,
+            max,
+            unit,
+        }))
     }
 
     /// An invalid-input error about `field`.
@@ -214,13 +224,29 @@ impl StoreError {
     }
 
     /// A backend failure.
-    pub fn backend(backend: &'static str, message: impl Into<String>, source: impl Into<BoxError>) -> Self {
-        StoreError::Backend { backend, message: message.into(), source: Some(source.into()) }
+    pub fn backend(
+        backend: &'static str,
+        message: impl Into<String>,
+        source: impl Into<BoxError>,
+    ) -> Self {
+        StoreError::Backend {
+            backend,
+            message: message.into(),
+            source: Some(source.into()),
+        }
     }
 
     /// A backend that cannot be reached.
-    pub fn unavailable(backend: &'static str, message: impl Into<String>, source: impl Into<BoxError>) -> Self {
-        StoreError::Unavailable { backend, message: message.into(), source: Some(source.into()) }
+    pub fn unavailable(
+        backend: &'static str,
+        message: impl Into<String>,
+        source: impl Into<BoxError>,
+    ) -> Self {
+        StoreError::Unavailable {
+            backend,
+            message: message.into(),
+            source: Some(source.into()),
+        }
     }
 
     /// The conflict, when this is one.
@@ -234,7 +260,10 @@ impl StoreError {
     /// Whether this error is a conflict of any kind (version or condition): an answer
     /// about concurrency that a policy can act on, rather than a failure.
     pub fn is_conflict(&self) -> bool {
-        matches!(self, StoreError::Conflict(_) | StoreError::Conflicts(_) | StoreError::ConditionFailed(_))
+        matches!(
+            self,
+            StoreError::Conflict(_) | StoreError::Conflicts(_) | StoreError::ConditionFailed(_)
+        )
     }
 }
 
@@ -245,7 +274,10 @@ mod tests {
     #[test]
     fn messages_start_lower_case_and_carry_values() {
         let e = StoreError::too_large("event", 2_000_000, 1_048_576, "bytes");
-        assert_eq!(e.to_string(), "event is 2000000 bytes, but at most 1048576 are allowed");
+        assert_eq!(
+            e.to_string(),
+            "event is 2000000 bytes, but at most 1048576 are allowed"
+        );
         let c = StoreError::conflict(Conflict {
             stream: StreamName::new("account-42").unwrap(),
             expected: ExpectedVersion::Exact(Version(1)),

@@ -143,7 +143,8 @@ impl fmt::Display for Json {
 
 impl Serialize for Json {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let raw: &RawValue = serde_json::from_str(self.as_str()).map_err(serde::ser::Error::custom)?;
+        let raw: &RawValue =
+            serde_json::from_str(self.as_str()).map_err(serde::ser::Error::custom)?;
         raw.serialize(serializer)
     }
 }
@@ -187,9 +188,13 @@ impl fmt::Display for RecordedAt {
 impl std::str::FromStr for RecordedAt {
     type Err = InvalidInput;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let t = humantime::parse_rfc3339_weak(s)
-            .map_err(|e| InvalidInput::new("recorded_at", format!("{s:?} is not an RFC 3339 time: {e}")))?;
-        let ms = t.duration_since(UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
+        let t = humantime::parse_rfc3339_weak(s).map_err(|e| {
+            InvalidInput::new("recorded_at", format!("{s:?} is not an RFC 3339 time: {e}"))
+        })?;
+        let ms = t
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or(0);
         Ok(RecordedAt(u64::try_from(ms).unwrap_or(u64::MAX)))
     }
 }
@@ -230,7 +235,13 @@ pub struct NewEvent {
 impl NewEvent {
     /// An event of type `event_type` with `data`, a fresh id, empty metadata and no tags.
     pub fn new(event_type: EventType, data: Json) -> Self {
-        NewEvent { id: EventId::new(), event_type, data, metadata: Json::empty_object(), tags: Vec::new() }
+        NewEvent {
+            id: EventId::new(),
+            event_type,
+            data,
+            metadata: Json::empty_object(),
+            tags: Vec::new(),
+        }
     }
 
     /// Builds an event from a type name and a JSON value, validating the type.
@@ -238,7 +249,10 @@ impl NewEvent {
     /// # Errors
     /// [`InvalidInput`] when `event_type` is not a valid type.
     pub fn json(event_type: &str, data: &serde_json::Value) -> Result<Self, InvalidInput> {
-        Ok(Self::new(EventType::new(event_type)?, Json::from_value(data)))
+        Ok(Self::new(
+            EventType::new(event_type)?,
+            Json::from_value(data),
+        ))
     }
 
     /// Sets the id.
@@ -295,7 +309,13 @@ pub struct RecordedEvent {
 
 impl RecordedEvent {
     /// Records `event` at `version` and `position`.
-    pub fn new(stream: StreamName, version: Version, position: Position, event: NewEvent, recorded_at: RecordedAt) -> Self {
+    pub fn new(
+        stream: StreamName,
+        version: Version,
+        position: Position,
+        event: NewEvent,
+        recorded_at: RecordedAt,
+    ) -> Self {
         RecordedEvent {
             stream,
             version,

@@ -47,12 +47,17 @@ mod store;
 pub mod subscription;
 mod version;
 
-pub use append::{check_ids, may_rebase, plan_append, AppendOutcome, AppendPlan, AppendRequest, Appended, IdCheck, Limits};
-pub use error::{BoxError, ConditionFailed, Conflict, InvalidInput, PartialDuplicate, StoreError, TooLarge};
+pub use append::{
+    AppendOutcome, AppendPlan, AppendRequest, Appended, IdCheck, Limits, check_ids, may_rebase,
+    plan_append,
+};
+pub use error::{
+    BoxError, ConditionFailed, Conflict, InvalidInput, PartialDuplicate, StoreError, TooLarge,
+};
 pub use event::{EventId, Json, NewEvent, RecordedAt, RecordedEvent, TAGS_PER_EVENT_MAX};
 pub use memory::MemoryStore;
-pub use names::{Category, EventType, StreamName, Tag, NAME_BYTES_MAX};
-pub use query::{Filter, Query, QueryItem, QUERY_ITEMS_MAX};
+pub use names::{Category, EventType, NAME_BYTES_MAX, StreamName, Tag};
+pub use query::{Filter, QUERY_ITEMS_MAX, Query, QueryItem};
 pub use signal::{HeadSignal, WaitBeyond};
 pub use store::{AllPage, Direction, EventStore, StreamInfo};
 pub use subscription::Subscription;

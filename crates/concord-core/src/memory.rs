@@ -10,7 +10,7 @@ use std::sync::{Mutex, PoisonError};
 
 use async_trait::async_trait;
 
-use crate::append::{plan_append, AppendOutcome, AppendPlan, AppendRequest, Appended, Limits};
+use crate::append::{AppendOutcome, AppendPlan, AppendRequest, Appended, Limits, plan_append};
 use crate::error::{Conflict, PartialDuplicate, StoreError};
 use crate::event::{EventId, RecordedAt, RecordedEvent};
 use crate::names::StreamName;
@@ -35,9 +35,16 @@ impl State {
 
     /// Events of `stream` from version `from` on, at most `max`.
     fn stream_events(&self, stream: &StreamName, from: Version, max: usize) -> Vec<RecordedEvent> {
-        let Some(indexes) = self.streams.get(stream) else { return Vec::new() };
+        let Some(indexes) = self.streams.get(stream) else {
+            return Vec::new();
+        };
         let skip = usize::try_from(from.get().saturating_sub(1)).unwrap_or(usize::MAX);
-        indexes.iter().skip(skip).take(max).filter_map(|&i| self.log.get(i).cloned()).collect()
+        indexes
+            .iter()
+            .skip(skip)
+            .take(max)
+            .filter_map(|&i| self.log.get(i).cloned())
+            .collect()
     }
 
     fn appended(&self, stream: &StreamName, first: Version, last: Version) -> Appended {
@@ -73,7 +80,10 @@ impl MemoryStore {
 
     /// An empty store with `limits`.
     pub fn with_limits(limits: Limits) -> Self {
-        MemoryStore { limits, ..MemoryStore::default() }
+        MemoryStore {
+            limits,
+            ..MemoryStore::default()
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -96,21 +106,34 @@ impl EventStore for MemoryStore {
         let actual = state.version(stream);
         let found: Vec<Option<Version>> = {
             let ids = state.ids.get(stream);
-            request.events.iter().map(|e| ids.and_then(|m| m.get(&e.id).copied())).collect()
+            request
+                .events
+                .iter()
+                .map(|e| ids.and_then(|m| m.get(&e.id).copied()))
+                .collect()
         };
         let plan = plan_append(&request, actual, &found, |e| {
-            state.stream_events(stream, e.next(), usize::MAX).into_iter().map(|ev| ev.event_type).collect::<Vec<_>>()
+            state
+                .stream_events(stream, e.next(), usize::MAX)
+                .into_iter()
+                .map(|ev| ev.event_type)
+                .collect::<Vec<_>>()
         });
         let max = self.limits.concurrent_events_max;
         let outcome = match plan {
-            AppendPlan::Duplicate { first, last } => AppendOutcome::Duplicate(state.appended(stream, first, last)),
+            AppendPlan::Duplicate { first, last } => {
+                AppendOutcome::Duplicate(state.appended(stream, first, last))
+            }
             AppendPlan::PartialDuplicate(existing_ids) => {
                 return Err(StoreError::PartialDuplicate(Box::new(PartialDuplicate {
                     stream: stream.clone(),
                     existing_ids,
                 })));
             }
-            AppendPlan::Conflict { actual, first_concurrent } => {
+            AppendPlan::Conflict {
+                actual,
+                first_concurrent,
+            } => {
                 let (concurrent_events, truncated) = match first_concurrent {
                     Some(first) => {
                         let events = state.stream_events(stream, first, max);
@@ -127,7 +150,10 @@ impl EventStore for MemoryStore {
                     truncated,
                 }));
             }
-            AppendPlan::Write { after, rebased_from } => {
+            AppendPlan::Write {
+                after,
+                rebased_from,
+            } => {
                 let recorded_at = RecordedAt::now();
                 let first_version = after.next();
                 let count = request.events.len() as u64;
@@ -135,9 +161,19 @@ impl EventStore for MemoryStore {
                     let index = state.log.len();
                     let version = Version(after.get() + i + 1);
                     let position = Position(index as u64 + 1);
-                    state.ids.entry(stream.clone()).or_default().insert(event.id, version);
+                    state
+                        .ids
+                        .entry(stream.clone())
+                        .or_default()
+                        .insert(event.id, version);
                     state.streams.entry(stream.clone()).or_default().push(index);
-                    state.log.push(RecordedEvent::new(stream.clone(), version, position, event, recorded_at));
+                    state.log.push(RecordedEvent::new(
+                        stream.clone(),
+                        version,
+                        position,
+                        event,
+                        recorded_at,
+                    ));
                 }
                 let appended = state.appended(stream, first_version, Version(after.get() + count));
                 match rebased_from {
@@ -145,7 +181,8 @@ impl EventStore for MemoryStore {
                     Some(e) => AppendOutcome::Rebased {
                         appended,
                         expected_version: e,
-                        concurrent_events: state.stream_events(stream, e.next(), (after.get() - e.get()) as usize)
+                        concurrent_events: state
+                            .stream_events(stream, e.next(), (after.get() - e.get()) as usize)
                             .into_iter()
                             .take(max)
                             .collect(),
@@ -173,7 +210,8 @@ impl EventStore for MemoryStore {
             Direction::Backward => {
                 let top = from.min(state.version(stream));
                 let start = Version(top.get().saturating_sub(limit as u64).saturating_add(1));
-                let mut events = state.stream_events(stream, start, (top.get() + 1 - start.get()) as usize);
+                let mut events =
+                    state.stream_events(stream, start, (top.get() + 1 - start.get()) as usize);
                 events.retain(|e| e.version <= top);
                 events.reverse();
                 events
@@ -181,7 +219,12 @@ impl EventStore for MemoryStore {
         })
     }
 
-    async fn read_all(&self, from: Position, filter: &Filter, limit: usize) -> Result<AllPage, StoreError> {
+    async fn read_all(
+        &self,
+        from: Position,
+        filter: &Filter,
+        limit: usize,
+    ) -> Result<AllPage, StoreError> {
         let limit = limit.min(self.limits.read_limit_max);
         let state = self.lock();
         let head = Position(state.log.len() as u64);
@@ -197,7 +240,11 @@ impl EventStore for MemoryStore {
                 events.push(e.clone());
             }
         }
-        Ok(AllPage { events, next_from, head })
+        Ok(AllPage {
+            events,
+            next_from,
+            head,
+        })
     }
 
     async fn stream_version(&self, stream: &StreamName) -> Result<Version, StoreError> {
@@ -215,7 +262,9 @@ impl EventStore for MemoryStore {
         let streams = state
             .streams
             .iter()
-            .filter(|(name, _)| name.as_str().starts_with(prefix) && after.is_none_or(|a| *name > a))
+            .filter(|(name, _)| {
+                name.as_str().starts_with(prefix) && after.is_none_or(|a| *name > a)
+            })
             .take(limit)
             .map(|(name, indexes)| StreamInfo {
                 stream: name.clone(),

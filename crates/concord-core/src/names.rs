@@ -130,7 +130,9 @@ impl Category {
         if name.contains('-') {
             return Err(InvalidInput::new(
                 "category",
-                format!("category {name:?} contains `-`; a category is the part of a stream name before the first `-`"),
+                format!(
+                    "category {name:?} contains `-`; a category is the part of a stream name before the first `-`"
+                ),
             ));
         }
         Ok(Self(name))

@@ -71,7 +71,9 @@ impl Filter {
 
     /// Whether `event` passes the filter.
     pub fn matches(&self, event: &RecordedEvent) -> bool {
-        self.category.as_ref().is_none_or(|c| event.stream.category() == *c)
+        self.category
+            .as_ref()
+            .is_none_or(|c| event.stream.category() == *c)
             && types_match(&self.types, event)
             && tags_match(&self.tags, event)
     }
@@ -110,7 +112,9 @@ impl Query {
 
     /// A one-item query.
     pub fn item(types: Vec<EventType>, tags: Vec<Tag>) -> Self {
-        Query { items: vec![QueryItem { types, tags }] }
+        Query {
+            items: vec![QueryItem { types, tags }],
+        }
     }
 
     /// Checks the rules the type system cannot: an item names types or tags (or both), and
@@ -122,10 +126,17 @@ impl Query {
         if self.items.len() > QUERY_ITEMS_MAX {
             return Err(InvalidInput::new(
                 "query",
-                format!("query has {} items, but at most {QUERY_ITEMS_MAX} are allowed", self.items.len()),
+                format!(
+                    "query has {} items, but at most {QUERY_ITEMS_MAX} are allowed",
+                    self.items.len()
+                ),
             ));
         }
-        if let Some(i) = self.items.iter().position(|i| i.types.is_empty() && i.tags.is_empty()) {
+        if let Some(i) = self
+            .items
+            .iter()
+            .position(|i| i.types.is_empty() && i.tags.is_empty())
+        {
             return Err(InvalidInput::new(
                 "query",
                 format!("query item {i} has neither types nor tags; give at least one of them"),
@@ -156,12 +167,28 @@ mod tests {
     fn filter_combines_its_parts_with_and() {
         let e = doc::recorded("account-1", 1, 1, "Deposited", &["account:1"]);
         assert!(Filter::all().matches(&e));
-        assert!(Filter::all().category(Category::new("account").unwrap()).matches(&e));
-        assert!(!Filter::all().category(Category::new("auction").unwrap()).matches(&e));
-        assert!(Filter::all().types(vec![ty("Withdrawn"), ty("Deposited")]).matches(&e));
+        assert!(
+            Filter::all()
+                .category(Category::new("account").unwrap())
+                .matches(&e)
+        );
+        assert!(
+            !Filter::all()
+                .category(Category::new("auction").unwrap())
+                .matches(&e)
+        );
+        assert!(
+            Filter::all()
+                .types(vec![ty("Withdrawn"), ty("Deposited")])
+                .matches(&e)
+        );
         assert!(!Filter::all().types(vec![ty("Withdrawn")]).matches(&e));
         assert!(Filter::all().tags(vec![tag("account:1")]).matches(&e));
-        assert!(!Filter::all().tags(vec![tag("account:1"), tag("x")]).matches(&e));
+        assert!(
+            !Filter::all()
+                .tags(vec![tag("account:1"), tag("x")])
+                .matches(&e)
+        );
     }
 
     #[test]
@@ -173,8 +200,14 @@ mod tests {
         assert!(Query::item(vec![], vec![tag("username:alice"), tag("x")]).matches(&e));
         let q = Query {
             items: vec![
-                QueryItem { types: vec![ty("Other")], tags: vec![] },
-                QueryItem { types: vec![], tags: vec![tag("x")] },
+                QueryItem {
+                    types: vec![ty("Other")],
+                    tags: vec![],
+                },
+                QueryItem {
+                    types: vec![],
+                    tags: vec![tag("x")],
+                },
             ],
         };
         assert!(q.matches(&e));
@@ -183,8 +216,22 @@ mod tests {
     #[test]
     fn query_validation_refuses_empty_items_and_too_many() {
         assert!(Query::everything().validate().is_ok());
-        assert!(Query { items: vec![QueryItem::default()] }.validate().is_err());
-        let many = Query { items: vec![QueryItem { types: vec![ty("A")], tags: vec![] }; QUERY_ITEMS_MAX + 1] };
+        assert!(
+            Query {
+                items: vec![QueryItem::default()]
+            }
+            .validate()
+            .is_err()
+        );
+        let many = Query {
+            items: vec![
+                QueryItem {
+                    types: vec![ty("A")],
+                    tags: vec![]
+                };
+                QUERY_ITEMS_MAX + 1
+            ],
+        };
         assert!(many.validate().is_err());
     }
 }

@@ -59,12 +59,18 @@ impl HeadSignal {
 
     /// The current head.
     pub fn head(&self) -> Position {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner).head
+        self.state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .head
     }
 
     /// Resolves with the head once it is beyond `after` (or the signal is closed).
     pub fn wait_beyond(&self, after: Position) -> WaitBeyond {
-        WaitBeyond { state: Arc::clone(&self.state), after }
+        WaitBeyond {
+            state: Arc::clone(&self.state),
+            after,
+        }
     }
 }
 
@@ -98,7 +104,10 @@ mod tests {
     #[test]
     fn a_wait_resolves_once_the_head_passes_its_point() {
         let signal = HeadSignal::new(Position(3));
-        assert_eq!(signal.wait_beyond(Position(2)).now_or_never(), Some(Position(3)));
+        assert_eq!(
+            signal.wait_beyond(Position(2)).now_or_never(),
+            Some(Position(3))
+        );
         let mut wait = signal.wait_beyond(Position(3));
         assert_eq!((&mut wait).now_or_never(), None);
         signal.advance(Position(2));

@@ -96,7 +96,12 @@ pub trait EventStore: Send + Sync + fmt::Debug + 'static {
     ///
     /// # Errors
     /// Backend failures.
-    async fn read_all(&self, from: Position, filter: &Filter, limit: usize) -> Result<AllPage, StoreError>;
+    async fn read_all(
+        &self,
+        from: Position,
+        filter: &Filter,
+        limit: usize,
+    ) -> Result<AllPage, StoreError>;
 
     /// The stream's current version (0 when it does not exist).
     ///

@@ -46,7 +46,10 @@ struct StreamKey {
 pub fn all<S: EventStore + ?Sized>(store: Arc<S>, from: Position, filter: Filter) -> Subscription {
     let cursor = Cursor {
         store,
-        key: AllKey { next_from: from.max(Position::FIRST), filter },
+        key: AllKey {
+            next_from: from.max(Position::FIRST),
+            filter,
+        },
         buffer: VecDeque::new(),
         failed: false,
     };
@@ -59,12 +62,17 @@ pub fn all<S: EventStore + ?Sized>(store: Arc<S>, from: Position, filter: Filter
                 return None;
             }
             let step = async {
-                let page = c.store.read_all(c.key.next_from, &c.key.filter, SUBSCRIPTION_BATCH).await?;
+                let page = c
+                    .store
+                    .read_all(c.key.next_from, &c.key.filter, SUBSCRIPTION_BATCH)
+                    .await?;
                 let caught_up = page.is_caught_up();
                 c.key.next_from = c.key.next_from.max(page.next_from);
                 c.buffer.extend(page.events);
                 if c.buffer.is_empty() && caught_up {
-                    c.store.wait_for_head(Position(c.key.next_from.get().saturating_sub(1))).await?;
+                    c.store
+                        .wait_for_head(Position(c.key.next_from.get().saturating_sub(1)))
+                        .await?;
                 }
                 Ok::<(), StoreError>(())
             };
@@ -78,10 +86,17 @@ pub fn all<S: EventStore + ?Sized>(store: Arc<S>, from: Position, filter: Filter
 }
 
 /// Subscribes to one stream from version `from` (inclusive).
-pub fn stream<S: EventStore + ?Sized>(store: Arc<S>, stream: StreamName, from: Version) -> Subscription {
+pub fn stream<S: EventStore + ?Sized>(
+    store: Arc<S>,
+    stream: StreamName,
+    from: Version,
+) -> Subscription {
     let cursor = Cursor {
         store,
-        key: StreamKey { stream, next_from: from.max(Version(1)) },
+        key: StreamKey {
+            stream,
+            next_from: from.max(Version(1)),
+        },
         buffer: VecDeque::new(),
         failed: false,
     };
@@ -99,7 +114,12 @@ pub fn stream<S: EventStore + ?Sized>(store: Arc<S>, stream: StreamName, from: V
                 let head = c.store.head().await?;
                 let events = c
                     .store
-                    .read_stream(&c.key.stream, c.key.next_from, Direction::Forward, SUBSCRIPTION_BATCH)
+                    .read_stream(
+                        &c.key.stream,
+                        c.key.next_from,
+                        Direction::Forward,
+                        SUBSCRIPTION_BATCH,
+                    )
                     .await?;
                 if let Some(last) = events.last() {
                     c.key.next_from = last.version.next();

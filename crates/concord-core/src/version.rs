@@ -10,7 +10,9 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// 1-based number of an event within its stream; a stream's version is its last event's.
 /// `Version(0)` means "no stream".
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Default, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Default, Serialize, Deserialize,
+)]
 #[serde(transparent)]
 pub struct Version(pub u64);
 
@@ -46,7 +48,9 @@ impl fmt::Display for Version {
 
 /// 1-based, global, gap-free, strictly increasing in commit order. `Position(0)` is "before
 /// the first event".
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Default, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Default, Serialize, Deserialize,
+)]
 #[serde(transparent)]
 pub struct Position(pub u64);
 
@@ -213,9 +217,18 @@ mod tests {
 
     #[test]
     fn concurrent_events_start_after_the_expectation() {
-        assert_eq!(ExpectedVersion::Exact(Version(10)).first_concurrent(Version(12)), Some(Version(11)));
-        assert_eq!(ExpectedVersion::Exact(Version(12)).first_concurrent(Version(10)), None);
-        assert_eq!(ExpectedVersion::NoStream.first_concurrent(Version(3)), Some(Version(1)));
+        assert_eq!(
+            ExpectedVersion::Exact(Version(10)).first_concurrent(Version(12)),
+            Some(Version(11))
+        );
+        assert_eq!(
+            ExpectedVersion::Exact(Version(12)).first_concurrent(Version(10)),
+            None
+        );
+        assert_eq!(
+            ExpectedVersion::NoStream.first_concurrent(Version(3)),
+            Some(Version(1))
+        );
         assert_eq!(ExpectedVersion::Exists.first_concurrent(Version(0)), None);
     }
 

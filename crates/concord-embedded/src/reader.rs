@@ -222,7 +222,8 @@ impl<'f> Driver<'f> {
                 &[t, &from_sql_value, &n_sql],
             ),
             Driver::Types(types) => {
-                // The first n of each type, merged: the first n overall are among them.
+                // The first n of each type, merged (UNION, not UNION ALL: a type listed twice must
+                // not yield its events twice): the first n overall are among them.
                 let parts: Vec<String> = (0..types.len())
                     .map(|i| {
                         format!(
@@ -232,7 +233,7 @@ impl<'f> Driver<'f> {
                         )
                     })
                     .collect();
-                let sql = format!("{} ORDER BY 1 LIMIT ?2", parts.join(" UNION ALL "));
+                let sql = format!("{} ORDER BY 1 LIMIT ?2", parts.join(" UNION "));
                 let mut stmt = conn
                     .prepare_cached(&sql)
                     .map_err(EmbeddedError::sqlite(context))?;

@@ -20,3 +20,6 @@ async fn fresh() -> TestStore {
 }
 
 concord_testkit::conformance_suite!(fresh);
+
+// Random operation sequences, compared step by step with MemoryStore.
+concord_testkit::model_check!(fresh);

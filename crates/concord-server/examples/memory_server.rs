@@ -5,8 +5,13 @@ use std::sync::Arc;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let addr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:2113".to_owned());
-    let config = concord_server::ServerConfig { addr: addr.parse()?, ..Default::default() };
+    let addr = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "127.0.0.1:2113".to_owned());
+    let config = concord_server::ServerConfig {
+        addr: addr.parse()?,
+        ..Default::default()
+    };
     let listener = tokio::net::TcpListener::bind(config.addr).await?;
     println!("serving on http://{}", listener.local_addr()?);
     let store = Arc::new(concord_core::MemoryStore::new());

@@ -1169,6 +1169,32 @@ pub async fn read_all_from_past_the_head_is_empty_and_caught_up(store: Arc<dyn E
     }
 }
 
+/// `read_all` from position 0 ("before the first event") reads like position 1: caught up
+/// on an empty store, the whole log otherwise.
+pub async fn read_all_from_position_zero_starts_at_the_first_event(store: Arc<dyn EventStore>) {
+    let page = store
+        .read_all(Position(0), &Filter::all(), 10)
+        .await
+        .unwrap();
+    assert!(page.events.is_empty());
+    assert_eq!(page.head, Position(0));
+    assert!(
+        page.is_caught_up(),
+        "an empty store's read from 0 is not caught up: {page:?}"
+    );
+    let s = stream("account-1");
+    seed(&store, &s, 12).await;
+    let page = store
+        .read_all(Position(0), &Filter::all(), 5)
+        .await
+        .unwrap();
+    assert_eq!(positions(&page.events), vec![1, 2, 3, 4, 5]);
+    let filtered = Filter::all().types(vec![ty("Deposited")]);
+    let page = store.read_all(Position(0), &filtered, 100).await.unwrap();
+    assert_eq!(positions(&page.events), (1..=12).collect::<Vec<_>>());
+    assert!(page.is_caught_up());
+}
+
 /// A category filter keeps only the events of streams in that category.
 pub async fn read_all_filters_by_category(store: Arc<dyn EventStore>) {
     let all = seed_filter_fixture(&store).await;
@@ -1984,6 +2010,7 @@ macro_rules! conformance_suite {
             reading_a_missing_stream_returns_nothing,
             read_all_pages_through_every_event_in_position_order,
             read_all_from_past_the_head_is_empty_and_caught_up,
+            read_all_from_position_zero_starts_at_the_first_event,
             read_all_filters_by_category,
             category_filter_matches_the_category_exactly,
             read_all_filters_by_any_of_several_types,

@@ -1,6 +1,12 @@
 //! Test support shared by every Concord crate: the conformance suite that every backend
 //! must pass, harnesses that start real servers, and proptest strategies.
 //!
+//! - [`conformance`]: one spec per behaviour of API.md; `conformance_suite!(factory)` in a
+//!   backend's `tests/conformance.rs` runs them all, one named test each.
+//! - [`properties`]: the model check, random operation sequences compared step by step
+//!   with `MemoryStore`; `model_check!(factory)` or [`properties::run_model_check`].
+//! - [`scale`]: the `CONCORD_TEST_SCALE` factor for iteration counts.
+//!
 //! It is a dev-dependency only (the architecture test enforces it). Its helpers panic on
 //! failure, because that is how a test reports one.
 #![allow(

@@ -423,6 +423,12 @@ async fn read_all_to_end(
                 head: page.head,
             });
         }
+        if page.next_from == from && page.events.is_empty() {
+            return Err(format!(
+                "read_all from {from} made no progress: no events, next_from {from}, head {}, not caught up",
+                page.head
+            ));
+        }
         from = page.next_from;
     }
     Err("read_all never caught up".to_owned())

@@ -37,6 +37,9 @@ pub enum Persistence {
 pub struct RedisServerOptions {
     /// Persistence mode.
     pub persistence: Persistence,
+    /// Serve TLS only (`--port 0 --tls-port <port>`), with a certificate for `127.0.0.1` and
+    /// `localhost` signed by a throw-away CA ([`RedisServer::tls_ca_pem`]). Needs `openssl`.
+    pub tls: bool,
 }
 
 /// A `redis-server` child process with its own directory and port.
@@ -72,6 +75,71 @@ fn redis_server_binary() -> PathBuf {
                  install the Debian package `redis-server` (apt-get install -y redis-server)"
             )
         })
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let output = Command::new("openssl").args(args).current_dir(dir).output().unwrap_or_else(|e| {
+        panic!("cannot run `openssl` ({e}); the TLS tests need the Debian package `openssl` (apt-get install -y openssl)")
+    });
+    assert!(
+        output.status.success(),
+        "openssl {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// A throw-away CA (`ca.crt`) and a server certificate for 127.0.0.1 and localhost signed by
+/// it (`redis.crt`, `redis.key`). A CA separate from the leaf, because rustls refuses a CA
+/// certificate used as a server's own.
+fn make_certificates(dir: &Path) {
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .expect("write the certificate extensions");
+    let subject_ca = "/CN=concord test CA";
+    openssl(
+        dir,
+        &[
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt",
+            "-days", "2", "-subj", subject_ca,
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "redis.key",
+            "-out",
+            "redis.csr",
+            "-subj",
+            "/CN=localhost",
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "redis.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "redis.crt",
+            "-days",
+            "2",
+            "-extfile",
+            "server.ext",
+        ],
+    );
 }
 
 fn free_port() -> u16 {
@@ -110,6 +178,9 @@ impl RedisServer {
             .prefix("concord-redis-")
             .tempdir()
             .expect("create a temp dir for redis-server");
+        if options.tls {
+            make_certificates(dir.path());
+        }
         let mut last_error = String::new();
         for _ in 0..START_ATTEMPTS {
             let port = free_port();
@@ -138,9 +209,26 @@ impl RedisServer {
     }
 
     fn args(&self) -> Vec<String> {
-        let mut args: Vec<String> = vec![
-            "--port".into(),
-            self.port.to_string(),
+        let mut args: Vec<String> = if self.options.tls {
+            let file = |name: &str| self.dir.path().join(name).display().to_string();
+            vec![
+                "--port".into(),
+                "0".into(),
+                "--tls-port".into(),
+                self.port.to_string(),
+                "--tls-cert-file".into(),
+                file("redis.crt"),
+                "--tls-key-file".into(),
+                file("redis.key"),
+                "--tls-ca-cert-file".into(),
+                file("ca.crt"),
+                "--tls-auth-clients".into(),
+                "no".into(),
+            ]
+        } else {
+            vec!["--port".into(), self.port.to_string()]
+        };
+        args.extend::<[String; 10]>([
             "--bind".into(),
             "127.0.0.1".into(),
             "--dir".into(),
@@ -151,7 +239,7 @@ impl RedisServer {
             String::new(),
             "--logfile".into(),
             "redis.log".into(),
-        ];
+        ]);
         let (appendonly, fsync) = match self.options.persistence {
             Persistence::None => ("no", "everysec"),
             Persistence::AppendFsyncAlways => ("yes", "always"),
@@ -209,7 +297,17 @@ wait "$pid""#;
         });
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
-            if ping(self.port) {
+            // A TLS server cannot be PINGed in plain text; an open port means it listens.
+            let ready = if self.options.tls {
+                TcpStream::connect_timeout(
+                    &([127, 0, 0, 1], self.port).into(),
+                    Duration::from_millis(200),
+                )
+                .is_ok()
+            } else {
+                ping(self.port)
+            };
+            if ready {
                 return Ok(());
             }
             let exited = self
@@ -230,9 +328,17 @@ wait "$pid""#;
         }
     }
 
-    /// `redis://127.0.0.1:<port>/0`.
+    /// `redis://127.0.0.1:<port>/0` (`rediss://` for a TLS server).
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
+        let scheme = if self.options.tls { "rediss" } else { "redis" };
+        format!("{scheme}://127.0.0.1:{}/0", self.port)
+    }
+
+    /// The PEM of the CA that signed a TLS server's certificate (`None` without TLS).
+    pub fn tls_ca_pem(&self) -> Option<Vec<u8>> {
+        self.options.tls.then(|| {
+            std::fs::read(self.dir.path().join("ca.crt")).expect("read the test CA certificate")
+        })
     }
 
     /// The TCP port.

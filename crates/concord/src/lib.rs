@@ -11,11 +11,14 @@
 //! It is not a library for other crates: embed `concord-core` and a backend instead.
 
 mod append;
+pub mod bench;
 mod demo;
 pub mod exit;
 pub mod opt;
+pub mod projection;
 pub mod output;
 mod read;
+mod serve;
 pub mod store_url;
 mod tail;
 
@@ -66,6 +69,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Streams(args) => read::streams(&mut ctx, args).await,
         Command::Tail(args) => tail::run(&mut ctx, args).await,
         Command::Demo(args) => demo::run(&mut ctx, args).await,
+        Command::Serve(args) => serve::run(&mut ctx, args).await,
+        Command::Bench(args) => bench::run(&mut ctx, args).await,
+        Command::Projection(args) => projection::run(&mut ctx, args).await,
+        Command::Query(args) => projection::query(&mut ctx, args).await,
     };
     // What was printed before a failure is still shown, ahead of the error line.
     let flushed = ctx.out.flush();

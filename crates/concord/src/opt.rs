@@ -66,6 +66,43 @@ pub enum Command {
     Tail(TailArgs),
     /// Run one of MISSION.md's scenarios with real concurrency and print the log.
     Demo(DemoArgs),
+    /// Measure a store (append, hot, read, catchup) or a baseline (fsync, sqlite, xadd).
+    Bench(crate::bench::BenchArgs),
+    /// Projections (read models): list, status, rebuild.
+    Projection(crate::projection::ProjectionArgs),
+    /// One read-model row, after catching the projection up: `concord query balances account-42`.
+    Query(crate::projection::QueryArgs),
+    /// Serve the HTTP API (shared/API.md) over the store until Ctrl-C or SIGTERM.
+    Serve(ServeArgs),
+}
+
+/// `concord serve`.
+#[derive(Debug, Args)]
+#[command(after_help = "\
+With no --tokens the server is open and may only bind a loopback address, unless
+--insecure-open is given. Logs go to stderr; set RUST_LOG (e.g. RUST_LOG=debug) for more.")]
+pub struct ServeArgs {
+    /// The address to listen on.
+    #[arg(long, default_value = "127.0.0.1:2113", value_name = "HOST:PORT")]
+    pub addr: std::net::SocketAddr,
+    /// A TOML file of access tokens (format in docs/http-api.md).
+    #[arg(long, value_name = "FILE")]
+    pub tokens: Option<std::path::PathBuf>,
+    /// Allow an open server (no tokens) on an address other than loopback.
+    #[arg(long)]
+    pub insecure_open: bool,
+    /// Largest `data` plus `metadata` of one event, in bytes [default: 1048576].
+    #[arg(long, value_name = "BYTES")]
+    pub event_bytes_max: Option<usize>,
+    /// Largest request body, in bytes [default: 16777216].
+    #[arg(long, value_name = "BYTES")]
+    pub request_bytes_max: Option<usize>,
+    /// Most events in one append [default: 1000].
+    #[arg(long, value_name = "N")]
+    pub events_per_append_max: Option<usize>,
+    /// Most events one read returns [default: 1000].
+    #[arg(long, value_name = "N")]
+    pub read_limit_max: Option<usize>,
 }
 
 /// `concord demo`.

@@ -1,0 +1,238 @@
+//! `concord projection list|status NAME|rebuild NAME` and `concord query NAME KEY`: the
+//! read side (`concord-projection`) from the command line, on the `--store` store.
+//!
+//! The read models live in one SQLite file: `<dir>/projections.sqlite` beside an embedded
+//! store in `<dir>`, `./concord-projections/projections.sqlite` for other stores, or
+//! `--projections-db PATH`. Nothing runs in the background between commands: `query`
+//! catches the projection up to the store's head, then answers; `rebuild` replays from
+//! position 1 with a progress bar on a terminal.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Args, Subcommand};
+use concord_core::Position;
+use concord_projection::{Progress, ProjectionHost, ProjectionStatus};
+
+use crate::store_url::StoreUrl;
+use crate::{Context, Exit};
+
+/// Where the projection database is.
+#[derive(Debug, Args)]
+pub struct DbArgs {
+    /// The projection database (SQLite). Default: `projections.sqlite` in the embedded
+    /// store's directory, or `./concord-projections/projections.sqlite` for other stores.
+    #[arg(long, value_name = "PATH", env = "CONCORD_PROJECTIONS_DB")]
+    pub projections_db: Option<PathBuf>,
+}
+
+/// `concord projection`.
+#[derive(Debug, Args)]
+pub struct ProjectionArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub action: ProjectionAction,
+    /// Where the read models are.
+    #[command(flatten)]
+    pub db: DbArgs,
+}
+
+/// The `concord projection` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ProjectionAction {
+    /// Every projection: status, checkpoint, head, lag.
+    List,
+    /// One projection's status, with its failure if it stopped on one.
+    Status {
+        /// `balances`, `auctions` or `documents`.
+        name: String,
+    },
+    /// Empty the read model and replay every event from position 1.
+    Rebuild {
+        /// `balances`, `auctions` or `documents`.
+        name: String,
+    },
+}
+
+/// `concord query`.
+#[derive(Debug, Args)]
+pub struct QueryArgs {
+    /// The projection: `balances`, `auctions` or `documents`.
+    pub name: String,
+    /// The row's key: a stream name, e.g. `account-42`.
+    pub key: String,
+    /// Answer only once the projection has processed this position (read-your-writes).
+    #[arg(long, value_name = "POSITION")]
+    pub min_position: Option<u64>,
+    /// How long to wait for --min-position, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 5000)]
+    pub wait_ms: u64,
+    /// Where the read models are.
+    #[command(flatten)]
+    pub db: DbArgs,
+}
+
+fn db_path(ctx: &Context, db: DbArgs) -> PathBuf {
+    if let Some(path) = db.projections_db {
+        return path;
+    }
+    match &ctx.store_url {
+        StoreUrl::Embedded(dir) => dir.join("projections.sqlite"),
+        // An in-memory store starts empty each run, so its read models must too.
+        StoreUrl::Memory => std::env::temp_dir().join(format!("concord-projections-{}.sqlite", std::process::id())),
+        StoreUrl::Redis { .. } => PathBuf::from("concord-projections").join("projections.sqlite"),
+    }
+}
+
+async fn open(ctx: &Context, db: DbArgs) -> anyhow::Result<ProjectionHost> {
+    let store = ctx.open_store().await?;
+    let path = db_path(ctx, db);
+    ProjectionHost::open_builtin(store, &path)
+        .await
+        .with_context(|| format!("cannot open the projection database {}", path.display()))
+}
+
+/// Runs `concord projection ...`.
+///
+/// # Errors
+/// The store's, the database's, or an unknown projection.
+pub(crate) async fn run(ctx: &mut Context, args: ProjectionArgs) -> anyhow::Result<Exit> {
+    let host = open(ctx, args.db).await?;
+    ctx.out.flush()?;
+    let mut stdout = std::io::stdout().lock();
+    let json = ctx.out.is_json();
+    let exit = match args.action {
+        ProjectionAction::List => {
+            let all = host.list().await?;
+            if json {
+                for s in &all {
+                    writeln!(stdout, "{}", serde_json::to_string(s)?)?;
+                }
+            } else {
+                status_table(&mut stdout, &all)?;
+            }
+            Exit::Success
+        }
+        ProjectionAction::Status { name } => {
+            let status = host.status(&name).await?;
+            if json {
+                writeln!(stdout, "{}", serde_json::to_string(&status)?)?;
+            } else {
+                status_table(&mut stdout, std::slice::from_ref(&status))?;
+                if let Some(failure) = &status.failure {
+                    writeln!(stdout, "\nfailed: {failure}")?;
+                }
+                if let Some(error) = &status.last_error {
+                    writeln!(stdout, "\nretrying after: {error}")?;
+                }
+            }
+            if status.failure.is_some() { Exit::Failure } else { Exit::Success }
+        }
+        ProjectionAction::Rebuild { name } => {
+            let bar = Bar::new(&format!("rebuilding {name}"));
+            let report = host.rebuild(&name, |p, target| bar.show(p, target)).await;
+            bar.finish();
+            let report = report?;
+            if json {
+                writeln!(stdout, "{}", serde_json::to_string(&report)?)?;
+            } else {
+                writeln!(
+                    stdout,
+                    "rebuilt {}: {} events applied in {} ms ({:.0} events/s), checkpoint {}",
+                    report.name, report.events_applied, report.elapsed_ms, report.events_per_second, report.checkpoint
+                )?;
+            }
+            Exit::Success
+        }
+    };
+    host.shutdown().await;
+    Ok(exit)
+}
+
+/// Runs `concord query NAME KEY`: catches the projection up, then prints the row.
+///
+/// # Errors
+/// The store's, the database's, an unknown projection or key, a projection behind
+/// `--min-position` after `--wait-ms`, or a failed projection.
+pub(crate) async fn query(ctx: &mut Context, args: QueryArgs) -> anyhow::Result<Exit> {
+    let host = open(ctx, args.db).await?;
+    ctx.out.flush()?;
+    let bar = Bar::new(&format!("catching up {}", args.name));
+    let caught_up = host.catch_up(&args.name, |p, target| bar.show(p, target)).await;
+    bar.finish();
+    caught_up?;
+    let row = host
+        .get_row(
+            &args.name,
+            &args.key,
+            args.min_position.map(Position),
+            Duration::from_millis(args.wait_ms),
+        )
+        .await;
+    host.shutdown().await;
+    let row = row?;
+    let mut stdout = std::io::stdout().lock();
+    if ctx.out.is_json() {
+        writeln!(stdout, "{}", serde_json::to_string(&row)?)?;
+    } else {
+        writeln!(stdout, "{}", serde_json::to_string_pretty(&row.row)?)?;
+    }
+    Ok(Exit::Success)
+}
+
+fn status_table(out: &mut impl Write, all: &[ProjectionStatus]) -> std::io::Result<()> {
+    let rows: Vec<[String; 5]> = all
+        .iter()
+        .map(|s| {
+            let status = serde_json::to_value(s.status)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default();
+            [s.name.clone(), status, s.checkpoint.to_string(), s.head.to_string(), s.lag.to_string()]
+        })
+        .collect();
+    let header = ["NAME", "STATUS", "CHECKPOINT", "HEAD", "LAG"].map(str::to_owned);
+    let mut widths = header.clone().map(|h| h.len());
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    for row in std::iter::once(&header).chain(&rows) {
+        let line: Vec<String> = row.iter().zip(widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        writeln!(out, "{}", line.join("  ").trim_end())?;
+    }
+    Ok(())
+}
+
+/// A progress bar on stderr, only when stderr is a terminal.
+struct Bar(Option<indicatif::ProgressBar>);
+
+impl Bar {
+    fn new(label: &str) -> Bar {
+        if !std::io::stderr().is_terminal() {
+            return Bar(None);
+        }
+        let bar = indicatif::ProgressBar::new(0);
+        if let Ok(style) = indicatif::ProgressStyle::with_template("{msg} {wide_bar} {pos}/{len} positions {per_sec}") {
+            bar.set_style(style);
+        }
+        bar.set_message(label.to_owned());
+        Bar(Some(bar))
+    }
+
+    fn show(&self, progress: &Progress, target: Position) {
+        if let Some(bar) = &self.0 {
+            bar.set_length(target.get());
+            bar.set_position(progress.checkpoint.get().min(target.get()));
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.0 {
+            bar.finish_and_clear();
+        }
+    }
+}

@@ -1,0 +1,61 @@
+//! `concord serve`: the HTTP API of shared/API.md over the store `--store` names.
+//!
+//! The binary only wires things: it opens the backend, binds the address, turns the flags
+//! into a `ServerConfig` and hands both to `concord_server::serve` with Ctrl-C/SIGTERM as
+//! the shutdown signal. Everything HTTP lives in `concord-server`.
+
+use anyhow::Context as _;
+use concord_core::Limits;
+use concord_server::{ServerConfig, TokensSource};
+
+use crate::opt::ServeArgs;
+use crate::{Context, Exit};
+
+/// Serves until Ctrl-C or SIGTERM, then shuts down gracefully and exits 0.
+///
+/// # Errors
+/// An unusable store, address or tokens file, named in the message.
+pub(crate) async fn run(ctx: &mut Context, args: ServeArgs) -> anyhow::Result<Exit> {
+    init_tracing();
+    let defaults = Limits::default();
+    let config = ServerConfig {
+        addr: args.addr,
+        limits: Limits {
+            event_bytes_max: args.event_bytes_max.unwrap_or(defaults.event_bytes_max),
+            request_bytes_max: args.request_bytes_max.unwrap_or(defaults.request_bytes_max),
+            events_per_append_max: args.events_per_append_max.unwrap_or(defaults.events_per_append_max),
+            read_limit_max: args.read_limit_max.unwrap_or(defaults.read_limit_max),
+            ..defaults
+        },
+        tokens: args.tokens.map(TokensSource::File),
+        insecure_open: args.insecure_open,
+        ..ServerConfig::default()
+    };
+    // Refuse an unsafe configuration before opening the store or binding the port.
+    config.validate().context("refusing to start")?;
+    let store = ctx.open_store().await?;
+    let listener = tokio::net::TcpListener::bind(args.addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.addr))?;
+    eprintln!(
+        "concord: serving {} on http://{} (Ctrl-C to stop)",
+        ctx.store_url,
+        listener.local_addr().unwrap_or(args.addr)
+    );
+    concord_server::serve(listener, store, config, concord_server::shutdown_signal())
+        .await
+        .context("the server failed")?;
+    eprintln!("concord: stopped");
+    Ok(Exit::Success)
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // A second initialisation (tests calling `run` twice) is harmless; ignore it.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
+        .try_init();
+}
