@@ -54,7 +54,8 @@
 //!
 //! ## TLS
 //! `rediss://` URLs use rustls with the `ring` crypto provider and the platform's root
-//! certificates; both build from crates.io with only a C compiler, no system TLS library.
+//! certificates (or `SSL_CERT_FILE`); both build from crates.io with only a C compiler, no
+//! system TLS library. For a private CA use [`RedisStore::connect_with_root_certificate`].
 
 mod decode;
 mod error;

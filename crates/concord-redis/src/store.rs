@@ -164,7 +164,10 @@ impl RedisStore {
         if url.starts_with("rediss://") {
             install_crypto_provider();
         }
-        let client = Client::open(url).map_err(|source| RedisError::InvalidUrl { url: redact(url), source })?;
+        let client = Client::open(url).map_err(|source| RedisError::InvalidUrl {
+            url: redact(url),
+            source,
+        })?;
         Self::open(client, keys, options).await
     }
 
@@ -183,24 +186,55 @@ impl RedisStore {
     ) -> Result<RedisStore, StoreError> {
         let keys = KeyLayout::new(&options.key_prefix)?;
         if !url.starts_with("rediss://") {
-            return Err(StoreError::invalid("store", format!("{:?} is not a rediss:// URL", redact(url))));
+            return Err(StoreError::invalid(
+                "store",
+                format!("{:?} is not a rediss:// URL", redact(url)),
+            ));
         }
         install_crypto_provider();
-        let certificates =
-            redis::TlsCertificates { client_tls: None, root_cert: Some(root_certificate_pem.to_vec()) };
-        let client = Client::build_with_tls(url, certificates)
-            .map_err(|source| RedisError::InvalidUrl { url: redact(url), source })?;
+        let certificates = redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(root_certificate_pem.to_vec()),
+        };
+        let client =
+            Client::build_with_tls(url, certificates).map_err(|source| RedisError::InvalidUrl {
+                url: redact(url),
+                source,
+            })?;
         Self::open(client, keys, options).await
     }
 
-    async fn open(client: Client, keys: KeyLayout, options: RedisOptions) -> Result<RedisStore, StoreError> {
+    async fn open(
+        client: Client,
+        keys: KeyLayout,
+        options: RedisOptions,
+    ) -> Result<RedisStore, StoreError> {
         let timeout = options.timeout;
+        // One plain attempt first: the manager retries failed connects with backoff until
+        // the timeout, which would hide the real reason (refused, bad certificate, wrong
+        // password) behind a timeout.
+        let probe = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout));
+        drop(
+            timed(
+                timeout,
+                "CONNECT",
+                client.get_multiplexed_async_connection_with_config(&probe),
+            )
+            .await?,
+        );
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timeout))
             .set_response_timeout(Some(timeout))
             .set_number_of_retries(6)
             .set_max_delay(Duration::from_secs(1));
-        let conn = timed(timeout, "CONNECT", ConnectionManager::new_with_config(client.clone(), config)).await?;
+        let conn = timed(
+            timeout,
+            "CONNECT",
+            ConnectionManager::new_with_config(client.clone(), config),
+        )
+        .await?;
         let store = RedisStore {
             inner: Arc::new(Inner {
                 client,
@@ -596,7 +630,8 @@ impl EventStore for RedisStore {
             SCAN_BATCH
         };
         let mut events = Vec::new();
-        let mut cursor = from;
+        // Position 0 is "before the first event": reading from it is reading from 1.
+        let mut cursor = from.max(Position::FIRST);
         let mut head = Position::ZERO;
         for _ in 0..SCAN_ROUND_TRIPS_MAX {
             // The head is read after the range, so it is at least every position seen.

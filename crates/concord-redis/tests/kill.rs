@@ -137,6 +137,7 @@ async fn acknowledged_appends_survive_kill_9_whole_and_in_place() {
 
     let mut server = RedisServer::start_with(RedisServerOptions {
         persistence: Persistence::AppendFsyncAlways,
+        ..RedisServerOptions::default()
     });
     let store = common::store_on(&server.url(), Duration::from_secs(2)).await;
     let stop = Arc::new(AtomicBool::new(false));

@@ -44,6 +44,7 @@ fn assert_unavailable<T: std::fmt::Debug>(
 async fn calls_fail_fast_while_redis_is_down_and_the_store_recovers_when_it_is_back() {
     let mut server = RedisServer::start_with(RedisServerOptions {
         persistence: Persistence::AppendFsyncAlways,
+        ..RedisServerOptions::default()
     });
     let url = server.url();
     let store = common::store_on(&url, TIMEOUT).await;

@@ -49,6 +49,9 @@ pub struct RedisServer {
     dir: tempfile::TempDir,
     port: u16,
     process: Option<Running>,
+    /// Whether the guard deletes the directory when the test binary exits: for the shared
+    /// server, which is never dropped (and never restarted).
+    remove_dir_on_exit: bool,
 }
 
 #[derive(Debug)]
@@ -173,14 +176,22 @@ impl RedisServer {
 
     /// Starts a server with `options` on a fresh directory and ephemeral port.
     pub fn start_with(options: RedisServerOptions) -> RedisServer {
+        Self::launch(options, false)
+    }
+
+    fn launch(options: RedisServerOptions, remove_dir_on_exit: bool) -> RedisServer {
         let binary = redis_server_binary();
-        let mut dir = tempfile::Builder::new()
-            .prefix("concord-redis-")
-            .tempdir()
-            .expect("create a temp dir for redis-server");
-        if options.tls {
-            make_certificates(dir.path());
-        }
+        let new_dir = || {
+            let dir = tempfile::Builder::new()
+                .prefix("concord-redis-")
+                .tempdir()
+                .expect("create a temp dir for redis-server");
+            if options.tls {
+                make_certificates(dir.path());
+            }
+            dir
+        };
+        let mut dir = new_dir();
         let mut last_error = String::new();
         for _ in 0..START_ATTEMPTS {
             let port = free_port();
@@ -189,12 +200,17 @@ impl RedisServer {
                 dir,
                 port,
                 process: None,
+                remove_dir_on_exit,
             };
             match server.spawn(&binary) {
                 Ok(()) => return server,
                 Err(e) => {
                     last_error = e;
                     dir = server.take_dir();
+                    // The guard of a failed attempt may have deleted it.
+                    if !dir.path().exists() {
+                        dir = new_dir();
+                    }
                 }
             }
         }
@@ -262,13 +278,21 @@ impl RedisServer {
 "$0" "$@" </dev/null >/dev/null 2>&1 &
 pid=$!
 echo "$pid"
-( cat <&3 >/dev/null; kill -9 "$pid" 2>/dev/null ) &
+( cat <&3 >/dev/null; kill -9 "$pid" 2>/dev/null; [ -z "$CONCORD_REDIS_RM_DIR" ] || rm -rf "$CONCORD_REDIS_RM_DIR" ) &
 wait "$pid""#;
         let mut guard = Command::new("sh")
             .arg("-c")
             .arg(script)
             .arg(binary)
             .args(self.args())
+            .env(
+                "CONCORD_REDIS_RM_DIR",
+                if self.remove_dir_on_exit {
+                    self.dir.path().as_os_str()
+                } else {
+                    "".as_ref()
+                },
+            )
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -399,7 +423,8 @@ impl Drop for RedisServer {
 /// its guard when the binary exits).
 pub fn shared() -> &'static RedisServer {
     static SERVER: OnceLock<RedisServer> = OnceLock::new();
-    SERVER.get_or_init(RedisServer::start)
+    // A static is never dropped: the guard deletes the directory at exit instead.
+    SERVER.get_or_init(|| RedisServer::launch(RedisServerOptions::default(), true))
 }
 
 /// A key prefix no other test of any test binary uses: `test-<pid>-<n>`.
