@@ -81,7 +81,9 @@ fn db_path(ctx: &Context, db: DbArgs) -> PathBuf {
     match &ctx.store_url {
         StoreUrl::Embedded(dir) => dir.join("projections.sqlite"),
         // An in-memory store starts empty each run, so its read models must too.
-        StoreUrl::Memory => std::env::temp_dir().join(format!("concord-projections-{}.sqlite", std::process::id())),
+        StoreUrl::Memory => {
+            std::env::temp_dir().join(format!("concord-projections-{}.sqlite", std::process::id()))
+        }
         StoreUrl::Redis { .. } => PathBuf::from("concord-projections").join("projections.sqlite"),
     }
 }
@@ -128,7 +130,11 @@ pub(crate) async fn run(ctx: &mut Context, args: ProjectionArgs) -> anyhow::Resu
                     writeln!(stdout, "\nretrying after: {error}")?;
                 }
             }
-            if status.failure.is_some() { Exit::Failure } else { Exit::Success }
+            if status.failure.is_some() {
+                Exit::Failure
+            } else {
+                Exit::Success
+            }
         }
         ProjectionAction::Rebuild { name } => {
             let bar = Bar::new(&format!("rebuilding {name}"));
@@ -141,7 +147,11 @@ pub(crate) async fn run(ctx: &mut Context, args: ProjectionArgs) -> anyhow::Resu
                 writeln!(
                     stdout,
                     "rebuilt {}: {} events applied in {} ms ({:.0} events/s), checkpoint {}",
-                    report.name, report.events_applied, report.elapsed_ms, report.events_per_second, report.checkpoint
+                    report.name,
+                    report.events_applied,
+                    report.elapsed_ms,
+                    report.events_per_second,
+                    report.checkpoint
                 )?;
             }
             Exit::Success
@@ -160,7 +170,9 @@ pub(crate) async fn query(ctx: &mut Context, args: QueryArgs) -> anyhow::Result<
     let host = open(ctx, args.db).await?;
     ctx.out.flush()?;
     let bar = Bar::new(&format!("catching up {}", args.name));
-    let caught_up = host.catch_up(&args.name, |p, target| bar.show(p, target)).await;
+    let caught_up = host
+        .catch_up(&args.name, |p, target| bar.show(p, target))
+        .await;
     bar.finish();
     caught_up?;
     let row = host
@@ -190,7 +202,13 @@ fn status_table(out: &mut impl Write, all: &[ProjectionStatus]) -> std::io::Resu
                 .ok()
                 .and_then(|v| v.as_str().map(str::to_owned))
                 .unwrap_or_default();
-            [s.name.clone(), status, s.checkpoint.to_string(), s.head.to_string(), s.lag.to_string()]
+            [
+                s.name.clone(),
+                status,
+                s.checkpoint.to_string(),
+                s.head.to_string(),
+                s.lag.to_string(),
+            ]
         })
         .collect();
     let header = ["NAME", "STATUS", "CHECKPOINT", "HEAD", "LAG"].map(str::to_owned);
@@ -201,7 +219,11 @@ fn status_table(out: &mut impl Write, all: &[ProjectionStatus]) -> std::io::Resu
         }
     }
     for row in std::iter::once(&header).chain(&rows) {
-        let line: Vec<String> = row.iter().zip(widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        let line: Vec<String> = row
+            .iter()
+            .zip(widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
         writeln!(out, "{}", line.join("  ").trim_end())?;
     }
     Ok(())
@@ -216,7 +238,9 @@ impl Bar {
             return Bar(None);
         }
         let bar = indicatif::ProgressBar::new(0);
-        if let Ok(style) = indicatif::ProgressStyle::with_template("{msg} {wide_bar} {pos}/{len} positions {per_sec}") {
+        if let Ok(style) = indicatif::ProgressStyle::with_template(
+            "{msg} {wide_bar} {pos}/{len} positions {per_sec}",
+        ) {
             bar.set_style(style);
         }
         bar.set_message(label.to_owned());

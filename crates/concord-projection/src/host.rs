@@ -1,0 +1,548 @@
+//! `ProjectionHost`: runs a set of projections on one store and one projection database,
+//! and answers what the HTTP API and the CLI ask of them.
+//!
+//! Its methods map one-to-one onto the HTTP routes, and return serde types:
+//! - `GET /projections` → [`ProjectionHost::list`] → `Vec<ProjectionStatus>`
+//! - `GET /projections/{name}` → [`ProjectionHost::status`] → [`ProjectionStatus`]
+//! - `GET /projections/{name}/{key}?min_position=p&wait_ms=w` → [`ProjectionHost::get_row`]
+//!   → [`ProjectionRow`] (or `RowNotFound`/`UnknownProjection` → 404, `ProjectionBehind` → 503)
+//! - `POST /projections/{name}/rebuild` → [`ProjectionHost::start_rebuild`] →
+//!   [`ProjectionStatus`] (the CLI uses [`ProjectionHost::rebuild`], which also waits)
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use concord_core::{EventStore, Position};
+use rusqlite::Connection;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use crate::db;
+use crate::error::{Failure, ProjectionError};
+use crate::projection::Projection;
+use crate::runner::{Progress, Runner, State};
+
+/// A projection's status, as `GET /projections` lists it.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct ProjectionStatus {
+    /// Its name.
+    pub name: String,
+    /// `stopped`, `catching-up`, `running` or `failed`.
+    pub status: State,
+    /// The last position it durably processed.
+    pub checkpoint: Position,
+    /// The store's head when the status was taken.
+    pub head: Position,
+    /// `head - checkpoint`.
+    pub lag: u64,
+    /// Events applied since it was started in this process.
+    pub events_applied: u64,
+    /// Where and why it failed, when `status` is `failed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<Failure>,
+    /// The store or database error it is currently retrying after, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+/// One read-model row, as `GET /projections/{name}/{key}` returns it.
+#[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
+pub struct ProjectionRow {
+    /// The projection.
+    pub projection: String,
+    /// The key (a stream name).
+    pub key: String,
+    /// The checkpoint the row was read at: it reflects every event up to this position.
+    pub checkpoint: Position,
+    /// The row.
+    pub row: serde_json::Value,
+}
+
+/// What a completed rebuild did.
+#[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
+pub struct RebuildReport {
+    /// The projection.
+    pub name: String,
+    /// Events applied during the rebuild.
+    pub events_applied: u64,
+    /// The checkpoint reached (at least the head when the rebuild started).
+    pub checkpoint: Position,
+    /// Wall time.
+    pub elapsed_ms: u64,
+    /// `events_applied` per second of wall time.
+    pub events_per_second: f64,
+}
+
+#[derive(Debug)]
+struct Entry {
+    projection: Arc<dyn Projection>,
+    progress: watch::Sender<Progress>,
+    runner: tokio::sync::Mutex<Option<Runner>>,
+}
+
+/// Runs projections on a store, with their read models in one SQLite file.
+///
+/// Dropping the host stops its runners after their batch in progress.
+#[derive(Debug)]
+pub struct ProjectionHost {
+    store: Arc<dyn EventStore>,
+    path: PathBuf,
+    entries: BTreeMap<String, Entry>,
+    /// Idle read connections, reused by `get_row` and `status`.
+    readers: Arc<Mutex<Vec<Connection>>>,
+}
+
+impl ProjectionHost {
+    /// Opens the projection database at `path` (creating it and the read models' tables)
+    /// for `projections` on `store`. Nothing runs until [`ProjectionHost::start_all`] or
+    /// [`ProjectionHost::start`].
+    ///
+    /// # Errors
+    /// [`ProjectionError::Database`] naming the file.
+    pub async fn open(
+        store: Arc<dyn EventStore>,
+        path: impl AsRef<Path>,
+        projections: Vec<Arc<dyn Projection>>,
+    ) -> Result<Self, ProjectionError> {
+        let path = path.as_ref().to_path_buf();
+        let (conn, stored) = {
+            let path = path.clone();
+            let projections = projections.clone();
+            blocking(move || {
+                let conn = db::open(&path)?;
+                let mut stored = Vec::new();
+                for p in &projections {
+                    let err = |doing| {
+                        let path = path.clone();
+                        move |source| ProjectionError::Database {
+                            path,
+                            doing,
+                            source,
+                        }
+                    };
+                    p.create(&conn)
+                        .map_err(err("creating a read model's tables"))?;
+                    stored.push(
+                        db::checkpoint(&conn, p.name()).map_err(err("reading a checkpoint"))?,
+                    );
+                }
+                Ok((conn, stored))
+            })
+            .await?
+        };
+        let entries = projections
+            .into_iter()
+            .zip(stored)
+            .map(|(projection, (checkpoint, failure))| {
+                let (progress, _) = watch::channel(Progress::stopped(checkpoint, failure));
+                let entry = Entry {
+                    projection: Arc::clone(&projection),
+                    progress,
+                    runner: tokio::sync::Mutex::new(None),
+                };
+                (projection.name().to_owned(), entry)
+            })
+            .collect();
+        Ok(ProjectionHost {
+            store,
+            path,
+            entries,
+            readers: Arc::new(Mutex::new(vec![conn])),
+        })
+    }
+
+    /// [`ProjectionHost::open`] with the built-in projections (`balances`, `auctions`,
+    /// `documents`).
+    ///
+    /// # Errors
+    /// As [`ProjectionHost::open`].
+    pub async fn open_builtin(
+        store: Arc<dyn EventStore>,
+        path: impl AsRef<Path>,
+    ) -> Result<Self, ProjectionError> {
+        Self::open(store, path, crate::models::builtin()).await
+    }
+
+    /// The projection database's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The hosted projections' names, in order.
+    pub fn names(&self) -> Vec<&str> {
+        self.entries.keys().map(String::as_str).collect()
+    }
+
+    fn entry(&self, name: &str) -> Result<&Entry, ProjectionError> {
+        self.entries
+            .get(name)
+            .ok_or_else(|| ProjectionError::UnknownProjection {
+                name: name.to_owned(),
+                known: self.names().join(", "),
+            })
+    }
+
+    /// Starts every projection (catch-up, then live) in the background.
+    pub async fn start_all(&self) {
+        for name in self.entries.keys() {
+            let _ = self.start(name).await;
+        }
+    }
+
+    /// Starts one projection in the background, unless it is already running. A projection
+    /// that failed is started again from its checkpoint (the failing event is retried).
+    ///
+    /// # Errors
+    /// [`ProjectionError::UnknownProjection`].
+    pub async fn start(&self, name: &str) -> Result<(), ProjectionError> {
+        let entry = self.entry(name)?;
+        let mut runner = entry.runner.lock().await;
+        if runner.as_ref().is_some_and(|r| !r.is_finished()) {
+            return Ok(());
+        }
+        if let Some(old) = runner.take() {
+            old.stop().await;
+        }
+        *runner = Some(Runner::spawn(
+            Arc::clone(&self.store),
+            Arc::clone(&entry.projection),
+            self.path.clone(),
+            entry.progress.clone(),
+        ));
+        Ok(())
+    }
+
+    /// Stops one projection after its batch in progress.
+    ///
+    /// # Errors
+    /// [`ProjectionError::UnknownProjection`].
+    pub async fn stop(&self, name: &str) -> Result<(), ProjectionError> {
+        let entry = self.entry(name)?;
+        if let Some(runner) = entry.runner.lock().await.take() {
+            runner.stop().await;
+        }
+        Ok(())
+    }
+
+    /// Stops every projection and waits for them.
+    pub async fn shutdown(&self) {
+        for name in self.entries.keys() {
+            let _ = self.stop(name).await;
+        }
+    }
+
+    /// A receiver of one projection's progress (for metrics and progress bars).
+    ///
+    /// # Errors
+    /// [`ProjectionError::UnknownProjection`].
+    pub fn progress(&self, name: &str) -> Result<watch::Receiver<Progress>, ProjectionError> {
+        Ok(self.entry(name)?.progress.subscribe())
+    }
+
+    /// Every projection's status (`GET /projections`).
+    ///
+    /// # Errors
+    /// The store's (reading the head) or the database's.
+    pub async fn list(&self) -> Result<Vec<ProjectionStatus>, ProjectionError> {
+        let head = self.store.head().await?;
+        let mut all = Vec::with_capacity(self.entries.len());
+        for name in self.entries.keys() {
+            all.push(self.status_at(name, head).await?);
+        }
+        Ok(all)
+    }
+
+    /// One projection's status (`GET /projections/{name}`).
+    ///
+    /// # Errors
+    /// [`ProjectionError::UnknownProjection`]; the store's or the database's.
+    pub async fn status(&self, name: &str) -> Result<ProjectionStatus, ProjectionError> {
+        self.entry(name)?;
+        let head = self.store.head().await?;
+        self.status_at(name, head).await
+    }
+
+    async fn status_at(
+        &self,
+        name: &str,
+        head: Position,
+    ) -> Result<ProjectionStatus, ProjectionError> {
+        let entry = self.entry(name)?;
+        let mut progress = entry.progress.borrow().clone();
+        if matches!(progress.state, State::Stopped | State::Failed) {
+            // Not running here: another process may have moved it since.
+            let key = name.to_owned();
+            let (checkpoint, failure) = self
+                .read(move |db| db::checkpoint(db, &key), "reading a checkpoint")
+                .await?;
+            progress.checkpoint = checkpoint;
+            if progress.state == State::Stopped || failure.is_some() {
+                progress.state = if failure.is_some() {
+                    State::Failed
+                } else {
+                    State::Stopped
+                };
+                progress.failure = failure;
+            }
+        }
+        Ok(ProjectionStatus {
+            name: name.to_owned(),
+            status: progress.state,
+            checkpoint: progress.checkpoint,
+            head,
+            lag: head.get().saturating_sub(progress.checkpoint.get()),
+            events_applied: progress.events_applied,
+            failure: progress.failure,
+            last_error: progress.last_error,
+        })
+    }
+
+    /// Read-your-writes: resolves once the projection's checkpoint is at least `position`,
+    /// or fails at `timeout`. Woken by the runner's commits, never by polling.
+    ///
+    /// # Errors
+    /// [`ProjectionError::ProjectionBehind`] at the bound; [`ProjectionError::Failed`] when
+    /// the projection stopped on an event before `position`.
+    pub async fn wait_for(
+        &self,
+        name: &str,
+        position: Position,
+        timeout: Duration,
+    ) -> Result<Position, ProjectionError> {
+        let entry = self.entry(name)?;
+        let mut rx = entry.progress.subscribe();
+        let reached = tokio::time::timeout(
+            timeout,
+            rx.wait_for(|p| p.checkpoint >= position || p.state == State::Failed),
+        )
+        .await
+        .map(|r| r.map(|p| p.clone()));
+        let progress = match reached {
+            Ok(Ok(p)) => p,
+            Ok(Err(_)) => {
+                return Err(ProjectionError::Task(
+                    "the projection's progress channel closed".into(),
+                ));
+            }
+            Err(_) => {
+                return Err(ProjectionError::ProjectionBehind {
+                    projection: name.to_owned(),
+                    checkpoint: rx.borrow().checkpoint,
+                    wanted: position,
+                });
+            }
+        };
+        if progress.checkpoint >= position {
+            return Ok(progress.checkpoint);
+        }
+        Err(match progress.failure {
+            Some(failure) => ProjectionError::Failed {
+                projection: name.to_owned(),
+                failure: Box::new(failure),
+            },
+            None => ProjectionError::ProjectionBehind {
+                projection: name.to_owned(),
+                checkpoint: progress.checkpoint,
+                wanted: position,
+            },
+        })
+    }
+
+    /// The row for `key` (`GET /projections/{name}/{key}`). With `min_position`, answers
+    /// only once the projection has processed that position, waiting at most `wait`.
+    ///
+    /// # Errors
+    /// [`ProjectionError::UnknownProjection`], [`ProjectionError::RowNotFound`],
+    /// [`ProjectionError::ProjectionBehind`], [`ProjectionError::Failed`]; the database's.
+    pub async fn get_row(
+        &self,
+        name: &str,
+        key: &str,
+        min_position: Option<Position>,
+        wait: Duration,
+    ) -> Result<ProjectionRow, ProjectionError> {
+        let entry = self.entry(name)?;
+        let wanted = min_position.unwrap_or(Position::ZERO);
+        let mut answer = self.read_row(entry, key).await?;
+        if answer.0 < wanted {
+            self.wait_for(name, wanted, wait).await?;
+            answer = self.read_row(entry, key).await?;
+        }
+        let (checkpoint, row) = answer;
+        match row {
+            Some(row) => Ok(ProjectionRow {
+                projection: name.to_owned(),
+                key: key.to_owned(),
+                checkpoint,
+                row,
+            }),
+            None => Err(ProjectionError::RowNotFound {
+                projection: name.to_owned(),
+                key: key.to_owned(),
+                checkpoint,
+            }),
+        }
+    }
+
+    async fn read_row(
+        &self,
+        entry: &Entry,
+        key: &str,
+    ) -> Result<(Position, Option<serde_json::Value>), ProjectionError> {
+        let projection = Arc::clone(&entry.projection);
+        let key = key.to_owned();
+        self.read(move |db| db::row(db, &*projection, &key), "reading a row")
+            .await
+    }
+
+    /// Starts a rebuild (`POST /projections/{name}/rebuild`): stops the projection, empties
+    /// its read model and checkpoint, and starts it again from position 1. Returns at once;
+    /// the status shows `catching-up` until it has replayed up to the head.
+    ///
+    /// # Errors
+    /// [`ProjectionError::UnknownProjection`]; the database's.
+    pub async fn start_rebuild(&self, name: &str) -> Result<ProjectionStatus, ProjectionError> {
+        let entry = self.entry(name)?;
+        let mut runner = entry.runner.lock().await;
+        if let Some(old) = runner.take() {
+            old.stop().await;
+        }
+        let projection = Arc::clone(&entry.projection);
+        self.read(
+            move |db| db::reset(db, &*projection),
+            "resetting a read model",
+        )
+        .await?;
+        entry
+            .progress
+            .send_replace(Progress::stopped(Position::ZERO, None));
+        *runner = Some(Runner::spawn(
+            Arc::clone(&self.store),
+            Arc::clone(&entry.projection),
+            self.path.clone(),
+            entry.progress.clone(),
+        ));
+        drop(runner);
+        self.status(name).await
+    }
+
+    /// Rebuilds the projection and waits until it has replayed up to the head the store had
+    /// when the rebuild started, calling `on_progress` as it goes. The projection keeps
+    /// running (live) afterwards.
+    ///
+    /// # Errors
+    /// As [`ProjectionHost::start_rebuild`]; [`ProjectionError::Failed`] when a handler
+    /// refuses an event on the way.
+    pub async fn rebuild(
+        &self,
+        name: &str,
+        on_progress: impl FnMut(&Progress, Position),
+    ) -> Result<RebuildReport, ProjectionError> {
+        let started = Instant::now();
+        self.start_rebuild(name).await?;
+        let progress = self.follow_to_head(name, on_progress).await?;
+        let elapsed = started.elapsed();
+        let events = progress.events_applied;
+        Ok(RebuildReport {
+            name: name.to_owned(),
+            events_applied: events,
+            checkpoint: progress.checkpoint,
+            elapsed_ms: u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
+            #[allow(clippy::cast_precision_loss)]
+            events_per_second: events as f64 / elapsed.as_secs_f64().max(1e-9),
+        })
+    }
+
+    /// Starts the projection if needed and waits until it has processed the store's
+    /// current head (what `concord query` does before answering).
+    ///
+    /// # Errors
+    /// [`ProjectionError::UnknownProjection`]; the store's; [`ProjectionError::Failed`].
+    pub async fn catch_up(
+        &self,
+        name: &str,
+        on_progress: impl FnMut(&Progress, Position),
+    ) -> Result<ProjectionStatus, ProjectionError> {
+        self.start(name).await?;
+        self.follow_to_head(name, on_progress).await?;
+        self.status(name).await
+    }
+
+    async fn follow_to_head(
+        &self,
+        name: &str,
+        mut on_progress: impl FnMut(&Progress, Position),
+    ) -> Result<Progress, ProjectionError> {
+        let entry = self.entry(name)?;
+        let target = self.store.head().await?;
+        let mut rx = entry.progress.subscribe();
+        loop {
+            let progress = rx.borrow_and_update().clone();
+            on_progress(&progress, target);
+            if progress.checkpoint >= target {
+                return Ok(progress);
+            }
+            if let Some(failure) = progress.failure.filter(|_| progress.state == State::Failed) {
+                return Err(ProjectionError::Failed {
+                    projection: name.to_owned(),
+                    failure: Box::new(failure),
+                });
+            }
+            if progress.state == State::Stopped
+                && entry
+                    .runner
+                    .lock()
+                    .await
+                    .as_ref()
+                    .is_none_or(Runner::is_finished)
+            {
+                return Err(ProjectionError::Task(format!(
+                    "projection {name} stopped before reaching position {target}"
+                )));
+            }
+            if rx.changed().await.is_err() {
+                return Err(ProjectionError::Task(
+                    "the projection's progress channel closed".into(),
+                ));
+            }
+        }
+    }
+
+    /// Runs `f` on a pooled read connection, off the async threads.
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+        doing: &'static str,
+    ) -> Result<T, ProjectionError> {
+        let readers = Arc::clone(&self.readers);
+        let path = self.path.clone();
+        blocking(move || {
+            let pooled = readers.lock().unwrap_or_else(PoisonError::into_inner).pop();
+            let mut conn = match pooled {
+                Some(c) => c,
+                None => db::open(&path)?,
+            };
+            let result = f(&mut conn).map_err(|source| ProjectionError::Database {
+                path,
+                doing,
+                source,
+            });
+            readers
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(conn);
+            result
+        })
+        .await
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ProjectionError> + Send + 'static,
+) -> Result<T, ProjectionError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ProjectionError::Task(e.to_string()))?
+}

@@ -1,0 +1,626 @@
+//! The read models of the three scenarios, straight from the event schema of MISSION.md:
+//! `balances` (`account-<id>`), `auctions` (`auction-<id>`), `documents` (`doc-<id>`).
+//!
+//! Each is a [`Fold`]: a pure function from (state, event) to state, per stream. The same
+//! fold runs in the projection ([`FoldProjection`], one row per stream in SQLite) and in
+//! [`replay`] (in memory, from a list of events), so "the read model equals a full replay"
+//! is checkable. Every event of the category passes through the fold and the row's version
+//! must advance by exactly one, so a skipped or repeated event is a handler error, not a
+//! silently wrong balance.
+
+use std::collections::{BTreeMap, HashMap};
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use concord_core::{Category, Filter, Position, RecordedEvent, Version};
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::HandlerError;
+use crate::projection::{BatchError, Projection};
+
+/// A per-stream read model as a pure fold.
+pub trait Fold: Send + Sync + 'static {
+    /// The row's state (without stream, version and position, which every row has).
+    type State: Serialize + DeserializeOwned + Default + Clone + PartialEq + Send + std::fmt::Debug;
+    /// The projection's name.
+    const NAME: &'static str;
+    /// The category of the streams it folds.
+    const CATEGORY: &'static str;
+    /// Applies one event of the stream to its state. Unknown event types leave it as is.
+    ///
+    /// # Errors
+    /// Malformed data (a missing field, a number that is not an integer).
+    fn apply(
+        state: &mut Self::State,
+        event: &RecordedEvent,
+        data: &Value,
+    ) -> Result<(), HandlerError>;
+}
+
+/// One read-model row: the stream, the version and position of its last event, and the
+/// fold's state (flattened into the same JSON object).
+#[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
+pub struct Row<S> {
+    /// The stream (the row's key).
+    pub stream: String,
+    /// The version of the last event applied.
+    pub version: Version,
+    /// The position of the last event applied.
+    pub position: Position,
+    /// The state.
+    #[serde(flatten)]
+    pub state: S,
+}
+
+/// Folds `event` into `row` (a new row when `None`), checking that its version follows.
+///
+/// # Errors
+/// An event out of order, or the fold's error.
+pub fn step<F: Fold>(
+    row: Option<Row<F::State>>,
+    event: &RecordedEvent,
+) -> Result<Row<F::State>, HandlerError> {
+    let mut row = row.unwrap_or_else(|| Row {
+        stream: event.stream.as_str().to_owned(),
+        version: Version::NONE,
+        position: Position::ZERO,
+        state: F::State::default(),
+    });
+    if event.version != row.version.next() {
+        return Err(HandlerError::new(format!(
+            "{} has version {} in the read model, but the next event has version {}; an event was skipped or applied twice",
+            row.stream, row.version, event.version
+        )));
+    }
+    let data = event.data.to_value().map_err(|e| {
+        HandlerError::with_source(format!("the data of {} is not JSON", event.event_type), e)
+    })?;
+    F::apply(&mut row.state, event, &data)?;
+    row.version = event.version;
+    row.position = event.position;
+    Ok(row)
+}
+
+/// The rows a full replay of `events` gives (events of other categories are ignored).
+///
+/// # Errors
+/// The first event the fold refuses.
+pub fn replay<'a, F: Fold>(
+    events: impl IntoIterator<Item = &'a RecordedEvent>,
+) -> Result<BTreeMap<String, Row<F::State>>, HandlerError> {
+    let mut rows: BTreeMap<String, Row<F::State>> = BTreeMap::new();
+    for event in events {
+        if event.stream.category().as_str() != F::CATEGORY {
+            continue;
+        }
+        let key = event.stream.as_str().to_owned();
+        let row = step::<F>(rows.remove(&key), event)?;
+        rows.insert(key, row);
+    }
+    Ok(rows)
+}
+
+/// A [`Fold`] as a [`Projection`]: table `<name>(stream, version, position, state)`, the
+/// state as JSON. A batch keeps touched rows in memory and writes each once at its end.
+pub struct FoldProjection<F>(PhantomData<fn() -> F>);
+
+impl<F> std::fmt::Debug for FoldProjection<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("FoldProjection")
+            .field(&std::any::type_name::<F>())
+            .finish()
+    }
+}
+
+impl<F: Fold> FoldProjection<F> {
+    /// The projection.
+    pub fn new() -> Self {
+        FoldProjection(PhantomData)
+    }
+
+    fn load(db: &Connection, key: &str) -> Result<Option<Row<F::State>>, HandlerError> {
+        let sql = format!(
+            "SELECT version, position, state FROM {} WHERE stream = ?1",
+            F::NAME
+        );
+        let found = db
+            .prepare_cached(&sql)?
+            .query_row(params![key], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, String>(2)?,
+                ))
+            })
+            .optional()?;
+        let Some((version, position, state)) = found else {
+            return Ok(None);
+        };
+        let state = serde_json::from_str(&state).map_err(|e| {
+            HandlerError::with_source(
+                format!("the stored state of {key} in {} is unreadable", F::NAME),
+                e,
+            )
+        })?;
+        Ok(Some(Row {
+            stream: key.to_owned(),
+            version: Version(u64::try_from(version).unwrap_or(0)),
+            position: Position(u64::try_from(position).unwrap_or(0)),
+            state,
+        }))
+    }
+
+    fn store(db: &Connection, row: &Row<F::State>) -> Result<(), HandlerError> {
+        let sql = format!(
+            "INSERT INTO {} (stream, version, position, state) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT(stream) DO UPDATE SET version = excluded.version, position = excluded.position, state = excluded.state",
+            F::NAME
+        );
+        let state = serde_json::to_string(&row.state)
+            .map_err(|e| HandlerError::with_source("the state could not be encoded", e))?;
+        db.prepare_cached(&sql)?.execute(params![
+            row.stream,
+            to_sql(row.version.get())?,
+            to_sql(row.position.get())?,
+            state
+        ])?;
+        Ok(())
+    }
+}
+
+fn to_sql(n: u64) -> Result<i64, HandlerError> {
+    i64::try_from(n)
+        .map_err(|_| HandlerError::new(format!("{n} does not fit the read model's integers")))
+}
+
+impl<F: Fold> Default for FoldProjection<F> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<F: Fold> Projection for FoldProjection<F> {
+    fn name(&self) -> &str {
+        F::NAME
+    }
+
+    fn filter(&self) -> Filter {
+        match Category::new(F::CATEGORY) {
+            Ok(c) => Filter::all().category(c),
+            Err(_) => Filter::all(),
+        }
+    }
+
+    fn create(&self, db: &Connection) -> rusqlite::Result<()> {
+        db.execute_batch(&format!(
+            "CREATE TABLE IF NOT EXISTS {} (
+                stream TEXT PRIMARY KEY NOT NULL,
+                version INTEGER NOT NULL,
+                position INTEGER NOT NULL,
+                state TEXT NOT NULL
+            ) WITHOUT ROWID",
+            F::NAME
+        ))
+    }
+
+    fn reset(&self, db: &Connection) -> rusqlite::Result<()> {
+        db.execute(&format!("DELETE FROM {}", F::NAME), [])
+            .map(|_| ())
+    }
+
+    fn apply(&self, db: &Connection, event: &RecordedEvent) -> Result<(), HandlerError> {
+        let row = step::<F>(Self::load(db, event.stream.as_str())?, event)?;
+        Self::store(db, &row)
+    }
+
+    fn apply_batch(&self, db: &Connection, events: &[RecordedEvent]) -> Result<(), BatchError> {
+        let mut touched: HashMap<&str, Row<F::State>> = HashMap::new();
+        for (index, event) in events.iter().enumerate() {
+            let key = event.stream.as_str();
+            let result = match touched.remove(key) {
+                Some(row) => step::<F>(Some(row), event),
+                None => Self::load(db, key).and_then(|row| step::<F>(row, event)),
+            };
+            let row = result.map_err(|error| BatchError { index, error })?;
+            touched.insert(key, row);
+        }
+        for row in touched.values() {
+            // A write failure is the batch's, not one event's: blame the last event.
+            Self::store(db, row).map_err(|error| BatchError {
+                index: events.len().saturating_sub(1),
+                error,
+            })?;
+        }
+        Ok(())
+    }
+
+    fn row(&self, db: &Connection, key: &str) -> rusqlite::Result<Option<Value>> {
+        let row = Self::load(db, key)
+            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+        Ok(row.and_then(|r| serde_json::to_value(r).ok()))
+    }
+}
+
+/// The built-in projections: `balances`, `auctions`, `documents`.
+pub fn builtin() -> Vec<Arc<dyn Projection>> {
+    vec![
+        Arc::new(FoldProjection::<Balances>::new()),
+        Arc::new(FoldProjection::<Auctions>::new()),
+        Arc::new(FoldProjection::<Documents>::new()),
+    ]
+}
+
+/// Whether an account or auction still accepts events.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OpenClosed {
+    /// Open (also before the opening event, which a valid stream starts with).
+    #[default]
+    Open,
+    /// Closed.
+    Closed,
+}
+
+fn field<'a>(
+    event: &RecordedEvent,
+    data: &'a Value,
+    name: &str,
+) -> Result<&'a Value, HandlerError> {
+    data.get(name).ok_or_else(|| {
+        HandlerError::new(format!(
+            "{} has no field {name:?} in its data {data}",
+            event.event_type
+        ))
+    })
+}
+
+fn amount(event: &RecordedEvent, data: &Value, name: &str) -> Result<u64, HandlerError> {
+    field(event, data, name)?.as_u64().ok_or_else(|| {
+        HandlerError::new(format!(
+            "{}.{name} must be a non-negative integer, but the data is {data}",
+            event.event_type
+        ))
+    })
+}
+
+fn text(event: &RecordedEvent, data: &Value, name: &str) -> Result<String, HandlerError> {
+    field(event, data, name)?
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| {
+            HandlerError::new(format!(
+                "{}.{name} must be a string, but the data is {data}",
+                event.event_type
+            ))
+        })
+}
+
+/// `balances`: per `account-<id>`, the owner, the balance (minor units) and open/closed.
+#[derive(Debug)]
+pub enum Balances {}
+
+/// A `balances` row's state.
+#[derive(Clone, PartialEq, Eq, Debug, Default, Serialize, Deserialize)]
+pub struct Balance {
+    /// Who opened the account.
+    pub owner: Option<String>,
+    /// The balance: opening balance plus deposits minus withdrawals (never below 0).
+    pub balance: u64,
+    /// Open or closed.
+    pub status: OpenClosed,
+}
+
+impl Fold for Balances {
+    type State = Balance;
+    const NAME: &'static str = "balances";
+    const CATEGORY: &'static str = "account";
+
+    fn apply(state: &mut Balance, event: &RecordedEvent, data: &Value) -> Result<(), HandlerError> {
+        match event.event_type.as_str() {
+            "AccountOpened" => {
+                state.owner = Some(text(event, data, "owner")?);
+                state.balance = amount(event, data, "balance")?;
+            }
+            "Deposited" => {
+                state.balance = state.balance.saturating_add(amount(event, data, "amount")?)
+            }
+            "Withdrawn" => {
+                state.balance = state.balance.saturating_sub(amount(event, data, "amount")?)
+            }
+            "AccountClosed" => state.status = OpenClosed::Closed,
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// `auctions`: per `auction-<id>`, the item, reserve, highest bid and bidder, number of
+/// bids, open/closed.
+#[derive(Debug)]
+pub enum Auctions {}
+
+/// An `auctions` row's state.
+#[derive(Clone, PartialEq, Eq, Debug, Default, Serialize, Deserialize)]
+pub struct AuctionState {
+    /// What is sold.
+    pub item: Option<String>,
+    /// The reserve price.
+    pub reserve: u64,
+    /// The highest bid so far.
+    pub highest_bid: Option<u64>,
+    /// Who placed it.
+    pub highest_bidder: Option<String>,
+    /// How many bids were placed.
+    pub bids: u64,
+    /// Open or closed.
+    pub status: OpenClosed,
+}
+
+impl Fold for Auctions {
+    type State = AuctionState;
+    const NAME: &'static str = "auctions";
+    const CATEGORY: &'static str = "auction";
+
+    fn apply(
+        state: &mut AuctionState,
+        event: &RecordedEvent,
+        data: &Value,
+    ) -> Result<(), HandlerError> {
+        match event.event_type.as_str() {
+            "AuctionOpened" => {
+                state.item = Some(text(event, data, "item")?);
+                state.reserve = amount(event, data, "reserve")?;
+            }
+            "BidPlaced" => {
+                let bidder = text(event, data, "bidder")?;
+                let bid = amount(event, data, "amount")?;
+                state.bids = state.bids.saturating_add(1);
+                if state.highest_bid.is_none_or(|h| bid > h) {
+                    state.highest_bid = Some(bid);
+                    state.highest_bidder = Some(bidder);
+                }
+            }
+            "AuctionClosed" => state.status = OpenClosed::Closed,
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// `documents`: per `doc-<id>`, the current text. Positions and lengths count Unicode
+/// scalar values; an edit past the end applies at the end (as every replica does).
+#[derive(Debug)]
+pub enum Documents {}
+
+/// A `documents` row's state.
+#[derive(Clone, PartialEq, Eq, Debug, Default, Serialize, Deserialize)]
+pub struct DocumentState {
+    /// The text.
+    pub text: String,
+}
+
+/// The byte offset of character `pos` of `text` (its end when `pos` is past it).
+fn byte_at(text: &str, pos: u64) -> usize {
+    usize::try_from(pos)
+        .ok()
+        .and_then(|p| text.char_indices().nth(p).map(|(i, _)| i))
+        .unwrap_or(text.len())
+}
+
+impl Fold for Documents {
+    type State = DocumentState;
+    const NAME: &'static str = "documents";
+    const CATEGORY: &'static str = "doc";
+
+    fn apply(
+        state: &mut DocumentState,
+        event: &RecordedEvent,
+        data: &Value,
+    ) -> Result<(), HandlerError> {
+        match event.event_type.as_str() {
+            "DocumentCreated" => state.text = text(event, data, "text")?,
+            "Inserted" => {
+                let at = byte_at(&state.text, amount(event, data, "pos")?);
+                state.text.insert_str(at, &text(event, data, "text")?);
+            }
+            "Deleted" => {
+                let pos = amount(event, data, "pos")?;
+                let len = amount(event, data, "len")?;
+                let (from, to) = (
+                    byte_at(&state.text, pos),
+                    byte_at(&state.text, pos.saturating_add(len)),
+                );
+                state.text.replace_range(from..to, "");
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use concord_core::{EventId, Json, RecordedAt, StreamName};
+
+    fn ev(stream: &str, version: u64, position: u64, ty: &str, data: Value) -> RecordedEvent {
+        RecordedEvent {
+            stream: StreamName::new(stream).unwrap(),
+            version: Version(version),
+            position: Position(position),
+            id: EventId::new(),
+            event_type: concord_core::EventType::new(ty).unwrap(),
+            data: Json::from_value(&data),
+            metadata: Json::empty_object(),
+            tags: vec![],
+            recorded_at: RecordedAt(0),
+        }
+    }
+
+    #[test]
+    fn balances_follow_the_mission_example() {
+        let events = [
+            ev(
+                "account-1",
+                1,
+                1,
+                "AccountOpened",
+                serde_json::json!({"owner": "admin", "balance": 1000}),
+            ),
+            ev(
+                "account-1",
+                2,
+                2,
+                "Deposited",
+                serde_json::json!({"amount": 2000}),
+            ),
+            ev(
+                "auction-1",
+                1,
+                3,
+                "AuctionOpened",
+                serde_json::json!({"item": "x", "reserve": 1}),
+            ),
+            ev(
+                "account-1",
+                3,
+                4,
+                "Deposited",
+                serde_json::json!({"amount": 3000}),
+            ),
+            ev(
+                "account-1",
+                4,
+                5,
+                "Withdrawn",
+                serde_json::json!({"amount": 500}),
+            ),
+            ev("account-1", 5, 6, "AccountClosed", serde_json::json!({})),
+        ];
+        let rows = replay::<Balances>(&events).unwrap();
+        let row = &rows["account-1"];
+        assert_eq!(row.state.balance, 5500);
+        assert_eq!(row.state.status, OpenClosed::Closed);
+        assert_eq!((row.version, row.position), (Version(5), Position(6)));
+        let json = serde_json::to_value(row).unwrap();
+        assert_eq!(json["status"], "closed");
+        assert_eq!(json["owner"], "admin");
+        assert_eq!(rows.len(), 1);
+    }
+
+    #[test]
+    fn an_event_applied_twice_or_skipped_is_a_handler_error() {
+        let opened = ev(
+            "account-1",
+            1,
+            1,
+            "AccountOpened",
+            serde_json::json!({"owner": "a", "balance": 1}),
+        );
+        assert!(replay::<Balances>([&opened, &opened]).is_err());
+        let third = ev(
+            "account-1",
+            3,
+            2,
+            "Deposited",
+            serde_json::json!({"amount": 1}),
+        );
+        let err = replay::<Balances>([&opened, &third]).unwrap_err();
+        assert!(
+            err.to_string().contains("skipped or applied twice"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn malformed_amounts_are_handler_errors_naming_the_field() {
+        let bad = ev(
+            "account-1",
+            1,
+            1,
+            "AccountOpened",
+            serde_json::json!({"owner": "a", "balance": "ten"}),
+        );
+        let err = replay::<Balances>([&bad]).unwrap_err();
+        assert!(err.to_string().contains("AccountOpened.balance"), "{err}");
+    }
+
+    #[test]
+    fn auctions_keep_the_highest_bid_and_count_every_bid() {
+        let events = [
+            ev(
+                "auction-7",
+                1,
+                1,
+                "AuctionOpened",
+                serde_json::json!({"item": "lamp", "reserve": 10}),
+            ),
+            ev(
+                "auction-7",
+                2,
+                2,
+                "BidPlaced",
+                serde_json::json!({"bidder": "ann", "amount": 20}),
+            ),
+            ev(
+                "auction-7",
+                3,
+                3,
+                "BidPlaced",
+                serde_json::json!({"bidder": "bob", "amount": 15}),
+            ),
+            ev("auction-7", 4, 4, "AuctionClosed", serde_json::json!({})),
+        ];
+        let row = &replay::<Auctions>(&events).unwrap()["auction-7"];
+        assert_eq!(row.state.highest_bid, Some(20));
+        assert_eq!(row.state.highest_bidder.as_deref(), Some("ann"));
+        assert_eq!(row.state.bids, 2);
+        assert_eq!(row.state.status, OpenClosed::Closed);
+    }
+
+    #[test]
+    fn document_positions_count_unicode_scalar_values() {
+        let events = [
+            ev(
+                "doc-1",
+                1,
+                1,
+                "DocumentCreated",
+                serde_json::json!({"text": "héllo wörld"}),
+            ),
+            ev(
+                "doc-1",
+                2,
+                2,
+                "Inserted",
+                serde_json::json!({"pos": 5, "text": ",🙂"}),
+            ),
+            ev(
+                "doc-1",
+                3,
+                3,
+                "Deleted",
+                serde_json::json!({"pos": 0, "len": 1}),
+            ),
+            ev(
+                "doc-1",
+                4,
+                4,
+                "Inserted",
+                serde_json::json!({"pos": 99, "text": "!"}),
+            ),
+            ev(
+                "doc-1",
+                5,
+                5,
+                "Deleted",
+                serde_json::json!({"pos": 12, "len": 99}),
+            ),
+        ];
+        let row = &replay::<Documents>(&events).unwrap()["doc-1"];
+        assert_eq!(row.state.text, "éllo,🙂 wörld");
+    }
+}

@@ -1,0 +1,83 @@
+//! The `Projection` trait: which events a read model wants and how one event changes it.
+//!
+//! A projection's read model lives in the projection database (SQLite), beside the
+//! checkpoint table. The runner calls [`Projection::apply_batch`] inside the same
+//! transaction that moves the checkpoint, so a batch of events and the checkpoint after it
+//! become durable together or not at all: each event takes effect **exactly once** across
+//! crashes, and a handler needs no idempotency of its own.
+//!
+//! # Other sinks: at-least-once
+//!
+//! A read model that lives elsewhere (a search index, a cache, another service) cannot
+//! share the checkpoint's transaction. Follow the store with
+//! `store.subscribe_all(checkpoint.next(), filter)`, apply each event to the sink, and record
+//! the checkpoint *after* the sink has acknowledged it. A crash between the two replays the
+//! events after the recorded checkpoint, so every event is applied **at least once** and
+//! the handler must make a repeat harmless: keep, per key, the last applied `version`
+//! (per stream) or `position` (global) in the sink, in the same sink write as the change,
+//! and skip an event whose version is not greater; or make the write itself idempotent
+//! (a put of absolute state keyed by stream, never an increment).
+
+use concord_core::{Filter, RecordedEvent};
+use rusqlite::Connection;
+
+use crate::error::HandlerError;
+
+/// A handler failure at one event of a batch.
+#[derive(Debug)]
+pub struct BatchError {
+    /// The index in the batch of the event that failed; the events before it applied.
+    pub index: usize,
+    /// Why.
+    pub error: HandlerError,
+}
+
+/// A read model built from events, kept in the projection database.
+///
+/// Implementations must be deterministic: applying the same events to the same read model
+/// gives the same result (a rebuild relies on it).
+pub trait Projection: Send + Sync + std::fmt::Debug + 'static {
+    /// The projection's name, as in `GET /projections/{name}` (`balances`).
+    fn name(&self) -> &str;
+
+    /// The events it wants; the runner reads only these.
+    fn filter(&self) -> Filter;
+
+    /// Creates the read model's tables when they do not exist (called on every open).
+    ///
+    /// # Errors
+    /// The database's.
+    fn create(&self, db: &Connection) -> rusqlite::Result<()>;
+
+    /// Deletes every row of the read model (rebuild), inside the caller's transaction.
+    ///
+    /// # Errors
+    /// The database's.
+    fn reset(&self, db: &Connection) -> rusqlite::Result<()>;
+
+    /// Applies one event, inside the caller's transaction.
+    ///
+    /// # Errors
+    /// A [`HandlerError`] stops the projection at this event (its checkpoint stays before
+    /// it) until the handler is fixed and the projection restarted.
+    fn apply(&self, db: &Connection, event: &RecordedEvent) -> Result<(), HandlerError>;
+
+    /// Applies a batch of events in order, inside the caller's transaction. Override to
+    /// keep state in memory across the batch; the default calls [`Projection::apply`].
+    ///
+    /// # Errors
+    /// The first event that failed and why; the caller rolls the whole batch back.
+    fn apply_batch(&self, db: &Connection, events: &[RecordedEvent]) -> Result<(), BatchError> {
+        for (index, event) in events.iter().enumerate() {
+            self.apply(db, event)
+                .map_err(|error| BatchError { index, error })?;
+        }
+        Ok(())
+    }
+
+    /// The read model's row for `key` (a stream name) as JSON, if there is one.
+    ///
+    /// # Errors
+    /// The database's.
+    fn row(&self, db: &Connection, key: &str) -> rusqlite::Result<Option<serde_json::Value>>;
+}
