@@ -1,0 +1,140 @@
+//! `concord serve` as an operator runs it: the real binary on an ephemeral port over an
+//! embedded store. Guards the wiring the library tests cannot see: flags reach the server,
+//! the built-in projections run, SIGTERM shuts down gracefully with exit 0, and what was
+//! acknowledged is still there when the store is opened again.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_concord");
+const DEADLINE: Duration = Duration::from_secs(30);
+
+/// One HTTP/1.1 request with `Connection: close`; returns the status and the body.
+fn http(addr: &str, method: &str, path: &str, body: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).expect("connect to concord serve");
+    stream.set_read_timeout(Some(DEADLINE)).unwrap();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    // Bodies may be chunked; the JSON object sits between the first `{` and the last `}`.
+    let json = match (body.find('{'), body.rfind('}')) {
+        (Some(a), Some(b)) if a <= b => body[a..=b].to_owned(),
+        _ => body,
+    };
+    (status, json)
+}
+
+/// Starts `concord serve` on 127.0.0.1:0 and returns it with the address it announced.
+fn start(dir: &std::path::Path) -> (Child, String) {
+    let mut child = Command::new(BIN)
+        .args(["--store", dir.to_str().unwrap(), "serve", "--addr", "127.0.0.1:0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start concord serve");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(rest) = line.split("on http://").nth(1) {
+                let _ = tx.send(rest.split_whitespace().next().unwrap_or_default().to_owned());
+            }
+        }
+    });
+    let addr = rx.recv_timeout(DEADLINE).expect("concord serve announced its address");
+    (child, addr)
+}
+
+fn terminate(mut child: Child) -> i32 {
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status.code().expect("exited normally, not by a signal");
+        }
+        assert!(Instant::now() < deadline, "concord serve did not stop after SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn serve_answers_the_founding_conflict_and_stops_cleanly_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (child, addr) = start(&data);
+
+    let (status, body) = http(&addr, "GET", "/health", "");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["store"], "embedded");
+
+    let open = r#"{"expected_version":"no_stream","events":[{"type":"AccountOpened","data":{"owner":"ann","balance":1000}}]}"#;
+    assert_eq!(http(&addr, "POST", "/streams/account-42", open).0, 201);
+    let a = r#"{"expected_version":1,"events":[{"type":"Deposited","data":{"amount":2000}}]}"#;
+    assert_eq!(http(&addr, "POST", "/streams/account-42", a).0, 201);
+    let b = r#"{"expected_version":1,"events":[{"type":"Deposited","data":{"amount":3000}}]}"#;
+    let (status, body) = http(&addr, "POST", "/streams/account-42", b);
+    assert_eq!(status, 409, "{body}");
+    let conflict: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(conflict["actual_version"], 2);
+    assert_eq!(conflict["concurrent_events"][0]["data"]["amount"], 2000);
+    let rebase = r#"{"expected_version":1,"rebase_unless":["AccountClosed"],"events":[{"type":"Deposited","data":{"amount":3000}}]}"#;
+    let (status, body) = http(&addr, "POST", "/streams/account-42", rebase);
+    assert_eq!(status, 201, "{body}");
+    let rebased: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(rebased["last_version"], 3);
+    assert_eq!(rebased["rebased"]["expected_version"], 1);
+
+    // The built-in balances projection answers once it has processed the rebased deposit.
+    let last_position = rebased["last_position"].as_u64().unwrap();
+    let row = format!("/projections/balances/account-42?min_position={last_position}&wait_ms=10000");
+    let (status, body) = http(&addr, "GET", &row, "");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["row"]["balance"], 6000);
+
+    assert_eq!(terminate(child), 0, "SIGTERM is a clean stop");
+
+    // Everything acknowledged is there for the next process.
+    let out = Command::new(BIN)
+        .args(["--store", data.to_str().unwrap(), "--json", "read", "account-42"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let versions: Vec<u64> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()["version"].as_u64().unwrap())
+        .collect();
+    assert_eq!(versions, [1, 2, 3]);
+}
+
+#[test]
+fn serve_refuses_an_open_server_on_a_public_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(["--store", dir.path().to_str().unwrap(), "serve", "--addr", "0.0.0.0:0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("without tokens"), "{stderr}");
+    assert!(stderr.contains("--insecure-open"), "{stderr}");
+}
