@@ -1,7 +1,8 @@
 //! Request and response bodies of the endpoints.
 
 use concord_core::{
-    AppendOutcome, Appended, EventType, ExpectedVersion, NewEvent, Position, RecordedEvent,
+    AppendCondition, AppendOutcome, AppendRequest, Appended, EventType, ExpectedVersion,
+    MultiAppendOutcome, MultiAppendRequest, NewEvent, Position, Query, QueryPage, RecordedEvent,
     StreamInfo, StreamName, Version,
 };
 use serde::{Deserialize, Serialize};
@@ -120,6 +121,201 @@ pub struct ConflictPart {
     pub actual_version: Version,
     /// The events after the expected version (the first 100).
     pub concurrent_events: Vec<RecordedEvent>,
+    /// Whether more concurrent events exist than are listed (an addition to API.md).
+    #[serde(default)]
+    pub truncated: bool,
+}
+
+/// One part of `POST /append`: the body of a single append plus its stream.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppendPartBody {
+    /// The stream to append to.
+    pub stream: StreamName,
+    /// The writer's claim (default `"any"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_version: Option<ExpectedVersion>,
+    /// Server-side rebase of this part: the event types that forbid it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rebase_unless: Option<Vec<EventType>>,
+    /// The events, 1 to the configured maximum.
+    pub events: Vec<NewEvent>,
+}
+
+/// The body of `POST /append`: 1–100 parts, each stream at most once, and an optional
+/// condition.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MultiAppendBody {
+    /// The parts, written atomically with consecutive positions, or none is.
+    pub parts: Vec<AppendPartBody>,
+    /// Fail when an event matching the query has a position greater than `after`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub condition: Option<AppendCondition>,
+}
+
+impl From<MultiAppendBody> for MultiAppendRequest {
+    fn from(body: MultiAppendBody) -> Self {
+        MultiAppendRequest {
+            parts: body
+                .parts
+                .into_iter()
+                .map(|p| AppendRequest {
+                    stream: p.stream,
+                    expected: p.expected_version.unwrap_or_default(),
+                    events: p.events,
+                    rebase_unless: p.rebase_unless,
+                })
+                .collect(),
+            condition: body.condition,
+        }
+    }
+}
+
+impl From<MultiAppendRequest> for MultiAppendBody {
+    fn from(request: MultiAppendRequest) -> Self {
+        MultiAppendBody {
+            parts: request
+                .parts
+                .into_iter()
+                .map(|p| AppendPartBody {
+                    stream: p.stream,
+                    expected_version: Some(p.expected),
+                    rebase_unless: p.rebase_unless,
+                    events: p.events,
+                })
+                .collect(),
+            condition: request.condition,
+        }
+    }
+}
+
+/// Where one part of `POST /append` landed.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct PartResult {
+    /// The stream.
+    pub stream: StreamName,
+    /// The part's first event's version.
+    pub first_version: Version,
+    /// The part's last event's version.
+    pub last_version: Version,
+    /// The part's first event's position.
+    pub first_position: Position,
+    /// The part's last event's position.
+    pub last_position: Position,
+    /// Present when this part was rebased server-side (an addition to API.md).
+    #[serde(default)]
+    pub rebased: Option<Rebased>,
+}
+
+/// The answer to `POST /append`: 201 (written) or 200 (duplicate).
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct MultiAppendResult {
+    /// One entry per part, in request order.
+    pub parts: Vec<PartResult>,
+    /// The first position written (for a duplicate, the lowest original one).
+    pub first_position: Position,
+    /// The last position written (for a duplicate, the highest original one).
+    pub last_position: Position,
+    /// Whether nothing was written because every id of every part was already there
+    /// (status 200).
+    #[serde(default)]
+    pub duplicate: bool,
+}
+
+impl From<MultiAppendOutcome> for MultiAppendResult {
+    fn from(outcome: MultiAppendOutcome) -> Self {
+        MultiAppendResult {
+            parts: outcome
+                .parts
+                .into_iter()
+                .map(|p| {
+                    let r = AppendResult::from(p);
+                    PartResult {
+                        stream: r.stream,
+                        first_version: r.first_version,
+                        last_version: r.last_version,
+                        first_position: r.first_position,
+                        last_position: r.last_position,
+                        rebased: r.rebased,
+                    }
+                })
+                .collect(),
+            first_position: outcome.first_position,
+            last_position: outcome.last_position,
+            duplicate: outcome.duplicate,
+        }
+    }
+}
+
+impl From<MultiAppendResult> for MultiAppendOutcome {
+    fn from(r: MultiAppendResult) -> Self {
+        MultiAppendOutcome {
+            parts: r
+                .parts
+                .into_iter()
+                .map(|p| {
+                    AppendOutcome::from(AppendResult {
+                        stream: p.stream,
+                        first_version: p.first_version,
+                        last_version: p.last_version,
+                        first_position: p.first_position,
+                        last_position: p.last_position,
+                        rebased: p.rebased,
+                        duplicate: r.duplicate,
+                    })
+                })
+                .collect(),
+            first_position: r.first_position,
+            last_position: r.last_position,
+            duplicate: r.duplicate,
+        }
+    }
+}
+
+/// The body of `POST /query`.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueryBody {
+    /// The query: items combined with OR; `{"items": []}` matches every event.
+    pub query: Query,
+    /// Only events with positions greater than this (default 0).
+    #[serde(default)]
+    pub after: Position,
+    /// At most this many events (default 100, at most the read limit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<usize>,
+}
+
+/// The answer to `POST /query`.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct QueryResult {
+    /// The matching events after `after` (and at most `head`), in position order.
+    pub events: Vec<RecordedEvent>,
+    /// The store's last position when read: the `after` for a condition on this read.
+    pub head: Position,
+    /// The `after` of the next page, or `null` when this page reached `head`.
+    pub next: Option<Position>,
+}
+
+impl From<QueryPage> for QueryResult {
+    fn from(p: QueryPage) -> Self {
+        QueryResult {
+            events: p.events,
+            head: p.head,
+            next: p.next,
+        }
+    }
+}
+
+impl From<QueryResult> for QueryPage {
+    fn from(r: QueryResult) -> Self {
+        QueryPage {
+            events: r.events,
+            head: r.head,
+            next: r.next,
+        }
+    }
 }
 
 /// `GET /streams/{stream}`: one page of a stream.
@@ -182,6 +378,42 @@ mod tests {
         let err = serde_json::from_str::<AppendBody>(r#"{"expected_vesion": 1, "events": []}"#)
             .unwrap_err();
         assert!(err.to_string().contains("expected_vesion"), "{err}");
+    }
+
+    #[test]
+    fn multi_append_body_reads_the_api_example() {
+        let body: MultiAppendBody = serde_json::from_value(serde_json::json!({
+            "parts": [{"stream": "account-1", "expected_version": 3, "events": [{"type": "Withdrawn", "data": {"amount": 5}}]},
+                      {"stream": "account-2", "expected_version": 7, "events": [{"type": "Deposited", "data": {"amount": 5}}]}],
+            "condition": {"fail_if_events_match": {"items": [{"types": ["UserRegistered"], "tags": ["username:alice"]}]},
+                          "after": 41}}))
+        .unwrap();
+        let request = MultiAppendRequest::from(body.clone());
+        assert_eq!(request.parts.len(), 2);
+        assert_eq!(
+            request.parts[1].expected,
+            ExpectedVersion::Exact(Version(7))
+        );
+        assert_eq!(request.condition.as_ref().unwrap().after, Position(41));
+        assert_eq!(MultiAppendBody::from(request), body);
+        assert!(
+            serde_json::from_value::<MultiAppendBody>(
+                serde_json::json!({"parts": [], "conditon": {}})
+            )
+            .is_err()
+        );
+        assert!(
+            serde_json::from_value::<QueryBody>(
+                serde_json::json!({"query": {"items": [{"tags": [""]}]}})
+            )
+            .is_err()
+        );
+        assert!(
+            serde_json::from_value::<QueryBody>(
+                serde_json::json!({"query": {"items": [{"tags": ["a,b"]}]}})
+            )
+            .is_err()
+        );
     }
 
     #[test]

@@ -10,9 +10,11 @@
 mod bodies;
 mod params;
 mod problem;
+mod projections;
 
 pub use bodies::{
-    AllEvents, AppendBody, AppendResult, ConflictPart, HeadBody, Health, Rebased, StreamList,
+    AllEvents, AppendBody, AppendPartBody, AppendResult, ConflictPart, HeadBody, Health,
+    MultiAppendBody, MultiAppendResult, PartResult, QueryBody, QueryResult, Rebased, StreamList,
     StreamPage,
 };
 pub use params::{
@@ -20,6 +22,10 @@ pub use params::{
     SubscribeStreamParams, split_list,
 };
 pub use problem::{PROBLEM_CONTENT_TYPE, Problem, ProblemType};
+pub use projections::{
+    PROJECTION_WAIT_MS_DEFAULT, PROJECTION_WAIT_MS_MAX, ProjectionFailure, ProjectionInfo,
+    ProjectionList, ProjectionRow, ProjectionRowParams,
+};
 
 /// Events a read returns when the request gives no `limit`.
 pub const READ_LIMIT_DEFAULT: usize = 100;

@@ -8,6 +8,7 @@ use concord_core::{EventId, ExpectedVersion, Position, RecordedEvent, StreamName
 use serde::{Deserialize, Serialize};
 
 use crate::bodies::ConflictPart;
+use crate::projections::ProjectionFailure;
 
 /// The media type of every error body.
 pub const PROBLEM_CONTENT_TYPE: &str = "application/problem+json";
@@ -42,11 +43,18 @@ pub enum ProblemType {
     Unavailable,
     /// 500: anything else; details are in the server log only.
     Internal,
+    /// 404: no projection of that name is hosted.
+    ProjectionNotFound,
+    /// 404: the read model has no row for that key.
+    RowNotFound,
+    /// 503: read-your-writes: the projection had not processed `min_position` when the
+    /// wait ended (or it has failed before it).
+    ProjectionBehind,
 }
 
 impl ProblemType {
     /// Every problem type, for docs and tests.
-    pub const ALL: [ProblemType; 13] = [
+    pub const ALL: [ProblemType; 16] = [
         ProblemType::VersionConflict,
         ProblemType::PartialDuplicate,
         ProblemType::ConditionFailed,
@@ -60,6 +68,9 @@ impl ProblemType {
         ProblemType::Forbidden,
         ProblemType::Unavailable,
         ProblemType::Internal,
+        ProblemType::ProjectionNotFound,
+        ProblemType::RowNotFound,
+        ProblemType::ProjectionBehind,
     ];
 
     /// The `type` URN.
@@ -78,6 +89,9 @@ impl ProblemType {
             ProblemType::Forbidden => "urn:concord:forbidden",
             ProblemType::Unavailable => "urn:concord:unavailable",
             ProblemType::Internal => "urn:concord:internal",
+            ProblemType::ProjectionNotFound => "urn:concord:projection-not-found",
+            ProblemType::RowNotFound => "urn:concord:row-not-found",
+            ProblemType::ProjectionBehind => "urn:concord:projection-behind",
         }
     }
 
@@ -97,6 +111,9 @@ impl ProblemType {
             ProblemType::Forbidden => "Forbidden",
             ProblemType::Unavailable => "Store unavailable",
             ProblemType::Internal => "Internal error",
+            ProblemType::ProjectionNotFound => "Projection not found",
+            ProblemType::RowNotFound => "Row not found",
+            ProblemType::ProjectionBehind => "Projection behind",
         }
     }
 
@@ -162,6 +179,24 @@ pub struct Problem {
     /// `bytes` or `events` (`too-large`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unit: Option<String>,
+    /// The projection concerned (`projection-not-found`, `row-not-found`,
+    /// `projection-behind`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub projection: Option<String>,
+    /// The row's key asked for (`row-not-found`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// The projection's checkpoint when the answer was given (`row-not-found`,
+    /// `projection-behind`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<Position>,
+    /// The position the caller asked to be processed (`projection-behind`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_position: Option<Position>,
+    /// Where and why the projection stopped, when it failed before `min_position`
+    /// (`projection-behind`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<ProjectionFailure>,
 }
 
 impl Problem {
@@ -186,6 +221,11 @@ impl Problem {
             size: None,
             max: None,
             unit: None,
+            projection: None,
+            key: None,
+            checkpoint: None,
+            min_position: None,
+            failure: None,
         }
     }
 

@@ -131,7 +131,7 @@ pub(crate) fn from_problem(status: u16, p: Problem) -> ClientError {
                         expected: part.expected_version,
                         actual: part.actual_version,
                         concurrent_events: part.concurrent_events,
-                        truncated: false,
+                        truncated: part.truncated,
                     })
                     .collect(),
             ))

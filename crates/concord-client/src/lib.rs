@@ -25,10 +25,14 @@ mod sse;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use concord_api::{AllEvents, AppendBody, AppendResult, HeadBody, StreamList, StreamPage};
+use concord_api::{
+    AllEvents, AppendBody, AppendResult, HeadBody, MultiAppendBody, MultiAppendResult, QueryBody,
+    QueryResult, StreamList, StreamPage,
+};
 use concord_core::{
-    AllPage, AppendOutcome, AppendRequest, Direction, EventStore, Filter, Limits, Position,
-    RecordedEvent, StoreError, StreamInfo, StreamName, Subscription, Version,
+    AllPage, AppendOutcome, AppendRequest, Direction, EventStore, Filter, Limits,
+    MultiAppendOutcome, MultiAppendRequest, Position, Query, QueryPage, RecordedEvent, StoreError,
+    StreamInfo, StreamName, Subscription, Version,
 };
 use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use reqwest::{Method, StatusCode, Url};
@@ -201,6 +205,63 @@ impl EventStore for ConcordClient {
         let response = self.send(builder).await?;
         if response.status().is_success() {
             let result: AppendResult = Self::json(response).await?;
+            Ok(result.into())
+        } else {
+            Err(problem_error(response).await.into())
+        }
+    }
+
+    async fn append_multi(
+        &self,
+        request: MultiAppendRequest,
+    ) -> Result<MultiAppendOutcome, StoreError> {
+        let query = request
+            .condition
+            .as_ref()
+            .map(|c| c.fail_if_events_match.clone());
+        let body = serde_json::to_vec(&MultiAppendBody::from(request))
+            .map_err(|e| StoreError::backend(BACKEND, "cannot encode the append", e))?;
+        let builder = self
+            .request(Method::POST, self.url(&["append"]))
+            .header(CONTENT_TYPE, "application/json")
+            .body(body);
+        let response = self.send(builder).await?;
+        if response.status().is_success() {
+            let result: MultiAppendResult = Self::json(response).await?;
+            return Ok(result.into());
+        }
+        match StoreError::from(problem_error(response).await) {
+            // The problem does not repeat the query; this client knows it.
+            StoreError::ConditionFailed(mut c) => {
+                if let Some(q) = query {
+                    c.query = q;
+                }
+                Err(StoreError::ConditionFailed(c))
+            }
+            other => Err(other),
+        }
+    }
+
+    async fn query(
+        &self,
+        query: &Query,
+        after: Position,
+        limit: usize,
+    ) -> Result<QueryPage, StoreError> {
+        let body = QueryBody {
+            query: query.clone(),
+            after,
+            limit: Some(self.clamp(limit).max(1)),
+        };
+        let body = serde_json::to_vec(&body)
+            .map_err(|e| StoreError::backend(BACKEND, "cannot encode the query", e))?;
+        let builder = self
+            .request(Method::POST, self.url(&["query"]))
+            .header(CONTENT_TYPE, "application/json")
+            .body(body);
+        let response = self.send(builder).await?;
+        if response.status().is_success() {
+            let result: QueryResult = Self::json(response).await?;
             Ok(result.into())
         } else {
             Err(problem_error(response).await.into())

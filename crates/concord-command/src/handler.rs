@@ -549,10 +549,10 @@ fn encode_events<A: Aggregate>(
 
 /// A small random source for backoff jitter (splitmix64), seeded from a random event id so
 /// the crate needs no random-number dependency.
-struct Jitter(u64);
+pub(crate) struct Jitter(u64);
 
 impl Jitter {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let seed = EventId::new().as_uuid().as_u64_pair();
         Jitter(seed.0 ^ seed.1)
     }
@@ -566,7 +566,7 @@ impl Jitter {
     }
 
     /// A uniformly random duration in `[0, cap]`.
-    fn below(&mut self, cap: Duration) -> Duration {
+    pub(crate) fn below(&mut self, cap: Duration) -> Duration {
         let nanos = u64::try_from(cap.as_nanos()).unwrap_or(u64::MAX);
         if nanos == 0 {
             return Duration::ZERO;

@@ -15,6 +15,11 @@
 //!   [`Resolution`]: as decided, rebased over, re-decided over, merged over) or a
 //!   [`CommandError`] (rejected by the domain and why, or the conflict).
 //!
+//! - A [`Decision`] spans streams: a [`Decider`] reads the events a query selects, decides,
+//!   and appends (to one or several streams) with that query as the append's condition,
+//!   under [`DecisionPolicy::Reject`] or [`DecisionPolicy::Retry`] (transfers, unique
+//!   usernames).
+//!
 //! It is not: a backend (it is generic over [`concord_core::EventStore`] and names none), a
 //! projection or read-model layer, or a process manager across streams.
 //!
@@ -60,11 +65,13 @@
 
 mod aggregate;
 pub mod codec;
+mod decision;
 mod handler;
 mod outcome;
 pub mod report;
 
 pub use aggregate::{Aggregate, Backoff, MERGE_ROUNDS_MAX, Policy, Resolver, Retry};
 pub use codec::{DecodeError, EncodeError};
+pub use decision::{Decided, Decider, Decision, DecisionError, DecisionPolicy};
 pub use handler::{Handler, Loaded, Options, SNAPSHOT_EVENT_TYPE, snapshot_stream};
 pub use outcome::{CommandError, Committed, Resolution};

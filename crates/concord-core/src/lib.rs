@@ -9,6 +9,8 @@
 //! - The pure rules every backend applies: [`plan_append`] (idempotency, expected version,
 //!   server-side rebase) and the query match rule ([`Filter`], [`Query`]).
 //! - Subscriptions (catch-up then live) written once over the trait.
+//! - Appends across streams and under query conditions ([`MultiAppendRequest`],
+//!   [`plan_multi_append`]), and query reads ([`QueryPage`]).
 //! - [`MemoryStore`], the reference model.
 //!
 //! It is not: a backend (no I/O happens here), an HTTP contract (that is `concord-api`),
@@ -40,6 +42,7 @@ pub mod doc;
 mod error;
 mod event;
 mod memory;
+mod multi;
 mod names;
 mod query;
 mod signal;
@@ -56,6 +59,10 @@ pub use error::{
 };
 pub use event::{EventId, Json, NewEvent, RecordedAt, RecordedEvent, TAGS_PER_EVENT_MAX};
 pub use memory::MemoryStore;
+pub use multi::{
+    AppendCondition, MATCHING_EVENTS_MAX, MultiAppendOutcome, MultiAppendPlan, MultiAppendRequest,
+    PARTS_PER_APPEND_MAX, PartConflict, PartState, QueryPage, plan_multi_append,
+};
 pub use names::{Category, EventType, NAME_BYTES_MAX, StreamName, Tag};
 pub use query::{Filter, QUERY_ITEMS_MAX, Query, QueryItem};
 pub use signal::{HeadSignal, WaitBeyond};

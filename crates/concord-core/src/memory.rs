@@ -12,12 +12,16 @@ use async_trait::async_trait;
 
 use crate::append::{AppendOutcome, AppendPlan, AppendRequest, Appended, Limits, plan_append};
 use crate::error::{Conflict, PartialDuplicate, StoreError};
-use crate::event::{EventId, RecordedAt, RecordedEvent};
+use crate::event::{EventId, NewEvent, RecordedAt, RecordedEvent};
+use crate::multi::{
+    MATCHING_EVENTS_MAX, MultiAppendOutcome, MultiAppendPlan, MultiAppendRequest, PartState,
+    QueryPage, plan_multi_append,
+};
 use crate::names::StreamName;
-use crate::query::Filter;
+use crate::query::{Filter, Query};
 use crate::signal::HeadSignal;
 use crate::store::{AllPage, Direction, EventStore, StreamInfo};
-use crate::version::{Position, Version};
+use crate::version::{ExpectedVersion, Position, Version};
 
 #[derive(Debug, Default)]
 struct State {
@@ -44,6 +48,85 @@ impl State {
             .skip(skip)
             .take(max)
             .filter_map(|&i| self.log.get(i).cloned())
+            .collect()
+    }
+
+    /// The conflict of an append to `stream` under `expected`, listing at most `max`
+    /// events from `first_concurrent` on.
+    fn conflict(
+        &self,
+        stream: &StreamName,
+        expected: ExpectedVersion,
+        actual: Version,
+        first_concurrent: Option<Version>,
+        max: usize,
+    ) -> Conflict {
+        let (concurrent_events, truncated) = match first_concurrent {
+            Some(first) => {
+                let events = self.stream_events(stream, first, max);
+                let truncated = first.get() + events.len() as u64 <= actual.get();
+                (events, truncated)
+            }
+            None => (Vec::new(), false),
+        };
+        Conflict {
+            stream: stream.clone(),
+            expected,
+            actual,
+            concurrent_events,
+            truncated,
+        }
+    }
+
+    /// Writes `events` to `stream` after version `after`, at the next positions.
+    fn write(
+        &mut self,
+        stream: &StreamName,
+        after: Version,
+        rebased_from: Option<Version>,
+        events: Vec<NewEvent>,
+        recorded_at: RecordedAt,
+        max: usize,
+    ) -> AppendOutcome {
+        let first_version = after.next();
+        let count = events.len() as u64;
+        for (i, event) in (0u64..).zip(events) {
+            let index = self.log.len();
+            let version = Version(after.get() + i + 1);
+            let position = Position(index as u64 + 1);
+            self.ids
+                .entry(stream.clone())
+                .or_default()
+                .insert(event.id, version);
+            self.streams.entry(stream.clone()).or_default().push(index);
+            self.log.push(RecordedEvent::new(
+                stream.clone(),
+                version,
+                position,
+                event,
+                recorded_at,
+            ));
+        }
+        let appended = self.appended(stream, first_version, Version(after.get() + count));
+        match rebased_from {
+            None => AppendOutcome::Appended(appended),
+            Some(e) => AppendOutcome::Rebased {
+                appended,
+                expected_version: e,
+                concurrent_events: self
+                    .stream_events(stream, e.next(), (after.get() - e.get()) as usize)
+                    .into_iter()
+                    .take(max)
+                    .collect(),
+            },
+        }
+    }
+
+    fn found(&self, stream: &StreamName, events: &[NewEvent]) -> Vec<Option<Version>> {
+        let ids = self.ids.get(stream);
+        events
+            .iter()
+            .map(|e| ids.and_then(|m| m.get(&e.id).copied()))
             .collect()
     }
 
@@ -104,14 +187,7 @@ impl EventStore for MemoryStore {
         let mut state = self.lock();
         let stream = &request.stream;
         let actual = state.version(stream);
-        let found: Vec<Option<Version>> = {
-            let ids = state.ids.get(stream);
-            request
-                .events
-                .iter()
-                .map(|e| ids.and_then(|m| m.get(&e.id).copied()))
-                .collect()
-        };
+        let found = state.found(stream, &request.events);
         let plan = plan_append(&request, actual, &found, |e| {
             state
                 .stream_events(stream, e.next(), usize::MAX)
@@ -134,66 +210,153 @@ impl EventStore for MemoryStore {
                 actual,
                 first_concurrent,
             } => {
-                let (concurrent_events, truncated) = match first_concurrent {
-                    Some(first) => {
-                        let events = state.stream_events(stream, first, max);
-                        let truncated = first.get() + events.len() as u64 <= actual.get();
-                        (events, truncated)
-                    }
-                    None => (Vec::new(), false),
-                };
-                return Err(StoreError::conflict(Conflict {
-                    stream: stream.clone(),
-                    expected: request.expected,
+                return Err(StoreError::conflict(state.conflict(
+                    stream,
+                    request.expected,
                     actual,
-                    concurrent_events,
-                    truncated,
-                }));
+                    first_concurrent,
+                    max,
+                )));
             }
             AppendPlan::Write {
                 after,
                 rebased_from,
-            } => {
-                let recorded_at = RecordedAt::now();
-                let first_version = after.next();
-                let count = request.events.len() as u64;
-                for (i, event) in (0u64..).zip(request.events) {
-                    let index = state.log.len();
-                    let version = Version(after.get() + i + 1);
-                    let position = Position(index as u64 + 1);
-                    state
-                        .ids
-                        .entry(stream.clone())
-                        .or_default()
-                        .insert(event.id, version);
-                    state.streams.entry(stream.clone()).or_default().push(index);
-                    state.log.push(RecordedEvent::new(
-                        stream.clone(),
-                        version,
-                        position,
-                        event,
-                        recorded_at,
-                    ));
-                }
-                let appended = state.appended(stream, first_version, Version(after.get() + count));
-                match rebased_from {
-                    None => AppendOutcome::Appended(appended),
-                    Some(e) => AppendOutcome::Rebased {
-                        appended,
-                        expected_version: e,
-                        concurrent_events: state
-                            .stream_events(stream, e.next(), (after.get() - e.get()) as usize)
-                            .into_iter()
-                            .take(max)
-                            .collect(),
-                    },
-                }
-            }
+            } => state.write(
+                stream,
+                after,
+                rebased_from,
+                request.events,
+                RecordedAt::now(),
+                max,
+            ),
         };
         let head = Position(state.log.len() as u64);
         drop(state);
         self.signal.advance(head);
         Ok(outcome)
+    }
+
+    async fn append_multi(
+        &self,
+        request: MultiAppendRequest,
+    ) -> Result<MultiAppendOutcome, StoreError> {
+        self.limits.check_multi_append(&request)?;
+        let max = self.limits.concurrent_events_max;
+        let mut state = self.lock();
+        let states: Vec<PartState> = request
+            .parts
+            .iter()
+            .map(|p| PartState {
+                actual: state.version(&p.stream),
+                found: state.found(&p.stream, &p.events),
+            })
+            .collect();
+        let plan = plan_multi_append(&request, &states, |i, e| {
+            request.parts.get(i).map_or_else(Vec::new, |p| {
+                state
+                    .stream_events(&p.stream, e.next(), usize::MAX)
+                    .into_iter()
+                    .map(|ev| ev.event_type)
+                    .collect::<Vec<_>>()
+            })
+        });
+        let plans = match plan {
+            MultiAppendPlan::Duplicate(ranges) => {
+                let parts = request
+                    .parts
+                    .iter()
+                    .zip(ranges)
+                    .map(|(p, (first, last))| {
+                        AppendOutcome::Duplicate(state.appended(&p.stream, first, last))
+                    })
+                    .collect();
+                return Ok(MultiAppendOutcome::from_parts(parts));
+            }
+            MultiAppendPlan::PartialDuplicate { part, existing_ids } => {
+                let stream = request
+                    .parts
+                    .get(part)
+                    .map(|p| p.stream.clone())
+                    .ok_or_else(|| StoreError::Corrupted("plan names a missing part".into()))?;
+                return Err(StoreError::PartialDuplicate(Box::new(PartialDuplicate {
+                    stream,
+                    existing_ids,
+                })));
+            }
+            MultiAppendPlan::Conflicts(conflicts) => {
+                let conflicts = conflicts
+                    .into_iter()
+                    .filter_map(|c| {
+                        let p = request.parts.get(c.part)?;
+                        Some(state.conflict(
+                            &p.stream,
+                            p.expected,
+                            c.actual,
+                            c.first_concurrent,
+                            max,
+                        ))
+                    })
+                    .collect();
+                return Err(StoreError::Conflicts(conflicts));
+            }
+            MultiAppendPlan::Write(plans) => plans,
+        };
+        if let Some(condition) = &request.condition {
+            let start = usize::try_from(condition.after.get()).unwrap_or(usize::MAX);
+            let matching: Vec<RecordedEvent> = state
+                .log
+                .iter()
+                .skip(start)
+                .filter(|e| condition.fail_if_events_match.matches(e))
+                .take(MATCHING_EVENTS_MAX)
+                .cloned()
+                .collect();
+            if !matching.is_empty() {
+                return Err(condition.failed(matching));
+            }
+        }
+        let recorded_at = RecordedAt::now();
+        let mut parts = Vec::with_capacity(request.parts.len());
+        for (part, plan) in request.parts.into_iter().zip(plans) {
+            if let AppendPlan::Write {
+                after,
+                rebased_from,
+            } = plan
+            {
+                parts.push(state.write(
+                    &part.stream,
+                    after,
+                    rebased_from,
+                    part.events,
+                    recorded_at,
+                    max,
+                ));
+            }
+        }
+        let head = Position(state.log.len() as u64);
+        drop(state);
+        self.signal.advance(head);
+        Ok(MultiAppendOutcome::from_parts(parts))
+    }
+
+    async fn query(
+        &self,
+        query: &Query,
+        after: Position,
+        limit: usize,
+    ) -> Result<QueryPage, StoreError> {
+        query.validate()?;
+        let limit = limit.clamp(1, self.limits.read_limit_max.max(1));
+        let state = self.lock();
+        let head = Position(state.log.len() as u64);
+        let start = usize::try_from(after.get()).unwrap_or(usize::MAX);
+        let mut matching = state.log.iter().skip(start).filter(|e| query.matches(e));
+        let events: Vec<RecordedEvent> = matching.by_ref().take(limit).cloned().collect();
+        let next = match matching.next() {
+            Some(_) => events.last().map(|e| e.position),
+            None => None,
+        };
+        Ok(QueryPage { events, head, next })
     }
 
     async fn read_stream(

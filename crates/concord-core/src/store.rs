@@ -13,8 +13,9 @@ use serde::{Deserialize, Serialize};
 use crate::append::{AppendOutcome, AppendRequest};
 use crate::error::StoreError;
 use crate::event::RecordedEvent;
+use crate::multi::{MultiAppendOutcome, MultiAppendRequest, QueryPage};
 use crate::names::StreamName;
-use crate::query::Filter;
+use crate::query::{Filter, Query};
 use crate::subscription::{self, Subscription};
 use crate::version::{Position, Version};
 
@@ -133,6 +134,81 @@ pub trait EventStore: Send + Sync + fmt::Debug + 'static {
     /// # Errors
     /// Backend failures.
     async fn wait_for_head(&self, after: Position) -> Result<Position, StoreError>;
+
+    /// Appends every part of `request` atomically, with consecutive positions in part
+    /// order, if every part's expectation holds (or its rebase applies) and no event
+    /// matching the condition's query has a position after the condition's `after`; or
+    /// recognises a repeated append by its event ids (over all parts).
+    ///
+    /// The provided implementation refuses: a backend supports multi-stream appends only
+    /// when it can make them atomic.
+    ///
+    /// # Errors
+    /// [`StoreError::Conflicts`] naming every stale part (also for a single part);
+    /// [`StoreError::ConditionFailed`] with the first matching events;
+    /// [`StoreError::PartialDuplicate`]; [`StoreError::Invalid`] or
+    /// [`StoreError::TooLarge`] with nothing written; backend failures.
+    async fn append_multi(
+        &self,
+        request: MultiAppendRequest,
+    ) -> Result<MultiAppendOutcome, StoreError> {
+        drop(request);
+        Err(StoreError::Backend {
+            backend: self.backend(),
+            message: "this backend does not support multi-stream or conditional appends".to_owned(),
+            source: None,
+        })
+    }
+
+    /// Up to `limit` events matching `query` with positions greater than `after` and at
+    /// most the head, with the head to use as a condition's `after`.
+    ///
+    /// The provided implementation pages through [`EventStore::read_all`] and applies
+    /// [`Query::matches`]; backends with type and tag indexes override it.
+    ///
+    /// # Errors
+    /// [`StoreError::Invalid`] for a query that breaks a rule; backend failures.
+    async fn query(
+        &self,
+        query: &Query,
+        after: Position,
+        limit: usize,
+    ) -> Result<QueryPage, StoreError> {
+        query.validate()?;
+        let limit = limit.max(1);
+        let mut from = after.next();
+        let first = self.read_all(from, &Filter::all(), limit).await?;
+        let head = first.head;
+        let mut events = Vec::new();
+        let mut page = Some(first);
+        while let Some(p) = page.take() {
+            for e in p.events {
+                if e.position > head {
+                    return Ok(QueryPage {
+                        events,
+                        head,
+                        next: None,
+                    });
+                }
+                if query.matches(&e) {
+                    if events.len() == limit {
+                        let next = events.last().map(|l: &RecordedEvent| l.position);
+                        return Ok(QueryPage { events, head, next });
+                    }
+                    events.push(e);
+                }
+            }
+            from = p.next_from;
+            if from <= head {
+                page = Some(self.read_all(from, &Filter::all(), 1000).await?);
+            }
+        }
+        Ok(QueryPage {
+            events,
+            head,
+            next: None,
+        })
+    }
 
     /// Every event from position `from` (inclusive) that passes `filter`: what is stored,
     /// then live, in order, with no gap and no duplicate at the switch.

@@ -2,14 +2,15 @@
 
 -- Concord's server-side library: the whole append decision in one atomic call.
 --
--- It mirrors concord_core::plan_append, in the same order: duplicate check, expectation,
--- rebase rule, conflict. Every check runs before the first write, so an append either
+-- It mirrors concord_core::plan_multi_append (each part as plan_append: duplicate check,
+-- expectation, rebase rule, conflict; then every stale part reported; then the query
+-- condition through the type and tag indexes). A single append is a one-part call. Every check runs before the first write, so an append either
 -- writes all of its entries or none (Redis does not roll back a function that fails half
 -- way, so nothing after the first write may fail). See docs/design/redis-layout.md.
 --
 -- Numbers are Lua doubles: versions and positions are exact up to 2^53.
 
-local LIBRARY_VERSION = 1
+local LIBRARY_VERSION = 2
 
 local function int(x)
   return string.format('%d', x)
@@ -49,106 +50,289 @@ local function position_of(stream_key, version)
   return 0
 end
 
--- KEYS: 1 stream, 2 ids (hash event id -> version), 3 types (hash type -> last version
---       with that type), 4 global stream, 5 head counter, 6 stream index (sorted set),
---       7 stream heads (hash stream -> "<version> <last position>")
--- ARGV: stream, expected kind (exact|no_stream|exists|any), expected version,
---       rebase (0|1), concurrent events max, n rebase_unless types, the types...,
---       n events, then per event: id, type, data, metadata, tags (comma-joined)
---
--- Reply (first element says which):
---   {'appended', first_version, last_version, first_position, last_position}
---   {'rebased', first_version, last_version, first_position, last_position, expected,
---      concurrent entries}
---   {'duplicate', first_version, last_version, first_position, last_position}
---   {'partial', existing ids...}
---   {'conflict', actual, truncated (0|1), concurrent entries}
-local function append(keys, args)
-  local stream_key, ids_key, types_key, all_key, head_key, index_key, heads_key =
-    keys[1], keys[2], keys[3], keys[4], keys[5], keys[6], keys[7]
-  local stream = args[1]
-  local kind = args[2]
-  local expected = tonumber(args[3])
-  local rebase = args[4] == '1'
-  local concurrent_max = tonumber(args[5])
-  local unless_count = tonumber(args[6])
-  local at = 7
-  local unless = {}
-  for k = 1, unless_count do
-    unless[k] = args[at]
-    at = at + 1
-  end
-  local count = tonumber(args[at])
-  at = at + 1
-  local first_event = at
-
-  -- 1. Duplicate check, whatever the expectation says.
+-- The decision for one part, in plan_append's order. Reads only.
+-- Returns one of:
+--   {kind = 'write', actual = v, rebased_from = e or nil}
+--   {kind = 'duplicate', first = v, last = v}
+--   {kind = 'partial', ids = {...}}
+--   {kind = 'conflict', actual = v, first = v or nil}
+local function plan_part(part, heads_key)
   local ids = {}
-  for k = 1, count do
-    ids[k] = args[first_event + (k - 1) * 5]
+  for k = 1, #part.events do
+    ids[k] = part.events[k].id
   end
-  local found = redis.call('HMGET', ids_key, unpack(ids))
+  -- 1. Duplicate check, whatever the expectation says.
+  local found = redis.call('HMGET', part.ids_key, unpack(ids))
   local existing = {}
-  for k = 1, count do
+  for k = 1, #ids do
     if found[k] then
       existing[#existing + 1] = ids[k]
     end
   end
   if #existing > 0 then
-    if #existing == count then
+    if #existing == #ids then
       local consecutive = true
-      for k = 2, count do
+      for k = 2, #ids do
         if tonumber(found[k]) ~= tonumber(found[k - 1]) + 1 then
           consecutive = false
         end
       end
       if consecutive then
-        local first, last = tonumber(found[1]), tonumber(found[count])
-        return {'duplicate', first, last, position_of(stream_key, first), position_of(stream_key, last)}
+        return {kind = 'duplicate', first = tonumber(found[1]), last = tonumber(found[#ids])}
       end
     end
-    local reply = {'partial'}
-    for k = 1, #existing do
-      reply[#reply + 1] = existing[k]
-    end
-    return reply
+    return {kind = 'partial', ids = existing}
   end
-
   -- 2. The expectation.
-  local actual = stream_version(heads_key, stream)
-  local rebased_from = nil
-  if not holds(kind, expected, actual) then
-    -- 3. The rebase rule, over every concurrent event: a listed type whose last
-    --    occurrence is after the expected version blocks the rebase.
-    local may_rebase = rebase and kind == 'exact' and expected < actual
-    if may_rebase then
-      for k = 1, unless_count do
-        local last = redis.call('HGET', types_key, unless[k])
-        if last and tonumber(last) > expected then
-          may_rebase = false
+  local actual = stream_version(heads_key, part.stream)
+  if holds(part.kind, part.expected, actual) then
+    return {kind = 'write', actual = actual}
+  end
+  -- 3. The rebase rule, over every concurrent event: a listed type whose last
+  --    occurrence is after the expected version blocks the rebase.
+  local may_rebase = part.rebase and part.kind == 'exact' and part.expected < actual
+  if may_rebase then
+    for k = 1, #part.unless do
+      local last = redis.call('HGET', part.types_key, part.unless[k])
+      if last and tonumber(last) > part.expected then
+        may_rebase = false
+        break
+      end
+    end
+  end
+  if may_rebase then
+    return {kind = 'write', actual = actual, rebased_from = part.expected}
+  end
+  -- 4. Conflict.
+  local first = nil
+  if part.kind == 'exact' then
+    first = part.expected + 1
+  elseif part.kind == 'no_stream' then
+    first = 1
+  end
+  if first ~= nil and first > actual then
+    first = nil
+  end
+  return {kind = 'conflict', actual = actual, first = first}
+end
+
+-- The positions (ascending, at most `want`) after `after` of events matching one query
+-- item, from the type and tag index streams: never a scan of the global stream.
+local function item_positions(item, after, want, type_prefix, tag_prefix)
+  local out = {}
+  local from = int(after + 1) .. '-0'
+  if #item.tags == 0 then
+    -- Any of the types: each type's index is already in position order.
+    for t = 1, #item.types do
+      local entries = redis.call('XRANGE', type_prefix .. item.types[t], from, '+', 'COUNT', want)
+      for k = 1, #entries do
+        out[#out + 1] = tonumber(string.match(entries[k][1], '^(%d+)'))
+      end
+    end
+    return out
+  end
+  -- All of the tags: walk the smallest tag index and check the others by position.
+  local driver, smallest = 1, nil
+  for t = 1, #item.tags do
+    local n = redis.call('XLEN', tag_prefix .. item.tags[t])
+    if smallest == nil or n < smallest then
+      driver, smallest = t, n
+    end
+  end
+  if smallest == 0 then
+    return out
+  end
+  local wanted_types = nil
+  if #item.types > 0 then
+    wanted_types = {}
+    for t = 1, #item.types do
+      wanted_types[item.types[t]] = true
+    end
+  end
+  local cursor = from
+  while #out < want do
+    local entries = redis.call('XRANGE', tag_prefix .. item.tags[driver], cursor, '+', 'COUNT', 100)
+    for k = 1, #entries do
+      local id, fields = entries[k][1], entries[k][2]
+      local ok = true
+      if wanted_types ~= nil then
+        ok = wanted_types[fields[2]] == true
+      end
+      if ok then
+        for t = 1, #item.tags do
+          if t ~= driver and ok then
+            ok = #redis.call('XRANGE', tag_prefix .. item.tags[t], id, id) > 0
+          end
+        end
+      end
+      if ok then
+        out[#out + 1] = tonumber(string.match(id, '^(%d+)'))
+        if #out >= want then
           break
         end
       end
     end
-    if may_rebase then
-      rebased_from = expected
-    else
-      -- 4. Conflict, with the first concurrent events.
-      local first = nil
-      if kind == 'exact' then
-        first = expected + 1
-      elseif kind == 'no_stream' then
-        first = 1
+    if #entries < 100 then
+      break
+    end
+    cursor = int(tonumber(string.match(entries[#entries][1], '^(%d+)')) + 1) .. '-0'
+  end
+  return out
+end
+
+-- The first `want` events (global entries) after `after` matching the query.
+local function condition_matches(condition, want, all_key, type_prefix, tag_prefix)
+  if #condition.items == 0 then
+    return redis.call('XRANGE', all_key, int(condition.after + 1) .. '-0', '+', 'COUNT', want)
+  end
+  local seen, positions = {}, {}
+  for i = 1, #condition.items do
+    local found = item_positions(condition.items[i], condition.after, want, type_prefix, tag_prefix)
+    for k = 1, #found do
+      if not seen[found[k]] then
+        seen[found[k]] = true
+        positions[#positions + 1] = found[k]
       end
-      if first == nil or first > actual then
-        return {'conflict', actual, 0, {}}
+    end
+  end
+  table.sort(positions)
+  local entries = {}
+  for k = 1, math.min(#positions, want) do
+    local id = int(positions[k]) .. '-0'
+    local e = redis.call('XRANGE', all_key, id, id)
+    if #e > 0 then
+      entries[#entries + 1] = e[1]
+    end
+  end
+  return entries
+end
+
+-- KEYS: 1 global stream, 2 head counter, 3 stream index (sorted set), 4 stream heads
+--       (hash stream -> "<version> <last position>"), then per part: stream, ids (hash
+--       event id -> version), types (hash type -> last version with it); then every type
+--       and tag index key the call reads or writes (declared for Redis Cluster; their
+--       names are built here from the prefixes, the same way).
+-- ARGV: concurrent events max, type index prefix, tag index prefix,
+--       condition (0|1), after, n items, per item: n types, types..., n tags, tags...;
+--       n parts, per part: stream, expected kind (exact|no_stream|exists|any), expected
+--       version, rebase (0|1), n rebase_unless types, the types..., n events, then per
+--       event: id, type, data, metadata, tags (comma-joined)
+--
+-- Reply (first element says which):
+--   {'written', first_position, last_position, parts} with per part
+--      {first_version, last_version, first_position, last_position, rebased (0|1),
+--       rebased_from, concurrent entries}
+--   {'duplicate', parts} with per part {first_version, last_version, first_position,
+--      last_position}
+--   {'partial', part number, existing ids...}
+--   {'conflicts', conflicts} with per failing part {part number, actual, truncated (0|1),
+--      concurrent entries}
+--   {'condition', matching global entries (the first concurrent-events-max)}
+local function append(keys, args)
+  local all_key, head_key, index_key, heads_key = keys[1], keys[2], keys[3], keys[4]
+  local concurrent_max = tonumber(args[1])
+  local type_prefix, tag_prefix = args[2], args[3]
+  local has_condition = args[4] == '1'
+  local condition = {after = tonumber(args[5]), items = {}}
+  local at = 6
+  local function next_arg()
+    local v = args[at]
+    at = at + 1
+    return v
+  end
+  local function next_list()
+    local n, list = tonumber(next_arg()), {}
+    for k = 1, n do
+      list[k] = next_arg()
+    end
+    return list
+  end
+  local n_items = tonumber(next_arg())
+  for i = 1, n_items do
+    local types = next_list()
+    local tags = next_list()
+    condition.items[i] = {types = types, tags = tags}
+  end
+  local n_parts = tonumber(next_arg())
+  local parts = {}
+  for p = 1, n_parts do
+    local k = 4 + (p - 1) * 3
+    local part = {stream_key = keys[k + 1], ids_key = keys[k + 2], types_key = keys[k + 3]}
+    part.stream = next_arg()
+    part.kind = next_arg()
+    part.expected = tonumber(next_arg())
+    part.rebase = next_arg() == '1'
+    part.unless = next_list()
+    local n_events = tonumber(next_arg())
+    part.events = {}
+    for e = 1, n_events do
+      part.events[e] = {id = next_arg(), type = next_arg(), data = next_arg(),
+        metadata = next_arg(), tags = next_arg()}
+    end
+    parts[p] = part
+  end
+
+  -- Every check before the first write.
+  local plans = {}
+  for p = 1, n_parts do
+    plans[p] = plan_part(parts[p], heads_key)
+  end
+  for p = 1, n_parts do
+    if plans[p].kind == 'partial' then
+      local reply = {'partial', p}
+      for k = 1, #plans[p].ids do
+        reply[#reply + 1] = plans[p].ids[k]
       end
-      local entries = redis.call('XRANGE', stream_key, int(first) .. '-0', '+', 'COUNT', concurrent_max)
-      local truncated = 0
-      if first + #entries <= actual then
-        truncated = 1
+      return reply
+    end
+  end
+  local duplicates = 0
+  for p = 1, n_parts do
+    if plans[p].kind == 'duplicate' then
+      duplicates = duplicates + 1
+    end
+  end
+  if duplicates == n_parts then
+    local out = {}
+    for p = 1, n_parts do
+      local first, last = plans[p].first, plans[p].last
+      out[p] = {first, last, position_of(parts[p].stream_key, first), position_of(parts[p].stream_key, last)}
+    end
+    return {'duplicate', out}
+  end
+  if duplicates > 0 then
+    -- Some parts stored, others not: the ids were reused for another append.
+    for p = 1, n_parts do
+      if plans[p].kind == 'duplicate' then
+        local reply = {'partial', p}
+        for k = 1, #parts[p].events do
+          reply[#reply + 1] = parts[p].events[k].id
+        end
+        return reply
       end
-      return {'conflict', actual, truncated, entries}
+    end
+  end
+  local conflicts = {}
+  for p = 1, n_parts do
+    local plan = plans[p]
+    if plan.kind == 'conflict' then
+      local entries, truncated = {}, 0
+      if plan.first ~= nil then
+        entries = redis.call('XRANGE', parts[p].stream_key, int(plan.first) .. '-0', '+', 'COUNT', concurrent_max)
+        if plan.first + #entries <= plan.actual then
+          truncated = 1
+        end
+      end
+      conflicts[#conflicts + 1] = {p, plan.actual, truncated, entries}
+    end
+  end
+  if #conflicts > 0 then
+    return {'conflicts', conflicts}
+  end
+  if has_condition then
+    local matching = condition_matches(condition, concurrent_max, all_key, type_prefix, tag_prefix)
+    if #matching > 0 then
+      return {'condition', matching}
     end
   end
 
@@ -156,35 +340,54 @@ local function append(keys, args)
   local time = redis.call('TIME')
   local recorded_at = int(tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000))
   local head = tonumber(redis.call('GET', head_key) or '0')
-  for k = 1, count do
-    local e = first_event + (k - 1) * 5
-    local id, event_type, data, metadata, tags = args[e], args[e + 1], args[e + 2], args[e + 3], args[e + 4]
-    local version = int(actual + k)
-    local position = int(head + k)
-    redis.call('XADD', stream_key, version .. '-0',
-      'position', position, 'id', id, 'type', event_type, 'data', data, 'metadata', metadata,
-      'tags', tags, 'recorded_at', recorded_at)
-    redis.call('XADD', all_key, position .. '-0',
-      'stream', stream, 'version', version, 'id', id, 'type', event_type, 'data', data,
-      'metadata', metadata, 'tags', tags, 'recorded_at', recorded_at)
-    redis.call('HSET', ids_key, id, version)
-    redis.call('HSET', types_key, event_type, version)
+  local first_position = head + 1
+  local out = {}
+  for p = 1, n_parts do
+    local part, plan = parts[p], plans[p]
+    local actual = plan.actual
+    local part_first = head + 1
+    for k = 1, #part.events do
+      local e = part.events[k]
+      local version = int(actual + k)
+      head = head + 1
+      local position = int(head)
+      redis.call('XADD', part.stream_key, version .. '-0',
+        'position', position, 'id', e.id, 'type', e.type, 'data', e.data, 'metadata', e.metadata,
+        'tags', e.tags, 'recorded_at', recorded_at)
+      redis.call('XADD', all_key, position .. '-0',
+        'stream', part.stream, 'version', version, 'id', e.id, 'type', e.type, 'data', e.data,
+        'metadata', e.metadata, 'tags', e.tags, 'recorded_at', recorded_at)
+      redis.call('HSET', part.ids_key, e.id, version)
+      redis.call('HSET', part.types_key, e.type, version)
+      redis.call('XADD', type_prefix .. e.type, position .. '-0', 's', part.stream)
+      -- An event may list a tag twice; it is indexed once (a second XADD at the same id
+      -- would fail half way through the write).
+      local indexed = {}
+      for tag in string.gmatch(e.tags, '[^,]+') do
+        if not indexed[tag] then
+          indexed[tag] = true
+          redis.call('XADD', tag_prefix .. tag, position .. '-0', 'type', e.type)
+        end
+      end
+    end
+    local last_version = actual + #part.events
+    redis.call('HSET', heads_key, part.stream, int(last_version) .. ' ' .. int(head))
+    redis.call('ZADD', index_key, 0, part.stream)
+    local over, rebased, rebased_from = {}, 0, 0
+    if plan.rebased_from ~= nil then
+      rebased, rebased_from = 1, plan.rebased_from
+      over = redis.call('XRANGE', part.stream_key, int(rebased_from + 1) .. '-0', int(actual) .. '-0',
+        'COUNT', concurrent_max)
+    end
+    out[p] = {actual + 1, last_version, part_first, head, rebased, rebased_from, over}
   end
-  local last_version, last_position = actual + count, head + count
-  redis.call('SET', head_key, int(last_position))
-  redis.call('HSET', heads_key, stream, int(last_version) .. ' ' .. int(last_position))
-  redis.call('ZADD', index_key, 0, stream)
-  if rebased_from == nil then
-    return {'appended', actual + 1, last_version, head + 1, last_position}
-  end
-  local over = redis.call('XRANGE', stream_key, int(rebased_from + 1) .. '-0', int(actual) .. '-0',
-    'COUNT', concurrent_max)
-  return {'rebased', actual + 1, last_version, head + 1, last_position, rebased_from, over}
+  redis.call('SET', head_key, int(head))
+  return {'written', first_position, head, out}
 end
 
 local function version()
   return LIBRARY_VERSION
 end
 
-redis.register_function('concord_append_v1', append)
+redis.register_function('concord_append_v2', append)
 redis.register_function{function_name = 'concord_version', callback = version, flags = {'no-writes'}}

@@ -5,7 +5,7 @@
 //! character but control characters, including `{` and `}`; that is harmless because the
 //! hash tag is the *first* `{…}` of a key, which is always the prefix's.
 
-use concord_core::StreamName;
+use concord_core::{EventType, StreamName, Tag};
 
 use crate::error::RedisError;
 
@@ -65,6 +65,27 @@ impl KeyLayout {
     pub fn heads(&self) -> String {
         format!("{}:stream-heads", self.tag)
     }
+
+    /// The start of every type index key; the type follows.
+    pub fn type_index_prefix(&self) -> String {
+        format!("{}:type:", self.tag)
+    }
+
+    /// Stream: one entry per event of `event_type`, entry id `<position>-0`, for query
+    /// conditions and query reads.
+    pub fn type_index(&self, event_type: &EventType) -> String {
+        format!("{}:type:{event_type}", self.tag)
+    }
+
+    /// The start of every tag index key; the tag follows.
+    pub fn tag_index_prefix(&self) -> String {
+        format!("{}:tag:", self.tag)
+    }
+
+    /// Stream: one entry per event carrying `tag`, entry id `<position>-0`, field `type`.
+    pub fn tag_index(&self, tag: &Tag) -> String {
+        format!("{}:tag:{tag}", self.tag)
+    }
 }
 
 #[cfg(test)]
@@ -83,6 +104,8 @@ mod tests {
             keys.head(),
             keys.index(),
             keys.heads(),
+            keys.type_index(&EventType::new("T").unwrap()),
+            keys.tag_index(&Tag::new("username:{x}").unwrap()),
         ] {
             assert!(key.starts_with("{concord}:"), "{key}");
         }

@@ -5,7 +5,7 @@
 //! entry id not greater than the stream's last, a stale version can never be written, and
 //! any Redis client can read Concord's data with `XRANGE`.
 //!
-//! Each append is one `FCALL` of the `concord` Redis Function library, loaded (or upgraded)
+//! Each append (single or multi-stream) is one `FCALL` of the `concord` Redis Function library, loaded (or upgraded)
 //! on connect. The function decides the append exactly as
 //! [`concord_core::plan_append`] does — duplicate check, then the expected version, then the
 //! rebase rule (over *every* concurrent event, via a per-stream "last version of each type"
@@ -23,6 +23,13 @@
 //! | `{concord}:types:<stream>` | hash | event type → last version with it (rebase rule) |
 //! | `{concord}:streams` | sorted set | every stream name, score 0 (listing by name) |
 //! | `{concord}:stream-heads` | hash | stream → `"<version> <last position>"` |
+//! | `{concord}:type:<type>` | stream | one entry per event of the type, id `<position>-0` |
+//! | `{concord}:tag:<tag>` | stream | one entry per event with the tag, id `<position>-0` |
+//!
+//! Multi-stream appends and query conditions use the same function: all parts and the
+//! condition are checked (the condition through the type and tag indexes, never a scan),
+//! then everything is written, atomically. Every key carries the one hash tag, so in a
+//! Redis Cluster a whole store — and any append over any of its streams — is one slot.
 //!
 //! ## Durability of an acknowledged append
 //! An append is acknowledged when the function has run; Redis writes its effects to the

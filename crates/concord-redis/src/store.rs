@@ -7,6 +7,7 @@
 //! connection manager reconnects in the background, so the store works again once Redis
 //! is back.
 
+use std::collections::BTreeSet;
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -14,8 +15,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use concord_core::{
     AllPage, AppendOutcome, AppendRequest, Appended, Conflict, Direction, EventId, EventStore,
-    ExpectedVersion, Filter, HeadSignal, Limits, PartialDuplicate, Position, RecordedEvent,
-    StoreError, StreamInfo, StreamName, Version,
+    ExpectedVersion, Filter, HeadSignal, Limits, MultiAppendOutcome, MultiAppendRequest,
+    PartialDuplicate, Position, Query, QueryItem, QueryPage, RecordedEvent, StoreError, StreamInfo,
+    StreamName, Version,
 };
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncConnectionConfig, Client, Value};
@@ -29,10 +31,14 @@ use crate::keys::KeyLayout;
 pub const LIBRARY_SOURCE: &str = include_str!("concord.lua");
 
 /// The version of the library this build loads (the `LIBRARY_VERSION` in its source).
-pub const LIBRARY_VERSION: i64 = 1;
+pub const LIBRARY_VERSION: i64 = 2;
 
-/// The name of the append function in this library version.
-pub const APPEND_FUNCTION: &str = "concord_append_v1";
+/// The name of the append function in this library version (single and multi-stream
+/// appends, with or without a condition).
+pub const APPEND_FUNCTION: &str = "concord_append_v2";
+
+/// Index entries a query read examines per round trip.
+const QUERY_BATCH: usize = 500;
 
 /// How long one `XREAD BLOCK` of the head watcher waits before it looks again.
 const WATCH_BLOCK: Duration = Duration::from_secs(1);
@@ -343,64 +349,102 @@ impl RedisStore {
         Ok(())
     }
 
-    fn append_command(&self, request: &AppendRequest) -> redis::Cmd {
+    fn append_command(&self, request: &MultiAppendRequest) -> redis::Cmd {
         let keys = &self.inner.keys;
-        let s = &request.stream;
+        let mut key_list: Vec<String> = vec![keys.all(), keys.head(), keys.index(), keys.heads()];
+        for part in &request.parts {
+            key_list.push(keys.stream(&part.stream));
+            key_list.push(keys.ids(&part.stream));
+            key_list.push(keys.types(&part.stream));
+        }
+        // Every index key the function reads or writes is declared (Redis Cluster).
+        let mut index_keys = BTreeSet::new();
+        for part in &request.parts {
+            for e in &part.events {
+                index_keys.insert(keys.type_index(&e.event_type));
+                for t in &e.tags {
+                    index_keys.insert(keys.tag_index(t));
+                }
+            }
+        }
+        if let Some(c) = &request.condition {
+            for item in &c.fail_if_events_match.items {
+                for t in &item.types {
+                    index_keys.insert(keys.type_index(t));
+                }
+                for t in &item.tags {
+                    index_keys.insert(keys.tag_index(t));
+                }
+            }
+        }
+        key_list.extend(index_keys);
         let mut cmd = redis::cmd("FCALL");
-        cmd.arg(APPEND_FUNCTION)
-            .arg(7)
-            .arg(keys.stream(s))
-            .arg(keys.ids(s))
-            .arg(keys.types(s))
-            .arg(keys.all())
-            .arg(keys.head())
-            .arg(keys.index())
-            .arg(keys.heads())
-            .arg(s.as_str());
-        let (kind, n) = match request.expected {
-            ExpectedVersion::Exact(v) => ("exact", v.get()),
-            ExpectedVersion::NoStream => ("no_stream", 0),
-            ExpectedVersion::Exists => ("exists", 0),
-            ExpectedVersion::Any => ("any", 0),
-        };
-        cmd.arg(kind).arg(n);
-        match &request.rebase_unless {
-            Some(types) => {
-                cmd.arg(1)
-                    .arg(self.inner.options.limits.concurrent_events_max)
-                    .arg(types.len());
-                for t in types {
-                    cmd.arg(t.as_str());
+        cmd.arg(APPEND_FUNCTION).arg(key_list.len()).arg(key_list);
+        cmd.arg(self.inner.options.limits.concurrent_events_max)
+            .arg(keys.type_index_prefix())
+            .arg(keys.tag_index_prefix());
+        match &request.condition {
+            Some(c) => {
+                let items = &c.fail_if_events_match.items;
+                cmd.arg(1).arg(c.after.get()).arg(items.len());
+                for item in items {
+                    cmd.arg(item.types.len());
+                    for t in &item.types {
+                        cmd.arg(t.as_str());
+                    }
+                    cmd.arg(item.tags.len());
+                    for t in &item.tags {
+                        cmd.arg(t.as_str());
+                    }
                 }
             }
             None => {
-                cmd.arg(0)
-                    .arg(self.inner.options.limits.concurrent_events_max)
-                    .arg(0);
+                cmd.arg(0).arg(0).arg(0);
             }
         }
-        cmd.arg(request.events.len());
-        for e in &request.events {
-            let tags = e
-                .tags
-                .iter()
-                .map(|t| t.as_str())
-                .collect::<Vec<_>>()
-                .join(",");
-            cmd.arg(e.id.to_string())
-                .arg(e.event_type.as_str())
-                .arg(e.data.as_bytes())
-                .arg(e.metadata.as_bytes())
-                .arg(tags);
+        cmd.arg(request.parts.len());
+        for part in &request.parts {
+            let (kind, n) = match part.expected {
+                ExpectedVersion::Exact(v) => ("exact", v.get()),
+                ExpectedVersion::NoStream => ("no_stream", 0),
+                ExpectedVersion::Exists => ("exists", 0),
+                ExpectedVersion::Any => ("any", 0),
+            };
+            cmd.arg(part.stream.as_str()).arg(kind).arg(n);
+            match &part.rebase_unless {
+                Some(types) => {
+                    cmd.arg(1).arg(types.len());
+                    for t in types {
+                        cmd.arg(t.as_str());
+                    }
+                }
+                None => {
+                    cmd.arg(0).arg(0);
+                }
+            }
+            cmd.arg(part.events.len());
+            for e in &part.events {
+                let tags = e
+                    .tags
+                    .iter()
+                    .map(|t| t.as_str())
+                    .collect::<Vec<_>>()
+                    .join(",");
+                cmd.arg(e.id.to_string())
+                    .arg(e.event_type.as_str())
+                    .arg(e.data.as_bytes())
+                    .arg(e.metadata.as_bytes())
+                    .arg(tags);
+            }
         }
         cmd
     }
 
     fn decode_append(
         &self,
-        request: &AppendRequest,
+        request: &MultiAppendRequest,
         reply: &Value,
-    ) -> Result<Result<AppendOutcome, StoreError>, RedisError> {
+    ) -> Result<Result<MultiAppendOutcome, StoreError>, RedisError> {
         const C: &str = "FCALL";
         let items = decode::array(C, reply)?;
         let item = |i: usize| {
@@ -408,31 +452,61 @@ impl RedisStore {
                 .get(i)
                 .ok_or_else(|| RedisError::reply(C, format!("append reply has no item {i}")))
         };
-        let number = |i: usize| item(i).and_then(|v| decode::int(C, v));
-        let stream = &request.stream;
-        let appended = || -> Result<Appended, RedisError> {
-            Ok(Appended {
-                stream: stream.clone(),
-                first_version: Version(number(1)?),
-                last_version: Version(number(2)?),
-                first_position: Position(number(3)?),
-                last_position: Position(number(4)?),
-            })
+        let part_of = |n: u64| {
+            usize::try_from(n)
+                .ok()
+                .and_then(|n| n.checked_sub(1))
+                .and_then(|i| request.parts.get(i))
+                .ok_or_else(|| RedisError::reply(C, format!("append reply names part {n}")))
         };
-        let concurrent =
-            |i: usize| decode::entries(C, item(i)?, |e| decode::stream_entry(C, stream, e));
         Ok(match decode::text(C, item(0)?)? {
-            "appended" => Ok(AppendOutcome::Appended(appended()?)),
-            "duplicate" => Ok(AppendOutcome::Duplicate(appended()?)),
-            "rebased" => Ok(AppendOutcome::Rebased {
-                appended: appended()?,
-                expected_version: Version(number(5)?),
-                concurrent_events: concurrent(6)?,
-            }),
+            "written" | "duplicate" => {
+                let duplicate = decode::text(C, item(0)?)? == "duplicate";
+                let list = decode::array(C, item(if duplicate { 1 } else { 3 })?)?;
+                let mut parts = Vec::with_capacity(list.len());
+                for (part, fields) in request.parts.iter().zip(list) {
+                    let f = decode::array(C, fields)?;
+                    let number = |i: usize| {
+                        f.get(i)
+                            .ok_or_else(|| {
+                                RedisError::reply(C, format!("part reply has no item {i}"))
+                            })
+                            .and_then(|v| decode::int(C, v))
+                    };
+                    let appended = Appended {
+                        stream: part.stream.clone(),
+                        first_version: Version(number(0)?),
+                        last_version: Version(number(1)?),
+                        first_position: Position(number(2)?),
+                        last_position: Position(number(3)?),
+                    };
+                    parts.push(if duplicate {
+                        AppendOutcome::Duplicate(appended)
+                    } else {
+                        match number(4)? {
+                            0 => AppendOutcome::Appended(appended),
+                            _ => AppendOutcome::Rebased {
+                                appended,
+                                expected_version: Version(number(5)?),
+                                concurrent_events: decode::entries(
+                                    C,
+                                    f.get(6).unwrap_or(&Value::Nil),
+                                    |e| decode::stream_entry(C, &part.stream, e),
+                                )?,
+                            },
+                        }
+                    });
+                }
+                if parts.len() != request.parts.len() {
+                    return Err(RedisError::reply(C, "append reply lacks parts"));
+                }
+                Ok(MultiAppendOutcome::from_parts(parts))
+            }
             "partial" => {
+                let part = part_of(decode::int(C, item(1)?)?)?;
                 let existing_ids = items
                     .iter()
-                    .skip(1)
+                    .skip(2)
                     .map(|v| {
                         decode::text(C, v)?
                             .parse::<EventId>()
@@ -440,17 +514,41 @@ impl RedisStore {
                     })
                     .collect::<Result<Vec<_>, _>>()?;
                 Err(StoreError::PartialDuplicate(Box::new(PartialDuplicate {
-                    stream: stream.clone(),
+                    stream: part.stream.clone(),
                     existing_ids,
                 })))
             }
-            "conflict" => Err(StoreError::conflict(Conflict {
-                stream: stream.clone(),
-                expected: request.expected,
-                actual: Version(number(1)?),
-                truncated: number(2)? == 1,
-                concurrent_events: concurrent(3)?,
-            })),
+            "conflicts" => {
+                let mut conflicts = Vec::new();
+                for c in decode::array(C, item(1)?)? {
+                    let f = decode::array(C, c)?;
+                    let get = |i: usize| {
+                        f.get(i).ok_or_else(|| {
+                            RedisError::reply(C, format!("conflict has no item {i}"))
+                        })
+                    };
+                    let part = part_of(decode::int(C, get(0)?)?)?;
+                    conflicts.push(Conflict {
+                        stream: part.stream.clone(),
+                        expected: part.expected,
+                        actual: Version(decode::int(C, get(1)?)?),
+                        truncated: decode::int(C, get(2)?)? == 1,
+                        concurrent_events: decode::entries(C, get(3)?, |e| {
+                            decode::stream_entry(C, &part.stream, e)
+                        })?,
+                    });
+                }
+                Err(StoreError::Conflicts(conflicts))
+            }
+            "condition" => {
+                let matching = decode::entries(C, item(1)?, |e| decode::global_entry(C, e))?;
+                match &request.condition {
+                    Some(c) => Err(c.failed(matching)),
+                    None => {
+                        return Err(RedisError::reply(C, "condition failed without a condition"));
+                    }
+                }
+            }
             other => {
                 return Err(RedisError::reply(
                     C,
@@ -458,6 +556,126 @@ impl RedisStore {
                 ));
             }
         })
+    }
+
+    async fn call_append(
+        &self,
+        request: &MultiAppendRequest,
+    ) -> Result<MultiAppendOutcome, StoreError> {
+        let cmd = self.append_command(request);
+        let reply: Value = match self.query("FCALL", &cmd).await {
+            Err(e) if function_missing(&e) => {
+                self.load_library().await?;
+                self.query("FCALL", &cmd).await?
+            }
+            other => other?,
+        };
+        let outcome = self.decode_append(request, &reply)??;
+        if !outcome.duplicate {
+            self.inner.signal.advance(outcome.last_position);
+        }
+        Ok(outcome)
+    }
+
+    /// Positions (ascending, at most `want`) after `after` matching one query item, read
+    /// from the type and tag indexes.
+    async fn item_positions(
+        &self,
+        item: &QueryItem,
+        after: Position,
+        head: Position,
+        want: usize,
+    ) -> Result<Vec<u64>, RedisError> {
+        let keys = &self.inner.keys;
+        let from = format!("{}-0", after.get() + 1);
+        let to = format!("{}-0", head.get());
+        let mut out = Vec::new();
+        if item.tags.is_empty() {
+            let mut pipe = redis::pipe();
+            for t in &item.types {
+                pipe.cmd("XRANGE")
+                    .arg(keys.type_index(t))
+                    .arg(&from)
+                    .arg(&to)
+                    .arg("COUNT")
+                    .arg(want);
+            }
+            let replies: Vec<Value> = self.query_pipe("XRANGE", &pipe).await?;
+            for r in &replies {
+                for e in decode::array("XRANGE", r)? {
+                    out.push(index_position(e)?);
+                }
+            }
+            return Ok(out);
+        }
+        // All of the tags: candidates from the first tag's index, checked against the
+        // others (and the types) in batches.
+        let mut cursor = from;
+        loop {
+            let reply: Value = self
+                .query(
+                    "XRANGE",
+                    redis::cmd("XRANGE")
+                        .arg(keys.tag_index(item.tags.first().ok_or_else(|| {
+                            RedisError::reply("XRANGE", "query item without tags")
+                        })?))
+                        .arg(&cursor)
+                        .arg(&to)
+                        .arg("COUNT")
+                        .arg(QUERY_BATCH),
+                )
+                .await?;
+            let entries = decode::array("XRANGE", &reply)?;
+            let mut candidates = Vec::new();
+            for e in entries {
+                let position = index_position(e)?;
+                let type_ok = item.types.is_empty() || {
+                    let fields = decode::array(
+                        "XRANGE",
+                        decode::array("XRANGE", e)?.get(1).unwrap_or(&Value::Nil),
+                    )?;
+                    let t = fields
+                        .get(1)
+                        .map(|v| decode::text("XRANGE", v))
+                        .transpose()?;
+                    t.is_some_and(|t| item.types.iter().any(|x| x.as_str() == t))
+                };
+                if type_ok {
+                    candidates.push(position);
+                }
+            }
+            let others = item.tags.get(1..).unwrap_or_default();
+            if !candidates.is_empty() && !others.is_empty() {
+                let mut pipe = redis::pipe();
+                for p in &candidates {
+                    for t in others {
+                        pipe.cmd("XRANGE")
+                            .arg(keys.tag_index(t))
+                            .arg(format!("{p}-0"))
+                            .arg(format!("{p}-0"));
+                    }
+                }
+                let replies: Vec<Value> = self.query_pipe("XRANGE", &pipe).await?;
+                let mut keep = Vec::new();
+                for (p, chunk) in candidates.iter().zip(replies.chunks(others.len())) {
+                    let mut all = true;
+                    for r in chunk {
+                        all &= !decode::array("XRANGE", r)?.is_empty();
+                    }
+                    if all {
+                        keep.push(*p);
+                    }
+                }
+                candidates = keep;
+            }
+            out.extend(candidates);
+            if out.len() >= want || entries.len() < QUERY_BATCH {
+                out.truncate(want);
+                return Ok(out);
+            }
+            let last = entries.last().map(index_position).transpose()?.unwrap_or(0);
+            cursor = format!("{}-0", last + 1);
+        }
     }
 
     /// Starts the head watcher unless it runs already.
@@ -541,6 +759,24 @@ fn function_missing(e: &RedisError) -> bool {
         if source.detail().is_some_and(|d| d.contains("Function not found")))
 }
 
+/// The position of an index entry (entry id `<position>-0`).
+fn index_position(entry: &Value) -> Result<u64, RedisError> {
+    let parts = decode::array("XRANGE", entry)?;
+    let id = decode::text(
+        "XRANGE",
+        parts
+            .first()
+            .ok_or_else(|| RedisError::reply("XRANGE", "index entry without id"))?,
+    )?;
+    match id.split_once('-') {
+        Some((n, _)) => decode::parse_u64("XRANGE", n.as_bytes()),
+        None => Err(RedisError::reply(
+            "XRANGE",
+            format!("index entry id {id:?}"),
+        )),
+    }
+}
+
 fn parse_heads(command: &'static str, v: &[u8]) -> Result<(Version, Position), RedisError> {
     let s = std::str::from_utf8(v).map_err(|e| RedisError::reply(command, e.to_string()))?;
     let (version, position) = s.split_once(' ').ok_or_else(|| {
@@ -563,19 +799,85 @@ impl EventStore for RedisStore {
 
     async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, StoreError> {
         self.inner.options.limits.check_append(&request)?;
-        let cmd = self.append_command(&request);
-        let reply: Value = match self.query("FCALL", &cmd).await {
-            Err(e) if function_missing(&e) => {
-                self.load_library().await?;
-                self.query("FCALL", &cmd).await?
+        // A single append is a one-part call of the same function.
+        let request = MultiAppendRequest::from(request);
+        match self.call_append(&request).await {
+            Ok(outcome) => outcome
+                .parts
+                .into_iter()
+                .next()
+                .ok_or_else(|| RedisError::reply("FCALL", "append reply has no part").into()),
+            Err(StoreError::Conflicts(c)) if c.len() == 1 => {
+                Err(StoreError::conflict(c.into_iter().next().ok_or_else(
+                    || StoreError::from(RedisError::reply("FCALL", "no conflict")),
+                )?))
             }
-            other => other?,
-        };
-        let outcome = self.decode_append(&request, &reply)??;
-        if !outcome.is_duplicate() {
-            self.inner.signal.advance(outcome.appended().last_position);
+            Err(e) => Err(e),
         }
-        Ok(outcome)
+    }
+
+    async fn append_multi(
+        &self,
+        request: MultiAppendRequest,
+    ) -> Result<MultiAppendOutcome, StoreError> {
+        self.inner.options.limits.check_multi_append(&request)?;
+        self.call_append(&request).await
+    }
+
+    async fn query(
+        &self,
+        query: &Query,
+        after: Position,
+        limit: usize,
+    ) -> Result<QueryPage, StoreError> {
+        query.validate()?;
+        let limit = limit.clamp(1, self.inner.options.limits.read_limit_max.max(1));
+        let head = self.head().await?;
+        if query.items.is_empty() {
+            let page = self.read_all(after.next(), &Filter::all(), limit).await?;
+            let events: Vec<RecordedEvent> = page
+                .events
+                .into_iter()
+                .filter(|e| e.position <= head)
+                .collect();
+            let next = match events.last() {
+                Some(l) if events.len() == limit && l.position < head => Some(l.position),
+                _ => None,
+            };
+            return Ok(QueryPage { events, head, next });
+        }
+        // One more than asked, to know whether a next page exists.
+        let want = limit + 1;
+        let mut positions = BTreeSet::new();
+        for item in &query.items {
+            positions.extend(self.item_positions(item, after, head, want).await?);
+        }
+        let positions: Vec<u64> = positions.into_iter().take(want).collect();
+        let more = positions.len() > limit;
+        let mut pipe = redis::pipe();
+        for p in positions.iter().take(limit) {
+            pipe.cmd("XRANGE")
+                .arg(self.inner.keys.all())
+                .arg(format!("{p}-0"))
+                .arg(format!("{p}-0"));
+        }
+        let replies: Vec<Value> = if positions.is_empty() {
+            Vec::new()
+        } else {
+            self.query_pipe("XRANGE", &pipe).await?
+        };
+        let mut events = Vec::with_capacity(replies.len());
+        for r in &replies {
+            events.extend(decode::entries("XRANGE", r, |e| {
+                decode::global_entry("XRANGE", e)
+            })?);
+        }
+        let next = if more {
+            events.last().map(|e| e.position)
+        } else {
+            None
+        };
+        Ok(QueryPage { events, head, next })
     }
 
     async fn read_stream(

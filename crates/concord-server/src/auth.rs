@@ -224,13 +224,15 @@ impl<S: Send + Sync> FromRequestParts<S> for Access {
     }
 }
 
-/// Resolves the bearer token (except for `/health`) and stores the [`Access`].
+/// Resolves the bearer token (except for `/health` and the UI shell) and stores the
+/// [`Access`].
 pub(crate) async fn middleware(
     State(app): State<AppState>,
     mut request: Request,
     next: Next,
 ) -> Response {
-    if request.uri().path() == "/health" {
+    // The UI shell holds no data, and a browser cannot send a token with a page load.
+    if request.uri().path() == "/health" || crate::ui::is_public(request.uri().path()) {
         return next.run(request).await;
     }
     let access = match &app.tokens {

@@ -5,9 +5,11 @@
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use concord_core::Limits;
+use concord_projection::ProjectionHost;
 
 use crate::auth::Tokens;
 use crate::error::ServerError;
@@ -38,6 +40,10 @@ pub struct ServerConfig {
     pub keep_alive: Duration,
     /// How long `GET /head?after=p` waits for the head to pass `p` (default 10 s).
     pub head_long_poll: Duration,
+    /// The read side served under `/projections` (default none: `GET /projections` lists
+    /// nothing and every projection is unknown). The caller starts and shuts down the
+    /// host; the server only reads it and starts rebuilds.
+    pub projections: Option<Arc<ProjectionHost>>,
 }
 
 impl Default for ServerConfig {
@@ -49,6 +55,7 @@ impl Default for ServerConfig {
             insecure_open: false,
             keep_alive: Duration::from_secs(15),
             head_long_poll: Duration::from_secs(10),
+            projections: None,
         }
     }
 }

@@ -6,11 +6,12 @@
 
 use std::net::SocketAddr;
 
-use axum::http::header::{CONTENT_TYPE, WWW_AUTHENTICATE};
+use axum::http::header::{CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use concord_api::{ConflictPart, PROBLEM_CONTENT_TYPE, Problem, ProblemType};
-use concord_core::{Conflict, StoreError, StreamName, Version};
+use concord_api::{ConflictPart, PROBLEM_CONTENT_TYPE, Problem, ProblemType, ProjectionFailure};
+use concord_core::{Conflict, Position, StoreError, StreamName, Version};
+use concord_projection::ProjectionError;
 
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -84,6 +85,10 @@ pub enum ApiError {
     /// A bug or a failed task inside the server. 500, logged.
     #[error("{0}")]
     Internal(String),
+    /// What the read side said; mapped per variant below (404 unknown projection or row,
+    /// 503 projection behind).
+    #[error(transparent)]
+    Projection(#[from] ProjectionError),
 }
 
 impl ApiError {
@@ -123,6 +128,7 @@ fn store_problem(e: StoreError) -> Problem {
                         expected_version: c.expected,
                         actual_version: c.actual,
                         concurrent_events: c.concurrent_events,
+                        truncated: c.truncated,
                     })
                     .collect(),
             );
@@ -166,6 +172,64 @@ fn store_problem(e: StoreError) -> Problem {
         }
         e => {
             tracing::error!(error = %e, source = ?std::error::Error::source(&e), "store failure");
+            Problem::new(
+                ProblemType::Internal,
+                500,
+                "internal error; the server log has the details",
+            )
+        }
+    }
+}
+
+fn projection_problem(e: ProjectionError) -> Problem {
+    let detail = e.to_string();
+    match e {
+        ProjectionError::UnknownProjection { name, .. } => {
+            let mut p = Problem::new(ProblemType::ProjectionNotFound, 404, detail);
+            p.projection = Some(name);
+            p
+        }
+        ProjectionError::RowNotFound {
+            projection,
+            key,
+            checkpoint,
+        } => {
+            let mut p = Problem::new(ProblemType::RowNotFound, 404, detail);
+            p.projection = Some(projection);
+            p.key = Some(key);
+            p.checkpoint = Some(checkpoint);
+            p
+        }
+        ProjectionError::ProjectionBehind {
+            projection,
+            checkpoint,
+            wanted,
+        } => {
+            let mut p = Problem::new(ProblemType::ProjectionBehind, 503, detail);
+            p.projection = Some(projection);
+            p.checkpoint = Some(checkpoint);
+            p.min_position = Some(wanted);
+            p
+        }
+        ProjectionError::Failed {
+            projection,
+            failure,
+        } => {
+            let mut p = Problem::new(ProblemType::ProjectionBehind, 503, detail);
+            p.projection = Some(projection);
+            p.checkpoint = Some(Position(failure.position.get().saturating_sub(1)));
+            p.failure = Some(ProjectionFailure {
+                position: failure.position,
+                stream: failure.stream,
+                version: failure.version,
+                event_type: failure.event_type,
+                error: failure.error,
+            });
+            p
+        }
+        ProjectionError::Store(e) => store_problem(e),
+        e => {
+            tracing::error!(error = %e, source = ?std::error::Error::source(&e), "projection failure");
             Problem::new(
                 ProblemType::Internal,
                 500,
@@ -221,6 +285,7 @@ impl ApiError {
             }
             ApiError::Unauthorized(detail) => Problem::new(ProblemType::Unauthorized, 401, detail),
             ApiError::Forbidden(detail) => Problem::new(ProblemType::Forbidden, 403, detail),
+            ApiError::Projection(e) => projection_problem(e),
             ApiError::Internal(detail) => {
                 tracing::error!(error = %detail, "internal error");
                 Problem::new(
@@ -245,6 +310,10 @@ impl IntoResponse for ApiError {
         let mut response = (status, body).into_response();
         let headers = response.headers_mut();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static(PROBLEM_CONTENT_TYPE));
+        if problem.problem_type == ProblemType::ProjectionBehind.urn() {
+            // The projection is expected to catch up: retrying soon is the point.
+            headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
+        }
         if status == StatusCode::UNAUTHORIZED {
             headers.insert(
                 WWW_AUTHENTICATE,

@@ -7,8 +7,9 @@
 //! - [`shutdown_signal`]: that future for SIGTERM and Ctrl-C.
 //!
 //! It is not: a backend (it receives a store and never names one), nor the CLI (the
-//! `concord` binary parses flags and picks the backend). `POST /append` and `POST /query`
-//! come with multi-stream appends, in a later issue; the web UI at `/` is its own issue.
+//! `concord` binary parses flags and picks the backend). The web UI at `/` lives in `ui`.
+//! The read side (`/projections`) is served when [`ServerConfig::projections`] holds a
+//! `concord_projection::ProjectionHost`; the caller starts and shuts it down.
 //!
 //! **Architecture invariant:** the mapping from errors to status codes and problem types
 //! lives only in [`ApiError`]'s `IntoResponse`.
@@ -25,12 +26,15 @@
 
 mod auth;
 mod config;
+mod cross;
 mod error;
 mod extract;
 mod metrics;
 mod openapi;
+mod projections;
 mod routes;
 mod sse;
+mod ui;
 
 use std::future::Future;
 use std::sync::Arc;

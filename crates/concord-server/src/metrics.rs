@@ -7,6 +7,8 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use concord_projection::{ProjectionStatus, State};
+
 /// Upper bounds of the append latency histogram, in seconds.
 const LATENCY_BUCKETS: [f64; 12] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
@@ -149,6 +151,56 @@ impl Metrics {
         let _ = writeln!(out, "{name}_count{{store=\"{backend}\"}} {count}");
         out
     }
+}
+
+/// The read side's series: per projection its checkpoint, lag, state and events applied.
+/// Gauges, because a rebuild moves the checkpoint back.
+pub(crate) fn render_projections(statuses: &[ProjectionStatus]) -> String {
+    let mut out = String::new();
+    let mut gauge = |name: &str, help: &str, value: &dyn Fn(&ProjectionStatus) -> u64| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+        for s in statuses {
+            let _ = writeln!(out, "{name}{{projection=\"{}\"}} {}", s.name, value(s));
+        }
+    };
+    gauge(
+        "concord_projection_checkpoint",
+        "The last position the projection durably processed.",
+        &|s| s.checkpoint.get(),
+    );
+    gauge(
+        "concord_projection_head",
+        "The store's head when the projection's status was taken.",
+        &|s| s.head.get(),
+    );
+    gauge(
+        "concord_projection_lag",
+        "Positions between the store's head and the projection's checkpoint.",
+        &|s| s.lag,
+    );
+    gauge(
+        "concord_projection_failed",
+        "1 when the projection stopped on an event its handler refused.",
+        &|s| u64::from(s.status == State::Failed),
+    );
+    gauge(
+        "concord_projection_running",
+        "1 when the projection is running here (catching up or live).",
+        &|s| u64::from(matches!(s.status, State::CatchingUp | State::Running)),
+    );
+    let name = "concord_projection_events_applied_total";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Events the projection applied since this server started it.\n# TYPE {name} counter"
+    );
+    for s in statuses {
+        let _ = writeln!(
+            out,
+            "{name}{{projection=\"{}\"}} {}",
+            s.name, s.events_applied
+        );
+    }
+    out
 }
 
 /// Keeps a subscription counted as active.

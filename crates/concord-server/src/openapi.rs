@@ -26,8 +26,14 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/streams/{stream}"),
     ("get", "/streams/{stream}/{version}"),
     ("get", "/all"),
+    ("post", "/append"),
+    ("post", "/query"),
     ("get", "/subscribe/all"),
     ("get", "/subscribe/streams/{stream}"),
+    ("get", "/projections"),
+    ("get", "/projections/{name}"),
+    ("get", "/projections/{name}/{key}"),
+    ("post", "/projections/{name}/rebuild"),
 ];
 
 /// An event as returned.
@@ -184,6 +190,101 @@ pub(crate) struct ConflictPartDoc {
     expected_version: ExpectedVersionDoc,
     actual_version: u64,
     concurrent_events: Vec<EventDoc>,
+    /// Whether more concurrent events exist than are listed.
+    truncated: bool,
+}
+
+/// One item of a query: any of `types` and all of `tags` (at least one of the two).
+#[derive(Serialize, ToSchema)]
+#[schema(as = QueryItem)]
+pub(crate) struct QueryItemDoc {
+    types: Option<Vec<String>>,
+    /// No empty tag, no comma.
+    tags: Option<Vec<String>>,
+}
+
+/// A query: items combined with OR; `{"items": []}` matches every event. At most 100 items.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Query)]
+pub(crate) struct QueryDoc {
+    items: Vec<QueryItemDoc>,
+}
+
+/// Fail the append when an event matching the query has a position greater than `after`.
+#[derive(Serialize, ToSchema)]
+#[schema(as = AppendCondition)]
+pub(crate) struct AppendConditionDoc {
+    fail_if_events_match: QueryDoc,
+    /// The `head` of the query read the decision was based on (default 0).
+    after: Option<u64>,
+}
+
+/// One part of a multi-stream append: the body of a single append plus its stream.
+#[derive(Serialize, ToSchema)]
+#[schema(as = AppendPart)]
+pub(crate) struct AppendPartDoc {
+    stream: String,
+    /// Default `any`.
+    expected_version: Option<ExpectedVersionDoc>,
+    /// Allow a server-side rebase of this part unless a concurrent event has one of these types.
+    rebase_unless: Option<Vec<String>>,
+    /// 1 to 1000 events (configurable).
+    events: Vec<NewEventDoc>,
+}
+
+/// The body of `POST /append`.
+#[derive(Serialize, ToSchema)]
+#[schema(as = MultiAppendBody)]
+pub(crate) struct MultiAppendBodyDoc {
+    /// 1 to 100 parts, each stream at most once.
+    parts: Vec<AppendPartDoc>,
+    condition: Option<AppendConditionDoc>,
+}
+
+/// Where one part landed.
+#[derive(Serialize, ToSchema)]
+#[schema(as = PartResult)]
+pub(crate) struct PartResultDoc {
+    stream: String,
+    first_version: u64,
+    last_version: u64,
+    first_position: u64,
+    last_position: u64,
+    /// `null` unless this part was rebased server-side.
+    rebased: Option<RebasedDoc>,
+}
+
+/// Where a multi-stream append's events are.
+#[derive(Serialize, ToSchema)]
+#[schema(as = MultiAppendResult)]
+pub(crate) struct MultiAppendResultDoc {
+    parts: Vec<PartResultDoc>,
+    first_position: u64,
+    last_position: u64,
+    /// `true` (status 200) when every id of every part was already there.
+    duplicate: bool,
+}
+
+/// The body of `POST /query`.
+#[derive(Serialize, ToSchema)]
+#[schema(as = QueryBody)]
+pub(crate) struct QueryBodyDoc {
+    query: QueryDoc,
+    /// Only events after this position (default 0).
+    after: Option<u64>,
+    /// 1 to 1000, default 100.
+    limit: Option<usize>,
+}
+
+/// The answer to a query read.
+#[derive(Serialize, ToSchema)]
+#[schema(as = QueryResult)]
+pub(crate) struct QueryResultDoc {
+    events: Vec<EventDoc>,
+    /// The store's last position: the `after` for a condition on this read.
+    head: u64,
+    /// The `after` of the next page, or null when the page reached `head`.
+    next: Option<u64>,
 }
 
 /// RFC 9457 problem details; the members after `detail` appear with the types that use
@@ -211,7 +312,68 @@ pub(crate) struct ProblemDoc {
     size: Option<u64>,
     max: Option<u64>,
     unit: Option<String>,
+    projection: Option<String>,
+    key: Option<String>,
+    checkpoint: Option<u64>,
+    min_position: Option<u64>,
+    failure: Option<ProjectionFailureDoc>,
 }
+
+/// The event a failed projection stopped at; its checkpoint is just before `position`.
+#[derive(Serialize, ToSchema)]
+#[schema(as = ProjectionFailure)]
+pub(crate) struct ProjectionFailureDoc {
+    position: u64,
+    stream: String,
+    version: u64,
+    event_type: String,
+    /// What the handler said.
+    error: String,
+}
+
+/// A projection's status.
+#[derive(Serialize, ToSchema)]
+#[schema(as = ProjectionInfo)]
+pub(crate) struct ProjectionInfoDoc {
+    name: String,
+    /// `stopped`, `catching-up`, `running` or `failed`.
+    status: String,
+    /// The last position it durably processed.
+    checkpoint: u64,
+    /// The store's head when the status was taken.
+    head: u64,
+    /// `head - checkpoint`, in positions.
+    lag: u64,
+    /// Events applied since this server started it.
+    events_applied: u64,
+    /// Present when `status` is `failed`.
+    failure: Option<ProjectionFailureDoc>,
+    /// The store or database error it is retrying after, if any.
+    last_error: Option<String>,
+}
+
+/// Every hosted projection.
+#[derive(Serialize, ToSchema)]
+#[schema(as = ProjectionList)]
+pub(crate) struct ProjectionListDoc {
+    projections: Vec<ProjectionInfoDoc>,
+}
+
+/// One read-model row.
+#[derive(Serialize, ToSchema)]
+#[schema(as = ProjectionRow)]
+pub(crate) struct ProjectionRowDoc {
+    projection: String,
+    /// The stream name the row is about.
+    key: String,
+    /// The row reflects every event up to this position.
+    checkpoint: u64,
+    /// The row, as the projection shapes it (e.g. `balances`: `owner`, `balance`, `status`).
+    row: Object,
+}
+
+/// Any JSON object (utoipa's `Object` stand-in).
+type Object = BTreeMap<String, serde_json::Value>;
 
 const PROBLEM: &str = "application/problem+json";
 
@@ -232,6 +394,30 @@ const PROBLEM: &str = "application/problem+json";
         (status = 413, description = "Too large", body = ProblemDoc, content_type = PROBLEM),
         (status = 503, description = "Store unavailable", body = ProblemDoc, content_type = PROBLEM)))]
 fn append() {}
+
+/// Append to several streams atomically, optionally under a query condition.
+#[utoipa::path(post, path = "/append", tag = "streams",
+    request_body = MultiAppendBodyDoc,
+    responses(
+        (status = 201, description = "Every part appended, with consecutive positions", body = MultiAppendResultDoc),
+        (status = 200, description = "Duplicate: every id of every part was already there; nothing written", body = MultiAppendResultDoc),
+        (status = 400, description = "Invalid request (bad query, a stream twice, no parts...)", body = ProblemDoc, content_type = PROBLEM),
+        (status = 401, description = "Unauthorized", body = ProblemDoc, content_type = PROBLEM),
+        (status = 403, description = "Forbidden", body = ProblemDoc, content_type = PROBLEM),
+        (status = 409, description = "version-conflict with `parts` (every stale part), condition-failed with `after` and `matching_events`, or partial-duplicate", body = ProblemDoc, content_type = PROBLEM),
+        (status = 413, description = "Too large", body = ProblemDoc, content_type = PROBLEM),
+        (status = 503, description = "Store unavailable", body = ProblemDoc, content_type = PROBLEM)))]
+fn append_multi() {}
+
+/// Read the events matching a query, and the head to use as a condition's `after`.
+#[utoipa::path(post, path = "/query", tag = "all",
+    request_body = QueryBodyDoc,
+    responses(
+        (status = 200, description = "The matching events", body = QueryResultDoc),
+        (status = 400, description = "Invalid query", body = ProblemDoc, content_type = PROBLEM),
+        (status = 401, description = "Unauthorized", body = ProblemDoc, content_type = PROBLEM),
+        (status = 403, description = "Forbidden: needs read on *", body = ProblemDoc, content_type = PROBLEM)))]
+fn query() {}
 
 /// Read a stream.
 #[utoipa::path(get, path = "/streams/{stream}", tag = "streams",
@@ -311,10 +497,46 @@ fn metrics() {}
     responses((status = 200, description = "OpenAPI 3.1", body = Object)))]
 fn openapi_json() {}
 
-/// A placeholder page until the web UI (its own issue) exists.
-#[utoipa::path(get, path = "/", tag = "operations",
+/// The web UI (HTML; its assets are under `/ui/`). Needs no token: the page asks for one.
+#[utoipa::path(get, path = "/", tag = "operations", security(()),
     responses((status = 200, description = "HTML", body = String, content_type = "text/html")))]
 fn root() {}
+
+/// Every projection's status: checkpoint, head, lag.
+#[utoipa::path(get, path = "/projections", tag = "projections",
+    responses((status = 200, description = "Every hosted projection (none when the server runs no read side)", body = ProjectionListDoc),
+              (status = 403, description = "Forbidden: needs some read grant", body = ProblemDoc, content_type = PROBLEM)))]
+fn list_projections() {}
+
+/// One projection's status.
+#[utoipa::path(get, path = "/projections/{name}", tag = "projections",
+    params(("name" = String, Path, description = "balances, auctions or documents")),
+    responses((status = 200, description = "The status; `failure` names the event it stopped at", body = ProjectionInfoDoc),
+              (status = 404, description = "No such projection (projection-not-found)", body = ProblemDoc, content_type = PROBLEM)))]
+fn projection_status() {}
+
+/// One read-model row; with `min_position`, answered only once the projection has
+/// processed that position (read-your-writes).
+#[utoipa::path(get, path = "/projections/{name}/{key}", tag = "projections",
+    params(("name" = String, Path, description = "balances, auctions or documents"),
+           ("key" = String, Path, description = "A stream name, e.g. account-42, percent-encoded"),
+           ("min_position" = Option<u64>, Query, description = "Wait until the projection has processed this position (an append's last_position)"),
+           ("wait_ms" = Option<u64>, Query, description = "How long to wait for min_position: default 5000, at most 60000")),
+    responses((status = 200, description = "The row, with the checkpoint it was read at", body = ProjectionRowDoc),
+              (status = 400, description = "Invalid parameter", body = ProblemDoc, content_type = PROBLEM),
+              (status = 403, description = "Forbidden: needs read on the key", body = ProblemDoc, content_type = PROBLEM),
+              (status = 404, description = "No such projection (projection-not-found) or row (row-not-found)", body = ProblemDoc, content_type = PROBLEM),
+              (status = 503, description = "projection-behind: min_position not processed within wait_ms, or the projection failed before it (Retry-After: 1)", body = ProblemDoc, content_type = PROBLEM)))]
+fn projection_row() {}
+
+/// Rebuild: empty the read model and its checkpoint and replay from position 1, in the
+/// background; follow the status until `lag` is back near 0.
+#[utoipa::path(post, path = "/projections/{name}/rebuild", tag = "projections",
+    params(("name" = String, Path)),
+    responses((status = 202, description = "Rebuild started; the status as it is now", body = ProjectionInfoDoc),
+              (status = 403, description = "Forbidden: needs write on *", body = ProblemDoc, content_type = PROBLEM),
+              (status = 404, description = "No such projection", body = ProblemDoc, content_type = PROBLEM)))]
+fn rebuild_projection() {}
 
 struct BearerAuth;
 
@@ -333,11 +555,15 @@ impl Modify for BearerAuth {
 #[openapi(
     info(title = "Concord HTTP API", version = "1",
          description = "Event store with conflicts that tell what happened. Contract: shared/API.md; details: docs/http-api.md."),
-    paths(append, read_stream, read_event, list_streams, read_all, head, subscribe_all, subscribe_stream,
-          health, metrics, openapi_json, root),
+    paths(append, append_multi, query, read_stream, read_event, list_streams, read_all, head, subscribe_all, subscribe_stream,
+          health, metrics, openapi_json, root, list_projections, projection_status, projection_row,
+          rebuild_projection),
     components(schemas(EventDoc, NewEventDoc, ExpectedVersionDoc, ExpectedVersionName, AppendBodyDoc, RebasedDoc,
                         AppendResultDoc, StreamPageDoc, AllEventsDoc, StreamInfoDoc, StreamListDoc, HeadDoc,
-                        HealthDoc, ConflictPartDoc, ProblemDoc)),
+                        HealthDoc, ConflictPartDoc, ProblemDoc, QueryItemDoc, QueryDoc,
+                        AppendConditionDoc, AppendPartDoc, MultiAppendBodyDoc, PartResultDoc,
+                        MultiAppendResultDoc, QueryBodyDoc, QueryResultDoc, ProjectionFailureDoc,
+                        ProjectionInfoDoc, ProjectionListDoc, ProjectionRowDoc)),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
 )]
@@ -360,7 +586,8 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
     use super::*;
     use concord_api::{
-        AllEvents, AppendResult, HeadBody, Health, Problem, ProblemType, Rebased, StreamList,
+        AllEvents, AppendResult, ConflictPart, HeadBody, Health, MultiAppendBody,
+        MultiAppendResult, Problem, ProblemType, QueryBody, QueryResult, Rebased, StreamList,
         StreamPage,
     };
     use concord_core::{Position, StreamInfo, Version, doc};
@@ -483,6 +710,105 @@ mod tests {
         p.size = Some(1);
         p.max = Some(1);
         p.unit = Some("bytes".into());
+        p.projection = Some("balances".into());
+        p.key = Some("account-1".into());
+        p.checkpoint = Some(Position(1));
+        p.min_position = Some(Position(2));
+        p.failure = Some(projection_failure());
         assert_described("Problem", &p);
+        assert_described(
+            "ConflictPart",
+            ConflictPart {
+                stream: doc::stream("a"),
+                expected_version: concord_core::ExpectedVersion::Any,
+                actual_version: Version(1),
+                concurrent_events: vec![],
+                truncated: false,
+            },
+        );
+        let body: MultiAppendBody = serde_json::from_value(serde_json::json!({
+            "parts": [{"stream": "a", "expected_version": 1, "rebase_unless": [],
+                       "events": [{"type": "T", "data": {}}]}],
+            "condition": {"fail_if_events_match": {"items": [{"types": ["T"], "tags": ["t"]}]}, "after": 1}}))
+        .unwrap();
+        assert_described("MultiAppendBody", &body);
+        assert_described("AppendPart", &body.parts[0]);
+        assert_described("AppendCondition", body.condition.as_ref().unwrap());
+        assert_described(
+            "QueryItem",
+            &body.condition.as_ref().unwrap().fail_if_events_match.items[0],
+        );
+        let result = MultiAppendResult {
+            parts: vec![concord_api::PartResult {
+                stream: doc::stream("a"),
+                first_version: Version(1),
+                last_version: Version(1),
+                first_position: Position(1),
+                last_position: Position(1),
+                rebased: None,
+            }],
+            first_position: Position(1),
+            last_position: Position(1),
+            duplicate: false,
+        };
+        assert_described("MultiAppendResult", &result);
+        assert_described("PartResult", &result.parts[0]);
+        assert_described(
+            "QueryBody",
+            QueryBody {
+                query: concord_core::Query::everything(),
+                after: Position(0),
+                limit: Some(1),
+            },
+        );
+        assert_described(
+            "QueryResult",
+            QueryResult {
+                events: vec![],
+                head: Position(0),
+                next: None,
+            },
+        );
+    }
+
+    fn projection_failure() -> concord_api::ProjectionFailure {
+        concord_api::ProjectionFailure {
+            position: Position(7),
+            stream: "account-1".into(),
+            version: 2,
+            event_type: "Deposited".into(),
+            error: "no amount".into(),
+        }
+    }
+
+    #[test]
+    fn projection_schemas_describe_every_member_the_api_types_send() {
+        let info = concord_api::ProjectionInfo {
+            name: "balances".into(),
+            status: "failed".into(),
+            checkpoint: Position(6),
+            head: Position(9),
+            lag: 3,
+            events_applied: 6,
+            failure: Some(projection_failure()),
+            last_error: Some("disk full".into()),
+        };
+        assert_described("ProjectionInfo", &info);
+        assert_described("ProjectionFailure", projection_failure());
+        assert_described(
+            "ProjectionList",
+            concord_api::ProjectionList {
+                projections: vec![info],
+            },
+        );
+        assert_described(
+            "ProjectionRow",
+            concord_api::ProjectionRow {
+                projection: "balances".into(),
+                key: "account-1".into(),
+                checkpoint: Position(6),
+                row: serde_json::json!({"balance": 1}),
+            },
+        );
     }
 }

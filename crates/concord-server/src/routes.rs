@@ -1,4 +1,4 @@
-//! The endpoints of API.md (except `POST /append` and `POST /query`, a later issue), and
+//! The endpoints of API.md (`POST /append` and `POST /query` are in `cross`), and
 //! the router that ties them to auth, limits and tracing.
 //!
 //! Handlers validate input into core types, check the caller's grants, call the store
@@ -10,7 +10,7 @@ use std::time::Instant;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::header::{CONTENT_TYPE, ETAG, IF_MATCH};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use concord_api::{
@@ -28,7 +28,7 @@ use crate::config::ServerConfig;
 use crate::error::ApiError;
 use crate::extract::{JsonBody, Params, PathParams};
 use crate::metrics::{AppendResultKind, Metrics};
-use crate::{openapi, sse};
+use crate::{cross, openapi, projections, sse, ui};
 
 /// What every handler shares.
 #[derive(Clone, Debug)]
@@ -73,7 +73,8 @@ pub(crate) fn build(
         _shutdown_sender: shutdown_sender,
     };
     Router::new()
-        .route("/", get(root))
+        .merge(ui::routes())
+        .merge(projections::routes())
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi_json))
@@ -82,6 +83,8 @@ pub(crate) fn build(
         .route("/streams/{stream}", post(append).get(read_stream))
         .route("/streams/{stream}/{version}", get(read_event))
         .route("/all", get(read_all))
+        .route("/append", post(cross::append_multi))
+        .route("/query", post(cross::query))
         .route("/subscribe/all", get(sse::subscribe_all))
         .route("/subscribe/streams/{stream}", get(sse::subscribe_stream))
         .fallback(not_found)
@@ -427,7 +430,13 @@ async fn health(State(app): State<AppState>) -> Response {
 }
 
 async fn metrics(State(app): State<AppState>) -> Response {
-    let text = app.metrics.render(app.store.backend());
+    let mut text = app.metrics.render(app.store.backend());
+    if let Some(host) = &app.config.projections {
+        match host.list().await {
+            Ok(statuses) => text.push_str(&crate::metrics::render_projections(&statuses)),
+            Err(e) => tracing::error!(error = %e, "metrics: projection statuses unavailable"),
+        }
+    }
     (
         [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
         text,
@@ -442,26 +451,6 @@ async fn openapi_json() -> Response {
     )
         .into_response()
 }
-
-async fn root() -> Html<&'static str> {
-    Html(ROOT_PAGE)
-}
-
-const ROOT_PAGE: &str = r#"<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Concord</title></head>
-<body>
-<h1>Concord</h1>
-<p>This server speaks the Concord HTTP API. The web UI is not built yet: it is tracked as
-its own issue ("web UI"), and this page is only a placeholder until then.</p>
-<ul>
-<li><a href="/openapi.json">/openapi.json</a>: the OpenAPI 3.1 description of the API</li>
-<li><a href="/health">/health</a>: whether the store is reachable</li>
-<li><a href="/metrics">/metrics</a>: Prometheus metrics</li>
-<li><a href="/all">/all</a>: the global log (JSON)</li>
-<li><a href="/streams">/streams</a>: the streams (JSON)</li>
-</ul>
-</body></html>
-"#;
 
 #[cfg(test)]
 mod tests {

@@ -635,7 +635,7 @@ async fn operations_endpoints_answer() {
     }
     let root = server.get("/").await;
     assert_eq!(root.status, 200);
-    assert!(root.text.contains("web UI is not built yet"));
+    assert!(root.text.contains("/ui/app.js"), "{}", root.text);
 }
 
 #[tokio::test]
@@ -650,6 +650,10 @@ async fn the_openapi_document_covers_every_route_the_server_answers() {
             doc.json["paths"][path][method].is_object(),
             "{method} {path} missing from /openapi.json"
         );
+        if path.starts_with("/projections") {
+            // Answered by a server with a read side: tests/projections.rs.
+            continue;
+        }
         let concrete = path
             .replace("{stream}", "account-42")
             .replace("{version}", "1");
@@ -661,9 +665,14 @@ async fn the_openapi_document_covers_every_route_the_server_answers() {
             }
             "get" => server.get(&concrete).await,
             "post" => {
-                server
-                    .post(&concrete, &json!({"events": [{"type": "T", "data": {}}]}))
-                    .await
+                let body = match *path {
+                    "/append" => {
+                        json!({"parts": [{"stream": "account-7", "events": [{"type": "T", "data": {}}]}]})
+                    }
+                    "/query" => json!({"query": {"items": []}}),
+                    _ => json!({"events": [{"type": "T", "data": {}}]}),
+                };
+                server.post(&concrete, &body).await
             }
             other => panic!("unexpected method {other}"),
         };

@@ -65,17 +65,20 @@ impl TestServer {
 }
 
 #[tokio::test]
-async fn requests_without_a_known_token_are_401_except_health() {
+async fn requests_without_a_known_token_are_401_except_health_and_the_ui_shell() {
     let server = guarded().await;
     let health = server.get("/health").await;
     assert_eq!(health.status, 200);
+    // The web UI's shell holds no data; the page asks for a token when the API answers 401.
+    for path in ["/", "/ui/app.js"] {
+        assert_eq!(server.get(path).await.status, 200, "{path}");
+    }
     for path in [
         "/all",
         "/streams",
         "/streams/account-1",
         "/metrics",
         "/openapi.json",
-        "/",
         "/nope",
         "/subscribe/all",
     ] {

@@ -27,6 +27,9 @@ use serde_json::json;
 
 use crate::scale;
 
+mod cross_stream;
+pub use cross_stream::*;
+
 // ---------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------
@@ -2034,6 +2037,17 @@ macro_rules! conformance_suite {
             unicode_stream_names_round_trip,
             stream_names_of_256_bytes_work,
             concurrent_writers_on_hot_streams_get_every_version_exactly_once,
+            multi_stream_append_writes_every_part_with_consecutive_positions,
+            multi_stream_append_writes_nothing_when_one_part_is_stale,
+            multi_stream_conflict_names_every_stale_part_with_its_missed_events,
+            multi_stream_append_repeated_is_a_duplicate_with_the_original_positions,
+            multi_stream_part_is_rebased_as_a_single_append_would_be,
+            condition_that_is_not_violated_lets_the_append_through,
+            condition_fails_with_the_first_100_matching_events,
+            query_read_returns_matching_events_and_the_head,
+            bad_queries_and_parts_are_rejected_and_write_nothing,
+            concurrent_registrations_of_one_username_let_exactly_one_win,
+            concurrent_transfers_conserve_the_total_at_every_position,
         );
     };
     (@specs $factory:path; $($spec:ident),* $(,)?) => {

@@ -15,9 +15,18 @@ pub(crate) async fn run(ctx: &mut Context, args: DemoArgs) -> anyhow::Result<Exi
     ctx.out.flush()?;
     let mut stdout = std::io::stdout();
     match args.scenario {
-        Scenario::Bank => concord_example_bank::demo(store, &mut stdout).await.context("bank demo")?,
-        Scenario::Auction => concord_example_auction::demo(store, &mut stdout).await.context("auction demo")?,
-        Scenario::Editor => concord_example_editor::demo(store, &mut stdout).await.context("editor demo")?,
+        Scenario::Bank => concord_example_bank::demo(store, &mut stdout)
+            .await
+            .context("bank demo")?,
+        Scenario::Auction => concord_example_auction::demo(store, &mut stdout)
+            .await
+            .context("auction demo")?,
+        Scenario::Editor => concord_example_editor::demo(store, &mut stdout)
+            .await
+            .context("editor demo")?,
+        Scenario::Transfer => concord_example_bank::transfer::demo_transfer(store, &mut stdout)
+            .await
+            .context("transfer demo")?,
     }
     Ok(Exit::Success)
 }

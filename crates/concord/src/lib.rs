@@ -12,11 +12,12 @@
 
 mod append;
 pub mod bench;
+pub mod cross;
 mod demo;
 pub mod exit;
 pub mod opt;
-pub mod projection;
 pub mod output;
+pub mod projection;
 mod read;
 mod serve;
 pub mod store_url;
@@ -64,6 +65,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
     };
     let exit = match cli.command {
         Command::Append(args) => append::run(&mut ctx, args).await,
+        Command::AppendMulti(args) => cross::append_multi(&mut ctx, args).await,
+        Command::QueryEvents(args) => cross::query_events(&mut ctx, args).await,
         Command::Read(args) => read::stream(&mut ctx, args).await,
         Command::All(args) => read::all(&mut ctx, args).await,
         Command::Streams(args) => read::streams(&mut ctx, args).await,

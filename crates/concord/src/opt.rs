@@ -56,6 +56,10 @@ pub struct GlobalOpts {
 pub enum Command {
     /// Append events to a stream: one from flags, or several (atomically) as NDJSON on stdin.
     Append(AppendArgs),
+    /// Append to several streams atomically, or under a query condition: the POST /append body on stdin.
+    AppendMulti(crate::cross::AppendMultiArgs),
+    /// Read the events matching a query, and the head to use as a condition's `after`.
+    QueryEvents(crate::cross::QueryEventsArgs),
     /// Read a stream's events.
     Read(ReadArgs),
     /// Read the global log, optionally filtered.
@@ -103,6 +107,9 @@ pub struct ServeArgs {
     /// Most events one read returns [default: 1000].
     #[arg(long, value_name = "N")]
     pub read_limit_max: Option<usize>,
+    /// Where the built-in projections served under /projections keep their read models.
+    #[command(flatten)]
+    pub projections: crate::projection::DbArgs,
 }
 
 /// `concord demo`.
@@ -122,6 +129,9 @@ pub enum Scenario {
     Auction,
     /// Concurrent edits merged by operational transform.
     Editor,
+    /// Concurrent transfers between accounts (two-stream appends under a query condition):
+    /// the total is conserved.
+    Transfer,
 }
 
 /// `concord append`.

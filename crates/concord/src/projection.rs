@@ -74,7 +74,8 @@ pub struct QueryArgs {
     pub db: DbArgs,
 }
 
-fn db_path(ctx: &Context, db: DbArgs) -> PathBuf {
+/// The projection database for `ctx`'s store (also what `concord serve` runs on).
+pub(crate) fn db_path(ctx: &Context, db: DbArgs) -> PathBuf {
     if let Some(path) = db.projections_db {
         return path;
     }

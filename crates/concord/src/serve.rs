@@ -2,10 +2,16 @@
 //!
 //! The binary only wires things: it opens the backend, binds the address, turns the flags
 //! into a `ServerConfig` and hands both to `concord_server::serve` with Ctrl-C/SIGTERM as
-//! the shutdown signal. Everything HTTP lives in `concord-server`.
+//! the shutdown signal. Everything HTTP lives in `concord-server`. It also runs the built-in
+//! projections (`concord-projection`) in the background on the same store, with their read
+//! models where `concord query` finds them (`<dir>/projections.sqlite` beside an embedded
+//! store), and stops them after the server has stopped.
+
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use concord_core::Limits;
+use concord_projection::ProjectionHost;
 use concord_server::{ServerConfig, TokensSource};
 
 use crate::opt::ServeArgs;
@@ -23,7 +29,9 @@ pub(crate) async fn run(ctx: &mut Context, args: ServeArgs) -> anyhow::Result<Ex
         limits: Limits {
             event_bytes_max: args.event_bytes_max.unwrap_or(defaults.event_bytes_max),
             request_bytes_max: args.request_bytes_max.unwrap_or(defaults.request_bytes_max),
-            events_per_append_max: args.events_per_append_max.unwrap_or(defaults.events_per_append_max),
+            events_per_append_max: args
+                .events_per_append_max
+                .unwrap_or(defaults.events_per_append_max),
             read_limit_max: args.read_limit_max.unwrap_or(defaults.read_limit_max),
             ..defaults
         },
@@ -34,6 +42,17 @@ pub(crate) async fn run(ctx: &mut Context, args: ServeArgs) -> anyhow::Result<Ex
     // Refuse an unsafe configuration before opening the store or binding the port.
     config.validate().context("refusing to start")?;
     let store = ctx.open_store().await?;
+    // The built-in projections run in the background for as long as the server does.
+    let db = crate::projection::db_path(ctx, args.projections);
+    let host = ProjectionHost::open_builtin(Arc::clone(&store), &db)
+        .await
+        .with_context(|| format!("cannot open the projection database {}", db.display()))?;
+    let host = Arc::new(host);
+    host.start_all().await;
+    let config = ServerConfig {
+        projections: Some(Arc::clone(&host)),
+        ..config
+    };
     let listener = tokio::net::TcpListener::bind(args.addr)
         .await
         .with_context(|| format!("cannot listen on {}", args.addr))?;
@@ -42,9 +61,12 @@ pub(crate) async fn run(ctx: &mut Context, args: ServeArgs) -> anyhow::Result<Ex
         ctx.store_url,
         listener.local_addr().unwrap_or(args.addr)
     );
-    concord_server::serve(listener, store, config, concord_server::shutdown_signal())
+    let served = concord_server::serve(listener, store, config, concord_server::shutdown_signal())
         .await
-        .context("the server failed")?;
+        .context("the server failed");
+    // Each projection stops after its batch in progress; its checkpoint is committed with it.
+    host.shutdown().await;
+    served?;
     eprintln!("concord: stopped");
     Ok(Exit::Success)
 }

@@ -32,8 +32,15 @@ fn http(addr: &str, method: &str, path: &str, body: &str) -> (u16, String) {
     .unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).unwrap();
-    let status = response.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
     // Bodies may be chunked; the JSON object sits between the first `{` and the last `}`.
     let json = match (body.find('{'), body.rfind('}')) {
         (Some(a), Some(b)) if a <= b => body[a..=b].to_owned(),
@@ -45,7 +52,13 @@ fn http(addr: &str, method: &str, path: &str, body: &str) -> (u16, String) {
 /// Starts `concord serve` on 127.0.0.1:0 and returns it with the address it announced.
 fn start(dir: &std::path::Path) -> (Child, String) {
     let mut child = Command::new(BIN)
-        .args(["--store", dir.to_str().unwrap(), "serve", "--addr", "127.0.0.1:0"])
+        .args([
+            "--store",
+            dir.to_str().unwrap(),
+            "serve",
+            "--addr",
+            "127.0.0.1:0",
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -55,23 +68,36 @@ fn start(dir: &std::path::Path) -> (Child, String) {
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             if let Some(rest) = line.split("on http://").nth(1) {
-                let _ = tx.send(rest.split_whitespace().next().unwrap_or_default().to_owned());
+                let _ = tx.send(
+                    rest.split_whitespace()
+                        .next()
+                        .unwrap_or_default()
+                        .to_owned(),
+                );
             }
         }
     });
-    let addr = rx.recv_timeout(DEADLINE).expect("concord serve announced its address");
+    let addr = rx
+        .recv_timeout(DEADLINE)
+        .expect("concord serve announced its address");
     (child, addr)
 }
 
 fn terminate(mut child: Child) -> i32 {
-    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
     let deadline = Instant::now() + DEADLINE;
     loop {
         if let Some(status) = child.try_wait().unwrap() {
             return status.code().expect("exited normally, not by a signal");
         }
-        assert!(Instant::now() < deadline, "concord serve did not stop after SIGTERM");
+        assert!(
+            Instant::now() < deadline,
+            "concord serve did not stop after SIGTERM"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -84,7 +110,10 @@ fn serve_answers_the_founding_conflict_and_stops_cleanly_on_sigterm() {
 
     let (status, body) = http(&addr, "GET", "/health", "");
     assert_eq!(status, 200, "{body}");
-    assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["store"], "embedded");
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["store"],
+        "embedded"
+    );
 
     let open = r#"{"expected_version":"no_stream","events":[{"type":"AccountOpened","data":{"owner":"ann","balance":1000}}]}"#;
     assert_eq!(http(&addr, "POST", "/streams/account-42", open).0, 201);
@@ -105,23 +134,37 @@ fn serve_answers_the_founding_conflict_and_stops_cleanly_on_sigterm() {
 
     // The built-in balances projection answers once it has processed the rebased deposit.
     let last_position = rebased["last_position"].as_u64().unwrap();
-    let row = format!("/projections/balances/account-42?min_position={last_position}&wait_ms=10000");
+    let row =
+        format!("/projections/balances/account-42?min_position={last_position}&wait_ms=10000");
     let (status, body) = http(&addr, "GET", &row, "");
     assert_eq!(status, 200, "{body}");
-    assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["row"]["balance"], 6000);
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["row"]["balance"],
+        6000
+    );
 
     assert_eq!(terminate(child), 0, "SIGTERM is a clean stop");
 
     // Everything acknowledged is there for the next process.
     let out = Command::new(BIN)
-        .args(["--store", data.to_str().unwrap(), "--json", "read", "account-42"])
+        .args([
+            "--store",
+            data.to_str().unwrap(),
+            "--json",
+            "read",
+            "account-42",
+        ])
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");
     let versions: Vec<u64> = String::from_utf8(out.stdout)
         .unwrap()
         .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap()["version"].as_u64().unwrap())
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["version"]
+                .as_u64()
+                .unwrap()
+        })
         .collect();
     assert_eq!(versions, [1, 2, 3]);
 }
@@ -130,7 +173,13 @@ fn serve_answers_the_founding_conflict_and_stops_cleanly_on_sigterm() {
 fn serve_refuses_an_open_server_on_a_public_address() {
     let dir = tempfile::tempdir().unwrap();
     let out = Command::new(BIN)
-        .args(["--store", dir.path().to_str().unwrap(), "serve", "--addr", "0.0.0.0:0"])
+        .args([
+            "--store",
+            dir.path().to_str().unwrap(),
+            "serve",
+            "--addr",
+            "0.0.0.0:0",
+        ])
         .output()
         .unwrap();
     assert!(!out.status.success());

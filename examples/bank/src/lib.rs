@@ -10,6 +10,8 @@
 //!
 //! The types here are the schema: the demo ([`demo`]), the tests and read models use them.
 
+pub mod transfer;
+
 use std::io::Write;
 use std::sync::Arc;
 

@@ -1,0 +1,148 @@
+//! `concord bench` as a program sees it: every scenario and the local baselines run to
+//! completion on a small bound and print exactly one JSON object with the promised fields.
+//! (Throughput is measured by bench/run.sh, never asserted here.)
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+use std::process::Command;
+
+use serde_json::Value;
+
+fn bench(store: &std::path::Path, args: &[&str]) -> Value {
+    let output = Command::new(env!("CARGO_BIN_EXE_concord"))
+        .arg("--store")
+        .arg(store)
+        .arg("--json")
+        .arg("bench")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert_eq!(
+        stdout.lines().count(),
+        1,
+        "exactly one JSON object: {stdout}"
+    );
+    let report: Value = serde_json::from_str(&stdout).unwrap();
+    for field in [
+        "scenario",
+        "store",
+        "writers",
+        "events",
+        "seconds",
+        "events_per_sec",
+        "p50_ms",
+        "p99_ms",
+        "p999_ms",
+        "conflicts",
+        "retries",
+        "max_rss_mib",
+    ] {
+        assert!(
+            report.get(field).is_some(),
+            "{args:?}: no {field} in {report}"
+        );
+    }
+    assert!(report["max_rss_mib"].as_f64().unwrap() > 0.0);
+    report
+}
+
+#[test]
+fn every_scenario_prints_one_json_report_with_the_promised_fields() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let append = bench(
+        &store,
+        &["append", "--writers", "4", "--events", "40", "--batch", "2"],
+    );
+    assert_eq!(append["scenario"], "append");
+    assert!(append["events"].as_u64().unwrap() >= 40);
+    let read = bench(&store, &["read", "--events", "1500", "--writers", "2"]);
+    assert_eq!(
+        read["events"].as_u64().unwrap(),
+        3000,
+        "two readers, each the whole stream"
+    );
+    let catchup = bench(&store, &["catchup", "--events", "700"]);
+    assert_eq!(catchup["events"].as_u64().unwrap(), 700);
+}
+
+#[test]
+fn hot_writers_under_rebase_unless_never_conflict_or_retry() {
+    let dir = tempfile::tempdir().unwrap();
+    let hot = bench(
+        dir.path(),
+        &[
+            "hot",
+            "--writers",
+            "8",
+            "--events",
+            "200",
+            "--policy",
+            "rebase-unless",
+        ],
+    );
+    assert_eq!(hot["conflicts"], 0);
+    assert_eq!(hot["retries"], 0);
+    assert_eq!(hot["events"].as_u64().unwrap(), 200);
+    let retry = bench(
+        dir.path(),
+        &[
+            "hot",
+            "--writers",
+            "8",
+            "--events",
+            "200",
+            "--policy",
+            "retry",
+        ],
+    );
+    assert_eq!(
+        retry["events"].as_u64().unwrap(),
+        200,
+        "retried appends all commit in the end"
+    );
+    assert_eq!(retry["conflicts"], retry["retries"]);
+}
+
+#[test]
+fn local_baselines_run_in_the_store_directory_and_clean_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let fsync = bench(
+        dir.path(),
+        &["baseline", "fsync", "--events", "20", "--writers", "2"],
+    );
+    assert_eq!(fsync["scenario"], "baseline-fsync");
+    let sqlite = bench(
+        dir.path(),
+        &["baseline", "sqlite", "--events", "20", "--writers", "2"],
+    );
+    assert_eq!(sqlite["scenario"], "baseline-sqlite");
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "baselines left files behind: {left:?}");
+}
+
+#[test]
+fn xadd_baseline_refuses_a_store_that_is_not_redis() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_concord"))
+        .arg("--store")
+        .arg(dir.path())
+        .args(["bench", "baseline", "xadd", "--events", "1"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("needs a Redis store"));
+}
