@@ -192,6 +192,8 @@ impl EmbeddedStore {
             poison: Arc::clone(&poison),
             limits: options.limits,
             fail_next_commit: false,
+            uncheckpointed: (0, 0),
+            tails: writer::Tails::default(),
         };
         let thread = std::thread::Builder::new()
             .name("concord-writer".into())

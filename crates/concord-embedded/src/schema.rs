@@ -97,7 +97,12 @@ pub(crate) fn connect(
          PRAGMA temp_store = MEMORY;"
     ))
     .map_err(not_a_database)?;
-    if !writer {
+    if writer {
+        // The writer checkpoints itself, after it has answered a batch (see `Writer`), so
+        // no acknowledgement waits for a checkpoint.
+        conn.execute_batch("PRAGMA wal_autocheckpoint = 0")
+            .map_err(EmbeddedError::sqlite("cannot configure the writer"))?;
+    } else {
         conn.execute_batch("PRAGMA query_only = ON")
             .map_err(EmbeddedError::sqlite("cannot configure a reader"))?;
     }

@@ -12,13 +12,14 @@
 //! Invariants: `head` and `streams` describe exactly what is committed; positions are
 //! assigned here, at write time, in commit order, so they are gap-free.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::{Arc, OnceLock};
 
 use concord_core::{
     AppendOutcome, AppendPlan, AppendRequest, Appended, Conflict, EventType, HeadSignal, Limits,
-    PartialDuplicate, Position, RecordedAt, StoreError, StreamName, Version, plan_append,
+    PartialDuplicate, Position, RecordedAt, RecordedEvent, StoreError, StreamName, Version,
+    plan_append,
 };
 use futures::channel::oneshot;
 use rusqlite::{Connection, OptionalExtension};
@@ -30,6 +31,99 @@ use crate::schema::{StreamState, TAG_SEPARATOR};
 /// The most events one batch takes before it commits (a batch always takes at least one
 /// request, whatever its size).
 const BATCH_EVENTS_MAX: usize = 16_384;
+
+/// How many commits the writer lets accumulate in the write-ahead log before it copies
+/// them into the database file (a passive checkpoint). SQLite's own automatic checkpoint
+/// would run inside the commit, so the batch's acknowledgements would wait for it; the
+/// writer runs it after answering instead, while the next batch gathers.
+const CHECKPOINT_COMMITS: u32 = 64;
+
+/// Nor more events than this (large batches fill the log faster than small ones).
+const CHECKPOINT_EVENTS: u64 = 4096;
+
+/// Events one contended stream keeps in [`Tails`] (more than the default 100 concurrent
+/// events a conflict lists).
+const TAIL_EVENTS: usize = 128;
+
+/// Bytes all tails may hold together before they are dropped and start again.
+const TAIL_BYTES_MAX: usize = 16 * 1024 * 1024;
+
+/// Streams watched at once (a watched stream may hold no event yet).
+const TAIL_STREAMS_MAX: usize = 16_384;
+
+/// What a held event costs besides its data and metadata (the struct, its stream name, type
+/// and tags), so that many tiny events are bounded too.
+const TAIL_EVENT_OVERHEAD: usize = 256;
+
+fn held_bytes(event: &RecordedEvent) -> usize {
+    event.data.len() + event.metadata.len() + TAIL_EVENT_OVERHEAD
+}
+
+/// The last events of *contended* streams, in memory, so that the concurrent events of a
+/// conflict or a rebase, and the types the rebase rule checks, come from here instead of
+/// an SQL read and a decode per answer. With W writers on one stream nearly every append
+/// is rebased over (or conflicts with) the W-1 before it, so without this the writer read
+/// and decoded O(W) events per append.
+///
+/// A stream gets a tail at its first conflict or rebase; from then on every event written
+/// to it is pushed, so a tail always holds consecutive versions ending at the stream's
+/// version (staged included: the writer's view). Uncontended streams cost nothing. Memory is
+/// bounded by [`TAIL_EVENTS`] per stream and [`TAIL_BYTES_MAX`] overall, counting a fixed
+/// overhead per event so that the number of watched streams is bounded too (past it every tail
+/// is dropped; the next read falls back to SQL). A request the tail does not cover is read
+/// from SQL, so the tail only ever saves work, never changes an answer.
+#[derive(Default)]
+pub(crate) struct Tails {
+    streams: HashMap<i64, VecDeque<RecordedEvent>>,
+    bytes: usize,
+}
+
+impl Tails {
+    /// Starts keeping the tail of `stream_id` (from its next event on).
+    fn watch(&mut self, stream_id: i64) {
+        if self.streams.len() >= TAIL_STREAMS_MAX {
+            self.clear();
+        }
+        self.streams.entry(stream_id).or_default();
+    }
+
+    fn is_watched(&self, stream_id: i64) -> bool {
+        self.streams.contains_key(&stream_id)
+    }
+
+    fn push(&mut self, stream_id: i64, event: RecordedEvent) {
+        let Some(tail) = self.streams.get_mut(&stream_id) else {
+            return;
+        };
+        self.bytes += held_bytes(&event);
+        tail.push_back(event);
+        if tail.len() > TAIL_EVENTS
+            && let Some(old) = tail.pop_front()
+        {
+            self.bytes = self.bytes.saturating_sub(held_bytes(&old));
+        }
+        if self.bytes > TAIL_BYTES_MAX {
+            self.clear();
+        }
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.streams.clear();
+        self.bytes = 0;
+    }
+
+    /// The held events from version `from` on, when the tail holds `from` (then it holds
+    /// everything after it too).
+    fn from(&self, stream_id: i64, from: Version) -> Option<impl Iterator<Item = &RecordedEvent>> {
+        let tail = self.streams.get(&stream_id)?;
+        let first = tail.front()?.version;
+        if from < first {
+            return None;
+        }
+        let skip = usize::try_from(from.get() - first.get()).ok()?;
+        Some(tail.iter().skip(skip))
+    }
+}
 
 /// The answer to one append.
 pub(crate) type Reply = oneshot::Sender<Result<AppendOutcome, StoreError>>;
@@ -73,6 +167,10 @@ pub(crate) struct Writer {
     pub(crate) poison: Poison,
     pub(crate) limits: Limits,
     pub(crate) fail_next_commit: bool,
+    /// Commits and events since the last checkpoint.
+    pub(crate) uncheckpointed: (u32, u64),
+    /// The last events of contended streams.
+    pub(crate) tails: Tails,
 }
 
 /// The state a batch has built so far on top of the committed state.
@@ -135,6 +233,7 @@ impl Writer {
         let mut answers = Vec::with_capacity(appends.len());
         match self.write_batch(&appends, &mut staged, &mut answers) {
             Ok(()) => {
+                let written = staged.head - self.head;
                 self.head = staged.head;
                 self.streams.extend(staged.streams);
                 // Head first, then answers: a caller that got its acknowledgement and asks
@@ -143,18 +242,50 @@ impl Writer {
                 for ((_, reply), answer) in appends.into_iter().zip(answers) {
                     let _ = reply.send(answer);
                 }
+                self.uncheckpointed.0 += 1;
+                self.uncheckpointed.1 += written;
+                if self.uncheckpointed.0 >= CHECKPOINT_COMMITS
+                    || self.uncheckpointed.1 >= CHECKPOINT_EVENTS
+                {
+                    self.checkpoint();
+                }
             }
             Err(e) => {
                 // A failed COMMIT may already have rolled back; a second ROLLBACK error says
                 // nothing new.
                 let _ = self.conn.execute_batch("ROLLBACK");
-                let reason = format!("a write or sync of the data file failed ({e})");
-                tracing::error!(error = %e, "embedded store poisoned; appends are refused until the store is reopened");
-                let reason = self.poison.get_or_init(|| reason).clone();
+                // The tails may hold events of the rolled-back batch.
+                self.tails.clear();
+                let reason = self.poison_with(&e);
                 for (_, reply) in appends {
                     let _ = reply.send(Err(StoreError::Poisoned(reason.clone())));
                 }
             }
+        }
+    }
+
+    /// Poisons the store (once) because of `e` and returns the reason every append is
+    /// refused with.
+    fn poison_with(&self, e: &EmbeddedError) -> String {
+        let reason = format!("a write or sync of the data file failed ({e})");
+        tracing::error!(error = %e, "embedded store poisoned; appends are refused until the store is reopened");
+        self.poison.get_or_init(|| reason).clone()
+    }
+
+    /// Copies committed pages from the write-ahead log into the database file (passive:
+    /// it never waits for readers, and copies what no reader still needs). The commits are
+    /// already durable in the log, so a failure loses nothing; but a failed sync of the
+    /// database file leaves its state unknown, so it poisons the store like a failed commit.
+    fn checkpoint(&mut self) {
+        self.uncheckpointed = (0, 0);
+        let done = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+            .map_err(EmbeddedError::sqlite(
+                "cannot checkpoint the write-ahead log",
+            ));
+        if let Err(e) = done {
+            self.poison_with(&e);
         }
     }
 
@@ -203,7 +334,7 @@ impl Writer {
 
     /// Decides one append in the batch's view of the store and writes it if accepted.
     fn append(
-        &self,
+        &mut self,
         request: &AppendRequest,
         staged: &mut Staged,
         recorded_at: RecordedAt,
@@ -221,10 +352,13 @@ impl Writer {
         };
         let mut lookup_failed = None;
         let plan = plan_append(request, actual, &found, |e| match state {
-            Some(s) => self.types_after(s.id, e).unwrap_or_else(|err| {
-                lookup_failed = Some(err);
-                Vec::new()
-            }),
+            Some(s) => match self.tails.from(s.id, e.next()) {
+                Some(held) => held.map(|event| event.event_type.clone()).collect(),
+                None => self.types_after(s.id, e).unwrap_or_else(|err| {
+                    lookup_failed = Some(err);
+                    Vec::new()
+                }),
+            },
             None => Vec::new(),
         });
         if let Some(err) = lookup_failed {
@@ -255,7 +389,7 @@ impl Writer {
             } => {
                 let (concurrent_events, truncated) = match (first_concurrent, state) {
                     (Some(first), Some(s)) => {
-                        let events = stream_events(&self.conn, stream, s.id, first, max)?;
+                        let events = self.concurrent_events(stream, s.id, first, max)?;
                         let truncated = first.get() + events.len() as u64 <= actual.get();
                         (events, truncated)
                     }
@@ -290,8 +424,7 @@ impl Writer {
                     Some(e) => {
                         let concurrent = usize::try_from(after.get().saturating_sub(e.get()))
                             .unwrap_or(usize::MAX);
-                        let concurrent_events = stream_events(
-                            &self.conn,
+                        let concurrent_events = self.concurrent_events(
                             stream,
                             stream_id,
                             e.next(),
@@ -306,6 +439,23 @@ impl Writer {
                 }
             }
         }
+    }
+
+    /// Up to `limit` events of the stream from version `from`: from its tail when held,
+    /// else read inside the transaction. Either way the stream is contended, so its tail
+    /// is kept from now on.
+    fn concurrent_events(
+        &mut self,
+        stream: &StreamName,
+        stream_id: i64,
+        from: Version,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, EmbeddedError> {
+        if let Some(held) = self.tails.from(stream_id, from) {
+            return Ok(held.take(limit).cloned().collect());
+        }
+        self.tails.watch(stream_id);
+        stream_events(&self.conn, stream, stream_id, from, limit)
     }
 
     /// Where each of the request's ids already is in the stream (one index lookup each).
@@ -381,7 +531,7 @@ impl Writer {
 
     /// Writes the events after version `after` at the next positions.
     fn write_events(
-        &self,
+        &mut self,
         request: &AppendRequest,
         stream_id: i64,
         after: Version,
@@ -401,7 +551,10 @@ impl Writer {
             .prepare_cached("INSERT OR IGNORE INTO event_tags (tag, position) VALUES (?1, ?2)")
             .map_err(EmbeddedError::sqlite(context))?;
         let category = request.stream.category();
+        let recorded_at_value = recorded_at;
         let recorded_at = to_sql(recorded_at.as_millis())?;
+        let watched = self.tails.is_watched(stream_id);
+        let mut tail = Vec::new();
         let first_position = staged.head + 1;
         let mut tags = String::new();
         for (i, event) in (0u64..).zip(&request.events) {
@@ -434,6 +587,18 @@ impl Writer {
                     .execute((tag.as_str(), position))
                     .map_err(EmbeddedError::sqlite(context))?;
             }
+            if watched {
+                tail.push(RecordedEvent::new(
+                    request.stream.clone(),
+                    Version(after.get() + 1 + i),
+                    Position(first_position + i),
+                    event.clone(),
+                    recorded_at_value,
+                ));
+            }
+        }
+        for event in tail {
+            self.tails.push(stream_id, event);
         }
         let count = request.events.len() as u64;
         staged.head += count;

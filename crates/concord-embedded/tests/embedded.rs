@@ -523,3 +523,79 @@ async fn filtered_reads_page_through_a_sparse_match_without_losing_events() {
     assert_eq!(got, expected);
     assert!(!expected.is_empty());
 }
+
+/// The concurrent events of conflicts and rebases on a contended stream come from the
+/// writer's in-memory tail after the first one; they must be exactly what the stream holds,
+/// also when an expectation is further back than the tail reaches.
+#[tokio::test]
+async fn concurrent_events_of_a_contended_stream_are_exactly_the_stored_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    let s = "hot-1";
+    let check = |stored: Vec<concord_core::RecordedEvent>,
+                 reported: &[concord_core::RecordedEvent]| {
+        assert_eq!(
+            reported,
+            &stored[..],
+            "reported concurrent events differ from the stream's"
+        );
+    };
+    for round in 0..40u64 {
+        let expected = store.stream_version(&stream(s)).await.unwrap();
+        // Eight appends at the same version in one batch: the first is written, the
+        // others are rebased over it and each other.
+        let requests = (0..8)
+            .map(|i| {
+                append(
+                    s,
+                    ExpectedVersion::Exact(expected),
+                    vec![event("Deposited", round * 8 + i)],
+                )
+                .rebase_unless(vec![])
+            })
+            .collect();
+        for outcome in in_one_batch(&store, requests).await {
+            if let AppendOutcome::Rebased {
+                appended,
+                expected_version,
+                concurrent_events,
+            } = outcome.unwrap()
+            {
+                let n = (appended.first_version.get() - expected_version.get() - 1) as usize;
+                let stored = store
+                    .read_stream(
+                        &stream(s),
+                        expected_version.next(),
+                        Direction::Forward,
+                        n.min(100),
+                    )
+                    .await
+                    .unwrap();
+                check(stored, &concurrent_events);
+            }
+        }
+        // A stale expectation, near (from the tail) and far back (past it: from SQL).
+        for stale in [expected.get(), round] {
+            let result = store
+                .append(append(
+                    s,
+                    ExpectedVersion::Exact(Version(stale)),
+                    vec![event("Deposited", 0)],
+                ))
+                .await;
+            let Err(StoreError::Conflict(conflict)) = result else {
+                panic!("expected a conflict at version {stale}, got {result:?}");
+            };
+            let stored = store
+                .read_stream(&stream(s), Version(stale + 1), Direction::Forward, 100)
+                .await
+                .unwrap();
+            assert_eq!(conflict.truncated, conflict.actual.get() - stale > 100);
+            check(stored, &conflict.concurrent_events);
+        }
+    }
+    assert_eq!(
+        store.stream_version(&stream(s)).await.unwrap(),
+        Version(320)
+    );
+}

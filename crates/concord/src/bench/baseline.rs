@@ -57,7 +57,13 @@ pub(crate) async fn run(
             .context("the baseline was interrupted")?;
             let elapsed = budget.elapsed();
             progress.finish();
-            Ok(report(name, dir.display().to_string(), load, &tally?, elapsed))
+            Ok(report(
+                name,
+                dir.display().to_string(),
+                load,
+                &tally?,
+                elapsed,
+            ))
         }
         BaselineKind::Xadd => xadd(ctx, load, bound).await,
     }
@@ -163,7 +169,8 @@ fn sqlite(
             let mut version = 0i64;
             while budget.claim(1) {
                 let started = Instant::now();
-                let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                let tx =
+                    conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
                 version += 1;
                 tx.prepare_cached(
                     "INSERT INTO events (stream, version, type, data) VALUES (?1, ?2, 'BenchTicked', ?3)",
@@ -202,8 +209,12 @@ async fn xadd(ctx: &Context, load: &LoadArgs, bound: Bound) -> anyhow::Result<Re
     let budget = Budget::new(bound);
     let handles: Vec<_> = (0..load.writers)
         .map(|w| {
-            let (mut conn, budget, done, key) =
-                (conn.clone(), Arc::clone(&budget), progress.counter(), key(w));
+            let (mut conn, budget, done, key) = (
+                conn.clone(),
+                Arc::clone(&budget),
+                progress.counter(),
+                key(w),
+            );
             tokio::spawn(async move {
                 let mut tally = Tally::default();
                 while budget.claim(1) {

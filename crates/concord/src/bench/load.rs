@@ -110,7 +110,8 @@ pub(crate) async fn append(ctx: &Context, load: &LoadArgs) -> anyhow::Result<Rep
     let budget = Budget::new(bound);
     let handles = (0..load.writers)
         .map(|w| {
-            let (store, budget, done) = (Arc::clone(&store), Arc::clone(&budget), progress.counter());
+            let (store, budget, done) =
+                (Arc::clone(&store), Arc::clone(&budget), progress.counter());
             let stream = stream(&run, &w.to_string());
             let (event_type, data, batch) = (event_type.clone(), data.clone(), load.batch);
             tokio::spawn(async move {
@@ -137,7 +138,13 @@ pub(crate) async fn append(ctx: &Context, load: &LoadArgs) -> anyhow::Result<Rep
     let tally = join_all(handles).await;
     let elapsed = budget.elapsed();
     progress.finish();
-    Ok(report("append", ctx.store_url.to_string(), load, &tally?, elapsed))
+    Ok(report(
+        "append",
+        ctx.store_url.to_string(),
+        load,
+        &tally?,
+        elapsed,
+    ))
 }
 
 /// `hot`: W writers on one stream, each believing the version it last saw.
@@ -153,9 +160,14 @@ pub(crate) async fn hot(ctx: &Context, load: &LoadArgs) -> anyhow::Result<Report
     let budget = Budget::new(bound);
     let handles = (0..load.writers)
         .map(|_| {
-            let (store, budget, done) = (Arc::clone(&store), Arc::clone(&budget), progress.counter());
-            let (stream, event_type, data, blocking) =
-                (stream.clone(), event_type.clone(), data.clone(), blocking.clone());
+            let (store, budget, done) =
+                (Arc::clone(&store), Arc::clone(&budget), progress.counter());
+            let (stream, event_type, data, blocking) = (
+                stream.clone(),
+                event_type.clone(),
+                data.clone(),
+                blocking.clone(),
+            );
             let (batch, policy) = (load.batch, load.policy);
             tokio::spawn(async move {
                 let mut tally = Tally::default();
@@ -203,7 +215,13 @@ pub(crate) async fn hot(ctx: &Context, load: &LoadArgs) -> anyhow::Result<Report
     let tally = join_all(handles).await;
     let elapsed = budget.elapsed();
     progress.finish();
-    Ok(report("hot", ctx.store_url.to_string(), load, &tally?, elapsed))
+    Ok(report(
+        "hot",
+        ctx.store_url.to_string(),
+        load,
+        &tally?,
+        elapsed,
+    ))
 }
 
 /// Appends events to `stream` until the store's head is at least `at_least` (or the stream
@@ -231,7 +249,10 @@ async fn seed(
             ExpectedVersion::Any,
             events(&event_type, &data, n),
         );
-        let _ = store.append(request).await.context("cannot seed the benchmark stream")?;
+        let _ = store
+            .append(request)
+            .await
+            .context("cannot seed the benchmark stream")?;
         written += n;
     }
 }
@@ -250,7 +271,8 @@ pub(crate) async fn read(ctx: &Context, load: &LoadArgs) -> anyhow::Result<Repor
     let budget = Budget::new(bound);
     let handles = (0..load.writers)
         .map(|_| {
-            let (store, budget, done) = (Arc::clone(&store), Arc::clone(&budget), progress.counter());
+            let (store, budget, done) =
+                (Arc::clone(&store), Arc::clone(&budget), progress.counter());
             let stream = stream.clone();
             tokio::spawn(async move {
                 let mut tally = Tally::default();
@@ -280,7 +302,13 @@ pub(crate) async fn read(ctx: &Context, load: &LoadArgs) -> anyhow::Result<Repor
     let tally = join_all(handles).await;
     let elapsed = budget.elapsed();
     progress.finish();
-    Ok(report("read", ctx.store_url.to_string(), load, &tally?, elapsed))
+    Ok(report(
+        "read",
+        ctx.store_url.to_string(),
+        load,
+        &tally?,
+        elapsed,
+    ))
 }
 
 /// `catchup`: W subscribers, each reading the first N events of the global log.
@@ -322,5 +350,11 @@ pub(crate) async fn catchup(ctx: &Context, load: &LoadArgs) -> anyhow::Result<Re
     let tally = join_all(handles).await;
     let elapsed = budget.elapsed();
     progress.finish();
-    Ok(report("catchup", ctx.store_url.to_string(), load, &tally?, elapsed))
+    Ok(report(
+        "catchup",
+        ctx.store_url.to_string(),
+        load,
+        &tally?,
+        elapsed,
+    ))
 }

@@ -1,0 +1,362 @@
+//! The peer comparison: Concord's embedded store (as a library) and UmaDB's gRPC server
+//! driven with the same workload in the same run, with a 4 KiB fsync loop beside them.
+//!
+//! Workload per point: W writers, one event per conditional append, each writer on its own
+//! consistency boundary (a Concord stream with an exact expected version; in UmaDB, a tag
+//! whose events must not have moved past the writer's last position), W = 1, 2, 4 … 64,
+//! a few seconds per point.
+//!
+//! ```text
+//! cargo run --release -p concord-bench --features umadb --bin peer -- \
+//!     [--umadb PATH] [--dir DIR] [--seconds S] [--writers 1,2,4,...] [--out FILE.json]
+//! ```
+//! Without `--umadb` (or when the binary does not start) UmaDB is left out. With
+//! `--concord PATH` (the `concord` binary), `concord serve` over a fresh embedded store is
+//! driven through `concord_client::ConcordClient` (HTTP) with the same workload.
+#![allow(clippy::print_stdout)]
+
+use std::error::Error;
+use std::io::{Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use concord_core::{
+    AppendRequest, EventStore, EventType, ExpectedVersion, Json, NewEvent, StreamName, Version,
+};
+use concord_embedded::EmbeddedStore;
+use umadb_client::AsyncUmaDbClient;
+use umadb_dcb::{DcbAppendCondition, DcbEvent, DcbEventStoreAsync, DcbQuery, DcbQueryItem};
+
+type Result<T> = std::result::Result<T, Box<dyn Error + Send + Sync>>;
+
+const DATA: &[u8] = b"{\"amount\":1,\"note\":\"concord bench\"}";
+
+struct Options {
+    umadb: Option<PathBuf>,
+    concord: Option<PathBuf>,
+    dir: PathBuf,
+    seconds: f64,
+    writers: Vec<u64>,
+    out: Option<PathBuf>,
+}
+
+fn options() -> Result<Options> {
+    let mut o = Options {
+        umadb: None,
+        concord: None,
+        dir: PathBuf::from("target/peer-bench"),
+        seconds: 3.0,
+        writers: vec![1, 2, 4, 8, 16, 32, 64],
+        out: None,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(flag) = args.next() {
+        let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--umadb" => o.umadb = Some(PathBuf::from(value()?)),
+            "--concord" => o.concord = Some(PathBuf::from(value()?)),
+            "--dir" => o.dir = PathBuf::from(value()?),
+            "--seconds" => o.seconds = value()?.parse()?,
+            "--writers" => {
+                o.writers = value()?
+                    .split(',')
+                    .map(str::parse)
+                    .collect::<std::result::Result<_, _>>()?;
+            }
+            "--out" => o.out = Some(PathBuf::from(value()?)),
+            other => return Err(format!("unknown flag {other}").into()),
+        }
+    }
+    Ok(o)
+}
+
+/// One point of the comparison.
+struct Point {
+    system: &'static str,
+    writers: u64,
+    events_per_sec: f64,
+    conflicts: u64,
+    load: f64,
+}
+
+fn load_average() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|l| l.parse().ok()))
+        .unwrap_or(0.0)
+}
+
+fn fsync_rate(dir: &Path, run: Duration) -> Result<f64> {
+    let path = dir.join("fsync.bin");
+    let mut file = std::fs::File::create(&path)?;
+    file.set_len(1 << 20)?;
+    file.sync_all()?;
+    let block = [7u8; 4096];
+    let start = Instant::now();
+    let mut n = 0u64;
+    while start.elapsed() < run {
+        file.seek(SeekFrom::Start((n % 256) * 4096))?;
+        file.write_all(&block)?;
+        file.sync_data()?;
+        n += 1;
+    }
+    std::fs::remove_file(&path)?;
+    Ok(n as f64 / start.elapsed().as_secs_f64())
+}
+
+async fn concord_point(
+    store: Arc<dyn EventStore>,
+    writers: u64,
+    run: Duration,
+) -> Result<(f64, u64)> {
+    let event_type = EventType::new("BenchTicked")?;
+    let data = Json::from_bytes("data", DATA)?;
+    let count = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..writers)
+        .map(|w| {
+            let (store, count, event_type, data) = (
+                Arc::clone(&store),
+                Arc::clone(&count),
+                event_type.clone(),
+                data.clone(),
+            );
+            tokio::spawn(async move {
+                let stream = StreamName::new(format!("bench{writers}-{w}"))?;
+                let mut version = Version::NONE;
+                while start.elapsed() < run {
+                    let request = AppendRequest::new(
+                        stream.clone(),
+                        ExpectedVersion::Exact(version),
+                        vec![NewEvent::new(event_type.clone(), data.clone())],
+                    );
+                    version = store.append(request).await?.appended().last_version;
+                    count.fetch_add(1, Ordering::Relaxed);
+                }
+                Result::Ok(())
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await??;
+    }
+    Ok((
+        count.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64(),
+        0,
+    ))
+}
+
+async fn umadb_point(url: &str, writers: u64, run: Duration) -> Result<(f64, u64)> {
+    let client = Arc::new(AsyncUmaDbClient::connect(url.to_owned(), None, None, None).await?);
+    let count = Arc::new(AtomicU64::new(0));
+    let conflicts = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..writers)
+        .map(|w| {
+            let (client, count, conflicts) = (
+                Arc::clone(&client),
+                Arc::clone(&count),
+                Arc::clone(&conflicts),
+            );
+            tokio::spawn(async move {
+                let tag = format!("bench-{writers}-{w}");
+                let boundary = DcbQuery::new().item(DcbQueryItem::new().tags([tag.as_str()]));
+                let mut after = client.head().await?;
+                while start.elapsed() < run {
+                    let event = DcbEvent::default()
+                        .event_type("BenchTicked")
+                        .tags([tag.as_str()])
+                        .data(DATA)
+                        .uuid(uuid::Uuid::new_v4());
+                    let condition = DcbAppendCondition {
+                        fail_if_events_match: boundary.clone(),
+                        after,
+                    };
+                    match client.append(vec![event], Some(condition), None).await {
+                        Ok(position) => {
+                            after = Some(position);
+                            count.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(umadb_dcb::DcbError::IntegrityError(_)) => {
+                            conflicts.fetch_add(1, Ordering::Relaxed);
+                            after = client.head().await?;
+                        }
+                        Err(e) => return Err(Box::new(e) as Box<dyn Error + Send + Sync>),
+                    }
+                }
+                Result::Ok(())
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await??;
+    }
+    Ok((
+        count.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64(),
+        conflicts.load(Ordering::Relaxed),
+    ))
+}
+
+/// The UmaDB server, killed when dropped.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+async fn start_umadb(binary: &Path, dir: &Path) -> Result<(Server, String)> {
+    let port = free_port()?;
+    let child = Command::new(binary)
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--db-path")
+        .arg(dir.join("uma.db"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let server = Server(child);
+    let url = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match AsyncUmaDbClient::connect(url.clone(), None, None, None).await {
+            Ok(client) if client.head().await.is_ok() => return Ok((server, url)),
+            _ if Instant::now() > deadline => return Err("umadb did not start within 20 s".into()),
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+async fn start_concord(binary: &Path, dir: &Path) -> Result<(Server, Arc<dyn EventStore>)> {
+    let port = free_port()?;
+    let child = Command::new(binary)
+        .arg("--store")
+        .arg(dir.join("served"))
+        .arg("serve")
+        .arg("--addr")
+        .arg(format!("127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let server = Server(child);
+    let client = concord_client::ConcordClient::new(&format!("http://127.0.0.1:{port}"), None)?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while client.head().await.is_err() {
+        if Instant::now() > deadline {
+            return Err("concord serve did not start within 20 s".into());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok((server, Arc::new(client)))
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let o = options()?;
+    std::fs::create_dir_all(&o.dir)?;
+    let dir = tempfile::tempdir_in(&o.dir)?;
+    let run = Duration::from_secs_f64(o.seconds);
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    println!(
+        "directory {}, {cores} cores, {} s per point",
+        dir.path().display(),
+        o.seconds
+    );
+    let fsync = fsync_rate(dir.path(), run)?;
+    println!(
+        "4 KiB write + fdatasync: {fsync:.0}/s (load {:.2})",
+        load_average()
+    );
+
+    let umadb = match &o.umadb {
+        Some(binary) => match start_umadb(binary, dir.path()).await {
+            Ok(server) => Some(server),
+            Err(e) => {
+                println!("umadb not run: {e}");
+                None
+            }
+        },
+        None => None,
+    };
+    let served = match &o.concord {
+        Some(binary) => match start_concord(binary, dir.path()).await {
+            Ok(served) => Some(served),
+            Err(e) => {
+                println!("concord serve not run: {e}");
+                None
+            }
+        },
+        None => None,
+    };
+    let mut points = Vec::new();
+    for &writers in &o.writers {
+        let store: Arc<dyn EventStore> = Arc::new(EmbeddedStore::open(
+            dir.path().join(format!("concord-{writers}")),
+        )?);
+        let (rate, conflicts) = concord_point(store, writers, run).await?;
+        points.push(Point {
+            system: "concord-embedded",
+            writers,
+            events_per_sec: rate,
+            conflicts,
+            load: load_average(),
+        });
+        if let Some((_, client)) = &served {
+            let (rate, conflicts) = concord_point(Arc::clone(client), writers, run).await?;
+            points.push(Point {
+                system: "concord-http",
+                writers,
+                events_per_sec: rate,
+                conflicts,
+                load: load_average(),
+            });
+        }
+        if let Some((_, url)) = &umadb {
+            let (rate, conflicts) = umadb_point(url, writers, run).await?;
+            points.push(Point {
+                system: "umadb",
+                writers,
+                events_per_sec: rate,
+                conflicts,
+                load: load_average(),
+            });
+        }
+    }
+    drop(umadb);
+    drop(served);
+
+    println!(
+        "{:<18} {:>7} {:>12} {:>9} {:>6}",
+        "system", "writers", "events/s", "conflicts", "load"
+    );
+    for p in &points {
+        println!(
+            "{:<18} {:>7} {:>12.0} {:>9} {:>6.2}",
+            p.system, p.writers, p.events_per_sec, p.conflicts, p.load
+        );
+    }
+    if let Some(out) = &o.out {
+        let json = serde_json::json!({
+            "cores": cores,
+            "seconds_per_point": o.seconds,
+            "fsync_per_sec": fsync,
+            "points": points.iter().map(|p| serde_json::json!({
+                "system": p.system, "writers": p.writers, "events_per_sec": p.events_per_sec,
+                "conflicts": p.conflicts, "load_average": p.load,
+            })).collect::<Vec<_>>(),
+        });
+        std::fs::write(out, serde_json::to_string_pretty(&json)?)?;
+    }
+    Ok(())
+}
