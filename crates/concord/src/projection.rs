@@ -85,7 +85,9 @@ pub(crate) fn db_path(ctx: &Context, db: DbArgs) -> PathBuf {
         StoreUrl::Memory => {
             std::env::temp_dir().join(format!("concord-projections-{}.sqlite", std::process::id()))
         }
-        StoreUrl::Redis { .. } => PathBuf::from("concord-projections").join("projections.sqlite"),
+        StoreUrl::Redis { .. } | StoreUrl::Http(_) => {
+            PathBuf::from("concord-projections").join("projections.sqlite")
+        }
     }
 }
 

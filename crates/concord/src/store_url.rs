@@ -13,7 +13,7 @@ use concord_core::{EventStore, MemoryStore};
 
 /// The forms `--store` accepts, for error messages.
 pub const ACCEPTED_FORMS: &str = "a directory path, embedded:PATH, file:PATH, redis://host:port/db[?prefix=P], \
-     rediss://host:port/db[?prefix=P] or memory:";
+     rediss://host:port/db[?prefix=P], http://host:port (a concord server; token from CONCORD_TOKEN) or memory:";
 
 /// A parsed `--store` value.
 #[derive(Clone, PartialEq, Eq, Debug)]
@@ -28,6 +28,10 @@ pub enum StoreUrl {
         /// The key prefix, from `?prefix=`.
         prefix: Option<String>,
     },
+    /// A `concord serve` server, through the HTTP client; the bearer token, if any, comes
+    /// from the `CONCORD_TOKEN` environment variable (never from the URL, so it does not
+    /// end up in shell history or process lists).
+    Http(String),
     /// An empty in-memory store that lives as long as the process.
     Memory,
 }
@@ -84,6 +88,18 @@ impl std::str::FromStr for StoreUrl {
                 }
                 Ok(StoreUrl::Redis { url, prefix })
             }
+            "http" => {
+                let authority = rest
+                    .strip_prefix("//")
+                    .ok_or_else(|| invalid("a server URL starts with http://"))?;
+                if authority.is_empty() || authority.starts_with('/') {
+                    return Err(invalid("it names no host"));
+                }
+                Ok(StoreUrl::Http(url.to_owned()))
+            }
+            "https" => Err(invalid(
+                "https is not supported by the client yet; put a TLS-terminating proxy in front and use http:// on loopback",
+            )),
             _ => Err(invalid("unknown scheme")),
         }
     }
@@ -135,6 +151,7 @@ impl fmt::Display for StoreUrl {
                 url,
                 prefix: Some(p),
             } => write!(f, "{} (key prefix {p})", redact(url)),
+            StoreUrl::Http(url) => f.write_str(&redact(url)),
             StoreUrl::Memory => f.write_str("memory:"),
         }
     }
@@ -180,6 +197,17 @@ impl StoreUrl {
                             format!("cannot open the embedded store in {}", path.display())
                         })?;
                 Ok(Arc::new(store))
+            }
+            StoreUrl::Http(url) => {
+                let token = std::env::var("CONCORD_TOKEN").ok().filter(|t| !t.is_empty());
+                let client = concord_client::ConcordClient::new(url, token)
+                    .with_context(|| format!("cannot use the server at {self}"))?;
+                // Fail now, with the address, rather than at the first command.
+                client
+                    .head()
+                    .await
+                    .with_context(|| format!("cannot reach the concord server at {self}"))?;
+                Ok(Arc::new(client))
             }
             StoreUrl::Redis { url, prefix } => {
                 let mut options = concord_redis::RedisOptions::default();
@@ -230,6 +258,12 @@ mod tests {
             StoreUrl::Embedded("C:\\data".into())
         );
         assert_eq!(parse("memory:").unwrap(), StoreUrl::Memory);
+        assert_eq!(
+            parse("http://127.0.0.1:2113").unwrap(),
+            StoreUrl::Http("http://127.0.0.1:2113".into())
+        );
+        assert!(parse("https://h:1").is_err());
+        assert!(parse("http:x").is_err());
         let redis = |url: &str, prefix: Option<&str>| StoreUrl::Redis {
             url: url.into(),
             prefix: prefix.map(Into::into),
