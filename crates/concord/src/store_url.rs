@@ -199,7 +199,9 @@ impl StoreUrl {
                 Ok(Arc::new(store))
             }
             StoreUrl::Http(url) => {
-                let token = std::env::var("CONCORD_TOKEN").ok().filter(|t| !t.is_empty());
+                let token = std::env::var("CONCORD_TOKEN")
+                    .ok()
+                    .filter(|t| !t.is_empty());
                 let client = concord_client::ConcordClient::new(url, token)
                     .with_context(|| format!("cannot use the server at {self}"))?;
                 // Fail now, with the address, rather than at the first command.

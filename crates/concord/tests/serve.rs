@@ -145,17 +145,34 @@ fn serve_answers_the_founding_conflict_and_stops_cleanly_on_sigterm() {
 
     // The CLI speaks to the server through the HTTP client, like any other store.
     let out = Command::new(BIN)
-        .args(["--store", &format!("http://{addr}"), "--json", "read", "account-42"])
+        .args([
+            "--store",
+            &format!("http://{addr}"),
+            "--json",
+            "read",
+            "account-42",
+        ])
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");
     assert_eq!(String::from_utf8(out.stdout).unwrap().lines().count(), 3);
     let out = Command::new(BIN)
-        .args(["--store", &format!("http://{addr}"), "append", "account-42", "--type", "Deposited"])
+        .args([
+            "--store",
+            &format!("http://{addr}"),
+            "append",
+            "account-42",
+            "--type",
+            "Deposited",
+        ])
         .args(["--data", r#"{"amount":1}"#, "--expect", "1"])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(3), "a conflict over HTTP exits 3: {out:?}");
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "a conflict over HTTP exits 3: {out:?}"
+    );
 
     assert_eq!(terminate(child), 0, "SIGTERM is a clean stop");
 
