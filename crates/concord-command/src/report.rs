@@ -181,3 +181,53 @@ mod tests {
         );
     }
 }
+
+/// Why a scenario demo stopped: the one error type of the three examples' `demo`
+/// functions, so the binary handles them alike.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DemoError {
+    /// Writing the report failed.
+    #[error("could not write the demo's report: {0}")]
+    Io(#[from] std::io::Error),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] concord_core::StoreError),
+    /// A command failed in a way the demo does not expect (not a rejection or conflict).
+    #[error("a demo command failed: {0}")]
+    Command(String),
+    /// A spawned task failed.
+    #[error("a demo task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+impl<R: fmt::Display + fmt::Debug> From<CommandError<R>> for DemoError {
+    fn from(e: CommandError<R>) -> Self {
+        DemoError::Command(e.to_string())
+    }
+}
+
+/// Every event of `stream`, in order, however long it is.
+///
+/// # Errors
+/// Store failures.
+pub async fn read_log(
+    store: &dyn concord_core::EventStore,
+    stream: &concord_core::StreamName,
+) -> Result<Vec<RecordedEvent>, concord_core::StoreError> {
+    let mut events = Vec::new();
+    loop {
+        let page = store
+            .read_stream(
+                stream,
+                concord_core::Version(events.len() as u64 + 1),
+                concord_core::Direction::Forward,
+                1000,
+            )
+            .await?;
+        if page.is_empty() {
+            return Ok(events);
+        }
+        events.extend(page);
+    }
+}

@@ -14,9 +14,7 @@ use concord_command::report::{describe, event_table};
 use concord_command::{
     Aggregate, Backoff, CommandError, Committed, Handler, Options, Policy, Retry,
 };
-use concord_core::{
-    Direction, EventStore, InvalidInput, RecordedEvent, StoreError, StreamName, Version,
-};
+use concord_core::{EventStore, InvalidInput, StoreError, StreamName, Version};
 use serde::{Deserialize, Serialize};
 
 /// The events of an auction stream.
@@ -182,53 +180,7 @@ pub fn auction_stream(id: &str) -> Result<StreamName, InvalidInput> {
 /// The result of one auction command.
 pub type AuctionResult = Result<Committed<AuctionEvent>, CommandError<AuctionRejection>>;
 
-/// Why the demo stopped.
-#[derive(Debug, thiserror::Error)]
-pub enum DemoError {
-    /// Writing the report failed.
-    #[error("could not write the demo's report: {0}")]
-    Io(#[from] std::io::Error),
-    /// The store failed.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    /// A command failed in a way the demo does not expect.
-    #[error("a demo command failed: {0}")]
-    Command(String),
-    /// A spawned task failed.
-    #[error("a demo task failed: {0}")]
-    Task(#[from] tokio::task::JoinError),
-}
-
-impl From<CommandError<AuctionRejection>> for DemoError {
-    fn from(e: CommandError<AuctionRejection>) -> Self {
-        DemoError::Command(e.to_string())
-    }
-}
-
-/// Every event of `stream`, in order.
-///
-/// # Errors
-/// Store failures.
-pub async fn read_log(
-    store: &dyn EventStore,
-    stream: &StreamName,
-) -> Result<Vec<RecordedEvent>, StoreError> {
-    let mut events = Vec::new();
-    loop {
-        let page = store
-            .read_stream(
-                stream,
-                Version(events.len() as u64 + 1),
-                Direction::Forward,
-                1000,
-            )
-            .await?;
-        if page.is_empty() {
-            return Ok(events);
-        }
-        events.extend(page);
-    }
-}
+pub use concord_command::report::{DemoError, read_log};
 
 /// Bids `amounts` (bidder `b<i>` bids `amounts[i]`) concurrently on `stream`, every bidder
 /// deciding on the same version first, and returns each bid with its outcome.

@@ -17,9 +17,7 @@ use std::sync::Arc;
 
 use concord_command::report::{describe, event_table};
 use concord_command::{Aggregate, CommandError, Committed, Handler, Options, Policy, Retry};
-use concord_core::{
-    Direction, EventStore, InvalidInput, RecordedEvent, StoreError, StreamName, Tag, Version,
-};
+use concord_core::{EventStore, InvalidInput, RecordedEvent, StoreError, StreamName, Tag, Version};
 use serde::{Deserialize, Serialize};
 
 /// The events of an account stream.
@@ -195,53 +193,7 @@ pub fn account_stream(id: &str) -> Result<StreamName, InvalidInput> {
 /// The result of one bank command.
 pub type BankResult = Result<Committed<BankEvent>, CommandError<BankRejection>>;
 
-/// Why the demo stopped.
-#[derive(Debug, thiserror::Error)]
-pub enum DemoError {
-    /// Writing the report failed.
-    #[error("could not write the demo's report: {0}")]
-    Io(#[from] std::io::Error),
-    /// The store failed.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    /// A command failed in a way the demo does not expect (not a rejection or conflict).
-    #[error("a demo command failed: {0}")]
-    Command(String),
-    /// A spawned task failed.
-    #[error("a demo task failed: {0}")]
-    Task(#[from] tokio::task::JoinError),
-}
-
-impl From<CommandError<BankRejection>> for DemoError {
-    fn from(e: CommandError<BankRejection>) -> Self {
-        DemoError::Command(e.to_string())
-    }
-}
-
-/// Every event of `stream`, in order.
-///
-/// # Errors
-/// Store failures.
-pub async fn read_log(
-    store: &dyn EventStore,
-    stream: &StreamName,
-) -> Result<Vec<RecordedEvent>, StoreError> {
-    let mut events = Vec::new();
-    loop {
-        let page = store
-            .read_stream(
-                stream,
-                Version(events.len() as u64 + 1),
-                Direction::Forward,
-                1000,
-            )
-            .await?;
-        if page.is_empty() {
-            return Ok(events);
-        }
-        events.extend(page);
-    }
-}
+pub use concord_command::report::{DemoError, read_log};
 
 /// The first account `account-<prefix>-<n>` that does not exist yet, so the demo starts
 /// from MISSION.md's empty account whatever the store already holds.

@@ -16,9 +16,7 @@ use std::sync::Arc;
 
 use concord_command::report::{describe, event_table};
 use concord_command::{Aggregate, CommandError, Committed, Handler, Options, Policy};
-use concord_core::{
-    Direction, EventStore, InvalidInput, RecordedEvent, StoreError, StreamName, Version,
-};
+use concord_core::{EventStore, InvalidInput, StoreError, StreamName, Version};
 use serde::{Deserialize, Serialize};
 
 /// The events of a document stream.
@@ -314,53 +312,7 @@ pub fn doc_stream(id: &str) -> Result<StreamName, InvalidInput> {
 /// The result of one edit.
 pub type EditResult = Result<Committed<EditEvent>, CommandError<EditRejection>>;
 
-/// Why the demo stopped.
-#[derive(Debug, thiserror::Error)]
-pub enum DemoError {
-    /// Writing the report failed.
-    #[error("could not write the demo's report: {0}")]
-    Io(#[from] std::io::Error),
-    /// The store failed.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    /// A command failed in a way the demo does not expect.
-    #[error("a demo command failed: {0}")]
-    Command(String),
-    /// A spawned task failed.
-    #[error("a demo task failed: {0}")]
-    Task(#[from] tokio::task::JoinError),
-}
-
-impl From<CommandError<EditRejection>> for DemoError {
-    fn from(e: CommandError<EditRejection>) -> Self {
-        DemoError::Command(e.to_string())
-    }
-}
-
-/// Every event of `stream`, in order.
-///
-/// # Errors
-/// Store failures.
-pub async fn read_log(
-    store: &dyn EventStore,
-    stream: &StreamName,
-) -> Result<Vec<RecordedEvent>, StoreError> {
-    let mut events = Vec::new();
-    loop {
-        let page = store
-            .read_stream(
-                stream,
-                Version(events.len() as u64 + 1),
-                Direction::Forward,
-                1000,
-            )
-            .await?;
-        if page.is_empty() {
-            return Ok(events);
-        }
-        events.extend(page);
-    }
-}
+pub use concord_command::report::{DemoError, read_log};
 
 /// The first document `doc-demo-<n>` that does not exist yet.
 async fn fresh_doc(store: &dyn EventStore) -> Result<StreamName, DemoError> {
