@@ -27,6 +27,7 @@
 //! ```
 
 mod error;
+mod matching;
 mod reader;
 mod rows;
 mod schema;
@@ -41,7 +42,8 @@ use std::thread::JoinHandle;
 use async_trait::async_trait;
 use concord_core::{
     AllPage, AppendOutcome, AppendRequest, Direction, EventStore, Filter, HeadSignal, Limits,
-    Position, RecordedEvent, StoreError, StreamInfo, StreamName, Version,
+    MultiAppendOutcome, MultiAppendRequest, Position, Query, QueryPage, RecordedEvent, StoreError,
+    StreamInfo, StreamName, Version,
 };
 use futures::channel::oneshot;
 use rusqlite::Connection;
@@ -300,6 +302,35 @@ impl EventStore for EmbeddedStore {
             .and_then(|w| w.send(Job::Append { request, reply }).ok())
             .ok_or(EmbeddedError::Stopped("writer"))?;
         answer.await.map_err(|_| EmbeddedError::Stopped("writer"))?
+    }
+
+    async fn append_multi(
+        &self,
+        request: MultiAppendRequest,
+    ) -> Result<MultiAppendOutcome, StoreError> {
+        self.limits.check_multi_append(&request)?;
+        if let Some(reason) = self.poison.get() {
+            return Err(StoreError::Poisoned(reason.clone()));
+        }
+        let (reply, answer) = oneshot::channel();
+        self.writer
+            .as_ref()
+            .and_then(|w| w.send(Job::AppendMulti { request, reply }).ok())
+            .ok_or(EmbeddedError::Stopped("writer"))?;
+        answer.await.map_err(|_| EmbeddedError::Stopped("writer"))?
+    }
+
+    async fn query(
+        &self,
+        query: &Query,
+        after: Position,
+        limit: usize,
+    ) -> Result<QueryPage, StoreError> {
+        query.validate()?;
+        let limit = limit.clamp(1, self.limits.read_limit_max.max(1));
+        let query = query.clone();
+        self.read(move |conn| reader::query(conn, &query, after, limit))
+            .await
     }
 
     async fn read_stream(

@@ -14,11 +14,13 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 
 use concord_core::{
-    AllPage, Direction, Filter, Position, RecordedEvent, StreamInfo, StreamName, Version,
+    AllPage, Direction, Filter, Position, Query, QueryPage, RecordedEvent, StreamInfo, StreamName,
+    Version,
 };
 use rusqlite::{Connection, OptionalExtension};
 
 use crate::error::{EmbeddedError, from_sql, to_sql};
+use crate::matching::matching_events;
 use crate::rows::{EVENT_COLUMNS, decode, decode_named, sql_limit, stream_events};
 
 /// A read to run on a pool thread's connection.
@@ -327,14 +329,48 @@ pub(crate) fn read_all(
     }
 }
 
+/// Up to `limit` events matching `query` after `after`, with the head, from one snapshot:
+/// the same indexed lookup the writer uses for conditions.
+pub(crate) fn query(
+    conn: &Connection,
+    query: &Query,
+    after: Position,
+    limit: usize,
+) -> Result<QueryPage, EmbeddedError> {
+    let context = "cannot read the events matching a query";
+    let tx = conn
+        .unchecked_transaction()
+        .map_err(EmbeddedError::sqlite(context))?;
+    let head: i64 = tx
+        .query_row("SELECT COALESCE(MAX(position), 0) FROM events", [], |r| {
+            r.get(0)
+        })
+        .map_err(EmbeddedError::sqlite(context))?;
+    let head = Position(from_sql("position", head)?);
+    // One more than asked, to know whether there is a next page.
+    let mut events = matching_events(&tx, query, after.get(), limit.saturating_add(1))?;
+    let next = if events.len() > limit {
+        events.truncate(limit);
+        events.last().map(|e| e.position)
+    } else {
+        None
+    };
+    Ok(QueryPage { events, head, next })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn plan(conn: &Connection, sql: &str) -> String {
         let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
-        let rows = stmt.query_map([], |r| r.get::<_, String>(3)).unwrap();
-        rows.collect::<Result<Vec<_>, _>>().unwrap().join("; ")
+        // Unbound parameters are NULL: the plan does not depend on their values.
+        let mut rows = stmt.raw_query();
+        let mut steps = Vec::new();
+        while let Some(row) = rows.next().unwrap() {
+            steps.push(row.get::<_, String>(3).unwrap());
+        }
+        steps.join("; ")
     }
 
     #[test]
@@ -369,6 +405,18 @@ mod tests {
             let plan = plan(&conn, sql);
             assert!(
                 plan.contains(index) && !plan.contains("TEMP B-TREE"),
+                "{sql}\n  plan: {plan}"
+            );
+        }
+        // A condition's tagged item: a range of the first tag, in position order, with key
+        // lookups for the rest; never a scan of the log.
+        for (tags, types) in [(1, 0), (1, 1), (2, 3), (3, 0)] {
+            let sql = crate::matching::tagged_item_sql(tags, types);
+            let plan = plan(&conn, &sql);
+            assert!(
+                plan.starts_with("SEARCH t0 USING PRIMARY KEY")
+                    && !plan.contains("SCAN")
+                    && !plan.contains("TEMP B-TREE"),
                 "{sql}\n  plan: {plan}"
             );
         }

@@ -1,10 +1,11 @@
 //! The writer thread: one connection, group commit.
 //!
 //! All appends go through one thread. It takes every request waiting in its channel, opens
-//! one transaction, decides each request with [`plan_append`] against its map of stream
-//! versions (and indexed lookups through its own connection, so a request sees the ones
-//! before it in the same batch), writes the accepted ones, and commits once: one fsync for
-//! the whole batch. Only then does it publish the new head and answer the callers. If the
+//! one transaction, decides each request with [`plan_append`] (a multi-stream or
+//! conditional append with [`plan_multi_append`], then its condition) against its map of
+//! stream versions (and indexed lookups through its own connection, so a request sees the
+//! ones before it in the same batch), writes the accepted ones, and commits once: one
+//! fsync for the whole batch. Only then does it publish the new head and answer the callers. If the
 //! write or the commit fails, the store is poisoned: nobody in the batch is told "done",
 //! and every later append is refused until the process reopens the store, because after a
 //! failed fsync nobody knows what the disk holds (the lesson of PostgreSQL's fsyncgate).
@@ -18,13 +19,15 @@ use std::sync::{Arc, OnceLock};
 
 use concord_core::{
     AppendOutcome, AppendPlan, AppendRequest, Appended, Conflict, EventType, HeadSignal, Limits,
+    MATCHING_EVENTS_MAX, MultiAppendOutcome, MultiAppendPlan, MultiAppendRequest, PartState,
     PartialDuplicate, Position, RecordedAt, RecordedEvent, StoreError, StreamName, Version,
-    plan_append,
+    plan_append, plan_multi_append,
 };
 use futures::channel::oneshot;
 use rusqlite::{Connection, OptionalExtension};
 
 use crate::error::{EmbeddedError, from_sql, to_sql};
+use crate::matching::matching_events;
 use crate::rows::stream_events;
 use crate::schema::{StreamState, TAG_SEPARATOR};
 
@@ -128,6 +131,9 @@ impl Tails {
 /// The answer to one append.
 pub(crate) type Reply = oneshot::Sender<Result<AppendOutcome, StoreError>>;
 
+/// The answer to one multi-stream or conditional append.
+pub(crate) type MultiReply = oneshot::Sender<Result<MultiAppendOutcome, StoreError>>;
+
 /// Failures a test can inject into the writer.
 #[doc(hidden)]
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -145,6 +151,11 @@ pub(crate) enum Job {
     Append {
         request: AppendRequest,
         reply: Reply,
+    },
+    /// Append several parts (or one part under a condition), and answer on `reply`.
+    AppendMulti {
+        request: MultiAppendRequest,
+        reply: MultiReply,
     },
     /// Arm a fault.
     Fault(Fault),
@@ -173,6 +184,47 @@ pub(crate) struct Writer {
     pub(crate) tails: Tails,
 }
 
+/// An append waiting in a batch, with where its answer goes.
+enum Request {
+    One(AppendRequest, Reply),
+    Multi(MultiAppendRequest, MultiReply),
+}
+
+/// The decision on a [`Request`] of the same kind.
+enum Answer {
+    One(Result<AppendOutcome, StoreError>),
+    Multi(Result<MultiAppendOutcome, StoreError>),
+}
+
+impl Request {
+    fn answer(self, answer: Answer) {
+        match (self, answer) {
+            (Request::One(_, reply), Answer::One(a)) => {
+                let _ = reply.send(a);
+            }
+            (Request::Multi(_, reply), Answer::Multi(a)) => {
+                let _ = reply.send(a);
+            }
+            // `write_batch` answers each request with its own kind; a mismatch would be a
+            // bug here, and the caller must not be told anything it could take for success.
+            (request, _) => request.refuse(StoreError::Corrupted(
+                "the writer mixed up the answers of a batch".into(),
+            )),
+        }
+    }
+
+    fn refuse(self, error: StoreError) {
+        match self {
+            Request::One(_, reply) => {
+                let _ = reply.send(Err(error));
+            }
+            Request::Multi(_, reply) => {
+                let _ = reply.send(Err(error));
+            }
+        }
+    }
+}
+
 /// The state a batch has built so far on top of the committed state.
 #[derive(Default)]
 struct Staged {
@@ -194,8 +246,13 @@ impl Writer {
             while events < BATCH_EVENTS_MAX {
                 match jobs.try_recv() {
                     Ok(job) => {
-                        if let Job::Append { request, .. } = &job {
-                            events += request.events.len();
+                        match &job {
+                            Job::Append { request, .. } => events += request.events.len(),
+                            Job::AppendMulti { request, .. } => {
+                                events +=
+                                    request.parts.iter().map(|p| p.events.len()).sum::<usize>();
+                            }
+                            Job::Fault(_) | Job::Pause(_) => {}
                         }
                         batch.push(job);
                     }
@@ -210,7 +267,10 @@ impl Writer {
         let mut appends = Vec::with_capacity(batch.len());
         for job in batch {
             match job {
-                Job::Append { request, reply } => appends.push((request, reply)),
+                Job::Append { request, reply } => appends.push(Request::One(request, reply)),
+                Job::AppendMulti { request, reply } => {
+                    appends.push(Request::Multi(request, reply));
+                }
                 Job::Fault(fault) => self.arm(fault),
                 Job::Pause(until) => {
                     let _ = until.recv();
@@ -221,8 +281,8 @@ impl Writer {
             return;
         }
         if let Some(reason) = self.poison.get() {
-            for (_, reply) in appends {
-                let _ = reply.send(Err(StoreError::Poisoned(reason.clone())));
+            for request in appends {
+                request.refuse(StoreError::Poisoned(reason.clone()));
             }
             return;
         }
@@ -239,8 +299,8 @@ impl Writer {
                 // Head first, then answers: a caller that got its acknowledgement and asks
                 // for the head sees its own events.
                 self.signal.advance(Position(self.head));
-                for ((_, reply), answer) in appends.into_iter().zip(answers) {
-                    let _ = reply.send(answer);
+                for (request, answer) in appends.into_iter().zip(answers) {
+                    request.answer(answer);
                 }
                 self.uncheckpointed.0 += 1;
                 self.uncheckpointed.1 += written;
@@ -257,8 +317,8 @@ impl Writer {
                 // The tails may hold events of the rolled-back batch.
                 self.tails.clear();
                 let reason = self.poison_with(&e);
-                for (_, reply) in appends {
-                    let _ = reply.send(Err(StoreError::Poisoned(reason.clone())));
+                for request in appends {
+                    request.refuse(StoreError::Poisoned(reason.clone()));
                 }
             }
         }
@@ -311,16 +371,23 @@ impl Writer {
     /// I/O failure (the batch is lost); decisions such as conflicts go into `answers`.
     fn write_batch(
         &mut self,
-        appends: &[(AppendRequest, Reply)],
+        appends: &[Request],
         staged: &mut Staged,
-        answers: &mut Vec<Result<AppendOutcome, StoreError>>,
+        answers: &mut Vec<Answer>,
     ) -> Result<(), EmbeddedError> {
         self.conn
             .execute_batch("BEGIN IMMEDIATE")
             .map_err(EmbeddedError::sqlite("cannot begin a write transaction"))?;
         let recorded_at = RecordedAt::now();
-        for (request, _) in appends {
-            answers.push(self.append(request, staged, recorded_at)?);
+        for request in appends {
+            answers.push(match request {
+                Request::One(request, _) => {
+                    Answer::One(self.append(request, staged, recorded_at)?)
+                }
+                Request::Multi(request, _) => {
+                    Answer::Multi(self.append_multi(request, staged, recorded_at)?)
+                }
+            });
         }
         if std::mem::take(&mut self.fail_next_commit) {
             return Err(EmbeddedError::Injected("commit failed"));
@@ -332,6 +399,44 @@ impl Writer {
             ))
     }
 
+    /// The stream's state as the batch sees it: staged, else committed, else `None` (it
+    /// does not exist).
+    fn state_of(&self, staged: &Staged, stream: &StreamName) -> Option<StreamState> {
+        staged
+            .streams
+            .get(stream)
+            .or_else(|| self.streams.get(stream))
+            .copied()
+    }
+
+    /// Where each of the request's ids already is in its stream.
+    fn found(
+        &self,
+        state: Option<StreamState>,
+        request: &AppendRequest,
+    ) -> Result<Vec<Option<Version>>, EmbeddedError> {
+        match state {
+            Some(s) => self.find_ids(s.id, request),
+            None => Ok(vec![None; request.events.len()]),
+        }
+    }
+
+    /// The types of every event of the stream after version `after`, for the rebase rule:
+    /// from its tail when held, else read inside the transaction.
+    fn concurrent_types(
+        &self,
+        state: Option<StreamState>,
+        after: Version,
+    ) -> Result<Vec<EventType>, EmbeddedError> {
+        match state {
+            Some(s) => match self.tails.from(s.id, after.next()) {
+                Some(held) => Ok(held.map(|event| event.event_type.clone()).collect()),
+                None => self.types_after(s.id, after),
+            },
+            None => Ok(Vec::new()),
+        }
+    }
+
     /// Decides one append in the batch's view of the store and writes it if accepted.
     fn append(
         &mut self,
@@ -340,43 +445,23 @@ impl Writer {
         recorded_at: RecordedAt,
     ) -> Result<Result<AppendOutcome, StoreError>, EmbeddedError> {
         let stream = &request.stream;
-        let state = staged
-            .streams
-            .get(stream)
-            .or_else(|| self.streams.get(stream))
-            .copied();
+        let state = self.state_of(staged, stream);
         let actual = Version(state.map_or(0, |s| s.version));
-        let found = match state {
-            Some(s) => self.find_ids(s.id, request)?,
-            None => vec![None; request.events.len()],
-        };
+        let found = self.found(state, request)?;
         let mut lookup_failed = None;
-        let plan = plan_append(request, actual, &found, |e| match state {
-            Some(s) => match self.tails.from(s.id, e.next()) {
-                Some(held) => held.map(|event| event.event_type.clone()).collect(),
-                None => self.types_after(s.id, e).unwrap_or_else(|err| {
-                    lookup_failed = Some(err);
-                    Vec::new()
-                }),
-            },
-            None => Vec::new(),
+        let plan = plan_append(request, actual, &found, |e| {
+            self.concurrent_types(state, e).unwrap_or_else(|err| {
+                lookup_failed = Some(err);
+                Vec::new()
+            })
         });
         if let Some(err) = lookup_failed {
             return Err(err);
         }
-        let max = self.limits.concurrent_events_max;
         match plan {
-            AppendPlan::Duplicate { first, last } => {
-                let id = state.map_or(0, |s| s.id);
-                let appended = Appended {
-                    stream: stream.clone(),
-                    first_version: first,
-                    last_version: last,
-                    first_position: self.position_of(id, first)?,
-                    last_position: self.position_of(id, last)?,
-                };
-                Ok(Ok(AppendOutcome::Duplicate(appended)))
-            }
+            AppendPlan::Duplicate { first, last } => Ok(Ok(AppendOutcome::Duplicate(
+                self.duplicate(stream, state, first, last)?,
+            ))),
             AppendPlan::PartialDuplicate(existing_ids) => Ok(Err(StoreError::PartialDuplicate(
                 Box::new(PartialDuplicate {
                     stream: stream.clone(),
@@ -386,57 +471,207 @@ impl Writer {
             AppendPlan::Conflict {
                 actual,
                 first_concurrent,
-            } => {
-                let (concurrent_events, truncated) = match (first_concurrent, state) {
-                    (Some(first), Some(s)) => {
-                        let events = self.concurrent_events(stream, s.id, first, max)?;
-                        let truncated = first.get() + events.len() as u64 <= actual.get();
-                        (events, truncated)
-                    }
-                    _ => (Vec::new(), false),
-                };
-                Ok(Err(StoreError::conflict(Conflict {
-                    stream: stream.clone(),
-                    expected: request.expected,
-                    actual,
-                    concurrent_events,
-                    truncated,
-                })))
-            }
+            } => Ok(Err(StoreError::conflict(self.conflict(
+                request,
+                state,
+                actual,
+                first_concurrent,
+            )?))),
             AppendPlan::Write {
                 after,
                 rebased_from,
-            } => {
-                let stream_id = match state {
-                    Some(s) => s.id,
-                    None => self.insert_stream(stream)?,
-                };
-                let appended = self.write_events(request, stream_id, after, staged, recorded_at)?;
-                staged.streams.insert(
-                    stream.clone(),
-                    StreamState {
-                        id: stream_id,
-                        version: appended.last_version.get(),
-                    },
-                );
-                match rebased_from {
-                    None => Ok(Ok(AppendOutcome::Appended(appended))),
-                    Some(e) => {
-                        let concurrent = usize::try_from(after.get().saturating_sub(e.get()))
-                            .unwrap_or(usize::MAX);
-                        let concurrent_events = self.concurrent_events(
-                            stream,
-                            stream_id,
-                            e.next(),
-                            concurrent.min(max),
-                        )?;
-                        Ok(Ok(AppendOutcome::Rebased {
-                            appended,
-                            expected_version: e,
-                            concurrent_events,
-                        }))
-                    }
+            } => Ok(Ok(self.write_part(
+                request,
+                state,
+                after,
+                rebased_from,
+                staged,
+                recorded_at,
+            )?)),
+        }
+    }
+
+    /// Decides a multi-stream (or conditional) append in the batch's view of the store, as
+    /// [`plan_multi_append`] says, and writes every part if accepted. Every decision (each
+    /// part's plan, then the condition, looked up through the indexes inside the open
+    /// transaction, so staged writes of earlier requests count) is made before the first
+    /// row is written, so a refused request writes nothing and needs no savepoint.
+    fn append_multi(
+        &mut self,
+        request: &MultiAppendRequest,
+        staged: &mut Staged,
+        recorded_at: RecordedAt,
+    ) -> Result<Result<MultiAppendOutcome, StoreError>, EmbeddedError> {
+        let mut states = Vec::with_capacity(request.parts.len());
+        let mut part_states = Vec::with_capacity(request.parts.len());
+        for part in &request.parts {
+            let state = self.state_of(staged, &part.stream);
+            part_states.push(PartState {
+                actual: Version(state.map_or(0, |s| s.version)),
+                found: self.found(state, part)?,
+            });
+            states.push(state);
+        }
+        let mut lookup_failed = None;
+        let plan = plan_multi_append(request, &part_states, |i, e| {
+            self.concurrent_types(states.get(i).copied().flatten(), e)
+                .unwrap_or_else(|err| {
+                    lookup_failed = Some(err);
+                    Vec::new()
+                })
+        });
+        if let Some(err) = lookup_failed {
+            return Err(err);
+        }
+        let missing =
+            || EmbeddedError::Corrupted("a multi-stream plan names a missing part".into());
+        let plans = match plan {
+            MultiAppendPlan::Duplicate(ranges) => {
+                let mut parts = Vec::with_capacity(ranges.len());
+                for ((part, state), (first, last)) in request.parts.iter().zip(&states).zip(ranges)
+                {
+                    parts.push(AppendOutcome::Duplicate(self.duplicate(
+                        &part.stream,
+                        *state,
+                        first,
+                        last,
+                    )?));
                 }
+                return Ok(Ok(MultiAppendOutcome::from_parts(parts)));
+            }
+            MultiAppendPlan::PartialDuplicate { part, existing_ids } => {
+                let stream = request.parts.get(part).ok_or_else(missing)?.stream.clone();
+                return Ok(Err(StoreError::PartialDuplicate(Box::new(
+                    PartialDuplicate {
+                        stream,
+                        existing_ids,
+                    },
+                ))));
+            }
+            MultiAppendPlan::Conflicts(stale) => {
+                let mut conflicts = Vec::with_capacity(stale.len());
+                for c in stale {
+                    let part = request.parts.get(c.part).ok_or_else(missing)?;
+                    let state = states.get(c.part).copied().ok_or_else(missing)?;
+                    conflicts.push(self.conflict(part, state, c.actual, c.first_concurrent)?);
+                }
+                return Ok(Err(StoreError::Conflicts(conflicts)));
+            }
+            MultiAppendPlan::Write(plans) => plans,
+        };
+        if let Some(condition) = &request.condition {
+            let matching = matching_events(
+                &self.conn,
+                &condition.fail_if_events_match,
+                condition.after.get(),
+                MATCHING_EVENTS_MAX,
+            )?;
+            if !matching.is_empty() {
+                return Ok(Err(condition.failed(matching)));
+            }
+        }
+        let mut parts = Vec::with_capacity(plans.len());
+        for ((part, state), plan) in request.parts.iter().zip(states).zip(plans) {
+            if let AppendPlan::Write {
+                after,
+                rebased_from,
+            } = plan
+            {
+                parts.push(self.write_part(
+                    part,
+                    state,
+                    after,
+                    rebased_from,
+                    staged,
+                    recorded_at,
+                )?);
+            }
+        }
+        Ok(Ok(MultiAppendOutcome::from_parts(parts)))
+    }
+
+    /// The original versions and positions of a repeated append.
+    fn duplicate(
+        &self,
+        stream: &StreamName,
+        state: Option<StreamState>,
+        first: Version,
+        last: Version,
+    ) -> Result<Appended, EmbeddedError> {
+        let id = state.map_or(0, |s| s.id);
+        Ok(Appended {
+            stream: stream.clone(),
+            first_version: first,
+            last_version: last,
+            first_position: self.position_of(id, first)?,
+            last_position: self.position_of(id, last)?,
+        })
+    }
+
+    /// The conflict of a stale append, with the events it missed (the first
+    /// `concurrent_events_max`).
+    fn conflict(
+        &mut self,
+        request: &AppendRequest,
+        state: Option<StreamState>,
+        actual: Version,
+        first_concurrent: Option<Version>,
+    ) -> Result<Conflict, EmbeddedError> {
+        let max = self.limits.concurrent_events_max;
+        let (concurrent_events, truncated) = match (first_concurrent, state) {
+            (Some(first), Some(s)) => {
+                let events = self.concurrent_events(&request.stream, s.id, first, max)?;
+                let truncated = first.get() + events.len() as u64 <= actual.get();
+                (events, truncated)
+            }
+            _ => (Vec::new(), false),
+        };
+        Ok(Conflict {
+            stream: request.stream.clone(),
+            expected: request.expected,
+            actual,
+            concurrent_events,
+            truncated,
+        })
+    }
+
+    /// Writes an accepted append (or part) after version `after`, creating its stream if
+    /// need be, and records the new version in the batch's overlay.
+    fn write_part(
+        &mut self,
+        request: &AppendRequest,
+        state: Option<StreamState>,
+        after: Version,
+        rebased_from: Option<Version>,
+        staged: &mut Staged,
+        recorded_at: RecordedAt,
+    ) -> Result<AppendOutcome, EmbeddedError> {
+        let stream = &request.stream;
+        let stream_id = match state {
+            Some(s) => s.id,
+            None => self.insert_stream(stream)?,
+        };
+        let appended = self.write_events(request, stream_id, after, staged, recorded_at)?;
+        staged.streams.insert(
+            stream.clone(),
+            StreamState {
+                id: stream_id,
+                version: appended.last_version.get(),
+            },
+        );
+        match rebased_from {
+            None => Ok(AppendOutcome::Appended(appended)),
+            Some(e) => {
+                let max = self.limits.concurrent_events_max;
+                let concurrent =
+                    usize::try_from(after.get().saturating_sub(e.get())).unwrap_or(usize::MAX);
+                let concurrent_events =
+                    self.concurrent_events(stream, stream_id, e.next(), concurrent.min(max))?;
+                Ok(AppendOutcome::Rebased {
+                    appended,
+                    expected_version: e,
+                    concurrent_events,
+                })
             }
         }
     }

@@ -10,8 +10,9 @@
 use std::sync::Arc;
 
 use concord_core::{
-    AppendOutcome, AppendRequest, Direction, EventStore, ExpectedVersion, Filter, NewEvent,
-    Position, StoreError, StreamName, Tag, Version,
+    AppendOutcome, AppendRequest, Direction, EventStore, EventType, ExpectedVersion, Filter,
+    MultiAppendOutcome, MultiAppendRequest, NewEvent, Position, Query, StoreError, StreamName, Tag,
+    Version,
 };
 use concord_embedded::{DATA_FILE, Durability, EmbeddedOptions, EmbeddedStore, Fault};
 use futures::FutureExt;
@@ -597,5 +598,293 @@ async fn concurrent_events_of_a_contended_stream_are_exactly_the_stored_ones() {
     assert_eq!(
         store.stream_version(&stream(s)).await.unwrap(),
         Version(320)
+    );
+}
+
+/// Sends `requests` as multi-stream appends while the writer is paused, so they form one
+/// batch, and returns their answers in order.
+async fn multi_in_one_batch(
+    store: &EmbeddedStore,
+    requests: Vec<MultiAppendRequest>,
+) -> Vec<Result<MultiAppendOutcome, StoreError>> {
+    let pause = store.pause_writer();
+    let mut pending: Vec<_> = requests
+        .into_iter()
+        .map(|r| store.append_multi(r).boxed())
+        .collect();
+    for p in &mut pending {
+        assert!(
+            p.as_mut().now_or_never().is_none(),
+            "an append answered while the writer was paused"
+        );
+    }
+    drop(pause);
+    futures::future::join_all(pending).await
+}
+
+fn transfer_part(s: &str, ty: &str, tag: &str) -> AppendRequest {
+    append(
+        s,
+        ExpectedVersion::Any,
+        vec![event(ty, 1).with_tags(vec![Tag::new(tag).unwrap()])],
+    )
+}
+
+/// The condition of a request is checked inside the batch's transaction, so it sees what
+/// the requests before it in the same batch wrote, though none of them is committed yet.
+#[tokio::test]
+async fn a_condition_sees_the_multi_stream_append_before_it_in_the_same_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    let _ = store
+        .append(append(
+            "other-1",
+            ExpectedVersion::Any,
+            vec![event("Opened", 0)],
+        ))
+        .await
+        .unwrap();
+    let after = store.head().await.unwrap();
+    let guarded = Query::item(
+        vec![EventType::new("Withdrawn").unwrap()],
+        vec![Tag::new("account:1").unwrap()],
+    );
+    let first = MultiAppendRequest::new(vec![
+        transfer_part("account-1", "Withdrawn", "account:1"),
+        transfer_part("account-2", "Deposited", "account:2"),
+    ])
+    .condition(guarded.clone(), after);
+    let second = MultiAppendRequest::new(vec![
+        transfer_part("account-1", "Withdrawn", "account:1"),
+        transfer_part("account-3", "Deposited", "account:3"),
+    ])
+    .condition(guarded.clone(), after);
+    // Its condition is about another account: it holds, and the append is written right
+    // after the first (the refused second takes no position).
+    let third = MultiAppendRequest::new(vec![transfer_part("account-4", "Deposited", "account:4")])
+        .condition(
+            Query::item(
+                vec![EventType::new("Withdrawn").unwrap()],
+                vec![Tag::new("account:4").unwrap()],
+            ),
+            Position(0),
+        );
+    let answers = multi_in_one_batch(&store, vec![first, second, third]).await;
+
+    let [first, second, third] = <[_; 3]>::try_from(answers).unwrap();
+    let first = first.unwrap();
+    assert_eq!(
+        (first.first_position, first.last_position),
+        (Position(2), Position(3))
+    );
+    let Err(StoreError::ConditionFailed(failed)) = second else {
+        panic!("the second append's condition should have failed, got {second:?}");
+    };
+    assert_eq!(failed.after, after);
+    let matching: Vec<_> = failed
+        .matching_events
+        .iter()
+        .map(|e| (e.stream.as_str().to_owned(), e.position))
+        .collect();
+    assert_eq!(matching, vec![("account-1".to_owned(), Position(2))]);
+    let third = third.unwrap();
+    assert_eq!(
+        (third.first_position, third.last_position),
+        (Position(4), Position(4))
+    );
+
+    // Nothing of the refused append was written.
+    assert_eq!(store.head().await.unwrap(), Position(4));
+    for (s, version) in [
+        ("account-1", 1),
+        ("account-2", 1),
+        ("account-3", 0),
+        ("account-4", 1),
+    ] {
+        assert_eq!(
+            store.stream_version(&stream(s)).await.unwrap(),
+            Version(version),
+            "{s}"
+        );
+    }
+}
+
+/// The indexed lookup behind query reads and conditions agrees with core's match rule:
+/// random events (a few types, overlapping tags) and random queries, each answer compared
+/// with `Query::matches` applied to the whole log.
+#[tokio::test]
+async fn query_reads_and_conditions_agree_with_the_core_match_rule() {
+    use concord_core::QueryItem;
+    use rand::{Rng, SeedableRng};
+
+    let seed: u64 = std::env::var("CONCORD_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random);
+    println!("seed {seed} (replay with CONCORD_TEST_SEED={seed})");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    let types = ["Opened", "Deposited", "Withdrawn"];
+    let tags = ["a", "b", "c", "d"];
+    let pick_tags = |rng: &mut rand::rngs::StdRng, max: usize| -> Vec<Tag> {
+        (0..rng.random_range(0..=max))
+            .map(|_| Tag::new(tags[rng.random_range(0..tags.len())]).unwrap())
+            .collect()
+    };
+    for i in 0..60u64 {
+        let parts = (0..rng.random_range(1..=3usize))
+            .map(|p| {
+                let events = (0..rng.random_range(1..=3))
+                    .map(|_| {
+                        event(types[rng.random_range(0..types.len())], i)
+                            .with_tags(pick_tags(&mut rng, 3))
+                    })
+                    .collect();
+                append(&format!("s{p}-{}", i % 5), ExpectedVersion::Any, events)
+            })
+            .collect();
+        let _ = store
+            .append_multi(MultiAppendRequest::new(parts))
+            .await
+            .unwrap();
+    }
+    for _ in 0..200 {
+        // Re-read: a probe whose condition held was written.
+        let log = store
+            .read_all(Position(1), &Filter::all(), 1000)
+            .await
+            .unwrap()
+            .events;
+        let head = store.head().await.unwrap();
+        let items = (0..rng.random_range(0..=3))
+            .map(|_| {
+                let mut item = QueryItem {
+                    types: (0..rng.random_range(0..=2))
+                        .map(|_| EventType::new(types[rng.random_range(0..types.len())]).unwrap())
+                        .collect(),
+                    tags: pick_tags(&mut rng, 2),
+                };
+                if item.types.is_empty() && item.tags.is_empty() {
+                    item.tags.push(Tag::new("a").unwrap());
+                }
+                item
+            })
+            .collect();
+        let query = Query { items };
+        let after = Position(rng.random_range(0..=head.get()));
+        let expected: Vec<_> = log
+            .iter()
+            .filter(|e| e.position > after && query.matches(e))
+            .collect();
+        let limit = rng.random_range(1..=30);
+        let page = store.query(&query, after, limit).await.unwrap();
+        assert_eq!(page.head, head);
+        let got: Vec<_> = page.events.iter().collect();
+        let want: Vec<_> = expected.iter().take(limit).copied().collect();
+        assert_eq!(got, want, "{query:?} after {after} limit {limit}");
+        assert_eq!(
+            page.next,
+            (expected.len() > limit).then(|| want.last().unwrap().position),
+            "{query:?} after {after} limit {limit}"
+        );
+        // The same query as a condition fails exactly when it matches, naming the first 100.
+        let result = store
+            .append_multi(
+                MultiAppendRequest::from(append(
+                    "probe-1",
+                    ExpectedVersion::Any,
+                    vec![event("Probe", 0)],
+                ))
+                .condition(query.clone(), after),
+            )
+            .await;
+        match result {
+            Err(StoreError::ConditionFailed(failed)) => {
+                let want: Vec<_> = expected.iter().take(100).copied().collect();
+                assert_eq!(failed.matching_events.iter().collect::<Vec<_>>(), want);
+            }
+            Ok(_) => assert!(
+                expected.is_empty(),
+                "{query:?} after {after} matched nothing"
+            ),
+            Err(e) => panic!("unexpected {e:?}"),
+        }
+    }
+}
+
+/// Multi-stream appends keep the writer's tails of contended streams exact: parts rebased
+/// in one batch, and the single appends after them, report exactly the stored events.
+#[tokio::test]
+async fn multi_stream_parts_keep_the_tails_of_contended_streams_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    let hot = "hot-2";
+    let stored_from = |from: Version, n: usize| {
+        let store = &store;
+        async move {
+            store
+                .read_stream(&stream(hot), from, Direction::Forward, n)
+                .await
+                .unwrap()
+        }
+    };
+    for round in 0..10u64 {
+        let expected = store.stream_version(&stream(hot)).await.unwrap();
+        let requests = (0..6)
+            .map(|i| {
+                MultiAppendRequest::new(vec![
+                    append(
+                        &format!("cold-{round}x{i}"),
+                        ExpectedVersion::NoStream,
+                        vec![event("Withdrawn", i)],
+                    ),
+                    append(
+                        hot,
+                        ExpectedVersion::Exact(expected),
+                        vec![event("Deposited", i), event("Deposited", i)],
+                    )
+                    .rebase_unless(vec![]),
+                ])
+            })
+            .collect();
+        for outcome in multi_in_one_batch(&store, requests).await {
+            let outcome = outcome.unwrap();
+            assert_eq!(
+                outcome.last_position.get() - outcome.first_position.get(),
+                2,
+                "three consecutive positions"
+            );
+            if let AppendOutcome::Rebased {
+                appended,
+                expected_version,
+                concurrent_events,
+            } = &outcome.parts[1]
+            {
+                let n = (appended.first_version.get() - expected_version.get() - 1) as usize;
+                assert_eq!(
+                    concurrent_events,
+                    &stored_from(expected_version.next(), n).await
+                );
+            }
+        }
+        let stale = store
+            .append(append(
+                hot,
+                ExpectedVersion::Exact(expected),
+                vec![event("Deposited", 0)],
+            ))
+            .await;
+        let Err(StoreError::Conflict(conflict)) = stale else {
+            panic!("expected a conflict, got {stale:?}");
+        };
+        assert_eq!(
+            conflict.concurrent_events,
+            stored_from(expected.next(), 100).await
+        );
+    }
+    assert_eq!(
+        store.stream_version(&stream(hot)).await.unwrap(),
+        Version(120)
     );
 }

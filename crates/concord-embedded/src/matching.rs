@@ -1,0 +1,228 @@
+//! The indexed lookup of the events that match a DCB query after a position.
+//!
+//! Two callers need the same answer: the writer, checking an append condition inside its
+//! open transaction (so a request sees the staged writes of the requests before it in the
+//! batch), and the readers, answering a query read from their snapshot. Both go through
+//! [`matching_events`], so a condition can never disagree with the query read it was based
+//! on.
+//!
+//! Each query item is one index range in position order, never a scan of the log: an item
+//! with tags starts from `event_tags` (first tag, `position > after`) and checks its other
+//! tags and its types by key lookups; an item with types only reads `events_by_type`, the
+//! first n of each type. The first n positions overall are among the first n of every
+//! item, so the union, sorted and cut, is exact. Core's [`Query::matches`] then decides
+//! every event that was read, so the match rule stays core's.
+
+use concord_core::{Query, QueryItem, RecordedEvent};
+use rusqlite::Connection;
+
+use crate::error::EmbeddedError;
+use crate::rows::{EVENT_COLUMNS, decode_named};
+
+const CONTEXT: &str = "cannot look up the events matching a query";
+
+/// `after` for SQLite: a position beyond `i64::MAX` cannot exist, so it is clamped rather
+/// than refused (it comes from a caller, and an error here would poison a batch).
+fn sql_after(after: u64) -> i64 {
+    i64::try_from(after).unwrap_or(i64::MAX)
+}
+
+/// Up to `n` events matching `query` with positions greater than `after`, in position
+/// order, read through `conn` (the writer's inside its transaction, or a reader's inside
+/// its snapshot).
+pub(crate) fn matching_events(
+    conn: &Connection,
+    query: &Query,
+    after: u64,
+    n: usize,
+) -> Result<Vec<RecordedEvent>, EmbeddedError> {
+    let positions = matching_positions(conn, query, after, n)?;
+    if positions.is_empty() {
+        // The usual answer of a condition: nothing more to read.
+        return Ok(Vec::new());
+    }
+    let mut fetch = conn
+        .prepare_cached(&format!(
+            "SELECT s.name, {EVENT_COLUMNS} FROM events e JOIN streams s ON s.stream_id = e.stream_id WHERE e.position = ?1"
+        ))
+        .map_err(EmbeddedError::sqlite(CONTEXT))?;
+    let mut events = Vec::with_capacity(positions.len());
+    for p in positions {
+        let event = fetch
+            .query_row([p], |row| Ok(decode_named(row)))
+            .map_err(EmbeddedError::sqlite(CONTEXT))??;
+        if query.matches(&event) {
+            events.push(event);
+        }
+    }
+    Ok(events)
+}
+
+/// Up to `n` positions greater than `after` of events matching `query`, ascending.
+pub(crate) fn matching_positions(
+    conn: &Connection,
+    query: &Query,
+    after: u64,
+    n: usize,
+) -> Result<Vec<i64>, EmbeddedError> {
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    let after = sql_after(after);
+    if query.items.is_empty() {
+        return collect(
+            conn,
+            "SELECT position FROM events WHERE position > ?1 ORDER BY position",
+            &[&after],
+            n,
+        );
+    }
+    let mut positions = Vec::new();
+    for item in &query.items {
+        if item.tags.is_empty() {
+            let mut types: Vec<&str> = item.types.iter().map(|t| t.as_str()).collect();
+            types.sort_unstable();
+            types.dedup();
+            for t in types {
+                positions.extend(collect(
+                    conn,
+                    "SELECT position FROM events WHERE type = ?1 AND position > ?2 ORDER BY position",
+                    &[&t, &after],
+                    n,
+                )?);
+            }
+        } else {
+            positions.extend(tagged_item_positions(conn, item, after, n)?);
+        }
+    }
+    positions.sort_unstable();
+    positions.dedup();
+    positions.truncate(n);
+    Ok(positions)
+}
+
+/// The SQL of an item with `tags` tags (at least one) and `types` types: driven by the
+/// first tag's range in `event_tags`, in position order (`CROSS JOIN` keeps SQLite from
+/// reordering the loops, so no temporary sort is ever needed); every further tag is a
+/// primary-key lookup and the types a check of the event's row.
+///
+/// No statement here has `LIMIT ?`: SQLite plans with a bound limit's value, so such a
+/// statement is re-prepared every time the statement cache clears its bindings (measured:
+/// most of a condition's cost). Rows come lazily in index order, so the caller just stops
+/// reading after n.
+pub(crate) fn tagged_item_sql(tags: usize, types: usize) -> String {
+    let mut sql = String::from("SELECT t0.position FROM event_tags t0");
+    for i in 1..tags {
+        sql.push_str(&format!(
+            " CROSS JOIN event_tags t{i} ON t{i}.tag = ?{} AND t{i}.position = t0.position",
+            i + 2
+        ));
+    }
+    if types > 0 {
+        let first = tags + 2;
+        let list: Vec<String> = (first..first + types).map(|k| format!("?{k}")).collect();
+        sql.push_str(&format!(
+            " CROSS JOIN events e ON e.position = t0.position AND e.type IN ({})",
+            list.join(", ")
+        ));
+    }
+    sql.push_str(" WHERE t0.tag = ?1 AND t0.position > ?2 ORDER BY t0.position");
+    sql
+}
+
+fn tagged_item_positions(
+    conn: &Connection,
+    item: &QueryItem,
+    after: i64,
+    n: usize,
+) -> Result<Vec<i64>, EmbeddedError> {
+    let mut stmt = conn
+        .prepare_cached(&tagged_item_sql(item.tags.len(), item.types.len()))
+        .map_err(EmbeddedError::sqlite(CONTEXT))?;
+    let mut tags = item.tags.iter();
+    if let Some(first) = tags.next() {
+        bind(&mut stmt, 1, &first.as_str())?;
+    }
+    bind(&mut stmt, 2, &after)?;
+    for (i, tag) in (3..).zip(tags) {
+        bind(&mut stmt, i, &tag.as_str())?;
+    }
+    for (i, t) in (item.tags.len() + 2..).zip(&item.types) {
+        bind(&mut stmt, i, &t.as_str())?;
+    }
+    let mut rows = stmt.raw_query();
+    let mut positions = Vec::new();
+    while positions.len() < n
+        && let Some(row) = rows.next().map_err(EmbeddedError::sqlite(CONTEXT))?
+    {
+        positions.push(row.get(0).map_err(EmbeddedError::sqlite(CONTEXT))?);
+    }
+    Ok(positions)
+}
+
+fn bind(
+    stmt: &mut rusqlite::CachedStatement<'_>,
+    i: usize,
+    value: &dyn rusqlite::ToSql,
+) -> Result<(), EmbeddedError> {
+    stmt.raw_bind_parameter(i, value)
+        .map_err(EmbeddedError::sqlite(CONTEXT))
+}
+
+fn collect(
+    conn: &Connection,
+    sql: &str,
+    params: &[&dyn rusqlite::ToSql],
+    n: usize,
+) -> Result<Vec<i64>, EmbeddedError> {
+    let mut stmt = conn
+        .prepare_cached(sql)
+        .map_err(EmbeddedError::sqlite(CONTEXT))?;
+    let rows = stmt
+        .query_map(params, |r| r.get::<_, i64>(0))
+        .map_err(EmbeddedError::sqlite(CONTEXT))?;
+    rows.take(n)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(EmbeddedError::sqlite(CONTEXT))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use concord_core::{EventType, Tag};
+
+    /// A statement re-prepared at every use would cost more than the lookup itself.
+    #[test]
+    fn condition_lookups_reuse_their_prepared_statements() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("reuse.db");
+        let mut conn = crate::schema::connect(&file, crate::Durability::Full, true).unwrap();
+        crate::schema::prepare(&mut conn, &file).unwrap();
+        let ty = |s: &str| EventType::new(s).unwrap();
+        let tag = |s: &str| Tag::new(s).unwrap();
+        let queries = [
+            Query::everything(),
+            Query::item(vec![ty("A"), ty("B")], vec![]),
+            Query::item(vec![ty("A")], vec![tag("t"), tag("u")]),
+        ];
+        for q in &queries {
+            for after in 0..5 {
+                assert!(matching_events(&conn, q, after, 100).unwrap().is_empty());
+            }
+        }
+        let sqls = [
+            "SELECT position FROM events WHERE position > ?1 ORDER BY position".to_owned(),
+            "SELECT position FROM events WHERE type = ?1 AND position > ?2 ORDER BY position"
+                .to_owned(),
+            tagged_item_sql(2, 1),
+        ];
+        for sql in sqls {
+            let stmt = conn.prepare_cached(&sql).unwrap();
+            assert_eq!(
+                stmt.get_status(rusqlite::StatementStatus::RePrepare),
+                0,
+                "{sql}"
+            );
+        }
+    }
+}
