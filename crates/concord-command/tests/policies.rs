@@ -32,6 +32,13 @@ impl EventStore for Noisy {
     fn backend(&self) -> &'static str {
         "noisy"
     }
+    async fn append_multi(
+        &self,
+        request: concord_core::MultiAppendRequest,
+    ) -> Result<concord_core::MultiAppendOutcome, StoreError> {
+        self.inner.append_multi(request).await
+    }
+
     async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, StoreError> {
         if self
             .interruptions

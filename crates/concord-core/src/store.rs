@@ -140,8 +140,8 @@ pub trait EventStore: Send + Sync + fmt::Debug + 'static {
     /// matching the condition's query has a position after the condition's `after`; or
     /// recognises a repeated append by its event ids (over all parts).
     ///
-    /// The provided implementation refuses: a backend supports multi-stream appends only
-    /// when it can make them atomic.
+    /// A backend implements it only if it can make the whole request atomic; there is no
+    /// fallback that appends part by part.
     ///
     /// # Errors
     /// [`StoreError::Conflicts`] naming every stale part (also for a single part);
@@ -151,14 +151,7 @@ pub trait EventStore: Send + Sync + fmt::Debug + 'static {
     async fn append_multi(
         &self,
         request: MultiAppendRequest,
-    ) -> Result<MultiAppendOutcome, StoreError> {
-        drop(request);
-        Err(StoreError::Backend {
-            backend: self.backend(),
-            message: "this backend does not support multi-stream or conditional appends".to_owned(),
-            source: None,
-        })
-    }
+    ) -> Result<MultiAppendOutcome, StoreError>;
 
     /// Up to `limit` events matching `query` with positions greater than `after` and at
     /// most the head, with the head to use as a condition's `after`.

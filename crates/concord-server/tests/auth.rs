@@ -255,6 +255,13 @@ impl EventStore for Unreachable {
     fn backend(&self) -> &'static str {
         "redis"
     }
+    async fn append_multi(
+        &self,
+        _: concord_core::MultiAppendRequest,
+    ) -> Result<concord_core::MultiAppendOutcome, StoreError> {
+        Err(down())
+    }
+
     async fn append(&self, _: AppendRequest) -> Result<AppendOutcome, StoreError> {
         Err(down())
     }

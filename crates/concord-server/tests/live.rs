@@ -292,6 +292,13 @@ impl EventStore for GatedStore {
     fn backend(&self) -> &'static str {
         "gated"
     }
+    async fn append_multi(
+        &self,
+        request: concord_core::MultiAppendRequest,
+    ) -> Result<concord_core::MultiAppendOutcome, StoreError> {
+        self.inner.append_multi(request).await
+    }
+
     async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, StoreError> {
         self.entered.notify_one();
         self.gate.notified().await;

@@ -47,6 +47,13 @@ impl EventStore for Buggy {
         "buggy"
     }
 
+    async fn append_multi(
+        &self,
+        request: concord_core::MultiAppendRequest,
+    ) -> Result<concord_core::MultiAppendOutcome, StoreError> {
+        self.inner.append_multi(request).await
+    }
+
     async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, StoreError> {
         let result = self.inner.append(request).await;
         match (self.bug, result) {
