@@ -6,12 +6,11 @@
 //! - `conditional`: the same, under the condition "no `UserRegistered` tagged with that
 //!   username" (an indexed lookup that finds nothing, as in a successful registration).
 //!
-//! The embedded store's counterpart of `concord-redis`'s example of the same name (same
-//! scenarios, same events), with the default `Durability::Full`:
+//! `cargo run --release -p concord-bench --bin cross_stream -- <STORE> [writers] [appends] [rounds]`
 //!
-//! `cargo run --release -p concord-embedded --example cross_stream_throughput -- [DIR] [writers] [appends] [rounds]`
-//!
-//! DIR (default: a fresh temporary directory) should be on the disk you care about.
+//! STORE is a directory for the embedded store (fresh, on the disk you care about) or a
+//! `redis://` URL (keys under a prefix of their own). The same scenarios and events run on
+//! either, so the ratios of the two backends compare.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -26,6 +25,7 @@ use concord_core::{
     AppendRequest, EventStore, ExpectedVersion, MultiAppendRequest, Position, Query, Tag, doc,
 };
 use concord_embedded::EmbeddedStore;
+use concord_redis::{RedisOptions, RedisStore};
 
 #[derive(Clone, Copy, Debug)]
 enum Scenario {
@@ -133,14 +133,27 @@ async fn run(
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let temp = tempfile::tempdir().expect("temporary directory");
-    let dir = args
+    let temp = tempfile::tempdir().expect("a temporary directory");
+    let target = args
         .get(1)
-        .map_or_else(|| temp.path().to_path_buf(), std::path::PathBuf::from);
+        .cloned()
+        .unwrap_or_else(|| temp.path().display().to_string());
     let writers: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(64);
     let appends: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(20_000);
     let rounds: usize = args.get(4).and_then(|s| s.parse().ok()).unwrap_or(3);
-    let store: Arc<dyn EventStore> = Arc::new(EmbeddedStore::open(&dir).expect("open"));
+    let store: Arc<dyn EventStore> = if target.starts_with("redis://") {
+        let options = RedisOptions {
+            key_prefix: format!("xbench-{}", std::process::id()),
+            ..RedisOptions::default()
+        };
+        Arc::new(
+            RedisStore::connect_with(&target, options)
+                .await
+                .expect("connect to redis"),
+        )
+    } else {
+        Arc::new(EmbeddedStore::open(&target).expect("open the embedded store"))
+    };
     let mut best = [0f64; 4];
     let scenarios = [
         Scenario::Single,
