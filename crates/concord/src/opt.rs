@@ -12,6 +12,7 @@ Store URLs:
   ./concord-data, PATH, embedded:PATH, file:PATH   the embedded durable store in directory PATH
   redis://[user:pass@]host:port/db[?prefix=P]      a Redis (>= 7) server, keys under {P} (default concord)
   rediss://...                                      the same over TLS
+  http://host:port                                  a `concord serve` server (token from CONCORD_TOKEN)
   memory:                                           an empty in-memory store, gone on exit
 
 Exit codes:
@@ -37,7 +38,7 @@ pub struct Cli {
 #[derive(Debug, Args)]
 pub struct GlobalOpts {
     /// The store: a directory (embedded store), `embedded:PATH`, `file:PATH`,
-    /// `redis://host:port/db`, `rediss://...` or `memory:`.
+    /// `redis://host:port/db`, `rediss://...`, `http://host:port` or `memory:`.
     #[arg(
         long,
         global = true,
