@@ -21,7 +21,9 @@ use rusqlite::{Connection, OptionalExtension};
 
 use crate::error::{EmbeddedError, from_sql, to_sql};
 use crate::matching::matching_events;
-use crate::rows::{EVENT_COLUMNS, decode, decode_named, sql_limit, stream_events};
+use crate::rows::{
+    EVENT_COLUMNS, decode, decode_named, sql_limit, stream_backward_sql, stream_events,
+};
 
 /// A read to run on a pool thread's connection.
 pub(crate) type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
@@ -86,17 +88,16 @@ pub(crate) fn read_stream(
         Direction::Backward => {
             let context = "cannot read a stream backward";
             let mut stmt = conn
-                .prepare_cached(&format!(
-                    "SELECT {EVENT_COLUMNS} FROM events e WHERE e.stream_id = ?1 AND e.version <= ?2
-                     ORDER BY e.version DESC LIMIT ?3"
-                ))
+                .prepare_cached(&stream_backward_sql())
                 .map_err(EmbeddedError::sqlite(context))?;
             let top = i64::try_from(from.get()).unwrap_or(i64::MAX);
             let mut rows = stmt
-                .query((id, top, sql_limit(limit)))
+                .query((id, top))
                 .map_err(EmbeddedError::sqlite(context))?;
             let mut events = Vec::new();
-            while let Some(row) = rows.next().map_err(EmbeddedError::sqlite(context))? {
+            while events.len() < limit
+                && let Some(row) = rows.next().map_err(EmbeddedError::sqlite(context))?
+            {
                 events.push(decode(stream.clone(), row, 0)?);
             }
             Ok(events)
@@ -198,64 +199,79 @@ impl<'f> Driver<'f> {
         n: usize,
     ) -> Result<Vec<i64>, EmbeddedError> {
         let context = "cannot read the global log";
-        let (from_sql_value, n_sql) = (to_sql(from)?, sql_limit(n));
-        let collect =
-            |sql: &str, params: &[&dyn rusqlite::ToSql]| -> Result<Vec<i64>, EmbeddedError> {
-                let mut stmt = conn
-                    .prepare_cached(sql)
-                    .map_err(EmbeddedError::sqlite(context))?;
-                let rows = stmt
-                    .query_map(params, |r| r.get::<_, i64>(0))
-                    .map_err(EmbeddedError::sqlite(context))?;
-                rows.collect::<Result<Vec<_>, _>>()
-                    .map_err(EmbeddedError::sqlite(context))
-            };
+        let from_sql_value = to_sql(from)?;
         match self {
             Driver::All => {
                 let last = head.min(from.saturating_add(n as u64).saturating_sub(1));
                 (from..=last).map(to_sql).collect()
             }
-            Driver::Category(c) => collect(
-                "SELECT position FROM events WHERE category = ?1 AND position >= ?2 ORDER BY position LIMIT ?3",
-                &[c, &from_sql_value, &n_sql],
-            ),
-            Driver::Tag(t) => collect(
-                "SELECT position FROM event_tags WHERE tag = ?1 AND position >= ?2 ORDER BY position LIMIT ?3",
-                &[t, &from_sql_value, &n_sql],
-            ),
+            Driver::Category(c) => first_positions(conn, CATEGORY_SQL, &[c, &from_sql_value], n),
+            Driver::Tag(t) => first_positions(conn, TAG_SQL, &[t, &from_sql_value], n),
             Driver::Types(types) => {
-                // The first n of each type, merged (UNION, not UNION ALL: a type listed twice must
-                // not yield its events twice): the first n overall are among them.
-                let parts: Vec<String> = (0..types.len())
-                    .map(|i| {
-                        format!(
-                            "SELECT * FROM (SELECT position FROM events WHERE type = ?{} AND position >= ?1
-                             ORDER BY position LIMIT ?2)",
-                            i + 3
-                        )
-                    })
-                    .collect();
-                let sql = format!("{} ORDER BY 1 LIMIT ?2", parts.join(" UNION "));
                 let mut stmt = conn
-                    .prepare_cached(&sql)
+                    .prepare_cached(&types_sql(types.len()))
                     .map_err(EmbeddedError::sqlite(context))?;
                 stmt.raw_bind_parameter(1, from_sql_value)
                     .map_err(EmbeddedError::sqlite(context))?;
-                stmt.raw_bind_parameter(2, n_sql)
-                    .map_err(EmbeddedError::sqlite(context))?;
                 for (i, t) in types.iter().enumerate() {
-                    stmt.raw_bind_parameter(3 + i, t.as_str())
+                    stmt.raw_bind_parameter(2 + i, t.as_str())
                         .map_err(EmbeddedError::sqlite(context))?;
                 }
                 let mut rows = stmt.raw_query();
                 let mut positions = Vec::new();
-                while let Some(row) = rows.next().map_err(EmbeddedError::sqlite(context))? {
+                while positions.len() < n
+                    && let Some(row) = rows.next().map_err(EmbeddedError::sqlite(context))?
+                {
                     positions.push(row.get(0).map_err(EmbeddedError::sqlite(context))?);
                 }
                 Ok(positions)
             }
         }
     }
+}
+
+// The index lookups of a filtered read. None has `LIMIT ?` (a statement with a bound limit
+// is re-prepared at every reuse from the statement cache): each yields its rows lazily in
+// index order, and the reader stops after the n it wants.
+const CATEGORY_SQL: &str =
+    "SELECT position FROM events WHERE category = ?1 AND position >= ?2 ORDER BY position";
+const TAG_SQL: &str =
+    "SELECT position FROM event_tags WHERE tag = ?1 AND position >= ?2 ORDER BY position";
+
+/// The positions of `types` types from `?1` on, merged in position order: one range of
+/// `events_by_type` per type, merged as they are read (UNION, not UNION ALL: a type listed
+/// twice must not yield its events twice), so stopping after n reads about n rows.
+fn types_sql(types: usize) -> String {
+    let parts: Vec<String> = (0..types)
+        .map(|i| {
+            format!(
+                "SELECT position FROM events WHERE type = ?{} AND position >= ?1",
+                i + 2
+            )
+        })
+        .collect();
+    format!("{} ORDER BY 1", parts.join(" UNION "))
+}
+
+/// The first `n` rows of a one-column position query.
+fn first_positions(
+    conn: &Connection,
+    sql: &str,
+    params: &[&dyn rusqlite::ToSql],
+    n: usize,
+) -> Result<Vec<i64>, EmbeddedError> {
+    let context = "cannot read the global log";
+    let mut stmt = conn
+        .prepare_cached(sql)
+        .map_err(EmbeddedError::sqlite(context))?;
+    let mut rows = stmt.query(params).map_err(EmbeddedError::sqlite(context))?;
+    let mut positions = Vec::new();
+    while positions.len() < n
+        && let Some(row) = rows.next().map_err(EmbeddedError::sqlite(context))?
+    {
+        positions.push(row.get(0).map_err(EmbeddedError::sqlite(context))?);
+    }
+    Ok(positions)
 }
 
 /// Up to `limit` events at positions `from` onwards that pass `filter`, from one snapshot.
@@ -373,25 +389,120 @@ mod tests {
         steps.join("; ")
     }
 
+    /// A statement re-prepared at every use costs more than the lookup itself (a bound
+    /// `LIMIT ?` does that), so every paged read and every condition lookup is run twice,
+    /// stopping early, and must still be the statement first prepared.
+    #[test]
+    fn paged_reads_and_condition_lookups_reuse_their_prepared_statements() {
+        use crate::matching::{matching_events, tagged_item_sql};
+        use concord_core::{EventType, Tag};
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("reuse.db");
+        let mut conn = crate::schema::connect(&file, crate::Durability::Full, true).unwrap();
+        crate::schema::prepare(&mut conn, &file).unwrap();
+        conn.execute_batch(
+            "INSERT INTO streams (stream_id, name, category) VALUES (1, 'a-1', 'a')",
+        )
+        .unwrap();
+        for p in 1..=10_i64 {
+            let ty = if p % 2 == 0 { "A" } else { "B" };
+            conn.execute(
+                "INSERT INTO events VALUES (?1, 1, ?1, ?2, ?3, 'a', x'7b7d', x'7b7d', 't', 0)",
+                (p, uuid::Uuid::new_v4().as_bytes().to_vec(), ty),
+            )
+            .unwrap();
+            conn.execute("INSERT INTO event_tags VALUES ('t', ?1)", [p])
+                .unwrap();
+        }
+        let ty = |s: &str| EventType::new(s).unwrap();
+        let tag = |s: &str| Tag::new(s).unwrap();
+        let stream = StreamName::new("a-1").unwrap();
+        let filters = [
+            Filter::all().category(concord_core::Category::new("a").unwrap()),
+            Filter::all().tags(vec![tag("t")]),
+            Filter::all().types(vec![ty("A")]),
+            Filter::all().types(vec![ty("A"), ty("B")]),
+        ];
+        let queries = [
+            Query::everything(),
+            Query::item(vec![ty("A"), ty("B")], vec![]),
+            Query::item(vec![ty("A")], vec![tag("t"), tag("u")]),
+        ];
+        for round in 1..=3_u64 {
+            for direction in [Direction::Forward, Direction::Backward] {
+                let events = read_stream(&conn, &stream, Version(5), direction, 2).unwrap();
+                assert_eq!(events.len(), 2, "{direction:?}");
+            }
+            // The writer's read of the concurrent events of a conflict or a rebase.
+            let concurrent = stream_events(&conn, &stream, 1, Version(round), 3).unwrap();
+            assert_eq!(concurrent.len(), 3);
+            for filter in &filters {
+                // Drivers are asked for at least 256 candidates, more than there are: the
+                // positions are read to the end here and cut short below.
+                let page = read_all(&conn, Position(round), filter, 1).unwrap();
+                assert_eq!(page.events.len(), 1, "{filter:?}");
+                let n = Driver::choose(filter)
+                    .positions(&conn, round, 10, 2)
+                    .unwrap();
+                assert_eq!(n.len(), 2, "{filter:?}");
+            }
+            for q in &queries {
+                assert!(
+                    matching_events(&conn, q, 10 + round, 100)
+                        .unwrap()
+                        .is_empty()
+                );
+                assert!(matching_events(&conn, q, round, 1).unwrap().len() <= 1);
+            }
+        }
+        let sqls = [
+            crate::rows::stream_forward_sql(),
+            stream_backward_sql(),
+            CATEGORY_SQL.to_owned(),
+            TAG_SQL.to_owned(),
+            types_sql(1),
+            types_sql(2),
+            "SELECT position FROM events WHERE position > ?1 ORDER BY position".to_owned(),
+            "SELECT position FROM events WHERE type = ?1 AND position > ?2 ORDER BY position"
+                .to_owned(),
+            tagged_item_sql(2, 1),
+        ];
+        for sql in sqls {
+            let stmt = conn.prepare_cached(&sql).unwrap();
+            assert_eq!(
+                stmt.get_status(rusqlite::StatementStatus::RePrepare),
+                0,
+                "{sql}"
+            );
+        }
+        // The counter does see what this test guards against: a bound limit, reused.
+        let limited = format!("{TAG_SQL} LIMIT ?3");
+        for _ in 0..2 {
+            let mut stmt = conn.prepare_cached(&limited).unwrap();
+            let n = stmt
+                .query_map(("t", 1, 2), |r| r.get::<_, i64>(0))
+                .unwrap()
+                .count();
+            assert_eq!(n, 2);
+        }
+        let stmt = conn.prepare_cached(&limited).unwrap();
+        assert!(stmt.get_status(rusqlite::StatementStatus::RePrepare) > 0);
+    }
+
     #[test]
     fn filtered_reads_and_condition_checks_are_index_lookups() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("plan.db");
         let mut conn = crate::schema::connect(&file, crate::Durability::Full, true).unwrap();
         crate::schema::prepare(&mut conn, &file).unwrap();
+        let forward = crate::rows::stream_forward_sql();
+        let backward = stream_backward_sql();
         let cases = [
-            (
-                "SELECT position FROM events WHERE category = 'a' AND position >= 5 ORDER BY position LIMIT 9",
-                "events_by_category",
-            ),
-            (
-                "SELECT position FROM events WHERE type = 'A' AND position >= 5 ORDER BY position LIMIT 9",
-                "events_by_type",
-            ),
-            (
-                "SELECT position FROM event_tags WHERE tag = 't' AND position >= 5 ORDER BY position LIMIT 9",
-                "PRIMARY KEY",
-            ),
+            (CATEGORY_SQL, "events_by_category"),
+            (TAG_SQL, "PRIMARY KEY"),
+            (forward.as_str(), "events_by_stream_version"),
+            (backward.as_str(), "events_by_stream_version"),
             (
                 "SELECT version FROM events WHERE stream_id = 1 AND event_id = x'00'",
                 "events_by_stream_event_id",
@@ -405,6 +516,19 @@ mod tests {
             let plan = plan(&conn, sql);
             assert!(
                 plan.contains(index) && !plan.contains("TEMP B-TREE"),
+                "{sql}\n  plan: {plan}"
+            );
+        }
+        // Several types: one range of the type index each, merged as they are read (so
+        // stopping after n rows is cheap), never a scan or a sort of all their events.
+        for types in [1, 2, 3] {
+            let sql = types_sql(types);
+            let plan = plan(&conn, &sql);
+            assert!(
+                plan.matches("events_by_type").count() == types
+                    && (types == 1 || plan.contains("MERGE (UNION)"))
+                    && !plan.contains("SCAN")
+                    && !plan.contains("TEMP B-TREE"),
                 "{sql}\n  plan: {plan}"
             );
         }

@@ -77,6 +77,27 @@ pub(crate) fn decode_named(row: &Row<'_>) -> Result<RecordedEvent, EmbeddedError
     decode(stream, row, 1)
 }
 
+/// A stream's events from a version upwards, in version order along
+/// `events_by_stream_version`.
+///
+/// Like every paged read here it has no `LIMIT ?`: a statement with a bound limit is
+/// re-prepared at every reuse from the statement cache (SQLite plans with the limit's
+/// value), so the caller stops reading after n rows instead, which the index order makes
+/// as cheap as a limit.
+pub(crate) fn stream_forward_sql() -> String {
+    format!(
+        "SELECT {EVENT_COLUMNS} FROM events e WHERE e.stream_id = ?1 AND e.version >= ?2 ORDER BY e.version"
+    )
+}
+
+/// A stream's events from a version downwards, the index read in reverse (no `LIMIT ?`,
+/// as for [`stream_forward_sql`]).
+pub(crate) fn stream_backward_sql() -> String {
+    format!(
+        "SELECT {EVENT_COLUMNS} FROM events e WHERE e.stream_id = ?1 AND e.version <= ?2 ORDER BY e.version DESC"
+    )
+}
+
 /// Up to `limit` events of the stream with row id `stream_id`, from version `from` upwards,
 /// read through `conn` (the writer's, inside its transaction, or a reader's).
 pub(crate) fn stream_events(
@@ -88,16 +109,15 @@ pub(crate) fn stream_events(
 ) -> Result<Vec<RecordedEvent>, EmbeddedError> {
     let context = "cannot read a stream";
     let mut stmt = conn
-        .prepare_cached(&format!(
-            "SELECT {EVENT_COLUMNS} FROM events e WHERE e.stream_id = ?1 AND e.version >= ?2 ORDER BY e.version LIMIT ?3"
-        ))
+        .prepare_cached(&stream_forward_sql())
         .map_err(EmbeddedError::sqlite(context))?;
-    let limit = sql_limit(limit);
     let mut rows = stmt
-        .query((stream_id, to_sql(from.get())?, limit))
+        .query((stream_id, to_sql(from.get())?))
         .map_err(EmbeddedError::sqlite(context))?;
     let mut events = Vec::new();
-    while let Some(row) = rows.next().map_err(EmbeddedError::sqlite(context))? {
+    while events.len() < limit
+        && let Some(row) = rows.next().map_err(EmbeddedError::sqlite(context))?
+    {
         events.push(decode(stream.clone(), row, 0)?);
     }
     Ok(events)
