@@ -81,6 +81,27 @@ fn stream(run: &str, suffix: &str) -> anyhow::Result<StreamName> {
 }
 
 /// Runs `writers` copies of `writer` to completion and adds up what they report.
+/// Waits for every worker, stops the clock and the progress bar, and builds the report.
+async fn conclude(
+    scenario: &str,
+    ctx: &Context,
+    load: &LoadArgs,
+    handles: Vec<tokio::task::JoinHandle<anyhow::Result<Tally>>>,
+    budget: &Budget,
+    progress: Progress,
+) -> anyhow::Result<Report> {
+    let tally = join_all(handles).await;
+    let elapsed = budget.elapsed();
+    progress.finish();
+    Ok(report(
+        scenario,
+        ctx.store_url.to_string(),
+        load,
+        &tally?,
+        elapsed,
+    ))
+}
+
 async fn join_all(
     handles: Vec<tokio::task::JoinHandle<anyhow::Result<Tally>>>,
 ) -> anyhow::Result<Tally> {
@@ -135,16 +156,7 @@ pub(crate) async fn append(ctx: &Context, load: &LoadArgs) -> anyhow::Result<Rep
             })
         })
         .collect();
-    let tally = join_all(handles).await;
-    let elapsed = budget.elapsed();
-    progress.finish();
-    Ok(report(
-        "append",
-        ctx.store_url.to_string(),
-        load,
-        &tally?,
-        elapsed,
-    ))
+    conclude("append", ctx, load, handles, &budget, progress).await
 }
 
 /// `hot`: W writers on one stream, each believing the version it last saw.
@@ -212,16 +224,7 @@ pub(crate) async fn hot(ctx: &Context, load: &LoadArgs) -> anyhow::Result<Report
             })
         })
         .collect();
-    let tally = join_all(handles).await;
-    let elapsed = budget.elapsed();
-    progress.finish();
-    Ok(report(
-        "hot",
-        ctx.store_url.to_string(),
-        load,
-        &tally?,
-        elapsed,
-    ))
+    conclude("hot", ctx, load, handles, &budget, progress).await
 }
 
 /// Appends events to `stream` until the store's head is at least `at_least` (or the stream
@@ -299,16 +302,7 @@ pub(crate) async fn read(ctx: &Context, load: &LoadArgs) -> anyhow::Result<Repor
             })
         })
         .collect();
-    let tally = join_all(handles).await;
-    let elapsed = budget.elapsed();
-    progress.finish();
-    Ok(report(
-        "read",
-        ctx.store_url.to_string(),
-        load,
-        &tally?,
-        elapsed,
-    ))
+    conclude("read", ctx, load, handles, &budget, progress).await
 }
 
 /// `catchup`: W subscribers, each reading the first N events of the global log.
@@ -347,14 +341,5 @@ pub(crate) async fn catchup(ctx: &Context, load: &LoadArgs) -> anyhow::Result<Re
             })
         })
         .collect();
-    let tally = join_all(handles).await;
-    let elapsed = budget.elapsed();
-    progress.finish();
-    Ok(report(
-        "catchup",
-        ctx.store_url.to_string(),
-        load,
-        &tally?,
-        elapsed,
-    ))
+    conclude("catchup", ctx, load, handles, &budget, progress).await
 }
