@@ -74,6 +74,16 @@ pub enum EmbeddedError {
         source: rusqlite::Error,
     },
 
+    /// A file of the store could not be opened or synced to the device.
+    #[error("cannot sync {} to the device", path.display())]
+    Sync {
+        /// The file or directory.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+
     /// An SQLite call failed.
     #[error("{context}")]
     Sqlite {
@@ -123,9 +133,9 @@ impl From<EmbeddedError> for StoreError {
                     source: None,
                 }
             }
-            EmbeddedError::CreateDir { source, .. } | EmbeddedError::Lock { source, .. } => {
-                StoreError::backend(BACKEND, message, source)
-            }
+            EmbeddedError::CreateDir { source, .. }
+            | EmbeddedError::Lock { source, .. }
+            | EmbeddedError::Sync { source, .. } => StoreError::backend(BACKEND, message, source),
             EmbeddedError::Sqlite { source, .. } | EmbeddedError::Open { source, .. } => {
                 StoreError::backend(BACKEND, message, source)
             }

@@ -31,6 +31,7 @@ mod matching;
 mod reader;
 mod rows;
 mod schema;
+mod syncer;
 mod writer;
 
 use std::fs::File;
@@ -53,7 +54,7 @@ pub use error::EmbeddedError;
 pub use writer::Fault;
 
 use reader::ReadJob;
-use writer::{Job, Poison, Writer};
+use writer::{Acknowledge, Job, Poison, Writer};
 
 /// The data file's name inside the store's directory.
 pub const DATA_FILE: &str = "concord.db";
@@ -69,7 +70,8 @@ const READERS: usize = 4;
 #[non_exhaustive]
 pub enum Durability {
     /// The batch is synced to the device (fsync of the write-ahead log) before any of its
-    /// appends is acknowledged (SQLite `synchronous = FULL`). An acknowledged append
+    /// appends is acknowledged (by a syncer thread, while the writer goes on with the next
+    /// batch; readers see a batch only once it is synced). An acknowledged append
     /// survives a crash of the process, a crash of the operating system and a power loss,
     /// provided the device honours its flushes.
     #[default]
@@ -174,17 +176,39 @@ impl EmbeddedStore {
             }
         }
         let file = dir.join(DATA_FILE);
-        let mut conn = schema::connect(&file, options.durability, true)?;
+        let mut conn = schema::connect(&file, true)?;
         schema::prepare(&mut conn, &file)?;
         let recovered = schema::recover(&conn)?;
         tracing::debug!(file = %file.display(), head = recovered.head, streams = recovered.streams.len(), "embedded store recovered");
+        // What a crashed process committed but never synced is still in the page cache and
+        // now visible: sync it before anybody reads it, so nothing read can vanish later.
+        let wal = schema::sync_files(dir, &file)?;
         let readers = (0..READERS)
-            .map(|_| schema::connect(&file, options.durability, false))
+            .map(|_| schema::connect(&file, false))
             .collect::<Result<Vec<Connection>, _>>()?;
 
         let signal = HeadSignal::new(Position(recovered.head));
         let poison = Poison::default();
         let (reader_tx, mut threads) = reader::spawn(readers)?;
+        let acknowledge = match options.durability {
+            Durability::Buffered => Acknowledge::Inline,
+            Durability::Full => {
+                let (syncer_tx, syncer_rx) = std::sync::mpsc::channel();
+                let syncer = syncer::Syncer {
+                    wal,
+                    synced: recovered.head,
+                    signal: signal.clone(),
+                    poison: Arc::clone(&poison),
+                    fail_next_sync: false,
+                };
+                let thread = std::thread::Builder::new()
+                    .name("concord-syncer".into())
+                    .spawn(move || syncer.run(&syncer_rx))
+                    .map_err(|_| EmbeddedError::Stopped("syncer"))?;
+                threads.push(thread);
+                Acknowledge::Syncer(syncer_tx)
+            }
+        };
         let (writer_tx, writer_rx) = std::sync::mpsc::channel();
         let writer = Writer {
             conn,
@@ -196,12 +220,15 @@ impl EmbeddedStore {
             fail_next_commit: false,
             uncheckpointed: (0, 0),
             tails: writer::Tails::default(),
+            acknowledge,
         };
         let thread = std::thread::Builder::new()
             .name("concord-writer".into())
             .spawn(move || writer.run(&writer_rx))
             .map_err(|_| EmbeddedError::Stopped("writer"))?;
-        threads.push(thread);
+        // Joined first on drop: the writer hands its last batch to the syncer before the
+        // syncer's channel closes.
+        threads.insert(0, thread);
         Ok(EmbeddedStore {
             dir: dir.to_path_buf(),
             file,
@@ -250,14 +277,28 @@ impl EmbeddedStore {
         WriterPause { _resume: tx }
     }
 
-    /// Runs `read` on a reader thread and waits for its answer.
+    /// Makes the syncer hold every batch committed from now on, unsynced and unanswered,
+    /// until the returned guard is dropped. For tests (with [`Durability::Full`]).
+    #[doc(hidden)]
+    pub fn pause_syncer(&self) -> WriterPause {
+        let (tx, rx) = std::sync::mpsc::channel();
+        if let Some(writer) = &self.writer {
+            let _ = writer.send(Job::PauseSyncer(rx));
+        }
+        WriterPause { _resume: tx }
+    }
+
+    /// Runs `read` on a reader thread and waits for its answer. `read` gets the published
+    /// head: SQLite may already hold committed batches that are not synced (nor
+    /// acknowledged) yet, and no read may show them.
     async fn read<T: Send + 'static>(
         &self,
-        read: impl FnOnce(&Connection) -> Result<T, EmbeddedError> + Send + 'static,
+        read: impl FnOnce(&Connection, u64) -> Result<T, EmbeddedError> + Send + 'static,
     ) -> Result<T, StoreError> {
         let (tx, rx) = oneshot::channel();
+        let head = self.signal.head().get();
         let job: ReadJob = Box::new(move |conn| {
-            let _ = tx.send(read(conn));
+            let _ = tx.send(read(conn, head));
         });
         self.readers
             .as_ref()
@@ -329,7 +370,7 @@ impl EventStore for EmbeddedStore {
         query.validate()?;
         let limit = limit.clamp(1, self.limits.read_limit_max.max(1));
         let query = query.clone();
-        self.read(move |conn| reader::query(conn, &query, after, limit))
+        self.read(move |conn, head| reader::query(conn, head, &query, after, limit))
             .await
     }
 
@@ -342,8 +383,10 @@ impl EventStore for EmbeddedStore {
     ) -> Result<Vec<RecordedEvent>, StoreError> {
         let limit = limit.min(self.limits.read_limit_max);
         let stream = stream.clone();
-        self.read(move |conn| reader::read_stream(conn, &stream, from, direction, limit))
-            .await
+        self.read(move |conn, head| {
+            reader::read_stream(conn, head, &stream, from, direction, limit)
+        })
+        .await
     }
 
     async fn read_all(
@@ -354,13 +397,13 @@ impl EventStore for EmbeddedStore {
     ) -> Result<AllPage, StoreError> {
         let limit = limit.min(self.limits.read_limit_max);
         let filter = filter.clone();
-        self.read(move |conn| reader::read_all(conn, from, &filter, limit))
+        self.read(move |conn, head| reader::read_all(conn, head, from, &filter, limit))
             .await
     }
 
     async fn stream_version(&self, stream: &StreamName) -> Result<Version, StoreError> {
         let stream = stream.clone();
-        self.read(move |conn| reader::stream_version(conn, &stream))
+        self.read(move |conn, head| reader::stream_version(conn, head, &stream))
             .await
     }
 
@@ -372,8 +415,10 @@ impl EventStore for EmbeddedStore {
     ) -> Result<Vec<StreamInfo>, StoreError> {
         let limit = limit.min(self.limits.read_limit_max);
         let (prefix, after) = (prefix.to_owned(), after.cloned());
-        self.read(move |conn| reader::list_streams(conn, &prefix, after.as_ref(), limit))
-            .await
+        self.read(move |conn, head| {
+            reader::list_streams(conn, head, &prefix, after.as_ref(), limit)
+        })
+        .await
     }
 
     async fn head(&self) -> Result<Position, StoreError> {

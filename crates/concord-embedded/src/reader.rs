@@ -72,9 +72,11 @@ fn stream_id(conn: &Connection, stream: &StreamName) -> Result<Option<i64>, Embe
         .map_err(EmbeddedError::sqlite(context))
 }
 
-/// Events of `stream` from `from`, forward or backward.
+/// Events of `stream` from `from`, forward or backward, up to the published `head` (a
+/// stream's positions grow with its versions, so the unpublished ones are its last).
 pub(crate) fn read_stream(
     conn: &Connection,
+    head: u64,
     stream: &StreamName,
     from: Version,
     direction: Direction,
@@ -84,7 +86,11 @@ pub(crate) fn read_stream(
         return Ok(Vec::new());
     };
     match direction {
-        Direction::Forward => stream_events(conn, stream, id, from, limit),
+        Direction::Forward => {
+            let mut events = stream_events(conn, stream, id, from, limit)?;
+            events.retain(|e| e.position.get() <= head);
+            Ok(events)
+        }
         Direction::Backward => {
             let context = "cannot read a stream backward";
             let mut stmt = conn
@@ -98,16 +104,22 @@ pub(crate) fn read_stream(
             while events.len() < limit
                 && let Some(row) = rows.next().map_err(EmbeddedError::sqlite(context))?
             {
-                events.push(decode(stream.clone(), row, 0)?);
+                let event = decode(stream.clone(), row, 0)?;
+                if event.position.get() <= head {
+                    events.push(event);
+                }
             }
             Ok(events)
         }
     }
 }
 
-/// The stream's current version (0 when it does not exist).
+/// The stream's version as of the published `head` (0 when it does not exist): its last
+/// event at or before `head`, found by walking the stream's index from the top (the first
+/// row, unless a batch is waiting for its sync).
 pub(crate) fn stream_version(
     conn: &Connection,
+    head: u64,
     stream: &StreamName,
 ) -> Result<Version, EmbeddedError> {
     let Some(id) = stream_id(conn, stream)? else {
@@ -115,17 +127,26 @@ pub(crate) fn stream_version(
     };
     let context = "cannot read a stream's version";
     let mut stmt = conn
-        .prepare_cached("SELECT COALESCE(MAX(version), 0) FROM events WHERE stream_id = ?1")
+        .prepare_cached(
+            "SELECT version, position FROM events WHERE stream_id = ?1 ORDER BY version DESC",
+        )
         .map_err(EmbeddedError::sqlite(context))?;
-    let version: i64 = stmt
-        .query_row([id], |r| r.get(0))
-        .map_err(EmbeddedError::sqlite(context))?;
-    Ok(Version(from_sql("version", version)?))
+    let mut rows = stmt.query([id]).map_err(EmbeddedError::sqlite(context))?;
+    while let Some(row) = rows.next().map_err(EmbeddedError::sqlite(context))? {
+        let position: i64 = row.get(1).map_err(EmbeddedError::sqlite(context))?;
+        if from_sql("position", position)? <= head {
+            let version: i64 = row.get(0).map_err(EmbeddedError::sqlite(context))?;
+            return Ok(Version(from_sql("version", version)?));
+        }
+    }
+    Ok(Version::NONE)
 }
 
-/// Streams whose names start with `prefix`, by name, after `after`.
+/// Streams whose names start with `prefix`, by name, after `after`, as of the published
+/// `head` (a stream whose first events are not published yet is not listed).
 pub(crate) fn list_streams(
     conn: &Connection,
+    head: u64,
     prefix: &str,
     after: Option<&StreamName>,
     limit: usize,
@@ -139,13 +160,13 @@ pub(crate) fn list_streams(
     let mut stmt = tx
         .prepare_cached(
             "SELECT s.name, e.version, e.position FROM streams s
-             JOIN events e ON e.position = (SELECT MAX(position) FROM events WHERE stream_id = s.stream_id)
+             JOIN events e ON e.position = (SELECT MAX(position) FROM events WHERE stream_id = s.stream_id AND position <= ?4)
              WHERE s.name >= ?1 AND s.name > ?2 ORDER BY s.name LIMIT ?3",
         )
         .map_err(EmbeddedError::sqlite(context))?;
     let after = after.map_or("", StreamName::as_str);
     let mut rows = stmt
-        .query((prefix, after, sql_limit(limit)))
+        .query((prefix, after, sql_limit(limit), to_sql(head)?))
         .map_err(EmbeddedError::sqlite(context))?;
     let mut streams = Vec::new();
     while let Some(row) = rows.next().map_err(EmbeddedError::sqlite(context))? {
@@ -274,9 +295,11 @@ fn first_positions(
     Ok(positions)
 }
 
-/// Up to `limit` events at positions `from` onwards that pass `filter`, from one snapshot.
+/// Up to `limit` events at positions `from` onwards (up to the published `head`) that pass
+/// `filter`, from one snapshot.
 pub(crate) fn read_all(
     conn: &Connection,
+    head: u64,
     from: Position,
     filter: &Filter,
     limit: usize,
@@ -285,12 +308,7 @@ pub(crate) fn read_all(
     let tx = conn
         .unchecked_transaction()
         .map_err(EmbeddedError::sqlite(context))?;
-    let head: i64 = tx
-        .query_row("SELECT COALESCE(MAX(position), 0) FROM events", [], |r| {
-            r.get(0)
-        })
-        .map_err(EmbeddedError::sqlite(context))?;
-    let head = from_sql("position", head)?;
+    let head_sql = to_sql(head)?;
     let mut cursor = from.get().max(1);
     let mut events = Vec::new();
     if limit == 0 {
@@ -309,7 +327,9 @@ pub(crate) fn read_all(
     let mut scanned = 0;
     loop {
         let wanted = (limit - events.len()).max(if filter.is_all() { 0 } else { 256 });
-        let positions = driver.positions(&tx, cursor, head, wanted)?;
+        let mut positions = driver.positions(&tx, cursor, head, wanted)?;
+        // The indexes may already hold a batch that is not published: it ends the page.
+        positions.retain(|&p| p <= head_sql);
         for &p in &positions {
             let event = fetch
                 .query_row([p], |row| Ok(decode_named(row)))
@@ -349,6 +369,7 @@ pub(crate) fn read_all(
 /// the same indexed lookup the writer uses for conditions.
 pub(crate) fn query(
     conn: &Connection,
+    head: u64,
     query: &Query,
     after: Position,
     limit: usize,
@@ -357,14 +378,11 @@ pub(crate) fn query(
     let tx = conn
         .unchecked_transaction()
         .map_err(EmbeddedError::sqlite(context))?;
-    let head: i64 = tx
-        .query_row("SELECT COALESCE(MAX(position), 0) FROM events", [], |r| {
-            r.get(0)
-        })
-        .map_err(EmbeddedError::sqlite(context))?;
-    let head = Position(from_sql("position", head)?);
     // One more than asked, to know whether there is a next page.
     let mut events = matching_events(&tx, query, after.get(), limit.saturating_add(1))?;
+    // Matches in a batch that is not published yet do not exist for readers.
+    events.retain(|e| e.position.get() <= head);
+    let head = Position(head);
     let next = if events.len() > limit {
         events.truncate(limit);
         events.last().map(|e| e.position)
@@ -399,7 +417,7 @@ mod tests {
 
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("reuse.db");
-        let mut conn = crate::schema::connect(&file, crate::Durability::Full, true).unwrap();
+        let mut conn = crate::schema::connect(&file, true).unwrap();
         crate::schema::prepare(&mut conn, &file).unwrap();
         conn.execute_batch(
             "INSERT INTO streams (stream_id, name, category) VALUES (1, 'a-1', 'a')",
@@ -429,9 +447,13 @@ mod tests {
             Query::item(vec![ty("A"), ty("B")], vec![]),
             Query::item(vec![ty("A")], vec![tag("t"), tag("u")]),
         ];
+        let head: i64 = conn
+            .query_row("SELECT MAX(position) FROM events", [], |r| r.get(0))
+            .unwrap();
+        let head = u64::try_from(head).unwrap();
         for round in 1..=3_u64 {
             for direction in [Direction::Forward, Direction::Backward] {
-                let events = read_stream(&conn, &stream, Version(5), direction, 2).unwrap();
+                let events = read_stream(&conn, head, &stream, Version(5), direction, 2).unwrap();
                 assert_eq!(events.len(), 2, "{direction:?}");
             }
             // The writer's read of the concurrent events of a conflict or a rebase.
@@ -440,7 +462,7 @@ mod tests {
             for filter in &filters {
                 // Drivers are asked for at least 256 candidates, more than there are: the
                 // positions are read to the end here and cut short below.
-                let page = read_all(&conn, Position(round), filter, 1).unwrap();
+                let page = read_all(&conn, head, Position(round), filter, 1).unwrap();
                 assert_eq!(page.events.len(), 1, "{filter:?}");
                 let n = Driver::choose(filter)
                     .positions(&conn, round, 10, 2)
@@ -494,7 +516,7 @@ mod tests {
     fn filtered_reads_and_condition_checks_are_index_lookups() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("plan.db");
-        let mut conn = crate::schema::connect(&file, crate::Durability::Full, true).unwrap();
+        let mut conn = crate::schema::connect(&file, true).unwrap();
         crate::schema::prepare(&mut conn, &file).unwrap();
         let forward = crate::rows::stream_forward_sql();
         let backward = stream_backward_sql();

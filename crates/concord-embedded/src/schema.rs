@@ -11,7 +11,6 @@ use std::path::Path;
 use concord_core::StreamName;
 use rusqlite::{Connection, OpenFlags};
 
-use crate::Durability;
 use crate::error::{EmbeddedError, from_sql};
 
 /// The format this build writes and reads (`PRAGMA user_version`).
@@ -56,12 +55,34 @@ CREATE TABLE event_tags (
 /// cannot occur inside one.
 pub(crate) const TAG_SEPARATOR: char = '\n';
 
+/// Syncs the data file, its write-ahead log and the directory holding them, and returns
+/// the log, opened for the syncer. SQLite creates the log when a connection first reads in
+/// WAL mode, so it exists once the store has been prepared.
+pub(crate) fn sync_files(dir: &Path, file: &Path) -> Result<std::fs::File, EmbeddedError> {
+    let mut wal_name = file.as_os_str().to_owned();
+    wal_name.push("-wal");
+    let wal_path = std::path::PathBuf::from(wal_name);
+    let sync = |path: &Path, write: bool| {
+        let failed = |source| EmbeddedError::Sync {
+            path: path.to_path_buf(),
+            source,
+        };
+        let f = std::fs::File::options()
+            .read(true)
+            .write(write)
+            .open(path)
+            .map_err(failed)?;
+        f.sync_all().map_err(failed)?;
+        Ok::<_, EmbeddedError>(f)
+    };
+    let wal = sync(&wal_path, true)?;
+    sync(file, true)?;
+    sync(dir, false)?;
+    Ok(wal)
+}
+
 /// Opens a connection to `file` with the store's settings.
-pub(crate) fn connect(
-    file: &Path,
-    durability: Durability,
-    writer: bool,
-) -> Result<Connection, EmbeddedError> {
+pub(crate) fn connect(file: &Path, writer: bool) -> Result<Connection, EmbeddedError> {
     let not_a_database = |e: rusqlite::Error| match e.sqlite_error_code() {
         Some(rusqlite::ErrorCode::NotADatabase) => EmbeddedError::NotADatabase {
             path: file.to_path_buf(),
@@ -85,17 +106,17 @@ pub(crate) fn connect(
             file.display()
         )));
     }
-    let synchronous = match durability {
-        Durability::Full => "FULL",
-        Durability::Buffered => "NORMAL",
-    };
-    conn.execute_batch(&format!(
-        "PRAGMA synchronous = {synchronous};
+    // NORMAL, whatever the durability: SQLite does not sync the log at COMMIT (the syncer
+    // thread does, off the writer's path, when the store promises `Durability::Full`), but
+    // it still syncs the log's header when it restarts the log and both files around a
+    // checkpoint, which is what keeps the file from corruption on a power loss.
+    conn.execute_batch(
+        "PRAGMA synchronous = NORMAL;
          PRAGMA foreign_keys = OFF;
          PRAGMA busy_timeout = 10000;
          PRAGMA cache_size = -16384;
-         PRAGMA temp_store = MEMORY;"
-    ))
+         PRAGMA temp_store = MEMORY;",
+    )
     .map_err(not_a_database)?;
     if writer {
         // The writer checkpoints itself, after it has answered a batch (see `Writer`), so

@@ -5,16 +5,19 @@
 //! conditional append with [`plan_multi_append`], then its condition) against its map of
 //! stream versions (and indexed lookups through its own connection, so a request sees the
 //! ones before it in the same batch), writes the accepted ones, and commits once: one
-//! fsync for the whole batch. Only then does it publish the new head and answer the callers. If the
-//! write or the commit fails, the store is poisoned: nobody in the batch is told "done",
-//! and every later append is refused until the process reopens the store, because after a
-//! failed fsync nobody knows what the disk holds (the lesson of PostgreSQL's fsyncgate).
+//! fsync for the whole batch, which the [syncer](crate::syncer) thread makes while this one
+//! goes on with the next batch; the syncer publishes the new head and answers the callers
+//! once the batch is on the device. If the write or the commit fails, the store is
+//! poisoned: nobody in the batch is told "done", and every later append is refused until
+//! the process reopens the store, because after a failed fsync nobody knows what the disk
+//! holds (the lesson of PostgreSQL's fsyncgate).
 //!
-//! Invariants: `head` and `streams` describe exactly what is committed; positions are
-//! assigned here, at write time, in commit order, so they are gap-free.
+//! Invariants: `head` and `streams` describe exactly what is committed (durable or about
+//! to be: readers see only up to the published head); positions are assigned here, at
+//! write time, in commit order, so they are gap-free.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::mpsc::{Receiver, TryRecvError};
+use std::sync::mpsc::{Receiver, Sender, TryRecvError};
 use std::sync::{Arc, OnceLock};
 
 use concord_core::{
@@ -30,6 +33,7 @@ use crate::error::{EmbeddedError, from_sql, to_sql};
 use crate::matching::matching_events;
 use crate::rows::stream_events;
 use crate::schema::{StreamState, TAG_SEPARATOR};
+use crate::syncer::{Committed, SyncJob};
 
 /// The most events one batch takes before it commits (a batch always takes at least one
 /// request, whatever its size).
@@ -38,7 +42,9 @@ const BATCH_EVENTS_MAX: usize = 16_384;
 /// How many commits the writer lets accumulate in the write-ahead log before it copies
 /// them into the database file (a passive checkpoint). SQLite's own automatic checkpoint
 /// would run inside the commit, so the batch's acknowledgements would wait for it; the
-/// writer runs it after answering instead, while the next batch gathers.
+/// writer runs it after handing the batch to the syncer instead, while the next batch
+/// gathers. (Not on a thread of its own: a checkpoint beside a busy writer never finds the
+/// log fully copied, so the log could never restart and grew by 180 MB/s.)
 const CHECKPOINT_COMMITS: u32 = 64;
 
 /// Nor more events than this (large batches fill the log faster than small ones).
@@ -143,6 +149,9 @@ pub enum Fault {
     /// The file may not grow any more (`PRAGMA max_page_count`): the next write that needs
     /// a new page fails with SQLITE_FULL, a real I/O error from SQLite.
     DiskFull,
+    /// The next sync of the write-ahead log by the syncer fails, after the batch was
+    /// committed (with [`Durability::Full`](crate::Durability::Full) only).
+    FailNextSync,
 }
 
 /// A message to the writer thread.
@@ -162,6 +171,17 @@ pub(crate) enum Job {
     /// Stop taking jobs until the sender of this channel is dropped (tests use it to put
     /// several appends into one batch).
     Pause(std::sync::mpsc::Receiver<()>),
+    /// Pass this pause on to the syncer (tests hold committed batches unacknowledged).
+    PauseSyncer(std::sync::mpsc::Receiver<()>),
+}
+
+/// Who acknowledges a committed batch.
+pub(crate) enum Acknowledge {
+    /// The writer itself, right after the commit ([`Durability::Buffered`](crate::Durability::Buffered):
+    /// nothing to wait for).
+    Inline,
+    /// The syncer thread, after its fsync ([`Durability::Full`](crate::Durability::Full)).
+    Syncer(Sender<SyncJob>),
 }
 
 /// Why the store refuses appends, once it does. Set once, by the writer.
@@ -182,22 +202,23 @@ pub(crate) struct Writer {
     pub(crate) uncheckpointed: (u32, u64),
     /// The last events of contended streams.
     pub(crate) tails: Tails,
+    pub(crate) acknowledge: Acknowledge,
 }
 
 /// An append waiting in a batch, with where its answer goes.
-enum Request {
+pub(crate) enum Request {
     One(AppendRequest, Reply),
     Multi(MultiAppendRequest, MultiReply),
 }
 
 /// The decision on a [`Request`] of the same kind.
-enum Answer {
+pub(crate) enum Answer {
     One(Result<AppendOutcome, StoreError>),
     Multi(Result<MultiAppendOutcome, StoreError>),
 }
 
 impl Request {
-    fn answer(self, answer: Answer) {
+    pub(crate) fn answer(self, answer: Answer) {
         match (self, answer) {
             (Request::One(_, reply), Answer::One(a)) => {
                 let _ = reply.send(a);
@@ -213,7 +234,7 @@ impl Request {
         }
     }
 
-    fn refuse(self, error: StoreError) {
+    pub(crate) fn refuse(self, error: StoreError) {
         match self {
             Request::One(_, reply) => {
                 let _ = reply.send(Err(error));
@@ -252,7 +273,7 @@ impl Writer {
                                 events +=
                                     request.parts.iter().map(|p| p.events.len()).sum::<usize>();
                             }
-                            Job::Fault(_) | Job::Pause(_) => {}
+                            Job::Fault(_) | Job::Pause(_) | Job::PauseSyncer(_) => {}
                         }
                         batch.push(job);
                     }
@@ -275,6 +296,11 @@ impl Writer {
                 Job::Pause(until) => {
                     let _ = until.recv();
                 }
+                Job::PauseSyncer(until) => {
+                    if let Acknowledge::Syncer(syncer) = &self.acknowledge {
+                        let _ = syncer.send(SyncJob::Pause(until));
+                    }
+                }
             }
         }
         if appends.is_empty() {
@@ -296,12 +322,7 @@ impl Writer {
                 let written = staged.head - self.head;
                 self.head = staged.head;
                 self.streams.extend(staged.streams);
-                // Head first, then answers: a caller that got its acknowledgement and asks
-                // for the head sees its own events.
-                self.signal.advance(Position(self.head));
-                for (request, answer) in appends.into_iter().zip(answers) {
-                    request.answer(answer);
-                }
+                self.acknowledge(appends, answers);
                 self.uncheckpointed.0 += 1;
                 self.uncheckpointed.1 += written;
                 if self.uncheckpointed.0 >= CHECKPOINT_COMMITS
@@ -324,6 +345,36 @@ impl Writer {
         }
     }
 
+    /// Answers a committed batch: at once when there is nothing to sync, else through the
+    /// syncer, after its fsync.
+    fn acknowledge(&mut self, appends: Vec<Request>, answers: Vec<Answer>) {
+        match &self.acknowledge {
+            Acknowledge::Inline => {
+                // Head first, then answers: a caller that got its acknowledgement and asks
+                // for the head sees its own events.
+                self.signal.advance(Position(self.head));
+                for (request, answer) in appends.into_iter().zip(answers) {
+                    request.answer(answer);
+                }
+            }
+            Acknowledge::Syncer(syncer) => {
+                let batch = Committed {
+                    head: self.head,
+                    answers: appends.into_iter().zip(answers).collect(),
+                };
+                if let Err(std::sync::mpsc::SendError(SyncJob::Batch(batch))) =
+                    syncer.send(SyncJob::Batch(batch))
+                {
+                    // The syncer is gone (it only stops with the writer): nobody can be told
+                    // their batch is durable.
+                    for (request, _) in batch.answers {
+                        request.refuse(StoreError::from(EmbeddedError::Stopped("syncer")));
+                    }
+                }
+            }
+        }
+    }
+
     /// Poisons the store (once) because of `e` and returns the reason every append is
     /// refused with.
     fn poison_with(&self, e: &EmbeddedError) -> String {
@@ -334,8 +385,8 @@ impl Writer {
 
     /// Copies committed pages from the write-ahead log into the database file (passive:
     /// it never waits for readers, and copies what no reader still needs). The commits are
-    /// already durable in the log, so a failure loses nothing; but a failed sync of the
-    /// database file leaves its state unknown, so it poisons the store like a failed commit.
+    /// already in the log, so a failure loses nothing; but a failed sync of the database
+    /// file leaves its state unknown, so it poisons the store like a failed commit.
     fn checkpoint(&mut self) {
         self.uncheckpointed = (0, 0);
         let done = self
@@ -352,6 +403,11 @@ impl Writer {
     fn arm(&mut self, fault: Fault) {
         match fault {
             Fault::FailNextCommit => self.fail_next_commit = true,
+            Fault::FailNextSync => {
+                if let Acknowledge::Syncer(syncer) = &self.acknowledge {
+                    let _ = syncer.send(SyncJob::FailNextSync);
+                }
+            }
             Fault::DiskFull => {
                 let limited = self
                     .conn

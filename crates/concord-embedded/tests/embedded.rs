@@ -888,3 +888,179 @@ async fn multi_stream_parts_keep_the_tails_of_contended_streams_exact() {
         Version(120)
     );
 }
+
+/// Waits until the data file itself (read through a connection of our own, as SQLite
+/// shows it to any reader) holds `head` events: the writer has committed them.
+async fn committed_in_sqlite(dir: &std::path::Path, head: i64) {
+    let conn = rusqlite::Connection::open(dir.join(DATA_FILE)).unwrap();
+    for _ in 0..5000 {
+        let max: i64 = conn
+            .query_row("SELECT COALESCE(MAX(position), 0) FROM events", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        if max >= head {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    panic!("the writer never committed position {head}");
+}
+
+#[tokio::test]
+async fn a_committed_batch_stays_invisible_to_readers_until_it_is_synced_and_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    let first = event("Deposited", 1);
+    let _ = store
+        .append(append("acct-1", ExpectedVersion::NoStream, vec![first]))
+        .await
+        .unwrap();
+
+    let pause = store.pause_syncer();
+    let mut pending = vec![
+        store
+            .append(append(
+                "acct-1",
+                ExpectedVersion::Exact(Version(1)),
+                vec![event("Deposited", 2)],
+            ))
+            .boxed(),
+        store
+            .append(append(
+                "acct-2",
+                ExpectedVersion::NoStream,
+                vec![event("Deposited", 3)],
+            ))
+            .boxed(),
+    ];
+    for p in &mut pending {
+        assert!(p.as_mut().now_or_never().is_none());
+    }
+    committed_in_sqlite(dir.path(), 3).await;
+
+    // Committed, not synced: no reader may see it, and nobody has been answered.
+    assert_eq!(store.head().await.unwrap(), Position(1));
+    let one = store
+        .read_stream(&stream("acct-1"), Version(1), Direction::Forward, 10)
+        .await
+        .unwrap();
+    assert_eq!(one.len(), 1);
+    let backward = store
+        .read_stream(
+            &stream("acct-1"),
+            Version(u64::MAX >> 1),
+            Direction::Backward,
+            10,
+        )
+        .await
+        .unwrap();
+    assert_eq!(backward.len(), 1);
+    assert_eq!(
+        store.stream_version(&stream("acct-1")).await.unwrap(),
+        Version(1)
+    );
+    assert_eq!(
+        store.stream_version(&stream("acct-2")).await.unwrap(),
+        Version(0)
+    );
+    let all = store
+        .read_all(Position(1), &Filter::default(), 10)
+        .await
+        .unwrap();
+    assert_eq!((all.events.len(), all.head), (1, Position(1)));
+    let by_type = Filter {
+        types: vec![EventType::new("Deposited").unwrap()],
+        ..Filter::default()
+    };
+    let typed = store.read_all(Position(1), &by_type, 10).await.unwrap();
+    assert_eq!(typed.events.len(), 1);
+    let listed = store.list_streams("acct", None, 10).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].version, Version(1));
+    let query = Query::item(vec![EventType::new("Deposited").unwrap()], Vec::new());
+    let page = store.query(&query, Position(0), 10).await.unwrap();
+    assert_eq!((page.events.len(), page.head), (1, Position(1)));
+    for p in &mut pending {
+        assert!(
+            p.as_mut().now_or_never().is_none(),
+            "an append was acknowledged before its sync"
+        );
+    }
+
+    drop(pause);
+    let answers: Vec<_> = futures::future::join_all(pending)
+        .await
+        .into_iter()
+        .map(|a| {
+            let a = a.unwrap();
+            (a.appended().last_version, a.appended().last_position)
+        })
+        .collect();
+    assert_eq!(
+        answers,
+        vec![(Version(2), Position(2)), (Version(1), Position(3))]
+    );
+    assert_eq!(store.head().await.unwrap(), Position(3));
+    assert_eq!(
+        store.stream_version(&stream("acct-2")).await.unwrap(),
+        Version(1)
+    );
+    let all = store
+        .read_all(Position(1), &Filter::default(), 10)
+        .await
+        .unwrap();
+    assert_eq!(all.events.len(), 3);
+    assert_eq!(store.list_streams("acct", None, 10).await.unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn a_failed_sync_poisons_the_store_and_nothing_after_it_is_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    let _ = store
+        .append(append(
+            "order-9",
+            ExpectedVersion::NoStream,
+            vec![event("Placed", 1)],
+        ))
+        .await
+        .unwrap();
+    store.inject_fault(Fault::FailNextSync);
+    let failed = store
+        .append(append(
+            "order-9",
+            ExpectedVersion::Exact(Version(1)),
+            vec![event("Paid", 2)],
+        ))
+        .await;
+    let message = failed.unwrap_err().to_string();
+    assert!(message.contains("sync"), "{message}");
+    let refused = store
+        .append(append(
+            "order-10",
+            ExpectedVersion::Any,
+            vec![event("Placed", 3)],
+        ))
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::Poisoned(_))),
+        "{refused:?}"
+    );
+    // The unsynced batch was never published.
+    assert_eq!(store.head().await.unwrap(), Position(1));
+    assert_eq!(
+        store.stream_version(&stream("order-9")).await.unwrap(),
+        Version(1)
+    );
+    drop(store);
+
+    // Reopening syncs whatever the process had committed; the acknowledged event is there.
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    assert!(store.poisoned().is_none());
+    let events = store
+        .read_stream(&stream("order-9"), Version(1), Direction::Forward, 10)
+        .await
+        .unwrap();
+    assert_eq!(events[0].event_type.as_str(), "Placed");
+}

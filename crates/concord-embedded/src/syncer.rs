@@ -1,0 +1,125 @@
+//! The syncer thread: acknowledgements wait for the fsync, the writer does not.
+//!
+//! SQLite's `synchronous = FULL` syncs the write-ahead log inside `COMMIT`, so the writer
+//! thread sat idle for the whole fsync and the next batch could not even be decided. Under
+//! [`Durability::Full`](crate::Durability::Full) the writer instead commits with
+//! `synchronous = NORMAL` (the batch's frames reach the log, unsynced) and hands the
+//! batch's answers to this thread, then goes straight on with the next batch. This thread
+//! syncs the log (`fdatasync` of the `-wal` file: one call covers every batch written
+//! before it), and only then publishes the new head and sends the answers. So an append is
+//! still acknowledged only once it is on the device, and the fsync of batch N overlaps the
+//! work of batch N+1.
+//!
+//! What keeps this correct:
+//! - Answers go out in batch order, each after a sync that covers its batch and every batch
+//!   before it, so no answer (a conflict listing events, a duplicate naming positions)
+//!   describes something that is not yet durable.
+//! - Readers see committed but unsynced rows in SQLite, so every read is bounded by the
+//!   published head (`HeadSignal`), which only this thread advances, after the sync.
+//! - `NORMAL` still syncs the log header when SQLite restarts the log and syncs both files
+//!   around a checkpoint, so a crash can lose only unacknowledged batches, never corrupt
+//!   the file.
+//! - A failed sync poisons the store (as a failed commit does): nothing pending or later
+//!   is acknowledged, because after a failed fsync nobody knows what the disk holds.
+
+use std::fs::File;
+use std::sync::mpsc::Receiver;
+
+use concord_core::{HeadSignal, Position};
+
+use crate::writer::{Answer, Poison, Request};
+
+/// A committed batch waiting for its sync: the head after it and its answers, in order.
+pub(crate) struct Committed {
+    pub(crate) head: u64,
+    pub(crate) answers: Vec<(Request, Answer)>,
+}
+
+/// A message to the syncer thread.
+pub(crate) enum SyncJob {
+    /// Sync, then acknowledge.
+    Batch(Committed),
+    /// The next sync fails as a failed `fdatasync` would (tests of poisoning).
+    FailNextSync,
+    /// Stop until the sender of this channel is dropped (tests hold a batch committed but
+    /// unacknowledged with it).
+    Pause(std::sync::mpsc::Receiver<()>),
+}
+
+/// The syncer thread's state.
+pub(crate) struct Syncer {
+    /// The write-ahead log, opened by us beside SQLite: syncing any descriptor of the file
+    /// flushes all of it.
+    pub(crate) wal: File,
+    /// The head the last successful sync covered.
+    pub(crate) synced: u64,
+    pub(crate) signal: HeadSignal,
+    pub(crate) poison: Poison,
+    pub(crate) fail_next_sync: bool,
+}
+
+impl Syncer {
+    /// Runs until the writer is gone, then answers what it still holds.
+    pub(crate) fn run(mut self, jobs: &Receiver<SyncJob>) {
+        while let Ok(first) = jobs.recv() {
+            let mut pending = Vec::new();
+            self.take(first, &mut pending);
+            while let Ok(job) = jobs.try_recv() {
+                self.take(job, &mut pending);
+            }
+            self.acknowledge(pending);
+        }
+    }
+
+    fn take(&mut self, job: SyncJob, pending: &mut Vec<Committed>) {
+        match job {
+            SyncJob::Batch(batch) => pending.push(batch),
+            SyncJob::FailNextSync => self.fail_next_sync = true,
+            SyncJob::Pause(until) => {
+                // Returns when the test drops its guard.
+                let _ = until.recv();
+            }
+        }
+    }
+
+    /// Syncs once for every pending batch, then answers them in order (or refuses them all
+    /// if the store is or becomes poisoned).
+    fn acknowledge(&mut self, pending: Vec<Committed>) {
+        let Some(head) = pending.iter().map(|b| b.head).max() else {
+            return;
+        };
+        if self.poison.get().is_none() && head > self.synced {
+            match self.sync() {
+                Ok(()) => self.synced = head,
+                Err(e) => {
+                    let reason = format!("a sync of the write-ahead log failed ({e})");
+                    tracing::error!(error = %e, "embedded store poisoned; appends are refused until the store is reopened");
+                    let _ = self.poison.get_or_init(|| reason);
+                }
+            }
+        }
+        if let Some(reason) = self.poison.get() {
+            for batch in pending {
+                for (request, _) in batch.answers {
+                    request.refuse(concord_core::StoreError::Poisoned(reason.clone()));
+                }
+            }
+            return;
+        }
+        // Head first, then answers: a caller that got its acknowledgement and reads sees
+        // its own events.
+        self.signal.advance(Position(self.synced));
+        for batch in pending {
+            for (request, answer) in batch.answers {
+                request.answer(answer);
+            }
+        }
+    }
+
+    fn sync(&mut self) -> std::io::Result<()> {
+        if std::mem::take(&mut self.fail_next_sync) {
+            return Err(std::io::Error::other("injected sync failure"));
+        }
+        self.wal.sync_data()
+    }
+}
