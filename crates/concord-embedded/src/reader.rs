@@ -527,7 +527,7 @@ mod tests {
             (backward.as_str(), "events_by_stream_version"),
             (
                 "SELECT version FROM events WHERE stream_id = 1 AND event_id = x'00'",
-                "events_by_stream_event_id",
+                "events_by_event_id",
             ),
             (
                 "SELECT type FROM events WHERE stream_id = 1 AND version > 3 ORDER BY version",

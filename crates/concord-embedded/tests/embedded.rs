@@ -431,9 +431,64 @@ async fn opening_a_store_of_another_format_version_is_refused() {
     drop(raw);
     let message = open_error(dir.path());
     assert!(
-        message.contains("format version 99") && message.contains("reads format version 1"),
+        message.contains("format version 99") && message.contains("reads format version 2"),
         "{message}"
     );
+}
+
+#[tokio::test]
+async fn a_format_1_store_is_migrated_on_open_and_keeps_its_idempotency() {
+    let dir = tempfile::tempdir().unwrap();
+    let ids: Vec<_>;
+    {
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        let events = vec![event("Opened", 1), event("Deposited", 2)];
+        ids = events.iter().map(|e| e.id).collect();
+        let _ = store
+            .append(append("account-7", ExpectedVersion::NoStream, events))
+            .await
+            .unwrap();
+    }
+    // Turn it back into format 1, as an older Concord wrote it.
+    {
+        let raw = rusqlite::Connection::open(dir.path().join(DATA_FILE)).unwrap();
+        raw.execute_batch(
+            "DROP INDEX events_by_event_id;
+             CREATE UNIQUE INDEX events_by_stream_event_id ON events (stream_id, event_id);
+             PRAGMA user_version = 1;",
+        )
+        .unwrap();
+    }
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    let again: Vec<NewEvent> = ids
+        .iter()
+        .zip(["Opened", "Deposited"])
+        .enumerate()
+        .map(|(n, (id, ty))| {
+            let mut e = event(ty, n as u64 + 1);
+            e.id = *id;
+            e
+        })
+        .collect();
+    let outcome = store
+        .append(append("account-7", ExpectedVersion::Any, again))
+        .await
+        .unwrap();
+    assert!(
+        matches!(outcome, AppendOutcome::Duplicate(_)),
+        "{outcome:?}"
+    );
+    drop(store);
+    let raw = rusqlite::Connection::open(dir.path().join(DATA_FILE)).unwrap();
+    let (version, indexes): (i64, String) = raw
+        .query_row(
+            "SELECT (SELECT user_version FROM pragma_user_version),
+                    (SELECT group_concat(name) FROM sqlite_schema WHERE type = 'index' AND name LIKE 'events_by_%id')",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!((version, indexes.as_str()), (2, "events_by_event_id"));
 }
 
 #[test]
