@@ -5,6 +5,7 @@
 //! [`InvalidInput`] that says which rule and shows the value.
 
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -81,7 +82,7 @@ macro_rules! string_newtype_serde {
 /// A stream's name, e.g. `account-42`: 1–256 bytes of UTF-8, no control characters, not
 /// starting with `$` (reserved for the store).
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
-pub struct StreamName(String);
+pub struct StreamName(Arc<str>);
 
 impl StreamName {
     /// Validates `name` as a stream name.
@@ -97,7 +98,7 @@ impl StreamName {
                 format!("stream {name:?} starts with `$`, which is reserved for the store"),
             ));
         }
-        Ok(Self(name))
+        Ok(Self(Arc::from(name)))
     }
 
     /// The name as text.
@@ -109,7 +110,7 @@ impl StreamName {
     /// `account-42` → `account`.
     pub fn category(&self) -> Category {
         let cat = self.0.split('-').next().unwrap_or(&self.0);
-        Category(cat.to_owned())
+        Category(Arc::from(cat))
     }
 }
 
@@ -117,7 +118,7 @@ string_newtype_serde!(StreamName);
 
 /// A stream's category: the part of its name before the first `-`.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
-pub struct Category(String);
+pub struct Category(Arc<str>);
 
 impl Category {
     /// Validates `name` as a category (the same rules as a stream name, and no `-`).
@@ -135,7 +136,7 @@ impl Category {
                 ),
             ));
         }
-        Ok(Self(name))
+        Ok(Self(Arc::from(name)))
     }
 
     /// The category as text.
@@ -149,7 +150,7 @@ string_newtype_serde!(Category);
 /// The name of what happened, in the past tense: `Deposited`. 1–256 bytes, no control
 /// characters.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
-pub struct EventType(String);
+pub struct EventType(Arc<str>);
 
 impl EventType {
     /// Validates `name` as an event type.
@@ -159,7 +160,7 @@ impl EventType {
     pub fn new(name: impl Into<String>) -> Result<Self, InvalidInput> {
         let name = name.into();
         check_text("type", &name)?;
-        Ok(Self(name))
+        Ok(Self(Arc::from(name)))
     }
 
     /// The type as text.
@@ -173,7 +174,7 @@ string_newtype_serde!(EventType);
 /// A label an event carries for cross-stream queries, e.g. `username:alice`: 1–256 bytes,
 /// no control characters, no commas.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
-pub struct Tag(String);
+pub struct Tag(Arc<str>);
 
 impl Tag {
     /// Validates `tag`.
@@ -189,7 +190,7 @@ impl Tag {
                 format!("tag {tag:?} contains a comma, which separates tags in query strings"),
             ));
         }
-        Ok(Self(tag))
+        Ok(Self(Arc::from(tag)))
     }
 
     /// The tag as text.
