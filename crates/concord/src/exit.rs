@@ -7,6 +7,7 @@
 use std::process::ExitCode;
 
 use concord_core::{InvalidInput, StoreError};
+use concord_projection::ProjectionError;
 
 use crate::store_url::StoreUrlError;
 
@@ -41,20 +42,28 @@ impl Exit {
     pub fn of(error: &anyhow::Error) -> Exit {
         for cause in error.chain() {
             if let Some(e) = cause.downcast_ref::<StoreError>() {
-                return match e {
-                    StoreError::Invalid(_) | StoreError::TooLarge(_) => Exit::Invalid,
-                    StoreError::Conflict(_)
-                    | StoreError::Conflicts(_)
-                    | StoreError::ConditionFailed(_) => Exit::Conflict,
-                    StoreError::PartialDuplicate(_) => Exit::PartialDuplicate,
-                    _ => Exit::Failure,
-                };
+                return Exit::of_store(e);
+            }
+            // Transparent: its `source()` skips the store error it wraps.
+            if let Some(ProjectionError::Store(e)) = cause.downcast_ref::<ProjectionError>() {
+                return Exit::of_store(e);
             }
             if cause.is::<InvalidInput>() || cause.is::<StoreUrlError>() {
                 return Exit::Invalid;
             }
         }
         Exit::Failure
+    }
+
+    fn of_store(e: &StoreError) -> Exit {
+        match e {
+            StoreError::Invalid(_) | StoreError::TooLarge(_) => Exit::Invalid,
+            StoreError::Conflict(_) | StoreError::Conflicts(_) | StoreError::ConditionFailed(_) => {
+                Exit::Conflict
+            }
+            StoreError::PartialDuplicate(_) => Exit::PartialDuplicate,
+            _ => Exit::Failure,
+        }
     }
 }
 
@@ -86,6 +95,16 @@ pub fn report(error: &anyhow::Error) -> Exit {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_store_error_inside_a_projection_error_keeps_its_code() {
+        let wrapped =
+            anyhow::Error::new(ProjectionError::Store(StoreError::invalid("stream", "bad")))
+                .context("rebuilding balances");
+        assert_eq!(Exit::of(&wrapped), Exit::Invalid);
+        let down = anyhow::Error::new(ProjectionError::Task("stopped".into()));
+        assert_eq!(Exit::of(&down), Exit::Failure);
+    }
 
     #[test]
     fn errors_map_to_their_documented_codes() {
