@@ -54,7 +54,7 @@ impl From<ClientError> for StoreError {
 
 /// A transport failure (connection refused or reset, timeout): the server may or may not
 /// have acted, so it is `Unavailable`, which says re-sending with the same ids is safe.
-pub(crate) fn transport_error(e: reqwest::Error) -> StoreError {
+pub(crate) fn transport_error(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
     StoreError::unavailable(BACKEND, "the request to the server failed", e)
 }
 
@@ -93,14 +93,9 @@ fn static_name(name: Option<&str>) -> &'static str {
         .unwrap_or("request")
 }
 
-/// Reads a non-success response as a problem and maps it back to what the store said.
-pub(crate) async fn problem_error(response: reqwest::Response) -> ClientError {
-    let status = response.status().as_u16();
-    let bytes = match response.bytes().await {
-        Ok(b) => b,
-        Err(e) => return ClientError::Store(transport_error(e)),
-    };
-    match serde_json::from_slice::<Problem>(&bytes) {
+/// Reads a non-success answer as a problem and maps it back to what the store said.
+pub(crate) fn problem_error(status: u16, bytes: &[u8]) -> ClientError {
+    match serde_json::from_slice::<Problem>(bytes) {
         Ok(problem) => from_problem(status, problem),
         Err(_) if status == 503 || status == 502 || status == 504 => {
             ClientError::Store(StoreError::Unavailable {
@@ -112,7 +107,7 @@ pub(crate) async fn problem_error(response: reqwest::Response) -> ClientError {
         Err(_) => ClientError::Refused {
             status,
             problem_type: "(not a problem+json body)".to_owned(),
-            detail: String::from_utf8_lossy(&bytes).chars().take(200).collect(),
+            detail: String::from_utf8_lossy(bytes).chars().take(200).collect(),
         },
     }
 }

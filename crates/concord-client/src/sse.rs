@@ -13,7 +13,8 @@ use bytes::{Buf, BytesMut};
 use concord_api::Problem;
 use concord_core::{RecordedEvent, StoreError, Subscription};
 use futures::stream::{BoxStream, StreamExt};
-use reqwest::Url;
+use http_body_util::BodyDataStream;
+use url::Url;
 
 use crate::error::from_problem;
 use crate::{BACKEND, ConcordClient};
@@ -96,7 +97,7 @@ struct State {
     client: Arc<ConcordClient>,
     url: Url,
     last_id: Option<u64>,
-    body: Option<BoxStream<'static, reqwest::Result<bytes::Bytes>>>,
+    body: Option<BoxStream<'static, Result<bytes::Bytes, hyper::Error>>>,
     parser: Parser,
     ready: VecDeque<Message>,
     failures: u32,
@@ -150,7 +151,7 @@ impl State {
                 }
                 match self.client.open_sse(&self.url, self.last_id).await {
                     Ok(response) => {
-                        self.body = Some(response.bytes_stream().boxed());
+                        self.body = Some(BodyDataStream::new(response.into_body()).boxed());
                         self.parser = Parser::default();
                     }
                     Err(e @ StoreError::Unavailable { .. }) => {

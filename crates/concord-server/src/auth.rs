@@ -9,7 +9,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use axum::extract::{FromRequestParts, Request, State};
+use axum::extract::{FromRequestParts, Request};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use axum::middleware::Next;
@@ -226,11 +226,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Access {
 
 /// Resolves the bearer token (except for `/health` and the UI shell) and stores the
 /// [`Access`].
-pub(crate) async fn middleware(
-    State(app): State<AppState>,
-    mut request: Request,
-    next: Next,
-) -> Response {
+pub(crate) async fn middleware(app: AppState, mut request: Request, next: Next) -> Response {
     // The UI shell holds no data, and a browser cannot send a token with a page load.
     if request.uri().path() == "/health" || crate::ui::is_public(request.uri().path()) {
         return next.run(request).await;

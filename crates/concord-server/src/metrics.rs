@@ -24,6 +24,8 @@ pub struct Metrics {
     duplicates: AtomicU64,
     reads: AtomicU64,
     subscriptions_active: AtomicU64,
+    /// Appends whose latency fell in each bucket alone (not cumulative): one atomic add
+    /// per append instead of one per bucket; `render` sums them into Prometheus's `le`.
     latency_buckets: [AtomicU64; LATENCY_BUCKETS.len()],
     latency_count: AtomicU64,
     latency_sum_micros: AtomicU64,
@@ -59,10 +61,12 @@ impl Metrics {
             AppendResultKind::Failed => {}
         }
         let secs = took.as_secs_f64();
-        for (bound, bucket) in LATENCY_BUCKETS.iter().zip(&self.latency_buckets) {
-            if secs <= *bound {
-                bucket.fetch_add(1, Ordering::Relaxed);
-            }
+        if let Some((_, bucket)) = LATENCY_BUCKETS
+            .iter()
+            .zip(&self.latency_buckets)
+            .find(|(bound, _)| secs <= **bound)
+        {
+            bucket.fetch_add(1, Ordering::Relaxed);
         }
         self.latency_count.fetch_add(1, Ordering::Relaxed);
         self.latency_sum_micros.fetch_add(
@@ -131,11 +135,12 @@ impl Metrics {
             out,
             "# HELP {name} Time to answer an append.\n# TYPE {name} histogram"
         );
+        let mut cumulative = 0;
         for (bound, bucket) in LATENCY_BUCKETS.iter().zip(&self.latency_buckets) {
+            cumulative += load(bucket);
             let _ = writeln!(
                 out,
-                "{name}_bucket{{store=\"{backend}\",le=\"{bound}\"}} {}",
-                load(bucket)
+                "{name}_bucket{{store=\"{backend}\",le=\"{bound}\"}} {cumulative}"
             );
         }
         let count = load(&self.latency_count);
