@@ -111,6 +111,11 @@ pub struct ServeArgs {
     /// Where the built-in projections served under /projections keep their read models.
     #[command(flatten)]
     pub projections: crate::projection::DbArgs,
+    /// Run no built-in projections (balances, auctions, documents): the server is then only
+    /// the event store, and /projections lists none. They cost every append some work
+    /// (reading it back, a read-model transaction per batch).
+    #[arg(long)]
+    pub no_projections: bool,
 }
 
 /// `concord demo`.

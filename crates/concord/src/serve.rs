@@ -43,14 +43,19 @@ pub(crate) async fn run(ctx: &mut Context, args: ServeArgs) -> anyhow::Result<Ex
     config.validate().context("refusing to start")?;
     let store = ctx.open_store().await?;
     // The built-in projections run in the background for as long as the server does.
-    let db = crate::projection::db_path(ctx, args.projections);
-    let host = ProjectionHost::open_builtin(Arc::clone(&store), &db)
-        .await
-        .with_context(|| format!("cannot open the projection database {}", db.display()))?;
-    let host = Arc::new(host);
-    host.start_all().await;
+    let host = if args.no_projections {
+        None
+    } else {
+        let db = crate::projection::db_path(ctx, args.projections);
+        let host = ProjectionHost::open_builtin(Arc::clone(&store), &db)
+            .await
+            .with_context(|| format!("cannot open the projection database {}", db.display()))?;
+        let host = Arc::new(host);
+        host.start_all().await;
+        Some(host)
+    };
     let config = ServerConfig {
-        projections: Some(Arc::clone(&host)),
+        projections: host.clone(),
         ..config
     };
     let listener = tokio::net::TcpListener::bind(args.addr)
@@ -65,7 +70,9 @@ pub(crate) async fn run(ctx: &mut Context, args: ServeArgs) -> anyhow::Result<Ex
         .await
         .context("the server failed");
     // Each projection stops after its batch in progress; its checkpoint is committed with it.
-    host.shutdown().await;
+    if let Some(host) = host {
+        host.shutdown().await;
+    }
     served?;
     eprintln!("concord: stopped");
     Ok(Exit::Success)

@@ -51,6 +51,11 @@ fn http(addr: &str, method: &str, path: &str, body: &str) -> (u16, String) {
 
 /// Starts `concord serve` on 127.0.0.1:0 and returns it with the address it announced.
 fn start(dir: &std::path::Path) -> (Child, String) {
+    start_with(dir, &[])
+}
+
+/// As [`start`], with more `serve` flags.
+fn start_with(dir: &std::path::Path, flags: &[&str]) -> (Child, String) {
     let mut child = Command::new(BIN)
         .args([
             "--store",
@@ -59,6 +64,7 @@ fn start(dir: &std::path::Path) -> (Child, String) {
             "--addr",
             "127.0.0.1:0",
         ])
+        .args(flags)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -217,4 +223,29 @@ fn serve_refuses_an_open_server_on_a_public_address() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("without tokens"), "{stderr}");
     assert!(stderr.contains("--insecure-open"), "{stderr}");
+}
+
+#[test]
+fn serve_without_projections_is_only_the_event_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (child, addr) = start_with(&data, &["--no-projections"]);
+    let (status, _) = http(
+        &addr,
+        "POST",
+        "/streams/account-1",
+        r#"{"expected_version": "no_stream", "events": [{"type": "Deposited", "data": {"amount": 5}}]}"#,
+    );
+    assert_eq!(status, 201);
+    let (status, body) = http(&addr, "GET", "/projections", "");
+    assert_eq!(status, 200);
+    let list: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(list["projections"], serde_json::json!([]), "{body}");
+    let (status, _) = http(&addr, "GET", "/projections/balances/account-1", "");
+    assert_eq!(status, 404);
+    assert_eq!(terminate(child), 0);
+    assert!(
+        !data.join("projections.sqlite").exists(),
+        "no projection database is created"
+    );
 }
