@@ -4,13 +4,35 @@
 --
 -- It mirrors concord_core::plan_multi_append (each part as plan_append: duplicate check,
 -- expectation, rebase rule, conflict; then every stale part reported; then the query
--- condition through the type and tag indexes). A single append is a one-part call. Every check runs before the first write, so an append either
--- writes all of its entries or none (Redis does not roll back a function that fails half
--- way, so nothing after the first write may fail). See docs/design/redis-layout.md.
+-- condition through the type and tag indexes). A single append is a one-part call. Every
+-- check runs before the first write, so an append either writes all of its entries or none
+-- (Redis does not roll back a function that fails half way, so nothing after the first
+-- write may fail). See docs/design/redis-layout.md.
 --
 -- Numbers are Lua doubles: versions and positions are exact up to 2^53.
 
-local LIBRARY_VERSION = 2
+local LIBRARY_VERSION = 3
+
+-- The epoch names one unbroken history of this Lua VM's writes. Replies that name
+-- concurrent events (rebases, conflicts) give only their version range and the epoch; the
+-- client lists them from the events it saw written in the same epoch, or reads them with
+-- XRANGE. Converting those entries to Lua and back cost about 4 us per entry, more than
+-- the append itself. The epoch changes whenever events may have been lost or written by
+-- someone else: a new VM (restart, failover, library reload) starts a new one, and so does
+-- a head counter that is not where this VM left it (FLUSHALL, a node that was a replica
+-- meanwhile).
+local epoch = nil
+local epochs_started = 0
+local heads_written = {}
+
+local function current_epoch(head_key, head)
+  if epoch == nil or heads_written[head_key] ~= head then
+    local time = redis.call('TIME')
+    epochs_started = epochs_started + 1
+    epoch = time[1] .. '.' .. time[2] .. '.' .. epochs_started
+  end
+  return epoch
+end
 
 local function int(x)
   return string.format('%d', x)
@@ -23,6 +45,16 @@ local function stream_version(heads_key, stream)
     return 0
   end
   return tonumber(string.match(state, '^(%d+)'))
+end
+
+-- HSET of a flat field/value list, in slices: unpack is bounded by Lua's C stack (~8000
+-- values), and a failure here would be half way through a write.
+local HSET_SLICE = 2000
+
+local function hset_all(key, list)
+  for i = 1, #list, HSET_SLICE do
+    redis.call('HSET', key, unpack(list, i, math.min(i + HSET_SLICE - 1, #list)))
+  end
 end
 
 local function holds(kind, expected, actual)
@@ -57,10 +89,7 @@ end
 --   {kind = 'partial', ids = {...}}
 --   {kind = 'conflict', actual = v, first = v or nil}
 local function plan_part(part, heads_key)
-  local ids = {}
-  for k = 1, #part.events do
-    ids[k] = part.events[k].id
-  end
+  local ids = part.ids
   -- 1. Duplicate check, whatever the expectation says.
   local found = redis.call('HMGET', part.ids_key, unpack(ids))
   local existing = {}
@@ -219,14 +248,14 @@ end
 --       event: id, type, data, metadata, tags (comma-joined)
 --
 -- Reply (first element says which):
---   {'written', first_position, last_position, parts} with per part
+--   {'written', first_position, last_position, epoch, recorded_at, parts} with per part
 --      {first_version, last_version, first_position, last_position, rebased (0|1),
---       rebased_from, concurrent entries}
+--       rebased_from}: a rebased part went over versions rebased_from + 1 .. first_version - 1
 --   {'duplicate', parts} with per part {first_version, last_version, first_position,
 --      last_position}
 --   {'partial', part number, existing ids...}
---   {'conflicts', conflicts} with per failing part {part number, actual, truncated (0|1),
---      concurrent entries}
+--   {'conflicts', epoch, conflicts} with per failing part {part number, actual,
+--      truncated (0|1), first concurrent version (0: none listed)}
 --   {'condition', matching global entries (the first concurrent-events-max)}
 local function append(keys, args)
   local all_key, head_key, index_key, heads_key = keys[1], keys[2], keys[3], keys[4]
@@ -264,11 +293,13 @@ local function append(keys, args)
     part.rebase = next_arg() == '1'
     part.unless = next_list()
     local n_events = tonumber(next_arg())
-    part.events = {}
+    -- The events stay in ARGV: event k's id, type, data, metadata and tags are at
+    -- part.at + 5 * (k - 1) + 0..4.
+    part.n, part.at, part.ids = n_events, at, {}
     for e = 1, n_events do
-      part.events[e] = {id = next_arg(), type = next_arg(), data = next_arg(),
-        metadata = next_arg(), tags = next_arg()}
+      part.ids[e] = args[at + 5 * (e - 1)]
     end
+    at = at + 5 * n_events
     parts[p] = part
   end
 
@@ -305,8 +336,8 @@ local function append(keys, args)
     for p = 1, n_parts do
       if plans[p].kind == 'duplicate' then
         local reply = {'partial', p}
-        for k = 1, #parts[p].events do
-          reply[#reply + 1] = parts[p].events[k].id
+        for k = 1, parts[p].n do
+          reply[#reply + 1] = parts[p].ids[k]
         end
         return reply
       end
@@ -316,18 +347,21 @@ local function append(keys, args)
   for p = 1, n_parts do
     local plan = plans[p]
     if plan.kind == 'conflict' then
-      local entries, truncated = {}, 0
+      -- The concurrent events are versions first..actual; the client lists the first
+      -- concurrent-events-max of them.
+      local first, truncated = 0, 0
       if plan.first ~= nil then
-        entries = redis.call('XRANGE', parts[p].stream_key, int(plan.first) .. '-0', '+', 'COUNT', concurrent_max)
-        if plan.first + #entries <= plan.actual then
+        first = plan.first
+        if plan.actual - first + 1 > concurrent_max then
           truncated = 1
         end
       end
-      conflicts[#conflicts + 1] = {p, plan.actual, truncated, entries}
+      conflicts[#conflicts + 1] = {p, plan.actual, truncated, first}
     end
   end
   if #conflicts > 0 then
-    return {'conflicts', conflicts}
+    local head = tonumber(redis.call('GET', head_key) or '0')
+    return {'conflicts', current_epoch(head_key, head), conflicts}
   end
   if has_condition then
     local matching = condition_matches(condition, concurrent_max, all_key, type_prefix, tag_prefix)
@@ -339,55 +373,72 @@ local function append(keys, args)
   -- Write: every check has passed, nothing below can fail.
   local time = redis.call('TIME')
   local recorded_at = int(tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000))
-  local head = tonumber(redis.call('GET', head_key) or '0')
+  local n_total = 0
+  for p = 1, n_parts do
+    n_total = n_total + parts[p].n
+  end
+  local last_position = redis.call('INCRBY', head_key, n_total)
+  local head = last_position - n_total
+  local written_epoch = current_epoch(head_key, head)
+  heads_written[head_key] = last_position
   local first_position = head + 1
   local out = {}
   for p = 1, n_parts do
     local part, plan = parts[p], plans[p]
     local actual = plan.actual
     local part_first = head + 1
-    for k = 1, #part.events do
-      local e = part.events[k]
+    -- One HSET each for the ids and the types of the whole part: field k of the ids, the
+    -- last version of each type (a type listed twice keeps its later version).
+    local id_versions, type_versions = {}, {}
+    for k = 1, part.n do
+      local a = part.at + 5 * (k - 1)
+      local id, event_type, tags = args[a], args[a + 1], args[a + 4]
       local version = int(actual + k)
       head = head + 1
       local position = int(head)
+      local entry_id = position .. '-0'
       redis.call('XADD', part.stream_key, version .. '-0',
-        'position', position, 'id', e.id, 'type', e.type, 'data', e.data, 'metadata', e.metadata,
-        'tags', e.tags, 'recorded_at', recorded_at)
-      redis.call('XADD', all_key, position .. '-0',
-        'stream', part.stream, 'version', version, 'id', e.id, 'type', e.type, 'data', e.data,
-        'metadata', e.metadata, 'tags', e.tags, 'recorded_at', recorded_at)
-      redis.call('HSET', part.ids_key, e.id, version)
-      redis.call('HSET', part.types_key, e.type, version)
-      redis.call('XADD', type_prefix .. e.type, position .. '-0', 's', part.stream)
+        'position', position, 'id', id, 'type', event_type, 'data', args[a + 2],
+        'metadata', args[a + 3], 'tags', tags, 'recorded_at', recorded_at)
+      redis.call('XADD', all_key, entry_id,
+        'stream', part.stream, 'version', version, 'id', id, 'type', event_type,
+        'data', args[a + 2], 'metadata', args[a + 3], 'tags', tags, 'recorded_at', recorded_at)
+      redis.call('XADD', type_prefix .. event_type, entry_id, 's', part.stream)
+      id_versions[#id_versions + 1] = id
+      id_versions[#id_versions + 1] = version
+      type_versions[#type_versions + 1] = event_type
+      type_versions[#type_versions + 1] = version
       -- An event may list a tag twice; it is indexed once (a second XADD at the same id
       -- would fail half way through the write).
-      local indexed = {}
-      for tag in string.gmatch(e.tags, '[^,]+') do
-        if not indexed[tag] then
-          indexed[tag] = true
-          redis.call('XADD', tag_prefix .. tag, position .. '-0', 'type', e.type)
+      if tags ~= '' then
+        local indexed = {}
+        for tag in string.gmatch(tags, '[^,]+') do
+          if not indexed[tag] then
+            indexed[tag] = true
+            redis.call('XADD', tag_prefix .. tag, entry_id, 'type', event_type)
+          end
         end
       end
     end
-    local last_version = actual + #part.events
-    redis.call('HSET', heads_key, part.stream, int(last_version) .. ' ' .. int(head))
-    redis.call('ZADD', index_key, 0, part.stream)
-    local over, rebased, rebased_from = {}, 0, 0
+    hset_all(part.ids_key, id_versions)
+    hset_all(part.types_key, type_versions)
+    local last_version = actual + part.n
+    -- A new field in the heads hash is a new stream: only then is it indexed by name.
+    if redis.call('HSET', heads_key, part.stream, int(last_version) .. ' ' .. int(head)) == 1 then
+      redis.call('ZADD', index_key, 0, part.stream)
+    end
+    local rebased, rebased_from = 0, 0
     if plan.rebased_from ~= nil then
       rebased, rebased_from = 1, plan.rebased_from
-      over = redis.call('XRANGE', part.stream_key, int(rebased_from + 1) .. '-0', int(actual) .. '-0',
-        'COUNT', concurrent_max)
     end
-    out[p] = {actual + 1, last_version, part_first, head, rebased, rebased_from, over}
+    out[p] = {actual + 1, last_version, part_first, head, rebased, rebased_from}
   end
-  redis.call('SET', head_key, int(head))
-  return {'written', first_position, head, out}
+  return {'written', first_position, last_position, written_epoch, recorded_at, out}
 end
 
 local function version()
   return LIBRARY_VERSION
 end
 
-redis.register_function('concord_append_v2', append)
+redis.register_function('concord_append_v3', append)
 redis.register_function{function_name = 'concord_version', callback = version, flags = {'no-writes'}}

@@ -9,8 +9,10 @@
 //! on connect. The function decides the append exactly as
 //! [`concord_core::plan_append`] does — duplicate check, then the expected version, then the
 //! rebase rule (over *every* concurrent event, via a per-stream "last version of each type"
-//! hash), then the conflict with its first concurrent events — and writes all entries,
-//! the head counter and the stream index atomically. Limits are checked client-side first.
+//! hash), then the conflict — and writes all entries, the head counter and the stream index
+//! atomically. Limits are checked client-side first. A rebase or conflict names its
+//! concurrent events by version range; the client lists them from the events it saw
+//! written, or reads them (see `docs/design/redis-layout.md`).
 //!
 //! The key layout (all keys carry the hash tag `{<prefix>}`, default prefix `concord`):
 //!
@@ -67,6 +69,7 @@
 mod decode;
 mod error;
 mod keys;
+mod recent;
 mod store;
 
 pub use error::RedisError;

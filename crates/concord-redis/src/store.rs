@@ -9,6 +9,7 @@
 
 use std::collections::BTreeSet;
 use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -16,8 +17,8 @@ use async_trait::async_trait;
 use concord_core::{
     AllPage, AppendOutcome, AppendRequest, Appended, Conflict, Direction, EventId, EventStore,
     ExpectedVersion, Filter, HeadSignal, Limits, MultiAppendOutcome, MultiAppendRequest,
-    PartialDuplicate, Position, Query, QueryItem, QueryPage, RecordedEvent, StoreError, StreamInfo,
-    StreamName, Version,
+    PartialDuplicate, Position, Query, QueryItem, QueryPage, RecordedAt, RecordedEvent, StoreError,
+    StreamInfo, StreamName, Version,
 };
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncConnectionConfig, Client, Value};
@@ -26,16 +27,17 @@ use tokio::task::JoinHandle;
 use crate::decode;
 use crate::error::{BACKEND, RedisError};
 use crate::keys::KeyLayout;
+use crate::recent::Recent;
 
 /// The source of the `concord` Redis function library.
 pub const LIBRARY_SOURCE: &str = include_str!("concord.lua");
 
 /// The version of the library this build loads (the `LIBRARY_VERSION` in its source).
-pub const LIBRARY_VERSION: i64 = 2;
+pub const LIBRARY_VERSION: i64 = 3;
 
 /// The name of the append function in this library version (single and multi-stream
 /// appends, with or without a condition).
-pub const APPEND_FUNCTION: &str = "concord_append_v2";
+pub const APPEND_FUNCTION: &str = "concord_append_v3";
 
 /// Index entries a query read examines per round trip.
 const QUERY_BATCH: usize = 500;
@@ -45,6 +47,10 @@ const WATCH_BLOCK: Duration = Duration::from_secs(1);
 
 /// The longest [`EventStore::wait_for_head`] waits before it returns the current head.
 const WAIT_FOR_HEAD_MAX: Duration = Duration::from_secs(2);
+
+/// How often a rebase or conflict lets other appends' tasks run before it reads concurrent
+/// events this store has not seen written yet.
+const CONCURRENT_YIELDS: usize = 4;
 
 /// Entries `read_all` examines per round trip when a filter drops some of them.
 const SCAN_BATCH: usize = 1000;
@@ -88,6 +94,11 @@ struct Inner {
     options: RedisOptions,
     /// The highest head this process has seen: from its own appends and from the watcher.
     signal: HeadSignal,
+    /// Events this store wrote or read lately, to list a rebase's or conflict's concurrent
+    /// events without reading them back.
+    recent: Recent,
+    /// Appends under way in this store (sent, or decoding their reply).
+    appending: AtomicUsize,
     /// The head watcher: an `XREAD BLOCK` loop on its own connection, started by the first
     /// `wait_for_head`, so a blocking read never holds up the multiplexed connection.
     watcher: Mutex<Option<JoinHandle<()>>>,
@@ -248,6 +259,8 @@ impl RedisStore {
                 keys,
                 options,
                 signal: HeadSignal::default(),
+                recent: Recent::default(),
+                appending: AtomicUsize::new(0),
                 watcher: Mutex::new(None),
             }),
         };
@@ -440,11 +453,7 @@ impl RedisStore {
         cmd
     }
 
-    fn decode_append(
-        &self,
-        request: &MultiAppendRequest,
-        reply: &Value,
-    ) -> Result<Result<MultiAppendOutcome, StoreError>, RedisError> {
+    fn decode_append(request: &MultiAppendRequest, reply: &Value) -> Result<Reply, RedisError> {
         const C: &str = "FCALL";
         let items = decode::array(C, reply)?;
         let item = |i: usize| {
@@ -456,51 +465,51 @@ impl RedisStore {
             usize::try_from(n)
                 .ok()
                 .and_then(|n| n.checked_sub(1))
-                .and_then(|i| request.parts.get(i))
+                .filter(|i| *i < request.parts.len())
                 .ok_or_else(|| RedisError::reply(C, format!("append reply names part {n}")))
         };
+        let numbers = |v: &Value, n: usize| -> Result<Vec<u64>, RedisError> {
+            let f = decode::array(C, v)?;
+            if f.len() < n {
+                return Err(RedisError::reply(C, format!("{} items, not {n}", f.len())));
+            }
+            f.iter().take(n).map(|v| decode::int(C, v)).collect()
+        };
         Ok(match decode::text(C, item(0)?)? {
-            "written" | "duplicate" => {
-                let duplicate = decode::text(C, item(0)?)? == "duplicate";
-                let list = decode::array(C, item(if duplicate { 1 } else { 3 })?)?;
-                let mut parts = Vec::with_capacity(list.len());
-                for (part, fields) in request.parts.iter().zip(list) {
-                    let f = decode::array(C, fields)?;
-                    let number = |i: usize| {
-                        f.get(i)
-                            .ok_or_else(|| {
-                                RedisError::reply(C, format!("part reply has no item {i}"))
-                            })
-                            .and_then(|v| decode::int(C, v))
-                    };
-                    let appended = Appended {
-                        stream: part.stream.clone(),
-                        first_version: Version(number(0)?),
-                        last_version: Version(number(1)?),
-                        first_position: Position(number(2)?),
-                        last_position: Position(number(3)?),
-                    };
-                    parts.push(if duplicate {
-                        AppendOutcome::Duplicate(appended)
-                    } else {
-                        match number(4)? {
-                            0 => AppendOutcome::Appended(appended),
-                            _ => AppendOutcome::Rebased {
-                                appended,
-                                expected_version: Version(number(5)?),
-                                concurrent_events: decode::entries(
-                                    C,
-                                    f.get(6).unwrap_or(&Value::Nil),
-                                    |e| decode::stream_entry(C, &part.stream, e),
-                                )?,
-                            },
-                        }
-                    });
-                }
-                if parts.len() != request.parts.len() {
+            "written" => {
+                let list = decode::array(C, item(5)?)?;
+                if list.len() != request.parts.len() {
                     return Err(RedisError::reply(C, "append reply lacks parts"));
                 }
-                Ok(MultiAppendOutcome::from_parts(parts))
+                Reply::Written {
+                    epoch: decode::text(C, item(3)?)?.to_owned(),
+                    recorded_at: RecordedAt(decode::int(C, item(4)?)?),
+                    parts: list
+                        .iter()
+                        .map(|v| numbers(v, 6))
+                        .collect::<Result<_, _>>()?,
+                }
+            }
+            "duplicate" => {
+                let list = decode::array(C, item(1)?)?;
+                if list.len() != request.parts.len() {
+                    return Err(RedisError::reply(C, "append reply lacks parts"));
+                }
+                let mut parts = Vec::with_capacity(list.len());
+                for (part, v) in request.parts.iter().zip(list) {
+                    let n = numbers(v, 4)?;
+                    let [first_version, last_version, first_position, last_position] = n[..] else {
+                        return Err(RedisError::reply(C, "duplicate part lacks numbers"));
+                    };
+                    parts.push(AppendOutcome::Duplicate(Appended {
+                        stream: part.stream.clone(),
+                        first_version: Version(first_version),
+                        last_version: Version(last_version),
+                        first_position: Position(first_position),
+                        last_position: Position(last_position),
+                    }));
+                }
+                Reply::Done(Ok(MultiAppendOutcome::from_parts(parts)))
             }
             "partial" => {
                 let part = part_of(decode::int(C, item(1)?)?)?;
@@ -513,37 +522,36 @@ impl RedisStore {
                             .map_err(|e| RedisError::reply(C, e.to_string()))
                     })
                     .collect::<Result<Vec<_>, _>>()?;
-                Err(StoreError::PartialDuplicate(Box::new(PartialDuplicate {
-                    stream: part.stream.clone(),
-                    existing_ids,
-                })))
+                let stream = request
+                    .parts
+                    .get(part)
+                    .map(|p| p.stream.clone())
+                    .ok_or_else(|| RedisError::reply(C, "partial names no part"))?;
+                Reply::Done(Err(StoreError::PartialDuplicate(Box::new(
+                    PartialDuplicate {
+                        stream,
+                        existing_ids,
+                    },
+                ))))
             }
             "conflicts" => {
                 let mut conflicts = Vec::new();
-                for c in decode::array(C, item(1)?)? {
-                    let f = decode::array(C, c)?;
-                    let get = |i: usize| {
-                        f.get(i).ok_or_else(|| {
-                            RedisError::reply(C, format!("conflict has no item {i}"))
-                        })
+                for c in decode::array(C, item(2)?)? {
+                    let n = numbers(c, 4)?;
+                    let [part, actual, truncated, first] = n[..] else {
+                        return Err(RedisError::reply(C, "conflict lacks numbers"));
                     };
-                    let part = part_of(decode::int(C, get(0)?)?)?;
-                    conflicts.push(Conflict {
-                        stream: part.stream.clone(),
-                        expected: part.expected,
-                        actual: Version(decode::int(C, get(1)?)?),
-                        truncated: decode::int(C, get(2)?)? == 1,
-                        concurrent_events: decode::entries(C, get(3)?, |e| {
-                            decode::stream_entry(C, &part.stream, e)
-                        })?,
-                    });
+                    conflicts.push((part_of(part)?, actual, truncated == 1, first));
                 }
-                Err(StoreError::Conflicts(conflicts))
+                Reply::Conflicts {
+                    epoch: decode::text(C, item(1)?)?.to_owned(),
+                    conflicts,
+                }
             }
             "condition" => {
                 let matching = decode::entries(C, item(1)?, |e| decode::global_entry(C, e))?;
                 match &request.condition {
-                    Some(c) => Err(c.failed(matching)),
+                    Some(c) => Reply::Done(Err(c.failed(matching))),
                     None => {
                         return Err(RedisError::reply(C, "condition failed without a condition"));
                     }
@@ -558,11 +566,68 @@ impl RedisStore {
         })
     }
 
+    /// The concurrent events of each `(stream, first, last)` range (versions, at most
+    /// `concurrent_events_max` of them each): from the events this store remembers in
+    /// `epoch`, else read from the streams in one pipelined round trip. Versions up to a
+    /// stream's current one never change, so reading them after the append is reading what
+    /// the function saw.
+    async fn concurrent(
+        &self,
+        epoch: &str,
+        ranges: &[(&StreamName, u64, u64)],
+    ) -> Result<Vec<Vec<RecordedEvent>>, RedisError> {
+        let recent = &self.inner.recent;
+        let lookup = || -> Vec<Option<Vec<RecordedEvent>>> {
+            ranges
+                .iter()
+                .map(|(stream, first, last)| recent.range(epoch, stream, *first, *last))
+                .collect()
+        };
+        let mut out = lookup();
+        // The appends just before this one on the same connection have had their replies,
+        // but their tasks may not have run yet to remember their events: let them.
+        for _ in 0..CONCURRENT_YIELDS {
+            if out.iter().all(Option::is_some) || self.inner.appending.load(Ordering::Relaxed) <= 1
+            {
+                break;
+            }
+            tokio::task::yield_now().await;
+            out = lookup();
+        }
+        let missing: Vec<usize> = (0..ranges.len())
+            .filter(|i| out.get(*i).is_some_and(Option::is_none))
+            .collect();
+        if !missing.is_empty() {
+            let mut pipe = redis::pipe();
+            for (stream, first, last) in missing.iter().filter_map(|i| ranges.get(*i)) {
+                pipe.cmd("XRANGE")
+                    .arg(self.inner.keys.stream(stream))
+                    .arg(format!("{first}-0"))
+                    .arg(format!("{last}-0"));
+            }
+            let replies: Vec<Value> = self.query_pipe("XRANGE", &pipe).await?;
+            for (i, reply) in missing.iter().zip(&replies) {
+                let Some((stream, _, _)) = ranges.get(*i) else {
+                    continue;
+                };
+                let events = decode::entries("XRANGE", reply, |e| {
+                    decode::stream_entry("XRANGE", stream, e)
+                })?;
+                recent.record(epoch, events.iter().cloned());
+                if let Some(slot) = out.get_mut(*i) {
+                    *slot = Some(events);
+                }
+            }
+        }
+        Ok(out.into_iter().map(Option::unwrap_or_default).collect())
+    }
+
     async fn call_append(
         &self,
         request: &MultiAppendRequest,
     ) -> Result<MultiAppendOutcome, StoreError> {
         let cmd = self.append_command(request);
+        let _appending = Appending::new(&self.inner.appending);
         let reply: Value = match self.query("FCALL", &cmd).await {
             Err(e) if function_missing(&e) => {
                 self.load_library().await?;
@@ -570,11 +635,115 @@ impl RedisStore {
             }
             other => other?,
         };
-        let outcome = self.decode_append(request, &reply)??;
-        if !outcome.duplicate {
-            self.inner.signal.advance(outcome.last_position);
+        let max = u64::try_from(self.inner.options.limits.concurrent_events_max).unwrap_or(0);
+        match Self::decode_append(request, &reply)? {
+            Reply::Done(outcome) => outcome,
+            Reply::Written {
+                epoch,
+                recorded_at,
+                parts,
+            } => {
+                let mut appended = Vec::with_capacity(parts.len());
+                let mut ranges = Vec::new();
+                for (part, n) in request.parts.iter().zip(&parts) {
+                    let [
+                        first_version,
+                        last_version,
+                        first_position,
+                        last_position,
+                        rebased,
+                        from,
+                    ] = n[..]
+                    else {
+                        return Err(RedisError::reply("FCALL", "part lacks numbers").into());
+                    };
+                    let a = Appended {
+                        stream: part.stream.clone(),
+                        first_version: Version(first_version),
+                        last_version: Version(last_version),
+                        first_position: Position(first_position),
+                        last_position: Position(last_position),
+                    };
+                    self.inner.recent.record(
+                        &epoch,
+                        part.events.iter().zip(0..).map(|(e, k)| RecordedEvent {
+                            stream: part.stream.clone(),
+                            version: Version(first_version + k),
+                            position: Position(first_position + k),
+                            id: e.id,
+                            event_type: e.event_type.clone(),
+                            data: e.data.clone(),
+                            metadata: e.metadata.clone(),
+                            tags: e.tags.clone(),
+                            recorded_at,
+                        }),
+                    );
+                    if rebased == 1 {
+                        let last = (first_version - 1).min(from.saturating_add(max));
+                        ranges.push((&part.stream, from + 1, last));
+                    }
+                    appended.push((a, (rebased == 1).then_some(from)));
+                }
+                if let Some((last, _)) = appended.last() {
+                    self.inner.signal.advance(last.last_position);
+                }
+                // Written already: should this read fail, the caller sees an error as for a
+                // timeout, and re-sending the append is answered as a duplicate.
+                let mut lists = if ranges.is_empty() {
+                    Vec::new()
+                } else {
+                    self.concurrent(&epoch, &ranges).await?
+                }
+                .into_iter();
+                let parts = appended
+                    .into_iter()
+                    .map(|(appended, rebased_from)| match rebased_from {
+                        None => AppendOutcome::Appended(appended),
+                        Some(from) => AppendOutcome::Rebased {
+                            appended,
+                            expected_version: Version(from),
+                            concurrent_events: lists.next().unwrap_or_default(),
+                        },
+                    })
+                    .collect();
+                Ok(MultiAppendOutcome::from_parts(parts))
+            }
+            Reply::Conflicts { epoch, conflicts } => {
+                let ranges: Vec<(&StreamName, u64, u64)> = conflicts
+                    .iter()
+                    .filter(|(_, _, _, first)| *first > 0)
+                    .filter_map(|(part, actual, _, first)| {
+                        let stream = &request.parts.get(*part)?.stream;
+                        let last = (*actual).min(first.saturating_add(max.saturating_sub(1)));
+                        Some((stream, *first, last))
+                    })
+                    .collect();
+                let mut lists = if ranges.is_empty() || max == 0 {
+                    Vec::new()
+                } else {
+                    self.concurrent(&epoch, &ranges).await?
+                }
+                .into_iter();
+                let mut out = Vec::with_capacity(conflicts.len());
+                for (part, actual, truncated, first) in conflicts {
+                    let Some(p) = request.parts.get(part) else {
+                        continue;
+                    };
+                    out.push(Conflict {
+                        stream: p.stream.clone(),
+                        expected: p.expected,
+                        actual: Version(actual),
+                        truncated,
+                        concurrent_events: if first > 0 && max > 0 {
+                            lists.next().unwrap_or_default()
+                        } else {
+                            Vec::new()
+                        },
+                    });
+                }
+                Err(StoreError::Conflicts(out))
+            }
         }
-        Ok(outcome)
     }
 
     /// Positions (ascending, at most `want`) after `after` matching one query item, read
@@ -750,6 +919,40 @@ async fn watch_head(
         // Backoff before reconnecting, so a Redis that is down is not hammered.
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// Counts one append under way for as long as it lives.
+struct Appending<'a>(&'a AtomicUsize);
+
+impl<'a> Appending<'a> {
+    fn new(counter: &'a AtomicUsize) -> Self {
+        counter.fetch_add(1, Ordering::Relaxed);
+        Appending(counter)
+    }
+}
+
+impl Drop for Appending<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The append function's reply, before the concurrent events it names are listed.
+enum Reply {
+    /// Decided without listing anything.
+    Done(Result<MultiAppendOutcome, StoreError>),
+    /// Written; per part first and last version and position, rebased (0/1), the stale
+    /// expected version.
+    Written {
+        epoch: String,
+        recorded_at: RecordedAt,
+        parts: Vec<Vec<u64>>,
+    },
+    /// Stale parts: (part index, actual version, truncated, first concurrent version or 0).
+    Conflicts {
+        epoch: String,
+        conflicts: Vec<(usize, u64, bool, u64)>,
+    },
 }
 
 fn function_missing(e: &RedisError) -> bool {

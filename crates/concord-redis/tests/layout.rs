@@ -278,3 +278,165 @@ async fn bad_urls_and_prefixes_are_invalid_input_not_panics() {
         "{err:?}"
     );
 }
+
+/// A second store on the same keys, as another process would have.
+async fn same_keys(store: &RedisStore, url: &str) -> RedisStore {
+    RedisStore::connect_with(url, store.options().clone())
+        .await
+        .unwrap()
+}
+
+fn ids(events: &[concord_core::RecordedEvent]) -> Vec<concord_core::EventId> {
+    events.iter().map(|e| e.id).collect()
+}
+
+#[tokio::test]
+async fn concurrent_events_another_process_wrote_are_read_back_whole() {
+    let url = shared().url();
+    let writer = common::fresh_store().await;
+    let reader = same_keys(&writer, &url).await;
+    let s = doc::stream("account-8");
+    let _ = writer
+        .append(AppendRequest::new(
+            s.clone(),
+            ExpectedVersion::NoStream,
+            vec![deposit(1), deposit(2)],
+        ))
+        .await
+        .unwrap();
+    let _ = writer
+        .append(AppendRequest::new(
+            s.clone(),
+            ExpectedVersion::Exact(Version(2)),
+            vec![deposit(3)],
+        ))
+        .await
+        .unwrap();
+    let written = writer
+        .read_stream(&s, Version(1), concord_core::Direction::Forward, 10)
+        .await
+        .unwrap();
+
+    // The other store never saw these written: it reads them.
+    let rebased = reader
+        .append(
+            AppendRequest::new(
+                s.clone(),
+                ExpectedVersion::Exact(Version(1)),
+                vec![deposit(4)],
+            )
+            .rebase_unless(vec![doc::event_type("AccountClosed")]),
+        )
+        .await
+        .unwrap();
+    let concord_core::AppendOutcome::Rebased {
+        concurrent_events, ..
+    } = &rebased
+    else {
+        panic!("not rebased: {rebased:?}");
+    };
+    assert_eq!(concurrent_events[..], written[1..]);
+
+    let err = writer
+        .append(AppendRequest::new(
+            s.clone(),
+            ExpectedVersion::Exact(Version(2)),
+            vec![deposit(5)],
+        ))
+        .await
+        .unwrap_err();
+    let conflict = err.as_conflict().expect("a conflict");
+    assert_eq!(conflict.actual, Version(4));
+    assert!(!conflict.truncated);
+    assert_eq!(conflict.concurrent_events.len(), 2);
+    assert_eq!(conflict.concurrent_events[0], written[2]);
+    assert_eq!(conflict.concurrent_events[1].version, Version(4));
+    assert_eq!(
+        conflict.concurrent_events[1].position,
+        rebased.appended().first_position
+    );
+}
+
+#[tokio::test]
+async fn events_remembered_before_redis_lost_them_are_not_listed() {
+    // Its own server: the test flushes it.
+    let server = RedisServer::start();
+    let url = server.url();
+    let mut conn = common::raw(&url).await;
+    let first = common::store_on(&url, std::time::Duration::from_secs(5)).await;
+    let s = doc::stream("account-9");
+    let _ = first
+        .append(AppendRequest::new(
+            s.clone(),
+            ExpectedVersion::NoStream,
+            vec![deposit(1), deposit(2)],
+        ))
+        .await
+        .unwrap();
+
+    // Redis loses everything; another process writes other events at the same versions.
+    let _: String = redis::cmd("FLUSHALL").query_async(&mut conn).await.unwrap();
+    let second = same_keys(&first, &url).await;
+    let _ = second
+        .append(AppendRequest::new(
+            s.clone(),
+            ExpectedVersion::NoStream,
+            vec![deposit(10), deposit(20)],
+        ))
+        .await
+        .unwrap();
+    let now = second
+        .read_stream(&s, Version(1), concord_core::Direction::Forward, 10)
+        .await
+        .unwrap();
+
+    let err = first
+        .append(AppendRequest::new(
+            s.clone(),
+            ExpectedVersion::NoStream,
+            vec![deposit(3)],
+        ))
+        .await
+        .unwrap_err();
+    let conflict = err.as_conflict().expect("a conflict");
+    assert_eq!(ids(&conflict.concurrent_events), ids(&now));
+    let rebased = first
+        .append(
+            AppendRequest::new(
+                s.clone(),
+                ExpectedVersion::Exact(Version(1)),
+                vec![deposit(4)],
+            )
+            .rebase_unless(vec![]),
+        )
+        .await
+        .unwrap();
+    let concord_core::AppendOutcome::Rebased {
+        concurrent_events, ..
+    } = rebased
+    else {
+        panic!("not rebased: {rebased:?}");
+    };
+    assert_eq!(ids(&concurrent_events), ids(&now[1..]));
+}
+
+#[tokio::test]
+async fn an_append_of_more_events_than_one_unpack_holds_is_written_whole() {
+    let server = shared();
+    let mut options = RedisOptions {
+        key_prefix: unique_prefix(),
+        ..RedisOptions::default()
+    };
+    options.limits.events_per_append_max = 5000;
+    let store = RedisStore::connect_with(&server.url(), options)
+        .await
+        .unwrap();
+    let s = doc::stream("account-10");
+    let events: Vec<_> = (0..5000).map(deposit).collect();
+    let request = AppendRequest::new(s.clone(), ExpectedVersion::NoStream, events);
+    let outcome = store.append(request.clone()).await.unwrap();
+    assert_eq!(outcome.appended().last_version, Version(5000));
+    // Every id was recorded (the ids hash is written in slices): the same append again is
+    // a duplicate.
+    assert!(store.append(request).await.unwrap().is_duplicate());
+}
