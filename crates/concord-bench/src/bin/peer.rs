@@ -11,8 +11,9 @@
 //!     [--umadb PATH] [--dir DIR] [--seconds S] [--writers 1,2,4,...] [--out FILE.json]
 //! ```
 //! Without `--umadb` (or when the binary does not start) UmaDB is left out. With
-//! `--concord PATH` (the `concord` binary), `concord serve` over a fresh embedded store is
-//! driven through `concord_client::ConcordClient` (HTTP) with the same workload.
+//! `--concord PATH` (the `concord` binary), `concord serve --no-projections` over a fresh
+//! embedded store is driven through `concord_client::ConcordClient` (HTTP) with the same
+//! workload (`--with-projections` keeps the built-in read models running beside it).
 #![allow(clippy::print_stdout)]
 
 use std::error::Error;
@@ -41,6 +42,9 @@ struct Options {
     seconds: f64,
     writers: Vec<u64>,
     out: Option<PathBuf>,
+    /// Whether `concord serve` runs its built-in projections (off by default: UmaDB keeps
+    /// no read models, so the comparison is event store against event store).
+    projections: bool,
 }
 
 fn options() -> Result<Options> {
@@ -51,6 +55,7 @@ fn options() -> Result<Options> {
         seconds: 3.0,
         writers: vec![1, 2, 4, 8, 16, 32, 64],
         out: None,
+        projections: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -67,6 +72,7 @@ fn options() -> Result<Options> {
                     .collect::<std::result::Result<_, _>>()?;
             }
             "--out" => o.out = Some(PathBuf::from(value()?)),
+            "--with-projections" => o.projections = true,
             other => return Err(format!("unknown flag {other}").into()),
         }
     }
@@ -238,14 +244,23 @@ async fn start_umadb(binary: &Path, dir: &Path) -> Result<(Server, String)> {
     }
 }
 
-async fn start_concord(binary: &Path, dir: &Path) -> Result<(Server, Arc<dyn EventStore>)> {
+async fn start_concord(
+    binary: &Path,
+    dir: &Path,
+    projections: bool,
+) -> Result<(Server, Arc<dyn EventStore>)> {
     let port = free_port()?;
-    let child = Command::new(binary)
+    let mut command = Command::new(binary);
+    command
         .arg("--store")
         .arg(dir.join("served"))
         .arg("serve")
         .arg("--addr")
-        .arg(format!("127.0.0.1:{port}"))
+        .arg(format!("127.0.0.1:{port}"));
+    if !projections {
+        command.arg("--no-projections");
+    }
+    let child = command
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()?;
@@ -290,7 +305,7 @@ async fn main() -> Result<()> {
         None => None,
     };
     let served = match &o.concord {
-        Some(binary) => match start_concord(binary, dir.path()).await {
+        Some(binary) => match start_concord(binary, dir.path(), o.projections).await {
             Ok(served) => Some(served),
             Err(e) => {
                 println!("concord serve not run: {e}");

@@ -353,8 +353,24 @@ fn print(report: &Report, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A short random id naming this run's streams and keys.
+/// A short random id naming this run's streams and keys: the last 8 hex digits of a fresh
+/// event id, which are random (its first ones are a timestamp since ids are UUIDv7, so two
+/// runs within a minute would share them and collide on their streams).
 pub(crate) fn run_id() -> String {
     let id = concord_core::EventId::new().to_string();
-    id.get(..8).unwrap_or("run").to_owned()
+    id.get(id.len().saturating_sub(8)..)
+        .unwrap_or("run")
+        .to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::run_id;
+
+    #[test]
+    fn run_ids_made_in_the_same_millisecond_differ() {
+        let ids: std::collections::HashSet<String> = (0..1000).map(|_| run_id()).collect();
+        assert_eq!(ids.len(), 1000);
+        assert!(ids.iter().all(|id| id.len() == 8));
+    }
 }
