@@ -46,8 +46,9 @@ macro_rules! string_newtype_serde {
 
         impl<'de> Deserialize<'de> for $ty {
             fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-                let s = String::deserialize(deserializer)?;
-                $ty::new(s).map_err(serde::de::Error::custom)
+                // Borrowed when the input allows it: the name is copied once, into its `Arc`.
+                let s = std::borrow::Cow::<'de, str>::deserialize(deserializer)?;
+                $ty::new(&*s).map_err(serde::de::Error::custom)
             }
         }
 
@@ -89,9 +90,9 @@ impl StreamName {
     ///
     /// # Errors
     /// [`InvalidInput`] naming the broken rule.
-    pub fn new(name: impl Into<String>) -> Result<Self, InvalidInput> {
-        let name = name.into();
-        check_text("stream", &name)?;
+    pub fn new(name: impl AsRef<str>) -> Result<Self, InvalidInput> {
+        let name = name.as_ref();
+        check_text("stream", name)?;
         if name.starts_with('$') {
             return Err(InvalidInput::new(
                 "stream",
@@ -125,9 +126,9 @@ impl Category {
     ///
     /// # Errors
     /// [`InvalidInput`] naming the broken rule.
-    pub fn new(name: impl Into<String>) -> Result<Self, InvalidInput> {
-        let name = name.into();
-        check_text("category", &name)?;
+    pub fn new(name: impl AsRef<str>) -> Result<Self, InvalidInput> {
+        let name = name.as_ref();
+        check_text("category", name)?;
         if name.contains('-') {
             return Err(InvalidInput::new(
                 "category",
@@ -157,9 +158,9 @@ impl EventType {
     ///
     /// # Errors
     /// [`InvalidInput`] naming the broken rule.
-    pub fn new(name: impl Into<String>) -> Result<Self, InvalidInput> {
-        let name = name.into();
-        check_text("type", &name)?;
+    pub fn new(name: impl AsRef<str>) -> Result<Self, InvalidInput> {
+        let name = name.as_ref();
+        check_text("type", name)?;
         Ok(Self(Arc::from(name)))
     }
 
@@ -181,9 +182,9 @@ impl Tag {
     ///
     /// # Errors
     /// [`InvalidInput`] naming the broken rule.
-    pub fn new(tag: impl Into<String>) -> Result<Self, InvalidInput> {
-        let tag = tag.into();
-        check_text("tag", &tag)?;
+    pub fn new(tag: impl AsRef<str>) -> Result<Self, InvalidInput> {
+        let tag = tag.as_ref();
+        check_text("tag", tag)?;
         if tag.contains(',') {
             return Err(InvalidInput::new(
                 "tag",

@@ -34,13 +34,24 @@ pub(crate) fn decode(
     };
     let position = Position(from_sql("position", get_i64(0)?)?);
     let version = Version(from_sql("version", get_i64(1)?)?);
-    let id: Vec<u8> = row.get(at + 2).map_err(EmbeddedError::sqlite(context))?;
-    let id = uuid::Uuid::from_slice(&id).map_err(|e| corrupted("event id", e))?;
-    let event_type: String = row.get(at + 3).map_err(EmbeddedError::sqlite(context))?;
-    let event_type = EventType::new(event_type).map_err(|e| corrupted("event type", e))?;
+    let id = row
+        .get_ref(at + 2)
+        .map_err(EmbeddedError::sqlite(context))?
+        .as_blob()
+        .map_err(|e| corrupted("event id", e))?;
+    let id = uuid::Uuid::from_slice(id).map_err(|e| corrupted("event id", e))?;
+    // Names are read in place from SQLite's row buffer: each is copied once, into its name.
+    let text = |i: usize, what: &str| {
+        row.get_ref(at + i)
+            .map_err(EmbeddedError::sqlite(context))?
+            .as_str()
+            .map_err(|e| corrupted(what, e))
+    };
+    let event_type =
+        EventType::new(text(3, "event type")?).map_err(|e| corrupted("event type", e))?;
     let data: Vec<u8> = row.get(at + 4).map_err(EmbeddedError::sqlite(context))?;
     let metadata: Vec<u8> = row.get(at + 5).map_err(EmbeddedError::sqlite(context))?;
-    let tags: String = row.get(at + 6).map_err(EmbeddedError::sqlite(context))?;
+    let tags = text(6, "tags")?;
     let tags = if tags.is_empty() {
         Vec::new()
     } else {
