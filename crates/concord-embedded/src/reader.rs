@@ -22,7 +22,7 @@ use rusqlite::{Connection, OptionalExtension};
 use crate::error::{EmbeddedError, from_sql, to_sql};
 use crate::matching::matching_events;
 use crate::rows::{
-    EVENT_COLUMNS, decode, decode_named, sql_limit, stream_backward_sql, stream_events,
+    EVENT_COLUMNS, StreamNames, decode, decode_named, sql_limit, stream_backward_sql, stream_events,
 };
 
 /// A read to run on a pool thread's connection.
@@ -318,6 +318,9 @@ pub(crate) fn read_all(
             head: Position(head),
         });
     }
+    if filter.is_all() {
+        return read_range(&tx, head, cursor, limit);
+    }
     let driver = Driver::choose(filter);
     let mut fetch = tx
         .prepare_cached(&format!(
@@ -363,6 +366,44 @@ pub(crate) fn read_all(
             });
         }
     }
+}
+
+/// The unfiltered page of [`read_all`]: one range scan of the log's own B-tree (positions
+/// are its keys), with stream names looked up once per stream instead of one point lookup
+/// and one join per event. Catch-up reads are this.
+fn read_range(
+    conn: &Connection,
+    head: u64,
+    from: u64,
+    limit: usize,
+) -> Result<AllPage, EmbeddedError> {
+    let context = "cannot read the global log";
+    let last = head.min(from.saturating_add(limit as u64).saturating_sub(1));
+    let mut events = Vec::new();
+    if from <= last {
+        let mut stmt = conn
+            .prepare_cached(&format!(
+                "SELECT e.stream_id, {EVENT_COLUMNS} FROM events e WHERE e.position BETWEEN ?1 AND ?2 ORDER BY e.position"
+            ))
+            .map_err(EmbeddedError::sqlite(context))?;
+        let mut rows = stmt
+            .query((to_sql(from)?, to_sql(last)?))
+            .map_err(EmbeddedError::sqlite(context))?;
+        let mut names = StreamNames::default();
+        while let Some(row) = rows.next().map_err(EmbeddedError::sqlite(context))? {
+            let id: i64 = row.get(0).map_err(EmbeddedError::sqlite(context))?;
+            events.push(decode(names.get(conn, id)?, row, 1)?);
+        }
+    }
+    let next_from = match events.last() {
+        Some(e) if events.len() == limit => e.position.next(),
+        _ => Position(head + 1).max(Position(from)),
+    };
+    Ok(AllPage {
+        events,
+        next_from,
+        head: Position(head),
+    })
 }
 
 /// Up to `limit` events matching `query` after `after`, with the head, from one snapshot:

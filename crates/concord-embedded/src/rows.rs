@@ -79,6 +79,39 @@ pub(crate) fn sql_limit(limit: usize) -> i64 {
     i64::try_from(limit).unwrap_or(i64::MAX)
 }
 
+/// Stream names by row id, looked up once each: a page of the global log names few streams
+/// many times, and a join would build the same name for every row.
+#[derive(Default)]
+pub(crate) struct StreamNames(std::collections::HashMap<i64, StreamName>);
+
+impl StreamNames {
+    /// The name of the stream with row id `id`.
+    pub(crate) fn get(&mut self, conn: &Connection, id: i64) -> Result<StreamName, EmbeddedError> {
+        if let Some(name) = self.0.get(&id) {
+            return Ok(name.clone());
+        }
+        let context = "cannot read a stream's name";
+        let mut stmt = conn
+            .prepare_cached("SELECT name FROM streams WHERE stream_id = ?1")
+            .map_err(EmbeddedError::sqlite(context))?;
+        let name = stmt
+            .query_row([id], |r| {
+                let text = r.get_ref(0)?.as_str().map(StreamName::new);
+                Ok(text)
+            })
+            .map_err(|e| match e {
+                rusqlite::Error::QueryReturnedNoRows => EmbeddedError::Corrupted(format!(
+                    "an event names stream id {id}, which does not exist"
+                )),
+                e => EmbeddedError::Sqlite { context, source: e },
+            })?
+            .map_err(|e| corrupted("stream name", e))?
+            .map_err(|e| corrupted("stream name", e))?;
+        self.0.insert(id, name.clone());
+        Ok(name)
+    }
+}
+
 /// Decodes a row whose column 0 is the stream name, followed by [`EVENT_COLUMNS`].
 pub(crate) fn decode_named(row: &Row<'_>) -> Result<RecordedEvent, EmbeddedError> {
     let name: String = row
