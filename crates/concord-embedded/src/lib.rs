@@ -194,9 +194,14 @@ impl EmbeddedStore {
             Durability::Buffered => Acknowledge::Inline,
             Durability::Full => {
                 let (syncer_tx, syncer_rx) = std::sync::mpsc::channel();
+                let synced = Arc::new(std::sync::atomic::AtomicU64::new(recovered.head));
+                let own_wal = wal.try_clone().map_err(|source| EmbeddedError::Sync {
+                    path: file.clone(),
+                    source,
+                })?;
                 let syncer = syncer::Syncer {
                     wal,
-                    synced: recovered.head,
+                    synced: Arc::clone(&synced),
                     signal: signal.clone(),
                     poison: Arc::clone(&poison),
                     fail_next_sync: false,
@@ -206,7 +211,13 @@ impl EmbeddedStore {
                     .spawn(move || syncer.run(&syncer_rx))
                     .map_err(|_| EmbeddedError::Stopped("syncer"))?;
                 threads.push(thread);
-                Acknowledge::Syncer(syncer_tx)
+                Acknowledge::Syncer(writer::SyncerHandle {
+                    jobs: syncer_tx,
+                    wal: own_wal,
+                    synced,
+                    always: false,
+                    fail_next: false,
+                })
             }
         };
         let (writer_tx, writer_rx) = std::sync::mpsc::channel();
@@ -221,6 +232,7 @@ impl EmbeddedStore {
             uncheckpointed: (0, 0),
             tails: writer::Tails::default(),
             acknowledge,
+            stashed: None,
         };
         let thread = std::thread::Builder::new()
             .name("concord-writer".into())

@@ -23,11 +23,17 @@
 //!   is acknowledged, because after a failed fsync nobody knows what the disk holds.
 
 use std::fs::File;
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::Receiver;
 
 use concord_core::{HeadSignal, Position};
 
 use crate::writer::{Answer, Poison, Request};
+
+/// Why the store refuses appends after a failed sync of the log.
+pub(crate) fn poison_reason(e: &std::io::Error) -> String {
+    format!("a sync of the write-ahead log failed ({e})")
+}
 
 /// A committed batch waiting for its sync: the head after it and its answers, in order.
 pub(crate) struct Committed {
@@ -51,8 +57,8 @@ pub(crate) struct Syncer {
     /// The write-ahead log, opened by us beside SQLite: syncing any descriptor of the file
     /// flushes all of it.
     pub(crate) wal: File,
-    /// The head the last successful sync covered.
-    pub(crate) synced: u64,
+    /// The head the last successful sync covered (the writer syncs too, when it is alone).
+    pub(crate) synced: std::sync::Arc<std::sync::atomic::AtomicU64>,
     pub(crate) signal: HeadSignal,
     pub(crate) poison: Poison,
     pub(crate) fail_next_sync: bool,
@@ -88,11 +94,13 @@ impl Syncer {
         let Some(head) = pending.iter().map(|b| b.head).max() else {
             return;
         };
-        if self.poison.get().is_none() && head > self.synced {
+        if self.poison.get().is_none() && head > self.synced.load(Ordering::Acquire) {
             match self.sync() {
-                Ok(()) => self.synced = head,
+                Ok(()) => {
+                    self.synced.fetch_max(head, Ordering::AcqRel);
+                }
                 Err(e) => {
-                    let reason = format!("a sync of the write-ahead log failed ({e})");
+                    let reason = poison_reason(&e);
                     tracing::error!(error = %e, "embedded store poisoned; appends are refused until the store is reopened");
                     let _ = self.poison.get_or_init(|| reason);
                 }
@@ -108,7 +116,8 @@ impl Syncer {
         }
         // Head first, then answers: a caller that got its acknowledgement and reads sees
         // its own events.
-        self.signal.advance(Position(self.synced));
+        self.signal
+            .advance(Position(self.synced.load(Ordering::Acquire)));
         for batch in pending {
             for (request, answer) in batch.answers {
                 request.answer(answer);

@@ -180,8 +180,22 @@ pub(crate) enum Acknowledge {
     /// The writer itself, right after the commit ([`Durability::Buffered`](crate::Durability::Buffered):
     /// nothing to wait for).
     Inline,
-    /// The syncer thread, after its fsync ([`Durability::Full`](crate::Durability::Full)).
-    Syncer(Sender<SyncJob>),
+    /// The syncer thread, after its fsync ([`Durability::Full`](crate::Durability::Full)),
+    /// or the writer itself when there is nothing to overlap (see [`Writer::acknowledge`]).
+    Syncer(SyncerHandle),
+}
+
+/// The writer's end of the syncer.
+pub(crate) struct SyncerHandle {
+    pub(crate) jobs: Sender<SyncJob>,
+    /// The write-ahead log, for the writer's own syncs.
+    pub(crate) wal: std::fs::File,
+    /// The head the last successful sync covered (the syncer's or the writer's).
+    pub(crate) synced: Arc<std::sync::atomic::AtomicU64>,
+    /// Every batch goes through the syncer (set once a test pauses it).
+    pub(crate) always: bool,
+    /// The next sync fails (tests of poisoning).
+    pub(crate) fail_next: bool,
 }
 
 /// Why the store refuses appends, once it does. Set once, by the writer.
@@ -203,6 +217,8 @@ pub(crate) struct Writer {
     /// The last events of contended streams.
     pub(crate) tails: Tails,
     pub(crate) acknowledge: Acknowledge,
+    /// A job taken from the channel to see whether one was waiting, processed next.
+    pub(crate) stashed: Option<Job>,
 }
 
 /// An append waiting in a batch, with where its answer goes.
@@ -256,7 +272,14 @@ struct Staged {
 impl Writer {
     /// Runs until every sender is gone (the store was dropped).
     pub(crate) fn run(mut self, jobs: &Receiver<Job>) {
-        while let Ok(first) = jobs.recv() {
+        loop {
+            let first = match self.stashed.take() {
+                Some(job) => job,
+                None => match jobs.recv() {
+                    Ok(job) => job,
+                    Err(_) => break,
+                },
+            };
             if let Job::Pause(until) = first {
                 // Returns when the test drops its guard.
                 let _ = until.recv();
@@ -280,11 +303,11 @@ impl Writer {
                     Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
                 }
             }
-            self.process(batch);
+            self.process(batch, jobs);
         }
     }
 
-    fn process(&mut self, batch: Vec<Job>) {
+    fn process(&mut self, batch: Vec<Job>, jobs: &Receiver<Job>) {
         let mut appends = Vec::with_capacity(batch.len());
         for job in batch {
             match job {
@@ -297,8 +320,9 @@ impl Writer {
                     let _ = until.recv();
                 }
                 Job::PauseSyncer(until) => {
-                    if let Acknowledge::Syncer(syncer) = &self.acknowledge {
-                        let _ = syncer.send(SyncJob::Pause(until));
+                    if let Acknowledge::Syncer(syncer) = &mut self.acknowledge {
+                        syncer.always = true;
+                        let _ = syncer.jobs.send(SyncJob::Pause(until));
                     }
                 }
             }
@@ -320,9 +344,10 @@ impl Writer {
         match self.write_batch(&appends, &mut staged, &mut answers) {
             Ok(()) => {
                 let written = staged.head - self.head;
+                let before = self.head;
                 self.head = staged.head;
                 self.streams.extend(staged.streams);
-                self.acknowledge(appends, answers);
+                self.acknowledge(appends, answers, before, jobs);
                 self.uncheckpointed.0 += 1;
                 self.uncheckpointed.1 += written;
                 if self.uncheckpointed.0 >= CHECKPOINT_COMMITS
@@ -345,31 +370,82 @@ impl Writer {
         }
     }
 
-    /// Answers a committed batch: at once when there is nothing to sync, else through the
-    /// syncer, after its fsync.
-    fn acknowledge(&mut self, appends: Vec<Request>, answers: Vec<Answer>) {
-        match &self.acknowledge {
+    /// Answers a committed batch: at once when there is nothing to sync; through the syncer
+    /// when there is something to overlap its fsync with (a request is already waiting);
+    /// else after a sync of its own. With one caller at a time, a hand-off to the syncer
+    /// would only add a thread wake-up to every append, so the writer syncs a batch of one
+    /// itself when the syncer has nothing pending (so answers stay in batch order) and no
+    /// request waits.
+    fn acknowledge(
+        &mut self,
+        appends: Vec<Request>,
+        answers: Vec<Answer>,
+        before: u64,
+        jobs: &Receiver<Job>,
+    ) {
+        let answer_all = |appends: Vec<Request>, answers: Vec<Answer>| {
+            for (request, answer) in appends.into_iter().zip(answers) {
+                request.answer(answer);
+            }
+        };
+        let syncer = match &mut self.acknowledge {
             Acknowledge::Inline => {
                 // Head first, then answers: a caller that got its acknowledgement and asks
                 // for the head sees its own events.
                 self.signal.advance(Position(self.head));
-                for (request, answer) in appends.into_iter().zip(answers) {
-                    request.answer(answer);
+                answer_all(appends, answers);
+                return;
+            }
+            Acknowledge::Syncer(syncer) => syncer,
+        };
+        let syncer_idle = syncer.synced.load(std::sync::atomic::Ordering::Acquire) >= before;
+        let waiting = match jobs.try_recv() {
+            Ok(job) => {
+                self.stashed = Some(job);
+                true
+            }
+            Err(_) => false,
+        };
+        // A batch of one is the sign of a lone caller; a bigger batch means others are
+        // about to send again, and their next batch should overlap this fsync.
+        if syncer.always || waiting || !syncer_idle || appends.len() > 1 {
+            if std::mem::take(&mut syncer.fail_next) {
+                let _ = syncer.jobs.send(SyncJob::FailNextSync);
+            }
+            let batch = Committed {
+                head: self.head,
+                answers: appends.into_iter().zip(answers).collect(),
+            };
+            if let Err(std::sync::mpsc::SendError(SyncJob::Batch(batch))) =
+                syncer.jobs.send(SyncJob::Batch(batch))
+            {
+                // The syncer is gone (it only stops with the writer): nobody can be told
+                // their batch is durable.
+                for (request, _) in batch.answers {
+                    request.refuse(StoreError::from(EmbeddedError::Stopped("syncer")));
                 }
             }
-            Acknowledge::Syncer(syncer) => {
-                let batch = Committed {
-                    head: self.head,
-                    answers: appends.into_iter().zip(answers).collect(),
-                };
-                if let Err(std::sync::mpsc::SendError(SyncJob::Batch(batch))) =
-                    syncer.send(SyncJob::Batch(batch))
-                {
-                    // The syncer is gone (it only stops with the writer): nobody can be told
-                    // their batch is durable.
-                    for (request, _) in batch.answers {
-                        request.refuse(StoreError::from(EmbeddedError::Stopped("syncer")));
-                    }
+            return;
+        }
+        let synced = if std::mem::take(&mut syncer.fail_next) {
+            Err(std::io::Error::other("injected sync failure"))
+        } else {
+            syncer.wal.sync_data()
+        };
+        match synced {
+            Ok(()) => {
+                syncer
+                    .synced
+                    .fetch_max(self.head, std::sync::atomic::Ordering::AcqRel);
+                self.signal.advance(Position(self.head));
+                answer_all(appends, answers);
+            }
+            Err(e) => {
+                let reason = crate::syncer::poison_reason(&e);
+                tracing::error!(error = %e, "embedded store poisoned; appends are refused until the store is reopened");
+                let reason = self.poison.get_or_init(|| reason).clone();
+                for request in appends {
+                    request.refuse(StoreError::Poisoned(reason.clone()));
                 }
             }
         }
@@ -404,8 +480,8 @@ impl Writer {
         match fault {
             Fault::FailNextCommit => self.fail_next_commit = true,
             Fault::FailNextSync => {
-                if let Acknowledge::Syncer(syncer) = &self.acknowledge {
-                    let _ = syncer.send(SyncJob::FailNextSync);
+                if let Acknowledge::Syncer(syncer) = &mut self.acknowledge {
+                    syncer.fail_next = true;
                 }
             }
             Fault::DiskFull => {
