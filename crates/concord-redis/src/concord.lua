@@ -11,10 +11,11 @@
 --
 -- Numbers are Lua doubles: versions and positions are exact up to 2^53.
 
-local LIBRARY_VERSION = 3
+local LIBRARY_VERSION = 4
 
--- The epoch names one unbroken history of this Lua VM's writes. Replies that name
--- concurrent events (rebases, conflicts) give only their version range and the epoch; the
+-- The epoch names one unbroken history of this Lua VM's writes. A rebased write names
+-- its concurrent events by their version range and the epoch only (a conflict returns its
+-- entries: one round trip, whoever wrote them); the
 -- client lists them from the events it saw written in the same epoch, or reads them with
 -- XRANGE. Converting those entries to Lua and back cost about 4 us per entry, more than
 -- the append itself. The epoch changes whenever events may have been lost or written by
@@ -255,7 +256,7 @@ end
 --      last_position}
 --   {'partial', part number, existing ids...}
 --   {'conflicts', epoch, conflicts} with per failing part {part number, actual,
---      truncated (0|1), first concurrent version (0: none listed)}
+--      truncated (0|1), concurrent entries (the first concurrent-events-max)}
 --   {'condition', matching global entries (the first concurrent-events-max)}
 local function append(keys, args)
   local all_key, head_key, index_key, heads_key = keys[1], keys[2], keys[3], keys[4]
@@ -347,16 +348,18 @@ local function append(keys, args)
   for p = 1, n_parts do
     local plan = plans[p]
     if plan.kind == 'conflict' then
-      -- The concurrent events are versions first..actual; the client lists the first
-      -- concurrent-events-max of them.
-      local first, truncated = 0, 0
-      if plan.first ~= nil then
-        first = plan.first
-        if plan.actual - first + 1 > concurrent_max then
+      -- A conflict carries its concurrent events (the first concurrent-events-max of
+      -- versions first..actual) in this reply, whoever wrote them: the caller decides on
+      -- them, and one round trip is the promise. (A rebase lists them from the client's
+      -- cache instead; see docs/design/redis-layout.md.)
+      local truncated, entries = 0, {}
+      if plan.first ~= nil and concurrent_max > 0 then
+        entries = redis.call('XRANGE', parts[p].stream_key, int(plan.first) .. '-0', '+', 'COUNT', concurrent_max)
+        if plan.first + #entries <= plan.actual then
           truncated = 1
         end
       end
-      conflicts[#conflicts + 1] = {p, plan.actual, truncated, first}
+      conflicts[#conflicts + 1] = {p, plan.actual, truncated, entries}
     end
   end
   if #conflicts > 0 then
@@ -440,5 +443,5 @@ local function version()
   return LIBRARY_VERSION
 end
 
-redis.register_function('concord_append_v3', append)
+redis.register_function('concord_append_v4', append)
 redis.register_function{function_name = 'concord_version', callback = version, flags = {'no-writes'}}

@@ -1,4 +1,4 @@
-//! The events a store saw written recently, so that a rebase or a conflict can list its
+//! The events a store saw written recently, so that a rebased append can list its
 //! concurrent events without reading them back from Redis.
 //!
 //! On a hot stream nearly every append is rebased over the appends of the other writers,

@@ -33,11 +33,11 @@ use crate::recent::Recent;
 pub const LIBRARY_SOURCE: &str = include_str!("concord.lua");
 
 /// The version of the library this build loads (the `LIBRARY_VERSION` in its source).
-pub const LIBRARY_VERSION: i64 = 3;
+pub const LIBRARY_VERSION: i64 = 4;
 
 /// The name of the append function in this library version (single and multi-stream
 /// appends, with or without a condition).
-pub const APPEND_FUNCTION: &str = "concord_append_v3";
+pub const APPEND_FUNCTION: &str = "concord_append_v4";
 
 /// Index entries a query read examines per round trip.
 const QUERY_BATCH: usize = 500;
@@ -48,7 +48,7 @@ const WATCH_BLOCK: Duration = Duration::from_secs(1);
 /// The longest [`EventStore::wait_for_head`] waits before it returns the current head.
 const WAIT_FOR_HEAD_MAX: Duration = Duration::from_secs(2);
 
-/// How often a rebase or conflict lets other appends' tasks run before it reads concurrent
+/// How often a rebase lets other appends' tasks run before it reads concurrent
 /// events this store has not seen written yet.
 const CONCURRENT_YIELDS: usize = 4;
 
@@ -94,8 +94,8 @@ struct Inner {
     options: RedisOptions,
     /// The highest head this process has seen: from its own appends and from the watcher.
     signal: HeadSignal,
-    /// Events this store wrote or read lately, to list a rebase's or conflict's concurrent
-    /// events without reading them back.
+    /// Events this store wrote or read lately (its appends, the events of its conflicts), to
+    /// list a rebase's concurrent events without reading them back.
     recent: Recent,
     /// Appends under way in this store (sent, or decoding their reply).
     appending: AtomicUsize,
@@ -537,11 +537,23 @@ impl RedisStore {
             "conflicts" => {
                 let mut conflicts = Vec::new();
                 for c in decode::array(C, item(2)?)? {
-                    let n = numbers(c, 4)?;
-                    let [part, actual, truncated, first] = n[..] else {
-                        return Err(RedisError::reply(C, "conflict lacks numbers"));
+                    let [part, actual, truncated, entries] = decode::array(C, c)? else {
+                        return Err(RedisError::reply(C, "conflict lacks its fields"));
                     };
-                    conflicts.push((part_of(part)?, actual, truncated == 1, first));
+                    let part = part_of(decode::int(C, part)?)?;
+                    let stream = request
+                        .parts
+                        .get(part)
+                        .map(|p| &p.stream)
+                        .ok_or_else(|| RedisError::reply(C, "conflict names no part"))?;
+                    let events =
+                        decode::entries(C, entries, |e| decode::stream_entry(C, stream, e))?;
+                    conflicts.push((
+                        part,
+                        decode::int(C, actual)?,
+                        decode::int(C, truncated)? == 1,
+                        events,
+                    ));
                 }
                 Reply::Conflicts {
                     epoch: decode::text(C, item(1)?)?.to_owned(),
@@ -709,36 +721,19 @@ impl RedisStore {
                 Ok(MultiAppendOutcome::from_parts(parts))
             }
             Reply::Conflicts { epoch, conflicts } => {
-                let ranges: Vec<(&StreamName, u64, u64)> = conflicts
-                    .iter()
-                    .filter(|(_, _, _, first)| *first > 0)
-                    .filter_map(|(part, actual, _, first)| {
-                        let stream = &request.parts.get(*part)?.stream;
-                        let last = (*actual).min(first.saturating_add(max.saturating_sub(1)));
-                        Some((stream, *first, last))
-                    })
-                    .collect();
-                let mut lists = if ranges.is_empty() || max == 0 {
-                    Vec::new()
-                } else {
-                    self.concurrent(&epoch, &ranges).await?
-                }
-                .into_iter();
                 let mut out = Vec::with_capacity(conflicts.len());
-                for (part, actual, truncated, first) in conflicts {
+                for (part, actual, truncated, events) in conflicts {
                     let Some(p) = request.parts.get(part) else {
                         continue;
                     };
+                    // What a conflict read is what a later rebase may list.
+                    self.inner.recent.record(&epoch, events.iter().cloned());
                     out.push(Conflict {
                         stream: p.stream.clone(),
                         expected: p.expected,
                         actual: Version(actual),
                         truncated,
-                        concurrent_events: if first > 0 && max > 0 {
-                            lists.next().unwrap_or_default()
-                        } else {
-                            Vec::new()
-                        },
+                        concurrent_events: events,
                     });
                 }
                 Err(StoreError::Conflicts(out))
@@ -951,7 +946,7 @@ enum Reply {
     /// Stale parts: (part index, actual version, truncated, first concurrent version or 0).
     Conflicts {
         epoch: String,
-        conflicts: Vec<(usize, u64, bool, u64)>,
+        conflicts: Vec<(usize, u64, bool, Vec<RecordedEvent>)>,
     },
 }
 

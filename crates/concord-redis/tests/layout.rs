@@ -440,3 +440,85 @@ async fn an_append_of_more_events_than_one_unpack_holds_is_written_whole() {
     // a duplicate.
     assert!(store.append(request).await.unwrap().is_duplicate());
 }
+
+#[tokio::test]
+async fn a_conflict_over_another_stores_events_lists_them_in_its_one_reply() {
+    // Its own server: the test reads the slow log, which is server-wide.
+    let server = RedisServer::start();
+    let url = server.url();
+    let options = RedisOptions {
+        key_prefix: unique_prefix(),
+        ..RedisOptions::default()
+    };
+    let writer = RedisStore::connect_with(&url, options.clone())
+        .await
+        .unwrap();
+    // A second store on the same keys: its own connection, nothing seen written.
+    let other = RedisStore::connect_with(&url, options).await.unwrap();
+    let stream = doc::stream("account-9");
+    let _ = writer
+        .append(AppendRequest::new(
+            stream.clone(),
+            ExpectedVersion::NoStream,
+            (1..=5).map(deposit).collect(),
+        ))
+        .await
+        .unwrap();
+
+    let mut conn = common::raw(&url).await;
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("slowlog-log-slower-than")
+        .arg(0)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("SLOWLOG")
+        .arg("RESET")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let refused = other
+        .append(AppendRequest::new(
+            stream,
+            ExpectedVersion::NoStream,
+            vec![deposit(6)],
+        ))
+        .await;
+    let Err(StoreError::Conflict(conflict)) = refused else {
+        panic!("expected a conflict, got {refused:?}");
+    };
+    assert_eq!(conflict.actual, Version(5));
+    let amounts: Vec<u64> = conflict
+        .concurrent_events
+        .iter()
+        .map(|e| e.data.to_value().unwrap()["amount"].as_u64().unwrap())
+        .collect();
+    assert_eq!(amounts, [1, 2, 3, 4, 5]);
+
+    // Every command a client sent since the reset: the conflicting append's one FCALL
+    // (commands the function runs itself are logged without a client address).
+    let log: Vec<redis::Value> = redis::cmd("SLOWLOG")
+        .arg("GET")
+        .arg(1000)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let sent: Vec<String> = log
+        .iter()
+        .filter_map(|entry| {
+            let redis::Value::Array(fields) = entry else {
+                return None;
+            };
+            let (Some(redis::Value::Array(args)), Some(client)) = (fields.get(3), fields.get(4))
+            else {
+                return None;
+            };
+            let client: String = redis::from_redis_value(client.clone()).unwrap_or_default();
+            let command: String = redis::from_redis_value(args.first()?.clone()).ok()?;
+            (!client.starts_with('?')).then(|| command.to_uppercase())
+        })
+        .filter(|c| c != "SLOWLOG")
+        .collect();
+    assert_eq!(sent, ["FCALL"], "{log:?}");
+}
