@@ -42,6 +42,12 @@ impl Default for Limits {
 }
 
 impl Limits {
+    /// How many events one page of a query read holds when `limit` were asked for: at least
+    /// one (a query page always makes progress), at most `read_limit_max`.
+    pub fn query_page(&self, limit: usize) -> usize {
+        limit.clamp(1, self.read_limit_max.max(1))
+    }
+
     /// Checks an append against these limits and the rules no constructor can enforce:
     /// at least one event, metadata an object, at most 32 tags, no id twice.
     ///

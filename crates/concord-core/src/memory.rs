@@ -346,7 +346,7 @@ impl EventStore for MemoryStore {
         limit: usize,
     ) -> Result<QueryPage, StoreError> {
         query.validate()?;
-        let limit = limit.clamp(1, self.limits.read_limit_max.max(1));
+        let limit = self.limits.query_page(limit);
         let state = self.lock();
         let head = Position(state.log.len() as u64);
         let start = usize::try_from(after.get()).unwrap_or(usize::MAX);

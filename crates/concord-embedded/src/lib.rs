@@ -320,7 +320,8 @@ impl EmbeddedStore {
     }
 }
 
-/// Holds the writer paused (see [`EmbeddedStore::pause_writer`]); dropping it resumes.
+/// Holds the writer (or the syncer) paused (see [`EmbeddedStore::pause_writer`] and
+/// [`EmbeddedStore::pause_syncer`]); dropping it resumes.
 #[doc(hidden)]
 #[derive(Debug)]
 pub struct WriterPause {
@@ -380,7 +381,7 @@ impl EventStore for EmbeddedStore {
         limit: usize,
     ) -> Result<QueryPage, StoreError> {
         query.validate()?;
-        let limit = limit.clamp(1, self.limits.read_limit_max.max(1));
+        let limit = self.limits.query_page(limit);
         let query = query.clone();
         self.read(move |conn, head| reader::query(conn, head, &query, after, limit))
             .await

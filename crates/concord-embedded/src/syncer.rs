@@ -30,9 +30,22 @@ use concord_core::{HeadSignal, Position};
 
 use crate::writer::{Answer, Poison, Request};
 
-/// Why the store refuses appends after a failed sync of the log.
-pub(crate) fn poison_reason(e: &std::io::Error) -> String {
-    format!("a sync of the write-ahead log failed ({e})")
+/// Syncs the log, or fails as a failed `fdatasync` would when a test armed `fail` (the
+/// one sync step of the syncer and of the writer's own syncs).
+pub(crate) fn sync_log(wal: &File, fail: &mut bool) -> std::io::Result<()> {
+    if std::mem::take(fail) {
+        return Err(std::io::Error::other("injected sync failure"));
+    }
+    wal.sync_data()
+}
+
+/// Poisons the store (once) after a failed sync of the log; returns the reason every
+/// append is refused with.
+pub(crate) fn poison_after_failed_sync(poison: &Poison, e: &std::io::Error) -> String {
+    tracing::error!(error = %e, "embedded store poisoned; appends are refused until the store is reopened");
+    poison
+        .get_or_init(|| format!("a sync of the write-ahead log failed ({e})"))
+        .clone()
 }
 
 /// A committed batch waiting for its sync: the head after it and its answers, in order.
@@ -95,14 +108,12 @@ impl Syncer {
             return;
         };
         if self.poison.get().is_none() && head > self.synced.load(Ordering::Acquire) {
-            match self.sync() {
+            match sync_log(&self.wal, &mut self.fail_next_sync) {
                 Ok(()) => {
                     self.synced.fetch_max(head, Ordering::AcqRel);
                 }
                 Err(e) => {
-                    let reason = poison_reason(&e);
-                    tracing::error!(error = %e, "embedded store poisoned; appends are refused until the store is reopened");
-                    let _ = self.poison.get_or_init(|| reason);
+                    poison_after_failed_sync(&self.poison, &e);
                 }
             }
         }
@@ -123,12 +134,5 @@ impl Syncer {
                 request.answer(answer);
             }
         }
-    }
-
-    fn sync(&mut self) -> std::io::Result<()> {
-        if std::mem::take(&mut self.fail_next_sync) {
-            return Err(std::io::Error::other("injected sync failure"));
-        }
-        self.wal.sync_data()
     }
 }

@@ -427,12 +427,7 @@ impl Writer {
             }
             return;
         }
-        let synced = if std::mem::take(&mut syncer.fail_next) {
-            Err(std::io::Error::other("injected sync failure"))
-        } else {
-            syncer.wal.sync_data()
-        };
-        match synced {
+        match crate::syncer::sync_log(&syncer.wal, &mut syncer.fail_next) {
             Ok(()) => {
                 syncer
                     .synced
@@ -441,9 +436,7 @@ impl Writer {
                 answer_all(appends, answers);
             }
             Err(e) => {
-                let reason = crate::syncer::poison_reason(&e);
-                tracing::error!(error = %e, "embedded store poisoned; appends are refused until the store is reopened");
-                let reason = self.poison.get_or_init(|| reason).clone();
+                let reason = crate::syncer::poison_after_failed_sync(&self.poison, &e);
                 for request in appends {
                     request.refuse(StoreError::Poisoned(reason.clone()));
                 }

@@ -1029,7 +1029,7 @@ impl EventStore for RedisStore {
         limit: usize,
     ) -> Result<QueryPage, StoreError> {
         query.validate()?;
-        let limit = limit.clamp(1, self.inner.options.limits.read_limit_max.max(1));
+        let limit = self.inner.options.limits.query_page(limit);
         let head = self.head().await?;
         if query.items.is_empty() {
             let page = self.read_all(after.next(), &Filter::all(), limit).await?;

@@ -35,8 +35,10 @@ enum Scenario {
     Conditional,
 }
 
-fn tag(s: String) -> Tag {
-    Tag::new(s).unwrap()
+type Result<T> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+fn tag(s: String) -> Result<Tag> {
+    Ok(Tag::new(s)?)
 }
 
 async fn run(
@@ -45,7 +47,7 @@ async fn run(
     run: usize,
     writers: usize,
     appends: usize,
-) -> f64 {
+) -> Result<f64> {
     let per_writer = appends / writers;
     let started = Instant::now();
     let tasks: Vec<_> = (0..writers)
@@ -58,22 +60,21 @@ async fn run(
                     match scenario {
                         Scenario::Single => {
                             let e = doc::event("Deposited", serde_json::json!({"amount": 1}))
-                                .with_tags(vec![tag(format!("account:a{run}-{w}"))]);
+                                .with_tags(vec![tag(format!("account:a{run}-{w}"))?]);
                             let _ = store
                                 .append(AppendRequest::new(
                                     doc::stream(&format!("account-a{run}-{w}")),
                                     ExpectedVersion::Any,
                                     vec![e],
                                 ))
-                                .await
-                                .unwrap();
+                                .await?;
                             events += 1;
                         }
                         Scenario::Transfer => {
                             let out = doc::event("Withdrawn", serde_json::json!({"amount": 1}))
-                                .with_tags(vec![tag(format!("account:b{run}-{w}"))]);
+                                .with_tags(vec![tag(format!("account:b{run}-{w}"))?]);
                             let into = doc::event("Deposited", serde_json::json!({"amount": 1}))
-                                .with_tags(vec![tag(format!("account:c{run}-{w}"))]);
+                                .with_tags(vec![tag(format!("account:c{run}-{w}"))?]);
                             let _ = store
                                 .append_multi(MultiAppendRequest::new(vec![
                                     AppendRequest::new(
@@ -87,12 +88,11 @@ async fn run(
                                         vec![into],
                                     ),
                                 ]))
-                                .await
-                                .unwrap();
+                                .await?;
                             events += 2;
                         }
                         Scenario::Unconditional | Scenario::Conditional => {
-                            let name = tag(format!("username:{id}"));
+                            let name = tag(format!("username:{id}"))?;
                             let e =
                                 doc::event("UserRegistered", serde_json::json!({"username": id}))
                                     .with_tags(vec![name.clone()]);
@@ -110,30 +110,29 @@ async fn run(
                                     .append_multi(
                                         MultiAppendRequest::from(part).condition(q, Position(0)),
                                     )
-                                    .await
-                                    .unwrap();
+                                    .await?;
                             } else {
-                                let _ = store.append(part).await.unwrap();
+                                let _ = store.append(part).await?;
                             }
                             events += 1;
                         }
                     }
                 }
-                events
+                Ok::<_, Box<dyn std::error::Error + Send + Sync>>(events)
             })
         })
         .collect();
     let mut events = 0;
     for t in tasks {
-        events += t.await.unwrap();
+        events += t.await??;
     }
-    events as f64 / started.elapsed().as_secs_f64()
+    Ok(events as f64 / started.elapsed().as_secs_f64())
 }
 
 #[tokio::main]
-async fn main() {
+async fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    let temp = tempfile::tempdir().expect("a temporary directory");
+    let temp = tempfile::tempdir()?;
     let target = args
         .get(1)
         .cloned()
@@ -146,13 +145,9 @@ async fn main() {
             key_prefix: format!("xbench-{}", std::process::id()),
             ..RedisOptions::default()
         };
-        Arc::new(
-            RedisStore::connect_with(&target, options)
-                .await
-                .expect("connect to redis"),
-        )
+        Arc::new(RedisStore::connect_with(&target, options).await?)
     } else {
-        Arc::new(EmbeddedStore::open(&target).expect("open the embedded store"))
+        Arc::new(EmbeddedStore::open(&target)?)
     };
     let mut best = [0f64; 4];
     let scenarios = [
@@ -163,7 +158,7 @@ async fn main() {
     ];
     for round in 0..rounds {
         for (k, s) in scenarios.iter().enumerate() {
-            let rate = run(Arc::clone(&store), *s, round, writers, appends).await;
+            let rate = run(Arc::clone(&store), *s, round, writers, appends).await?;
             println!("round {round} {s:?}: {rate:.0} events/s");
             best[k] = best[k].max(rate);
         }
@@ -177,4 +172,5 @@ async fn main() {
         best[3],
         best[3] / best[2]
     );
+    Ok(())
 }
