@@ -31,6 +31,7 @@ mod matching;
 mod reader;
 mod rows;
 mod schema;
+mod stream_index;
 mod syncer;
 mod writer;
 
@@ -54,6 +55,7 @@ pub use error::EmbeddedError;
 pub use writer::Fault;
 
 use reader::ReadJob;
+use stream_index::StreamIndex;
 use writer::{Acknowledge, Job, Poison, Writer};
 
 /// The data file's name inside the store's directory.
@@ -85,12 +87,32 @@ pub enum Durability {
 }
 
 /// Options of [`EmbeddedStore::open_with`].
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct EmbeddedOptions {
     /// Size limits (API.md's defaults).
     pub limits: Limits,
     /// When an append is acknowledged.
     pub durability: Durability,
+    /// How many events the stream index may lag behind the log before the writer writes
+    /// their entries into it (default [`INDEX_FLUSH_EVENTS`]). The log itself is written
+    /// and synced with every batch; the lagging entries are held in memory (16 bytes
+    /// each), rebuilt from the log on open, and written once per stream per flush, which
+    /// is what makes many writers on distinct streams cheap. `1` writes them after every
+    /// batch. See `docs/design/embedded-store.md`.
+    pub index_flush_events: usize,
+}
+
+/// The default of [`EmbeddedOptions::index_flush_events`].
+pub const INDEX_FLUSH_EVENTS: usize = 8192;
+
+impl Default for EmbeddedOptions {
+    fn default() -> Self {
+        EmbeddedOptions {
+            limits: Limits::default(),
+            durability: Durability::default(),
+            index_flush_events: INDEX_FLUSH_EVENTS,
+        }
+    }
 }
 
 /// Concord's embedded durable store: an SQLite database in a directory, one writer thread
@@ -103,6 +125,8 @@ pub struct EmbeddedStore {
     limits: Limits,
     signal: HeadSignal,
     poison: Poison,
+    /// The stream index entries the writer has not written into its table yet.
+    index: StreamIndex,
     /// Appends go to the writer thread here; `None` once the store is being dropped.
     writer: Option<Sender<Job>>,
     /// Reads go to the reader pool here; `None` once the store is being dropped.
@@ -188,6 +212,7 @@ impl EmbeddedStore {
             .collect::<Result<Vec<Connection>, _>>()?;
 
         let signal = HeadSignal::new(Position(recovered.head));
+        let index = recovered.index;
         let poison = Poison::default();
         let (reader_tx, mut threads) = reader::spawn(readers)?;
         let acknowledge = match options.durability {
@@ -231,6 +256,8 @@ impl EmbeddedStore {
             fail_next_commit: false,
             uncheckpointed: (0, 0),
             tails: writer::Tails::default(),
+            index: index.clone(),
+            index_flush_events: options.index_flush_events.max(1),
             acknowledge,
             stashed: None,
         };
@@ -247,6 +274,7 @@ impl EmbeddedStore {
             limits: options.limits,
             signal,
             poison,
+            index,
             writer: Some(writer_tx),
             readers: Some(reader_tx),
             threads,
@@ -396,8 +424,9 @@ impl EventStore for EmbeddedStore {
     ) -> Result<Vec<RecordedEvent>, StoreError> {
         let limit = limit.min(self.limits.read_limit_max);
         let stream = stream.clone();
+        let index = self.index.clone();
         self.read(move |conn, head| {
-            reader::read_stream(conn, head, &stream, from, direction, limit)
+            reader::read_stream(conn, &index, head, &stream, from, direction, limit)
         })
         .await
     }
@@ -416,7 +445,8 @@ impl EventStore for EmbeddedStore {
 
     async fn stream_version(&self, stream: &StreamName) -> Result<Version, StoreError> {
         let stream = stream.clone();
-        self.read(move |conn, head| reader::stream_version(conn, head, &stream))
+        let index = self.index.clone();
+        self.read(move |conn, head| reader::stream_version(conn, &index, head, &stream))
             .await
     }
 
@@ -428,8 +458,9 @@ impl EventStore for EmbeddedStore {
     ) -> Result<Vec<StreamInfo>, StoreError> {
         let limit = limit.min(self.limits.read_limit_max);
         let (prefix, after) = (prefix.to_owned(), after.cloned());
+        let index = self.index.clone();
         self.read(move |conn, head| {
-            reader::list_streams(conn, head, &prefix, after.as_ref(), limit)
+            reader::list_streams(conn, &index, head, &prefix, after.as_ref(), limit)
         })
         .await
     }

@@ -19,11 +19,10 @@ use concord_core::{
 };
 use rusqlite::{Connection, OptionalExtension};
 
-use crate::error::{EmbeddedError, from_sql, to_sql};
+use crate::error::{EmbeddedError, to_sql};
 use crate::matching::matching_events;
-use crate::rows::{
-    EVENT_COLUMNS, StreamNames, decode, decode_named, sql_limit, stream_backward_sql, stream_events,
-};
+use crate::rows::{EVENT_COLUMNS, StreamNames, decode, decode_named, stream_events, stream_head};
+use crate::stream_index::StreamIndex;
 
 /// A read to run on a pool thread's connection.
 pub(crate) type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
@@ -76,6 +75,7 @@ fn stream_id(conn: &Connection, stream: &StreamName) -> Result<Option<i64>, Embe
 /// stream's positions grow with its versions, so the unpublished ones are its last).
 pub(crate) fn read_stream(
     conn: &Connection,
+    index: &StreamIndex,
     head: u64,
     stream: &StreamName,
     from: Version,
@@ -85,103 +85,69 @@ pub(crate) fn read_stream(
     let Some(id) = stream_id(conn, stream)? else {
         return Ok(Vec::new());
     };
-    match direction {
-        Direction::Forward => {
-            let mut events = stream_events(conn, stream, id, from, limit)?;
-            events.retain(|e| e.position.get() <= head);
-            Ok(events)
-        }
-        Direction::Backward => {
-            let context = "cannot read a stream backward";
-            let mut stmt = conn
-                .prepare_cached(&stream_backward_sql())
-                .map_err(EmbeddedError::sqlite(context))?;
-            let top = i64::try_from(from.get()).unwrap_or(i64::MAX);
-            let mut rows = stmt
-                .query((id, top))
-                .map_err(EmbeddedError::sqlite(context))?;
-            let mut events = Vec::new();
-            while events.len() < limit
-                && let Some(row) = rows.next().map_err(EmbeddedError::sqlite(context))?
-            {
-                let event = decode(stream.clone(), row, 0)?;
-                if event.position.get() <= head {
-                    events.push(event);
-                }
-            }
-            Ok(events)
-        }
-    }
+    stream_events(conn, index, stream, id, from, direction, limit, head)
 }
 
 /// The stream's version as of the published `head` (0 when it does not exist): its last
-/// event at or before `head`, found by walking the stream's index from the top (the first
-/// row, unless a batch is waiting for its sync).
+/// event at or before `head`.
 pub(crate) fn stream_version(
     conn: &Connection,
+    index: &StreamIndex,
     head: u64,
     stream: &StreamName,
 ) -> Result<Version, EmbeddedError> {
     let Some(id) = stream_id(conn, stream)? else {
         return Ok(Version::NONE);
     };
-    let context = "cannot read a stream's version";
-    let mut stmt = conn
-        .prepare_cached(
-            "SELECT version, position FROM events WHERE stream_id = ?1 ORDER BY version DESC",
-        )
-        .map_err(EmbeddedError::sqlite(context))?;
-    let mut rows = stmt.query([id]).map_err(EmbeddedError::sqlite(context))?;
-    while let Some(row) = rows.next().map_err(EmbeddedError::sqlite(context))? {
-        let position: i64 = row.get(1).map_err(EmbeddedError::sqlite(context))?;
-        if from_sql("position", position)? <= head {
-            let version: i64 = row.get(0).map_err(EmbeddedError::sqlite(context))?;
-            return Ok(Version(from_sql("version", version)?));
-        }
-    }
-    Ok(Version::NONE)
+    Ok(Version(
+        stream_head(conn, index, id, head)?.map_or(0, |(v, _)| v),
+    ))
 }
 
 /// Streams whose names start with `prefix`, by name, after `after`, as of the published
 /// `head` (a stream whose first events are not published yet is not listed).
 pub(crate) fn list_streams(
     conn: &Connection,
+    index: &StreamIndex,
     head: u64,
     prefix: &str,
     after: Option<&StreamName>,
     limit: usize,
 ) -> Result<Vec<StreamInfo>, EmbeddedError> {
     let context = "cannot list streams";
-    let tx = conn
-        .unchecked_transaction()
-        .map_err(EmbeddedError::sqlite(context))?;
     // Names compare as bytes in SQLite and in Rust, so the names with the prefix are one
     // contiguous run starting at the prefix itself.
-    let mut stmt = tx
+    let mut stmt = conn
         .prepare_cached(
-            "SELECT s.name, e.version, e.position FROM streams s
-             JOIN events e ON e.position = (SELECT MAX(position) FROM events WHERE stream_id = s.stream_id AND position <= ?4)
-             WHERE s.name >= ?1 AND s.name > ?2 ORDER BY s.name LIMIT ?3",
+            "SELECT stream_id, name FROM streams WHERE name >= ?1 AND name > ?2 ORDER BY name",
         )
         .map_err(EmbeddedError::sqlite(context))?;
     let after = after.map_or("", StreamName::as_str);
     let mut rows = stmt
-        .query((prefix, after, sql_limit(limit), to_sql(head)?))
+        .query((prefix, after))
         .map_err(EmbeddedError::sqlite(context))?;
     let mut streams = Vec::new();
-    while let Some(row) = rows.next().map_err(EmbeddedError::sqlite(context))? {
-        let name: String = row.get(0).map_err(EmbeddedError::sqlite(context))?;
+    while streams.len() < limit
+        && let Some(row) = rows.next().map_err(EmbeddedError::sqlite(context))?
+    {
+        let id: i64 = row.get(0).map_err(EmbeddedError::sqlite(context))?;
+        let name = row
+            .get_ref(1)
+            .map_err(EmbeddedError::sqlite(context))?
+            .as_str()
+            .map_err(|e| EmbeddedError::Corrupted(format!("stored stream name is invalid: {e}")))?;
         if !name.starts_with(prefix) {
             break;
         }
-        let version: i64 = row.get(1).map_err(EmbeddedError::sqlite(context))?;
-        let position: i64 = row.get(2).map_err(EmbeddedError::sqlite(context))?;
+        let Some((version, position)) = stream_head(conn, index, id, head)? else {
+            continue;
+        };
         streams.push(StreamInfo {
-            stream: StreamName::new(name.as_str()).map_err(|e| {
+            stream: StreamName::new(name).map_err(|e| {
                 EmbeddedError::Corrupted(format!("stored stream name {name:?} is invalid: {e}"))
             })?,
-            version: Version(from_sql("version", version)?),
-            last_position: Position(from_sql("position", position)?),
+            version: Version(version),
+            last_position: Position(position),
         });
     }
     Ok(streams)
@@ -473,6 +439,8 @@ mod tests {
             .unwrap();
             conn.execute("INSERT INTO event_tags VALUES ('t', ?1)", [p])
                 .unwrap();
+            conn.execute("INSERT INTO stream_index VALUES (1, ?1, ?1)", [p])
+                .unwrap();
         }
         let ty = |s: &str| EventType::new(s).unwrap();
         let tag = |s: &str| Tag::new(s).unwrap();
@@ -492,13 +460,25 @@ mod tests {
             .query_row("SELECT MAX(position) FROM events", [], |r| r.get(0))
             .unwrap();
         let head = u64::try_from(head).unwrap();
+        let index = StreamIndex::default();
         for round in 1..=3_u64 {
             for direction in [Direction::Forward, Direction::Backward] {
-                let events = read_stream(&conn, head, &stream, Version(5), direction, 2).unwrap();
+                let events =
+                    read_stream(&conn, &index, head, &stream, Version(5), direction, 2).unwrap();
                 assert_eq!(events.len(), 2, "{direction:?}");
             }
             // The writer's read of the concurrent events of a conflict or a rebase.
-            let concurrent = stream_events(&conn, &stream, 1, Version(round), 3).unwrap();
+            let concurrent = stream_events(
+                &conn,
+                &index,
+                &stream,
+                1,
+                Version(round),
+                Direction::Forward,
+                3,
+                u64::MAX,
+            )
+            .unwrap();
             assert_eq!(concurrent.len(), 3);
             for filter in &filters {
                 // Drivers are asked for at least 256 candidates, more than there are: the
@@ -521,7 +501,7 @@ mod tests {
         }
         let sqls = [
             crate::rows::stream_forward_sql(),
-            stream_backward_sql(),
+            crate::rows::stream_backward_sql(),
             CATEGORY_SQL.to_owned(),
             TAG_SQL.to_owned(),
             types_sql(1),
@@ -560,19 +540,25 @@ mod tests {
         let mut conn = crate::schema::connect(&file, true).unwrap();
         crate::schema::prepare(&mut conn, &file).unwrap();
         let forward = crate::rows::stream_forward_sql();
-        let backward = stream_backward_sql();
+        let backward = crate::rows::stream_backward_sql();
         let cases = [
             (CATEGORY_SQL, "events_by_category"),
             (TAG_SQL, "PRIMARY KEY"),
-            (forward.as_str(), "events_by_stream_version"),
-            (backward.as_str(), "events_by_stream_version"),
+            (
+                forward.as_str(),
+                "SEARCH i USING PRIMARY KEY (stream_id=? AND version>? AND version<?); SEARCH e USING INTEGER PRIMARY KEY",
+            ),
+            (
+                backward.as_str(),
+                "SEARCH i USING PRIMARY KEY (stream_id=? AND version<?); SEARCH e USING INTEGER PRIMARY KEY",
+            ),
             (
                 "SELECT version FROM events WHERE stream_id = 1 AND event_id = x'00'",
                 "events_by_event_id",
             ),
             (
-                "SELECT type FROM events WHERE stream_id = 1 AND version > 3 ORDER BY version",
-                "events_by_stream_version",
+                "SELECT version, position FROM stream_index WHERE stream_id = ?1 AND version < ?2 ORDER BY version DESC",
+                "USING PRIMARY KEY (stream_id=? AND version<?)",
             ),
         ];
         for (sql, index) in cases {

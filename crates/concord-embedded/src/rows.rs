@@ -6,12 +6,14 @@
 
 use bytes::Bytes;
 use concord_core::{
-    EventId, EventType, Json, Position, RecordedAt, RecordedEvent, StreamName, Tag, Version,
+    Direction, EventId, EventType, Json, Position, RecordedAt, RecordedEvent, StreamName, Tag,
+    Version,
 };
 use rusqlite::{Connection, Row};
 
 use crate::error::{EmbeddedError, from_sql, to_sql};
 use crate::schema::TAG_SEPARATOR;
+use crate::stream_index::StreamIndex;
 
 /// The event columns every event query selects, in the order [`decode`] reads them.
 pub(crate) const EVENT_COLUMNS: &str =
@@ -74,11 +76,6 @@ pub(crate) fn decode(
     })
 }
 
-/// A `LIMIT` for SQLite: `usize::MAX` (no limit) becomes `i64::MAX`.
-pub(crate) fn sql_limit(limit: usize) -> i64 {
-    i64::try_from(limit).unwrap_or(i64::MAX)
-}
-
 /// Stream names by row id, looked up once each: a page of the global log names few streams
 /// many times, and a join would build the same name for every row.
 #[derive(Default)]
@@ -121,8 +118,10 @@ pub(crate) fn decode_named(row: &Row<'_>) -> Result<RecordedEvent, EmbeddedError
     decode(stream, row, 1)
 }
 
-/// A stream's events from a version upwards, in version order along
-/// `events_by_stream_version`.
+/// The indexed part of a stream's events from a version upwards and below a version (the
+/// first unflushed one), in version order along the `stream_index` table, each event a
+/// point lookup in the log. Columns: the version in the index, the stream id in the log, then
+/// [`EVENT_COLUMNS`] (as the run reads below, which repeat the log's version first).
 ///
 /// Like every paged read here it has no `LIMIT ?`: a statement with a bound limit is
 /// re-prepared at every reuse from the statement cache (SQLite plans with the limit's
@@ -130,39 +129,244 @@ pub(crate) fn decode_named(row: &Row<'_>) -> Result<RecordedEvent, EmbeddedError
 /// as cheap as a limit.
 pub(crate) fn stream_forward_sql() -> String {
     format!(
-        "SELECT {EVENT_COLUMNS} FROM events e WHERE e.stream_id = ?1 AND e.version >= ?2 ORDER BY e.version"
+        "SELECT i.version, e.stream_id, {EVENT_COLUMNS} FROM stream_index i CROSS JOIN events e ON e.position = i.position
+         WHERE i.stream_id = ?1 AND i.version >= ?2 AND i.version < ?3 ORDER BY i.version"
     )
 }
 
-/// A stream's events from a version downwards, the index read in reverse (no `LIMIT ?`,
-/// as for [`stream_forward_sql`]).
+/// The indexed part of a stream's events from a version downwards, the index read in
+/// reverse (no `LIMIT ?`, as for [`stream_forward_sql`]).
 pub(crate) fn stream_backward_sql() -> String {
     format!(
-        "SELECT {EVENT_COLUMNS} FROM events e WHERE e.stream_id = ?1 AND e.version <= ?2 ORDER BY e.version DESC"
+        "SELECT i.version, e.stream_id, {EVENT_COLUMNS} FROM stream_index i CROSS JOIN events e ON e.position = i.position
+         WHERE i.stream_id = ?1 AND i.version <= ?2 ORDER BY i.version DESC"
     )
 }
 
-/// Up to `limit` events of the stream with row id `stream_id`, from version `from` upwards,
-/// read through `conn` (the writer's, inside its transaction, or a reader's).
-pub(crate) fn stream_events(
+/// The log's events from one position to another, for the unflushed events of one stream
+/// (dense there when it was written alone).
+fn range_sql() -> String {
+    format!(
+        "SELECT e.version, e.stream_id, {EVENT_COLUMNS} FROM events e WHERE e.position BETWEEN ?1 AND ?2 ORDER BY e.position"
+    )
+}
+
+/// One event by position.
+fn at_position_sql() -> String {
+    format!("SELECT e.version, e.stream_id, {EVENT_COLUMNS} FROM events e WHERE e.position = ?1")
+}
+
+/// Decodes a row of the statements above as the event of `stream` that the stream index
+/// says is at `version`: the log must agree (stream and version), else the data is
+/// corrupted.
+fn decode_indexed(
+    stream: &StreamName,
+    stream_id: i64,
+    version: u64,
+    row: &Row<'_>,
+) -> Result<RecordedEvent, EmbeddedError> {
+    let held: i64 = row
+        .get(1)
+        .map_err(EmbeddedError::sqlite("cannot read an event"))?;
+    let event = decode(stream.clone(), row, 2)?;
+    if held != stream_id || event.version.get() != version {
+        return Err(EmbeddedError::Corrupted(format!(
+            "the stream index puts version {version} of stream {stream} at position {}, but the log holds version {} of stream id {held} there",
+            event.position, event.version
+        )));
+    }
+    Ok(event)
+}
+
+/// Column 0 of a stream index read: the version the index holds.
+fn index_version(row: &Row<'_>) -> Result<u64, EmbeddedError> {
+    let v: i64 = row
+        .get(0)
+        .map_err(EmbeddedError::sqlite("cannot read a stream"))?;
+    from_sql("version", v)
+}
+
+/// The events of `stream` at `entries` (`(version, position)`, consecutive versions):
+/// one range read when they are dense in the log, else one lookup each.
+fn events_at(
     conn: &Connection,
     stream: &StreamName,
     stream_id: i64,
+    entries: &[(u64, u64)],
+    out: &mut Vec<RecordedEvent>,
+) -> Result<(), EmbeddedError> {
+    let context = "cannot read a stream's latest events";
+    let (Some(&(_, low)), Some(&(_, high))) = (entries.first(), entries.last()) else {
+        return Ok(());
+    };
+    let missing = |position: u64| {
+        EmbeddedError::Corrupted(format!(
+            "the stream index puts an event of stream {stream} at position {position}, which holds none of it"
+        ))
+    };
+    let span = high.saturating_sub(low).saturating_add(1);
+    if span <= 4 * entries.len() as u64 {
+        let mut stmt = conn
+            .prepare_cached(&range_sql())
+            .map_err(EmbeddedError::sqlite(context))?;
+        let mut rows = stmt
+            .query((to_sql(low)?, to_sql(high)?))
+            .map_err(EmbeddedError::sqlite(context))?;
+        let mut wanted = entries.iter().peekable();
+        while let Some(row) = rows.next().map_err(EmbeddedError::sqlite(context))? {
+            let position: i64 = row.get(2).map_err(EmbeddedError::sqlite(context))?;
+            let Some(&&(version, at)) = wanted.peek() else {
+                break;
+            };
+            if i64::try_from(at).ok() == Some(position) {
+                out.push(decode_indexed(stream, stream_id, version, row)?);
+                wanted.next();
+            }
+        }
+        if let Some(&(_, at)) = wanted.next() {
+            return Err(missing(at));
+        }
+        return Ok(());
+    }
+    let mut stmt = conn
+        .prepare_cached(&at_position_sql())
+        .map_err(EmbeddedError::sqlite(context))?;
+    for &(version, position) in entries {
+        let mut rows = stmt
+            .query([to_sql(position)?])
+            .map_err(EmbeddedError::sqlite(context))?;
+        match rows.next().map_err(EmbeddedError::sqlite(context))? {
+            Some(row) => out.push(decode_indexed(stream, stream_id, version, row)?),
+            None => return Err(missing(position)),
+        }
+    }
+    Ok(())
+}
+
+/// Up to `limit` events of the stream with row id `stream_id` from version `from`, forward
+/// or backward, at positions up to `head`: the `stream_index` table's rows, then the
+/// stream's entries not flushed into it yet (see [`StreamIndex`]). Read through `conn`
+/// (a reader's, or the writer's inside its transaction, with `head` = `u64::MAX`).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn stream_events(
+    conn: &Connection,
+    index: &StreamIndex,
+    stream: &StreamName,
+    stream_id: i64,
     from: Version,
+    direction: Direction,
     limit: usize,
+    head: u64,
 ) -> Result<Vec<RecordedEvent>, EmbeddedError> {
     let context = "cannot read a stream";
-    let mut stmt = conn
-        .prepare_cached(&stream_forward_sql())
-        .map_err(EmbeddedError::sqlite(context))?;
-    let mut rows = stmt
-        .query((stream_id, to_sql(from.get())?))
-        .map_err(EmbeddedError::sqlite(context))?;
     let mut events = Vec::new();
-    while events.len() < limit
-        && let Some(row) = rows.next().map_err(EmbeddedError::sqlite(context))?
-    {
-        events.push(decode(stream.clone(), row, 0)?);
+    if limit == 0 {
+        return Ok(events);
+    }
+    // Held until the table has been read: see `StreamIndex`.
+    let _gate = index.gate();
+    // The versions the table holds for this read end below the first unflushed one.
+    let (below, mut latest) = index.with_run(stream_id, |run| match run {
+        None => (u64::MAX, Vec::new()),
+        Some(run) => {
+            let wanted = run.entries().filter(|&(v, p)| {
+                p <= head
+                    && match direction {
+                        Direction::Forward => v >= from.get(),
+                        Direction::Backward => v <= from.get(),
+                    }
+            });
+            let entries: Vec<(u64, u64)> = match direction {
+                Direction::Forward => wanted.take(limit).collect(),
+                Direction::Backward => {
+                    let mut e: Vec<(u64, u64)> = wanted.rev().take(limit).collect();
+                    e.reverse();
+                    e
+                }
+            };
+            (run.first, entries)
+        }
+    });
+    let below_sql = i64::try_from(below).unwrap_or(i64::MAX);
+    match direction {
+        Direction::Forward => {
+            if from.get() < below {
+                let mut stmt = conn
+                    .prepare_cached(&stream_forward_sql())
+                    .map_err(EmbeddedError::sqlite(context))?;
+                let mut rows = stmt
+                    .query((stream_id, to_sql(from.get())?, below_sql))
+                    .map_err(EmbeddedError::sqlite(context))?;
+                while events.len() < limit
+                    && let Some(row) = rows.next().map_err(EmbeddedError::sqlite(context))?
+                {
+                    let event = decode_indexed(stream, stream_id, index_version(row)?, row)?;
+                    // Positions grow with versions: the rest are unpublished too.
+                    if event.position.get() > head {
+                        return Ok(events);
+                    }
+                    events.push(event);
+                }
+            }
+            latest.truncate(limit.saturating_sub(events.len()));
+            events_at(conn, stream, stream_id, &latest, &mut events)?;
+        }
+        Direction::Backward => {
+            events_at(conn, stream, stream_id, &latest, &mut events)?;
+            events.reverse();
+            let top = from.get().min(below.saturating_sub(1));
+            if events.len() < limit && top > 0 {
+                let mut stmt = conn
+                    .prepare_cached(&stream_backward_sql())
+                    .map_err(EmbeddedError::sqlite(context))?;
+                let mut rows = stmt
+                    .query((stream_id, i64::try_from(top).unwrap_or(i64::MAX)))
+                    .map_err(EmbeddedError::sqlite(context))?;
+                while events.len() < limit
+                    && let Some(row) = rows.next().map_err(EmbeddedError::sqlite(context))?
+                {
+                    let event = decode_indexed(stream, stream_id, index_version(row)?, row)?;
+                    if event.position.get() <= head {
+                        events.push(event);
+                    }
+                }
+            }
+        }
     }
     Ok(events)
+}
+
+/// The version and position of the stream's last event at or before `head`, if any.
+pub(crate) fn stream_head(
+    conn: &Connection,
+    index: &StreamIndex,
+    stream_id: i64,
+    head: u64,
+) -> Result<Option<(u64, u64)>, EmbeddedError> {
+    let context = "cannot read a stream's version";
+    let _gate = index.gate();
+    let (below, last) = index.with_run(stream_id, |run| match run {
+        None => (u64::MAX, None),
+        Some(run) => (run.first, run.entries().rev().find(|&(_, p)| p <= head)),
+    });
+    if last.is_some() {
+        return Ok(last);
+    }
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT version, position FROM stream_index WHERE stream_id = ?1 AND version < ?2 ORDER BY version DESC",
+        )
+        .map_err(EmbeddedError::sqlite(context))?;
+    let mut rows = stmt
+        .query((stream_id, i64::try_from(below).unwrap_or(i64::MAX)))
+        .map_err(EmbeddedError::sqlite(context))?;
+    while let Some(row) = rows.next().map_err(EmbeddedError::sqlite(context))? {
+        let position: i64 = row.get(1).map_err(EmbeddedError::sqlite(context))?;
+        let position = from_sql("position", position)?;
+        if position <= head {
+            let version: i64 = row.get(0).map_err(EmbeddedError::sqlite(context))?;
+            return Ok(Some((from_sql("version", version)?, position)));
+        }
+    }
+    Ok(None)
 }

@@ -12,6 +12,7 @@ use concord_core::StreamName;
 use rusqlite::{Connection, OpenFlags};
 
 use crate::error::{EmbeddedError, from_sql};
+use crate::stream_index::StreamIndex;
 
 /// The format this build writes and reads (`PRAGMA user_version`).
 ///
@@ -21,12 +22,16 @@ use crate::error::{EmbeddedError, from_sql};
 ///   core generates) every new entry lands on the index's last page instead of a random
 ///   page of its stream's range, one page fewer written per event. Format 1 is migrated on
 ///   open (see [`migrate_1_to_2`]).
-pub(crate) const FORMAT_VERSION: i64 = 2;
+/// - 3: a stream's events by version are found through the `stream_index` table, written
+///   behind the log (see `stream_index`), instead of the index `events_by_stream_version`
+///   that every event's insert updated; `index_state` says which positions the table
+///   covers. Formats 1 and 2 are migrated on open (see [`migrate_2_to_3`]).
+pub(crate) const FORMAT_VERSION: i64 = 3;
 
 /// `PRAGMA application_id`: "CNCD", marks the file as Concord's.
 pub(crate) const APPLICATION_ID: i64 = 0x434E_4344;
 
-const SCHEMA: &str = "
+const SCHEMA: &str = r##"
 CREATE TABLE streams (
     stream_id INTEGER PRIMARY KEY,
     name      TEXT NOT NULL UNIQUE,
@@ -46,7 +51,6 @@ CREATE TABLE events (
     recorded_at INTEGER NOT NULL
 ) STRICT;
 
-CREATE UNIQUE INDEX events_by_stream_version ON events (stream_id, version);
 CREATE UNIQUE INDEX events_by_event_id ON events (event_id, stream_id);
 CREATE INDEX events_by_type ON events (type);
 CREATE INDEX events_by_category ON events (category);
@@ -56,6 +60,22 @@ CREATE TABLE event_tags (
     position INTEGER NOT NULL,
     PRIMARY KEY (tag, position)
 ) STRICT, WITHOUT ROWID;
+"##;
+
+/// The stream index and how far it goes (format 3), created with the schema or by the
+/// migration from format 2.
+const STREAM_INDEX: &str = "
+CREATE TABLE stream_index (
+    stream_id INTEGER NOT NULL,
+    version   INTEGER NOT NULL,
+    position  INTEGER NOT NULL,
+    PRIMARY KEY (stream_id, version)
+) STRICT, WITHOUT ROWID;
+
+CREATE TABLE index_state (
+    id              INTEGER PRIMARY KEY CHECK (id = 1),
+    indexed_through INTEGER NOT NULL
+) STRICT;
 ";
 
 /// The separator of the `tags` column. Tags cannot contain control characters, so it
@@ -154,6 +174,10 @@ pub(crate) fn prepare(conn: &mut Connection, file: &Path) -> Result<(), Embedded
             .map_err(EmbeddedError::sqlite("cannot create the schema"))?;
         tx.execute_batch(SCHEMA)
             .map_err(EmbeddedError::sqlite("cannot create the schema"))?;
+        tx.execute_batch(STREAM_INDEX)
+            .map_err(EmbeddedError::sqlite("cannot create the schema"))?;
+        tx.execute_batch("INSERT INTO index_state VALUES (1, 0)")
+            .map_err(EmbeddedError::sqlite("cannot create the schema"))?;
         tx.execute_batch(&format!(
             "PRAGMA application_id = {APPLICATION_ID}; PRAGMA user_version = {FORMAT_VERSION};"
         ))
@@ -169,6 +193,11 @@ pub(crate) fn prepare(conn: &mut Connection, file: &Path) -> Result<(), Embedded
     }
     if user_version == 1 {
         migrate_1_to_2(conn, file)?;
+        migrate_2_to_3(conn, file)?;
+        return Ok(());
+    }
+    if user_version == 2 {
+        migrate_2_to_3(conn, file)?;
         return Ok(());
     }
     if user_version != FORMAT_VERSION {
@@ -188,9 +217,29 @@ fn migrate_1_to_2(conn: &mut Connection, file: &Path) -> Result<(), EmbeddedErro
     let context = "cannot migrate the store from format 1 to format 2";
     tracing::info!(file = %file.display(), "migrating the store from format 1 to format 2 (rebuilding the event id index)");
     let tx = conn.transaction().map_err(EmbeddedError::sqlite(context))?;
-    tx.execute_batch(&format!(
+    tx.execute_batch(
         "CREATE UNIQUE INDEX events_by_event_id ON events (event_id, stream_id);
          DROP INDEX events_by_stream_event_id;
+         PRAGMA user_version = 2;",
+    )
+    .map_err(EmbeddedError::sqlite(context))?;
+    tx.commit().map_err(EmbeddedError::sqlite(context))
+}
+
+/// Moves the stream index from `events_by_stream_version` into the `stream_index` table,
+/// complete (`indexed_through` = the head), in one transaction (a crash leaves format 2).
+/// Takes about as long as reading the old index once.
+fn migrate_2_to_3(conn: &mut Connection, file: &Path) -> Result<(), EmbeddedError> {
+    let context = "cannot migrate the store from format 2 to format 3";
+    tracing::info!(file = %file.display(), "migrating the store from format 2 to format 3 (moving the stream index into its table)");
+    let tx = conn.transaction().map_err(EmbeddedError::sqlite(context))?;
+    tx.execute_batch(STREAM_INDEX)
+        .map_err(EmbeddedError::sqlite(context))?;
+    tx.execute_batch(&format!(
+        "INSERT INTO stream_index (stream_id, version, position)
+             SELECT stream_id, version, position FROM events ORDER BY stream_id, version;
+         INSERT INTO index_state VALUES (1, (SELECT COALESCE(MAX(position), 0) FROM events));
+         DROP INDEX events_by_stream_version;
          PRAGMA user_version = {FORMAT_VERSION};"
     ))
     .map_err(EmbeddedError::sqlite(context))?;
@@ -206,16 +255,20 @@ pub(crate) struct StreamState {
     pub(crate) version: u64,
 }
 
-/// What recovery found: the head and every stream's state.
+/// What recovery found: the head, every stream's state and the stream index entries not
+/// in its table.
 #[derive(Debug)]
 pub(crate) struct Recovered {
     pub(crate) head: u64,
     pub(crate) streams: HashMap<StreamName, StreamState>,
+    pub(crate) index: StreamIndex,
 }
 
 /// Checks what SQLite's own recovery cannot: positions run 1..=head without a gap, every
-/// stream's versions run 1..=version without a gap, every event belongs to a stream. Then
-/// rebuilds the writer's version map. Costs one pass over two indexes.
+/// stream's versions run 1..=version without a gap (the indexed ones in the stream index,
+/// then the events after `indexed_through`), every event belongs to a stream. Then rebuilds
+/// the writer's version map and the unflushed stream index entries. Costs one pass over the
+/// stream index and a read of the events it does not cover yet.
 pub(crate) fn recover(conn: &Connection) -> Result<Recovered, EmbeddedError> {
     let context = "cannot read the store during recovery";
     let (count, first, last): (i64, i64, i64) = conn
@@ -230,43 +283,100 @@ pub(crate) fn recover(conn: &Connection) -> Result<Recovered, EmbeddedError> {
             "positions are not gap-free: {count} events, but positions run from {first} to {last}"
         )));
     }
+    let indexed_through: i64 = conn
+        .query_row(
+            "SELECT indexed_through FROM index_state WHERE id = 1",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(EmbeddedError::sqlite(context))?;
+    if !(0..=last).contains(&indexed_through) {
+        return Err(EmbeddedError::Corrupted(format!(
+            "the stream index claims to cover positions up to {indexed_through}, but the log ends at {last}"
+        )));
+    }
+    // stream id → (events, version)
+    let mut versions: HashMap<i64, (i64, i64)> = HashMap::new();
+    {
+        let mut stmt = conn
+            .prepare(
+                "SELECT stream_id, COUNT(*), MIN(version), MAX(version), MAX(position)
+                 FROM stream_index GROUP BY stream_id",
+            )
+            .map_err(EmbeddedError::sqlite(context))?;
+        let mut rows = stmt.query([]).map_err(EmbeddedError::sqlite(context))?;
+        while let Some(row) = rows.next().map_err(EmbeddedError::sqlite(context))? {
+            let read = |row: &rusqlite::Row<'_>| -> rusqlite::Result<(i64, i64, i64, i64, i64)> {
+                Ok((
+                    row.get(0)?,
+                    row.get(1)?,
+                    row.get(2)?,
+                    row.get(3)?,
+                    row.get(4)?,
+                ))
+            };
+            let (id, n, min, max, max_position) =
+                read(row).map_err(EmbeddedError::sqlite(context))?;
+            if min != 1 || max != n || max_position > indexed_through {
+                return Err(EmbeddedError::Corrupted(format!(
+                    "the stream index of stream id {id} is not consecutive from 1 within the indexed positions: {n} entries, versions {min} to {max}, last position {max_position}"
+                )));
+            }
+            versions.insert(id, (n, max));
+        }
+    }
+    let index = StreamIndex::default();
+    {
+        let mut stmt = conn
+            .prepare("SELECT position, stream_id, version FROM events WHERE position > ?1 ORDER BY position")
+            .map_err(EmbeddedError::sqlite(context))?;
+        let mut rows = stmt
+            .query([indexed_through])
+            .map_err(EmbeddedError::sqlite(context))?;
+        while let Some(row) = rows.next().map_err(EmbeddedError::sqlite(context))? {
+            let read = |row: &rusqlite::Row<'_>| -> rusqlite::Result<(i64, i64, i64)> {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+            };
+            let (position, id, version) = read(row).map_err(EmbeddedError::sqlite(context))?;
+            let state = versions.entry(id).or_insert((0, 0));
+            if version != state.1 + 1 {
+                return Err(EmbeddedError::Corrupted(format!(
+                    "the event at position {position} has version {version} in stream id {id}, whose previous version is {}",
+                    state.1
+                )));
+            }
+            *state = (state.0 + 1, version);
+            index.record(
+                id,
+                from_sql("version", version)?,
+                from_sql("position", position)?,
+                1,
+            );
+        }
+    }
     let mut streams = HashMap::new();
     let mut events_in_streams: i64 = 0;
     let mut stmt = conn
-        .prepare(
-            "SELECT s.stream_id, s.name,
-                    (SELECT COUNT(*) FROM events e WHERE e.stream_id = s.stream_id),
-                    (SELECT COALESCE(MIN(version), 0) FROM events e WHERE e.stream_id = s.stream_id),
-                    (SELECT COALESCE(MAX(version), 0) FROM events e WHERE e.stream_id = s.stream_id)
-             FROM streams s",
-        )
+        .prepare("SELECT stream_id, name FROM streams")
         .map_err(EmbeddedError::sqlite(context))?;
     let mut rows = stmt.query([]).map_err(EmbeddedError::sqlite(context))?;
     while let Some(row) = rows.next().map_err(EmbeddedError::sqlite(context))? {
-        let read = |row: &rusqlite::Row<'_>| -> rusqlite::Result<(i64, String, i64, i64, i64)> {
-            Ok((
-                row.get(0)?,
-                row.get(1)?,
-                row.get(2)?,
-                row.get(3)?,
-                row.get(4)?,
-            ))
-        };
-        let (id, name, n, min, max) = read(row).map_err(EmbeddedError::sqlite(context))?;
+        let id: i64 = row.get(0).map_err(EmbeddedError::sqlite(context))?;
+        let name: String = row.get(1).map_err(EmbeddedError::sqlite(context))?;
         let stream = StreamName::new(name.as_str()).map_err(|e| {
             EmbeddedError::Corrupted(format!("stored stream name {name:?} is invalid: {e}"))
         })?;
-        if n == 0 || min != 1 || max != n {
+        let Some(&(n, version)) = versions.get(&id) else {
             return Err(EmbeddedError::Corrupted(format!(
-                "versions of stream {stream} are not consecutive from 1: {n} events, versions {min} to {max}"
+                "stream {stream} has no events"
             )));
-        }
+        };
         events_in_streams += n;
         streams.insert(
             stream,
             StreamState {
                 id,
-                version: from_sql("version", max)?,
+                version: from_sql("version", version)?,
             },
         );
     }
@@ -279,5 +389,6 @@ pub(crate) fn recover(conn: &Connection) -> Result<Recovered, EmbeddedError> {
     Ok(Recovered {
         head: from_sql("position", last)?,
         streams,
+        index,
     })
 }

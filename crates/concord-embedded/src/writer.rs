@@ -17,14 +17,14 @@
 //! write time, in commit order, so they are gap-free.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::mpsc::{Receiver, Sender, TryRecvError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 use std::sync::{Arc, OnceLock};
 
 use concord_core::{
-    AppendOutcome, AppendPlan, AppendRequest, Appended, Conflict, EventType, HeadSignal, Limits,
-    MATCHING_EVENTS_MAX, MultiAppendOutcome, MultiAppendPlan, MultiAppendRequest, PartState,
-    PartialDuplicate, Position, RecordedAt, RecordedEvent, StoreError, StreamName, Version,
-    plan_append, plan_multi_append,
+    AppendOutcome, AppendPlan, AppendRequest, Appended, Conflict, Direction, EventType, HeadSignal,
+    Limits, MATCHING_EVENTS_MAX, MultiAppendOutcome, MultiAppendPlan, MultiAppendRequest,
+    PartState, PartialDuplicate, Position, RecordedAt, RecordedEvent, StoreError, StreamName,
+    Version, plan_append, plan_multi_append,
 };
 use futures::channel::oneshot;
 use rusqlite::{Connection, OptionalExtension};
@@ -33,6 +33,7 @@ use crate::error::{EmbeddedError, from_sql, to_sql};
 use crate::matching::matching_events;
 use crate::rows::stream_events;
 use crate::schema::{StreamState, TAG_SEPARATOR};
+use crate::stream_index::StreamIndex;
 use crate::syncer::{Committed, SyncJob};
 
 /// The most events one batch takes before it commits (a batch always takes at least one
@@ -45,10 +46,15 @@ const BATCH_EVENTS_MAX: usize = 16_384;
 /// writer runs it after handing the batch to the syncer instead, while the next batch
 /// gathers. (Not on a thread of its own: a checkpoint beside a busy writer never finds the
 /// log fully copied, so the log could never restart and grew by 180 MB/s.)
-const CHECKPOINT_COMMITS: u32 = 64;
+const CHECKPOINT_COMMITS: u32 = 512;
 
 /// Nor more events than this (large batches fill the log faster than small ones).
-const CHECKPOINT_EVENTS: u64 = 4096;
+const CHECKPOINT_EVENTS: u64 = 16384;
+
+/// How long the writer waits for work before it writes the stream index entries it holds
+/// (a quiet store catches its index up; a busy one writes it every
+/// `index_flush_events`).
+const INDEX_IDLE_FLUSH: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// Events one contended stream keeps in [`Tails`] (more than the default 100 concurrent
 /// events a conflict lists).
@@ -216,6 +222,10 @@ pub(crate) struct Writer {
     pub(crate) uncheckpointed: (u32, u64),
     /// The last events of contended streams.
     pub(crate) tails: Tails,
+    /// The stream index entries not written into its table yet (shared with the readers).
+    pub(crate) index: StreamIndex,
+    /// Write them into the table once this many are held.
+    pub(crate) index_flush_events: usize,
     pub(crate) acknowledge: Acknowledge,
     /// A job taken from the channel to see whether one was waiting, processed next.
     pub(crate) stashed: Option<Job>,
@@ -275,9 +285,13 @@ impl Writer {
         loop {
             let first = match self.stashed.take() {
                 Some(job) => job,
-                None => match jobs.recv() {
-                    Ok(job) => job,
-                    Err(_) => break,
+                None => match self.next_job(jobs) {
+                    Some(job) => job,
+                    None => {
+                        // Closed cleanly: the next open need not rebuild anything.
+                        self.flush_stream_index();
+                        break;
+                    }
                 },
             };
             if let Job::Pause(until) = first {
@@ -304,6 +318,66 @@ impl Writer {
                 }
             }
             self.process(batch, jobs);
+        }
+    }
+
+    /// Waits for the next job; when the store goes quiet for [`INDEX_IDLE_FLUSH`], writes
+    /// the stream index entries it holds first. `None` once every sender is gone.
+    fn next_job(&mut self, jobs: &Receiver<Job>) -> Option<Job> {
+        if self.index.unflushed() > 0 {
+            match jobs.recv_timeout(INDEX_IDLE_FLUSH) {
+                Ok(job) => return Some(job),
+                Err(RecvTimeoutError::Timeout) => self.flush_stream_index(),
+                Err(RecvTimeoutError::Disconnected) => return None,
+            }
+        }
+        jobs.recv().ok()
+    }
+
+    /// Writes every held stream index entry into the `stream_index` table and moves
+    /// `indexed_through` to the head, in one transaction of its own (committed like a
+    /// batch, synced with the next one: a crash before that only means the entries are
+    /// rebuilt from the log on open). Then forgets them. A failure poisons the store, as a
+    /// failed checkpoint does.
+    pub(crate) fn flush_stream_index(&mut self) {
+        if self.poison.get().is_some() {
+            return;
+        }
+        let entries = self.index.entries();
+        if entries.is_empty() {
+            return;
+        }
+        let context = "cannot write the stream index";
+        let head = self.head;
+        let write = |conn: &Connection| -> Result<(), EmbeddedError> {
+            conn.execute_batch("BEGIN IMMEDIATE")
+                .map_err(EmbeddedError::sqlite(context))?;
+            {
+                let mut insert = conn
+                    .prepare_cached(
+                        "INSERT INTO stream_index (stream_id, version, position) VALUES (?1, ?2, ?3)",
+                    )
+                    .map_err(EmbeddedError::sqlite(context))?;
+                for (stream_id, version, position) in entries {
+                    insert
+                        .execute((stream_id, to_sql(version)?, to_sql(position)?))
+                        .map_err(EmbeddedError::sqlite(context))?;
+                }
+            }
+            conn.execute(
+                "UPDATE index_state SET indexed_through = ?1 WHERE id = 1",
+                [to_sql(head)?],
+            )
+            .map_err(EmbeddedError::sqlite(context))?;
+            conn.execute_batch("COMMIT")
+                .map_err(EmbeddedError::sqlite(context))
+        };
+        match write(&self.conn) {
+            Ok(()) => self.index.forget_flushed(),
+            Err(e) => {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                self.poison_with(&e);
+            }
         }
     }
 
@@ -348,6 +422,9 @@ impl Writer {
                 self.head = staged.head;
                 self.streams.extend(staged.streams);
                 self.acknowledge(appends, answers, before, jobs);
+                if self.index.unflushed() >= self.index_flush_events {
+                    self.flush_stream_index();
+                }
                 self.uncheckpointed.0 += 1;
                 self.uncheckpointed.1 += written;
                 if self.uncheckpointed.0 >= CHECKPOINT_COMMITS
@@ -360,8 +437,9 @@ impl Writer {
                 // A failed COMMIT may already have rolled back; a second ROLLBACK error says
                 // nothing new.
                 let _ = self.conn.execute_batch("ROLLBACK");
-                // The tails may hold events of the rolled-back batch.
+                // The tails and the stream index may hold events of the rolled-back batch.
                 self.tails.clear();
+                self.index.forget_after(self.head);
                 let reason = self.poison_with(&e);
                 for request in appends {
                     request.refuse(StoreError::Poisoned(reason.clone()));
@@ -550,13 +628,14 @@ impl Writer {
     /// from its tail when held, else read inside the transaction.
     fn concurrent_types(
         &self,
+        stream: &StreamName,
         state: Option<StreamState>,
         after: Version,
     ) -> Result<Vec<EventType>, EmbeddedError> {
         match state {
             Some(s) => match self.tails.from(s.id, after.next()) {
                 Some(held) => Ok(held.map(|event| event.event_type.clone()).collect()),
-                None => self.types_after(s.id, after),
+                None => self.types_after(stream, s.id, after),
             },
             None => Ok(Vec::new()),
         }
@@ -575,10 +654,11 @@ impl Writer {
         let found = self.found(state, request)?;
         let mut lookup_failed = None;
         let plan = plan_append(request, actual, &found, |e| {
-            self.concurrent_types(state, e).unwrap_or_else(|err| {
-                lookup_failed = Some(err);
-                Vec::new()
-            })
+            self.concurrent_types(stream, state, e)
+                .unwrap_or_else(|err| {
+                    lookup_failed = Some(err);
+                    Vec::new()
+                })
         });
         if let Some(err) = lookup_failed {
             return Err(err);
@@ -639,11 +719,16 @@ impl Writer {
         }
         let mut lookup_failed = None;
         let plan = plan_multi_append(request, &part_states, |i, e| {
-            self.concurrent_types(states.get(i).copied().flatten(), e)
-                .unwrap_or_else(|err| {
-                    lookup_failed = Some(err);
-                    Vec::new()
-                })
+            let stream = request.parts.get(i).map(|p| &p.stream);
+            let state = states.get(i).copied().flatten();
+            match stream {
+                Some(stream) => self.concurrent_types(stream, state, e),
+                None => Ok(Vec::new()),
+            }
+            .unwrap_or_else(|err| {
+                lookup_failed = Some(err);
+                Vec::new()
+            })
         });
         if let Some(err) = lookup_failed {
             return Err(err);
@@ -815,7 +900,16 @@ impl Writer {
             return Ok(held.take(limit).cloned().collect());
         }
         self.tails.watch(stream_id);
-        stream_events(&self.conn, stream, stream_id, from, limit)
+        stream_events(
+            &self.conn,
+            &self.index,
+            stream,
+            stream_id,
+            from,
+            Direction::Forward,
+            limit,
+            u64::MAX,
+        )
     }
 
     /// Where each of the request's ids already is in the stream (one index lookup each).
@@ -846,32 +940,37 @@ impl Writer {
 
     /// The types of every event of the stream after version `after` (the rebase rule must
     /// see all of them, not only the first 100).
-    fn types_after(&self, stream_id: i64, after: Version) -> Result<Vec<EventType>, EmbeddedError> {
-        let context = "cannot read concurrent event types";
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT type FROM events WHERE stream_id = ?1 AND version > ?2 ORDER BY version",
-            )
-            .map_err(EmbeddedError::sqlite(context))?;
-        let mut rows = stmt
-            .query((stream_id, to_sql(after.get())?))
-            .map_err(EmbeddedError::sqlite(context))?;
-        let mut types = Vec::new();
-        while let Some(row) = rows.next().map_err(EmbeddedError::sqlite(context))? {
-            let t: String = row.get(0).map_err(EmbeddedError::sqlite(context))?;
-            types.push(EventType::new(t).map_err(|e| {
-                EmbeddedError::Corrupted(format!("stored event type is invalid: {e}"))
-            })?);
-        }
-        Ok(types)
+    fn types_after(
+        &self,
+        stream: &StreamName,
+        stream_id: i64,
+        after: Version,
+    ) -> Result<Vec<EventType>, EmbeddedError> {
+        let events = stream_events(
+            &self.conn,
+            &self.index,
+            stream,
+            stream_id,
+            after.next(),
+            Direction::Forward,
+            usize::MAX,
+            u64::MAX,
+        )?;
+        Ok(events.into_iter().map(|e| e.event_type).collect())
     }
 
     fn position_of(&self, stream_id: i64, version: Version) -> Result<Position, EmbeddedError> {
+        if let Some(position) = self.index.with_run(stream_id, |run| {
+            run.and_then(|r| r.position_of(version.get()))
+        }) {
+            return Ok(Position(position));
+        }
         let context = "cannot read the position of a duplicate";
         let mut stmt = self
             .conn
-            .prepare_cached("SELECT position FROM events WHERE stream_id = ?1 AND version = ?2")
+            .prepare_cached(
+                "SELECT position FROM stream_index WHERE stream_id = ?1 AND version = ?2",
+            )
             .map_err(EmbeddedError::sqlite(context))?;
         let position: i64 = stmt
             .query_row((stream_id, to_sql(version.get())?), |r| r.get(0))
@@ -961,6 +1060,8 @@ impl Writer {
             self.tails.push(stream_id, event);
         }
         let count = request.events.len() as u64;
+        self.index
+            .record(stream_id, after.get() + 1, first_position, count);
         staged.head += count;
         Ok(Appended {
             stream: request.stream.clone(),

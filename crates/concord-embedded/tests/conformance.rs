@@ -23,3 +23,24 @@ concord_testkit::conformance_suite!(fresh);
 
 // Random operation sequences, compared step by step with MemoryStore.
 concord_testkit::model_check!(fresh);
+
+/// The same specs with a stream index written after every batch: every read then combines
+/// the index table with entries written a moment later, and flushes interleave with the
+/// specs' appends and reads.
+mod index_flushed_every_batch {
+    use super::*;
+
+    async fn fresh() -> TestStore {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let options = concord_embedded::EmbeddedOptions {
+            index_flush_events: 1,
+            ..concord_embedded::EmbeddedOptions::default()
+        };
+        let store =
+            EmbeddedStore::open_with(dir.path(), options).expect("a fresh embedded store opens");
+        TestStore::with_guard(Arc::new(store), dir)
+    }
+
+    concord_testkit::conformance_suite!(fresh);
+    concord_testkit::model_check!(fresh);
+}

@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 use concord_core::{
     AppendOutcome, AppendRequest, Direction, EventStore, EventType, ExpectedVersion, Filter,
-    MultiAppendOutcome, MultiAppendRequest, NewEvent, Position, Query, StoreError, StreamName, Tag,
-    Version,
+    MultiAppendOutcome, MultiAppendRequest, NewEvent, Position, Query, RecordedEvent, StoreError,
+    StreamName, Tag, Version,
 };
 use concord_embedded::{DATA_FILE, Durability, EmbeddedOptions, EmbeddedStore, Fault};
 use futures::FutureExt;
@@ -364,12 +364,112 @@ async fn recovery_refuses_a_gap_in_positions() {
 async fn recovery_refuses_a_gap_in_a_streams_versions() {
     let dir = tempfile::tempdir().unwrap();
     let raw = store_with_four_events(dir.path()).await;
-    raw.execute("UPDATE events SET version = 7 WHERE position = 3", [])
+    raw.execute("UPDATE stream_index SET version = 7 WHERE position = 3", [])
         .unwrap();
+    drop(raw);
+    assert_corrupted(EmbeddedStore::open(dir.path()), "is not consecutive from 1");
+}
+
+#[tokio::test]
+async fn recovery_refuses_a_gap_in_the_versions_of_events_not_yet_indexed() {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = store_with_four_events(dir.path()).await;
+    // As a crash leaves it: the index covers the first two positions only.
+    raw.execute_batch(
+        "DELETE FROM stream_index WHERE position > 2;
+         UPDATE index_state SET indexed_through = 2;
+         UPDATE events SET version = 7 WHERE position = 3",
+    )
+    .unwrap();
     drop(raw);
     assert_corrupted(
         EmbeddedStore::open(dir.path()),
-        "versions of stream a-1 are not consecutive",
+        "has version 7 in stream id 1, whose previous version is 1",
+    );
+}
+
+#[tokio::test]
+async fn a_log_that_disagrees_with_the_stream_index_is_reported_on_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = store_with_four_events(dir.path()).await;
+    raw.execute("UPDATE events SET version = 7 WHERE position = 3", [])
+        .unwrap();
+    drop(raw);
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    for direction in [Direction::Forward, Direction::Backward] {
+        let from = if direction == Direction::Forward {
+            1
+        } else {
+            9
+        };
+        let read = store
+            .read_stream(&stream("a-1"), Version(from), direction, 10)
+            .await;
+        assert!(
+            matches!(&read, Err(StoreError::Corrupted(m)) if m.contains("the log holds version 7")),
+            "{read:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn opening_after_a_crash_rebuilds_the_stream_index_entries_not_yet_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = store_with_four_events(dir.path()).await;
+    // What a crash between two flushes of the stream index leaves.
+    raw.execute_batch(
+        "DELETE FROM stream_index WHERE position > 1;
+         UPDATE index_state SET indexed_through = 1;",
+    )
+    .unwrap();
+    drop(raw);
+    let options = EmbeddedOptions {
+        index_flush_events: 1_000,
+        ..EmbeddedOptions::default()
+    };
+    {
+        let store = EmbeddedStore::open_with(dir.path(), options.clone()).unwrap();
+        let a = store
+            .read_stream(&stream("a-1"), Version(1), Direction::Forward, 10)
+            .await
+            .unwrap();
+        let b = store
+            .read_stream(&stream("b-1"), Version(9), Direction::Backward, 10)
+            .await
+            .unwrap();
+        let versions = |events: &[RecordedEvent]| {
+            events
+                .iter()
+                .map(|e| (e.version.get(), e.position.get()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(versions(&a), [(1, 1), (2, 3)]);
+        assert_eq!(versions(&b), [(2, 4), (1, 2)]);
+        let next = store
+            .append(append(
+                "b-1",
+                ExpectedVersion::Exact(Version(2)),
+                vec![event("E", 9)],
+            ))
+            .await
+            .unwrap();
+        assert_eq!(next.appended().last_position, Position(5));
+    }
+    // Closing wrote the entries into the table, and the next open finds them there.
+    let raw = rusqlite::Connection::open(dir.path().join(DATA_FILE)).unwrap();
+    let (rows, through): (i64, i64) = raw
+        .query_row(
+            "SELECT (SELECT COUNT(*) FROM stream_index), (SELECT indexed_through FROM index_state)",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!((rows, through), (5, 5));
+    drop(raw);
+    let store = EmbeddedStore::open_with(dir.path(), options).unwrap();
+    assert_eq!(
+        store.stream_version(&stream("b-1")).await.unwrap(),
+        Version(3)
     );
 }
 
@@ -377,10 +477,8 @@ async fn recovery_refuses_a_gap_in_a_streams_versions() {
 async fn recovery_refuses_events_of_an_unknown_stream() {
     let dir = tempfile::tempdir().unwrap();
     let raw = store_with_four_events(dir.path()).await;
-    raw.execute_batch(
-        "PRAGMA foreign_keys = OFF; UPDATE events SET stream_id = 99 WHERE position = 4",
-    )
-    .unwrap();
+    raw.execute_batch("PRAGMA foreign_keys = OFF; DELETE FROM streams WHERE name = 'b-1'")
+        .unwrap();
     drop(raw);
     assert_corrupted(EmbeddedStore::open(dir.path()), "belong to no stream");
 }
@@ -431,7 +529,7 @@ async fn opening_a_store_of_another_format_version_is_refused() {
     drop(raw);
     let message = open_error(dir.path());
     assert!(
-        message.contains("format version 99") && message.contains("reads format version 2"),
+        message.contains("format version 99") && message.contains("reads format version 3"),
         "{message}"
     );
 }
@@ -453,7 +551,10 @@ async fn a_format_1_store_is_migrated_on_open_and_keeps_its_idempotency() {
     {
         let raw = rusqlite::Connection::open(dir.path().join(DATA_FILE)).unwrap();
         raw.execute_batch(
-            "DROP INDEX events_by_event_id;
+            "DROP TABLE stream_index;
+             DROP TABLE index_state;
+             CREATE UNIQUE INDEX events_by_stream_version ON events (stream_id, version);
+             DROP INDEX events_by_event_id;
              CREATE UNIQUE INDEX events_by_stream_event_id ON events (stream_id, event_id);
              PRAGMA user_version = 1;",
         )
@@ -478,17 +579,30 @@ async fn a_format_1_store_is_migrated_on_open_and_keeps_its_idempotency() {
         matches!(outcome, AppendOutcome::Duplicate(_)),
         "{outcome:?}"
     );
+    // The stream index moved into its table (format 3): the stream reads as before.
+    let read = store
+        .read_stream(&stream("account-7"), Version(1), Direction::Forward, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        read.iter().map(|e| (e.version, e.id)).collect::<Vec<_>>(),
+        vec![(Version(1), ids[0]), (Version(2), ids[1])]
+    );
     drop(store);
     let raw = rusqlite::Connection::open(dir.path().join(DATA_FILE)).unwrap();
-    let (version, indexes): (i64, String) = raw
+    let (version, indexes, indexed): (i64, String, i64) = raw
         .query_row(
             "SELECT (SELECT user_version FROM pragma_user_version),
-                    (SELECT group_concat(name) FROM sqlite_schema WHERE type = 'index' AND name LIKE 'events_by_%id')",
+                    (SELECT group_concat(name) FROM (SELECT name FROM sqlite_schema WHERE type = 'index' AND name LIKE 'events_by_%' ORDER BY name)),
+                    (SELECT COUNT(*) FROM stream_index)",
             [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )
         .unwrap();
-    assert_eq!((version, indexes.as_str()), (2, "events_by_event_id"));
+    assert_eq!(
+        (version, indexes.as_str(), indexed),
+        (3, "events_by_category,events_by_event_id,events_by_type", 2)
+    );
 }
 
 #[test]
@@ -1118,4 +1232,69 @@ async fn a_failed_sync_poisons_the_store_and_nothing_after_it_is_acknowledged() 
         .await
         .unwrap();
     assert_eq!(events[0].event_type.as_str(), "Placed");
+}
+
+/// Readers combine the stream index table with the entries the writer has not written
+/// into it yet, while flushes move entries from one to the other: every read must still
+/// see each published version exactly once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_see_every_version_once_while_the_stream_index_is_flushed() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = EmbeddedOptions {
+        index_flush_events: 3,
+        ..EmbeddedOptions::default()
+    };
+    let store = Arc::new(EmbeddedStore::open_with(dir.path(), options).unwrap());
+    const EVENTS: u64 = 300;
+    let writer = {
+        let store = Arc::clone(&store);
+        tokio::spawn(async move {
+            for n in 0..EVENTS {
+                // Two streams interleaved, so a stream's unflushed events are not dense.
+                for s in ["hot-1", "other-1"] {
+                    let _ = store
+                        .append(append(s, ExpectedVersion::Any, vec![event("E", n)]))
+                        .await
+                        .unwrap();
+                }
+            }
+        })
+    };
+    let hot = stream("hot-1");
+    let mut seen = 0;
+    let mut reads = 0;
+    loop {
+        let finished = writer.is_finished();
+        let forward = store
+            .read_stream(&hot, Version(1), Direction::Forward, 1_000)
+            .await
+            .unwrap();
+        let versions: Vec<u64> = forward.iter().map(|e| e.version.get()).collect();
+        assert_eq!(versions, (1..=versions.len() as u64).collect::<Vec<_>>());
+        assert!(versions.len() as u64 >= seen, "a read lost versions");
+        seen = versions.len() as u64;
+        let backward = store
+            .read_stream(&hot, Version(u64::MAX), Direction::Backward, 4)
+            .await
+            .unwrap();
+        let top = backward.first().map_or(0, |e| e.version.get());
+        assert!(
+            top >= seen,
+            "backward read ends at {top}, forward saw {seen}"
+        );
+        let expected: Vec<u64> = (1..=top).rev().take(4).collect();
+        assert_eq!(
+            backward.iter().map(|e| e.version.get()).collect::<Vec<_>>(),
+            expected
+        );
+        let version = store.stream_version(&hot).await.unwrap().get();
+        assert!(version >= top);
+        reads += 1;
+        if finished {
+            break;
+        }
+    }
+    writer.await.unwrap();
+    assert_eq!(seen, EVENTS);
+    assert!(reads > 1, "the reads ran beside the appends");
 }
