@@ -254,7 +254,7 @@ impl EmbeddedStore {
             poison: Arc::clone(&poison),
             limits: options.limits,
             fail_next_commit: false,
-            uncheckpointed: (0, 0),
+            uncheckpointed: writer::Uncheckpointed::default(),
             tails: writer::Tails::default(),
             index: index.clone(),
             index_flush_events: options.index_flush_events.max(1),
