@@ -96,11 +96,12 @@ pub(crate) fn stream_version(
     head: u64,
     stream: &StreamName,
 ) -> Result<Version, EmbeddedError> {
+    let gate = index.gate();
     let Some(id) = stream_id(conn, stream)? else {
         return Ok(Version::NONE);
     };
     Ok(Version(
-        stream_head(conn, index, id, head)?.map_or(0, |(v, _)| v),
+        stream_head(conn, index, &gate, id, head)?.map_or(0, |(v, _)| v),
     ))
 }
 
@@ -115,6 +116,8 @@ pub(crate) fn list_streams(
     limit: usize,
 ) -> Result<Vec<StreamInfo>, EmbeddedError> {
     let context = "cannot list streams";
+    // Taken before the listing's statement starts, whose snapshot every head is read in.
+    let gate = index.gate();
     // Names compare as bytes in SQLite and in Rust, so the names with the prefix are one
     // contiguous run starting at the prefix itself.
     let mut stmt = conn
@@ -139,7 +142,7 @@ pub(crate) fn list_streams(
         if !name.starts_with(prefix) {
             break;
         }
-        let Some((version, position)) = stream_head(conn, index, id, head)? else {
+        let Some((version, position)) = stream_head(conn, index, &gate, id, head)? else {
             continue;
         };
         streams.push(StreamInfo {

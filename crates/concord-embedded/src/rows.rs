@@ -13,7 +13,7 @@ use rusqlite::{Connection, Row};
 
 use crate::error::{EmbeddedError, from_sql, to_sql};
 use crate::schema::TAG_SEPARATOR;
-use crate::stream_index::StreamIndex;
+use crate::stream_index::{Gate, StreamIndex};
 
 /// The event columns every event query selects, in the order [`decode`] reads them.
 pub(crate) const EVENT_COLUMNS: &str =
@@ -337,14 +337,19 @@ pub(crate) fn stream_events(
 }
 
 /// The version and position of the stream's last event at or before `head`, if any.
+///
+/// The caller holds the index's gate (`gate`), taken before any statement whose snapshot
+/// this read relies on was started on `conn`: an SQLite connection keeps the snapshot of
+/// its oldest unfinished statement, so a listing that looks up each stream's head while it
+/// steps through the streams sees what was committed when the listing began.
 pub(crate) fn stream_head(
     conn: &Connection,
     index: &StreamIndex,
+    _gate: &Gate<'_>,
     stream_id: i64,
     head: u64,
 ) -> Result<Option<(u64, u64)>, EmbeddedError> {
     let context = "cannot read a stream's version";
-    let _gate = index.gate();
     let (below, last) = index.with_run(stream_id, |run| match run {
         None => (u64::MAX, None),
         Some(run) => (run.first, run.entries().rev().find(|&(_, p)| p <= head)),

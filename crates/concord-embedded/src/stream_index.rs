@@ -69,6 +69,9 @@ struct Shared {
     unflushed: Mutex<Unflushed>,
 }
 
+/// A reader's hold on the stream index (see [`StreamIndex::gate`]).
+pub(crate) type Gate<'a> = RwLockReadGuard<'a, ()>;
+
 /// The unflushed part of the stream index, shared by the writer and the readers.
 #[derive(Clone)]
 pub(crate) struct StreamIndex(Arc<Shared>);
@@ -159,8 +162,11 @@ impl StreamIndex {
     }
 
     /// Holds off [`forget_flushed`](Self::forget_flushed) while the guard lives; take it
-    /// before [`with_run`](Self::with_run) and keep it through the SQL that completes the read.
-    pub(crate) fn gate(&self) -> RwLockReadGuard<'_, ()> {
+    /// before [`with_run`](Self::with_run), and before the first statement of the read
+    /// (SQLite keeps a connection's snapshot while any of its statements is unfinished), and
+    /// keep it through the SQL that completes the read. Never take it twice in one read: a
+    /// second read lock waits behind a waiting writer, which waits for the first.
+    pub(crate) fn gate(&self) -> Gate<'_> {
         self.0.gate.read().unwrap_or_else(PoisonError::into_inner)
     }
 

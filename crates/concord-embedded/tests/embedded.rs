@@ -1235,8 +1235,8 @@ async fn a_failed_sync_poisons_the_store_and_nothing_after_it_is_acknowledged() 
 }
 
 /// Readers combine the stream index table with the entries the writer has not written
-/// into it yet, while flushes move entries from one to the other: every read must still
-/// see each published version exactly once, in order.
+/// into it yet, while flushes move entries from one to the other: every read (and every
+/// listing) must still see each published version exactly once, in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_see_every_version_once_while_the_stream_index_is_flushed() {
     let dir = tempfile::tempdir().unwrap();
@@ -1289,6 +1289,15 @@ async fn reads_see_every_version_once_while_the_stream_index_is_flushed() {
         );
         let version = store.stream_version(&hot).await.unwrap().get();
         assert!(version >= top);
+        // A listing looks up each stream's head while it steps through the streams.
+        let listed = store.list_streams("", None, 10).await.unwrap();
+        if version > 0 {
+            let entry = listed.iter().find(|s| s.stream == hot);
+            assert!(
+                entry.is_some_and(|s| s.version.get() >= version),
+                "listing {listed:?} after version {version}"
+            );
+        }
         reads += 1;
         if finished {
             break;
