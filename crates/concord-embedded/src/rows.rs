@@ -23,6 +23,34 @@ fn corrupted(what: &str, e: impl std::fmt::Display) -> EmbeddedError {
     EmbeddedError::Corrupted(format!("stored {what} is invalid: {e}"))
 }
 
+/// The metadata of an event written without any.
+const EMPTY_OBJECT: &[u8] = b"{}";
+
+/// Event types a thread has decoded lately, so that reading many events of few types
+/// checks and allocates each type once, not once per event.
+const TYPES_HELD_MAX: usize = 256;
+
+thread_local! {
+    static TYPES: std::cell::RefCell<std::collections::HashMap<Box<str>, EventType>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
+}
+
+/// The event type named `text`, from this thread's recent types or checked anew.
+fn event_type(text: &str) -> Result<EventType, EmbeddedError> {
+    TYPES.with(|types| {
+        let mut types = types.borrow_mut();
+        if let Some(t) = types.get(text) {
+            return Ok(t.clone());
+        }
+        let t = EventType::new(text).map_err(|e| corrupted("event type", e))?;
+        if types.len() >= TYPES_HELD_MAX {
+            types.clear();
+        }
+        types.insert(text.into(), t.clone());
+        Ok(t)
+    })
+}
+
 /// Decodes the [`EVENT_COLUMNS`] of `row` starting at column `at`, as an event of `stream`.
 pub(crate) fn decode(
     stream: StreamName,
@@ -49,10 +77,19 @@ pub(crate) fn decode(
             .as_str()
             .map_err(|e| corrupted(what, e))
     };
-    let event_type =
-        EventType::new(text(3, "event type")?).map_err(|e| corrupted("event type", e))?;
+    let event_type = event_type(text(3, "event type")?)?;
     let data: Vec<u8> = row.get(at + 4).map_err(EmbeddedError::sqlite(context))?;
-    let metadata: Vec<u8> = row.get(at + 5).map_err(EmbeddedError::sqlite(context))?;
+    let metadata = row
+        .get_ref(at + 5)
+        .map_err(EmbeddedError::sqlite(context))?
+        .as_blob()
+        .map_err(|e| corrupted("metadata", e))?;
+    // Most events carry no metadata: share one buffer instead of allocating `{}` each time.
+    let metadata = if metadata == EMPTY_OBJECT {
+        Bytes::from_static(EMPTY_OBJECT)
+    } else {
+        Bytes::copy_from_slice(metadata)
+    };
     let tags = text(6, "tags")?;
     let tags = if tags.is_empty() {
         Vec::new()
@@ -70,7 +107,7 @@ pub(crate) fn decode(
         id: EventId(id),
         event_type,
         data: Json::from_trusted(Bytes::from(data)),
-        metadata: Json::from_trusted(Bytes::from(metadata)),
+        metadata: Json::from_trusted(metadata),
         tags,
         recorded_at,
     })
@@ -374,4 +411,27 @@ pub(crate) fn stream_head(
         }
     }
     Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recent_event_types_are_reused_and_a_damaged_one_is_still_refused() {
+        let first = event_type("Deposited");
+        let again = event_type("Deposited");
+        assert!(matches!((&first, &again), (Ok(a), Ok(b)) if a == b && a.as_str() == "Deposited"));
+        for damaged in ["", "bad\ntype"] {
+            assert!(
+                matches!(event_type(damaged), Err(EmbeddedError::Corrupted(_))),
+                "{damaged:?}"
+            );
+        }
+        // Past the bound the held types are dropped, not grown.
+        for n in 0..(TYPES_HELD_MAX * 2) {
+            assert!(event_type(&format!("T{n}")).is_ok());
+        }
+        assert!(TYPES.with(|t| t.borrow().len()) <= TYPES_HELD_MAX);
+    }
 }
