@@ -82,10 +82,11 @@ pub(crate) fn read_stream(
     direction: Direction,
     limit: usize,
 ) -> Result<Vec<RecordedEvent>, EmbeddedError> {
+    let index = index.read();
     let Some(id) = stream_id(conn, stream)? else {
         return Ok(Vec::new());
     };
-    stream_events(conn, index, stream, id, from, direction, limit, head)
+    stream_events(conn, &index, stream, id, from, direction, limit, head)
 }
 
 /// The stream's version as of the published `head` (0 when it does not exist): its last
@@ -96,12 +97,12 @@ pub(crate) fn stream_version(
     head: u64,
     stream: &StreamName,
 ) -> Result<Version, EmbeddedError> {
-    let gate = index.gate();
+    let index = index.read();
     let Some(id) = stream_id(conn, stream)? else {
         return Ok(Version::NONE);
     };
     Ok(Version(
-        stream_head(conn, index, &gate, id, head)?.map_or(0, |(v, _)| v),
+        stream_head(conn, &index, id, head)?.map_or(0, |(v, _)| v),
     ))
 }
 
@@ -117,7 +118,7 @@ pub(crate) fn list_streams(
 ) -> Result<Vec<StreamInfo>, EmbeddedError> {
     let context = "cannot list streams";
     // Taken before the listing's statement starts, whose snapshot every head is read in.
-    let gate = index.gate();
+    let index = index.read();
     // Names compare as bytes in SQLite and in Rust, so the names with the prefix are one
     // contiguous run starting at the prefix itself.
     let mut stmt = conn
@@ -142,7 +143,7 @@ pub(crate) fn list_streams(
         if !name.starts_with(prefix) {
             break;
         }
-        let Some((version, position)) = stream_head(conn, index, &gate, id, head)? else {
+        let Some((version, position)) = stream_head(conn, &index, id, head)? else {
             continue;
         };
         streams.push(StreamInfo {
@@ -473,7 +474,7 @@ mod tests {
             // The writer's read of the concurrent events of a conflict or a rebase.
             let concurrent = stream_events(
                 &conn,
-                &index,
+                &index.read(),
                 &stream,
                 1,
                 Version(round),

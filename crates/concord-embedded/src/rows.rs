@@ -13,7 +13,7 @@ use rusqlite::{Connection, Row};
 
 use crate::error::{EmbeddedError, from_sql, to_sql};
 use crate::schema::TAG_SEPARATOR;
-use crate::stream_index::{Gate, StreamIndex};
+use crate::stream_index::IndexRead;
 
 /// The event columns every event query selects, in the order [`decode`] reads them.
 pub(crate) const EVENT_COLUMNS: &str =
@@ -282,12 +282,13 @@ fn events_at(
 
 /// Up to `limit` events of the stream with row id `stream_id` from version `from`, forward
 /// or backward, at positions up to `head`: the `stream_index` table's rows, then the
-/// stream's entries not flushed into it yet (see [`StreamIndex`]). Read through `conn`
-/// (a reader's, or the writer's inside its transaction, with `head` = `u64::MAX`).
+/// stream's entries not flushed into it yet (see `StreamIndex`), through `index`, started
+/// before the read's first statement. Read through `conn` (a reader's, or the writer's
+/// inside its transaction, with `head` = `u64::MAX`).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn stream_events(
     conn: &Connection,
-    index: &StreamIndex,
+    index: &IndexRead<'_>,
     stream: &StreamName,
     stream_id: i64,
     from: Version,
@@ -300,8 +301,6 @@ pub(crate) fn stream_events(
     if limit == 0 {
         return Ok(events);
     }
-    // Held until the table has been read: see `StreamIndex`.
-    let _gate = index.gate();
     // The versions the table holds for this read end below the first unflushed one.
     let (below, mut latest) = index.with_run(stream_id, |run| match run {
         None => (u64::MAX, Vec::new()),
@@ -375,14 +374,13 @@ pub(crate) fn stream_events(
 
 /// The version and position of the stream's last event at or before `head`, if any.
 ///
-/// The caller holds the index's gate (`gate`), taken before any statement whose snapshot
-/// this read relies on was started on `conn`: an SQLite connection keeps the snapshot of
-/// its oldest unfinished statement, so a listing that looks up each stream's head while it
-/// steps through the streams sees what was committed when the listing began.
+/// `index` was started before any statement whose snapshot this read relies on was started
+/// on `conn`: an SQLite connection keeps the snapshot of its oldest unfinished statement,
+/// so a listing that looks up each stream's head while it steps through the streams sees
+/// what was committed when the listing began.
 pub(crate) fn stream_head(
     conn: &Connection,
-    index: &StreamIndex,
-    _gate: &Gate<'_>,
+    index: &IndexRead<'_>,
     stream_id: i64,
     head: u64,
 ) -> Result<Option<(u64, u64)>, EmbeddedError> {

@@ -17,7 +17,7 @@
 //!   loses nothing (the memory held at most [`EmbeddedOptions::index_flush_events`] and a
 //!   batch).
 //! - A reader combines the table with a copy of the stream's unflushed entries. It takes
-//!   the copy holding [`StreamIndex::gate`] for reading and keeps holding it through its
+//!   the copy holding the gate for reading ([`StreamIndex::read`]) and keeps holding it through its
 //!   SQL; the writer drops flushed entries only after its flush committed and only holding
 //!   the gate for writing. So every entry a reader needs is in its copy or, flushed before
 //!   it took the gate, visible to every statement it runs. An entry can be in both when a
@@ -31,7 +31,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard};
 
 /// The unflushed entries of one stream: consecutive versions from `first`, at `positions`.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Run {
     /// The version of the first entry.
     pub(crate) first: u64,
@@ -69,8 +69,20 @@ struct Shared {
     unflushed: Mutex<Unflushed>,
 }
 
-/// A reader's hold on the stream index (see [`StreamIndex::gate`]).
-pub(crate) type Gate<'a> = RwLockReadGuard<'a, ()>;
+/// A read of the unflushed entries, holding the gate (see [`StreamIndex::read`]): the
+/// only way to look at them, so no read can forget the gate.
+pub(crate) struct IndexRead<'a> {
+    index: &'a StreamIndex,
+    _gate: RwLockReadGuard<'a, ()>,
+}
+
+impl IndexRead<'_> {
+    /// Calls `f` with the unflushed entries of `stream_id` (`None` when it has none), for
+    /// it to copy what it needs.
+    pub(crate) fn with_run<R>(&self, stream_id: i64, f: impl FnOnce(Option<&Run>) -> R) -> R {
+        f(self.index.lock().streams.get(&stream_id))
+    }
+}
 
 /// The unflushed part of the stream index, shared by the writer and the readers.
 #[derive(Clone)]
@@ -161,19 +173,16 @@ impl StreamIndex {
         unflushed.events = events;
     }
 
-    /// Holds off [`forget_flushed`](Self::forget_flushed) while the guard lives; take it
-    /// before [`with_run`](Self::with_run), and before the first statement of the read
-    /// (SQLite keeps a connection's snapshot while any of its statements is unfinished), and
-    /// keep it through the SQL that completes the read. Never take it twice in one read: a
+    /// Starts a read: holds off [`forget_flushed`](Self::forget_flushed) while the
+    /// returned value lives. Start it before the first statement of the read (SQLite keeps
+    /// a connection's snapshot while any of its statements is unfinished) and keep it
+    /// through the SQL that completes the read. Never start two at once in one thread: a
     /// second read lock waits behind a waiting writer, which waits for the first.
-    pub(crate) fn gate(&self) -> Gate<'_> {
-        self.0.gate.read().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Calls `f` with the unflushed entries of `stream_id` (`None` when it has none), for
-    /// it to copy what it needs.
-    pub(crate) fn with_run<R>(&self, stream_id: i64, f: impl FnOnce(Option<&Run>) -> R) -> R {
-        f(self.lock().streams.get(&stream_id))
+    pub(crate) fn read(&self) -> IndexRead<'_> {
+        IndexRead {
+            index: self,
+            _gate: self.0.gate.read().unwrap_or_else(PoisonError::into_inner),
+        }
     }
 }
 
@@ -189,7 +198,7 @@ mod tests {
         index.record(7, 3, 10, 2);
         index.record(8, 1, 12, 1);
         index.record(7, 5, 13, 1);
-        let run = index.with_run(7, |r| r.cloned()).unwrap();
+        let run = index.read().with_run(7, |r| r.cloned()).unwrap();
         assert_eq!(
             run.entries().collect::<Vec<_>>(),
             [(3, 10), (4, 11), (5, 13)]
@@ -206,6 +215,6 @@ mod tests {
         assert_eq!(index.entries(), [(7, 3, 10), (7, 4, 11)]);
         index.forget_flushed();
         assert_eq!(index.unflushed(), 0);
-        assert_eq!(index.with_run(7, |r| r.cloned()), None);
+        assert_eq!(index.read().with_run(7, |r| r.cloned()), None);
     }
 }

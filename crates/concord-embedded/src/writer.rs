@@ -927,7 +927,7 @@ impl Writer {
         self.tails.watch(stream_id);
         stream_events(
             &self.conn,
-            &self.index,
+            &self.index.read(),
             stream,
             stream_id,
             from,
@@ -973,7 +973,7 @@ impl Writer {
     ) -> Result<Vec<EventType>, EmbeddedError> {
         let events = stream_events(
             &self.conn,
-            &self.index,
+            &self.index.read(),
             stream,
             stream_id,
             after.next(),
@@ -985,7 +985,7 @@ impl Writer {
     }
 
     fn position_of(&self, stream_id: i64, version: Version) -> Result<Position, EmbeddedError> {
-        if let Some(position) = self.index.with_run(stream_id, |run| {
+        if let Some(position) = self.index.read().with_run(stream_id, |run| {
             run.and_then(|r| r.position_of(version.get()))
         }) {
             return Ok(Position(position));
