@@ -14,6 +14,37 @@ use crate::error::InvalidInput;
 /// The longest stream name, event type or tag, in bytes.
 pub const NAME_BYTES_MAX: usize = 256;
 
+/// How many names of each kind a thread keeps for [`EventType::recent`] and
+/// [`StreamName::recent`] (past it, it forgets them all and starts again).
+const RECENT_NAMES_MAX: usize = 256;
+
+type RecentNames<T> = std::cell::RefCell<std::collections::HashMap<Box<str>, T>>;
+
+thread_local! {
+    static RECENT_TYPES: RecentNames<EventType> = RecentNames::default();
+    static RECENT_STREAMS: RecentNames<StreamName> = RecentNames::default();
+}
+
+/// The name `text` from this thread's recent ones, else made (checked) and remembered.
+fn recent<T: Clone + 'static>(
+    cache: &'static std::thread::LocalKey<RecentNames<T>>,
+    text: &str,
+    make: impl FnOnce(&str) -> Result<T, InvalidInput>,
+) -> Result<T, InvalidInput> {
+    cache.with(|names| {
+        let mut names = names.borrow_mut();
+        if let Some(name) = names.get(text) {
+            return Ok(name.clone());
+        }
+        let name = make(text)?;
+        if names.len() >= RECENT_NAMES_MAX {
+            names.clear();
+        }
+        names.insert(text.into(), name.clone());
+        Ok(name)
+    })
+}
+
 fn check_text(what: &'static str, value: &str) -> Result<(), InvalidInput> {
     if value.is_empty() {
         return Err(InvalidInput::new(what, format!("{what} must not be empty")));
@@ -102,6 +133,16 @@ impl StreamName {
         Ok(Self(Arc::from(name)))
     }
 
+    /// As [`StreamName::new`], but shares the name with the ones this thread made this way
+    /// lately: for backends decoding stored events, where one page names few streams
+    /// many times, so each is checked and allocated once instead of once per event.
+    ///
+    /// # Errors
+    /// [`InvalidInput`] naming the broken rule.
+    pub fn recent(name: &str) -> Result<Self, InvalidInput> {
+        recent(&RECENT_STREAMS, name, |n| Self::new(n))
+    }
+
     /// The name as text.
     pub fn as_str(&self) -> &str {
         &self.0
@@ -164,6 +205,15 @@ impl EventType {
         Ok(Self(Arc::from(name)))
     }
 
+    /// As [`EventType::new`], but shares the type with the ones this thread made this way
+    /// lately: for backends decoding stored events, where few types name many events.
+    ///
+    /// # Errors
+    /// [`InvalidInput`] naming the broken rule.
+    pub fn recent(name: &str) -> Result<Self, InvalidInput> {
+        recent(&RECENT_TYPES, name, |n| Self::new(n))
+    }
+
     /// The type as text.
     pub fn as_str(&self) -> &str {
         &self.0
@@ -205,6 +255,32 @@ string_newtype_serde!(Tag);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn recent_names_are_shared_checked_and_bounded() {
+        let first = EventType::recent("Deposited").unwrap();
+        let again = EventType::recent("Deposited").unwrap();
+        assert!(
+            Arc::ptr_eq(&first.0, &again.0),
+            "the second is the first one's text"
+        );
+        let stream = StreamName::recent("account-42").unwrap();
+        assert!(Arc::ptr_eq(
+            &stream.0,
+            &StreamName::recent("account-42").unwrap().0
+        ));
+        // Checked like new ones, and a refused name is not remembered.
+        for bad in ["", "bad\ntype"] {
+            assert!(EventType::recent(bad).is_err(), "{bad:?}");
+            assert!(EventType::recent(bad).is_err(), "{bad:?} again");
+        }
+        assert!(StreamName::recent("$all").is_err());
+        // Past the bound the remembered names are dropped, not grown.
+        for n in 0..(RECENT_NAMES_MAX * 2) {
+            assert!(EventType::recent(&format!("T{n}")).is_ok());
+        }
+        assert!(RECENT_TYPES.with(|t| t.borrow().len()) <= RECENT_NAMES_MAX);
+    }
 
     #[test]
     fn stream_names_follow_the_api_rules() {

@@ -26,29 +26,9 @@ fn corrupted(what: &str, e: impl std::fmt::Display) -> EmbeddedError {
 /// The metadata of an event written without any.
 const EMPTY_OBJECT: &[u8] = b"{}";
 
-/// Event types a thread has decoded lately, so that reading many events of few types
-/// checks and allocates each type once, not once per event.
-const TYPES_HELD_MAX: usize = 256;
-
-thread_local! {
-    static TYPES: std::cell::RefCell<std::collections::HashMap<Box<str>, EventType>> =
-        std::cell::RefCell::new(std::collections::HashMap::new());
-}
-
 /// The event type named `text`, from this thread's recent types or checked anew.
 fn event_type(text: &str) -> Result<EventType, EmbeddedError> {
-    TYPES.with(|types| {
-        let mut types = types.borrow_mut();
-        if let Some(t) = types.get(text) {
-            return Ok(t.clone());
-        }
-        let t = EventType::new(text).map_err(|e| corrupted("event type", e))?;
-        if types.len() >= TYPES_HELD_MAX {
-            types.clear();
-        }
-        types.insert(text.into(), t.clone());
-        Ok(t)
-    })
+    EventType::recent(text).map_err(|e| corrupted("event type", e))
 }
 
 /// Decodes the [`EVENT_COLUMNS`] of `row` starting at column `at`, as an event of `stream`.
@@ -416,20 +396,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn recent_event_types_are_reused_and_a_damaged_one_is_still_refused() {
-        let first = event_type("Deposited");
-        let again = event_type("Deposited");
-        assert!(matches!((&first, &again), (Ok(a), Ok(b)) if a == b && a.as_str() == "Deposited"));
+    fn a_damaged_stored_event_type_is_corruption() {
+        assert!(matches!(event_type("Deposited"), Ok(t) if t.as_str() == "Deposited"));
         for damaged in ["", "bad\ntype"] {
             assert!(
                 matches!(event_type(damaged), Err(EmbeddedError::Corrupted(_))),
                 "{damaged:?}"
             );
         }
-        // Past the bound the held types are dropped, not grown.
-        for n in 0..(TYPES_HELD_MAX * 2) {
-            assert!(event_type(&format!("T{n}")).is_ok());
-        }
-        assert!(TYPES.with(|t| t.borrow().len()) <= TYPES_HELD_MAX);
     }
 }

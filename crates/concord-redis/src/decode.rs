@@ -11,6 +11,9 @@ use redis::Value;
 
 use crate::error::RedisError;
 
+/// The metadata of an event written without any (shared, not copied per event).
+const EMPTY_OBJECT: &[u8] = b"{}";
+
 /// The fields of one entry, by name; unknown fields are ignored so that later versions
 /// may add some.
 #[derive(Default)]
@@ -99,24 +102,8 @@ fn split_entry<'a>(
     };
     let id = bytes(command, id)?;
     let mut out = Fields::default();
-    let mut values: Vec<(&[u8], &[u8])> = Vec::new();
-    match fields {
-        Value::Map(pairs) => {
-            for (k, v) in pairs {
-                values.push((bytes(command, k)?, bytes(command, v)?));
-            }
-        }
-        other => {
-            let flat = array(command, other)?;
-            for pair in flat.chunks(2) {
-                if let [k, v] = pair {
-                    values.push((bytes(command, k)?, bytes(command, v)?));
-                }
-            }
-        }
-    }
-    for (k, v) in values {
-        let slot = match k {
+    let mut field = |k: &'a Value, v: &'a Value| -> Result<(), RedisError> {
+        let slot = match bytes(command, k)? {
             b"stream" => &mut out.stream,
             b"version" => &mut out.version,
             b"position" => &mut out.position,
@@ -126,9 +113,24 @@ fn split_entry<'a>(
             b"metadata" => &mut out.metadata,
             b"tags" => &mut out.tags,
             b"recorded_at" => &mut out.recorded_at,
-            _ => continue,
+            _ => return Ok(()),
         };
-        *slot = Some(v);
+        *slot = Some(bytes(command, v)?);
+        Ok(())
+    };
+    match fields {
+        Value::Map(pairs) => {
+            for (k, v) in pairs {
+                field(k, v)?;
+            }
+        }
+        other => {
+            for pair in array(command, other)?.chunks(2) {
+                if let [k, v] = pair {
+                    field(k, v)?;
+                }
+            }
+        }
     }
     Ok((id, out))
 }
@@ -157,7 +159,7 @@ fn finish(
         .parse()
         .map_err(bad)?;
     let event_type =
-        EventType::new(utf8(command, need(command, "type", f.event_type)?)?).map_err(bad)?;
+        EventType::recent(utf8(command, need(command, "type", f.event_type)?)?).map_err(bad)?;
     let tags_text = utf8(command, f.tags.unwrap_or_default())?;
     let tags = if tags_text.is_empty() {
         Vec::new()
@@ -181,9 +183,10 @@ fn finish(
         data: Json::from_trusted(bytes::Bytes::copy_from_slice(need(
             command, "data", f.data,
         )?)),
-        metadata: Json::from_trusted(bytes::Bytes::copy_from_slice(need(
-            command, "metadata", f.metadata,
-        )?)),
+        metadata: match need(command, "metadata", f.metadata)? {
+            EMPTY_OBJECT => Json::from_trusted(bytes::Bytes::from_static(EMPTY_OBJECT)),
+            other => Json::from_trusted(bytes::Bytes::copy_from_slice(other)),
+        },
         tags,
         recorded_at,
     })
@@ -208,7 +211,7 @@ pub(crate) fn global_entry(
 ) -> Result<RecordedEvent, RedisError> {
     let (id, f) = split_entry(command, entry)?;
     let position = Position(entry_number(command, id)?);
-    let stream = StreamName::new(utf8(command, need(command, "stream", f.stream)?)?)
+    let stream = StreamName::recent(utf8(command, need(command, "stream", f.stream)?)?)
         .map_err(|e| RedisError::reply(command, e.to_string()))?;
     let version = Version(parse_u64(command, need(command, "version", f.version)?)?);
     finish(command, stream, version, position, &f)

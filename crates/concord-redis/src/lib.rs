@@ -66,6 +66,9 @@
 //! certificates (or `SSL_CERT_FILE`); both build from crates.io with only a C compiler, no
 //! system TLS library. For a private CA use [`RedisStore::connect_with_root_certificate`].
 
+#[cfg(feature = "bench-internals")]
+#[doc(hidden)]
+pub mod bench_internals;
 mod decode;
 mod error;
 mod keys;

@@ -453,7 +453,10 @@ impl RedisStore {
         cmd
     }
 
-    fn decode_append(request: &MultiAppendRequest, reply: &Value) -> Result<Reply, RedisError> {
+    pub(crate) fn decode_append(
+        request: &MultiAppendRequest,
+        reply: &Value,
+    ) -> Result<Reply, RedisError> {
         const C: &str = "FCALL";
         let items = decode::array(C, reply)?;
         let item = |i: usize| {
@@ -933,7 +936,7 @@ impl Drop for Appending<'_> {
 }
 
 /// The append function's reply, before the concurrent events it names are listed.
-enum Reply {
+pub(crate) enum Reply {
     /// Decided without listing anything.
     Done(Result<MultiAppendOutcome, StoreError>),
     /// Written; per part first and last version and position, rebased (0/1), the stale

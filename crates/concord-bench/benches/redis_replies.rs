@@ -1,0 +1,156 @@
+//! Criterion micro-benchmarks of the Redis backend's reply parsing: a page of `XRANGE`
+//! entries of one stream (a rehydrate), of the global stream (a catch-up), and the append
+//! function's answer to a one-event append. The replies are built as Redis sends them
+//! (RESP2 arrays of bulk strings, the fields Concord's function writes), so no server is
+//! needed.
+//!
+//! `cargo bench -p concord-bench --bench redis_replies` measures; `cargo test -p
+//! concord-bench --benches` runs each once and checks what it decodes.
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+
+use std::hint::black_box;
+
+use concord_core::{
+    AppendRequest, EventType, ExpectedVersion, Json, MultiAppendRequest, NewEvent, StreamName,
+    Version,
+};
+use concord_redis::bench_internals;
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use redis::Value;
+
+const DATA: &str = r#"{"amount":125,"currency":"EUR","note":"concord bench"}"#;
+
+fn bulk(s: impl AsRef<[u8]>) -> Value {
+    Value::BulkString(s.as_ref().to_vec())
+}
+
+fn fields(pairs: &[(&str, String)]) -> Value {
+    Value::Array(pairs.iter().flat_map(|(k, v)| [bulk(k), bulk(v)]).collect())
+}
+
+fn event_id(n: u64) -> String {
+    format!("01a21542-84d4-77b4-b7b8-{n:012x}")
+}
+
+/// `XRANGE {concord}:stream:account-42 …`: versions 1..=n at positions 1000 + version.
+fn stream_page(n: u64) -> Value {
+    Value::Array(
+        (1..=n)
+            .map(|v| {
+                Value::Array(vec![
+                    bulk(format!("{v}-0")),
+                    fields(&[
+                        ("position", (1000 + v).to_string()),
+                        ("id", event_id(v)),
+                        ("type", "Deposited".into()),
+                        ("data", DATA.into()),
+                        ("metadata", "{}".into()),
+                        ("tags", String::new()),
+                        ("recorded_at", "1795653010644".into()),
+                    ]),
+                ])
+            })
+            .collect(),
+    )
+}
+
+/// `XRANGE {concord}:all …`: positions 1..=n over 16 streams.
+fn global_page(n: u64) -> Value {
+    Value::Array(
+        (1..=n)
+            .map(|p| {
+                Value::Array(vec![
+                    bulk(format!("{p}-0")),
+                    fields(&[
+                        ("stream", format!("account-{}", p % 16)),
+                        ("version", (p / 16 + 1).to_string()),
+                        ("id", event_id(p)),
+                        ("type", "Deposited".into()),
+                        ("data", DATA.into()),
+                        ("metadata", "{}".into()),
+                        ("tags", String::new()),
+                        ("recorded_at", "1795653010644".into()),
+                    ]),
+                ])
+            })
+            .collect(),
+    )
+}
+
+fn one_event_append() -> MultiAppendRequest {
+    let event = NewEvent::new(
+        EventType::new("Deposited").unwrap(),
+        Json::from_bytes("data", DATA.as_bytes().to_vec()).unwrap(),
+    );
+    AppendRequest::new(
+        StreamName::new("account-42").unwrap(),
+        ExpectedVersion::Exact(Version(7)),
+        vec![event],
+    )
+    .into()
+}
+
+/// The function's answer to a one-event append written at version 8, position 1008.
+fn written_reply() -> Value {
+    Value::Array(vec![
+        bulk("written"),
+        Value::Int(1008),
+        Value::Int(1008),
+        bulk("1795653010.644481.1"),
+        Value::Int(1_795_653_010_644),
+        Value::Array(vec![Value::Array(vec![
+            Value::Int(8),
+            Value::Int(8),
+            Value::Int(1008),
+            Value::Int(1008),
+            Value::Int(0),
+            Value::Int(0),
+        ])]),
+    ])
+}
+
+fn entries(c: &mut Criterion) {
+    let stream = StreamName::new("account-42").unwrap();
+    let mut group = c.benchmark_group("redis_reply");
+    for n in [1_u64, 100] {
+        let page = stream_page(n);
+        let decoded = bench_internals::stream_entries(&stream, &page).unwrap();
+        assert_eq!(decoded.len() as u64, n);
+        assert_eq!(decoded.last().map(|e| e.version), Some(Version(n)));
+        group.throughput(Throughput::Elements(n));
+        group.bench_with_input(BenchmarkId::new("stream_entries", n), &page, |b, page| {
+            b.iter(|| bench_internals::stream_entries(&stream, black_box(page)).unwrap());
+        });
+        let page = global_page(n);
+        let decoded = bench_internals::global_entries(&page).unwrap();
+        assert_eq!(decoded.len() as u64, n);
+        assert_eq!(
+            decoded.first().map(|e| e.stream.as_str()),
+            Some("account-1")
+        );
+        group.bench_with_input(BenchmarkId::new("global_entries", n), &page, |b, page| {
+            b.iter(|| bench_internals::global_entries(black_box(page)).unwrap());
+        });
+    }
+    group.finish();
+}
+
+fn append_reply(c: &mut Criterion) {
+    let request = one_event_append();
+    let reply = written_reply();
+    bench_internals::append_reply(&request, &reply).unwrap();
+    // A reply naming a part the request does not have is refused, not guessed at.
+    let mut wrong = written_reply();
+    if let Value::Array(items) = &mut wrong
+        && let Some(parts) = items.get_mut(5)
+    {
+        *parts = Value::Array(vec![]);
+    }
+    assert!(bench_internals::append_reply(&request, &wrong).is_err());
+    c.bench_function("redis_reply/append_written", |b| {
+        b.iter(|| bench_internals::append_reply(black_box(&request), black_box(&reply)).unwrap());
+    });
+}
+
+criterion_group!(benches, entries, append_reply);
+criterion_main!(benches);
