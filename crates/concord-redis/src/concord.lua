@@ -93,13 +93,14 @@ local function plan_part(part, heads_key)
   local ids = part.ids
   -- 1. Duplicate check, whatever the expectation says.
   local found = redis.call('HMGET', part.ids_key, unpack(ids))
-  local existing = {}
+  local existing = nil
   for k = 1, #ids do
     if found[k] then
+      existing = existing or {}
       existing[#existing + 1] = ids[k]
     end
   end
-  if #existing > 0 then
+  if existing then
     if #existing == #ids then
       local consecutive = true
       for k = 2, #ids do
@@ -264,36 +265,34 @@ local function append(keys, args)
   local type_prefix, tag_prefix = args[2], args[3]
   local has_condition = args[4] == '1'
   local condition = {after = tonumber(args[5]), items = {}}
+  -- Arguments are read in place by index (no closures or copies per call: this runs for
+  -- every append).
   local at = 6
-  local function next_arg()
-    local v = args[at]
-    at = at + 1
-    return v
-  end
-  local function next_list()
-    local n, list = tonumber(next_arg()), {}
-    for k = 1, n do
-      list[k] = next_arg()
-    end
-    return list
-  end
-  local n_items = tonumber(next_arg())
+  local n_items = tonumber(args[at])
+  at = at + 1
   for i = 1, n_items do
-    local types = next_list()
-    local tags = next_list()
+    local n_types = tonumber(args[at])
+    local types = {unpack(args, at + 1, at + n_types)}
+    at = at + 1 + n_types
+    local n_tags = tonumber(args[at])
+    local tags = {unpack(args, at + 1, at + n_tags)}
+    at = at + 1 + n_tags
     condition.items[i] = {types = types, tags = tags}
   end
-  local n_parts = tonumber(next_arg())
+  local n_parts = tonumber(args[at])
+  at = at + 1
   local parts = {}
   for p = 1, n_parts do
     local k = 4 + (p - 1) * 3
-    local part = {stream_key = keys[k + 1], ids_key = keys[k + 2], types_key = keys[k + 3]}
-    part.stream = next_arg()
-    part.kind = next_arg()
-    part.expected = tonumber(next_arg())
-    part.rebase = next_arg() == '1'
-    part.unless = next_list()
-    local n_events = tonumber(next_arg())
+    local n_unless = tonumber(args[at + 4])
+    local part = {
+      stream_key = keys[k + 1], ids_key = keys[k + 2], types_key = keys[k + 3],
+      stream = args[at], kind = args[at + 1], expected = tonumber(args[at + 2]),
+      rebase = args[at + 3] == '1', unless = {unpack(args, at + 5, at + 4 + n_unless)},
+    }
+    at = at + 5 + n_unless
+    local n_events = tonumber(args[at])
+    at = at + 1
     -- The events stay in ARGV: event k's id, type, data, metadata and tags are at
     -- part.at + 5 * (k - 1) + 0..4.
     part.n, part.at, part.ids = n_events, at, {}
@@ -423,8 +422,13 @@ local function append(keys, args)
         end
       end
     end
-    hset_all(part.ids_key, id_versions)
-    hset_all(part.types_key, type_versions)
+    if part.n == 1 then
+      redis.call('HSET', part.ids_key, id_versions[1], id_versions[2])
+      redis.call('HSET', part.types_key, type_versions[1], type_versions[2])
+    else
+      hset_all(part.ids_key, id_versions)
+      hset_all(part.types_key, type_versions)
+    end
     local last_version = actual + part.n
     -- A new field in the heads hash is a new stream: only then is it indexed by name.
     if redis.call('HSET', heads_key, part.stream, int(last_version) .. ' ' .. int(head)) == 1 then
