@@ -16,6 +16,7 @@
 //! to be: readers see only up to the published head); positions are assigned here, at
 //! write time, in commit order, so they are gap-free.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 use std::sync::{Arc, OnceLock};
@@ -650,17 +651,22 @@ impl Writer {
     }
 
     /// The types of every event of the stream after version `after`, for the rebase rule:
-    /// from its tail when held, else read inside the transaction.
+    /// from its tail when held (borrowed: a hot stream's append would otherwise clone, and
+    /// drop, one shared name per concurrent event), else read inside the transaction.
     fn concurrent_types(
         &self,
         stream: &StreamName,
         state: Option<StreamState>,
         after: Version,
-    ) -> Result<Vec<EventType>, EmbeddedError> {
+    ) -> Result<Vec<Cow<'_, EventType>>, EmbeddedError> {
         match state {
             Some(s) => match self.tails.from(s.id, after.next()) {
-                Some(held) => Ok(held.map(|event| event.event_type.clone()).collect()),
-                None => self.types_after(stream, s.id, after),
+                Some(held) => Ok(held.map(|event| Cow::Borrowed(&event.event_type)).collect()),
+                None => Ok(self
+                    .types_after(stream, s.id, after)?
+                    .into_iter()
+                    .map(Cow::Owned)
+                    .collect()),
             },
             None => Ok(Vec::new()),
         }
