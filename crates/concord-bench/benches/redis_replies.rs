@@ -24,57 +24,54 @@ fn bulk(s: impl AsRef<[u8]>) -> Value {
     Value::BulkString(s.as_ref().to_vec())
 }
 
-fn fields(pairs: &[(&str, String)]) -> Value {
-    Value::Array(pairs.iter().flat_map(|(k, v)| [bulk(k), bulk(v)]).collect())
-}
-
 fn event_id(n: u64) -> String {
     format!("01a21542-84d4-77b4-b7b8-{n:012x}")
 }
 
-/// `XRANGE {concord}:stream:account-42 …`: versions 1..=n at positions 1000 + version.
-fn stream_page(n: u64) -> Value {
+/// An `XRANGE` reply of entries `1-0` … `n-0`: each entry's own fields (which say where
+/// it stands), then the event's.
+fn page(n: u64, place: impl Fn(u64) -> [(&'static str, String); 2]) -> Value {
     Value::Array(
         (1..=n)
-            .map(|v| {
-                Value::Array(vec![
-                    bulk(format!("{v}-0")),
-                    fields(&[
-                        ("position", (1000 + v).to_string()),
-                        ("id", event_id(v)),
-                        ("type", "Deposited".into()),
-                        ("data", DATA.into()),
-                        ("metadata", "{}".into()),
-                        ("tags", String::new()),
-                        ("recorded_at", "1795653010644".into()),
-                    ]),
-                ])
+            .map(|k| {
+                let event = [
+                    ("id", event_id(k)),
+                    ("type", "Deposited".into()),
+                    ("data", DATA.into()),
+                    ("metadata", "{}".into()),
+                    ("tags", String::new()),
+                    ("recorded_at", "1795653010644".into()),
+                ];
+                let fields = place(k)
+                    .into_iter()
+                    .chain(event)
+                    .flat_map(|(name, value)| [bulk(name), bulk(value)])
+                    .collect();
+                Value::Array(vec![bulk(format!("{k}-0")), Value::Array(fields)])
             })
             .collect(),
     )
 }
 
+/// `XRANGE {concord}:stream:account-42 …`: versions 1..=n at positions 1000 + version
+/// (the second field is one the decoder skips, as a later version's would be).
+fn stream_page(n: u64) -> Value {
+    page(n, |v| {
+        [
+            ("position", (1000 + v).to_string()),
+            ("added_later", String::new()),
+        ]
+    })
+}
+
 /// `XRANGE {concord}:all …`: positions 1..=n over 16 streams.
 fn global_page(n: u64) -> Value {
-    Value::Array(
-        (1..=n)
-            .map(|p| {
-                Value::Array(vec![
-                    bulk(format!("{p}-0")),
-                    fields(&[
-                        ("stream", format!("account-{}", p % 16)),
-                        ("version", (p / 16 + 1).to_string()),
-                        ("id", event_id(p)),
-                        ("type", "Deposited".into()),
-                        ("data", DATA.into()),
-                        ("metadata", "{}".into()),
-                        ("tags", String::new()),
-                        ("recorded_at", "1795653010644".into()),
-                    ]),
-                ])
-            })
-            .collect(),
-    )
+    page(n, |p| {
+        [
+            ("stream", format!("account-{}", p % 16)),
+            ("version", (p / 16 + 1).to_string()),
+        ]
+    })
 }
 
 fn one_event_append() -> MultiAppendRequest {
