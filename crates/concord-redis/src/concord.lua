@@ -58,6 +58,16 @@ local function hset_all(key, list)
   end
 end
 
+-- ARGV[from .. from + n - 1] as a list (a loop, not unpack: unpack is bounded by Lua's C
+-- stack, and a list of types has no bound of its own here).
+local function arg_list(args, from, n)
+  local list = {}
+  for k = 1, n do
+    list[k] = args[from + k - 1]
+  end
+  return list
+end
+
 local function holds(kind, expected, actual)
   if kind == 'exact' then
     return expected == actual
@@ -272,10 +282,10 @@ local function append(keys, args)
   at = at + 1
   for i = 1, n_items do
     local n_types = tonumber(args[at])
-    local types = {unpack(args, at + 1, at + n_types)}
+    local types = arg_list(args, at + 1, n_types)
     at = at + 1 + n_types
     local n_tags = tonumber(args[at])
-    local tags = {unpack(args, at + 1, at + n_tags)}
+    local tags = arg_list(args, at + 1, n_tags)
     at = at + 1 + n_tags
     condition.items[i] = {types = types, tags = tags}
   end
@@ -288,7 +298,7 @@ local function append(keys, args)
     local part = {
       stream_key = keys[k + 1], ids_key = keys[k + 2], types_key = keys[k + 3],
       stream = args[at], kind = args[at + 1], expected = tonumber(args[at + 2]),
-      rebase = args[at + 3] == '1', unless = {unpack(args, at + 5, at + 4 + n_unless)},
+      rebase = args[at + 3] == '1', unless = arg_list(args, at + 5, n_unless),
     }
     at = at + 5 + n_unless
     local n_events = tonumber(args[at])

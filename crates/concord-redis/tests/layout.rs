@@ -522,3 +522,43 @@ async fn a_conflict_over_another_stores_events_lists_them_in_its_one_reply() {
         .collect();
     assert_eq!(sent, ["FCALL"], "{log:?}");
 }
+
+#[tokio::test]
+async fn a_condition_naming_more_types_than_one_unpack_holds_is_decided() {
+    let store = common::fresh_store().await;
+    let s = doc::stream("user-ann");
+    let registered = concord_core::EventType::new("Registered").unwrap();
+    store
+        .append(AppendRequest::new(
+            s.clone(),
+            ExpectedVersion::NoStream,
+            vec![doc::event("Registered", serde_json::json!({}))],
+        ))
+        .await
+        .unwrap();
+    // 9 000 types, the one written last: the function reads them in a loop, not through
+    // Lua's bounded unpack, so the condition is checked (and fails) instead of erroring.
+    let mut types: Vec<_> = (0..8999)
+        .map(|n| concord_core::EventType::new(format!("Other{n}")).unwrap())
+        .collect();
+    types.push(registered);
+    let query = concord_core::Query::item(types, vec![]);
+    let request = concord_core::MultiAppendRequest::new(vec![AppendRequest::new(
+        doc::stream("user-bob"),
+        ExpectedVersion::NoStream,
+        vec![doc::event("Registered", serde_json::json!({}))],
+    )]);
+    let failed = store
+        .append_multi(request.clone().condition(query.clone(), Position(0)))
+        .await;
+    assert!(
+        matches!(&failed, Err(StoreError::ConditionFailed(c)) if c.matching_events.len() == 1),
+        "{failed:?}"
+    );
+    // After the matching event, the same condition holds and the append is written.
+    let written = store
+        .append_multi(request.condition(query, Position(1)))
+        .await
+        .unwrap();
+    assert_eq!(written.parts.len(), 1);
+}
