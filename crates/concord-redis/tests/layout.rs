@@ -528,7 +528,7 @@ async fn a_condition_naming_more_types_than_one_unpack_holds_is_decided() {
     let store = common::fresh_store().await;
     let s = doc::stream("user-ann");
     let registered = concord_core::EventType::new("Registered").unwrap();
-    store
+    let ann = store
         .append(AppendRequest::new(
             s.clone(),
             ExpectedVersion::NoStream,
@@ -536,6 +536,7 @@ async fn a_condition_naming_more_types_than_one_unpack_holds_is_decided() {
         ))
         .await
         .unwrap();
+    assert_eq!(ann.appended().last_position, Position(1));
     // 9 000 types, the one written last: the function reads them in a loop, not through
     // Lua's bounded unpack, so the condition is checked (and fails) instead of erroring.
     let mut types: Vec<_> = (0..8999)
