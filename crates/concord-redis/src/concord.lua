@@ -432,13 +432,8 @@ local function append(keys, args)
         end
       end
     end
-    if part.n == 1 then
-      redis.call('HSET', part.ids_key, id_versions[1], id_versions[2])
-      redis.call('HSET', part.types_key, type_versions[1], type_versions[2])
-    else
-      hset_all(part.ids_key, id_versions)
-      hset_all(part.types_key, type_versions)
-    end
+    hset_all(part.ids_key, id_versions)
+    hset_all(part.types_key, type_versions)
     local last_version = actual + part.n
     -- A new field in the heads hash is a new stream: only then is it indexed by name.
     if redis.call('HSET', heads_key, part.stream, int(last_version) .. ' ' .. int(head)) == 1 then
