@@ -160,6 +160,13 @@ pub(crate) fn to_sql(n: u64) -> Result<i64, EmbeddedError> {
     })
 }
 
+/// A bound for a query (a position or version to compare with): past `i64::MAX` it is
+/// clamped rather than refused, since no stored number can exceed that, and a bound that
+/// comes from a caller must not fail (an error in the writer would poison a batch).
+pub(crate) fn sql_bound(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
 /// SQLite's `i64` back to `u64`; a negative number can only come from damaged data.
 pub(crate) fn from_sql(what: &str, n: i64) -> Result<u64, EmbeddedError> {
     u64::try_from(n)

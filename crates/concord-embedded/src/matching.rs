@@ -16,16 +16,10 @@
 use concord_core::{Query, QueryItem, RecordedEvent};
 use rusqlite::Connection;
 
-use crate::error::EmbeddedError;
+use crate::error::{EmbeddedError, sql_bound};
 use crate::rows::{EVENT_COLUMNS, decode_named};
 
 const CONTEXT: &str = "cannot look up the events matching a query";
-
-/// `after` for SQLite: a position beyond `i64::MAX` cannot exist, so it is clamped rather
-/// than refused (it comes from a caller, and an error here would poison a batch).
-fn sql_after(after: u64) -> i64 {
-    i64::try_from(after).unwrap_or(i64::MAX)
-}
 
 /// Up to `n` events matching `query` with positions greater than `after`, in position
 /// order, read through `conn` (the writer's inside its transaction, or a reader's inside
@@ -68,7 +62,7 @@ pub(crate) fn matching_positions(
     if n == 0 {
         return Ok(Vec::new());
     }
-    let after = sql_after(after);
+    let after = sql_bound(after);
     if query.items.is_empty() {
         return collect(
             conn,

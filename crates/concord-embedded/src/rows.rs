@@ -11,7 +11,7 @@ use concord_core::{
 };
 use rusqlite::{Connection, Row};
 
-use crate::error::{EmbeddedError, from_sql, to_sql};
+use crate::error::{EmbeddedError, from_sql, sql_bound, to_sql};
 use crate::schema::TAG_SEPARATOR;
 use crate::stream_index::IndexRead;
 
@@ -303,7 +303,7 @@ pub(crate) fn stream_events(
             (run.first, entries)
         }
     });
-    let below_sql = i64::try_from(below).unwrap_or(i64::MAX);
+    let below_sql = sql_bound(below);
     match direction {
         Direction::Forward => {
             if from.get() < below {
@@ -336,7 +336,7 @@ pub(crate) fn stream_events(
                     .prepare_cached(&stream_backward_sql())
                     .map_err(EmbeddedError::sqlite(context))?;
                 let mut rows = stmt
-                    .query((stream_id, i64::try_from(top).unwrap_or(i64::MAX)))
+                    .query((stream_id, sql_bound(top)))
                     .map_err(EmbeddedError::sqlite(context))?;
                 while events.len() < limit
                     && let Some(row) = rows.next().map_err(EmbeddedError::sqlite(context))?
@@ -378,7 +378,7 @@ pub(crate) fn stream_head(
         )
         .map_err(EmbeddedError::sqlite(context))?;
     let mut rows = stmt
-        .query((stream_id, i64::try_from(below).unwrap_or(i64::MAX)))
+        .query((stream_id, sql_bound(below)))
         .map_err(EmbeddedError::sqlite(context))?;
     while let Some(row) = rows.next().map_err(EmbeddedError::sqlite(context))? {
         let position: i64 = row.get(1).map_err(EmbeddedError::sqlite(context))?;
