@@ -39,13 +39,11 @@ local function int(x)
   return string.format('%d', x)
 end
 
--- The version stored in the stream-heads hash as "<version> <last position>".
-local function stream_version(heads_key, stream)
-  local state = redis.call('HGET', heads_key, stream)
-  if not state then
-    return 0
-  end
-  return tonumber(string.match(state, '^(%d+)'))
+-- A stream's version is its number of entries: entry n has id "<n>-0" and none is ever
+-- removed. XLEN is O(1); the stream-heads hash holds the same number, but a hash of up to
+-- 128 small fields is a listpack that HGET scans field by field.
+local function stream_version(stream_key)
+  return redis.call('XLEN', stream_key)
 end
 
 -- HSET of a flat field/value list, in slices: unpack is bounded by Lua's C stack (~8000
@@ -66,6 +64,17 @@ local function arg_list(args, from, n)
     list[k] = args[from + k - 1]
   end
   return list
+end
+
+-- A count from ARGV: most are 0 or 1, which are told apart from the interned string without
+-- tonumber (a string-to-number conversion costs about as much as a small command here).
+local function count(arg)
+  if arg == '0' then
+    return 0
+  elseif arg == '1' then
+    return 1
+  end
+  return tonumber(arg)
 end
 
 local function holds(kind, expected, actual)
@@ -99,7 +108,7 @@ end
 --   {kind = 'duplicate', first = v, last = v}
 --   {kind = 'partial', ids = {...}}
 --   {kind = 'conflict', actual = v, first = v or nil}
-local function plan_part(part, heads_key)
+local function plan_part(part)
   local ids = part.ids
   -- 1. Duplicate check, whatever the expectation says.
   local found = redis.call('HMGET', part.ids_key, unpack(ids))
@@ -125,7 +134,7 @@ local function plan_part(part, heads_key)
     return {kind = 'partial', ids = existing}
   end
   -- 2. The expectation.
-  local actual = stream_version(heads_key, part.stream)
+  local actual = stream_version(part.stream_key)
   if holds(part.kind, part.expected, actual) then
     return {kind = 'write', actual = actual}
   end
@@ -271,37 +280,36 @@ end
 --   {'condition', matching global entries (the first concurrent-events-max)}
 local function append(keys, args)
   local all_key, head_key, index_key, heads_key = keys[1], keys[2], keys[3], keys[4]
-  local concurrent_max = tonumber(args[1])
   local type_prefix, tag_prefix = args[2], args[3]
   local has_condition = args[4] == '1'
-  local condition = {after = tonumber(args[5]), items = {}}
+  local condition = {items = {}}
   -- Arguments are read in place by index (no closures or copies per call: this runs for
   -- every append).
   local at = 6
-  local n_items = tonumber(args[at])
+  local n_items = count(args[at])
   at = at + 1
   for i = 1, n_items do
-    local n_types = tonumber(args[at])
+    local n_types = count(args[at])
     local types = arg_list(args, at + 1, n_types)
     at = at + 1 + n_types
-    local n_tags = tonumber(args[at])
+    local n_tags = count(args[at])
     local tags = arg_list(args, at + 1, n_tags)
     at = at + 1 + n_tags
     condition.items[i] = {types = types, tags = tags}
   end
-  local n_parts = tonumber(args[at])
+  local n_parts = count(args[at])
   at = at + 1
   local parts = {}
   for p = 1, n_parts do
     local k = 4 + (p - 1) * 3
-    local n_unless = tonumber(args[at + 4])
+    local n_unless = count(args[at + 4])
     local part = {
       stream_key = keys[k + 1], ids_key = keys[k + 2], types_key = keys[k + 3],
       stream = args[at], kind = args[at + 1], expected = tonumber(args[at + 2]),
       rebase = args[at + 3] == '1', unless = arg_list(args, at + 5, n_unless),
     }
     at = at + 5 + n_unless
-    local n_events = tonumber(args[at])
+    local n_events = count(args[at])
     at = at + 1
     -- The events stay in ARGV: event k's id, type, data, metadata and tags are at
     -- part.at + 5 * (k - 1) + 0..4.
@@ -316,7 +324,7 @@ local function append(keys, args)
   -- Every check before the first write.
   local plans = {}
   for p = 1, n_parts do
-    plans[p] = plan_part(parts[p], heads_key)
+    plans[p] = plan_part(parts[p])
   end
   for p = 1, n_parts do
     if plans[p].kind == 'partial' then
@@ -357,6 +365,7 @@ local function append(keys, args)
   for p = 1, n_parts do
     local plan = plans[p]
     if plan.kind == 'conflict' then
+      local concurrent_max = tonumber(args[1])
       -- A conflict carries its concurrent events (the first concurrent-events-max of
       -- versions first..actual) in this reply, whoever wrote them: the caller decides on
       -- them, and one round trip is the promise. (A rebase lists them from the client's
@@ -376,7 +385,8 @@ local function append(keys, args)
     return {'conflicts', current_epoch(head_key, head), conflicts}
   end
   if has_condition then
-    local matching = condition_matches(condition, concurrent_max, all_key, type_prefix, tag_prefix)
+    condition.after = tonumber(args[5])
+    local matching = condition_matches(condition, tonumber(args[1]), all_key, type_prefix, tag_prefix)
     if #matching > 0 then
       return {'condition', matching}
     end
@@ -384,7 +394,9 @@ local function append(keys, args)
 
   -- Write: every check has passed, nothing below can fail.
   local time = redis.call('TIME')
-  local recorded_at = int(tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000))
+  -- Milliseconds as text, without numbers: TIME's microseconds (0-999999, unpadded) padded
+  -- to six digits, of which the first three follow the seconds.
+  local recorded_at = time[1] .. string.sub('00000' .. time[2], -6, -4)
   local n_total = 0
   for p = 1, n_parts do
     n_total = n_total + parts[p].n
@@ -402,12 +414,15 @@ local function append(keys, args)
     -- One HSET each for the ids and the types of the whole part: field k of the ids, the
     -- last version of each type (a type listed twice keeps its later version).
     local id_versions, type_versions = {}, {}
+    -- The part's last version and position as text, for its stream head (a part has at
+    -- least one event; the client refuses an empty append).
+    local version, position
     for k = 1, part.n do
       local a = part.at + 5 * (k - 1)
       local id, event_type, tags = args[a], args[a + 1], args[a + 4]
-      local version = int(actual + k)
+      version = int(actual + k)
       head = head + 1
-      local position = int(head)
+      position = int(head)
       local entry_id = position .. '-0'
       redis.call('XADD', part.stream_key, version .. '-0',
         'position', position, 'id', id, 'type', event_type, 'data', args[a + 2],
@@ -436,7 +451,8 @@ local function append(keys, args)
     hset_all(part.types_key, type_versions)
     local last_version = actual + part.n
     -- A new field in the heads hash is a new stream: only then is it indexed by name.
-    if redis.call('HSET', heads_key, part.stream, int(last_version) .. ' ' .. int(head)) == 1 then
+    local head_text = (version or int(actual)) .. ' ' .. (position or int(head))
+    if redis.call('HSET', heads_key, part.stream, head_text) == 1 then
       redis.call('ZADD', index_key, 0, part.stream)
     end
     local rebased, rebased_from = 0, 0

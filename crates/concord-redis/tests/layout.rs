@@ -249,6 +249,55 @@ async fn the_function_library_is_loaded_upgraded_and_never_downgraded() {
 }
 
 #[tokio::test]
+async fn the_benchmark_wrapper_drives_the_library_with_its_current_arguments() {
+    // bench/redis-append-bench.sh loads the library under another name with this wrapper
+    // and drives it with redis-benchmark; a change of the function's arguments that the
+    // wrapper does not follow would make that benchmark measure an error reply.
+    let server = RedisServer::start();
+    let mut conn = common::raw(&server.url()).await;
+    let library = include_str!("../src/concord.lua").replacen(
+        "#!lua name=concord\n",
+        "#!lua name=concord_bench\n",
+        1,
+    );
+    let source = format!(
+        "{library}\n{}",
+        include_str!("../../../bench/redis-conditional-append.lua")
+    );
+    let name: String = redis::cmd("FUNCTION")
+        .arg("LOAD")
+        .arg(&source)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(name, "concord_bench");
+
+    let call = |n: &'static str| {
+        redis::cmd("FCALL")
+            .arg("concord_bench_append")
+            .arg(0)
+            .arg(n)
+            .clone()
+    };
+    let first: redis::Value = call("7").query_async(&mut conn).await.unwrap();
+    let redis::Value::Array(first) = first else {
+        panic!("not an array: {first:?}")
+    };
+    assert_eq!(first[0], redis::Value::BulkString(b"written".to_vec()));
+    assert_eq!(entry_ids(&mut conn, "{b}:stream:s-7").await, ["1-0"]);
+    assert_eq!(entry_ids(&mut conn, "{b}:all").await, ["1-0"]);
+
+    // The same number is the same event id: a repeat, not a second event.
+    let again: redis::Value = call("7").query_async(&mut conn).await.unwrap();
+    let redis::Value::Array(again) = again else {
+        panic!("not an array: {again:?}")
+    };
+    assert_eq!(again[0], redis::Value::BulkString(b"duplicate".to_vec()));
+    let _: redis::Value = call("8").query_async(&mut conn).await.unwrap();
+    assert_eq!(entry_ids(&mut conn, "{b}:all").await, ["1-0", "2-0"]);
+}
+
+#[tokio::test]
 async fn bad_urls_and_prefixes_are_invalid_input_not_panics() {
     let err = RedisStore::connect("http://127.0.0.1:1").await.unwrap_err();
     assert!(matches!(err, StoreError::Invalid(_)), "{err:?}");
