@@ -93,6 +93,60 @@ async fn entry_ids_are_versions_in_the_stream_and_positions_in_the_global_stream
     assert!(err.is_err());
 }
 
+async fn encoding(conn: &mut redis::aio::MultiplexedConnection, key: &str) -> String {
+    redis::cmd("OBJECT")
+        .arg("ENCODING")
+        .arg(key)
+        .query_async(conn)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn hashes_read_by_field_become_hash_tables_so_lookups_do_not_scan() {
+    // A hash Redis keeps as a listpack is scanned field by field on every HMGET/HSET; the
+    // function converts a stream's ids once the stream holds 64 events, and the heads at
+    // the first stream (see concord.lua).
+    let store = common::fresh_store().await;
+    let s = doc::stream("account-1");
+    let mut conn = common::raw(&shared().url()).await;
+    let keys = store.keys();
+    let _ = store
+        .append(AppendRequest::new(
+            s.clone(),
+            ExpectedVersion::NoStream,
+            (0..63).map(deposit).collect(),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(encoding(&mut conn, &keys.heads()).await, "hashtable");
+    assert_eq!(encoding(&mut conn, &keys.ids(&s)).await, "listpack");
+    let _ = store
+        .append(AppendRequest::new(
+            s.clone(),
+            ExpectedVersion::Exact(Version(63)),
+            vec![deposit(63)],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(encoding(&mut conn, &keys.ids(&s)).await, "hashtable");
+
+    // The extra field is invisible: the stream's version, the listing and the duplicate
+    // check are as before.
+    assert_eq!(store.stream_version(&s).await.unwrap(), Version(64));
+    let streams: Vec<String> = conn.zrange(keys.index(), 0, -1).await.unwrap();
+    assert_eq!(streams, ["account-1"]);
+    let repeat = AppendRequest::new(s.clone(), ExpectedVersion::Any, vec![deposit(99)]);
+    let first = store.append(repeat.clone()).await.unwrap();
+    let again = store.append(repeat).await.unwrap();
+    assert!(again.is_duplicate(), "{again:?}");
+    assert_eq!(
+        again.appended().first_version,
+        first.appended().first_version
+    );
+    assert_eq!(store.stream_version(&s).await.unwrap(), Version(65));
+}
+
 #[tokio::test]
 async fn a_rebase_sees_every_concurrent_event_not_only_the_first_hundred() {
     let store = common::fresh_store().await;
