@@ -81,7 +81,7 @@ end
 -- as hash tables. While a hash has at most hash-max-listpack-entries short fields (128 to
 -- 512), Redis stores it as a listpack, which HMGET, HGET and HSET scan field by field: the
 -- duplicate check of a new id read every id of the stream (under callgrind, appends of 10
--- events to streams of a few hundred cost 105 000 instructions per event, 71 000 with hash
+-- events to streams of a few hundred cost 105 000 instructions per event, 72 000 with hash
 -- tables). A field longer than hash-max-listpack-value (64 bytes by default) converts a
 -- hash for good, so this one is written once into a stream's ids when the stream reaches
 -- HASH_TABLE_AT events (shorter streams stay compact and cheap to scan), and into the heads
