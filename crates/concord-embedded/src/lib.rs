@@ -67,6 +67,10 @@ const LOCK_FILE: &str = "concord.lock";
 /// How many reader connections (and threads) a store keeps.
 const READERS: usize = 4;
 
+/// A forward stream read of at least this many events runs as two halves at once (see
+/// `EmbeddedStore::read_stream_split`); a shorter one costs less than a second job.
+const SPLIT_READ_EVENTS: usize = 256;
+
 /// When an append is acknowledged, named by the failure an acknowledged append survives.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
 #[non_exhaustive]
@@ -335,8 +339,20 @@ impl EmbeddedStore {
         &self,
         read: impl FnOnce(&Connection, u64) -> Result<T, EmbeddedError> + Send + 'static,
     ) -> Result<T, StoreError> {
+        let answer = self.submit(self.signal.head().get(), read)?;
+        Ok(answer
+            .await
+            .map_err(|_| EmbeddedError::Stopped("reader"))??)
+    }
+
+    /// Hands `read` to a reader thread with the given published head; the answer comes on
+    /// the returned channel, so several reads can run at once.
+    fn submit<T: Send + 'static>(
+        &self,
+        head: u64,
+        read: impl FnOnce(&Connection, u64) -> Result<T, EmbeddedError> + Send + 'static,
+    ) -> Result<oneshot::Receiver<Result<T, EmbeddedError>>, EmbeddedError> {
         let (tx, rx) = oneshot::channel();
-        let head = self.signal.head().get();
         let job: ReadJob = Box::new(move |conn| {
             let _ = tx.send(read(conn, head));
         });
@@ -344,7 +360,57 @@ impl EmbeddedStore {
             .as_ref()
             .and_then(|r| r.send(job).ok())
             .ok_or(EmbeddedError::Stopped("reader"))?;
-        Ok(rx.await.map_err(|_| EmbeddedError::Stopped("reader"))??)
+        Ok(rx)
+    }
+
+    /// A long forward read of a stream (rehydrating an aggregate) as two halves on two
+    /// reader threads, at one published head. Stepping and decoding rows is a read's work
+    /// and one job runs on one core: on a 2-core machine `bench read` (100 000 events)
+    /// went from 665 k to 767 k events/s over 7 interleaved pairs, and 760 k to 857 k over
+    /// 3 pairs of 3-second runs (not 2x: the caller's side and the hand-offs share the
+    /// cores). Concatenating is exact: versions are dense and positions grow with them, so
+    /// a first half shorter than asked means the stream (as of the head) ends in it, and
+    /// the second half is empty.
+    async fn read_stream_split(
+        &self,
+        stream: StreamName,
+        from: Version,
+        second_from: Version,
+        first_limit: usize,
+        second_limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let head = self.signal.head().get();
+        let (index, second_stream, second_index) =
+            (self.index.clone(), stream.clone(), self.index.clone());
+        let first = self.submit(head, move |conn, head| {
+            reader::read_stream(
+                conn,
+                &index,
+                head,
+                &stream,
+                from,
+                Direction::Forward,
+                first_limit,
+            )
+        })?;
+        let second = self.submit(head, move |conn, head| {
+            reader::read_stream(
+                conn,
+                &second_index,
+                head,
+                &second_stream,
+                second_from,
+                Direction::Forward,
+                second_limit,
+            )
+        })?;
+        let stopped = |_| EmbeddedError::Stopped("reader");
+        let mut events = first.await.map_err(stopped)??;
+        let rest = second.await.map_err(stopped)??;
+        if events.len() == first_limit {
+            events.extend(rest);
+        }
+        Ok(events)
     }
 }
 
@@ -424,6 +490,26 @@ impl EventStore for EmbeddedStore {
     ) -> Result<Vec<RecordedEvent>, StoreError> {
         let limit = limit.min(self.limits.read_limit_max);
         let stream = stream.clone();
+        if direction == Direction::Forward && limit >= SPLIT_READ_EVENTS {
+            let first_limit = limit / 2;
+            // A forward read from version 0 starts at the first event: counted from 0, the
+            // first half would hold one event less than asked and look like the stream's end.
+            let from = from.max(Version(1));
+            if let Some(second_from) = u64::try_from(first_limit)
+                .ok()
+                .and_then(|half| from.get().checked_add(half))
+            {
+                return self
+                    .read_stream_split(
+                        stream,
+                        from,
+                        Version(second_from),
+                        first_limit,
+                        limit - first_limit,
+                    )
+                    .await;
+            }
+        }
         let index = self.index.clone();
         self.read(move |conn, head| {
             reader::read_stream(conn, &index, head, &stream, from, direction, limit)

@@ -1307,3 +1307,73 @@ async fn reads_see_every_version_once_while_the_stream_index_is_flushed() {
     assert_eq!(seen, EVENTS);
     assert!(reads > 1, "the reads ran beside the appends");
 }
+
+#[tokio::test]
+async fn a_long_read_read_in_two_halves_returns_what_the_reference_store_does() {
+    // Forward reads of 256 events or more run as two halves on two reader threads; every
+    // edge of the split (a first half the stream ends in, a start past the end, a range
+    // the limit cuts) must read exactly what one read would.
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    let reference = concord_core::MemoryStore::new();
+    for chunk in 0..7u64 {
+        let events: Vec<NewEvent> = (0..100)
+            .map(|n| event("Deposited", chunk * 100 + n))
+            .collect();
+        let request = append(
+            "account-1",
+            ExpectedVersion::Exact(Version(chunk * 100)),
+            events,
+        );
+        let _ = store.append(request.clone()).await.unwrap();
+        let _ = reference.append(request).await.unwrap();
+    }
+    for (from, limit) in [
+        (1, 1000),
+        (1, 700),
+        (1, 256),
+        (0, 300),
+        (200, 300),
+        (450, 256),
+        (500, 300),
+        (650, 400),
+        (700, 512),
+        (701, 300),
+        (5_000, 1000),
+    ] {
+        let ours = store
+            .read_stream(
+                &stream("account-1"),
+                Version(from),
+                Direction::Forward,
+                limit,
+            )
+            .await
+            .unwrap();
+        let theirs = reference
+            .read_stream(
+                &stream("account-1"),
+                Version(from),
+                Direction::Forward,
+                limit,
+            )
+            .await
+            .unwrap();
+        let seen = |events: &[RecordedEvent]| {
+            events
+                .iter()
+                .map(|e| (e.version, e.id, e.position))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(seen(&ours), seen(&theirs), "from {from}, limit {limit}");
+    }
+    let all = store
+        .read_stream(&stream("account-1"), Version(1), Direction::Forward, 1000)
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 700);
+    assert!(
+        all.windows(2)
+            .all(|w| w[1].version.get() == w[0].version.get() + 1)
+    );
+}
