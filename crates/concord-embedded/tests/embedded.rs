@@ -1308,6 +1308,26 @@ async fn reads_see_every_version_once_while_the_stream_index_is_flushed() {
     assert!(reads > 1, "the reads ran beside the appends");
 }
 
+/// Versions, ids and positions of a forward read of `account-1`.
+async fn read_forward(
+    store: &impl EventStore,
+    from: u64,
+    limit: usize,
+) -> Vec<(Version, concord_core::EventId, Position)> {
+    store
+        .read_stream(
+            &stream("account-1"),
+            Version(from),
+            Direction::Forward,
+            limit,
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| (e.version, e.id, e.position))
+        .collect()
+}
+
 #[tokio::test]
 async fn a_long_read_read_in_two_halves_returns_what_the_reference_store_does() {
     // Forward reads of 256 events or more run as two halves on two reader threads; every
@@ -1341,31 +1361,11 @@ async fn a_long_read_read_in_two_halves_returns_what_the_reference_store_does() 
         (701, 300),
         (5_000, 1000),
     ] {
-        let ours = store
-            .read_stream(
-                &stream("account-1"),
-                Version(from),
-                Direction::Forward,
-                limit,
-            )
-            .await
-            .unwrap();
-        let theirs = reference
-            .read_stream(
-                &stream("account-1"),
-                Version(from),
-                Direction::Forward,
-                limit,
-            )
-            .await
-            .unwrap();
-        let seen = |events: &[RecordedEvent]| {
-            events
-                .iter()
-                .map(|e| (e.version, e.id, e.position))
-                .collect::<Vec<_>>()
-        };
-        assert_eq!(seen(&ours), seen(&theirs), "from {from}, limit {limit}");
+        assert_eq!(
+            read_forward(&store, from, limit).await,
+            read_forward(&reference, from, limit).await,
+            "from {from}, limit {limit}"
+        );
     }
     let all = store
         .read_stream(&stream("account-1"), Version(1), Direction::Forward, 1000)
