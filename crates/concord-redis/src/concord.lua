@@ -40,8 +40,8 @@ local function int(x)
 end
 
 -- A stream's version is its number of entries: entry n has id "<n>-0" and none is ever
--- removed. XLEN is O(1); the stream-heads hash holds the same number, but a hash of up to
--- 128 small fields is a listpack that HGET scans field by field.
+-- removed. XLEN is O(1); the stream-heads hash holds the same number, but it was read
+-- with HGET, which scans a small hash field by field (see HASH_TABLE_FIELD).
 local function stream_version(stream_key)
   return redis.call('XLEN', stream_key)
 end
