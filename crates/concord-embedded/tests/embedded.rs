@@ -1377,3 +1377,47 @@ async fn a_long_read_read_in_two_halves_returns_what_the_reference_store_does() 
             .all(|w| w[1].version.get() == w[0].version.get() + 1)
     );
 }
+
+#[tokio::test]
+async fn a_long_catch_up_read_in_two_halves_returns_what_the_reference_store_does() {
+    // Unfiltered reads of the global log of 256 events or more run as two halves too; the
+    // page (events, where the next read continues, the head) must be one read's.
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    let reference = concord_core::MemoryStore::new();
+    for chunk in 0..7u64 {
+        let name = format!("account-{}", chunk % 3);
+        let events: Vec<NewEvent> = (0..100)
+            .map(|n| event("Deposited", chunk * 100 + n))
+            .collect();
+        let request = append(&name, ExpectedVersion::Any, events);
+        let _ = store.append(request.clone()).await.unwrap();
+        let _ = reference.append(request).await.unwrap();
+    }
+    let page = |p: concord_core::AllPage| {
+        let seen: Vec<_> = p.events.iter().map(|e| (e.position, e.id)).collect();
+        (seen, p.next_from, p.head)
+    };
+    for (from, limit) in [
+        (0, 1000),
+        (1, 700),
+        (1, 256),
+        (200, 300),
+        (450, 256),
+        (500, 300),
+        (650, 400),
+        (700, 512),
+        (701, 300),
+        (5_000, 1000),
+    ] {
+        let ours = store
+            .read_all(Position(from), &Filter::all(), limit)
+            .await
+            .unwrap();
+        let theirs = reference
+            .read_all(Position(from), &Filter::all(), limit)
+            .await
+            .unwrap();
+        assert_eq!(page(ours), page(theirs), "from {from}, limit {limit}");
+    }
+}
