@@ -68,8 +68,8 @@ const LOCK_FILE: &str = "concord.lock";
 const READERS: usize = 4;
 
 /// A forward stream read or an unfiltered read of the global log of at least this many
-/// events runs as two halves at once (see `EmbeddedStore::read_stream_split`); a shorter
-/// one costs less than a second job.
+/// events runs as two halves at once (see [`Halves`]); a shorter one costs less than a
+/// second job.
 const SPLIT_READ_EVENTS: usize = 256;
 
 /// When an append is acknowledged, named by the failure an acknowledged append survives.
@@ -364,6 +364,21 @@ impl EmbeddedStore {
         Ok(rx)
     }
 
+    /// Runs two reads at once on two reader threads, both at `head`, and waits for both.
+    async fn read_halves<A: Send + 'static, B: Send + 'static>(
+        &self,
+        head: u64,
+        first: impl FnOnce(&Connection, u64) -> Result<A, EmbeddedError> + Send + 'static,
+        second: impl FnOnce(&Connection, u64) -> Result<B, EmbeddedError> + Send + 'static,
+    ) -> Result<(A, B), StoreError> {
+        let first = self.submit(head, first)?;
+        let second = self.submit(head, second)?;
+        let stopped = |_| EmbeddedError::Stopped("reader");
+        let first = first.await.map_err(stopped)??;
+        let second = second.await.map_err(stopped)??;
+        Ok((first, second))
+    }
+
     /// A long forward read of a stream (rehydrating an aggregate) as two halves on two
     /// reader threads, at one published head. Stepping and decoding rows is a read's work
     /// and one job runs on one core: on a 2-core machine `bench read` (100 000 events)
@@ -375,39 +390,45 @@ impl EmbeddedStore {
     async fn read_stream_split(
         &self,
         stream: StreamName,
-        from: Version,
-        second_from: Version,
-        first_limit: usize,
-        second_limit: usize,
+        halves: Halves,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        let head = self.signal.head().get();
         let (index, second_stream, second_index) =
             (self.index.clone(), stream.clone(), self.index.clone());
-        let first = self.submit(head, move |conn, head| {
-            reader::read_stream(
-                conn,
-                &index,
-                head,
-                &stream,
-                from,
-                Direction::Forward,
-                first_limit,
+        let Halves {
+            from,
+            second_from,
+            first_limit,
+            second_limit,
+        } = halves;
+        let (mut events, rest) = self
+            .read_halves(
+                self.signal.head().get(),
+                move |conn, head| {
+                    let from = Version(from);
+                    reader::read_stream(
+                        conn,
+                        &index,
+                        head,
+                        &stream,
+                        from,
+                        Direction::Forward,
+                        first_limit,
+                    )
+                },
+                move |conn, head| {
+                    let from = Version(second_from);
+                    reader::read_stream(
+                        conn,
+                        &second_index,
+                        head,
+                        &second_stream,
+                        from,
+                        Direction::Forward,
+                        second_limit,
+                    )
+                },
             )
-        })?;
-        let second = self.submit(head, move |conn, head| {
-            reader::read_stream(
-                conn,
-                &second_index,
-                head,
-                &second_stream,
-                second_from,
-                Direction::Forward,
-                second_limit,
-            )
-        })?;
-        let stopped = |_| EmbeddedError::Stopped("reader");
-        let mut events = first.await.map_err(stopped)??;
-        let rest = second.await.map_err(stopped)??;
+            .await?;
         if events.len() == first_limit {
             events.extend(rest);
         }
@@ -419,28 +440,64 @@ impl EmbeddedStore {
     /// positions are gap-free up to the published head. The second half's `next_from` is
     /// the whole read's when the first half is full; otherwise the first's is. `bench
     /// catchup` (100 000 events): 538 k → 673 k events/s over 4 interleaved pairs.
-    async fn read_all_split(
-        &self,
-        from: Position,
-        second_from: Position,
-        first_limit: usize,
-        second_limit: usize,
-    ) -> Result<AllPage, StoreError> {
-        let head = self.signal.head().get();
-        let first = self.submit(head, move |conn, head| {
-            reader::read_all(conn, head, from, &Filter::all(), first_limit)
-        })?;
-        let second = self.submit(head, move |conn, head| {
-            reader::read_all(conn, head, second_from, &Filter::all(), second_limit)
-        })?;
-        let stopped = |_| EmbeddedError::Stopped("reader");
-        let mut page = first.await.map_err(stopped)??;
-        let rest = second.await.map_err(stopped)??;
+    async fn read_all_split(&self, halves: Halves) -> Result<AllPage, StoreError> {
+        let Halves {
+            from,
+            second_from,
+            first_limit,
+            second_limit,
+        } = halves;
+        let (mut page, rest) = self
+            .read_halves(
+                self.signal.head().get(),
+                move |conn, head| {
+                    reader::read_all(conn, head, Position(from), &Filter::all(), first_limit)
+                },
+                move |conn, head| {
+                    reader::read_all(
+                        conn,
+                        head,
+                        Position(second_from),
+                        &Filter::all(),
+                        second_limit,
+                    )
+                },
+            )
+            .await?;
         if page.events.len() == first_limit {
             page.events.extend(rest.events);
             page.next_from = rest.next_from;
         }
         Ok(page)
+    }
+}
+
+/// A long read cut in two: versions (or positions) `from..second_from` and the rest.
+#[derive(Clone, Copy, Debug)]
+struct Halves {
+    from: u64,
+    second_from: u64,
+    first_limit: usize,
+    second_limit: usize,
+}
+
+impl Halves {
+    /// The halves of a read of `limit` from `from`, when it is long enough to be worth
+    /// two jobs. Versions and positions both start at 1, as a read from 0 does: counted
+    /// from 0, the first half would hold one less than asked and look like the end.
+    fn of(from: u64, limit: usize) -> Option<Self> {
+        if limit < SPLIT_READ_EVENTS {
+            return None;
+        }
+        let from = from.max(1);
+        let first_limit = limit / 2;
+        let second_from = from.checked_add(u64::try_from(first_limit).ok()?)?;
+        Some(Self {
+            from,
+            second_from,
+            first_limit,
+            second_limit: limit - first_limit,
+        })
     }
 }
 
@@ -520,25 +577,10 @@ impl EventStore for EmbeddedStore {
     ) -> Result<Vec<RecordedEvent>, StoreError> {
         let limit = limit.min(self.limits.read_limit_max);
         let stream = stream.clone();
-        if direction == Direction::Forward && limit >= SPLIT_READ_EVENTS {
-            let first_limit = limit / 2;
-            // A forward read from version 0 starts at the first event: counted from 0, the
-            // first half would hold one event less than asked and look like the stream's end.
-            let from = from.max(Version(1));
-            if let Some(second_from) = u64::try_from(first_limit)
-                .ok()
-                .and_then(|half| from.get().checked_add(half))
-            {
-                return self
-                    .read_stream_split(
-                        stream,
-                        from,
-                        Version(second_from),
-                        first_limit,
-                        limit - first_limit,
-                    )
-                    .await;
-            }
+        if direction == Direction::Forward
+            && let Some(halves) = Halves::of(from.get(), limit)
+        {
+            return self.read_stream_split(stream, halves).await;
         }
         let index = self.index.clone();
         self.read(move |conn, head| {
@@ -554,23 +596,10 @@ impl EventStore for EmbeddedStore {
         limit: usize,
     ) -> Result<AllPage, StoreError> {
         let limit = limit.min(self.limits.read_limit_max);
-        if filter.is_all() && limit >= SPLIT_READ_EVENTS {
-            // Positions start at 1, as a read from 0 does.
-            let from = from.max(Position(1));
-            let first_limit = limit / 2;
-            if let Some(second_from) = u64::try_from(first_limit)
-                .ok()
-                .and_then(|half| from.get().checked_add(half))
-            {
-                return self
-                    .read_all_split(
-                        from,
-                        Position(second_from),
-                        first_limit,
-                        limit - first_limit,
-                    )
-                    .await;
-            }
+        if filter.is_all()
+            && let Some(halves) = Halves::of(from.get(), limit)
+        {
+            return self.read_all_split(halves).await;
         }
         let filter = filter.clone();
         self.read(move |conn, head| reader::read_all(conn, head, from, &filter, limit))

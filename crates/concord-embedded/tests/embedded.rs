@@ -1328,39 +1328,47 @@ async fn read_forward(
         .collect()
 }
 
-#[tokio::test]
-async fn a_long_read_read_in_two_halves_returns_what_the_reference_store_does() {
-    // Forward reads of 256 events or more run as two halves on two reader threads; every
-    // edge of the split (a first half the stream ends in, a start past the end, a range
-    // the limit cuts) must read exactly what one read would.
+/// Every edge of a read cut in two (from, limit): a first half the data ends in, a start
+/// at 0 or past the end, a range the limit cuts, exactly the threshold.
+const SPLIT_EDGES: [(u64, usize); 11] = [
+    (0, 1000),
+    (0, 300),
+    (1, 700),
+    (1, 256),
+    (200, 300),
+    (450, 256),
+    (500, 300),
+    (650, 400),
+    (700, 512),
+    (701, 300),
+    (5_000, 1000),
+];
+
+/// An embedded store and the reference store holding the same 700 events, appended 100 at
+/// a time to `streams` in turn.
+async fn seeded_with_700(
+    streams: &[&str],
+) -> (tempfile::TempDir, EmbeddedStore, concord_core::MemoryStore) {
     let dir = tempfile::tempdir().unwrap();
     let store = EmbeddedStore::open(dir.path()).unwrap();
     let reference = concord_core::MemoryStore::new();
-    for chunk in 0..7u64 {
+    for (chunk, name) in (0..7u64).zip(streams.iter().cycle()) {
         let events: Vec<NewEvent> = (0..100)
             .map(|n| event("Deposited", chunk * 100 + n))
             .collect();
-        let request = append(
-            "account-1",
-            ExpectedVersion::Exact(Version(chunk * 100)),
-            events,
-        );
+        let request = append(name, ExpectedVersion::Any, events);
         let _ = store.append(request.clone()).await.unwrap();
         let _ = reference.append(request).await.unwrap();
     }
-    for (from, limit) in [
-        (1, 1000),
-        (1, 700),
-        (1, 256),
-        (0, 300),
-        (200, 300),
-        (450, 256),
-        (500, 300),
-        (650, 400),
-        (700, 512),
-        (701, 300),
-        (5_000, 1000),
-    ] {
+    (dir, store, reference)
+}
+
+#[tokio::test]
+async fn a_long_read_read_in_two_halves_returns_what_the_reference_store_does() {
+    // Forward reads of 256 events or more run as two halves on two reader threads; each
+    // must read exactly what one read would.
+    let (_dir, store, reference) = seeded_with_700(&["account-1"]).await;
+    for (from, limit) in SPLIT_EDGES {
         assert_eq!(
             read_forward(&store, from, limit).await,
             read_forward(&reference, from, limit).await,
@@ -1382,34 +1390,12 @@ async fn a_long_read_read_in_two_halves_returns_what_the_reference_store_does() 
 async fn a_long_catch_up_read_in_two_halves_returns_what_the_reference_store_does() {
     // Unfiltered reads of the global log of 256 events or more run as two halves too; the
     // page (events, where the next read continues, the head) must be one read's.
-    let dir = tempfile::tempdir().unwrap();
-    let store = EmbeddedStore::open(dir.path()).unwrap();
-    let reference = concord_core::MemoryStore::new();
-    for chunk in 0..7u64 {
-        let name = format!("account-{}", chunk % 3);
-        let events: Vec<NewEvent> = (0..100)
-            .map(|n| event("Deposited", chunk * 100 + n))
-            .collect();
-        let request = append(&name, ExpectedVersion::Any, events);
-        let _ = store.append(request.clone()).await.unwrap();
-        let _ = reference.append(request).await.unwrap();
-    }
+    let (_dir, store, reference) = seeded_with_700(&["account-0", "account-1", "account-2"]).await;
     let page = |p: concord_core::AllPage| {
         let seen: Vec<_> = p.events.iter().map(|e| (e.position, e.id)).collect();
         (seen, p.next_from, p.head)
     };
-    for (from, limit) in [
-        (0, 1000),
-        (1, 700),
-        (1, 256),
-        (200, 300),
-        (450, 256),
-        (500, 300),
-        (650, 400),
-        (700, 512),
-        (701, 300),
-        (5_000, 1000),
-    ] {
+    for (from, limit) in SPLIT_EDGES {
         let ours = store
             .read_all(Position(from), &Filter::all(), limit)
             .await
