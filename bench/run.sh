@@ -2,7 +2,11 @@
 # Every `concord bench` scenario with its baselines, on the embedded store and on Redis, in
 # one run on this machine, then the table of ratios (BENCHMARKS.md is made from it).
 #
-#   bench/run.sh [SECONDS] [WRITERS]        (defaults: 5 seconds per write run, 64 writers)
+#   bench/run.sh [SECONDS] [WRITERS] [ROUNDS]   (defaults: 5 s per write run, 64 writers, 1 round)
+#
+# With ROUNDS > 1 the whole sequence (baselines and scenarios, fresh stores) runs that many
+# times and bench/ratios.py prints each ratio's median and range over the rounds, every ratio
+# taken within one round: on an unsteady machine one run's ratio can be far off.
 #
 # Environment: BENCH_DIR (default target/bench-run) holds the stores; REDIS_URL uses an
 # existing Redis instead of starting one (ephemeral port, temp dir, no persistence; never
@@ -13,6 +17,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS="${1:-5}"
 W="${2:-64}"
+ROUNDS="${3:-1}"
+[[ "$ROUNDS" =~ ^[1-9][0-9]*$ ]] || { echo "run.sh: ROUNDS must be a positive number, not '$ROUNDS'" >&2; exit 2; }
 N_READ=100000
 
 cargo build --release -q -p concord --bin concord
@@ -30,7 +36,7 @@ run() {
   local label="$1" store="$2"; shift 2
   local json
   json="$("$CONCORD" --store "$store" --json bench "$@")"
-  echo "{\"label\": \"$label\", \"report\": $json}" >>"$results"
+  echo "{\"label\": \"$label\", \"round\": $round, \"report\": $json}" >>"$results"
   python3 -c 'import json,sys; r=json.loads(sys.argv[2]); print("%-34s %11.0f events/s  p50 %.3f ms  p99 %.3f ms  conflicts %d retries %d  rss %.0f MiB  load %.2f" % (sys.argv[1], r["events_per_sec"], r["p50_ms"], r["p99_ms"], r["conflicts"], r["retries"], r["max_rss_mib"], r["load_average"]))' "$label" "$json"
 }
 
@@ -46,16 +52,7 @@ scenarios() {
   run "$b catchup n=$N_READ" "$store" catchup --events "$N_READ"
 }
 
-if [[ "${SKIP_EMBEDDED:-}" != 1 ]]; then
-  echo "== embedded store ($work/embedded)"
-  E="$work/embedded"
-  run "fsync w=1" "$E" baseline fsync --writers 1 --duration "$SECS"
-  run "fsync w=$W" "$E" baseline fsync --writers "$W" --duration "$SECS"
-  run "sqlite w=1" "$E" baseline sqlite --writers 1 --duration "$SECS"
-  run "sqlite w=$W" "$E" baseline sqlite --writers "$W" --duration "$SECS"
-  scenarios embedded "$E"
-fi
-
+# The Redis server outlives the rounds; each round writes under its own key prefix.
 if [[ "${SKIP_REDIS:-}" != 1 ]]; then
   if [[ -z "${REDIS_URL:-}" ]]; then
     port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
@@ -68,54 +65,35 @@ if [[ "${SKIP_REDIS:-}" != 1 ]]; then
   fi
   host_port="${REDIS_URL#redis://}"; host_port="${host_port%%/*}"
   rhost="${host_port%%:*}"; rport="${host_port##*:}"
-  echo "== redis ($REDIS_URL, $(redis-server --version | awk '{print $3}'))"
-  R="$REDIS_URL?prefix=bench$$"
-  run "xadd w=1" "$R" baseline xadd --writers 1 --duration "$SECS"
-  run "xadd w=$W" "$R" baseline xadd --writers "$W" --duration "$SECS"
-  # The minimal conditional-append script, driven by redis-benchmark at the same concurrency.
   sha="$(redis-cli -h "$rhost" -p "$rport" SCRIPT LOAD "$(cat bench/minimal-conditional-append.lua)")"
-  for c in 1 "$W"; do
-    rps="$(redis-benchmark -h "$rhost" -p "$rport" -c "$c" -n $((c == 1 ? 20000 : 200000)) -r 1000000000 --csv \
-      EVALSHA "$sha" 3 "{lua$$}:s:__rand_int__" "{lua$$}:all" "{lua$$}:head" 0 BenchTicked '{"amount":1}' |
-      tail -1 | cut -d, -f2 | tr -d '"')"
-    echo "{\"label\": \"lua w=$c\", \"report\": {\"scenario\": \"baseline-lua\", \"writers\": $c, \"events_per_sec\": $rps, \"load_average\": $(cut -d' ' -f1 /proc/loadavg)}}" >>"$results"
-    printf '%-34s %11.0f events/s  (redis-benchmark, minimal conditional-append script)\n' "lua w=$c" "$rps"
-  done
-  scenarios redis "$R"
 fi
 
-python3 - "$results" "$W" <<'EOF'
-import json, sys
-rows = {}
-for line in open(sys.argv[1]):
-    d = json.loads(line)
-    rows[d["label"]] = d["report"]
-W = sys.argv[2]
-def rate(label):
-    r = rows.get(label)
-    return r["events_per_sec"] if r else None
-def line(what, num, den, target=None):
-    a, b = rate(num), (rate(den) if isinstance(den, str) else den)
-    if a is None or b is None:
-        return
-    ratio = a / b
-    verdict = "" if target is None else ("  met" if ratio >= target else "  NOT met") + f" (target >= {target}x)"
-    print(f"{what:<58} {a:>11.0f} / {b:>11.0f} = {ratio:6.2f}x{verdict}")
-print()
-print("ratios (same run)")
-line(f"embedded append w={W} / sqlite w={W}", f"embedded append w={W}", f"sqlite w={W}", 20)
-line("embedded append w=1 / sqlite w=1", "embedded append w=1", "sqlite w=1")
-line("embedded append w=1 / fsync w=1", "embedded append w=1", "fsync w=1")
-line(f"embedded append w={W} / fsync w=1", f"embedded append w={W}", "fsync w=1")
-line(f"embedded hot rebase-unless / append w={W}", f"embedded hot w={W} rebase-unless", f"embedded append w={W}", 0.8)
-line(f"embedded read (events/s) / 1 000 000", f"embedded read n=100000", 1_000_000, 1)
-line(f"embedded catchup (events/s) / 500 000", f"embedded catchup n=100000", 500_000, 1)
-line(f"redis append w={W} / minimal Lua script w={W}", f"redis append w={W}", f"lua w={W}", 0.9)
-line(f"redis append w={W} / raw xadd w={W}", f"redis append w={W}", f"xadd w={W}")
-line(f"redis append w={W} batch=10 / raw xadd w={W}", f"redis append w={W} batch=10", f"xadd w={W}", 1)
-line(f"redis hot rebase-unless / append w={W}", f"redis hot w={W} rebase-unless", f"redis append w={W}", 0.8)
-for b in ("embedded", "redis"):
-    r = rows.get(f"{b} hot w={W} rebase-unless")
-    if r:
-        print(f"{b} hot rebase-unless retries: {r['retries']} (target 0)")
-EOF
+for round in $(seq "$ROUNDS"); do
+  [[ "$ROUNDS" == 1 ]] || echo "== round $round of $ROUNDS ($(uptime))"
+  if [[ "${SKIP_EMBEDDED:-}" != 1 ]]; then
+    E="$work/embedded"; [[ "$ROUNDS" == 1 ]] || E="$work/round$round/embedded"
+    echo "== embedded store ($E)"
+    run "fsync w=1" "$E" baseline fsync --writers 1 --duration "$SECS"
+    run "fsync w=$W" "$E" baseline fsync --writers "$W" --duration "$SECS"
+    run "sqlite w=1" "$E" baseline sqlite --writers 1 --duration "$SECS"
+    run "sqlite w=$W" "$E" baseline sqlite --writers "$W" --duration "$SECS"
+    scenarios embedded "$E"
+  fi
+  if [[ "${SKIP_REDIS:-}" != 1 ]]; then
+    echo "== redis ($REDIS_URL, $(redis-server --version | awk '{print $3}'))"
+    R="$REDIS_URL?prefix=bench$$r$round"
+    run "xadd w=1" "$R" baseline xadd --writers 1 --duration "$SECS"
+    run "xadd w=$W" "$R" baseline xadd --writers "$W" --duration "$SECS"
+    # The minimal conditional-append script, driven by redis-benchmark at the same concurrency.
+    for c in 1 "$W"; do
+      rps="$(redis-benchmark -h "$rhost" -p "$rport" -c "$c" -n $((c == 1 ? 20000 : 200000)) -r 1000000000 --csv \
+        EVALSHA "$sha" 3 "{lua$$r$round}:s:__rand_int__" "{lua$$r$round}:all" "{lua$$r$round}:head" 0 BenchTicked '{"amount":1}' |
+        tail -1 | cut -d, -f2 | tr -d '"')"
+      echo "{\"label\": \"lua w=$c\", \"round\": $round, \"report\": {\"scenario\": \"baseline-lua\", \"writers\": $c, \"events_per_sec\": $rps, \"load_average\": $(cut -d' ' -f1 /proc/loadavg)}}" >>"$results"
+      printf '%-34s %11.0f events/s  (redis-benchmark, minimal conditional-append script)\n' "lua w=$c" "$rps"
+    done
+    scenarios redis "$R"
+  fi
+done
+
+python3 bench/ratios.py "$results" "$W"

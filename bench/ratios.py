@@ -1,0 +1,102 @@
+#!/usr/bin/env python3
+"""The table of ratios of a `bench/run.sh` results file, against issue 6's targets.
+
+    python3 bench/ratios.py RESULTS.jsonl [WRITERS=64]
+
+Each line of RESULTS.jsonl is `{"label": …, "round": k, "report": <concord bench --json>}`
+(`round` absent means round 1). A ratio is only ever taken between two figures of the same
+round: the machine moves between rounds (on the VMs here, ±20 % within minutes), so each
+round's baselines are what its figures are judged against. With several rounds a line
+shows the median ratio and the range over rounds; the verdict is the median's, and
+"(n of m rounds)" says how many rounds met the target on their own.
+"""
+
+import json
+import statistics
+import sys
+
+USAGE = "usage: python3 bench/ratios.py RESULTS.jsonl [WRITERS=64]"
+
+
+def load(path):
+    """{round: {label: report}} from a results file."""
+    rounds = {}
+    with open(path) as f:
+        for number, text in enumerate(f, 1):
+            if not text.strip():
+                continue
+            try:
+                d = json.loads(text)
+                rounds.setdefault(int(d.get("round", 1)), {})[d["label"]] = d["report"]
+            except (ValueError, KeyError, TypeError) as e:
+                sys.exit(f"{path}:{number}: not a results line ({e})")
+    return rounds
+
+
+def rate(rows, label):
+    r = rows.get(label)
+    return r["events_per_sec"] if r else None
+
+
+def table(rounds, w):
+    """The lines of the ratio table (a list of strings)."""
+    out = []
+
+    def line(what, num, den, target=None):
+        pairs = []
+        for rows in rounds.values():
+            a = rate(rows, num)
+            b = rate(rows, den) if isinstance(den, str) else den
+            if a is not None and b:
+                pairs.append((a, b))
+        if not pairs:
+            return
+        ratios = [a / b for a, b in pairs]
+        median = statistics.median(ratios)
+        verdict = ""
+        if target is not None:
+            verdict = ("  met" if median >= target else "  NOT met") + f" (target >= {target}x)"
+        if len(pairs) == 1:
+            a, b = pairs[0]
+            out.append(f"{what:<58} {a:>11.0f} / {b:>11.0f} = {median:6.2f}x{verdict}")
+        else:
+            spread = f"{min(ratios):.2f}-{max(ratios):.2f}x"
+            count = ""
+            if target is not None:
+                count = f" ({sum(r >= target for r in ratios)} of {len(ratios)} rounds)"
+            out.append(f"{what:<58} median {median:6.2f}x  range {spread:<13}{verdict}{count}")
+
+    n = len(rounds)
+    out.append("")
+    out.append("ratios (same run)" if n == 1 else f"ratios (each within its round; {n} rounds)")
+    line(f"embedded append w={w} / sqlite w={w}", f"embedded append w={w}", f"sqlite w={w}", 20)
+    line("embedded append w=1 / sqlite w=1", "embedded append w=1", "sqlite w=1")
+    line("embedded append w=1 / fsync w=1", "embedded append w=1", "fsync w=1")
+    line(f"embedded append w={w} / fsync w=1", f"embedded append w={w}", "fsync w=1")
+    line(f"embedded hot rebase-unless / append w={w}", f"embedded hot w={w} rebase-unless", f"embedded append w={w}", 0.8)
+    line("embedded read (events/s) / 1 000 000", "embedded read n=100000", 1_000_000, 1)
+    line("embedded catchup (events/s) / 500 000", "embedded catchup n=100000", 500_000, 1)
+    line(f"redis append w={w} / minimal Lua script w={w}", f"redis append w={w}", f"lua w={w}", 0.9)
+    line(f"redis append w={w} / raw xadd w={w}", f"redis append w={w}", f"xadd w={w}")
+    line(f"redis append w={w} batch=10 / raw xadd w={w}", f"redis append w={w} batch=10", f"xadd w={w}", 1)
+    line(f"redis hot rebase-unless / append w={w}", f"redis hot w={w} rebase-unless", f"redis append w={w}", 0.8)
+    for b in ("embedded", "redis"):
+        retries = [rows[f"{b} hot w={w} rebase-unless"]["retries"]
+                   for rows in rounds.values() if f"{b} hot w={w} rebase-unless" in rows]
+        if retries:
+            out.append(f"{b} hot rebase-unless retries: {max(retries)} (target 0)"
+                       + ("" if n == 1 else f" (most in any of {len(retries)} rounds)"))
+    return out
+
+
+def main():
+    if len(sys.argv) not in (2, 3):
+        sys.exit(USAGE)
+    rounds = load(sys.argv[1])
+    if not rounds:
+        sys.exit(f"{sys.argv[1]}: no results")
+    print("\n".join(table(rounds, sys.argv[2] if len(sys.argv) == 3 else "64")))
+
+
+if __name__ == "__main__":
+    main()
