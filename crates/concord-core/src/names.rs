@@ -18,7 +18,7 @@ pub const NAME_BYTES_MAX: usize = 256;
 /// [`StreamName::recent`] (past it, it forgets them all and starts again).
 const RECENT_NAMES_MAX: usize = 256;
 
-type RecentNames<T> = std::cell::RefCell<std::collections::HashMap<Box<str>, T>>;
+type RecentNames<T> = std::cell::RefCell<foldhash::HashMap<Box<str>, T>>;
 
 thread_local! {
     static RECENT_TYPES: RecentNames<EventType> = RecentNames::default();

@@ -96,7 +96,7 @@ pub(crate) fn decode(
 /// Stream names by row id, looked up once each: a page of the global log names few streams
 /// many times, and a join would build the same name for every row.
 #[derive(Default)]
-pub(crate) struct StreamNames(std::collections::HashMap<i64, StreamName>);
+pub(crate) struct StreamNames(foldhash::HashMap<i64, StreamName>);
 
 impl StreamNames {
     /// The name of the stream with row id `id`.
@@ -137,8 +137,10 @@ pub(crate) fn decode_named(row: &Row<'_>) -> Result<RecordedEvent, EmbeddedError
 
 /// The indexed part of a stream's events from a version upwards and below a version (the
 /// first unflushed one), in version order along the `stream_index` table, each event a
-/// point lookup in the log. Columns: the version in the index, the stream id in the log, then
-/// [`EVENT_COLUMNS`] (as the run reads below, which repeat the log's version first).
+/// point lookup in the log. Columns: the stream id in the log, then [`EVENT_COLUMNS`], as
+/// in every statement that [`decode_indexed`] reads. The index's own version is not
+/// selected: the versions from the first one up are consecutive, and the log's must be
+/// those (a column fewer per event is about a twentieth of the read).
 ///
 /// Like every paged read here it has no `LIMIT ?`: a statement with a bound limit is
 /// re-prepared at every reuse from the statement cache (SQLite plans with the limit's
@@ -146,31 +148,36 @@ pub(crate) fn decode_named(row: &Row<'_>) -> Result<RecordedEvent, EmbeddedError
 /// as cheap as a limit.
 pub(crate) fn stream_forward_sql() -> String {
     format!(
-        "SELECT i.version, e.stream_id, {EVENT_COLUMNS} FROM stream_index i CROSS JOIN events e ON e.position = i.position
+        "SELECT e.stream_id, {EVENT_COLUMNS} FROM stream_index i CROSS JOIN events e ON e.position = i.position
          WHERE i.stream_id = ?1 AND i.version >= ?2 AND i.version < ?3 ORDER BY i.version"
     )
 }
 
 /// The indexed part of a stream's events from a version downwards, the index read in
-/// reverse (no `LIMIT ?`, as for [`stream_forward_sql`]).
+/// reverse (no `LIMIT ?`, as for [`stream_forward_sql`]). The first row's version is not
+/// known beforehand (the read may start above the stream's last version), so the index's
+/// version follows the event columns ([`BACKWARD_INDEX_VERSION`]).
 pub(crate) fn stream_backward_sql() -> String {
     format!(
-        "SELECT i.version, e.stream_id, {EVENT_COLUMNS} FROM stream_index i CROSS JOIN events e ON e.position = i.position
+        "SELECT e.stream_id, {EVENT_COLUMNS}, i.version FROM stream_index i CROSS JOIN events e ON e.position = i.position
          WHERE i.stream_id = ?1 AND i.version <= ?2 ORDER BY i.version DESC"
     )
 }
+
+/// The column of [`stream_backward_sql`] holding the index's version.
+const BACKWARD_INDEX_VERSION: usize = 9;
 
 /// The log's events from one position to another, for the unflushed events of one stream
 /// (dense there when it was written alone).
 fn range_sql() -> String {
     format!(
-        "SELECT e.version, e.stream_id, {EVENT_COLUMNS} FROM events e WHERE e.position BETWEEN ?1 AND ?2 ORDER BY e.position"
+        "SELECT e.stream_id, {EVENT_COLUMNS} FROM events e WHERE e.position BETWEEN ?1 AND ?2 ORDER BY e.position"
     )
 }
 
 /// One event by position.
 fn at_position_sql() -> String {
-    format!("SELECT e.version, e.stream_id, {EVENT_COLUMNS} FROM events e WHERE e.position = ?1")
+    format!("SELECT e.stream_id, {EVENT_COLUMNS} FROM events e WHERE e.position = ?1")
 }
 
 /// Decodes a row of the statements above as the event of `stream` that the stream index
@@ -183,22 +190,22 @@ fn decode_indexed(
     row: &Row<'_>,
 ) -> Result<RecordedEvent, EmbeddedError> {
     let held: i64 = row
-        .get(1)
+        .get(0)
         .map_err(EmbeddedError::sqlite("cannot read an event"))?;
-    let event = decode(stream.clone(), row, 2)?;
+    let event = decode(stream.clone(), row, 1)?;
     if held != stream_id || event.version.get() != version {
         return Err(EmbeddedError::Corrupted(format!(
-            "the stream index puts version {version} of stream {stream} at position {}, but the log holds version {} of stream id {held} there",
+            "along the stream index, version {version} of stream {stream} is at position {}, but the log holds version {} of stream id {held} there",
             event.position, event.version
         )));
     }
     Ok(event)
 }
 
-/// Column 0 of a stream index read: the version the index holds.
-fn index_version(row: &Row<'_>) -> Result<u64, EmbeddedError> {
+/// The index's version in a row of [`stream_backward_sql`].
+fn backward_index_version(row: &Row<'_>) -> Result<u64, EmbeddedError> {
     let v: i64 = row
-        .get(0)
+        .get(BACKWARD_INDEX_VERSION)
         .map_err(EmbeddedError::sqlite("cannot read a stream"))?;
     from_sql("version", v)
 }
@@ -231,7 +238,7 @@ fn events_at(
             .map_err(EmbeddedError::sqlite(context))?;
         let mut wanted = entries.iter().peekable();
         while let Some(row) = rows.next().map_err(EmbeddedError::sqlite(context))? {
-            let position: i64 = row.get(2).map_err(EmbeddedError::sqlite(context))?;
+            let position: i64 = row.get(1).map_err(EmbeddedError::sqlite(context))?;
             let Some(&&(version, at)) = wanted.peek() else {
                 break;
             };
@@ -313,10 +320,14 @@ pub(crate) fn stream_events(
                 let mut rows = stmt
                     .query((stream_id, to_sql(from.get())?, below_sql))
                     .map_err(EmbeddedError::sqlite(context))?;
+                // The index holds every version below `below`: from the first one read
+                // (version 0 is no event), each row is the next version.
+                let mut version = from.get().max(1);
                 while events.len() < limit
                     && let Some(row) = rows.next().map_err(EmbeddedError::sqlite(context))?
                 {
-                    let event = decode_indexed(stream, stream_id, index_version(row)?, row)?;
+                    let event = decode_indexed(stream, stream_id, version, row)?;
+                    version += 1;
                     // Positions grow with versions: the rest are unpublished too.
                     if event.position.get() > head {
                         return Ok(events);
@@ -338,10 +349,18 @@ pub(crate) fn stream_events(
                 let mut rows = stmt
                     .query((stream_id, sql_bound(top)))
                     .map_err(EmbeddedError::sqlite(context))?;
+                // Then each row is the version before (a version missing from the index
+                // shows as the log's version not being that one).
+                let mut previous: Option<u64> = None;
                 while events.len() < limit
                     && let Some(row) = rows.next().map_err(EmbeddedError::sqlite(context))?
                 {
-                    let event = decode_indexed(stream, stream_id, index_version(row)?, row)?;
+                    let version = match previous {
+                        None => backward_index_version(row)?,
+                        Some(v) => v.saturating_sub(1),
+                    };
+                    previous = Some(version);
+                    let event = decode_indexed(stream, stream_id, version, row)?;
                     if event.position.get() <= head {
                         events.push(event);
                     }

@@ -5,7 +5,7 @@
 //! the journal mode or the sync level. See `docs/design/embedded-store.md` for why each
 //! table and index exists.
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 use std::path::Path;
 
 use concord_core::StreamName;

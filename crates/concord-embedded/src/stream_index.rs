@@ -27,7 +27,7 @@
 //!
 //! [`EmbeddedOptions::index_flush_events`]: crate::EmbeddedOptions::index_flush_events
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard};
 
 /// The unflushed entries of one stream: consecutive versions from `first`, at `positions`.

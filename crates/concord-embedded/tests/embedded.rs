@@ -413,6 +413,42 @@ async fn a_log_that_disagrees_with_the_stream_index_is_reported_on_read() {
 }
 
 #[tokio::test]
+async fn a_version_missing_from_the_stream_index_is_reported_on_read() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        let events = (0..3).map(|n| event("E", n)).collect();
+        let _ = store
+            .append(append("a-1", ExpectedVersion::NoStream, events))
+            .await
+            .unwrap();
+    }
+    // Opening checks the index (`recovery_refuses_a_gap_in_a_streams_versions`): this
+    // damage comes after, from another connection while the store is open.
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    let raw = rusqlite::Connection::open(dir.path().join(DATA_FILE)).unwrap();
+    let removed = raw
+        .execute("DELETE FROM stream_index WHERE version = 2", [])
+        .unwrap();
+    assert_eq!(removed, 1, "the closed store had flushed its stream index");
+    drop(raw);
+    for (direction, from, missing, found) in [
+        (Direction::Forward, 1, 2, 3),
+        (Direction::Backward, 9, 2, 1),
+    ] {
+        let read = store
+            .read_stream(&stream("a-1"), Version(from), direction, 10)
+            .await;
+        let expected = format!("version {missing} of stream a-1 is at position");
+        let holds = format!("the log holds version {found} ");
+        assert!(
+            matches!(&read, Err(StoreError::Corrupted(m)) if m.contains(&expected) && m.contains(&holds)),
+            "{direction:?}: {read:?}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn opening_after_a_crash_rebuilds_the_stream_index_entries_not_yet_written() {
     let dir = tempfile::tempdir().unwrap();
     let raw = store_with_four_events(dir.path()).await;
