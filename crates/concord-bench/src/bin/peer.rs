@@ -8,8 +8,12 @@
 //!
 //! ```text
 //! cargo run --release -p concord-bench --features umadb --bin peer -- \
-//!     [--umadb PATH] [--dir DIR] [--seconds S] [--writers 1,2,4,...] [--out FILE.json]
+//!     [--umadb PATH] [--dir DIR] [--seconds S] [--writers 1,2,4,...] [--rounds R] [--out FILE.json]
 //! ```
+//! With `--rounds R` the whole sweep runs R times, the systems of each point in a rotated
+//! order (so none is always measured first, right after another system's writes), and
+//! the ratios the targets name are printed as medians and ranges over the rounds, each
+//! ratio taken between points of one round.
 //! Without `--umadb` (or when the binary does not start) UmaDB is left out. With
 //! `--concord PATH` (the `concord` binary), `concord serve --no-projections` over a fresh
 //! embedded store is driven through `concord_client::ConcordClient` (HTTP) with the same
@@ -41,6 +45,7 @@ struct Options {
     dir: PathBuf,
     seconds: f64,
     writers: Vec<u64>,
+    rounds: u32,
     out: Option<PathBuf>,
     /// Whether `concord serve` runs its built-in projections (off by default: UmaDB keeps
     /// no read models, so the comparison is event store against event store).
@@ -54,6 +59,7 @@ fn options() -> Result<Options> {
         dir: PathBuf::from("target/peer-bench"),
         seconds: 3.0,
         writers: vec![1, 2, 4, 8, 16, 32, 64],
+        rounds: 1,
         out: None,
         projections: false,
     };
@@ -71,6 +77,12 @@ fn options() -> Result<Options> {
                     .map(str::parse)
                     .collect::<std::result::Result<_, _>>()?;
             }
+            "--rounds" => {
+                o.rounds = value()?.parse()?;
+                if o.rounds == 0 {
+                    return Err("--rounds must be at least 1".into());
+                }
+            }
             "--out" => o.out = Some(PathBuf::from(value()?)),
             "--with-projections" => o.projections = true,
             other => return Err(format!("unknown flag {other}").into()),
@@ -79,8 +91,45 @@ fn options() -> Result<Options> {
     Ok(o)
 }
 
+/// The systems of a point, in the order of round 1.
+const SYSTEMS: [&str; 3] = ["concord-embedded", "concord-http", "umadb"];
+
+/// Issue 6's targets on this comparison: numerator, denominator, writers, least ratio.
+const TARGETS: &[(&str, &str, u64, f64)] = &[
+    ("concord-embedded", "umadb", 64, 3.0),
+    ("concord-embedded", "umadb", 1, 2.0),
+    ("concord-http", "umadb", 64, 1.5),
+    ("concord-http", "concord-embedded", 64, 0.5),
+];
+
+/// The median and range of some ratios.
+struct Summary {
+    median: f64,
+    min: f64,
+    max: f64,
+}
+
+impl Summary {
+    fn of(values: &[f64]) -> Option<Summary> {
+        let mut sorted = values.to_vec();
+        sorted.sort_by(f64::total_cmp);
+        let n = sorted.len();
+        let median = match n {
+            0 => return None,
+            _ if n % 2 == 1 => *sorted.get(n / 2)?,
+            _ => (*sorted.get(n / 2 - 1)? + *sorted.get(n / 2)?) / 2.0,
+        };
+        Some(Summary {
+            median,
+            min: *sorted.first()?,
+            max: *sorted.last()?,
+        })
+    }
+}
+
 /// One point of the comparison.
 struct Point {
+    round: u32,
     system: &'static str,
     writers: u64,
     events_per_sec: f64,
@@ -113,8 +162,10 @@ fn fsync_rate(dir: &Path, run: Duration) -> Result<f64> {
     Ok(n as f64 / start.elapsed().as_secs_f64())
 }
 
+/// W writers on streams `{prefix}-{w}`, new ones (a served store outlives the points).
 async fn concord_point(
     store: Arc<dyn EventStore>,
+    prefix: String,
     writers: u64,
     run: Duration,
 ) -> Result<(f64, u64)> {
@@ -124,14 +175,15 @@ async fn concord_point(
     let start = Instant::now();
     let tasks: Vec<_> = (0..writers)
         .map(|w| {
-            let (store, count, event_type, data) = (
+            let (store, count, event_type, data, prefix) = (
                 Arc::clone(&store),
                 Arc::clone(&count),
                 event_type.clone(),
                 data.clone(),
+                prefix.clone(),
             );
             tokio::spawn(async move {
-                let stream = StreamName::new(format!("bench{writers}-{w}"))?;
+                let stream = StreamName::new(format!("{prefix}-{w}"))?;
                 let mut version = Version::NONE;
                 while start.elapsed() < run {
                     let request = AppendRequest::new(
@@ -155,20 +207,22 @@ async fn concord_point(
     ))
 }
 
-async fn umadb_point(url: &str, writers: u64, run: Duration) -> Result<(f64, u64)> {
+/// W writers on the tags `{prefix}-{w}`.
+async fn umadb_point(url: &str, prefix: String, writers: u64, run: Duration) -> Result<(f64, u64)> {
     let client = Arc::new(AsyncUmaDbClient::connect(url.to_owned(), None, None, None).await?);
     let count = Arc::new(AtomicU64::new(0));
     let conflicts = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let tasks: Vec<_> = (0..writers)
         .map(|w| {
-            let (client, count, conflicts) = (
+            let (client, count, conflicts, prefix) = (
                 Arc::clone(&client),
                 Arc::clone(&count),
                 Arc::clone(&conflicts),
+                prefix.clone(),
             );
             tokio::spawn(async move {
-                let tag = format!("bench-{writers}-{w}");
+                let tag = format!("{prefix}-{w}");
                 let boundary = DcbQuery::new().item(DcbQueryItem::new().tags([tag.as_str()]));
                 let mut after = client.head().await?;
                 while start.elapsed() < run {
@@ -315,59 +369,100 @@ async fn main() -> Result<()> {
         None => None,
     };
     let mut points = Vec::new();
-    for &writers in &o.writers {
-        let store: Arc<dyn EventStore> = Arc::new(EmbeddedStore::open(
-            dir.path().join(format!("concord-{writers}")),
-        )?);
-        let (rate, conflicts) = concord_point(store, writers, run).await?;
-        points.push(Point {
-            system: "concord-embedded",
-            writers,
-            events_per_sec: rate,
-            conflicts,
-            load: load_average(),
-        });
-        if let Some((_, client)) = &served {
-            let (rate, conflicts) = concord_point(Arc::clone(client), writers, run).await?;
-            points.push(Point {
-                system: "concord-http",
-                writers,
-                events_per_sec: rate,
-                conflicts,
-                load: load_average(),
-            });
-        }
-        if let Some((_, url)) = &umadb {
-            let (rate, conflicts) = umadb_point(url, writers, run).await?;
-            points.push(Point {
-                system: "umadb",
-                writers,
-                events_per_sec: rate,
-                conflicts,
-                load: load_average(),
-            });
+    for round in 1..=o.rounds {
+        for &writers in &o.writers {
+            let prefix = format!("bench{writers}-r{round}");
+            // Round r starts with the (r-1)-th system: each one is measured first in some.
+            let mut order = SYSTEMS;
+            order.rotate_left((round as usize - 1) % SYSTEMS.len());
+            for system in order {
+                let measured = match system {
+                    "concord-embedded" => {
+                        let store: Arc<dyn EventStore> = Arc::new(EmbeddedStore::open(
+                            dir.path().join(format!("concord-{writers}-r{round}")),
+                        )?);
+                        Some(concord_point(store, prefix.clone(), writers, run).await?)
+                    }
+                    "concord-http" => match &served {
+                        Some((_, client)) => Some(
+                            concord_point(Arc::clone(client), prefix.clone(), writers, run).await?,
+                        ),
+                        None => None,
+                    },
+                    _ => match &umadb {
+                        Some((_, url)) => {
+                            Some(umadb_point(url, prefix.clone(), writers, run).await?)
+                        }
+                        None => None,
+                    },
+                };
+                if let Some((rate, conflicts)) = measured {
+                    points.push(Point {
+                        round,
+                        system,
+                        writers,
+                        events_per_sec: rate,
+                        conflicts,
+                        load: load_average(),
+                    });
+                }
+            }
         }
     }
     drop(umadb);
     drop(served);
 
     println!(
-        "{:<18} {:>7} {:>12} {:>9} {:>6}",
-        "system", "writers", "events/s", "conflicts", "load"
+        "{:>5} {:<18} {:>7} {:>12} {:>9} {:>6}",
+        "round", "system", "writers", "events/s", "conflicts", "load"
     );
     for p in &points {
         println!(
-            "{:<18} {:>7} {:>12.0} {:>9} {:>6.2}",
-            p.system, p.writers, p.events_per_sec, p.conflicts, p.load
+            "{:>5} {:<18} {:>7} {:>12.0} {:>9} {:>6.2}",
+            p.round, p.system, p.writers, p.events_per_sec, p.conflicts, p.load
         );
+    }
+    println!();
+    println!(
+        "ratios (each within one round; median and range over {} rounds)",
+        o.rounds
+    );
+    for (num, den, writers, target) in TARGETS {
+        let ratios: Vec<f64> = (1..=o.rounds)
+            .filter_map(|round| {
+                let rate = |system: &str| {
+                    points
+                        .iter()
+                        .find(|p| p.round == round && p.system == system && p.writers == *writers)
+                        .map(|p| p.events_per_sec)
+                };
+                Some(rate(num)? / rate(den)?)
+            })
+            .collect();
+        if let Some(summary) = Summary::of(&ratios) {
+            let met = ratios.iter().filter(|r| **r >= *target).count();
+            println!(
+                "{num:<16} / {den:<16} at {writers:>2} writers: median {:5.2}x  range {:.2}-{:.2}x  {} (target >= {target}x; {met} of {} rounds)",
+                summary.median,
+                summary.min,
+                summary.max,
+                if summary.median >= *target {
+                    "met"
+                } else {
+                    "NOT met"
+                },
+                ratios.len(),
+            );
+        }
     }
     if let Some(out) = &o.out {
         let json = serde_json::json!({
             "cores": cores,
             "seconds_per_point": o.seconds,
             "fsync_per_sec": fsync,
+            "rounds": o.rounds,
             "points": points.iter().map(|p| serde_json::json!({
-                "system": p.system, "writers": p.writers, "events_per_sec": p.events_per_sec,
+                "round": p.round, "system": p.system, "writers": p.writers, "events_per_sec": p.events_per_sec,
                 "conflicts": p.conflicts, "load_average": p.load,
             })).collect::<Vec<_>>(),
         });
