@@ -91,15 +91,36 @@ fn options() -> Result<Options> {
     Ok(o)
 }
 
+/// What a point measures.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum System {
+    /// Concord's embedded store, as a library in this process.
+    Embedded,
+    /// `concord serve` over the embedded store, through `ConcordClient`.
+    Http,
+    /// UmaDB's server, through its Rust client.
+    Umadb,
+}
+
+impl System {
+    fn name(self) -> &'static str {
+        match self {
+            System::Embedded => "concord-embedded",
+            System::Http => "concord-http",
+            System::Umadb => "umadb",
+        }
+    }
+}
+
 /// The systems of a point, in the order of round 1.
-const SYSTEMS: [&str; 3] = ["concord-embedded", "concord-http", "umadb"];
+const SYSTEMS: [System; 3] = [System::Embedded, System::Http, System::Umadb];
 
 /// Issue 6's targets on this comparison: numerator, denominator, writers, least ratio.
-const TARGETS: &[(&str, &str, u64, f64)] = &[
-    ("concord-embedded", "umadb", 64, 3.0),
-    ("concord-embedded", "umadb", 1, 2.0),
-    ("concord-http", "umadb", 64, 1.5),
-    ("concord-http", "concord-embedded", 64, 0.5),
+const TARGETS: &[(System, System, u64, f64)] = &[
+    (System::Embedded, System::Umadb, 64, 3.0),
+    (System::Embedded, System::Umadb, 1, 2.0),
+    (System::Http, System::Umadb, 64, 1.5),
+    (System::Http, System::Embedded, 64, 0.5),
 ];
 
 /// The median and range of some ratios.
@@ -130,7 +151,7 @@ impl Summary {
 /// One point of the comparison.
 struct Point {
     round: u32,
-    system: &'static str,
+    system: System,
     writers: u64,
     events_per_sec: f64,
     conflicts: u64,
@@ -368,6 +389,10 @@ async fn main() -> Result<()> {
         },
         None => None,
     };
+    println!(
+        "{:>5} {:<18} {:>7} {:>12} {:>9} {:>6}",
+        "round", "system", "writers", "events/s", "conflicts", "load"
+    );
     let mut points = Vec::new();
     for round in 1..=o.rounds {
         for &writers in &o.writers {
@@ -377,19 +402,19 @@ async fn main() -> Result<()> {
             order.rotate_left((round as usize - 1) % SYSTEMS.len());
             for system in order {
                 let measured = match system {
-                    "concord-embedded" => {
+                    System::Embedded => {
                         let store: Arc<dyn EventStore> = Arc::new(EmbeddedStore::open(
                             dir.path().join(format!("concord-{writers}-r{round}")),
                         )?);
                         Some(concord_point(store, prefix.clone(), writers, run).await?)
                     }
-                    "concord-http" => match &served {
+                    System::Http => match &served {
                         Some((_, client)) => Some(
                             concord_point(Arc::clone(client), prefix.clone(), writers, run).await?,
                         ),
                         None => None,
                     },
-                    _ => match &umadb {
+                    System::Umadb => match &umadb {
                         Some((_, url)) => {
                             Some(umadb_point(url, prefix.clone(), writers, run).await?)
                         }
@@ -397,14 +422,25 @@ async fn main() -> Result<()> {
                     },
                 };
                 if let Some((rate, conflicts)) = measured {
-                    points.push(Point {
+                    let point = Point {
                         round,
                         system,
                         writers,
                         events_per_sec: rate,
                         conflicts,
                         load: load_average(),
-                    });
+                    };
+                    // Each point as it is measured: a sweep in rounds takes minutes.
+                    println!(
+                        "{:>5} {:<18} {:>7} {:>12.0} {:>9} {:>6.2}",
+                        point.round,
+                        point.system.name(),
+                        point.writers,
+                        point.events_per_sec,
+                        point.conflicts,
+                        point.load
+                    );
+                    points.push(point);
                 }
             }
         }
@@ -412,41 +448,32 @@ async fn main() -> Result<()> {
     drop(umadb);
     drop(served);
 
-    println!(
-        "{:>5} {:<18} {:>7} {:>12} {:>9} {:>6}",
-        "round", "system", "writers", "events/s", "conflicts", "load"
-    );
-    for p in &points {
-        println!(
-            "{:>5} {:<18} {:>7} {:>12.0} {:>9} {:>6.2}",
-            p.round, p.system, p.writers, p.events_per_sec, p.conflicts, p.load
-        );
-    }
     println!();
     println!(
         "ratios (each within one round; median and range over {} rounds)",
         o.rounds
     );
-    for (num, den, writers, target) in TARGETS {
+    for &(num, den, writers, target) in TARGETS {
         let ratios: Vec<f64> = (1..=o.rounds)
             .filter_map(|round| {
-                let rate = |system: &str| {
+                let rate = |system: System| {
                     points
                         .iter()
-                        .find(|p| p.round == round && p.system == system && p.writers == *writers)
+                        .find(|p| p.round == round && p.system == system && p.writers == writers)
                         .map(|p| p.events_per_sec)
                 };
                 Some(rate(num)? / rate(den)?)
             })
             .collect();
         if let Some(summary) = Summary::of(&ratios) {
-            let met = ratios.iter().filter(|r| **r >= *target).count();
+            let met = ratios.iter().filter(|r| **r >= target).count();
+            let (num, den) = (num.name(), den.name());
             println!(
                 "{num:<16} / {den:<16} at {writers:>2} writers: median {:5.2}x  range {:.2}-{:.2}x  {} (target >= {target}x; {met} of {} rounds)",
                 summary.median,
                 summary.min,
                 summary.max,
-                if summary.median >= *target {
+                if summary.median >= target {
                     "met"
                 } else {
                     "NOT met"
@@ -462,7 +489,7 @@ async fn main() -> Result<()> {
             "fsync_per_sec": fsync,
             "rounds": o.rounds,
             "points": points.iter().map(|p| serde_json::json!({
-                "round": p.round, "system": p.system, "writers": p.writers, "events_per_sec": p.events_per_sec,
+                "round": p.round, "system": p.system.name(), "writers": p.writers, "events_per_sec": p.events_per_sec,
                 "conflicts": p.conflicts, "load_average": p.load,
             })).collect::<Vec<_>>(),
         });
