@@ -156,16 +156,13 @@ pub(crate) fn stream_forward_sql() -> String {
 /// The indexed part of a stream's events from a version downwards, the index read in
 /// reverse (no `LIMIT ?`, as for [`stream_forward_sql`]). The first row's version is not
 /// known beforehand (the read may start above the stream's last version), so the index's
-/// version follows the event columns ([`BACKWARD_INDEX_VERSION`]).
+/// version is the last column, after the event columns.
 pub(crate) fn stream_backward_sql() -> String {
     format!(
         "SELECT e.stream_id, {EVENT_COLUMNS}, i.version FROM stream_index i CROSS JOIN events e ON e.position = i.position
          WHERE i.stream_id = ?1 AND i.version <= ?2 ORDER BY i.version DESC"
     )
 }
-
-/// The column of [`stream_backward_sql`] holding the index's version.
-const BACKWARD_INDEX_VERSION: usize = 9;
 
 /// The log's events from one position to another, for the unflushed events of one stream
 /// (dense there when it was written alone).
@@ -202,10 +199,11 @@ fn decode_indexed(
     Ok(event)
 }
 
-/// The index's version in a row of [`stream_backward_sql`].
+/// The index's version in a row of [`stream_backward_sql`] (its last column).
 fn backward_index_version(row: &Row<'_>) -> Result<u64, EmbeddedError> {
+    let last = row.as_ref().column_count().saturating_sub(1);
     let v: i64 = row
-        .get(BACKWARD_INDEX_VERSION)
+        .get(last)
         .map_err(EmbeddedError::sqlite("cannot read a stream"))?;
     from_sql("version", v)
 }
@@ -327,7 +325,7 @@ pub(crate) fn stream_events(
                     && let Some(row) = rows.next().map_err(EmbeddedError::sqlite(context))?
                 {
                     let event = decode_indexed(stream, stream_id, version, row)?;
-                    version += 1;
+                    version = version.saturating_add(1);
                     // Positions grow with versions: the rest are unpublished too.
                     if event.position.get() > head {
                         return Ok(events);
