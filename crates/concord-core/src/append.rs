@@ -292,7 +292,8 @@ pub enum AppendPlan {
 ///
 /// `found` is where each event id already stands in the stream; `concurrent_types(e)`
 /// gives the types of *all* events after version `e` (the rebase rule must see every one,
-/// not only the first 100). It is called only when a rebase is possible.
+/// not only the first 100; a type may be given once for all its events). It is called
+/// only when a rebase is possible.
 pub fn plan_append<I>(
     request: &AppendRequest,
     actual: Version,

@@ -806,6 +806,64 @@ async fn concurrent_events_of_a_contended_stream_are_exactly_the_stored_ones() {
     );
 }
 
+/// The rebase rule on a contended stream reads the concurrent types from the writer's
+/// tail, which remembers each type's last version while a stream has had at most 64 types
+/// and compares every held event's type past that. Both must decide as the rule says: a
+/// listed type among the concurrent events refuses the rebase, one that only came before
+/// the expected version does not.
+#[tokio::test]
+async fn the_rebase_rule_of_a_contended_stream_sees_the_type_of_every_concurrent_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    let s = "hot-2";
+    let _ = store
+        .append(append(s, ExpectedVersion::NoStream, vec![event("T0", 0)]))
+        .await
+        .unwrap();
+    let ty = |name: &str| EventType::new(name).unwrap();
+    let stale = |at: Version, unless: Vec<EventType>| {
+        append(s, ExpectedVersion::Exact(at), vec![event("Noted", 0)]).rebase_unless(unless)
+    };
+    // 100 types in all: the tail stops remembering types at 64, half way through.
+    for round in 1..100u64 {
+        let at = store.stream_version(&stream(s)).await.unwrap();
+        let (this, before) = (format!("T{round}"), format!("T{}", round - 1));
+        let written = store
+            .append(append(
+                s,
+                ExpectedVersion::Exact(at),
+                vec![event(&this, round)],
+            ))
+            .await
+            .unwrap();
+        assert!(!written.is_rebased());
+        let rebased = store.append(stale(at, vec![ty(&before)])).await.unwrap();
+        assert!(
+            rebased.is_rebased(),
+            "round {round}: {before} is not concurrent"
+        );
+        for unless in [vec![ty(&this)], vec![ty("Never"), ty("Noted")]] {
+            let refused = store.append(stale(at, unless.clone())).await;
+            assert!(
+                matches!(&refused, Err(StoreError::Conflict(c)) if c.concurrent_events.len() == 2),
+                "round {round}: {unless:?} is among the concurrent types: {refused:?}"
+            );
+        }
+        let rebased = store
+            .append(stale(at.next(), vec![ty(&this), ty(&before)]))
+            .await
+            .unwrap();
+        assert!(
+            rebased.is_rebased(),
+            "round {round}: after {this}, only Noted"
+        );
+    }
+    assert_eq!(
+        store.stream_version(&stream(s)).await.unwrap(),
+        Version(298)
+    );
+}
+
 /// Sends `requests` as multi-stream appends while the writer is paused, so they form one
 /// batch, and returns their answers in order.
 async fn multi_in_one_batch(
