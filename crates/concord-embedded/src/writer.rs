@@ -18,10 +18,10 @@
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
-
-use foldhash::{HashMap, HashMapExt};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 use std::sync::{Arc, OnceLock};
+
+use foldhash::{HashMap, HashMapExt};
 
 use concord_core::{
     AppendOutcome, AppendPlan, AppendRequest, Appended, Conflict, Direction, EventType, HeadSignal,
@@ -206,18 +206,18 @@ impl Tails {
         self.streams.get(&stream_id)?.from(from)
     }
 
-    /// The types of the events after version `after`, when the tail holds them all: each
-    /// type once when the tail remembers last versions, else one per event.
-    fn types_after(&self, stream_id: i64, after: Version) -> Option<Vec<&EventType>> {
+    /// The types of the events after version `after` (borrowed), when the tail holds them
+    /// all: each type once when the tail remembers last versions, else one per event.
+    fn types_after(&self, stream_id: i64, after: Version) -> Option<Vec<Cow<'_, EventType>>> {
         let tail = self.streams.get(&stream_id)?;
         let held = tail.from(after.next())?;
         Some(match &tail.last_of_type {
             Some(types) => types
                 .iter()
                 .filter(|&(_, last)| *last > after)
-                .map(|(t, _)| t)
+                .map(|(t, _)| Cow::Borrowed(t))
                 .collect(),
-            None => held.map(|event| &event.event_type).collect(),
+            None => held.map(|event| Cow::Borrowed(&event.event_type)).collect(),
         })
     }
 }
@@ -719,7 +719,7 @@ impl Writer {
     ) -> Result<Vec<Cow<'_, EventType>>, EmbeddedError> {
         match state {
             Some(s) => match self.tails.types_after(s.id, after) {
-                Some(types) => Ok(types.into_iter().map(Cow::Borrowed).collect()),
+                Some(types) => Ok(types),
                 None => Ok(self
                     .types_after(stream, s.id, after)?
                     .into_iter()
