@@ -72,6 +72,11 @@ pub trait EventStore: Send + Sync + fmt::Debug + 'static {
     /// Appends `request.events` atomically if `request.expected` holds (or a server-side
     /// rebase applies), or recognises a repeated append by its event ids.
     ///
+    /// **Cancellation:** a caller may drop the future before it resolves (it timed out, or
+    /// was interrupted). The store then holds the whole append or none of it, never a
+    /// part, and the caller does not know which: re-sending the same event ids settles it
+    /// (the append is written, or answered as a duplicate of the abandoned one).
+    ///
     /// # Errors
     /// [`StoreError::Conflict`] with the concurrent events; [`StoreError::PartialDuplicate`];
     /// [`StoreError::Invalid`] or [`StoreError::TooLarge`] with nothing written; backend
@@ -141,7 +146,8 @@ pub trait EventStore: Send + Sync + fmt::Debug + 'static {
     /// recognises a repeated append by its event ids (over all parts).
     ///
     /// A backend implements it only if it can make the whole request atomic; there is no
-    /// fallback that appends part by part.
+    /// fallback that appends part by part. Dropping the future is as for [`Self::append`]:
+    /// every part or none.
     ///
     /// # Errors
     /// [`StoreError::Conflicts`] naming every stale part (also for a single part);

@@ -39,6 +39,7 @@ mod ui;
 use std::future::Future;
 use std::sync::Arc;
 
+use axum::serve::ListenerExt as _;
 use concord_core::EventStore;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -89,6 +90,14 @@ pub async fn serve(
     let sender = Arc::new(sender);
     let app = routes::build(Arc::clone(&store), config, tokens, Arc::clone(&sender));
     tracing::info!(%addr, store = store.backend(), "serving the Concord HTTP API");
+    // Subscriptions send each event as a small write of its own: with Nagle's algorithm a
+    // second event within a round trip would wait for the ACK of the first, which a client
+    // may delay by up to 40 ms. (For request/response appends it measured no difference.)
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             shutdown.await;

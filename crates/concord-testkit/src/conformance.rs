@@ -19,8 +19,8 @@ use std::time::Duration;
 
 use concord_core::{
     AppendOutcome, AppendRequest, Category, Conflict, EventId, EventStore, EventType,
-    ExpectedVersion, Filter, Json, NewEvent, Position, RecordedEvent, StoreError, StreamName,
-    Subscription, Tag, Version,
+    ExpectedVersion, Filter, Json, MultiAppendRequest, NewEvent, Position, RecordedEvent,
+    StoreError, StreamName, Subscription, Tag, Version,
 };
 use futures::StreamExt;
 use serde_json::json;
@@ -905,6 +905,70 @@ pub async fn resending_a_consecutive_run_of_earlier_ids_is_a_duplicate(store: Ar
         (Position(11), Position(12))
     );
     assert_eq!(snapshot(&store, &[&s]).await, before);
+}
+
+/// A caller that stops waiting (drops the append's future after its first poll: a timeout,
+/// an interrupted command) leaves the whole append or none of it; re-sending
+/// the same events then finds them written once, at the versions they were meant for.
+pub async fn an_abandoned_append_is_written_whole_or_not_at_all(store: Arc<dyn EventStore>) {
+    use futures::FutureExt as _;
+    let s = stream("account-1");
+    seed(&store, &s, 3).await;
+    let events = deposits(5);
+    let request = || {
+        AppendRequest::new(
+            s.clone(),
+            ExpectedVersion::Exact(Version(3)),
+            events.clone(),
+        )
+    };
+    let multi = MultiAppendRequest::new(vec![AppendRequest::new(
+        stream("account-2"),
+        ExpectedVersion::NoStream,
+        deposits(4),
+    )]);
+    let mut abandoned = store.append(request());
+    // Polled once, so a store that hands appends on (to a writer, Redis, a server) may
+    // have done so; then dropped.
+    let _ = (&mut abandoned).now_or_never();
+    drop(abandoned);
+    let mut abandoned = store.append_multi(multi.clone());
+    let _ = (&mut abandoned).now_or_never();
+    drop(abandoned);
+
+    let again = tokio::time::timeout(WAIT, store.append(request()))
+        .await
+        .expect("the re-sent append was not answered")
+        .expect("the abandoned append was written in part, or the re-sent one failed");
+    assert_eq!(
+        (
+            again.appended().first_version,
+            again.appended().last_version
+        ),
+        (Version(4), Version(8)),
+        "{again:?}"
+    );
+    let whole = read_whole_stream(&store, &s).await;
+    assert_eq!(versions(&whole), (1..=8).collect::<Vec<_>>());
+    assert_eq!(
+        ids(&whole[3..]),
+        events.iter().map(|e| e.id).collect::<Vec<_>>()
+    );
+
+    let again = tokio::time::timeout(WAIT, store.append_multi(multi.clone()))
+        .await
+        .expect("the re-sent multi-stream append was not answered")
+        .expect("the abandoned multi-stream append was written in part, or the re-sent one failed");
+    assert_eq!(again.parts.len(), 1);
+    let part = read_whole_stream(&store, &stream("account-2")).await;
+    assert_eq!(
+        ids(&part),
+        multi.parts[0]
+            .events
+            .iter()
+            .map(|e| e.id)
+            .collect::<Vec<_>>()
+    );
 }
 
 /// An append of some known and some new ids is a partial duplicate: nothing is written.
@@ -2006,6 +2070,7 @@ macro_rules! conformance_suite {
             rebase_never_applies_to_non_numeric_or_ahead_expectations,
             reappending_the_same_ids_is_a_duplicate_with_the_original_versions_and_positions,
             resending_a_consecutive_run_of_earlier_ids_is_a_duplicate,
+            an_abandoned_append_is_written_whole_or_not_at_all,
             partial_duplicate_is_rejected_and_writes_nothing,
             same_ids_in_a_different_order_are_a_partial_duplicate,
             reading_a_stream_forward_pages_from_a_version,

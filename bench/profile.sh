@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# Flame graphs of the scenarios behind issue 6's speed targets, so that what bounds each one
+# can be seen rather than asserted (BENCHMARKS.md, "Where each target stands", links them).
+#
+#   bench/profile.sh [OUT_DIR] [SECONDS]   (defaults: bench/results/profiles, 5 s per profile)
+#
+# One SVG per scenario, every thread of the process(es) involved, kernel frames included:
+#   append-w64        embedded store, 64 writers on distinct streams (the SQLite-ratio target)
+#   hot-rebase-w64    embedded store, 64 writers on one stream under rebase-unless
+#   read              embedded store, rehydrating a 100 000-event stream for SECONDS
+#   http-append-w64   `concord serve --no-projections` and the `concord bench` client, 64 writers
+#   redis-append-w64  redis-server and the `concord bench` client, 64 writers
+#
+# Needs perf (Debian: linux-perf) and inferno (`cargo install inferno`), redis-server for the
+# last one (SKIP_REDIS=1 leaves it out). ONLY="read http-append-w64" profiles just those. Call graphs are unwound from DWARF: the release
+# profile keeps line tables (`debug = 1`). perf may need `kernel.perf_event_paranoid` <= 1.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT="${1:-bench/results/profiles}"
+SECS="${2:-5}"
+[[ "$SECS" =~ ^[1-9][0-9]*$ ]] || { echo "profile.sh: SECONDS must be a positive number, not '$SECS'" >&2; exit 2; }
+for tool in perf inferno-collapse-perf inferno-flamegraph python3; do
+  command -v "$tool" >/dev/null || {
+    echo "profile.sh: '$tool' is missing (perf: apt-get install linux-perf; inferno: cargo install inferno)" >&2
+    exit 2
+  }
+done
+
+cargo build --release -q -p concord --bin concord
+CONCORD="$PWD/target/release/concord"
+mkdir -p "$OUT" target/bench-run
+work="$(cd "$(mktemp -d target/bench-run/profile.XXXXXX)" && pwd)"
+echo "profiles into $OUT, scratch in $work; $(nproc) cores; $(uptime)"
+
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
+trap cleanup EXIT
+
+wanted() { [[ -z "${ONLY:-}" || " $ONLY " == *" $1 "* ]]; }
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# render NAME TITLE [COLLAPSE-OPTIONS] : perf data in $work/NAME.data -> $OUT/NAME.svg
+render() {
+  perf script -i "$work/$1.data" 2>/dev/null | inferno-collapse-perf --all ${3:-} >"$work/$1.folded"
+  inferno-flamegraph --title "$2" --minwidth 0.2 <"$work/$1.folded" >"$OUT/$1.svg"
+  echo "  $OUT/$1.svg ($(wc -l <"$work/$1.folded") distinct stacks)"
+}
+
+# record NAME PID... : SECS seconds of the given processes, every thread.
+record() {
+  local name="$1"; shift
+  local list; list="$(IFS=,; echo "$*")"
+  perf record -q -F 299 --call-graph dwarf,16384 -p "$list" -o "$work/$name.data" -- sleep "$SECS" 2>/dev/null
+}
+
+# in_process NAME TITLE ARGS... : `concord bench ARGS` on a fresh embedded store, profiled
+# from its start (seeding included, under its own threads) to its end.
+in_process() {
+  local name="$1" title="$2"; shift 2
+  wanted "$name" || return 0
+  echo "== $name: concord bench $*"
+  perf record -q -F 299 --call-graph dwarf,16384 -o "$work/$name.data" -- \
+    "$CONCORD" --store "$work/$name" --json bench "$@" >"$work/$name.json" 2>"$work/$name.err" ||
+    { echo "profile.sh: concord bench $* failed:" >&2; cat "$work/$name.err" >&2; exit 1; }
+  render "$name" "$title"
+}
+
+in_process append-w64 "embedded append, 64 writers (writer thread: SQLite)" \
+  append --writers 64 --duration "$SECS"
+in_process hot-rebase-w64 "embedded hot stream, 64 writers, rebase-unless" \
+  hot --writers 64 --policy rebase-unless --duration "$SECS"
+in_process read "embedded rehydrate of 100 000 events (seeding under concord-writer)" \
+  read --duration "$SECS"
+
+if wanted http-append-w64; then
+  echo "== http-append-w64: concord serve --no-projections + concord bench --store http://"
+  port="$(free_port)"
+  "$CONCORD" serve --no-projections --addr "127.0.0.1:$port" --store "$work/served" >"$work/serve.log" 2>&1 &
+  server=$!; pids+=("$server")
+  until "$CONCORD" --store "http://127.0.0.1:$port" streams >/dev/null 2>&1; do
+    kill -0 "$server" 2>/dev/null || { echo "profile.sh: concord serve did not start:" >&2; cat "$work/serve.log" >&2; exit 1; }
+    sleep 0.1
+  done
+  "$CONCORD" --store "http://127.0.0.1:$port" --json bench append --writers 64 --duration $((SECS + 2)) \
+    >"$work/http.json" 2>"$work/http.err" &
+  client=$!; pids+=("$client")
+  sleep 1
+  record http-append-w64 "$server" "$client"
+  wait "$client" || { echo "profile.sh: the HTTP bench failed:" >&2; cat "$work/http.err" >&2; exit 1; }
+  render http-append-w64 "HTTP append, 64 connections: concord serve (pid $server) and the bench client (pid $client)" --pid
+  kill "$server"
+fi
+
+if [[ "${SKIP_REDIS:-}" != 1 ]] && wanted redis-append-w64; then
+  command -v redis-server >/dev/null || { echo "profile.sh: redis-server is missing (apt-get install redis-server), or SKIP_REDIS=1" >&2; exit 2; }
+  echo "== redis-append-w64: redis-server + concord bench --store redis://"
+  rport="$(free_port)"
+  mkdir -p "$work/redis"
+  redis-server --port "$rport" --bind 127.0.0.1 --dir "$work/redis" --save "" --appendonly no \
+    --daemonize no --logfile "$work/redis/redis.log" &
+  redis=$!; pids+=("$redis")
+  until redis-cli -p "$rport" ping >/dev/null 2>&1; do sleep 0.1; done
+  "$CONCORD" --store "redis://127.0.0.1:$rport/0" --json bench append --writers 64 --duration $((SECS + 2)) \
+    >"$work/redis.json" 2>"$work/redis.err" &
+  client=$!; pids+=("$client")
+  sleep 1
+  record redis-append-w64 "$redis" "$client"
+  wait "$client" || { echo "profile.sh: the Redis bench failed:" >&2; cat "$work/redis.err" >&2; exit 1; }
+  render redis-append-w64 "Redis append, 64 writers: redis-server and the bench client (pid $client)" --pid
+fi
+echo "done; the rates measured while profiling (perf slows them) are in $work/*.json"
