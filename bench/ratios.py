@@ -8,7 +8,9 @@ Each line of RESULTS.jsonl is `{"label": …, "round": k, "report": <concord ben
 round: the machine moves between rounds (on the VMs here, ±20 % within minutes), so each
 round's baselines are what its figures are judged against. With several rounds a line
 shows the median ratio and the range over rounds; the verdict is the median's, and
-"(n of m rounds)" says how many rounds met the target on their own.
+"(n of m rounds)" says how many rounds met the target on their own. The `cpu probe` line
+(a timed Python loop per round) is printed beside the ratios: the two absolute targets
+(read, catch-up) are only as fast as the CPU was in that round.
 """
 
 import json
@@ -80,6 +82,11 @@ def table(rounds, w):
     line(f"redis append w={w} / raw xadd w={w}", f"redis append w={w}", f"xadd w={w}")
     line(f"redis append w={w} batch=10 / raw xadd w={w}", f"redis append w={w} batch=10", f"xadd w={w}", 1)
     line(f"redis hot rebase-unless / append w={w}", f"redis hot w={w} rebase-unless", f"redis append w={w}", 0.8)
+    probes = [rows["cpu probe"]["seconds"] for rows in rounds.values() if "cpu probe" in rows]
+    if probes:
+        spread = "" if len(probes) == 1 else f" (range {min(probes):.2f}-{max(probes):.2f} s)"
+        out.append(f"cpu probe, 10 M-step Python loop: {statistics.median(probes):.2f} s{spread}"
+                   " (absolute targets move with it)")
     for b in ("embedded", "redis"):
         retries = [rows[f"{b} hot w={w} rebase-unless"]["retries"]
                    for rows in rounds.values() if f"{b} hot w={w} rebase-unless" in rows]

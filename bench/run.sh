@@ -68,8 +68,23 @@ if [[ "${SKIP_REDIS:-}" != 1 ]]; then
   sha="$(redis-cli -h "$rhost" -p "$rport" SCRIPT LOAD "$(cat bench/minimal-conditional-append.lua)")"
 fi
 
+# How fast this machine's CPU is right now (a 10-million-step Python loop, seconds): the
+# absolute targets (read, catch-up) move with it, and on these VMs it moves by half within
+# an hour. ratios.py prints it beside the ratios.
+cpu_probe() {
+  local secs
+  secs="$(python3 -c 'import time
+t = time.perf_counter()
+s = 0
+for i in range(10_000_000): s += i
+print(round(time.perf_counter() - t, 3))')"
+  echo "{\"label\": \"cpu probe\", \"round\": $round, \"report\": {\"scenario\": \"probe-cpu\", \"seconds\": $secs, \"events_per_sec\": $(python3 -c "print(round(10_000_000 / $secs))")}}" >>"$results"
+  printf '%-34s %11s s  (10 M-step Python loop; lower is faster)\n' "cpu probe" "$secs"
+}
+
 for round in $(seq "$ROUNDS"); do
   [[ "$ROUNDS" == 1 ]] || echo "== round $round of $ROUNDS ($(uptime))"
+  cpu_probe
   if [[ "${SKIP_EMBEDDED:-}" != 1 ]]; then
     E="$work/embedded"; [[ "$ROUNDS" == 1 ]] || E="$work/round$round/embedded"
     echo "== embedded store ($E)"

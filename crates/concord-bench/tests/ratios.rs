@@ -114,3 +114,27 @@ fn a_line_that_is_not_a_result_is_named_and_fails_the_run() {
         output.stdout
     );
 }
+
+#[test]
+fn the_cpu_probe_of_each_round_is_printed_beside_the_ratios() {
+    let probe = |round: u32, seconds: f64| {
+        serde_json::json!({
+            "label": "cpu probe",
+            "round": round,
+            "report": { "scenario": "probe-cpu", "seconds": seconds, "events_per_sec": 1.0e7 / seconds },
+        })
+        .to_string()
+    };
+    let table = stdout(&ratios(&[
+        probe(1, 0.9),
+        result("embedded read n=100000", Some(1), 1_050_000.0),
+        probe(2, 1.5),
+        result("embedded read n=100000", Some(2), 600_000.0),
+        probe(3, 1.1),
+        result("embedded read n=100000", Some(3), 900_000.0),
+    ]));
+    let line = line_of(&table, "cpu probe, 10 M-step Python loop:");
+    assert!(line.contains(" 1.10 s (range 0.90-1.50 s)"), "{line}");
+    let read = line_of(&table, "embedded read (events/s) / 1 000 000");
+    assert!(read.contains("median   0.90x"), "{read}");
+}
