@@ -40,11 +40,20 @@ wanted() { [[ -z "${ONLY:-}" || " $ONLY " == *" $1 "* ]]; }
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-# render NAME TITLE [COLLAPSE-OPTIONS] : perf data in $work/NAME.data -> $OUT/NAME.svg
+# render NAME TITLE [PID=LABEL ...] : perf data in $work/NAME.data -> $OUT/NAME.svg. With
+# PID=LABEL pairs (two processes in one profile) each thread is named after its process.
 render() {
-  perf script -i "$work/$1.data" 2>/dev/null | inferno-collapse-perf --all ${3:-} >"$work/$1.folded"
-  inferno-flamegraph --title "$2" --minwidth 0.2 <"$work/$1.folded" >"$OUT/$1.svg"
-  echo "  $OUT/$1.svg ($(wc -l <"$work/$1.folded") distinct stacks)"
+  local name="$1" title="$2"; shift 2
+  if (($#)); then
+    local rename=() pair
+    for pair in "$@"; do rename+=(-e "s/^\([^;]*\)-${pair%%=*};/\1 (${pair#*=});/"); done
+    perf script -F comm,pid,tid,time,event,ip,sym,dso -i "$work/$name.data" 2>/dev/null |
+      inferno-collapse-perf --all --pid | sed "${rename[@]}" >"$work/$name.folded"
+  else
+    perf script -i "$work/$name.data" 2>/dev/null | inferno-collapse-perf --all >"$work/$name.folded"
+  fi
+  inferno-flamegraph --title "$title" --minwidth 0.2 <"$work/$name.folded" >"$OUT/$name.svg"
+  echo "  $OUT/$name.svg ($(wc -l <"$work/$name.folded") distinct stacks)"
 }
 
 # record NAME PID... : SECS seconds of the given processes, every thread.
@@ -88,7 +97,8 @@ if wanted http-append-w64; then
   sleep 1
   record http-append-w64 "$server" "$client"
   wait "$client" || { echo "profile.sh: the HTTP bench failed:" >&2; cat "$work/http.err" >&2; exit 1; }
-  render http-append-w64 "HTTP append, 64 connections: concord serve (pid $server) and the bench client (pid $client)" --pid
+  render http-append-w64 "HTTP append, 64 connections: concord serve and the bench client" \
+    "$server=server" "$client=client"
   kill "$server"
 fi
 
@@ -107,6 +117,7 @@ if [[ "${SKIP_REDIS:-}" != 1 ]] && wanted redis-append-w64; then
   sleep 1
   record redis-append-w64 "$redis" "$client"
   wait "$client" || { echo "profile.sh: the Redis bench failed:" >&2; cat "$work/redis.err" >&2; exit 1; }
-  render redis-append-w64 "Redis append, 64 writers: redis-server and the bench client (pid $client)" --pid
+  render redis-append-w64 "Redis append, 64 writers: redis-server and the bench client" \
+    "$redis=redis" "$client=client"
 fi
 echo "done; the rates measured while profiling (perf slows them) are in $work/*.json"
