@@ -82,6 +82,19 @@ in_process hot-rebase-w64 "embedded hot stream, 64 writers, rebase-unless" \
 in_process read "embedded rehydrate of 100 000 events (seeding under concord-writer)" \
   read --duration "$SECS"
 
+# beside SERVER LABEL NAME TITLE URL : the bench client appending with 64 writers to URL,
+# profiled together with the already running process SERVER (named LABEL in the graph).
+beside() {
+  local server="$1" label="$2" name="$3" title="$4" url="$5"
+  "$CONCORD" --store "$url" --json bench append --writers 64 --duration $((SECS + 2)) \
+    >"$work/$name.json" 2>"$work/$name.err" &
+  local client=$!; pids+=("$client")
+  sleep 1 # the writers' start-up (streams created, connections opened) is not what is asked
+  record "$name" "$server" "$client"
+  wait "$client" || { echo "profile.sh: the bench client of $name failed:" >&2; cat "$work/$name.err" >&2; exit 1; }
+  render "$name" "$title" "$server=$label" "$client=client"
+}
+
 if wanted http-append-w64; then
   echo "== http-append-w64: concord serve --no-projections + concord bench --store http://"
   port="$(free_port)"
@@ -91,14 +104,8 @@ if wanted http-append-w64; then
     kill -0 "$server" 2>/dev/null || { echo "profile.sh: concord serve did not start:" >&2; cat "$work/serve.log" >&2; exit 1; }
     sleep 0.1
   done
-  "$CONCORD" --store "http://127.0.0.1:$port" --json bench append --writers 64 --duration $((SECS + 2)) \
-    >"$work/http.json" 2>"$work/http.err" &
-  client=$!; pids+=("$client")
-  sleep 1
-  record http-append-w64 "$server" "$client"
-  wait "$client" || { echo "profile.sh: the HTTP bench failed:" >&2; cat "$work/http.err" >&2; exit 1; }
-  render http-append-w64 "HTTP append, 64 connections: concord serve and the bench client" \
-    "$server=server" "$client=client"
+  beside "$server" server http-append-w64 "HTTP append, 64 connections: concord serve and the bench client" \
+    "http://127.0.0.1:$port"
   kill "$server"
 fi
 
@@ -111,13 +118,7 @@ if [[ "${SKIP_REDIS:-}" != 1 ]] && wanted redis-append-w64; then
     --daemonize no --logfile "$work/redis/redis.log" &
   redis=$!; pids+=("$redis")
   until redis-cli -p "$rport" ping >/dev/null 2>&1; do sleep 0.1; done
-  "$CONCORD" --store "redis://127.0.0.1:$rport/0" --json bench append --writers 64 --duration $((SECS + 2)) \
-    >"$work/redis.json" 2>"$work/redis.err" &
-  client=$!; pids+=("$client")
-  sleep 1
-  record redis-append-w64 "$redis" "$client"
-  wait "$client" || { echo "profile.sh: the Redis bench failed:" >&2; cat "$work/redis.err" >&2; exit 1; }
-  render redis-append-w64 "Redis append, 64 writers: redis-server and the bench client" \
-    "$redis=redis" "$client=client"
+  beside "$redis" redis redis-append-w64 "Redis append, 64 writers: redis-server and the bench client" \
+    "redis://127.0.0.1:$rport/0"
 fi
 echo "done; the rates measured while profiling (perf slows them) are in $work/*.json"
