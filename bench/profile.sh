@@ -12,8 +12,9 @@
 #   redis-append-w64  redis-server and the `concord bench` client, 64 writers
 #
 # Needs perf (Debian: linux-perf) and inferno (`cargo install inferno`), redis-server for the
-# last one (SKIP_REDIS=1 leaves it out). ONLY="read http-append-w64" profiles just those. Call graphs are unwound from DWARF: the release
-# profile keeps line tables (`debug = 1`). perf may need `kernel.perf_event_paranoid` <= 1.
+# last one (SKIP_REDIS=1 leaves it out). ONLY="read http-append-w64" profiles just those.
+# Call graphs are unwound from DWARF: the release profile keeps line tables (`debug = 1`).
+# perf may need `kernel.perf_event_paranoid` <= 1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT="${1:-bench/results/profiles}"
@@ -35,6 +36,10 @@ echo "profiles into $OUT, scratch in $work; $(nproc) cores; $(uptime)"
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT
+
+# 299 samples/s per CPU with 16 KiB of stack each: enough for a graph, small enough for
+# `perf script` to unwind in about a minute per profile.
+PERF_RECORD=(perf record -q -F 299 --call-graph dwarf,16384)
 
 wanted() { [[ -z "${ONLY:-}" || " $ONLY " == *" $1 "* ]]; }
 
@@ -60,7 +65,7 @@ render() {
 record() {
   local name="$1"; shift
   local list; list="$(IFS=,; echo "$*")"
-  perf record -q -F 299 --call-graph dwarf,16384 -p "$list" -o "$work/$name.data" -- sleep "$SECS" 2>/dev/null
+  "${PERF_RECORD[@]}" -p "$list" -o "$work/$name.data" -- sleep "$SECS" 2>/dev/null
 }
 
 # in_process NAME TITLE ARGS... : `concord bench ARGS` on a fresh embedded store, profiled
@@ -69,7 +74,7 @@ in_process() {
   local name="$1" title="$2"; shift 2
   wanted "$name" || return 0
   echo "== $name: concord bench $*"
-  perf record -q -F 299 --call-graph dwarf,16384 -o "$work/$name.data" -- \
+  "${PERF_RECORD[@]}" -o "$work/$name.data" -- \
     "$CONCORD" --store "$work/$name" --json bench "$@" >"$work/$name.json" 2>"$work/$name.err" ||
     { echo "profile.sh: concord bench $* failed:" >&2; cat "$work/$name.err" >&2; exit 1; }
   render "$name" "$title"

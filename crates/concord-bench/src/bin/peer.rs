@@ -401,41 +401,34 @@ async fn main() -> Result<()> {
             let mut order = SYSTEMS;
             order.rotate_left((round as usize - 1) % SYSTEMS.len());
             for system in order {
-                // Which point failed, not only how: a sweep runs three systems for minutes.
-                let at = |e: Box<dyn Error + Send + Sync>| -> Box<dyn Error + Send + Sync> {
-                    format!("{} at {writers} writers, round {round}: {e}", system.name()).into()
-                };
-                let measured = match system {
-                    System::Embedded => {
-                        let store: Arc<dyn EventStore> = Arc::new(
-                            EmbeddedStore::open(
+                let measured: Result<Option<(f64, u64)>> = async {
+                    Ok(match system {
+                        System::Embedded => {
+                            let store: Arc<dyn EventStore> = Arc::new(EmbeddedStore::open(
                                 dir.path().join(format!("concord-{writers}-r{round}")),
-                            )
-                            .map_err(|e| at(e.into()))?,
-                        );
-                        Some(
-                            concord_point(store, prefix.clone(), writers, run)
-                                .await
-                                .map_err(at)?,
-                        )
-                    }
-                    System::Http => match &served {
-                        Some((_, client)) => Some(
-                            concord_point(Arc::clone(client), prefix.clone(), writers, run)
-                                .await
-                                .map_err(at)?,
-                        ),
-                        None => None,
-                    },
-                    System::Umadb => match &umadb {
-                        Some((_, url)) => Some(
-                            umadb_point(url, prefix.clone(), writers, run)
-                                .await
-                                .map_err(at)?,
-                        ),
-                        None => None,
-                    },
-                };
+                            )?);
+                            Some(concord_point(store, prefix.clone(), writers, run).await?)
+                        }
+                        System::Http => match &served {
+                            Some((_, client)) => Some(
+                                concord_point(Arc::clone(client), prefix.clone(), writers, run)
+                                    .await?,
+                            ),
+                            None => None,
+                        },
+                        System::Umadb => match &umadb {
+                            Some((_, url)) => {
+                                Some(umadb_point(url, prefix.clone(), writers, run).await?)
+                            }
+                            None => None,
+                        },
+                    })
+                }
+                .await;
+                // Which point failed, not only how: a sweep runs three systems for minutes.
+                let measured = measured.map_err(|e| {
+                    format!("{} at {writers} writers, round {round}: {e}", system.name())
+                })?;
                 if let Some((rate, conflicts)) = measured {
                     let point = Point {
                         round,
