@@ -456,7 +456,7 @@ mod tests {
             Err(StoreError::TooLarge(_))
         ));
         let mut big = request(ExpectedVersion::Any, 1);
-        big.events[0].data = Json::from_value(&serde_json::json!("0123456789"));
+        big.events[0].data = Json::from_value(&serde_json::json!("0123456789")).into();
         assert!(matches!(
             limits.check_append(&big),
             Err(StoreError::TooLarge(_))

@@ -21,6 +21,13 @@ pub fn event(event_type: &str, data: serde_json::Value) -> NewEvent {
     NewEvent::new(self::event_type(event_type), Json::from_value(&data))
 }
 
+/// An event of `event_type` carrying `bytes` of `content_type`; panics on an invalid one
+/// (tests and docs only).
+#[allow(clippy::expect_used)]
+pub fn bytes_event(event_type: &str, content_type: &str, bytes: &[u8]) -> NewEvent {
+    NewEvent::bytes(event_type, content_type, bytes.to_vec()).expect("a valid bytes event in a test")
+}
+
 /// A recorded event with tags, for tests of the match rules.
 #[allow(clippy::expect_used)]
 pub fn recorded(
@@ -36,7 +43,7 @@ pub fn recorded(
         position: Position(position),
         id: EventId::new(),
         event_type: self::event_type(event_type),
-        data: Json::empty_object(),
+        data: Json::empty_object().into(),
         metadata: Json::empty_object(),
         tags: tags
             .iter()

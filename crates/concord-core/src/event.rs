@@ -1,8 +1,14 @@
 //! Events as written (`NewEvent`) and as stored (`RecordedEvent`).
 //!
-//! Event `data` and `metadata` travel as the JSON text the writer sent ([`Json`], a cheap
-//! reference-counted byte buffer): validated once at the edge, never re-encoded on the way
-//! to disk or back.
+//! Event `data` is a [`Payload`]: JSON travels as the text the writer sent ([`Json`], a
+//! cheap reference-counted byte buffer), validated once at the edge, never re-encoded on
+//! the way to disk or back; any other content type travels as opaque bytes. `metadata` is
+//! always a JSON object.
+//!
+//! The wire form (shared/API.md, "Event payloads: JSON or bytes"): an event to append gives
+//! `data` (JSON), or `data_base64` (standard base64) with a `content_type`; a recorded event
+//! always has `content_type` and either `data` (JSON) or `data_base64` (bytes). An event to
+//! append refuses unknown members, so a misspelt `tags` is an error instead of a loss.
 
 use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -14,6 +20,7 @@ use uuid::Uuid;
 
 use crate::error::InvalidInput;
 use crate::names::{EventType, StreamName, Tag};
+use crate::payload::{ContentType, JSON_CONTENT_TYPE, Payload};
 use crate::version::{Position, Version};
 
 /// The most tags one event may carry.
@@ -216,31 +223,166 @@ impl<'de> Deserialize<'de> for RecordedAt {
 
 /// An event to append. On the wire `id` is optional (the server makes one); here it is
 /// always set, because it is the idempotency key the store checks.
-#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Debug, Deserialize)]
+#[serde(try_from = "NewEventWire")]
 pub struct NewEvent {
     /// Idempotency key.
-    #[serde(default)]
     pub id: EventId,
     /// What happened.
-    #[serde(rename = "type")]
     pub event_type: EventType,
-    /// Any JSON value.
-    pub data: Json,
+    /// JSON, or bytes of another content type.
+    pub data: Payload,
     /// A JSON object (`{}` when absent).
-    #[serde(default = "Json::empty_object")]
     pub metadata: Json,
     /// Labels for cross-stream queries (at most 32).
-    #[serde(default)]
     pub tags: Vec<Tag>,
 }
 
+/// [`NewEvent`] as it arrives: unknown members refused, `data` or `data_base64` checked
+/// against `content_type` in [`NewEvent::try_from`].
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewEventWire {
+    #[serde(default)]
+    id: EventId,
+    #[serde(rename = "type")]
+    event_type: EventType,
+    #[serde(default)]
+    content_type: Option<ContentType>,
+    #[serde(default, deserialize_with = "present_json")]
+    data: Option<Json>,
+    #[serde(default)]
+    data_base64: Option<String>,
+    #[serde(default = "Json::empty_object")]
+    metadata: Json,
+    #[serde(default)]
+    tags: Vec<Tag>,
+}
+
+/// `data` when present, whatever its value: `"data": null` is the JSON value null, not an
+/// absent member.
+fn present_json<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Json>, D::Error> {
+    Json::deserialize(deserializer).map(Some)
+}
+
+/// Decodes standard base64 (with padding), naming the member in the error.
+fn decode_base64(text: &str) -> Result<Bytes, InvalidInput> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .map(Bytes::from)
+        .map_err(|e| {
+            InvalidInput::new(
+                "data_base64",
+                format!("data_base64 is not standard base64: {e}"),
+            )
+        })
+}
+
+/// Encodes bytes as standard base64 (with padding).
+fn encode_base64(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// The payload of a wire event from its `content_type`, `data` and `data_base64`.
+fn wire_payload(
+    content_type: Option<ContentType>,
+    data: Option<Json>,
+    data_base64: Option<&str>,
+) -> Result<Payload, InvalidInput> {
+    match (data, data_base64) {
+        (Some(_), Some(_)) => Err(InvalidInput::new(
+            "data",
+            "an event gives either `data` (JSON) or `data_base64` (bytes), not both",
+        )),
+        (None, None) => Err(InvalidInput::new(
+            "data",
+            "an event needs `data` (JSON) or `data_base64` (bytes of its `content_type`)",
+        )),
+        (Some(json), None) => match content_type {
+            Some(ct) if !ct.is_json() => Err(InvalidInput::new(
+                "data",
+                format!(
+                    "an event of content type {ct} gives its bytes as `data_base64`; `data` is for {JSON_CONTENT_TYPE}"
+                ),
+            )),
+            _ => Ok(Payload::from(json)),
+        },
+        (None, Some(text)) => {
+            let bytes = decode_base64(text)?;
+            let content_type = content_type.unwrap_or_else(ContentType::json);
+            Payload::new(content_type, bytes).map_err(|e| {
+                InvalidInput::new(
+                    "data_base64",
+                    format!(
+                        "data_base64 of content type {JSON_CONTENT_TYPE} (the default when no content_type is given) must be JSON: {}",
+                        e.message
+                    ),
+                )
+            })
+        }
+    }
+}
+
+impl TryFrom<NewEventWire> for NewEvent {
+    type Error = InvalidInput;
+    fn try_from(w: NewEventWire) -> Result<Self, Self::Error> {
+        Ok(NewEvent {
+            id: w.id,
+            event_type: w.event_type,
+            data: wire_payload(w.content_type, w.data, w.data_base64.as_deref())?,
+            metadata: w.metadata,
+            tags: w.tags,
+        })
+    }
+}
+
+/// Serialises the payload members of an event: `content_type` when `always` or the payload
+/// is not JSON, then `data` or `data_base64`.
+fn serialize_payload<S: serde::ser::SerializeStruct>(
+    s: &mut S,
+    data: &Payload,
+    always: bool,
+) -> Result<(), S::Error> {
+    if always || !data.is_json() {
+        s.serialize_field("content_type", data.content_type())?;
+    } else {
+        s.skip_field("content_type")?;
+    }
+    match data.as_json() {
+        Some(json) => {
+            s.serialize_field("data", json)?;
+            s.skip_field("data_base64")
+        }
+        None => {
+            s.skip_field("data")?;
+            s.serialize_field("data_base64", &encode_base64(data.as_bytes()))
+        }
+    }
+}
+
+impl Serialize for NewEvent {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct as _;
+        let mut s = serializer.serialize_struct("NewEvent", 6)?;
+        s.serialize_field("id", &self.id)?;
+        s.serialize_field("type", &self.event_type)?;
+        serialize_payload(&mut s, &self.data, false)?;
+        s.serialize_field("metadata", &self.metadata)?;
+        s.serialize_field("tags", &self.tags)?;
+        s.end()
+    }
+}
+
 impl NewEvent {
-    /// An event of type `event_type` with `data`, a fresh id, empty metadata and no tags.
-    pub fn new(event_type: EventType, data: Json) -> Self {
+    /// An event of type `event_type` with `data` (a [`Json`] or a [`Payload`]), a fresh id,
+    /// empty metadata and no tags.
+    pub fn new(event_type: EventType, data: impl Into<Payload>) -> Self {
         NewEvent {
             id: EventId::new(),
             event_type,
-            data,
+            data: data.into(),
             metadata: Json::empty_object(),
             tags: Vec::new(),
         }
@@ -254,6 +396,22 @@ impl NewEvent {
         Ok(Self::new(
             EventType::new(event_type)?,
             Json::from_value(data),
+        ))
+    }
+
+    /// Builds an event of bytes from a type name, a content type and the bytes, validating
+    /// all three (bytes of `application/json` must be JSON).
+    ///
+    /// # Errors
+    /// [`InvalidInput`] naming what is wrong.
+    pub fn bytes(
+        event_type: &str,
+        content_type: &str,
+        bytes: impl Into<Bytes>,
+    ) -> Result<Self, InvalidInput> {
+        Ok(Self::new(
+            EventType::new(event_type)?,
+            Payload::new(ContentType::new(content_type)?, bytes)?,
         ))
     }
 
@@ -285,7 +443,8 @@ impl NewEvent {
 }
 
 /// An event as stored: the written event plus where and when it landed.
-#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Debug, Deserialize)]
+#[serde(try_from = "RecordedEventWire")]
 pub struct RecordedEvent {
     /// The stream it belongs to.
     pub stream: StreamName,
@@ -296,17 +455,71 @@ pub struct RecordedEvent {
     /// Its id.
     pub id: EventId,
     /// What happened.
-    #[serde(rename = "type")]
     pub event_type: EventType,
-    /// Any JSON value.
-    pub data: Json,
+    /// JSON, or bytes of another content type.
+    pub data: Payload,
     /// A JSON object.
     pub metadata: Json,
     /// Labels for cross-stream queries.
-    #[serde(default)]
     pub tags: Vec<Tag>,
     /// When the store recorded it.
     pub recorded_at: RecordedAt,
+}
+
+/// [`RecordedEvent`] as a server returns it. Unknown members are ignored (a newer server
+/// may add some), and an event without `content_type` (an older server) is JSON.
+#[derive(Deserialize)]
+struct RecordedEventWire {
+    stream: StreamName,
+    version: Version,
+    position: Position,
+    id: EventId,
+    #[serde(rename = "type")]
+    event_type: EventType,
+    #[serde(default)]
+    content_type: Option<ContentType>,
+    #[serde(default, deserialize_with = "present_json")]
+    data: Option<Json>,
+    #[serde(default)]
+    data_base64: Option<String>,
+    metadata: Json,
+    #[serde(default)]
+    tags: Vec<Tag>,
+    recorded_at: RecordedAt,
+}
+
+impl TryFrom<RecordedEventWire> for RecordedEvent {
+    type Error = InvalidInput;
+    fn try_from(w: RecordedEventWire) -> Result<Self, Self::Error> {
+        Ok(RecordedEvent {
+            stream: w.stream,
+            version: w.version,
+            position: w.position,
+            id: w.id,
+            event_type: w.event_type,
+            data: wire_payload(w.content_type, w.data, w.data_base64.as_deref())?,
+            metadata: w.metadata,
+            tags: w.tags,
+            recorded_at: w.recorded_at,
+        })
+    }
+}
+
+impl Serialize for RecordedEvent {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct as _;
+        let mut s = serializer.serialize_struct("RecordedEvent", 10)?;
+        s.serialize_field("stream", &self.stream)?;
+        s.serialize_field("version", &self.version)?;
+        s.serialize_field("position", &self.position)?;
+        s.serialize_field("id", &self.id)?;
+        s.serialize_field("type", &self.event_type)?;
+        serialize_payload(&mut s, &self.data, true)?;
+        s.serialize_field("metadata", &self.metadata)?;
+        s.serialize_field("tags", &self.tags)?;
+        s.serialize_field("recorded_at", &self.recorded_at)?;
+        s.end()
+    }
 }
 
 impl RecordedEvent {
@@ -366,5 +579,126 @@ mod tests {
         assert_eq!(v["recorded_at"], "2026-11-24T12:00:00.123Z");
         let back: RecordedEvent = serde_json::from_value(v).unwrap();
         assert_eq!(back, e);
+    }
+
+    fn new_event(wire: serde_json::Value) -> Result<NewEvent, String> {
+        serde_json::from_value::<NewEvent>(wire).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn an_event_to_append_gives_json_data_or_base64_bytes() {
+        let json = new_event(serde_json::json!({"type": "T", "data": {"a": 1}})).unwrap();
+        assert!(json.data.is_json());
+        let explicit = new_event(
+            serde_json::json!({"type": "T", "content_type": "application/json", "data": null}),
+        )
+        .unwrap();
+        assert_eq!(explicit.data.as_bytes(), b"null", "null is a JSON value, not an absence");
+        let bytes = new_event(serde_json::json!({
+            "type": "T", "content_type": "application/octet-stream", "data_base64": "AP8Q"
+        }))
+        .unwrap();
+        assert_eq!(bytes.data.as_bytes(), &[0x00, 0xff, 0x10]);
+        assert_eq!(bytes.data.content_type(), "application/octet-stream");
+        let empty = new_event(
+            serde_json::json!({"type": "T", "content_type": "a/b", "data_base64": ""}),
+        )
+        .unwrap();
+        assert!(empty.data.is_empty());
+        // JSON given as base64 is JSON, kept byte for byte.
+        let json_bytes = new_event(serde_json::json!({
+            "type": "T", "content_type": "application/json", "data_base64": "eyAiYSI6MSB9"
+        }))
+        .unwrap();
+        assert!(json_bytes.data.is_json());
+        assert_eq!(json_bytes.data.as_bytes(), b"{ \"a\":1 }");
+    }
+
+    #[test]
+    fn an_event_to_append_refuses_ambiguous_or_malformed_payloads() {
+        for (wire, says) in [
+            (
+                serde_json::json!({"type": "T", "data": 1, "data_base64": "AA=="}),
+                "not both",
+            ),
+            (serde_json::json!({"type": "T"}), "needs `data`"),
+            (
+                serde_json::json!({"type": "T", "content_type": "a/b", "data_base64": "not base64!"}),
+                "not standard base64",
+            ),
+            (
+                serde_json::json!({"type": "T", "content_type": "a/b", "data_base64": "AA"}),
+                "not standard base64",
+            ),
+            (
+                serde_json::json!({"type": "T", "content_type": "application/json", "data_base64": "/w=="}),
+                "must be JSON",
+            ),
+            (
+                serde_json::json!({"type": "T", "data_base64": "/w=="}),
+                "must be JSON",
+            ),
+            (
+                serde_json::json!({"type": "T", "content_type": "a/b", "data": {}}),
+                "data_base64",
+            ),
+            (
+                serde_json::json!({"type": "T", "content_type": "nope", "data_base64": ""}),
+                "type/subtype",
+            ),
+            (
+                serde_json::json!({"type": "T", "data": 1, "tag": ["x"]}),
+                "unknown field `tag`",
+            ),
+        ] {
+            let err = new_event(wire.clone()).unwrap_err();
+            assert!(err.contains(says), "{wire}: {err}");
+        }
+    }
+
+    #[test]
+    fn recorded_events_show_their_content_type_and_bytes_as_base64() {
+        let all: Vec<u8> = (0..=255).collect();
+        let e = RecordedEvent::new(
+            StreamName::new("blob-1").unwrap(),
+            Version(1),
+            Position(1),
+            NewEvent::bytes("Uploaded", "image/png", all.clone()).unwrap(),
+            RecordedAt(0),
+        );
+        let v: serde_json::Value = serde_json::to_value(&e).unwrap();
+        assert_eq!(v["content_type"], "image/png");
+        assert!(v.get("data").is_none(), "{v}");
+        let b64 = v["data_base64"].as_str().unwrap();
+        assert!(b64.ends_with("+/w=="), "standard alphabet with padding: {b64}");
+        let back: RecordedEvent = serde_json::from_value(v).unwrap();
+        assert_eq!(back, e);
+        assert_eq!(back.data.as_bytes(), &all[..]);
+
+        // JSON events say so, and an older server's event without a content type is JSON.
+        let json = RecordedEvent::new(
+            StreamName::new("a-1").unwrap(),
+            Version(1),
+            Position(1),
+            NewEvent::json("T", &serde_json::json!([1])).unwrap(),
+            RecordedAt(0),
+        );
+        let mut v = serde_json::to_value(&json).unwrap();
+        assert_eq!(v["content_type"], "application/json");
+        assert!(v.get("data_base64").is_none());
+        v.as_object_mut().unwrap().remove("content_type");
+        assert_eq!(serde_json::from_value::<RecordedEvent>(v).unwrap(), json);
+    }
+
+    #[test]
+    fn a_new_event_round_trips_through_its_wire_form() {
+        for e in [
+            NewEvent::json("T", &serde_json::json!({"a": [1, 2]})).unwrap(),
+            NewEvent::bytes("T", "application/x-protobuf", vec![0u8, 1, 2]).unwrap(),
+            NewEvent::bytes("T", "application/x-protobuf", Vec::new()).unwrap(),
+        ] {
+            let wire = serde_json::to_string(&e).unwrap();
+            assert_eq!(serde_json::from_str::<NewEvent>(&wire).unwrap(), e, "{wire}");
+        }
     }
 }

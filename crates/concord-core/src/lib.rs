@@ -2,8 +2,9 @@
 //!
 //! - Names ([`StreamName`], [`EventType`], [`Tag`], [`Category`]) validated at construction.
 //! - [`Version`] (per stream, 1-based) and [`Position`] (global, gap-free), never mixed.
-//! - Events as written ([`NewEvent`]) and stored ([`RecordedEvent`]), with their JSON kept as
-//!   the bytes that arrived ([`Json`]).
+//! - Events as written ([`NewEvent`]) and stored ([`RecordedEvent`]), whose data is a
+//!   [`Payload`]: JSON kept as the bytes that arrived ([`Json`]), or opaque bytes of another
+//!   [`ContentType`].
 //! - The [`EventStore`] trait and its one error type, [`StoreError`], whose
 //!   [`Conflict`] carries the events the writer missed.
 //! - The pure rules every backend applies: [`plan_append`] (idempotency, expected version,
@@ -44,6 +45,7 @@ mod event;
 mod memory;
 mod multi;
 mod names;
+mod payload;
 mod query;
 mod signal;
 mod store;
@@ -63,6 +65,7 @@ pub use multi::{
     AppendCondition, MATCHING_EVENTS_MAX, MultiAppendOutcome, MultiAppendPlan, MultiAppendRequest,
     PARTS_PER_APPEND_MAX, PartConflict, PartState, QueryPage, plan_multi_append,
 };
+pub use payload::{CONTENT_TYPE_BYTES_MAX, ContentType, JSON_CONTENT_TYPE, Payload};
 pub use names::{Category, EventType, NAME_BYTES_MAX, StreamName, Tag};
 pub use query::{Filter, QUERY_ITEMS_MAX, Query, QueryItem};
 pub use signal::{HeadSignal, WaitBeyond};
