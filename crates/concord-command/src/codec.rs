@@ -6,7 +6,7 @@
 //! registry, no macro: the enum is the mapping. Variants without fields are written as
 //! `AccountClosed {}` so that their `data` is `{}`.
 
-use concord_core::{EventType, Json, RecordedEvent, StreamName, Version};
+use concord_core::{EventType, Json, Payload, RecordedEvent, StreamName, Version};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -78,12 +78,13 @@ pub fn decode<E: DeserializeOwned>(event: &RecordedEvent) -> Result<E, DecodeErr
 /// As [`decode`], from the parts of an event.
 ///
 /// # Errors
-/// [`DecodeError`] when the type is not a variant of `E` or the data does not fit it.
+/// [`DecodeError`] when the type is not a variant of `E` or the data does not fit it (data
+/// of a content type other than JSON never does).
 pub fn decode_parts<E: DeserializeOwned>(
     stream: &StreamName,
     version: Version,
     event_type: &EventType,
-    data: &Json,
+    data: &Payload,
 ) -> Result<E, DecodeError> {
     let fail = |reason: String| DecodeError {
         stream: stream.clone(),

@@ -167,7 +167,7 @@ mod tests {
     #[test]
     fn table_has_mission_columns_and_aligned_rows() {
         let mut e = doc::recorded("account-1", 2, 2, "Deposited", &[]);
-        e.data = Json::from_value(&serde_json::json!({"amount": 2000}));
+        e.data = Json::from_value(&serde_json::json!({"amount": 2000})).into();
         e.metadata = Json::from_value(&serde_json::json!({"actor": "A"}));
         let table = event_table(&[e]);
         let lines: Vec<&str> = table.lines().collect();

@@ -25,7 +25,8 @@ pub fn event(event_type: &str, data: serde_json::Value) -> NewEvent {
 /// (tests and docs only).
 #[allow(clippy::expect_used)]
 pub fn bytes_event(event_type: &str, content_type: &str, bytes: &[u8]) -> NewEvent {
-    NewEvent::bytes(event_type, content_type, bytes.to_vec()).expect("a valid bytes event in a test")
+    NewEvent::bytes(event_type, content_type, bytes.to_vec())
+        .expect("a valid bytes event in a test")
 }
 
 /// A recorded event with tags, for tests of the match rules.

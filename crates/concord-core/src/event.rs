@@ -593,17 +593,20 @@ mod tests {
             serde_json::json!({"type": "T", "content_type": "application/json", "data": null}),
         )
         .unwrap();
-        assert_eq!(explicit.data.as_bytes(), b"null", "null is a JSON value, not an absence");
+        assert_eq!(
+            explicit.data.as_bytes(),
+            b"null",
+            "null is a JSON value, not an absence"
+        );
         let bytes = new_event(serde_json::json!({
             "type": "T", "content_type": "application/octet-stream", "data_base64": "AP8Q"
         }))
         .unwrap();
         assert_eq!(bytes.data.as_bytes(), &[0x00, 0xff, 0x10]);
         assert_eq!(bytes.data.content_type(), "application/octet-stream");
-        let empty = new_event(
-            serde_json::json!({"type": "T", "content_type": "a/b", "data_base64": ""}),
-        )
-        .unwrap();
+        let empty =
+            new_event(serde_json::json!({"type": "T", "content_type": "a/b", "data_base64": ""}))
+                .unwrap();
         assert!(empty.data.is_empty());
         // JSON given as base64 is JSON, kept byte for byte.
         let json_bytes = new_event(serde_json::json!({
@@ -670,7 +673,10 @@ mod tests {
         assert_eq!(v["content_type"], "image/png");
         assert!(v.get("data").is_none(), "{v}");
         let b64 = v["data_base64"].as_str().unwrap();
-        assert!(b64.ends_with("+/w=="), "standard alphabet with padding: {b64}");
+        assert!(
+            b64.ends_with("+/w=="),
+            "standard alphabet with padding: {b64}"
+        );
         let back: RecordedEvent = serde_json::from_value(v).unwrap();
         assert_eq!(back, e);
         assert_eq!(back.data.as_bytes(), &all[..]);
@@ -698,7 +704,11 @@ mod tests {
             NewEvent::bytes("T", "application/x-protobuf", Vec::new()).unwrap(),
         ] {
             let wire = serde_json::to_string(&e).unwrap();
-            assert_eq!(serde_json::from_str::<NewEvent>(&wire).unwrap(), e, "{wire}");
+            assert_eq!(
+                serde_json::from_str::<NewEvent>(&wire).unwrap(),
+                e,
+                "{wire}"
+            );
         }
     }
 }

@@ -297,8 +297,11 @@ mod tests {
 
     #[test]
     fn json_bytes_become_the_json_kind_and_other_bytes_stay_opaque() {
-        let json = Payload::new(ContentType::new("Application/JSON").unwrap(), &b"{ \"a\":1 }"[..])
-            .unwrap();
+        let json = Payload::new(
+            ContentType::new("Application/JSON").unwrap(),
+            &b"{ \"a\":1 }"[..],
+        )
+        .unwrap();
         assert!(json.is_json());
         assert_eq!(json.content_type(), JSON_CONTENT_TYPE);
         assert_eq!(json.as_bytes(), b"{ \"a\":1 }");
@@ -318,8 +321,11 @@ mod tests {
         assert!(bytes.to_value().is_err(), "bytes are never read as JSON");
         assert_eq!(bytes.to_string(), "<256 bytes of image/png>");
 
-        let empty = Payload::new(ContentType::new("application/octet-stream").unwrap(), Bytes::new())
-            .unwrap();
+        let empty = Payload::new(
+            ContentType::new("application/octet-stream").unwrap(),
+            Bytes::new(),
+        )
+        .unwrap();
         assert!(empty.is_empty());
     }
 
@@ -328,7 +334,10 @@ mod tests {
         let p = Payload::from_trusted(None, &b"[1]"[..]);
         assert!(p.is_json());
         let p = Payload::from_trusted(Some(ContentType::json()), &b"[1]"[..]);
-        assert!(p.is_json(), "a stored application/json is still the JSON kind");
+        assert!(
+            p.is_json(),
+            "a stored application/json is still the JSON kind"
+        );
         let p = Payload::from_trusted(Some(ContentType::new("a/b").unwrap()), &b"[1]"[..]);
         assert_eq!(p.bytes_content_type().map(ContentType::as_str), Some("a/b"));
     }

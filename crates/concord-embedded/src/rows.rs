@@ -6,8 +6,8 @@
 
 use bytes::Bytes;
 use concord_core::{
-    Direction, EventId, EventType, Json, Position, RecordedAt, RecordedEvent, StreamName, Tag,
-    Version,
+    ContentType, Direction, EventId, EventType, Json, Payload, Position, RecordedAt, RecordedEvent,
+    StreamName, Tag, Version,
 };
 use rusqlite::{Connection, Row};
 
@@ -16,8 +16,7 @@ use crate::schema::TAG_SEPARATOR;
 use crate::stream_index::IndexRead;
 
 /// The event columns every event query selects, in the order [`decode`] reads them.
-pub(crate) const EVENT_COLUMNS: &str =
-    "e.position, e.version, e.event_id, e.type, e.data, e.metadata, e.tags, e.recorded_at";
+pub(crate) const EVENT_COLUMNS: &str = "e.position, e.version, e.event_id, e.type, e.data, e.metadata, e.tags, e.recorded_at, e.content_type";
 
 fn corrupted(what: &str, e: impl std::fmt::Display) -> EmbeddedError {
     EmbeddedError::Corrupted(format!("stored {what} is invalid: {e}"))
@@ -80,13 +79,21 @@ pub(crate) fn decode(
             .map_err(|e| corrupted("tag", e))?
     };
     let recorded_at = RecordedAt(from_sql("recorded_at", get_i64(7)?)?);
+    // NULL for JSON, the common case: nothing to build.
+    let content_type = row
+        .get_ref(at + 8)
+        .map_err(EmbeddedError::sqlite(context))?
+        .as_str_or_null()
+        .map_err(|e| corrupted("content type", e))?
+        .map(|text| ContentType::new(text).map_err(|e| corrupted("content type", e)))
+        .transpose()?;
     Ok(RecordedEvent {
         stream,
         version,
         position,
         id: EventId(id),
         event_type,
-        data: Json::from_trusted(Bytes::from(data)),
+        data: Payload::from_trusted(content_type, Bytes::from(data)),
         metadata: Json::from_trusted(metadata),
         tags,
         recorded_at,

@@ -26,7 +26,10 @@ use crate::stream_index::StreamIndex;
 ///   behind the log (see `stream_index`), instead of the index `events_by_stream_version`
 ///   that every event's insert updated; `index_state` says which positions the table
 ///   covers. Formats 1 and 2 are migrated on open (see [`migrate_2_to_3`]).
-pub(crate) const FORMAT_VERSION: i64 = 3;
+/// - 4: events carry a content type: the column `events.content_type`, `NULL` for JSON
+///   (every event of an older format), else the content type of the opaque bytes in
+///   `data`. Formats 1 to 3 are migrated on open (see [`migrate_3_to_4`]).
+pub(crate) const FORMAT_VERSION: i64 = 4;
 
 /// `PRAGMA application_id`: "CNCD", marks the file as Concord's.
 pub(crate) const APPLICATION_ID: i64 = 0x434E_4344;
@@ -48,7 +51,8 @@ CREATE TABLE events (
     data        BLOB NOT NULL,
     metadata    BLOB NOT NULL,
     tags        TEXT NOT NULL,
-    recorded_at INTEGER NOT NULL
+    recorded_at INTEGER NOT NULL,
+    content_type TEXT
 ) STRICT;
 
 CREATE UNIQUE INDEX events_by_event_id ON events (event_id, stream_id);
@@ -193,11 +197,12 @@ pub(crate) fn prepare(conn: &mut Connection, file: &Path) -> Result<(), Embedded
     }
     if user_version == 1 {
         migrate_1_to_2(conn, file)?;
-        migrate_2_to_3(conn, file)?;
-        return Ok(());
     }
-    if user_version == 2 {
+    if (1..=2).contains(&user_version) {
         migrate_2_to_3(conn, file)?;
+    }
+    if (1..=3).contains(&user_version) {
+        migrate_3_to_4(conn, file)?;
         return Ok(());
     }
     if user_version != FORMAT_VERSION {
@@ -240,6 +245,21 @@ fn migrate_2_to_3(conn: &mut Connection, file: &Path) -> Result<(), EmbeddedErro
              SELECT stream_id, version, position FROM events ORDER BY stream_id, version;
          INSERT INTO index_state VALUES (1, (SELECT COALESCE(MAX(position), 0) FROM events));
          DROP INDEX events_by_stream_version;
+         PRAGMA user_version = 3;"
+    ))
+    .map_err(EmbeddedError::sqlite(context))?;
+    tx.commit().map_err(EmbeddedError::sqlite(context))
+}
+
+/// Adds the `content_type` column, `NULL` (JSON) for every event so far: every event of an
+/// older format is JSON. SQLite adds a nullable column without rewriting a row, so this
+/// takes no time whatever the store's size; one transaction (a crash leaves format 3).
+fn migrate_3_to_4(conn: &mut Connection, file: &Path) -> Result<(), EmbeddedError> {
+    let context = "cannot migrate the store from format 3 to format 4";
+    tracing::info!(file = %file.display(), "migrating the store from format 3 to format 4 (events get a content type)");
+    let tx = conn.transaction().map_err(EmbeddedError::sqlite(context))?;
+    tx.execute_batch(&format!(
+        "ALTER TABLE events ADD COLUMN content_type TEXT;
          PRAGMA user_version = {FORMAT_VERSION};"
     ))
     .map_err(EmbeddedError::sqlite(context))?;

@@ -1090,8 +1090,8 @@ impl Writer {
         let mut insert_event = self
             .conn
             .prepare_cached(
-                "INSERT INTO events (position, stream_id, version, event_id, type, category, data, metadata, tags, recorded_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                "INSERT INTO events (position, stream_id, version, event_id, type, category, data, metadata, tags, recorded_at, content_type)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
             )
             .map_err(EmbeddedError::sqlite(context))?;
         let mut insert_tag = self
@@ -1127,6 +1127,7 @@ impl Writer {
                     event.metadata.as_bytes(),
                     tags.as_str(),
                     recorded_at,
+                    event.data.bytes_content_type().map(|t| t.as_str()),
                 ))
                 .map_err(EmbeddedError::sqlite(context))?;
             // OR IGNORE: an event may carry the same tag twice; its index row is one.

@@ -453,7 +453,7 @@ mod tests {
             position: Position(position),
             id: EventId::new(),
             event_type: concord_core::EventType::new(ty).unwrap(),
-            data: Json::from_value(&data),
+            data: Json::from_value(&data).into(),
             metadata: Json::empty_object(),
             tags: vec![],
             recorded_at: RecordedAt(0),

@@ -11,7 +11,10 @@
 --
 -- Numbers are Lua doubles: versions and positions are exact up to 2^53.
 
-local LIBRARY_VERSION = 4
+local LIBRARY_VERSION = 5
+
+-- Arguments per event: id, type, data, metadata, tags, content type.
+local EVENT_ARGS = 6
 
 -- The epoch names one unbroken history of this Lua VM's writes. A rebased write names
 -- its concurrent events by their version range and the epoch only (a conflict returns its
@@ -279,7 +282,7 @@ end
 --       condition (0|1), after, n items, per item: n types, types..., n tags, tags...;
 --       n parts, per part: stream, expected kind (exact|no_stream|exists|any), expected
 --       version, rebase (0|1), n rebase_unless types, the types..., n events, then per
---       event: id, type, data, metadata, tags (comma-joined)
+--       event: id, type, data, metadata, tags (comma-joined), content type ('' for JSON)
 --
 -- Reply (first element says which):
 --   {'written', first_position, last_position, epoch, recorded_at, parts} with per part
@@ -324,13 +327,13 @@ local function append(keys, args)
     at = at + 5 + n_unless
     local n_events = count(args[at])
     at = at + 1
-    -- The events stay in ARGV: event k's id, type, data, metadata and tags are at
-    -- part.at + 5 * (k - 1) + 0..4.
+    -- The events stay in ARGV: event k's id, type, data, metadata, tags and content type
+    -- are at part.at + EVENT_ARGS * (k - 1) + 0..5.
     part.n, part.at, part.ids = n_events, at, {}
     for e = 1, n_events do
-      part.ids[e] = args[at + 5 * (e - 1)]
+      part.ids[e] = args[at + EVENT_ARGS * (e - 1)]
     end
-    at = at + 5 * n_events
+    at = at + EVENT_ARGS * n_events
     parts[p] = part
   end
 
@@ -431,18 +434,30 @@ local function append(keys, args)
     -- least one event; the client refuses an empty append).
     local version, position
     for k = 1, part.n do
-      local a = part.at + 5 * (k - 1)
-      local id, event_type, tags = args[a], args[a + 1], args[a + 4]
+      local a = part.at + EVENT_ARGS * (k - 1)
+      local id, event_type, tags, content_type = args[a], args[a + 1], args[a + 4], args[a + 5]
       version = int(actual + k)
       head = head + 1
       position = int(head)
       local entry_id = position .. '-0'
-      redis.call('XADD', part.stream_key, version .. '-0',
-        'position', position, 'id', id, 'type', event_type, 'data', args[a + 2],
-        'metadata', args[a + 3], 'tags', tags, 'recorded_at', recorded_at)
-      redis.call('XADD', all_key, entry_id,
-        'stream', part.stream, 'version', version, 'id', id, 'type', event_type,
-        'data', args[a + 2], 'metadata', args[a + 3], 'tags', tags, 'recorded_at', recorded_at)
+      if content_type == '' then
+        -- JSON: no content_type field, as every entry written before library version 5.
+        redis.call('XADD', part.stream_key, version .. '-0',
+          'position', position, 'id', id, 'type', event_type, 'data', args[a + 2],
+          'metadata', args[a + 3], 'tags', tags, 'recorded_at', recorded_at)
+        redis.call('XADD', all_key, entry_id,
+          'stream', part.stream, 'version', version, 'id', id, 'type', event_type,
+          'data', args[a + 2], 'metadata', args[a + 3], 'tags', tags, 'recorded_at', recorded_at)
+      else
+        redis.call('XADD', part.stream_key, version .. '-0',
+          'position', position, 'id', id, 'type', event_type, 'data', args[a + 2],
+          'metadata', args[a + 3], 'tags', tags, 'recorded_at', recorded_at,
+          'content_type', content_type)
+        redis.call('XADD', all_key, entry_id,
+          'stream', part.stream, 'version', version, 'id', id, 'type', event_type,
+          'data', args[a + 2], 'metadata', args[a + 3], 'tags', tags, 'recorded_at', recorded_at,
+          'content_type', content_type)
+      end
       redis.call('XADD', type_prefix .. event_type, entry_id, 's', part.stream)
       id_versions[#id_versions + 1] = id
       id_versions[#id_versions + 1] = version
@@ -488,5 +503,5 @@ local function version()
   return LIBRARY_VERSION
 end
 
-redis.register_function('concord_append_v4', append)
+redis.register_function('concord_append_v5', append)
 redis.register_function{function_name = 'concord_version', callback = version, flags = {'no-writes'}}

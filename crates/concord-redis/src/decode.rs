@@ -5,7 +5,8 @@
 //! [`StoreError::Corrupted`](concord_core::StoreError::Corrupted), never a panic.
 
 use concord_core::{
-    EventId, EventType, Json, Position, RecordedAt, RecordedEvent, StreamName, Tag, Version,
+    ContentType, EventId, EventType, Json, Payload, Position, RecordedAt, RecordedEvent,
+    StreamName, Tag, Version,
 };
 use redis::Value;
 
@@ -27,6 +28,8 @@ struct Fields<'a> {
     metadata: Option<&'a [u8]>,
     tags: Option<&'a [u8]>,
     recorded_at: Option<&'a [u8]>,
+    /// Absent for JSON (and in every entry written before library version 5).
+    content_type: Option<&'a [u8]>,
 }
 
 pub(crate) fn bytes<'a>(command: &'static str, v: &'a Value) -> Result<&'a [u8], RedisError> {
@@ -113,6 +116,7 @@ fn split_entry<'a>(
             b"metadata" => &mut out.metadata,
             b"tags" => &mut out.tags,
             b"recorded_at" => &mut out.recorded_at,
+            b"content_type" => &mut out.content_type,
             _ => return Ok(()),
         };
         *slot = Some(bytes(command, v)?);
@@ -174,15 +178,20 @@ fn finish(
         command,
         need(command, "recorded_at", f.recorded_at)?,
     )?);
+    let content_type = f
+        .content_type
+        .map(|t| ContentType::new(utf8(command, t)?).map_err(bad))
+        .transpose()?;
     Ok(RecordedEvent {
         stream,
         version,
         position,
         id,
         event_type,
-        data: Json::from_trusted(bytes::Bytes::copy_from_slice(need(
-            command, "data", f.data,
-        )?)),
+        data: Payload::from_trusted(
+            content_type,
+            bytes::Bytes::copy_from_slice(need(command, "data", f.data)?),
+        ),
         metadata: match need(command, "metadata", f.metadata)? {
             EMPTY_OBJECT => Json::from_trusted(bytes::Bytes::from_static(EMPTY_OBJECT)),
             other => Json::from_trusted(bytes::Bytes::copy_from_slice(other)),

@@ -33,11 +33,11 @@ use crate::recent::Recent;
 pub const LIBRARY_SOURCE: &str = include_str!("concord.lua");
 
 /// The version of the library this build loads (the `LIBRARY_VERSION` in its source).
-pub const LIBRARY_VERSION: i64 = 4;
+pub const LIBRARY_VERSION: i64 = 5;
 
 /// The name of the append function in this library version (single and multi-stream
 /// appends, with or without a condition).
-pub const APPEND_FUNCTION: &str = "concord_append_v4";
+pub const APPEND_FUNCTION: &str = "concord_append_v5";
 
 /// Index entries a query read examines per round trip.
 const QUERY_BATCH: usize = 500;
@@ -447,7 +447,8 @@ impl RedisStore {
                     .arg(e.event_type.as_str())
                     .arg(e.data.as_bytes())
                     .arg(e.metadata.as_bytes())
-                    .arg(tags);
+                    .arg(tags)
+                    .arg(e.data.bytes_content_type().map_or("", |t| t.as_str()));
             }
         }
         cmd

@@ -48,15 +48,24 @@ pub(crate) struct EventDoc {
     id: String,
     #[serde(rename = "type")]
     event_type: String,
-    /// Any JSON value.
-    data: serde_json::Value,
+    /// `application/json` for JSON events, else the content type of the bytes in
+    /// `data_base64`.
+    #[schema(min_length = 1, max_length = 256, example = "application/json")]
+    content_type: String,
+    /// Any JSON value: present exactly when `content_type` is `application/json`.
+    data: Option<serde_json::Value>,
+    /// The event's bytes in standard base64: present exactly when `content_type` is not
+    /// `application/json`.
+    #[schema(content_encoding = "base64")]
+    data_base64: Option<String>,
     metadata: BTreeMap<String, serde_json::Value>,
     tags: Vec<String>,
     #[schema(format = DateTime)]
     recorded_at: String,
 }
 
-/// An event to append.
+/// An event to append: `data` (JSON), or `data_base64` with a `content_type` (bytes).
+/// Unknown members are refused.
 #[derive(Serialize, ToSchema)]
 #[schema(as = NewEvent)]
 pub(crate) struct NewEventDoc {
@@ -64,7 +73,17 @@ pub(crate) struct NewEventDoc {
     id: Option<String>,
     #[serde(rename = "type")]
     event_type: String,
-    data: serde_json::Value,
+    /// Default `application/json`. `type/subtype`, 1–256 bytes, no control characters;
+    /// any other content type than `application/json` gives its bytes as `data_base64`.
+    #[schema(min_length = 1, max_length = 256, example = "application/octet-stream")]
+    content_type: Option<String>,
+    /// Any JSON value (the event's content type is `application/json`). Give either
+    /// `data` or `data_base64`, not both.
+    data: Option<serde_json::Value>,
+    /// The event's bytes in standard base64 (with padding). With `application/json` (the
+    /// default) they must be one JSON value.
+    #[schema(content_encoding = "base64")]
+    data_base64: Option<String>,
     /// A JSON object (default `{}`).
     metadata: Option<BTreeMap<String, serde_json::Value>>,
     /// At most 32 tags, no commas.
@@ -643,6 +662,18 @@ mod tests {
     fn schemas_describe_every_member_the_api_types_send() {
         let event = doc::recorded("account-1", 1, 1, "Deposited", &["account:1"]);
         assert_described("Event", &event);
+        let bytes = doc::bytes_event("Uploaded", "image/png", &[1, 2, 3]);
+        assert_described("NewEvent", &bytes);
+        assert_described(
+            "Event",
+            concord_core::RecordedEvent::new(
+                doc::stream("blob-1"),
+                Version(1),
+                Position(1),
+                bytes,
+                concord_core::RecordedAt(0),
+            ),
+        );
         let result = AppendResult {
             stream: doc::stream("account-1"),
             first_version: Version(1),

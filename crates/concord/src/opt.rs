@@ -5,7 +5,9 @@
 //! opened, and the subcommand modules never see unvalidated text.
 
 use clap::{Args, Parser, Subcommand};
-use concord_core::{Category, EventId, EventType, ExpectedVersion, Json, StreamName, Tag};
+use concord_core::{
+    Category, ContentType, EventId, EventType, ExpectedVersion, Json, StreamName, Tag,
+};
 
 const AFTER_HELP: &str = "\
 Store URLs:
@@ -145,17 +147,28 @@ pub enum Scenario {
 #[command(after_help = "\
 Without --type, reads the events from stdin, one JSON object per line:
   {\"type\": \"Deposited\", \"data\": {\"amount\": 5}, \"metadata\": {}, \"id\": \"<uuid>\", \"tags\": [\"account:42\"]}
-(metadata, id and tags optional) and appends them all atomically, with consecutive versions.")]
+(metadata, id and tags optional; bytes as {\"type\": …, \"content_type\": \"image/png\", \"data_base64\": \"…\"})
+and appends them all atomically, with consecutive versions.
+An event of bytes from a file: --type Uploaded --data-file photo.png --content-type image/png.")]
+#[command(group = clap::ArgGroup::new("payload").args(["data", "data_file"]))]
 pub struct AppendArgs {
     /// The stream, e.g. `account-42`.
     #[arg(value_parser = parse_stream)]
     pub stream: StreamName,
     /// The event's type, e.g. `Deposited`. Without it, events are read from stdin.
-    #[arg(long = "type", value_name = "TYPE", value_parser = parse_event_type, requires = "data")]
+    #[arg(long = "type", value_name = "TYPE", value_parser = parse_event_type, requires = "payload")]
     pub event_type: Option<EventType>,
-    /// The event's data: any JSON value.
-    #[arg(long, value_name = "JSON", value_parser = parse_data, requires = "event_type")]
-    pub data: Option<Json>,
+    /// The event's data: any JSON value (or, with --content-type, the text's bytes).
+    #[arg(long, value_name = "JSON", requires = "event_type")]
+    pub data: Option<String>,
+    /// The event's data read from a file, byte for byte (JSON unless --content-type says
+    /// otherwise).
+    #[arg(long, value_name = "PATH", requires = "event_type")]
+    pub data_file: Option<std::path::PathBuf>,
+    /// The content type of the data, e.g. `application/octet-stream` [default:
+    /// application/json, whose data must be JSON].
+    #[arg(long, value_name = "TYPE/SUBTYPE", value_parser = parse_content_type, requires = "payload")]
+    pub content_type: Option<ContentType>,
     /// The event's metadata: a JSON object.
     #[arg(long, value_name = "JSON", value_parser = parse_metadata, requires = "event_type")]
     pub metadata: Option<Json>,
@@ -296,8 +309,8 @@ fn parse_expected(s: &str) -> Result<ExpectedVersion, String> {
         .map_err(|e: concord_core::InvalidInput| e.to_string())
 }
 
-fn parse_data(s: &str) -> Result<Json, String> {
-    Json::from_bytes("data", s.to_owned()).map_err(|e| e.to_string())
+fn parse_content_type(s: &str) -> Result<ContentType, String> {
+    ContentType::new(s).map_err(|e| e.to_string())
 }
 
 fn parse_metadata(s: &str) -> Result<Json, String> {

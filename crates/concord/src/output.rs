@@ -8,7 +8,7 @@
 use std::io::{self, BufWriter, IsTerminal, Stdout, Write};
 
 use concord_core::{
-    AppendOutcome, Appended, Conflict, PartialDuplicate, RecordedEvent, StreamInfo,
+    AppendOutcome, Appended, Conflict, PartialDuplicate, Payload, RecordedEvent, StreamInfo,
 };
 use serde_json::json;
 
@@ -327,7 +327,7 @@ fn event_row(e: &RecordedEvent, columns: Columns) -> Vec<String> {
     let mut row = vec![
         e.version.to_string(),
         e.event_type.to_string(),
-        compact_json(e.data.as_str()),
+        data_cell(&e.data),
         e.position.to_string(),
         e.recorded_at.to_string(),
     ];
@@ -335,6 +335,30 @@ fn event_row(e: &RecordedEvent, columns: Columns) -> Vec<String> {
         row.insert(0, e.stream.to_string());
     }
     row
+}
+
+/// Bytes a table cell shows in hex before it ends in `…`.
+const DATA_CELL_BYTES_MAX: usize = 64;
+
+/// An event's data in a table cell: JSON compacted; bytes as their content type, size and
+/// (the first 64 of them) in hex, e.g. `image/png, 3 bytes: 89504e`. `--json` prints the
+/// API's event object instead, with the bytes in `data_base64`.
+pub fn data_cell(data: &Payload) -> String {
+    if let Some(json) = data.as_json() {
+        return compact_json(json.as_str());
+    }
+    let bytes = data.as_bytes();
+    let mut cell = format!("{}, {} bytes", data.content_type(), bytes.len());
+    if !bytes.is_empty() {
+        cell.push_str(": ");
+        for b in bytes.iter().take(DATA_CELL_BYTES_MAX) {
+            cell.push_str(&format!("{b:02x}"));
+        }
+        if bytes.len() > DATA_CELL_BYTES_MAX {
+            cell.push('…');
+        }
+    }
+    cell
 }
 
 /// The JSON text without whitespace outside strings, so an event's data stays on one row
@@ -385,6 +409,18 @@ fn terminal_width() -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bytes_show_their_content_type_size_and_hex() {
+        let p = concord_core::doc::bytes_event("T", "image/png", &[0x89, 0x50, 0x4e]).data;
+        assert_eq!(data_cell(&p), "image/png, 3 bytes: 89504e");
+        let empty = concord_core::doc::bytes_event("T", "a/b", &[]).data;
+        assert_eq!(data_cell(&empty), "a/b, 0 bytes");
+        let long = concord_core::doc::bytes_event("T", "a/b", &[0xab; 65]).data;
+        assert!(data_cell(&long).ends_with("ab…"), "{}", data_cell(&long));
+        let json = concord_core::doc::event("T", serde_json::json!({"a": 1})).data;
+        assert_eq!(data_cell(&json), r#"{"a":1}"#);
+    }
 
     #[test]
     fn compact_json_drops_whitespace_outside_strings_only() {

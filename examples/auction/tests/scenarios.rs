@@ -96,7 +96,7 @@ async fn of_two_concurrent_bids_the_higher_wins_and_the_lower_is_outbid(
             bidder: "ann".into()
         }
     );
-    assert_eq!(over[0].data.as_str(), r#"{"bidder":"ann","amount":300}"#);
+    assert_eq!(over[0].data.to_string(), r#"{"bidder":"ann","amount":300}"#);
 }
 
 async fn concurrent_bids_the_highest_wins_and_every_losing_bid_is_outbid(

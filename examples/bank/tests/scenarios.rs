@@ -47,10 +47,10 @@ async fn mission_table_under_reject_commits_one_and_reports_the_other_as_a_confl
     assert_eq!(
         (
             missed.event_type.as_str(),
-            missed.data.as_str(),
+            missed.data.to_string(),
             missed.version
         ),
-        ("Deposited", r#"{"amount":2000}"#, Version(2))
+        ("Deposited", r#"{"amount":2000}"#.to_owned(), Version(2))
     );
     assert_eq!(actor_of(missed), "A");
 
@@ -93,10 +93,10 @@ async fn mission_table_under_rebase_commits_both_and_b_lists_a_deposit(store: Ar
     assert_eq!(
         (
             over[0].version,
-            over[0].data.as_str(),
+            over[0].data.to_string(),
             actor_of(&over[0]).as_str()
         ),
-        (Version(2), r#"{"amount":2000}"#, "A")
+        (Version(2), r#"{"amount":2000}"#.to_owned(), "A")
     );
     let account = Handler::<Account>::new(store).load(&stream).await.unwrap();
     assert_eq!((account.state.balance, account.version), (6000, Version(3)));
