@@ -565,7 +565,7 @@ async fn opening_a_store_of_another_format_version_is_refused() {
     drop(raw);
     let message = open_error(dir.path());
     assert!(
-        message.contains("format version 99") && message.contains("reads format version 3"),
+        message.contains("format version 99") && message.contains("reads format version 4"),
         "{message}"
     );
 }
@@ -587,7 +587,8 @@ async fn a_format_1_store_is_migrated_on_open_and_keeps_its_idempotency() {
     {
         let raw = rusqlite::Connection::open(dir.path().join(DATA_FILE)).unwrap();
         raw.execute_batch(
-            "DROP TABLE stream_index;
+            "ALTER TABLE events DROP COLUMN content_type;
+             DROP TABLE stream_index;
              DROP TABLE index_state;
              CREATE UNIQUE INDEX events_by_stream_version ON events (stream_id, version);
              DROP INDEX events_by_event_id;
@@ -637,8 +638,146 @@ async fn a_format_1_store_is_migrated_on_open_and_keeps_its_idempotency() {
         .unwrap();
     assert_eq!(
         (version, indexes.as_str(), indexed),
-        (3, "events_by_category,events_by_event_id,events_by_type", 2)
+        (4, "events_by_category,events_by_event_id,events_by_type", 2)
     );
+}
+
+/// The schema of format 3, as Concord wrote it before events had a content type: a store
+/// of an older release, built from scratch rather than from today's schema.
+const FORMAT_3_SCHEMA: &str = r#"
+CREATE TABLE streams (
+    stream_id INTEGER PRIMARY KEY,
+    name      TEXT NOT NULL UNIQUE,
+    category  TEXT NOT NULL
+) STRICT;
+CREATE TABLE events (
+    position    INTEGER PRIMARY KEY,
+    stream_id   INTEGER NOT NULL REFERENCES streams (stream_id),
+    version     INTEGER NOT NULL,
+    event_id    BLOB NOT NULL,
+    type        TEXT NOT NULL,
+    category    TEXT NOT NULL,
+    data        BLOB NOT NULL,
+    metadata    BLOB NOT NULL,
+    tags        TEXT NOT NULL,
+    recorded_at INTEGER NOT NULL
+) STRICT;
+CREATE UNIQUE INDEX events_by_event_id ON events (event_id, stream_id);
+CREATE INDEX events_by_type ON events (type);
+CREATE INDEX events_by_category ON events (category);
+CREATE TABLE event_tags (
+    tag      TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    PRIMARY KEY (tag, position)
+) STRICT, WITHOUT ROWID;
+CREATE TABLE stream_index (
+    stream_id INTEGER NOT NULL,
+    version   INTEGER NOT NULL,
+    position  INTEGER NOT NULL,
+    PRIMARY KEY (stream_id, version)
+) STRICT, WITHOUT ROWID;
+CREATE TABLE index_state (
+    id              INTEGER PRIMARY KEY CHECK (id = 1),
+    indexed_through INTEGER NOT NULL
+) STRICT;
+PRAGMA application_id = 1129202500;
+PRAGMA user_version = 3;
+"#;
+
+#[tokio::test]
+async fn a_format_3_store_is_migrated_on_open_its_events_read_as_json_and_bytes_can_follow() {
+    let dir = tempfile::tempdir().unwrap();
+    let ids = [uuid::Uuid::now_v7(), uuid::Uuid::now_v7()];
+    {
+        let raw = rusqlite::Connection::open(dir.path().join(DATA_FILE)).unwrap();
+        raw.execute_batch(FORMAT_3_SCHEMA).unwrap();
+        raw.execute("INSERT INTO streams VALUES (1, 'account-7', 'account')", [])
+            .unwrap();
+        for (n, (id, data)) in ids
+            .iter()
+            .zip([r#"{ "owner" : "ann" }"#, "[1,2]"])
+            .enumerate()
+        {
+            let position = n as i64 + 1;
+            raw.execute(
+                "INSERT INTO events VALUES (?1, 1, ?1, ?2, 'Opened', 'account', ?3, CAST('{}' AS BLOB), 'account:7', 1700000000000)",
+                (position, id.as_bytes().as_slice(), data.as_bytes()),
+            )
+            .unwrap();
+            raw.execute(
+                "INSERT INTO event_tags VALUES ('account:7', ?1)",
+                [position],
+            )
+            .unwrap();
+        }
+        raw.execute_batch(
+            "INSERT INTO stream_index VALUES (1, 1, 1), (1, 2, 2);
+             INSERT INTO index_state VALUES (1, 2);",
+        )
+        .unwrap();
+    }
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    let read = store
+        .read_stream(&stream("account-7"), Version(1), Direction::Forward, 10)
+        .await
+        .unwrap();
+    assert_eq!(read.len(), 2);
+    for (e, text) in read.iter().zip([r#"{ "owner" : "ann" }"#, "[1,2]"]) {
+        assert_eq!(e.data.content_type(), "application/json");
+        assert_eq!(
+            e.data.as_bytes(),
+            text.as_bytes(),
+            "the text as format 3 held it"
+        );
+    }
+    assert_eq!(
+        read.iter().map(|e| *e.id.as_uuid()).collect::<Vec<_>>(),
+        ids.to_vec()
+    );
+    // Idempotency survives the migration, and bytes can be appended after it.
+    let again = NewEvent::json("Opened", &serde_json::json!({}))
+        .unwrap()
+        .with_id(concord_core::EventId(ids[1]));
+    let duplicate = store
+        .append(append("account-7", ExpectedVersion::Any, vec![again]))
+        .await
+        .unwrap();
+    assert!(
+        matches!(&duplicate, AppendOutcome::Duplicate(a) if a.first_version == Version(2)),
+        "{duplicate:?}"
+    );
+    let all: Vec<u8> = (0..=255).collect();
+    let _ = store
+        .append(append(
+            "account-7",
+            ExpectedVersion::Exact(Version(2)),
+            vec![NewEvent::bytes("Scanned", "image/png", all.clone()).unwrap()],
+        ))
+        .await
+        .unwrap();
+    drop(store);
+
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    let read = store
+        .read_stream(&stream("account-7"), Version(1), Direction::Forward, 10)
+        .await
+        .unwrap();
+    assert_eq!(read.len(), 3);
+    assert_eq!(read[2].data.content_type(), "image/png");
+    assert_eq!(read[2].data.as_bytes(), &all[..]);
+    assert!(read[0].data.is_json());
+    drop(store);
+    let raw = rusqlite::Connection::open(dir.path().join(DATA_FILE)).unwrap();
+    let (version, json_rows, typed): (i64, i64, String) = raw
+        .query_row(
+            "SELECT (SELECT user_version FROM pragma_user_version),
+                    (SELECT COUNT(*) FROM events WHERE content_type IS NULL),
+                    (SELECT content_type FROM events WHERE position = 3)",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap();
+    assert_eq!((version, json_rows, typed.as_str()), (4, 2, "image/png"));
 }
 
 #[test]

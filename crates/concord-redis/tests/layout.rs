@@ -666,3 +666,89 @@ async fn a_condition_naming_more_types_than_one_unpack_holds_is_decided() {
         .unwrap();
     assert_eq!(written.parts.len(), 1);
 }
+
+/// The fields of each entry of `key`, in order.
+async fn entry_fields(
+    conn: &mut redis::aio::MultiplexedConnection,
+    key: &str,
+) -> Vec<Vec<(String, Vec<u8>)>> {
+    let entries: Vec<(String, Vec<(String, Vec<u8>)>)> = redis::cmd("XRANGE")
+        .arg(key)
+        .arg("-")
+        .arg("+")
+        .query_async(conn)
+        .await
+        .unwrap();
+    entries.into_iter().map(|(_, fields)| fields).collect()
+}
+
+#[tokio::test]
+async fn bytes_entries_carry_their_content_type_and_json_entries_are_as_before_library_5() {
+    let store = common::fresh_store().await;
+    let s = doc::stream("blob-1");
+    let all: Vec<u8> = (0..=255).collect();
+    let _ = store
+        .append(AppendRequest::new(
+            s.clone(),
+            ExpectedVersion::NoStream,
+            vec![deposit(1), doc::bytes_event("Uploaded", "image/png", &all)],
+        ))
+        .await
+        .unwrap();
+    let mut conn = common::raw(&shared().url()).await;
+    let keys = store.keys();
+    for key in [keys.stream(&s), keys.all()] {
+        let entries = entry_fields(&mut conn, &key).await;
+        let field = |entry: &Vec<(String, Vec<u8>)>, name: &str| {
+            entry
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        };
+        // A JSON entry has exactly the fields library versions before 5 wrote, so entries
+        // written by them need no migration: no `content_type` means JSON.
+        assert_eq!(field(&entries[0], "content_type"), None, "{key}");
+        assert_eq!(
+            field(&entries[0], "data").unwrap(),
+            br#"{"amount":1}"#.to_vec()
+        );
+        assert_eq!(
+            field(&entries[1], "content_type").unwrap(),
+            b"image/png".to_vec()
+        );
+        assert_eq!(field(&entries[1], "data").unwrap(), all, "raw bytes");
+    }
+
+    // An entry as library version 4 wrote it (no content type) reads back as JSON.
+    let _: String = redis::cmd("XADD")
+        .arg(keys.stream(&doc::stream("old-1")))
+        .arg("1-0")
+        .arg("position")
+        .arg("99")
+        .arg("id")
+        .arg(concord_core::EventId::new().to_string())
+        .arg("type")
+        .arg("Deposited")
+        .arg("data")
+        .arg(r#"{"amount":7}"#)
+        .arg("metadata")
+        .arg("{}")
+        .arg("tags")
+        .arg("")
+        .arg("recorded_at")
+        .arg("1")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let old = store
+        .read_stream(
+            &doc::stream("old-1"),
+            Version(1),
+            concord_core::Direction::Forward,
+            1,
+        )
+        .await
+        .unwrap();
+    assert_eq!(old[0].data.content_type(), "application/json");
+    assert_eq!(old[0].data.to_value().unwrap()["amount"], 7);
+}

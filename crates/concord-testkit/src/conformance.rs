@@ -29,6 +29,8 @@ use crate::scale;
 
 mod cross_stream;
 pub use cross_stream::*;
+mod payloads;
+pub use payloads::*;
 
 // ---------------------------------------------------------------------------------------
 // Helpers
@@ -2113,6 +2115,11 @@ macro_rules! conformance_suite {
             bad_queries_and_parts_are_rejected_and_write_nothing,
             concurrent_registrations_of_one_username_let_exactly_one_win,
             concurrent_transfers_conserve_the_total_at_every_position,
+            bytes_round_trip_byte_for_byte_through_every_read,
+            json_events_report_application_json_and_keep_their_text,
+            types_tags_conflicts_and_conditions_work_for_bytes_events,
+            reappending_bytes_events_is_a_duplicate,
+            bytes_events_are_held_to_the_event_size_limit,
         );
     };
     (@specs $factory:path; $($spec:ident),* $(,)?) => {
