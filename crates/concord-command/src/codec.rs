@@ -156,6 +156,18 @@ mod tests {
     }
 
     #[test]
+    fn a_bytes_event_does_not_decode_as_a_json_event() {
+        let mut event = recorded(EventType::new("Deposited").unwrap(), data_of(1));
+        event.data = concord_core::Payload::new(
+            concord_core::ContentType::new("application/x-protobuf").unwrap(),
+            vec![8, 1],
+        )
+        .unwrap();
+        let err = decode::<Bank>(&event).unwrap_err();
+        assert!(err.to_string().contains("not JSON"), "{err}");
+    }
+
+    #[test]
     fn an_untagged_value_is_refused_with_advice() {
         let err = encode(&5_u32).unwrap_err();
         assert!(

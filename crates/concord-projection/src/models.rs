@@ -549,6 +549,18 @@ mod tests {
     }
 
     #[test]
+    fn a_bytes_event_where_json_is_expected_is_a_handler_error_not_a_panic() {
+        let mut bytes = ev("account-1", 1, 1, "AccountOpened", serde_json::json!({}));
+        bytes.data = concord_core::Payload::new(
+            concord_core::ContentType::new("image/png").unwrap(),
+            vec![0x89],
+        )
+        .unwrap();
+        let err = replay::<Balances>([&bytes]).unwrap_err();
+        assert!(err.to_string().contains("is not JSON"), "{err}");
+    }
+
+    #[test]
     fn auctions_keep_the_highest_bid_and_count_every_bid() {
         let events = [
             ev(

@@ -646,7 +646,9 @@ impl RedisStore {
         let _appending = Appending::new(&self.inner.appending);
         let reply: Value = match self.query("FCALL", &cmd).await {
             Err(e) if function_missing(&e) => {
-                self.load_library().await?;
+                // Through the version check: if a newer build replaced the library, this
+                // one stops instead of putting its older library back.
+                self.ensure_library().await?;
                 self.query("FCALL", &cmd).await?
             }
             other => other?,

@@ -410,6 +410,43 @@ async fn with_tokens_the_ui_asks_for_one_and_sends_it_as_a_bearer_token() {
 }
 
 #[tokio::test]
+async fn bytes_events_show_their_content_type_and_hex_beside_pretty_json() {
+    let _one = ONE_BROWSER_AT_A_TIME.lock().await;
+    let server = start().await;
+    let answer = server
+        .post(
+            "/streams/blob-1",
+            // 0x00 0x01 0xfe 0xff, and 300 bytes of 0xab (more than the cell shows).
+            &json!({"events": [
+                {"type": "Uploaded", "content_type": "application/octet-stream", "data_base64": "AAH+/w=="},
+                {"type": "Photographed", "content_type": "image/png",
+                 "data_base64": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, [0xab_u8; 300])},
+                {"type": "Noted", "data": {"note": "json"}}]}),
+        )
+        .await;
+    assert_eq!(answer.status, 201, "{}", answer.text);
+    let b = Browser::launch(&server.base).await;
+    b.goto("/#/stream/blob-1").await;
+    b.wait_text(
+        "#stream-events tr[data-version=\"1\"]",
+        &["application/octet-stream · 4 bytes", "00 01 fe ff"],
+    )
+    .await;
+    b.wait_text(
+        "#stream-events tr[data-version=\"2\"]",
+        &["image/png · 300 bytes", "ab ab ab", "… 44 more bytes"],
+    )
+    .await;
+    b.wait_text(
+        "#stream-events tr[data-version=\"3\"]",
+        &["\"note\": \"json\""],
+    )
+    .await;
+    b.assert_no_script_errors("stream of bytes").await;
+    b.quit().await;
+}
+
+#[tokio::test]
 async fn every_page_shows_live_data_without_script_errors() {
     let _one = ONE_BROWSER_AT_A_TIME.lock().await;
     let server = start().await;

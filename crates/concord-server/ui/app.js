@@ -482,6 +482,45 @@ function jsonCell(value, emptyText) {
   return el('td', { class: 'json-cell' }, el('pre', { class: 'json' }, pretty(value)));
 }
 
+/** Bytes a data cell shows in hex before it says how many more there are. */
+const HEX_BYTES_MAX = 256;
+
+/**
+ * An event's data: JSON pretty-printed; the bytes of any other content type (sent as
+ * `data_base64`) as their content type, size and a hex dump of the first 256, 16 a line,
+ * with the whole base64 text in the cell's title for copying.
+ */
+function dataCell(event) {
+  if (event.data_base64 === undefined) {
+    return jsonCell(event.data);
+  }
+  let binary;
+  try {
+    binary = atob(event.data_base64);
+  } catch (_) {
+    return el('td', { class: 'bytes-cell' }, el('div', { class: 'content-type', text: event.content_type + ' · undecodable base64' }));
+  }
+  const lines = [];
+  const shown = Math.min(binary.length, HEX_BYTES_MAX);
+  for (let at = 0; at < shown; at += 16) {
+    const line = [];
+    for (let i = at; i < Math.min(at + 16, shown); i++) {
+      line.push(binary.charCodeAt(i).toString(16).padStart(2, '0'));
+    }
+    lines.push(line.join(' '));
+  }
+  if (binary.length > shown) {
+    lines.push('… ' + (binary.length - shown) + ' more bytes');
+  }
+  const size = binary.length === 1 ? '1 byte' : binary.length + ' bytes';
+  const cell = el('td', { class: 'bytes-cell', title: 'base64: ' + event.data_base64 },
+    el('div', { class: 'content-type', text: event.content_type + ' · ' + size }));
+  if (lines.length > 0) {
+    cell.append(el('pre', { class: 'bytes' }, lines.join('\n')));
+  }
+  return cell;
+}
+
 function eventRow(event, options) {
   const all = options && options.all;
   const row = el('tr', {
@@ -503,7 +542,7 @@ function eventRow(event, options) {
   if (Array.isArray(event.tags) && event.tags.length > 0) {
     typeCell.append(el('div', {}, event.tags.map((t) => el('span', { class: 'tag' }, t))));
   }
-  row.append(typeCell, jsonCell(event.data));
+  row.append(typeCell, dataCell(event));
   row.append(jsonCell(event.metadata, '—'));
   if (!all) {
     row.append(el('td', { class: 'num' }, event.position));

@@ -18,7 +18,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_concord");
 
@@ -450,6 +450,147 @@ fn invalid_input_exits_2_and_writes_nothing() {
         .assert_code(0)
         .json_lines();
     assert_eq!(streams.len(), 1);
+}
+
+#[test]
+fn data_files_append_bytes_of_a_content_type_shown_in_hex_and_as_base64() {
+    let (dir, store) = temp_store();
+    let file = dir.path().join("blob.bin");
+    let all: Vec<u8> = (0..=255).collect();
+    std::fs::write(&file, &all).unwrap();
+    let file = file.to_str().unwrap();
+    concord(
+        &store,
+        &[
+            "append",
+            "blob-1",
+            "--type",
+            "Uploaded",
+            "--data-file",
+            file,
+            "--content-type",
+            "application/octet-stream",
+        ],
+    )
+    .assert_code(0);
+    // --content-type with --data: the text's bytes.
+    concord(
+        &store,
+        &[
+            "append",
+            "blob-1",
+            "--type",
+            "Noted",
+            "--data",
+            "hi",
+            "--content-type",
+            "text/plain",
+        ],
+    )
+    .assert_code(0);
+    let json_file = dir.path().join("event.json");
+    std::fs::write(&json_file, "{ \"amount\" : 5 }").unwrap();
+    concord(
+        &store,
+        &[
+            "append",
+            "blob-1",
+            "--type",
+            "Deposited",
+            "--data-file",
+            json_file.to_str().unwrap(),
+        ],
+    )
+    .assert_code(0);
+
+    let events = concord(&store, &["--json", "read", "blob-1"])
+        .assert_code(0)
+        .json_lines();
+    assert_eq!(events[0]["content_type"], "application/octet-stream");
+    let decoded = base64::Engine::decode(
+        &base64::engine::general_purpose::STANDARD,
+        events[0]["data_base64"].as_str().unwrap(),
+    )
+    .unwrap();
+    assert_eq!(decoded, all);
+    assert_eq!(
+        (&events[1]["content_type"], &events[1]["data_base64"]),
+        (&json!("text/plain"), &json!("aGk="))
+    );
+    assert_eq!(events[2]["content_type"], "application/json");
+    assert_eq!(events[2]["data"], json!({"amount": 5}));
+
+    let table = concord(&store, &["read", "blob-1"])
+        .assert_code(0)
+        .stdout
+        .clone();
+    assert!(
+        table.contains("application/octet-stream, 256 bytes: 000102"),
+        "{table}"
+    );
+    assert!(table.contains("text/plain, 2 bytes: 6869"), "{table}");
+    assert!(table.contains("{\"amount\":5}"), "{table}");
+
+    // Refused before anything is written: a bad content type, a file of non-JSON without a
+    // content type, both --data and --data-file, a missing file.
+    for args in [
+        &[
+            "append",
+            "blob-1",
+            "--type",
+            "T",
+            "--data-file",
+            file,
+            "--content-type",
+            "png",
+        ][..],
+        &["append", "blob-1", "--type", "T", "--data-file", file],
+        &[
+            "append",
+            "blob-1",
+            "--type",
+            "T",
+            "--data",
+            "{}",
+            "--data-file",
+            file,
+        ],
+        &[
+            "append",
+            "blob-1",
+            "--type",
+            "T",
+            "--data",
+            "x",
+            "--content-type",
+            "application/json",
+        ],
+    ] {
+        let run = concord(&store, args);
+        run.assert_code(2);
+        assert!(run.stderr.starts_with("error:"), "{args:?}: {run:#?}");
+    }
+    let missing = concord(
+        &store,
+        &[
+            "append",
+            "blob-1",
+            "--type",
+            "T",
+            "--data-file",
+            "/nonexistent/blob",
+        ],
+    );
+    assert_ne!(missing.code, 0);
+    assert!(missing.stderr.contains("/nonexistent/blob"), "{missing:#?}");
+    assert_eq!(
+        concord(&store, &["--json", "read", "blob-1"])
+            .assert_code(0)
+            .json_lines()
+            .len(),
+        3,
+        "a refused append wrote something"
+    );
 }
 
 #[test]
