@@ -240,13 +240,13 @@ fn migrate_2_to_3(conn: &mut Connection, file: &Path) -> Result<(), EmbeddedErro
     let tx = conn.transaction().map_err(EmbeddedError::sqlite(context))?;
     tx.execute_batch(STREAM_INDEX)
         .map_err(EmbeddedError::sqlite(context))?;
-    tx.execute_batch(&format!(
+    tx.execute_batch(
         "INSERT INTO stream_index (stream_id, version, position)
              SELECT stream_id, version, position FROM events ORDER BY stream_id, version;
          INSERT INTO index_state VALUES (1, (SELECT COALESCE(MAX(position), 0) FROM events));
          DROP INDEX events_by_stream_version;
-         PRAGMA user_version = 3;"
-    ))
+         PRAGMA user_version = 3;",
+    )
     .map_err(EmbeddedError::sqlite(context))?;
     tx.commit().map_err(EmbeddedError::sqlite(context))
 }

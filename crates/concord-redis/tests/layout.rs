@@ -667,12 +667,12 @@ async fn a_condition_naming_more_types_than_one_unpack_holds_is_decided() {
     assert_eq!(written.parts.len(), 1);
 }
 
+/// An entry's fields, in order.
+type Fields = Vec<(String, Vec<u8>)>;
+
 /// The fields of each entry of `key`, in order.
-async fn entry_fields(
-    conn: &mut redis::aio::MultiplexedConnection,
-    key: &str,
-) -> Vec<Vec<(String, Vec<u8>)>> {
-    let entries: Vec<(String, Vec<(String, Vec<u8>)>)> = redis::cmd("XRANGE")
+async fn entry_fields(conn: &mut redis::aio::MultiplexedConnection, key: &str) -> Vec<Fields> {
+    let entries: Vec<(String, Fields)> = redis::cmd("XRANGE")
         .arg(key)
         .arg("-")
         .arg("+")
@@ -699,7 +699,7 @@ async fn bytes_entries_carry_their_content_type_and_json_entries_are_as_before_l
     let keys = store.keys();
     for key in [keys.stream(&s), keys.all()] {
         let entries = entry_fields(&mut conn, &key).await;
-        let field = |entry: &Vec<(String, Vec<u8>)>, name: &str| {
+        let field = |entry: &Fields, name: &str| {
             entry
                 .iter()
                 .find(|(k, _)| k == name)
