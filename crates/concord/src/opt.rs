@@ -380,7 +380,30 @@ mod tests {
     fn invalid_values_are_usage_errors() {
         for args in [
             &["concord", "append", "$x", "--type", "T", "--data", "{}"][..],
-            &["concord", "append", "a-1", "--type", "T", "--data", "{nope"],
+            // Whether --data is JSON depends on --content-type: `append` checks it (exit 2
+            // too, see tests/cli.rs); the content type itself is checked here.
+            &[
+                "concord",
+                "append",
+                "a-1",
+                "--type",
+                "T",
+                "--data",
+                "x",
+                "--content-type",
+                "png",
+            ],
+            &[
+                "concord",
+                "append",
+                "a-1",
+                "--type",
+                "T",
+                "--data",
+                "{}",
+                "--data-file",
+                "f",
+            ],
             &[
                 "concord",
                 "append",
