@@ -437,7 +437,7 @@ mod tests {
         for p in 1..=10_i64 {
             let ty = if p % 2 == 0 { "A" } else { "B" };
             conn.execute(
-                "INSERT INTO events VALUES (?1, 1, ?1, ?2, ?3, 'a', x'7b7d', x'7b7d', 't', 0)",
+                "INSERT INTO events VALUES (?1, 1, ?1, ?2, ?3, 'a', x'7b7d', x'7b7d', 't', 0, NULL)",
                 (p, uuid::Uuid::new_v4().as_bytes().to_vec(), ty),
             )
             .unwrap();
