@@ -365,6 +365,13 @@ pub struct Health {
     pub status: String,
     /// The backend's name (`memory`, `embedded`, `redis`).
     pub store: String,
+    /// The server's version (`concord --version`).
+    #[serde(default)]
+    pub version: String,
+    /// With `unavailable`: why, and what to do (`the store is poisoned …; restart the
+    /// server`, `the store cannot be reached`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
 }
 
 #[cfg(test)]

@@ -64,7 +64,9 @@ pub use multi::{
     PARTS_PER_APPEND_MAX, PartConflict, PartState, QueryPage, plan_multi_append,
 };
 pub use names::{Category, EventType, NAME_BYTES_MAX, StreamName, Tag};
-pub use query::{Filter, QUERY_ITEMS_MAX, Query, QueryItem};
+pub use query::{
+    Filter, QUERY_ITEMS_MAX, Query, QueryItem, TAGS_PER_FILTER_MAX, TYPES_PER_FILTER_MAX,
+};
 pub use signal::{HeadSignal, WaitBeyond};
 pub use store::{AllPage, Direction, EventStore, StreamInfo};
 pub use subscription::Subscription;

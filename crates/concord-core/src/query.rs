@@ -9,11 +9,39 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::InvalidInput;
-use crate::event::RecordedEvent;
+use crate::event::{RecordedEvent, TAGS_PER_EVENT_MAX};
 use crate::names::{Category, EventType, Tag};
 
 /// The most items one query may have.
 pub const QUERY_ITEMS_MAX: usize = 100;
+
+/// The most event types one filter, one query item or one `rebase_unless` list may name.
+/// Every backend answers any list within it (the embedded store merges one index range per
+/// type, and SQLite allows 500 terms in one compound statement).
+pub const TYPES_PER_FILTER_MAX: usize = 100;
+
+/// The most tags one filter or one query item may name: an event carries at most
+/// [`TAGS_PER_EVENT_MAX`], and a filter's tags must all be on the event, so more could never
+/// match. (The embedded store joins one index lookup per tag; SQLite allows 64 tables in one
+/// join.)
+pub const TAGS_PER_FILTER_MAX: usize = TAGS_PER_EVENT_MAX;
+
+/// Refuses a list of types or tags longer than its maximum, naming `field` and `what`.
+pub(crate) fn check_list_len(
+    field: &'static str,
+    whose: &str,
+    what: &str,
+    len: usize,
+    max: usize,
+) -> Result<(), InvalidInput> {
+    if len > max {
+        return Err(InvalidInput::new(
+            field,
+            format!("{whose} has {len} {what}, but at most {max} are allowed"),
+        ));
+    }
+    Ok(())
+}
 
 fn types_match(types: &[EventType], event: &RecordedEvent) -> bool {
     types.is_empty() || types.contains(&event.event_type)
@@ -69,6 +97,28 @@ impl Filter {
         self.category.is_none() && self.types.is_empty() && self.tags.is_empty()
     }
 
+    /// Checks the sizes no type can enforce: at most [`TYPES_PER_FILTER_MAX`] types and
+    /// [`TAGS_PER_FILTER_MAX`] tags.
+    ///
+    /// # Errors
+    /// [`InvalidInput`] about `types` or `tags`.
+    pub fn validate(&self) -> Result<(), InvalidInput> {
+        check_list_len(
+            "types",
+            "the filter",
+            "types",
+            self.types.len(),
+            TYPES_PER_FILTER_MAX,
+        )?;
+        check_list_len(
+            "tags",
+            "the filter",
+            "tags",
+            self.tags.len(),
+            TAGS_PER_FILTER_MAX,
+        )
+    }
+
     /// Whether `event` passes the filter.
     pub fn matches(&self, event: &RecordedEvent) -> bool {
         self.category
@@ -118,7 +168,8 @@ impl Query {
     }
 
     /// Checks the rules the type system cannot: an item names types or tags (or both), and
-    /// there are at most [`QUERY_ITEMS_MAX`] items.
+    /// there are at most [`QUERY_ITEMS_MAX`] items, each with at most
+    /// [`TYPES_PER_FILTER_MAX`] types and [`TAGS_PER_FILTER_MAX`] tags.
     ///
     /// # Errors
     /// [`InvalidInput`] naming the broken rule.
@@ -141,6 +192,23 @@ impl Query {
                 "query",
                 format!("query item {i} has neither types nor tags; give at least one of them"),
             ));
+        }
+        for (i, item) in self.items.iter().enumerate() {
+            let whose = format!("query item {i}");
+            check_list_len(
+                "query",
+                &whose,
+                "types",
+                item.types.len(),
+                TYPES_PER_FILTER_MAX,
+            )?;
+            check_list_len(
+                "query",
+                &whose,
+                "tags",
+                item.tags.len(),
+                TAGS_PER_FILTER_MAX,
+            )?;
         }
         Ok(())
     }
@@ -233,5 +301,42 @@ mod tests {
             ],
         };
         assert!(many.validate().is_err());
+    }
+
+    #[test]
+    fn filters_and_query_items_are_bounded_in_types_and_tags() {
+        let types = |n: usize| (0..n).map(|i| ty(&format!("T{i}"))).collect::<Vec<_>>();
+        let tags = |n: usize| (0..n).map(|i| tag(&format!("t:{i}"))).collect::<Vec<_>>();
+        assert!(
+            Filter::all()
+                .types(types(TYPES_PER_FILTER_MAX))
+                .tags(tags(TAGS_PER_FILTER_MAX))
+                .validate()
+                .is_ok()
+        );
+        let e = Filter::all()
+            .types(types(TYPES_PER_FILTER_MAX + 1))
+            .validate()
+            .unwrap_err();
+        assert_eq!(e.field, "types");
+        assert!(e.message.contains("101 types"), "{e}");
+        let e = Filter::all()
+            .tags(tags(TAGS_PER_FILTER_MAX + 1))
+            .validate()
+            .unwrap_err();
+        assert_eq!(e.field, "tags");
+        assert!(
+            Query::item(types(TYPES_PER_FILTER_MAX), tags(TAGS_PER_FILTER_MAX))
+                .validate()
+                .is_ok()
+        );
+        let e = Query::item(vec![], tags(65)).validate().unwrap_err();
+        assert_eq!(e.field, "query");
+        assert!(e.message.contains("query item 0 has 65 tags"), "{e}");
+        assert!(
+            Query::item(types(TYPES_PER_FILTER_MAX + 1), vec![])
+                .validate()
+                .is_err()
+        );
     }
 }

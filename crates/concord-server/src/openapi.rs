@@ -180,6 +180,10 @@ pub(crate) struct HealthDoc {
     status: String,
     /// The backend.
     store: String,
+    /// The server's version.
+    version: String,
+    /// With `unavailable`: why, and what to do.
+    detail: Option<String>,
 }
 
 /// A stale part of a multi-stream append.
@@ -691,8 +695,10 @@ mod tests {
         assert_described(
             "Health",
             Health {
-                status: "ok".into(),
+                status: "unavailable".into(),
                 store: "memory".into(),
+                version: "0.1.0".into(),
+                detail: Some("x".into()),
             },
         );
         let mut p = Problem::new(ProblemType::VersionConflict, 409, "x");

@@ -188,6 +188,8 @@ pub(crate) fn filter(
     f.tags = split_list(tags)
         .map(|t| Tag::new(t).map_err(|e| ApiError::invalid("tags", e.message)))
         .collect::<Result<_, _>>()?;
+    f.validate()
+        .map_err(|e| ApiError::invalid(e.field, e.message))?;
     Ok(f)
 }
 
@@ -454,19 +456,31 @@ async fn head(
 
 async fn health(State(app): State<AppState>) -> Response {
     let store = app.store.backend().to_owned();
-    match app.store.head().await {
-        Ok(_) => Json(Health {
+    let version = env!("CARGO_PKG_VERSION").to_owned();
+    match app.store.health().await {
+        Ok(()) => Json(Health {
             status: "ok".to_owned(),
             store,
+            version,
+            detail: None,
         })
         .into_response(),
         Err(e) => {
-            tracing::error!(error = %e, "health check: the store is unreachable");
+            tracing::error!(error = %e, "health check: the store cannot serve");
+            // The cause stays in the log: /health needs no token.
+            let detail = match e {
+                StoreError::Poisoned(_) => {
+                    "the store refuses appends after a failed write or sync of its files; restart the server (recovery keeps every acknowledged append)"
+                }
+                _ => "the store cannot be reached; the server log has the cause",
+            };
             (
                 StatusCode::SERVICE_UNAVAILABLE,
                 Json(Health {
                     status: "unavailable".to_owned(),
                     store,
+                    version,
+                    detail: Some(detail.to_owned()),
                 }),
             )
                 .into_response()

@@ -28,7 +28,9 @@ use serde_json::json;
 use crate::scale;
 
 mod cross_stream;
+mod limits;
 pub use cross_stream::*;
+pub use limits::*;
 
 // ---------------------------------------------------------------------------------------
 // Helpers
@@ -2113,6 +2115,8 @@ macro_rules! conformance_suite {
             bad_queries_and_parts_are_rejected_and_write_nothing,
             concurrent_registrations_of_one_username_let_exactly_one_win,
             concurrent_transfers_conserve_the_total_at_every_position,
+            versions_and_positions_past_2_pow_63_read_as_past_the_end,
+            filters_and_queries_up_to_their_limits_work_and_beyond_are_refused,
         );
     };
     (@specs $factory:path; $($spec:ident),* $(,)?) => {
