@@ -44,11 +44,15 @@ mod event;
 mod memory;
 mod multi;
 mod names;
+mod object;
 mod query;
 mod signal;
 mod store;
 pub mod subscription;
 mod version;
+
+#[doc(hidden)]
+pub use serde as __serde;
 
 pub use append::{
     AppendOutcome, AppendPlan, AppendRequest, Appended, IdCheck, Limits, check_ids, may_rebase,

@@ -130,7 +130,9 @@ impl Filter {
 }
 
 /// One item of a query: any of `types` and all of `tags` (at least one of the two given).
+/// On the wire an object; unknown members are refused (a `"tag"` typo must not widen it).
 #[derive(Clone, PartialEq, Eq, Debug, Default, Serialize, Deserialize)]
+#[serde(remote = "Self", deny_unknown_fields)]
 pub struct QueryItem {
     /// Any of these types (empty: any type).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -147,12 +149,17 @@ impl QueryItem {
     }
 }
 
-/// A DCB query: items combined with OR; no items matches every event.
+/// A DCB query: items combined with OR; no items matches every event. On the wire an
+/// object; unknown members are refused.
 #[derive(Clone, PartialEq, Eq, Debug, Default, Serialize, Deserialize)]
+#[serde(remote = "Self", deny_unknown_fields)]
 pub struct Query {
     /// The items, combined with OR.
     pub items: Vec<QueryItem>,
 }
+
+crate::object_serde!(QueryItem);
+crate::object_serde!(Query);
 
 impl Query {
     /// The query that matches every event.
@@ -229,6 +236,25 @@ mod tests {
     }
     fn ty(s: &str) -> EventType {
         EventType::new(s).unwrap()
+    }
+
+    #[test]
+    fn queries_are_objects_without_unknown_members() {
+        let q: Query =
+            serde_json::from_str(r#"{"items": [{"types": ["A"], "tags": ["t"]}]}"#).unwrap();
+        assert_eq!(q, Query::item(vec![ty("A")], vec![tag("t")]));
+        for (bad, says) in [
+            (
+                r#"{"items": [{"types": ["A"], "tag": ["t"]}]}"#,
+                "unknown field `tag`",
+            ),
+            (r#"{"items": [], "after": 1}"#, "unknown field `after`"),
+            (r#"{"items": [[["A"], ["t"]]]}"#, "expected a JSON object"),
+            (r#"[[]]"#, "expected a JSON object"),
+        ] {
+            let e = serde_json::from_str::<Query>(bad).unwrap_err().to_string();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -158,3 +158,93 @@ fn versions_and_positions_from_2_pow_63_are_past_the_end() {
     assert_healthy(&addr);
     assert_eq!(terminate(child), 0);
 }
+
+/// A misspelt member inside a query item or a condition used to be ignored: a `"tag"`
+/// typo dropped the tags (the item then matched more), a misspelt `after` became 0.
+#[test]
+fn unknown_members_of_queries_and_conditions_are_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let (child, addr) = start(&dir.path().join("data"));
+    let part = r#"{"stream": "user-1", "events": [{"type": "UserRegistered", "data": {}}]}"#;
+    for (path, body, member) in [
+        (
+            "/query",
+            r#"{"query": {"items": [{"types": ["A"], "tag": ["username:alice"]}]}}"#.to_owned(),
+            "tag",
+        ),
+        (
+            "/query",
+            r#"{"query": {"items": [], "limit": 3}}"#.to_owned(),
+            "limit",
+        ),
+        (
+            "/append",
+            format!(
+                r#"{{"parts": [{part}], "condition": {{"fail_if_events_match": {{"items": []}}, "aftr": 3}}}}"#
+            ),
+            "aftr",
+        ),
+        (
+            "/append",
+            format!(
+                r#"{{"parts": [{part}], "condition": {{"fail_if_events_match": {{"items": [{{"types": ["A"], "tgas": []}}]}}}}}}"#
+            ),
+            "tgas",
+        ),
+    ] {
+        let (status, problem) = json(&addr, "POST", path, &body);
+        assert_eq!(status, 400, "{body}: {problem}");
+        assert!(
+            problem["detail"].as_str().unwrap().contains(member),
+            "{body}: {problem}"
+        );
+    }
+    let (status, list) = json(&addr, "GET", "/streams", "");
+    assert_eq!(status, 200);
+    assert_eq!(
+        list["streams"],
+        serde_json::json!([]),
+        "nothing was written"
+    );
+    assert_healthy(&addr);
+    assert_eq!(terminate(child), 0);
+}
+
+/// Bodies are JSON objects: an array in the shape of the members used to be accepted
+/// (`[null, null, [{...}]]` appended with 201).
+#[test]
+fn arrays_where_objects_are_expected_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (child, addr) = start(&dir.path().join("data"));
+    for (path, body) in [
+        ("/streams/x-1", r#"[null,null,[{"type":"T","data":1}]]"#),
+        (
+            "/append",
+            r#"[[{"stream":"x-1","events":[{"type":"T","data":1}]}]]"#,
+        ),
+        (
+            "/append",
+            r#"{"parts":[["x-1",null,null,[{"type":"T","data":1}]]]}"#,
+        ),
+        (
+            "/append",
+            r#"{"parts":[{"stream":"x-1","events":[{"type":"T","data":1}]}],"condition":[{"items":[]},0]}"#,
+        ),
+        ("/query", r#"[{"items":[]},0,10]"#),
+        ("/query", r#"{"query":[[]]}"#),
+        ("/query", r#"{"query":{"items":[[["A"],[]]]}}"#),
+    ] {
+        let (status, problem) = json(&addr, "POST", path, body);
+        assert_eq!(status, 400, "{path} {body}: {problem}");
+        assert_eq!(problem["type"], "urn:concord:invalid-request", "{problem}");
+    }
+    let (status, list) = json(&addr, "GET", "/streams", "");
+    assert_eq!(status, 200);
+    assert_eq!(
+        list["streams"],
+        serde_json::json!([]),
+        "nothing was written"
+    );
+    assert_healthy(&addr);
+    assert_eq!(terminate(child), 0);
+}
