@@ -61,7 +61,9 @@ pub use append::{
 pub use error::{
     BoxError, ConditionFailed, Conflict, InvalidInput, PartialDuplicate, StoreError, TooLarge,
 };
-pub use event::{EventId, Json, NewEvent, RecordedAt, RecordedEvent, TAGS_PER_EVENT_MAX};
+pub use event::{
+    EventId, JSON_DEPTH_MAX, Json, NewEvent, RecordedAt, RecordedEvent, TAGS_PER_EVENT_MAX,
+};
 pub use memory::MemoryStore;
 pub use multi::{
     AppendCondition, MATCHING_EVENTS_MAX, MultiAppendOutcome, MultiAppendPlan, MultiAppendRequest,

@@ -352,6 +352,10 @@ pub(crate) struct ProjectionInfoDoc {
     events_applied: u64,
     /// Present when `status` is `failed`.
     failure: Option<ProjectionFailureDoc>,
+    /// Events its handler refused and it skipped since the last rebuild.
+    skipped: u64,
+    /// The latest skipped events (at most 10, newest first), each with the handler's error.
+    skipped_events: Option<Vec<ProjectionFailureDoc>>,
     /// The store or database error it is retrying after, if any.
     last_error: Option<String>,
 }
@@ -797,6 +801,8 @@ mod tests {
             lag: 3,
             events_applied: 6,
             failure: Some(projection_failure()),
+            skipped: 1,
+            skipped_events: vec![projection_failure()],
             last_error: Some("disk full".into()),
         };
         assert_described("ProjectionInfo", &info);

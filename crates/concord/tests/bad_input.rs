@@ -159,6 +159,53 @@ fn versions_and_positions_from_2_pow_63_are_past_the_end() {
     assert_eq!(terminate(child), 0);
 }
 
+/// Valid JSON that no reader of the store can parse back (nesting of 128 levels or more,
+/// a number beyond f64 like `1e999`, a lone surrogate `"\ud800"`) used to be accepted, and
+/// then stopped the projection of its category for good with a false "not JSON". The store
+/// refuses it now (400 naming `data` or `metadata`), and the projections run on.
+#[test]
+fn json_that_readers_cannot_parse_is_refused_and_projections_keep_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let (child, addr) = start(&dir.path().join("data"));
+    let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
+    for (data, metadata) in [
+        (deep.as_str(), "{}"),
+        ("1e999", "{}"),
+        (r#""\ud800""#, "{}"),
+        (r#"{"amount": 1}"#, r#"{"a": -1e400}"#),
+        (r#"{"amount": 1}"#, r#"{"\udc00": 1}"#),
+    ] {
+        let body = format!(
+            r#"{{"events": [{{"type": "Deposited", "data": {data}, "metadata": {metadata}}}]}}"#
+        );
+        let answer = json(&addr, "POST", "/streams/account-1", &body);
+        assert_invalid(&answer, "body");
+        let detail = answer.1["detail"].as_str().unwrap();
+        assert!(detail.contains("readers cannot parse back"), "{detail}");
+    }
+    // 127 levels still reads back.
+    let deepest = format!("{}1{}", "[".repeat(127), "]".repeat(127));
+    let body = format!(r#"{{"events": [{{"type": "Noted", "data": {deepest}}}]}}"#);
+    assert_eq!(json(&addr, "POST", "/streams/account-1", &body).0, 201);
+    let ok = r#"{"events": [{"type": "AccountOpened", "data": {"owner": "ann", "balance": 5}}]}"#;
+    let (status, appended) = json(&addr, "POST", "/streams/account-2", ok);
+    assert_eq!(status, 201);
+    let last = appended["last_position"].as_u64().unwrap();
+    let (status, row) = json(
+        &addr,
+        "GET",
+        &format!("/projections/balances/account-2?min_position={last}&wait_ms=10000"),
+        "",
+    );
+    assert_eq!(status, 200, "{row}");
+    assert_eq!(row["row"]["balance"], 5);
+    let (status, balances) = json(&addr, "GET", "/projections/balances", "");
+    assert_eq!(status, 200);
+    assert_eq!(balances["status"], "running", "{balances}");
+    assert_healthy(&addr);
+    assert_eq!(terminate(child), 0);
+}
+
 /// A misspelt member inside a query item or a condition used to be ignored: a `"tag"`
 /// typo dropped the tags (the item then matched more), a misspelt `after` became 0.
 #[test]
