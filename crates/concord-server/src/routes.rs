@@ -441,7 +441,8 @@ async fn head(
     let head = match params.after {
         None => app.store.head().await?,
         Some(after) => {
-            let wait = app.store.wait_for_head(Position(after));
+            let after = Position(after);
+            let wait = wait_beyond(app.store.as_ref(), after);
             tokio::select! {
                 waited = tokio::time::timeout(app.config.head_long_poll, wait) => match waited {
                     Ok(head) => head?,
@@ -452,6 +453,18 @@ async fn head(
         }
     };
     Ok(Json(HeadBody { head }))
+}
+
+/// Waits until the head is beyond `after`. A backend's `wait_for_head` may return earlier
+/// (Redis after 2 s), so it is asked again until the head has moved; the caller bounds the
+/// whole wait.
+async fn wait_beyond(store: &dyn EventStore, after: Position) -> Result<Position, StoreError> {
+    loop {
+        let head = store.wait_for_head(after).await?;
+        if head > after {
+            return Ok(head);
+        }
+    }
 }
 
 async fn health(State(app): State<AppState>) -> Response {
