@@ -131,7 +131,11 @@ impl ConcordClient {
         let mut connector = HttpConnector::new();
         // Small requests and answers: Nagle's algorithm would only delay them.
         connector.set_nodelay(true);
-        let http = Pool::builder(TokioExecutor::new()).build(connector);
+        // `concord serve` closes a connection idle for 10 s: the pool drops its own idle
+        // connections well before, so a request never goes out on one being closed.
+        let http = Pool::builder(TokioExecutor::new())
+            .pool_idle_timeout(std::time::Duration::from_secs(5))
+            .build(connector);
         Ok(ConcordClient {
             http,
             base,

@@ -6,7 +6,7 @@
 
 use std::net::SocketAddr;
 
-use axum::http::header::{CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
+use axum::http::header::{CONNECTION, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use concord_api::{ConflictPart, PROBLEM_CONTENT_TYPE, Problem, ProblemType, ProjectionFailure};
@@ -82,6 +82,9 @@ pub enum ApiError {
     /// Outside the token's grants. 403.
     #[error("{0}")]
     Forbidden(String),
+    /// The request body did not arrive in time. 408; the connection is closed.
+    #[error("the request body did not arrive within {0} ms; send it faster or in smaller requests")]
+    BodyTimeout(u128),
     /// A bug or a failed task inside the server. 500, logged.
     #[error("{0}")]
     Internal(String),
@@ -283,6 +286,9 @@ impl ApiError {
             e @ ApiError::MethodNotAllowed(_) => {
                 Problem::new(ProblemType::MethodNotAllowed, 405, e.to_string())
             }
+            e @ ApiError::BodyTimeout(_) => {
+                Problem::new(ProblemType::RequestTimeout, 408, e.to_string())
+            }
             ApiError::Unauthorized(detail) => Problem::new(ProblemType::Unauthorized, 401, detail),
             ApiError::Forbidden(detail) => Problem::new(ProblemType::Forbidden, 403, detail),
             ApiError::Projection(e) => projection_problem(e),
@@ -313,6 +319,10 @@ impl IntoResponse for ApiError {
         if problem.problem_type == ProblemType::ProjectionBehind.urn() {
             // The projection is expected to catch up: retrying soon is the point.
             headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        if status == StatusCode::REQUEST_TIMEOUT {
+            // The rest of the body may still come: this connection is not reused.
+            headers.insert(CONNECTION, HeaderValue::from_static("close"));
         }
         if status == StatusCode::UNAUTHORIZED {
             headers.insert(
