@@ -289,7 +289,11 @@ pub struct QueryBody {
     #[serde(default)]
     pub after: Position,
     /// At most this many events (default 100, at most the read limit).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "concord_core::deserialize_optional_count"
+    )]
     pub limit: Option<usize>,
 }
 

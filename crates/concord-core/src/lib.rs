@@ -76,4 +76,4 @@ pub use query::{
 pub use signal::{HeadSignal, WaitBeyond};
 pub use store::{AllPage, Direction, EventStore, StreamInfo};
 pub use subscription::Subscription;
-pub use version::{ExpectedVersion, Position, Version};
+pub use version::{ExpectedVersion, Position, Version, deserialize_optional_count};

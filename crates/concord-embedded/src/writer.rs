@@ -10,14 +10,15 @@
 //! once the batch is on the device.
 //!
 //! Failures come in two kinds. A statement that fails inside the open transaction (a
-//! lookup SQLite refuses, an insert into a full disk) changes nothing durable: when it is
-//! a lookup of a request that has not written yet, only that request is refused and the
-//! batch goes on; otherwise the transaction is rolled back, every request of the batch is
-//! refused as unavailable (nothing of it was written; re-sending is safe), and the next
-//! batch starts afresh. Only a failed commit or sync poisons the store: nobody in the batch
-//! is told "done", and every later append is refused until the process reopens the store,
-//! because after a failed fsync nobody knows what the disk holds (the lesson of
-//! PostgreSQL's fsyncgate). No input can poison it.
+//! lookup SQLite refuses, an insert or a COMMIT into a full disk) changes nothing durable:
+//! when it is a lookup of a request that has not written yet, only that request is refused
+//! and the batch goes on; otherwise the transaction is rolled back, every request of the
+//! batch is refused as unavailable (nothing of it was written; re-sending is safe), and the
+//! next batch starts afresh. Only a failed sync (of the log, or of the database file by a
+//! checkpoint) poisons the store: nobody in the batch is told "done", and every later
+//! append is refused until the process reopens the store, because after a failed fsync
+//! nobody knows what the disk holds (the lesson of PostgreSQL's fsyncgate). No input can
+//! poison it.
 //!
 //! Invariants: `head` and `streams` describe exactly what is committed (durable or about
 //! to be: readers see only up to the published head); positions are assigned here, at
@@ -342,9 +343,9 @@ enum BatchFailure {
     /// A statement failed inside the transaction: roll it back; nothing is durable, the
     /// store stays usable.
     Statement(EmbeddedError),
-    /// The commit (the write of the batch into the log) failed: what the disk holds is
-    /// unknown, so the store is poisoned.
-    Commit(EmbeddedError),
+    /// The batch's data could not be made durable (a failed sync; the injected
+    /// [`Fault::FailNextCommit`]): what the disk holds is unknown, so the store is poisoned.
+    Sync(EmbeddedError),
 }
 
 impl Request {
@@ -575,7 +576,7 @@ impl Writer {
                             });
                         }
                     }
-                    BatchFailure::Statement(e) | BatchFailure::Commit(e) => {
+                    BatchFailure::Statement(e) | BatchFailure::Sync(e) => {
                         let reason = self.poison_with(&e);
                         for request in appends {
                             request.refuse(StoreError::Poisoned(reason.clone()));
@@ -663,7 +664,7 @@ impl Writer {
     /// Poisons the store (once) because of `e` and returns the reason every append is
     /// refused with.
     fn poison_with(&self, e: &EmbeddedError) -> String {
-        let reason = format!("a write or sync of the data file failed ({e})");
+        let reason = format!("a sync of the store's files failed ({e})");
         tracing::error!(error = %e, "embedded store poisoned; appends are refused until the store is reopened");
         self.poison.get_or_init(|| reason).clone()
     }
@@ -743,16 +744,15 @@ impl Writer {
             }
         }
         if std::mem::take(&mut self.fail_next_commit) {
-            return Err(BatchFailure::Commit(EmbeddedError::Injected(
-                "commit failed",
-            )));
+            return Err(BatchFailure::Sync(EmbeddedError::Injected("commit failed")));
         }
+        // With `synchronous = NORMAL` a COMMIT only writes the batch's frames to the log (the
+        // syncer syncs them): when it fails, SQLite rolls the transaction back, and frames
+        // without a commit record are never read. Nothing durable changed.
         self.conn
             .execute_batch("COMMIT")
-            .map_err(EmbeddedError::sqlite(
-                "cannot commit (sync) a batch of appends",
-            ))
-            .map_err(BatchFailure::Commit)
+            .map_err(EmbeddedError::sqlite("cannot commit a batch of appends"))
+            .map_err(BatchFailure::Statement)
     }
 
     /// The stream's state as the batch sees it: staged, else committed, else `None` (it

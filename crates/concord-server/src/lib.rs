@@ -47,7 +47,7 @@ pub use auth::{Access, EVERY_STREAM, TokenGrant, Tokens};
 pub use config::{ServerConfig, TokensSource};
 pub use error::{ApiError, ServerError};
 pub use metrics::Metrics;
-pub use openapi::{ROUTES, document as openapi_document};
+pub use openapi::{ROUTES, document as openapi_document, document_for as openapi_document_for};
 
 /// The application for `store` under `config`, without a listener.
 ///

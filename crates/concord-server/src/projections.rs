@@ -126,6 +126,18 @@ async fn row(
     }
     let host = host(&app, &name)?;
     let min_position = params.min_position.map(Position);
+    if let Some(wanted) = min_position {
+        // Beyond the head it could only be waited for in vain: no append has returned it.
+        let head = app.store.head().await?;
+        if wanted > head {
+            return Err(ApiError::invalid(
+                "min_position",
+                format!(
+                    "min_position {wanted} is beyond the store's head {head}; pass the last_position an append returned"
+                ),
+            ));
+        }
+    }
     let read = host.get_row(&name, &key, min_position, Duration::from_millis(wait_ms));
     // A shutdown ends the wait early, with the answer the bound would have given.
     let found = tokio::select! {

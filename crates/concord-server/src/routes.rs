@@ -50,6 +50,8 @@ pub(crate) struct Shared {
     pub(crate) config: Arc<ServerConfig>,
     pub(crate) tokens: Option<Arc<Tokens>>,
     pub(crate) metrics: Arc<Metrics>,
+    /// `/openapi.json` for this server's limits and access control, built once.
+    pub(crate) openapi: String,
     /// Becomes `true` when the server shuts down: subscriptions and long polls end.
     pub(crate) shutdown: watch::Receiver<bool>,
     /// Kept so the receiver above never sees a closed channel while the router lives.
@@ -77,7 +79,9 @@ pub(crate) fn build(
     shutdown_sender: Arc<watch::Sender<bool>>,
 ) -> Router {
     let body_max = config.limits.request_bytes_max;
+    let openapi = openapi::document_json(&config, tokens.is_some());
     let state = AppState(Arc::new(Shared {
+        openapi,
         store,
         config: Arc::new(config),
         tokens: tokens.map(Arc::new),
@@ -516,12 +520,8 @@ async fn metrics(State(app): State<AppState>) -> Response {
         .into_response()
 }
 
-async fn openapi_json() -> Response {
-    (
-        [(CONTENT_TYPE, "application/json")],
-        openapi::document_json(),
-    )
-        .into_response()
+async fn openapi_json(State(app): State<AppState>) -> Response {
+    ([(CONTENT_TYPE, "application/json")], app.openapi.clone()).into_response()
 }
 
 #[cfg(test)]

@@ -267,18 +267,15 @@ async fn a_position_not_processed_within_wait_ms_answers_503_projection_behind()
     let server = &side.server;
     let last = open_account(server, "account-1", 5).await;
 
-    // Beyond the head: nothing can process it, so the bound is reached.
+    // Beyond the head: no append returned it, so it is a mistake, not a wait (400).
     let beyond = last + 100;
-    let behind = server
+    let refused = server
         .get(&format!(
             "/projections/balances/account-1?min_position={beyond}&wait_ms=0"
         ))
         .await;
-    behind.assert_problem(503, "projection-behind");
-    assert_eq!(behind.json["projection"], "balances");
-    assert_eq!(behind.json["min_position"], beyond);
-    assert!(behind.json["checkpoint"].as_u64().unwrap() < beyond);
-    assert_eq!(behind.header("retry-after"), Some("1"));
+    refused.assert_problem(400, "invalid-request");
+    assert_eq!(refused.json["field"], "min_position");
 
     // A stopped projection does not move: the wait ends at its bound.
     side.host.stop("balances").await.unwrap();
@@ -298,6 +295,10 @@ async fn a_position_not_processed_within_wait_ms_answers_503_projection_behind()
         .await;
     stopped.assert_problem(503, "projection-behind");
     assert!(started.elapsed() >= std::time::Duration::from_millis(200));
+    assert_eq!(stopped.json["projection"], "balances");
+    assert_eq!(stopped.json["min_position"], p);
+    assert!(stopped.json["checkpoint"].as_u64().unwrap() < p);
+    assert_eq!(stopped.header("retry-after"), Some("1"));
     assert_eq!(
         server.get("/projections/balances").await.json["status"],
         "stopped"

@@ -111,6 +111,18 @@ pub struct ServeArgs {
     /// Where the built-in projections served under /projections keep their read models.
     #[command(flatten)]
     pub projections: crate::projection::DbArgs,
+    /// How long `GET /head?after=p` waits for the head to pass p, in milliseconds
+    /// [default: 10000].
+    #[arg(long, value_name = "MS")]
+    pub head_long_poll_ms: Option<u64>,
+    /// How long a client may take to send a request's headers, or stay idle between
+    /// requests, before its connection is closed, in milliseconds [default: 10000].
+    #[arg(long, value_name = "MS")]
+    pub header_timeout_ms: Option<u64>,
+    /// How long a client may take to send a request's body, in milliseconds (408 past it)
+    /// [default: 60000].
+    #[arg(long, value_name = "MS")]
+    pub body_timeout_ms: Option<u64>,
     /// Run no built-in projections (balances, auctions, documents): the server is then only
     /// the event store, and /projections lists none. They cost every append some work
     /// (reading it back, a read-model transaction per batch).
