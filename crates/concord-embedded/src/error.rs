@@ -33,7 +33,7 @@ pub enum EmbeddedError {
     },
 
     /// Another process (or another `EmbeddedStore` in this one) has the store open.
-    #[error("the store in {} is already open in another process (or twice in this one); close it first", path.display())]
+    #[error("the store in {} is already open in another process (or twice in this one); close it first, or, when that process is `concord serve`, go through the server: --store http://HOST:PORT", path.display())]
     AlreadyOpen {
         /// The data directory.
         path: PathBuf,

@@ -43,6 +43,15 @@ pub enum ApiError {
     /// A conflict on an expectation given as `If-Match`: 412 instead of 409.
     #[error("{0}")]
     IfMatchConflict(Box<Conflict>),
+    /// A `limit` above the read limit. 400, with the limit as `max` (a client pages within
+    /// it).
+    #[error("limit is {asked}, but at most {max} are allowed")]
+    LimitAboveMax {
+        /// What was asked.
+        asked: usize,
+        /// The server's read limit.
+        max: usize,
+    },
     /// Malformed input found by the server itself (body, path, query, headers). 400.
     #[error("{detail}")]
     Invalid {
@@ -250,6 +259,15 @@ impl ApiError {
             ApiError::Invalid { field, detail } => {
                 let mut p = Problem::new(ProblemType::InvalidRequest, 400, detail);
                 p.field = Some(field);
+                p
+            }
+            e @ ApiError::LimitAboveMax { .. } => {
+                let detail = e.to_string();
+                let mut p = Problem::new(ProblemType::InvalidRequest, 400, detail);
+                p.field = Some("limit".to_owned());
+                if let ApiError::LimitAboveMax { max, .. } = e {
+                    p.max = Some(max as u64);
+                }
                 p
             }
             e @ ApiError::BodyTooLarge { .. } => {

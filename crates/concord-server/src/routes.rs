@@ -168,10 +168,7 @@ fn limit(state: &AppState, asked: Option<usize>) -> Result<usize, ApiError> {
     match asked {
         None => Ok(READ_LIMIT_DEFAULT.min(max)),
         Some(0) => Err(ApiError::invalid("limit", "limit must be at least 1")),
-        Some(n) if n > max => Err(ApiError::invalid(
-            "limit",
-            format!("limit is {n}, but at most {max} are allowed"),
-        )),
+        Some(n) if n > max => Err(ApiError::LimitAboveMax { asked: n, max }),
         Some(n) => Ok(n),
     }
 }
