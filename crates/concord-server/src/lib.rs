@@ -1,4 +1,4 @@
-//! `concord-server`: the HTTP API of `shared/API.md` over any [`EventStore`].
+//! `concord-server`: the HTTP API of `docs/http-api.md` over any [`EventStore`].
 //!
 //! - [`ServerConfig`]: address, limits, tokens, keep-alive; [`ServerConfig::validate`]
 //!   refuses an open server on a non-loopback address.

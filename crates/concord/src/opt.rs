@@ -74,7 +74,7 @@ pub enum Command {
     /// log. Writes its events to the store (streams `account-…`, `auction-…`, `doc-…`).
     Demo(DemoArgs),
     /// Measure a store (append, hot, read, catchup) or a baseline (fsync, sqlite, xadd).
-    /// Writes its events to the store (streams `bench-…`): use a store made for it.
+    /// Writes its events to the store (streams `bench_<run>-…`): use a store made for it.
     Bench(crate::bench::BenchArgs),
     /// Projections (read models): list, status, rebuild.
     Projection(crate::projection::ProjectionArgs),

@@ -1,4 +1,4 @@
-//! `concord serve`: the HTTP API of shared/API.md over the store `--store` names.
+//! `concord serve`: the HTTP API (docs/http-api.md) over the store `--store` names.
 //!
 //! The binary only wires things: it opens the backend, binds the address, turns the flags
 //! into a `ServerConfig` and hands both to `concord_server::serve` with Ctrl-C/SIGTERM as

@@ -275,7 +275,7 @@ impl Progress {
 pub async fn run(ctx: &mut Context, args: BenchArgs) -> anyhow::Result<Exit> {
     if !matches!(args.scenario, BenchScenario::Baseline { .. }) {
         eprintln!(
-            "concord bench: writing benchmark events to the store {} (streams bench-…); use a store made for it",
+            "concord bench: writing benchmark events to the store {} (streams bench_<run>-…); use a store made for it",
             ctx.store_url
         );
     }
