@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 /// Unknown members are refused: a misspelt `expected_version` must not silently become
 /// `"any"`.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(remote = "Self", deny_unknown_fields)]
 pub struct AppendBody {
     /// The writer's claim (default `"any"`); `If-Match` may say it instead.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -23,6 +23,12 @@ pub struct AppendBody {
     /// The events, 1 to the configured maximum.
     pub events: Vec<NewEvent>,
 }
+
+// Bodies are JSON objects, never arrays of their members.
+concord_core::object_serde!(AppendBody);
+concord_core::object_serde!(AppendPartBody);
+concord_core::object_serde!(MultiAppendBody);
+concord_core::object_serde!(QueryBody);
 
 /// The answer to an append: 201 (written, maybe rebased) or 200 (duplicate).
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
@@ -128,7 +134,7 @@ pub struct ConflictPart {
 
 /// One part of `POST /append`: the body of a single append plus its stream.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(remote = "Self", deny_unknown_fields)]
 pub struct AppendPartBody {
     /// The stream to append to.
     pub stream: StreamName,
@@ -145,7 +151,7 @@ pub struct AppendPartBody {
 /// The body of `POST /append`: 1–100 parts, each stream at most once, and an optional
 /// condition.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(remote = "Self", deny_unknown_fields)]
 pub struct MultiAppendBody {
     /// The parts, written atomically with consecutive positions, or none is.
     pub parts: Vec<AppendPartBody>,
@@ -275,7 +281,7 @@ impl From<MultiAppendResult> for MultiAppendOutcome {
 
 /// The body of `POST /query`.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(remote = "Self", deny_unknown_fields)]
 pub struct QueryBody {
     /// The query: items combined with OR; `{"items": []}` matches every event.
     pub query: Query,
@@ -283,7 +289,11 @@ pub struct QueryBody {
     #[serde(default)]
     pub after: Position,
     /// At most this many events (default 100, at most the read limit).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "concord_core::deserialize_optional_count"
+    )]
     pub limit: Option<usize>,
 }
 
@@ -365,6 +375,13 @@ pub struct Health {
     pub status: String,
     /// The backend's name (`memory`, `embedded`, `redis`).
     pub store: String,
+    /// The server's version (`concord --version`).
+    #[serde(default)]
+    pub version: String,
+    /// With `unavailable`: why, and what to do (`the store is poisoned …; restart the
+    /// server`, `the store cannot be reached`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
 }
 
 #[cfg(test)]
@@ -378,6 +395,28 @@ mod tests {
         let err = serde_json::from_str::<AppendBody>(r#"{"expected_vesion": 1, "events": []}"#)
             .unwrap_err();
         assert!(err.to_string().contains("expected_vesion"), "{err}");
+    }
+
+    #[test]
+    fn bodies_are_objects_never_arrays() {
+        for bad in [
+            r#"[null, null, [{"type": "T", "data": 1}]]"#,
+            r#"{"events": [], "expected_version": 1, "rebase_unless": [], "x": 1}"#,
+        ] {
+            assert!(serde_json::from_str::<AppendBody>(bad).is_err(), "{bad}");
+        }
+        let e = serde_json::from_str::<MultiAppendBody>(
+            r#"{"parts": [["x-1", null, null, [{"type": "T", "data": 1}]]]}"#,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("expected a JSON object"), "{e}");
+        assert!(serde_json::from_str::<QueryBody>(r#"[{"items": []}, 0, 10]"#).is_err());
+        assert!(
+            serde_json::from_str::<MultiAppendBody>(
+                r#"{"parts": [], "condition": [{"items": []}, 0]}"#
+            )
+            .is_err()
+        );
     }
 
     #[test]

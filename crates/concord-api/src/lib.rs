@@ -1,4 +1,4 @@
-//! Concord's HTTP contract (`shared/API.md`) as plain serde types.
+//! Concord's HTTP contract (`docs/http-api.md`) as plain serde types.
 //!
 //! **API boundary:** the server and the Rust client share these definitions, so a body
 //! can only change in one place. Event, name and version types come from `concord-core`

@@ -50,11 +50,13 @@ pub enum ProblemType {
     /// 503: read-your-writes: the projection had not processed `min_position` when the
     /// wait ended (or it has failed before it).
     ProjectionBehind,
+    /// 408: the request's body did not arrive within the server's body timeout.
+    RequestTimeout,
 }
 
 impl ProblemType {
     /// Every problem type, for docs and tests.
-    pub const ALL: [ProblemType; 16] = [
+    pub const ALL: [ProblemType; 17] = [
         ProblemType::VersionConflict,
         ProblemType::PartialDuplicate,
         ProblemType::ConditionFailed,
@@ -71,6 +73,7 @@ impl ProblemType {
         ProblemType::ProjectionNotFound,
         ProblemType::RowNotFound,
         ProblemType::ProjectionBehind,
+        ProblemType::RequestTimeout,
     ];
 
     /// The `type` URN.
@@ -92,6 +95,7 @@ impl ProblemType {
             ProblemType::ProjectionNotFound => "urn:concord:projection-not-found",
             ProblemType::RowNotFound => "urn:concord:row-not-found",
             ProblemType::ProjectionBehind => "urn:concord:projection-behind",
+            ProblemType::RequestTimeout => "urn:concord:request-timeout",
         }
     }
 
@@ -114,6 +118,7 @@ impl ProblemType {
             ProblemType::ProjectionNotFound => "Projection not found",
             ProblemType::RowNotFound => "Row not found",
             ProblemType::ProjectionBehind => "Projection behind",
+            ProblemType::RequestTimeout => "Request timeout",
         }
     }
 

@@ -32,12 +32,19 @@ pub struct ProjectionInfo {
     /// Where and why it stopped, when `status` is `failed`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure: Option<ProjectionFailure>,
+    /// How many events its handler refused and it skipped (since the last rebuild).
+    #[serde(default)]
+    pub skipped: u64,
+    /// The latest of them, newest first (at most 10), each with the handler's error.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped_events: Vec<ProjectionFailure>,
     /// The store or database error it is currently retrying after, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
 }
 
-/// The event a failed projection stopped at. Its checkpoint is just before `position`.
+/// An event a projection's handler refused: the one a failed projection stopped at (its
+/// checkpoint is just before `position`), or one it skipped.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub struct ProjectionFailure {
     /// The failing event's position.

@@ -35,6 +35,26 @@ pub enum ClientError {
     Store(StoreError),
 }
 
+/// The status of an answer the client could map to no [`StoreError`] variant (401, 403,
+/// …): the `source` of the [`StoreError::Backend`] it becomes, so a caller can tell an
+/// unauthorized request from a server that cannot be reached. See [`refused_status`].
+#[derive(Clone, Copy, PartialEq, Eq, Debug, thiserror::Error)]
+#[error("HTTP status {0}")]
+pub struct RefusedStatus(pub u16);
+
+/// The HTTP status a server refused a request with (401 without a known token, 403 outside
+/// its grants, …), when that is what `error` is.
+pub fn refused_status(error: &StoreError) -> Option<u16> {
+    let mut cause = std::error::Error::source(error);
+    while let Some(c) = cause {
+        if let Some(RefusedStatus(status)) = c.downcast_ref::<RefusedStatus>() {
+            return Some(*status);
+        }
+        cause = c.source();
+    }
+    None
+}
+
 impl From<ClientError> for StoreError {
     fn from(e: ClientError) -> Self {
         match e {
@@ -43,7 +63,16 @@ impl From<ClientError> for StoreError {
                 "url",
                 format!("server URL {url:?} is not usable: {why}"),
             )),
-            other @ (ClientError::Refused { .. } | ClientError::NotFound) => StoreError::Backend {
+            ClientError::Refused {
+                status,
+                problem_type,
+                detail,
+            } => StoreError::Backend {
+                backend: BACKEND,
+                message: format!("the server answered {status} {problem_type}: {detail}"),
+                source: Some(Box::new(RefusedStatus(status))),
+            },
+            other @ ClientError::NotFound => StoreError::Backend {
                 backend: BACKEND,
                 message: other.to_string(),
                 source: None,

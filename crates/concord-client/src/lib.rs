@@ -50,7 +50,7 @@ use hyper_util::rt::TokioExecutor;
 use serde::de::DeserializeOwned;
 use url::Url;
 
-pub use error::ClientError;
+pub use error::{ClientError, RefusedStatus, refused_status};
 pub use sse::RECONNECTS_MAX;
 
 use crate::error::{problem_error, transport_error};
@@ -67,7 +67,9 @@ pub struct ConcordClient {
     base: Url,
     /// `Bearer <token>`, marked sensitive.
     authorization: Option<HeaderValue>,
-    read_limit_max: usize,
+    /// The most events one read asks for: the default read limit, until the server says it
+    /// allows fewer (`--read-limit-max`), then that (shared by the clones of this client).
+    read_limit_max: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl std::fmt::Debug for ConcordClient {
@@ -131,12 +133,18 @@ impl ConcordClient {
         let mut connector = HttpConnector::new();
         // Small requests and answers: Nagle's algorithm would only delay them.
         connector.set_nodelay(true);
-        let http = Pool::builder(TokioExecutor::new()).build(connector);
+        // `concord serve` closes a connection idle for 10 s: the pool drops its own idle
+        // connections well before, so a request never goes out on one being closed.
+        let http = Pool::builder(TokioExecutor::new())
+            .pool_idle_timeout(std::time::Duration::from_secs(5))
+            .build(connector);
         Ok(ConcordClient {
             http,
             base,
             authorization,
-            read_limit_max: Limits::default().read_limit_max,
+            read_limit_max: Arc::new(std::sync::atomic::AtomicUsize::new(
+                Limits::default().read_limit_max,
+            )),
         })
     }
 
@@ -194,10 +202,29 @@ impl ConcordClient {
             .await
     }
 
-    async fn get<T: DeserializeOwned>(&self, url: Url) -> Result<Option<T>, StoreError> {
-        let reply = self
+    async fn get<T: DeserializeOwned>(&self, mut url: Url) -> Result<Option<T>, StoreError> {
+        let mut reply = self
             .exchange(Method::GET, &url, HeaderMap::new(), Bytes::new())
             .await?;
+        // A server with a smaller read limit than asked: ask again within it (a page may
+        // then be shorter than asked, which every read's paging allows).
+        if let Some(max) = self.learn_read_limit(&reply) {
+            let pairs: Vec<(String, String)> = url
+                .query_pairs()
+                .map(|(k, v)| {
+                    let v = if k == "limit" {
+                        max.to_string()
+                    } else {
+                        v.into_owned()
+                    };
+                    (k.into_owned(), v)
+                })
+                .collect();
+            url.query_pairs_mut().clear().extend_pairs(pairs);
+            reply = self
+                .exchange(Method::GET, &url, HeaderMap::new(), Bytes::new())
+                .await?;
+        }
         match reply.status {
             s if s.is_success() => Ok(Some(reply.json()?)),
             StatusCode::NOT_FOUND if reply.problem => match reply.error() {
@@ -209,7 +236,26 @@ impl ConcordClient {
     }
 
     fn clamp(&self, limit: usize) -> usize {
-        limit.min(self.read_limit_max)
+        limit.min(
+            self.read_limit_max
+                .load(std::sync::atomic::Ordering::Relaxed),
+        )
+    }
+
+    /// When `reply` refuses a `limit` above the server's read limit (400 with `max`),
+    /// remembers that limit and returns it: the read is then asked again within it.
+    fn learn_read_limit(&self, reply: &Reply) -> Option<usize> {
+        if reply.status != StatusCode::BAD_REQUEST || !reply.problem {
+            return None;
+        }
+        let problem: concord_api::Problem = serde_json::from_slice(&reply.body).ok()?;
+        let max = usize::try_from(problem.max?).ok()?.max(1);
+        if problem.field.as_deref() != Some("limit") || max >= self.clamp(usize::MAX) {
+            return None;
+        }
+        self.read_limit_max
+            .store(max, std::sync::atomic::Ordering::Relaxed);
+        Some(max)
     }
 
     fn subscribe_url(&self, segments: &[&str]) -> Url {
@@ -447,6 +493,74 @@ impl EventStore for ConcordClient {
         url.query_pairs_mut()
             .append_pair("from", &from.max(Version(1)).to_string());
         sse::subscribe(self, url)
+    }
+}
+
+/// The read side of the server (`/projections`): what `concord projection` and `concord
+/// query` ask a server instead of building read models of their own.
+impl ConcordClient {
+    /// Sends a request and reads a JSON answer; any other answer is an error (a 404 too).
+    async fn call<T: DeserializeOwned>(&self, method: Method, url: Url) -> Result<T, StoreError> {
+        let reply = self
+            .exchange(method, &url, HeaderMap::new(), Bytes::new())
+            .await?;
+        if reply.status.is_success() {
+            reply.json()
+        } else {
+            Err(reply.error().into())
+        }
+    }
+
+    /// `GET /projections`: every projection the server runs.
+    ///
+    /// # Errors
+    /// The server's refusal (401, 403) or a transport failure.
+    pub async fn projections(&self) -> Result<concord_api::ProjectionList, StoreError> {
+        self.call(Method::GET, self.url(&["projections"])).await
+    }
+
+    /// `GET /projections/{name}`: one projection's status.
+    ///
+    /// # Errors
+    /// As [`ConcordClient::projections`]; an unknown projection.
+    pub async fn projection(&self, name: &str) -> Result<concord_api::ProjectionInfo, StoreError> {
+        self.call(Method::GET, self.url(&["projections", name]))
+            .await
+    }
+
+    /// `POST /projections/{name}/rebuild`: starts a rebuild; the status right after.
+    ///
+    /// # Errors
+    /// As [`ConcordClient::projection`].
+    pub async fn rebuild_projection(
+        &self,
+        name: &str,
+    ) -> Result<concord_api::ProjectionInfo, StoreError> {
+        self.call(Method::POST, self.url(&["projections", name, "rebuild"]))
+            .await
+    }
+
+    /// `GET /projections/{name}/{key}`: one read-model row, once the projection has
+    /// processed `min_position` (waiting at most `wait_ms`).
+    ///
+    /// # Errors
+    /// As [`ConcordClient::projection`]; no such row; the projection still behind.
+    pub async fn projection_row(
+        &self,
+        name: &str,
+        key: &str,
+        min_position: Option<Position>,
+        wait_ms: u64,
+    ) -> Result<concord_api::ProjectionRow, StoreError> {
+        let mut url = self.url(&["projections", name, key]);
+        {
+            let mut q = url.query_pairs_mut();
+            if let Some(p) = min_position {
+                q.append_pair("min_position", &p.to_string());
+            }
+            q.append_pair("wait_ms", &wait_ms.to_string());
+        }
+        self.call(Method::GET, url).await
     }
 }
 

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{InvalidInput, StoreError};
 use crate::event::{EventId, NewEvent, RecordedEvent, TAGS_PER_EVENT_MAX};
 use crate::names::{EventType, StreamName};
+use crate::query::{TYPES_PER_FILTER_MAX, check_list_len};
 use crate::version::{ExpectedVersion, Position, Version};
 
 /// Configurable limits, with API.md's defaults.
@@ -49,11 +50,21 @@ impl Limits {
     }
 
     /// Checks an append against these limits and the rules no constructor can enforce:
-    /// at least one event, metadata an object, at most 32 tags, no id twice.
+    /// at least one event, metadata an object, at most 32 tags, no id twice, at most
+    /// [`TYPES_PER_FILTER_MAX`] types in `rebase_unless`.
     ///
     /// # Errors
     /// [`StoreError::TooLarge`] or [`StoreError::Invalid`]; nothing has been written.
     pub fn check_append(&self, request: &AppendRequest) -> Result<(), StoreError> {
+        if let Some(types) = &request.rebase_unless {
+            check_list_len(
+                "rebase_unless",
+                "rebase_unless",
+                "types",
+                types.len(),
+                TYPES_PER_FILTER_MAX,
+            )?;
+        }
         self.check_events(&request.events)
     }
 

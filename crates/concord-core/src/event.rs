@@ -67,19 +67,89 @@ impl std::str::FromStr for EventId {
 }
 
 /// A JSON value kept as the text it arrived as. The constructor checks that it is one
-/// well-formed JSON value; afterwards it is only copied as bytes.
+/// well-formed JSON value that every reader can parse back (see [`Json::from_bytes`]);
+/// afterwards it is only copied as bytes.
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Json(Bytes);
 
+/// The deepest nesting of arrays and objects a [`Json`] may have: serde_json's reader (the
+/// projections', the Rust client's) stops at 128 levels.
+pub const JSON_DEPTH_MAX: usize = 127;
+
+/// One JSON value read the way `serde_json::Value` reads it, keeping nothing: numbers are
+/// parsed (one beyond an `f64`, such as `1e999`, is refused), strings are unescaped (a lone
+/// surrogate such as `"\ud800"` is refused), and nesting is bounded by serde_json's
+/// recursion limit ([`JSON_DEPTH_MAX`] levels). What passes here, every reader the store has
+/// can parse back; `serde::de::IgnoredAny` skips over all three.
+struct Readable;
+
+impl<'de> Deserialize<'de> for Readable {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(Readable)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Readable {
+    type Value = Readable;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Readable, E> {
+        Ok(Readable)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Readable, E> {
+        Ok(Readable)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Readable, E> {
+        Ok(Readable)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Readable, E> {
+        Ok(Readable)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Readable, E> {
+        Ok(Readable)
+    }
+    fn visit_unit<E>(self) -> Result<Readable, E> {
+        Ok(Readable)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Readable, A::Error> {
+        while seq.next_element::<Readable>()?.is_some() {}
+        Ok(Readable)
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Readable, A::Error> {
+        while map.next_entry::<Readable, Readable>()?.is_some() {}
+        Ok(Readable)
+    }
+}
+
+/// Checks `text` as one JSON value every reader can parse back, saying which rule it breaks.
+fn check_json(what: &str, text: &[u8]) -> Result<(), String> {
+    let Err(e) = serde_json::from_slice::<Readable>(text) else {
+        return Ok(());
+    };
+    // Only on failure: tell malformed text from valid JSON that readers cannot take.
+    Err(
+        match serde_json::from_slice::<serde::de::IgnoredAny>(text) {
+            Err(_) => format!("{what} is not valid JSON: {e}"),
+            Ok(_) => format!(
+                "{what} is valid JSON that readers cannot parse back ({e}): the store takes at most {JSON_DEPTH_MAX} levels of nesting, numbers within the range of a 64-bit float, and strings without lone surrogates"
+            ),
+        },
+    )
+}
+
 impl Json {
-    /// Validates `text` as one JSON value.
+    /// Validates `text` as one JSON value that every reader can parse back: well-formed,
+    /// nested at most [`JSON_DEPTH_MAX`] levels, every number within an `f64`'s range,
+    /// every string valid Unicode (no lone surrogate escapes). Readers (projections,
+    /// clients) would otherwise fail on an event the store accepted.
     ///
     /// # Errors
-    /// [`InvalidInput`] with serde_json's description of the first error.
+    /// [`InvalidInput`] about `what`, naming the first error and the rule.
     pub fn from_bytes(what: &'static str, text: impl Into<Bytes>) -> Result<Self, InvalidInput> {
         let text = text.into();
-        serde_json::from_slice::<serde::de::IgnoredAny>(&text)
-            .map_err(|e| InvalidInput::new(what, format!("{what} is not valid JSON: {e}")))?;
+        check_json(what, &text).map_err(|message| InvalidInput::new(what, message))?;
         Ok(Json(text))
     }
 
@@ -159,8 +229,10 @@ impl Serialize for Json {
 }
 
 impl<'de> Deserialize<'de> for Json {
+    /// Takes the value's text as it is, checked as [`Json::from_bytes`] checks it.
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let raw = Box::<RawValue>::deserialize(deserializer)?;
+        check_json("the value", raw.get().as_bytes()).map_err(serde::de::Error::custom)?;
         let s: Box<str> = raw.into();
         Ok(Json(Bytes::from(s.into_boxed_bytes())))
     }
@@ -557,6 +629,51 @@ mod tests {
         assert!(Json::from_bytes("data", &b"{ nope"[..]).is_err());
         assert!(Json::from_bytes("data", &b"1 2"[..]).is_err());
         assert!(!Json::from_bytes("data", &b"[1]"[..]).unwrap().is_object());
+    }
+
+    /// What no reader can parse back is refused at the door: nesting of 128 levels, a
+    /// number beyond an f64, a lone surrogate (as a value or as a key); one level less, the
+    /// largest finite numbers and surrogate pairs are fine.
+    #[test]
+    fn json_that_readers_cannot_parse_back_is_refused() {
+        let nested = |n: usize| format!("{}1{}", "[".repeat(n), "]".repeat(n));
+        let objects = |n: usize| format!("{}1{}", "{\"a\":".repeat(n), "}".repeat(n));
+        for good in [
+            nested(JSON_DEPTH_MAX),
+            objects(JSON_DEPTH_MAX),
+            "1.7976931348623157e308".to_owned(),
+            "-1e-400".to_owned(),
+            "18446744073709551616".to_owned(),
+            r#""\ud83d\ude00""#.to_owned(),
+        ] {
+            assert!(Json::from_bytes("data", good.clone()).is_ok(), "{good}");
+            assert!(serde_json::from_str::<Json>(&good).is_ok(), "{good}");
+            assert!(
+                Json::from_trusted(good.clone()).to_value().is_ok(),
+                "{good}"
+            );
+        }
+        for bad in [
+            nested(JSON_DEPTH_MAX + 1),
+            objects(JSON_DEPTH_MAX + 1),
+            "1e999".to_owned(),
+            "-1e400".to_owned(),
+            "9".repeat(400),
+            r#""\ud800""#.to_owned(),
+            r#""\udc00""#.to_owned(),
+            r#"{"\ud800": 1}"#.to_owned(),
+        ] {
+            let e = Json::from_bytes("data", bad.clone()).unwrap_err();
+            assert_eq!(e.field, "data");
+            assert!(
+                e.message.contains("readers cannot parse back"),
+                "{bad}: {e}"
+            );
+            assert!(serde_json::from_str::<Json>(&bad).is_err(), "{bad}");
+            assert!(Json::from_trusted(bad.clone()).to_value().is_err(), "{bad}");
+        }
+        let e = Json::from_bytes("metadata", &b"{\"a\": }"[..]).unwrap_err();
+        assert!(e.message.starts_with("metadata is not valid JSON"), "{e}");
     }
 
     #[test]

@@ -45,12 +45,16 @@ mod event;
 mod memory;
 mod multi;
 mod names;
+mod object;
 mod payload;
 mod query;
 mod signal;
 mod store;
 pub mod subscription;
 mod version;
+
+#[doc(hidden)]
+pub use serde as __serde;
 
 pub use append::{
     AppendOutcome, AppendPlan, AppendRequest, Appended, IdCheck, Limits, check_ids, may_rebase,
@@ -59,7 +63,9 @@ pub use append::{
 pub use error::{
     BoxError, ConditionFailed, Conflict, InvalidInput, PartialDuplicate, StoreError, TooLarge,
 };
-pub use event::{EventId, Json, NewEvent, RecordedAt, RecordedEvent, TAGS_PER_EVENT_MAX};
+pub use event::{
+    EventId, JSON_DEPTH_MAX, Json, NewEvent, RecordedAt, RecordedEvent, TAGS_PER_EVENT_MAX,
+};
 pub use memory::MemoryStore;
 pub use multi::{
     AppendCondition, MATCHING_EVENTS_MAX, MultiAppendOutcome, MultiAppendPlan, MultiAppendRequest,
@@ -67,8 +73,10 @@ pub use multi::{
 };
 pub use names::{Category, EventType, NAME_BYTES_MAX, StreamName, Tag};
 pub use payload::{CONTENT_TYPE_BYTES_MAX, ContentType, JSON_CONTENT_TYPE, Payload};
-pub use query::{Filter, QUERY_ITEMS_MAX, Query, QueryItem};
+pub use query::{
+    Filter, QUERY_ITEMS_MAX, Query, QueryItem, TAGS_PER_FILTER_MAX, TYPES_PER_FILTER_MAX,
+};
 pub use signal::{HeadSignal, WaitBeyond};
 pub use store::{AllPage, Direction, EventStore, StreamInfo};
 pub use subscription::Subscription;
-pub use version::{ExpectedVersion, Position, Version};
+pub use version::{ExpectedVersion, Position, Version, deserialize_optional_count};

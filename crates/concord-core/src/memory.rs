@@ -388,6 +388,7 @@ impl EventStore for MemoryStore {
         filter: &Filter,
         limit: usize,
     ) -> Result<AllPage, StoreError> {
+        filter.validate()?;
         let limit = limit.min(self.limits.read_limit_max);
         let state = self.lock();
         let head = Position(state.log.len() as u64);

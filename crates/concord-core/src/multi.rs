@@ -40,7 +40,9 @@ pub const PARTS_PER_APPEND_MAX: usize = 100;
 pub const MATCHING_EVENTS_MAX: usize = 100;
 
 /// "Fail if an event matching `fail_if_events_match` has a position greater than `after`."
+/// On the wire an object; unknown members are refused (a misspelt `after` must not become 0).
 #[derive(Clone, PartialEq, Eq, Debug, Default, Serialize, Deserialize)]
+#[serde(remote = "Self", deny_unknown_fields)]
 pub struct AppendCondition {
     /// The query whose matches, after `after`, make the append fail.
     pub fail_if_events_match: Query,
@@ -48,6 +50,8 @@ pub struct AppendCondition {
     #[serde(default)]
     pub after: Position,
 }
+
+crate::object_serde!(AppendCondition);
 
 impl AppendCondition {
     /// A condition on `query` after `after`.

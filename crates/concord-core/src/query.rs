@@ -9,11 +9,39 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::InvalidInput;
-use crate::event::RecordedEvent;
+use crate::event::{RecordedEvent, TAGS_PER_EVENT_MAX};
 use crate::names::{Category, EventType, Tag};
 
 /// The most items one query may have.
 pub const QUERY_ITEMS_MAX: usize = 100;
+
+/// The most event types one filter, one query item or one `rebase_unless` list may name.
+/// Every backend answers any list within it (the embedded store merges one index range per
+/// type, and SQLite allows 500 terms in one compound statement).
+pub const TYPES_PER_FILTER_MAX: usize = 100;
+
+/// The most tags one filter or one query item may name: an event carries at most
+/// [`TAGS_PER_EVENT_MAX`], and a filter's tags must all be on the event, so more could never
+/// match. (The embedded store joins one index lookup per tag; SQLite allows 64 tables in one
+/// join.)
+pub const TAGS_PER_FILTER_MAX: usize = TAGS_PER_EVENT_MAX;
+
+/// Refuses a list of types or tags longer than its maximum, naming `field` and `what`.
+pub(crate) fn check_list_len(
+    field: &'static str,
+    whose: &str,
+    what: &str,
+    len: usize,
+    max: usize,
+) -> Result<(), InvalidInput> {
+    if len > max {
+        return Err(InvalidInput::new(
+            field,
+            format!("{whose} has {len} {what}, but at most {max} are allowed"),
+        ));
+    }
+    Ok(())
+}
 
 fn types_match(types: &[EventType], event: &RecordedEvent) -> bool {
     types.is_empty() || types.contains(&event.event_type)
@@ -69,6 +97,28 @@ impl Filter {
         self.category.is_none() && self.types.is_empty() && self.tags.is_empty()
     }
 
+    /// Checks the sizes no type can enforce: at most [`TYPES_PER_FILTER_MAX`] types and
+    /// [`TAGS_PER_FILTER_MAX`] tags.
+    ///
+    /// # Errors
+    /// [`InvalidInput`] about `types` or `tags`.
+    pub fn validate(&self) -> Result<(), InvalidInput> {
+        check_list_len(
+            "types",
+            "the filter",
+            "types",
+            self.types.len(),
+            TYPES_PER_FILTER_MAX,
+        )?;
+        check_list_len(
+            "tags",
+            "the filter",
+            "tags",
+            self.tags.len(),
+            TAGS_PER_FILTER_MAX,
+        )
+    }
+
     /// Whether `event` passes the filter.
     pub fn matches(&self, event: &RecordedEvent) -> bool {
         self.category
@@ -80,7 +130,9 @@ impl Filter {
 }
 
 /// One item of a query: any of `types` and all of `tags` (at least one of the two given).
+/// On the wire an object; unknown members are refused (a `"tag"` typo must not widen it).
 #[derive(Clone, PartialEq, Eq, Debug, Default, Serialize, Deserialize)]
+#[serde(remote = "Self", deny_unknown_fields)]
 pub struct QueryItem {
     /// Any of these types (empty: any type).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -97,12 +149,17 @@ impl QueryItem {
     }
 }
 
-/// A DCB query: items combined with OR; no items matches every event.
+/// A DCB query: items combined with OR; no items matches every event. On the wire an
+/// object; unknown members are refused.
 #[derive(Clone, PartialEq, Eq, Debug, Default, Serialize, Deserialize)]
+#[serde(remote = "Self", deny_unknown_fields)]
 pub struct Query {
     /// The items, combined with OR.
     pub items: Vec<QueryItem>,
 }
+
+crate::object_serde!(QueryItem);
+crate::object_serde!(Query);
 
 impl Query {
     /// The query that matches every event.
@@ -118,7 +175,8 @@ impl Query {
     }
 
     /// Checks the rules the type system cannot: an item names types or tags (or both), and
-    /// there are at most [`QUERY_ITEMS_MAX`] items.
+    /// there are at most [`QUERY_ITEMS_MAX`] items, each with at most
+    /// [`TYPES_PER_FILTER_MAX`] types and [`TAGS_PER_FILTER_MAX`] tags.
     ///
     /// # Errors
     /// [`InvalidInput`] naming the broken rule.
@@ -142,6 +200,23 @@ impl Query {
                 format!("query item {i} has neither types nor tags; give at least one of them"),
             ));
         }
+        for (i, item) in self.items.iter().enumerate() {
+            let whose = format!("query item {i}");
+            check_list_len(
+                "query",
+                &whose,
+                "types",
+                item.types.len(),
+                TYPES_PER_FILTER_MAX,
+            )?;
+            check_list_len(
+                "query",
+                &whose,
+                "tags",
+                item.tags.len(),
+                TAGS_PER_FILTER_MAX,
+            )?;
+        }
         Ok(())
     }
 
@@ -161,6 +236,25 @@ mod tests {
     }
     fn ty(s: &str) -> EventType {
         EventType::new(s).unwrap()
+    }
+
+    #[test]
+    fn queries_are_objects_without_unknown_members() {
+        let q: Query =
+            serde_json::from_str(r#"{"items": [{"types": ["A"], "tags": ["t"]}]}"#).unwrap();
+        assert_eq!(q, Query::item(vec![ty("A")], vec![tag("t")]));
+        for (bad, says) in [
+            (
+                r#"{"items": [{"types": ["A"], "tag": ["t"]}]}"#,
+                "unknown field `tag`",
+            ),
+            (r#"{"items": [], "after": 1}"#, "unknown field `after`"),
+            (r#"{"items": [[["A"], ["t"]]]}"#, "expected a JSON object"),
+            (r#"[[]]"#, "expected a JSON object"),
+        ] {
+            let e = serde_json::from_str::<Query>(bad).unwrap_err().to_string();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
     }
 
     #[test]
@@ -233,5 +327,42 @@ mod tests {
             ],
         };
         assert!(many.validate().is_err());
+    }
+
+    #[test]
+    fn filters_and_query_items_are_bounded_in_types_and_tags() {
+        let types = |n: usize| (0..n).map(|i| ty(&format!("T{i}"))).collect::<Vec<_>>();
+        let tags = |n: usize| (0..n).map(|i| tag(&format!("t:{i}"))).collect::<Vec<_>>();
+        assert!(
+            Filter::all()
+                .types(types(TYPES_PER_FILTER_MAX))
+                .tags(tags(TAGS_PER_FILTER_MAX))
+                .validate()
+                .is_ok()
+        );
+        let e = Filter::all()
+            .types(types(TYPES_PER_FILTER_MAX + 1))
+            .validate()
+            .unwrap_err();
+        assert_eq!(e.field, "types");
+        assert!(e.message.contains("101 types"), "{e}");
+        let e = Filter::all()
+            .tags(tags(TAGS_PER_FILTER_MAX + 1))
+            .validate()
+            .unwrap_err();
+        assert_eq!(e.field, "tags");
+        assert!(
+            Query::item(types(TYPES_PER_FILTER_MAX), tags(TAGS_PER_FILTER_MAX))
+                .validate()
+                .is_ok()
+        );
+        let e = Query::item(vec![], tags(65)).validate().unwrap_err();
+        assert_eq!(e.field, "query");
+        assert!(e.message.contains("query item 0 has 65 tags"), "{e}");
+        assert!(
+            Query::item(types(TYPES_PER_FILTER_MAX + 1), vec![])
+                .validate()
+                .is_err()
+        );
     }
 }

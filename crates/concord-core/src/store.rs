@@ -133,6 +133,16 @@ pub trait EventStore: Send + Sync + fmt::Debug + 'static {
     /// Backend failures.
     async fn head(&self) -> Result<Position, StoreError>;
 
+    /// Whether the store can take appends and answer reads now: what `GET /health` reports.
+    /// The provided implementation reads the head.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] when the backend cannot be reached;
+    /// [`StoreError::Poisoned`] when it refuses appends until it is reopened.
+    async fn health(&self) -> Result<(), StoreError> {
+        self.head().await.map(|_| ())
+    }
+
     /// Waits until the head is beyond `after` and returns it. May return earlier (with a
     /// head not beyond `after`) after a backend-chosen timeout; callers re-check.
     ///

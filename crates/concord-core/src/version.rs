@@ -8,13 +8,73 @@ use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+/// A JSON number that is a whole number from 0 to 2^64 - 1, however it is written: JSON
+/// has one kind of number, so `3`, `3.0` and `3e0` are the same (what a JSON Schema
+/// `integer` allows). Versions, positions and counts in requests are read through it.
+pub(crate) struct WholeNumber;
+
+impl serde::de::Visitor<'_> for WholeNumber {
+    type Value = u64;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a whole number from 0")
+    }
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<u64, E> {
+        Ok(v)
+    }
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<u64, E> {
+        u64::try_from(v).map_err(|_| E::custom(format!("{v} is negative")))
+    }
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<u64, E> {
+        // 2^64 is the first f64 past u64::MAX.
+        if v.fract() == 0.0 && (0.0..18_446_744_073_709_551_616.0).contains(&v) {
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+            return Ok(v as u64);
+        }
+        Err(E::custom(format!(
+            "{v} is not a whole number from 0 to 2^64 - 1"
+        )))
+    }
+}
+
+/// Reads an optional count (`limit`) as a [`WholeNumber`].
+///
+/// # Errors
+/// A number that is negative, fractional or too large.
+pub fn deserialize_optional_count<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<usize>, D::Error> {
+    struct Optional;
+    impl<'de> serde::de::Visitor<'de> for Optional {
+        type Value = Option<usize>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a whole number from 0, or null")
+        }
+        fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            let n = d.deserialize_any(WholeNumber)?;
+            Ok(Some(usize::try_from(n).unwrap_or(usize::MAX)))
+        }
+    }
+    deserializer.deserialize_option(Optional)
+}
+
 /// 1-based number of an event within its stream; a stream's version is its last event's.
 /// `Version(0)` means "no stream".
-#[derive(
-    Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Default, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Default, Serialize)]
 #[serde(transparent)]
 pub struct Version(pub u64);
+
+impl<'de> Deserialize<'de> for Version {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(WholeNumber).map(Version)
+    }
+}
 
 impl Version {
     /// The version of a stream that does not exist.
@@ -48,11 +108,15 @@ impl fmt::Display for Version {
 
 /// 1-based, global, gap-free, strictly increasing in commit order. `Position(0)` is "before
 /// the first event".
-#[derive(
-    Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Default, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Default, Serialize)]
 #[serde(transparent)]
 pub struct Position(pub u64);
+
+impl<'de> Deserialize<'de> for Position {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(WholeNumber).map(Position)
+    }
+}
 
 impl Position {
     /// Before the first event: the head of an empty store.
@@ -181,6 +245,11 @@ impl<'de> Deserialize<'de> for ExpectedVersion {
                     .map(|v| ExpectedVersion::Exact(Version(v)))
                     .map_err(|_| E::custom(format!("expected version {v} is negative")))
             }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Self::Value, E> {
+                serde::de::Visitor::visit_f64::<E>(WholeNumber, v)
+                    .map(|v| ExpectedVersion::Exact(Version(v)))
+                    .map_err(|e| E::custom(format!("expected version: {e}")))
+            }
             fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
                 match v {
                     "no_stream" => Ok(ExpectedVersion::NoStream),
@@ -246,5 +315,38 @@ mod tests {
         assert!(serde_json::from_str::<ExpectedVersion>("-1").is_err());
         assert!(serde_json::from_str::<ExpectedVersion>("\"latest\"").is_err());
         assert!(serde_json::from_str::<ExpectedVersion>("1.5").is_err());
+    }
+
+    /// JSON has one kind of number: a whole number written `3.0` or `3e0` is 3, as a JSON
+    /// Schema `integer` says; a fraction, a negative number or one past 2^64 - 1 is not.
+    #[test]
+    fn whole_numbers_are_read_however_they_are_written() {
+        for (json, n) in [
+            ("3", 3),
+            ("3.0", 3),
+            ("3e0", 3),
+            ("1.8e19", 18_000_000_000_000_000_000),
+        ] {
+            assert_eq!(serde_json::from_str::<Version>(json).unwrap(), Version(n));
+            assert_eq!(serde_json::from_str::<Position>(json).unwrap(), Position(n));
+            assert_eq!(
+                serde_json::from_str::<ExpectedVersion>(json).unwrap(),
+                ExpectedVersion::Exact(Version(n))
+            );
+        }
+        for bad in ["3.5", "-1", "-1.0", "1.9e19", "\"3\""] {
+            assert!(serde_json::from_str::<Version>(bad).is_err(), "{bad}");
+            assert!(serde_json::from_str::<Position>(bad).is_err(), "{bad}");
+        }
+        #[derive(serde::Deserialize)]
+        struct Body {
+            #[serde(default, deserialize_with = "deserialize_optional_count")]
+            limit: Option<usize>,
+        }
+        let read = |json: &str| serde_json::from_str::<Body>(json).map(|b| b.limit);
+        assert_eq!(read(r#"{"limit": 122.0}"#).unwrap(), Some(122));
+        assert_eq!(read(r#"{"limit": null}"#).unwrap(), None);
+        assert_eq!(read("{}").unwrap(), None);
+        assert!(read(r#"{"limit": 1.5}"#).is_err());
     }
 }

@@ -33,7 +33,7 @@ pub enum EmbeddedError {
     },
 
     /// Another process (or another `EmbeddedStore` in this one) has the store open.
-    #[error("the store in {} is already open in another process (or twice in this one); close it first", path.display())]
+    #[error("the store in {} is already open in another process (or twice in this one); close it first, or, when that process is `concord serve`, go through the server: --store http://HOST:PORT", path.display())]
     AlreadyOpen {
         /// The data directory.
         path: PathBuf,
@@ -161,8 +161,9 @@ pub(crate) fn to_sql(n: u64) -> Result<i64, EmbeddedError> {
 }
 
 /// A bound for a query (a position or version to compare with): past `i64::MAX` it is
-/// clamped rather than refused, since no stored number can exceed that, and a bound that
-/// comes from a caller must not fail (an error in the writer would poison a batch).
+/// clamped rather than refused, since no stored number can exceed that. Every number that
+/// comes from a caller goes through this, never [`to_sql`]: a version or position from 2^63
+/// up is past the end, not corrupted data.
 pub(crate) fn sql_bound(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }

@@ -259,6 +259,7 @@ impl EmbeddedStore {
             poison: Arc::clone(&poison),
             limits: options.limits,
             fail_next_commit: false,
+            fail_next_lookup: false,
             uncheckpointed: writer::Uncheckpointed::default(),
             tails: writer::Tails::default(),
             index: index.clone(),
@@ -589,6 +590,7 @@ impl EventStore for EmbeddedStore {
         filter: &Filter,
         limit: usize,
     ) -> Result<AllPage, StoreError> {
+        filter.validate()?;
         let limit = limit.min(self.limits.read_limit_max);
         if filter.is_all()
             && let Some(halves) = Halves::of(from.get(), limit)
@@ -624,6 +626,13 @@ impl EventStore for EmbeddedStore {
 
     async fn head(&self) -> Result<Position, StoreError> {
         Ok(self.signal.head())
+    }
+
+    async fn health(&self) -> Result<(), StoreError> {
+        match self.poison.get() {
+            Some(reason) => Err(StoreError::Poisoned(reason.clone())),
+            None => Ok(()),
+        }
     }
 
     async fn wait_for_head(&self, after: Position) -> Result<Position, StoreError> {

@@ -72,22 +72,26 @@ pub(crate) fn matching_positions(
         );
     }
     let mut positions = Vec::new();
-    for item in &query.items {
-        if item.tags.is_empty() {
-            let mut types: Vec<&str> = item.types.iter().map(|t| t.as_str()).collect();
-            types.sort_unstable();
-            types.dedup();
-            for t in types {
-                positions.extend(collect(
-                    conn,
-                    "SELECT position FROM events WHERE type = ?1 AND position > ?2 ORDER BY position",
-                    &[&t, &after],
-                    n,
-                )?);
-            }
-        } else {
-            positions.extend(tagged_item_positions(conn, item, after, n)?);
-        }
+    // The items with types only match any of their types: their union is one range per
+    // distinct type, however many items name it.
+    let mut types: Vec<&str> = query
+        .items
+        .iter()
+        .filter(|item| item.tags.is_empty())
+        .flat_map(|item| item.types.iter().map(|t| t.as_str()))
+        .collect();
+    types.sort_unstable();
+    types.dedup();
+    for t in types {
+        positions.extend(collect(
+            conn,
+            "SELECT position FROM events WHERE type = ?1 AND position > ?2 ORDER BY position",
+            &[&t, &after],
+            n,
+        )?);
+    }
+    for item in query.items.iter().filter(|item| !item.tags.is_empty()) {
+        positions.extend(tagged_item_positions(conn, item, after, n)?);
     }
     positions.sort_unstable();
     positions.dedup();

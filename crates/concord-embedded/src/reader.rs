@@ -19,7 +19,7 @@ use concord_core::{
 };
 use rusqlite::{Connection, OptionalExtension};
 
-use crate::error::{EmbeddedError, to_sql};
+use crate::error::{EmbeddedError, sql_bound, to_sql};
 use crate::matching::matching_events;
 use crate::rows::{EVENT_COLUMNS, StreamNames, decode, decode_named, stream_events, stream_head};
 use crate::stream_index::StreamIndex;
@@ -190,7 +190,8 @@ impl<'f> Driver<'f> {
         n: usize,
     ) -> Result<Vec<i64>, EmbeddedError> {
         let context = "cannot read the global log";
-        let from_sql_value = to_sql(from)?;
+        // A caller's bound: past 2^63 it is past every stored position.
+        let from_sql_value = sql_bound(from);
         match self {
             Driver::All => {
                 let last = head.min(from.saturating_add(n as u64).saturating_sub(1));

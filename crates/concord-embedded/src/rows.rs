@@ -323,7 +323,7 @@ pub(crate) fn stream_events(
                     .prepare_cached(&stream_forward_sql())
                     .map_err(EmbeddedError::sqlite(context))?;
                 let mut rows = stmt
-                    .query((stream_id, to_sql(from.get())?, below_sql))
+                    .query((stream_id, sql_bound(from.get()), below_sql))
                     .map_err(EmbeddedError::sqlite(context))?;
                 // The index holds every version below `below`: from the first one read
                 // (version 0 is no event), each row is the next version.

@@ -7,10 +7,18 @@
 //! ones before it in the same batch), writes the accepted ones, and commits once: one
 //! fsync for the whole batch, which the [syncer](crate::syncer) thread makes while this one
 //! goes on with the next batch; the syncer publishes the new head and answers the callers
-//! once the batch is on the device. If the write or the commit fails, the store is
-//! poisoned: nobody in the batch is told "done", and every later append is refused until
-//! the process reopens the store, because after a failed fsync nobody knows what the disk
-//! holds (the lesson of PostgreSQL's fsyncgate).
+//! once the batch is on the device.
+//!
+//! Failures come in two kinds. A statement that fails inside the open transaction (a
+//! lookup SQLite refuses, an insert or a COMMIT into a full disk) changes nothing durable:
+//! when it is a lookup of a request that has not written yet, only that request is refused
+//! and the batch goes on; otherwise the transaction is rolled back, every request of the
+//! batch is refused as unavailable (nothing of it was written; re-sending is safe), and the
+//! next batch starts afresh. Only a failed sync (of the log, or of the database file by a
+//! checkpoint) poisons the store: nobody in the batch is told "done", and every later
+//! append is refused until the process reopens the store, because after a failed fsync
+//! nobody knows what the disk holds (the lesson of PostgreSQL's fsyncgate). No input can
+//! poison it.
 //!
 //! Invariants: `head` and `streams` describe exactly what is committed (durable or about
 //! to be: readers see only up to the published head); positions are assigned here, at
@@ -240,6 +248,9 @@ pub enum Fault {
     /// The next sync of the write-ahead log by the syncer fails, after the batch was
     /// committed (with [`Durability::Full`](crate::Durability::Full) only).
     FailNextSync,
+    /// The next lookup of an append condition fails, as a statement SQLite refuses would,
+    /// before its request wrote anything.
+    FailNextLookup,
 }
 
 /// A message to the writer thread.
@@ -300,6 +311,8 @@ pub(crate) struct Writer {
     pub(crate) poison: Poison,
     pub(crate) limits: Limits,
     pub(crate) fail_next_commit: bool,
+    /// The next condition lookup fails (tests of statement failures).
+    pub(crate) fail_next_lookup: bool,
     /// What was committed since the last checkpoint.
     pub(crate) uncheckpointed: Uncheckpointed,
     /// The last events of contended streams.
@@ -325,7 +338,25 @@ pub(crate) enum Answer {
     Multi(Result<MultiAppendOutcome, StoreError>),
 }
 
+/// Why a batch could not be committed.
+enum BatchFailure {
+    /// A statement failed inside the transaction: roll it back; nothing is durable, the
+    /// store stays usable.
+    Statement(EmbeddedError),
+    /// The batch's data could not be made durable (a failed sync; the injected
+    /// [`Fault::FailNextCommit`]): what the disk holds is unknown, so the store is poisoned.
+    Sync(EmbeddedError),
+}
+
 impl Request {
+    /// The refusal of this request with `error`, as an answer of its kind.
+    fn refusal(&self, error: StoreError) -> Answer {
+        match self {
+            Request::One(..) => Answer::One(Err(error)),
+            Request::Multi(..) => Answer::Multi(Err(error)),
+        }
+    }
+
     pub(crate) fn answer(self, answer: Answer) {
         match (self, answer) {
             (Request::One(_, reply), Answer::One(a)) => {
@@ -361,6 +392,9 @@ struct Staged {
     head: u64,
     /// Bytes of data and metadata written.
     bytes: u64,
+    /// Whether the request being decided has started writing rows (a failure from then
+    /// on needs the whole transaction rolled back).
+    writing: bool,
 }
 
 impl Writer {
@@ -421,8 +455,8 @@ impl Writer {
     /// Writes every held stream index entry into the `stream_index` table and moves
     /// `indexed_through` to the head, in one transaction of its own (committed like a
     /// batch, synced with the next one: a crash before that only means the entries are
-    /// rebuilt from the log on open). Then forgets them. A failure poisons the store, as a
-    /// failed checkpoint does.
+    /// rebuilt from the log on open). Then forgets them. A failure rolls back and keeps
+    /// them for the next flush.
     pub(crate) fn flush_stream_index(&mut self) {
         if self.poison.get().is_some() {
             return;
@@ -459,8 +493,10 @@ impl Writer {
         match write(&self.conn) {
             Ok(()) => self.index.forget_flushed(),
             Err(e) => {
+                // Nothing is lost: the entries stay in memory (readers use them) and the
+                // next flush tries again; the table is only a copy of what the log says.
                 let _ = self.conn.execute_batch("ROLLBACK");
-                self.poison_with(&e);
+                tracing::warn!(error = %e, "cannot write the stream index yet; keeping its entries in memory");
             }
         }
     }
@@ -498,6 +534,7 @@ impl Writer {
             streams: HashMap::new(),
             head: self.head,
             bytes: 0,
+            writing: false,
         };
         let mut answers = Vec::with_capacity(appends.len());
         match self.write_batch(&appends, &mut staged, &mut answers) {
@@ -517,16 +554,34 @@ impl Writer {
                     self.checkpoint();
                 }
             }
-            Err(e) => {
-                // A failed COMMIT may already have rolled back; a second ROLLBACK error says
-                // nothing new.
-                let _ = self.conn.execute_batch("ROLLBACK");
+            Err(failure) => {
+                // Whatever failed, SQLite may have rolled back already (then a ROLLBACK
+                // error says nothing new).
+                let rolled_back =
+                    self.conn.execute_batch("ROLLBACK").is_ok() || self.conn.is_autocommit();
                 // The tails and the stream index may hold events of the rolled-back batch.
                 self.tails.clear();
                 self.index.forget_after(self.head);
-                let reason = self.poison_with(&e);
-                for request in appends {
-                    request.refuse(StoreError::Poisoned(reason.clone()));
+                match failure {
+                    BatchFailure::Statement(e) if rolled_back => {
+                        tracing::error!(error = %e, "a batch of appends failed and was rolled back; nothing of it was written");
+                        let message = format!(
+                            "the batch of appends this one was in failed and was rolled back, so nothing of it was written ({e}); re-sending it is safe"
+                        );
+                        for request in appends {
+                            request.refuse(StoreError::Unavailable {
+                                backend: "embedded",
+                                message: message.clone(),
+                                source: None,
+                            });
+                        }
+                    }
+                    BatchFailure::Statement(e) | BatchFailure::Sync(e) => {
+                        let reason = self.poison_with(&e);
+                        for request in appends {
+                            request.refuse(StoreError::Poisoned(reason.clone()));
+                        }
+                    }
                 }
             }
         }
@@ -609,7 +664,7 @@ impl Writer {
     /// Poisons the store (once) because of `e` and returns the reason every append is
     /// refused with.
     fn poison_with(&self, e: &EmbeddedError) -> String {
-        let reason = format!("a write or sync of the data file failed ({e})");
+        let reason = format!("a sync of the store's files failed ({e})");
         tracing::error!(error = %e, "embedded store poisoned; appends are refused until the store is reopened");
         self.poison.get_or_init(|| reason).clone()
     }
@@ -634,6 +689,7 @@ impl Writer {
     fn arm(&mut self, fault: Fault) {
         match fault {
             Fault::FailNextCommit => self.fail_next_commit = true,
+            Fault::FailNextLookup => self.fail_next_lookup = true,
             Fault::FailNextSync => {
                 if let Acknowledge::Syncer(syncer) = &mut self.acknowledge {
                     syncer.fail_next = true;
@@ -654,36 +710,49 @@ impl Writer {
         }
     }
 
-    /// Decides and writes every append in one transaction, then commits. An `Err` is an
-    /// I/O failure (the batch is lost); decisions such as conflicts go into `answers`.
+    /// Decides and writes every append in one transaction, then commits. Decisions such
+    /// as conflicts go into `answers`, and so does a lookup that failed before its request
+    /// wrote anything (that request alone is refused). An `Err` means the batch is lost.
     fn write_batch(
         &mut self,
         appends: &[Request],
         staged: &mut Staged,
         answers: &mut Vec<Answer>,
-    ) -> Result<(), EmbeddedError> {
+    ) -> Result<(), BatchFailure> {
         self.conn
             .execute_batch("BEGIN IMMEDIATE")
-            .map_err(EmbeddedError::sqlite("cannot begin a write transaction"))?;
+            .map_err(EmbeddedError::sqlite("cannot begin a write transaction"))
+            .map_err(BatchFailure::Statement)?;
         let recorded_at = RecordedAt::now();
         for request in appends {
-            answers.push(match request {
-                Request::One(request, _) => {
-                    Answer::One(self.append(request, staged, recorded_at)?)
+            staged.writing = false;
+            let answer = match request {
+                Request::One(one, _) => self.append(one, staged, recorded_at).map(Answer::One),
+                Request::Multi(multi, _) => self
+                    .append_multi(multi, staged, recorded_at)
+                    .map(Answer::Multi),
+            };
+            match answer {
+                Ok(answer) => answers.push(answer),
+                // Only reads ran for this request, and the transaction is still open: the
+                // requests before it keep their writes.
+                Err(e) if !staged.writing && !self.conn.is_autocommit() => {
+                    tracing::error!(error = %e, "an append's lookup failed; refusing that append only");
+                    answers.push(request.refusal(StoreError::from(e)));
                 }
-                Request::Multi(request, _) => {
-                    Answer::Multi(self.append_multi(request, staged, recorded_at)?)
-                }
-            });
+                Err(e) => return Err(BatchFailure::Statement(e)),
+            }
         }
         if std::mem::take(&mut self.fail_next_commit) {
-            return Err(EmbeddedError::Injected("commit failed"));
+            return Err(BatchFailure::Sync(EmbeddedError::Injected("commit failed")));
         }
+        // With `synchronous = NORMAL` a COMMIT only writes the batch's frames to the log (the
+        // syncer syncs them): when it fails, SQLite rolls the transaction back, and frames
+        // without a commit record are never read. Nothing durable changed.
         self.conn
             .execute_batch("COMMIT")
-            .map_err(EmbeddedError::sqlite(
-                "cannot commit (sync) a batch of appends",
-            ))
+            .map_err(EmbeddedError::sqlite("cannot commit a batch of appends"))
+            .map_err(BatchFailure::Statement)
     }
 
     /// The stream's state as the batch sees it: staged, else committed, else `None` (it
@@ -859,6 +928,9 @@ impl Writer {
             MultiAppendPlan::Write(plans) => plans,
         };
         if let Some(condition) = &request.condition {
+            if std::mem::take(&mut self.fail_next_lookup) {
+                return Err(EmbeddedError::Injected("condition lookup failed"));
+            }
             let matching = matching_events(
                 &self.conn,
                 &condition.fail_if_events_match,
@@ -945,6 +1017,7 @@ impl Writer {
         staged: &mut Staged,
         recorded_at: RecordedAt,
     ) -> Result<AppendOutcome, EmbeddedError> {
+        staged.writing = true;
         let stream = &request.stream;
         let stream_id = match state {
             Some(s) => s.id,

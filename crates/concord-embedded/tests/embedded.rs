@@ -202,8 +202,11 @@ async fn a_failed_commit_poisons_the_store_and_reopening_recovers_what_was_ackno
     );
 }
 
+/// A statement that fails inside the batch's transaction (here SQLITE_FULL on an insert)
+/// changes nothing durable: the batch is rolled back, its appends are refused as
+/// unavailable (safe to re-send), and the store is not poisoned: appends that fit go on.
 #[tokio::test]
-async fn a_write_that_fails_in_sqlite_poisons_the_store() {
+async fn a_write_that_fails_in_sqlite_rolls_the_batch_back_without_poisoning_the_store() {
     let dir = tempfile::tempdir().unwrap();
     let store = EmbeddedStore::open(dir.path()).unwrap();
     let _ = store
@@ -223,18 +226,88 @@ async fn a_write_that_fails_in_sqlite_poisons_the_store() {
     let failed = store
         .append(append("doc-1", ExpectedVersion::Any, vec![big]))
         .await;
-    assert!(matches!(failed, Err(StoreError::Poisoned(_))), "{failed:?}");
-    let refused = store
+    assert!(
+        matches!(&failed, Err(StoreError::Unavailable { message, .. }) if message.contains("rolled back")),
+        "{failed:?}"
+    );
+    assert!(store.poisoned().is_none());
+    assert!(store.health().await.is_ok());
+    // A small append still fits in the pages the file has.
+    let small = store
         .append(append(
             "doc-2",
-            ExpectedVersion::Any,
+            ExpectedVersion::NoStream,
             vec![event("Created", 2)],
         ))
-        .await;
-    assert!(matches!(refused, Err(StoreError::Poisoned(_))));
+        .await
+        .unwrap();
+    assert_eq!(small.appended().first_position, Position(2));
+    assert_eq!(
+        store.stream_version(&stream("doc-1")).await.unwrap(),
+        Version(1)
+    );
     drop(store);
     let store = EmbeddedStore::open(dir.path()).unwrap();
-    assert_eq!(store.head().await.unwrap(), Position(1));
+    assert_eq!(store.head().await.unwrap(), Position(2));
+}
+
+/// A lookup that fails while one append of a batch is being decided (before it wrote
+/// anything) refuses that append alone; the appends before and after it in the same batch
+/// are written, and the store is not poisoned.
+#[tokio::test]
+async fn a_failed_lookup_refuses_its_append_alone_and_the_batch_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    let pause = store.pause_writer();
+    store.inject_fault(Fault::FailNextLookup);
+    let first = store
+        .append(append("user-1", ExpectedVersion::Any, vec![event("A", 1)]))
+        .boxed();
+    let conditional = store
+        .append_multi(
+            MultiAppendRequest::from(append("user-2", ExpectedVersion::Any, vec![event("B", 2)]))
+                .condition(
+                    Query::item(vec![EventType::new("A").unwrap()], vec![]),
+                    Position(0),
+                ),
+        )
+        .boxed();
+    let last = store
+        .append(append("user-3", ExpectedVersion::Any, vec![event("C", 3)]))
+        .boxed();
+    let mut pending = (first, conditional, last);
+    assert!(pending.0.as_mut().now_or_never().is_none());
+    assert!(pending.1.as_mut().now_or_never().is_none());
+    assert!(pending.2.as_mut().now_or_never().is_none());
+    drop(pause);
+    let (first, conditional, last) = futures::join!(pending.0, pending.1, pending.2);
+    assert_eq!(first.unwrap().appended().first_position, Position(1));
+    assert!(
+        matches!(&conditional, Err(StoreError::Backend { .. })),
+        "{conditional:?}"
+    );
+    assert_eq!(last.unwrap().appended().first_position, Position(2));
+    assert!(store.poisoned().is_none());
+    assert!(store.health().await.is_ok());
+    assert_eq!(store.head().await.unwrap(), Position(2));
+}
+
+/// `health` says what `GET /health` reports: fine until a failed commit poisons the store.
+#[tokio::test]
+async fn health_reports_a_poisoned_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    assert!(store.health().await.is_ok());
+    store.inject_fault(Fault::FailNextCommit);
+    let failed = store
+        .append(append(
+            "order-1",
+            ExpectedVersion::Any,
+            vec![event("Placed", 1)],
+        ))
+        .await;
+    assert!(matches!(failed, Err(StoreError::Poisoned(_))), "{failed:?}");
+    assert!(matches!(store.health().await, Err(StoreError::Poisoned(_))));
 }
 
 #[tokio::test]

@@ -16,7 +16,7 @@ use std::time::Duration;
 use concord_core::{Position, RecordedEvent};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
-use crate::error::{Failure, ProjectionError};
+use crate::error::{Failure, ProjectionError, SkippedEvent};
 use crate::projection::Projection;
 
 /// How long a writer waits for another connection's transaction before giving up.
@@ -53,6 +53,18 @@ pub(crate) fn open(path: &Path) -> Result<Connection, ProjectionError> {
         )",
     )
     .map_err(fail("creating the checkpoint table"))?;
+    db.execute_batch(
+        "CREATE TABLE IF NOT EXISTS skipped (
+            name TEXT NOT NULL,
+            position INTEGER NOT NULL,
+            stream TEXT NOT NULL,
+            version INTEGER NOT NULL,
+            event_type TEXT NOT NULL,
+            error TEXT NOT NULL,
+            PRIMARY KEY (name, position)
+        ) WITHOUT ROWID",
+    )
+    .map_err(fail("creating the table of skipped events"))?;
     Ok(db)
 }
 
@@ -96,19 +108,63 @@ fn set_checkpoint(
     Ok(())
 }
 
+/// How many skipped events a status lists (the latest).
+pub(crate) const SKIPPED_LISTED: usize = 10;
+
+/// How many events the projection skipped in all, and the latest [`SKIPPED_LISTED`], newest
+/// first.
+pub(crate) fn skipped(db: &Connection, name: &str) -> rusqlite::Result<(u64, Vec<SkippedEvent>)> {
+    let count: i64 = db
+        .prepare_cached("SELECT COUNT(*) FROM skipped WHERE name = ?1")?
+        .query_row(params![name], |r| r.get(0))?;
+    let latest = db
+        .prepare_cached(
+            "SELECT position, stream, version, event_type, error FROM skipped WHERE name = ?1 ORDER BY position DESC LIMIT ?2",
+        )?
+        .query_map(params![name, SKIPPED_LISTED as i64], |r| {
+            Ok(SkippedEvent {
+                position: Position(u64::try_from(r.get::<_, i64>(0)?).unwrap_or(0)),
+                stream: r.get(1)?,
+                version: u64::try_from(r.get::<_, i64>(2)?).unwrap_or(0),
+                event_type: r.get(3)?,
+                error: r.get(4)?,
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok((u64::try_from(count).unwrap_or(0), latest))
+}
+
+fn record_skipped(db: &Connection, name: &str, skipped: &SkippedEvent) -> rusqlite::Result<()> {
+    db.prepare_cached(
+        "INSERT OR REPLACE INTO skipped (name, position, stream, version, event_type, error) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![
+        name,
+        i64::try_from(skipped.position.get()).unwrap_or(i64::MAX),
+        skipped.stream,
+        i64::try_from(skipped.version).unwrap_or(i64::MAX),
+        skipped.event_type,
+        skipped.error
+    ])?;
+    Ok(())
+}
+
 /// What a batch commit did.
 #[derive(Debug)]
 pub(crate) enum Committed {
-    /// The events applied and the checkpoint is now the given one.
-    Applied(Position),
+    /// The events applied (but the skipped ones) and the checkpoint is now the given one.
+    Applied(Position, Vec<SkippedEvent>),
     /// Another runner moved the checkpoint; nothing was applied; continue from it.
     Moved(Position),
-    /// The handler failed; the events before the failing one applied and the checkpoint is
-    /// just before it.
-    Failed(Position, Failure),
 }
 
 /// Applies `events` and moves the checkpoint from `from` to `to`, in one transaction.
+///
+/// An event the handler refuses is skipped: the transaction is started again, the events
+/// around it applied, [`Projection::skip`] called for it and the event recorded with the
+/// handler's error, so the projection goes on past any event the store accepted. Each retry
+/// skips one more event, so the loop ends. A database error (not the event's fault) is
+/// returned, and the runner retries the whole batch later.
 pub(crate) fn commit_batch(
     db: &mut Connection,
     projection: &dyn Projection,
@@ -117,44 +173,56 @@ pub(crate) fn commit_batch(
     to: Position,
 ) -> rusqlite::Result<Committed> {
     let name = projection.name();
-    let mut events = events;
-    let mut failure: Option<Failure> = None;
+    // Indexes of the events to skip, ascending, with the handler's error.
+    let mut skips: Vec<(usize, String)> = Vec::new();
     loop {
         let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let (stored, _) = checkpoint(&tx, name)?;
         if stored != from {
             return Ok(Committed::Moved(stored));
         }
-        match projection.apply_batch(&tx, events) {
-            Ok(()) => {
-                let (at, failure) = match failure {
-                    None => (to, None),
-                    Some(f) => (Position(f.position.get().saturating_sub(1)), Some(f)),
-                };
-                set_checkpoint(&tx, name, at, failure.as_ref())?;
-                tx.commit()?;
-                return Ok(match failure {
-                    None => Committed::Applied(at),
-                    Some(f) => Committed::Failed(at, f),
-                });
-            }
-            Err(e) => {
-                drop(tx); // Rolls the partial batch back.
-                let (ok, rest) = events.split_at(e.index.min(events.len()));
-                if let Some(event) = rest.first() {
-                    failure = Some(Failure {
-                        position: event.position,
-                        stream: event.stream.as_str().to_owned(),
-                        version: event.version.get(),
-                        event_type: event.event_type.as_str().to_owned(),
-                        error: e.error.chain(),
-                    });
+        let mut start = 0;
+        let mut refused = None;
+        let ends = skips.iter().map(|(i, _)| *i).chain([events.len()]);
+        for end in ends {
+            let segment = events.get(start..end).unwrap_or_default();
+            if let Err(e) = projection.apply_batch(&tx, segment) {
+                if e.error.is_database() {
+                    return Err(rusqlite::Error::ToSqlConversionFailure(Box::new(e.error)));
                 }
-                // Apply what came before the failing event; the index strictly shrinks,
-                // so a handler that fails earlier on the retry still ends the loop.
-                events = ok;
+                refused = Some((
+                    start + e.index.min(segment.len().saturating_sub(1)),
+                    e.error.chain(),
+                ));
+                break;
             }
+            if let Some(event) = events.get(end) {
+                projection.skip(&tx, event)?;
+            }
+            start = end + 1;
         }
+        if let Some(skip) = refused {
+            drop(tx); // Rolls the partial batch back.
+            skips.push(skip);
+            skips.sort_by_key(|(i, _)| *i);
+            continue;
+        }
+        let mut skipped = Vec::with_capacity(skips.len());
+        for (i, error) in skips {
+            let Some(event) = events.get(i) else { continue };
+            let s = SkippedEvent {
+                position: event.position,
+                stream: event.stream.as_str().to_owned(),
+                version: event.version.get(),
+                event_type: event.event_type.as_str().to_owned(),
+                error,
+            };
+            record_skipped(&tx, name, &s)?;
+            skipped.push(s);
+        }
+        set_checkpoint(&tx, name, to, None)?;
+        tx.commit()?;
+        return Ok(Committed::Applied(to, skipped));
     }
 }
 
@@ -162,6 +230,10 @@ pub(crate) fn commit_batch(
 pub(crate) fn reset(db: &mut Connection, projection: &dyn Projection) -> rusqlite::Result<()> {
     let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
     projection.reset(&tx)?;
+    tx.execute(
+        "DELETE FROM skipped WHERE name = ?1",
+        params![projection.name()],
+    )?;
     set_checkpoint(&tx, projection.name(), Position::ZERO, None)?;
     tx.commit()
 }

@@ -50,6 +50,16 @@ impl HandlerError {
     }
 }
 
+impl HandlerError {
+    /// Whether the read-model database failed (a full disk, a busy file) rather than the
+    /// handler refusing the event: then the batch is retried, and no event is skipped.
+    pub fn is_database(&self) -> bool {
+        self.source
+            .as_ref()
+            .is_some_and(|s| s.downcast_ref::<rusqlite::Error>().is_some())
+    }
+}
+
 impl From<rusqlite::Error> for HandlerError {
     fn from(e: rusqlite::Error) -> Self {
         HandlerError::with_source("the read-model database refused the change", e)
@@ -69,6 +79,32 @@ pub struct Failure {
     pub event_type: String,
     /// What the handler said.
     pub error: String,
+}
+
+/// An event a projection's handler refused, and why: the projection went on past it, and
+/// the read model is as if the event had changed nothing (the row's version still moved).
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct SkippedEvent {
+    /// The event's position.
+    pub position: Position,
+    /// Its stream.
+    pub stream: String,
+    /// Its version in that stream.
+    pub version: u64,
+    /// Its type.
+    pub event_type: String,
+    /// What the handler said.
+    pub error: String,
+}
+
+impl fmt::Display for SkippedEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "skipped the {} event at position {} (stream {}, version {}): {}",
+            self.event_type, self.position, self.stream, self.version, self.error
+        )
+    }
 }
 
 impl fmt::Display for Failure {

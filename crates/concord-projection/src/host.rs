@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::db;
-use crate::error::{Failure, ProjectionError};
+use crate::error::{Failure, ProjectionError, SkippedEvent};
 use crate::projection::Projection;
 use crate::runner::{Progress, Runner, State};
 
@@ -42,6 +42,12 @@ pub struct ProjectionStatus {
     /// Where and why it failed, when `status` is `failed`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure: Option<Failure>,
+    /// How many events its handler refused and it skipped since the last rebuild.
+    #[serde(default)]
+    pub skipped: u64,
+    /// The latest of them (at most 10, newest first), each with the handler's error.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped_events: Vec<SkippedEvent>,
     /// The store or database error it is currently retrying after, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
@@ -124,9 +130,11 @@ impl ProjectionHost {
                     };
                     p.create(&conn)
                         .map_err(err("creating a read model's tables"))?;
-                    stored.push(
-                        db::checkpoint(&conn, p.name()).map_err(err("reading a checkpoint"))?,
-                    );
+                    let (checkpoint, failure) =
+                        db::checkpoint(&conn, p.name()).map_err(err("reading a checkpoint"))?;
+                    let skipped =
+                        db::skipped(&conn, p.name()).map_err(err("reading skipped events"))?;
+                    stored.push((checkpoint, failure, skipped));
                 }
                 Ok((conn, stored))
             })
@@ -135,15 +143,20 @@ impl ProjectionHost {
         let entries = projections
             .into_iter()
             .zip(stored)
-            .map(|(projection, (checkpoint, failure))| {
-                let (progress, _) = watch::channel(Progress::stopped(checkpoint, failure));
-                let entry = Entry {
-                    projection: Arc::clone(&projection),
-                    progress,
-                    runner: tokio::sync::Mutex::new(None),
-                };
-                (projection.name().to_owned(), entry)
-            })
+            .map(
+                |(projection, (checkpoint, failure, (skipped, skipped_events)))| {
+                    let mut stopped = Progress::stopped(checkpoint, failure);
+                    stopped.skipped = skipped;
+                    stopped.skipped_events = skipped_events;
+                    let (progress, _) = watch::channel(stopped);
+                    let entry = Entry {
+                        projection: Arc::clone(&projection),
+                        progress,
+                        runner: tokio::sync::Mutex::new(None),
+                    };
+                    (projection.name().to_owned(), entry)
+                },
+            )
             .collect();
         Ok(ProjectionHost {
             store,
@@ -274,10 +287,15 @@ impl ProjectionHost {
         if matches!(progress.state, State::Stopped | State::Failed) {
             // Not running here: another process may have moved it since.
             let key = name.to_owned();
-            let (checkpoint, failure) = self
-                .read(move |db| db::checkpoint(db, &key), "reading a checkpoint")
+            let ((checkpoint, failure), (skipped, skipped_events)) = self
+                .read(
+                    move |db| Ok((db::checkpoint(db, &key)?, db::skipped(db, &key)?)),
+                    "reading a checkpoint",
+                )
                 .await?;
             progress.checkpoint = checkpoint;
+            progress.skipped = skipped;
+            progress.skipped_events = skipped_events;
             if progress.state == State::Stopped || failure.is_some() {
                 progress.state = if failure.is_some() {
                     State::Failed
@@ -295,6 +313,8 @@ impl ProjectionHost {
             lag: head.get().saturating_sub(progress.checkpoint.get()),
             events_applied: progress.events_applied,
             failure: progress.failure,
+            skipped: progress.skipped,
+            skipped_events: progress.skipped_events,
             last_error: progress.last_error,
         })
     }

@@ -51,7 +51,7 @@ pub mod models;
 pub mod projection;
 mod runner;
 
-pub use error::{Failure, HandlerError, ProjectionError};
+pub use error::{Failure, HandlerError, ProjectionError, SkippedEvent};
 pub use host::{ProjectionHost, ProjectionRow, ProjectionStatus, RebuildReport};
 pub use projection::{BatchError, Projection};
 pub use runner::{BATCH_EVENTS_MAX, Progress, State};

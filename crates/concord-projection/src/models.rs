@@ -76,7 +76,13 @@ pub fn step<F: Fold>(
         )));
     }
     let data = event.data.to_value().map_err(|e| {
-        HandlerError::with_source(format!("the data of {} is not JSON", event.event_type), e)
+        HandlerError::with_source(
+            format!(
+                "the data of the {} event cannot be read as JSON",
+                event.event_type
+            ),
+            e,
+        )
     })?;
     F::apply(&mut row.state, event, &data)?;
     row.version = event.version;
@@ -84,23 +90,49 @@ pub fn step<F: Fold>(
     Ok(row)
 }
 
-/// The rows a full replay of `events` gives (events of other categories are ignored).
-///
-/// # Errors
-/// The first event the fold refuses.
-pub fn replay<'a, F: Fold>(
-    events: impl IntoIterator<Item = &'a RecordedEvent>,
-) -> Result<BTreeMap<String, Row<F::State>>, HandlerError> {
+/// What [`replay`] gives: the rows by stream, and the events the fold refused with why.
+pub type Replayed<'a, F> = (
+    BTreeMap<String, Row<<F as Fold>::State>>,
+    Vec<(&'a RecordedEvent, HandlerError)>,
+);
+
+/// `row` (a new row when `None`) past an event the fold refused: its version and position
+/// move, its state does not. This is what the projection keeps for a skipped event.
+pub fn skip_step<F: Fold>(row: Option<Row<F::State>>, event: &RecordedEvent) -> Row<F::State> {
+    let mut row = row.unwrap_or_else(|| Row {
+        stream: event.stream.as_str().to_owned(),
+        version: Version::NONE,
+        position: Position::ZERO,
+        state: F::State::default(),
+    });
+    if event.version > row.version {
+        row.version = event.version;
+        row.position = event.position;
+    }
+    row
+}
+
+/// The rows a full replay of `events` gives (events of other categories are ignored), and
+/// the events the fold refused: they are skipped as the projection skips them.
+pub fn replay<'a, F: Fold>(events: impl IntoIterator<Item = &'a RecordedEvent>) -> Replayed<'a, F> {
     let mut rows: BTreeMap<String, Row<F::State>> = BTreeMap::new();
+    let mut refused = Vec::new();
     for event in events {
         if event.stream.category().as_str() != F::CATEGORY {
             continue;
         }
         let key = event.stream.as_str().to_owned();
-        let row = step::<F>(rows.remove(&key), event)?;
+        let before = rows.remove(&key);
+        let row = match step::<F>(before.clone(), event) {
+            Ok(row) => row,
+            Err(e) => {
+                refused.push((event, e));
+                skip_step::<F>(before, event)
+            }
+        };
         rows.insert(key, row);
     }
-    Ok(rows)
+    (rows, refused)
 }
 
 /// A [`Fold`] as a [`Projection`]: table `<name>(stream, version, position, state)`, the
@@ -235,6 +267,13 @@ impl<F: Fold> Projection for FoldProjection<F> {
             })?;
         }
         Ok(())
+    }
+
+    fn skip(&self, db: &Connection, event: &RecordedEvent) -> rusqlite::Result<()> {
+        // A row whose stored state cannot be read starts again from the default state.
+        let row = Self::load(db, event.stream.as_str()).unwrap_or(None);
+        Self::store(db, &skip_step::<F>(row, event))
+            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
     }
 
     fn row(&self, db: &Connection, key: &str) -> rusqlite::Result<Option<Value>> {
@@ -500,7 +539,8 @@ mod tests {
             ),
             ev("account-1", 5, 6, "AccountClosed", serde_json::json!({})),
         ];
-        let rows = replay::<Balances>(&events).unwrap();
+        let (rows, refused) = replay::<Balances>(&events);
+        assert!(refused.is_empty());
         let row = &rows["account-1"];
         assert_eq!(row.state.balance, 5500);
         assert_eq!(row.state.status, OpenClosed::Closed);
@@ -520,7 +560,13 @@ mod tests {
             "AccountOpened",
             serde_json::json!({"owner": "a", "balance": 1}),
         );
-        assert!(replay::<Balances>([&opened, &opened]).is_err());
+        let (rows, refused) = replay::<Balances>([&opened, &opened]);
+        assert_eq!(refused.len(), 1);
+        assert_eq!(
+            rows["account-1"].version,
+            Version(1),
+            "skipped, not applied twice"
+        );
         let third = ev(
             "account-1",
             3,
@@ -528,11 +574,13 @@ mod tests {
             "Deposited",
             serde_json::json!({"amount": 1}),
         );
-        let err = replay::<Balances>([&opened, &third]).unwrap_err();
+        let (rows, refused) = replay::<Balances>([&opened, &third]);
+        let err = &refused[0].1;
         assert!(
             err.to_string().contains("skipped or applied twice"),
             "{err}"
         );
+        assert_eq!(rows["account-1"].state.balance, 1);
     }
 
     #[test]
@@ -544,8 +592,12 @@ mod tests {
             "AccountOpened",
             serde_json::json!({"owner": "a", "balance": "ten"}),
         );
-        let err = replay::<Balances>([&bad]).unwrap_err();
+        let (rows, refused) = replay::<Balances>([&bad]);
+        let err = &refused[0].1;
         assert!(err.to_string().contains("AccountOpened.balance"), "{err}");
+        // Skipped: the row exists at the event's version, with the default state.
+        assert_eq!(rows["account-1"].version, Version(1));
+        assert_eq!(rows["account-1"].state.balance, 0);
     }
 
     #[test]
@@ -556,7 +608,8 @@ mod tests {
             vec![0x89],
         )
         .unwrap();
-        let err = replay::<Balances>([&bytes]).unwrap_err();
+        let (_, refused) = replay::<Balances>([&bytes]);
+        let err = &refused[0].1;
         assert!(err.to_string().contains("is not JSON"), "{err}");
     }
 
@@ -586,7 +639,7 @@ mod tests {
             ),
             ev("auction-7", 4, 4, "AuctionClosed", serde_json::json!({})),
         ];
-        let row = &replay::<Auctions>(&events).unwrap()["auction-7"];
+        let row = &replay::<Auctions>(&events).0["auction-7"];
         assert_eq!(row.state.highest_bid, Some(20));
         assert_eq!(row.state.highest_bidder.as_deref(), Some("ann"));
         assert_eq!(row.state.bids, 2);
@@ -632,7 +685,7 @@ mod tests {
                 serde_json::json!({"pos": 12, "len": 99}),
             ),
         ];
-        let row = &replay::<Documents>(&events).unwrap()["doc-1"];
+        let row = &replay::<Documents>(&events).0["doc-1"];
         assert_eq!(row.state.text, "éllo,🙂 wörld");
     }
 }

@@ -58,8 +58,11 @@ pub trait Projection: Send + Sync + std::fmt::Debug + 'static {
     /// Applies one event, inside the caller's transaction.
     ///
     /// # Errors
-    /// A [`HandlerError`] stops the projection at this event (its checkpoint stays before
-    /// it) until the handler is fixed and the projection restarted.
+    /// A [`HandlerError`] makes the runner skip this event: what the handler did for it is
+    /// rolled back, [`Projection::skip`] is called instead, and the event is recorded with
+    /// the error (shown in the projection's status). A projection survives every event the
+    /// store accepted. An error caused by the database itself
+    /// ([`HandlerError::is_database`]) skips nothing: the batch is retried.
     fn apply(&self, db: &Connection, event: &RecordedEvent) -> Result<(), HandlerError>;
 
     /// Applies a batch of events in order, inside the caller's transaction. Override to
@@ -72,6 +75,17 @@ pub trait Projection: Send + Sync + std::fmt::Debug + 'static {
             self.apply(db, event)
                 .map_err(|error| BatchError { index, error })?;
         }
+        Ok(())
+    }
+
+    /// Records, inside the caller's transaction, that `event` was skipped: a projection that
+    /// checks the order of events (a row's version) moves past it here. The default does
+    /// nothing.
+    ///
+    /// # Errors
+    /// The database's (the batch is then retried).
+    fn skip(&self, db: &Connection, event: &RecordedEvent) -> rusqlite::Result<()> {
+        let _ = (db, event);
         Ok(())
     }
 

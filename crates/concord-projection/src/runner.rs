@@ -20,7 +20,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::db::{self, Committed};
-use crate::error::Failure;
+use crate::error::{Failure, SkippedEvent};
 use crate::projection::Projection;
 
 /// How many events the runner reads (and commits) at most per batch.
@@ -38,7 +38,8 @@ pub enum State {
     CatchingUp,
     /// Running and live: it has reached the head it started towards and follows new events.
     Running,
-    /// Stopped at an event its handler refused; see the failure.
+    /// Stopped at an event its handler refused, by a Concord before 0.1 skipped such
+    /// events (see the failure); it runs again when started.
     Failed,
 }
 
@@ -55,6 +56,10 @@ pub struct Progress {
     pub events_applied: u64,
     /// The event it stopped at, when failed.
     pub failure: Option<Failure>,
+    /// How many events its handler refused and it skipped, in all (since the last rebuild).
+    pub skipped: u64,
+    /// The latest of them, newest first (at most 10).
+    pub skipped_events: Vec<SkippedEvent>,
     /// The last store or database error it is retrying after, if the latest attempt failed.
     pub last_error: Option<String>,
 }
@@ -71,8 +76,19 @@ impl Progress {
             target: checkpoint,
             events_applied: 0,
             failure,
+            skipped: 0,
+            skipped_events: Vec::new(),
             last_error: None,
         }
+    }
+
+    /// Adds events skipped by the latest batch (in position order).
+    pub(crate) fn add_skipped(&mut self, skipped: Vec<SkippedEvent>) {
+        self.skipped += skipped.len() as u64;
+        for s in skipped {
+            self.skipped_events.insert(0, s);
+        }
+        self.skipped_events.truncate(db::SKIPPED_LISTED);
     }
 }
 
@@ -148,20 +164,26 @@ async fn run(
             let name = projection.name().to_owned();
             let opened = tokio::task::spawn_blocking(move || {
                 let conn = db::open(&path)?;
-                let (checkpoint, _) = db::checkpoint(&conn, &name).map_err(|source| {
-                    crate::ProjectionError::Database {
+                let read = |conn: &Connection| {
+                    Ok((db::checkpoint(conn, &name)?.0, db::skipped(conn, &name)?))
+                };
+                let (checkpoint, skipped) =
+                    read(&conn).map_err(|source| crate::ProjectionError::Database {
                         path,
                         doing: "reading the checkpoint",
                         source,
-                    }
-                })?;
-                Ok::<_, crate::ProjectionError>((conn, checkpoint))
+                    })?;
+                Ok::<_, crate::ProjectionError>((conn, checkpoint, skipped))
             })
             .await;
             match opened {
-                Ok(Ok((conn, checkpoint))) => {
+                Ok(Ok((conn, checkpoint, (skipped, skipped_events)))) => {
                     at = checkpoint;
                     db = Some(conn);
+                    progress.send_modify(|p| {
+                        p.skipped = skipped;
+                        p.skipped_events = skipped_events;
+                    });
                 }
                 Ok(Err(e)) => note(e.to_string()),
                 Err(e) => note(format!(
@@ -237,12 +259,17 @@ async fn run(
             };
             db = Some(conn);
             match committed {
-                Ok(Committed::Applied(p)) => {
+                Ok(Committed::Applied(p, skipped)) => {
                     at = p;
                     backoff = BACKOFF_MIN;
+                    for s in &skipped {
+                        tracing::warn!(projection = %name, skipped = %s, "projection skipped an event its handler refused");
+                    }
+                    let applied = count - skipped.len() as u64;
                     progress.send_modify(|s| {
                         s.checkpoint = at;
-                        s.events_applied += count;
+                        s.events_applied += applied;
+                        s.add_skipped(skipped);
                         s.last_error = None;
                         if s.state == State::CatchingUp && at >= head_target {
                             s.state = State::Running;
@@ -254,16 +281,6 @@ async fn run(
                     at = p;
                     progress.send_modify(|s| s.checkpoint = at);
                     continue;
-                }
-                Ok(Committed::Failed(p, failure)) => {
-                    tracing::error!(projection = %name, %failure, "projection failed");
-                    at = p;
-                    progress.send_modify(|s| {
-                        s.checkpoint = at;
-                        s.state = State::Failed;
-                        s.failure = Some(failure);
-                    });
-                    return;
                 }
                 Err(e) => {
                     note(format!("committing a batch failed: {e}"));

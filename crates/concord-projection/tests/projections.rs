@@ -1,6 +1,6 @@
 //! The projection runner's promises, against the embedded store and against Redis (read
-//! models in SQLite either way): a failing handler stops at its event and resumes after
-//! the fix; a rebuild equals the incremental result; read-your-writes under 32 concurrent
+//! models in SQLite either way): an event the handler refuses is skipped with its reason
+//! and the projection runs on; a rebuild equals the incremental result; read-your-writes under 32 concurrent
 //! clients; a filtered projection's checkpoint passes events of other categories; two
 //! processes' runners on one projection database never apply an event twice.
 #![allow(
@@ -51,6 +51,9 @@ impl Projection for Picky {
         }
         self.inner.apply(db, event)
     }
+    fn skip(&self, db: &rusqlite::Connection, event: &RecordedEvent) -> rusqlite::Result<()> {
+        self.inner.skip(db, event)
+    }
     fn row(
         &self,
         db: &rusqlite::Connection,
@@ -60,7 +63,7 @@ impl Projection for Picky {
     }
 }
 
-async fn a_failing_handler_stops_at_its_event_and_resumes_after_the_fix(
+async fn a_refused_event_is_skipped_with_its_reason_and_the_projection_runs_on(
     store: Arc<dyn EventStore>,
 ) {
     let dir = tempfile::tempdir().unwrap();
@@ -81,6 +84,13 @@ async fn a_failing_handler_stops_at_its_event_and_resumes_after_the_fix(
         vec![event("Deposited", json!({"amount": 5, "poison": true}))],
     )
     .await;
+    // Valid JSON, but not what `balances` understands: refused by the fold itself.
+    let malformed = append(
+        &store,
+        "account-1",
+        vec![event("Deposited", json!({"amount": "seven"}))],
+    )
+    .await;
     append(
         &store,
         "account-1",
@@ -89,44 +99,60 @@ async fn a_failing_handler_stops_at_its_event_and_resumes_after_the_fix(
     .await;
     let head = append(&store, "account-2", vec![opening("account")]).await;
 
-    let broken: Arc<dyn Projection> = Arc::new(Picky {
+    let picky: Arc<dyn Projection> = Arc::new(Picky {
         fixed: false,
         inner: FoldProjection::new(),
     });
-    let host = ProjectionHost::open(store.clone(), &db, vec![broken])
+    let host = ProjectionHost::open(store.clone(), &db, vec![picky])
         .await
         .unwrap();
     host.start_all().await;
-    let err = host.wait_for("balances", head, WAIT).await.unwrap_err();
-    let ProjectionError::Failed { failure, .. } = err else {
-        panic!("expected a failure, got {err}")
-    };
-    assert_eq!(failure.position, poison);
-    assert_eq!((failure.stream.as_str(), failure.version), ("account-1", 3));
-    assert_eq!(failure.event_type, "Deposited");
-    assert!(failure.error.contains("poisoned deposit"), "{failure}");
+    host.wait_for("balances", head, WAIT).await.unwrap();
     let status = host.status("balances").await.unwrap();
-    assert_eq!(status.status, State::Failed);
+    assert_eq!(status.status, State::Running);
+    assert_eq!((status.checkpoint, status.lag), (head, 0));
+    assert_eq!(status.skipped, 2, "{:?}", status.skipped_events);
+    let skipped: Vec<_> = status
+        .skipped_events
+        .iter()
+        .map(|s| {
+            (
+                s.position,
+                s.stream.as_str(),
+                s.version,
+                s.event_type.as_str(),
+            )
+        })
+        .collect();
     assert_eq!(
-        status.checkpoint,
-        Position(poison.get() - 1),
-        "the checkpoint stops just before the failing event"
+        skipped,
+        vec![
+            (malformed, "account-1", 4, "Deposited"),
+            (poison, "account-1", 3, "Deposited")
+        ]
     );
+    assert!(
+        status.skipped_events[1].error.contains("poisoned deposit"),
+        "{:?}",
+        status.skipped_events
+    );
+    assert!(
+        status.skipped_events[0].error.contains("amount"),
+        "{:?}",
+        status.skipped_events
+    );
+    // The row is as if the skipped events changed nothing, and its version moved on.
     let row = host
-        .get_row("balances", "account-1", None, WAIT)
+        .get_row("balances", "account-1", Some(head), WAIT)
         .await
         .unwrap();
-    assert_eq!(row.row["balance"], 110);
-    assert_eq!(row.row["version"], 2);
-    assert!(matches!(
-        host.get_row("balances", "account-1", Some(head), WAIT)
-            .await,
-        Err(ProjectionError::Failed { .. })
-    ));
+    assert_eq!(row.row["balance"], 117);
+    assert_eq!(row.row["version"], 5);
     host.shutdown().await;
     drop(host);
 
-    // Restart with the fixed handler: the failure is still visible until it runs again.
+    // A restart keeps the record; a rebuild with the fixed handler applies the poisoned
+    // deposit and skips only the malformed one.
     let fixed: Arc<dyn Projection> = Arc::new(Picky {
         fixed: true,
         inner: FoldProjection::new(),
@@ -134,21 +160,58 @@ async fn a_failing_handler_stops_at_its_event_and_resumes_after_the_fix(
     let host = ProjectionHost::open(store.clone(), &db, vec![fixed])
         .await
         .unwrap();
+    assert_eq!(host.status("balances").await.unwrap().skipped, 2);
+    let report = host.rebuild("balances", |_, _| {}).await.unwrap();
+    assert_eq!(report.checkpoint, head);
     let status = host.status("balances").await.unwrap();
-    assert_eq!(status.status, State::Failed);
-    assert_eq!(status.failure.unwrap().position, poison);
-    host.start_all().await;
-    host.wait_for("balances", head, WAIT).await.unwrap();
+    assert_eq!(status.skipped, 1);
+    assert_eq!(status.skipped_events[0].position, malformed);
     let row = host
         .get_row("balances", "account-1", None, WAIT)
         .await
         .unwrap();
     assert_eq!(row.row["balance"], 122);
+    assert_eq!(row.row["version"], 5);
+    host.shutdown().await;
+}
+
+/// Events a store holds that no reader can parse (written before the store refused them,
+/// or by another Redis client): each is skipped, never a stop.
+async fn unreadable_event_data_is_skipped_not_a_stop(store: Arc<dyn EventStore>) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("projections.sqlite");
+    append(&store, "account-1", vec![opening("account")]).await;
+    let mut unreadable = Vec::new();
+    for data in ["1e999", r#"{"amount": "\ud800"}"#] {
+        let e = concord_core::NewEvent::new(
+            concord_core::EventType::new("Deposited").unwrap(),
+            concord_core::Json::from_trusted(data),
+        );
+        unreadable.push(append(&store, "account-1", vec![e]).await);
+    }
+    let head = append(
+        &store,
+        "account-1",
+        vec![event("Deposited", json!({"amount": 7}))],
+    )
+    .await;
+    let host = ProjectionHost::open_builtin(store.clone(), &db)
+        .await
+        .unwrap();
+    host.start_all().await;
+    let row = host
+        .get_row("balances", "account-1", Some(head), WAIT)
+        .await
+        .unwrap();
     assert_eq!(row.row["version"], 4);
     let status = host.status("balances").await.unwrap();
     assert_eq!(status.status, State::Running);
-    assert_eq!(status.failure, None);
-    assert_eq!(status.lag, 0);
+    assert_eq!(status.skipped, 2);
+    for s in &status.skipped_events {
+        assert!(unreadable.contains(&s.position), "{s}");
+        assert!(s.error.contains("cannot be read as JSON"), "{s}");
+        assert!(!s.error.contains("not JSON"), "{s}");
+    }
     host.shutdown().await;
 }
 
@@ -366,9 +429,16 @@ macro_rules! against {
             use super::*;
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn a_failing_handler_stops_at_its_event_and_resumes_after_the_fix() {
+            async fn a_refused_event_is_skipped_with_its_reason_and_the_projection_runs_on() {
                 let (store, _guard) = $factory.await;
-                super::a_failing_handler_stops_at_its_event_and_resumes_after_the_fix(store).await;
+                super::a_refused_event_is_skipped_with_its_reason_and_the_projection_runs_on(store)
+                    .await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn unreadable_event_data_is_skipped_not_a_stop() {
+                let (store, _guard) = $factory.await;
+                super::unreadable_event_data_is_skipped_not_a_stop(store).await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -40,6 +40,11 @@ pub const LIBRARY_VERSION: i64 = 5;
 pub const APPEND_FUNCTION: &str = "concord_append_v5";
 
 /// Index entries a query read examines per round trip.
+/// The largest condition `after` handed to the append function: Lua numbers are doubles,
+/// exact up to 2^53, and the function adds one. No store gets near it, so a larger `after`
+/// (up to 2^64 - 1 from a client) means the same: nothing can match after it.
+const LUA_POSITION_MAX: u64 = (1 << 53) - 2;
+
 const QUERY_BATCH: usize = 500;
 
 /// How long one `XREAD BLOCK` of the head watcher waits before it looks again.
@@ -399,7 +404,9 @@ impl RedisStore {
         match &request.condition {
             Some(c) => {
                 let items = &c.fail_if_events_match.items;
-                cmd.arg(1).arg(c.after.get()).arg(items.len());
+                cmd.arg(1)
+                    .arg(c.after.get().min(LUA_POSITION_MAX))
+                    .arg(items.len());
                 for item in items {
                     cmd.arg(item.types.len());
                     for t in &item.types {
@@ -757,7 +764,7 @@ impl RedisStore {
         want: usize,
     ) -> Result<Vec<u64>, RedisError> {
         let keys = &self.inner.keys;
-        let from = format!("{}-0", after.get() + 1);
+        let from = format!("{}-0", after.next());
         let to = format!("{}-0", head.get());
         let mut out = Vec::new();
         if item.tags.is_empty() {
@@ -1037,6 +1044,13 @@ impl EventStore for RedisStore {
         query.validate()?;
         let limit = self.inner.options.limits.query_page(limit);
         let head = self.head().await?;
+        if after >= head {
+            return Ok(QueryPage {
+                events: Vec::new(),
+                head,
+                next: None,
+            });
+        }
         if query.items.is_empty() {
             let page = self.read_all(after.next(), &Filter::all(), limit).await?;
             let events: Vec<RecordedEvent> = page
@@ -1128,6 +1142,7 @@ impl EventStore for RedisStore {
         filter: &Filter,
         limit: usize,
     ) -> Result<AllPage, StoreError> {
+        filter.validate()?;
         let limit = limit.min(self.inner.options.limits.read_limit_max);
         let all = self.inner.keys.all();
         let batch = if filter.is_all() {

@@ -40,6 +40,14 @@ pub struct ServerConfig {
     pub keep_alive: Duration,
     /// How long `GET /head?after=p` waits for the head to pass `p` (default 10 s).
     pub head_long_poll: Duration,
+    /// How long a client may take to send a request's headers, and how long a kept-alive
+    /// connection may stay idle between requests, before the server closes it (default
+    /// 10 s). A connection that sends nothing, or headers byte by byte, is not kept open.
+    pub header_timeout: Duration,
+    /// How long a client may take to send a request's body once its headers are in
+    /// (default 60 s); past it the answer is 408 `request-timeout` and the connection
+    /// closes.
+    pub body_timeout: Duration,
     /// The read side served under `/projections` (default none: `GET /projections` lists
     /// nothing and every projection is unknown). The caller starts and shuts down the
     /// host; the server only reads it and starts rebuilds.
@@ -55,6 +63,8 @@ impl Default for ServerConfig {
             insecure_open: false,
             keep_alive: Duration::from_secs(15),
             head_long_poll: Duration::from_secs(10),
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(60),
             projections: None,
         }
     }
@@ -89,6 +99,11 @@ impl ServerConfig {
         if self.keep_alive.is_zero() {
             return Err(ServerError::Config(
                 "the keep-alive interval must be longer than zero".to_owned(),
+            ));
+        }
+        if self.header_timeout.is_zero() || self.body_timeout.is_zero() {
+            return Err(ServerError::Config(
+                "the header and body timeouts must be longer than zero".to_owned(),
             ));
         }
         let tokens = match &self.tokens {

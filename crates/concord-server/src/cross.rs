@@ -73,12 +73,7 @@ pub(crate) async fn query(
     let limit = match body.limit {
         None => READ_LIMIT_DEFAULT.min(max),
         Some(0) => return Err(ApiError::invalid("limit", "limit must be at least 1")),
-        Some(n) if n > max => {
-            return Err(ApiError::invalid(
-                "limit",
-                format!("limit is {n}, but at most {max} are allowed"),
-            ));
-        }
+        Some(n) if n > max => return Err(ApiError::LimitAboveMax { asked: n, max }),
         Some(n) => n,
     };
     app.metrics.read();

@@ -6,7 +6,7 @@
 
 use std::net::SocketAddr;
 
-use axum::http::header::{CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
+use axum::http::header::{CONNECTION, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use concord_api::{ConflictPart, PROBLEM_CONTENT_TYPE, Problem, ProblemType, ProjectionFailure};
@@ -43,6 +43,15 @@ pub enum ApiError {
     /// A conflict on an expectation given as `If-Match`: 412 instead of 409.
     #[error("{0}")]
     IfMatchConflict(Box<Conflict>),
+    /// A `limit` above the read limit. 400, with the limit as `max` (a client pages within
+    /// it).
+    #[error("limit is {asked}, but at most {max} are allowed")]
+    LimitAboveMax {
+        /// What was asked.
+        asked: usize,
+        /// The server's read limit.
+        max: usize,
+    },
     /// Malformed input found by the server itself (body, path, query, headers). 400.
     #[error("{detail}")]
     Invalid {
@@ -82,6 +91,9 @@ pub enum ApiError {
     /// Outside the token's grants. 403.
     #[error("{0}")]
     Forbidden(String),
+    /// The request body did not arrive in time. 408; the connection is closed.
+    #[error("the request body did not arrive within {0} ms; send it faster or in smaller requests")]
+    BodyTimeout(u128),
     /// A bug or a failed task inside the server. 500, logged.
     #[error("{0}")]
     Internal(String),
@@ -249,6 +261,15 @@ impl ApiError {
                 p.field = Some(field);
                 p
             }
+            e @ ApiError::LimitAboveMax { .. } => {
+                let detail = e.to_string();
+                let mut p = Problem::new(ProblemType::InvalidRequest, 400, detail);
+                p.field = Some("limit".to_owned());
+                if let ApiError::LimitAboveMax { max, .. } = e {
+                    p.max = Some(max as u64);
+                }
+                p
+            }
             e @ ApiError::BodyTooLarge { .. } => {
                 let detail = e.to_string();
                 let ApiError::BodyTooLarge { size, max } = e else {
@@ -283,6 +304,9 @@ impl ApiError {
             e @ ApiError::MethodNotAllowed(_) => {
                 Problem::new(ProblemType::MethodNotAllowed, 405, e.to_string())
             }
+            e @ ApiError::BodyTimeout(_) => {
+                Problem::new(ProblemType::RequestTimeout, 408, e.to_string())
+            }
             ApiError::Unauthorized(detail) => Problem::new(ProblemType::Unauthorized, 401, detail),
             ApiError::Forbidden(detail) => Problem::new(ProblemType::Forbidden, 403, detail),
             ApiError::Projection(e) => projection_problem(e),
@@ -313,6 +337,10 @@ impl IntoResponse for ApiError {
         if problem.problem_type == ProblemType::ProjectionBehind.urn() {
             // The projection is expected to catch up: retrying soon is the point.
             headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        if status == StatusCode::REQUEST_TIMEOUT {
+            // The rest of the body may still come: this connection is not reused.
+            headers.insert(CONNECTION, HeaderValue::from_static("close"));
         }
         if status == StatusCode::UNAUTHORIZED {
             headers.insert(

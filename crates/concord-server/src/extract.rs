@@ -2,7 +2,8 @@
 //! `urn:concord:invalid-request` (or `too-large`) and never with axum's plain text.
 //!
 //! Bodies are parsed as JSON whatever their `Content-Type` says: `curl -d` sends
-//! `application/x-www-form-urlencoded`, and refusing it would only get in the way.
+//! `application/x-www-form-urlencoded`, and refusing it would only get in the way. A body
+//! must arrive within the server's body timeout (408 otherwise).
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -28,21 +29,23 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
             .get(CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
-        let bytes = Bytes::from_request(request, state)
+        let timeout = state.config.body_timeout;
+        let read = tokio::time::timeout(timeout, Bytes::from_request(request, state))
             .await
-            .map_err(|r: BytesRejection| {
-                if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                    ApiError::BodyTooLarge {
-                        size: declared,
-                        max: state.config.limits.request_bytes_max as u64,
-                    }
-                } else {
-                    ApiError::invalid(
-                        "body",
-                        format!("the request body could not be read: {}", r.body_text()),
-                    )
+            .map_err(|_| ApiError::BodyTimeout(timeout.as_millis()))?;
+        let bytes = read.map_err(|r: BytesRejection| {
+            if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::BodyTooLarge {
+                    size: declared,
+                    max: state.config.limits.request_bytes_max as u64,
                 }
-            })?;
+            } else {
+                ApiError::invalid(
+                    "body",
+                    format!("the request body could not be read: {}", r.body_text()),
+                )
+            }
+        })?;
         serde_json::from_slice(&bytes)
             .map(JsonBody)
             .map_err(|e| ApiError::invalid("body", format!("the request body is not valid: {e}")))

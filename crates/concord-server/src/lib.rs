@@ -1,4 +1,4 @@
-//! `concord-server`: the HTTP API of `shared/API.md` over any [`EventStore`].
+//! `concord-server`: the HTTP API of `docs/http-api.md` over any [`EventStore`].
 //!
 //! - [`ServerConfig`]: address, limits, tokens, keep-alive; [`ServerConfig::validate`]
 //!   refuses an open server on a non-loopback address.
@@ -39,7 +39,6 @@ mod ui;
 use std::future::Future;
 use std::sync::Arc;
 
-use axum::serve::ListenerExt as _;
 use concord_core::EventStore;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -48,7 +47,7 @@ pub use auth::{Access, EVERY_STREAM, TokenGrant, Tokens};
 pub use config::{ServerConfig, TokensSource};
 pub use error::{ApiError, ServerError};
 pub use metrics::Metrics;
-pub use openapi::{ROUTES, document as openapi_document};
+pub use openapi::{ROUTES, document as openapi_document, document_for as openapi_document_for};
 
 /// The application for `store` under `config`, without a listener.
 ///
@@ -75,6 +74,12 @@ pub fn router(store: Arc<dyn EventStore>, config: ServerConfig) -> axum::Router 
 /// acknowledged is lost, because acknowledging happens only after the store's append
 /// returned.
 ///
+/// Connections are HTTP/1.1, served by hyper with the timeouts of `config`: a client that
+/// does not send its request headers within `header_timeout` (also between two requests on
+/// a kept-alive connection) is disconnected, and one whose body does not arrive within
+/// `body_timeout` is answered 408. A slow or idle client therefore holds a connection for
+/// a bounded time (`axum::serve` sets neither timeout).
+///
 /// # Errors
 /// [`ServerError::OpenOnNonLoopback`] or [`ServerError::Tokens`] from validating `config`
 /// against the listener's address; [`ServerError::Io`] if serving fails.
@@ -86,30 +91,84 @@ pub async fn serve(
 ) -> Result<(), ServerError> {
     let addr = listener.local_addr().map_err(ServerError::Io)?;
     let tokens = config.validate_for(addr)?;
+    let header_timeout = config.header_timeout;
     let (sender, _) = watch::channel(false);
     let sender = Arc::new(sender);
     let app = routes::build(Arc::clone(&store), config, tokens, Arc::clone(&sender));
     tracing::info!(%addr, store = store.backend(), "serving the Concord HTTP API");
-    // Subscriptions send each event as a small write of its own: with Nagle's algorithm a
-    // second event within a round trip would wait for the ACK of the first, which a client
-    // may delay by up to 40 ms. (For request/response appends it measured no difference.)
-    let listener = listener.tap_io(|tcp| {
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    // Every connection holds a receiver; the loop waits for them all to be dropped.
+    let (closing, connections) = watch::channel(false);
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (tcp, remote) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    accept_failed(&e).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        // Subscriptions send each event as a small write of its own: with Nagle's algorithm
+        // a second event within a round trip would wait for the ACK of the first, which a
+        // client may delay by up to 40 ms. (For request/response appends it measured no
+        // difference.)
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!(error = %e, "cannot set TCP_NODELAY");
         }
-    });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            tracing::info!(
-                "shutting down: no new connections, ending subscriptions, finishing requests"
-            );
-            sender.send_replace(true);
-        })
-        .await
-        .map_err(ServerError::Io)?;
+        let app = app.clone();
+        let service =
+            hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+                let mut app = app.clone();
+                async move {
+                    tower_service::Service::call(&mut app, request.map(axum::body::Body::new)).await
+                }
+            });
+        let connection = http.serve_connection(hyper_util::rt::TokioIo::new(tcp), service);
+        let mut closing = connections.clone();
+        tokio::spawn(async move {
+            let mut connection = std::pin::pin!(connection);
+            let served = tokio::select! {
+                served = connection.as_mut() => served,
+                _ = closing.changed() => {
+                    // Finish the request in flight, then close.
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(e) = served {
+                tracing::debug!(%remote, error = %e, "connection ended with an error");
+            }
+            // Only now may the server's shutdown complete.
+            drop(closing);
+        });
+    }
+    tracing::info!("shutting down: no new connections, ending subscriptions, finishing requests");
+    drop(listener);
+    sender.send_replace(true);
+    closing.send_replace(true);
+    drop(connections);
+    closing.closed().await;
     tracing::info!("server stopped");
     Ok(())
+}
+
+/// An accept error: a connection that failed before it was accepted is the client's
+/// problem; anything else (too many open files) is waited out briefly rather than spun on.
+async fn accept_failed(e: &std::io::Error) {
+    use std::io::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::ConnectionRefused | ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset
+    ) {
+        return;
+    }
+    tracing::error!(error = %e, "cannot accept a connection; retrying in 1 s");
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
 }
 
 /// Resolves on Ctrl-C (SIGINT) or, on Unix, SIGTERM.

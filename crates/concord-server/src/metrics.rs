@@ -189,6 +189,11 @@ pub(crate) fn render_projections(statuses: &[ProjectionStatus]) -> String {
         &|s| u64::from(s.status == State::Failed),
     );
     gauge(
+        "concord_projection_skipped",
+        "Events the projection's handler refused and it skipped since its last rebuild (see its status).",
+        &|s| s.skipped,
+    );
+    gauge(
         "concord_projection_running",
         "1 when the projection is running here (catching up or live).",
         &|s| u64::from(matches!(s.status, State::CatchingUp | State::Running)),

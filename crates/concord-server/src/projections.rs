@@ -72,6 +72,18 @@ pub(crate) fn info(s: ProjectionStatus) -> ProjectionInfo {
             event_type: f.event_type,
             error: f.error,
         }),
+        skipped: s.skipped,
+        skipped_events: s
+            .skipped_events
+            .into_iter()
+            .map(|f| ProjectionFailure {
+                position: f.position,
+                stream: f.stream,
+                version: f.version,
+                event_type: f.event_type,
+                error: f.error,
+            })
+            .collect(),
         last_error: s.last_error,
     }
 }
@@ -114,6 +126,18 @@ async fn row(
     }
     let host = host(&app, &name)?;
     let min_position = params.min_position.map(Position);
+    if let Some(wanted) = min_position {
+        // Beyond the head it could only be waited for in vain: no append has returned it.
+        let head = app.store.head().await?;
+        if wanted > head {
+            return Err(ApiError::invalid(
+                "min_position",
+                format!(
+                    "min_position {wanted} is beyond the store's head {head}; pass the last_position an append returned"
+                ),
+            ));
+        }
+    }
     let read = host.get_row(&name, &key, min_position, Duration::from_millis(wait_ms));
     // A shutdown ends the wait early, with the answer the bound would have given.
     let found = tokio::select! {
@@ -156,7 +180,7 @@ async fn rebuild(
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use concord_projection::{Failure, State as RunState};
+    use concord_projection::{Failure, SkippedEvent, State as RunState};
 
     #[test]
     fn the_wire_status_serialises_like_the_projection_status() {
@@ -174,6 +198,14 @@ mod tests {
                 event_type: "Deposited".to_owned(),
                 error: "no amount".to_owned(),
             }),
+            skipped: 1,
+            skipped_events: vec![SkippedEvent {
+                position: Position(5),
+                stream: "account-1".to_owned(),
+                version: 1,
+                event_type: "AccountOpened".to_owned(),
+                error: "no owner".to_owned(),
+            }],
             last_error: Some("disk full".to_owned()),
         };
         assert_eq!(

@@ -50,6 +50,8 @@ pub(crate) struct Shared {
     pub(crate) config: Arc<ServerConfig>,
     pub(crate) tokens: Option<Arc<Tokens>>,
     pub(crate) metrics: Arc<Metrics>,
+    /// `/openapi.json` for this server's limits and access control, built once.
+    pub(crate) openapi: String,
     /// Becomes `true` when the server shuts down: subscriptions and long polls end.
     pub(crate) shutdown: watch::Receiver<bool>,
     /// Kept so the receiver above never sees a closed channel while the router lives.
@@ -77,7 +79,9 @@ pub(crate) fn build(
     shutdown_sender: Arc<watch::Sender<bool>>,
 ) -> Router {
     let body_max = config.limits.request_bytes_max;
+    let openapi = openapi::document_json(&config, tokens.is_some());
     let state = AppState(Arc::new(Shared {
+        openapi,
         store,
         config: Arc::new(config),
         tokens: tokens.map(Arc::new),
@@ -164,10 +168,7 @@ fn limit(state: &AppState, asked: Option<usize>) -> Result<usize, ApiError> {
     match asked {
         None => Ok(READ_LIMIT_DEFAULT.min(max)),
         Some(0) => Err(ApiError::invalid("limit", "limit must be at least 1")),
-        Some(n) if n > max => Err(ApiError::invalid(
-            "limit",
-            format!("limit is {n}, but at most {max} are allowed"),
-        )),
+        Some(n) if n > max => Err(ApiError::LimitAboveMax { asked: n, max }),
         Some(n) => Ok(n),
     }
 }
@@ -188,6 +189,8 @@ pub(crate) fn filter(
     f.tags = split_list(tags)
         .map(|t| Tag::new(t).map_err(|e| ApiError::invalid("tags", e.message)))
         .collect::<Result<_, _>>()?;
+    f.validate()
+        .map_err(|e| ApiError::invalid(e.field, e.message))?;
     Ok(f)
 }
 
@@ -439,7 +442,8 @@ async fn head(
     let head = match params.after {
         None => app.store.head().await?,
         Some(after) => {
-            let wait = app.store.wait_for_head(Position(after));
+            let after = Position(after);
+            let wait = wait_beyond(app.store.as_ref(), after);
             tokio::select! {
                 waited = tokio::time::timeout(app.config.head_long_poll, wait) => match waited {
                     Ok(head) => head?,
@@ -452,21 +456,45 @@ async fn head(
     Ok(Json(HeadBody { head }))
 }
 
+/// Waits until the head is beyond `after`. A backend's `wait_for_head` may return earlier
+/// (Redis after 2 s), so it is asked again until the head has moved; the caller bounds the
+/// whole wait.
+async fn wait_beyond(store: &dyn EventStore, after: Position) -> Result<Position, StoreError> {
+    loop {
+        let head = store.wait_for_head(after).await?;
+        if head > after {
+            return Ok(head);
+        }
+    }
+}
+
 async fn health(State(app): State<AppState>) -> Response {
     let store = app.store.backend().to_owned();
-    match app.store.head().await {
-        Ok(_) => Json(Health {
+    let version = env!("CARGO_PKG_VERSION").to_owned();
+    match app.store.health().await {
+        Ok(()) => Json(Health {
             status: "ok".to_owned(),
             store,
+            version,
+            detail: None,
         })
         .into_response(),
         Err(e) => {
-            tracing::error!(error = %e, "health check: the store is unreachable");
+            tracing::error!(error = %e, "health check: the store cannot serve");
+            // The cause stays in the log: /health needs no token.
+            let detail = match e {
+                StoreError::Poisoned(_) => {
+                    "the store refuses appends after a failed write or sync of its files; restart the server (recovery keeps every acknowledged append)"
+                }
+                _ => "the store cannot be reached; the server log has the cause",
+            };
             (
                 StatusCode::SERVICE_UNAVAILABLE,
                 Json(Health {
                     status: "unavailable".to_owned(),
                     store,
+                    version,
+                    detail: Some(detail.to_owned()),
                 }),
             )
                 .into_response()
@@ -489,12 +517,8 @@ async fn metrics(State(app): State<AppState>) -> Response {
         .into_response()
 }
 
-async fn openapi_json() -> Response {
-    (
-        [(CONTENT_TYPE, "application/json")],
-        openapi::document_json(),
-    )
-        .into_response()
+async fn openapi_json(State(app): State<AppState>) -> Response {
+    ([(CONTENT_TYPE, "application/json")], app.openapi.clone()).into_response()
 }
 
 #[cfg(test)]

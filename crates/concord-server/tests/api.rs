@@ -610,7 +610,10 @@ async fn operations_endpoints_answer() {
     let health = server.get("/health").await;
     assert_eq!(
         (health.status, &health.json),
-        (200, &json!({"status": "ok", "store": "memory"}))
+        (
+            200,
+            &json!({"status": "ok", "store": "memory", "version": env!("CARGO_PKG_VERSION")})
+        )
     );
     let metrics = server.get("/metrics").await;
     assert_eq!(metrics.status, 200);

@@ -300,10 +300,19 @@ impl EventStore for Unreachable {
 async fn an_unreachable_store_answers_503_without_leaking_the_cause() {
     let server = start_with(Arc::new(Unreachable), ServerConfig::default()).await;
     let health = server.get("/health").await;
-    assert_eq!(
-        (health.status, &health.json),
-        (503, &json!({"status": "unavailable", "store": "redis"}))
+    assert_eq!(health.status, 503);
+    assert_eq!(health.json["status"], "unavailable");
+    assert_eq!(health.json["store"], "redis");
+    assert_eq!(health.json["version"], env!("CARGO_PKG_VERSION"));
+    assert!(
+        health.json["detail"]
+            .as_str()
+            .unwrap()
+            .contains("cannot be reached"),
+        "{}",
+        health.text
     );
+    assert!(!health.text.contains("10.1.2.3"), "{}", health.text);
     for answer in [
         server
             .post(
@@ -332,4 +341,78 @@ async fn an_unreachable_store_answers_503_without_leaking_the_cause() {
         other => panic!("expected an error event, got {other:?}"),
     }
     assert_eq!(sub.frame().await, None, "a failed subscription ends");
+}
+
+/// A store that answers reads but refuses appends until it is reopened (the embedded
+/// store after a failed fsync).
+#[derive(Debug)]
+struct Poisoned;
+
+fn poisoned() -> StoreError {
+    StoreError::Poisoned("a sync of /data/concord.db failed".to_owned())
+}
+
+#[async_trait]
+impl EventStore for Poisoned {
+    fn backend(&self) -> &'static str {
+        "embedded"
+    }
+    async fn append_multi(
+        &self,
+        _: concord_core::MultiAppendRequest,
+    ) -> Result<concord_core::MultiAppendOutcome, StoreError> {
+        Err(poisoned())
+    }
+    async fn append(&self, _: AppendRequest) -> Result<AppendOutcome, StoreError> {
+        Err(poisoned())
+    }
+    async fn read_stream(
+        &self,
+        _: &StreamName,
+        _: Version,
+        _: Direction,
+        _: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        Ok(Vec::new())
+    }
+    async fn read_all(&self, from: Position, _: &Filter, _: usize) -> Result<AllPage, StoreError> {
+        Ok(AllPage {
+            events: Vec::new(),
+            next_from: from,
+            head: Position(0),
+        })
+    }
+    async fn stream_version(&self, _: &StreamName) -> Result<Version, StoreError> {
+        Ok(Version(0))
+    }
+    async fn list_streams(
+        &self,
+        _: &str,
+        _: Option<&StreamName>,
+        _: usize,
+    ) -> Result<Vec<StreamInfo>, StoreError> {
+        Ok(Vec::new())
+    }
+    async fn head(&self) -> Result<Position, StoreError> {
+        Ok(Position(0))
+    }
+    async fn wait_for_head(&self, _: Position) -> Result<Position, StoreError> {
+        Ok(Position(0))
+    }
+    async fn health(&self) -> Result<(), StoreError> {
+        Err(poisoned())
+    }
+}
+
+/// A poisoned store still reads (its head is fine), but /health must not say ok: it says
+/// 503 and what to do, without the store's internals.
+#[tokio::test]
+async fn a_poisoned_store_makes_health_answer_503_with_what_to_do() {
+    let server = start_with(Arc::new(Poisoned), ServerConfig::default()).await;
+    let health = server.get("/health").await;
+    assert_eq!(health.status, 503, "{}", health.text);
+    assert_eq!(health.json["status"], "unavailable");
+    let detail = health.json["detail"].as_str().unwrap();
+    assert!(detail.contains("restart"), "{detail}");
+    assert!(!health.text.contains("/data/concord.db"), "{}", health.text);
 }

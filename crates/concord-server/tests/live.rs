@@ -400,3 +400,200 @@ async fn graceful_shutdown_finishes_the_append_in_flight_and_closes_subscription
         "no new connections after shutdown"
     );
 }
+
+/// A store whose `wait_for_head` gives up early a few times before it really waits (as the
+/// Redis backend does every 2 s), and says when it is waiting for real.
+#[derive(Debug)]
+struct EarlyWaker {
+    inner: MemoryStore,
+    early: std::sync::atomic::AtomicUsize,
+    waiting: Notify,
+}
+
+#[async_trait]
+impl EventStore for EarlyWaker {
+    fn backend(&self) -> &'static str {
+        "early"
+    }
+    async fn append_multi(
+        &self,
+        request: concord_core::MultiAppendRequest,
+    ) -> Result<concord_core::MultiAppendOutcome, StoreError> {
+        self.inner.append_multi(request).await
+    }
+    async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, StoreError> {
+        self.inner.append(request).await
+    }
+    async fn read_stream(
+        &self,
+        s: &StreamName,
+        from: Version,
+        d: Direction,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.inner.read_stream(s, from, d, limit).await
+    }
+    async fn read_all(
+        &self,
+        from: Position,
+        filter: &Filter,
+        limit: usize,
+    ) -> Result<AllPage, StoreError> {
+        self.inner.read_all(from, filter, limit).await
+    }
+    async fn stream_version(&self, s: &StreamName) -> Result<Version, StoreError> {
+        self.inner.stream_version(s).await
+    }
+    async fn list_streams(
+        &self,
+        p: &str,
+        after: Option<&StreamName>,
+        limit: usize,
+    ) -> Result<Vec<StreamInfo>, StoreError> {
+        self.inner.list_streams(p, after, limit).await
+    }
+    async fn head(&self) -> Result<Position, StoreError> {
+        self.inner.head().await
+    }
+    async fn wait_for_head(&self, after: Position) -> Result<Position, StoreError> {
+        let left = self.early.load(std::sync::atomic::Ordering::SeqCst);
+        if left > 0 {
+            self.early
+                .store(left - 1, std::sync::atomic::Ordering::SeqCst);
+            return self.inner.head().await;
+        }
+        self.waiting.notify_one();
+        self.inner.wait_for_head(after).await
+    }
+}
+
+/// `GET /head?after=p` waits until the head passes p (or the configured long poll ends),
+/// even when the backend's own wait gives up earlier: on Redis it answered after 2 s
+/// instead of the documented 10.
+#[tokio::test]
+async fn head_long_poll_waits_through_a_backend_that_returns_early() {
+    let store = Arc::new(EarlyWaker {
+        inner: MemoryStore::new(),
+        early: std::sync::atomic::AtomicUsize::new(3),
+        waiting: Notify::new(),
+    });
+    let server = start_with(store.clone(), ServerConfig::default()).await;
+    let polled = tokio::spawn({
+        let http = server.http.clone();
+        let url = server.url("/head?after=0");
+        async move { http.get(url).send().await.unwrap().text().await.unwrap() }
+    });
+    tokio::time::timeout(DEADLINE, store.waiting.notified())
+        .await
+        .expect("the long poll asked the store again after it returned early");
+    let appended = server
+        .post(
+            "/streams/account-1",
+            &json!({"events": [{"type": "Opened", "data": {}}]}),
+        )
+        .await;
+    assert_eq!(appended.status, 201);
+    let answer = tokio::time::timeout(DEADLINE, polled)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        serde_json::from_str::<Value>(&answer).unwrap(),
+        json!({"head": 1})
+    );
+}
+
+/// A raw connection to the server, for clients that misbehave on purpose.
+async fn raw(server: &common::TestServer) -> tokio::net::TcpStream {
+    let addr = server.base.trim_start_matches("http://");
+    tokio::net::TcpStream::connect(addr).await.unwrap()
+}
+
+/// Reads until the server closes the connection; returns what it sent.
+async fn until_closed(mut conn: tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut answer = Vec::new();
+    tokio::time::timeout(DEADLINE, conn.read_to_end(&mut answer))
+        .await
+        .expect("the server kept a slow or idle connection open")
+        .unwrap();
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+fn short_timeouts() -> ServerConfig {
+    ServerConfig {
+        header_timeout: Duration::from_millis(200),
+        body_timeout: Duration::from_millis(200),
+        ..ServerConfig::default()
+    }
+}
+
+/// Slowloris: connections that send nothing, send their headers a few bytes at a time,
+/// or stop in the middle of a body, used to stay open for as long as the client liked.
+/// The server closes them after its header timeout (408 for a body that stopped coming).
+#[tokio::test]
+async fn idle_and_half_sent_connections_are_closed_after_the_timeouts() {
+    use tokio::io::AsyncWriteExt;
+    let server = start_config(short_timeouts()).await;
+
+    // Connected, silent.
+    let idle = raw(&server).await;
+    assert_eq!(until_closed(idle).await, "");
+
+    // Headers started, never finished.
+    let mut slow = raw(&server).await;
+    slow.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        .await
+        .unwrap();
+    let answer = until_closed(slow).await;
+    assert!(!answer.contains("200 OK"), "{answer}");
+
+    // Headers complete, body cut short.
+    let mut half = raw(&server).await;
+    half.write_all(
+        b"POST /streams/account-1 HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"events\": [",
+    )
+    .await
+    .unwrap();
+    let answer = until_closed(half).await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("urn:concord:request-timeout"), "{answer}");
+    assert_eq!(server.get("/streams/account-1").await.status, 404);
+
+    // A kept-alive connection that went quiet after its first request.
+    let mut kept = raw(&server).await;
+    kept.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let answer = until_closed(kept).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
+
+/// The header timeout is about requests, not answers: a subscription (or a long poll)
+/// lasts as long as it has something to say.
+#[tokio::test]
+async fn a_subscription_outlives_the_header_timeout() {
+    let server = start_config(ServerConfig {
+        keep_alive: Duration::from_millis(300),
+        ..short_timeouts()
+    })
+    .await;
+    let response = server
+        .http
+        .get(server.url("/subscribe/all"))
+        .send()
+        .await
+        .unwrap();
+    let mut sub = SseReader::new(response);
+    for _ in 0..3 {
+        assert_eq!(sub.frame().await, Some(Frame::Comment("keep-alive".into())));
+    }
+    let appended = server
+        .post(
+            "/streams/account-1",
+            &json!({"events": [{"type": "Opened", "data": {}}]}),
+        )
+        .await;
+    assert_eq!(appended.status, 201);
+    assert!(matches!(sub.frame().await, Some(Frame::Event { .. })));
+}

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use common::{DEADLINE, TestServer, scale, start_with};
 use concord_core::{EventStore, MemoryStore};
-use concord_projection::{ProjectionHost, State};
+use concord_projection::ProjectionHost;
 use concord_server::{ServerConfig, Tokens, TokensSource};
 use serde_json::{Value, json};
 
@@ -267,18 +267,15 @@ async fn a_position_not_processed_within_wait_ms_answers_503_projection_behind()
     let server = &side.server;
     let last = open_account(server, "account-1", 5).await;
 
-    // Beyond the head: nothing can process it, so the bound is reached.
+    // Beyond the head: no append returned it, so it is a mistake, not a wait (400).
     let beyond = last + 100;
-    let behind = server
+    let refused = server
         .get(&format!(
             "/projections/balances/account-1?min_position={beyond}&wait_ms=0"
         ))
         .await;
-    behind.assert_problem(503, "projection-behind");
-    assert_eq!(behind.json["projection"], "balances");
-    assert_eq!(behind.json["min_position"], beyond);
-    assert!(behind.json["checkpoint"].as_u64().unwrap() < beyond);
-    assert_eq!(behind.header("retry-after"), Some("1"));
+    refused.assert_problem(400, "invalid-request");
+    assert_eq!(refused.json["field"], "min_position");
 
     // A stopped projection does not move: the wait ends at its bound.
     side.host.stop("balances").await.unwrap();
@@ -298,6 +295,10 @@ async fn a_position_not_processed_within_wait_ms_answers_503_projection_behind()
         .await;
     stopped.assert_problem(503, "projection-behind");
     assert!(started.elapsed() >= std::time::Duration::from_millis(200));
+    assert_eq!(stopped.json["projection"], "balances");
+    assert_eq!(stopped.json["min_position"], p);
+    assert!(stopped.json["checkpoint"].as_u64().unwrap() < p);
+    assert_eq!(stopped.header("retry-after"), Some("1"));
     assert_eq!(
         server.get("/projections/balances").await.json["status"],
         "stopped"
@@ -317,8 +318,10 @@ async fn a_position_not_processed_within_wait_ms_answers_503_projection_behind()
     side.host.shutdown().await;
 }
 
+/// An event the handler refuses (valid JSON the fold cannot use) is skipped: the status
+/// lists it with the handler's error, waits past it are answered, and the metrics count it.
 #[tokio::test]
-async fn a_failed_projection_shows_its_failure_and_answers_waits_with_503() {
+async fn a_refused_event_is_skipped_and_shown_in_the_status_and_metrics() {
     let side = start_read_side(ServerConfig::default()).await;
     let server = &side.server;
     open_account(server, "account-1", 5).await;
@@ -330,43 +333,47 @@ async fn a_failed_projection_shows_its_failure_and_answers_waits_with_503() {
     .await["last_position"]
         .as_u64()
         .unwrap();
-    let mut progress = side.host.progress("balances").unwrap();
-    tokio::time::timeout(DEADLINE, progress.wait_for(|p| p.state == State::Failed))
-        .await
-        .expect("balances did not fail on the malformed deposit")
+    let after = append(
+        server,
+        "account-1",
+        json!([{"type": "Deposited", "data": {"amount": 3}}]),
+    )
+    .await["last_position"]
+        .as_u64()
         .unwrap();
-
-    let status = server.get("/projections/balances").await;
-    assert_eq!(status.status, 200, "{}", status.text);
-    assert_eq!(status.json["status"], "failed");
-    assert_eq!(status.json["checkpoint"], bad - 1);
-    assert_eq!(status.json["failure"]["position"], bad);
-    assert_eq!(status.json["failure"]["stream"], "account-1");
-    assert_eq!(status.json["failure"]["version"], 2);
-    assert_eq!(status.json["failure"]["event_type"], "Deposited");
 
     let waited = server
         .get(&format!(
-            "/projections/balances/account-1?min_position={bad}"
+            "/projections/balances/account-1?min_position={after}"
         ))
         .await;
-    waited.assert_problem(503, "projection-behind");
-    assert_eq!(waited.json["failure"]["position"], bad);
-    assert_eq!(waited.json["checkpoint"], bad - 1);
+    assert_eq!(waited.status, 200, "{}", waited.text);
+    assert_eq!(waited.json["row"]["balance"], 8);
+    assert_eq!(waited.json["row"]["version"], 3);
+
+    let status = server.get("/projections/balances").await;
+    assert_eq!(status.status, 200, "{}", status.text);
+    assert_eq!(status.json["status"], "running");
+    assert_eq!(status.json["skipped"], 1);
+    let skipped = &status.json["skipped_events"][0];
+    assert_eq!(skipped["position"], bad);
+    assert_eq!(skipped["stream"], "account-1");
+    assert_eq!(skipped["version"], 2);
+    assert_eq!(skipped["event_type"], "Deposited");
+    assert!(
+        skipped["error"].as_str().unwrap().contains("amount"),
+        "{skipped}"
+    );
+    assert_eq!(server.get("/projections/auctions").await.json["skipped"], 0);
 
     let metrics = server.get("/metrics").await;
-    assert!(
-        metrics
-            .text
-            .contains("concord_projection_failed{projection=\"balances\"} 1"),
-        "{}",
-        metrics.text
-    );
-    assert!(
-        metrics
-            .text
-            .contains("concord_projection_failed{projection=\"auctions\"} 0")
-    );
+    for line in [
+        "concord_projection_skipped{projection=\"balances\"} 1",
+        "concord_projection_skipped{projection=\"auctions\"} 0",
+        "concord_projection_failed{projection=\"balances\"} 0",
+    ] {
+        assert!(metrics.text.contains(line), "{line}\n{}", metrics.text);
+    }
     side.host.shutdown().await;
 }
 

@@ -1379,7 +1379,9 @@ async function projectionsPage(root, ctx) {
           rebuild.disabled = false;
         }
       });
-      const trouble = p.failure ? compact(p.failure) : (p.last_error || '');
+      const skipped = Array.isArray(p.skipped_events) ? p.skipped_events : [];
+      const latest = skipped.length > 0 ? 'latest skipped: ' + compact(skipped[0]) : '';
+      const trouble = p.failure ? compact(p.failure) : (p.last_error || latest);
       return el('tr', { 'data-projection': p.name },
         el('td', { text: p.name }),
         el('td', {}, el('span', { class: 'status status-' + String(p.status), text: String(p.status) })),
@@ -1387,11 +1389,12 @@ async function projectionsPage(root, ctx) {
         el('td', { class: 'num', text: String(p.head) }),
         el('td', { class: 'num', text: String(p.lag) }),
         el('td', { class: 'num', text: p.events_applied === undefined ? '' : String(p.events_applied) }),
+        el('td', { class: 'num', 'data-skipped': String(p.skipped || 0), title: skipped.map(compact).join('\n'), text: String(p.skipped || 0) }),
         el('td', { class: 'small', text: trouble }),
         el('td', {}, rebuild));
     });
     body.replaceChildren(el('table', { class: 'list', id: 'projections-table' },
-      el('thead', {}, el('tr', {}, ['Name', 'Status', 'Checkpoint', 'Head', 'Lag', 'Applied', 'Problem', ''].map((h, i) => el('th', { text: h, class: i >= 2 && i <= 5 ? 'num' : undefined })))),
+      el('thead', {}, el('tr', {}, ['Name', 'Status', 'Checkpoint', 'Head', 'Lag', 'Applied', 'Skipped', 'Problem', ''].map((h, i) => el('th', { text: h, class: i >= 2 && i <= 6 ? 'num' : undefined })))),
       el('tbody', {}, rows)));
   };
   await ctx.every(2000, load, problems);

@@ -28,7 +28,9 @@ use serde_json::json;
 use crate::scale;
 
 mod cross_stream;
+mod limits;
 pub use cross_stream::*;
+pub use limits::*;
 mod payloads;
 pub use payloads::*;
 
@@ -2120,6 +2122,8 @@ macro_rules! conformance_suite {
             types_tags_conflicts_and_conditions_work_for_bytes_events,
             reappending_bytes_events_is_a_duplicate,
             bytes_events_are_held_to_the_event_size_limit,
+            versions_and_positions_past_2_pow_63_read_as_past_the_end,
+            filters_and_queries_up_to_their_limits_work_and_beyond_are_refused,
         );
     };
     (@specs $factory:path; $($spec:ident),* $(,)?) => {

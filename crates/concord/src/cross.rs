@@ -140,7 +140,7 @@ pub(crate) async fn query_events(ctx: &mut Context, args: QueryEventsArgs) -> an
     if args.limit == 0 {
         return Err(InvalidInput::new("limit", "--limit must be at least 1").into());
     }
-    let store = ctx.open_store().await?;
+    let store = ctx.open_store_to_read().await?;
     let page = store
         .query(&query, Position(args.after), args.limit)
         .await

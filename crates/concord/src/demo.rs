@@ -12,6 +12,10 @@ use crate::{Context, Exit};
 /// The store's or the scenario's error.
 pub(crate) async fn run(ctx: &mut Context, args: DemoArgs) -> anyhow::Result<Exit> {
     let store = ctx.open_store().await?;
+    eprintln!(
+        "concord demo: writing the scenario's events to the store {} (its own new streams)",
+        ctx.store_url
+    );
     ctx.out.flush()?;
     let mut stdout = std::io::stdout();
     match args.scenario {

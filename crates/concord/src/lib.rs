@@ -43,11 +43,22 @@ pub struct Context {
 }
 
 impl Context {
-    /// Opens the store `--store` names.
+    /// Opens the store `--store` names (an embedded store's directory is created when
+    /// missing: for commands that write).
     ///
     /// # Errors
     /// The backend's error, naming the path or URL.
     pub async fn open_store(&self) -> anyhow::Result<Arc<dyn EventStore>> {
+        self.store_url.open().await
+    }
+
+    /// Opens the store for a command that only reads: an embedded store that does not
+    /// exist is an error, not a new empty directory.
+    ///
+    /// # Errors
+    /// As [`Context::open_store`]; no store in the directory named.
+    pub async fn open_store_to_read(&self) -> anyhow::Result<Arc<dyn EventStore>> {
+        self.store_url.ensure_exists()?;
         self.store_url.open().await
     }
 }
@@ -58,6 +69,26 @@ impl Context {
 /// Anything that stopped the command; [`exit::report`] turns it into a message and an exit
 /// code. Conflicts are not errors here: they are printed and give [`Exit::Conflict`].
 pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
+    if cli.global.json {
+        let ignored = match &cli.command {
+            Command::Serve(_) => Some("serve"),
+            Command::Demo(_) => Some("demo"),
+            Command::Completions { .. } => Some("completions"),
+            _ => None,
+        };
+        if let Some(command) = ignored {
+            return Err(concord_core::InvalidInput::new(
+                "json",
+                format!("--json does nothing for `concord {command}`; leave it out"),
+            )
+            .into());
+        }
+    }
+    if let Command::Completions { shell } = cli.command {
+        let mut command = <Cli as clap::CommandFactory>::command();
+        clap_complete::generate(shell, &mut command, "concord", &mut std::io::stdout());
+        return Ok(Exit::Success);
+    }
     let store_url: StoreUrl = cli.global.store.parse()?;
     let mut ctx = Context {
         store_url,
@@ -76,6 +107,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Bench(args) => bench::run(&mut ctx, args).await,
         Command::Projection(args) => projection::run(&mut ctx, args).await,
         Command::Query(args) => projection::query(&mut ctx, args).await,
+        Command::Completions { .. } => Ok(Exit::Success),
     };
     // What was printed before a failure is still shown, ahead of the error line.
     let flushed = ctx.out.flush();

@@ -49,7 +49,8 @@ pub struct GlobalOpts {
         value_name = "URL"
     )]
     pub store: String,
-    /// Print one JSON object per line instead of a table.
+    /// Print one JSON object per line instead of a table (for the commands that print
+    /// events, streams, outcomes, statuses or rows; refused where it would do nothing).
     #[arg(long, global = true)]
     pub json: bool,
 }
@@ -71,15 +72,23 @@ pub enum Command {
     Streams(StreamsArgs),
     /// Follow a stream or the global log live, until interrupted.
     Tail(TailArgs),
-    /// Run one of MISSION.md's scenarios with real concurrency and print the log.
+    /// Run a scenario (bank, auction, editor, transfer) with real concurrency and print the
+    /// log. Writes its events to the store (streams `account-…`, `auction-…`, `doc-…`).
     Demo(DemoArgs),
     /// Measure a store (append, hot, read, catchup) or a baseline (fsync, sqlite, xadd).
+    /// Writes its events to the store (streams `bench_<run>-…`): use a store made for it.
     Bench(crate::bench::BenchArgs),
     /// Projections (read models): list, status, rebuild.
     Projection(crate::projection::ProjectionArgs),
     /// One read-model row, after catching the projection up: `concord query balances account-42`.
     Query(crate::projection::QueryArgs),
-    /// Serve the HTTP API (shared/API.md) over the store until Ctrl-C or SIGTERM.
+    /// Print a shell completion script: `concord completions bash > /etc/bash_completion.d/concord`.
+    Completions {
+        /// The shell: bash, elvish, fish, powershell or zsh.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Serve the HTTP API (docs/http-api.md) over the store until Ctrl-C or SIGTERM.
     Serve(ServeArgs),
 }
 
@@ -113,6 +122,18 @@ pub struct ServeArgs {
     /// Where the built-in projections served under /projections keep their read models.
     #[command(flatten)]
     pub projections: crate::projection::DbArgs,
+    /// How long `GET /head?after=p` waits for the head to pass p, in milliseconds
+    /// [default: 10000].
+    #[arg(long, value_name = "MS")]
+    pub head_long_poll_ms: Option<u64>,
+    /// How long a client may take to send a request's headers, or stay idle between
+    /// requests, before its connection is closed, in milliseconds [default: 10000].
+    #[arg(long, value_name = "MS")]
+    pub header_timeout_ms: Option<u64>,
+    /// How long a client may take to send a request's body, in milliseconds (408 past it)
+    /// [default: 60000].
+    #[arg(long, value_name = "MS")]
+    pub body_timeout_ms: Option<u64>,
     /// Run no built-in projections (balances, auctions, documents): the server is then only
     /// the event store, and /projections lists none. They cost every append some work
     /// (reading it back, a read-model transaction per batch).

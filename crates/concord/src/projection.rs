@@ -1,7 +1,9 @@
 //! `concord projection list|status NAME|rebuild NAME` and `concord query NAME KEY`: the
 //! read side (`concord-projection`) from the command line, on the `--store` store.
 //!
-//! The read models live in one SQLite file: `<dir>/projections.sqlite` beside an embedded
+//! With `--store http://…` the server is asked (`/projections`): it runs the projections,
+//! and its answer is the one that counts (its status, its read models, a refusal of the
+//! token). Otherwise the read models live in one SQLite file: `<dir>/projections.sqlite` beside an embedded
 //! store in `<dir>`, `./concord-projections/projections.sqlite` for other stores, or
 //! `--projections-db PATH`. Nothing runs in the background between commands: `query`
 //! catches the projection up to the store's head, then answers; `rebuild` replays from
@@ -13,6 +15,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
+use concord_api::ProjectionInfo;
+use concord_client::ConcordClient;
 use concord_core::Position;
 use concord_projection::{Progress, ProjectionHost, ProjectionStatus};
 
@@ -92,7 +96,7 @@ pub(crate) fn db_path(ctx: &Context, db: DbArgs) -> PathBuf {
 }
 
 async fn open(ctx: &Context, db: DbArgs) -> anyhow::Result<ProjectionHost> {
-    let store = ctx.open_store().await?;
+    let store = ctx.open_store_to_read().await?;
     let path = db_path(ctx, db);
     ProjectionHost::open_builtin(store, &path)
         .await
@@ -104,6 +108,10 @@ async fn open(ctx: &Context, db: DbArgs) -> anyhow::Result<ProjectionHost> {
 /// # Errors
 /// The store's, the database's, or an unknown projection.
 pub(crate) async fn run(ctx: &mut Context, args: ProjectionArgs) -> anyhow::Result<Exit> {
+    if let StoreUrl::Http(url) = &ctx.store_url {
+        let client = ctx.store_url.connect_http(url).await?;
+        return on_server(ctx, &client, args.action).await;
+    }
     let host = open(ctx, args.db).await?;
     ctx.out.flush()?;
     let mut stdout = std::io::stdout().lock();
@@ -116,7 +124,7 @@ pub(crate) async fn run(ctx: &mut Context, args: ProjectionArgs) -> anyhow::Resu
                     writeln!(stdout, "{}", serde_json::to_string(s)?)?;
                 }
             } else {
-                status_table(&mut stdout, &all)?;
+                status_table(&mut stdout, &all.iter().map(Line::of).collect::<Vec<_>>())?;
             }
             Exit::Success
         }
@@ -125,9 +133,12 @@ pub(crate) async fn run(ctx: &mut Context, args: ProjectionArgs) -> anyhow::Resu
             if json {
                 writeln!(stdout, "{}", serde_json::to_string(&status)?)?;
             } else {
-                status_table(&mut stdout, std::slice::from_ref(&status))?;
+                status_table(&mut stdout, &[Line::of(&status)])?;
                 if let Some(failure) = &status.failure {
                     writeln!(stdout, "\nfailed: {failure}")?;
+                }
+                for skipped in &status.skipped_events {
+                    writeln!(stdout, "{skipped}")?;
                 }
                 if let Some(error) = &status.last_error {
                     writeln!(stdout, "\nretrying after: {error}")?;
@@ -170,6 +181,26 @@ pub(crate) async fn run(ctx: &mut Context, args: ProjectionArgs) -> anyhow::Resu
 /// The store's, the database's, an unknown projection or key, a projection behind
 /// `--min-position` after `--wait-ms`, or a failed projection.
 pub(crate) async fn query(ctx: &mut Context, args: QueryArgs) -> anyhow::Result<Exit> {
+    if let StoreUrl::Http(url) = &ctx.store_url {
+        let client = ctx.store_url.connect_http(url).await?;
+        // As locally: the answer reflects every event appended before the command, unless
+        // --min-position says otherwise.
+        let min_position = match args.min_position {
+            Some(p) => Position(p),
+            None => concord_core::EventStore::head(&client).await?,
+        };
+        let row = client
+            .projection_row(&args.name, &args.key, Some(min_position), args.wait_ms)
+            .await?;
+        ctx.out.flush()?;
+        let mut stdout = std::io::stdout().lock();
+        if ctx.out.is_json() {
+            writeln!(stdout, "{}", serde_json::to_string(&row)?)?;
+        } else {
+            writeln!(stdout, "{}", serde_json::to_string_pretty(&row.row)?)?;
+        }
+        return Ok(Exit::Success);
+    }
     let host = open(ctx, args.db).await?;
     ctx.out.flush()?;
     let bar = Bar::new(&format!("catching up {}", args.name));
@@ -197,31 +228,46 @@ pub(crate) async fn query(ctx: &mut Context, args: QueryArgs) -> anyhow::Result<
     Ok(Exit::Success)
 }
 
-fn status_table(out: &mut impl Write, all: &[ProjectionStatus]) -> std::io::Result<()> {
-    let rows: Vec<[String; 5]> = all
-        .iter()
-        .map(|s| {
-            let status = serde_json::to_value(s.status)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .unwrap_or_default();
-            [
-                s.name.clone(),
-                status,
-                s.checkpoint.to_string(),
-                s.head.to_string(),
-                s.lag.to_string(),
-            ]
-        })
-        .collect();
-    let header = ["NAME", "STATUS", "CHECKPOINT", "HEAD", "LAG"].map(str::to_owned);
+/// One line of the status table, from a local status or a server's.
+struct Line([String; 6]);
+
+impl Line {
+    fn of(s: &ProjectionStatus) -> Line {
+        let status = serde_json::to_value(s.status)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        Line([
+            s.name.clone(),
+            status,
+            s.checkpoint.to_string(),
+            s.head.to_string(),
+            s.lag.to_string(),
+            s.skipped.to_string(),
+        ])
+    }
+
+    fn of_server(s: &ProjectionInfo) -> Line {
+        Line([
+            s.name.clone(),
+            s.status.clone(),
+            s.checkpoint.to_string(),
+            s.head.to_string(),
+            s.lag.to_string(),
+            s.skipped.to_string(),
+        ])
+    }
+}
+
+fn status_table(out: &mut impl Write, lines: &[Line]) -> std::io::Result<()> {
+    let header = ["NAME", "STATUS", "CHECKPOINT", "HEAD", "LAG", "SKIPPED"].map(str::to_owned);
     let mut widths = header.clone().map(|h| h.len());
-    for row in &rows {
+    for Line(row) in lines {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.len());
         }
     }
-    for row in std::iter::once(&header).chain(&rows) {
+    for row in std::iter::once(&header).chain(lines.iter().map(|l| &l.0)) {
         let line: Vec<String> = row
             .iter()
             .zip(widths)
@@ -230,6 +276,88 @@ fn status_table(out: &mut impl Write, all: &[ProjectionStatus]) -> std::io::Resu
         writeln!(out, "{}", line.join("  ").trim_end())?;
     }
     Ok(())
+}
+
+/// `concord projection …` against a server: its statuses, its rebuild.
+async fn on_server(
+    ctx: &mut Context,
+    client: &ConcordClient,
+    action: ProjectionAction,
+) -> anyhow::Result<Exit> {
+    ctx.out.flush()?;
+    let json = ctx.out.is_json();
+    let mut stdout = std::io::stdout().lock();
+    let print =
+        |stdout: &mut std::io::StdoutLock<'_>, all: &[ProjectionInfo]| -> anyhow::Result<()> {
+            if json {
+                for s in all {
+                    writeln!(stdout, "{}", serde_json::to_string(s)?)?;
+                }
+            } else {
+                status_table(stdout, &all.iter().map(Line::of_server).collect::<Vec<_>>())?;
+            }
+            Ok(())
+        };
+    match action {
+        ProjectionAction::List => {
+            let all = client.projections().await?.projections;
+            print(&mut stdout, &all)?;
+            Ok(Exit::Success)
+        }
+        ProjectionAction::Status { name } => {
+            let status = client.projection(&name).await?;
+            print(&mut stdout, std::slice::from_ref(&status))?;
+            if !json {
+                if let Some(f) = &status.failure {
+                    writeln!(
+                        stdout,
+                        "\nfailed at position {} ({} {} version {}): {}",
+                        f.position, f.event_type, f.stream, f.version, f.error
+                    )?;
+                }
+                for s in &status.skipped_events {
+                    writeln!(
+                        stdout,
+                        "skipped position {} ({} {} version {}): {}",
+                        s.position, s.event_type, s.stream, s.version, s.error
+                    )?;
+                }
+            }
+            Ok(if status.failure.is_some() {
+                Exit::Failure
+            } else {
+                Exit::Success
+            })
+        }
+        ProjectionAction::Rebuild { name } => {
+            let started = std::time::Instant::now();
+            let first = client.rebuild_projection(&name).await?;
+            let target = first.head;
+            let bar = Bar::new(&format!("rebuilding {name} on the server"));
+            // The server rebuilds in the background; its status says how far it got.
+            let status = loop {
+                let status = client.projection(&name).await?;
+                bar.show_position(status.checkpoint, target);
+                if status.checkpoint >= target || status.status == "failed" {
+                    break status;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            };
+            bar.finish();
+            if json {
+                writeln!(stdout, "{}", serde_json::to_string(&status)?)?;
+            } else {
+                writeln!(
+                    stdout,
+                    "rebuilt {name} on the server: checkpoint {} in {} ms, {} event(s) skipped",
+                    status.checkpoint,
+                    started.elapsed().as_millis(),
+                    status.skipped
+                )?;
+            }
+            Ok(Exit::Success)
+        }
+    }
 }
 
 /// A progress bar on stderr, only when stderr is a terminal.
@@ -251,9 +379,13 @@ impl Bar {
     }
 
     fn show(&self, progress: &Progress, target: Position) {
+        self.show_position(progress.checkpoint, target);
+    }
+
+    fn show_position(&self, checkpoint: Position, target: Position) {
         if let Some(bar) = &self.0 {
             bar.set_length(target.get());
-            bar.set_position(progress.checkpoint.get().min(target.get()));
+            bar.set_position(checkpoint.get().min(target.get()));
         }
     }
 

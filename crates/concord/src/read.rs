@@ -26,7 +26,7 @@ impl From<FilterArgs> for Filter {
 }
 
 pub(crate) async fn stream(ctx: &mut Context, args: ReadArgs) -> anyhow::Result<Exit> {
-    let store = ctx.open_store().await?;
+    let store = ctx.open_store_to_read().await?;
     let stream = args.stream;
     let direction = if args.backward {
         Direction::Backward
@@ -77,7 +77,7 @@ pub(crate) async fn stream(ctx: &mut Context, args: ReadArgs) -> anyhow::Result<
 }
 
 pub(crate) async fn all(ctx: &mut Context, args: AllArgs) -> anyhow::Result<Exit> {
-    let store = ctx.open_store().await?;
+    let store = ctx.open_store_to_read().await?;
     let filter = Filter::from(args.filter);
     let mut from = Position(args.from);
     let mut remaining = args.limit.unwrap_or(usize::MAX);
@@ -103,7 +103,7 @@ pub(crate) async fn all(ctx: &mut Context, args: AllArgs) -> anyhow::Result<Exit
 }
 
 pub(crate) async fn streams(ctx: &mut Context, args: StreamsArgs) -> anyhow::Result<Exit> {
-    let store = ctx.open_store().await?;
+    let store = ctx.open_store_to_read().await?;
     let mut after = args.after;
     let mut remaining = args.limit.unwrap_or(usize::MAX);
     let mut header = true;

@@ -1,4 +1,4 @@
-//! `concord serve`: the HTTP API of shared/API.md over the store `--store` names.
+//! `concord serve`: the HTTP API (docs/http-api.md) over the store `--store` names.
 //!
 //! The binary only wires things: it opens the backend, binds the address, turns the flags
 //! into a `ServerConfig` and hands both to `concord_server::serve` with Ctrl-C/SIGTERM as
@@ -17,6 +17,10 @@ use concord_server::{ServerConfig, TokensSource};
 use crate::opt::ServeArgs;
 use crate::{Context, Exit};
 
+fn millis(flag: Option<u64>, default: std::time::Duration) -> std::time::Duration {
+    flag.map_or(default, std::time::Duration::from_millis)
+}
+
 /// Serves until Ctrl-C or SIGTERM, then shuts down gracefully and exits 0.
 ///
 /// # Errors
@@ -24,6 +28,7 @@ use crate::{Context, Exit};
 pub(crate) async fn run(ctx: &mut Context, args: ServeArgs) -> anyhow::Result<Exit> {
     init_tracing();
     let defaults = Limits::default();
+    let server_defaults = ServerConfig::default();
     let config = ServerConfig {
         addr: args.addr,
         limits: Limits {
@@ -37,7 +42,10 @@ pub(crate) async fn run(ctx: &mut Context, args: ServeArgs) -> anyhow::Result<Ex
         },
         tokens: args.tokens.map(TokensSource::File),
         insecure_open: args.insecure_open,
-        ..ServerConfig::default()
+        head_long_poll: millis(args.head_long_poll_ms, server_defaults.head_long_poll),
+        header_timeout: millis(args.header_timeout_ms, server_defaults.header_timeout),
+        body_timeout: millis(args.body_timeout_ms, server_defaults.body_timeout),
+        ..server_defaults
     };
     // Refuse an unsafe configuration before opening the store or binding the port.
     config.validate().context("refusing to start")?;

@@ -55,6 +55,11 @@ impl std::str::FromStr for StoreUrl {
         if url.is_empty() {
             return Err(invalid("it is empty"));
         }
+        if looks_like_host_and_port(url) {
+            return Err(invalid(
+                "it looks like a server address without a scheme (a directory of that name would be created); for a concord server write http://HOST:PORT, for Redis redis://HOST:PORT",
+            ));
+        }
         let Some((scheme, rest)) = split_scheme(url) else {
             return Ok(StoreUrl::Embedded(PathBuf::from(url)));
         };
@@ -103,6 +108,21 @@ impl std::str::FromStr for StoreUrl {
             _ => Err(invalid("unknown scheme")),
         }
     }
+}
+
+/// Whether `url` is `host:port` (`127.0.0.1:2113`, `localhost:2113`, `[::1]:2113`): a
+/// server meant without its scheme, never a directory anyone would name so.
+fn looks_like_host_and_port(url: &str) -> bool {
+    let Some((host, port)) = url.rsplit_once(':') else {
+        return false;
+    };
+    !host.is_empty()
+        && !port.is_empty()
+        && port.len() <= 5
+        && port.bytes().all(|b| b.is_ascii_digit())
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-.[]:".contains(&b))
 }
 
 /// `scheme:rest` when `url` starts with a URL scheme (a letter, then letters, digits, `+`,
@@ -179,6 +199,50 @@ fn redact(url: &str) -> String {
 }
 
 impl StoreUrl {
+    /// For a command that only reads: an embedded store must already exist (opening one
+    /// creates its directory, which a read must not do).
+    ///
+    /// # Errors
+    /// The directory holds no store.
+    pub fn ensure_exists(&self) -> anyhow::Result<()> {
+        if let StoreUrl::Embedded(dir) = self
+            && !dir.join(concord_embedded::DATA_FILE).exists()
+        {
+            anyhow::bail!(
+                "there is no store in {} (nothing was ever appended there); append to it first, or point --store (or CONCORD_STORE) at a store: a directory that holds one, http://HOST:PORT or redis://HOST:PORT",
+                dir.display()
+            );
+        }
+        Ok(())
+    }
+
+    /// The client of the server `url` names, once the server has answered: with the
+    /// token from `CONCORD_TOKEN`, and an error that says what to do when it refuses.
+    ///
+    /// # Errors
+    /// An unusable URL or token; the server unreachable (named), or refusing the token.
+    pub async fn connect_http(&self, url: &str) -> anyhow::Result<concord_client::ConcordClient> {
+        let token = std::env::var("CONCORD_TOKEN")
+            .ok()
+            .filter(|t| !t.is_empty());
+        let client = concord_client::ConcordClient::new(url, token)
+            .with_context(|| format!("cannot use the server at {self}"))?;
+        // Fail now, with the address, rather than at the first command.
+        if let Err(e) = client.head().await {
+            return Err(match concord_client::refused_status(&e) {
+                Some(401) => anyhow::Error::new(e).context(format!(
+                    "unauthorized: the server at {self} needs a token; set CONCORD_TOKEN to one of its tokens"
+                )),
+                Some(403) => anyhow::Error::new(e).context(format!(
+                    "forbidden: the token in CONCORD_TOKEN may not read from the server at {self}"
+                )),
+                _ => anyhow::Error::new(e)
+                    .context(format!("cannot reach the concord server at {self}")),
+            });
+        }
+        Ok(client)
+    }
+
     /// Opens the store this URL names.
     ///
     /// # Errors
@@ -198,19 +262,7 @@ impl StoreUrl {
                         })?;
                 Ok(Arc::new(store))
             }
-            StoreUrl::Http(url) => {
-                let token = std::env::var("CONCORD_TOKEN")
-                    .ok()
-                    .filter(|t| !t.is_empty());
-                let client = concord_client::ConcordClient::new(url, token)
-                    .with_context(|| format!("cannot use the server at {self}"))?;
-                // Fail now, with the address, rather than at the first command.
-                client
-                    .head()
-                    .await
-                    .with_context(|| format!("cannot reach the concord server at {self}"))?;
-                Ok(Arc::new(client))
-            }
+            StoreUrl::Http(url) => Ok(Arc::new(self.connect_http(url).await?)),
             StoreUrl::Redis { url, prefix } => {
                 let mut options = concord_redis::RedisOptions::default();
                 if let Some(prefix) = prefix {

@@ -22,7 +22,7 @@ pub(crate) async fn run(ctx: &mut Context, args: TailArgs) -> anyhow::Result<Exi
         )
         .into());
     }
-    let store = ctx.open_store().await?;
+    let store = ctx.open_store_to_read().await?;
     let (mut subscription, columns) = match args.stream {
         Some(stream) => {
             let from = match args.from {

@@ -631,7 +631,11 @@ fn an_unusable_data_directory_is_a_one_line_error_naming_it() {
     let file = dir.path().join("not-a-directory");
     std::fs::write(&file, b"plain file").unwrap();
     let store = file.join("store");
-    let run = concord(store.to_str().unwrap(), &["streams"]);
+    // An append opens (creates) the store; a read of it says there is none (cli_server.rs).
+    let run = concord(
+        store.to_str().unwrap(),
+        &["append", "x-1", "--type", "T", "--data", "{}"],
+    );
     run.assert_code(1);
     assert_eq!(run.stderr.lines().count(), 1, "{run:#?}");
     assert!(

@@ -115,6 +115,12 @@ fn query_gives_the_balance_a_replay_of_the_stream_gives_before_and_after_a_rebui
 fn unknown_names_and_a_projection_behind_are_one_line_errors() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("data");
+    // A store to read (a read of no store is refused before any projection is looked at).
+    let (code, _, err) = concord(
+        &store,
+        &["append", "other-1", "--type", "Noted", "--data", "{}"],
+    );
+    assert_eq!(code, 0, "{err}");
     let (code, _, err) = concord(&store, &["query", "nope", "account-1"]);
     assert_eq!(code, 1);
     assert!(
@@ -139,7 +145,7 @@ fn unknown_names_and_a_projection_behind_are_one_line_errors() {
     );
     assert_eq!(code, 1);
     assert!(
-        err.contains("is behind: its checkpoint is 0, but position 5 was asked for"),
+        err.contains("is behind: its checkpoint is 1, but position 5 was asked for"),
         "{err}"
     );
 }

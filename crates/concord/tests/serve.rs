@@ -9,104 +9,12 @@
     clippy::panic
 )]
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+mod common;
 
+use std::process::Command;
+
+use common::{BIN, http, start, start_with, terminate};
 use serde_json::Value;
-
-const BIN: &str = env!("CARGO_BIN_EXE_concord");
-const DEADLINE: Duration = Duration::from_secs(30);
-
-/// One HTTP/1.1 request with `Connection: close`; returns the status and the body.
-fn http(addr: &str, method: &str, path: &str, body: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(addr).expect("connect to concord serve");
-    stream.set_read_timeout(Some(DEADLINE)).unwrap();
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let status = response
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    // Bodies may be chunked; the JSON object sits between the first `{` and the last `}`.
-    let json = match (body.find('{'), body.rfind('}')) {
-        (Some(a), Some(b)) if a <= b => body[a..=b].to_owned(),
-        _ => body,
-    };
-    (status, json)
-}
-
-/// Starts `concord serve` on 127.0.0.1:0 and returns it with the address it announced.
-fn start(dir: &std::path::Path) -> (Child, String) {
-    start_with(dir, &[])
-}
-
-/// As [`start`], with more `serve` flags.
-fn start_with(dir: &std::path::Path, flags: &[&str]) -> (Child, String) {
-    let mut child = Command::new(BIN)
-        .args([
-            "--store",
-            dir.to_str().unwrap(),
-            "serve",
-            "--addr",
-            "127.0.0.1:0",
-        ])
-        .args(flags)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start concord serve");
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(rest) = line.split("on http://").nth(1) {
-                let _ = tx.send(
-                    rest.split_whitespace()
-                        .next()
-                        .unwrap_or_default()
-                        .to_owned(),
-                );
-            }
-        }
-    });
-    let addr = rx
-        .recv_timeout(DEADLINE)
-        .expect("concord serve announced its address");
-    (child, addr)
-}
-
-fn terminate(mut child: Child) -> i32 {
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status.code().expect("exited normally, not by a signal");
-        }
-        assert!(
-            Instant::now() < deadline,
-            "concord serve did not stop after SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 #[test]
 fn serve_answers_the_founding_conflict_and_stops_cleanly_on_sigterm() {

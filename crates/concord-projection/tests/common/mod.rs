@@ -118,9 +118,15 @@ pub async fn all_events(store: &Arc<dyn EventStore>) -> Vec<RecordedEvent> {
 }
 
 fn replay_json<F: Fold>(events: &[RecordedEvent]) -> BTreeMap<String, Value> {
-    models::replay::<F>(events)
-        .unwrap()
-        .into_iter()
+    let (rows, refused) = models::replay::<F>(events);
+    assert!(
+        refused.is_empty(),
+        "the generated events are all valid: {:?}",
+        refused
+            .first()
+            .map(|(e, why)| (e.position, why.to_string()))
+    );
+    rows.into_iter()
         .map(|(k, row)| (k, serde_json::to_value(row).unwrap()))
         .collect()
 }

@@ -273,6 +273,12 @@ impl Progress {
 /// # Errors
 /// The store's or the baseline's failure, with context.
 pub async fn run(ctx: &mut Context, args: BenchArgs) -> anyhow::Result<Exit> {
+    if !matches!(args.scenario, BenchScenario::Baseline { .. }) {
+        eprintln!(
+            "concord bench: writing benchmark events to the store {} (streams bench_<run>-…); use a store made for it",
+            ctx.store_url
+        );
+    }
     let report = match args.scenario {
         BenchScenario::Append(load) => load::append(ctx, &load).await?,
         BenchScenario::Hot(load) => load::hot(ctx, &load).await?,
