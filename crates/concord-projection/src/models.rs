@@ -75,6 +75,13 @@ pub fn step<F: Fold>(
             row.stream, row.version, event.version
         )));
     }
+    if !event.data.is_json() {
+        return Err(HandlerError::new(format!(
+            "the data of the {} event is {}, not JSON",
+            event.event_type,
+            event.data.content_type()
+        )));
+    }
     let data = event.data.to_value().map_err(|e| {
         HandlerError::with_source(
             format!(
@@ -610,7 +617,7 @@ mod tests {
         .unwrap();
         let (_, refused) = replay::<Balances>([&bytes]);
         let err = &refused[0].1;
-        assert!(err.to_string().contains("is not JSON"), "{err}");
+        assert!(err.to_string().contains("is image/png, not JSON"), "{err}");
     }
 
     #[test]
