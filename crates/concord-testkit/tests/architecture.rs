@@ -63,6 +63,14 @@ fn rules() -> Vec<Rule> {
     server.push("anyhow");
     let mut generic: Vec<&str> = BACKENDS.to_vec();
     generic.extend(["axum", "http", "hyper", "anyhow"]);
+    let mut grpc: Vec<&str> = BACKENDS.to_vec();
+    grpc.extend([
+        "concord-server",
+        "concord-api",
+        "concord-client",
+        "axum",
+        "anyhow",
+    ]);
     let mut rules = vec![
         Rule {
             crates: &["concord-core"],
@@ -83,6 +91,12 @@ fn rules() -> Vec<Rule> {
         Rule {
             crates: &["concord-client"],
             forbidden: vec!["concord-server"],
+        },
+        Rule {
+            // The KurrentDB protocol maps onto core types only: no backend, not the HTTP
+            // server (which mounts it), not the HTTP contract.
+            crates: &["concord-grpc"],
+            forbidden: grpc,
         },
     ];
     for (i, backend) in BACKENDS.iter().enumerate() {
@@ -478,6 +492,7 @@ fn every_backend_has_a_rule_and_every_rule_names_something() {
         "concord-api",
         "concord-server",
         "concord-client",
+        "concord-grpc",
     ]) {
         assert!(covered.contains(krate), "{krate} has no rule");
     }

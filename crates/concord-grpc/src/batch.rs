@@ -1,0 +1,204 @@
+//! `Streams.BatchAppend`: one long-lived call carrying many appends, each named by a
+//! correlation id and possibly split over several messages (options in the first,
+//! `is_final` on the last). Each append is answered when its last part arrives, with the
+//! correlation id echoed; a failed append is a `google.rpc.Status` in its answer, and the
+//! call goes on.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use concord_core::{EventStore, NewEvent, StreamName};
+use tokio::sync::mpsc;
+use tokio_stream::StreamExt;
+use tonic::{Status, Streaming};
+
+use crate::GrpcConfig;
+use crate::auth::Caller;
+use crate::convert::{self, Expected};
+use crate::error::{self, GrpcError};
+use crate::proto::event_store::client::streams::{
+    BatchAppendReq, BatchAppendResp, batch_append_req, batch_append_resp,
+};
+use crate::proto::event_store::client::{AllStreamPosition, Uuid as ProtoUuid};
+use crate::streams::{self, Appended};
+
+/// Appends in progress on one call at most: more is a client that never finishes them.
+const PENDING_MAX: usize = 1024;
+
+struct Pending {
+    target: Result<(StreamName, Expected), GrpcError>,
+    options: Option<batch_append_req::Options>,
+    events: Vec<NewEvent>,
+    bytes: usize,
+    failed: Option<GrpcError>,
+}
+
+fn expected(options: &batch_append_req::Options) -> Result<Expected, GrpcError> {
+    use batch_append_req::options::ExpectedStreamPosition as E;
+    match options.expected_stream_position {
+        Some(E::StreamPosition(r)) => Ok(Expected::Revision(r)),
+        Some(E::NoStream(())) => Ok(Expected::NoStream),
+        Some(E::Any(())) => Ok(Expected::Any),
+        Some(E::StreamExists(())) => Ok(Expected::StreamExists),
+        None => Err(GrpcError::Invalid(
+            "the batch's options need an expected stream position".to_owned(),
+        )),
+    }
+}
+
+fn key(id: Option<&ProtoUuid>) -> Result<uuid::Uuid, GrpcError> {
+    convert::event_id(id)
+        .map(|id| id.0)
+        .map_err(|_| GrpcError::Invalid("a batch needs a valid correlation_id".to_owned()))
+}
+
+/// Serves one BatchAppend call until the client ends it or goes away.
+pub(crate) async fn run(
+    store: Arc<dyn EventStore>,
+    config: Arc<GrpcConfig>,
+    caller: Caller,
+    mut requests: Streaming<BatchAppendReq>,
+    tx: mpsc::Sender<Result<BatchAppendResp, Status>>,
+) {
+    let mut pending: HashMap<uuid::Uuid, Pending> = HashMap::new();
+    while let Some(message) = requests.next().await {
+        let message = match message {
+            Ok(m) => m,
+            Err(status) => {
+                let _ = tx.send(Err(status)).await;
+                return;
+            }
+        };
+        let correlation = match key(message.correlation_id.as_ref()) {
+            Ok(k) => k,
+            Err(e) => {
+                let _ = tx.send(Err(e.into())).await;
+                return;
+            }
+        };
+        if !pending.contains_key(&correlation) && pending.len() >= PENDING_MAX {
+            let _ = tx
+                .send(Err(Status::resource_exhausted(
+                    "too many unfinished appends on one BatchAppend call",
+                )))
+                .await;
+            return;
+        }
+        let entry = pending.entry(correlation).or_insert_with(|| {
+            let target = message
+                .options
+                .as_ref()
+                .ok_or_else(|| {
+                    GrpcError::Invalid("the first part of a batch needs its options".to_owned())
+                })
+                .and_then(|o| {
+                    Ok((
+                        convert::stream_name(o.stream_identifier.as_ref())?,
+                        expected(o)?,
+                    ))
+                });
+            Pending {
+                target,
+                options: message.options.clone(),
+                events: Vec::new(),
+                bytes: 0,
+                failed: None,
+            }
+        });
+        if entry.failed.is_none() {
+            for m in message.proposed_messages {
+                entry.bytes = entry
+                    .bytes
+                    .saturating_add(m.data.len() + m.custom_metadata.len());
+                if entry.bytes > config.limits.request_bytes_max {
+                    entry.failed = Some(GrpcError::TooLarge {
+                        max: config.limits.request_bytes_max as u64,
+                    });
+                    entry.events.clear();
+                    break;
+                }
+                match convert::new_event(m.id.as_ref(), &m.metadata, m.custom_metadata, m.data) {
+                    Ok(e) => entry.events.push(e),
+                    Err(e) => {
+                        entry.failed = Some(e);
+                        entry.events.clear();
+                        break;
+                    }
+                }
+            }
+        }
+        if !message.is_final {
+            continue;
+        }
+        let Some(done) = pending.remove(&correlation) else {
+            continue;
+        };
+        let answer = answer(store.as_ref(), &config, &caller, done).await;
+        let response = BatchAppendResp {
+            correlation_id: message.correlation_id,
+            ..answer
+        };
+        if tx.send(Ok(response)).await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn answer(
+    store: &dyn EventStore,
+    config: &GrpcConfig,
+    caller: &Caller,
+    done: Pending,
+) -> BatchAppendResp {
+    use batch_append_req::options::ExpectedStreamPosition as Req;
+    use batch_append_resp::ExpectedStreamPosition as Resp;
+    let echoed = done
+        .options
+        .as_ref()
+        .and_then(|o| o.expected_stream_position)
+        .map(|e| match e {
+            Req::StreamPosition(r) => Resp::StreamPosition(r),
+            Req::NoStream(()) => Resp::NoStream(()),
+            Req::Any(()) => Resp::Any(()),
+            Req::StreamExists(()) => Resp::StreamExists(()),
+        });
+    let stream_identifier = done
+        .options
+        .as_ref()
+        .and_then(|o| o.stream_identifier.clone());
+    let result = match (done.target, done.failed) {
+        (Err(e), _) | (Ok(_), Some(e)) => batch_append_resp::Result::Error(error::batch_error(&e)),
+        (Ok((stream, expect)), None) => {
+            match streams::append(store, config, caller, stream, expect, done.events).await {
+                Ok(Appended::Done { revision, position }) => {
+                    use batch_append_resp::success::{CurrentRevisionOption, PositionOption};
+                    batch_append_resp::Result::Success(batch_append_resp::Success {
+                        current_revision_option: Some(match revision {
+                            Some(r) => CurrentRevisionOption::CurrentRevision(r),
+                            None => CurrentRevisionOption::NoStream(()),
+                        }),
+                        position_option: Some(match position {
+                            Some(p) => PositionOption::Position(AllStreamPosition {
+                                commit_position: p,
+                                prepare_position: p,
+                            }),
+                            None => PositionOption::NoPosition(()),
+                        }),
+                    })
+                }
+                Ok(Appended::WrongExpectedVersion { actual }) => {
+                    batch_append_resp::Result::Error(error::batch_wrong_expected_version(
+                        &convert::shared_wrong_expected_version(expect, actual),
+                    ))
+                }
+                Err(e) => batch_append_resp::Result::Error(error::batch_error(&e)),
+            }
+        }
+    };
+    BatchAppendResp {
+        correlation_id: None,
+        result: Some(result),
+        stream_identifier,
+        expected_stream_position: echoed,
+    }
+}

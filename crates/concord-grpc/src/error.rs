@@ -1,0 +1,156 @@
+//! One place for the protocol's error shapes: a gRPC status for calls that fail, and the
+//! `google.rpc.Status` with a packed detail that BatchAppend answers per request. The
+//! clients key on these codes, messages, trailers and detail type names.
+
+use concord_core::StoreError;
+use prost::Message;
+use tonic::{Code, Status};
+
+use crate::auth::Refusal;
+use crate::proto::event_store::client as shared;
+use crate::proto::google::rpc;
+
+/// Why a call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum GrpcError {
+    /// The request breaks a rule of the protocol or of Concord (INVALID_ARGUMENT).
+    #[error("{0}")]
+    Invalid(String),
+    /// An append above the per-event limit (INVALID_ARGUMENT, the protocol's message).
+    #[error("Maximum Append Size of {max} Exceeded.")]
+    TooLarge {
+        /// The limit in bytes.
+        max: u64,
+    },
+    /// The caller may not (UNAUTHENTICATED or PERMISSION_DENIED).
+    #[error("access denied")]
+    Refused(Refusal),
+    /// A call Concord does not answer yet (UNIMPLEMENTED).
+    #[error("{0}")]
+    Unsupported(&'static str),
+    /// The store failed.
+    #[error(transparent)]
+    Store(StoreError),
+}
+
+impl From<StoreError> for GrpcError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Invalid(i) => GrpcError::Invalid(i.to_string()),
+            StoreError::TooLarge(t) if t.unit == "bytes" => GrpcError::TooLarge { max: t.max },
+            StoreError::TooLarge(t) => GrpcError::Invalid(StoreError::TooLarge(t).to_string()),
+            other => GrpcError::Store(other),
+        }
+    }
+}
+
+impl From<GrpcError> for Status {
+    fn from(e: GrpcError) -> Self {
+        match e {
+            GrpcError::Invalid(message) => Status::invalid_argument(message),
+            GrpcError::TooLarge { max } => {
+                let mut status =
+                    Status::invalid_argument(format!("Maximum Append Size of {max} Exceeded."));
+                status.metadata_mut().insert(
+                    "exception",
+                    tonic::metadata::MetadataValue::from_static("maximum-append-size-exceeded"),
+                );
+                status
+            }
+            GrpcError::Refused(Refusal::Unauthenticated) => {
+                Status::unauthenticated("Unauthenticated: send a Concord token as the password")
+            }
+            GrpcError::Refused(Refusal::Denied(why)) => {
+                let mut status = Status::permission_denied(format!("Access Denied: {why}"));
+                status.metadata_mut().insert(
+                    "exception",
+                    tonic::metadata::MetadataValue::from_static("access-denied"),
+                );
+                status
+            }
+            GrpcError::Unsupported(what) => Status::unimplemented(what),
+            GrpcError::Store(e) => match e {
+                StoreError::Unavailable { .. } | StoreError::Poisoned(_) => {
+                    Status::unavailable(e.to_string())
+                }
+                other => Status::internal(other.to_string()),
+            },
+        }
+    }
+}
+
+/// `google.rpc.Code` values used in BatchAppend errors.
+const INVALID_ARGUMENT: i32 = Code::InvalidArgument as i32;
+const ALREADY_EXISTS: i32 = Code::AlreadyExists as i32;
+const PERMISSION_DENIED: i32 = Code::PermissionDenied as i32;
+const UNAUTHENTICATED: i32 = Code::Unauthenticated as i32;
+const UNAVAILABLE: i32 = Code::Unavailable as i32;
+const UNKNOWN: i32 = Code::Unknown as i32;
+
+fn packed(code: i32, message: &str, type_name: &str, detail: &impl Message) -> rpc::Status {
+    rpc::Status {
+        code,
+        message: message.to_owned(),
+        details: Some(prost_types::Any {
+            type_url: format!("type.googleapis.com/{type_name}"),
+            value: detail.encode_to_vec(),
+        }),
+    }
+}
+
+/// BatchAppend's answer to a wrong expected version: ALREADY_EXISTS with the detail
+/// `event_store.client.WrongExpectedVersion` (clients find it by that full name).
+pub(crate) fn batch_wrong_expected_version(detail: &shared::WrongExpectedVersion) -> rpc::Status {
+    packed(
+        ALREADY_EXISTS,
+        "WrongExpectedVersion",
+        "event_store.client.WrongExpectedVersion",
+        detail,
+    )
+}
+
+/// BatchAppend's answer to any other failure of one request.
+pub(crate) fn batch_error(e: &GrpcError) -> rpc::Status {
+    match e {
+        GrpcError::Invalid(message) => packed(
+            INVALID_ARGUMENT,
+            message,
+            "event_store.client.BadRequest",
+            &shared::BadRequest {
+                message: message.clone(),
+            },
+        ),
+        GrpcError::TooLarge { max } => packed(
+            INVALID_ARGUMENT,
+            &e.to_string(),
+            "event_store.client.MaximumAppendSizeExceeded",
+            &shared::MaximumAppendSizeExceeded {
+                max_append_size: u32::try_from(*max).unwrap_or(u32::MAX),
+            },
+        ),
+        GrpcError::Refused(Refusal::Unauthenticated) => packed(
+            UNAUTHENTICATED,
+            "Unauthenticated",
+            "event_store.client.AccessDenied",
+            &shared::AccessDenied {},
+        ),
+        GrpcError::Refused(Refusal::Denied(why)) => packed(
+            PERMISSION_DENIED,
+            why,
+            "event_store.client.AccessDenied",
+            &shared::AccessDenied {},
+        ),
+        GrpcError::Store(StoreError::Unavailable { .. } | StoreError::Poisoned(_)) => packed(
+            UNAVAILABLE,
+            &e.to_string(),
+            "event_store.client.Unknown",
+            &shared::Unknown {},
+        ),
+        GrpcError::Unsupported(_) | GrpcError::Store(_) => packed(
+            UNKNOWN,
+            &e.to_string(),
+            "event_store.client.Unknown",
+            &shared::Unknown {},
+        ),
+    }
+}

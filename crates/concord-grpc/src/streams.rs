@@ -1,0 +1,364 @@
+//! The Streams service: `Append` (one stream, its events in messages after the options),
+//! `Read` (validated into a [`ReadPlan`] and run by `read`), `BatchAppend` (in `batch`).
+//! Append answers a wrong expected version inside `AppendResp`, not as a status, with both
+//! the current and the pre-20.6 fields filled: the clients read either and some unwrap them.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use concord_core::{AppendRequest, EventStore, NewEvent, StoreError, StreamName, Version};
+use futures::Stream;
+use tokio::sync::mpsc;
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::GrpcConfig;
+use crate::auth::{Action, Caller};
+use crate::convert::{self, Expected};
+use crate::error::GrpcError;
+use crate::filter::EventFilter;
+use crate::proto::event_store::client::Empty;
+use crate::proto::event_store::client::streams::{
+    AppendReq, AppendResp, BatchAppendReq, BatchAppendResp, DeleteReq, DeleteResp, ReadReq,
+    ReadResp, TombstoneReq, TombstoneResp, append_req, append_resp, read_req,
+    streams_server::Streams,
+};
+use crate::read::{self, AllFrom, ReadPlan, Source, StreamFrom};
+
+/// How many answers a read may have waiting for its reader.
+const READ_BUFFER: usize = 64;
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+/// The Streams service over a store.
+#[derive(Debug)]
+pub(crate) struct StreamsService {
+    pub(crate) store: Arc<dyn EventStore>,
+    pub(crate) config: Arc<GrpcConfig>,
+}
+
+impl StreamsService {
+    pub(crate) fn new(store: Arc<dyn EventStore>, config: Arc<GrpcConfig>) -> Self {
+        StreamsService { store, config }
+    }
+}
+
+/// The result of one append, in the protocol's terms.
+pub(crate) enum Appended {
+    /// The stream's revision after it (`None`: still no stream) and the last position.
+    Done {
+        revision: Option<u64>,
+        position: Option<u64>,
+    },
+    /// The expectation did not hold; the stream's actual version.
+    WrongExpectedVersion { actual: Version },
+}
+
+/// Appends `events` to `stream` if `expected` holds. An empty append checks the
+/// expectation and answers the current revision, as KurrentDB does.
+pub(crate) async fn append(
+    store: &dyn EventStore,
+    config: &GrpcConfig,
+    caller: &Caller,
+    stream: StreamName,
+    expected: Expected,
+    events: Vec<NewEvent>,
+) -> Result<Appended, GrpcError> {
+    caller.check(config.gate.as_ref(), Action::Write(stream.as_str()))?;
+    let expected_version = expected.to_core()?;
+    if events.is_empty() {
+        let actual = store.stream_version(&stream).await?;
+        if !expected_version.holds_for(actual) {
+            return Ok(Appended::WrongExpectedVersion { actual });
+        }
+        return Ok(Appended::Done {
+            revision: convert::revision(actual),
+            position: None,
+        });
+    }
+    let request = AppendRequest::new(stream.clone(), expected_version, events);
+    config.limits.check_append(&request)?;
+    match store.append(request).await {
+        Ok(outcome) => {
+            let a = outcome.appended();
+            Ok(Appended::Done {
+                revision: convert::revision(a.last_version),
+                position: Some(a.last_position.get()),
+            })
+        }
+        Err(StoreError::Conflict(c)) => Ok(Appended::WrongExpectedVersion { actual: c.actual }),
+        Err(StoreError::PartialDuplicate(_)) => Ok(Appended::WrongExpectedVersion {
+            actual: store.stream_version(&stream).await?,
+        }),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn append_expected(options: &append_req::Options) -> Result<Expected, GrpcError> {
+    use append_req::options::ExpectedStreamRevision as E;
+    match options.expected_stream_revision {
+        Some(E::Revision(r)) => Ok(Expected::Revision(r)),
+        Some(E::NoStream(_)) => Ok(Expected::NoStream),
+        Some(E::Any(_)) => Ok(Expected::Any),
+        Some(E::StreamExists(_)) => Ok(Expected::StreamExists),
+        None => Err(GrpcError::Invalid(
+            "the append's options need an expected stream revision".to_owned(),
+        )),
+    }
+}
+
+fn wrong_expected_version(
+    expected: Expected,
+    actual: Version,
+) -> append_resp::WrongExpectedVersion {
+    use append_resp::wrong_expected_version::{
+        CurrentRevisionOption, CurrentRevisionOption2060, ExpectedRevisionOption,
+        ExpectedRevisionOption2060,
+    };
+    let (current, current_legacy) = match convert::revision(actual) {
+        Some(r) => (
+            CurrentRevisionOption::CurrentRevision(r),
+            CurrentRevisionOption2060::CurrentRevision2060(r),
+        ),
+        None => (
+            CurrentRevisionOption::CurrentNoStream(Empty {}),
+            CurrentRevisionOption2060::NoStream2060(Empty {}),
+        ),
+    };
+    let (expected_now, expected_legacy) = match expected {
+        Expected::Revision(r) => (
+            ExpectedRevisionOption::ExpectedRevision(r),
+            Some(ExpectedRevisionOption2060::ExpectedRevision2060(r)),
+        ),
+        Expected::Any => (
+            ExpectedRevisionOption::ExpectedAny(Empty {}),
+            Some(ExpectedRevisionOption2060::Any2060(Empty {})),
+        ),
+        Expected::StreamExists => (
+            ExpectedRevisionOption::ExpectedStreamExists(Empty {}),
+            Some(ExpectedRevisionOption2060::StreamExists2060(Empty {})),
+        ),
+        Expected::NoStream => (ExpectedRevisionOption::ExpectedNoStream(Empty {}), None),
+    };
+    append_resp::WrongExpectedVersion {
+        current_revision_option_20_6_0: Some(current_legacy),
+        expected_revision_option_20_6_0: expected_legacy,
+        current_revision_option: Some(current),
+        expected_revision_option: Some(expected_now),
+    }
+}
+
+async fn append_call(
+    service: &StreamsService,
+    request: Request<Streaming<AppendReq>>,
+) -> Result<AppendResp, GrpcError> {
+    let caller = Caller::from_metadata(request.metadata());
+    let mut messages = request.into_inner();
+    let first = messages
+        .next()
+        .await
+        .ok_or_else(|| GrpcError::Invalid("an append needs its options first".to_owned()))?
+        .map_err(|s| GrpcError::Invalid(s.message().to_owned()))?;
+    let Some(append_req::Content::Options(options)) = first.content else {
+        return Err(GrpcError::Invalid(
+            "an append's first message must be its options".to_owned(),
+        ));
+    };
+    let stream = convert::stream_name(options.stream_identifier.as_ref())?;
+    let expected = append_expected(&options)?;
+    let limits = &service.config.limits;
+    let mut events = Vec::new();
+    let mut bytes = 0usize;
+    while let Some(message) = messages.next().await {
+        let message = message.map_err(|s| GrpcError::Invalid(s.message().to_owned()))?;
+        let Some(append_req::Content::ProposedMessage(m)) = message.content else {
+            return Err(GrpcError::Invalid(
+                "an append's options may come only once, first".to_owned(),
+            ));
+        };
+        bytes = bytes.saturating_add(m.data.len() + m.custom_metadata.len());
+        if bytes > limits.request_bytes_max {
+            return Err(GrpcError::TooLarge {
+                max: limits.request_bytes_max as u64,
+            });
+        }
+        events.push(convert::new_event(
+            m.id.as_ref(),
+            &m.metadata,
+            m.custom_metadata,
+            m.data,
+        )?);
+    }
+    let answer = append(
+        service.store.as_ref(),
+        &service.config,
+        &caller,
+        stream,
+        expected,
+        events,
+    )
+    .await?;
+    Ok(AppendResp {
+        result: Some(match answer {
+            Appended::Done { revision, position } => {
+                append_resp::Result::Success(append_resp::Success {
+                    current_revision_option: Some(match revision {
+                        Some(r) => append_resp::success::CurrentRevisionOption::CurrentRevision(r),
+                        None => append_resp::success::CurrentRevisionOption::NoStream(Empty {}),
+                    }),
+                    position_option: Some(match position {
+                        Some(p) => {
+                            append_resp::success::PositionOption::Position(append_resp::Position {
+                                commit_position: p,
+                                prepare_position: p,
+                            })
+                        }
+                        None => append_resp::success::PositionOption::NoPosition(Empty {}),
+                    }),
+                })
+            }
+            Appended::WrongExpectedVersion { actual } => {
+                append_resp::Result::WrongExpectedVersion(wrong_expected_version(expected, actual))
+            }
+        }),
+    })
+}
+
+fn read_plan(request: &ReadReq) -> Result<ReadPlan, GrpcError> {
+    use read_req::options::{self, CountOption, FilterOption, StreamOption};
+    let o = request
+        .options
+        .as_ref()
+        .ok_or_else(|| GrpcError::Invalid("a read needs options".to_owned()))?;
+    let backwards = o.read_direction == options::ReadDirection::Backwards as i32;
+    if o.read_direction != options::ReadDirection::Forwards as i32 && !backwards {
+        return Err(GrpcError::Invalid(format!(
+            "unknown read direction {}",
+            o.read_direction
+        )));
+    }
+    let count = match &o.count_option {
+        Some(CountOption::Count(n)) => Some(*n),
+        Some(CountOption::Subscription(_)) => None,
+        None => {
+            return Err(GrpcError::Invalid(
+                "a read needs a count or a subscription".to_owned(),
+            ));
+        }
+    };
+    if count.is_none() && backwards {
+        return Err(GrpcError::Invalid(
+            "a subscription reads forwards".to_owned(),
+        ));
+    }
+    let filter = match &o.filter_option {
+        Some(FilterOption::Filter(f)) => Some(EventFilter::new(f)?),
+        Some(FilterOption::NoFilter(_)) | None => None,
+    };
+    let source = match &o.stream_option {
+        Some(StreamOption::Stream(s)) => {
+            if filter.is_some() {
+                return Err(GrpcError::Invalid(
+                    "InvalidCombination: filters apply to $all only".to_owned(),
+                ));
+            }
+            use options::stream_options::RevisionOption as R;
+            let from = match s.revision_option {
+                Some(R::Revision(n)) => StreamFrom::Revision(n),
+                Some(R::Start(_)) => StreamFrom::Start,
+                Some(R::End(_)) => StreamFrom::End,
+                None => {
+                    return Err(GrpcError::Invalid(
+                        "a stream read needs a revision, start or end".to_owned(),
+                    ));
+                }
+            };
+            Source::Stream(convert::stream_name(s.stream_identifier.as_ref())?, from)
+        }
+        Some(StreamOption::All(a)) => {
+            use options::all_options::AllOption as A;
+            let from = match &a.all_option {
+                Some(A::Position(p)) => AllFrom::Position(p.commit_position),
+                Some(A::Start(_)) => AllFrom::Start,
+                Some(A::End(_)) => AllFrom::End,
+                None => {
+                    return Err(GrpcError::Invalid(
+                        "an $all read needs a position, start or end".to_owned(),
+                    ));
+                }
+            };
+            Source::All(from)
+        }
+        None => {
+            return Err(GrpcError::Invalid(
+                "a read needs a stream or $all".to_owned(),
+            ));
+        }
+    };
+    let uuid_as_string = !matches!(
+        o.uuid_option.as_ref().and_then(|u| u.content.as_ref()),
+        Some(options::uuid_option::Content::Structured(_))
+    );
+    Ok(ReadPlan {
+        source,
+        backwards,
+        count,
+        filter,
+        uuid_as_string,
+    })
+}
+
+#[tonic::async_trait]
+impl Streams for StreamsService {
+    type ReadStream = BoxStream<ReadResp>;
+
+    async fn read(&self, request: Request<ReadReq>) -> Result<Response<Self::ReadStream>, Status> {
+        let caller = Caller::from_metadata(request.metadata());
+        let plan = read_plan(request.get_ref())?;
+        let action = match &plan.source {
+            Source::Stream(s, _) => Action::Read(s.as_str()),
+            Source::All(_) => Action::ReadAll,
+        };
+        caller.check(self.config.gate.as_ref(), action)?;
+        let (tx, rx) = mpsc::channel(READ_BUFFER);
+        tokio::spawn(read::run(Arc::clone(&self.store), plan, tx));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn append(
+        &self,
+        request: Request<Streaming<AppendReq>>,
+    ) -> Result<Response<AppendResp>, Status> {
+        Ok(Response::new(append_call(self, request).await?))
+    }
+
+    async fn delete(&self, _request: Request<DeleteReq>) -> Result<Response<DeleteResp>, Status> {
+        Err(GrpcError::Unsupported("Delete is not supported by Concord yet").into())
+    }
+
+    async fn tombstone(
+        &self,
+        _request: Request<TombstoneReq>,
+    ) -> Result<Response<TombstoneResp>, Status> {
+        Err(GrpcError::Unsupported("Tombstone is not supported by Concord yet").into())
+    }
+
+    type BatchAppendStream = BoxStream<BatchAppendResp>;
+
+    async fn batch_append(
+        &self,
+        request: Request<Streaming<BatchAppendReq>>,
+    ) -> Result<Response<Self::BatchAppendStream>, Status> {
+        let caller = Caller::from_metadata(request.metadata());
+        let (tx, rx) = mpsc::channel(READ_BUFFER);
+        tokio::spawn(crate::batch::run(
+            Arc::clone(&self.store),
+            Arc::clone(&self.config),
+            caller,
+            request.into_inner(),
+            tx,
+        ));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
