@@ -125,12 +125,12 @@ fn metadata_from_custom(custom: Vec<u8>) -> Json {
     if custom.is_empty() {
         return Json::empty_object();
     }
-    if custom.as_slice() != b"{}" {
-        if let Ok(json) = Json::from_bytes("metadata", custom.clone()) {
-            if json.is_object() && !is_wrapped(&json) {
-                return json;
-            }
-        }
+    if custom.as_slice() != b"{}"
+        && let Ok(json) = Json::from_bytes("metadata", custom.clone())
+        && json.is_object()
+        && !is_wrapped(&json)
+    {
+        return json;
     }
     let encoded = base64::engine::general_purpose::STANDARD.encode(&custom);
     Json::from_value(&serde_json::json!({ CUSTOM_METADATA_MEMBER: encoded }))
@@ -162,10 +162,9 @@ pub(crate) fn custom_from_metadata(metadata: &Json) -> Vec<u8> {
     if bytes
         .windows(CUSTOM_METADATA_MEMBER.len())
         .any(|w| w == CUSTOM_METADATA_MEMBER.as_bytes())
+        && let Some(custom) = unwrap_custom(metadata)
     {
-        if let Some(custom) = unwrap_custom(metadata) {
-            return custom;
-        }
+        return custom;
     }
     bytes.to_vec()
 }

@@ -312,3 +312,43 @@ write = ["account-"]
         assert!(!format!("{tokens:?}").contains("secret"));
     }
 }
+
+/// The tokens as the gRPC protocol's gate: the password of Basic credentials (or a Bearer
+/// token) is looked up as a token, with the same grants as over HTTP; no tokens: open.
+#[derive(Debug)]
+pub(crate) struct TokenGate(pub(crate) Option<Tokens>);
+
+impl concord_grpc::Gate for TokenGate {
+    fn check(
+        &self,
+        token: Option<&str>,
+        action: concord_grpc::Action<'_>,
+    ) -> Result<(), concord_grpc::Refusal> {
+        use concord_grpc::{Action, Refusal};
+        let Some(tokens) = &self.0 else {
+            return Ok(());
+        };
+        let grant = token
+            .and_then(|t| tokens.find(t))
+            .ok_or(Refusal::Unauthenticated)?;
+        let (allowed, what) = match action {
+            Action::Read(stream) => (
+                grant.may_read(stream),
+                format!("this token may not read stream {stream:?}"),
+            ),
+            Action::Write(stream) => (
+                grant.may_write(stream),
+                format!("this token may not append to stream {stream:?}"),
+            ),
+            Action::ReadAll => (
+                grant.may_read_all(),
+                "reading $all needs a token that may read every stream (\"*\")".to_owned(),
+            ),
+        };
+        if allowed {
+            Ok(())
+        } else {
+            Err(Refusal::Denied(what))
+        }
+    }
+}

@@ -52,6 +52,9 @@ pub struct ServerConfig {
     /// nothing and every projection is unknown). The caller starts and shuts down the
     /// host; the server only reads it and starts rebuilds.
     pub projections: Option<Arc<ProjectionHost>>,
+    /// A second address that answers KurrentDB's gRPC protocol only (default none: gRPC is
+    /// served on `addr` beside the HTTP API, told apart by `content-type: application/grpc`).
+    pub grpc_addr: Option<SocketAddr>,
 }
 
 impl Default for ServerConfig {
@@ -66,6 +69,7 @@ impl Default for ServerConfig {
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(60),
             projections: None,
+            grpc_addr: None,
         }
     }
 }
@@ -111,8 +115,10 @@ impl ServerConfig {
             Some(TokensSource::Parsed(t)) => Some(t.clone()),
             Some(TokensSource::File(path)) => Some(Tokens::load(path)?),
         };
-        if tokens.is_none() && !addr.ip().is_loopback() && !self.insecure_open {
-            return Err(ServerError::OpenOnNonLoopback(addr));
+        for addr in std::iter::once(addr).chain(self.grpc_addr) {
+            if tokens.is_none() && !addr.ip().is_loopback() && !self.insecure_open {
+                return Err(ServerError::OpenOnNonLoopback(addr));
+            }
         }
         Ok(tokens)
     }

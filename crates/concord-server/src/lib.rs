@@ -74,15 +74,21 @@ pub fn router(store: Arc<dyn EventStore>, config: ServerConfig) -> axum::Router 
 /// acknowledged is lost, because acknowledging happens only after the store's append
 /// returned.
 ///
-/// Connections are HTTP/1.1, served by hyper with the timeouts of `config`: a client that
-/// does not send its request headers within `header_timeout` (also between two requests on
-/// a kept-alive connection) is disconnected, and one whose body does not arrive within
-/// `body_timeout` is answered 408. A slow or idle client therefore holds a connection for
-/// a bounded time (`axum::serve` sets neither timeout).
+/// Connections are HTTP/1.1 or HTTP/2 (cleartext, prior knowledge), served by hyper. A
+/// request with `content-type: application/grpc…` goes to KurrentDB's gRPC protocol
+/// (`concord_grpc`, the same store and tokens); any other request to the HTTP API. HTTP/1.1
+/// connections have the timeouts of `config`: a client that does not send its request
+/// headers within `header_timeout` (also between two requests on a kept-alive connection)
+/// is disconnected, and one whose body does not arrive within `body_timeout` is answered
+/// 408. A slow or idle client therefore holds a connection for a bounded time
+/// (`axum::serve` sets neither timeout). gRPC calls stream for as long as the caller wants
+/// (subscriptions), so they have no body timeout. When `config.grpc_addr` is set, that
+/// address is bound too and answers gRPC only.
 ///
 /// # Errors
 /// [`ServerError::OpenOnNonLoopback`] or [`ServerError::Tokens`] from validating `config`
-/// against the listener's address; [`ServerError::Io`] if serving fails.
+/// against the listener's address; [`ServerError::Io`] if binding `grpc_addr` or serving
+/// fails.
 pub async fn serve(
     listener: TcpListener,
     store: Arc<dyn EventStore>,
@@ -91,17 +97,128 @@ pub async fn serve(
 ) -> Result<(), ServerError> {
     let addr = listener.local_addr().map_err(ServerError::Io)?;
     let tokens = config.validate_for(addr)?;
+    let grpc_listener = match config.grpc_addr {
+        Some(grpc_addr) => Some(
+            TcpListener::bind(grpc_addr)
+                .await
+                .map_err(ServerError::Io)?,
+        ),
+        None => None,
+    };
     let header_timeout = config.header_timeout;
+    let grpc = concord_grpc::routes(
+        Arc::clone(&store),
+        concord_grpc::GrpcConfig {
+            limits: config.limits,
+            gate: Arc::new(auth::TokenGate(tokens.clone())),
+            advertised: addr,
+        },
+    );
     let (sender, _) = watch::channel(false);
     let sender = Arc::new(sender);
     let app = routes::build(Arc::clone(&store), config, tokens, Arc::clone(&sender));
-    tracing::info!(%addr, store = store.backend(), "serving the Concord HTTP API");
-    let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(hyper_util::rt::TokioTimer::new())
+    tracing::info!(%addr, store = store.backend(), "serving the Concord HTTP API and KurrentDB's gRPC protocol");
+    let mut http =
+        hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+    http.http1()
+        .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(header_timeout);
-    // Every connection holds a receiver; the loop waits for them all to be dropped.
+    http.http2().timer(hyper_util::rt::TokioTimer::new());
+    // Every connection holds a receiver; the end waits for them all to be dropped.
     let (closing, connections) = watch::channel(false);
-    let mut shutdown = std::pin::pin!(shutdown);
+    let (stop, stopped) = watch::channel(false);
+    let mut loops = Vec::new();
+    if let Some(grpc_listener) = grpc_listener {
+        tracing::info!(addr = ?grpc_listener.local_addr().ok(), "serving KurrentDB's gRPC protocol");
+        let front = Front {
+            app: None,
+            grpc: grpc.clone(),
+        };
+        loops.push(tokio::spawn(accept(
+            grpc_listener,
+            front,
+            http.clone(),
+            connections.clone(),
+            stopped.clone(),
+        )));
+    }
+    let front = Front {
+        app: Some(app),
+        grpc,
+    };
+    loops.push(tokio::spawn(accept(
+        listener,
+        front,
+        http,
+        connections.clone(),
+        stopped,
+    )));
+    shutdown.await;
+    tracing::info!("shutting down: no new connections, ending subscriptions, finishing requests");
+    stop.send_replace(true);
+    for l in loops {
+        if let Err(e) = l.await {
+            tracing::error!(error = %e, "an accept loop failed");
+        }
+    }
+    sender.send_replace(true);
+    closing.send_replace(true);
+    drop(connections);
+    closing.closed().await;
+    tracing::info!("server stopped");
+    Ok(())
+}
+
+/// Where a request goes: gRPC by content type, anything else to the HTTP API (none on
+/// the gRPC-only address: 415).
+#[derive(Clone)]
+struct Front {
+    app: Option<axum::Router>,
+    grpc: tonic::service::Routes,
+}
+
+fn is_grpc<B>(request: &hyper::Request<B>) -> bool {
+    request
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
+impl Front {
+    async fn call(
+        self,
+        request: hyper::Request<hyper::body::Incoming>,
+    ) -> Result<hyper::Response<axum::body::Body>, std::convert::Infallible> {
+        if is_grpc(&request) {
+            let mut grpc = self.grpc;
+            return match tower_service::Service::call(&mut grpc, request).await {
+                Ok(response) => Ok(response.map(axum::body::Body::new)),
+                Err(never) => match never {},
+            };
+        }
+        match self.app {
+            Some(mut app) => {
+                tower_service::Service::call(&mut app, request.map(axum::body::Body::new)).await
+            }
+            None => {
+                let mut response = hyper::Response::new(axum::body::Body::from(
+                    "this address answers gRPC only (content-type: application/grpc)",
+                ));
+                *response.status_mut() = http::StatusCode::UNSUPPORTED_MEDIA_TYPE;
+                Ok(response)
+            }
+        }
+    }
+}
+
+/// Accepts connections on `listener` until `stopped` turns true.
+async fn accept(
+    listener: TcpListener,
+    front: Front,
+    http: hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>,
+    connections: watch::Receiver<bool>,
+    mut stopped: watch::Receiver<bool>,
+) {
     loop {
         let (tcp, remote) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -111,7 +228,7 @@ pub async fn serve(
                     continue;
                 }
             },
-            () = &mut shutdown => break,
+            () = async { drop(stopped.wait_for(|s| *s).await) } => break,
         };
         // Subscriptions send each event as a small write of its own: with Nagle's algorithm
         // a second event within a round trip would wait for the ACK of the first, which a
@@ -120,17 +237,15 @@ pub async fn serve(
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!(error = %e, "cannot set TCP_NODELAY");
         }
-        let app = app.clone();
+        let front = front.clone();
         let service =
             hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
-                let mut app = app.clone();
-                async move {
-                    tower_service::Service::call(&mut app, request.map(axum::body::Body::new)).await
-                }
+                front.clone().call(request)
             });
-        let connection = http.serve_connection(hyper_util::rt::TokioIo::new(tcp), service);
+        let http = http.clone();
         let mut closing = connections.clone();
         tokio::spawn(async move {
+            let connection = http.serve_connection(hyper_util::rt::TokioIo::new(tcp), service);
             let mut connection = std::pin::pin!(connection);
             let served = tokio::select! {
                 served = connection.as_mut() => served,
@@ -147,14 +262,6 @@ pub async fn serve(
             drop(closing);
         });
     }
-    tracing::info!("shutting down: no new connections, ending subscriptions, finishing requests");
-    drop(listener);
-    sender.send_replace(true);
-    closing.send_replace(true);
-    drop(connections);
-    closing.closed().await;
-    tracing::info!("server stopped");
-    Ok(())
 }
 
 /// An accept error: a connection that failed before it was accepted is the client's

@@ -101,6 +101,11 @@ pub struct ServeArgs {
     /// The address to listen on.
     #[arg(long, default_value = "127.0.0.1:2113", value_name = "HOST:PORT")]
     pub addr: std::net::SocketAddr,
+    /// A second address answering only KurrentDB's gRPC protocol. Without it gRPC is
+    /// served on --addr beside the HTTP API (told apart by content-type, as KurrentDB
+    /// serves both on 2113).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub grpc_addr: Option<std::net::SocketAddr>,
     /// A TOML file of access tokens (format in docs/http-api.md).
     #[arg(long, value_name = "FILE")]
     pub tokens: Option<std::path::PathBuf>,

@@ -45,6 +45,7 @@ pub(crate) async fn run(ctx: &mut Context, args: ServeArgs) -> anyhow::Result<Ex
         head_long_poll: millis(args.head_long_poll_ms, server_defaults.head_long_poll),
         header_timeout: millis(args.header_timeout_ms, server_defaults.header_timeout),
         body_timeout: millis(args.body_timeout_ms, server_defaults.body_timeout),
+        grpc_addr: args.grpc_addr,
         ..server_defaults
     };
     // Refuse an unsafe configuration before opening the store or binding the port.

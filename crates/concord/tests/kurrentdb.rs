@@ -1,0 +1,328 @@
+//! KurrentDB's official Rust client (`kurrentdb` from crates.io, unmodified, public API
+//! only) against `concord serve`, on the embedded store and on Redis: an application
+//! written for KurrentDB runs on Concord by changing its connection string.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+mod common;
+
+use std::time::Duration;
+
+use kurrentdb::{
+    AppendToStreamOptions, Client, ClientSettings, CurrentRevision, Error, EventData,
+    ReadAllOptions, ReadStreamOptions, StreamPosition, StreamState, SubscribeToAllOptions,
+    SubscribeToStreamOptions, SubscriptionFilter,
+};
+
+/// How long one client call may take before the test calls it hung.
+const CALL: Duration = Duration::from_secs(20);
+
+fn client(addr: &str) -> Client {
+    let settings: ClientSettings = format!("esdb://{addr}?tls=false").parse().unwrap();
+    Client::new(settings).unwrap()
+}
+
+async fn within<T>(what: &str, call: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(CALL, call)
+        .await
+        .unwrap_or_else(|_| panic!("{what} did not answer within {CALL:?}"))
+}
+
+fn deposit(n: u64) -> EventData {
+    EventData::json("Deposited", &serde_json::json!({ "amount": n })).unwrap()
+}
+
+async fn read_stream_all(
+    client: &Client,
+    stream: &str,
+    options: &ReadStreamOptions,
+) -> Vec<kurrentdb::ResolvedEvent> {
+    let mut read = within("read_stream", client.read_stream(stream, options))
+        .await
+        .unwrap();
+    let mut events = Vec::new();
+    while let Some(event) = within("next", read.next()).await.unwrap() {
+        events.push(event);
+    }
+    events
+}
+
+/// Every expected revision, the wrong-expected-version error with the actual revision,
+/// reads of a stream and of `$all` both ways, a binary payload, and a catch-up
+/// subscription that crosses into live events without a gap or a duplicate.
+async fn the_official_client_runs_unchanged(addr: &str) {
+    let client = client(addr);
+    let stream = "account-1";
+    let written = within(
+        "append no_stream",
+        client.append_to_stream(
+            stream,
+            &AppendToStreamOptions::default().stream_state(StreamState::NoStream),
+            vec![deposit(1), deposit(2)],
+        ),
+    )
+    .await
+    .unwrap();
+    // Revisions are 0-based: Concord's version 2 is revision 1.
+    assert_eq!(written.next_expected_version, 1);
+    let written = within(
+        "append exact",
+        client.append_to_stream(
+            stream,
+            &AppendToStreamOptions::default().stream_state(StreamState::StreamRevision(1)),
+            deposit(3),
+        ),
+    )
+    .await
+    .unwrap();
+    assert_eq!(written.next_expected_version, 2);
+    within(
+        "append exists",
+        client.append_to_stream(
+            stream,
+            &AppendToStreamOptions::default().stream_state(StreamState::StreamExists),
+            deposit(4),
+        ),
+    )
+    .await
+    .unwrap();
+    let any = within(
+        "append any",
+        client.append_to_stream(stream, &AppendToStreamOptions::default(), deposit(5)),
+    )
+    .await
+    .unwrap();
+    assert_eq!(any.next_expected_version, 4);
+
+    // A writer that lost the race learns the actual revision.
+    let stale = within(
+        "stale append",
+        client.append_to_stream(
+            stream,
+            &AppendToStreamOptions::default().stream_state(StreamState::StreamRevision(1)),
+            deposit(99),
+        ),
+    )
+    .await;
+    match stale {
+        Err(Error::WrongExpectedVersion { current, .. }) => {
+            assert_eq!(current, CurrentRevision::Current(4));
+        }
+        other => panic!("expected a wrong-expected-version error, got {other:?}"),
+    }
+    let missing = within(
+        "exists on a new stream",
+        client.append_to_stream(
+            "account-none",
+            &AppendToStreamOptions::default().stream_state(StreamState::StreamExists),
+            deposit(1),
+        ),
+    )
+    .await;
+    assert!(
+        matches!(
+            missing,
+            Err(Error::WrongExpectedVersion {
+                current: CurrentRevision::NoStream,
+                ..
+            })
+        ),
+        "{missing:?}"
+    );
+
+    let forwards = read_stream_all(&client, stream, &ReadStreamOptions::default()).await;
+    let forwards: Vec<_> = forwards.iter().map(|e| e.get_original_event()).collect();
+    let revisions: Vec<u64> = forwards.iter().map(|e| e.revision).collect();
+    assert_eq!(revisions, [0, 1, 2, 3, 4]);
+    let amounts: Vec<u64> = forwards
+        .iter()
+        .map(|e| {
+            e.as_json::<serde_json::Value>().unwrap()["amount"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(amounts, [1, 2, 3, 4, 5]);
+    let backwards = read_stream_all(
+        &client,
+        stream,
+        &ReadStreamOptions::default()
+            .backwards()
+            .position(StreamPosition::End)
+            .max_count(2),
+    )
+    .await;
+    let backwards: Vec<_> = backwards.iter().map(|e| e.get_original_event()).collect();
+    let revisions: Vec<u64> = backwards.iter().map(|e| e.revision).collect();
+    assert_eq!(revisions, [4, 3]);
+    let absent = match within(
+        "read a missing stream",
+        client.read_stream("account-absent", &ReadStreamOptions::default()),
+    )
+    .await
+    {
+        Ok(mut read) => within("next", read.next()).await.map(|_| ()),
+        Err(e) => Err(e),
+    };
+    assert!(matches!(absent, Err(Error::ResourceNotFound)), "{absent:?}");
+
+    // Bytes with their content type survive byte for byte.
+    let png: Vec<u8> = vec![0x89, b'P', b'N', b'G', 0, 1, 2, 255];
+    within(
+        "append binary",
+        client.append_to_stream(
+            "image-1",
+            &AppendToStreamOptions::default(),
+            EventData::binary("Uploaded", png.clone().into()),
+        ),
+    )
+    .await
+    .unwrap();
+    let images = read_stream_all(&client, "image-1", &ReadStreamOptions::default()).await;
+    let images: Vec<_> = images.iter().map(|e| e.get_original_event()).collect();
+    assert_eq!(images.len(), 1);
+    assert_eq!(&images[0].data[..], &png[..]);
+    assert!(!images[0].is_json);
+
+    // $all forwards holds every event in position order; backwards the reverse.
+    let mut all = within("read_all", client.read_all(&ReadAllOptions::default()))
+        .await
+        .unwrap();
+    let mut positions = Vec::new();
+    let mut streams = Vec::new();
+    while let Some(event) = within("next", all.next()).await.unwrap() {
+        let event = event.get_original_event();
+        positions.push(event.position.commit);
+        streams.push(event.stream_id().to_owned());
+    }
+    assert_eq!(streams.len(), 6, "{streams:?}");
+    assert!(positions.windows(2).all(|w| w[0] < w[1]), "{positions:?}");
+    let mut all = within(
+        "read_all backwards",
+        client.read_all(
+            &ReadAllOptions::default()
+                .backwards()
+                .position(StreamPosition::End)
+                .max_count(1),
+        ),
+    )
+    .await
+    .unwrap();
+    let last = within("next", all.next()).await.unwrap().unwrap();
+    assert_eq!(last.get_original_event().stream_id(), "image-1");
+
+    // A catch-up subscription from the start, then live events: each once, in order.
+    let mut subscription = within(
+        "subscribe",
+        client.subscribe_to_stream(
+            stream,
+            &SubscribeToStreamOptions::default().start_from(StreamPosition::Start),
+        ),
+    )
+    .await;
+    let mut seen = Vec::new();
+    while seen.len() < 5 {
+        let event = within("catch-up event", subscription.next()).await.unwrap();
+        seen.push(event.get_original_event().revision);
+    }
+    within(
+        "live append",
+        client.append_to_stream(
+            stream,
+            &AppendToStreamOptions::default(),
+            vec![deposit(6), deposit(7)],
+        ),
+    )
+    .await
+    .unwrap();
+    while seen.len() < 7 {
+        let event = within("live event", subscription.next()).await.unwrap();
+        seen.push(event.get_original_event().revision);
+    }
+    assert_eq!(seen, [0, 1, 2, 3, 4, 5, 6]);
+
+    // A filtered $all subscription sees only the matching event types.
+    let mut uploads = within(
+        "subscribe_to_all",
+        client.subscribe_to_all(
+            &SubscribeToAllOptions::default()
+                .position(StreamPosition::Start)
+                .filter(SubscriptionFilter::on_event_type().add_prefix("Upload")),
+        ),
+    )
+    .await;
+    within(
+        "append a second upload",
+        client.append_to_stream(
+            "image-2",
+            &AppendToStreamOptions::default(),
+            EventData::binary("Uploaded", vec![1u8].into()),
+        ),
+    )
+    .await
+    .unwrap();
+    let mut uploaded = Vec::new();
+    while uploaded.len() < 2 {
+        let event = within("filtered event", uploads.next()).await.unwrap();
+        let event = event.get_original_event();
+        assert_eq!(event.event_type, "Uploaded");
+        uploaded.push(event.stream_id().to_owned());
+    }
+    assert_eq!(uploaded, ["image-1", "image-2"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_official_client_runs_unchanged_on_the_embedded_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let (child, addr) = common::start(&dir.path().join("data"));
+    the_official_client_runs_unchanged(&addr).await;
+    assert_eq!(common::terminate(child), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_official_client_runs_unchanged_on_redis() {
+    let redis = concord_testkit::redis::RedisServer::start();
+    let url = redis.url();
+    let (child, addr) = common::start(std::path::Path::new(&url));
+    the_official_client_runs_unchanged(&addr).await;
+    assert_eq!(common::terminate(child), 0);
+}
+
+/// Events written over gRPC read back over HTTP byte for byte, and the other way round.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_cross_between_grpc_and_http_byte_for_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let (child, addr) = common::start(&dir.path().join("data"));
+    let client = client(&addr);
+    let bytes = vec![0u8, 159, 146, 150, 255];
+    within(
+        "append binary",
+        client.append_to_stream(
+            "blob-1",
+            &AppendToStreamOptions::default(),
+            EventData::binary("Stored", bytes.clone().into()),
+        ),
+    )
+    .await
+    .unwrap();
+    let (status, page) = common::json(&addr, "GET", "/streams/blob-1", "");
+    assert_eq!(status, 200, "{page}");
+    use base64::Engine as _;
+    let over_http = base64::engine::general_purpose::STANDARD
+        .decode(page["events"][0]["data_base64"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(over_http, bytes);
+
+    let body = r#"{"events": [{"type": "Noted", "data": {"text": "ünïcode", "n": 1.5}}]}"#;
+    assert_eq!(common::json(&addr, "POST", "/streams/note-1", body).0, 201);
+    let notes = read_stream_all(&client, "note-1", &ReadStreamOptions::default()).await;
+    let notes: Vec<_> = notes.iter().map(|e| e.get_original_event()).collect();
+    assert!(notes[0].is_json);
+    let over_grpc: serde_json::Value = serde_json::from_slice(&notes[0].data).unwrap();
+    assert_eq!(over_grpc, serde_json::json!({"text": "ünïcode", "n": 1.5}));
+    assert_eq!(common::terminate(child), 0);
+}
