@@ -6,7 +6,7 @@
 //! state live here, once: which versions a read shows ([`StreamLifecycle::keeps`]), what
 //! version an append's expectation is checked against ([`StreamLifecycle::visible_version`]),
 //! whether a delete may go ahead ([`plan_delete`]), and so what a scavenge may erase
-//! (exactly what reads no longer show). See `docs/decisions/0004-stream-lifecycle.md`.
+//! (exactly what reads no longer show). See `docs/decisions/0003-stream-lifecycle.md`.
 
 use std::time::Duration;
 
