@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::StoreError;
-use crate::event::RecordedAt;
+use crate::error::{PartialDuplicate, StoreError};
+use crate::event::{EventId, NewEvent, RecordedAt};
 use crate::names::StreamName;
 use crate::version::Version;
 
@@ -232,6 +232,35 @@ pub fn plan_delete(
         }
     }
     Ok(DeletePlan::Delete(next))
+}
+
+/// Refuses an append whose event ids include ids of events below `first_kept` (hidden by a
+/// delete or retention, not yet erased): an id is the idempotency key of its event and
+/// stays taken until a scavenge erases the event. `found` is where each id stands in the
+/// stream, hidden versions included.
+///
+/// # Errors
+/// [`StoreError::PartialDuplicate`] naming the hidden ids.
+pub fn check_hidden_ids(
+    stream: &StreamName,
+    events: &[NewEvent],
+    found: &[Option<Version>],
+    first_kept: Version,
+) -> Result<(), StoreError> {
+    let hidden: Vec<EventId> = events
+        .iter()
+        .zip(found)
+        .filter(|(_, v)| v.is_some_and(|v| v < first_kept))
+        .map(|(e, _)| e.id)
+        .collect();
+    if hidden.is_empty() {
+        Ok(())
+    } else {
+        Err(StoreError::PartialDuplicate(Box::new(PartialDuplicate {
+            stream: stream.clone(),
+            existing_ids: hidden,
+        })))
+    }
 }
 
 /// What a scavenge removed.

@@ -14,7 +14,8 @@ use crate::append::{AppendOutcome, AppendPlan, AppendRequest, Appended, Limits, 
 use crate::error::{Conflict, PartialDuplicate, StoreError};
 use crate::event::{EventId, NewEvent, RecordedAt, RecordedEvent};
 use crate::lifecycle::{
-    DeleteMode, DeletePlan, ScavengeReport, StreamLifecycle, StreamMetadata, plan_delete,
+    DeleteMode, DeletePlan, ScavengeReport, StreamLifecycle, StreamMetadata, check_hidden_ids,
+    plan_delete,
 };
 use crate::multi::{
     MATCHING_EVENTS_MAX, MultiAppendOutcome, MultiAppendPlan, MultiAppendRequest, PartState,
@@ -88,7 +89,9 @@ impl State {
         first_concurrent: Option<Version>,
         max: usize,
     ) -> Conflict {
-        let (concurrent_events, truncated) = match first_concurrent {
+        // Events reads no longer show are not concurrent events.
+        let first_kept = self.lifecycle(stream).first_kept(self.last(stream));
+        let (concurrent_events, truncated) = match first_concurrent.map(|f| f.max(first_kept)) {
             Some(first) => {
                 let events = self.stream_events(stream, first, max);
                 let truncated = first.get() + events.len() as u64 <= actual.get();
@@ -117,6 +120,14 @@ impl State {
     ) -> AppendOutcome {
         // A soft-deleted stream reads as version 0 to the plan, but versions go on.
         let after = after.max(self.last(stream));
+        // What the writer missed, as reads showed it when the append was decided.
+        let concurrent_events = rebased_from.map(|e| {
+            self.stream_events(stream, e.next(), usize::MAX)
+                .into_iter()
+                .filter(|ev| ev.version <= after)
+                .take(max)
+                .collect::<Vec<_>>()
+        });
         let first_version = after.next();
         let count = events.len() as u64;
         for (i, event) in (0u64..).zip(events) {
@@ -138,32 +149,34 @@ impl State {
             )));
         }
         let appended = self.appended(stream, first_version, Version(after.get() + count));
-        match rebased_from {
-            None => AppendOutcome::Appended(appended),
-            Some(e) => AppendOutcome::Rebased {
+        match (rebased_from, concurrent_events) {
+            (Some(e), Some(concurrent_events)) => AppendOutcome::Rebased {
                 appended,
                 expected_version: e,
-                concurrent_events: self
-                    .stream_events(stream, e.next(), (after.get() - e.get()) as usize)
-                    .into_iter()
-                    .take(max)
-                    .collect(),
+                concurrent_events,
             },
+            _ => AppendOutcome::Appended(appended),
         }
     }
 
-    /// Where each event id stands among the versions reads may show (a deleted or
-    /// truncated event's id no longer makes a duplicate).
-    fn found(&self, stream: &StreamName, events: &[NewEvent]) -> Vec<Option<Version>> {
+    /// Where each event id stands in the stream.
+    ///
+    /// # Errors
+    /// [`StoreError::PartialDuplicate`] naming the ids of events that reads no longer show
+    /// but a scavenge has not erased yet: an id stays taken until then.
+    fn found(
+        &self,
+        stream: &StreamName,
+        events: &[NewEvent],
+    ) -> Result<Vec<Option<Version>>, StoreError> {
         let ids = self.ids.get(stream);
         let first = self.lifecycle(stream).first_kept(self.last(stream));
-        events
+        let found: Vec<Option<Version>> = events
             .iter()
-            .map(|e| {
-                ids.and_then(|m| m.get(&e.id).copied())
-                    .filter(|v| *v >= first)
-            })
-            .collect()
+            .map(|e| ids.and_then(|m| m.get(&e.id).copied()))
+            .collect();
+        check_hidden_ids(stream, events, &found, first)?;
+        Ok(found)
     }
 
     fn check_not_tombstoned(&self, stream: &StreamName) -> Result<(), StoreError> {
@@ -284,7 +297,7 @@ impl EventStore for MemoryStore {
         let stream = &request.stream;
         state.check_not_tombstoned(stream)?;
         let actual = state.version(stream);
-        let found = state.found(stream, &request.events);
+        let found = state.found(stream, &request.events)?;
         let plan = plan_append(&request, actual, &found, |e| {
             state
                 .stream_events(stream, e.next(), usize::MAX)
@@ -346,11 +359,13 @@ impl EventStore for MemoryStore {
         let states: Vec<PartState> = request
             .parts
             .iter()
-            .map(|p| PartState {
-                actual: state.version(&p.stream),
-                found: state.found(&p.stream, &p.events),
+            .map(|p| {
+                Ok(PartState {
+                    actual: state.version(&p.stream),
+                    found: state.found(&p.stream, &p.events)?,
+                })
             })
-            .collect();
+            .collect::<Result<_, StoreError>>()?;
         let plan = plan_multi_append(&request, &states, |i, e| {
             request.parts.get(i).map_or_else(Vec::new, |p| {
                 state

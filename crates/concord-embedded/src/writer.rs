@@ -37,7 +37,7 @@ use concord_core::{
     PartState, PartialDuplicate, Position, RecordedAt, RecordedEvent, StoreError, StreamName,
     Version, plan_append, plan_multi_append,
 };
-use concord_core::{DeleteMode, ScavengeReport, StreamMetadata};
+use concord_core::{DeleteMode, ScavengeReport, StreamMetadata, check_hidden_ids};
 use futures::channel::oneshot;
 use rusqlite::{Connection, OptionalExtension};
 
@@ -825,21 +825,24 @@ impl Writer {
             .copied()
     }
 
-    /// Where each of the request's ids already is in its stream, among the versions from
-    /// `floor` on (a deleted or truncated event's id makes no duplicate).
+    /// Where each of the request's ids already is in its stream; `Err` inside when one is
+    /// the id of an event below `floor` that a scavenge has not erased (core's
+    /// [`check_hidden_ids`]: it stays taken until then).
     fn found(
         &self,
         state: Option<StreamState>,
         request: &AppendRequest,
         floor: Version,
-    ) -> Result<Vec<Option<Version>>, EmbeddedError> {
+    ) -> Result<Result<Vec<Option<Version>>, StoreError>, EmbeddedError> {
         match state {
-            Some(s) => Ok(self
-                .find_ids(s.id, request)?
-                .into_iter()
-                .map(|v| v.filter(|v| *v >= floor))
-                .collect()),
-            None => Ok(vec![None; request.events.len()]),
+            Some(s) => {
+                let found = self.find_ids(s.id, request)?;
+                Ok(
+                    check_hidden_ids(&request.stream, &request.events, &found, floor)
+                        .map(|()| found),
+                )
+            }
+            None => Ok(Ok(vec![None; request.events.len()])),
         }
     }
 
@@ -886,7 +889,10 @@ impl Writer {
         let last = Version(state.map_or(0, |s| s.version));
         let actual = row.lifecycle.visible_version(last);
         let floor = row.floor(last);
-        let found = self.found(state, request, floor)?;
+        let found = match self.found(state, request, floor)? {
+            Ok(found) => found,
+            Err(refused) => return Ok(Err(refused)),
+        };
         let mut lookup_failed = None;
         let plan = plan_append(request, actual, &found, |e| {
             self.concurrent_types(stream, state, e.max(Version(floor.get() - 1)))
@@ -924,7 +930,7 @@ impl Writer {
                 request,
                 state,
                 after.max(last),
-                rebased_from.map(|e| e.max(Version(floor.get() - 1))),
+                rebased_from.map(|e| (e, floor)),
                 staged,
                 recorded_at,
             )?)),
@@ -955,9 +961,13 @@ impl Writer {
             let row = self.lifecycle(&part.stream);
             let last = Version(state.map_or(0, |s| s.version));
             let floor = row.floor(last);
+            let found = match self.found(state, part, floor)? {
+                Ok(found) => found,
+                Err(refused) => return Ok(Err(refused)),
+            };
             part_states.push(PartState {
                 actual: row.lifecycle.visible_version(last),
-                found: self.found(state, part, floor)?,
+                found,
             });
             states.push(state);
             bounds.push((last, floor));
@@ -1051,7 +1061,7 @@ impl Writer {
                     part,
                     state,
                     after.max(last),
-                    rebased_from.map(|e| e.max(below_floor(i))),
+                    rebased_from.map(|e| (e, below_floor(i).next())),
                     staged,
                     recorded_at,
                 )?);
@@ -1112,7 +1122,8 @@ impl Writer {
         request: &AppendRequest,
         state: Option<StreamState>,
         after: Version,
-        rebased_from: Option<Version>,
+        // The stale expected version of a rebase, and the first version reads show.
+        rebase: Option<(Version, Version)>,
         staged: &mut Staged,
         recorded_at: RecordedAt,
     ) -> Result<AppendOutcome, EmbeddedError> {
@@ -1130,14 +1141,16 @@ impl Writer {
                 version: appended.last_version.get(),
             },
         );
-        match rebased_from {
+        match rebase {
             None => Ok(AppendOutcome::Appended(appended)),
-            Some(e) => {
+            Some((e, floor)) => {
                 let max = self.limits.concurrent_events_max;
-                let concurrent =
-                    usize::try_from(after.get().saturating_sub(e.get())).unwrap_or(usize::MAX);
+                // Events reads no longer show are not concurrent events.
+                let from = e.next().max(floor);
+                let concurrent = usize::try_from(after.get().saturating_sub(from.get() - 1))
+                    .unwrap_or(usize::MAX);
                 let concurrent_events =
-                    self.concurrent_events(stream, stream_id, e.next(), concurrent.min(max))?;
+                    self.concurrent_events(stream, stream_id, from, concurrent.min(max))?;
                 Ok(AppendOutcome::Rebased {
                     appended,
                     expected_version: e,

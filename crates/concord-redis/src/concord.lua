@@ -184,14 +184,19 @@ local function plan_part(part)
   local lc = part.lc
   local last = stream_version(part.stream_key, lc)
   local floor = first_kept(lc, last)
-  -- 1. Duplicate check, whatever the expectation says (a deleted or truncated event's id
-  --    makes no duplicate).
+  -- 1. Duplicate check, whatever the expectation says. The id of an event that reads no
+  --    longer show but a scavenge has not erased stays taken (check_hidden_ids).
   local found = redis.call('HMGET', part.ids_key, unpack(ids))
   if lc ~= nil then
+    local hidden = nil
     for k = 1, #ids do
       if found[k] and tonumber(found[k]) < floor then
-        found[k] = false
+        hidden = hidden or {}
+        hidden[#hidden + 1] = ids[k]
       end
+    end
+    if hidden then
+      return {kind = 'partial', ids = hidden}
     end
   end
   local existing = nil

@@ -728,7 +728,13 @@ impl RedisStore {
                         let last = (first_version - 1).min(from.saturating_add(max));
                         ranges.push((&part.stream, from + 1, last));
                     }
-                    appended.push((a, (rebased == 1).then_some(from)));
+                    // The writer's own expectation; the function lists from the first
+                    // version reads show, which may be later.
+                    let expected = match part.expected {
+                        ExpectedVersion::Exact(e) => e,
+                        _ => Version(from),
+                    };
+                    appended.push((a, (rebased == 1).then_some(expected)));
                 }
                 if let Some((last, _)) = appended.last() {
                     self.inner.signal.advance(last.last_position);
@@ -745,9 +751,9 @@ impl RedisStore {
                     .into_iter()
                     .map(|(appended, rebased_from)| match rebased_from {
                         None => AppendOutcome::Appended(appended),
-                        Some(from) => AppendOutcome::Rebased {
+                        Some(expected_version) => AppendOutcome::Rebased {
                             appended,
-                            expected_version: Version(from),
+                            expected_version,
                             concurrent_events: lists.next().unwrap_or_default(),
                         },
                     })
@@ -1023,6 +1029,86 @@ fn parse_heads(command: &'static str, v: &[u8]) -> Result<(Version, Position), R
     ))
 }
 
+/// The values of an `HMGET`, `None` where a field is absent.
+type HashValues = Vec<Option<Vec<u8>>>;
+
+impl RedisStore {
+    /// One page of the stream index from after `after`: the streams listed (deleted ones
+    /// left out), the last name read, and whether more names may follow.
+    async fn list_page(
+        &self,
+        prefix: &str,
+        after: Option<&StreamName>,
+        limit: usize,
+    ) -> Result<(Vec<StreamInfo>, Option<StreamName>, bool), StoreError> {
+        let min = match after {
+            Some(a) if a.as_str() >= prefix => format!("({a}"),
+            _ => format!("[{prefix}"),
+        };
+        let names: Vec<String> = self
+            .query(
+                "ZRANGEBYLEX",
+                redis::cmd("ZRANGEBYLEX")
+                    .arg(self.inner.keys.index())
+                    .arg(min)
+                    .arg("+")
+                    .arg("LIMIT")
+                    .arg(0)
+                    .arg(limit),
+            )
+            .await?;
+        // Names are sorted, so the first one outside the prefix ends the listing.
+        let names: Vec<StreamName> = names
+            .into_iter()
+            .take_while(|n| n.starts_with(prefix))
+            .map(|n| {
+                StreamName::new(n).map_err(|e| RedisError::reply("ZRANGEBYLEX", e.to_string()))
+            })
+            .collect::<Result<_, _>>()?;
+        if names.is_empty() {
+            return Ok((Vec::new(), None, false));
+        }
+        let more = names.len() == limit;
+        let last = names.last().cloned();
+        let mut cmd = redis::cmd("HMGET");
+        cmd.arg(self.inner.keys.heads());
+        for n in &names {
+            cmd.arg(n.as_str());
+        }
+        let mut lifecycles = redis::cmd("HMGET");
+        lifecycles.arg(self.inner.keys.lifecycle());
+        for n in &names {
+            lifecycles.arg(n.as_str());
+        }
+        let mut pipe = redis::pipe();
+        pipe.add_command(cmd).add_command(lifecycles);
+        let (states, lifecycles): (HashValues, HashValues) =
+            self.query_pipe("HMGET", &pipe).await?;
+        let mut out = Vec::with_capacity(names.len());
+        for ((stream, state), lifecycle) in names.into_iter().zip(states).zip(lifecycles) {
+            let state = state.ok_or_else(|| {
+                RedisError::reply(
+                    "HMGET",
+                    format!("stream {stream} is indexed but has no head"),
+                )
+            })?;
+            let (version, last_position) = parse_heads("HMGET", &state)?;
+            if let Some(text) = lifecycle {
+                let l = lifecycle::Stored::parse("HMGET", &text)?.lifecycle;
+                if l.tombstoned || l.visible_version(version) == Version::NONE {
+                    continue;
+                }
+            }
+            out.push(StreamInfo {
+                stream,
+                version,
+                last_position,
+            });
+        }
+        Ok((out, last, more))
+    }
+}
+
 #[async_trait]
 impl EventStore for RedisStore {
     fn backend(&self) -> &'static str {
@@ -1284,69 +1370,19 @@ impl EventStore for RedisStore {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let min = match after {
-            Some(a) if a.as_str() >= prefix => format!("({a}"),
-            _ => format!("[{prefix}"),
-        };
-        let names: Vec<String> = self
-            .query(
-                "ZRANGEBYLEX",
-                redis::cmd("ZRANGEBYLEX")
-                    .arg(self.inner.keys.index())
-                    .arg(min)
-                    .arg("+")
-                    .arg("LIMIT")
-                    .arg(0)
-                    .arg(limit),
-            )
-            .await?;
-        // Names are sorted, so the first one outside the prefix ends the listing.
-        let names: Vec<StreamName> = names
-            .into_iter()
-            .take_while(|n| n.starts_with(prefix))
-            .map(|n| {
-                StreamName::new(n).map_err(|e| RedisError::reply("ZRANGEBYLEX", e.to_string()))
-            })
-            .collect::<Result<_, _>>()?;
-        if names.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut cmd = redis::cmd("HMGET");
-        cmd.arg(self.inner.keys.heads());
-        for n in &names {
-            cmd.arg(n.as_str());
-        }
-        let mut lifecycles = redis::cmd("HMGET");
-        lifecycles.arg(self.inner.keys.lifecycle());
-        for n in &names {
-            lifecycles.arg(n.as_str());
-        }
-        let mut pipe = redis::pipe();
-        pipe.add_command(cmd).add_command(lifecycles);
-        let (states, lifecycles): (Vec<Option<Vec<u8>>>, Vec<Option<Vec<u8>>>) =
-            self.query_pipe("HMGET", &pipe).await?;
-        let mut out = Vec::with_capacity(names.len());
-        for ((stream, state), lifecycle) in names.into_iter().zip(states).zip(lifecycles) {
-            let state = state.ok_or_else(|| {
-                RedisError::reply(
-                    "HMGET",
-                    format!("stream {stream} is indexed but has no head"),
-                )
-            })?;
-            let (version, last_position) = parse_heads("HMGET", &state)?;
-            if let Some(text) = lifecycle {
-                let l = lifecycle::Stored::parse("HMGET", &text)?.lifecycle;
-                if l.tombstoned || l.visible_version(version) == Version::NONE {
-                    continue;
-                }
+        // Deleted streams stay in the index but are not listed: page until `limit` are
+        // listed or the names run out.
+        let mut out = Vec::with_capacity(limit);
+        let mut after = after.cloned();
+        loop {
+            let (page, last, more) = self.list_page(prefix, after.as_ref(), limit).await?;
+            out.extend(page);
+            if out.len() >= limit || !more {
+                out.truncate(limit);
+                return Ok(out);
             }
-            out.push(StreamInfo {
-                stream,
-                version,
-                last_position,
-            });
+            after = last;
         }
-        Ok(out)
     }
 
     async fn head(&self) -> Result<Position, StoreError> {

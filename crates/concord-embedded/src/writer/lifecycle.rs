@@ -190,7 +190,8 @@ impl Writer {
             };
             let row = self.lifecycle(&stream);
             let last = Version(state.version);
-            let target = self.erase_below(state.id, row, last, now)?;
+            // Versions not written yet are not erased.
+            let target = self.erase_below(state.id, row, last, now)?.min(last.next());
             let mut erased = 0;
             let mut row = row;
             while row.erased_through.saturating_add(1) < target.get() {

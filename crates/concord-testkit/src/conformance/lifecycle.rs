@@ -452,6 +452,24 @@ pub async fn after_a_scavenge_a_recreated_stream_still_goes_on_from_its_last_ver
     assert_eq!(versions(&read_whole_stream(&store, &s).await), vec![42]);
 }
 
+/// The id of a deleted event stays taken until a scavenge erases the event: re-appending
+/// it before is refused as a partial duplicate, with nothing written; after, it is new.
+pub async fn a_deleted_events_id_stays_taken_until_a_scavenge(store: Arc<dyn EventStore>) {
+    let s = stream("customer-6");
+    let old = deposits(2);
+    write(&store, &s, ExpectedVersion::NoStream, old.clone()).await;
+    store.delete_stream(&s, None).await.unwrap();
+    let head = store.head().await.unwrap();
+    assert!(matches!(
+        append(&store, &s, ExpectedVersion::NoStream, old.clone()).await,
+        Err(StoreError::PartialDuplicate(p)) if p.existing_ids.len() == 2
+    ));
+    assert_eq!(store.head().await.unwrap(), head);
+    assert_eq!(store.scavenge().await.unwrap().events_removed, 2);
+    let out = write(&store, &s, ExpectedVersion::NoStream, old).await;
+    assert_eq!(out.first_version, Version(3));
+}
+
 /// Expands the lifecycle specs against `$factory`, one `#[tokio::test]` each.
 #[macro_export]
 macro_rules! lifecycle_suite {
@@ -468,6 +486,7 @@ macro_rules! lifecycle_suite {
             zero_retention_settings_are_refused,
             scavenge_erases_hidden_events_everywhere_and_keeps_other_positions,
             after_a_scavenge_a_recreated_stream_still_goes_on_from_its_last_version,
+            a_deleted_events_id_stays_taken_until_a_scavenge,
         );
     };
 }
