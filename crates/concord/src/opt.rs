@@ -82,6 +82,12 @@ pub enum Command {
     Projection(crate::projection::ProjectionArgs),
     /// One read-model row, after catching the projection up: `concord query balances account-42`.
     Query(crate::projection::QueryArgs),
+    /// Delete a stream: soft (an append recreates it) or for good (--tombstone).
+    Delete(crate::lifecycle::DeleteArgs),
+    /// Show or change a stream's retention: --max-count, --max-age, --truncate-before.
+    Metadata(crate::lifecycle::MetadataArgs),
+    /// Erase what deletes and retention hide, from the store's files or keys.
+    Scavenge(crate::lifecycle::ScavengeArgs),
     /// Print a shell completion script: `concord completions bash > /etc/bash_completion.d/concord`.
     Completions {
         /// The shell: bash, elvish, fish, powershell or zsh.
