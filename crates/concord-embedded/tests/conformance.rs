@@ -20,6 +20,7 @@ async fn fresh() -> TestStore {
 }
 
 concord_testkit::conformance_suite!(fresh);
+concord_testkit::lifecycle_suite!(fresh);
 
 // Random operation sequences, compared step by step with MemoryStore.
 concord_testkit::model_check!(fresh);
@@ -42,5 +43,6 @@ mod index_flushed_every_batch {
     }
 
     concord_testkit::conformance_suite!(fresh);
+    concord_testkit::lifecycle_suite!(fresh);
     concord_testkit::model_check!(fresh);
 }

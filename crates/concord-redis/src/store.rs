@@ -20,6 +20,7 @@ use concord_core::{
     PartialDuplicate, Position, Query, QueryItem, QueryPage, RecordedAt, RecordedEvent, StoreError,
     StreamInfo, StreamName, Version,
 };
+use concord_core::{DeleteMode, ScavengeReport, StreamMetadata};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncConnectionConfig, Client, Value};
 use tokio::task::JoinHandle;
@@ -29,15 +30,17 @@ use crate::error::{BACKEND, RedisError};
 use crate::keys::KeyLayout;
 use crate::recent::Recent;
 
+mod lifecycle;
+
 /// The source of the `concord` Redis function library.
 pub const LIBRARY_SOURCE: &str = include_str!("concord.lua");
 
 /// The version of the library this build loads (the `LIBRARY_VERSION` in its source).
-pub const LIBRARY_VERSION: i64 = 5;
+pub const LIBRARY_VERSION: i64 = 6;
 
 /// The name of the append function in this library version (single and multi-stream
 /// appends, with or without a condition).
-pub const APPEND_FUNCTION: &str = "concord_append_v5";
+pub const APPEND_FUNCTION: &str = "concord_append_v6";
 
 /// Index entries a query read examines per round trip.
 /// The largest condition `after` handed to the append function: Lua numbers are doubles,
@@ -107,6 +110,8 @@ struct Inner {
     /// The head watcher: an `XREAD BLOCK` loop on its own connection, started by the first
     /// `wait_for_head`, so a blocking read never holds up the multiplexed connection.
     watcher: Mutex<Option<JoinHandle<()>>>,
+    /// Held by the scavenge under way in this process.
+    scavenging: tokio::sync::Mutex<()>,
 }
 
 impl Drop for Inner {
@@ -267,6 +272,7 @@ impl RedisStore {
                 recent: Recent::default(),
                 appending: AtomicUsize::new(0),
                 watcher: Mutex::new(None),
+                scavenging: tokio::sync::Mutex::new(()),
             }),
         };
         store.ensure_library().await?;
@@ -369,7 +375,13 @@ impl RedisStore {
 
     fn append_command(&self, request: &MultiAppendRequest) -> redis::Cmd {
         let keys = &self.inner.keys;
-        let mut key_list: Vec<String> = vec![keys.all(), keys.head(), keys.index(), keys.heads()];
+        let mut key_list: Vec<String> = vec![
+            keys.all(),
+            keys.head(),
+            keys.index(),
+            keys.heads(),
+            keys.lifecycle(),
+        ];
         for part in &request.parts {
             key_list.push(keys.stream(&part.stream));
             key_list.push(keys.ids(&part.stream));
@@ -570,6 +582,15 @@ impl RedisStore {
                     epoch: decode::text(C, item(1)?)?.to_owned(),
                     conflicts,
                 }
+            }
+            "deleted" => {
+                let part = part_of(decode::int(C, item(1)?)?)?;
+                let stream = request
+                    .parts
+                    .get(part)
+                    .map(|p| p.stream.clone())
+                    .ok_or_else(|| RedisError::reply(C, "deleted names no part"))?;
+                Reply::Done(Err(StoreError::StreamDeleted(stream)))
             }
             "condition" => {
                 let matching = decode::entries(C, item(1)?, |e| decode::global_entry(C, e))?;
@@ -1110,30 +1131,58 @@ impl EventStore for RedisStore {
             return Ok(Vec::new());
         }
         let key = self.inner.keys.stream(stream);
-        let (command, cmd) = match direction {
-            Direction::Forward => {
-                let mut c = redis::cmd("XRANGE");
-                c.arg(key)
-                    .arg(format!("{from}-0"))
-                    .arg("+")
-                    .arg("COUNT")
-                    .arg(limit);
-                ("XRANGE", c)
-            }
-            Direction::Backward => {
-                let mut c = redis::cmd("XREVRANGE");
-                c.arg(key)
-                    .arg(format!("{from}-0"))
-                    .arg("-")
-                    .arg("COUNT")
-                    .arg(limit);
-                ("XREVRANGE", c)
-            }
+        let range = |from: Version| {
+            let mut c = match direction {
+                Direction::Forward => redis::cmd("XRANGE"),
+                Direction::Backward => redis::cmd("XREVRANGE"),
+            };
+            c.arg(&key).arg(format!("{from}-0"));
+            c.arg(if direction == Direction::Forward {
+                "+"
+            } else {
+                "-"
+            });
+            c.arg("COUNT").arg(limit);
+            c
         };
-        let reply: Value = self.query(command, &cmd).await?;
-        Ok(decode::entries(command, &reply, |e| {
+        let command = match direction {
+            Direction::Forward => "XRANGE",
+            Direction::Backward => "XREVRANGE",
+        };
+        // The range, the stream's lifecycle and its last version in one round trip; a
+        // second only when a forward read starts below what the lifecycle shows.
+        let mut pipe = redis::pipe();
+        pipe.add_command(range(from));
+        pipe.cmd("HGET")
+            .arg(self.inner.keys.lifecycle())
+            .arg(stream.as_str());
+        pipe.cmd("HGET")
+            .arg(self.inner.keys.heads())
+            .arg(stream.as_str());
+        let (mut reply, lifecycle, heads): (Value, Option<Vec<u8>>, Option<Vec<u8>>) =
+            self.query_pipe(command, &pipe).await?;
+        let Some(lifecycle) = lifecycle else {
+            return Ok(decode::entries(command, &reply, |e| {
+                decode::stream_entry(command, stream, e)
+            })?);
+        };
+        let stored = lifecycle::Stored::parse("HGET", &lifecycle)?;
+        if stored.lifecycle.tombstoned {
+            return Err(StoreError::StreamDeleted(stream.clone()));
+        }
+        let last = match heads {
+            Some(h) => parse_heads("HGET", &h)?.0,
+            None => Version::NONE,
+        };
+        let floor = stored.floor(last);
+        if direction == Direction::Forward && from < floor {
+            reply = self.query(command, &range(floor)).await?;
+        }
+        let mut events = decode::entries(command, &reply, |e| {
             decode::stream_entry(command, stream, e)
-        })?)
+        })?;
+        stored.filter(&mut events, last);
+        Ok(events)
     }
 
     async fn read_all(
@@ -1156,7 +1205,10 @@ impl EventStore for RedisStore {
         let mut head = Position::ZERO;
         for _ in 0..SCAN_ROUND_TRIPS_MAX {
             // The head is read after the range, so it is at least every position seen.
+            // The head before the range bounds what an exhausted range has covered: a
+            // scavenge may have erased the last positions, so the entries alone cannot say.
             let mut pipe = redis::pipe();
+            pipe.cmd("GET").arg(self.inner.keys.head());
             pipe.cmd("XRANGE")
                 .arg(&all)
                 .arg(format!("{cursor}-0"))
@@ -1164,10 +1216,12 @@ impl EventStore for RedisStore {
                 .arg("COUNT")
                 .arg(batch);
             pipe.cmd("GET").arg(self.inner.keys.head());
-            let (reply, last): (Value, Option<u64>) = self.query_pipe("XRANGE", &pipe).await?;
+            let (before, reply, last): (Option<u64>, Value, Option<u64>) =
+                self.query_pipe("XRANGE", &pipe).await?;
             head = Position(last.unwrap_or(0));
             let entries = decode::entries("XRANGE", &reply, |e| decode::global_entry("XRANGE", e))?;
             let exhausted = entries.len() < batch;
+            let covered = Position(before.unwrap_or(0)).next();
             for e in entries {
                 if events.len() == limit {
                     return Ok(AllPage {
@@ -1181,7 +1235,11 @@ impl EventStore for RedisStore {
                     events.push(e);
                 }
             }
-            if exhausted || events.len() == limit {
+            if exhausted {
+                cursor = cursor.max(covered);
+                break;
+            }
+            if events.len() == limit {
                 break;
             }
         }
@@ -1193,17 +1251,26 @@ impl EventStore for RedisStore {
     }
 
     async fn stream_version(&self, stream: &StreamName) -> Result<Version, StoreError> {
-        let state: Option<Vec<u8>> = self
-            .query(
-                "HGET",
-                redis::cmd("HGET")
-                    .arg(self.inner.keys.heads())
-                    .arg(stream.as_str()),
-            )
-            .await?;
-        match state {
-            None => Ok(Version::NONE),
-            Some(v) => Ok(parse_heads("HGET", &v)?.0),
+        let mut pipe = redis::pipe();
+        pipe.cmd("HGET")
+            .arg(self.inner.keys.heads())
+            .arg(stream.as_str());
+        pipe.cmd("HGET")
+            .arg(self.inner.keys.lifecycle())
+            .arg(stream.as_str());
+        let (state, lifecycle): (Option<Vec<u8>>, Option<Vec<u8>>) =
+            self.query_pipe("HGET", &pipe).await?;
+        let last = match state {
+            None => Version::NONE,
+            Some(v) => parse_heads("HGET", &v)?.0,
+        };
+        match lifecycle {
+            None => Ok(last),
+            Some(text) => {
+                let stored = lifecycle::Stored::parse("HGET", &text)?;
+                stored.lifecycle.check_not_tombstoned(stream)?;
+                Ok(stored.lifecycle.visible_version(last))
+            }
         }
     }
 
@@ -1249,9 +1316,17 @@ impl EventStore for RedisStore {
         for n in &names {
             cmd.arg(n.as_str());
         }
-        let states: Vec<Option<Vec<u8>>> = self.query("HMGET", &cmd).await?;
+        let mut lifecycles = redis::cmd("HMGET");
+        lifecycles.arg(self.inner.keys.lifecycle());
+        for n in &names {
+            lifecycles.arg(n.as_str());
+        }
+        let mut pipe = redis::pipe();
+        pipe.add_command(cmd).add_command(lifecycles);
+        let (states, lifecycles): (Vec<Option<Vec<u8>>>, Vec<Option<Vec<u8>>>) =
+            self.query_pipe("HMGET", &pipe).await?;
         let mut out = Vec::with_capacity(names.len());
-        for (stream, state) in names.into_iter().zip(states) {
+        for ((stream, state), lifecycle) in names.into_iter().zip(states).zip(lifecycles) {
             let state = state.ok_or_else(|| {
                 RedisError::reply(
                     "HMGET",
@@ -1259,6 +1334,12 @@ impl EventStore for RedisStore {
                 )
             })?;
             let (version, last_position) = parse_heads("HMGET", &state)?;
+            if let Some(text) = lifecycle {
+                let l = lifecycle::Stored::parse("HMGET", &text)?.lifecycle;
+                if l.tombstoned || l.visible_version(version) == Version::NONE {
+                    continue;
+                }
+            }
             out.push(StreamInfo {
                 stream,
                 version,
@@ -1275,6 +1356,38 @@ impl EventStore for RedisStore {
         let head = Position(head.unwrap_or(0));
         self.inner.signal.advance(head);
         Ok(head)
+    }
+
+    async fn delete_stream(
+        &self,
+        stream: &StreamName,
+        expected: Option<Version>,
+    ) -> Result<(), StoreError> {
+        self.delete(stream, DeleteMode::Soft, expected).await
+    }
+
+    async fn tombstone_stream(
+        &self,
+        stream: &StreamName,
+        expected: Option<Version>,
+    ) -> Result<(), StoreError> {
+        self.delete(stream, DeleteMode::Tombstone, expected).await
+    }
+
+    async fn stream_metadata(&self, stream: &StreamName) -> Result<StreamMetadata, StoreError> {
+        self.metadata(stream).await
+    }
+
+    async fn set_stream_metadata(
+        &self,
+        stream: &StreamName,
+        metadata: StreamMetadata,
+    ) -> Result<StreamMetadata, StoreError> {
+        self.set_metadata(stream, metadata).await
+    }
+
+    async fn scavenge(&self) -> Result<ScavengeReport, StoreError> {
+        self.run_scavenge().await
     }
 
     async fn wait_for_head(&self, after: Position) -> Result<Position, StoreError> {
