@@ -23,8 +23,8 @@ use std::sync::Arc;
 use concord_core::EventStore;
 
 pub mod conformance;
-pub mod properties;
 pub mod postgres;
+pub mod properties;
 pub mod redis;
 
 /// A store under test, and whatever must live as long as it (a temp dir, a server).

@@ -255,8 +255,8 @@ wait "$pid""#;
                 .as_mut()
                 .is_some_and(|p| matches!(p.guard.try_wait(), Ok(Some(_))));
             if exited || Instant::now() > deadline {
-                let log = std::fs::read_to_string(self.dir.path().join("server.log"))
-                    .unwrap_or_default();
+                let log =
+                    std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default();
                 let tail: String = log.lines().rev().take(5).collect::<Vec<_>>().join(" | ");
                 self.kill();
                 return Err(format!(
@@ -342,7 +342,10 @@ wait "$pid""#;
             }
             std::thread::sleep(Duration::from_millis(500));
         }
-        panic!("postgres did not restart on port {}: {last_error}", self.port);
+        panic!(
+            "postgres did not restart on port {}: {last_error}",
+            self.port
+        );
     }
 }
 
