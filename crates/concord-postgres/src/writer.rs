@@ -152,7 +152,14 @@ impl Writer {
             unavailable: true,
             message: crate::error::pool(&self.hosts, e).to_string(),
         })?;
-        let tx = client.transaction().await.map_err(|e| self.db(e))?;
+        // READ COMMITTED explicitly (whatever the database's default): every statement after
+        // a lock wait takes a fresh snapshot, which includes the commit of the lock's holder.
+        let tx = client
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::ReadCommitted)
+            .start()
+            .await
+            .map_err(|e| self.db(e))?;
 
         // 1. Stream locks, in key order.
         let mut streams: Vec<&str> = batch
