@@ -409,15 +409,26 @@ impl Writer {
             }
         }
 
+        let head_sql = format!("SELECT position FROM {s}.concord_head WHERE id = 1 FOR UPDATE");
+        let head_stmt = tx.prepare_cached(&head_sql).await.map_err(|e| self.db(e))?;
         if writes.is_empty() {
+            // A duplicate's answer must not come before the original commit is as durable as
+            // any other: locking the head row gives this transaction an id and a commit
+            // record, so behind a synchronous standby its COMMIT waits for the standby too.
+            let duplicates = answers
+                .iter()
+                .any(|a| matches!(a, Some(Ok(outcome)) if outcome.duplicate));
+            if duplicates {
+                tx.query_one(&head_stmt, &[])
+                    .await
+                    .map_err(|e| self.db(e))?;
+            }
             tx.commit().await.map_err(|e| self.db(e))?;
             let head = self.signal.head();
             return Ok((finish(answers), head));
         }
 
         // 3. The head row: positions are assigned from here to COMMIT.
-        let head_sql = format!("SELECT position FROM {s}.concord_head WHERE id = 1 FOR UPDATE");
-        let head_stmt = tx.prepare_cached(&head_sql).await.map_err(|e| self.db(e))?;
         let head_row = tx
             .query_one(&head_stmt, &[])
             .await
