@@ -29,6 +29,7 @@
 
 mod config;
 mod error;
+mod matching;
 mod rows;
 mod schema;
 mod store;

@@ -9,8 +9,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use concord_core::{
     AllPage, AppendOutcome, AppendRequest, Direction, EventStore, Filter, HeadSignal, Limits,
-    MultiAppendOutcome, MultiAppendRequest, Position, RecordedEvent, StoreError, StreamInfo,
-    StreamName, Version,
+    MultiAppendOutcome, MultiAppendRequest, Position, Query, QueryPage, RecordedEvent, StoreError,
+    StreamInfo, StreamName, Version,
 };
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use futures::StreamExt;
@@ -19,6 +19,7 @@ use tokio_postgres::{AsyncMessage, NoTls};
 
 use crate::config::{self, StoreUrl};
 use crate::error::{self, PostgresError};
+use crate::matching::{MatchingError, matching_events};
 use crate::rows::{COLUMNS, bound, decode};
 use crate::schema;
 use crate::writer::{Job, Writer};
@@ -320,6 +321,40 @@ impl EventStore for PostgresStore {
             next_from,
             head,
         })
+    }
+
+    async fn query(
+        &self,
+        query: &Query,
+        after: Position,
+        limit: usize,
+    ) -> Result<QueryPage, StoreError> {
+        query.validate()?;
+        let limit = self.inner.limits.query_page(limit);
+        let head = self.read_head().await?;
+        let client = self.client().await?;
+        let client: &tokio_postgres::Client = &client;
+        // One more than asked, to know whether there is a next page.
+        let mut events = matching_events(
+            client,
+            &self.inner.schema,
+            query,
+            after,
+            head,
+            limit.saturating_add(1),
+        )
+        .await
+        .map_err(|e| match e {
+            MatchingError::Driver(e) => self.db(e),
+            MatchingError::Decode(e) => e,
+        })?;
+        let next = if events.len() > limit {
+            events.truncate(limit);
+            events.last().map(|e| e.position)
+        } else {
+            None
+        };
+        Ok(QueryPage { events, head, next })
     }
 
     async fn stream_version(&self, stream: &StreamName) -> Result<Version, StoreError> {

@@ -31,6 +31,7 @@ use futures::future::try_join_all;
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::types::ToSql;
 
+use crate::matching::MatchingError;
 use crate::rows::{COLUMNS, TAG_SEPARATOR, bound, decode};
 
 /// Appends in one batch at most (they share one transaction).
@@ -551,59 +552,15 @@ impl Writer {
         after: Position,
         head: Position,
     ) -> Result<Vec<RecordedEvent>, BatchError> {
-        let s = &self.schema;
-        let mut params: Vec<Box<dyn ToSql + Sync + Send>> = vec![
-            Box::new(bound(after.get())),
-            Box::new(bound(head.get())),
-            Box::new(bound(MATCHING_EVENTS_MAX as u64)),
-        ];
-        let mut items = Vec::new();
-        for item in &query.items {
-            let mut conds = Vec::new();
-            if !item.types.is_empty() {
-                params.push(Box::new(
-                    item.types
-                        .iter()
-                        .map(|t| t.as_str().to_owned())
-                        .collect::<Vec<_>>(),
-                ));
-                conds.push(format!("event_type = ANY(${}::text[])", params.len()));
-            }
-            if !item.tags.is_empty() {
-                params.push(Box::new(
-                    item.tags
-                        .iter()
-                        .map(|t| t.as_str().to_owned())
-                        .collect::<Vec<_>>(),
-                ));
-                conds.push(format!("tags @> ${}::text[]", params.len()));
-            }
-            if conds.is_empty() {
-                conds.push("TRUE".to_owned());
-            }
-            items.push(format!("({})", conds.join(" AND ")));
-        }
-        let matches = if items.is_empty() {
-            "TRUE".to_owned()
-        } else {
-            items.join(" OR ")
-        };
-        let sql = format!(
-            "SELECT {COLUMNS} FROM {s}.concord_events WHERE position > $1 AND position <= $2 \
-             AND ({matches}) ORDER BY position LIMIT $3"
-        );
-        let refs: Vec<&(dyn ToSql + Sync)> = params
-            .iter()
-            .map(|p| p.as_ref() as &(dyn ToSql + Sync))
-            .collect();
-        let rows = tx.query(&sql, &refs).await.map_err(|e| self.db(e))?;
-        rows.iter()
-            .map(decode)
-            .filter(|e| e.as_ref().map_or(true, |e| query.matches(e)))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| BatchError {
-                unavailable: false,
-                message: e.to_string(),
+        let tx: &tokio_postgres::Transaction<'_> = tx;
+        crate::matching::matching_events(tx, &self.schema, query, after, head, MATCHING_EVENTS_MAX)
+            .await
+            .map_err(|e| match e {
+                MatchingError::Driver(e) => self.db(e),
+                MatchingError::Decode(e) => BatchError {
+                    unavailable: false,
+                    message: e.to_string(),
+                },
             })
     }
 
