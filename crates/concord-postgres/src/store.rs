@@ -35,7 +35,8 @@ const QUEUE_APPENDS_MAX: usize = 4096;
 pub struct PostgresOptions {
     /// The store's limits.
     pub limits: Limits,
-    /// Pooled connections for reads and the writer (default 16).
+    /// Pooled connections for reads (default 16); the writer and the LISTEN connection have
+    /// one each besides.
     pub pool_size: usize,
 }
 
@@ -92,21 +93,10 @@ impl PostgresStore {
             schema,
             hosts,
         } = config::parse(url)?;
-        let manager = Manager::from_config(
-            config.clone(),
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(manager)
-            .max_size(options.pool_size.max(2))
-            .runtime(Runtime::Tokio1)
-            .wait_timeout(Some(Duration::from_secs(10)))
-            .create_timeout(Some(config::CONNECT_TIMEOUT))
-            .recycle_timeout(Some(Duration::from_secs(5)))
-            .build()
-            .map_err(|e| PostgresError::Url(e.to_string()))?;
+        let pool = build_pool(&config, options.pool_size.max(1))?;
+        // The writer has a pool of its own (one connection), so that readers filling the
+        // read pool never delay an append, and a lost connection is replaced on the next batch.
+        let writer_pool = build_pool(&config, 1)?;
         let connect_error = |e: deadpool_postgres::PoolError| PostgresError::Connect {
             hosts: hosts.clone(),
             source: Box::new(e),
@@ -128,7 +118,7 @@ impl PostgresStore {
         let listener = tokio::spawn(listen(config, channel.clone(), head_sql, signal.clone()));
         let (jobs, receiver) = mpsc::channel(QUEUE_APPENDS_MAX);
         let writer = Writer {
-            pool: pool.clone(),
+            pool: writer_pool,
             schema: schema.clone(),
             hosts: hosts.clone(),
             channel,
@@ -424,6 +414,24 @@ impl EventStore for PostgresStore {
             Err(_) => self.read_head().await,
         }
     }
+}
+
+fn build_pool(config: &tokio_postgres::Config, size: usize) -> Result<Pool, PostgresError> {
+    let manager = Manager::from_config(
+        config.clone(),
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(size)
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(Duration::from_secs(10)))
+        .create_timeout(Some(config::CONNECT_TIMEOUT))
+        .recycle_timeout(Some(Duration::from_secs(5)))
+        .build()
+        .map_err(|e| PostgresError::Url(e.to_string()))
 }
 
 /// Keeps a LISTEN connection open and advances `signal` with the head each notification
