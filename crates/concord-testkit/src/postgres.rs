@@ -38,6 +38,8 @@ pub struct PostgresServer {
     /// Whether the guard deletes the directory when the test binary exits (the shared
     /// server, which is never dropped).
     remove_dir_on_exit: bool,
+    /// More `-c name=value` settings (a standby's `cluster_name`).
+    settings: Vec<String>,
 }
 
 #[derive(Debug)]
@@ -158,6 +160,7 @@ impl PostgresServer {
             port: 0,
             process: None,
             remove_dir_on_exit,
+            settings: Vec::new(),
         };
         let mut last_error = String::new();
         for _ in 0..START_ATTEMPTS {
@@ -203,6 +206,9 @@ wait "$pid""#;
             "-c".into(),
             "wal_level=replica".into(),
         ]);
+        for setting in &self.settings {
+            args.extend(["-c".into(), setting.clone()]);
+        }
         let mut guard = Command::new("sh")
             .arg("-c")
             .arg(script)
@@ -266,6 +272,100 @@ wait "$pid""#;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// A streaming standby of `primary` (`pg_basebackup -R`), started on its own port with
+    /// `cluster_name=standby`; [`PostgresServer::make_synchronous`] on the primary makes
+    /// every commit wait for it.
+    ///
+    /// # Panics
+    /// When the base backup or the start fails.
+    pub fn start_standby_of(primary: &PostgresServer) -> PostgresServer {
+        let dir = tempfile::Builder::new()
+            .prefix("concord-pg-standby-")
+            .tempdir()
+            .expect("create a temp dir for the standby");
+        std::fs::create_dir(dir.path().join("sock")).expect("create the socket dir");
+        if is_root() {
+            let status = Command::new("chown")
+                .arg("-R")
+                .arg("postgres:postgres")
+                .arg(dir.path())
+                .status()
+                .expect("run chown");
+            assert!(status.success(), "chown postgres failed");
+        }
+        let output = pg_command(&primary.bin.join("pg_basebackup"))
+            .arg("-h")
+            .arg(primary.socket_dir())
+            .arg("-p")
+            .arg(primary.port.to_string())
+            .args(["-U", "postgres", "-R", "-X", "stream", "-c", "fast", "-D"])
+            .arg(dir.path().join("data"))
+            .output()
+            .expect("run pg_basebackup");
+        assert!(
+            output.status.success(),
+            "pg_basebackup failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let mut standby = PostgresServer {
+            bin: primary.bin.clone(),
+            dir,
+            port: 0,
+            process: None,
+            remove_dir_on_exit: false,
+            settings: vec!["cluster_name=standby".into(), "hot_standby=on".into()],
+        };
+        let mut last_error = String::new();
+        for _ in 0..START_ATTEMPTS {
+            standby.port = free_port();
+            match standby.spawn() {
+                Ok(()) => return standby,
+                Err(e) => last_error = e,
+            }
+        }
+        panic!("the standby did not start: {last_error}");
+    }
+
+    /// Makes every commit on this primary wait for the standby named `standby`
+    /// (`synchronous_commit = on`), and waits until the standby streams synchronously.
+    ///
+    /// # Panics
+    /// When the standby does not become synchronous within 30 s.
+    pub fn make_synchronous(&self) {
+        self.psql("ALTER SYSTEM SET synchronous_standby_names = 'standby'");
+        self.psql("SELECT pg_reload_conf()");
+        let deadline = Instant::now() + READY_TIMEOUT;
+        while self
+            .psql("SELECT count(*) FROM pg_stat_replication WHERE sync_state = 'sync'")
+            .trim()
+            != "1"
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the standby did not become synchronous"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Promotes a standby to primary (`pg_ctl promote -w`).
+    ///
+    /// # Panics
+    /// When `pg_ctl promote` fails.
+    pub fn promote(&self) {
+        let output = pg_command(&self.bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(self.dir.path().join("data"))
+            .args(["-w", "-t", "60", "promote"])
+            .output()
+            .expect("run pg_ctl promote");
+        assert!(
+            output.status.success(),
+            "pg_ctl promote failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
     }
 
     /// `postgres://postgres@127.0.0.1:<port>/postgres`: the store URL of the server's default
