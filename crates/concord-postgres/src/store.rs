@@ -374,7 +374,8 @@ impl EventStore for PostgresStore {
         let limit = bound(limit.clamp(1, self.inner.limits.read_limit_max.max(1)) as u64);
         let sql = format!(
             "SELECT stream, version, last_position FROM {}.concord_streams \
-             WHERE starts_with(stream, $1) AND ($2::text IS NULL OR stream > $2) \
+             WHERE stream >= $1 AND starts_with(stream, $1) \
+             AND ($2::text IS NULL OR stream > $2) \
              ORDER BY stream LIMIT $3",
             self.inner.schema
         );
