@@ -48,8 +48,9 @@ pub struct MetadataBody {
 concord_core::object_serde!(MetadataBody);
 
 /// A member that is there: `null` (`Some(None)`) or a value; absent is `None` by default.
+/// The value is a whole number however JSON writes it (`3`, `3.0`), as [`Version`] reads it.
 fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<u64>>, D::Error> {
-    Option::<u64>::deserialize(d).map(Some)
+    Option::<Version>::deserialize(d).map(|n| Some(n.map(Version::get)))
 }
 
 impl MetadataBody {
@@ -101,11 +102,17 @@ mod tests {
         for bad in [
             r#"{"max_count": -1}"#,
             r#"{"max_count": "5"}"#,
+            r#"{"max_count": 2.5}"#,
             r#"{"other": 1}"#,
             "[]",
         ] {
             assert!(serde_json::from_str::<MetadataBody>(bad).is_err(), "{bad}");
         }
+        // JSON has one kind of number: 258.0 is the whole number 258.
+        let written_as_float: MetadataBody =
+            serde_json::from_str(r#"{"truncate_before": 258.0, "max_age_seconds": 1e3}"#).unwrap();
+        assert_eq!(written_as_float.truncate_before, Some(Some(258)));
+        assert_eq!(written_as_float.max_age_seconds, Some(Some(1000)));
         let replacing = MetadataBody::replacing(StreamMetadata::NONE);
         assert_eq!(
             serde_json::to_string(&replacing).unwrap(),

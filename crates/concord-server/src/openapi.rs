@@ -518,6 +518,7 @@ const PROBLEM: &str = "application/problem+json";
         (status = 400, description = "Invalid request", body = ProblemDoc, content_type = PROBLEM),
         (status = 408, description = "The body did not arrive within the body timeout", body = ProblemDoc, content_type = PROBLEM),
         (status = 409, description = "Version conflict or partial duplicate", body = ProblemDoc, content_type = PROBLEM),
+        (status = 410, description = "The stream is tombstoned (stream-deleted)", body = ProblemDoc, content_type = PROBLEM),
         (status = 412, description = "Version conflict on If-Match", body = ProblemDoc, content_type = PROBLEM),
         (status = 413, description = "Too large", body = ProblemDoc, content_type = PROBLEM),
         (status = 503, description = "Store unavailable", body = ProblemDoc, content_type = PROBLEM)))]
@@ -532,6 +533,7 @@ fn append() {}
         (status = 400, description = "Invalid request (bad query, a stream twice, no parts...)", body = ProblemDoc, content_type = PROBLEM),
         (status = 408, description = "The body did not arrive within the body timeout", body = ProblemDoc, content_type = PROBLEM),
         (status = 409, description = "version-conflict with `parts` (every stale part), condition-failed with `after` and `matching_events`, or partial-duplicate", body = ProblemDoc, content_type = PROBLEM),
+        (status = 410, description = "The stream is tombstoned (stream-deleted)", body = ProblemDoc, content_type = PROBLEM),
         (status = 413, description = "Too large", body = ProblemDoc, content_type = PROBLEM),
         (status = 503, description = "Store unavailable", body = ProblemDoc, content_type = PROBLEM)))]
 fn append_multi() {}
@@ -559,6 +561,7 @@ fn query() {}
          headers(("ETag" = String, description = "\"<version>\""))),
         (status = 400, description = "Invalid request", body = ProblemDoc, content_type = PROBLEM),
         (status = 404, description = "The stream has no events", body = ProblemDoc, content_type = PROBLEM),
+        (status = 410, description = "The stream is tombstoned (stream-deleted)", body = ProblemDoc, content_type = PROBLEM),
         (status = 503, description = "Store unavailable", body = ProblemDoc, content_type = PROBLEM)))]
 fn read_stream() {}
 
@@ -579,6 +582,7 @@ pub(crate) enum DirectionDoc {
         (status = 200, description = "The event", body = EventDoc),
         (status = 400, description = "Invalid request", body = ProblemDoc, content_type = PROBLEM),
         (status = 404, description = "No such stream or event", body = ProblemDoc, content_type = PROBLEM),
+        (status = 410, description = "The stream is tombstoned (stream-deleted)", body = ProblemDoc, content_type = PROBLEM),
         (status = 503, description = "Store unavailable", body = ProblemDoc, content_type = PROBLEM)))]
 fn read_event() {}
 
@@ -635,6 +639,7 @@ fn subscribe_all() {}
            ("from" = Option<u64>, Query, minimum = 0),
            ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this version", minimum = 0)),
     responses((status = 200, description = "text/event-stream; each data is an Event", body = String, content_type = "text/event-stream"),
+              (status = 410, description = "The stream is tombstoned (stream-deleted)", body = ProblemDoc, content_type = PROBLEM),
               (status = 400, description = "Invalid request", body = ProblemDoc, content_type = PROBLEM)))]
 fn subscribe_stream() {}
 

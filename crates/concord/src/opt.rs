@@ -14,6 +14,8 @@ Store URLs:
   ./concord-data, PATH, embedded:PATH, file:PATH   the embedded durable store in directory PATH
   redis://[user:pass@]host:port/db[?prefix=P]      a Redis (>= 7) server, keys under {P} (default concord)
   rediss://...                                      the same over TLS
+  postgres://user:pass@host:port[,host:port]/db[?schema=S&target_session_attrs=read-write]
+                                                    PostgreSQL, tables in schema S (default concord)
   http://host:port                                  a `concord serve` server (token from CONCORD_TOKEN)
   memory:                                           an empty in-memory store, gone on exit
 
@@ -40,7 +42,8 @@ pub struct Cli {
 #[derive(Debug, Args)]
 pub struct GlobalOpts {
     /// The store: a directory (embedded store), `embedded:PATH`, `file:PATH`,
-    /// `redis://host:port/db`, `rediss://...`, `http://host:port` or `memory:`.
+    /// `redis://host:port/db`, `rediss://...`, `postgres://user:pass@host:port/db?schema=S`,
+    /// `http://host:port` or `memory:`.
     #[arg(
         long,
         global = true,

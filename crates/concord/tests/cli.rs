@@ -597,7 +597,7 @@ fn data_files_append_bytes_of_a_content_type_shown_in_hex_and_as_base64() {
 fn a_bad_store_url_is_a_one_line_error() {
     for url in [
         "ftp://example.com/x",
-        "postgres://localhost/db",
+        "postgres://",
         "memory:nope",
         "redis://",
     ] {
