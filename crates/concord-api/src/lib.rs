@@ -8,6 +8,7 @@
 //! codes. That mapping lives once, in `concord-server`'s `ApiError`.
 
 mod bodies;
+mod lifecycle;
 mod params;
 mod problem;
 mod projections;
@@ -17,6 +18,7 @@ pub use bodies::{
     MultiAppendBody, MultiAppendResult, PartResult, QueryBody, QueryResult, Rebased, StreamList,
     StreamPage,
 };
+pub use lifecycle::{DeleteStreamParams, MetadataBody};
 pub use params::{
     HeadParams, ListStreamsParams, ReadAllParams, ReadStreamParams, SubscribeAllParams,
     SubscribeStreamParams, split_list,

@@ -52,11 +52,15 @@ pub enum ProblemType {
     ProjectionBehind,
     /// 408: the request's body did not arrive within the server's body timeout.
     RequestTimeout,
+    /// 410: the stream is tombstoned; every append, read and subscription of it is refused.
+    StreamDeleted,
+    /// 501: the store behind the server does not offer the operation.
+    Unsupported,
 }
 
 impl ProblemType {
     /// Every problem type, for docs and tests.
-    pub const ALL: [ProblemType; 17] = [
+    pub const ALL: [ProblemType; 19] = [
         ProblemType::VersionConflict,
         ProblemType::PartialDuplicate,
         ProblemType::ConditionFailed,
@@ -74,6 +78,8 @@ impl ProblemType {
         ProblemType::RowNotFound,
         ProblemType::ProjectionBehind,
         ProblemType::RequestTimeout,
+        ProblemType::StreamDeleted,
+        ProblemType::Unsupported,
     ];
 
     /// The `type` URN.
@@ -96,6 +102,8 @@ impl ProblemType {
             ProblemType::RowNotFound => "urn:concord:row-not-found",
             ProblemType::ProjectionBehind => "urn:concord:projection-behind",
             ProblemType::RequestTimeout => "urn:concord:request-timeout",
+            ProblemType::StreamDeleted => "urn:concord:stream-deleted",
+            ProblemType::Unsupported => "urn:concord:unsupported",
         }
     }
 
@@ -119,6 +127,8 @@ impl ProblemType {
             ProblemType::RowNotFound => "Row not found",
             ProblemType::ProjectionBehind => "Projection behind",
             ProblemType::RequestTimeout => "Request timeout",
+            ProblemType::StreamDeleted => "Stream deleted",
+            ProblemType::Unsupported => "Not supported",
         }
     }
 

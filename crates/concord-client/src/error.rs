@@ -196,6 +196,13 @@ pub(crate) fn from_problem(status: u16, p: Problem) -> ClientError {
                 "bytes"
             },
         }))),
+        (Some(ProblemType::StreamDeleted), Some(stream)) => {
+            store(StoreError::StreamDeleted(stream))
+        }
+        (Some(ProblemType::Unsupported), _) => store(StoreError::Unsupported {
+            backend: BACKEND,
+            operation: "this operation",
+        }),
         (Some(ProblemType::StreamNotFound | ProblemType::EventNotFound), _) => {
             ClientError::NotFound
         }

@@ -32,13 +32,13 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 use concord_api::{
-    AllEvents, AppendBody, AppendResult, HeadBody, MultiAppendBody, MultiAppendResult, QueryBody,
-    QueryResult, StreamList, StreamPage,
+    AllEvents, AppendBody, AppendResult, HeadBody, MetadataBody, MultiAppendBody,
+    MultiAppendResult, QueryBody, QueryResult, StreamList, StreamPage,
 };
 use concord_core::{
     AllPage, AppendOutcome, AppendRequest, Direction, EventStore, Filter, InvalidInput, Limits,
-    MultiAppendOutcome, MultiAppendRequest, Position, Query, QueryPage, RecordedEvent, StoreError,
-    StreamInfo, StreamName, Subscription, Version,
+    MultiAppendOutcome, MultiAppendRequest, Position, Query, QueryPage, RecordedEvent,
+    ScavengeReport, StoreError, StreamInfo, StreamMetadata, StreamName, Subscription, Version,
 };
 use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use http::{HeaderMap, HeaderValue, Method, Request, StatusCode};
@@ -299,10 +299,97 @@ fn set_filter(url: &mut Url, filter: &Filter) {
     }
 }
 
+impl ConcordClient {
+    /// `DELETE /streams/{stream}`, soft or as a tombstone.
+    async fn delete(
+        &self,
+        stream: &StreamName,
+        expected: Option<Version>,
+        tombstone: bool,
+    ) -> Result<(), StoreError> {
+        let mut url = self.url(&["streams", stream.as_str()]);
+        {
+            let mut q = url.query_pairs_mut();
+            if let Some(v) = expected {
+                q.append_pair("expected_version", &v.to_string());
+            }
+            if tombstone {
+                q.append_pair("tombstone", "true");
+            }
+        }
+        let reply = self
+            .exchange(Method::DELETE, &url, HeaderMap::new(), Bytes::new())
+            .await?;
+        match reply.status {
+            s if s.is_success() => Ok(()),
+            StatusCode::NOT_FOUND if reply.problem => {
+                Err(StoreError::StreamNotFound(stream.clone()))
+            }
+            _ => Err(reply.error().into()),
+        }
+    }
+}
+
 #[async_trait]
 impl EventStore for ConcordClient {
     fn backend(&self) -> &'static str {
         BACKEND
+    }
+
+    async fn delete_stream(
+        &self,
+        stream: &StreamName,
+        expected: Option<Version>,
+    ) -> Result<(), StoreError> {
+        self.delete(stream, expected, false).await
+    }
+
+    async fn tombstone_stream(
+        &self,
+        stream: &StreamName,
+        expected: Option<Version>,
+    ) -> Result<(), StoreError> {
+        self.delete(stream, expected, true).await
+    }
+
+    async fn stream_metadata(&self, stream: &StreamName) -> Result<StreamMetadata, StoreError> {
+        let url = self.url(&["streams", stream.as_str(), "metadata"]);
+        Ok(self
+            .get::<StreamMetadata>(url)
+            .await?
+            .unwrap_or(StreamMetadata::NONE))
+    }
+
+    async fn set_stream_metadata(
+        &self,
+        stream: &StreamName,
+        metadata: StreamMetadata,
+    ) -> Result<StreamMetadata, StoreError> {
+        metadata.validate()?;
+        let url = self.url(&["streams", stream.as_str(), "metadata"]);
+        let body = serde_json::to_vec(&MetadataBody::replacing(metadata))
+            .map_err(|e| StoreError::backend(BACKEND, "cannot encode the metadata", e))?;
+        let mut headers = HeaderMap::with_capacity(1);
+        headers.insert(CONTENT_TYPE, JSON);
+        let reply = self
+            .exchange(Method::PUT, &url, headers, Bytes::from(body))
+            .await?;
+        if reply.status.is_success() {
+            Ok(reply.json::<StreamMetadata>()?)
+        } else {
+            Err(reply.error().into())
+        }
+    }
+
+    async fn scavenge(&self) -> Result<ScavengeReport, StoreError> {
+        let reply = self
+            .post(&self.url(&["admin", "scavenge"]), b"{}".to_vec())
+            .await?;
+        if reply.status.is_success() {
+            Ok(reply.json::<ScavengeReport>()?)
+        } else {
+            Err(reply.error().into())
+        }
     }
 
     async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, StoreError> {

@@ -57,6 +57,7 @@ async fn memory() -> TestStore {
 
 mod memory_backed {
     concord_testkit::conformance_suite!(super::memory);
+    concord_testkit::lifecycle_suite!(super::memory);
 }
 
 async fn embedded() -> TestStore {
@@ -67,4 +68,5 @@ async fn embedded() -> TestStore {
 
 mod embedded_backed {
     concord_testkit::conformance_suite!(super::embedded);
+    concord_testkit::lifecycle_suite!(super::embedded);
 }

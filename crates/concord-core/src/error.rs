@@ -140,6 +140,34 @@ pub enum StoreError {
     #[error("partial duplicate on stream {}: {} of the append's event ids are already in the stream, but not as this exact append", .0.stream, .0.existing_ids.len())]
     PartialDuplicate(Box<PartialDuplicate>),
 
+    /// The stream has no event to act on: a delete of a stream that does not exist (or
+    /// that a soft delete already emptied).
+    ///
+    /// ### Handling
+    /// Nothing to do. HTTP 404, `urn:concord:stream-not-found`.
+    #[error("stream {0} not found")]
+    StreamNotFound(StreamName),
+
+    /// The stream is tombstoned: every append, read and subscription of it is refused,
+    /// forever; nothing was written.
+    ///
+    /// ### Handling
+    /// Not retryable; use another stream name. HTTP 410, `urn:concord:stream-deleted`.
+    #[error("stream {0} is deleted for good (tombstoned); it cannot be appended to or read")]
+    StreamDeleted(StreamName),
+
+    /// The store does not offer this operation.
+    ///
+    /// ### Handling
+    /// Not retryable. HTTP 501.
+    #[error("{backend} does not support {operation}")]
+    Unsupported {
+        /// The backend.
+        backend: &'static str,
+        /// The operation (`delete_stream`, `scavenge`, …).
+        operation: &'static str,
+    },
+
     /// Input that breaks a rule; nothing was written.
     ///
     /// ### Handling

@@ -12,6 +12,8 @@
 //! - Subscriptions (catch-up then live) written once over the trait.
 //! - Appends across streams and under query conditions ([`MultiAppendRequest`],
 //!   [`plan_multi_append`]), and query reads ([`QueryPage`]).
+//! - Stream lifecycle: soft delete, tombstone, retention ([`StreamMetadata`]) and the
+//!   rules a scavenge follows ([`StreamLifecycle`], [`plan_delete`]).
 //! - [`MemoryStore`], the reference model.
 //!
 //! It is not: a backend (no I/O happens here), an HTTP contract (that is `concord-api`),
@@ -42,6 +44,7 @@ mod append;
 pub mod doc;
 mod error;
 mod event;
+mod lifecycle;
 mod memory;
 mod multi;
 mod names;
@@ -65,6 +68,10 @@ pub use error::{
 };
 pub use event::{
     EventId, JSON_DEPTH_MAX, Json, NewEvent, RecordedAt, RecordedEvent, TAGS_PER_EVENT_MAX,
+};
+pub use lifecycle::{
+    DeleteMode, DeletePlan, ScavengeReport, StreamLifecycle, StreamMetadata, check_hidden_ids,
+    plan_delete,
 };
 pub use memory::MemoryStore;
 pub use multi::{

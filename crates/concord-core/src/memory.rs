@@ -13,6 +13,10 @@ use async_trait::async_trait;
 use crate::append::{AppendOutcome, AppendPlan, AppendRequest, Appended, Limits, plan_append};
 use crate::error::{Conflict, PartialDuplicate, StoreError};
 use crate::event::{EventId, NewEvent, RecordedAt, RecordedEvent};
+use crate::lifecycle::{
+    DeleteMode, DeletePlan, ScavengeReport, StreamLifecycle, StreamMetadata, check_hidden_ids,
+    plan_delete,
+};
 use crate::multi::{
     MATCHING_EVENTS_MAX, MultiAppendOutcome, MultiAppendPlan, MultiAppendRequest, PartState,
     QueryPage, plan_multi_append,
@@ -25,29 +29,53 @@ use crate::version::{ExpectedVersion, Position, Version};
 
 #[derive(Debug, Default)]
 struct State {
-    /// The global log; the event at position p is at index p - 1.
-    log: Vec<RecordedEvent>,
-    /// Per stream, the log indexes of its events; version v is at index v - 1.
+    /// The global log; the event at position p is at index p - 1, `None` once scavenged.
+    log: Vec<Option<RecordedEvent>>,
+    /// Per stream, the log indexes of its events; version v is at index v - 1. Its length
+    /// is the last version ever written, which a delete never lowers.
     streams: BTreeMap<StreamName, Vec<usize>>,
     ids: HashMap<StreamName, HashMap<EventId, Version>>,
+    /// Deletes, tombstones and retention settings; absent means the default.
+    lifecycles: HashMap<StreamName, StreamLifecycle>,
 }
 
 impl State {
-    fn version(&self, stream: &StreamName) -> Version {
+    /// The last version ever written to `stream`.
+    fn last(&self, stream: &StreamName) -> Version {
         Version(self.streams.get(stream).map_or(0, |s| s.len() as u64))
     }
 
-    /// Events of `stream` from version `from` on, at most `max`.
-    fn stream_events(&self, stream: &StreamName, from: Version, max: usize) -> Vec<RecordedEvent> {
+    fn lifecycle(&self, stream: &StreamName) -> StreamLifecycle {
+        self.lifecycles.get(stream).copied().unwrap_or_default()
+    }
+
+    /// The version expectations are checked against (0 when deleted).
+    fn version(&self, stream: &StreamName) -> Version {
+        self.lifecycle(stream).visible_version(self.last(stream))
+    }
+
+    /// The events of `stream` that reads show now, in version order.
+    fn visible(&self, stream: &StreamName) -> Vec<&RecordedEvent> {
         let Some(indexes) = self.streams.get(stream) else {
             return Vec::new();
         };
-        let skip = usize::try_from(from.get().saturating_sub(1)).unwrap_or(usize::MAX);
+        let lifecycle = self.lifecycle(stream);
+        let last = self.last(stream);
+        let now = RecordedAt::now();
         indexes
             .iter()
-            .skip(skip)
+            .filter_map(|&i| self.log.get(i).and_then(Option::as_ref))
+            .filter(|e| lifecycle.keeps(e.version, e.recorded_at, last, now))
+            .collect()
+    }
+
+    /// Events of `stream` that reads show, from version `from` on, at most `max`.
+    fn stream_events(&self, stream: &StreamName, from: Version, max: usize) -> Vec<RecordedEvent> {
+        self.visible(stream)
+            .into_iter()
+            .filter(|e| e.version >= from)
             .take(max)
-            .filter_map(|&i| self.log.get(i).cloned())
+            .cloned()
             .collect()
     }
 
@@ -61,7 +89,9 @@ impl State {
         first_concurrent: Option<Version>,
         max: usize,
     ) -> Conflict {
-        let (concurrent_events, truncated) = match first_concurrent {
+        // Events reads no longer show are not concurrent events.
+        let first_kept = self.lifecycle(stream).first_kept(self.last(stream));
+        let (concurrent_events, truncated) = match first_concurrent.map(|f| f.max(first_kept)) {
             Some(first) => {
                 let events = self.stream_events(stream, first, max);
                 let truncated = first.get() + events.len() as u64 <= actual.get();
@@ -88,46 +118,125 @@ impl State {
         recorded_at: RecordedAt,
         max: usize,
     ) -> AppendOutcome {
+        // A soft-deleted stream reads as version 0 to the plan, but versions go on.
+        let after = after.max(self.last(stream));
+        // What the writer missed, as reads showed it when the append was decided.
+        let concurrent_events = rebased_from.map(|e| {
+            self.stream_events(stream, e.next(), usize::MAX)
+                .into_iter()
+                .filter(|ev| ev.version <= after)
+                .take(max)
+                .collect::<Vec<_>>()
+        });
         let first_version = after.next();
         let count = events.len() as u64;
         for (i, event) in (0u64..).zip(events) {
             let index = self.log.len();
             let version = Version(after.get() + i + 1);
             let position = Position(index as u64 + 1);
+            // The slot a version's index names is its position, so written in order.
             self.ids
                 .entry(stream.clone())
                 .or_default()
                 .insert(event.id, version);
             self.streams.entry(stream.clone()).or_default().push(index);
-            self.log.push(RecordedEvent::new(
+            self.log.push(Some(RecordedEvent::new(
                 stream.clone(),
                 version,
                 position,
                 event,
                 recorded_at,
-            ));
+            )));
         }
         let appended = self.appended(stream, first_version, Version(after.get() + count));
-        match rebased_from {
-            None => AppendOutcome::Appended(appended),
-            Some(e) => AppendOutcome::Rebased {
+        match (rebased_from, concurrent_events) {
+            (Some(e), Some(concurrent_events)) => AppendOutcome::Rebased {
                 appended,
                 expected_version: e,
-                concurrent_events: self
-                    .stream_events(stream, e.next(), (after.get() - e.get()) as usize)
-                    .into_iter()
-                    .take(max)
-                    .collect(),
+                concurrent_events,
             },
+            _ => AppendOutcome::Appended(appended),
         }
     }
 
-    fn found(&self, stream: &StreamName, events: &[NewEvent]) -> Vec<Option<Version>> {
+    /// Where each event id stands in the stream.
+    ///
+    /// # Errors
+    /// [`StoreError::PartialDuplicate`] naming the ids of events that reads no longer show
+    /// but a scavenge has not erased yet: an id stays taken until then.
+    fn found(
+        &self,
+        stream: &StreamName,
+        events: &[NewEvent],
+    ) -> Result<Vec<Option<Version>>, StoreError> {
         let ids = self.ids.get(stream);
-        events
+        let first = self.lifecycle(stream).first_kept(self.last(stream));
+        let found: Vec<Option<Version>> = events
             .iter()
             .map(|e| ids.and_then(|m| m.get(&e.id).copied()))
-            .collect()
+            .collect();
+        check_hidden_ids(stream, events, &found, first)?;
+        Ok(found)
+    }
+
+    fn check_not_tombstoned(&self, stream: &StreamName) -> Result<(), StoreError> {
+        self.lifecycle(stream).check_not_tombstoned(stream)
+    }
+
+    fn delete(
+        &mut self,
+        stream: &StreamName,
+        mode: DeleteMode,
+        expected: Option<Version>,
+        max: usize,
+    ) -> Result<(), StoreError> {
+        let last = self.last(stream);
+        match plan_delete(stream, mode, expected, last, self.lifecycle(stream))? {
+            DeletePlan::Delete(next) => {
+                self.lifecycles.insert(stream.clone(), next);
+                Ok(())
+            }
+            DeletePlan::Conflict {
+                actual,
+                first_concurrent,
+            } => Err(StoreError::conflict(self.conflict(
+                stream,
+                ExpectedVersion::Exact(expected.unwrap_or_default()),
+                actual,
+                first_concurrent,
+                max,
+            ))),
+        }
+    }
+
+    /// Erases every event that reads no longer show.
+    fn scavenge(&mut self) -> ScavengeReport {
+        let now = RecordedAt::now();
+        let mut report = ScavengeReport::default();
+        for (stream, indexes) in &self.streams {
+            let lifecycle = self.lifecycles.get(stream).copied().unwrap_or_default();
+            let last = Version(indexes.len() as u64);
+            let mut removed = 0;
+            for &i in indexes {
+                let Some(slot) = self.log.get_mut(i) else {
+                    continue;
+                };
+                if let Some(e) = slot
+                    && !lifecycle.keeps(e.version, e.recorded_at, last, now)
+                {
+                    if let Some(ids) = self.ids.get_mut(stream) {
+                        ids.remove(&e.id);
+                    }
+                    *slot = None;
+                    removed += 1;
+                }
+            }
+            if removed > 0 {
+                report.events_removed += removed;
+                report.streams_scavenged += 1;
+            }
+        }
+        report
     }
 
     fn appended(&self, stream: &StreamName, first: Version, last: Version) -> Appended {
@@ -186,8 +295,9 @@ impl EventStore for MemoryStore {
         self.limits.check_append(&request)?;
         let mut state = self.lock();
         let stream = &request.stream;
+        state.check_not_tombstoned(stream)?;
         let actual = state.version(stream);
-        let found = state.found(stream, &request.events);
+        let found = state.found(stream, &request.events)?;
         let plan = plan_append(&request, actual, &found, |e| {
             state
                 .stream_events(stream, e.next(), usize::MAX)
@@ -243,14 +353,19 @@ impl EventStore for MemoryStore {
         self.limits.check_multi_append(&request)?;
         let max = self.limits.concurrent_events_max;
         let mut state = self.lock();
+        for part in &request.parts {
+            state.check_not_tombstoned(&part.stream)?;
+        }
         let states: Vec<PartState> = request
             .parts
             .iter()
-            .map(|p| PartState {
-                actual: state.version(&p.stream),
-                found: state.found(&p.stream, &p.events),
+            .map(|p| {
+                Ok(PartState {
+                    actual: state.version(&p.stream),
+                    found: state.found(&p.stream, &p.events)?,
+                })
             })
-            .collect();
+            .collect::<Result<_, StoreError>>()?;
         let plan = plan_multi_append(&request, &states, |i, e| {
             request.parts.get(i).map_or_else(Vec::new, |p| {
                 state
@@ -307,6 +422,7 @@ impl EventStore for MemoryStore {
                 .log
                 .iter()
                 .skip(start)
+                .flatten()
                 .filter(|e| condition.fail_if_events_match.matches(e))
                 .take(MATCHING_EVENTS_MAX)
                 .cloned()
@@ -350,7 +466,12 @@ impl EventStore for MemoryStore {
         let state = self.lock();
         let head = Position(state.log.len() as u64);
         let start = usize::try_from(after.get()).unwrap_or(usize::MAX);
-        let mut matching = state.log.iter().skip(start).filter(|e| query.matches(e));
+        let mut matching = state
+            .log
+            .iter()
+            .skip(start)
+            .flatten()
+            .filter(|e| query.matches(e));
         let events: Vec<RecordedEvent> = matching.by_ref().take(limit).cloned().collect();
         let next = match matching.next() {
             Some(_) => events.last().map(|e| e.position),
@@ -368,17 +489,17 @@ impl EventStore for MemoryStore {
     ) -> Result<Vec<RecordedEvent>, StoreError> {
         let limit = limit.min(self.limits.read_limit_max);
         let state = self.lock();
+        state.check_not_tombstoned(stream)?;
         Ok(match direction {
             Direction::Forward => state.stream_events(stream, from, limit),
-            Direction::Backward => {
-                let top = from.min(state.version(stream));
-                let start = Version(top.get().saturating_sub(limit as u64).saturating_add(1));
-                let mut events =
-                    state.stream_events(stream, start, (top.get() + 1 - start.get()) as usize);
-                events.retain(|e| e.version <= top);
-                events.reverse();
-                events
-            }
+            Direction::Backward => state
+                .visible(stream)
+                .into_iter()
+                .rev()
+                .filter(|e| e.version <= from)
+                .take(limit)
+                .cloned()
+                .collect(),
         })
     }
 
@@ -395,7 +516,7 @@ impl EventStore for MemoryStore {
         let start = usize::try_from(from.get().saturating_sub(1)).unwrap_or(usize::MAX);
         let mut events = Vec::new();
         let mut next_from = head.next().max(from);
-        for e in state.log.iter().skip(start) {
+        for e in state.log.iter().skip(start).flatten() {
             if events.len() == limit {
                 next_from = e.position;
                 break;
@@ -412,7 +533,9 @@ impl EventStore for MemoryStore {
     }
 
     async fn stream_version(&self, stream: &StreamName) -> Result<Version, StoreError> {
-        Ok(self.lock().version(stream))
+        let state = self.lock();
+        state.check_not_tombstoned(stream)?;
+        Ok(state.version(stream))
     }
 
     async fn list_streams(
@@ -427,7 +550,10 @@ impl EventStore for MemoryStore {
             .streams
             .iter()
             .filter(|(name, _)| {
-                name.as_str().starts_with(prefix) && after.is_none_or(|a| *name > a)
+                name.as_str().starts_with(prefix)
+                    && after.is_none_or(|a| *name > a)
+                    && !state.lifecycle(name).tombstoned
+                    && state.version(name) > Version::NONE
             })
             .take(limit)
             .map(|(name, indexes)| StreamInfo {
@@ -445,5 +571,46 @@ impl EventStore for MemoryStore {
 
     async fn wait_for_head(&self, after: Position) -> Result<Position, StoreError> {
         Ok(self.signal.wait_beyond(after).await)
+    }
+
+    async fn delete_stream(
+        &self,
+        stream: &StreamName,
+        expected: Option<Version>,
+    ) -> Result<(), StoreError> {
+        let max = self.limits.concurrent_events_max;
+        self.lock().delete(stream, DeleteMode::Soft, expected, max)
+    }
+
+    async fn tombstone_stream(
+        &self,
+        stream: &StreamName,
+        expected: Option<Version>,
+    ) -> Result<(), StoreError> {
+        let max = self.limits.concurrent_events_max;
+        self.lock()
+            .delete(stream, DeleteMode::Tombstone, expected, max)
+    }
+
+    async fn stream_metadata(&self, stream: &StreamName) -> Result<StreamMetadata, StoreError> {
+        let state = self.lock();
+        state.check_not_tombstoned(stream)?;
+        Ok(state.lifecycle(stream).metadata)
+    }
+
+    async fn set_stream_metadata(
+        &self,
+        stream: &StreamName,
+        metadata: StreamMetadata,
+    ) -> Result<StreamMetadata, StoreError> {
+        metadata.validate()?;
+        let mut state = self.lock();
+        state.check_not_tombstoned(stream)?;
+        state.lifecycles.entry(stream.clone()).or_default().metadata = metadata;
+        Ok(metadata)
+    }
+
+    async fn scavenge(&self) -> Result<ScavengeReport, StoreError> {
+        Ok(self.lock().scavenge())
     }
 }

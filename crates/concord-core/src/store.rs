@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::append::{AppendOutcome, AppendRequest};
 use crate::error::StoreError;
 use crate::event::RecordedEvent;
+use crate::lifecycle::{ScavengeReport, StreamMetadata};
 use crate::multi::{MultiAppendOutcome, MultiAppendRequest, QueryPage};
 use crate::names::StreamName;
 use crate::query::{Filter, Query};
@@ -85,10 +86,11 @@ pub trait EventStore: Send + Sync + fmt::Debug + 'static {
 
     /// Up to `limit` events of `stream` starting at version `from` (inclusive), going
     /// `direction`. Backward from a version past the end starts at the last event. A stream
-    /// that does not exist reads as empty.
+    /// that does not exist (or is soft-deleted) reads as empty; events that retention
+    /// ([`StreamMetadata`]) leaves out are skipped.
     ///
     /// # Errors
-    /// Backend failures.
+    /// [`StoreError::StreamDeleted`] for a tombstoned stream; backend failures.
     async fn read_stream(
         &self,
         stream: &StreamName,
@@ -109,10 +111,11 @@ pub trait EventStore: Send + Sync + fmt::Debug + 'static {
         limit: usize,
     ) -> Result<AllPage, StoreError>;
 
-    /// The stream's current version (0 when it does not exist).
+    /// The stream's current version (0 when it does not exist or is soft-deleted): what an
+    /// append's expectation is checked against.
     ///
     /// # Errors
-    /// Backend failures.
+    /// [`StoreError::StreamDeleted`] for a tombstoned stream; backend failures.
     async fn stream_version(&self, stream: &StreamName) -> Result<Version, StoreError>;
 
     /// Up to `limit` streams whose names start with `prefix`, ordered by name, after the
@@ -216,6 +219,96 @@ pub trait EventStore: Send + Sync + fmt::Debug + 'static {
             events,
             head,
             next: None,
+        })
+    }
+
+    /// Deletes `stream`: a *soft* delete. Reads answer as for a stream that does not exist
+    /// and listings omit it; a later append whose expectation holds for a missing stream
+    /// recreates it, its versions going on after the last one before the delete (a version
+    /// is never reused). The events leave the global log, queries and conditions no later
+    /// than the next [`Self::scavenge`], which erases them. `expected`, when given, must be
+    /// the stream's current version.
+    ///
+    /// The provided implementation refuses: a backend without lifecycle support.
+    ///
+    /// # Errors
+    /// [`StoreError::StreamNotFound`] when the stream has no event;
+    /// [`StoreError::Conflict`] (with the missed events) for a stale `expected`;
+    /// [`StoreError::StreamDeleted`] when it is tombstoned; backend failures.
+    async fn delete_stream(
+        &self,
+        stream: &StreamName,
+        expected: Option<Version>,
+    ) -> Result<(), StoreError> {
+        let _ = (stream, expected);
+        Err(StoreError::Unsupported {
+            backend: self.backend(),
+            operation: "delete_stream",
+        })
+    }
+
+    /// Tombstones `stream`: a *hard* delete. Every later append (idempotent re-appends of
+    /// its old events and multi-stream appends naming it included), read, version lookup
+    /// or subscription of it fails with [`StoreError::StreamDeleted`], forever; its events
+    /// are erased by the next [`Self::scavenge`]. A soft-deleted stream may be tombstoned.
+    ///
+    /// # Errors
+    /// As [`Self::delete_stream`]; a stream that never had an event is not found.
+    async fn tombstone_stream(
+        &self,
+        stream: &StreamName,
+        expected: Option<Version>,
+    ) -> Result<(), StoreError> {
+        let _ = (stream, expected);
+        Err(StoreError::Unsupported {
+            backend: self.backend(),
+            operation: "tombstone_stream",
+        })
+    }
+
+    /// The stream's retention settings ([`StreamMetadata::NONE`] when none is stored; a
+    /// stream need not exist to have some).
+    ///
+    /// # Errors
+    /// [`StoreError::StreamDeleted`] when it is tombstoned; backend failures.
+    async fn stream_metadata(&self, stream: &StreamName) -> Result<StreamMetadata, StoreError> {
+        let _ = stream;
+        Err(StoreError::Unsupported {
+            backend: self.backend(),
+            operation: "stream_metadata",
+        })
+    }
+
+    /// Replaces the stream's retention settings and returns them. Reads honour them from
+    /// the moment this returns; the events they leave out are erased by the next
+    /// [`Self::scavenge`].
+    ///
+    /// # Errors
+    /// [`StoreError::Invalid`] for a setting that is not a positive integer;
+    /// [`StoreError::StreamDeleted`] when it is tombstoned; backend failures.
+    async fn set_stream_metadata(
+        &self,
+        stream: &StreamName,
+        metadata: StreamMetadata,
+    ) -> Result<StreamMetadata, StoreError> {
+        let _ = (stream, metadata);
+        Err(StoreError::Unsupported {
+            backend: self.backend(),
+            operation: "set_stream_metadata",
+        })
+    }
+
+    /// Erases every event that deletes, tombstones and retention hide: from streams, the
+    /// global log, queries, conditions, indexes and subscriptions, so that their bytes are
+    /// not in the store's storage afterwards. Positions of the other events never change;
+    /// appends go on meanwhile.
+    ///
+    /// # Errors
+    /// Backend failures; a scavenge cut short leaves a store that the next one completes.
+    async fn scavenge(&self) -> Result<ScavengeReport, StoreError> {
+        Err(StoreError::Unsupported {
+            backend: self.backend(),
+            operation: "scavenge",
         })
     }
 

@@ -109,6 +109,14 @@ pub enum EmbeddedError {
     /// A failure injected by a test.
     #[error("injected failure: {0}")]
     Injected(&'static str),
+
+    /// The stream is tombstoned.
+    #[error("stream {0} is deleted for good (tombstoned)")]
+    StreamDeleted(concord_core::StreamName),
+
+    /// The store cannot do this now; trying again later may work.
+    #[error("{0}")]
+    Busy(String),
 }
 
 impl EmbeddedError {
@@ -125,6 +133,12 @@ impl From<EmbeddedError> for StoreError {
         let message = e.to_string();
         match e {
             EmbeddedError::Corrupted(m) => StoreError::Corrupted(m),
+            EmbeddedError::StreamDeleted(stream) => StoreError::StreamDeleted(stream),
+            EmbeddedError::Busy(message) => StoreError::Unavailable {
+                backend: BACKEND,
+                message,
+                source: None,
+            },
             EmbeddedError::Poisoned(m) => StoreError::Poisoned(m),
             EmbeddedError::AlreadyOpen { .. } | EmbeddedError::Stopped(_) => {
                 StoreError::Unavailable {

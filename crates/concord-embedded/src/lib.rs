@@ -43,9 +43,9 @@ use std::thread::JoinHandle;
 
 use async_trait::async_trait;
 use concord_core::{
-    AllPage, AppendOutcome, AppendRequest, Direction, EventStore, Filter, HeadSignal, Limits,
-    MultiAppendOutcome, MultiAppendRequest, Position, Query, QueryPage, RecordedEvent, StoreError,
-    StreamInfo, StreamName, Version,
+    AllPage, AppendOutcome, AppendRequest, DeleteMode, Direction, EventStore, Filter, HeadSignal,
+    Limits, MultiAppendOutcome, MultiAppendRequest, Position, Query, QueryPage, RecordedEvent,
+    ScavengeReport, StoreError, StreamInfo, StreamMetadata, StreamName, Version,
 };
 use futures::channel::oneshot;
 use rusqlite::Connection;
@@ -56,7 +56,7 @@ pub use writer::Fault;
 
 use reader::ReadJob;
 use stream_index::StreamIndex;
-use writer::{Acknowledge, Job, Poison, Writer};
+use writer::{Acknowledge, Job, LifecycleAnswer, LifecycleOp, Poison, Writer};
 
 /// The data file's name inside the store's directory.
 pub const DATA_FILE: &str = "concord.db";
@@ -132,6 +132,8 @@ pub struct EmbeddedStore {
     poison: Poison,
     /// The stream index entries the writer has not written into its table yet.
     index: StreamIndex,
+    /// The streams with a stored lifecycle (their reads are not split).
+    lifecycle_names: writer::LifecycleNames,
     /// Appends go to the writer thread here; `None` once the store is being dropped.
     writer: Option<Sender<Job>>,
     /// Reads go to the reader pool here; `None` once the store is being dropped.
@@ -251,7 +253,12 @@ impl EmbeddedStore {
             }
         };
         let (writer_tx, writer_rx) = std::sync::mpsc::channel();
+        let lifecycle_names: writer::LifecycleNames = Arc::new(std::sync::RwLock::new(
+            recovered.lifecycles.keys().cloned().collect(),
+        ));
         let writer = Writer {
+            lifecycles: recovered.lifecycles,
+            lifecycle_names: Arc::clone(&lifecycle_names),
             conn,
             streams: recovered.streams,
             head: recovered.head,
@@ -281,6 +288,7 @@ impl EmbeddedStore {
             signal,
             poison,
             index,
+            lifecycle_names,
             writer: Some(writer_tx),
             readers: Some(reader_tx),
             threads,
@@ -574,6 +582,11 @@ impl EventStore for EmbeddedStore {
         let stream = stream.clone();
         if direction == Direction::Forward
             && let Some(halves) = Halves::of(from.get(), limit)
+            && !self
+                .lifecycle_names
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .contains(&stream)
         {
             return self.read_stream_split(stream, halves).await;
         }
@@ -637,5 +650,89 @@ impl EventStore for EmbeddedStore {
 
     async fn wait_for_head(&self, after: Position) -> Result<Position, StoreError> {
         Ok(self.signal.wait_beyond(after).await)
+    }
+
+    async fn delete_stream(
+        &self,
+        stream: &StreamName,
+        expected: Option<Version>,
+    ) -> Result<(), StoreError> {
+        self.lifecycle(LifecycleOp::Delete {
+            stream: stream.clone(),
+            mode: DeleteMode::Soft,
+            expected,
+        })
+        .await
+        .map(|_| ())
+    }
+
+    async fn tombstone_stream(
+        &self,
+        stream: &StreamName,
+        expected: Option<Version>,
+    ) -> Result<(), StoreError> {
+        self.lifecycle(LifecycleOp::Delete {
+            stream: stream.clone(),
+            mode: DeleteMode::Tombstone,
+            expected,
+        })
+        .await
+        .map(|_| ())
+    }
+
+    async fn stream_metadata(&self, stream: &StreamName) -> Result<StreamMetadata, StoreError> {
+        let stream = stream.clone();
+        self.read(move |conn, _| {
+            let row = schema::lifecycle_row(conn, stream.as_str())?;
+            if row.lifecycle.tombstoned {
+                return Err(EmbeddedError::StreamDeleted(stream.clone()));
+            }
+            Ok(row.lifecycle.metadata)
+        })
+        .await
+    }
+
+    async fn set_stream_metadata(
+        &self,
+        stream: &StreamName,
+        metadata: StreamMetadata,
+    ) -> Result<StreamMetadata, StoreError> {
+        metadata.validate()?;
+        match self
+            .lifecycle(LifecycleOp::SetMetadata {
+                stream: stream.clone(),
+                metadata,
+            })
+            .await?
+        {
+            LifecycleAnswer::Metadata(m) => Ok(m),
+            _ => Err(StoreError::Corrupted(
+                "the writer answered a metadata change with something else".into(),
+            )),
+        }
+    }
+
+    async fn scavenge(&self) -> Result<ScavengeReport, StoreError> {
+        match self.lifecycle(LifecycleOp::Scavenge).await? {
+            LifecycleAnswer::Scavenged(report) => Ok(report),
+            _ => Err(StoreError::Corrupted(
+                "the writer answered a scavenge with something else".into(),
+            )),
+        }
+    }
+}
+
+impl EmbeddedStore {
+    /// Sends a lifecycle operation to the writer and waits for its answer.
+    async fn lifecycle(&self, op: LifecycleOp) -> Result<LifecycleAnswer, StoreError> {
+        if let Some(reason) = self.poison.get() {
+            return Err(StoreError::Poisoned(reason.clone()));
+        }
+        let (reply, answer) = oneshot::channel();
+        self.writer
+            .as_ref()
+            .and_then(|w| w.send(Job::Lifecycle { op, reply }).ok())
+            .ok_or(EmbeddedError::Stopped("writer"))?;
+        answer.await.map_err(|_| EmbeddedError::Stopped("writer"))?
     }
 }

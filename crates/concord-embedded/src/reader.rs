@@ -14,14 +14,15 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 
 use concord_core::{
-    AllPage, Direction, Filter, Position, Query, QueryPage, RecordedEvent, StreamInfo, StreamName,
-    Version,
+    AllPage, Direction, Filter, Position, Query, QueryPage, RecordedAt, RecordedEvent, StreamInfo,
+    StreamName, Version,
 };
 use rusqlite::{Connection, OptionalExtension};
 
 use crate::error::{EmbeddedError, sql_bound, to_sql};
 use crate::matching::matching_events;
 use crate::rows::{EVENT_COLUMNS, StreamNames, decode, decode_named, stream_events, stream_head};
+use crate::schema::{LifecycleRow, lifecycle_row};
 use crate::stream_index::StreamIndex;
 
 /// A read to run on a pool thread's connection.
@@ -83,10 +84,57 @@ pub(crate) fn read_stream(
     limit: usize,
 ) -> Result<Vec<RecordedEvent>, EmbeddedError> {
     let index = index.read();
-    let Some(id) = stream_id(conn, stream)? else {
+    // One snapshot for the lifecycle and the events: a scavenge moves `erased_through` in
+    // the transaction that erases.
+    let tx = conn
+        .unchecked_transaction()
+        .map_err(EmbeddedError::sqlite("cannot read a stream"))?;
+    let Some(id) = stream_id(&tx, stream)? else {
         return Ok(Vec::new());
     };
-    stream_events(conn, &index, stream, id, from, direction, limit, head)
+    let row = lifecycle_row(&tx, stream.as_str())?;
+    if row == LifecycleRow::default() {
+        return stream_events(&tx, &index, stream, id, from, direction, limit, head);
+    }
+    if row.lifecycle.tombstoned {
+        return Err(EmbeddedError::StreamDeleted(stream.clone()));
+    }
+    let last = Version(stream_head(&tx, &index, id, head)?.map_or(0, |(v, _)| v));
+    let floor = row.floor(last);
+    let mut events = match direction {
+        Direction::Forward => stream_events(
+            &tx,
+            &index,
+            stream,
+            id,
+            from.max(floor),
+            direction,
+            limit,
+            head,
+        )?,
+        Direction::Backward => {
+            let top = from.min(last);
+            if top < floor {
+                return Ok(Vec::new());
+            }
+            let shown = usize::try_from(top.get() - floor.get() + 1).unwrap_or(usize::MAX);
+            stream_events(
+                &tx,
+                &index,
+                stream,
+                id,
+                top,
+                direction,
+                limit.min(shown),
+                head,
+            )?
+        }
+    };
+    if row.lifecycle.metadata.max_age_seconds.is_some() {
+        let now = RecordedAt::now();
+        events.retain(|e| row.lifecycle.young_enough(e.recorded_at, now));
+    }
+    Ok(events)
 }
 
 /// The stream's version as of the published `head` (0 when it does not exist): its last
@@ -98,12 +146,18 @@ pub(crate) fn stream_version(
     stream: &StreamName,
 ) -> Result<Version, EmbeddedError> {
     let index = index.read();
-    let Some(id) = stream_id(conn, stream)? else {
+    let tx = conn
+        .unchecked_transaction()
+        .map_err(EmbeddedError::sqlite("cannot read a stream's version"))?;
+    let Some(id) = stream_id(&tx, stream)? else {
         return Ok(Version::NONE);
     };
-    Ok(Version(
-        stream_head(conn, &index, id, head)?.map_or(0, |(v, _)| v),
-    ))
+    let row = lifecycle_row(&tx, stream.as_str())?;
+    if row.lifecycle.tombstoned {
+        return Err(EmbeddedError::StreamDeleted(stream.clone()));
+    }
+    let last = Version(stream_head(&tx, &index, id, head)?.map_or(0, |(v, _)| v));
+    Ok(row.lifecycle.visible_version(last))
 }
 
 /// Streams whose names start with `prefix`, by name, after `after`, as of the published
@@ -146,6 +200,10 @@ pub(crate) fn list_streams(
         let Some((version, position)) = stream_head(conn, &index, id, head)? else {
             continue;
         };
+        let lifecycle = lifecycle_row(conn, name)?.lifecycle;
+        if lifecycle.tombstoned || lifecycle.visible_version(Version(version)) == Version::NONE {
+            continue;
+        }
         streams.push(StreamInfo {
             stream: StreamName::new(name).map_err(|e| {
                 EmbeddedError::Corrupted(format!("stored stream name {name:?} is invalid: {e}"))
@@ -366,8 +424,11 @@ fn read_range(
             events.push(decode(names.get(conn, id)?, row, 1)?);
         }
     }
+    // Every position up to `last` was read; a scavenge may have left gaps in the range, so
+    // the page can be short without being at the head.
     let next_from = match events.last() {
         Some(e) if events.len() == limit => e.position.next(),
+        _ if from <= last => Position(last + 1),
         _ => Position(head + 1).max(Position(from)),
     };
     Ok(AllPage {

@@ -8,8 +8,8 @@
 use foldhash::{HashMap, HashMapExt};
 use std::path::Path;
 
-use concord_core::StreamName;
-use rusqlite::{Connection, OpenFlags};
+use concord_core::{StreamLifecycle, StreamMetadata, StreamName, Version};
+use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
 use crate::error::{EmbeddedError, from_sql};
 use crate::stream_index::StreamIndex;
@@ -29,7 +29,12 @@ use crate::stream_index::StreamIndex;
 /// - 4: events carry a content type: the column `events.content_type`, `NULL` for JSON
 ///   (every event of an older format), else the content type of the opaque bytes in
 ///   `data`. Formats 1 to 3 are migrated on open (see [`migrate_3_to_4`]).
-pub(crate) const FORMAT_VERSION: i64 = 4;
+/// - 5: stream lifecycle: the `stream_lifecycle` table (soft deletes, tombstones, retention
+///   settings, and how far a scavenge has erased each stream) and `scavenge_state` (events
+///   erased so far and the head when they were, so that recovery accepts the gaps a
+///   scavenge leaves in positions). Formats 1 to 4 are migrated on open (see
+///   [`migrate_4_to_5`]).
+pub(crate) const FORMAT_VERSION: i64 = 5;
 
 /// `PRAGMA application_id`: "CNCD", marks the file as Concord's.
 pub(crate) const APPLICATION_ID: i64 = 0x434E_4344;
@@ -80,6 +85,29 @@ CREATE TABLE index_state (
     id              INTEGER PRIMARY KEY CHECK (id = 1),
     indexed_through INTEGER NOT NULL
 ) STRICT;
+";
+
+/// Stream lifecycle (format 5), created with the schema or by the migration from format 4.
+/// Keyed by name, so a stream may have retention settings before its first event (and so
+/// before it has a `streams` row).
+const LIFECYCLE: &str = "
+CREATE TABLE stream_lifecycle (
+    name            TEXT PRIMARY KEY,
+    deleted_through INTEGER NOT NULL,
+    tombstoned      INTEGER NOT NULL,
+    max_count       INTEGER,
+    max_age_seconds INTEGER,
+    truncate_before INTEGER,
+    erased_through  INTEGER NOT NULL
+) STRICT, WITHOUT ROWID;
+
+CREATE TABLE scavenge_state (
+    id            INTEGER PRIMARY KEY CHECK (id = 1),
+    erased_events INTEGER NOT NULL,
+    head          INTEGER NOT NULL
+) STRICT;
+
+INSERT INTO scavenge_state VALUES (1, 0, 0);
 ";
 
 /// The separator of the `tags` column. Tags cannot contain control characters, so it
@@ -152,7 +180,9 @@ pub(crate) fn connect(file: &Path, writer: bool) -> Result<Connection, EmbeddedE
     if writer {
         // The writer checkpoints itself, after it has answered a batch (see `Writer`), so
         // no acknowledgement waits for a checkpoint.
-        conn.execute_batch("PRAGMA wal_autocheckpoint = 0")
+        // A scavenge's deletes overwrite what they free (content in B-tree pages and freed
+        // pages) instead of leaving it in the file.
+        conn.execute_batch("PRAGMA wal_autocheckpoint = 0; PRAGMA secure_delete = ON;")
             .map_err(EmbeddedError::sqlite("cannot configure the writer"))?;
     } else {
         conn.execute_batch("PRAGMA query_only = ON")
@@ -173,6 +203,10 @@ pub(crate) fn prepare(conn: &mut Connection, file: &Path) -> Result<(), Embedded
     let user_version = read("PRAGMA user_version")?;
     let objects = read("SELECT COUNT(*) FROM sqlite_schema")?;
     if application_id == 0 && user_version == 0 && objects == 0 {
+        // Before the first table: a new store gives pages a scavenge frees back to the file
+        // system (`PRAGMA incremental_vacuum`); a migrated one reuses them.
+        conn.execute_batch("PRAGMA auto_vacuum = INCREMENTAL")
+            .map_err(EmbeddedError::sqlite("cannot create the schema"))?;
         let tx = conn
             .transaction()
             .map_err(EmbeddedError::sqlite("cannot create the schema"))?;
@@ -181,6 +215,8 @@ pub(crate) fn prepare(conn: &mut Connection, file: &Path) -> Result<(), Embedded
         tx.execute_batch(STREAM_INDEX)
             .map_err(EmbeddedError::sqlite("cannot create the schema"))?;
         tx.execute_batch("INSERT INTO index_state VALUES (1, 0)")
+            .map_err(EmbeddedError::sqlite("cannot create the schema"))?;
+        tx.execute_batch(LIFECYCLE)
             .map_err(EmbeddedError::sqlite("cannot create the schema"))?;
         tx.execute_batch(&format!(
             "PRAGMA application_id = {APPLICATION_ID}; PRAGMA user_version = {FORMAT_VERSION};"
@@ -203,6 +239,9 @@ pub(crate) fn prepare(conn: &mut Connection, file: &Path) -> Result<(), Embedded
     }
     if (1..=3).contains(&user_version) {
         migrate_3_to_4(conn, file)?;
+    }
+    if (1..=4).contains(&user_version) {
+        migrate_4_to_5(conn, file)?;
         return Ok(());
     }
     if user_version != FORMAT_VERSION {
@@ -258,12 +297,112 @@ fn migrate_3_to_4(conn: &mut Connection, file: &Path) -> Result<(), EmbeddedErro
     let context = "cannot migrate the store from format 3 to format 4";
     tracing::info!(file = %file.display(), "migrating the store from format 3 to format 4 (events get a content type)");
     let tx = conn.transaction().map_err(EmbeddedError::sqlite(context))?;
-    tx.execute_batch(&format!(
+    tx.execute_batch(
         "ALTER TABLE events ADD COLUMN content_type TEXT;
-         PRAGMA user_version = {FORMAT_VERSION};"
-    ))
+         PRAGMA user_version = 4;",
+    )
     .map_err(EmbeddedError::sqlite(context))?;
     tx.commit().map_err(EmbeddedError::sqlite(context))
+}
+
+/// Adds the lifecycle tables, empty: no stream of an older format was deleted or has
+/// retention settings. Creates two tables whatever the store's size; one transaction (a
+/// crash leaves format 4).
+fn migrate_4_to_5(conn: &mut Connection, file: &Path) -> Result<(), EmbeddedError> {
+    let context = "cannot migrate the store from format 4 to format 5";
+    tracing::info!(file = %file.display(), "migrating the store from format 4 to format 5 (stream lifecycle)");
+    let tx = conn.transaction().map_err(EmbeddedError::sqlite(context))?;
+    tx.execute_batch(LIFECYCLE)
+        .map_err(EmbeddedError::sqlite(context))?;
+    tx.execute_batch(&format!("PRAGMA user_version = {FORMAT_VERSION};"))
+        .map_err(EmbeddedError::sqlite(context))?;
+    tx.commit().map_err(EmbeddedError::sqlite(context))
+}
+
+/// A stream's lifecycle as stored: the rules' state and how far a scavenge erased it.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub(crate) struct LifecycleRow {
+    pub(crate) lifecycle: StreamLifecycle,
+    /// Every version up to this one is erased (a scavenge erases a prefix of a stream).
+    pub(crate) erased_through: u64,
+}
+
+impl LifecycleRow {
+    /// The first version a read of a stream whose last version is `last` may show and
+    /// whose event is still stored.
+    pub(crate) fn floor(&self, last: Version) -> Version {
+        self.lifecycle
+            .first_kept(last)
+            .max(Version(self.erased_through.saturating_add(1)))
+    }
+}
+
+/// The stored lifecycle of `stream` (the default when it has none).
+pub(crate) fn lifecycle_row(
+    conn: &Connection,
+    stream: &str,
+) -> Result<LifecycleRow, EmbeddedError> {
+    let context = "cannot read a stream's lifecycle";
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT deleted_through, tombstoned, max_count, max_age_seconds, truncate_before, erased_through
+             FROM stream_lifecycle WHERE name = ?1",
+        )
+        .map_err(EmbeddedError::sqlite(context))?;
+    let row = stmt
+        .query_row([stream], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, Option<i64>>(2)?,
+                r.get::<_, Option<i64>>(3)?,
+                r.get::<_, Option<i64>>(4)?,
+                r.get::<_, i64>(5)?,
+            ))
+        })
+        .optional()
+        .map_err(EmbeddedError::sqlite(context))?;
+    let Some((deleted, tombstoned, max_count, max_age, truncate, erased)) = row else {
+        return Ok(LifecycleRow::default());
+    };
+    let opt = |what: &str, v: Option<i64>| v.map(|n| from_sql(what, n)).transpose();
+    Ok(LifecycleRow {
+        lifecycle: StreamLifecycle {
+            deleted_through: Version(from_sql("version", deleted)?),
+            tombstoned: tombstoned != 0,
+            metadata: StreamMetadata {
+                max_count: opt("max_count", max_count)?,
+                max_age_seconds: opt("max_age_seconds", max_age)?,
+                truncate_before: opt("version", truncate)?.map(Version),
+            },
+        },
+        erased_through: from_sql("version", erased)?,
+    })
+}
+
+/// Every stored lifecycle, by stream name (for the writer, on open).
+pub(crate) fn lifecycle_rows(
+    conn: &Connection,
+) -> Result<HashMap<StreamName, LifecycleRow>, EmbeddedError> {
+    let context = "cannot read the streams' lifecycles";
+    let names: Vec<String> = {
+        let mut stmt = conn
+            .prepare("SELECT name FROM stream_lifecycle")
+            .map_err(EmbeddedError::sqlite(context))?;
+        let rows = stmt
+            .query_map([], |r| r.get(0))
+            .map_err(EmbeddedError::sqlite(context))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(EmbeddedError::sqlite(context))?
+    };
+    let mut out = HashMap::new();
+    for name in names {
+        let stream = StreamName::new(name.as_str()).map_err(|e| {
+            EmbeddedError::Corrupted(format!("stored stream name {name:?} is invalid: {e}"))
+        })?;
+        out.insert(stream, lifecycle_row(conn, &name)?);
+    }
+    Ok(out)
 }
 
 /// A stream as the writer tracks it: its row id and current version.
@@ -282,6 +421,7 @@ pub(crate) struct Recovered {
     pub(crate) head: u64,
     pub(crate) streams: HashMap<StreamName, StreamState>,
     pub(crate) index: StreamIndex,
+    pub(crate) lifecycles: HashMap<StreamName, LifecycleRow>,
 }
 
 /// Checks what SQLite's own recovery cannot: positions run 1..=head without a gap, every
@@ -291,6 +431,13 @@ pub(crate) struct Recovered {
 /// stream index and a read of the events it does not cover yet.
 pub(crate) fn recover(conn: &Connection) -> Result<Recovered, EmbeddedError> {
     let context = "cannot read the store during recovery";
+    let (erased, scavenged_head): (i64, i64) = conn
+        .query_row(
+            "SELECT erased_events, head FROM scavenge_state WHERE id = 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .map_err(EmbeddedError::sqlite(context))?;
     let (count, first, last): (i64, i64, i64) = conn
         .query_row(
             "SELECT COUNT(*), COALESCE(MIN(position), 1), COALESCE(MAX(position), 0) FROM events",
@@ -298,9 +445,11 @@ pub(crate) fn recover(conn: &Connection) -> Result<Recovered, EmbeddedError> {
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )
         .map_err(EmbeddedError::sqlite(context))?;
-    if count != last || first != 1 {
+    // A scavenge leaves gaps (the erased events) and may have erased the last events.
+    let last = last.max(scavenged_head);
+    if count + erased != last || (erased == 0 && first != 1) {
         return Err(EmbeddedError::Corrupted(format!(
-            "positions are not gap-free: {count} events, but positions run from {first} to {last}"
+            "positions are not gap-free: {count} events and {erased} erased by scavenges, but positions run from {first} to {last}"
         )));
     }
     let indexed_through: i64 = conn
@@ -400,15 +549,19 @@ pub(crate) fn recover(conn: &Connection) -> Result<Recovered, EmbeddedError> {
             },
         );
     }
-    if events_in_streams != count {
+    // The stream index keeps the entries of erased events: they hold no event data, and
+    // keep every stream's versions consecutive from 1 (so its last version, which a
+    // delete never lowers).
+    if events_in_streams != count + erased {
         return Err(EmbeddedError::Corrupted(format!(
             "{} of {count} events belong to no stream",
-            count - events_in_streams
+            count + erased - events_in_streams
         )));
     }
     Ok(Recovered {
         head: from_sql("position", last)?,
         streams,
         index,
+        lifecycles: lifecycle_rows(conn)?,
     })
 }

@@ -37,15 +37,18 @@ use concord_core::{
     PartState, PartialDuplicate, Position, RecordedAt, RecordedEvent, StoreError, StreamName,
     Version, plan_append, plan_multi_append,
 };
+use concord_core::{DeleteMode, ScavengeReport, StreamMetadata, check_hidden_ids};
 use futures::channel::oneshot;
 use rusqlite::{Connection, OptionalExtension};
 
 use crate::error::{EmbeddedError, from_sql, to_sql};
 use crate::matching::matching_events;
 use crate::rows::stream_events;
-use crate::schema::{StreamState, TAG_SEPARATOR};
+use crate::schema::{LifecycleRow, StreamState, TAG_SEPARATOR};
 use crate::stream_index::StreamIndex;
 use crate::syncer::{Committed, SyncJob};
+
+mod lifecycle;
 
 /// The most events one batch takes before it commits (a batch always takes at least one
 /// request, whatever its size).
@@ -272,6 +275,32 @@ pub(crate) enum Job {
     Pause(std::sync::mpsc::Receiver<()>),
     /// Pass this pause on to the syncer (tests hold committed batches unacknowledged).
     PauseSyncer(std::sync::mpsc::Receiver<()>),
+    /// Delete, tombstone, set retention or scavenge, and answer on `reply`.
+    Lifecycle {
+        op: LifecycleOp,
+        reply: oneshot::Sender<Result<LifecycleAnswer, StoreError>>,
+    },
+}
+
+/// A change of stream lifecycle, done by the writer between batches of appends.
+pub(crate) enum LifecycleOp {
+    Delete {
+        stream: StreamName,
+        mode: DeleteMode,
+        expected: Option<Version>,
+    },
+    SetMetadata {
+        stream: StreamName,
+        metadata: StreamMetadata,
+    },
+    Scavenge,
+}
+
+/// What a [`LifecycleOp`] answers.
+pub(crate) enum LifecycleAnswer {
+    Done,
+    Metadata(StreamMetadata),
+    Scavenged(ScavengeReport),
 }
 
 /// Who acknowledges a committed batch.
@@ -324,7 +353,18 @@ pub(crate) struct Writer {
     pub(crate) acknowledge: Acknowledge,
     /// A job taken from the channel to see whether one was waiting, processed next.
     pub(crate) stashed: Option<Job>,
+    /// Committed stream lifecycles (deleted, tombstoned, with retention settings).
+    pub(crate) lifecycles: HashMap<StreamName, LifecycleRow>,
+    /// The names in `lifecycles`, shared with the store: a read of one of them is not
+    /// split in two (its first version is not known before the read).
+    pub(crate) lifecycle_names: LifecycleNames,
 }
+
+/// The streams that have a stored lifecycle; only the writer adds to it.
+pub(crate) type LifecycleNames = Arc<std::sync::RwLock<foldhash::HashSet<StreamName>>>;
+
+/// Events a scavenge erases per transaction, so appends interleave with it.
+const SCAVENGE_CHUNK_EVENTS: usize = 1_000;
 
 /// An append waiting in a batch, with where its answer goes.
 pub(crate) enum Request {
@@ -428,7 +468,10 @@ impl Writer {
                                 events +=
                                     request.parts.iter().map(|p| p.events.len()).sum::<usize>();
                             }
-                            Job::Fault(_) | Job::Pause(_) | Job::PauseSyncer(_) => {}
+                            Job::Fault(_)
+                            | Job::Pause(_)
+                            | Job::PauseSyncer(_)
+                            | Job::Lifecycle { .. } => {}
                         }
                         batch.push(job);
                     }
@@ -503,8 +546,10 @@ impl Writer {
 
     fn process(&mut self, batch: Vec<Job>, jobs: &Receiver<Job>) {
         let mut appends = Vec::with_capacity(batch.len());
+        let mut lifecycle_ops = Vec::new();
         for job in batch {
             match job {
+                Job::Lifecycle { op, reply } => lifecycle_ops.push((op, reply)),
                 Job::Append { request, reply } => appends.push(Request::One(request, reply)),
                 Job::AppendMulti { request, reply } => {
                     appends.push(Request::Multi(request, reply));
@@ -521,6 +566,21 @@ impl Writer {
                 }
             }
         }
+        self.process_appends(appends, jobs);
+        // After the appends taken with them: a caller sees its own earlier appends.
+        for (op, reply) in lifecycle_ops {
+            let answer = match self.poison.get() {
+                Some(reason) => Err(StoreError::Poisoned(reason.clone())),
+                None => self
+                    .lifecycle_op(op)
+                    .map_err(StoreError::from)
+                    .and_then(|a| a),
+            };
+            let _ = reply.send(answer);
+        }
+    }
+
+    fn process_appends(&mut self, appends: Vec<Request>, jobs: &Receiver<Job>) {
         if appends.is_empty() {
             return;
         }
@@ -765,16 +825,30 @@ impl Writer {
             .copied()
     }
 
-    /// Where each of the request's ids already is in its stream.
+    /// Where each of the request's ids already is in its stream; `Err` inside when one is
+    /// the id of an event below `floor` that a scavenge has not erased (core's
+    /// [`check_hidden_ids`]: it stays taken until then).
     fn found(
         &self,
         state: Option<StreamState>,
         request: &AppendRequest,
-    ) -> Result<Vec<Option<Version>>, EmbeddedError> {
+        floor: Version,
+    ) -> Result<Result<Vec<Option<Version>>, StoreError>, EmbeddedError> {
         match state {
-            Some(s) => self.find_ids(s.id, request),
-            None => Ok(vec![None; request.events.len()]),
+            Some(s) => {
+                let found = self.find_ids(s.id, request)?;
+                Ok(
+                    check_hidden_ids(&request.stream, &request.events, &found, floor)
+                        .map(|()| found),
+                )
+            }
+            None => Ok(Ok(vec![None; request.events.len()])),
         }
+    }
+
+    /// The stream's committed lifecycle (the default when it has none).
+    fn lifecycle(&self, stream: &StreamName) -> LifecycleRow {
+        self.lifecycles.get(stream).copied().unwrap_or_default()
     }
 
     /// The types of every event of the stream after version `after` (each at least once),
@@ -808,11 +882,20 @@ impl Writer {
     ) -> Result<Result<AppendOutcome, StoreError>, EmbeddedError> {
         let stream = &request.stream;
         let state = self.state_of(staged, stream);
-        let actual = Version(state.map_or(0, |s| s.version));
-        let found = self.found(state, request)?;
+        let row = self.lifecycle(stream);
+        if row.lifecycle.tombstoned {
+            return Ok(Err(StoreError::StreamDeleted(stream.clone())));
+        }
+        let last = Version(state.map_or(0, |s| s.version));
+        let actual = row.lifecycle.visible_version(last);
+        let floor = row.floor(last);
+        let found = match self.found(state, request, floor)? {
+            Ok(found) => found,
+            Err(refused) => return Ok(Err(refused)),
+        };
         let mut lookup_failed = None;
         let plan = plan_append(request, actual, &found, |e| {
-            self.concurrent_types(stream, state, e)
+            self.concurrent_types(stream, state, e.max(Version(floor.get() - 1)))
                 .unwrap_or_else(|err| {
                     lookup_failed = Some(err);
                     Vec::new()
@@ -838,7 +921,7 @@ impl Writer {
                 request,
                 state,
                 actual,
-                first_concurrent,
+                first_concurrent.map(|f| f.max(floor)),
             )?))),
             AppendPlan::Write {
                 after,
@@ -846,8 +929,8 @@ impl Writer {
             } => Ok(Ok(self.write_part(
                 request,
                 state,
-                after,
-                rebased_from,
+                after.max(last),
+                rebased_from.map(|e| (e, floor)),
                 staged,
                 recorded_at,
             )?)),
@@ -867,20 +950,39 @@ impl Writer {
     ) -> Result<Result<MultiAppendOutcome, StoreError>, EmbeddedError> {
         let mut states = Vec::with_capacity(request.parts.len());
         let mut part_states = Vec::with_capacity(request.parts.len());
+        let mut bounds = Vec::with_capacity(request.parts.len());
+        for part in &request.parts {
+            if self.lifecycle(&part.stream).lifecycle.tombstoned {
+                return Ok(Err(StoreError::StreamDeleted(part.stream.clone())));
+            }
+        }
         for part in &request.parts {
             let state = self.state_of(staged, &part.stream);
+            let row = self.lifecycle(&part.stream);
+            let last = Version(state.map_or(0, |s| s.version));
+            let floor = row.floor(last);
+            let found = match self.found(state, part, floor)? {
+                Ok(found) => found,
+                Err(refused) => return Ok(Err(refused)),
+            };
             part_states.push(PartState {
-                actual: Version(state.map_or(0, |s| s.version)),
-                found: self.found(state, part)?,
+                actual: row.lifecycle.visible_version(last),
+                found,
             });
             states.push(state);
+            bounds.push((last, floor));
         }
+        let below_floor = |i: usize| {
+            bounds
+                .get(i)
+                .map_or(Version::NONE, |b| Version(b.1.get() - 1))
+        };
         let mut lookup_failed = None;
         let plan = plan_multi_append(request, &part_states, |i, e| {
             let stream = request.parts.get(i).map(|p| &p.stream);
             let state = states.get(i).copied().flatten();
             match stream {
-                Some(stream) => self.concurrent_types(stream, state, e),
+                Some(stream) => self.concurrent_types(stream, state, e.max(below_floor(i))),
                 None => Ok(Vec::new()),
             }
             .unwrap_or_else(|err| {
@@ -921,7 +1023,13 @@ impl Writer {
                 for c in stale {
                     let part = request.parts.get(c.part).ok_or_else(missing)?;
                     let state = states.get(c.part).copied().ok_or_else(missing)?;
-                    conflicts.push(self.conflict(part, state, c.actual, c.first_concurrent)?);
+                    let floor = below_floor(c.part).next();
+                    conflicts.push(self.conflict(
+                        part,
+                        state,
+                        c.actual,
+                        c.first_concurrent.map(|f| f.max(floor)),
+                    )?);
                 }
                 return Ok(Err(StoreError::Conflicts(conflicts)));
             }
@@ -942,17 +1050,18 @@ impl Writer {
             }
         }
         let mut parts = Vec::with_capacity(plans.len());
-        for ((part, state), plan) in request.parts.iter().zip(states).zip(plans) {
+        for (i, ((part, state), plan)) in request.parts.iter().zip(states).zip(plans).enumerate() {
             if let AppendPlan::Write {
                 after,
                 rebased_from,
             } = plan
             {
+                let last = bounds.get(i).map_or(Version::NONE, |b| b.0);
                 parts.push(self.write_part(
                     part,
                     state,
-                    after,
-                    rebased_from,
+                    after.max(last),
+                    rebased_from.map(|e| (e, below_floor(i).next())),
                     staged,
                     recorded_at,
                 )?);
@@ -1013,7 +1122,8 @@ impl Writer {
         request: &AppendRequest,
         state: Option<StreamState>,
         after: Version,
-        rebased_from: Option<Version>,
+        // The stale expected version of a rebase, and the first version reads show.
+        rebase: Option<(Version, Version)>,
         staged: &mut Staged,
         recorded_at: RecordedAt,
     ) -> Result<AppendOutcome, EmbeddedError> {
@@ -1031,14 +1141,16 @@ impl Writer {
                 version: appended.last_version.get(),
             },
         );
-        match rebased_from {
+        match rebase {
             None => Ok(AppendOutcome::Appended(appended)),
-            Some(e) => {
+            Some((e, floor)) => {
                 let max = self.limits.concurrent_events_max;
-                let concurrent =
-                    usize::try_from(after.get().saturating_sub(e.get())).unwrap_or(usize::MAX);
+                // Events reads no longer show are not concurrent events.
+                let from = e.next().max(floor);
+                let concurrent = usize::try_from(after.get().saturating_sub(from.get() - 1))
+                    .unwrap_or(usize::MAX);
                 let concurrent_events =
-                    self.concurrent_events(stream, stream_id, e.next(), concurrent.min(max))?;
+                    self.concurrent_events(stream, stream_id, from, concurrent.min(max))?;
                 Ok(AppendOutcome::Rebased {
                     appended,
                     expected_version: e,

@@ -20,9 +20,11 @@ async fn fresh() -> TestStore {
 }
 
 concord_testkit::conformance_suite!(fresh);
+concord_testkit::lifecycle_suite!(fresh);
 
 // Random operation sequences, compared step by step with MemoryStore.
 concord_testkit::model_check!(fresh);
+concord_testkit::lifecycle_model_check!(fresh);
 
 /// The same specs with a stream index written after every batch: every read then combines
 /// the index table with entries written a moment later, and flushes interleave with the
@@ -42,5 +44,7 @@ mod index_flushed_every_batch {
     }
 
     concord_testkit::conformance_suite!(fresh);
+    concord_testkit::lifecycle_suite!(fresh);
     concord_testkit::model_check!(fresh);
+    concord_testkit::lifecycle_model_check!(fresh);
 }

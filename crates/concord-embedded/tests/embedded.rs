@@ -638,7 +638,7 @@ async fn opening_a_store_of_another_format_version_is_refused() {
     drop(raw);
     let message = open_error(dir.path());
     assert!(
-        message.contains("format version 99") && message.contains("reads format version 4"),
+        message.contains("format version 99") && message.contains("reads format version 5"),
         "{message}"
     );
 }
@@ -661,6 +661,8 @@ async fn a_format_1_store_is_migrated_on_open_and_keeps_its_idempotency() {
         let raw = rusqlite::Connection::open(dir.path().join(DATA_FILE)).unwrap();
         raw.execute_batch(
             "ALTER TABLE events DROP COLUMN content_type;
+             DROP TABLE stream_lifecycle;
+             DROP TABLE scavenge_state;
              DROP TABLE stream_index;
              DROP TABLE index_state;
              CREATE UNIQUE INDEX events_by_stream_version ON events (stream_id, version);
@@ -711,7 +713,7 @@ async fn a_format_1_store_is_migrated_on_open_and_keeps_its_idempotency() {
         .unwrap();
     assert_eq!(
         (version, indexes.as_str(), indexed),
-        (4, "events_by_category,events_by_event_id,events_by_type", 2)
+        (5, "events_by_category,events_by_event_id,events_by_type", 2)
     );
 }
 
@@ -850,7 +852,7 @@ async fn a_format_3_store_is_migrated_on_open_its_events_read_as_json_and_bytes_
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )
         .unwrap();
-    assert_eq!((version, json_rows, typed.as_str()), (4, 2, "image/png"));
+    assert_eq!((version, json_rows, typed.as_str()), (5, 2, "image/png"));
 }
 
 #[test]

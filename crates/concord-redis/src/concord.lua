@@ -11,7 +11,7 @@
 --
 -- Numbers are Lua doubles: versions and positions are exact up to 2^53.
 
-local LIBRARY_VERSION = 5
+local LIBRARY_VERSION = 6
 
 -- Arguments per event: id, type, data, metadata, tags, content type.
 local EVENT_ARGS = 6
@@ -42,11 +42,66 @@ local function int(x)
   return string.format('%d', x)
 end
 
--- A stream's version is its number of entries: entry n has id "<n>-0" and none is ever
--- removed. XLEN is O(1); the stream-heads hash holds the same number, but it was read
--- with HGET, which scans a small hash field by field (see HASH_TABLE_FIELD).
-local function stream_version(stream_key)
-  return redis.call('XLEN', stream_key)
+-- A stream's lifecycle (library version 6), from the lifecycle hash: stream ->
+-- "<deleted_through> <tombstoned 0|1> <max_count> <max_age_seconds> <truncate_before>
+-- <erased_through>" (0: no such setting). nil when the stream has none: never deleted, no
+-- retention settings. It mirrors concord_core::StreamLifecycle.
+local function lifecycle_of(lifecycle_key, stream)
+  local text = redis.call('HGET', lifecycle_key, stream)
+  if not text then
+    return nil
+  end
+  local f = {}
+  for n in string.gmatch(text, '%d+') do
+    f[#f + 1] = tonumber(n)
+  end
+  return {deleted = f[1], tombstoned = f[2] == 1, max_count = f[3], max_age = f[4],
+    truncate = f[5], erased = f[6]}
+end
+
+local function lifecycle_text(lc)
+  return int(lc.deleted) .. ' ' .. (lc.tombstoned and '1' or '0') .. ' ' .. int(lc.max_count)
+    .. ' ' .. int(lc.max_age) .. ' ' .. int(lc.truncate) .. ' ' .. int(lc.erased)
+end
+
+-- The first version reads show (StreamLifecycle::first_kept), never below what a scavenge
+-- erased.
+local function first_kept(lc, last)
+  if lc == nil then
+    return 1
+  end
+  local first = lc.deleted + 1
+  if lc.truncate > first then
+    first = lc.truncate
+  end
+  if lc.max_count > 0 and last - lc.max_count + 1 > first then
+    first = last - lc.max_count + 1
+  end
+  if lc.erased + 1 > first then
+    first = lc.erased + 1
+  end
+  return first
+end
+
+-- The version expectations are checked against (StreamLifecycle::visible_version): 0
+-- when a soft delete hid every event.
+local function visible_version(lc, last)
+  if lc ~= nil and last <= lc.deleted then
+    return 0
+  end
+  return last
+end
+
+-- A stream's last version ever written: entry n has id "<n>-0", and only a scavenge
+-- removes entries, always a prefix whose length it records (erased_through). XLEN is
+-- O(1); the stream-heads hash holds the same number, but it was read with HGET, which
+-- scans a small hash field by field (see HASH_TABLE_FIELD).
+local function stream_version(stream_key, lc)
+  local n = redis.call('XLEN', stream_key)
+  if lc ~= nil then
+    return n + lc.erased
+  end
+  return n
 end
 
 -- HSET of a flat field/value list, in slices: unpack is bounded by Lua's C stack (~8000
@@ -126,8 +181,24 @@ end
 --   {kind = 'conflict', actual = v, first = v or nil}
 local function plan_part(part)
   local ids = part.ids
-  -- 1. Duplicate check, whatever the expectation says.
+  local lc = part.lc
+  local last = stream_version(part.stream_key, lc)
+  local floor = first_kept(lc, last)
+  -- 1. Duplicate check, whatever the expectation says. The id of an event that reads no
+  --    longer show but a scavenge has not erased stays taken (check_hidden_ids).
   local found = redis.call('HMGET', part.ids_key, unpack(ids))
+  if lc ~= nil then
+    local hidden = nil
+    for k = 1, #ids do
+      if found[k] and tonumber(found[k]) < floor then
+        hidden = hidden or {}
+        hidden[#hidden + 1] = ids[k]
+      end
+    end
+    if hidden then
+      return {kind = 'partial', ids = hidden}
+    end
+  end
   local existing = nil
   for k = 1, #ids do
     if found[k] then
@@ -149,25 +220,25 @@ local function plan_part(part)
     end
     return {kind = 'partial', ids = existing}
   end
-  -- 2. The expectation.
-  local actual = stream_version(part.stream_key)
+  -- 2. The expectation, against the visible version; a write goes on after the last.
+  local actual = visible_version(lc, last)
   if holds(part.kind, part.expected, actual) then
-    return {kind = 'write', actual = actual}
+    return {kind = 'write', actual = last}
   end
   -- 3. The rebase rule, over every concurrent event: a listed type whose last
   --    occurrence is after the expected version blocks the rebase.
   local may_rebase = part.rebase and part.kind == 'exact' and part.expected < actual
   if may_rebase then
     for k = 1, #part.unless do
-      local last = redis.call('HGET', part.types_key, part.unless[k])
-      if last and tonumber(last) > part.expected then
+      local last_of_type = redis.call('HGET', part.types_key, part.unless[k])
+      if last_of_type and tonumber(last_of_type) > math.max(part.expected, floor - 1) then
         may_rebase = false
         break
       end
     end
   end
   if may_rebase then
-    return {kind = 'write', actual = actual, rebased_from = part.expected}
+    return {kind = 'write', actual = last, rebased_from = math.max(part.expected, floor - 1)}
   end
   -- 4. Conflict.
   local first = nil
@@ -175,6 +246,9 @@ local function plan_part(part)
     first = part.expected + 1
   elseif part.kind == 'no_stream' then
     first = 1
+  end
+  if first ~= nil and first < floor then
+    first = floor
   end
   if first ~= nil and first > actual then
     first = nil
@@ -274,7 +348,8 @@ local function condition_matches(condition, want, all_key, type_prefix, tag_pref
 end
 
 -- KEYS: 1 global stream, 2 head counter, 3 stream index (sorted set), 4 stream heads
---       (hash stream -> "<version> <last position>"), then per part: stream, ids (hash
+--       (hash stream -> "<version> <last position>"), 5 lifecycles (hash, see
+--       lifecycle_of), then per part: stream, ids (hash
 --       event id -> version), types (hash type -> last version with it); then every type
 --       and tag index key the call reads or writes (declared for Redis Cluster; their
 --       names are built here from the prefixes, the same way).
@@ -294,8 +369,10 @@ end
 --   {'conflicts', epoch, conflicts} with per failing part {part number, actual,
 --      truncated (0|1), concurrent entries (the first concurrent-events-max)}
 --   {'condition', matching global entries (the first concurrent-events-max)}
+--   {'deleted', part number}: that part's stream is tombstoned; nothing was written
 local function append(keys, args)
   local all_key, head_key, index_key, heads_key = keys[1], keys[2], keys[3], keys[4]
+  local lifecycle_key = keys[5]
   local type_prefix, tag_prefix = args[2], args[3]
   local has_condition = args[4] == '1'
   local condition = {items = {}}
@@ -317,7 +394,7 @@ local function append(keys, args)
   at = at + 1
   local parts = {}
   for p = 1, n_parts do
-    local k = 4 + (p - 1) * 3
+    local k = 5 + (p - 1) * 3
     local n_unless = count(args[at + 4])
     local part = {
       stream_key = keys[k + 1], ids_key = keys[k + 2], types_key = keys[k + 3],
@@ -337,7 +414,14 @@ local function append(keys, args)
     parts[p] = part
   end
 
-  -- Every check before the first write.
+  -- Every check before the first write. A tombstoned stream refuses everything, even a
+  -- repeated append.
+  for p = 1, n_parts do
+    parts[p].lc = lifecycle_of(lifecycle_key, parts[p].stream)
+    if parts[p].lc ~= nil and parts[p].lc.tombstoned then
+      return {'deleted', p}
+    end
+  end
   local plans = {}
   for p = 1, n_parts do
     plans[p] = plan_part(parts[p])
@@ -499,9 +583,181 @@ local function append(keys, args)
   return {'written', first_position, last_position, written_epoch, recorded_at, out}
 end
 
+-- KEYS: 1 lifecycles, 2 the stream, 3 stream heads.
+-- ARGV: stream, mode (soft|tombstone), expected version (-1: none), concurrent events max.
+-- Mirrors concord_core::plan_delete. Reply: {'ok'}, {'not_found'}, {'tombstoned'}, or
+--   {'conflict', actual, truncated (0|1), concurrent entries}.
+local function delete(keys, args)
+  local lifecycle_key, stream_key = keys[1], keys[2]
+  local stream, mode, expected = args[1], args[2], tonumber(args[3])
+  local lc = lifecycle_of(lifecycle_key, stream)
+  if lc ~= nil and lc.tombstoned then
+    return {'tombstoned'}
+  end
+  local last = stream_version(stream_key, lc)
+  local visible = visible_version(lc, last)
+  if (mode == 'soft' and visible == 0) or last == 0 then
+    return {'not_found'}
+  end
+  if expected >= 0 and expected ~= visible then
+    local entries, truncated = {}, 0
+    if expected < visible then
+      local first = math.max(expected + 1, first_kept(lc, last))
+      local max = tonumber(args[4])
+      entries = redis.call('XRANGE', stream_key, int(first) .. '-0', '+', 'COUNT', max)
+      if first + #entries <= visible then
+        truncated = 1
+      end
+    end
+    return {'conflict', visible, truncated, entries}
+  end
+  lc = lc or {deleted = 0, tombstoned = false, max_count = 0, max_age = 0, truncate = 0, erased = 0}
+  lc.deleted = last
+  if mode == 'tombstone' then
+    lc.tombstoned = true
+  end
+  redis.call('HSET', lifecycle_key, stream, lifecycle_text(lc))
+  return {'ok'}
+end
+
+-- KEYS: 1 lifecycles. ARGV: stream, max_count, max_age_seconds, truncate_before (0: none).
+-- Reply: {'ok'} or {'tombstoned'}.
+local function set_metadata(keys, args)
+  local lifecycle_key, stream = keys[1], args[1]
+  local lc = lifecycle_of(lifecycle_key, stream)
+  if lc ~= nil and lc.tombstoned then
+    return {'tombstoned'}
+  end
+  lc = lc or {deleted = 0, tombstoned = false, max_count = 0, max_age = 0, truncate = 0, erased = 0}
+  lc.max_count, lc.max_age, lc.truncate = tonumber(args[2]), tonumber(args[3]), tonumber(args[4])
+  redis.call('HSET', lifecycle_key, stream, lifecycle_text(lc))
+  return {'ok'}
+end
+
+-- Removes one event's every copy: its stream entry, its global entry, its type and tag
+-- index entries (an index left empty is deleted with its key, whose name holds the type
+-- or tag) and its id. `touched` collects the keys that keep entries, whose nodes still
+-- hold the deleted bytes until compact rewrites them.
+local function erase_entry(entry, stream_key, ids_key, all_key, type_prefix, tag_prefix, touched)
+  local version_id, fields = entry[1], entry[2]
+  local f = {}
+  for i = 1, #fields, 2 do
+    f[fields[i]] = fields[i + 1]
+  end
+  local position_id = f['position'] .. '-0'
+  local function remove(key, id)
+    redis.call('XDEL', key, id)
+    if redis.call('XLEN', key) == 0 then
+      redis.call('DEL', key)
+      touched[key] = nil
+    else
+      touched[key] = true
+    end
+  end
+  remove(all_key, position_id)
+  remove(type_prefix .. f['type'], position_id)
+  if f['tags'] ~= nil and f['tags'] ~= '' then
+    for tag in string.gmatch(f['tags'], '[^,]+') do
+      if redis.call('EXISTS', tag_prefix .. tag) == 1 then
+        remove(tag_prefix .. tag, position_id)
+      end
+    end
+  end
+  redis.call('HDEL', ids_key, f['id'])
+  remove(stream_key, version_id)
+end
+
+-- KEYS: 1 lifecycles, 2 the stream, 3 its ids, 4 global stream.
+-- ARGV: stream, now (ms), most events to erase, type index prefix, tag index prefix.
+-- Erases the next events of the stream that reads no longer show (a prefix: deleted,
+-- tombstoned, before truncate_before, beyond max_count, older than max_age) and moves
+-- erased_through. Reply: {events erased, done (0|1), keys to compact...}.
+local function scavenge(keys, args)
+  local lifecycle_key, stream_key, ids_key, all_key = keys[1], keys[2], keys[3], keys[4]
+  local stream, now, chunk = args[1], tonumber(args[2]), tonumber(args[3])
+  local type_prefix, tag_prefix = args[4], args[5]
+  local lc = lifecycle_of(lifecycle_key, stream)
+  if lc == nil then
+    return {0, 1}
+  end
+  local last = stream_version(stream_key, lc)
+  local target = first_kept(lc, last)
+  if lc.tombstoned then
+    target = last + 1
+  end
+  local cutoff = nil
+  if lc.max_age > 0 and not lc.tombstoned then
+    cutoff = now - lc.max_age * 1000
+  end
+  local entries = redis.call('XRANGE', stream_key, '-', '+', 'COUNT', chunk)
+  local touched, erased, done = {}, 0, 1
+  for k = 1, #entries do
+    local v = tonumber(string.match(entries[k][1], '^(%d+)'))
+    local old = false
+    if v >= target and cutoff ~= nil then
+      local fields = entries[k][2]
+      for i = 1, #fields, 2 do
+        if fields[i] == 'recorded_at' then
+          old = tonumber(fields[i + 1]) <= cutoff
+        end
+      end
+    end
+    if v >= target and not old then
+      break
+    end
+    erase_entry(entries[k], stream_key, ids_key, all_key, type_prefix, tag_prefix, touched)
+    lc.erased = v
+    erased = erased + 1
+  end
+  if erased == chunk then
+    done = 0
+  end
+  if erased > 0 then
+    redis.call('HSET', lifecycle_key, stream, lifecycle_text(lc))
+  end
+  local reply = {erased, done}
+  for key in pairs(touched) do
+    reply[#reply + 1] = key
+  end
+  return reply
+end
+
+-- KEYS: 1 a stream to rewrite, 2 a scratch key. ARGV: cursor ('-' to start, else the last
+-- entry id copied), most entries to copy.
+-- XDEL only flags an entry: its bytes stay in its node until every entry of the node is
+-- deleted. So a scavenge rewrites each stream it deleted from: entries are copied, in
+-- chunks, to the scratch key; the call that copies the last ones (appends meanwhile
+-- included) renames the copy over the original atomically. Reply: {'more', cursor} or
+-- {'done'}.
+local function compact(keys, args)
+  local key, scratch, cursor, count = keys[1], keys[2], args[1], tonumber(args[2])
+  if cursor == '-' then
+    redis.call('DEL', scratch)
+  else
+    cursor = '(' .. cursor
+  end
+  local entries = redis.call('XRANGE', key, cursor, '+', 'COUNT', count)
+  for k = 1, #entries do
+    redis.call('XADD', scratch, entries[k][1], unpack(entries[k][2]))
+  end
+  if #entries < count then
+    if redis.call('EXISTS', scratch) == 1 then
+      redis.call('RENAME', scratch, key)
+    else
+      redis.call('DEL', key)
+    end
+    return {'done'}
+  end
+  return {'more', entries[#entries][1]}
+end
+
 local function version()
   return LIBRARY_VERSION
 end
 
-redis.register_function('concord_append_v5', append)
+redis.register_function('concord_append_v6', append)
+redis.register_function('concord_delete_v6', delete)
+redis.register_function('concord_metadata_v6', set_metadata)
+redis.register_function('concord_scavenge_v6', scavenge)
+redis.register_function('concord_compact_v6', compact)
 redis.register_function{function_name = 'concord_version', callback = version, flags = {'no-writes'}}

@@ -61,6 +61,17 @@ impl KeyLayout {
         format!("{}:streams", self.tag)
     }
 
+    /// Hash: stream name → its lifecycle, six numbers (library version 6): deleted through,
+    /// tombstoned, max count, max age in seconds, truncate before (0: unset), erased through.
+    pub fn lifecycle(&self) -> String {
+        format!("{}:lifecycle", self.tag)
+    }
+
+    /// Stream: where a scavenge rewrites a stream it deleted entries from.
+    pub fn scratch(&self) -> String {
+        format!("{}:scavenge-scratch", self.tag)
+    }
+
     /// Hash: stream name → `"<version> <last position>"`.
     pub fn heads(&self) -> String {
         format!("{}:stream-heads", self.tag)

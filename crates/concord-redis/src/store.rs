@@ -20,6 +20,7 @@ use concord_core::{
     PartialDuplicate, Position, Query, QueryItem, QueryPage, RecordedAt, RecordedEvent, StoreError,
     StreamInfo, StreamName, Version,
 };
+use concord_core::{DeleteMode, ScavengeReport, StreamMetadata};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncConnectionConfig, Client, Value};
 use tokio::task::JoinHandle;
@@ -29,15 +30,17 @@ use crate::error::{BACKEND, RedisError};
 use crate::keys::KeyLayout;
 use crate::recent::Recent;
 
+mod lifecycle;
+
 /// The source of the `concord` Redis function library.
 pub const LIBRARY_SOURCE: &str = include_str!("concord.lua");
 
 /// The version of the library this build loads (the `LIBRARY_VERSION` in its source).
-pub const LIBRARY_VERSION: i64 = 5;
+pub const LIBRARY_VERSION: i64 = 6;
 
 /// The name of the append function in this library version (single and multi-stream
 /// appends, with or without a condition).
-pub const APPEND_FUNCTION: &str = "concord_append_v5";
+pub const APPEND_FUNCTION: &str = "concord_append_v6";
 
 /// Index entries a query read examines per round trip.
 /// The largest condition `after` handed to the append function: Lua numbers are doubles,
@@ -107,6 +110,8 @@ struct Inner {
     /// The head watcher: an `XREAD BLOCK` loop on its own connection, started by the first
     /// `wait_for_head`, so a blocking read never holds up the multiplexed connection.
     watcher: Mutex<Option<JoinHandle<()>>>,
+    /// Held by the scavenge under way in this process.
+    scavenging: tokio::sync::Mutex<()>,
 }
 
 impl Drop for Inner {
@@ -267,6 +272,7 @@ impl RedisStore {
                 recent: Recent::default(),
                 appending: AtomicUsize::new(0),
                 watcher: Mutex::new(None),
+                scavenging: tokio::sync::Mutex::new(()),
             }),
         };
         store.ensure_library().await?;
@@ -369,7 +375,13 @@ impl RedisStore {
 
     fn append_command(&self, request: &MultiAppendRequest) -> redis::Cmd {
         let keys = &self.inner.keys;
-        let mut key_list: Vec<String> = vec![keys.all(), keys.head(), keys.index(), keys.heads()];
+        let mut key_list: Vec<String> = vec![
+            keys.all(),
+            keys.head(),
+            keys.index(),
+            keys.heads(),
+            keys.lifecycle(),
+        ];
         for part in &request.parts {
             key_list.push(keys.stream(&part.stream));
             key_list.push(keys.ids(&part.stream));
@@ -571,6 +583,15 @@ impl RedisStore {
                     conflicts,
                 }
             }
+            "deleted" => {
+                let part = part_of(decode::int(C, item(1)?)?)?;
+                let stream = request
+                    .parts
+                    .get(part)
+                    .map(|p| p.stream.clone())
+                    .ok_or_else(|| RedisError::reply(C, "deleted names no part"))?;
+                Reply::Done(Err(StoreError::StreamDeleted(stream)))
+            }
             "condition" => {
                 let matching = decode::entries(C, item(1)?, |e| decode::global_entry(C, e))?;
                 match &request.condition {
@@ -707,7 +728,13 @@ impl RedisStore {
                         let last = (first_version - 1).min(from.saturating_add(max));
                         ranges.push((&part.stream, from + 1, last));
                     }
-                    appended.push((a, (rebased == 1).then_some(from)));
+                    // The writer's own expectation; the function lists from the first
+                    // version reads show, which may be later.
+                    let expected = match part.expected {
+                        ExpectedVersion::Exact(e) => e,
+                        _ => Version(from),
+                    };
+                    appended.push((a, (rebased == 1).then_some(expected)));
                 }
                 if let Some((last, _)) = appended.last() {
                     self.inner.signal.advance(last.last_position);
@@ -724,9 +751,9 @@ impl RedisStore {
                     .into_iter()
                     .map(|(appended, rebased_from)| match rebased_from {
                         None => AppendOutcome::Appended(appended),
-                        Some(from) => AppendOutcome::Rebased {
+                        Some(expected_version) => AppendOutcome::Rebased {
                             appended,
-                            expected_version: Version(from),
+                            expected_version,
                             concurrent_events: lists.next().unwrap_or_default(),
                         },
                     })
@@ -1002,6 +1029,86 @@ fn parse_heads(command: &'static str, v: &[u8]) -> Result<(Version, Position), R
     ))
 }
 
+/// The values of an `HMGET`, `None` where a field is absent.
+type HashValues = Vec<Option<Vec<u8>>>;
+
+impl RedisStore {
+    /// One page of the stream index from after `after`: the streams listed (deleted ones
+    /// left out), the last name read, and whether more names may follow.
+    async fn list_page(
+        &self,
+        prefix: &str,
+        after: Option<&StreamName>,
+        limit: usize,
+    ) -> Result<(Vec<StreamInfo>, Option<StreamName>, bool), StoreError> {
+        let min = match after {
+            Some(a) if a.as_str() >= prefix => format!("({a}"),
+            _ => format!("[{prefix}"),
+        };
+        let names: Vec<String> = self
+            .query(
+                "ZRANGEBYLEX",
+                redis::cmd("ZRANGEBYLEX")
+                    .arg(self.inner.keys.index())
+                    .arg(min)
+                    .arg("+")
+                    .arg("LIMIT")
+                    .arg(0)
+                    .arg(limit),
+            )
+            .await?;
+        // Names are sorted, so the first one outside the prefix ends the listing.
+        let names: Vec<StreamName> = names
+            .into_iter()
+            .take_while(|n| n.starts_with(prefix))
+            .map(|n| {
+                StreamName::new(n).map_err(|e| RedisError::reply("ZRANGEBYLEX", e.to_string()))
+            })
+            .collect::<Result<_, _>>()?;
+        if names.is_empty() {
+            return Ok((Vec::new(), None, false));
+        }
+        let more = names.len() == limit;
+        let last = names.last().cloned();
+        let mut cmd = redis::cmd("HMGET");
+        cmd.arg(self.inner.keys.heads());
+        for n in &names {
+            cmd.arg(n.as_str());
+        }
+        let mut lifecycles = redis::cmd("HMGET");
+        lifecycles.arg(self.inner.keys.lifecycle());
+        for n in &names {
+            lifecycles.arg(n.as_str());
+        }
+        let mut pipe = redis::pipe();
+        pipe.add_command(cmd).add_command(lifecycles);
+        let (states, lifecycles): (HashValues, HashValues) =
+            self.query_pipe("HMGET", &pipe).await?;
+        let mut out = Vec::with_capacity(names.len());
+        for ((stream, state), lifecycle) in names.into_iter().zip(states).zip(lifecycles) {
+            let state = state.ok_or_else(|| {
+                RedisError::reply(
+                    "HMGET",
+                    format!("stream {stream} is indexed but has no head"),
+                )
+            })?;
+            let (version, last_position) = parse_heads("HMGET", &state)?;
+            if let Some(text) = lifecycle {
+                let l = lifecycle::Stored::parse("HMGET", &text)?.lifecycle;
+                if l.tombstoned || l.visible_version(version) == Version::NONE {
+                    continue;
+                }
+            }
+            out.push(StreamInfo {
+                stream,
+                version,
+                last_position,
+            });
+        }
+        Ok((out, last, more))
+    }
+}
+
 #[async_trait]
 impl EventStore for RedisStore {
     fn backend(&self) -> &'static str {
@@ -1110,30 +1217,58 @@ impl EventStore for RedisStore {
             return Ok(Vec::new());
         }
         let key = self.inner.keys.stream(stream);
-        let (command, cmd) = match direction {
-            Direction::Forward => {
-                let mut c = redis::cmd("XRANGE");
-                c.arg(key)
-                    .arg(format!("{from}-0"))
-                    .arg("+")
-                    .arg("COUNT")
-                    .arg(limit);
-                ("XRANGE", c)
-            }
-            Direction::Backward => {
-                let mut c = redis::cmd("XREVRANGE");
-                c.arg(key)
-                    .arg(format!("{from}-0"))
-                    .arg("-")
-                    .arg("COUNT")
-                    .arg(limit);
-                ("XREVRANGE", c)
-            }
+        let range = |from: Version| {
+            let mut c = match direction {
+                Direction::Forward => redis::cmd("XRANGE"),
+                Direction::Backward => redis::cmd("XREVRANGE"),
+            };
+            c.arg(&key).arg(format!("{from}-0"));
+            c.arg(if direction == Direction::Forward {
+                "+"
+            } else {
+                "-"
+            });
+            c.arg("COUNT").arg(limit);
+            c
         };
-        let reply: Value = self.query(command, &cmd).await?;
-        Ok(decode::entries(command, &reply, |e| {
+        let command = match direction {
+            Direction::Forward => "XRANGE",
+            Direction::Backward => "XREVRANGE",
+        };
+        // The range, the stream's lifecycle and its last version in one round trip; a
+        // second only when a forward read starts below what the lifecycle shows.
+        let mut pipe = redis::pipe();
+        pipe.add_command(range(from));
+        pipe.cmd("HGET")
+            .arg(self.inner.keys.lifecycle())
+            .arg(stream.as_str());
+        pipe.cmd("HGET")
+            .arg(self.inner.keys.heads())
+            .arg(stream.as_str());
+        let (mut reply, lifecycle, heads): (Value, Option<Vec<u8>>, Option<Vec<u8>>) =
+            self.query_pipe(command, &pipe).await?;
+        let Some(lifecycle) = lifecycle else {
+            return Ok(decode::entries(command, &reply, |e| {
+                decode::stream_entry(command, stream, e)
+            })?);
+        };
+        let stored = lifecycle::Stored::parse("HGET", &lifecycle)?;
+        if stored.lifecycle.tombstoned {
+            return Err(StoreError::StreamDeleted(stream.clone()));
+        }
+        let last = match heads {
+            Some(h) => parse_heads("HGET", &h)?.0,
+            None => Version::NONE,
+        };
+        let floor = stored.floor(last);
+        if direction == Direction::Forward && from < floor {
+            reply = self.query(command, &range(floor)).await?;
+        }
+        let mut events = decode::entries(command, &reply, |e| {
             decode::stream_entry(command, stream, e)
-        })?)
+        })?;
+        stored.filter(&mut events, last);
+        Ok(events)
     }
 
     async fn read_all(
@@ -1156,7 +1291,10 @@ impl EventStore for RedisStore {
         let mut head = Position::ZERO;
         for _ in 0..SCAN_ROUND_TRIPS_MAX {
             // The head is read after the range, so it is at least every position seen.
+            // The head before the range bounds what an exhausted range has covered: a
+            // scavenge may have erased the last positions, so the entries alone cannot say.
             let mut pipe = redis::pipe();
+            pipe.cmd("GET").arg(self.inner.keys.head());
             pipe.cmd("XRANGE")
                 .arg(&all)
                 .arg(format!("{cursor}-0"))
@@ -1164,10 +1302,12 @@ impl EventStore for RedisStore {
                 .arg("COUNT")
                 .arg(batch);
             pipe.cmd("GET").arg(self.inner.keys.head());
-            let (reply, last): (Value, Option<u64>) = self.query_pipe("XRANGE", &pipe).await?;
+            let (before, reply, last): (Option<u64>, Value, Option<u64>) =
+                self.query_pipe("XRANGE", &pipe).await?;
             head = Position(last.unwrap_or(0));
             let entries = decode::entries("XRANGE", &reply, |e| decode::global_entry("XRANGE", e))?;
             let exhausted = entries.len() < batch;
+            let covered = Position(before.unwrap_or(0)).next();
             for e in entries {
                 if events.len() == limit {
                     return Ok(AllPage {
@@ -1181,7 +1321,11 @@ impl EventStore for RedisStore {
                     events.push(e);
                 }
             }
-            if exhausted || events.len() == limit {
+            if exhausted {
+                cursor = cursor.max(covered);
+                break;
+            }
+            if events.len() == limit {
                 break;
             }
         }
@@ -1193,17 +1337,26 @@ impl EventStore for RedisStore {
     }
 
     async fn stream_version(&self, stream: &StreamName) -> Result<Version, StoreError> {
-        let state: Option<Vec<u8>> = self
-            .query(
-                "HGET",
-                redis::cmd("HGET")
-                    .arg(self.inner.keys.heads())
-                    .arg(stream.as_str()),
-            )
-            .await?;
-        match state {
-            None => Ok(Version::NONE),
-            Some(v) => Ok(parse_heads("HGET", &v)?.0),
+        let mut pipe = redis::pipe();
+        pipe.cmd("HGET")
+            .arg(self.inner.keys.heads())
+            .arg(stream.as_str());
+        pipe.cmd("HGET")
+            .arg(self.inner.keys.lifecycle())
+            .arg(stream.as_str());
+        let (state, lifecycle): (Option<Vec<u8>>, Option<Vec<u8>>) =
+            self.query_pipe("HGET", &pipe).await?;
+        let last = match state {
+            None => Version::NONE,
+            Some(v) => parse_heads("HGET", &v)?.0,
+        };
+        match lifecycle {
+            None => Ok(last),
+            Some(text) => {
+                let stored = lifecycle::Stored::parse("HGET", &text)?;
+                stored.lifecycle.check_not_tombstoned(stream)?;
+                Ok(stored.lifecycle.visible_version(last))
+            }
         }
     }
 
@@ -1217,55 +1370,19 @@ impl EventStore for RedisStore {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let min = match after {
-            Some(a) if a.as_str() >= prefix => format!("({a}"),
-            _ => format!("[{prefix}"),
-        };
-        let names: Vec<String> = self
-            .query(
-                "ZRANGEBYLEX",
-                redis::cmd("ZRANGEBYLEX")
-                    .arg(self.inner.keys.index())
-                    .arg(min)
-                    .arg("+")
-                    .arg("LIMIT")
-                    .arg(0)
-                    .arg(limit),
-            )
-            .await?;
-        // Names are sorted, so the first one outside the prefix ends the listing.
-        let names: Vec<StreamName> = names
-            .into_iter()
-            .take_while(|n| n.starts_with(prefix))
-            .map(|n| {
-                StreamName::new(n).map_err(|e| RedisError::reply("ZRANGEBYLEX", e.to_string()))
-            })
-            .collect::<Result<_, _>>()?;
-        if names.is_empty() {
-            return Ok(Vec::new());
+        // Deleted streams stay in the index but are not listed: page until `limit` are
+        // listed or the names run out.
+        let mut out = Vec::with_capacity(limit);
+        let mut after = after.cloned();
+        loop {
+            let (page, last, more) = self.list_page(prefix, after.as_ref(), limit).await?;
+            out.extend(page);
+            if out.len() >= limit || !more {
+                out.truncate(limit);
+                return Ok(out);
+            }
+            after = last;
         }
-        let mut cmd = redis::cmd("HMGET");
-        cmd.arg(self.inner.keys.heads());
-        for n in &names {
-            cmd.arg(n.as_str());
-        }
-        let states: Vec<Option<Vec<u8>>> = self.query("HMGET", &cmd).await?;
-        let mut out = Vec::with_capacity(names.len());
-        for (stream, state) in names.into_iter().zip(states) {
-            let state = state.ok_or_else(|| {
-                RedisError::reply(
-                    "HMGET",
-                    format!("stream {stream} is indexed but has no head"),
-                )
-            })?;
-            let (version, last_position) = parse_heads("HMGET", &state)?;
-            out.push(StreamInfo {
-                stream,
-                version,
-                last_position,
-            });
-        }
-        Ok(out)
     }
 
     async fn head(&self) -> Result<Position, StoreError> {
@@ -1275,6 +1392,38 @@ impl EventStore for RedisStore {
         let head = Position(head.unwrap_or(0));
         self.inner.signal.advance(head);
         Ok(head)
+    }
+
+    async fn delete_stream(
+        &self,
+        stream: &StreamName,
+        expected: Option<Version>,
+    ) -> Result<(), StoreError> {
+        self.delete(stream, DeleteMode::Soft, expected).await
+    }
+
+    async fn tombstone_stream(
+        &self,
+        stream: &StreamName,
+        expected: Option<Version>,
+    ) -> Result<(), StoreError> {
+        self.delete(stream, DeleteMode::Tombstone, expected).await
+    }
+
+    async fn stream_metadata(&self, stream: &StreamName) -> Result<StreamMetadata, StoreError> {
+        self.metadata(stream).await
+    }
+
+    async fn set_stream_metadata(
+        &self,
+        stream: &StreamName,
+        metadata: StreamMetadata,
+    ) -> Result<StreamMetadata, StoreError> {
+        self.set_metadata(stream, metadata).await
+    }
+
+    async fn scavenge(&self) -> Result<ScavengeReport, StoreError> {
+        self.run_scavenge().await
     }
 
     async fn wait_for_head(&self, after: Position) -> Result<Position, StoreError> {

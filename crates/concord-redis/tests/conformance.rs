@@ -10,3 +10,4 @@
 mod common;
 
 concord_testkit::conformance_suite!(common::fresh);
+concord_testkit::lifecycle_suite!(common::fresh);

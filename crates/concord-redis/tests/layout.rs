@@ -640,13 +640,22 @@ async fn a_condition_naming_more_types_than_one_unpack_holds_is_decided() {
         .await
         .unwrap();
     assert_eq!(ann.appended().last_position, Position(1));
-    // 9 000 types, the one written last: the function reads them in a loop, not through
-    // Lua's bounded unpack, so the condition is checked (and fails) instead of erroring.
-    let mut types: Vec<_> = (0..8999)
-        .map(|n| concord_core::EventType::new(format!("Other{n}")).unwrap())
+    // The largest query a caller may send (100 items of 100 types: 10 000 types, the one
+    // written last): the function reads them in a loop, not through Lua's bounded unpack
+    // (about 8 000 values), so the condition is checked (and fails) instead of erroring.
+    let mut items: Vec<_> = (0..concord_core::QUERY_ITEMS_MAX)
+        .map(|item| concord_core::QueryItem {
+            types: (0..concord_core::TYPES_PER_FILTER_MAX)
+                .map(|n| concord_core::EventType::new(format!("Other{item}x{n}")).unwrap())
+                .collect(),
+            tags: vec![],
+        })
         .collect();
-    types.push(registered);
-    let query = concord_core::Query::item(types, vec![]);
+    if let Some(last) = items.last_mut().and_then(|item| item.types.last_mut()) {
+        *last = registered;
+    }
+    let query = concord_core::Query { items };
+    assert_eq!(query.validate(), Ok(()));
     let request = concord_core::MultiAppendRequest::new(vec![AppendRequest::new(
         doc::stream("user-bob"),
         ExpectedVersion::NoStream,

@@ -12,3 +12,4 @@
 mod common;
 
 concord_testkit::model_check!(common::fresh);
+concord_testkit::lifecycle_model_check!(common::fresh);

@@ -72,6 +72,11 @@ impl TokenGrant {
         self.read.iter().any(|p| p == EVERY_STREAM)
     }
 
+    /// Whether the token may write every stream (`POST /admin/scavenge`).
+    pub fn may_write_all(&self) -> bool {
+        self.write.iter().any(|p| p == EVERY_STREAM)
+    }
+
     /// Whether every stream whose name starts with `prefix` is readable.
     pub fn may_list(&self, prefix: &str) -> bool {
         self.read
@@ -177,6 +182,16 @@ impl Access {
             |g| g.may_write(stream),
             || format!("this token may not append to stream {stream:?}"),
         )
+    }
+
+    /// Requires write access to every stream.
+    ///
+    /// # Errors
+    /// [`ApiError::Forbidden`].
+    pub fn write_all(&self) -> Result<(), ApiError> {
+        self.check(TokenGrant::may_write_all, || {
+            "a scavenge needs a token that may write every stream (\"*\")".to_owned()
+        })
     }
 
     /// Requires read access to every stream.

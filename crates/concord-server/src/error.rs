@@ -174,6 +174,24 @@ fn store_problem(e: StoreError) -> Problem {
             p.unit = Some(t.unit.to_owned());
             p
         }
+        StoreError::StreamNotFound(stream) => {
+            let mut p = Problem::new(
+                ProblemType::StreamNotFound,
+                404,
+                format!("stream {stream} has no events"),
+            );
+            p.stream = Some(stream);
+            p
+        }
+        StoreError::StreamDeleted(stream) => {
+            let detail = StoreError::StreamDeleted(stream.clone()).to_string();
+            let mut p = Problem::new(ProblemType::StreamDeleted, 410, detail);
+            p.stream = Some(stream);
+            p
+        }
+        e @ StoreError::Unsupported { .. } => {
+            Problem::new(ProblemType::Unsupported, 501, e.to_string())
+        }
         e @ StoreError::Unavailable { .. } => {
             tracing::error!(error = %e, source = ?std::error::Error::source(&e), "store unavailable");
             Problem::new(

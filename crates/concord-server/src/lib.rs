@@ -29,6 +29,7 @@ mod config;
 mod cross;
 mod error;
 mod extract;
+mod lifecycle;
 mod metrics;
 mod openapi;
 mod projections;

@@ -35,6 +35,10 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/streams/{stream}"),
     ("get", "/streams/{stream}"),
     ("get", "/streams/{stream}/{version}"),
+    ("delete", "/streams/{stream}"),
+    ("get", "/streams/{stream}/metadata"),
+    ("put", "/streams/{stream}/metadata"),
+    ("post", "/admin/scavenge"),
     ("get", "/all"),
     ("post", "/append"),
     ("post", "/query"),
@@ -514,6 +518,7 @@ const PROBLEM: &str = "application/problem+json";
         (status = 400, description = "Invalid request", body = ProblemDoc, content_type = PROBLEM),
         (status = 408, description = "The body did not arrive within the body timeout", body = ProblemDoc, content_type = PROBLEM),
         (status = 409, description = "Version conflict or partial duplicate", body = ProblemDoc, content_type = PROBLEM),
+        (status = 410, description = "The stream is tombstoned (stream-deleted)", body = ProblemDoc, content_type = PROBLEM),
         (status = 412, description = "Version conflict on If-Match", body = ProblemDoc, content_type = PROBLEM),
         (status = 413, description = "Too large", body = ProblemDoc, content_type = PROBLEM),
         (status = 503, description = "Store unavailable", body = ProblemDoc, content_type = PROBLEM)))]
@@ -528,6 +533,7 @@ fn append() {}
         (status = 400, description = "Invalid request (bad query, a stream twice, no parts...)", body = ProblemDoc, content_type = PROBLEM),
         (status = 408, description = "The body did not arrive within the body timeout", body = ProblemDoc, content_type = PROBLEM),
         (status = 409, description = "version-conflict with `parts` (every stale part), condition-failed with `after` and `matching_events`, or partial-duplicate", body = ProblemDoc, content_type = PROBLEM),
+        (status = 410, description = "The stream is tombstoned (stream-deleted)", body = ProblemDoc, content_type = PROBLEM),
         (status = 413, description = "Too large", body = ProblemDoc, content_type = PROBLEM),
         (status = 503, description = "Store unavailable", body = ProblemDoc, content_type = PROBLEM)))]
 fn append_multi() {}
@@ -555,6 +561,7 @@ fn query() {}
          headers(("ETag" = String, description = "\"<version>\""))),
         (status = 400, description = "Invalid request", body = ProblemDoc, content_type = PROBLEM),
         (status = 404, description = "The stream has no events", body = ProblemDoc, content_type = PROBLEM),
+        (status = 410, description = "The stream is tombstoned (stream-deleted)", body = ProblemDoc, content_type = PROBLEM),
         (status = 503, description = "Store unavailable", body = ProblemDoc, content_type = PROBLEM)))]
 fn read_stream() {}
 
@@ -575,6 +582,7 @@ pub(crate) enum DirectionDoc {
         (status = 200, description = "The event", body = EventDoc),
         (status = 400, description = "Invalid request", body = ProblemDoc, content_type = PROBLEM),
         (status = 404, description = "No such stream or event", body = ProblemDoc, content_type = PROBLEM),
+        (status = 410, description = "The stream is tombstoned (stream-deleted)", body = ProblemDoc, content_type = PROBLEM),
         (status = 503, description = "Store unavailable", body = ProblemDoc, content_type = PROBLEM)))]
 fn read_event() {}
 
@@ -631,6 +639,7 @@ fn subscribe_all() {}
            ("from" = Option<u64>, Query, minimum = 0),
            ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this version", minimum = 0)),
     responses((status = 200, description = "text/event-stream; each data is an Event", body = String, content_type = "text/event-stream"),
+              (status = 410, description = "The stream is tombstoned (stream-deleted)", body = ProblemDoc, content_type = PROBLEM),
               (status = 400, description = "Invalid request", body = ProblemDoc, content_type = PROBLEM)))]
 fn subscribe_stream() {}
 
@@ -693,6 +702,97 @@ fn projection_row() {}
               (status = 503, description = "Store unavailable", body = ProblemDoc, content_type = PROBLEM)))]
 fn rebuild_projection() {}
 
+/// Delete a stream: soft (reads answer 404, a later append recreates it with versions
+/// going on) or, with `tombstone=true`, for good (every later use answers 410).
+#[utoipa::path(delete, path = "/streams/{stream}", tag = "streams",
+    params(("stream" = String, Path, description = "Stream name, percent-encoded", min_length = 1, max_length = 64, pattern = r"^[^$\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"),
+           ("expected_version" = Option<u64>, Query, description = "The stream's current version; stale: 409 with the missed events", minimum = 0),
+           ("tombstone" = Option<bool>, Query, description = "true: a hard delete, forever")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 400, description = "Invalid request", body = ProblemDoc, content_type = PROBLEM),
+        (status = 404, description = "The stream has no events (stream-not-found)", body = ProblemDoc, content_type = PROBLEM),
+        (status = 409, description = "Stale expected_version (version-conflict)", body = ProblemDoc, content_type = PROBLEM),
+        (status = 410, description = "The stream is tombstoned (stream-deleted)", body = ProblemDoc, content_type = PROBLEM),
+        (status = 503, description = "Store unavailable", body = ProblemDoc, content_type = PROBLEM)))]
+fn delete_stream() {}
+
+/// A stream's retention settings (members absent when unset).
+#[utoipa::path(get, path = "/streams/{stream}/metadata", tag = "streams",
+    params(("stream" = String, Path, description = "Stream name, percent-encoded", min_length = 1, max_length = 64, pattern = r"^[^$\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$")),
+    responses(
+        (status = 200, description = "The settings", body = StreamMetadataDoc),
+        (status = 400, description = "Invalid request", body = ProblemDoc, content_type = PROBLEM),
+        (status = 410, description = "The stream is tombstoned (stream-deleted)", body = ProblemDoc, content_type = PROBLEM),
+        (status = 503, description = "Store unavailable", body = ProblemDoc, content_type = PROBLEM)))]
+fn stream_metadata() {}
+
+/// Change a stream's retention settings: a member left out keeps its setting, null
+/// removes it. Reads honour them at once; a scavenge erases what they leave out.
+#[utoipa::path(put, path = "/streams/{stream}/metadata", tag = "streams",
+    params(("stream" = String, Path, description = "Stream name, percent-encoded", min_length = 1, max_length = 64, pattern = r"^[^$\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$")),
+    request_body = MetadataBodyDoc,
+    responses(
+        (status = 200, description = "The settings now stored", body = StreamMetadataDoc),
+        (status = 400, description = "Not a positive integer, or an unknown member", body = ProblemDoc, content_type = PROBLEM),
+        (status = 408, description = "The body did not arrive within the body timeout", body = ProblemDoc, content_type = PROBLEM),
+        (status = 410, description = "The stream is tombstoned (stream-deleted)", body = ProblemDoc, content_type = PROBLEM),
+        (status = 413, description = "Body too large", body = ProblemDoc, content_type = PROBLEM),
+        (status = 503, description = "Store unavailable", body = ProblemDoc, content_type = PROBLEM)))]
+fn set_stream_metadata() {}
+
+/// Erase what deletes, tombstones and retention hide, from every copy the store keeps;
+/// answers once done. Needs `write` on `*`.
+#[utoipa::path(post, path = "/admin/scavenge", tag = "operations",
+    responses(
+        (status = 200, description = "What the scavenge removed", body = ScavengeReportDoc),
+        (status = 501, description = "The store does not support it (unsupported)", body = ProblemDoc, content_type = PROBLEM),
+        (status = 503, description = "Store unavailable", body = ProblemDoc, content_type = PROBLEM)))]
+fn scavenge() {}
+
+/// A stream's retention settings.
+#[derive(Serialize, ToSchema)]
+#[schema(as = StreamMetadata)]
+pub(crate) struct StreamMetadataDoc {
+    /// Keep only the last n events.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1)]
+    max_count: Option<u64>,
+    /// Keep only events recorded less than this many seconds ago.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1)]
+    max_age_seconds: Option<u64>,
+    /// Keep only events with a version at least this.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1)]
+    truncate_before: Option<u64>,
+}
+
+/// A change of retention settings: absent keeps, null removes, a positive integer sets.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = MetadataBody)]
+pub(crate) struct MetadataBodyDoc {
+    #[schema(minimum = 1, maximum = 9_223_372_036_854_775_807_u64)]
+    max_count: Option<u64>,
+    #[schema(minimum = 1, maximum = 9_223_372_036_854_775_807_u64)]
+    max_age_seconds: Option<u64>,
+    #[schema(minimum = 1, maximum = 9_223_372_036_854_775_807_u64)]
+    truncate_before: Option<u64>,
+}
+
+/// What a scavenge removed.
+#[derive(Serialize, ToSchema)]
+#[schema(as = ScavengeReport)]
+pub(crate) struct ScavengeReportDoc {
+    /// Events whose bytes were erased.
+    events_removed: u64,
+    /// Streams that had events erased.
+    streams_scavenged: u64,
+    /// Bytes of storage given back, where the backend can tell (0 otherwise).
+    bytes_reclaimed: u64,
+}
+
 struct BearerAuth;
 
 impl Modify for BearerAuth {
@@ -712,14 +812,14 @@ impl Modify for BearerAuth {
          description = "Event store with conflicts that tell what happened. Every choice and limit is described in the project's docs/http-api.md."),
     paths(append, append_multi, query, read_stream, read_event, list_streams, read_all, head, subscribe_all, subscribe_stream,
           health, metrics, openapi_json, root, list_projections, projection_status, projection_row,
-          rebuild_projection),
+          rebuild_projection, delete_stream, stream_metadata, set_stream_metadata, scavenge),
     components(schemas(EventDoc, NewEventDoc, ExpectedVersionDoc, ExpectedVersionName, AppendBodyDoc, RebasedDoc,
                         AppendResultDoc, StreamPageDoc, AllEventsDoc, StreamInfoDoc, StreamListDoc, HeadDoc,
                         HealthDoc, ConflictPartDoc, ProblemDoc, QueryItemDoc, QueryDoc,
                         AppendConditionDoc, AppendPartDoc, MultiAppendBodyDoc, PartResultDoc,
                         MultiAppendResultDoc, QueryBodyDoc, QueryResultDoc, ProjectionFailureDoc,
                         ProjectionInfoDoc, ProjectionListDoc, ProjectionRowDoc, StreamNameDoc, EventTypeDoc,
-                        TagDoc, DirectionDoc)),
+                        TagDoc, DirectionDoc, StreamMetadataDoc, MetadataBodyDoc, ScavengeReportDoc)),
     modifiers(&BearerAuth),
 )]
 struct ApiDoc;

@@ -28,7 +28,7 @@ use crate::config::ServerConfig;
 use crate::error::ApiError;
 use crate::extract::{JsonBody, Params, PathParams};
 use crate::metrics::{AppendResultKind, Metrics};
-use crate::{cross, openapi, projections, sse, ui};
+use crate::{cross, lifecycle, openapi, projections, sse, ui};
 
 /// What every handler shares, behind one `Arc`: axum clones the state for every
 /// middleware and handler of every request, and one reference count is cheaper than five.
@@ -97,8 +97,18 @@ pub(crate) fn build(
         .route("/openapi.json", get(openapi_json))
         .route("/head", get(head))
         .route("/streams", get(list_streams))
-        .route("/streams/{stream}", post(append).get(read_stream))
+        .route(
+            "/streams/{stream}",
+            post(append)
+                .get(read_stream)
+                .delete(lifecycle::delete_stream),
+        )
+        .route(
+            "/streams/{stream}/metadata",
+            get(lifecycle::stream_metadata).put(lifecycle::set_stream_metadata),
+        )
         .route("/streams/{stream}/{version}", get(read_event))
+        .route("/admin/scavenge", post(lifecycle::scavenge))
         .route("/all", get(read_all))
         .route("/append", post(cross::append_multi))
         .route("/query", post(cross::query))

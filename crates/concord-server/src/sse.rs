@@ -120,6 +120,8 @@ pub(crate) async fn subscribe_stream(
         Some(k) => k.saturating_add(1),
         None => params.from.unwrap_or(1),
     };
+    // A tombstoned stream is refused with 410 before the event stream starts.
+    let _ = app.store.stream_version(&stream).await?;
     let subscription = Arc::clone(&app.store).subscribe_stream(stream, Version(from));
     Ok(respond(&app, subscription, |e| e.version.get()))
 }

@@ -444,7 +444,7 @@ async fn unknown_routes_and_methods_are_problems() {
         .await
         .assert_problem(404, "not-found");
     server
-        .send(server.http.delete(server.url("/streams/a-1")))
+        .send(server.http.put(server.url("/streams/a-1")))
         .await
         .assert_problem(405, "method-not-allowed");
     server
@@ -676,6 +676,15 @@ async fn the_openapi_document_covers_every_route_the_server_answers() {
                     _ => json!({"events": [{"type": "T", "data": {}}]}),
                 };
                 server.post(&concrete, &body).await
+            }
+            "delete" => server.send(server.http.delete(server.url(&concrete))).await,
+            "put" => {
+                let request = server
+                    .http
+                    .put(server.url(&concrete))
+                    .header("content-type", "application/json")
+                    .body(json!({"max_count": 5}).to_string());
+                server.send(request).await
             }
             other => panic!("unexpected method {other}"),
         };

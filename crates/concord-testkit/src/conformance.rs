@@ -33,6 +33,8 @@ pub use cross_stream::*;
 pub use limits::*;
 mod payloads;
 pub use payloads::*;
+mod lifecycle;
+pub use lifecycle::*;
 
 // ---------------------------------------------------------------------------------------
 // Helpers

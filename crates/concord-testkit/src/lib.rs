@@ -5,6 +5,7 @@
 //!   backend's `tests/conformance.rs` runs them all, one named test each.
 //! - [`properties`]: the model check, random operation sequences compared step by step
 //!   with `MemoryStore`; `model_check!(factory)` or [`properties::run_model_check`].
+//! - [`redis`], [`postgres`]: real servers started by the test (ephemeral ports, temp dirs).
 //! - [`scale`]: the `CONCORD_TEST_SCALE` factor for iteration counts.
 //!
 //! It is a dev-dependency only (the architecture test enforces it). Its helpers panic on
@@ -22,6 +23,7 @@ use std::sync::Arc;
 use concord_core::EventStore;
 
 pub mod conformance;
+pub mod postgres;
 pub mod properties;
 pub mod redis;
 

@@ -22,7 +22,7 @@ use std::time::Duration;
 use concord_core::{
     AppendOutcome, AppendRequest, Appended, Category, ContentType, Direction, EventId, EventStore,
     EventType, ExpectedVersion, Filter, Json, MemoryStore, NewEvent, Payload, Position,
-    RecordedEvent, StoreError, StreamName, Tag, Version,
+    RecordedEvent, StoreError, StreamMetadata, StreamName, Tag, Version,
 };
 use futures::StreamExt;
 use proptest::collection::vec;
@@ -185,6 +185,26 @@ pub enum Op {
         /// A stream (index), or the global log.
         stream: Option<usize>,
     },
+    /// A soft delete or a tombstone (lifecycle cases only).
+    Delete {
+        /// Index into the streams.
+        stream: usize,
+        /// A tombstone instead of a soft delete.
+        tombstone: bool,
+        /// The expected version, relative to the current one, when given.
+        expected: Option<i8>,
+    },
+    /// Retention settings (lifecycle cases only).
+    Retain {
+        /// Index into the streams.
+        stream: usize,
+        /// `max_count`, when set.
+        max_count: Option<u64>,
+        /// `truncate_before`, when set.
+        truncate_before: Option<u64>,
+    },
+    /// A scavenge (lifecycle cases only).
+    Scavenge,
 }
 
 fn expect_strategy() -> impl Strategy<Value = Expect> {
@@ -250,6 +270,24 @@ pub fn ops_strategy() -> impl Strategy<Value = Vec<Op>> {
     vec(op_strategy(), 1..40)
 }
 
+fn lifecycle_op_strategy() -> impl Strategy<Value = Op> {
+    let streams = stream_names().len();
+    prop_oneof![
+        12 => op_strategy(),
+        2 => (0..streams, proptest::bool::weighted(0.2), proptest::option::weighted(0.3, -2i8..=1))
+            .prop_map(|(stream, tombstone, expected)| Op::Delete { stream, tombstone, expected }),
+        1 => (0..streams, proptest::option::of(0u64..=5), proptest::option::of(0u64..=12))
+            .prop_map(|(stream, max_count, truncate_before)| Op::Retain { stream, max_count, truncate_before }),
+        1 => Just(Op::Scavenge),
+    ]
+}
+
+/// The model check's sequences with deletes, tombstones, retention settings and
+/// scavenges among the other operations.
+pub fn lifecycle_ops_strategy() -> impl Strategy<Value = Vec<Op>> {
+    vec(lifecycle_op_strategy(), 1..40)
+}
+
 /// An event as both stores must report it (everything but the recording time).
 #[derive(Clone, PartialEq, Debug)]
 struct Seen {
@@ -309,6 +347,28 @@ enum Observed {
         version: Version,
         head: Position,
     },
+    /// A lifecycle operation's outcome, or any store's refusal, in words both agree on.
+    Said(String),
+}
+
+/// A lifecycle outcome (or a refusal of a read) in canonical words.
+fn said<T: std::fmt::Debug>(result: &Result<T, StoreError>) -> Result<Observed, String> {
+    Ok(Observed::Said(match result {
+        Ok(v) => format!("ok {v:?}"),
+        Err(StoreError::Conflict(c)) => format!(
+            "conflict actual {} versions {:?} truncated {}",
+            c.actual,
+            c.concurrent_events
+                .iter()
+                .map(|e| e.version.get())
+                .collect::<Vec<_>>(),
+            c.truncated
+        ),
+        Err(StoreError::StreamNotFound(s)) => format!("not found {s}"),
+        Err(StoreError::StreamDeleted(s)) => format!("deleted {s}"),
+        Err(StoreError::Invalid(i)) => format!("invalid {}", i.field),
+        Err(e) => return Err(e.to_string()),
+    }))
 }
 
 fn observe_append(result: Result<AppendOutcome, StoreError>) -> Observed {
@@ -506,13 +566,10 @@ async fn observe(store: &Arc<dyn EventStore>, step: &Step) -> Result<Observed, S
             from,
             direction,
             limit,
-        } => {
-            let events = store
-                .read_stream(stream, *from, *direction, *limit)
-                .await
-                .map_err(|e| e.to_string())?;
-            Observed::Events(events.iter().map(seen).collect())
-        }
+        } => match store.read_stream(stream, *from, *direction, *limit).await {
+            Ok(events) => Observed::Events(events.iter().map(seen).collect()),
+            Err(e) => said::<()>(&Err(e))?,
+        },
         Step::ReadAll {
             from,
             filter,
@@ -534,10 +591,29 @@ async fn observe(store: &Arc<dyn EventStore>, step: &Step) -> Result<Observed, S
                     .collect(),
             )
         }
-        Step::StreamVersion(s) => Observed::Versions {
-            version: store.stream_version(s).await.map_err(|e| e.to_string())?,
-            head: store.head().await.map_err(|e| e.to_string())?,
+        Step::StreamVersion(s) => match store.stream_version(s).await {
+            Ok(version) => Observed::Versions {
+                version,
+                head: store.head().await.map_err(|e| e.to_string())?,
+            },
+            Err(e) => said::<()>(&Err(e))?,
         },
+        Step::Delete {
+            stream,
+            tombstone,
+            expected,
+        } => {
+            let result = if *tombstone {
+                store.tombstone_stream(stream, *expected).await
+            } else {
+                store.delete_stream(stream, *expected).await
+            };
+            said(&result)?
+        }
+        Step::Retain { stream, metadata } => {
+            said(&store.set_stream_metadata(stream, *metadata).await)?
+        }
+        Step::Scavenge => said(&store.scavenge().await.map(|r| r.events_removed))?,
         Step::Subscribe { from, stream, n } => {
             subscribe_take(store, *from, stream.as_ref(), *n).await?
         }
@@ -570,6 +646,16 @@ enum Step {
         stream: Option<StreamName>,
         n: usize,
     },
+    Delete {
+        stream: StreamName,
+        tombstone: bool,
+        expected: Option<Version>,
+    },
+    Retain {
+        stream: StreamName,
+        metadata: StreamMetadata,
+    },
+    Scavenge,
 }
 
 async fn make_step(
@@ -579,9 +665,10 @@ async fn make_step(
     streams: &[StreamName],
 ) -> Option<Step> {
     let name = |i: usize| streams[i % streams.len()].clone();
+    // A tombstoned stream has no version; 0 then (the operation is refused anyway).
     let version = |s: StreamName| {
         let model = Arc::clone(model);
-        async move { model.stream_version(&s).await.unwrap() }
+        async move { model.stream_version(&s).await.unwrap_or(Version::NONE) }
     };
     Some(match op {
         Op::Append {
@@ -673,20 +760,19 @@ async fn make_step(
         Op::Subscribe { from, stream } => {
             // Only the stored part: as many events as the model holds from `from`, so the
             // take ends without waiting for live events.
+            // Counted on the model, since deletes and scavenges leave gaps.
             let stream = stream.map(name);
             let available = match &stream {
-                Some(s) => version(s.clone())
+                Some(s) => model
+                    .read_stream(s, Version(*from), Direction::Forward, 30)
                     .await
-                    .get()
-                    .saturating_sub((*from).max(1) - 1),
+                    .map_or(0, |e| e.len()),
                 None => model
-                    .head()
+                    .read_all(Position(*from), &Filter::all(), 30)
                     .await
-                    .unwrap()
-                    .get()
-                    .saturating_sub((*from).max(1) - 1),
+                    .map_or(0, |p| p.events.len()),
             };
-            let n = usize::try_from(available).unwrap_or(usize::MAX).min(30);
+            let n = available.min(30);
             if n == 0 {
                 return None;
             }
@@ -696,38 +782,82 @@ async fn make_step(
                 n,
             }
         }
+        Op::Delete {
+            stream,
+            tombstone,
+            expected,
+        } => {
+            let s = name(*stream);
+            let current = version(s.clone()).await;
+            Step::Delete {
+                expected: expected.map(|d| {
+                    Version(
+                        u64::try_from((i128::from(current.get()) + i128::from(d)).max(0))
+                            .unwrap_or(0),
+                    )
+                }),
+                stream: s,
+                tombstone: *tombstone,
+            }
+        }
+        Op::Retain {
+            stream,
+            max_count,
+            truncate_before,
+        } => Step::Retain {
+            stream: name(*stream),
+            metadata: StreamMetadata {
+                max_count: *max_count,
+                max_age_seconds: None,
+                truncate_before: truncate_before.map(Version),
+            },
+        },
+        Op::Scavenge => Step::Scavenge,
     })
 }
 
 /// Checks STYLE.md §2.5's log invariants on `store` and returns the whole log.
-async fn check_log(store: &Arc<dyn EventStore>, which: &str) -> Result<Vec<Seen>, String> {
+async fn check_log(
+    store: &Arc<dyn EventStore>,
+    which: &str,
+    lifecycle: bool,
+) -> Result<Vec<Seen>, String> {
     let Observed::All { events, head } =
         read_all_to_end(store, Position(1), &Filter::all(), 1000).await?
     else {
         return Err("read_all observed something else".to_owned());
     };
     let positions: Vec<u64> = events.iter().map(|e| e.position).collect();
-    if positions != (1..=head.get()).collect::<Vec<_>>() {
+    if !lifecycle && positions != (1..=head.get()).collect::<Vec<_>>() {
         return Err(format!(
             "{which}: positions are not 1..={head} without gaps: {positions:?}"
+        ));
+    }
+    // With scavenges, the log keeps the rest at their positions, in order, below the head.
+    if lifecycle
+        && (positions.windows(2).any(|w| w[0] >= w[1])
+            || positions.last().is_some_and(|&p| p > head.get()))
+    {
+        return Err(format!(
+            "{which}: positions are not increasing up to {head}: {positions:?}"
         ));
     }
     let mut next: BTreeMap<&str, u64> = BTreeMap::new();
     for e in &events {
         let v = next.entry(e.stream.as_str()).or_insert(1);
-        if e.version != *v {
+        if (!lifecycle && e.version != *v) || e.version < *v {
             return Err(format!(
                 "{which}: stream {} has version {} where {} was due",
                 e.stream, e.version, v
             ));
         }
-        *v += 1;
+        *v = e.version + 1;
     }
     Ok(events)
 }
 
 /// Runs one case: every op on both stores, outcomes compared step by step.
-async fn run_case(backend: Arc<dyn EventStore>, ops: &[Op]) -> Result<(), String> {
+async fn run_case(backend: Arc<dyn EventStore>, ops: &[Op], lifecycle: bool) -> Result<(), String> {
     let model: Arc<dyn EventStore> = Arc::new(MemoryStore::new());
     let streams = stream_names();
     let mut builder = Builder::default();
@@ -747,8 +877,8 @@ async fn run_case(backend: Arc<dyn EventStore>, ops: &[Op]) -> Result<(), String
             ));
         }
     }
-    let expected = check_log(&model, "model").await?;
-    let actual = check_log(&backend, "backend").await?;
+    let expected = check_log(&model, "model", lifecycle).await?;
+    let actual = check_log(&backend, "backend", lifecycle).await?;
     if actual != expected {
         return Err(format!(
             "the logs differ after the case\n  backend: {actual:?}\n  model:   {expected:?}"
@@ -759,9 +889,11 @@ async fn run_case(backend: Arc<dyn EventStore>, ops: &[Op]) -> Result<(), String
             backend.stream_version(s).await,
             model.stream_version(s).await,
         );
-        let (a, m) = (a.map_err(|e| e.to_string())?, m.map_err(|e| e.to_string())?);
+        let (a, m) = (said(&a)?, said(&m)?);
         if a != m {
-            return Err(format!("stream {s}: backend at version {a}, model at {m}"));
+            return Err(format!(
+                "stream {s}: backend at version {a:?}, model at {m:?}"
+            ));
         }
     }
     Ok(())
@@ -793,14 +925,27 @@ where
     F: Fn() -> Fut,
     Fut: Future<Output = TestStore>,
 {
-    run_model_check_with_seed(factory, cases, seed_from_env());
+    run_model_check_with_seed(factory, cases, seed_from_env(), false);
+}
+
+/// As [`run_model_check`], with deletes, tombstones, retention settings and scavenges
+/// among the operations, for backends that implement stream lifecycle.
+///
+/// # Panics
+/// As [`run_model_check`].
+pub fn run_lifecycle_model_check<F, Fut>(factory: F, cases: u32)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = TestStore>,
+{
+    run_model_check_with_seed(factory, cases, seed_from_env(), true);
 }
 
 /// As [`run_model_check`], with a given seed (the one a failure printed).
 ///
 /// # Panics
 /// As [`run_model_check`].
-pub fn run_model_check_with_seed<F, Fut>(factory: F, cases: u32, seed: u64)
+pub fn run_model_check_with_seed<F, Fut>(factory: F, cases: u32, seed: u64, lifecycle: bool)
 where
     F: Fn() -> Fut,
     Fut: Future<Output = TestStore>,
@@ -830,9 +975,14 @@ where
         config,
         TestRng::from_seed(RngAlgorithm::ChaCha, &seed_bytes),
     );
-    let result = runner.run(&ops_strategy(), |ops| {
+    let strategy = if lifecycle {
+        lifecycle_ops_strategy().boxed()
+    } else {
+        ops_strategy().boxed()
+    };
+    let result = runner.run(&strategy, |ops| {
         let test_store = runtime.block_on(factory());
-        let outcome = runtime.block_on(run_case(Arc::clone(&test_store.store), &ops));
+        let outcome = runtime.block_on(run_case(Arc::clone(&test_store.store), &ops, lifecycle));
         {
             let _entered = runtime.enter();
             drop(test_store);
@@ -858,6 +1008,21 @@ macro_rules! model_check {
         #[test]
         fn behaves_like_the_reference_model() {
             $crate::properties::run_model_check($factory, $cases);
+        }
+    };
+}
+
+/// As [`model_check!`], with lifecycle operations among the others: a `#[test]` named
+/// `behaves_like_the_reference_model_with_deletes_and_scavenges`.
+#[macro_export]
+macro_rules! lifecycle_model_check {
+    ($factory:path) => {
+        $crate::lifecycle_model_check!($factory, $crate::properties::DEFAULT_CASES);
+    };
+    ($factory:path, $cases:expr) => {
+        #[test]
+        fn behaves_like_the_reference_model_with_deletes_and_scavenges() {
+            $crate::properties::run_lifecycle_model_check($factory, $cases);
         }
     };
 }

@@ -11,3 +11,4 @@ async fn fresh() -> TestStore {
 }
 
 concord_testkit::conformance_suite!(fresh);
+concord_testkit::lifecycle_suite!(fresh);

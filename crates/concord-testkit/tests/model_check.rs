@@ -122,7 +122,7 @@ fn model_check_fails_for(bug: Bug) -> String {
         }))
     };
     let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
-        run_model_check_with_seed(factory, DEFAULT_CASES * 4, 20261125)
+        run_model_check_with_seed(factory, DEFAULT_CASES * 4, 20261125, false)
     }));
     let payload = result.expect_err("the model check passed a store with a planted bug");
     payload

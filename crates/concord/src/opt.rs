@@ -14,6 +14,8 @@ Store URLs:
   ./concord-data, PATH, embedded:PATH, file:PATH   the embedded durable store in directory PATH
   redis://[user:pass@]host:port/db[?prefix=P]      a Redis (>= 7) server, keys under {P} (default concord)
   rediss://...                                      the same over TLS
+  postgres://user:pass@host:port[,host:port]/db[?schema=S&target_session_attrs=read-write]
+                                                    PostgreSQL, tables in schema S (default concord)
   http://host:port                                  a `concord serve` server (token from CONCORD_TOKEN)
   memory:                                           an empty in-memory store, gone on exit
 
@@ -40,7 +42,8 @@ pub struct Cli {
 #[derive(Debug, Args)]
 pub struct GlobalOpts {
     /// The store: a directory (embedded store), `embedded:PATH`, `file:PATH`,
-    /// `redis://host:port/db`, `rediss://...`, `http://host:port` or `memory:`.
+    /// `redis://host:port/db`, `rediss://...`, `postgres://user:pass@host:port/db?schema=S`,
+    /// `http://host:port` or `memory:`.
     #[arg(
         long,
         global = true,
@@ -82,6 +85,12 @@ pub enum Command {
     Projection(crate::projection::ProjectionArgs),
     /// One read-model row, after catching the projection up: `concord query balances account-42`.
     Query(crate::projection::QueryArgs),
+    /// Delete a stream: soft (an append recreates it) or for good (--tombstone).
+    Delete(crate::lifecycle::DeleteArgs),
+    /// Show or change a stream's retention: --max-count, --max-age, --truncate-before.
+    Metadata(crate::lifecycle::MetadataArgs),
+    /// Erase what deletes and retention hide, from the store's files or keys.
+    Scavenge(crate::lifecycle::ScavengeArgs),
     /// Print a shell completion script: `concord completions bash > /etc/bash_completion.d/concord`.
     Completions {
         /// The shell: bash, elvish, fish, powershell or zsh.

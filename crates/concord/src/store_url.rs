@@ -13,7 +13,7 @@ use concord_core::{EventStore, MemoryStore};
 
 /// The forms `--store` accepts, for error messages.
 pub const ACCEPTED_FORMS: &str = "a directory path, embedded:PATH, file:PATH, redis://host:port/db[?prefix=P], \
-     rediss://host:port/db[?prefix=P], http://host:port (a concord server; token from CONCORD_TOKEN) or memory:";
+     rediss://host:port/db[?prefix=P], postgres://user:pass@host:port[,host:port]/db[?schema=S&target_session_attrs=read-write], http://host:port (a concord server; token from CONCORD_TOKEN) or memory:";
 
 /// A parsed `--store` value.
 #[derive(Clone, PartialEq, Eq, Debug)]
@@ -28,6 +28,9 @@ pub enum StoreUrl {
         /// The key prefix, from `?prefix=`.
         prefix: Option<String>,
     },
+    /// A PostgreSQL database: the URL as given (libpq's form, `?schema=` for Concord's
+    /// schema, several hosts with `target_session_attrs=read-write` for failover).
+    Postgres(String),
     /// A `concord serve` server, through the HTTP client; the bearer token, if any, comes
     /// from the `CONCORD_TOKEN` environment variable (never from the URL, so it does not
     /// end up in shell history or process lists).
@@ -92,6 +95,16 @@ impl std::str::FromStr for StoreUrl {
                     return Err(invalid("the prefix parameter is empty"));
                 }
                 Ok(StoreUrl::Redis { url, prefix })
+            }
+            "postgres" | "postgresql" => {
+                let authority = rest
+                    .strip_prefix("//")
+                    .ok_or_else(|| invalid("a postgres URL starts with postgres://"))?;
+                if authority.is_empty() || authority.starts_with('/') || authority.starts_with('?')
+                {
+                    return Err(invalid("it names no host"));
+                }
+                Ok(StoreUrl::Postgres(url.to_owned()))
             }
             "http" => {
                 let authority = rest
@@ -171,7 +184,7 @@ impl fmt::Display for StoreUrl {
                 url,
                 prefix: Some(p),
             } => write!(f, "{} (key prefix {p})", redact(url)),
-            StoreUrl::Http(url) => f.write_str(&redact(url)),
+            StoreUrl::Http(url) | StoreUrl::Postgres(url) => f.write_str(&redact(url)),
             StoreUrl::Memory => f.write_str("memory:"),
         }
     }
@@ -263,6 +276,12 @@ impl StoreUrl {
                 Ok(Arc::new(store))
             }
             StoreUrl::Http(url) => Ok(Arc::new(self.connect_http(url).await?)),
+            StoreUrl::Postgres(url) => {
+                let store = concord_postgres::PostgresStore::connect(url)
+                    .await
+                    .with_context(|| format!("cannot open the postgres store at {self}"))?;
+                Ok(Arc::new(store))
+            }
             StoreUrl::Redis { url, prefix } => {
                 let mut options = concord_redis::RedisOptions::default();
                 if let Some(prefix) = prefix {
@@ -335,6 +354,16 @@ mod tests {
             redis("redis://h:1/0", Some("app"))
         );
         assert_eq!(
+            parse(
+                "postgres://u:p@h1:5432,h2:5433/db?schema=orders&target_session_attrs=read-write"
+            )
+            .unwrap(),
+            StoreUrl::Postgres(
+                "postgres://u:p@h1:5432,h2:5433/db?schema=orders&target_session_attrs=read-write"
+                    .into()
+            )
+        );
+        assert_eq!(
             parse("redis://h:1/0?protocol=resp3&prefix=app").unwrap(),
             redis("redis://h:1/0?protocol=resp3", Some("app"))
         );
@@ -345,7 +374,8 @@ mod tests {
         for bad in [
             "",
             "ftp://x",
-            "postgres://localhost/db",
+            "postgres:/localhost/db",
+            "postgres://",
             "redis:",
             "redis://",
             "redis://?prefix=a",
@@ -364,6 +394,11 @@ mod tests {
     fn passwords_are_not_shown() {
         let url = parse("redis://ann:s3cret@localhost:6379/0").unwrap();
         assert_eq!(url.to_string(), "redis://ann:***@localhost:6379/0");
+        let url = parse("postgres://ann:s3cret@db1:5432,db2:5432/app?schema=orders").unwrap();
+        assert_eq!(
+            url.to_string(),
+            "postgres://ann:***@db1:5432,db2:5432/app?schema=orders"
+        );
         assert_eq!(redact("redis://:pw@h"), "redis://:***@h");
         assert_eq!(redact("redis://h:1"), "redis://h:1");
     }

@@ -597,7 +597,7 @@ fn data_files_append_bytes_of_a_content_type_shown_in_hex_and_as_base64() {
 fn a_bad_store_url_is_a_one_line_error() {
     for url in [
         "ftp://example.com/x",
-        "postgres://localhost/db",
+        "postgres://",
         "memory:nope",
         "redis://",
     ] {
@@ -1012,4 +1012,77 @@ fn an_unreachable_redis_is_a_one_line_error() {
             .starts_with(&format!("error: cannot connect to redis at {url}")),
         "{run:#?}"
     );
+}
+
+#[test]
+fn delete_metadata_and_scavenge_erase_a_customers_stream_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let store = store.to_str().unwrap();
+    concord(
+        store,
+        &[
+            "append",
+            "customer-42",
+            "--type",
+            "Registered",
+            "--data",
+            r#"{"email":"ann@example.com"}"#,
+        ],
+    )
+    .assert_code(0);
+    concord(store, &["append", "sensor-1", "--type", "T", "--data", "1"]).assert_code(0);
+    concord(store, &["append", "sensor-1", "--type", "T", "--data", "2"]).assert_code(0);
+    // A stale --expect is a conflict (exit 3) that deletes nothing.
+    let stale = concord(store, &["delete", "customer-42", "--expect", "0"]);
+    assert!(
+        stale.assert_code(3).stderr.contains("--expect 1"),
+        "{stale:#?}"
+    );
+    let deleted = concord(store, &["delete", "customer-42", "--expect", "1"]);
+    assert!(
+        deleted.assert_code(0).stdout.contains("deleted"),
+        "{deleted:#?}"
+    );
+    let set = concord(
+        store,
+        &[
+            "--json",
+            "metadata",
+            "sensor-1",
+            "--max-count",
+            "1",
+            "--max-age",
+            "30d",
+        ],
+    );
+    assert_eq!(
+        set.assert_code(0).json(),
+        json!({"max_count": 1, "max_age_seconds": 2_592_000})
+    );
+    let shown = concord(
+        store,
+        &["--json", "metadata", "sensor-1", "--max-age", "none"],
+    );
+    assert_eq!(shown.assert_code(0).json(), json!({"max_count": 1}));
+    let scavenged = concord(store, &["--json", "scavenge"]);
+    assert_eq!(scavenged.assert_code(0).json()["events_removed"], 2);
+    let read = concord(store, &["--json", "read", "sensor-1"]);
+    let versions: Vec<u64> = read
+        .assert_code(0)
+        .json_lines()
+        .iter()
+        .map(|e| e["version"].as_u64().unwrap())
+        .collect();
+    assert_eq!(versions, vec![2]);
+    let files: Vec<u8> = std::fs::read_dir(store)
+        .unwrap()
+        .flat_map(|f| std::fs::read(f.unwrap().path()).unwrap())
+        .collect();
+    assert!(
+        !files.windows(15).any(|w| w == b"ann@example.com"),
+        "the deleted customer's data is still in the store's files"
+    );
+    let bad = concord(store, &["metadata", "sensor-1", "--max-count", "0"]);
+    bad.assert_code(2);
 }

@@ -157,3 +157,56 @@ fn serve_without_projections_is_only_the_event_store() {
         "no projection database is created"
     );
 }
+
+/// `concord serve --store postgres://...` on the testkit's throwaway PostgreSQL: the
+/// founding conflict and a rebase over HTTP, health naming the backend, a projection
+/// answering with read-your-writes, and what was acknowledged still there for a second
+/// server on the same database and schema.
+#[test]
+fn serve_runs_on_a_postgres_store() {
+    let url = concord_testkit::postgres::shared().url_with_fresh_schema();
+    let dir = tempfile::tempdir().unwrap();
+    let projections = dir.path().join("projections.sqlite");
+    let flags = ["--projections-db", projections.to_str().unwrap()];
+    let (child, addr) = start_with(std::path::Path::new(&url), &flags);
+
+    let (status, body) = http(&addr, "GET", "/health", "");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["store"],
+        "postgres"
+    );
+    let open = r#"{"expected_version":"no_stream","events":[{"type":"AccountOpened","data":{"owner":"ann","balance":1000}}]}"#;
+    assert_eq!(http(&addr, "POST", "/streams/account-42", open).0, 201);
+    let a = r#"{"expected_version":1,"events":[{"type":"Deposited","data":{"amount":2000}}]}"#;
+    assert_eq!(http(&addr, "POST", "/streams/account-42", a).0, 201);
+    let b = r#"{"expected_version":1,"events":[{"type":"Deposited","data":{"amount":3000}}]}"#;
+    let (status, body) = http(&addr, "POST", "/streams/account-42", b);
+    assert_eq!(status, 409, "{body}");
+    let conflict: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(conflict["actual_version"], 2);
+    assert_eq!(conflict["concurrent_events"][0]["data"]["amount"], 2000);
+    let rebase = r#"{"expected_version":1,"rebase_unless":["AccountClosed"],"events":[{"type":"Deposited","data":{"amount":3000}}]}"#;
+    let (status, body) = http(&addr, "POST", "/streams/account-42", rebase);
+    assert_eq!(status, 201, "{body}");
+    let rebased: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(rebased["last_version"], 3);
+    let last_position = rebased["last_position"].as_u64().unwrap();
+    let row =
+        format!("/projections/balances/account-42?min_position={last_position}&wait_ms=10000");
+    let (status, body) = http(&addr, "GET", &row, "");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["row"]["balance"],
+        6000
+    );
+    assert_eq!(terminate(child), 0);
+
+    // Another server on the same database and schema sees every acknowledged event.
+    let (child, addr) = start_with(std::path::Path::new(&url), &flags);
+    let (status, body) = http(&addr, "GET", "/streams/account-42", "");
+    assert_eq!(status, 200, "{body}");
+    let events: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(events["events"].as_array().unwrap().len(), 3, "{events}");
+    assert_eq!(terminate(child), 0);
+}

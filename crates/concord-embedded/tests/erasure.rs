@@ -1,0 +1,231 @@
+//! Erasure that holds on disk: after a delete (or a tombstone, or retention) and a
+//! scavenge, the bytes of the erased events are in none of the store's files (database,
+//! write-ahead log, shared memory), while every other event reads as before and recovery
+//! accepts the gaps a scavenge leaves. Each test writes events carrying a unique marker
+//! and searches the raw files for it.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+use std::path::Path;
+
+use concord_core::{
+    AppendRequest, Direction, EventStore, ExpectedVersion, Filter, NewEvent, Position,
+    StreamMetadata, StreamName, Tag, Version,
+};
+use concord_embedded::{DATA_FILE, EmbeddedStore};
+
+fn stream(name: &str) -> StreamName {
+    StreamName::new(name).unwrap()
+}
+
+/// An event whose data, metadata and tag all carry `marker`.
+fn marked(marker: &str) -> NewEvent {
+    NewEvent::json(
+        "Registered",
+        &serde_json::json!({ "email": format!("{marker}@example.com") }),
+    )
+    .unwrap()
+    .with_tags(vec![Tag::new(format!("email:{marker}")).unwrap()])
+}
+
+async fn write(store: &EmbeddedStore, s: &str, events: Vec<NewEvent>) {
+    let _ = store
+        .append(AppendRequest::new(stream(s), ExpectedVersion::Any, events))
+        .await
+        .unwrap();
+}
+
+/// The files of the store's directory that hold `needle`.
+fn files_holding(dir: &Path, needle: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let bytes = std::fs::read(&path).unwrap();
+        if bytes.windows(needle.len()).any(|w| w == needle.as_bytes()) {
+            found.push(path.display().to_string());
+        }
+    }
+    found
+}
+
+fn unique(what: &str) -> String {
+    format!("{what}-{}", uuid_like())
+}
+
+fn uuid_like() -> String {
+    concord_core::EventId::new().to_string().replace('-', "")
+}
+
+#[tokio::test]
+async fn a_scavenge_erases_deleted_tombstoned_and_truncated_events_from_every_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    let deleted = unique("deleted");
+    let tombstoned = unique("tombstoned");
+    let truncated = unique("truncated");
+    let kept = unique("kept");
+    write(
+        &store,
+        "customer-1",
+        vec![marked(&deleted), marked(&deleted)],
+    )
+    .await;
+    write(&store, "customer-2", vec![marked(&kept)]).await;
+    write(&store, "customer-3", vec![marked(&tombstoned)]).await;
+    write(
+        &store,
+        "sensor-1",
+        vec![marked(&truncated), marked("recent")],
+    )
+    .await;
+    // Enough other events that the markers' pages are checkpointed into the file too.
+    for n in 0..50 {
+        let filler: Vec<NewEvent> = (0..100)
+            .map(|i| NewEvent::json("Filled", &serde_json::json!({ "n": n * 100 + i })).unwrap())
+            .collect();
+        write(&store, &format!("filler-{n}"), filler).await;
+    }
+    store
+        .delete_stream(&stream("customer-1"), None)
+        .await
+        .unwrap();
+    store
+        .tombstone_stream(&stream("customer-3"), None)
+        .await
+        .unwrap();
+    let _ = store
+        .set_stream_metadata(
+            &stream("sensor-1"),
+            StreamMetadata {
+                max_count: Some(1),
+                ..StreamMetadata::NONE
+            },
+        )
+        .await
+        .unwrap();
+    assert!(
+        !files_holding(dir.path(), &deleted).is_empty(),
+        "the search finds what is there"
+    );
+
+    let report = store.scavenge().await.unwrap();
+    assert_eq!(report.events_removed, 4);
+    assert_eq!(report.streams_scavenged, 3);
+    for marker in [&deleted, &tombstoned, &truncated] {
+        assert_eq!(
+            files_holding(dir.path(), marker),
+            Vec::<String>::new(),
+            "{marker}"
+        );
+    }
+    assert!(!files_holding(dir.path(), &kept).is_empty());
+
+    // Reopened, recovery accepts the gaps; reads, queries and versions are as before.
+    drop(store);
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    assert_eq!(store.head().await.unwrap(), Position(5006));
+    // Pages may be short where a scavenge left gaps; following `next_from` finds the rest.
+    let mut first = Vec::new();
+    let mut from = Position(1);
+    while first.len() < 3 {
+        let page = store.read_all(from, &Filter::all(), 3).await.unwrap();
+        first.extend(page.events.iter().map(|e| e.position.get()));
+        from = page.next_from;
+    }
+    assert_eq!(first[..3], [3, 6, 7]);
+    let sensor = store
+        .read_stream(&stream("sensor-1"), Version(1), Direction::Forward, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        sensor.iter().map(|e| e.version.get()).collect::<Vec<_>>(),
+        vec![2]
+    );
+    let out = store
+        .append(AppendRequest::new(
+            stream("customer-1"),
+            ExpectedVersion::NoStream,
+            vec![marked("again")],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(out.appended().first_version, Version(3));
+    assert_eq!(out.appended().first_position, Position(5007));
+    for marker in [&deleted, &tombstoned, &truncated] {
+        assert_eq!(
+            files_holding(dir.path(), marker),
+            Vec::<String>::new(),
+            "{marker}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn recovery_keeps_the_head_when_a_scavenge_erased_the_last_events() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        write(&store, "account-1", vec![marked("a")]).await;
+        write(&store, "customer-9", vec![marked("b"), marked("c")]).await;
+        store
+            .delete_stream(&stream("customer-9"), None)
+            .await
+            .unwrap();
+        assert_eq!(store.scavenge().await.unwrap().events_removed, 2);
+    }
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    assert_eq!(store.head().await.unwrap(), Position(3));
+    assert_eq!(
+        store.stream_version(&stream("customer-9")).await.unwrap(),
+        Version::NONE
+    );
+    let out = store
+        .append(AppendRequest::new(
+            stream("customer-9"),
+            ExpectedVersion::NoStream,
+            vec![marked("d")],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(out.appended().first_version, Version(3));
+    assert_eq!(out.appended().first_position, Position(4));
+}
+
+#[tokio::test]
+async fn a_format_4_store_is_migrated_on_open_and_can_delete_and_scavenge() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        write(&store, "customer-1", vec![marked("old"), marked("old")]).await;
+    }
+    // Turn it back into format 4, as an older Concord wrote it.
+    {
+        let raw = rusqlite::Connection::open(dir.path().join(DATA_FILE)).unwrap();
+        raw.execute_batch(
+            "DROP TABLE stream_lifecycle;
+             DROP TABLE scavenge_state;
+             PRAGMA user_version = 4;",
+        )
+        .unwrap();
+    }
+    let marker = unique("migrated");
+    {
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        write(&store, "customer-1", vec![marked(&marker)]).await;
+        store
+            .delete_stream(&stream("customer-1"), Some(Version(3)))
+            .await
+            .unwrap();
+        assert_eq!(store.scavenge().await.unwrap().events_removed, 3);
+    }
+    assert_eq!(files_holding(dir.path(), &marker), Vec::<String>::new());
+    let raw = rusqlite::Connection::open(dir.path().join(DATA_FILE)).unwrap();
+    let version: i64 = raw
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, 5);
+}

@@ -1,0 +1,41 @@
+//! Concord's PostgreSQL backend: an event store in one schema of a PostgreSQL database,
+//! shared by any number of Concord processes.
+//!
+//! - **Positions gap-free and in commit order across processes.** Each process batches the
+//!   appends of all its callers into one transaction (group commit); positions are assigned
+//!   under one head row locked until COMMIT, so a reader can never see a later position
+//!   before an earlier one. See `docs/design/postgres-layout.md`.
+//! - **Every decision in one transaction:** `concord_core::plan_multi_append` decides under
+//!   per-stream advisory locks; a conflict's actual version and missed events are read under
+//!   the same locks and returned with the refusal.
+//! - **Live subscriptions on every node:** each append transaction sends `pg_notify` with the
+//!   new head; every store keeps a LISTEN connection and also polls the head every second.
+//! - **Failover:** the URL may list several hosts with `target_session_attrs=read-write`;
+//!   pooled connections to a lost primary are replaced by connections to the new one.
+//!
+//! It is not: a reader of standbys (every call goes to the primary), or a tool for
+//! schema changes by hand (it creates and migrates its own schema, `concord_meta`).
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), concord_postgres::PostgresError> {
+//! let store = concord_postgres::PostgresStore::connect(
+//!     "postgres://concord:secret@db1:5432,db2:5432/app?target_session_attrs=read-write&schema=orders",
+//! )
+//! .await?;
+//! # drop(store);
+//! # Ok(())
+//! # }
+//! ```
+
+mod config;
+mod error;
+mod matching;
+mod rows;
+mod schema;
+mod store;
+mod writer;
+
+pub use config::DEFAULT_SCHEMA;
+pub use error::PostgresError;
+pub use schema::FORMAT_VERSION;
+pub use store::{PostgresOptions, PostgresStore};

@@ -1,0 +1,104 @@
+//! The schema Concord creates in its own PostgreSQL schema, and its versioning.
+//!
+//! `concord_meta.format_version` says which layout a schema holds. Opening creates the
+//! schema when it is missing, migrates an older one, and refuses a newer one by name, all
+//! under a transaction-scoped advisory lock so that several processes opening at once do
+//! not race. See `docs/design/postgres-layout.md`.
+
+use crate::error::PostgresError;
+
+/// The layout this build writes.
+pub const FORMAT_VERSION: i32 = 1;
+
+/// The statements that create format 1 in schema `s`.
+fn create_v1(s: &str) -> String {
+    format!(
+        r#"
+CREATE TABLE {s}.concord_head (
+    id       int PRIMARY KEY CHECK (id = 1),
+    position bigint NOT NULL
+);
+INSERT INTO {s}.concord_head VALUES (1, 0);
+CREATE TABLE {s}.concord_events (
+    position     bigint PRIMARY KEY,
+    stream       text COLLATE "C" NOT NULL,
+    category     text COLLATE "C" NOT NULL,
+    version      bigint NOT NULL,
+    event_id     uuid NOT NULL,
+    event_type   text COLLATE "C" NOT NULL,
+    content_type text,
+    data         bytea NOT NULL,
+    metadata     text NOT NULL,
+    tags         text[] NOT NULL,
+    recorded_at  bigint NOT NULL,
+    UNIQUE (stream, version),
+    UNIQUE (stream, event_id)
+);
+CREATE INDEX concord_events_type ON {s}.concord_events (event_type, position);
+CREATE INDEX concord_events_category ON {s}.concord_events (category, position);
+CREATE INDEX concord_events_tags ON {s}.concord_events USING gin (tags);
+CREATE TABLE {s}.concord_streams (
+    stream        text COLLATE "C" PRIMARY KEY,
+    version       bigint NOT NULL,
+    last_position bigint NOT NULL
+);
+"#
+    )
+}
+
+/// Creates or migrates schema `s` to [`FORMAT_VERSION`].
+pub(crate) async fn migrate(
+    client: &mut tokio_postgres::Client,
+    s: &str,
+) -> Result<(), PostgresError> {
+    let err = |source| PostgresError::Migrate {
+        schema: s.to_owned(),
+        source,
+    };
+    let tx = client.transaction().await.map_err(err)?;
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended('concord-migrate:' || $1::text, 0))",
+        &[&s],
+    )
+    .await
+    .map_err(err)?;
+    tx.batch_execute(&format!(
+        "CREATE SCHEMA IF NOT EXISTS {s};
+         CREATE TABLE IF NOT EXISTS {s}.concord_meta (
+             id int PRIMARY KEY CHECK (id = 1),
+             format_version int NOT NULL
+         );"
+    ))
+    .await
+    .map_err(err)?;
+    let found: Option<i32> = tx
+        .query_opt(
+            &format!("SELECT format_version FROM {s}.concord_meta WHERE id = 1"),
+            &[],
+        )
+        .await
+        .map_err(err)?
+        .map(|r| r.try_get(0))
+        .transpose()
+        .map_err(err)?;
+    match found {
+        Some(v) if v > FORMAT_VERSION => {
+            return Err(PostgresError::NewerSchema {
+                schema: s.to_owned(),
+                found: v,
+                known: FORMAT_VERSION,
+            });
+        }
+        Some(_) => {}
+        None => {
+            tx.batch_execute(&create_v1(s)).await.map_err(err)?;
+            tx.execute(
+                &format!("INSERT INTO {s}.concord_meta VALUES (1, $1)"),
+                &[&FORMAT_VERSION],
+            )
+            .await
+            .map_err(err)?;
+        }
+    }
+    tx.commit().await.map_err(err)
+}

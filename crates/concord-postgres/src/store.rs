@@ -1,0 +1,483 @@
+//! `PostgresStore`: the `EventStore` over a PostgreSQL schema. Appends go to this process's
+//! writer task (group commit, see `writer`); reads go straight to a pooled connection and
+//! are bounded by the head row, which is written in the same transaction as the events it
+//! covers, so a read never sees a position before every earlier one.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use concord_core::{
+    AllPage, AppendOutcome, AppendRequest, Direction, EventStore, Filter, HeadSignal, Limits,
+    MultiAppendOutcome, MultiAppendRequest, Position, Query, QueryPage, RecordedEvent, StoreError,
+    StreamInfo, StreamName, Version,
+};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use futures::StreamExt;
+use tokio::sync::{mpsc, oneshot};
+use tokio_postgres::{AsyncMessage, NoTls};
+
+use crate::config::{self, StoreUrl};
+use crate::error::{self, PostgresError};
+use crate::matching::{MatchingError, matching_events};
+use crate::rows::{COLUMNS, bound, decode};
+use crate::schema;
+use crate::writer::{Job, Writer};
+
+/// How long `wait_for_head` waits for a wake-up before it asks the database itself (the
+/// bounded fallback for a lost notification or a listener that is reconnecting).
+const HEAD_POLL: Duration = Duration::from_secs(1);
+/// Appends queued for the writer at most; further callers wait for room.
+const QUEUE_APPENDS_MAX: usize = 4096;
+
+/// Options of a Postgres store beyond its URL.
+#[derive(Clone, Debug)]
+pub struct PostgresOptions {
+    /// The store's limits.
+    pub limits: Limits,
+    /// Pooled connections for reads (default 16); the writer and the LISTEN connection have
+    /// one each besides.
+    pub pool_size: usize,
+}
+
+impl Default for PostgresOptions {
+    fn default() -> Self {
+        PostgresOptions {
+            limits: Limits::default(),
+            pool_size: 16,
+        }
+    }
+}
+
+/// An event store in a PostgreSQL schema. Cheap to clone; every clone shares one writer.
+#[derive(Clone, Debug)]
+pub struct PostgresStore {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    pool: Pool,
+    schema: String,
+    hosts: String,
+    limits: Limits,
+    signal: HeadSignal,
+    jobs: mpsc::Sender<Job>,
+    listener: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.listener.abort();
+        self.signal.close();
+    }
+}
+
+impl PostgresStore {
+    /// Connects to `url` (`postgres://user:pass@host:port/db?schema=NAME`, libpq's multi-host
+    /// form and `target_session_attrs` included), creating or migrating the schema.
+    ///
+    /// # Errors
+    /// [`PostgresError`]: a bad URL, no reachable primary, a schema of a newer format.
+    pub async fn connect(url: &str) -> Result<Self, PostgresError> {
+        Self::connect_with(url, PostgresOptions::default()).await
+    }
+
+    /// As [`PostgresStore::connect`], with options.
+    ///
+    /// # Errors
+    /// As [`PostgresStore::connect`].
+    pub async fn connect_with(url: &str, options: PostgresOptions) -> Result<Self, PostgresError> {
+        let StoreUrl {
+            config,
+            schema,
+            hosts,
+        } = config::parse(url)?;
+        let pool = build_pool(&config, options.pool_size.max(1))?;
+        // The writer has a pool of its own (one connection), so that readers filling the
+        // read pool never delay an append, and a lost connection is replaced on the next batch.
+        let writer_pool = build_pool(&config, 1)?;
+        let connect_error = |e: deadpool_postgres::PoolError| PostgresError::Connect {
+            hosts: hosts.clone(),
+            source: Box::new(e),
+        };
+        let mut client = pool.get().await.map_err(connect_error)?;
+        schema::migrate(&mut client, &schema).await?;
+        let head_sql = format!("SELECT position FROM {schema}.concord_head WHERE id = 1");
+        let head: i64 = client
+            .query_one(&head_sql, &[])
+            .await
+            .and_then(|r| r.try_get(0))
+            .map_err(|e| PostgresError::Migrate {
+                schema: schema.clone(),
+                source: e,
+            })?;
+        drop(client);
+        let signal = HeadSignal::new(Position(u64::try_from(head).unwrap_or(0)));
+        let channel = format!("concord_{schema}");
+        let listener = tokio::spawn(listen(config, channel.clone(), head_sql, signal.clone()));
+        let (jobs, receiver) = mpsc::channel(QUEUE_APPENDS_MAX);
+        let writer = Writer {
+            pool: writer_pool,
+            schema: schema.clone(),
+            hosts: hosts.clone(),
+            channel,
+            limits: options.limits,
+            signal: signal.clone(),
+        };
+        tokio::spawn(writer.run(receiver));
+        Ok(PostgresStore {
+            inner: Arc::new(Inner {
+                pool,
+                schema,
+                hosts,
+                limits: options.limits,
+                signal,
+                jobs,
+                listener,
+            }),
+        })
+    }
+
+    /// The PostgreSQL schema this store lives in.
+    pub fn schema(&self) -> &str {
+        &self.inner.schema
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
+        self.inner
+            .pool
+            .get()
+            .await
+            .map_err(|e| error::pool(&self.inner.hosts, e))
+    }
+
+    fn db(&self, e: tokio_postgres::Error) -> StoreError {
+        error::driver(&self.inner.hosts, e)
+    }
+
+    async fn submit(&self, request: MultiAppendRequest) -> Result<MultiAppendOutcome, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        let closed = || StoreError::Unavailable {
+            backend: "postgres",
+            message: "the store's writer has stopped".into(),
+            source: None,
+        };
+        self.inner
+            .jobs
+            .send(Job { request, reply })
+            .await
+            .map_err(|_| closed())?;
+        answer.await.map_err(|_| closed())?
+    }
+
+    async fn read_head(&self) -> Result<Position, StoreError> {
+        let client = self.client().await?;
+        let sql = format!(
+            "SELECT position FROM {}.concord_head WHERE id = 1",
+            self.inner.schema
+        );
+        let stmt = client.prepare_cached(&sql).await.map_err(|e| self.db(e))?;
+        let row = client.query_one(&stmt, &[]).await.map_err(|e| self.db(e))?;
+        let head: i64 = row.try_get(0).map_err(|e| self.db(e))?;
+        let head = Position(u64::try_from(head).unwrap_or(0));
+        self.inner.signal.advance(head);
+        Ok(head)
+    }
+}
+
+#[async_trait]
+impl EventStore for PostgresStore {
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+
+    async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, StoreError> {
+        self.inner.limits.check_append(&request)?;
+        let outcome = self
+            .submit(MultiAppendRequest::from(request))
+            .await
+            .map_err(|e| match e {
+                StoreError::Conflicts(mut list) if list.len() == 1 => match list.pop() {
+                    Some(c) => StoreError::conflict(c),
+                    None => StoreError::Conflicts(list),
+                },
+                other => other,
+            })?;
+        outcome.parts.into_iter().next().ok_or_else(|| {
+            StoreError::Corrupted("the postgres writer answered an append without a part".into())
+        })
+    }
+
+    async fn append_multi(
+        &self,
+        request: MultiAppendRequest,
+    ) -> Result<MultiAppendOutcome, StoreError> {
+        self.inner.limits.check_multi_append(&request)?;
+        self.submit(request).await
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &StreamName,
+        from: Version,
+        direction: Direction,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let limit = bound(limit.clamp(1, self.inner.limits.read_limit_max.max(1)) as u64);
+        let s = &self.inner.schema;
+        let sql = match direction {
+            Direction::Forward => format!(
+                "SELECT {COLUMNS} FROM {s}.concord_events WHERE stream = $1 AND version >= $2 \
+                 ORDER BY version LIMIT $3"
+            ),
+            Direction::Backward => format!(
+                "SELECT {COLUMNS} FROM {s}.concord_events WHERE stream = $1 AND version <= $2 \
+                 ORDER BY version DESC LIMIT $3"
+            ),
+        };
+        let client = self.client().await?;
+        let stmt = client.prepare_cached(&sql).await.map_err(|e| self.db(e))?;
+        let rows = client
+            .query(&stmt, &[&stream.as_str(), &bound(from.get()), &limit])
+            .await
+            .map_err(|e| self.db(e))?;
+        rows.iter().map(decode).collect()
+    }
+
+    async fn read_all(
+        &self,
+        from: Position,
+        filter: &Filter,
+        limit: usize,
+    ) -> Result<AllPage, StoreError> {
+        filter.validate()?;
+        let limit = limit.clamp(1, self.inner.limits.read_limit_max.max(1));
+        let head = self.read_head().await?;
+        if from > head {
+            return Ok(AllPage {
+                events: Vec::new(),
+                next_from: from.max(head.next()),
+                head,
+            });
+        }
+        let s = &self.inner.schema;
+        let client = self.client().await?;
+        let rows = if filter.is_all() {
+            let sql = format!(
+                "SELECT {COLUMNS} FROM {s}.concord_events WHERE position >= $1 AND position <= $2 \
+                 ORDER BY position LIMIT $3"
+            );
+            let stmt = client.prepare_cached(&sql).await.map_err(|e| self.db(e))?;
+            client
+                .query(
+                    &stmt,
+                    &[&bound(from.get()), &bound(head.get()), &bound(limit as u64)],
+                )
+                .await
+        } else {
+            let sql = format!(
+                "SELECT {COLUMNS} FROM {s}.concord_events WHERE position >= $1 AND position <= $2 \
+                 AND ($3::text IS NULL OR category = $3) \
+                 AND (cardinality($4::text[]) = 0 OR event_type = ANY($4)) \
+                 AND tags @> $5::text[] ORDER BY position LIMIT $6"
+            );
+            let stmt = client.prepare_cached(&sql).await.map_err(|e| self.db(e))?;
+            let category = filter.category.as_ref().map(|c| c.as_str().to_owned());
+            let types: Vec<&str> = filter.types.iter().map(|t| t.as_str()).collect();
+            let tags: Vec<&str> = filter.tags.iter().map(|t| t.as_str()).collect();
+            client
+                .query(
+                    &stmt,
+                    &[
+                        &bound(from.get()),
+                        &bound(head.get()),
+                        &category,
+                        &types,
+                        &tags,
+                        &bound(limit as u64),
+                    ],
+                )
+                .await
+        }
+        .map_err(|e| self.db(e))?;
+        let events: Vec<RecordedEvent> = rows.iter().map(decode).collect::<Result<_, _>>()?;
+        let next_from = match events.last() {
+            Some(last) if events.len() == limit => last.position.next(),
+            _ => head.next(),
+        };
+        Ok(AllPage {
+            events,
+            next_from,
+            head,
+        })
+    }
+
+    async fn query(
+        &self,
+        query: &Query,
+        after: Position,
+        limit: usize,
+    ) -> Result<QueryPage, StoreError> {
+        query.validate()?;
+        let limit = self.inner.limits.query_page(limit);
+        let head = self.read_head().await?;
+        let client = self.client().await?;
+        let client: &tokio_postgres::Client = &client;
+        // One more than asked, to know whether there is a next page.
+        let mut events = matching_events(
+            client,
+            &self.inner.schema,
+            query,
+            after,
+            head,
+            limit.saturating_add(1),
+        )
+        .await
+        .map_err(|e| match e {
+            MatchingError::Driver(e) => self.db(e),
+            MatchingError::Decode(e) => e,
+        })?;
+        let next = if events.len() > limit {
+            events.truncate(limit);
+            events.last().map(|e| e.position)
+        } else {
+            None
+        };
+        Ok(QueryPage { events, head, next })
+    }
+
+    async fn stream_version(&self, stream: &StreamName) -> Result<Version, StoreError> {
+        let sql = format!(
+            "SELECT version FROM {}.concord_streams WHERE stream = $1",
+            self.inner.schema
+        );
+        let client = self.client().await?;
+        let stmt = client.prepare_cached(&sql).await.map_err(|e| self.db(e))?;
+        let row = client
+            .query_opt(&stmt, &[&stream.as_str()])
+            .await
+            .map_err(|e| self.db(e))?;
+        let version: i64 = match row {
+            Some(r) => r.try_get(0).map_err(|e| self.db(e))?,
+            None => 0,
+        };
+        Ok(Version(u64::try_from(version).unwrap_or(0)))
+    }
+
+    async fn list_streams(
+        &self,
+        prefix: &str,
+        after: Option<&StreamName>,
+        limit: usize,
+    ) -> Result<Vec<StreamInfo>, StoreError> {
+        let limit = bound(limit.clamp(1, self.inner.limits.read_limit_max.max(1)) as u64);
+        let sql = format!(
+            "SELECT stream, version, last_position FROM {}.concord_streams \
+             WHERE stream >= $1 AND starts_with(stream, $1) \
+             AND ($2::text IS NULL OR stream > $2) \
+             ORDER BY stream LIMIT $3",
+            self.inner.schema
+        );
+        let client = self.client().await?;
+        let stmt = client.prepare_cached(&sql).await.map_err(|e| self.db(e))?;
+        let after = after.map(|a| a.as_str().to_owned());
+        let rows = client
+            .query(&stmt, &[&prefix, &after, &limit])
+            .await
+            .map_err(|e| self.db(e))?;
+        rows.iter()
+            .map(|r| {
+                let stream: &str = r.try_get(0).map_err(|e| self.db(e))?;
+                let version: i64 = r.try_get(1).map_err(|e| self.db(e))?;
+                let last: i64 = r.try_get(2).map_err(|e| self.db(e))?;
+                Ok(StreamInfo {
+                    stream: StreamName::new(stream)
+                        .map_err(|e| StoreError::Corrupted(format!("concord_streams: {e}")))?,
+                    version: Version(u64::try_from(version).unwrap_or(0)),
+                    last_position: Position(u64::try_from(last).unwrap_or(0)),
+                })
+            })
+            .collect()
+    }
+
+    async fn head(&self) -> Result<Position, StoreError> {
+        self.read_head().await
+    }
+
+    async fn wait_for_head(&self, after: Position) -> Result<Position, StoreError> {
+        let signal = &self.inner.signal;
+        if signal.head() > after {
+            return Ok(signal.head());
+        }
+        match tokio::time::timeout(HEAD_POLL, signal.wait_beyond(after)).await {
+            Ok(head) => Ok(head),
+            Err(_) => self.read_head().await,
+        }
+    }
+}
+
+fn build_pool(config: &tokio_postgres::Config, size: usize) -> Result<Pool, PostgresError> {
+    let manager = Manager::from_config(
+        config.clone(),
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(size)
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(Duration::from_secs(10)))
+        .create_timeout(Some(config::CONNECT_TIMEOUT))
+        .recycle_timeout(Some(Duration::from_secs(5)))
+        .build()
+        .map_err(|e| PostgresError::Url(e.to_string()))
+}
+
+/// Keeps a LISTEN connection open and advances `signal` with the head each notification
+/// carries; after every (re)connect it reads the head itself, so notifications missed while
+/// disconnected are covered. Runs until aborted.
+async fn listen(
+    config: tokio_postgres::Config,
+    channel: String,
+    head_sql: String,
+    signal: HeadSignal,
+) {
+    loop {
+        if let Ok((client, mut connection)) = config.connect(NoTls).await {
+            let (sender, mut heads) = futures::channel::mpsc::unbounded::<String>();
+            let driver = tokio::spawn(async move {
+                let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
+                while let Some(Ok(message)) = messages.next().await {
+                    if let AsyncMessage::Notification(n) = message
+                        && sender.unbounded_send(n.payload().to_owned()).is_err()
+                    {
+                        break;
+                    }
+                }
+            });
+            if client
+                .batch_execute(&format!("LISTEN {channel}"))
+                .await
+                .is_ok()
+            {
+                if let Ok(head) = client
+                    .query_one(&head_sql, &[])
+                    .await
+                    .and_then(|r| r.try_get::<_, i64>(0))
+                {
+                    signal.advance(Position(u64::try_from(head).unwrap_or(0)));
+                }
+                while let Some(payload) = heads.next().await {
+                    if let Ok(head) = payload.parse::<u64>() {
+                        signal.advance(Position(head));
+                    }
+                }
+            }
+            driver.abort();
+        }
+        // Retry after a pause; subscribers meanwhile fall back to polling the head.
+        tokio::time::sleep(HEAD_POLL).await;
+    }
+}

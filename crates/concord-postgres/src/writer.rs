@@ -1,0 +1,698 @@
+//! The writer: group commit of every append waiting in this process into one transaction,
+//! with positions assigned under one head row shared by every process on the database.
+//!
+//! One task per store drains the queue of appends into a batch (appends to a stream
+//! already in the batch wait for the next one, so every append is judged against committed
+//! state) and runs it as one transaction:
+//!
+//! 1. transaction-scoped advisory locks on the batch's streams, in key order (another
+//!    process appending to the same stream waits; others do not);
+//! 2. one pipelined exchange reads the streams' versions and where the batch's event ids
+//!    already stand; `concord_core::plan_multi_append` decides each append, reading the
+//!    concurrent events of a conflict or rebase in the same transaction, under the same locks;
+//! 3. `SELECT … FOR UPDATE` of the head row: from here to COMMIT, no other process can
+//!    assign positions. Conditions (DCB) are checked now, against everything before the
+//!    head and the batch's own earlier appends; positions follow the head;
+//! 4. insert, stream index, head row and `pg_notify` in one pipelined exchange, then COMMIT.
+//!
+//! Because the head row is held until the commit is visible, a transaction that takes it
+//! next sees every earlier position committed: positions become visible in order, without
+//! gaps (see `docs/design/postgres-layout.md`).
+
+use std::collections::{HashMap, HashSet, VecDeque};
+
+use concord_core::{
+    AppendOutcome, AppendPlan, Appended, Conflict, EventType, Limits, MATCHING_EVENTS_MAX,
+    MultiAppendOutcome, MultiAppendPlan, MultiAppendRequest, PartState, PartialDuplicate, Position,
+    Query, RecordedAt, RecordedEvent, StoreError, StreamName, Version, plan_multi_append,
+};
+use deadpool_postgres::Pool;
+use futures::future::try_join_all;
+use tokio::sync::{mpsc, oneshot};
+use tokio_postgres::types::ToSql;
+
+use crate::matching::MatchingError;
+use crate::rows::{COLUMNS, TAG_SEPARATOR, bound, decode};
+
+/// Appends in one batch at most (they share one transaction).
+const BATCH_APPENDS_MAX: usize = 256;
+
+/// One append waiting for the writer.
+#[derive(Debug)]
+pub(crate) struct Job {
+    pub(crate) request: MultiAppendRequest,
+    pub(crate) reply: oneshot::Sender<Result<MultiAppendOutcome, StoreError>>,
+}
+
+/// What the writer needs, shared with the store.
+#[derive(Debug)]
+pub(crate) struct Writer {
+    pub(crate) pool: Pool,
+    pub(crate) schema: String,
+    pub(crate) hosts: String,
+    pub(crate) channel: String,
+    pub(crate) limits: Limits,
+    pub(crate) signal: concord_core::HeadSignal,
+}
+
+/// A failure of the whole batch: every append in it gets the same answer.
+#[derive(Debug)]
+struct BatchError {
+    unavailable: bool,
+    message: String,
+}
+
+impl BatchError {
+    fn to_store_error(&self) -> StoreError {
+        if self.unavailable {
+            StoreError::Unavailable {
+                backend: "postgres",
+                message: self.message.clone(),
+                source: None,
+            }
+        } else {
+            StoreError::Backend {
+                backend: "postgres",
+                message: self.message.clone(),
+                source: None,
+            }
+        }
+    }
+}
+
+impl Writer {
+    fn db(&self, e: tokio_postgres::Error) -> BatchError {
+        let e = crate::error::driver(&self.hosts, e);
+        BatchError {
+            unavailable: matches!(e, StoreError::Unavailable { .. }),
+            message: e.to_string(),
+        }
+    }
+
+    /// Runs until every sender of `jobs` is gone.
+    pub(crate) async fn run(self, mut jobs: mpsc::Receiver<Job>) {
+        let mut waiting: VecDeque<Job> = VecDeque::new();
+        loop {
+            if waiting.is_empty() {
+                match jobs.recv().await {
+                    Some(job) => waiting.push_back(job),
+                    None => return,
+                }
+            }
+            while waiting.len() < BATCH_APPENDS_MAX {
+                match jobs.try_recv() {
+                    Ok(job) => waiting.push_back(job),
+                    Err(_) => break,
+                }
+            }
+            // One append per stream per batch: a later one waits, so that every append is
+            // judged against committed state.
+            let mut batch = Vec::new();
+            let mut later = VecDeque::new();
+            let mut streams: HashSet<StreamName> = HashSet::new();
+            for job in waiting.drain(..) {
+                let disjoint = job
+                    .request
+                    .parts
+                    .iter()
+                    .all(|p| !streams.contains(&p.stream));
+                if disjoint && batch.len() < BATCH_APPENDS_MAX {
+                    streams.extend(job.request.parts.iter().map(|p| p.stream.clone()));
+                    batch.push(job);
+                } else {
+                    later.push_back(job);
+                }
+            }
+            waiting = later;
+            let requests: Vec<&MultiAppendRequest> = batch.iter().map(|j| &j.request).collect();
+            match self.write_batch(&requests).await {
+                Ok((answers, head)) => {
+                    self.signal.advance(head);
+                    for (job, answer) in batch.into_iter().zip(answers) {
+                        // A caller that gave up dropped its receiver; the append stands.
+                        let _ = job.reply.send(answer);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e.message, appends = batch.len(), "postgres batch failed");
+                    for job in batch {
+                        let _ = job.reply.send(Err(e.to_store_error()));
+                    }
+                }
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_lines)]
+    async fn write_batch(
+        &self,
+        batch: &[&MultiAppendRequest],
+    ) -> Result<(Vec<Result<MultiAppendOutcome, StoreError>>, Position), BatchError> {
+        let s = &self.schema;
+        let mut client = self.pool.get().await.map_err(|e| BatchError {
+            unavailable: true,
+            message: crate::error::pool(&self.hosts, e).to_string(),
+        })?;
+        // READ COMMITTED explicitly (whatever the database's default): every statement after
+        // a lock wait takes a fresh snapshot, which includes the commit of the lock's holder.
+        let tx = client
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::ReadCommitted)
+            .start()
+            .await
+            .map_err(|e| self.db(e))?;
+
+        // 1. Stream locks, in key order.
+        let mut streams: Vec<&str> = batch
+            .iter()
+            .flat_map(|r| r.parts.iter().map(|p| p.stream.as_str()))
+            .collect();
+        streams.sort_unstable();
+        streams.dedup();
+        let mut keys: Vec<i64> = streams.iter().map(|st| lock_key(s, st)).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        let lock = tx
+            .prepare_cached("SELECT count(pg_advisory_xact_lock(k)) FROM unnest($1::bigint[]) AS k")
+            .await
+            .map_err(|e| self.db(e))?;
+        tx.query_one(&lock, &[&keys])
+            .await
+            .map_err(|e| self.db(e))?;
+
+        // 2. The streams' versions and where the ids stand, in one exchange.
+        let (id_streams, ids): (Vec<&str>, Vec<uuid::Uuid>) = batch
+            .iter()
+            .flat_map(|r| {
+                r.parts.iter().flat_map(|p| {
+                    p.events
+                        .iter()
+                        .map(move |e| (p.stream.as_str(), *e.id.as_uuid()))
+                })
+            })
+            .unzip();
+        let versions_sql =
+            format!("SELECT stream, version FROM {s}.concord_streams WHERE stream = ANY($1)");
+        let found_sql = format!(
+            "SELECT e.stream, e.event_id, e.version, e.position FROM {s}.concord_events e \
+             JOIN unnest($1::text[], $2::uuid[]) AS k(stream, event_id) \
+             ON e.stream = k.stream AND e.event_id = k.event_id"
+        );
+        let (versions_stmt, found_stmt) = tokio::try_join!(
+            tx.prepare_cached(&versions_sql),
+            tx.prepare_cached(&found_sql)
+        )
+        .map_err(|e| self.db(e))?;
+        let versions_params: [&(dyn ToSql + Sync); 1] = [&streams];
+        let found_params: [&(dyn ToSql + Sync); 2] = [&id_streams, &ids];
+        let (version_rows, found_rows) = tokio::try_join!(
+            tx.query(&versions_stmt, &versions_params),
+            tx.query(&found_stmt, &found_params)
+        )
+        .map_err(|e| self.db(e))?;
+        let mut versions: HashMap<String, u64> = HashMap::new();
+        for row in &version_rows {
+            let stream: String = row.try_get(0).map_err(|e| self.db(e))?;
+            let version: i64 = row.try_get(1).map_err(|e| self.db(e))?;
+            versions.insert(stream, u64::try_from(version).unwrap_or(0));
+        }
+        let mut found: HashMap<(String, uuid::Uuid), (Version, Position)> = HashMap::new();
+        for row in &found_rows {
+            let stream: String = row.try_get(0).map_err(|e| self.db(e))?;
+            let id: uuid::Uuid = row.try_get(1).map_err(|e| self.db(e))?;
+            let version: i64 = row.try_get(2).map_err(|e| self.db(e))?;
+            let position: i64 = row.try_get(3).map_err(|e| self.db(e))?;
+            found.insert(
+                (stream, id),
+                (
+                    Version(u64::try_from(version).unwrap_or(0)),
+                    Position(u64::try_from(position).unwrap_or(0)),
+                ),
+            );
+        }
+        let actual =
+            |stream: &StreamName| Version(versions.get(stream.as_str()).copied().unwrap_or(0));
+
+        // The types after a stale expectation, for every part that may rebase.
+        let types_sql = format!(
+            "SELECT DISTINCT event_type FROM {s}.concord_events WHERE stream = $1 AND version > $2"
+        );
+        let types_stmt = tx
+            .prepare_cached(&types_sql)
+            .await
+            .map_err(|e| self.db(e))?;
+        let mut rebasable: Vec<(usize, usize, &str, i64)> = Vec::new();
+        for (j, r) in batch.iter().enumerate() {
+            for (i, p) in r.parts.iter().enumerate() {
+                if let (Some(_), concord_core::ExpectedVersion::Exact(e)) =
+                    (&p.rebase_unless, p.expected)
+                    && e < actual(&p.stream)
+                {
+                    rebasable.push((j, i, p.stream.as_str(), bound(e.get())));
+                }
+            }
+        }
+        let type_rows = try_join_all(rebasable.iter().map(|(_, _, stream, e)| {
+            let (stmt, tx) = (&types_stmt, &tx);
+            async move { tx.query(stmt, &[stream, e]).await }
+        }))
+        .await
+        .map_err(|e| self.db(e))?;
+        let mut concurrent_types: HashMap<(usize, usize), Vec<EventType>> = HashMap::new();
+        for ((j, i, _, _), rows) in rebasable.iter().zip(type_rows) {
+            let types = rows
+                .iter()
+                .filter_map(|r| {
+                    r.try_get::<_, &str>(0)
+                        .ok()
+                        .and_then(|t| EventType::new(t).ok())
+                })
+                .collect();
+            concurrent_types.insert((*j, *i), types);
+        }
+
+        // Decide every append.
+        let mut answers: Vec<Option<Result<MultiAppendOutcome, StoreError>>> =
+            batch.iter().map(|_| None).collect();
+        let mut writes: Vec<(usize, Vec<AppendPlan>)> = Vec::new();
+        let mut conflicts: Vec<(usize, Vec<ConflictRead>)> = Vec::new();
+        for (j, r) in batch.iter().enumerate() {
+            let states: Vec<PartState> = r
+                .parts
+                .iter()
+                .map(|p| PartState {
+                    actual: actual(&p.stream),
+                    found: p
+                        .events
+                        .iter()
+                        .map(|e| {
+                            found
+                                .get(&(p.stream.as_str().to_owned(), *e.id.as_uuid()))
+                                .map(|(v, _)| *v)
+                        })
+                        .collect(),
+                })
+                .collect();
+            let plan = plan_multi_append(r, &states, |i, _| {
+                concurrent_types.get(&(j, i)).cloned().unwrap_or_default()
+            });
+            let answer = match plan {
+                MultiAppendPlan::Duplicate(ranges) => {
+                    let parts = r
+                        .parts
+                        .iter()
+                        .zip(ranges)
+                        .map(|(p, (first, last))| {
+                            let position = |e: Option<&concord_core::NewEvent>| {
+                                e.and_then(|e| {
+                                    found.get(&(p.stream.as_str().to_owned(), *e.id.as_uuid()))
+                                })
+                                .map_or(Position::ZERO, |(_, pos)| *pos)
+                            };
+                            AppendOutcome::Duplicate(Appended {
+                                stream: p.stream.clone(),
+                                first_version: first,
+                                last_version: last,
+                                first_position: position(p.events.first()),
+                                last_position: position(p.events.last()),
+                            })
+                        })
+                        .collect();
+                    Some(Ok(MultiAppendOutcome::from_parts(parts)))
+                }
+                MultiAppendPlan::PartialDuplicate { part, existing_ids } => {
+                    r.parts.get(part).map(|p| {
+                        Err(StoreError::PartialDuplicate(Box::new(PartialDuplicate {
+                            stream: p.stream.clone(),
+                            existing_ids,
+                        })))
+                    })
+                }
+                MultiAppendPlan::Conflicts(list) => {
+                    let reads = list
+                        .into_iter()
+                        .filter_map(|c| {
+                            let p = r.parts.get(c.part)?;
+                            Some(ConflictRead {
+                                stream: p.stream.clone(),
+                                expected: p.expected,
+                                actual: c.actual,
+                                first_concurrent: c.first_concurrent,
+                            })
+                        })
+                        .collect();
+                    conflicts.push((j, reads));
+                    None
+                }
+                MultiAppendPlan::Write(plans) => {
+                    writes.push((j, plans));
+                    None
+                }
+            };
+            if let Some(slot) = answers.get_mut(j) {
+                *slot = answer;
+            }
+        }
+
+        // Concurrent events of conflicts, read under the same locks.
+        let max = self.limits.concurrent_events_max;
+        let stream_sql = format!(
+            "SELECT {COLUMNS} FROM {s}.concord_events WHERE stream = $1 AND version >= $2 \
+             ORDER BY version LIMIT $3"
+        );
+        let stream_stmt = tx
+            .prepare_cached(&stream_sql)
+            .await
+            .map_err(|e| self.db(e))?;
+        let limit = bound(max as u64);
+        let conflict_reads: Vec<(usize, &ConflictRead)> = conflicts
+            .iter()
+            .flat_map(|(j, reads)| reads.iter().map(move |c| (*j, c)))
+            .collect();
+        let conflict_rows = try_join_all(conflict_reads.iter().map(|(_, c)| {
+            let from = bound(c.first_concurrent.map_or(u64::MAX, Version::get));
+            let stream = c.stream.as_str();
+            let stmt = &stream_stmt;
+            let tx = &tx;
+            async move { tx.query(stmt, &[&stream, &from, &limit]).await }
+        }))
+        .await
+        .map_err(|e| self.db(e))?;
+        let mut conflict_errors: HashMap<usize, Vec<Conflict>> = HashMap::new();
+        for ((j, c), rows) in conflict_reads.iter().zip(conflict_rows) {
+            let concurrent_events = match c.first_concurrent {
+                Some(_) => rows.iter().map(decode).collect::<Result<Vec<_>, _>>(),
+                None => Ok(Vec::new()),
+            };
+            let concurrent_events = match concurrent_events {
+                Ok(events) => events,
+                Err(e) => {
+                    return Err(BatchError {
+                        unavailable: false,
+                        message: e.to_string(),
+                    });
+                }
+            };
+            let truncated = c.first_concurrent.is_some_and(|first| {
+                first.get() + concurrent_events.len() as u64 <= c.actual.get()
+            });
+            conflict_errors.entry(*j).or_default().push(Conflict {
+                stream: c.stream.clone(),
+                expected: c.expected,
+                actual: c.actual,
+                concurrent_events,
+                truncated,
+            });
+        }
+        for (j, list) in conflict_errors {
+            if let Some(slot) = answers.get_mut(j) {
+                *slot = Some(Err(StoreError::Conflicts(list)));
+            }
+        }
+
+        let head_sql = format!("SELECT position FROM {s}.concord_head WHERE id = 1 FOR UPDATE");
+        let head_stmt = tx.prepare_cached(&head_sql).await.map_err(|e| self.db(e))?;
+        if writes.is_empty() {
+            // A duplicate's answer must not come before the original commit is as durable as
+            // any other: locking the head row gives this transaction an id and a commit
+            // record, so behind a synchronous standby its COMMIT waits for the standby too.
+            let duplicates = answers
+                .iter()
+                .any(|a| matches!(a, Some(Ok(outcome)) if outcome.duplicate));
+            if duplicates {
+                tx.query_one(&head_stmt, &[])
+                    .await
+                    .map_err(|e| self.db(e))?;
+            }
+            tx.commit().await.map_err(|e| self.db(e))?;
+            let head = self.signal.head();
+            return Ok((finish(answers), head));
+        }
+
+        // 3. The head row: positions are assigned from here to COMMIT.
+        let head_row = tx
+            .query_one(&head_stmt, &[])
+            .await
+            .map_err(|e| self.db(e))?;
+        let start: i64 = head_row.try_get(0).map_err(|e| self.db(e))?;
+        let start = Position(u64::try_from(start).unwrap_or(0));
+        let mut next = start.next();
+        let recorded_at = RecordedAt::now();
+        let mut written: Vec<RecordedEvent> = Vec::new();
+        let mut rebases: Vec<(usize, usize, StreamName, Version, Version)> = Vec::new();
+        let mut outcomes: HashMap<usize, Vec<(usize, Appended)>> = HashMap::new();
+        for (j, plans) in &writes {
+            let Some(r) = batch.get(*j) else { continue };
+            if let Some(c) = &r.condition {
+                let mut matching = self
+                    .condition_events(&tx, &c.fail_if_events_match, c.after, start)
+                    .await?;
+                matching.extend(written.iter().filter(|e| c.is_violated_by(e)).cloned());
+                if !matching.is_empty() {
+                    matching.truncate(MATCHING_EVENTS_MAX);
+                    if let Some(slot) = answers.get_mut(*j) {
+                        *slot = Some(Err(c.failed(matching)));
+                    }
+                    continue;
+                }
+            }
+            let mut appended = Vec::new();
+            for (i, (p, plan)) in r.parts.iter().zip(plans).enumerate() {
+                let AppendPlan::Write {
+                    after,
+                    rebased_from,
+                } = plan
+                else {
+                    continue;
+                };
+                let first_position = next;
+                for (k, e) in (1u64..).zip(&p.events) {
+                    written.push(RecordedEvent::new(
+                        p.stream.clone(),
+                        Version(after.get() + k),
+                        next,
+                        e.clone(),
+                        recorded_at,
+                    ));
+                    next = next.next();
+                }
+                let last_version = Version(after.get() + p.events.len() as u64);
+                if let Some(e) = rebased_from {
+                    rebases.push((*j, i, p.stream.clone(), *e, *after));
+                }
+                appended.push((
+                    i,
+                    Appended {
+                        stream: p.stream.clone(),
+                        first_version: after.next(),
+                        last_version,
+                        first_position,
+                        last_position: Position(next.get() - 1),
+                    },
+                ));
+            }
+            outcomes.insert(*j, appended);
+        }
+
+        // Rebased appends list the events they moved past.
+        let rebase_rows = try_join_all(rebases.iter().map(|(_, _, stream, e, after)| {
+            let from = bound(e.get() + 1);
+            let n = bound((after.get() - e.get()).min(max as u64));
+            let stream = stream.as_str();
+            let stmt = &stream_stmt;
+            let tx = &tx;
+            async move { tx.query(stmt, &[&stream, &from, &n]).await }
+        }))
+        .await
+        .map_err(|e| self.db(e))?;
+        let mut rebased: HashMap<(usize, usize), (Version, Vec<RecordedEvent>)> = HashMap::new();
+        for ((j, i, _, e, _), rows) in rebases.iter().zip(rebase_rows) {
+            let events = rows
+                .iter()
+                .map(decode)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| BatchError {
+                    unavailable: false,
+                    message: e.to_string(),
+                })?;
+            rebased.insert((*j, *i), (*e, events));
+        }
+
+        // 4. Insert, stream index, head, notification; then COMMIT.
+        let end = Position(next.get() - 1);
+        if !written.is_empty() {
+            self.insert(&tx, &written, end).await?;
+        }
+        tx.commit().await.map_err(|e| self.db(e))?;
+
+        for (j, appended) in outcomes {
+            let parts = appended
+                .into_iter()
+                .map(|(i, a)| match rebased.remove(&(j, i)) {
+                    Some((expected_version, concurrent_events)) => AppendOutcome::Rebased {
+                        appended: a,
+                        expected_version,
+                        concurrent_events,
+                    },
+                    None => AppendOutcome::Appended(a),
+                })
+                .collect();
+            if let Some(slot) = answers.get_mut(j) {
+                *slot = Some(Ok(MultiAppendOutcome::from_parts(parts)));
+            }
+        }
+        Ok((finish(answers), end.max(start)))
+    }
+
+    /// The first events matching `query` after `after`, up to the head `head`.
+    async fn condition_events(
+        &self,
+        tx: &deadpool_postgres::Transaction<'_>,
+        query: &Query,
+        after: Position,
+        head: Position,
+    ) -> Result<Vec<RecordedEvent>, BatchError> {
+        let tx: &tokio_postgres::Transaction<'_> = tx;
+        crate::matching::matching_events(tx, &self.schema, query, after, head, MATCHING_EVENTS_MAX)
+            .await
+            .map_err(|e| match e {
+                MatchingError::Driver(e) => self.db(e),
+                MatchingError::Decode(e) => BatchError {
+                    unavailable: false,
+                    message: e.to_string(),
+                },
+            })
+    }
+
+    async fn insert(
+        &self,
+        tx: &deadpool_postgres::Transaction<'_>,
+        events: &[RecordedEvent],
+        end: Position,
+    ) -> Result<(), BatchError> {
+        let s = &self.schema;
+        let positions: Vec<i64> = events.iter().map(|e| bound(e.position.get())).collect();
+        let streams: Vec<&str> = events.iter().map(|e| e.stream.as_str()).collect();
+        let categories: Vec<String> = events
+            .iter()
+            .map(|e| e.stream.category().as_str().to_owned())
+            .collect();
+        let versions: Vec<i64> = events.iter().map(|e| bound(e.version.get())).collect();
+        let ids: Vec<uuid::Uuid> = events.iter().map(|e| *e.id.as_uuid()).collect();
+        let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
+        let content_types: Vec<Option<&str>> = events
+            .iter()
+            .map(|e| e.data.bytes_content_type().map(|c| c.as_str()))
+            .collect();
+        let data: Vec<&[u8]> = events.iter().map(|e| e.data.as_bytes()).collect();
+        let metadata: Vec<&str> = events.iter().map(|e| e.metadata.as_str()).collect();
+        let tags: Vec<String> = events
+            .iter()
+            .map(|e| {
+                e.tags
+                    .iter()
+                    .map(|t| t.as_str())
+                    .collect::<Vec<_>>()
+                    .join(&TAG_SEPARATOR.to_string())
+            })
+            .collect();
+        let recorded: Vec<i64> = events
+            .iter()
+            .map(|e| bound(e.recorded_at.as_millis()))
+            .collect();
+        // The stream index: each stream's last event in this batch.
+        let mut last: HashMap<&str, (i64, i64)> = HashMap::new();
+        for e in events {
+            last.insert(
+                e.stream.as_str(),
+                (bound(e.version.get()), bound(e.position.get())),
+            );
+        }
+        let (index_streams, (index_versions, index_positions)): (Vec<&str>, (Vec<i64>, Vec<i64>)) =
+            last.into_iter().unzip();
+        let insert_sql = format!(
+            "INSERT INTO {s}.concord_events (position, stream, category, version, event_id, \
+             event_type, content_type, data, metadata, tags, recorded_at) \
+             SELECT p, st, c, v, id, t, ct, d, m, string_to_array(tg, E'\\x1f'), ra FROM unnest(\
+             $1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::uuid[], $6::text[], \
+             $7::text[], $8::bytea[], $9::text[], $10::text[], $11::bigint[]) \
+             AS x(p, st, c, v, id, t, ct, d, m, tg, ra)"
+        );
+        let index_sql = format!(
+            "INSERT INTO {s}.concord_streams (stream, version, last_position) \
+             SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[]) \
+             ON CONFLICT (stream) DO UPDATE SET version = excluded.version, \
+             last_position = excluded.last_position"
+        );
+        let head_sql = format!("UPDATE {s}.concord_head SET position = $1 WHERE id = 1");
+        let (insert, index, head, notify) = tokio::try_join!(
+            tx.prepare_cached(&insert_sql),
+            tx.prepare_cached(&index_sql),
+            tx.prepare_cached(&head_sql),
+            tx.prepare_cached("SELECT pg_notify($1, $2)"),
+        )
+        .map_err(|e| self.db(e))?;
+        let end_i = bound(end.get());
+        let end_text = end.get().to_string();
+        let insert_params: [&(dyn ToSql + Sync); 11] = [
+            &positions,
+            &streams,
+            &categories,
+            &versions,
+            &ids,
+            &types,
+            &content_types,
+            &data,
+            &metadata,
+            &tags,
+            &recorded,
+        ];
+        let index_params: [&(dyn ToSql + Sync); 3] =
+            [&index_streams, &index_versions, &index_positions];
+        let head_params: [&(dyn ToSql + Sync); 1] = [&end_i];
+        let notify_params: [&(dyn ToSql + Sync); 2] = [&self.channel, &end_text];
+        tokio::try_join!(
+            tx.execute(&insert, &insert_params),
+            tx.execute(&index, &index_params),
+            tx.execute(&head, &head_params),
+            tx.execute(&notify, &notify_params),
+        )
+        .map_err(|e| self.db(e))?;
+        Ok(())
+    }
+}
+
+/// A conflict whose concurrent events are still to be read.
+#[derive(Debug)]
+struct ConflictRead {
+    stream: StreamName,
+    expected: concord_core::ExpectedVersion,
+    actual: Version,
+    first_concurrent: Option<Version>,
+}
+
+fn finish(
+    answers: Vec<Option<Result<MultiAppendOutcome, StoreError>>>,
+) -> Vec<Result<MultiAppendOutcome, StoreError>> {
+    answers
+        .into_iter()
+        .map(|a| {
+            a.unwrap_or_else(|| {
+                Err(StoreError::Corrupted(
+                    "the postgres writer left an append unanswered".into(),
+                ))
+            })
+        })
+        .collect()
+}
+
+/// The advisory lock key of a stream: FNV-1a of `schema NUL stream`, so stores in different
+/// schemas never wait for each other. A collision only makes two streams share a lock.
+pub(crate) fn lock_key(schema: &str, stream: &str) -> i64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in schema.bytes().chain([0]).chain(stream.bytes()) {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    i64::from_ne_bytes(hash.to_ne_bytes())
+}

@@ -1,0 +1,12 @@
+//! The whole conformance suite against a real PostgreSQL: every spec gets a fresh schema on
+//! the throwaway server this test binary starts.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+mod common;
+
+concord_testkit::conformance_suite!(common::fresh);

@@ -1,0 +1,123 @@
+//! Failover: a primary with a synchronous standby (`synchronous_commit = on`), 16 writers on
+//! one store whose URL lists both hosts with `target_session_attrs=read-write`. The primary
+//! is SIGKILLed and the standby promoted; while there is no primary, appends fail cleanly
+//! with `Unavailable` (bounded, no hang); then the same store carries on against the new
+//! primary, and every acknowledged event is there.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use concord_core::{
+    AppendRequest, EventId, EventStore, EventType, ExpectedVersion, Filter, Json, NewEvent,
+    Position, StoreError, StreamName,
+};
+use concord_postgres::PostgresStore;
+use concord_testkit::postgres::PostgresServer;
+
+const WRITERS: usize = 16;
+const ACKS_BEFORE: usize = 50;
+const ACKS_AFTER: usize = 50;
+/// Generous: only a hang would reach it.
+const WAIT: Duration = Duration::from_secs(120);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_the_standby_is_promoted_appends_resume_and_nothing_acknowledged_is_lost() {
+    let mut primary = PostgresServer::start();
+    let standby = PostgresServer::start_standby_of(&primary);
+    primary.make_synchronous();
+    let url = format!(
+        "postgres://postgres@127.0.0.1:{},127.0.0.1:{}/postgres?target_session_attrs=read-write",
+        primary.port(),
+        standby.port()
+    );
+    let store = Arc::new(PostgresStore::connect(&url).await.unwrap());
+    let stop = Arc::new(AtomicBool::new(false));
+    let (acks, mut acked) = tokio::sync::watch::channel(0usize);
+    let acks = Arc::new(acks);
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let (store, stop, acks) = (Arc::clone(&store), Arc::clone(&stop), Arc::clone(&acks));
+            tokio::spawn(async move {
+                let stream = StreamName::new(format!("account-{w}")).unwrap();
+                let mut acknowledged: Vec<(EventId, Position)> = Vec::new();
+                let mut unavailable = 0usize;
+                while !stop.load(Ordering::Relaxed) {
+                    let event =
+                        NewEvent::new(EventType::new("Deposited").unwrap(), Json::empty_object());
+                    let id = event.id;
+                    let request =
+                        AppendRequest::new(stream.clone(), ExpectedVersion::Any, vec![event]);
+                    loop {
+                        match store.append(request.clone()).await {
+                            Ok(outcome) => {
+                                acknowledged.push((id, outcome.appended().first_position));
+                                acks.send_modify(|n| *n += 1);
+                                break;
+                            }
+                            Err(StoreError::Unavailable { .. }) => {
+                                unavailable += 1;
+                                let _ = store.wait_for_head(Position(u64::MAX - 1)).await;
+                            }
+                            Err(other) => panic!("writer {w}: {other:?}"),
+                        }
+                    }
+                }
+                (acknowledged, unavailable)
+            })
+        })
+        .collect();
+
+    tokio::time::timeout(WAIT, acked.wait_for(|n| *n >= ACKS_BEFORE))
+        .await
+        .unwrap()
+        .unwrap();
+    tokio::task::block_in_place(|| {
+        primary.kill();
+        standby.promote();
+    });
+    let before = *acked.borrow();
+    tokio::time::timeout(WAIT, acked.wait_for(|n| *n >= before + ACKS_AFTER))
+        .await
+        .expect("appends resume against the promoted standby")
+        .unwrap();
+    stop.store(true, Ordering::Relaxed);
+    let mut acknowledged = Vec::new();
+    let mut unavailable = 0;
+    for w in writers {
+        let (a, u) = tokio::time::timeout(WAIT, w).await.unwrap().unwrap();
+        acknowledged.extend(a);
+        unavailable += u;
+    }
+    assert!(
+        unavailable > 0,
+        "no append met the failover: it tested nothing"
+    );
+
+    let head = store.head().await.unwrap();
+    let mut log = Vec::new();
+    let mut from = Position(1);
+    while from <= head {
+        let page = store.read_all(from, &Filter::all(), 1000).await.unwrap();
+        log.extend(page.events);
+        from = page.next_from;
+    }
+    let positions: Vec<u64> = log.iter().map(|e| e.position.get()).collect();
+    assert_eq!(positions, (1..=head.get()).collect::<Vec<_>>());
+    let at: HashMap<EventId, Position> = log.iter().map(|e| (e.id, e.position)).collect();
+    for (id, position) in &acknowledged {
+        assert_eq!(
+            at.get(id),
+            Some(position),
+            "acknowledged event {id} was lost"
+        );
+    }
+    assert_eq!(log.len(), acknowledged.len());
+}

@@ -1,0 +1,176 @@
+//! Several Concord processes on one database: positions stay gap-free and become visible in
+//! commit order. Three stores with their own pools and writers (as three processes would
+//! have) append concurrently, to their own streams and to one shared hot stream; a
+//! subscriber on each store and a raw `read_all` poller must see every position exactly
+//! once, in order, with no gap, and every acknowledged event at its acknowledged position.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use concord_core::{
+    AppendRequest, Direction, EventId, EventStore, EventType, ExpectedVersion, Filter, Json,
+    NewEvent, Position, StreamName, Version,
+};
+use concord_postgres::PostgresStore;
+use concord_testkit::postgres::shared;
+use futures::StreamExt;
+
+const STORES: usize = 3;
+const WRITERS_PER_STORE: usize = 6;
+/// Generous: only a hang would reach it.
+const WAIT: Duration = Duration::from_secs(60);
+
+fn event(kind: &str) -> NewEvent {
+    NewEvent::new(EventType::new(kind).unwrap(), Json::empty_object())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_stores_on_one_database_give_gap_free_positions_in_order() {
+    let appends_per_writer = 15 * concord_testkit::scale();
+    let url = shared().url_with_fresh_schema();
+    let mut stores = Vec::new();
+    for _ in 0..STORES {
+        stores.push(Arc::new(PostgresStore::connect(&url).await.unwrap()));
+    }
+    let expected_total = STORES * WRITERS_PER_STORE * appends_per_writer * 2;
+
+    // Subscribers on every store, from the start, while the writers run.
+    let subscribers: Vec<_> = stores
+        .iter()
+        .map(|s| {
+            let sub = Arc::clone(s).subscribe_all(Position(1), Filter::all());
+            tokio::spawn(async move {
+                tokio::time::timeout(
+                    WAIT,
+                    sub.take(expected_total)
+                        .map(|e| e.unwrap())
+                        .collect::<Vec<_>>(),
+                )
+                .await
+                .expect("a subscriber received every event")
+            })
+        })
+        .collect();
+    // A raw poller: every page of read_all starts exactly where the last one ended.
+    let poller = {
+        let store = Arc::clone(&stores[0]);
+        tokio::spawn(async move {
+            let mut next = 1u64;
+            while next <= expected_total as u64 {
+                let page = store
+                    .read_all(Position(next), &Filter::all(), 1000)
+                    .await
+                    .unwrap();
+                for e in &page.events {
+                    assert_eq!(e.position, Position(next), "read_all skipped a position");
+                    next += 1;
+                }
+                if page.events.is_empty() {
+                    store.wait_for_head(Position(next - 1)).await.unwrap();
+                }
+            }
+            next - 1
+        })
+    };
+
+    // Writers: each appends to its own stream with exact expectations, and to one hot
+    // stream shared by every store with a stale expectation and rebase_unless.
+    let hot = StreamName::new("hot-1").unwrap();
+    let mut writers = Vec::new();
+    for (si, store) in stores.iter().enumerate() {
+        for w in 0..WRITERS_PER_STORE {
+            let store = Arc::clone(store);
+            let hot = hot.clone();
+            writers.push(tokio::spawn(async move {
+                let own = StreamName::new(format!("account-{si}x{w}")).unwrap();
+                let mut acknowledged: Vec<(EventId, Position)> = Vec::new();
+                for i in 0..appends_per_writer {
+                    let e = event("Deposited");
+                    let id = e.id;
+                    let outcome = store
+                        .append(AppendRequest::new(
+                            own.clone(),
+                            ExpectedVersion::Exact(Version(i as u64)),
+                            vec![e],
+                        ))
+                        .await
+                        .unwrap();
+                    acknowledged.push((id, outcome.appended().first_position));
+                    let e = event("Touched");
+                    let id = e.id;
+                    let outcome = store
+                        .append(
+                            AppendRequest::new(
+                                hot.clone(),
+                                ExpectedVersion::Exact(Version(0)),
+                                vec![e],
+                            )
+                            .rebase_unless(vec![]),
+                        )
+                        .await
+                        .unwrap();
+                    acknowledged.push((id, outcome.appended().first_position));
+                }
+                acknowledged
+            }));
+        }
+    }
+    let mut acknowledged: HashMap<EventId, Position> = HashMap::new();
+    for w in writers {
+        acknowledged.extend(w.await.unwrap());
+    }
+    assert_eq!(acknowledged.len(), expected_total);
+
+    for sub in subscribers {
+        let events = sub.await.unwrap();
+        let positions: Vec<u64> = events.iter().map(|e| e.position.get()).collect();
+        let expected: Vec<u64> = (1..=expected_total as u64).collect();
+        assert_eq!(
+            positions, expected,
+            "a subscriber saw a gap, a duplicate or disorder"
+        );
+        for e in &events {
+            assert_eq!(
+                acknowledged.get(&e.id),
+                Some(&e.position),
+                "event {} moved",
+                e.id
+            );
+        }
+    }
+    assert_eq!(
+        tokio::time::timeout(WAIT, poller).await.unwrap().unwrap(),
+        expected_total as u64
+    );
+    for store in &stores {
+        assert_eq!(store.head().await.unwrap(), Position(expected_total as u64));
+    }
+    // Every store granted each version of the hot stream once.
+    let mut versions: Vec<u64> = Vec::new();
+    loop {
+        let page = stores[1]
+            .read_stream(
+                &hot,
+                Version(versions.len() as u64 + 1),
+                Direction::Forward,
+                1000,
+            )
+            .await
+            .unwrap();
+        if page.is_empty() {
+            break;
+        }
+        versions.extend(page.iter().map(|e| e.version.get()));
+    }
+    let n = STORES * WRITERS_PER_STORE * appends_per_writer;
+    assert_eq!(versions, (1..=n as u64).collect::<Vec<_>>());
+}

@@ -1,0 +1,13 @@
+//! The model check against a real PostgreSQL: random sequences of appends (every expected
+//! version, rebases, duplicates, multi-stream appends with conditions) and reads compared
+//! step by step with `MemoryStore`.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+mod common;
+
+concord_testkit::model_check!(common::fresh);

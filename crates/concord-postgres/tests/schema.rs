@@ -1,0 +1,93 @@
+//! The store's own schema: created on first connect, shared by every store on the same
+//! `?schema=`, refused by name when a newer Concord wrote it; and the URL's multi-host form.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+use concord_core::{AppendRequest, EventStore, EventType, ExpectedVersion, Json, NewEvent};
+use concord_postgres::{FORMAT_VERSION, PostgresError, PostgresStore};
+use concord_testkit::postgres::{shared, unique_schema};
+
+fn append(stream: &str) -> AppendRequest {
+    AppendRequest::new(
+        concord_core::StreamName::new(stream).unwrap(),
+        ExpectedVersion::Any,
+        vec![NewEvent::new(
+            EventType::new("Opened").unwrap(),
+            Json::empty_object(),
+        )],
+    )
+}
+
+#[tokio::test]
+async fn a_schema_written_by_a_newer_concord_is_refused_naming_both_versions() {
+    let server = shared();
+    let schema = unique_schema();
+    let url = format!("{}?schema={schema}", server.url());
+    drop(PostgresStore::connect(&url).await.unwrap());
+    server.psql(&format!(
+        "UPDATE {schema}.concord_meta SET format_version = {}",
+        FORMAT_VERSION + 1
+    ));
+    let error = PostgresStore::connect(&url).await.unwrap_err();
+    assert!(
+        matches!(error, PostgresError::NewerSchema { found, known, .. }
+            if found == FORMAT_VERSION + 1 && known == FORMAT_VERSION),
+        "{error:?}"
+    );
+    let message = error.to_string();
+    assert!(message.contains(&schema), "{message}");
+    assert!(
+        message.contains(&(FORMAT_VERSION + 1).to_string()),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn stores_in_different_schemas_of_one_database_are_apart() {
+    let server = shared();
+    let a = PostgresStore::connect(&server.url_with_fresh_schema())
+        .await
+        .unwrap();
+    let b = PostgresStore::connect(&server.url_with_fresh_schema())
+        .await
+        .unwrap();
+    let _ = a.append(append("account-1")).await.unwrap();
+    assert_eq!(a.head().await.unwrap().get(), 1);
+    assert_eq!(b.head().await.unwrap().get(), 0);
+}
+
+#[tokio::test]
+async fn a_multi_host_url_finds_the_writable_server_past_a_dead_one() {
+    let server = shared();
+    // A port nothing listens on, then the real server: libpq's multi-host form.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_port = dead.local_addr().unwrap().port();
+    drop(dead);
+    let url = format!(
+        "postgres://postgres@127.0.0.1:{dead_port},127.0.0.1:{}/postgres?target_session_attrs=read-write&schema={}",
+        server.port(),
+        unique_schema()
+    );
+    let store = PostgresStore::connect(&url).await.unwrap();
+    let outcome = store.append(append("account-1")).await.unwrap();
+    assert_eq!(outcome.appended().first_position.get(), 1);
+}
+
+#[tokio::test]
+async fn no_reachable_server_is_a_connect_error_naming_the_hosts() {
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = dead.local_addr().unwrap().port();
+    drop(dead);
+    let error = PostgresStore::connect(&format!("postgres://postgres@127.0.0.1:{port}/postgres"))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, PostgresError::Connect { .. }), "{error:?}");
+    assert!(
+        error.to_string().contains(&format!("127.0.0.1:{port}")),
+        "{error}"
+    );
+}

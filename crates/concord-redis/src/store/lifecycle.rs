@@ -1,0 +1,290 @@
+//! Stream lifecycle on Redis: deletes, tombstones and retention settings live in one hash
+//! (`{p}:lifecycle`, stream → six numbers, see `lifecycle_of` in `concord.lua`), written by
+//! the library's functions so they are atomic with appends. Reads apply core's rules
+//! ([`StreamLifecycle`]) to what they fetch. A scavenge erases, stream by stream and in
+//! chunks, every copy of each hidden event (`concord_scavenge_v6`), then rewrites each
+//! stream it deleted from (`concord_compact_v6`), because `XDEL` leaves an entry's bytes in
+//! its node. See `docs/design/redis-layout.md`.
+
+use std::collections::BTreeSet;
+
+use concord_core::{
+    Conflict, DeleteMode, ExpectedVersion, RecordedAt, RecordedEvent, ScavengeReport, StoreError,
+    StreamLifecycle, StreamMetadata, StreamName, Version,
+};
+use redis::Value;
+
+use super::RedisStore;
+use crate::decode;
+use crate::error::RedisError;
+
+/// Events one scavenge call erases, and entries one compaction call copies: bounded so
+/// appends interleave with a scavenge.
+const SCAVENGE_CHUNK: usize = 500;
+
+/// A stored lifecycle: core's state and how far a scavenge erased the stream.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub(crate) struct Stored {
+    pub(crate) lifecycle: StreamLifecycle,
+    pub(crate) erased_through: u64,
+}
+
+impl Stored {
+    /// Parses `"<deleted> <tombstoned> <max_count> <max_age> <truncate_before> <erased>"`.
+    pub(crate) fn parse(command: &'static str, text: &[u8]) -> Result<Self, RedisError> {
+        let text =
+            std::str::from_utf8(text).map_err(|e| RedisError::reply(command, e.to_string()))?;
+        let n: Vec<u64> = text
+            .split(' ')
+            .map(|f| decode::parse_u64(command, f.as_bytes()))
+            .collect::<Result<_, _>>()?;
+        let [deleted, tombstoned, max_count, max_age, truncate, erased] = n[..] else {
+            return Err(RedisError::reply(
+                command,
+                format!("lifecycle {text:?} lacks fields"),
+            ));
+        };
+        let set = |v: u64| (v > 0).then_some(v);
+        Ok(Stored {
+            lifecycle: StreamLifecycle {
+                deleted_through: Version(deleted),
+                tombstoned: tombstoned == 1,
+                metadata: StreamMetadata {
+                    max_count: set(max_count),
+                    max_age_seconds: set(max_age),
+                    truncate_before: set(truncate).map(Version),
+                },
+            },
+            erased_through: erased,
+        })
+    }
+
+    /// The first version reads show and the store still holds.
+    pub(crate) fn floor(&self, last: Version) -> Version {
+        self.lifecycle
+            .first_kept(last)
+            .max(Version(self.erased_through.saturating_add(1)))
+    }
+
+    /// Keeps the events of `events` that reads show now.
+    pub(crate) fn filter(&self, events: &mut Vec<RecordedEvent>, last: Version) {
+        let floor = self.floor(last);
+        let now = RecordedAt::now();
+        events.retain(|e| e.version >= floor && self.lifecycle.young_enough(e.recorded_at, now));
+    }
+}
+
+impl RedisStore {
+    /// Calls a function of the library, loading it first if Redis lost it.
+    async fn fcall(&self, cmd: &redis::Cmd) -> Result<Value, RedisError> {
+        match self.query("FCALL", cmd).await {
+            Err(e) if super::function_missing(&e) => {
+                self.ensure_library().await?;
+                self.query("FCALL", cmd).await
+            }
+            other => other,
+        }
+    }
+
+    /// The stream's stored lifecycle, `None` when it has none.
+    pub(crate) async fn stored_lifecycle(
+        &self,
+        stream: &StreamName,
+    ) -> Result<Option<Stored>, RedisError> {
+        let text: Option<Vec<u8>> = self
+            .query(
+                "HGET",
+                redis::cmd("HGET")
+                    .arg(self.inner.keys.lifecycle())
+                    .arg(stream.as_str()),
+            )
+            .await?;
+        text.map(|t| Stored::parse("HGET", &t)).transpose()
+    }
+
+    pub(crate) async fn delete(
+        &self,
+        stream: &StreamName,
+        mode: DeleteMode,
+        expected: Option<Version>,
+    ) -> Result<(), StoreError> {
+        let keys = &self.inner.keys;
+        let mut cmd = redis::cmd("FCALL");
+        cmd.arg("concord_delete_v6")
+            .arg(3)
+            .arg(keys.lifecycle())
+            .arg(keys.stream(stream))
+            .arg(keys.heads())
+            .arg(stream.as_str())
+            .arg(match mode {
+                DeleteMode::Soft => "soft",
+                DeleteMode::Tombstone => "tombstone",
+            })
+            .arg(expected.map_or(-1, |v| i64::try_from(v.get()).unwrap_or(i64::MAX)))
+            .arg(self.inner.options.limits.concurrent_events_max);
+        const C: &str = "FCALL";
+        let reply = self.fcall(&cmd).await?;
+        let items = decode::array(C, &reply)?;
+        let kind = items
+            .first()
+            .ok_or_else(|| RedisError::reply(C, "empty delete reply"))?;
+        match decode::text(C, kind)? {
+            "ok" => Ok(()),
+            "not_found" => Err(StoreError::StreamNotFound(stream.clone())),
+            "tombstoned" => Err(StoreError::StreamDeleted(stream.clone())),
+            "conflict" => {
+                let [_, actual, truncated, entries] = items else {
+                    return Err(RedisError::reply(C, "delete conflict lacks its fields").into());
+                };
+                let concurrent_events =
+                    decode::entries(C, entries, |e| decode::stream_entry(C, stream, e))?;
+                Err(StoreError::conflict(Conflict {
+                    stream: stream.clone(),
+                    expected: ExpectedVersion::Exact(expected.unwrap_or_default()),
+                    actual: Version(decode::int(C, actual)?),
+                    concurrent_events,
+                    truncated: decode::int(C, truncated)? == 1,
+                }))
+            }
+            other => Err(RedisError::reply(C, format!("unknown delete outcome {other:?}")).into()),
+        }
+    }
+
+    pub(crate) async fn metadata(&self, stream: &StreamName) -> Result<StreamMetadata, StoreError> {
+        match self.stored_lifecycle(stream).await? {
+            None => Ok(StreamMetadata::NONE),
+            Some(s) if s.lifecycle.tombstoned => Err(StoreError::StreamDeleted(stream.clone())),
+            Some(s) => Ok(s.lifecycle.metadata),
+        }
+    }
+
+    pub(crate) async fn set_metadata(
+        &self,
+        stream: &StreamName,
+        metadata: StreamMetadata,
+    ) -> Result<StreamMetadata, StoreError> {
+        metadata.validate()?;
+        let mut cmd = redis::cmd("FCALL");
+        cmd.arg("concord_metadata_v6")
+            .arg(1)
+            .arg(self.inner.keys.lifecycle())
+            .arg(stream.as_str())
+            .arg(metadata.max_count.unwrap_or(0))
+            .arg(metadata.max_age_seconds.unwrap_or(0))
+            .arg(metadata.truncate_before.map_or(0, Version::get));
+        let reply = self.fcall(&cmd).await?;
+        let items = decode::array("FCALL", &reply)?;
+        match items
+            .first()
+            .map(|v| decode::text("FCALL", v))
+            .transpose()?
+        {
+            Some("ok") => Ok(metadata),
+            Some("tombstoned") => Err(StoreError::StreamDeleted(stream.clone())),
+            other => Err(
+                RedisError::reply("FCALL", format!("unknown metadata outcome {other:?}")).into(),
+            ),
+        }
+    }
+
+    pub(crate) async fn run_scavenge(&self) -> Result<ScavengeReport, StoreError> {
+        // One scavenge at a time in this process: compaction copies a key while no other
+        // scavenge deletes from it.
+        let _one = self.inner.scavenging.lock().await;
+        let keys = &self.inner.keys;
+        // Stream names with a lifecycle, a page at a time (field, value, field, value, …).
+        let mut streams = Vec::new();
+        let mut cursor = 0u64;
+        loop {
+            let (next, page): (u64, Vec<String>) = self
+                .query(
+                    "HSCAN",
+                    redis::cmd("HSCAN")
+                        .arg(keys.lifecycle())
+                        .arg(cursor)
+                        .arg("COUNT")
+                        .arg(1000),
+                )
+                .await?;
+            streams.extend(page.into_iter().step_by(2));
+            cursor = next;
+            if cursor == 0 {
+                break;
+            }
+        }
+        streams.sort();
+        streams.dedup();
+        let mut report = ScavengeReport::default();
+        let mut touched = BTreeSet::new();
+        let now = RecordedAt::now().as_millis();
+        for name in streams {
+            let stream = StreamName::new(name.as_str())
+                .map_err(|e| RedisError::reply("HKEYS", e.to_string()))?;
+            let mut erased_here = 0;
+            loop {
+                let mut cmd = redis::cmd("FCALL");
+                cmd.arg("concord_scavenge_v6")
+                    .arg(4)
+                    .arg(keys.lifecycle())
+                    .arg(keys.stream(&stream))
+                    .arg(keys.ids(&stream))
+                    .arg(keys.all())
+                    .arg(stream.as_str())
+                    .arg(now)
+                    .arg(SCAVENGE_CHUNK)
+                    .arg(keys.type_index_prefix())
+                    .arg(keys.tag_index_prefix());
+                let reply = self.fcall(&cmd).await?;
+                let items = decode::array("FCALL", &reply)?;
+                let [erased, done, rest @ ..] = items else {
+                    return Err(
+                        RedisError::reply("FCALL", "scavenge reply lacks its fields").into(),
+                    );
+                };
+                erased_here += decode::int("FCALL", erased)?;
+                for key in rest {
+                    touched.insert(decode::text("FCALL", key)?.to_owned());
+                }
+                if decode::int("FCALL", done)? == 1 {
+                    break;
+                }
+            }
+            if erased_here > 0 {
+                report.events_removed += erased_here;
+                report.streams_scavenged += 1;
+            }
+        }
+        for key in touched {
+            self.compact(&key).await?;
+        }
+        tracing::info!(
+            events_removed = report.events_removed,
+            streams = report.streams_scavenged,
+            "scavenge done"
+        );
+        Ok(report)
+    }
+
+    /// Rewrites `key` so the bytes of its deleted entries leave it.
+    async fn compact(&self, key: &str) -> Result<(), StoreError> {
+        let mut cursor = "-".to_owned();
+        loop {
+            let mut cmd = redis::cmd("FCALL");
+            cmd.arg("concord_compact_v6")
+                .arg(2)
+                .arg(key)
+                .arg(self.inner.keys.scratch())
+                .arg(&cursor)
+                .arg(SCAVENGE_CHUNK);
+            let reply = self.fcall(&cmd).await?;
+            let items = decode::array("FCALL", &reply)?;
+            match items {
+                [done] if decode::text("FCALL", done)? == "done" => return Ok(()),
+                [more, next] if decode::text("FCALL", more)? == "more" => {
+                    decode::text("FCALL", next)?.clone_into(&mut cursor);
+                }
+                _ => return Err(RedisError::reply("FCALL", "unknown compact outcome").into()),
+            }
+        }
+    }
+}
