@@ -73,6 +73,41 @@ impl From<GrpcError> for Status {
                 StoreError::Unavailable { .. } | StoreError::Poisoned(_) => {
                     Status::unavailable(e.to_string())
                 }
+                // KurrentDB's shapes, which the clients turn into their own errors:
+                // ResourceDeleted, ResourceNotFound and a wrong expected version.
+                StoreError::StreamDeleted(stream) => {
+                    let mut status =
+                        Status::failed_precondition(format!("Event stream '{stream}' is deleted."));
+                    status.metadata_mut().insert(
+                        "exception",
+                        tonic::metadata::MetadataValue::from_static("stream-deleted"),
+                    );
+                    if let Ok(name) = stream.as_str().parse() {
+                        status.metadata_mut().insert("stream-name", name);
+                    }
+                    status
+                }
+                StoreError::StreamNotFound(stream) => {
+                    Status::not_found(format!("Event stream '{stream}' is not found."))
+                }
+                StoreError::Conflict(conflict) => {
+                    let actual = conflict.actual.get().checked_sub(1);
+                    let mut status = Status::failed_precondition(format!(
+                        "Append failed due to WrongExpectedVersion. Stream: {}, Expected version: {:?}, Actual version: {}",
+                        conflict.stream,
+                        conflict.expected,
+                        actual.map_or_else(|| "no stream".to_owned(), |r| r.to_string())
+                    ));
+                    let m = status.metadata_mut();
+                    m.insert(
+                        "exception",
+                        tonic::metadata::MetadataValue::from_static("wrong-expected-version"),
+                    );
+                    if let Ok(value) = actual.map_or(-1_i128, i128::from).to_string().parse() {
+                        m.insert("actual-version", value);
+                    }
+                    status
+                }
                 other => Status::internal(other.to_string()),
             },
         }

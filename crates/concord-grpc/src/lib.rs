@@ -7,8 +7,8 @@
 //! onto core types only; `concord-server` mounts [`routes`] beside the HTTP API.
 //!
 //! - Streams: `Append`, `BatchAppend`, `Read` (a stream or `$all`, both directions,
-//!   catch-up subscriptions with filters and checkpoints). `Delete`/`Tombstone` answer
-//!   UNIMPLEMENTED until streams can be deleted.
+//!   catch-up subscriptions with filters and checkpoints), `Delete` and `Tombstone` (the
+//!   store's soft delete and tombstone).
 //! - ServerFeatures, Gossip (one leader node), PersistentSubscriptions.List (empty).
 //!
 //! The mapping (revision = version − 1, commit = prepare = position, custom metadata,

@@ -21,8 +21,8 @@ use crate::filter::EventFilter;
 use crate::proto::event_store::client::Empty;
 use crate::proto::event_store::client::streams::{
     AppendReq, AppendResp, BatchAppendReq, BatchAppendResp, DeleteReq, DeleteResp, ReadReq,
-    ReadResp, TombstoneReq, TombstoneResp, append_req, append_resp, read_req,
-    streams_server::Streams,
+    ReadResp, TombstoneReq, TombstoneResp, append_req, append_resp, delete_req, delete_resp,
+    read_req, streams_server::Streams, tombstone_resp,
 };
 use crate::read::{self, AllFrom, ReadPlan, Source, StreamFrom};
 
@@ -225,6 +225,37 @@ async fn append_call(
     })
 }
 
+/// A soft delete or a tombstone (`tombstone`) of the stream the options name. Concord
+/// writes no `$metadata` event for it, so the answer carries no position.
+async fn remove(
+    service: &StreamsService,
+    caller: &Caller,
+    options: Option<&delete_req::Options>,
+    tombstone: bool,
+) -> Result<(), GrpcError> {
+    use delete_req::options::ExpectedStreamRevision as E;
+    let options =
+        options.ok_or_else(|| GrpcError::Invalid("a delete needs its options".to_owned()))?;
+    let stream = convert::stream_name(options.stream_identifier.as_ref())?;
+    caller.check(service.config.gate.as_ref(), Action::Write(stream.as_str()))?;
+    // The store compares an expectation with the visible version; any and stream_exists
+    // need no number (a delete of a stream without events is not found either way).
+    let expected = match options.expected_stream_revision {
+        Some(E::Revision(r)) => Some(Version(r.checked_add(1).ok_or_else(|| {
+            GrpcError::Invalid(format!("revision {r} is beyond the largest version"))
+        })?)),
+        Some(E::NoStream(_)) => Some(Version::NONE),
+        Some(E::Any(_) | E::StreamExists(_)) | None => None,
+    };
+    let store = service.store.as_ref();
+    if tombstone {
+        store.tombstone_stream(&stream, expected).await?;
+    } else {
+        store.delete_stream(&stream, expected).await?;
+    }
+    Ok(())
+}
+
 fn read_plan(request: &ReadReq) -> Result<ReadPlan, GrpcError> {
     use read_req::options::{self, CountOption, FilterOption, StreamOption};
     let o = request
@@ -333,15 +364,23 @@ impl Streams for StreamsService {
         Ok(Response::new(append_call(self, request).await?))
     }
 
-    async fn delete(&self, _request: Request<DeleteReq>) -> Result<Response<DeleteResp>, Status> {
-        Err(GrpcError::Unsupported("Delete is not supported by Concord yet").into())
+    async fn delete(&self, request: Request<DeleteReq>) -> Result<Response<DeleteResp>, Status> {
+        let caller = Caller::from_metadata(request.metadata());
+        remove(self, &caller, request.get_ref().options.as_ref(), false).await?;
+        Ok(Response::new(DeleteResp {
+            position_option: Some(delete_resp::PositionOption::NoPosition(Empty {})),
+        }))
     }
 
     async fn tombstone(
         &self,
-        _request: Request<TombstoneReq>,
+        request: Request<TombstoneReq>,
     ) -> Result<Response<TombstoneResp>, Status> {
-        Err(GrpcError::Unsupported("Tombstone is not supported by Concord yet").into())
+        let caller = Caller::from_metadata(request.metadata());
+        remove(self, &caller, request.get_ref().options.as_ref(), true).await?;
+        Ok(Response::new(TombstoneResp {
+            position_option: Some(tombstone_resp::PositionOption::NoPosition(Empty {})),
+        }))
     }
 
     type BatchAppendStream = BoxStream<BatchAppendResp>;

@@ -13,9 +13,9 @@ mod common;
 use std::time::Duration;
 
 use kurrentdb::{
-    AppendToStreamOptions, Client, ClientSettings, CurrentRevision, Error, EventData,
-    ReadAllOptions, ReadStreamOptions, StreamPosition, StreamState, SubscribeToAllOptions,
-    SubscribeToStreamOptions, SubscriptionFilter,
+    AppendToStreamOptions, Client, ClientSettings, CurrentRevision, DeleteStreamOptions, Error,
+    EventData, ReadAllOptions, ReadStreamOptions, StreamPosition, StreamState,
+    SubscribeToAllOptions, SubscribeToStreamOptions, SubscriptionFilter, TombstoneStreamOptions,
 };
 
 /// How long one client call may take before the test calls it hung.
@@ -273,6 +273,79 @@ async fn the_official_client_runs_unchanged(addr: &str) {
         uploaded.push(event.stream_id().to_owned());
     }
     assert_eq!(uploaded, ["image-1", "image-2"]);
+
+    // A soft delete hides the stream; an append recreates it, revisions continuing.
+    within(
+        "delete",
+        client.delete_stream(stream, &DeleteStreamOptions::default()),
+    )
+    .await
+    .unwrap();
+    let deleted = match within(
+        "read deleted",
+        client.read_stream(stream, &ReadStreamOptions::default()),
+    )
+    .await
+    {
+        Ok(mut read) => within("next", read.next()).await.map(|_| ()),
+        Err(e) => Err(e),
+    };
+    assert!(
+        matches!(deleted, Err(Error::ResourceNotFound)),
+        "{deleted:?}"
+    );
+    let recreated = within(
+        "append after delete",
+        client.append_to_stream(stream, &AppendToStreamOptions::default(), deposit(8)),
+    )
+    .await
+    .unwrap();
+    assert_eq!(recreated.next_expected_version, 7);
+    let after = read_stream_all(&client, stream, &ReadStreamOptions::default()).await;
+    let after: Vec<u64> = after
+        .iter()
+        .map(|e| e.get_original_event().revision)
+        .collect();
+    assert_eq!(after, [7]);
+
+    // A tombstone refuses every later read and append with the stream-deleted error.
+    within(
+        "tombstone",
+        client.tombstone_stream("image-2", &TombstoneStreamOptions::default()),
+    )
+    .await
+    .unwrap();
+    let read_tombstoned = match within(
+        "read tombstoned",
+        client.read_stream("image-2", &ReadStreamOptions::default()),
+    )
+    .await
+    {
+        Ok(mut read) => within("next", read.next()).await.map(|_| ()),
+        Err(e) => Err(e),
+    };
+    assert!(
+        matches!(read_tombstoned, Err(Error::ResourceDeleted)),
+        "{read_tombstoned:?}"
+    );
+    let append_tombstoned = within(
+        "append tombstoned",
+        client.append_to_stream("image-2", &AppendToStreamOptions::default(), deposit(1)),
+    )
+    .await;
+    assert!(
+        matches!(append_tombstoned, Err(Error::ResourceDeleted)),
+        "{append_tombstoned:?}"
+    );
+    let missing = within(
+        "delete a missing stream",
+        client.delete_stream("account-never", &DeleteStreamOptions::default()),
+    )
+    .await;
+    assert!(
+        matches!(missing, Err(Error::ResourceNotFound)),
+        "{missing:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
