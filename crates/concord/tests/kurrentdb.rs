@@ -399,3 +399,76 @@ async fn events_cross_between_grpc_and_http_byte_for_byte() {
     assert_eq!(over_grpc, serde_json::json!({"text": "ünïcode", "n": 1.5}));
     assert_eq!(common::terminate(child), 0);
 }
+
+/// Bad input over gRPC gets the protocol's error status, never a crash or a hang, and the
+/// server goes on answering: an event over the size limit, a stream name Concord refuses,
+/// a filter whose regex does not compile. (A malformed UUID cannot be sent through the
+/// client; `concord-grpc`'s `a_malformed_uuid_is_invalid` covers it.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_over_grpc_is_an_error_status_and_the_server_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let (child, addr) =
+        common::start_with(&dir.path().join("data"), &["--event-bytes-max", "1024"]);
+    let client = client(&addr);
+
+    let big = EventData::binary("Uploaded", vec![7u8; 4096].into());
+    let too_large = within(
+        "oversized append",
+        client.append_to_stream("image-1", &AppendToStreamOptions::default(), big),
+    )
+    .await;
+    match too_large {
+        Err(Error::Grpc { code, message }) => {
+            assert_eq!(format!("{code:?}"), "InvalidArgument", "{message}");
+            assert!(
+                message.contains("Maximum Append Size of 1024 Exceeded"),
+                "{message}"
+            );
+        }
+        other => panic!("expected INVALID_ARGUMENT, got {other:?}"),
+    }
+
+    let bad_name = within(
+        "append to a refused name",
+        client.append_to_stream(
+            "bad\u{1}name",
+            &AppendToStreamOptions::default(),
+            deposit(1),
+        ),
+    )
+    .await;
+    assert!(
+        matches!(&bad_name, Err(Error::Grpc { code, .. }) if format!("{code:?}") == "InvalidArgument"),
+        "{bad_name:?}"
+    );
+
+    let bad_regex = match within(
+        "read_all with a broken regex",
+        client.read_all(
+            &ReadAllOptions::default()
+                .filter(SubscriptionFilter::on_event_type().regex("(unclosed")),
+        ),
+    )
+    .await
+    {
+        Ok(mut read) => within("next", read.next()).await.map(|_| ()),
+        Err(e) => Err(e),
+    };
+    assert!(
+        matches!(&bad_regex, Err(Error::Grpc { code, .. }) if format!("{code:?}") == "InvalidArgument"),
+        "{bad_regex:?}"
+    );
+
+    // Nothing was written, and the server still appends.
+    let (status, _) = common::json(&addr, "GET", "/streams/image-1", "");
+    assert_eq!(status, 404);
+    let ok = within(
+        "append after bad input",
+        client.append_to_stream("account-1", &AppendToStreamOptions::default(), deposit(1)),
+    )
+    .await
+    .unwrap();
+    assert_eq!(ok.next_expected_version, 0);
+    common::assert_healthy(&addr);
+    assert_eq!(common::terminate(child), 0);
+}
