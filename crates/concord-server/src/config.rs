@@ -55,6 +55,9 @@ pub struct ServerConfig {
     /// A second address that answers KurrentDB's gRPC protocol only (default none: gRPC is
     /// served on `addr` beside the HTTP API, told apart by `content-type: application/grpc`).
     pub grpc_addr: Option<SocketAddr>,
+    /// How often `serve` scavenges the store (erasing what deletes and retention hide);
+    /// `None`: only on demand (`POST /admin/scavenge`, `concord scavenge`). Default: hourly.
+    pub scavenge_every: Option<Duration>,
 }
 
 impl Default for ServerConfig {
@@ -70,6 +73,7 @@ impl Default for ServerConfig {
             body_timeout: Duration::from_secs(60),
             projections: None,
             grpc_addr: None,
+            scavenge_every: Some(Duration::from_secs(3600)),
         }
     }
 }

@@ -64,7 +64,13 @@ pub fn router(store: Arc<dyn EventStore>, config: ServerConfig) -> axum::Router 
         })),
     };
     let (sender, _) = watch::channel(false);
-    routes::build(store, config, tokens, Arc::new(sender))
+    routes::build(
+        store,
+        config,
+        tokens,
+        Arc::new(sender),
+        Arc::new(metrics::Metrics::default()),
+    )
 }
 
 /// Serves the API on `listener` until `shutdown` resolves.
@@ -117,7 +123,15 @@ pub async fn serve(
     );
     let (sender, _) = watch::channel(false);
     let sender = Arc::new(sender);
-    let app = routes::build(Arc::clone(&store), config, tokens, Arc::clone(&sender));
+    let metrics = Arc::new(metrics::Metrics::default());
+    let scavenge_every = config.scavenge_every;
+    let app = routes::build(
+        Arc::clone(&store),
+        config,
+        tokens,
+        Arc::clone(&sender),
+        Arc::clone(&metrics),
+    );
     tracing::info!(%addr, store = store.backend(), "serving the Concord HTTP API and KurrentDB's gRPC protocol");
     let mut http =
         hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
@@ -142,6 +156,15 @@ pub async fn serve(
             connections.clone(),
             stopped.clone(),
         )));
+    }
+    if let Some(every) = scavenge_every {
+        tracing::info!(every = ?every, "scavenging on a schedule");
+        tokio::spawn(lifecycle::scavenge_on_schedule(
+            Arc::clone(&store),
+            metrics,
+            every,
+            stopped.clone(),
+        ));
     }
     let front = Front {
         app: Some(app),

@@ -78,9 +78,59 @@ pub(crate) async fn scavenge(
 ) -> Result<Json<ScavengeReport>, ApiError> {
     access.write_all()?;
     let store = Arc::clone(&app.store);
+    let metrics = Arc::clone(&app.metrics);
     // Runs to its end even if the caller goes away.
-    let report = tokio::spawn(async move { store.scavenge().await })
+    let report = tokio::spawn(async move { run_scavenge(store.as_ref(), &metrics).await })
         .await
         .map_err(|e| ApiError::Internal(format!("the scavenge task failed: {e}")))??;
     Ok(Json(report))
+}
+
+/// One scavenge, counted in the metrics and logged: the on-demand endpoint and the
+/// schedule both run it.
+pub(crate) async fn run_scavenge(
+    store: &dyn concord_core::EventStore,
+    metrics: &crate::metrics::Metrics,
+) -> Result<ScavengeReport, concord_core::StoreError> {
+    let started = std::time::Instant::now();
+    let result = store.scavenge().await;
+    let took = started.elapsed();
+    metrics.scavenge(result.as_ref().ok(), took);
+    match &result {
+        Ok(r) => tracing::info!(
+            events_removed = r.events_removed,
+            streams_scavenged = r.streams_scavenged,
+            bytes_reclaimed = r.bytes_reclaimed,
+            seconds = took.as_secs_f64(),
+            "scavenge completed"
+        ),
+        Err(e) => tracing::warn!(error = %e, "scavenge failed; the next one takes up the rest"),
+    }
+    result
+}
+
+/// Scavenges every `every` until `stopped` turns true; the first one after `every`, not at
+/// start (a restart loop must not turn into a scavenge loop). A store without lifecycle
+/// support (Unsupported) ends the schedule after saying so once.
+pub(crate) async fn scavenge_on_schedule(
+    store: Arc<dyn concord_core::EventStore>,
+    metrics: Arc<crate::metrics::Metrics>,
+    every: std::time::Duration,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            () = async { drop(stopped.wait_for(|s| *s).await) } => return,
+        }
+        if let Err(concord_core::StoreError::Unsupported { .. }) =
+            run_scavenge(store.as_ref(), &metrics).await
+        {
+            tracing::warn!(
+                store = store.backend(),
+                "this store cannot scavenge: the schedule stops"
+            );
+            return;
+        }
+    }
 }

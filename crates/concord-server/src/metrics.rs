@@ -29,6 +29,14 @@ pub struct Metrics {
     latency_buckets: [AtomicU64; LATENCY_BUCKETS.len()],
     latency_count: AtomicU64,
     latency_sum_micros: AtomicU64,
+    scavenges: AtomicU64,
+    scavenge_failures: AtomicU64,
+    scavenge_events_removed: AtomicU64,
+    scavenge_streams: AtomicU64,
+    scavenge_bytes_reclaimed: AtomicU64,
+    scavenge_micros: AtomicU64,
+    /// Unix seconds at the end of the last scavenge that completed (0: none yet).
+    scavenge_last_completed: AtomicU64,
 }
 
 /// How an append ended, for the counters.
@@ -79,6 +87,27 @@ impl Metrics {
         self.reads.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts a scavenge: what it removed when it completed, a failure otherwise.
+    pub(crate) fn scavenge(&self, report: Option<&concord_core::ScavengeReport>, took: Duration) {
+        self.scavenges.fetch_add(1, Ordering::Relaxed);
+        let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        self.scavenge_micros.fetch_add(micros, Ordering::Relaxed);
+        let Some(report) = report else {
+            self.scavenge_failures.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        self.scavenge_events_removed
+            .fetch_add(report.events_removed, Ordering::Relaxed);
+        self.scavenge_streams
+            .fetch_add(report.streams_scavenged, Ordering::Relaxed);
+        self.scavenge_bytes_reclaimed
+            .fetch_add(report.bytes_reclaimed, Ordering::Relaxed);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        self.scavenge_last_completed.store(now, Ordering::Relaxed);
+    }
+
     /// Counts a subscription as active until the returned guard is dropped.
     pub(crate) fn subscription(self: &std::sync::Arc<Self>) -> SubscriptionGuard {
         self.subscriptions_active.fetch_add(1, Ordering::Relaxed);
@@ -124,6 +153,41 @@ impl Metrics {
             "concord_reads_total",
             "Read requests answered (streams, event, all, list).",
             load(&self.reads),
+        );
+        counter(
+            "concord_scavenge_runs_total",
+            "Scavenges run (on demand and on the schedule), completed or failed.",
+            load(&self.scavenges),
+        );
+        counter(
+            "concord_scavenge_failures_total",
+            "Scavenges that failed (the next one takes up the rest).",
+            load(&self.scavenge_failures),
+        );
+        counter(
+            "concord_scavenge_events_removed_total",
+            "Events whose bytes scavenges erased.",
+            load(&self.scavenge_events_removed),
+        );
+        counter(
+            "concord_scavenge_streams_total",
+            "Streams scavenges erased events from (counted once per scavenge).",
+            load(&self.scavenge_streams),
+        );
+        counter(
+            "concord_scavenge_bytes_reclaimed_total",
+            "Bytes of storage scavenges gave back, where the backend can tell.",
+            load(&self.scavenge_bytes_reclaimed),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP concord_scavenge_seconds_total Time spent scavenging.\n# TYPE concord_scavenge_seconds_total counter\nconcord_scavenge_seconds_total{{store=\"{backend}\"}} {}",
+            load(&self.scavenge_micros) as f64 / 1e6
+        );
+        let _ = writeln!(
+            out,
+            "# HELP concord_scavenge_last_completed_seconds Unix time the last scavenge completed (0: none since the server started).\n# TYPE concord_scavenge_last_completed_seconds gauge\nconcord_scavenge_last_completed_seconds{{store=\"{backend}\"}} {}",
+            load(&self.scavenge_last_completed)
         );
         let _ = writeln!(
             out,

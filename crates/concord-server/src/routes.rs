@@ -77,6 +77,7 @@ pub(crate) fn build(
     config: ServerConfig,
     tokens: Option<Tokens>,
     shutdown_sender: Arc<watch::Sender<bool>>,
+    metrics: Arc<Metrics>,
 ) -> Router {
     let body_max = config.limits.request_bytes_max;
     let openapi = openapi::document_json(&config, tokens.is_some());
@@ -85,7 +86,7 @@ pub(crate) fn build(
         store,
         config: Arc::new(config),
         tokens: tokens.map(Arc::new),
-        metrics: Arc::new(Metrics::default()),
+        metrics,
         shutdown: shutdown_sender.subscribe(),
         _shutdown_sender: shutdown_sender,
     }));
@@ -93,7 +94,7 @@ pub(crate) fn build(
         .merge(ui::routes())
         .merge(projections::routes())
         .route("/health", get(health))
-        .route("/metrics", get(metrics))
+        .route("/metrics", get(self::metrics))
         .route("/openapi.json", get(openapi_json))
         .route("/head", get(head))
         .route("/streams", get(list_streams))

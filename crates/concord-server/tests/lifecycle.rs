@@ -239,6 +239,51 @@ async fn a_scavenge_is_200_with_what_it_removed_and_the_global_log_keeps_the_oth
         .map(|e| e["position"].as_u64().unwrap())
         .collect();
     assert_eq!(positions, vec![3]);
+    let metrics = server.get("/metrics").await.text;
+    assert!(
+        metrics.contains("concord_scavenge_runs_total{store=\"memory\"} 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("concord_scavenge_events_removed_total{store=\"memory\"} 2\n"),
+        "{metrics}"
+    );
+    assert!(!metrics.contains("concord_scavenge_last_completed_seconds{store=\"memory\"} 0\n"));
+}
+
+/// `serve` scavenges on its own at the period the operator sets: a deleted stream's
+/// events are erased without anyone asking, and the metrics count the runs.
+#[tokio::test]
+async fn serve_scavenges_on_its_schedule() {
+    let server = start_config(ServerConfig {
+        scavenge_every: Some(std::time::Duration::from_millis(50)),
+        ..ServerConfig::default()
+    })
+    .await;
+    server.deposits("customer-9", 3).await;
+    server.deposits("account-1", 1).await;
+    assert_eq!(server.delete("/streams/customer-9").await.status, 204);
+    // Waits for the condition itself (the erased events gone from the global log), with a
+    // deadline, not for a fixed time.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let all = server.get("/all").await;
+        if all.json["events"].as_array().map(Vec::len) == Some(1) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no scheduled scavenge erased the deleted stream: {}",
+            all.text
+        );
+        tokio::task::yield_now().await;
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let metrics = server.get("/metrics").await.text;
+    assert!(
+        metrics.contains("concord_scavenge_events_removed_total{store=\"memory\"} 3\n"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]

@@ -115,6 +115,11 @@ pub struct ServeArgs {
     /// serves both on 2113).
     #[arg(long, value_name = "HOST:PORT")]
     pub grpc_addr: Option<std::net::SocketAddr>,
+    /// How often to scavenge the store, erasing what deletes and retention hide: a
+    /// duration such as 30m, 1h or 1d, or `off` for on demand only (`concord scavenge`,
+    /// POST /admin/scavenge) [default: 1h].
+    #[arg(long, value_name = "DURATION|off", value_parser = parse_scavenge_every)]
+    pub scavenge_every: Option<ScavengeEvery>,
     /// A TOML file of access tokens (format in docs/http-api.md).
     #[arg(long, value_name = "FILE")]
     pub tokens: Option<std::path::PathBuf>,
@@ -372,6 +377,25 @@ mod tests {
     use clap::CommandFactory;
 
     #[test]
+    fn scavenge_every_takes_a_duration_or_off_and_refuses_the_rest() {
+        assert_eq!(
+            parse_scavenge_every("1h"),
+            Ok(ScavengeEvery::Every(std::time::Duration::from_secs(3600)))
+        );
+        assert_eq!(
+            parse_scavenge_every("30m"),
+            Ok(ScavengeEvery::Every(std::time::Duration::from_secs(1800)))
+        );
+        for off in ["off", "0", "never"] {
+            assert_eq!(parse_scavenge_every(off), Ok(ScavengeEvery::Off));
+        }
+        for bad in ["", "soon", "-1h", "10ms"] {
+            let err = parse_scavenge_every(bad).unwrap_err();
+            assert!(err.contains("1h") || err.contains("at least 1s"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
     fn the_command_line_definition_is_consistent() {
         Cli::command().debug_assert();
     }
@@ -460,4 +484,25 @@ mod tests {
             assert_eq!(err.exit_code(), 2, "{args:?}");
         }
     }
+}
+
+/// `--scavenge-every`: a period, or off.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ScavengeEvery {
+    /// Scavenge this often.
+    Every(std::time::Duration),
+    /// Only on demand.
+    Off,
+}
+
+fn parse_scavenge_every(text: &str) -> Result<ScavengeEvery, String> {
+    if matches!(text, "off" | "0" | "never") {
+        return Ok(ScavengeEvery::Off);
+    }
+    let every = humantime::parse_duration(text)
+        .map_err(|e| format!("{e}: give a duration such as 30m, 1h or 1d, or off"))?;
+    if every < std::time::Duration::from_secs(1) {
+        return Err("the period must be at least 1s (or off)".to_owned());
+    }
+    Ok(ScavengeEvery::Every(every))
 }

@@ -46,6 +46,11 @@ pub(crate) async fn run(ctx: &mut Context, args: ServeArgs) -> anyhow::Result<Ex
         header_timeout: millis(args.header_timeout_ms, server_defaults.header_timeout),
         body_timeout: millis(args.body_timeout_ms, server_defaults.body_timeout),
         grpc_addr: args.grpc_addr,
+        scavenge_every: match args.scavenge_every {
+            None => server_defaults.scavenge_every,
+            Some(crate::opt::ScavengeEvery::Every(d)) => Some(d),
+            Some(crate::opt::ScavengeEvery::Off) => None,
+        },
         ..server_defaults
     };
     // Refuse an unsafe configuration before opening the store or binding the port.
