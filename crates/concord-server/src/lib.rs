@@ -155,6 +155,7 @@ pub async fn serve(
             http.clone(),
             connections.clone(),
             stopped.clone(),
+            header_timeout,
         )));
     }
     if let Some(every) = scavenge_every {
@@ -176,6 +177,7 @@ pub async fn serve(
         http,
         connections.clone(),
         stopped,
+        header_timeout,
     )));
     shutdown.await;
     tracing::info!("shutting down: no new connections, ending subscriptions, finishing requests");
@@ -242,6 +244,7 @@ async fn accept(
     http: hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>,
     connections: watch::Receiver<bool>,
     mut stopped: watch::Receiver<bool>,
+    header_timeout: std::time::Duration,
 ) {
     loop {
         let (tcp, remote) = tokio::select! {
@@ -269,6 +272,18 @@ async fn accept(
         let http = http.clone();
         let mut closing = connections.clone();
         tokio::spawn(async move {
+            // Telling HTTP/1.1 from HTTP/2 waits for the client's first bytes, before
+            // hyper's HTTP/1 header timeout starts: a client that connects and sends nothing
+            // is closed after the header timeout here instead of held forever.
+            let mut first = [0u8; 1];
+            match tokio::time::timeout(header_timeout, tcp.peek(&mut first)).await {
+                Ok(Ok(n)) if n > 0 => {}
+                _ => {
+                    tracing::debug!(%remote, "closed a connection that sent nothing");
+                    drop(closing);
+                    return;
+                }
+            }
             let connection = http.serve_connection(hyper_util::rt::TokioIo::new(tcp), service);
             let mut connection = std::pin::pin!(connection);
             let served = tokio::select! {

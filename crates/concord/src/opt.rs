@@ -391,7 +391,10 @@ mod tests {
         }
         for bad in ["", "soon", "-1h", "10ms"] {
             let err = parse_scavenge_every(bad).unwrap_err();
-            assert!(err.contains("1h") || err.contains("at least 1s"), "{bad}: {err}");
+            assert!(
+                err.contains("1h") || err.contains("at least 1s"),
+                "{bad}: {err}"
+            );
         }
     }
 
