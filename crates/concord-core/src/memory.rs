@@ -49,6 +49,17 @@ impl State {
         self.lifecycles.get(stream).copied().unwrap_or_default()
     }
 
+    /// The last version of the prefix of `stream` that scavenges erased (0: none).
+    fn erased_through(&self, stream: &StreamName) -> Version {
+        let erased = self.streams.get(stream).map_or(0, |indexes| {
+            indexes
+                .iter()
+                .take_while(|&&i| self.log.get(i).is_some_and(Option::is_none))
+                .count()
+        });
+        Version(erased as u64)
+    }
+
     /// The version expectations are checked against (0 when deleted).
     fn version(&self, stream: &StreamName) -> Version {
         self.lifecycle(stream).visible_version(self.last(stream))
@@ -89,8 +100,12 @@ impl State {
         first_concurrent: Option<Version>,
         max: usize,
     ) -> Conflict {
-        // Events reads no longer show are not concurrent events.
-        let first_kept = self.lifecycle(stream).first_kept(self.last(stream));
+        // Events reads no longer show are not concurrent events, nor are those a scavenge
+        // erased (which a later change of the retention settings cannot bring back).
+        let first_kept = self
+            .lifecycle(stream)
+            .first_kept(self.last(stream))
+            .max(self.erased_through(stream).next());
         let (concurrent_events, truncated) = match first_concurrent.map(|f| f.max(first_kept)) {
             Some(first) => {
                 let events = self.stream_events(stream, first, max);
