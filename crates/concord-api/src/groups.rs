@@ -3,7 +3,8 @@
 //! `concord-groups`' own types, which already serialise as the wire shows.
 
 use concord_core::RecordedEvent;
-use concord_groups::{GroupInfo, GroupSettings, NackAction, Ordering, Source, Start};
+use concord_groups::{GroupInfo, GroupSettings, Start};
+pub use concord_groups::{NackAction, Ordering, Source};
 use serde::{Deserialize, Serialize};
 
 /// The longest a poll may wait, in milliseconds.

@@ -21,8 +21,8 @@ pub use bodies::{
 };
 pub use groups::{
     AckBody, AckResult, GROUP_POLL_MAX_DEFAULT, GROUP_WAIT_MS_MAX, GroupBody, GroupFrom,
-    GroupFromName, GroupList, GroupMessage, GroupView, NackBody, NackResult, ParkedList, PollBody,
-    PollResult, ReplayResult,
+    GroupFromName, GroupList, GroupMessage, GroupView, NackAction, NackBody, NackResult, Ordering,
+    ParkedList, PollBody, PollResult, ReplayResult, Source,
 };
 pub use lifecycle::{DeleteStreamParams, MetadataBody};
 pub use params::{
