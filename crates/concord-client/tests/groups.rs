@@ -93,9 +93,11 @@ async fn consumers_share_the_events_each_handled_once_in_stream_order() {
         acked += w.await.unwrap();
     }
     assert_eq!(acked, 200);
-    let seen = seen.lock().unwrap();
-    for versions in seen.values() {
-        assert_eq!(versions, &(1..=20).collect::<Vec<u64>>());
+    {
+        let seen = seen.lock().unwrap();
+        for versions in seen.values() {
+            assert_eq!(versions, &(1..=20).collect::<Vec<u64>>());
+        }
     }
     let info = client.group("orders").await.unwrap();
     assert_eq!((info.acked, info.in_flight, info.pending), (200, 0, 0));
