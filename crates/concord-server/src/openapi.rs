@@ -48,6 +48,15 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/projections/{name}"),
     ("get", "/projections/{name}/{key}"),
     ("post", "/projections/{name}/rebuild"),
+    ("get", "/groups"),
+    ("get", "/groups/{group}"),
+    ("put", "/groups/{group}"),
+    ("delete", "/groups/{group}"),
+    ("post", "/groups/{group}/poll"),
+    ("post", "/groups/{group}/ack"),
+    ("post", "/groups/{group}/nack"),
+    ("get", "/groups/{group}/parked"),
+    ("post", "/groups/{group}/replay-parked"),
 ];
 
 /// The routes that need no token, even on a server with tokens.
@@ -750,6 +759,294 @@ fn set_stream_metadata() {}
         (status = 503, description = "Store unavailable", body = ProblemDoc, content_type = PROBLEM)))]
 fn scavenge() {}
 
+/// A consumer group's source: one stream, or the global log through a filter.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+#[schema(as = GroupSource)]
+pub(crate) enum GroupSourceDoc {
+    /// One stream, in version order.
+    Stream(StreamNameDoc),
+    /// The global log, in position order.
+    All(GroupFilterDoc),
+}
+
+/// Which events of the global log a group reads (every present part must match).
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = GroupFilter)]
+pub(crate) struct GroupFilterDoc {
+    /// Only streams of this category (the part of the name before the first `-`).
+    #[schema(
+        pattern = r"^[^$\u0000-\u001f\u007f-\u009f-][^\u0000-\u001f\u007f-\u009f-]*$",
+        min_length = 1,
+        max_length = 64
+    )]
+    category: Option<String>,
+    /// Any of these types (at most 100).
+    #[serde(default)]
+    #[schema(max_items = 100)]
+    types: Vec<EventTypeDoc>,
+    /// All of these tags (at most 32).
+    #[serde(default)]
+    #[schema(max_items = 32)]
+    tags: Vec<TagDoc>,
+}
+
+/// `start`, `end`, or a position (source `all`) or version (source `stream`).
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+#[schema(as = GroupFrom)]
+pub(crate) enum GroupFromDoc {
+    /// A position or version.
+    At(u64),
+    /// `start` or `end`.
+    Named(GroupFromNameDoc),
+}
+
+/// `start` or `end`.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[schema(as = GroupFromName)]
+pub(crate) enum GroupFromNameDoc {
+    Start,
+    End,
+}
+
+/// `none` or `per_stream`.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[schema(as = GroupOrdering)]
+pub(crate) enum GroupOrderingDoc {
+    None,
+    PerStream,
+}
+
+/// `PUT /groups/{group}`: a new group, or new delivery settings of an existing one.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = GroupBody)]
+pub(crate) struct GroupBodyDoc {
+    source: GroupSourceDoc,
+    /// Default `start`; fixed for the group's life.
+    from: Option<GroupFromDoc>,
+    /// Default 30000.
+    #[schema(minimum = 100, maximum = 9_223_372_036_854_775_807_u64)]
+    ack_timeout_ms: Option<u64>,
+    /// Default 5.
+    #[schema(minimum = 1, maximum = 4_294_967_295_u64)]
+    max_deliveries: Option<u32>,
+    /// Default `none`.
+    ordering: Option<GroupOrderingDoc>,
+}
+
+/// A group: its settings and counts.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Group)]
+pub(crate) struct GroupDoc {
+    group: String,
+    source: GroupSourceDoc,
+    from: GroupFromDoc,
+    ack_timeout_ms: u64,
+    max_deliveries: u32,
+    ordering: GroupOrderingDoc,
+    acked: u64,
+    skipped: u64,
+    in_flight: u64,
+    parked: u64,
+    /// Source events not yet acked, in flight or parked.
+    pending: u64,
+}
+
+/// Every group.
+#[derive(Serialize, ToSchema)]
+#[schema(as = GroupList)]
+pub(crate) struct GroupListDoc {
+    groups: Vec<GroupDoc>,
+}
+
+/// `POST /groups/{group}/poll`.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = PollBody)]
+pub(crate) struct PollBodyDoc {
+    /// 1–256 bytes.
+    #[schema(min_length = 1, max_length = 64)]
+    consumer: String,
+    /// Default 100.
+    #[schema(minimum = 1, maximum = 1000)]
+    max: Option<u64>,
+    /// Default 0.
+    #[schema(minimum = 0, maximum = 60000)]
+    wait_ms: Option<u64>,
+}
+
+/// A delivered event.
+#[derive(Serialize, ToSchema)]
+#[schema(as = GroupMessage)]
+pub(crate) struct GroupMessageDoc {
+    ack_id: String,
+    /// From 1.
+    delivery: u32,
+    event: EventDoc,
+}
+
+/// Delivered events, possibly none.
+#[derive(Serialize, ToSchema)]
+#[schema(as = PollResult)]
+pub(crate) struct PollResultDoc {
+    messages: Vec<GroupMessageDoc>,
+}
+
+/// `POST /groups/{group}/ack`.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = AckBody)]
+pub(crate) struct AckBodyDoc {
+    #[schema(max_items = 1000)]
+    ack_ids: Vec<String>,
+}
+
+/// `POST /groups/{group}/nack`.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = NackBody)]
+pub(crate) struct NackBodyDoc {
+    #[schema(max_items = 1000)]
+    ack_ids: Vec<String>,
+    action: NackActionDoc,
+}
+
+/// What a nack asks for.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[schema(as = NackAction)]
+pub(crate) enum NackActionDoc {
+    Retry,
+    Park,
+    Skip,
+}
+
+/// How many ids were current deliveries.
+#[derive(Serialize, ToSchema)]
+#[schema(as = AckResult)]
+pub(crate) struct AckResultDoc {
+    acked: u64,
+}
+
+/// How many ids were current deliveries.
+#[derive(Serialize, ToSchema)]
+#[schema(as = NackResult)]
+pub(crate) struct NackResultDoc {
+    nacked: u64,
+}
+
+/// Parked events, in source order.
+#[derive(Serialize, ToSchema)]
+#[schema(as = ParkedList)]
+pub(crate) struct ParkedListDoc {
+    events: Vec<EventDoc>,
+}
+
+/// How many parked events went back.
+#[derive(Serialize, ToSchema)]
+#[schema(as = ReplayResult)]
+pub(crate) struct ReplayResultDoc {
+    replayed: u64,
+}
+
+/// Every consumer group.
+#[utoipa::path(get, path = "/groups", tag = "groups",
+    responses((status = 200, description = "Every group", body = GroupListDoc),
+              (status = 503, description = "Store unavailable", body = ProblemDoc, content_type = PROBLEM)))]
+fn list_groups() {}
+
+/// One group's settings and counts.
+#[utoipa::path(get, path = "/groups/{group}", tag = "groups",
+    params(("group" = String, Path, description = "Group name", min_length = 1, max_length = 64, pattern = r"^[^\u0000-\u001f\u007f-\u009f]+$")),
+    responses((status = 200, description = "The group", body = GroupDoc),
+              (status = 400, description = "Invalid name", body = ProblemDoc, content_type = PROBLEM),
+              (status = 404, description = "No such group (group-not-found)", body = ProblemDoc, content_type = PROBLEM),
+              (status = 503, description = "Store unavailable", body = ProblemDoc, content_type = PROBLEM)))]
+fn group_info() {}
+
+/// Create a group, or change its delivery settings (its source and start are fixed).
+#[utoipa::path(put, path = "/groups/{group}", tag = "groups",
+    params(("group" = String, Path, description = "Group name", min_length = 1, max_length = 64, pattern = r"^[^\u0000-\u001f\u007f-\u009f]+$")),
+    request_body = GroupBodyDoc,
+    responses((status = 201, description = "Created", body = GroupDoc),
+              (status = 200, description = "Updated", body = GroupDoc),
+              (status = 400, description = "Invalid settings", body = ProblemDoc, content_type = PROBLEM),
+              (status = 408, description = "The body did not arrive within the body timeout", body = ProblemDoc, content_type = PROBLEM),
+              (status = 409, description = "The source or start differs from the group's (group-source-changed)", body = ProblemDoc, content_type = PROBLEM),
+              (status = 410, description = "The source stream is tombstoned (stream-deleted)", body = ProblemDoc, content_type = PROBLEM),
+              (status = 413, description = "Body too large", body = ProblemDoc, content_type = PROBLEM),
+              (status = 503, description = "Store unavailable", body = ProblemDoc, content_type = PROBLEM)))]
+fn put_group() {}
+
+/// Delete a group and its state.
+#[utoipa::path(delete, path = "/groups/{group}", tag = "groups",
+    params(("group" = String, Path, description = "Group name", min_length = 1, max_length = 64, pattern = r"^[^\u0000-\u001f\u007f-\u009f]+$")),
+    responses((status = 204, description = "Deleted"),
+              (status = 400, description = "Invalid name", body = ProblemDoc, content_type = PROBLEM),
+              (status = 404, description = "No such group (group-not-found)", body = ProblemDoc, content_type = PROBLEM),
+              (status = 503, description = "Store unavailable", body = ProblemDoc, content_type = PROBLEM)))]
+fn delete_group() {}
+
+/// Up to `max` events for `consumer`, waiting up to `wait_ms` for the first.
+#[utoipa::path(post, path = "/groups/{group}/poll", tag = "groups",
+    params(("group" = String, Path, description = "Group name", min_length = 1, max_length = 64, pattern = r"^[^\u0000-\u001f\u007f-\u009f]+$")),
+    request_body = PollBodyDoc,
+    responses((status = 200, description = "The messages, possibly none", body = PollResultDoc),
+              (status = 400, description = "Invalid request", body = ProblemDoc, content_type = PROBLEM),
+              (status = 404, description = "No such group (group-not-found)", body = ProblemDoc, content_type = PROBLEM),
+              (status = 408, description = "The body did not arrive within the body timeout", body = ProblemDoc, content_type = PROBLEM),
+              (status = 410, description = "The source stream is tombstoned (stream-deleted)", body = ProblemDoc, content_type = PROBLEM),
+              (status = 413, description = "Body too large", body = ProblemDoc, content_type = PROBLEM),
+              (status = 503, description = "Store unavailable", body = ProblemDoc, content_type = PROBLEM)))]
+fn poll_group() {}
+
+/// Acknowledge deliveries; unknown or stale ids are ignored and not counted.
+#[utoipa::path(post, path = "/groups/{group}/ack", tag = "groups",
+    params(("group" = String, Path, description = "Group name", min_length = 1, max_length = 64, pattern = r"^[^\u0000-\u001f\u007f-\u009f]+$")),
+    request_body = AckBodyDoc,
+    responses((status = 200, description = "How many were acked", body = AckResultDoc),
+              (status = 400, description = "Invalid request", body = ProblemDoc, content_type = PROBLEM),
+              (status = 404, description = "No such group (group-not-found)", body = ProblemDoc, content_type = PROBLEM),
+              (status = 408, description = "The body did not arrive within the body timeout", body = ProblemDoc, content_type = PROBLEM),
+              (status = 413, description = "Body too large", body = ProblemDoc, content_type = PROBLEM),
+              (status = 503, description = "Store unavailable", body = ProblemDoc, content_type = PROBLEM)))]
+fn ack_group() {}
+
+/// Answer deliveries with retry, park or skip; unknown or stale ids are ignored.
+#[utoipa::path(post, path = "/groups/{group}/nack", tag = "groups",
+    params(("group" = String, Path, description = "Group name", min_length = 1, max_length = 64, pattern = r"^[^\u0000-\u001f\u007f-\u009f]+$")),
+    request_body = NackBodyDoc,
+    responses((status = 200, description = "How many were answered", body = NackResultDoc),
+              (status = 400, description = "Invalid request", body = ProblemDoc, content_type = PROBLEM),
+              (status = 404, description = "No such group (group-not-found)", body = ProblemDoc, content_type = PROBLEM),
+              (status = 408, description = "The body did not arrive within the body timeout", body = ProblemDoc, content_type = PROBLEM),
+              (status = 413, description = "Body too large", body = ProblemDoc, content_type = PROBLEM),
+              (status = 503, description = "Store unavailable", body = ProblemDoc, content_type = PROBLEM)))]
+fn nack_group() {}
+
+/// The parked events.
+#[utoipa::path(get, path = "/groups/{group}/parked", tag = "groups",
+    params(("group" = String, Path, description = "Group name", min_length = 1, max_length = 64, pattern = r"^[^\u0000-\u001f\u007f-\u009f]+$")),
+    responses((status = 200, description = "The parked events", body = ParkedListDoc),
+              (status = 400, description = "Invalid name", body = ProblemDoc, content_type = PROBLEM),
+              (status = 404, description = "No such group (group-not-found)", body = ProblemDoc, content_type = PROBLEM),
+              (status = 503, description = "Store unavailable", body = ProblemDoc, content_type = PROBLEM)))]
+fn group_parked() {}
+
+/// Return every parked event to the group, its deliveries counted from 0 again.
+#[utoipa::path(post, path = "/groups/{group}/replay-parked", tag = "groups",
+    params(("group" = String, Path, description = "Group name", min_length = 1, max_length = 64, pattern = r"^[^\u0000-\u001f\u007f-\u009f]+$")),
+    responses((status = 200, description = "How many went back", body = ReplayResultDoc),
+              (status = 400, description = "Invalid name", body = ProblemDoc, content_type = PROBLEM),
+              (status = 404, description = "No such group (group-not-found)", body = ProblemDoc, content_type = PROBLEM),
+              (status = 503, description = "Store unavailable", body = ProblemDoc, content_type = PROBLEM)))]
+fn replay_group() {}
+
 /// A stream's retention settings.
 #[derive(Serialize, ToSchema)]
 #[schema(as = StreamMetadata)]
@@ -812,14 +1109,20 @@ impl Modify for BearerAuth {
          description = "Event store with conflicts that tell what happened. Every choice and limit is described in the project's docs/http-api.md."),
     paths(append, append_multi, query, read_stream, read_event, list_streams, read_all, head, subscribe_all, subscribe_stream,
           health, metrics, openapi_json, root, list_projections, projection_status, projection_row,
-          rebuild_projection, delete_stream, stream_metadata, set_stream_metadata, scavenge),
+          rebuild_projection, delete_stream, stream_metadata, set_stream_metadata, scavenge,
+          list_groups, group_info, put_group, delete_group, poll_group, ack_group, nack_group,
+          group_parked, replay_group),
     components(schemas(EventDoc, NewEventDoc, ExpectedVersionDoc, ExpectedVersionName, AppendBodyDoc, RebasedDoc,
                         AppendResultDoc, StreamPageDoc, AllEventsDoc, StreamInfoDoc, StreamListDoc, HeadDoc,
                         HealthDoc, ConflictPartDoc, ProblemDoc, QueryItemDoc, QueryDoc,
                         AppendConditionDoc, AppendPartDoc, MultiAppendBodyDoc, PartResultDoc,
                         MultiAppendResultDoc, QueryBodyDoc, QueryResultDoc, ProjectionFailureDoc,
                         ProjectionInfoDoc, ProjectionListDoc, ProjectionRowDoc, StreamNameDoc, EventTypeDoc,
-                        TagDoc, DirectionDoc, StreamMetadataDoc, MetadataBodyDoc, ScavengeReportDoc)),
+                        TagDoc, DirectionDoc, StreamMetadataDoc, MetadataBodyDoc, ScavengeReportDoc,
+                        GroupSourceDoc, GroupFilterDoc, GroupFromDoc, GroupFromNameDoc, GroupOrderingDoc,
+                        GroupBodyDoc, GroupDoc, GroupListDoc, PollBodyDoc, GroupMessageDoc, PollResultDoc,
+                        AckBodyDoc, NackBodyDoc, NackActionDoc, AckResultDoc, NackResultDoc, ParkedListDoc,
+                        ReplayResultDoc)),
     modifiers(&BearerAuth),
 )]
 struct ApiDoc;
