@@ -8,7 +8,6 @@
 //! codes. That mapping lives once, in `concord-server`'s `ApiError`.
 
 mod bodies;
-mod groups;
 mod lifecycle;
 mod params;
 mod problem;
@@ -18,11 +17,6 @@ pub use bodies::{
     AllEvents, AppendBody, AppendPartBody, AppendResult, ConflictPart, HeadBody, Health,
     MultiAppendBody, MultiAppendResult, PartResult, QueryBody, QueryResult, Rebased, StreamList,
     StreamPage,
-};
-pub use groups::{
-    AckBody, AckResult, GROUP_POLL_MAX_DEFAULT, GROUP_WAIT_MS_MAX, GroupBody, GroupFrom,
-    GroupFromName, GroupList, GroupMessage, GroupView, NackAction, NackBody, NackResult, Ordering,
-    ParkedList, PollBody, PollResult, ReplayResult, Source,
 };
 pub use lifecycle::{DeleteStreamParams, MetadataBody};
 pub use params::{

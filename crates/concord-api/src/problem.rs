@@ -56,15 +56,11 @@ pub enum ProblemType {
     StreamDeleted,
     /// 501: the store behind the server does not offer the operation.
     Unsupported,
-    /// 404: no consumer group of that name.
-    GroupNotFound,
-    /// 409: an update would change a consumer group's source or start.
-    GroupSourceChanged,
 }
 
 impl ProblemType {
     /// Every problem type, for docs and tests.
-    pub const ALL: [ProblemType; 21] = [
+    pub const ALL: [ProblemType; 19] = [
         ProblemType::VersionConflict,
         ProblemType::PartialDuplicate,
         ProblemType::ConditionFailed,
@@ -84,8 +80,6 @@ impl ProblemType {
         ProblemType::RequestTimeout,
         ProblemType::StreamDeleted,
         ProblemType::Unsupported,
-        ProblemType::GroupNotFound,
-        ProblemType::GroupSourceChanged,
     ];
 
     /// The `type` URN.
@@ -110,8 +104,6 @@ impl ProblemType {
             ProblemType::RequestTimeout => "urn:concord:request-timeout",
             ProblemType::StreamDeleted => "urn:concord:stream-deleted",
             ProblemType::Unsupported => "urn:concord:unsupported",
-            ProblemType::GroupNotFound => "urn:concord:group-not-found",
-            ProblemType::GroupSourceChanged => "urn:concord:group-source-changed",
         }
     }
 
@@ -137,8 +129,6 @@ impl ProblemType {
             ProblemType::RequestTimeout => "Request timeout",
             ProblemType::StreamDeleted => "Stream deleted",
             ProblemType::Unsupported => "Not supported",
-            ProblemType::GroupNotFound => "Group not found",
-            ProblemType::GroupSourceChanged => "Group source changed",
         }
     }
 

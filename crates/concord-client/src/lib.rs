@@ -25,7 +25,6 @@
 //! ```
 
 mod error;
-mod groups;
 mod sse;
 
 use std::sync::Arc;
@@ -52,7 +51,6 @@ use serde::de::DeserializeOwned;
 use url::Url;
 
 pub use error::{ClientError, RefusedStatus, refused_status};
-pub use groups::Consumer;
 pub use sse::RECONNECTS_MAX;
 
 use crate::error::{problem_error, transport_error};

@@ -133,36 +133,6 @@ impl StreamName {
         Ok(Self(Arc::from(name)))
     }
 
-    /// A stream the store itself owns, `$<name>` (e.g. `$group-orders`, where a consumer
-    /// group keeps its state): user input cannot name it, since [`StreamName::new`] refuses
-    /// the `$` prefix, so no client can write to it or forge it.
-    ///
-    /// # Errors
-    /// [`InvalidInput`] when `$<name>` breaks a rule other than the prefix.
-    pub fn system(name: &str) -> Result<Self, InvalidInput> {
-        let full = format!("${name}");
-        check_text("stream", &full)?;
-        Ok(Self(Arc::from(full)))
-    }
-
-    /// A name as a backend stored it: [`StreamName::new`]'s rules, except that the
-    /// store's own [`StreamName::system`] names are accepted.
-    ///
-    /// # Errors
-    /// [`InvalidInput`] naming the broken rule.
-    pub fn stored(name: impl AsRef<str>) -> Result<Self, InvalidInput> {
-        let name = name.as_ref();
-        if name.starts_with('$') && name.len() > 1 {
-            return Self::system(&name[1..]);
-        }
-        Self::new(name)
-    }
-
-    /// Whether the store owns this stream ([`StreamName::system`]).
-    pub fn is_system(&self) -> bool {
-        self.0.starts_with('$')
-    }
-
     /// As [`StreamName::new`], but shares the name with the ones this thread made this way
     /// lately: for backends decoding stored events, where one page names few streams
     /// many times, so each is checked and allocated once instead of once per event.
@@ -170,7 +140,7 @@ impl StreamName {
     /// # Errors
     /// [`InvalidInput`] naming the broken rule.
     pub fn recent(name: &str) -> Result<Self, InvalidInput> {
-        recent(&RECENT_STREAMS, name, |n| Self::stored(n))
+        recent(&RECENT_STREAMS, name, |n| Self::new(n))
     }
 
     /// The name as text.
@@ -304,9 +274,7 @@ mod tests {
             assert!(EventType::recent(bad).is_err(), "{bad:?}");
             assert!(EventType::recent(bad).is_err(), "{bad:?} again");
         }
-        assert!(StreamName::recent("$").is_err());
-        assert!(StreamName::recent("$group-x").unwrap().is_system());
-        assert!(StreamName::new("$group-x").is_err());
+        assert!(StreamName::recent("$all").is_err());
         // Past the bound the remembered names are dropped, not grown.
         for n in 0..(RECENT_NAMES_MAX * 2) {
             assert!(EventType::recent(&format!("T{n}")).is_ok());

@@ -101,41 +101,6 @@ pub enum ApiError {
     /// 503 projection behind).
     #[error(transparent)]
     Projection(#[from] ProjectionError),
-    /// What a consumer group said: 400 bad input, 404 unknown group, 409 changed source.
-    #[error(transparent)]
-    Group(#[from] concord_groups::GroupError),
-}
-
-impl From<concord_core::InvalidInput> for ApiError {
-    fn from(e: concord_core::InvalidInput) -> Self {
-        ApiError::Group(concord_groups::GroupError::Invalid(e))
-    }
-}
-
-fn group_problem(e: concord_groups::GroupError) -> Problem {
-    use concord_groups::GroupError;
-    let detail = e.to_string();
-    match e {
-        GroupError::Invalid(i) => {
-            let mut p = Problem::new(ProblemType::InvalidRequest, 400, i.message);
-            p.field = Some(i.field.to_owned());
-            p
-        }
-        GroupError::NotFound(_) => Problem::new(ProblemType::GroupNotFound, 404, detail),
-        GroupError::SourceChanged { .. } => {
-            Problem::new(ProblemType::GroupSourceChanged, 409, detail)
-        }
-        GroupError::Contended(_) => Problem::new(ProblemType::Unavailable, 503, detail),
-        GroupError::Store(e) => store_problem(e),
-        e @ GroupError::Corrupted { .. } => {
-            tracing::error!(error = %e, "consumer group state unreadable");
-            Problem::new(
-                ProblemType::Internal,
-                500,
-                "internal error; the server log has the details",
-            )
-        }
-    }
 }
 
 impl ApiError {
@@ -363,7 +328,6 @@ impl ApiError {
             ApiError::Unauthorized(detail) => Problem::new(ProblemType::Unauthorized, 401, detail),
             ApiError::Forbidden(detail) => Problem::new(ProblemType::Forbidden, 403, detail),
             ApiError::Projection(e) => projection_problem(e),
-            ApiError::Group(e) => group_problem(e),
             ApiError::Internal(detail) => {
                 tracing::error!(error = %detail, "internal error");
                 Problem::new(

@@ -29,7 +29,6 @@ mod config;
 mod cross;
 mod error;
 mod extract;
-mod groups;
 mod lifecycle;
 mod metrics;
 mod openapi;

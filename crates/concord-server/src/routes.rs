@@ -50,8 +50,6 @@ pub(crate) struct Shared {
     pub(crate) config: Arc<ServerConfig>,
     pub(crate) tokens: Option<Arc<Tokens>>,
     pub(crate) metrics: Arc<Metrics>,
-    /// The consumer groups over `store`.
-    pub(crate) groups: concord_groups::Groups,
     /// `/openapi.json` for this server's limits and access control, built once.
     pub(crate) openapi: String,
     /// Becomes `true` when the server shuts down: subscriptions and long polls end.
@@ -85,7 +83,6 @@ pub(crate) fn build(
     let openapi = openapi::document_json(&config, tokens.is_some());
     let state = AppState(Arc::new(Shared {
         openapi,
-        groups: concord_groups::Groups::new(store.clone()),
         store,
         config: Arc::new(config),
         tokens: tokens.map(Arc::new),
@@ -96,7 +93,6 @@ pub(crate) fn build(
     Router::new()
         .merge(ui::routes())
         .merge(projections::routes())
-        .merge(crate::groups::routes())
         .route("/health", get(health))
         .route("/metrics", get(self::metrics))
         .route("/openapi.json", get(openapi_json))
@@ -519,7 +515,6 @@ async fn health(State(app): State<AppState>) -> Response {
 
 async fn metrics(State(app): State<AppState>) -> Response {
     let mut text = app.metrics.render(app.store.backend());
-    text.push_str(&crate::groups::render_metrics(&app).await);
     if let Some(host) = &app.config.projections {
         match host.list().await {
             Ok(statuses) => text.push_str(&crate::metrics::render_projections(&statuses)),

@@ -77,7 +77,7 @@ fn rules() -> Vec<Rule> {
             forbidden: core,
         },
         Rule {
-            crates: &["concord-command", "concord-projection", "concord-groups"],
+            crates: &["concord-command", "concord-projection"],
             forbidden: generic,
         },
         Rule {
