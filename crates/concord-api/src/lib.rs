@@ -8,6 +8,7 @@
 //! codes. That mapping lives once, in `concord-server`'s `ApiError`.
 
 mod bodies;
+mod groups;
 mod params;
 mod problem;
 mod projections;
@@ -16,6 +17,11 @@ pub use bodies::{
     AllEvents, AppendBody, AppendPartBody, AppendResult, ConflictPart, HeadBody, Health,
     MultiAppendBody, MultiAppendResult, PartResult, QueryBody, QueryResult, Rebased, StreamList,
     StreamPage,
+};
+pub use groups::{
+    AckBody, AckResult, GroupList, GroupStatus, MessageBody, NackBody, NackResult,
+    PARKED_LIMIT_DEFAULT, POLL_MAX_DEFAULT, POLL_WAIT_MS_DEFAULT, POLL_WAIT_MS_MAX, ParkedEvent,
+    ParkedList, ParkedParams, PollBody, PollResult, ReplayResult,
 };
 pub use params::{
     HeadParams, ListStreamsParams, ReadAllParams, ReadStreamParams, SubscribeAllParams,

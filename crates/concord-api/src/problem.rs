@@ -52,11 +52,15 @@ pub enum ProblemType {
     ProjectionBehind,
     /// 408: the request's body did not arrive within the server's body timeout.
     RequestTimeout,
+    /// 404: no consumer group of that name exists.
+    GroupNotFound,
+    /// 409: a group's `source` or `from` cannot change.
+    GroupConflict,
 }
 
 impl ProblemType {
     /// Every problem type, for docs and tests.
-    pub const ALL: [ProblemType; 17] = [
+    pub const ALL: [ProblemType; 19] = [
         ProblemType::VersionConflict,
         ProblemType::PartialDuplicate,
         ProblemType::ConditionFailed,
@@ -74,6 +78,8 @@ impl ProblemType {
         ProblemType::RowNotFound,
         ProblemType::ProjectionBehind,
         ProblemType::RequestTimeout,
+        ProblemType::GroupNotFound,
+        ProblemType::GroupConflict,
     ];
 
     /// The `type` URN.
@@ -96,6 +102,8 @@ impl ProblemType {
             ProblemType::RowNotFound => "urn:concord:row-not-found",
             ProblemType::ProjectionBehind => "urn:concord:projection-behind",
             ProblemType::RequestTimeout => "urn:concord:request-timeout",
+            ProblemType::GroupNotFound => "urn:concord:group-not-found",
+            ProblemType::GroupConflict => "urn:concord:group-conflict",
         }
     }
 
@@ -119,6 +127,8 @@ impl ProblemType {
             ProblemType::RowNotFound => "Row not found",
             ProblemType::ProjectionBehind => "Projection behind",
             ProblemType::RequestTimeout => "Request timeout",
+            ProblemType::GroupNotFound => "Group not found",
+            ProblemType::GroupConflict => "Group conflict",
         }
     }
 
@@ -202,6 +212,9 @@ pub struct Problem {
     /// (`projection-behind`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure: Option<ProjectionFailure>,
+    /// The consumer group concerned (`group-not-found`, `group-conflict`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
 }
 
 impl Problem {
@@ -231,6 +244,7 @@ impl Problem {
             checkpoint: None,
             min_position: None,
             failure: None,
+            group: None,
         }
     }
 

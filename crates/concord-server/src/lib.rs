@@ -29,6 +29,7 @@ mod config;
 mod cross;
 mod error;
 mod extract;
+mod groups;
 mod metrics;
 mod openapi;
 mod projections;
