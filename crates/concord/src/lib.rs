@@ -15,6 +15,7 @@ pub mod bench;
 pub mod cross;
 mod demo;
 pub mod exit;
+pub mod group;
 pub mod opt;
 pub mod output;
 pub mod projection;
@@ -107,6 +108,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Bench(args) => bench::run(&mut ctx, args).await,
         Command::Projection(args) => projection::run(&mut ctx, args).await,
         Command::Query(args) => projection::query(&mut ctx, args).await,
+        Command::Group(args) => group::run(&mut ctx, args).await,
+        Command::Consume(args) => group::consume(&mut ctx, args).await,
         Command::Completions { .. } => Ok(Exit::Success),
     };
     // What was printed before a failure is still shown, ahead of the error line.
