@@ -26,6 +26,7 @@ pub mod conformance;
 pub mod postgres;
 pub mod properties;
 pub mod redis;
+mod server;
 
 /// A store under test, and whatever must live as long as it (a temp dir, a server).
 pub struct TestStore {

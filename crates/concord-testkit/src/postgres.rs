@@ -18,14 +18,14 @@
 //! Missing binaries are a failure naming the Debian package `postgresql`, never a skip.
 
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-const START_ATTEMPTS: usize = 5;
+use crate::server::{free_port, retry_start};
+
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A PostgreSQL server (postmaster) with its own cluster directory, port and socket dir.
@@ -100,14 +100,6 @@ fn pg_command(program: &Path) -> Command {
     }
 }
 
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0 to find a free port");
-    listener
-        .local_addr()
-        .expect("local address of the probe socket")
-        .port()
-}
-
 impl PostgresServer {
     /// Makes a fresh cluster and starts it.
     pub fn start() -> PostgresServer {
@@ -162,15 +154,11 @@ impl PostgresServer {
             remove_dir_on_exit,
             settings: Vec::new(),
         };
-        let mut last_error = String::new();
-        for _ in 0..START_ATTEMPTS {
+        retry_start("PostgreSQL", Duration::ZERO, || {
             server.port = free_port();
-            match server.spawn() {
-                Ok(()) => return server,
-                Err(e) => last_error = e,
-            }
-        }
-        panic!("PostgreSQL did not start after {START_ATTEMPTS} attempts: {last_error}");
+            server.spawn()
+        });
+        server
     }
 
     fn spawn(&mut self) -> Result<(), String> {
@@ -317,15 +305,11 @@ wait "$pid""#;
             remove_dir_on_exit: false,
             settings: vec!["cluster_name=standby".into(), "hot_standby=on".into()],
         };
-        let mut last_error = String::new();
-        for _ in 0..START_ATTEMPTS {
+        retry_start("the standby", Duration::ZERO, || {
             standby.port = free_port();
-            match standby.spawn() {
-                Ok(()) => return standby,
-                Err(e) => last_error = e,
-            }
-        }
-        panic!("the standby did not start: {last_error}");
+            standby.spawn()
+        });
+        standby
     }
 
     /// Makes every commit on this primary wait for the standby named `standby`
@@ -434,18 +418,8 @@ wait "$pid""#;
     /// Starts the server again on the same cluster and port (after [`PostgresServer::kill`]).
     pub fn restart(&mut self) {
         self.kill();
-        let mut last_error = String::new();
-        for _ in 0..START_ATTEMPTS {
-            match self.spawn() {
-                Ok(()) => return,
-                Err(e) => last_error = e,
-            }
-            std::thread::sleep(Duration::from_millis(500));
-        }
-        panic!(
-            "postgres did not restart on port {}: {last_error}",
-            self.port
-        );
+        let what = format!("PostgreSQL (again, on port {})", self.port);
+        retry_start(&what, Duration::from_millis(500), || self.spawn());
     }
 }
 

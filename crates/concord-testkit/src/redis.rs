@@ -13,12 +13,14 @@
 //! A missing `redis-server` is a failure naming the Debian package, never a silent skip.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+
+use crate::server::{START_ATTEMPTS, free_port, retry_start};
 
 /// How a test server persists data.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -64,7 +66,6 @@ struct Running {
     pid: u32,
 }
 
-const START_ATTEMPTS: usize = 5;
 const READY_TIMEOUT: Duration = Duration::from_secs(15);
 
 fn redis_server_binary() -> PathBuf {
@@ -143,14 +144,6 @@ fn make_certificates(dir: &Path) {
             "server.ext",
         ],
     );
-}
-
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0 to find a free port");
-    listener
-        .local_addr()
-        .expect("local address of the probe socket")
-        .port()
 }
 
 /// Sends `PING` and reads the reply; `true` on `+PONG`.
@@ -398,18 +391,8 @@ wait "$pid""#;
     pub fn restart(&mut self) {
         self.kill();
         let binary = redis_server_binary();
-        let mut last_error = String::new();
-        for _ in 0..START_ATTEMPTS {
-            match self.spawn(&binary) {
-                Ok(()) => return,
-                Err(e) => last_error = e,
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        panic!(
-            "redis-server did not restart on port {}: {last_error}",
-            self.port
-        );
+        let what = format!("redis-server (again, on port {})", self.port);
+        retry_start(&what, Duration::from_millis(200), || self.spawn(&binary));
     }
 }
 
