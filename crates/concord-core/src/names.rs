@@ -133,14 +133,47 @@ impl StreamName {
         Ok(Self(Arc::from(name)))
     }
 
-    /// As [`StreamName::new`], but shares the name with the ones this thread made this way
-    /// lately: for backends decoding stored events, where one page names few streams
+    /// A stream owned by the store itself, `$<name>` (e.g. `$group-orders`, where consumer
+    /// groups keep their state): the `$` that [`StreamName::new`] refuses keeps user input
+    /// from ever naming, and so writing to, such a stream.
+    ///
+    /// # Errors
+    /// [`InvalidInput`] when `$<name>` breaks a rule of stream names other than the `$`.
+    pub fn system(name: impl AsRef<str>) -> Result<Self, InvalidInput> {
+        check_text("stream", name.as_ref())?;
+        let name = format!("${}", name.as_ref());
+        check_text("stream", &name)?;
+        Ok(Self(Arc::from(name)))
+    }
+
+    /// A name a backend stored and now reads back: a user stream ([`StreamName::new`]) or
+    /// a store-owned one ([`StreamName::system`]). Only backends decoding their own data
+    /// use it; input from users goes through [`StreamName::new`].
+    ///
+    /// # Errors
+    /// [`InvalidInput`] naming the broken rule.
+    pub fn stored(name: impl AsRef<str>) -> Result<Self, InvalidInput> {
+        let name = name.as_ref();
+        match name.strip_prefix('$') {
+            Some(system) => Self::system(system),
+            None => Self::new(name),
+        }
+    }
+
+    /// As [`StreamName::stored`], but shares the name with the ones this thread made this
+    /// way lately: for backends decoding stored events, where one page names few streams
     /// many times, so each is checked and allocated once instead of once per event.
     ///
     /// # Errors
     /// [`InvalidInput`] naming the broken rule.
     pub fn recent(name: &str) -> Result<Self, InvalidInput> {
-        recent(&RECENT_STREAMS, name, |n| Self::new(n))
+        recent(&RECENT_STREAMS, name, |n| Self::stored(n))
+    }
+
+    /// Whether the store owns this stream ([`StreamName::system`]): readers that show the
+    /// log to users leave such streams out.
+    pub fn is_system(&self) -> bool {
+        self.0.starts_with('$')
     }
 
     /// The name as text.
@@ -274,7 +307,7 @@ mod tests {
             assert!(EventType::recent(bad).is_err(), "{bad:?}");
             assert!(EventType::recent(bad).is_err(), "{bad:?} again");
         }
-        assert!(StreamName::recent("$all").is_err());
+        assert!(StreamName::recent("$").is_err());
         // Past the bound the remembered names are dropped, not grown.
         for n in 0..(RECENT_NAMES_MAX * 2) {
             assert!(EventType::recent(&format!("T{n}")).is_ok());
@@ -292,6 +325,28 @@ mod tests {
         assert!(StreamName::new("$all").is_err());
         assert!(StreamName::new("bad\nname").is_err());
         assert!(StreamName::new("tab\tname").is_err());
+    }
+
+    #[test]
+    fn system_streams_are_made_by_the_store_and_read_back_but_never_from_user_input() {
+        let group = StreamName::system("group-orders").unwrap();
+        assert_eq!(group.as_str(), "$group-orders");
+        assert!(group.is_system());
+        assert!(!StreamName::new("group-orders").unwrap().is_system());
+        assert!(
+            StreamName::new("$group-orders").is_err(),
+            "users cannot name it"
+        );
+        assert!(serde_json::from_str::<StreamName>("\"$group-orders\"").is_err());
+        assert_eq!(StreamName::stored("$group-orders").unwrap(), group);
+        assert_eq!(StreamName::recent("$group-orders").unwrap(), group);
+        assert!(StreamName::system("a".repeat(255)).is_ok());
+        assert!(
+            StreamName::system("a".repeat(256)).is_err(),
+            "257 bytes with the `$`"
+        );
+        assert!(StreamName::system("bad\nname").is_err());
+        assert!(StreamName::stored("$").is_err());
     }
 
     #[test]

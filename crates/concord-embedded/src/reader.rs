@@ -205,7 +205,7 @@ pub(crate) fn list_streams(
             continue;
         }
         streams.push(StreamInfo {
-            stream: StreamName::new(name).map_err(|e| {
+            stream: StreamName::stored(name).map_err(|e| {
                 EmbeddedError::Corrupted(format!("stored stream name {name:?} is invalid: {e}"))
             })?,
             version: Version(version),

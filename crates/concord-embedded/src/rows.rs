@@ -117,7 +117,7 @@ impl StreamNames {
             .map_err(EmbeddedError::sqlite(context))?;
         let name = stmt
             .query_row([id], |r| {
-                let text = r.get_ref(0)?.as_str().map(StreamName::new);
+                let text = r.get_ref(0)?.as_str().map(StreamName::stored);
                 Ok(text)
             })
             .map_err(|e| match e {
@@ -138,7 +138,7 @@ pub(crate) fn decode_named(row: &Row<'_>) -> Result<RecordedEvent, EmbeddedError
     let name: String = row
         .get(0)
         .map_err(EmbeddedError::sqlite("cannot read an event"))?;
-    let stream = StreamName::new(name).map_err(|e| corrupted("stream name", e))?;
+    let stream = StreamName::stored(name).map_err(|e| corrupted("stream name", e))?;
     decode(stream, row, 1)
 }
 

@@ -397,7 +397,7 @@ pub(crate) fn lifecycle_rows(
     };
     let mut out = HashMap::new();
     for name in names {
-        let stream = StreamName::new(name.as_str()).map_err(|e| {
+        let stream = StreamName::stored(name.as_str()).map_err(|e| {
             EmbeddedError::Corrupted(format!("stored stream name {name:?} is invalid: {e}"))
         })?;
         out.insert(stream, lifecycle_row(conn, &name)?);
@@ -532,7 +532,7 @@ pub(crate) fn recover(conn: &Connection) -> Result<Recovered, EmbeddedError> {
     while let Some(row) = rows.next().map_err(EmbeddedError::sqlite(context))? {
         let id: i64 = row.get(0).map_err(EmbeddedError::sqlite(context))?;
         let name: String = row.get(1).map_err(EmbeddedError::sqlite(context))?;
-        let stream = StreamName::new(name.as_str()).map_err(|e| {
+        let stream = StreamName::stored(name.as_str()).map_err(|e| {
             EmbeddedError::Corrupted(format!("stored stream name {name:?} is invalid: {e}"))
         })?;
         let Some(&(n, version)) = versions.get(&id) else {

@@ -39,7 +39,7 @@ pub(crate) fn decode(row: &Row) -> Result<RecordedEvent, StoreError> {
         .transpose()
         .map_err(|e| corrupted("content_type", e))?;
     Ok(RecordedEvent {
-        stream: StreamName::new(stream).map_err(|e| corrupted("stream", e))?,
+        stream: StreamName::stored(stream).map_err(|e| corrupted("stream", e))?,
         version: Version(count("version", version)?),
         position: Position(count("position", position)?),
         id: EventId(id),

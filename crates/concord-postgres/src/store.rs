@@ -392,7 +392,7 @@ impl EventStore for PostgresStore {
                 let version: i64 = r.try_get(1).map_err(|e| self.db(e))?;
                 let last: i64 = r.try_get(2).map_err(|e| self.db(e))?;
                 Ok(StreamInfo {
-                    stream: StreamName::new(stream)
+                    stream: StreamName::stored(stream)
                         .map_err(|e| StoreError::Corrupted(format!("concord_streams: {e}")))?,
                     version: Version(u64::try_from(version).unwrap_or(0)),
                     last_position: Position(u64::try_from(last).unwrap_or(0)),

@@ -1062,7 +1062,7 @@ impl RedisStore {
             .into_iter()
             .take_while(|n| n.starts_with(prefix))
             .map(|n| {
-                StreamName::new(n).map_err(|e| RedisError::reply("ZRANGEBYLEX", e.to_string()))
+                StreamName::stored(n).map_err(|e| RedisError::reply("ZRANGEBYLEX", e.to_string()))
             })
             .collect::<Result<_, _>>()?;
         if names.is_empty() {

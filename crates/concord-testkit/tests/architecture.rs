@@ -71,6 +71,15 @@ fn rules() -> Vec<Rule> {
         "axum",
         "anyhow",
     ]);
+    // Consumer groups are generic over the store and build on core alone.
+    let mut groups: Vec<&str> = generic.clone();
+    groups.extend([
+        "concord-command",
+        "concord-projection",
+        "concord-api",
+        "concord-server",
+        "concord-client",
+    ]);
     let mut rules = vec![
         Rule {
             crates: &["concord-core"],
@@ -79,6 +88,10 @@ fn rules() -> Vec<Rule> {
         Rule {
             crates: &["concord-command", "concord-projection"],
             forbidden: generic,
+        },
+        Rule {
+            crates: &["concord-groups"],
+            forbidden: groups,
         },
         Rule {
             crates: &["concord-api"],
@@ -424,6 +437,31 @@ fn backends_may_not_depend_on_each_other_or_on_the_server() {
 }
 
 #[test]
+fn groups_build_on_core_alone_and_never_on_a_backend_or_the_server() {
+    let g = graph(&[
+        ("concord-groups", "concord-core", Kind::Normal),
+        ("concord-groups", "tokio", Kind::Normal),
+        ("concord-groups", "concord-redis", Kind::Normal),
+        ("concord-groups", "concord-api", Kind::Normal),
+        ("concord-groups", "concord-embedded", Kind::Dev),
+    ]);
+    let found = forbidden_edges(&g, &rules());
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert!(
+        found
+            .iter()
+            .any(|f| f.starts_with("concord-groups may not depend on concord-redis")),
+        "{found:?}"
+    );
+    assert!(
+        found
+            .iter()
+            .any(|f| f.starts_with("concord-groups may not depend on concord-api")),
+        "{found:?}"
+    );
+}
+
+#[test]
 fn testkit_as_a_normal_dependency_is_named() {
     let g = graph(&[
         ("concord-embedded", "concord-testkit", Kind::Normal),
@@ -489,6 +527,7 @@ fn every_backend_has_a_rule_and_every_rule_names_something() {
         .collect();
     for krate in BACKENDS.iter().chain(&[
         "concord-core",
+        "concord-groups",
         "concord-api",
         "concord-server",
         "concord-client",

@@ -218,7 +218,7 @@ impl RedisStore {
         let mut touched = BTreeSet::new();
         let now = RecordedAt::now().as_millis();
         for name in streams {
-            let stream = StreamName::new(name.as_str())
+            let stream = StreamName::stored(name.as_str())
                 .map_err(|e| RedisError::reply("HKEYS", e.to_string()))?;
             let mut erased_here = 0;
             loop {

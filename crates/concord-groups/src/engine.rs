@@ -1,0 +1,887 @@
+//! `Groups`: consumer groups over any [`EventStore`], their state kept in the store.
+//!
+//! Every operation on a group is decided on the group's state as this process last read
+//! it from the state stream `$group-<name>`, and written there with that stream's exact
+//! version. A process whose state is stale (another node wrote since) gets a version
+//! conflict, reads the events it missed and decides again, so two nodes can never both
+//! deliver, ack or park the same event. Within one process, operations on a group take
+//! turns (one async mutex per group), so they conflict only with other processes.
+//!
+//! Loading a group reads its state stream backwards to the last snapshot (written every
+//! [`SNAPSHOT_EVERY`] state events) or creation, so a restart does not replay the whole
+//! history.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use concord_core::{
+    AppendRequest, Direction, EventStore, EventType, ExpectedVersion, Json, NewEvent, Position,
+    RecordedEvent, StoreError, StreamName, Version,
+};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+
+use crate::config::{
+    ACK_IDS_MAX, ConsumerName, GroupName, GroupSpec, NackAction, Ordering, POLL_MAX,
+    STATE_STREAM_PREFIX, Source, StartFrom,
+};
+use crate::error::GroupError;
+use crate::state::{self, Entry, GroupEvent, GroupState, Message};
+use concord_core::InvalidInput;
+
+/// State events between two snapshots.
+pub const SNAPSHOT_EVERY: u64 = 1000;
+
+/// How often one operation decides again after a version conflict before giving up.
+const CONFLICT_RETRIES: usize = 50;
+
+/// Pages of the source one poll reads at most (a source whose next events are all
+/// filtered out or store-owned is read on by the next poll).
+const PAGES_PER_POLL: usize = 10;
+
+/// Source events `pending` counts one by one for an `all` source; past them it counts
+/// the positions left up to the head.
+const PENDING_SCAN_MAX: usize = 10_000;
+
+/// State events read at once while loading or catching up.
+const STATE_PAGE: usize = 500;
+
+/// A source of the current time in milliseconds since the Unix epoch: deadlines are
+/// stored as wall-clock times so that they mean the same after a restart and on every
+/// node.
+pub trait Clock: Send + Sync + std::fmt::Debug + 'static {
+    /// Now, in ms since the Unix epoch.
+    fn now_ms(&self) -> u64;
+}
+
+/// The system's clock.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+            .unwrap_or(0)
+    }
+}
+
+/// A clock that moves only when told: specs use it to expire deliveries without waiting.
+#[derive(Clone, Debug, Default)]
+pub struct ManualClock(Arc<std::sync::atomic::AtomicU64>);
+
+impl ManualClock {
+    /// A clock at `ms`.
+    pub fn at(ms: u64) -> Self {
+        ManualClock(Arc::new(std::sync::atomic::AtomicU64::new(ms)))
+    }
+
+    /// Moves the clock forward by `ms`.
+    pub fn advance(&self, ms: u64) {
+        self.0.fetch_add(ms, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now_ms(&self) -> u64 {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// A group as `GET /groups/{group}` shows it.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct GroupInfo {
+    /// The group.
+    pub group: GroupName,
+    /// Where its events come from.
+    pub source: Source,
+    /// Where it started.
+    pub from: StartFrom,
+    /// Ack timeout (ms).
+    pub ack_timeout_ms: u64,
+    /// Deliveries before parking.
+    pub max_deliveries: u32,
+    /// Ordering.
+    pub ordering: Ordering,
+    /// Events acked, ever.
+    pub acked: u64,
+    /// Events skipped by a nack, ever.
+    pub skipped: u64,
+    /// Events delivered and within their ack timeout.
+    pub in_flight: u64,
+    /// Events parked.
+    pub parked: u64,
+    /// Source events not yet acked, skipped, in flight or parked.
+    pub pending: u64,
+}
+
+/// A delivery in flight, for the UI and `concord group info`.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct InFlight {
+    /// The event's stream.
+    pub stream: StreamName,
+    /// Its version.
+    pub version: Version,
+    /// Its offset in the source (position, or version for a stream source).
+    pub offset: u64,
+    /// Which delivery this is.
+    pub delivery: u32,
+    /// Who holds it.
+    pub consumer: ConsumerName,
+    /// When it goes back to the group (ms since the Unix epoch).
+    pub deadline: u64,
+}
+
+/// A parked event.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Parked {
+    /// Deliveries it had before it was parked.
+    pub deliveries: u32,
+    /// The event (`None` when it is no longer in the source).
+    pub event: Option<RecordedEvent>,
+    /// Its stream and version, also when the event is gone.
+    pub stream: StreamName,
+    /// Its version.
+    pub version: Version,
+}
+
+/// What `create_or_update` did.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Upserted {
+    /// The group was created.
+    Created,
+    /// Its settings changed.
+    Updated,
+    /// It already had exactly these settings.
+    Unchanged,
+}
+
+/// Consumer groups over one store.
+#[derive(Debug)]
+pub struct Groups {
+    store: Arc<dyn EventStore>,
+    clock: Arc<dyn Clock>,
+    snapshot_every: u64,
+    slots: Mutex<HashMap<GroupName, Arc<Slot>>>,
+}
+
+/// One group's place in this process.
+#[derive(Debug)]
+struct Slot {
+    group: GroupName,
+    loaded: tokio::sync::Mutex<Loaded>,
+    /// Woken after every change this process makes to the group: a waiting poll looks
+    /// again (an ack may have unblocked a stream, a nack returned an event).
+    changed: Notify,
+}
+
+/// The group's state as this process last read it.
+#[derive(Debug, Default)]
+struct Loaded {
+    /// Whether the state stream has been read at all.
+    read: bool,
+    /// The state stream's version folded into `state`.
+    version: Version,
+    /// The group (`None`: it does not exist).
+    state: Option<GroupState>,
+    /// State events since the last snapshot or creation.
+    since_base: u64,
+    /// A source offset past `read_to` below which the source holds nothing for the group
+    /// (filtered out or store-owned): where the next poll reads from. Kept in memory only,
+    /// so that scanning past the group's own state events is not written down each time.
+    skip_to: u64,
+}
+
+impl Groups {
+    /// Groups over `store`, with the system clock.
+    pub fn new(store: Arc<dyn EventStore>) -> Self {
+        Self::with_clock(store, Arc::new(SystemClock))
+    }
+
+    /// Groups over `store` with `clock`.
+    pub fn with_clock(store: Arc<dyn EventStore>, clock: Arc<dyn Clock>) -> Self {
+        Groups {
+            store,
+            clock,
+            snapshot_every: SNAPSHOT_EVERY,
+            slots: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Snapshots every `events` state events instead of every [`SNAPSHOT_EVERY`] (at
+    /// least 1): for tests of loading from a snapshot.
+    #[must_use]
+    pub fn snapshot_every(mut self, events: u64) -> Self {
+        self.snapshot_every = events.max(1);
+        self
+    }
+
+    /// The store the groups live in.
+    pub fn store(&self) -> &Arc<dyn EventStore> {
+        &self.store
+    }
+
+    fn slot(&self, group: &GroupName) -> Arc<Slot> {
+        let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
+        Arc::clone(slots.entry(group.clone()).or_insert_with(|| {
+            Arc::new(Slot {
+                group: group.clone(),
+                loaded: tokio::sync::Mutex::new(Loaded::default()),
+                changed: Notify::new(),
+            })
+        }))
+    }
+
+    /// Forgets a group this process holds no state for, so names asked about but never
+    /// created do not pile up.
+    fn forget_if_absent(&self, slot: &Slot, loaded: &Loaded) {
+        if loaded.state.is_none() {
+            let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
+            slots.remove(&slot.group);
+        }
+    }
+
+    /// Creates the group, or updates its settings.
+    ///
+    /// # Errors
+    /// [`GroupError::Invalid`] for a spec that breaks a rule; [`GroupError::Fixed`] when
+    /// the group exists with another `source` or `from`; store failures.
+    pub async fn create_or_update(
+        &self,
+        group: &GroupName,
+        spec: GroupSpec,
+    ) -> Result<Upserted, GroupError> {
+        spec.validate()?;
+        let slot = self.slot(group);
+        let mut loaded = slot.loaded.lock().await;
+        for _ in 0..CONFLICT_RETRIES {
+            self.refresh(&slot, &mut loaded).await?;
+            let event = match &loaded.state {
+                None => {
+                    let last = match &spec.source {
+                        Source::Stream(s) => self.store.stream_version(s).await?.get(),
+                        Source::All(_) => self.store.head().await?.get(),
+                    };
+                    GroupEvent::GroupCreated {
+                        group: group.clone(),
+                        spec: spec.clone(),
+                        read_to: GroupState::first_offset(spec.from, last),
+                    }
+                }
+                Some(existing) => {
+                    check_fixed(group, "source", &existing.spec.source, &spec.source)?;
+                    check_fixed(group, "from", &existing.spec.from, &spec.from)?;
+                    if existing.spec == spec {
+                        return Ok(Upserted::Unchanged);
+                    }
+                    GroupEvent::GroupUpdated {
+                        ack_timeout_ms: spec.ack_timeout_ms,
+                        max_deliveries: spec.max_deliveries,
+                        ordering: spec.ordering,
+                    }
+                }
+            };
+            let created = matches!(event, GroupEvent::GroupCreated { .. });
+            if self.write(&slot, &mut loaded, vec![event]).await? {
+                slot.changed.notify_waiters();
+                return Ok(if created {
+                    Upserted::Created
+                } else {
+                    Upserted::Updated
+                });
+            }
+        }
+        Err(GroupError::Contended(group.clone()))
+    }
+
+    /// Deletes the group: it stops existing at once, and its state is never read again
+    /// (a group created later under the same name starts afresh).
+    ///
+    /// # Errors
+    /// [`GroupError::NotFound`]; store failures.
+    pub async fn delete(&self, group: &GroupName) -> Result<(), GroupError> {
+        let slot = self.slot(group);
+        let mut loaded = slot.loaded.lock().await;
+        for _ in 0..CONFLICT_RETRIES {
+            self.refresh(&slot, &mut loaded).await?;
+            if loaded.state.is_none() {
+                self.forget_if_absent(&slot, &loaded);
+                return Err(GroupError::NotFound(group.clone()));
+            }
+            if self
+                .write(&slot, &mut loaded, vec![GroupEvent::GroupDeleted {}])
+                .await?
+            {
+                slot.changed.notify_waiters();
+                self.forget_if_absent(&slot, &loaded);
+                return Ok(());
+            }
+        }
+        Err(GroupError::Contended(group.clone()))
+    }
+
+    /// The group's settings and counts.
+    ///
+    /// # Errors
+    /// [`GroupError::NotFound`]; store failures.
+    pub async fn info(&self, group: &GroupName) -> Result<GroupInfo, GroupError> {
+        let (state, skip_to) = self.current(group).await?;
+        let counts = state.counts(self.clock.now_ms());
+        let unread = self
+            .unread(&state.spec.source, state.read_to.max(skip_to))
+            .await?;
+        Ok(GroupInfo {
+            group: state.group.clone(),
+            source: state.spec.source.clone(),
+            from: state.spec.from,
+            ack_timeout_ms: state.spec.ack_timeout_ms,
+            max_deliveries: state.spec.max_deliveries,
+            ordering: state.spec.ordering,
+            acked: counts.acked,
+            skipped: counts.skipped,
+            in_flight: counts.in_flight,
+            parked: counts.parked,
+            pending: counts.waiting.saturating_add(unread),
+        })
+    }
+
+    /// The deliveries in flight now, by offset.
+    ///
+    /// # Errors
+    /// [`GroupError::NotFound`]; store failures.
+    pub async fn in_flight(&self, group: &GroupName) -> Result<Vec<InFlight>, GroupError> {
+        let (state, _) = self.current(group).await?;
+        let now = self.clock.now_ms();
+        Ok(state
+            .in_flight()
+            .filter_map(|(offset, e)| match &e.status {
+                state::Status::InFlight { deadline, consumer } if *deadline > now => {
+                    Some(InFlight {
+                        stream: e.stream.clone(),
+                        version: e.version,
+                        offset,
+                        delivery: e.deliveries,
+                        consumer: consumer.clone(),
+                        deadline: *deadline,
+                    })
+                }
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// Every group, by name.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn list(&self) -> Result<Vec<GroupInfo>, GroupError> {
+        let mut groups = Vec::new();
+        let mut after: Option<StreamName> = None;
+        loop {
+            let page = self
+                .store
+                .list_streams(STATE_STREAM_PREFIX, after.as_ref(), 1000)
+                .await?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.stream.clone());
+            for info in &page {
+                let Some(group) = GroupName::of_state_stream(&info.stream) else {
+                    continue;
+                };
+                match self.info(&group).await {
+                    Ok(info) => groups.push(info),
+                    Err(GroupError::NotFound(_)) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(groups)
+    }
+
+    /// Hands at most `max` messages to `consumer`, waiting up to `wait` for at least one.
+    ///
+    /// The wait ends early when the store's head moves (new source events), when this
+    /// process changes the group (an ack may unblock a stream, a nack return an event), or
+    /// when a delivery in flight expires; nothing is polled on a timer.
+    ///
+    /// # Errors
+    /// [`GroupError::Invalid`] for `max` outside 1–1000; [`GroupError::NotFound`]; store
+    /// failures.
+    pub async fn poll(
+        &self,
+        group: &GroupName,
+        consumer: &ConsumerName,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<Message>, GroupError> {
+        if !(1..=POLL_MAX).contains(&max) {
+            return Err(InvalidInput::new(
+                "max",
+                format!("max is {max}, but it must be from 1 to {POLL_MAX}"),
+            )
+            .into());
+        }
+        let slot = self.slot(group);
+        let until = tokio::time::Instant::now() + wait;
+        loop {
+            let changed = slot.changed.notified();
+            let mut changed = std::pin::pin!(changed);
+            changed.as_mut().enable();
+            // Read before the source is: an event committed after this read moves the head
+            // past it, so the wait below cannot miss it.
+            let head = self.store.head().await?;
+            let (messages, next_deadline) = self.poll_once(&slot, consumer, max).await?;
+            let now = tokio::time::Instant::now();
+            if !messages.is_empty() || now >= until {
+                return Ok(messages);
+            }
+            let mut wake = until;
+            if let Some(deadline) = next_deadline {
+                let in_ms = deadline.saturating_sub(self.clock.now_ms());
+                wake = wake.min(now + Duration::from_millis(in_ms));
+            }
+            tokio::select! {
+                () = changed => {}
+                _ = self.store.wait_for_head(head) => {}
+                () = tokio::time::sleep_until(wake) => {}
+            }
+        }
+    }
+
+    /// One look at the group: the messages it can hand out now, and the next deadline of
+    /// a delivery in flight.
+    async fn poll_once(
+        &self,
+        slot: &Slot,
+        consumer: &ConsumerName,
+        max: usize,
+    ) -> Result<(Vec<Message>, Option<u64>), GroupError> {
+        let mut loaded = slot.loaded.lock().await;
+        for _ in 0..CONFLICT_RETRIES {
+            self.refresh(slot, &mut loaded).await?;
+            let Some(state) = loaded.state.as_ref() else {
+                self.forget_if_absent(slot, &loaded);
+                return Err(GroupError::NotFound(slot.group.clone()));
+            };
+            let now = self.clock.now_ms();
+            let mut plan = state.plan_poll(consumer.clone(), max, now);
+            plan.skip_to(loaded.skip_to);
+            let mut pages = 0;
+            while plan.wants_more() && pages < PAGES_PER_POLL {
+                pages += 1;
+                let room = max.saturating_sub(plan.redelivered().len()).max(1);
+                let limit = match state.spec.ordering {
+                    Ordering::None => room,
+                    Ordering::PerStream => room.saturating_mul(2).clamp(100, 1000),
+                };
+                let (events, next, caught_up) = self
+                    .read_source(&state.spec.source, plan.read_to(), limit)
+                    .await?;
+                plan.offer(events, next);
+                if caught_up {
+                    break;
+                }
+            }
+            let mut bodies = Vec::with_capacity(plan.redelivered().len());
+            for offset in plan.redelivered() {
+                let body = match state.entries.get(offset) {
+                    Some(entry) => self.read_entry(entry).await?,
+                    None => None,
+                };
+                bodies.push(body);
+            }
+            let read_to = plan.read_to();
+            let (event, messages) = plan.finish(bodies);
+            let next_deadline = state.next_deadline(now);
+            let Some(event) = event else {
+                loaded.skip_to = loaded.skip_to.max(read_to);
+                return Ok((messages, next_deadline));
+            };
+            if self.write(slot, &mut loaded, vec![event]).await? {
+                let next_deadline = loaded.state.as_ref().and_then(|s| s.next_deadline(now));
+                return Ok((messages, next_deadline));
+            }
+        }
+        Err(GroupError::Contended(slot.group.clone()))
+    }
+
+    /// Acks deliveries; returns how many of `ack_ids` were live (the rest are ignored).
+    ///
+    /// # Errors
+    /// [`GroupError::Invalid`] for more than 1000 ids; [`GroupError::NotFound`]; store
+    /// failures.
+    pub async fn ack(&self, group: &GroupName, ack_ids: &[String]) -> Result<usize, GroupError> {
+        check_ack_ids(ack_ids)?;
+        self.change(group, |state, now| {
+            state.decide_ack(ack_ids.iter().map(String::as_str), now)
+        })
+        .await
+    }
+
+    /// Gives deliveries back with `action`; returns how many of `ack_ids` were live.
+    ///
+    /// # Errors
+    /// As [`Groups::ack`].
+    pub async fn nack(
+        &self,
+        group: &GroupName,
+        ack_ids: &[String],
+        action: NackAction,
+    ) -> Result<usize, GroupError> {
+        check_ack_ids(ack_ids)?;
+        self.change(group, |state, now| {
+            state.decide_nack(ack_ids.iter().map(String::as_str), action, now)
+        })
+        .await
+    }
+
+    /// Returns every parked event to the group (its deliveries counted afresh); returns
+    /// how many.
+    ///
+    /// # Errors
+    /// [`GroupError::NotFound`]; store failures.
+    pub async fn replay_parked(&self, group: &GroupName) -> Result<usize, GroupError> {
+        self.change(group, |state, _| state.decide_replay()).await
+    }
+
+    /// The parked events, by offset, at most `limit`.
+    ///
+    /// # Errors
+    /// [`GroupError::NotFound`]; store failures.
+    pub async fn parked(&self, group: &GroupName, limit: usize) -> Result<Vec<Parked>, GroupError> {
+        let (state, _) = self.current(group).await?;
+        let mut parked = Vec::new();
+        for (_, entry) in state.parked().take(limit) {
+            parked.push(Parked {
+                deliveries: entry.deliveries,
+                event: self.read_entry(entry).await?,
+                stream: entry.stream.clone(),
+                version: entry.version,
+            });
+        }
+        Ok(parked)
+    }
+
+    /// Decides one change on the current state and writes it; returns how many entries it
+    /// touched.
+    async fn change(
+        &self,
+        group: &GroupName,
+        decide: impl Fn(&GroupState, u64) -> Option<GroupEvent>,
+    ) -> Result<usize, GroupError> {
+        let slot = self.slot(group);
+        let mut loaded = slot.loaded.lock().await;
+        for _ in 0..CONFLICT_RETRIES {
+            self.refresh(&slot, &mut loaded).await?;
+            let Some(state) = loaded.state.as_ref() else {
+                self.forget_if_absent(&slot, &loaded);
+                return Err(GroupError::NotFound(group.clone()));
+            };
+            let Some(event) = decide(state, self.clock.now_ms()) else {
+                return Ok(0);
+            };
+            let touched = match &event {
+                GroupEvent::Acked { offsets } | GroupEvent::ParkedReplayed { offsets } => {
+                    offsets.len()
+                }
+                GroupEvent::Nacked {
+                    retried,
+                    parked,
+                    skipped,
+                } => retried.len() + parked.len() + skipped.len(),
+                _ => 0,
+            };
+            if self.write(&slot, &mut loaded, vec![event]).await? {
+                slot.changed.notify_waiters();
+                return Ok(touched);
+            }
+        }
+        Err(GroupError::Contended(group.clone()))
+    }
+
+    /// The group's current state (and the in-memory `skip_to`).
+    async fn current(&self, group: &GroupName) -> Result<(GroupState, u64), GroupError> {
+        let slot = self.slot(group);
+        let mut loaded = slot.loaded.lock().await;
+        self.refresh(&slot, &mut loaded).await?;
+        match &loaded.state {
+            Some(state) => Ok((state.clone(), loaded.skip_to)),
+            None => {
+                self.forget_if_absent(&slot, &loaded);
+                Err(GroupError::NotFound(group.clone()))
+            }
+        }
+    }
+
+    /// Source events at `from` onwards: up to `limit` of them, where the next read starts,
+    /// and whether the read reached the source's end.
+    async fn read_source(
+        &self,
+        source: &Source,
+        from: u64,
+        limit: usize,
+    ) -> Result<(Vec<RecordedEvent>, u64, bool), GroupError> {
+        match source {
+            Source::Stream(stream) => {
+                let events = self
+                    .store
+                    .read_stream(stream, Version(from), Direction::Forward, limit)
+                    .await?;
+                let next = events
+                    .last()
+                    .map_or(from, |e| e.version.get().saturating_add(1));
+                let caught_up = events.len() < limit;
+                Ok((events, next, caught_up))
+            }
+            Source::All(all) => {
+                let page = self
+                    .store
+                    .read_all(Position(from), &all.filter(), limit)
+                    .await?;
+                let caught_up = page.is_caught_up() || page.events.is_empty();
+                Ok((page.events, page.next_from.get(), caught_up))
+            }
+        }
+    }
+
+    /// The event an entry stands for, if the source still holds it.
+    async fn read_entry(&self, entry: &Entry) -> Result<Option<RecordedEvent>, GroupError> {
+        let events = self
+            .store
+            .read_stream(&entry.stream, entry.version, Direction::Forward, 1)
+            .await?;
+        Ok(events.into_iter().find(|e| e.version == entry.version))
+    }
+
+    /// Source events at `from` onwards, not taken yet.
+    async fn unread(&self, source: &Source, from: u64) -> Result<u64, GroupError> {
+        match source {
+            Source::Stream(stream) => {
+                let version = self.store.stream_version(stream).await?.get();
+                Ok(version.saturating_add(1).saturating_sub(from))
+            }
+            Source::All(all) => {
+                let filter = all.filter();
+                let mut counted = 0u64;
+                let mut scanned = 0usize;
+                let mut from = Position(from);
+                loop {
+                    let page = self.store.read_all(from, &filter, 1000).await?;
+                    scanned += page.events.len();
+                    counted += page.events.iter().filter(|e| !e.stream.is_system()).count() as u64;
+                    if page.is_caught_up() || page.events.is_empty() {
+                        return Ok(counted);
+                    }
+                    from = page.next_from;
+                    if scanned >= PENDING_SCAN_MAX {
+                        let rest = page.head.get().saturating_add(1).saturating_sub(from.get());
+                        return Ok(counted.saturating_add(rest));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Brings `loaded` up to the state stream's current version.
+    async fn refresh(&self, slot: &Slot, loaded: &mut Loaded) -> Result<(), GroupError> {
+        let stream = slot.group.state_stream();
+        let current = self.store.stream_version(stream).await?;
+        if loaded.read && current == loaded.version {
+            return Ok(());
+        }
+        let behind = current.get().saturating_sub(loaded.version.get());
+        if !loaded.read || current < loaded.version || behind > self.snapshot_every {
+            return self.load(slot, loaded, current).await;
+        }
+        let mut from = loaded.version.next();
+        while from <= current {
+            let events = self
+                .store
+                .read_stream(stream, from, Direction::Forward, STATE_PAGE)
+                .await?;
+            let Some(last) = events.last().map(|e| e.version) else {
+                break;
+            };
+            for e in events {
+                let event = decode(&slot.group, &e)?;
+                fold(loaded, event, e.version);
+            }
+            from = last.next();
+        }
+        Ok(())
+    }
+
+    /// Reads the state stream backwards from `current` to its last base event (creation,
+    /// deletion or snapshot) and folds forward from there.
+    async fn load(
+        &self,
+        slot: &Slot,
+        loaded: &mut Loaded,
+        current: Version,
+    ) -> Result<(), GroupError> {
+        let stream = slot.group.state_stream();
+        let mut tail: Vec<(Version, GroupEvent)> = Vec::new();
+        let mut from = current;
+        'scan: while from.get() >= 1 {
+            let events = self
+                .store
+                .read_stream(stream, from, Direction::Backward, STATE_PAGE)
+                .await?;
+            let Some(lowest) = events.last().map(|e| e.version) else {
+                break;
+            };
+            for e in events {
+                let event = decode(&slot.group, &e)?;
+                let base = event.is_base();
+                tail.push((e.version, event));
+                if base {
+                    break 'scan;
+                }
+            }
+            if lowest.get() <= 1 {
+                break;
+            }
+            from = Version(lowest.get() - 1);
+        }
+        *loaded = Loaded {
+            read: true,
+            version: Version::NONE,
+            state: None,
+            since_base: 0,
+            skip_to: 0,
+        };
+        for (version, event) in tail.into_iter().rev() {
+            fold(loaded, event, version);
+        }
+        loaded.version = current;
+        Ok(())
+    }
+
+    /// Appends `events` to the group's state stream at exactly the version `loaded` is
+    /// at, and folds them in: `false` when the stream moved on (someone else wrote).
+    async fn write(
+        &self,
+        slot: &Slot,
+        loaded: &mut Loaded,
+        events: Vec<GroupEvent>,
+    ) -> Result<bool, GroupError> {
+        let written = self.append(slot, loaded.version, &events).await?;
+        if !written {
+            return Ok(false);
+        }
+        let base = loaded.version;
+        for (i, event) in events.into_iter().enumerate() {
+            fold(loaded, event, Version(base.get() + i as u64 + 1));
+        }
+        if loaded.since_base >= self.snapshot_every
+            && let Some(state) = loaded.state.as_ref()
+        {
+            let snapshot = state.snapshot();
+            match self.append(slot, loaded.version, &snapshot).await {
+                Ok(true) => {
+                    let base = loaded.version;
+                    for (i, event) in snapshot.into_iter().enumerate() {
+                        fold(loaded, event, Version(base.get() + i as u64 + 1));
+                    }
+                }
+                // Someone else wrote: the next operation reads their events.
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(group = %slot.group, error = %e, "cannot write a snapshot of the group's state; loading it reads more events until one is written");
+                }
+            }
+        }
+        Ok(true)
+    }
+
+    async fn append(
+        &self,
+        slot: &Slot,
+        at: Version,
+        events: &[GroupEvent],
+    ) -> Result<bool, GroupError> {
+        let mut new_events = Vec::with_capacity(events.len());
+        for event in events {
+            let data = serde_json::to_vec(event).map_err(|e| GroupError::Corrupted {
+                group: slot.group.clone(),
+                version: at.get(),
+                message: format!("cannot encode a state event: {e}"),
+            })?;
+            let event_type = EventType::new(event.type_name())?;
+            new_events.push(NewEvent::new(event_type, Json::from_trusted(data)));
+        }
+        let request = AppendRequest::new(
+            slot.group.state_stream().clone(),
+            ExpectedVersion::Exact(at),
+            new_events,
+        );
+        match self.store.append(request).await {
+            Ok(_) => Ok(true),
+            Err(StoreError::Conflict(_)) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// Folds one state event, read at `version`, into `loaded`.
+fn fold(loaded: &mut Loaded, event: GroupEvent, version: Version) {
+    if event.is_base() {
+        loaded.since_base = 0;
+        if !matches!(event, GroupEvent::Snapshot { .. }) {
+            // Another group from here on: what was known about the source is not.
+            loaded.skip_to = 0;
+        }
+    } else {
+        loaded.since_base += 1;
+    }
+    state::apply(&mut loaded.state, event, version.get());
+    loaded.version = version;
+    loaded.read = true;
+}
+
+fn decode(group: &GroupName, event: &RecordedEvent) -> Result<GroupEvent, GroupError> {
+    let corrupted = |message: String| GroupError::Corrupted {
+        group: group.clone(),
+        version: event.version.get(),
+        message,
+    };
+    let json = event
+        .data
+        .as_json()
+        .ok_or_else(|| corrupted("its data is not JSON".to_owned()))?;
+    serde_json::from_slice(json.as_bytes()).map_err(|e| corrupted(e.to_string()))
+}
+
+fn check_fixed<T: PartialEq + Serialize>(
+    group: &GroupName,
+    field: &'static str,
+    existing: &T,
+    asked: &T,
+) -> Result<(), GroupError> {
+    if existing == asked {
+        return Ok(());
+    }
+    let show = |v: &T| serde_json::to_string(v).unwrap_or_default();
+    Err(GroupError::Fixed {
+        group: group.clone(),
+        field,
+        existing: show(existing),
+        asked: show(asked),
+    })
+}
+
+fn check_ack_ids(ack_ids: &[String]) -> Result<(), GroupError> {
+    if ack_ids.len() > ACK_IDS_MAX {
+        return Err(InvalidInput::new(
+            "ack_ids",
+            format!(
+                "{} ack ids were given, but at most {ACK_IDS_MAX} are allowed at once",
+                ack_ids.len()
+            ),
+        )
+        .into());
+    }
+    Ok(())
+}
