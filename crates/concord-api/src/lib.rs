@@ -9,6 +9,7 @@
 
 mod bodies;
 mod lifecycle;
+mod groups;
 mod params;
 mod problem;
 mod projections;
@@ -19,6 +20,11 @@ pub use bodies::{
     StreamPage,
 };
 pub use lifecycle::{DeleteStreamParams, MetadataBody};
+pub use groups::{
+    AckBody, AckResult, GroupList, GroupStatus, MessageBody, NackBody, NackResult,
+    PARKED_LIMIT_DEFAULT, POLL_MAX_DEFAULT, POLL_WAIT_MS_DEFAULT, POLL_WAIT_MS_MAX, ParkedEvent,
+    ParkedList, ParkedParams, PollBody, PollResult, ReplayResult,
+};
 pub use params::{
     HeadParams, ListStreamsParams, ReadAllParams, ReadStreamParams, SubscribeAllParams,
     SubscribeStreamParams, split_list,

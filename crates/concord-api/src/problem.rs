@@ -56,6 +56,10 @@ pub enum ProblemType {
     StreamDeleted,
     /// 501: the store behind the server does not offer the operation.
     Unsupported,
+    /// 404: no consumer group of that name exists.
+    GroupNotFound,
+    /// 409: a group's `source` or `from` cannot change.
+    GroupConflict,
 }
 
 impl ProblemType {
@@ -80,6 +84,8 @@ impl ProblemType {
         ProblemType::RequestTimeout,
         ProblemType::StreamDeleted,
         ProblemType::Unsupported,
+        ProblemType::GroupNotFound,
+        ProblemType::GroupConflict,
     ];
 
     /// The `type` URN.
@@ -104,6 +110,8 @@ impl ProblemType {
             ProblemType::RequestTimeout => "urn:concord:request-timeout",
             ProblemType::StreamDeleted => "urn:concord:stream-deleted",
             ProblemType::Unsupported => "urn:concord:unsupported",
+            ProblemType::GroupNotFound => "urn:concord:group-not-found",
+            ProblemType::GroupConflict => "urn:concord:group-conflict",
         }
     }
 
@@ -129,6 +137,8 @@ impl ProblemType {
             ProblemType::RequestTimeout => "Request timeout",
             ProblemType::StreamDeleted => "Stream deleted",
             ProblemType::Unsupported => "Not supported",
+            ProblemType::GroupNotFound => "Group not found",
+            ProblemType::GroupConflict => "Group conflict",
         }
     }
 
@@ -212,6 +222,9 @@ pub struct Problem {
     /// (`projection-behind`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure: Option<ProjectionFailure>,
+    /// The consumer group concerned (`group-not-found`, `group-conflict`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
 }
 
 impl Problem {
@@ -241,6 +254,7 @@ impl Problem {
             checkpoint: None,
             min_position: None,
             failure: None,
+            group: None,
         }
     }
 

@@ -327,24 +327,30 @@ impl Groups {
     /// # Errors
     /// [`GroupError::NotFound`]; store failures.
     pub async fn info(&self, group: &GroupName) -> Result<GroupInfo, GroupError> {
-        let (state, skip_to) = self.current(group).await?;
-        let counts = state.counts(self.clock.now_ms());
-        let unread = self
-            .unread(&state.spec.source, state.read_to.max(skip_to))
+        let now = self.clock.now_ms();
+        let (mut info, source, from, waiting) = self
+            .with_state(group, |state, skip_to| {
+                let counts = state.counts(now);
+                let info = GroupInfo {
+                    group: state.group.clone(),
+                    source: state.spec.source.clone(),
+                    from: state.spec.from,
+                    ack_timeout_ms: state.spec.ack_timeout_ms,
+                    max_deliveries: state.spec.max_deliveries,
+                    ordering: state.spec.ordering,
+                    acked: counts.acked,
+                    skipped: counts.skipped,
+                    in_flight: counts.in_flight,
+                    parked: counts.parked,
+                    pending: 0,
+                };
+                let from = state.read_to.max(skip_to);
+                (info, state.spec.source.clone(), from, counts.waiting)
+            })
             .await?;
-        Ok(GroupInfo {
-            group: state.group.clone(),
-            source: state.spec.source.clone(),
-            from: state.spec.from,
-            ack_timeout_ms: state.spec.ack_timeout_ms,
-            max_deliveries: state.spec.max_deliveries,
-            ordering: state.spec.ordering,
-            acked: counts.acked,
-            skipped: counts.skipped,
-            in_flight: counts.in_flight,
-            parked: counts.parked,
-            pending: counts.waiting.saturating_add(unread),
-        })
+        let unread = self.unread(&source, from).await?;
+        info.pending = waiting.saturating_add(unread);
+        Ok(info)
     }
 
     /// The deliveries in flight now, by offset.
@@ -352,24 +358,26 @@ impl Groups {
     /// # Errors
     /// [`GroupError::NotFound`]; store failures.
     pub async fn in_flight(&self, group: &GroupName) -> Result<Vec<InFlight>, GroupError> {
-        let (state, _) = self.current(group).await?;
         let now = self.clock.now_ms();
-        Ok(state
-            .in_flight()
-            .filter_map(|(offset, e)| match &e.status {
-                state::Status::InFlight { deadline, consumer } if *deadline > now => {
-                    Some(InFlight {
-                        stream: e.stream.clone(),
-                        version: e.version,
-                        offset,
-                        delivery: e.deliveries,
-                        consumer: consumer.clone(),
-                        deadline: *deadline,
-                    })
-                }
-                _ => None,
-            })
-            .collect())
+        self.with_state(group, |state, _| {
+            state
+                .in_flight()
+                .filter_map(|(offset, e)| match &e.status {
+                    state::Status::InFlight { deadline, consumer } if *deadline > now => {
+                        Some(InFlight {
+                            stream: e.stream.clone(),
+                            version: e.version,
+                            offset,
+                            delivery: e.deliveries,
+                            consumer: consumer.clone(),
+                            deadline: *deadline,
+                        })
+                    }
+                    _ => None,
+                })
+                .collect()
+        })
+        .await
     }
 
     /// Every group, by name.
@@ -551,13 +559,17 @@ impl Groups {
     /// # Errors
     /// [`GroupError::NotFound`]; store failures.
     pub async fn parked(&self, group: &GroupName, limit: usize) -> Result<Vec<Parked>, GroupError> {
-        let (state, _) = self.current(group).await?;
-        let mut parked = Vec::new();
-        for (_, entry) in state.parked().take(limit) {
+        let entries: Vec<Entry> = self
+            .with_state(group, |state, _| {
+                state.parked().take(limit).map(|(_, e)| e.clone()).collect()
+            })
+            .await?;
+        let mut parked = Vec::with_capacity(entries.len());
+        for entry in entries {
             parked.push(Parked {
                 deliveries: entry.deliveries,
-                event: self.read_entry(entry).await?,
-                stream: entry.stream.clone(),
+                event: self.read_entry(&entry).await?,
+                stream: entry.stream,
                 version: entry.version,
             });
         }
@@ -601,18 +613,30 @@ impl Groups {
         Err(GroupError::Contended(group.clone()))
     }
 
-    /// The group's current state (and the in-memory `skip_to`).
-    async fn current(&self, group: &GroupName) -> Result<(GroupState, u64), GroupError> {
+    /// `look` at the group's current state (and the in-memory `skip_to`), under its lock.
+    async fn with_state<R>(
+        &self,
+        group: &GroupName,
+        look: impl FnOnce(&GroupState, u64) -> R,
+    ) -> Result<R, GroupError> {
         let slot = self.slot(group);
         let mut loaded = slot.loaded.lock().await;
         self.refresh(&slot, &mut loaded).await?;
         match &loaded.state {
-            Some(state) => Ok((state.clone(), loaded.skip_to)),
+            Some(state) => Ok(look(state, loaded.skip_to)),
             None => {
                 self.forget_if_absent(&slot, &loaded);
                 Err(GroupError::NotFound(group.clone()))
             }
         }
+    }
+
+    /// The group's definition.
+    ///
+    /// # Errors
+    /// [`GroupError::NotFound`]; store failures.
+    pub async fn spec(&self, group: &GroupName) -> Result<GroupSpec, GroupError> {
+        self.with_state(group, |state, _| state.spec.clone()).await
     }
 
     /// Source events at `from` onwards: up to `limit` of them, where the next read starts,

@@ -40,6 +40,8 @@ pub struct ServerConfig {
     pub keep_alive: Duration,
     /// How long `GET /head?after=p` waits for the head to pass `p` (default 10 s).
     pub head_long_poll: Duration,
+    /// The longest `wait_ms` a consumer group's poll may ask for (default 60 s).
+    pub group_wait_max: Duration,
     /// How long a client may take to send a request's headers, and how long a kept-alive
     /// connection may stay idle between requests, before the server closes it (default
     /// 10 s). A connection that sends nothing, or headers byte by byte, is not kept open.
@@ -69,6 +71,7 @@ impl Default for ServerConfig {
             insecure_open: false,
             keep_alive: Duration::from_secs(15),
             head_long_poll: Duration::from_secs(10),
+            group_wait_max: Duration::from_secs(60),
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(60),
             projections: None,

@@ -77,6 +77,7 @@ pub(crate) async fn query(
         Some(n) => n,
     };
     app.metrics.read();
-    let page = app.store.query(&body.query, body.after, limit).await?;
+    let mut page = app.store.query(&body.query, body.after, limit).await?;
+    page.events.retain(|e| !e.stream.is_system());
     Ok(Json(QueryResult::from(page)))
 }

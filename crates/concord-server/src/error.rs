@@ -11,6 +11,7 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use concord_api::{ConflictPart, PROBLEM_CONTENT_TYPE, Problem, ProblemType, ProjectionFailure};
 use concord_core::{Conflict, Position, StoreError, StreamName, Version};
+use concord_groups::GroupError;
 use concord_projection::ProjectionError;
 
 /// Why the server could not start or stopped with an error.
@@ -101,6 +102,10 @@ pub enum ApiError {
     /// 503 projection behind).
     #[error(transparent)]
     Projection(#[from] ProjectionError),
+    /// What consumer groups said: 404 unknown group, 409 a changed `source` or `from`,
+    /// 400 bad input, 503 contended, or the store's error as above.
+    #[error(transparent)]
+    Group(#[from] GroupError),
 }
 
 impl ApiError {
@@ -269,6 +274,43 @@ fn projection_problem(e: ProjectionError) -> Problem {
     }
 }
 
+fn group_problem(e: GroupError) -> Problem {
+    let detail = e.to_string();
+    match e {
+        GroupError::NotFound(group) => {
+            let mut p = Problem::new(ProblemType::GroupNotFound, 404, detail);
+            p.group = Some(group.to_string());
+            p
+        }
+        GroupError::Fixed { group, field, .. } => {
+            let mut p = Problem::new(ProblemType::GroupConflict, 409, detail);
+            p.group = Some(group.to_string());
+            p.field = Some(field.to_owned());
+            p
+        }
+        GroupError::Invalid(i) => {
+            let mut p = Problem::new(ProblemType::InvalidRequest, 400, i.message);
+            p.field = Some(i.field.to_owned());
+            p
+        }
+        GroupError::Contended(group) => {
+            tracing::warn!(group = %group, "consumer group contended");
+            let mut p = Problem::new(ProblemType::Unavailable, 503, detail);
+            p.group = Some(group.to_string());
+            p
+        }
+        GroupError::Store(e) => store_problem(e),
+        e => {
+            tracing::error!(error = %e, "consumer group failure");
+            Problem::new(
+                ProblemType::Internal,
+                500,
+                "internal error; the server log has the details",
+            )
+        }
+    }
+}
+
 impl ApiError {
     fn into_problem(self) -> Problem {
         match self {
@@ -328,6 +370,7 @@ impl ApiError {
             ApiError::Unauthorized(detail) => Problem::new(ProblemType::Unauthorized, 401, detail),
             ApiError::Forbidden(detail) => Problem::new(ProblemType::Forbidden, 403, detail),
             ApiError::Projection(e) => projection_problem(e),
+            ApiError::Group(e) => group_problem(e),
             ApiError::Internal(detail) => {
                 tracing::error!(error = %detail, "internal error");
                 Problem::new(

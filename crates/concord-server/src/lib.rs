@@ -30,6 +30,7 @@ mod cross;
 mod error;
 mod extract;
 mod lifecycle;
+mod groups;
 mod metrics;
 mod openapi;
 mod projections;

@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use concord_groups::GroupInfo;
 use concord_projection::{ProjectionStatus, State};
 
 /// Upper bounds of the append latency histogram, in seconds.
@@ -285,6 +286,60 @@ impl Drop for SubscriptionGuard {
     fn drop(&mut self) {
         self.0.subscriptions_active.fetch_sub(1, Ordering::Relaxed);
     }
+}
+
+/// Per-group gauges and counters, one series per consumer group.
+pub(crate) fn render_groups(groups: &[GroupInfo]) -> String {
+    let mut out = String::new();
+    let mut series = |name: &str, kind: &str, help: &str, value: &dyn Fn(&GroupInfo) -> u64| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for g in groups {
+            let _ = writeln!(
+                out,
+                "{name}{{group=\"{}\"}} {}",
+                label_value(g.group.as_str()),
+                value(g)
+            );
+        }
+    };
+    series(
+        "concord_group_pending",
+        "gauge",
+        "Source events of the group not yet acked, skipped, in flight or parked.",
+        &|g| g.pending,
+    );
+    series(
+        "concord_group_in_flight",
+        "gauge",
+        "Events of the group delivered and within their ack timeout.",
+        &|g| g.in_flight,
+    );
+    series(
+        "concord_group_parked",
+        "gauge",
+        "Events of the group parked after max_deliveries or a nack with park.",
+        &|g| g.parked,
+    );
+    series(
+        "concord_group_acked_total",
+        "counter",
+        "Events of the group acked, ever (rate() of it is acked/s).",
+        &|g| g.acked,
+    );
+    series(
+        "concord_group_skipped_total",
+        "counter",
+        "Events of the group skipped by a nack, ever.",
+        &|g| g.skipped,
+    );
+    out
+}
+
+/// A Prometheus label value: backslash, double quote and line feed escaped.
+fn label_value(text: &str) -> String {
+    text.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 #[cfg(test)]

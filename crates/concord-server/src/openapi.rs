@@ -48,6 +48,15 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/projections/{name}"),
     ("get", "/projections/{name}/{key}"),
     ("post", "/projections/{name}/rebuild"),
+    ("get", "/groups"),
+    ("put", "/groups/{group}"),
+    ("get", "/groups/{group}"),
+    ("delete", "/groups/{group}"),
+    ("post", "/groups/{group}/poll"),
+    ("post", "/groups/{group}/ack"),
+    ("post", "/groups/{group}/nack"),
+    ("get", "/groups/{group}/parked"),
+    ("post", "/groups/{group}/replay-parked"),
 ];
 
 /// The routes that need no token, even on a server with tokens.
@@ -434,6 +443,9 @@ pub(crate) struct ProblemDoc {
     min_position: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     failure: Option<ProjectionFailureDoc>,
+    /// The consumer group concerned (`group-not-found`, `group-conflict`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    group: Option<String>,
 }
 
 /// An event a projection's handler refused: the one a failed projection stopped at, or
@@ -496,6 +508,267 @@ pub(crate) struct ProjectionRowDoc {
     checkpoint: u64,
     /// The row, as the projection shapes it (e.g. `balances`: `owner`, `balance`, `status`).
     row: Object,
+}
+
+/// A consumer group's name (1–200 bytes of UTF-8, no control character).
+#[derive(Serialize, ToSchema)]
+#[schema(as = GroupName, pattern = r"^[^\u0000-\u001f\u007f-\u009f]+$")]
+pub(crate) struct GroupNameDoc(String);
+
+/// A consumer's name (1–256 bytes of UTF-8, no control character).
+#[derive(Serialize, ToSchema)]
+#[schema(as = ConsumerName, pattern = r"^[^\u0000-\u001f\u007f-\u009f]+$")]
+pub(crate) struct ConsumerNameDoc(String);
+
+/// The global log through a filter: every present part must match. Store-owned streams
+/// are never part of it.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = AllSource)]
+pub(crate) struct AllSourceDoc {
+    /// Only events of streams in this category.
+    #[schema(
+        min_length = 1,
+        max_length = 64,
+        pattern = r"^[^-\u0000-\u001f\u007f-\u009f]+$"
+    )]
+    category: Option<String>,
+    /// Any of these types (at most 100).
+    #[serde(default)]
+    #[schema(max_items = 100)]
+    types: Vec<EventTypeDoc>,
+    /// All of these tags (at most 32).
+    #[serde(default)]
+    #[schema(max_items = 32)]
+    tags: Vec<TagDoc>,
+}
+
+/// Where a group's events come from: `{"stream": name}` or `{"all": {filter}}`.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "lowercase", deny_unknown_fields)]
+#[schema(as = Source)]
+pub(crate) enum SourceDoc {
+    /// One stream's events, in version order.
+    Stream(StreamNameDoc),
+    /// The global log's events that pass the filter, in position order.
+    All(AllSourceDoc),
+}
+
+/// `start`, `end`, or a position (an `all` source) or version (a stream source), inclusive.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+#[schema(as = StartFrom)]
+pub(crate) enum StartFromDoc {
+    At(u64),
+    Named(StartFromName),
+}
+
+/// Where a new group starts.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum StartFromName {
+    Start,
+    End,
+}
+
+/// Whether each stream's events stay in order.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[schema(as = Ordering)]
+pub(crate) enum OrderingDoc {
+    None,
+    PerStream,
+}
+
+/// The body of `PUT /groups/{group}`. `source` and `from` are fixed at creation (409 when
+/// an update changes them).
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = GroupSpec)]
+pub(crate) struct GroupSpecDoc {
+    source: SourceDoc,
+    /// Default `start`.
+    #[serde(default)]
+    from: StartFromDoc,
+    /// How long a consumer has to ack a delivery (ms): 100 to 86 400 000, default 30 000.
+    #[serde(default)]
+    #[schema(minimum = 100, maximum = 86_400_000)]
+    ack_timeout_ms: u64,
+    /// Deliveries of one event before it is parked: 1 to 1000, default 5.
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 1000)]
+    max_deliveries: u32,
+    /// Default `none`.
+    #[serde(default)]
+    ordering: OrderingDoc,
+}
+
+/// A group's settings and counts.
+#[derive(Serialize, ToSchema)]
+#[schema(as = GroupInfo)]
+pub(crate) struct GroupInfoDoc {
+    group: String,
+    source: SourceDoc,
+    from: StartFromDoc,
+    ack_timeout_ms: u64,
+    max_deliveries: u32,
+    ordering: OrderingDoc,
+    /// Events acked, ever.
+    acked: u64,
+    /// Events skipped by a nack, ever.
+    skipped: u64,
+    /// Events delivered and within their ack timeout.
+    in_flight: u64,
+    /// Events parked.
+    parked: u64,
+    /// Source events not yet acked, skipped, in flight or parked.
+    pending: u64,
+}
+
+/// A delivery in flight.
+#[derive(Serialize, ToSchema)]
+#[schema(as = InFlight)]
+pub(crate) struct InFlightDoc {
+    stream: String,
+    version: u64,
+    /// The event's position (an `all` source) or version (a stream source).
+    offset: u64,
+    delivery: u32,
+    consumer: String,
+    /// When it goes back to the group (ms since the Unix epoch).
+    deadline: u64,
+}
+
+/// A group's settings and counts, and its deliveries in flight.
+#[derive(Serialize, ToSchema)]
+#[schema(as = GroupStatus)]
+pub(crate) struct GroupStatusDoc {
+    group: String,
+    source: SourceDoc,
+    from: StartFromDoc,
+    ack_timeout_ms: u64,
+    max_deliveries: u32,
+    ordering: OrderingDoc,
+    acked: u64,
+    skipped: u64,
+    in_flight: u64,
+    parked: u64,
+    pending: u64,
+    /// The deliveries in flight (at most 1000).
+    in_flight_messages: Vec<InFlightDoc>,
+}
+
+/// Every group.
+#[derive(Serialize, ToSchema)]
+#[schema(as = GroupList)]
+pub(crate) struct GroupListDoc {
+    groups: Vec<GroupInfoDoc>,
+}
+
+/// The body of a poll.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = PollBody)]
+pub(crate) struct PollBodyDoc {
+    #[schema(min_length = 1, max_length = 64)]
+    consumer: ConsumerNameDoc,
+    /// 1 to 1000, default 100.
+    #[schema(minimum = 1, maximum = 1000)]
+    max: Option<u64>,
+    /// Wait up to this long for a message (ms): default 0, at most 60 000 (configurable).
+    #[schema(minimum = 0, maximum = 60_000)]
+    wait_ms: Option<u64>,
+}
+
+/// One delivery of an event.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Message)]
+pub(crate) struct MessageDoc {
+    /// Acks or nacks this delivery.
+    ack_id: String,
+    /// 1 for the first delivery, then one more for each.
+    delivery: u32,
+    event: EventDoc,
+}
+
+/// What a poll hands out.
+#[derive(Serialize, ToSchema)]
+#[schema(as = PollResult)]
+pub(crate) struct PollResultDoc {
+    messages: Vec<MessageDoc>,
+}
+
+/// The body of an ack.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = AckBody)]
+pub(crate) struct AckBodyDoc {
+    /// At most 1000; unknown or expired ones are ignored and not counted.
+    #[schema(max_items = 1000)]
+    ack_ids: Vec<String>,
+}
+
+/// How many ack ids were live.
+#[derive(Serialize, ToSchema)]
+#[schema(as = AckResult)]
+pub(crate) struct AckResultDoc {
+    acked: u64,
+}
+
+/// What a nack does.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[schema(as = NackAction)]
+pub(crate) enum NackActionDoc {
+    Retry,
+    Park,
+    Skip,
+}
+
+/// The body of a nack.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = NackBody)]
+pub(crate) struct NackBodyDoc {
+    /// At most 1000; unknown or expired ones are ignored and not counted.
+    #[schema(max_items = 1000)]
+    ack_ids: Vec<String>,
+    /// Default `retry`.
+    #[serde(default)]
+    action: NackActionDoc,
+}
+
+/// How many ack ids were live.
+#[derive(Serialize, ToSchema)]
+#[schema(as = NackResult)]
+pub(crate) struct NackResultDoc {
+    nacked: u64,
+}
+
+/// A parked event.
+#[derive(Serialize, ToSchema)]
+#[schema(as = ParkedEvent)]
+pub(crate) struct ParkedEventDoc {
+    stream: String,
+    version: u64,
+    /// Deliveries it had before it was parked.
+    deliveries: u32,
+    /// `null` when the event is no longer in the store.
+    event: Option<EventDoc>,
+}
+
+/// A group's parked events.
+#[derive(Serialize, ToSchema)]
+#[schema(as = ParkedList)]
+pub(crate) struct ParkedListDoc {
+    parked: Vec<ParkedEventDoc>,
+}
+
+/// How many parked events went back to the group.
+#[derive(Serialize, ToSchema)]
+#[schema(as = ReplayResult)]
+pub(crate) struct ReplayResultDoc {
+    replayed: u64,
 }
 
 /// Any JSON object (utoipa's `Object` stand-in).
@@ -792,6 +1065,106 @@ pub(crate) struct ScavengeReportDoc {
     /// Bytes of storage given back, where the backend can tell (0 otherwise).
     bytes_reclaimed: u64,
 }
+/// Every consumer group the token may read the source of.
+#[utoipa::path(get, path = "/groups", tag = "groups",
+    responses((status = 200, description = "Every group, by name", body = GroupListDoc),
+              (status = 503, description = "Store unavailable", body = ProblemDoc, content_type = PROBLEM)))]
+fn list_groups() {}
+
+/// Create a consumer group, or change its settings (`source` and `from` are fixed).
+#[utoipa::path(put, path = "/groups/{group}", tag = "groups",
+    params(("group" = String, Path, description = "Group name, percent-encoded: 1–200 bytes of UTF-8, no control character",
+            min_length = 1, max_length = 50, pattern = r"^[^\u0000-\u001f\u007f-\u009f]+$")),
+    request_body = GroupSpecDoc,
+    responses(
+        (status = 201, description = "Created", body = GroupInfoDoc),
+        (status = 200, description = "Updated, or already so", body = GroupInfoDoc),
+        (status = 400, description = "Invalid request", body = ProblemDoc, content_type = PROBLEM),
+        (status = 408, description = "The body did not arrive within the body timeout", body = ProblemDoc, content_type = PROBLEM),
+        (status = 409, description = "group-conflict: the group exists with another source or from", body = ProblemDoc, content_type = PROBLEM),
+        (status = 413, description = "Body too large", body = ProblemDoc, content_type = PROBLEM),
+        (status = 503, description = "Store unavailable", body = ProblemDoc, content_type = PROBLEM)))]
+fn put_group() {}
+
+/// A consumer group's settings, counts and deliveries in flight.
+#[utoipa::path(get, path = "/groups/{group}", tag = "groups",
+    params(("group" = String, Path, min_length = 1, max_length = 50, pattern = r"^[^\u0000-\u001f\u007f-\u009f]+$")),
+    responses(
+        (status = 200, description = "The group", body = GroupStatusDoc),
+        (status = 400, description = "Invalid request", body = ProblemDoc, content_type = PROBLEM),
+        (status = 404, description = "group-not-found", body = ProblemDoc, content_type = PROBLEM),
+        (status = 503, description = "Store unavailable", body = ProblemDoc, content_type = PROBLEM)))]
+fn get_group() {}
+
+/// Delete a consumer group and its state.
+#[utoipa::path(delete, path = "/groups/{group}", tag = "groups",
+    params(("group" = String, Path, min_length = 1, max_length = 50, pattern = r"^[^\u0000-\u001f\u007f-\u009f]+$")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 400, description = "Invalid request", body = ProblemDoc, content_type = PROBLEM),
+        (status = 404, description = "group-not-found", body = ProblemDoc, content_type = PROBLEM),
+        (status = 503, description = "Store unavailable", body = ProblemDoc, content_type = PROBLEM)))]
+fn delete_group() {}
+
+/// Take up to `max` messages, waiting up to `wait_ms` for at least one.
+#[utoipa::path(post, path = "/groups/{group}/poll", tag = "groups",
+    params(("group" = String, Path, min_length = 1, max_length = 50, pattern = r"^[^\u0000-\u001f\u007f-\u009f]+$")),
+    request_body = PollBodyDoc,
+    responses(
+        (status = 200, description = "The messages (none when the wait ended empty)", body = PollResultDoc),
+        (status = 400, description = "Invalid request", body = ProblemDoc, content_type = PROBLEM),
+        (status = 404, description = "group-not-found", body = ProblemDoc, content_type = PROBLEM),
+        (status = 408, description = "The body did not arrive within the body timeout", body = ProblemDoc, content_type = PROBLEM),
+        (status = 413, description = "Body too large", body = ProblemDoc, content_type = PROBLEM),
+        (status = 503, description = "Store unavailable", body = ProblemDoc, content_type = PROBLEM)))]
+fn poll_group() {}
+
+/// Ack deliveries: their events are done.
+#[utoipa::path(post, path = "/groups/{group}/ack", tag = "groups",
+    params(("group" = String, Path, min_length = 1, max_length = 50, pattern = r"^[^\u0000-\u001f\u007f-\u009f]+$")),
+    request_body = AckBodyDoc,
+    responses(
+        (status = 200, description = "How many were live", body = AckResultDoc),
+        (status = 400, description = "Invalid request", body = ProblemDoc, content_type = PROBLEM),
+        (status = 404, description = "group-not-found", body = ProblemDoc, content_type = PROBLEM),
+        (status = 408, description = "The body did not arrive within the body timeout", body = ProblemDoc, content_type = PROBLEM),
+        (status = 413, description = "Body too large", body = ProblemDoc, content_type = PROBLEM),
+        (status = 503, description = "Store unavailable", body = ProblemDoc, content_type = PROBLEM)))]
+fn ack_group() {}
+
+/// Give deliveries back: retry (or park after max_deliveries), park, or skip.
+#[utoipa::path(post, path = "/groups/{group}/nack", tag = "groups",
+    params(("group" = String, Path, min_length = 1, max_length = 50, pattern = r"^[^\u0000-\u001f\u007f-\u009f]+$")),
+    request_body = NackBodyDoc,
+    responses(
+        (status = 200, description = "How many were live", body = NackResultDoc),
+        (status = 400, description = "Invalid request", body = ProblemDoc, content_type = PROBLEM),
+        (status = 404, description = "group-not-found", body = ProblemDoc, content_type = PROBLEM),
+        (status = 408, description = "The body did not arrive within the body timeout", body = ProblemDoc, content_type = PROBLEM),
+        (status = 413, description = "Body too large", body = ProblemDoc, content_type = PROBLEM),
+        (status = 503, description = "Store unavailable", body = ProblemDoc, content_type = PROBLEM)))]
+fn nack_group() {}
+
+/// The group's parked events.
+#[utoipa::path(get, path = "/groups/{group}/parked", tag = "groups",
+    params(("group" = String, Path, min_length = 1, max_length = 50, pattern = r"^[^\u0000-\u001f\u007f-\u009f]+$"),
+           ("limit" = Option<u64>, Query, description = "1 to the read limit, default 100", minimum = 1, maximum = 1000)),
+    responses(
+        (status = 200, description = "Parked events, in source order", body = ParkedListDoc),
+        (status = 400, description = "Invalid request", body = ProblemDoc, content_type = PROBLEM),
+        (status = 404, description = "group-not-found", body = ProblemDoc, content_type = PROBLEM),
+        (status = 503, description = "Store unavailable", body = ProblemDoc, content_type = PROBLEM)))]
+fn parked_group() {}
+
+/// Return every parked event to the group (its deliveries counted afresh).
+#[utoipa::path(post, path = "/groups/{group}/replay-parked", tag = "groups",
+    params(("group" = String, Path, min_length = 1, max_length = 50, pattern = r"^[^\u0000-\u001f\u007f-\u009f]+$")),
+    responses(
+        (status = 200, description = "How many went back", body = ReplayResultDoc),
+        (status = 400, description = "Invalid request", body = ProblemDoc, content_type = PROBLEM),
+        (status = 404, description = "group-not-found", body = ProblemDoc, content_type = PROBLEM),
+        (status = 503, description = "Store unavailable", body = ProblemDoc, content_type = PROBLEM)))]
+fn replay_group() {}
 
 struct BearerAuth;
 
@@ -812,14 +1185,20 @@ impl Modify for BearerAuth {
          description = "Event store with conflicts that tell what happened. Every choice and limit is described in the project's docs/http-api.md."),
     paths(append, append_multi, query, read_stream, read_event, list_streams, read_all, head, subscribe_all, subscribe_stream,
           health, metrics, openapi_json, root, list_projections, projection_status, projection_row,
-          rebuild_projection, delete_stream, stream_metadata, set_stream_metadata, scavenge),
+          rebuild_projection, delete_stream, stream_metadata, set_stream_metadata, scavenge,
+          list_groups, put_group, get_group, delete_group, poll_group,
+          ack_group, nack_group, parked_group, replay_group),
     components(schemas(EventDoc, NewEventDoc, ExpectedVersionDoc, ExpectedVersionName, AppendBodyDoc, RebasedDoc,
                         AppendResultDoc, StreamPageDoc, AllEventsDoc, StreamInfoDoc, StreamListDoc, HeadDoc,
                         HealthDoc, ConflictPartDoc, ProblemDoc, QueryItemDoc, QueryDoc,
                         AppendConditionDoc, AppendPartDoc, MultiAppendBodyDoc, PartResultDoc,
                         MultiAppendResultDoc, QueryBodyDoc, QueryResultDoc, ProjectionFailureDoc,
                         ProjectionInfoDoc, ProjectionListDoc, ProjectionRowDoc, StreamNameDoc, EventTypeDoc,
-                        TagDoc, DirectionDoc, StreamMetadataDoc, MetadataBodyDoc, ScavengeReportDoc)),
+                        TagDoc, DirectionDoc, StreamMetadataDoc, MetadataBodyDoc, ScavengeReportDoc, GroupNameDoc, ConsumerNameDoc, AllSourceDoc, SourceDoc,
+                        StartFromDoc, StartFromName, OrderingDoc, GroupSpecDoc, GroupInfoDoc, InFlightDoc,
+                        GroupStatusDoc, GroupListDoc, PollBodyDoc, MessageDoc, PollResultDoc, AckBodyDoc,
+                        AckResultDoc, NackActionDoc, NackBodyDoc, NackResultDoc, ParkedEventDoc,
+                        ParkedListDoc, ReplayResultDoc)),
     modifiers(&BearerAuth),
 )]
 struct ApiDoc;
@@ -858,6 +1237,24 @@ pub fn document_for(config: &ServerConfig, tokens: bool) -> Value {
     }
     if let Some(limit) = doc.pointer_mut("/components/schemas/QueryBody/properties/limit") {
         set_maximum(limit, read_max);
+    }
+    for name in ["ConsumerName", "GroupName"] {
+        if let Some(schema) = doc.pointer_mut(&format!("/components/schemas/{name}")) {
+            schema["minLength"] = json!(1);
+            schema["maxLength"] = json!(if name == "GroupName" { 50 } else { 64 });
+        }
+    }
+    if let Some(wait) = doc.pointer_mut("/components/schemas/PollBody/properties/wait_ms") {
+        set_maximum(wait, config.group_wait_max.as_millis() as u64);
+    }
+    // A source is one of two objects, each with exactly its one member.
+    if let Some(variants) = doc
+        .pointer_mut("/components/schemas/Source/oneOf")
+        .and_then(Value::as_array_mut)
+    {
+        for v in variants.iter_mut() {
+            v["additionalProperties"] = json!(false);
+        }
     }
     let public = |path: &str| PUBLIC.contains(&path);
     if let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) {
@@ -1172,5 +1569,74 @@ mod tests {
                 row: serde_json::json!({"balance": 1}),
             },
         );
+    }
+
+    #[test]
+    fn group_schemas_describe_every_member_the_api_types_send() {
+        use concord_groups::{
+            AllSource, ConsumerName, GroupInfo, GroupName, InFlight, Ordering, Source, StartFrom,
+        };
+        let info = GroupInfo {
+            group: GroupName::new("receipts").unwrap(),
+            source: Source::All(AllSource::default()),
+            from: StartFrom::Start,
+            ack_timeout_ms: 30_000,
+            max_deliveries: 5,
+            ordering: Ordering::PerStream,
+            acked: 1,
+            skipped: 0,
+            in_flight: 1,
+            parked: 0,
+            pending: 3,
+        };
+        assert_described("GroupInfo", &info);
+        let in_flight = InFlight {
+            stream: doc::stream("order-1"),
+            version: Version(1),
+            offset: 7,
+            delivery: 1,
+            consumer: ConsumerName::new("w").unwrap(),
+            deadline: 1,
+        };
+        assert_described("InFlight", &in_flight);
+        assert_described(
+            "GroupStatus",
+            concord_api::GroupStatus {
+                info: info.clone(),
+                in_flight_messages: vec![in_flight],
+            },
+        );
+        assert_described("GroupList", concord_api::GroupList { groups: vec![info] });
+        let event = doc::recorded("order-1", 1, 7, "Placed", &[]);
+        let message = concord_api::MessageBody {
+            ack_id: "1.7.1".into(),
+            delivery: 1,
+            event: event.clone(),
+        };
+        assert_described("Message", &message);
+        assert_described(
+            "PollResult",
+            concord_api::PollResult {
+                messages: vec![message],
+            },
+        );
+        assert_described(
+            "ParkedEvent",
+            concord_api::ParkedEvent {
+                stream: doc::stream("order-1"),
+                version: Version(1),
+                deliveries: 5,
+                event: Some(event),
+            },
+        );
+        assert_described("AckResult", concord_api::AckResult { acked: 1 });
+        assert_described("NackResult", concord_api::NackResult { nacked: 1 });
+        assert_described("ReplayResult", concord_api::ReplayResult { replayed: 1 });
+        let d = doc_json();
+        let variants = d["components"]["schemas"]["Source"]["oneOf"]
+            .as_array()
+            .unwrap();
+        assert_eq!(variants.len(), 2);
+        assert!(variants.iter().all(|v| v["additionalProperties"] == false));
     }
 }

@@ -28,7 +28,7 @@ use crate::config::ServerConfig;
 use crate::error::ApiError;
 use crate::extract::{JsonBody, Params, PathParams};
 use crate::metrics::{AppendResultKind, Metrics};
-use crate::{cross, lifecycle, openapi, projections, sse, ui};
+use crate::{cross, groups, lifecycle, openapi, projections, sse, ui};
 
 /// What every handler shares, behind one `Arc`: axum clones the state for every
 /// middleware and handler of every request, and one reference count is cheaper than five.
@@ -50,6 +50,8 @@ pub(crate) struct Shared {
     pub(crate) config: Arc<ServerConfig>,
     pub(crate) tokens: Option<Arc<Tokens>>,
     pub(crate) metrics: Arc<Metrics>,
+    /// The consumer groups over `store`.
+    pub(crate) groups: Arc<concord_groups::Groups>,
     /// `/openapi.json` for this server's limits and access control, built once.
     pub(crate) openapi: String,
     /// Becomes `true` when the server shuts down: subscriptions and long polls end.
@@ -83,6 +85,7 @@ pub(crate) fn build(
     let openapi = openapi::document_json(&config, tokens.is_some());
     let state = AppState(Arc::new(Shared {
         openapi,
+        groups: Arc::new(concord_groups::Groups::new(Arc::clone(&store))),
         store,
         config: Arc::new(config),
         tokens: tokens.map(Arc::new),
@@ -93,6 +96,7 @@ pub(crate) fn build(
     Router::new()
         .merge(ui::routes())
         .merge(projections::routes())
+        .merge(groups::routes())
         .route("/health", get(health))
         .route("/metrics", get(self::metrics))
         .route("/openapi.json", get(openapi_json))
@@ -406,8 +410,10 @@ async fn read_all(
     )?;
     let from = Position(params.from.unwrap_or(1).max(1));
     app.metrics.read();
-    let page = app.store.read_all(from, &filter, limit).await?;
+    let mut page = app.store.read_all(from, &filter, limit).await?;
     let next = (!page.is_caught_up()).then_some(page.next_from);
+    // The store's own streams (a consumer group's state) are not the users' log.
+    page.events.retain(|e| !e.stream.is_system());
     Ok(Json(AllEvents {
         events: page.events,
         next,
@@ -432,7 +438,7 @@ async fn list_streams(
             other => other,
         })?;
     app.metrics.read();
-    let streams = app
+    let mut streams = app
         .store
         .list_streams(&prefix, after.as_ref(), limit)
         .await?;
@@ -441,6 +447,7 @@ async fn list_streams(
     } else {
         None
     };
+    streams.retain(|s| !s.stream.is_system());
     Ok(Json(StreamList { streams, next }))
 }
 
@@ -515,6 +522,10 @@ async fn health(State(app): State<AppState>) -> Response {
 
 async fn metrics(State(app): State<AppState>) -> Response {
     let mut text = app.metrics.render(app.store.backend());
+    match app.groups.list().await {
+        Ok(groups) => text.push_str(&crate::metrics::render_groups(&groups)),
+        Err(e) => tracing::error!(error = %e, "metrics: consumer groups unavailable"),
+    }
     if let Some(host) = &app.config.projections {
         match host.list().await {
             Ok(statuses) => text.push_str(&crate::metrics::render_projections(&statuses)),

@@ -1,6 +1,6 @@
 //! Subscriptions over Server-Sent Events.
 //!
-//! Each response streams a core [`Subscription`]: a pull cursor over the store. hyper
+//! Each response streams a core [`Subscription`](concord_core::Subscription): a pull cursor over the store. hyper
 //! polls it only as fast as the socket drains, so a subscriber that stops reading holds
 //! one page of events at most and never slows writers or other subscribers; when it reads
 //! again it catches up from the store. A shutdown ends every subscription.
@@ -13,7 +13,7 @@ use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use concord_api::{Problem, ProblemType, SubscribeAllParams, SubscribeStreamParams};
-use concord_core::{Position, RecordedEvent, Subscription, Version};
+use concord_core::{Position, RecordedEvent, StoreError, Version};
 use futures::StreamExt;
 
 use crate::auth::Access;
@@ -47,7 +47,7 @@ fn event_data(event: &RecordedEvent) -> Result<String, serde_json::Error> {
 
 fn respond(
     app: &AppState,
-    subscription: Subscription,
+    subscription: impl futures::Stream<Item = Result<RecordedEvent, StoreError>> + Send + 'static,
     id_of: fn(&RecordedEvent) -> u64,
 ) -> Response {
     let guard = app.metrics.subscription();
@@ -101,7 +101,10 @@ pub(crate) async fn subscribe_all(
         Some(k) => k.saturating_add(1),
         None => params.from.unwrap_or(1),
     };
-    let subscription = Arc::clone(&app.store).subscribe_all(Position(from), filter);
+    // The store's own streams (a consumer group's state) are not the users' log.
+    let subscription = Arc::clone(&app.store)
+        .subscribe_all(Position(from), filter)
+        .filter(|item| std::future::ready(!matches!(item, Ok(e) if e.stream.is_system())));
     Ok(respond(&app, subscription, |e| e.position.get()))
 }
 

@@ -145,6 +145,10 @@ pub struct ServeArgs {
     /// [default: 10000].
     #[arg(long, value_name = "MS")]
     pub head_long_poll_ms: Option<u64>,
+    /// The longest `wait_ms` a consumer group's poll may ask for, in milliseconds
+    /// [default: 60000].
+    #[arg(long, value_name = "MS")]
+    pub group_wait_max_ms: Option<u64>,
     /// How long a client may take to send a request's headers, or stay idle between
     /// requests, before its connection is closed, in milliseconds [default: 10000].
     #[arg(long, value_name = "MS")]

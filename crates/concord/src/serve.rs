@@ -43,6 +43,7 @@ pub(crate) async fn run(ctx: &mut Context, args: ServeArgs) -> anyhow::Result<Ex
         tokens: args.tokens.map(TokensSource::File),
         insecure_open: args.insecure_open,
         head_long_poll: millis(args.head_long_poll_ms, server_defaults.head_long_poll),
+        group_wait_max: millis(args.group_wait_max_ms, server_defaults.group_wait_max),
         header_timeout: millis(args.header_timeout_ms, server_defaults.header_timeout),
         body_timeout: millis(args.body_timeout_ms, server_defaults.body_timeout),
         grpc_addr: args.grpc_addr,
