@@ -6,6 +6,7 @@ use concord_core::{
     ConditionFailed, Conflict, ExpectedVersion, InvalidInput, PartialDuplicate, Query, StoreError,
     TooLarge, Version,
 };
+use concord_groups::{GroupError, GroupName};
 
 use crate::BACKEND;
 
@@ -33,6 +34,19 @@ pub enum ClientError {
     /// A problem that maps to a [`StoreError`].
     #[error(transparent)]
     Store(StoreError),
+    /// A consumer group's own problem (`group-not-found`, `group-conflict`).
+    #[error(transparent)]
+    Group(GroupError),
+}
+
+impl From<ClientError> for GroupError {
+    fn from(e: ClientError) -> Self {
+        match e {
+            ClientError::Group(g) => g,
+            ClientError::Store(StoreError::Invalid(i)) => GroupError::Invalid(i),
+            other => GroupError::Store(other.into()),
+        }
+    }
 }
 
 /// The status of an answer the client could map to no [`StoreError`] variant (401, 403,
@@ -72,6 +86,13 @@ impl From<ClientError> for StoreError {
                 message: format!("the server answered {status} {problem_type}: {detail}"),
                 source: Some(Box::new(RefusedStatus(status))),
             },
+            ClientError::Group(GroupError::Store(s)) => s,
+            ClientError::Group(GroupError::Invalid(i)) => StoreError::Invalid(i),
+            ClientError::Group(g) => StoreError::Backend {
+                backend: BACKEND,
+                message: g.to_string(),
+                source: None,
+            },
             other @ ClientError::NotFound => StoreError::Backend {
                 backend: BACKEND,
                 message: other.to_string(),
@@ -90,7 +111,7 @@ pub(crate) fn transport_error(e: impl std::error::Error + Send + Sync + 'static)
 /// The names of `InvalidInput::field` and `TooLarge::what` are `&'static str`; a field name
 /// from the wire is matched against the ones the server uses.
 fn static_name(name: Option<&str>) -> &'static str {
-    const KNOWN: [&str; 26] = [
+    const KNOWN: [&str; 36] = [
         "stream",
         "category",
         "type",
@@ -117,6 +138,16 @@ fn static_name(name: Option<&str>) -> &'static str {
         "Last-Event-ID",
         "request",
         "url",
+        "group",
+        "consumer",
+        "max",
+        "wait_ms",
+        "ack_ids",
+        "action",
+        "source",
+        "max_deliveries",
+        "ack_timeout_ms",
+        "ordering",
     ];
     name.and_then(|n| KNOWN.into_iter().find(|k| *k == n))
         .unwrap_or("request")
@@ -143,6 +174,19 @@ pub(crate) fn problem_error(status: u16, bytes: &[u8]) -> ClientError {
 
 /// Maps a problem to the error the server's store returned.
 pub(crate) fn from_problem(status: u16, p: Problem) -> ClientError {
+    match (p.known_type(), p.group.as_deref().map(GroupName::new)) {
+        (Some(ProblemType::GroupNotFound), Some(Ok(group))) => {
+            return ClientError::Group(GroupError::NotFound(group));
+        }
+        (Some(ProblemType::GroupConflict), Some(Ok(group))) => {
+            return ClientError::Group(GroupError::Fixed {
+                group,
+                field: static_name(p.field.as_deref()),
+                message: p.detail,
+            });
+        }
+        _ => {}
+    }
     let store = |e: StoreError| ClientError::Store(e);
     match (p.known_type(), p.stream.clone()) {
         (Some(ProblemType::VersionConflict), _) if p.parts.is_some() => {

@@ -25,6 +25,7 @@
 //! ```
 
 mod error;
+mod groups;
 mod sse;
 
 use std::sync::Arc;
@@ -51,6 +52,7 @@ use serde::de::DeserializeOwned;
 use url::Url;
 
 pub use error::{ClientError, RefusedStatus, refused_status};
+pub use groups::{Consumer, ConsumerStats};
 pub use sse::RECONNECTS_MAX;
 
 use crate::error::{problem_error, transport_error};

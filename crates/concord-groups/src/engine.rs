@@ -891,8 +891,11 @@ fn check_fixed<T: PartialEq + Serialize>(
     Err(GroupError::Fixed {
         group: group.clone(),
         field,
-        existing: show(existing),
-        asked: show(asked),
+        message: format!(
+            "group {group} already exists with {field} {}, which cannot change (asked for {}); delete the group first or use another name",
+            show(existing),
+            show(asked)
+        ),
     })
 }
 

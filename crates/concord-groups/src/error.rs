@@ -22,18 +22,14 @@ pub enum GroupError {
     /// ### Handling
     /// Delete the group and create it again, or create another group. HTTP 409,
     /// `urn:concord:group-conflict`.
-    #[error(
-        "group {group} already exists with {field} {existing}, which cannot change (asked for {asked}); delete the group first or use another name"
-    )]
+    #[error("{message}")]
     Fixed {
         /// The group.
         group: GroupName,
         /// `source` or `from`.
         field: &'static str,
-        /// What the group has, as JSON.
-        existing: String,
-        /// What was asked for, as JSON.
-        asked: String,
+        /// What the group has and what was asked for.
+        message: String,
     },
 
     /// Input that breaks a rule; nothing changed.
