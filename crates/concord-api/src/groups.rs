@@ -46,7 +46,10 @@ pub struct PollBody {
     #[serde(default, deserialize_with = "concord_core::deserialize_optional_count")]
     pub max: Option<usize>,
     /// Wait up to this long for at least one message (ms, at most 60 000, default 0).
-    #[serde(default)]
+    #[serde(
+        default,
+        deserialize_with = "concord_groups::deserialize_optional_whole"
+    )]
     pub wait_ms: Option<u64>,
 }
 concord_core::object_serde!(PollBody);
@@ -152,7 +155,7 @@ mod tests {
     #[test]
     fn poll_bodies_read_the_api_shape_and_refuse_the_rest() {
         let body: PollBody =
-            serde_json::from_str(r#"{"consumer": "worker-1", "max": 100, "wait_ms": 5000}"#)
+            serde_json::from_str(r#"{"consumer": "worker-1", "max": 100, "wait_ms": 5000.0}"#)
                 .unwrap();
         assert_eq!(body.consumer.as_str(), "worker-1");
         assert_eq!((body.max, body.wait_ms), (Some(100), Some(5000)));

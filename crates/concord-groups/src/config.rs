@@ -263,11 +263,7 @@ impl<'de> Deserialize<'de> for StartFrom {
                     .map_err(|_| E::custom(format!("from {v} is negative")))
             }
             fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<StartFrom, E> {
-                if v.fract() == 0.0 && (0.0..18_446_744_073_709_551_616.0).contains(&v) {
-                    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-                    return Ok(StartFrom::At(v as u64));
-                }
-                Err(E::custom(format!("from {v} is not a whole number")))
+                Whole.visit_f64(v).map(StartFrom::At)
             }
         }
         deserializer.deserialize_any(V)
@@ -304,6 +300,74 @@ impl fmt::Display for Ordering {
     }
 }
 
+/// A JSON number that is a whole number, however written (`3`, `3.0`, `3e0`): JSON has
+/// one kind of number, and the API reads counts and durations this way everywhere.
+struct Whole;
+
+impl serde::de::Visitor<'_> for Whole {
+    type Value = u64;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a whole number from 0")
+    }
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<u64, E> {
+        Ok(v)
+    }
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<u64, E> {
+        u64::try_from(v).map_err(|_| E::custom(format!("{v} is negative")))
+    }
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<u64, E> {
+        // 2^64 is the first f64 past u64::MAX.
+        if v.fract() == 0.0 && (0.0..18_446_744_073_709_551_616.0).contains(&v) {
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+            return Ok(v as u64);
+        }
+        Err(E::custom(format!(
+            "{v} is not a whole number from 0 to 2^64 - 1"
+        )))
+    }
+}
+
+/// Reads a whole number (see [`Whole`]).
+///
+/// # Errors
+/// A number that is negative, fractional or too large; anything but a number.
+pub fn deserialize_whole<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+    deserializer.deserialize_any(Whole)
+}
+
+/// Reads a whole number that must fit a `u32` (larger ones read as `u32::MAX`, which every
+/// bound refuses).
+fn deserialize_whole_u32<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u32, D::Error> {
+    deserialize_whole(deserializer).map(|n| u32::try_from(n).unwrap_or(u32::MAX))
+}
+
+/// Reads an optional whole number (`null` or absent: `None`).
+///
+/// # Errors
+/// As [`deserialize_whole`].
+pub fn deserialize_optional_whole<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<u64>, D::Error> {
+    struct Optional;
+    impl<'de> serde::de::Visitor<'de> for Optional {
+        type Value = Option<u64>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a whole number from 0, or null")
+        }
+        fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            deserialize_whole(d).map(Some)
+        }
+    }
+    deserializer.deserialize_option(Optional)
+}
+
 fn default_ack_timeout_ms() -> u64 {
     30_000
 }
@@ -323,10 +387,16 @@ pub struct GroupSpec {
     #[serde(default)]
     pub from: StartFrom,
     /// How long a consumer has to ack a message before it is delivered again (ms).
-    #[serde(default = "default_ack_timeout_ms")]
+    #[serde(
+        default = "default_ack_timeout_ms",
+        deserialize_with = "deserialize_whole"
+    )]
     pub ack_timeout_ms: u64,
     /// Deliveries of one event before it is parked.
-    #[serde(default = "default_max_deliveries")]
+    #[serde(
+        default = "default_max_deliveries",
+        deserialize_with = "deserialize_whole_u32"
+    )]
     pub max_deliveries: u32,
     /// Whether each stream's events stay in order.
     #[serde(default)]
@@ -414,6 +484,14 @@ mod tests {
         );
         assert_eq!(all.from, StartFrom::End);
         assert_eq!(all.ordering, Ordering::PerStream);
+        let whole: GroupSpec = serde_json::from_str(
+            r#"{"source": {"all": {}}, "ack_timeout_ms": 1310.0, "max_deliveries": 2e0, "from": 3.0}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (whole.ack_timeout_ms, whole.max_deliveries, whole.from),
+            (1310, 2, StartFrom::At(3))
+        );
         let at: GroupSpec = serde_json::from_str(r#"{"source": {"all": {}}, "from": 42}"#).unwrap();
         assert_eq!(at.from, StartFrom::At(42));
         assert_eq!(
@@ -434,6 +512,8 @@ mod tests {
             r#"{"source": {"stream": "s"}, "form": "start"}"#,
             r#"{"source": {"stream": "s"}, "from": "middle"}"#,
             r#"{"source": {"stream": "s"}, "from": -1}"#,
+            r#"{"source": {"stream": "s"}, "ack_timeout_ms": 100.5}"#,
+            r#"{"source": {"stream": "s"}, "max_deliveries": "5"}"#,
         ] {
             assert!(serde_json::from_str::<GroupSpec>(bad).is_err(), "{bad}");
         }

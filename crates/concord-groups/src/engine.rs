@@ -791,8 +791,8 @@ impl Groups {
         loaded: &mut Loaded,
         events: Vec<GroupEvent>,
     ) -> Result<bool, GroupError> {
-        let written = self.append(slot, loaded.version, &events).await?;
-        if !written {
+        if let Some(actual) = self.append(slot, loaded.version, &events).await? {
+            self.catch_up_to(slot, loaded, actual).await?;
             return Ok(false);
         }
         let base = loaded.version;
@@ -804,14 +804,14 @@ impl Groups {
         {
             let snapshot = state.snapshot();
             match self.append(slot, loaded.version, &snapshot).await {
-                Ok(true) => {
+                Ok(None) => {
                     let base = loaded.version;
                     for (i, event) in snapshot.into_iter().enumerate() {
                         fold(loaded, event, Version(base.get() + i as u64 + 1));
                     }
                 }
                 // Someone else wrote: the next operation reads their events.
-                Ok(false) => {}
+                Ok(Some(_)) => {}
                 Err(e) => {
                     tracing::warn!(group = %slot.group, error = %e, "cannot write a snapshot of the group's state; loading it reads more events until one is written");
                 }
@@ -820,12 +820,39 @@ impl Groups {
         Ok(true)
     }
 
+    /// Reads the state stream until this process has seen version `actual`, which a
+    /// conflict reported. A backend may answer reads only up to what it has made durable
+    /// (the embedded store), so right after a conflict the winner's events may not be
+    /// readable yet: this waits for the head to move instead of deciding again, and
+    /// conflicting again, on the same stale state.
+    async fn catch_up_to(
+        &self,
+        slot: &Slot,
+        loaded: &mut Loaded,
+        actual: Version,
+    ) -> Result<(), GroupError> {
+        for _ in 0..CONFLICT_RETRIES {
+            let head = self.store.head().await?;
+            self.refresh(slot, loaded).await?;
+            if loaded.version >= actual {
+                return Ok(());
+            }
+            tokio::select! {
+                _ = self.store.wait_for_head(head) => {}
+                () = tokio::time::sleep(Duration::from_millis(50)) => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Appends `events` at exactly `at`: `None` when written, else the version the state
+    /// stream actually has.
     async fn append(
         &self,
         slot: &Slot,
         at: Version,
         events: &[GroupEvent],
-    ) -> Result<bool, GroupError> {
+    ) -> Result<Option<Version>, GroupError> {
         let mut new_events = Vec::with_capacity(events.len());
         for event in events {
             let data = serde_json::to_vec(event).map_err(|e| GroupError::Corrupted {
@@ -842,8 +869,8 @@ impl Groups {
             new_events,
         );
         match self.store.append(request).await {
-            Ok(_) => Ok(true),
-            Err(StoreError::Conflict(_)) => Ok(false),
+            Ok(_) => Ok(None),
+            Err(StoreError::Conflict(c)) => Ok(Some(c.actual)),
             Err(e) => Err(e.into()),
         }
     }

@@ -46,7 +46,8 @@ mod state;
 pub use config::{
     ACK_IDS_MAX, ACK_TIMEOUT_MS_MAX, ACK_TIMEOUT_MS_MIN, AllSource, CONSUMER_NAME_BYTES_MAX,
     ConsumerName, GROUP_NAME_BYTES_MAX, GroupName, GroupSpec, MAX_DELIVERIES_MAX, NackAction,
-    Ordering, POLL_MAX, STATE_STREAM_PREFIX, Source, StartFrom,
+    Ordering, POLL_MAX, STATE_STREAM_PREFIX, Source, StartFrom, deserialize_optional_whole,
+    deserialize_whole,
 };
 pub use engine::{
     Clock, GroupInfo, Groups, InFlight, ManualClock, Parked, SNAPSHOT_EVERY, SystemClock, Upserted,

@@ -603,12 +603,33 @@ pub(crate) struct GroupSpecDoc {
     ordering: OrderingDoc,
 }
 
+/// The `all` source as a group's status shows it.
+#[derive(Serialize, ToSchema)]
+#[schema(as = AllSourceInfo)]
+pub(crate) struct AllSourceInfoDoc {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    category: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    types: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tags: Vec<String>,
+}
+
+/// A group's source as its status shows it: `{"stream": name}` or `{"all": {filter}}`.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[schema(as = SourceInfo)]
+pub(crate) enum SourceInfoDoc {
+    Stream(String),
+    All(AllSourceInfoDoc),
+}
+
 /// A group's settings and counts.
 #[derive(Serialize, ToSchema)]
 #[schema(as = GroupInfo)]
 pub(crate) struct GroupInfoDoc {
     group: String,
-    source: SourceDoc,
+    source: SourceInfoDoc,
     from: StartFromDoc,
     ack_timeout_ms: u64,
     max_deliveries: u32,
@@ -644,7 +665,7 @@ pub(crate) struct InFlightDoc {
 #[schema(as = GroupStatus)]
 pub(crate) struct GroupStatusDoc {
     group: String,
-    source: SourceDoc,
+    source: SourceInfoDoc,
     from: StartFromDoc,
     ack_timeout_ms: u64,
     max_deliveries: u32,
@@ -1195,7 +1216,7 @@ impl Modify for BearerAuth {
                         MultiAppendResultDoc, QueryBodyDoc, QueryResultDoc, ProjectionFailureDoc,
                         ProjectionInfoDoc, ProjectionListDoc, ProjectionRowDoc, StreamNameDoc, EventTypeDoc,
                         TagDoc, DirectionDoc, StreamMetadataDoc, MetadataBodyDoc, ScavengeReportDoc, GroupNameDoc, ConsumerNameDoc, AllSourceDoc, SourceDoc,
-                        StartFromDoc, StartFromName, OrderingDoc, GroupSpecDoc, GroupInfoDoc, InFlightDoc,
+                        StartFromDoc, StartFromName, AllSourceInfoDoc, SourceInfoDoc, OrderingDoc, GroupSpecDoc, GroupInfoDoc, InFlightDoc,
                         GroupStatusDoc, GroupListDoc, PollBodyDoc, MessageDoc, PollResultDoc, AckBodyDoc,
                         AckResultDoc, NackActionDoc, NackBodyDoc, NackResultDoc, ParkedEventDoc,
                         ParkedListDoc, ReplayResultDoc)),
