@@ -7,6 +7,7 @@
 use std::process::ExitCode;
 
 use concord_core::{InvalidInput, StoreError};
+use concord_groups::GroupError;
 use concord_projection::ProjectionError;
 
 use crate::store_url::StoreUrlError;
@@ -47,6 +48,14 @@ impl Exit {
             // Transparent: its `source()` skips the store error it wraps.
             if let Some(ProjectionError::Store(e)) = cause.downcast_ref::<ProjectionError>() {
                 return Exit::of_store(e);
+            }
+            // Transparent too, for its store and input errors.
+            match cause.downcast_ref::<GroupError>() {
+                Some(GroupError::Store(e)) => return Exit::of_store(e),
+                Some(GroupError::Invalid(_)) => return Exit::Invalid,
+                Some(GroupError::Fixed { .. }) => return Exit::Conflict,
+                Some(_) => return Exit::Failure,
+                None => {}
             }
             if cause.is::<InvalidInput>() || cause.is::<StoreUrlError>() {
                 return Exit::Invalid;

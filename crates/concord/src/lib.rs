@@ -16,6 +16,7 @@ pub mod cross;
 mod demo;
 pub mod exit;
 pub mod lifecycle;
+pub mod group;
 pub mod opt;
 pub mod output;
 pub mod projection;
@@ -111,6 +112,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Delete(args) => lifecycle::delete(&mut ctx, args).await,
         Command::Metadata(args) => lifecycle::metadata(&mut ctx, args).await,
         Command::Scavenge(args) => lifecycle::scavenge(&mut ctx, args).await,
+        Command::Group(args) => group::run(&mut ctx, args).await,
+        Command::Consume(args) => group::consume(&mut ctx, args).await,
         Command::Completions { .. } => Ok(Exit::Success),
     };
     // What was printed before a failure is still shown, ahead of the error line.

@@ -99,6 +99,11 @@ pub enum Command {
     },
     /// Serve the HTTP API (docs/http-api.md) over the store until Ctrl-C or SIGTERM.
     Serve(ServeArgs),
+    /// Consumer groups: create, list, info, parked, replay-parked, delete.
+    Group(crate::group::GroupArgs),
+    /// Work for a consumer group: run a command per message (the event as JSON on stdin),
+    /// ack on exit 0, nack otherwise.
+    Consume(crate::group::ConsumeArgs),
 }
 
 /// `concord serve`.

@@ -87,6 +87,8 @@ pub(crate) async fn all(ctx: &mut Context, args: AllArgs) -> anyhow::Result<Exit
             .read_all(from, &filter, remaining.min(PAGE))
             .await
             .context("cannot read the global log")?;
+        // The store's own streams (consumer groups' state) are not the users' log.
+        page.events.retain(|e| !e.stream.is_system());
         page.events.truncate(remaining);
         if !page.events.is_empty() {
             ctx.out.events(&page.events, Columns::All, header)?;
@@ -115,6 +117,7 @@ pub(crate) async fn streams(ctx: &mut Context, args: StreamsArgs) -> anyhow::Res
         streams.truncate(remaining);
         let Some(last) = streams.last() else { break };
         after = Some(last.stream.clone());
+        streams.retain(|s| !s.stream.is_system());
         ctx.out.streams(&streams, header)?;
         header = false;
         remaining = remaining.saturating_sub(streams.len());

@@ -59,6 +59,8 @@ pub(crate) async fn run(ctx: &mut Context, args: TailArgs) -> anyhow::Result<Exi
             biased;
             () = interrupt.recv() => return Ok(Exit::Success),
             next = subscription.next() => match next {
+                // The store's own streams (consumer groups' state) are not the users' log.
+                Some(Ok(event)) if event.stream.is_system() => {}
                 Some(Ok(event)) => ctx.out.tail_event(&event, columns)?,
                 Some(Err(e)) => return Err(anyhow::Error::new(e).context("the subscription failed")),
                 None => return Ok(Exit::Success),
