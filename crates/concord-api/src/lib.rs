@@ -8,8 +8,8 @@
 //! codes. That mapping lives once, in `concord-server`'s `ApiError`.
 
 mod bodies;
-mod lifecycle;
 mod groups;
+mod lifecycle;
 mod params;
 mod problem;
 mod projections;
@@ -19,12 +19,12 @@ pub use bodies::{
     MultiAppendBody, MultiAppendResult, PartResult, QueryBody, QueryResult, Rebased, StreamList,
     StreamPage,
 };
-pub use lifecycle::{DeleteStreamParams, MetadataBody};
 pub use groups::{
     AckBody, AckResult, GroupList, GroupStatus, MessageBody, NackBody, NackResult,
     PARKED_LIMIT_DEFAULT, POLL_MAX_DEFAULT, POLL_WAIT_MS_DEFAULT, POLL_WAIT_MS_MAX, ParkedEvent,
     ParkedList, ParkedParams, PollBody, PollResult, ReplayResult,
 };
+pub use lifecycle::{DeleteStreamParams, MetadataBody};
 pub use params::{
     HeadParams, ListStreamsParams, ReadAllParams, ReadStreamParams, SubscribeAllParams,
     SubscribeStreamParams, split_list,

@@ -64,7 +64,7 @@ pub enum ProblemType {
 
 impl ProblemType {
     /// Every problem type, for docs and tests.
-    pub const ALL: [ProblemType; 19] = [
+    pub const ALL: [ProblemType; 21] = [
         ProblemType::VersionConflict,
         ProblemType::PartialDuplicate,
         ProblemType::ConditionFailed,

@@ -196,13 +196,13 @@ fn parse_from(s: &str) -> Result<StartFrom, String> {
 /// Where the groups are: in the store itself, or behind a server.
 enum Target {
     Local(Groups),
-    Remote(ConcordClient),
+    Remote(Box<ConcordClient>),
 }
 
 impl Target {
     async fn open(ctx: &Context) -> anyhow::Result<Target> {
         Ok(match &ctx.store_url {
-            StoreUrl::Http(url) => Target::Remote(ctx.store_url.connect_http(url).await?),
+            StoreUrl::Http(url) => Target::Remote(Box::new(ctx.store_url.connect_http(url).await?)),
             _ => Target::Local(Groups::new(ctx.open_store_to_read().await?)),
         })
     }
