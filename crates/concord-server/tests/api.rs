@@ -657,6 +657,10 @@ async fn the_openapi_document_covers_every_route_the_server_answers() {
             // Answered by a server with a read side: tests/projections.rs.
             continue;
         }
+        if path.starts_with("/groups/{group}") {
+            // Answered once the group exists, with bodies of their own: tests/groups.rs.
+            continue;
+        }
         let concrete = path
             .replace("{stream}", "account-42")
             .replace("{version}", "1");
