@@ -1,6 +1,6 @@
 //! The consumer-group specs (`tests/specs`) on every backend: `MemoryStore`, the embedded
-//! store in a temporary directory, and Redis (a fresh key prefix on the `redis-server`
-//! this test binary starts).
+//! store in a temporary directory, Redis (a fresh key prefix on the `redis-server` this
+//! test binary starts) and PostgreSQL (a fresh schema on the throwaway server it starts).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -35,6 +35,13 @@ mod redis {
     crate::group_specs!(fresh);
 }
 
+mod postgres {
+    async fn fresh() -> concord_testkit::TestStore {
+        super::postgres().await
+    }
+    crate::group_specs!(fresh);
+}
+
 async fn embedded() -> TestStore {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let store = concord_embedded::EmbeddedStore::open(dir.path()).expect("a fresh store opens");
@@ -50,5 +57,13 @@ async fn redis() -> TestStore {
     let store = concord_redis::RedisStore::connect_with(&url, options)
         .await
         .expect("connect to the test redis-server");
+    TestStore::new(Arc::new(store))
+}
+
+async fn postgres() -> TestStore {
+    let url = concord_testkit::postgres::shared().url_with_fresh_schema();
+    let store = concord_postgres::PostgresStore::connect(&url)
+        .await
+        .expect("connect to the test PostgreSQL");
     TestStore::new(Arc::new(store))
 }
