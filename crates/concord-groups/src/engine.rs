@@ -793,6 +793,10 @@ impl Groups {
     ) -> Result<bool, GroupError> {
         if let Some(actual) = self.append(slot, loaded.version, &events).await? {
             self.catch_up_to(slot, loaded, actual).await?;
+            // A process that keeps writing wins every race against one that must first
+            // read what it missed (on PostgreSQL, two processes sharing a group starved
+            // one of them); a random pause of up to 2 ms lets the loser through.
+            tokio::time::sleep(Duration::from_micros(jitter_micros(2_000))).await;
             return Ok(false);
         }
         let base = loaded.version;
@@ -938,4 +942,13 @@ fn check_ack_ids(ack_ids: &[String]) -> Result<(), GroupError> {
         .into());
     }
     Ok(())
+}
+
+/// A random number of microseconds below `max`, for backing off after a lost race.
+fn jitter_micros(max: u64) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    // Each RandomState is seeded afresh: enough randomness to break a tie, no extra crate.
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(max);
+    hasher.finish() % max.max(1)
 }
