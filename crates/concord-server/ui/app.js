@@ -1168,9 +1168,13 @@ function deleteDialog(ctx, name, hooks) {
             el('span', { class: 'actual-version', id: 'delete-actual-version', text: String(p.actual_version) }), '.'));
         if (missed.length > 0) {
           box.append(el('p', { text: `The event${missed.length === 1 ? '' : 's'} you missed${p.truncated ? ' (the first 100)' : ''}:` }));
-          const t = eventTable('delete-missed');
-          t.body.append(...missed.map((e) => eventRow(e)));
-          box.append(t.table);
+          // Compact: the dialog is narrow, and the type and data are what to review here.
+          box.append(el('table', { id: 'delete-missed', class: 'list compact' },
+            el('thead', {}, el('tr', {}, el('th', { class: 'num', text: 'Version' }), el('th', { text: 'Type' }), el('th', { text: 'Data' }))),
+            el('tbody', {}, missed.map((e) => el('tr', { 'data-version': e.version },
+              el('td', { class: 'num', text: String(e.version) }),
+              el('td', { class: 'event-type', text: e.type }),
+              el('td', {}, el('code', { text: e.data_base64 === undefined ? compact(e.data) : `${e.content_type}, base64 ${e.data_base64.length} chars` })))))));
         }
         box.append(el('p', { class: 'muted small', text: `Confirm again to delete it at version ${expected}.` }));
         result.replaceChildren(box);
