@@ -839,6 +839,32 @@ async fn a_stream_is_deleted_only_once_its_name_is_typed_at_the_version_shown_an
         .get("/streams/customer-42")
         .await
         .assert_problem(404, "stream-not-found");
+    // The page stays live: an append recreates the stream after its last version.
+    server
+        .append_as(
+            "clerk",
+            "customer-42",
+            json!("no_stream"),
+            "CustomerRegistered",
+            json!({"name": "Ann again"}),
+        )
+        .await;
+    b.wait_text(
+        "#stream-events tr[data-version=\"4\"]",
+        &["CustomerRegistered", "Ann again"],
+    )
+    .await;
+    assert_eq!(b.text("#stream-version").await, "4");
+    assert_eq!(
+        b.exec(
+            "return document.querySelectorAll('.problem:not([hidden])').length;",
+            vec![]
+        )
+        .await,
+        json!(0),
+        "{}",
+        b.text("#page").await
+    );
     b.assert_no_script_errors("stream after a soft delete")
         .await;
 
@@ -965,4 +991,70 @@ async fn retention_edited_on_the_stream_page_is_what_the_server_stores_and_scave
     );
     b.assert_no_script_errors("overview after a scavenge").await;
     b.quit().await;
+}
+
+#[tokio::test]
+async fn on_a_store_without_the_stream_lifecycle_the_stream_page_says_so_and_scavenge_explains_the_501()
+ {
+    use axum::response::IntoResponse;
+
+    let _one = ONE_BROWSER_AT_A_TIME.lock().await;
+    // As a store that does not implement the lifecycle answers (the PostgreSQL store today).
+    let store: Arc<dyn EventStore> = Arc::new(MemoryStore::new());
+    let app =
+        concord_server::router(store, ServerConfig::default()).layer(axum::middleware::from_fn(
+            |request: axum::extract::Request, next: axum::middleware::Next| async move {
+                let path = request.uri().path();
+                if path.ends_with("/metadata") || path == "/admin/scavenge" {
+                    let problem = json!({"type": "urn:concord:unsupported", "title": "Not supported",
+                                         "status": 501, "detail": "this store does not support stream lifecycle"});
+                    return (
+                        axum::http::StatusCode::NOT_IMPLEMENTED,
+                        [("content-type", "application/problem+json")],
+                        problem.to_string(),
+                    )
+                        .into_response();
+                }
+                next.run(request).await
+            },
+        ));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let served = tokio::spawn(async move { axum::serve(listener, app).await });
+    let appended = reqwest::Client::new()
+        .post(format!("{base}/streams/account-1"))
+        .header("content-type", "application/json")
+        .body(json!({"events": [{"type": "AccountOpened", "data": {"balance": 1}}]}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(appended.status().as_u16(), 201);
+
+    let b = Browser::launch(&base).await;
+    b.goto("/#/stream/account-1").await;
+    b.wait_text(
+        "#retention-current",
+        &["not offered by this server's store"],
+    )
+    .await;
+    b.wait_text("#stream-events", &["AccountOpened"]).await;
+    assert_eq!(
+        b.exec(
+            "return document.querySelectorAll('.problem, #retention-edit, #stream-delete-open').length;",
+            vec![]
+        )
+        .await,
+        json!(0),
+        "no error box and no controls that could only fail"
+    );
+    b.goto("/#/").await;
+    b.click("#scavenge-run").await;
+    b.wait_text(
+        "#scavenge-result",
+        &["(501)", "does not offer this operation"],
+    )
+    .await;
+    b.assert_no_script_errors("stream and overview").await;
+    b.quit().await;
+    served.abort();
 }

@@ -285,6 +285,7 @@ const PROBLEM_HINTS = {
   forbidden: 'The token in use does not grant this. Use the Token button to switch tokens.',
   unauthorized: 'The server needs a bearer token.',
   unavailable: 'The server cannot reach its store right now.',
+  unsupported: 'The store behind this server does not offer this operation.',
 };
 
 function problemBox(error) {
@@ -1027,7 +1028,22 @@ function streamLifecycle(ctx, name, hooks) {
     }
   };
   const load = async () => {
-    const r = await api('GET', metadataPath, undefined, { signal: ctx.signal });
+    let r;
+    try {
+      r = await api('GET', metadataPath, undefined, { signal: ctx.signal });
+    } catch (error) {
+      // A store without the lifecycle (501) would refuse a delete and an edit too: say so
+      // once, instead of an error on every stream page and controls that only fail.
+      if (error instanceof ApiError && error.kind === 'unsupported') {
+        current.textContent = 'not offered by this server\'s store (nor deleting streams)';
+        edit.remove();
+        openDelete.remove();
+        form.remove();
+        dialog.node.remove();
+        return;
+      }
+      throw error;
+    }
     showStored(r.json);
   };
 
