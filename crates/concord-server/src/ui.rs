@@ -1,5 +1,5 @@
 //! The web UI at `/`: browse streams, tail the log live, append, and watch a conflict
-//! happen (issue 8).
+//! happen (issue 8); delete a stream, set its retention and scavenge (issue 19).
 //!
 //! Why it is shaped this way:
 //! - **Compiled into the binary.** The assets are plain HTML, CSS and JavaScript under

@@ -405,6 +405,10 @@ async fn with_tokens_the_ui_asks_for_one_and_sends_it_as_a_bearer_token() {
             .await,
         json!(ADMIN)
     );
+    // The admin call goes out with the same token (it needs `write` on every stream).
+    b.click("#scavenge-run").await;
+    b.wait_text("#scavenge-done", &["Scavenged: 0 events removed"])
+        .await;
     b.assert_no_script_errors("overview").await;
     b.quit().await;
 }
@@ -715,6 +719,342 @@ async fn on_a_server_without_projection_routes_the_page_says_so() {
     )
     .await;
     b.assert_no_script_errors("projections").await;
+    b.quit().await;
+    served.abort();
+}
+
+/// The status `GET path` answers, as any HTTP client outside the browser sees it.
+async fn status_of(server: &TestServer, path: &str) -> u16 {
+    server.get(path).await.status
+}
+
+#[tokio::test]
+async fn a_stream_is_deleted_only_once_its_name_is_typed_at_the_version_shown_and_a_tombstone_reads_as_deleted()
+ {
+    let _one = ONE_BROWSER_AT_A_TIME.lock().await;
+    let server = start().await;
+    for (stream, expected, event_type, data) in [
+        (
+            "customer-42",
+            json!("no_stream"),
+            "CustomerRegistered",
+            json!({"name": "Ann"}),
+        ),
+        (
+            "customer-42",
+            json!(1),
+            "AddressChanged",
+            json!({"city": "Lyon"}),
+        ),
+        (
+            "customer-7",
+            json!("no_stream"),
+            "CustomerRegistered",
+            json!({"name": "Bo"}),
+        ),
+    ] {
+        server
+            .append_as("admin", stream, expected, event_type, data)
+            .await;
+    }
+    let b = Browser::launch(&server.base).await;
+    b.goto("/#/stream/customer-42").await;
+    b.wait_text("#stream-version", &["2"]).await;
+    b.wait_text(".live-badge", &["live"]).await;
+
+    // A name that is not the stream's deletes nothing, even when the form is forced.
+    b.click("#stream-delete-open").await;
+    b.wait_for(
+        "the delete dialog",
+        "return document.getElementById('delete-dialog').open;",
+        vec![],
+    )
+    .await;
+    b.wait_text("#delete-only-if-text", &["still at version 2"])
+        .await;
+    b.fill("#delete-confirm", "customer-4").await;
+    assert_eq!(
+        b.exec(
+            "return document.getElementById('delete-submit').disabled;",
+            vec![]
+        )
+        .await,
+        json!(true),
+        "the button stays disabled until the name matches"
+    );
+    b.exec(
+        "document.getElementById('delete-form').requestSubmit();",
+        vec![],
+    )
+    .await;
+    b.wait_text("#delete-refused", &["Not deleted", "“customer-4”"])
+        .await;
+    assert_eq!(status_of(&server, "/streams/customer-42").await, 200);
+
+    // The tombstone choice says it is permanent.
+    b.click("#delete-mode-tombstone").await;
+    b.wait_text(
+        "#delete-tombstone-warning",
+        &["Permanent", "cannot be undone"],
+    )
+    .await;
+    b.click("#delete-mode-soft").await;
+
+    // An event written after the page showed version 2: the delete is refused with it.
+    server
+        .append_as(
+            "clerk",
+            "customer-42",
+            json!(2),
+            "PhoneChanged",
+            json!({"phone": "555"}),
+        )
+        .await;
+    b.fill("#delete-confirm", "customer-42").await;
+    b.click("#delete-submit").await;
+    b.wait_text(
+        "#delete-conflict",
+        &["Not deleted", "PhoneChanged", "{\"phone\":\"555\"}"],
+    )
+    .await;
+    assert_eq!(b.text("#delete-actual-version").await, "3");
+    assert_eq!(status_of(&server, "/streams/customer-42").await, 200);
+    b.screenshot(&screenshots(), "stream-delete").await;
+
+    // Having seen the missed event, confirming again deletes at version 3.
+    b.click("#delete-submit").await;
+    b.wait_text(
+        "#stream-deleted-notice",
+        &["Deleted customer-42 (soft delete) at version 3"],
+    )
+    .await;
+    b.wait_for(
+        "the page to show the stream empty",
+        "return !document.getElementById('stream-empty').hidden
+             && document.getElementById('stream-version').innerText === '0';",
+        vec![],
+    )
+    .await;
+    server
+        .get("/streams/customer-42")
+        .await
+        .assert_problem(404, "stream-not-found");
+    // The page stays live: an append recreates the stream after its last version.
+    server
+        .append_as(
+            "clerk",
+            "customer-42",
+            json!("no_stream"),
+            "CustomerRegistered",
+            json!({"name": "Ann again"}),
+        )
+        .await;
+    b.wait_text(
+        "#stream-events tr[data-version=\"4\"]",
+        &["CustomerRegistered", "Ann again"],
+    )
+    .await;
+    assert_eq!(b.text("#stream-version").await, "4");
+    assert_eq!(
+        b.exec(
+            "return document.querySelectorAll('.problem:not([hidden])').length;",
+            vec![]
+        )
+        .await,
+        json!(0),
+        "{}",
+        b.text("#page").await
+    );
+    b.assert_no_script_errors("stream after a soft delete")
+        .await;
+
+    // A tombstone: the page, and a fresh visit to it, say the stream is deleted.
+    b.goto("/#/stream/customer-7").await;
+    b.wait_text("#stream-version", &["1"]).await;
+    b.click("#stream-delete-open").await;
+    b.click("#delete-mode-tombstone").await;
+    b.fill("#delete-confirm", "customer-7").await;
+    b.wait_text("#delete-submit", &["Tombstone this stream forever"])
+        .await;
+    b.click("#delete-submit").await;
+    b.wait_text("#stream-tombstoned", &["customer-7 is deleted for good"])
+        .await;
+    server
+        .get("/streams/customer-7")
+        .await
+        .assert_problem(410, "stream-deleted");
+    b.goto("/#/streams").await;
+    b.goto("/#/stream/customer-7").await;
+    let shown = b
+        .wait_text("#stream-tombstoned", &["deleted for good", "never be read"])
+        .await;
+    assert!(!shown.contains("urn:concord"), "{shown}");
+    assert_eq!(
+        b.exec(
+            "return document.querySelectorAll('.problem, #stream-lifecycle').length;",
+            vec![]
+        )
+        .await,
+        json!(0),
+        "no generic error and no controls that would only be refused"
+    );
+    b.assert_no_script_errors("tombstoned stream").await;
+    b.quit().await;
+}
+
+#[tokio::test]
+async fn retention_edited_on_the_stream_page_is_what_the_server_stores_and_scavenge_shows_what_it_erased()
+ {
+    let _one = ONE_BROWSER_AT_A_TIME.lock().await;
+    let server = start().await;
+    let answer = server
+        .post(
+            "/streams/sensor-1",
+            &json!({"events": (1..=5).map(|i| json!({"type": "Measured", "data": {"celsius": i}})).collect::<Vec<_>>()}),
+        )
+        .await;
+    assert_eq!(answer.status, 201, "{}", answer.text);
+    let b = Browser::launch(&server.base).await;
+    b.goto("/#/stream/sensor-1").await;
+    b.wait_text("#retention-current", &["none"]).await;
+    b.click("#retention-edit").await;
+
+    // Not a number: caught in the page. Zero: refused by the server, and said so.
+    b.fill("#retention-max-count", "ten").await;
+    b.click("#retention-save").await;
+    b.wait_text("#retention-invalid", &["Not saved", "“ten”"])
+        .await;
+    b.fill("#retention-max-count", "0").await;
+    b.click("#retention-save").await;
+    b.wait_text("#retention-refused", &["Not saved", "(400)"])
+        .await;
+    assert_eq!(
+        server.get("/streams/sensor-1/metadata").await.json,
+        json!({})
+    );
+
+    b.fill("#retention-max-count", "2").await;
+    b.fill("#retention-max-age-seconds", "86400").await;
+    b.click("#retention-save").await;
+    b.wait_text("#retention-saved", &["at most 2 events", "1 day"])
+        .await;
+    assert_eq!(
+        server.get("/streams/sensor-1/metadata").await.json,
+        json!({"max_count": 2, "max_age_seconds": 86400})
+    );
+    // Reads hide the older events at once, and the page shows what reads return.
+    b.wait_for(
+        "the page to show only the two newest events",
+        "const rows = Array.from(document.querySelectorAll('#stream-events tbody tr'));
+         return rows.map((r) => r.dataset.version).join(',') === '5,4';",
+        vec![],
+    )
+    .await;
+    // An emptied box removes that setting and keeps the others.
+    b.fill("#retention-max-age-seconds", "").await;
+    b.click("#retention-save").await;
+    b.wait_text("#retention-current", &["at most 2 events"])
+        .await;
+    b.wait_for(
+        "the max age to be removed",
+        "return !document.getElementById('retention-current').innerText.includes('younger');",
+        vec![],
+    )
+    .await;
+    assert_eq!(
+        server.get("/streams/sensor-1/metadata").await.json,
+        json!({"max_count": 2})
+    );
+    b.assert_no_script_errors("stream retention").await;
+
+    // Scavenge erases the three hidden events, and the overview says so.
+    b.goto("/").await;
+    b.wait_text("#scavenge-last", &["No scavenge has completed"])
+        .await;
+    b.click("#scavenge-run").await;
+    b.wait_text(
+        "#scavenge-done",
+        &["3 events removed from 1 stream,", "0 bytes given back"],
+    )
+    .await;
+    b.wait_text(
+        "#scavenge-last",
+        &["Last scavenge completed", "1 run since", "3 events removed"],
+    )
+    .await;
+    assert_eq!(
+        server.get("/all?from=1").await.json["events"]
+            .as_array()
+            .map(Vec::len),
+        Some(2),
+        "only the two kept events remain in the log"
+    );
+    b.assert_no_script_errors("overview after a scavenge").await;
+    b.quit().await;
+}
+
+#[tokio::test]
+async fn on_a_store_without_the_stream_lifecycle_the_stream_page_says_so_and_scavenge_explains_the_501()
+ {
+    use axum::response::IntoResponse;
+
+    let _one = ONE_BROWSER_AT_A_TIME.lock().await;
+    // As a store that does not implement the lifecycle answers (the PostgreSQL store today).
+    let store: Arc<dyn EventStore> = Arc::new(MemoryStore::new());
+    let app =
+        concord_server::router(store, ServerConfig::default()).layer(axum::middleware::from_fn(
+            |request: axum::extract::Request, next: axum::middleware::Next| async move {
+                let path = request.uri().path();
+                if path.ends_with("/metadata") || path == "/admin/scavenge" {
+                    let problem = json!({"type": "urn:concord:unsupported", "title": "Not supported",
+                                         "status": 501, "detail": "this store does not support stream lifecycle"});
+                    return (
+                        axum::http::StatusCode::NOT_IMPLEMENTED,
+                        [("content-type", "application/problem+json")],
+                        problem.to_string(),
+                    )
+                        .into_response();
+                }
+                next.run(request).await
+            },
+        ));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let served = tokio::spawn(async move { axum::serve(listener, app).await });
+    let appended = reqwest::Client::new()
+        .post(format!("{base}/streams/account-1"))
+        .header("content-type", "application/json")
+        .body(json!({"events": [{"type": "AccountOpened", "data": {"balance": 1}}]}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(appended.status().as_u16(), 201);
+
+    let b = Browser::launch(&base).await;
+    b.goto("/#/stream/account-1").await;
+    b.wait_text(
+        "#retention-current",
+        &["not offered by this server's store"],
+    )
+    .await;
+    b.wait_text("#stream-events", &["AccountOpened"]).await;
+    assert_eq!(
+        b.exec(
+            "return document.querySelectorAll('.problem, #retention-edit, #stream-delete-open').length;",
+            vec![]
+        )
+        .await,
+        json!(0),
+        "no error box and no controls that could only fail"
+    );
+    b.goto("/#/").await;
+    b.click("#scavenge-run").await;
+    b.wait_text(
+        "#scavenge-result",
+        &["(501)", "does not offer this operation"],
+    )
+    .await;
+    b.assert_no_script_errors("stream and overview").await;
     b.quit().await;
     served.abort();
 }

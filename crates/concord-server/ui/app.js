@@ -280,10 +280,12 @@ const PROBLEM_HINTS = {
   'partial-duplicate': 'Some of these event ids are already in the stream; nothing was written.',
   'invalid-request': 'The request was refused before anything was written.',
   'too-large': 'The request exceeds a server limit; nothing was written.',
-  'stream-not-found': 'This stream has no events.',
+  'stream-not-found': 'This stream has no events (never written, or deleted).',
+  'stream-deleted': 'This stream is tombstoned: deleted for good. It can never be read, written or recreated.',
   forbidden: 'The token in use does not grant this. Use the Token button to switch tokens.',
   unauthorized: 'The server needs a bearer token.',
   unavailable: 'The server cannot reach its store right now.',
+  unsupported: 'The store behind this server does not offer this operation.',
 };
 
 function problemBox(error) {
@@ -591,6 +593,7 @@ async function overviewPage(root, ctx) {
       card('ov-subscriptions', 'Live subscriptions'),
       card('ov-reads', 'Reads')),
     status, problems,
+    scavengePanel(ctx),
     el('h2', { text: 'Latest events' }), latestNote, latest.table);
 
   const set = (id, value) => {
@@ -645,6 +648,7 @@ async function overviewPage(root, ctx) {
     set('ov-duplicates', m.concord_duplicates_total || 0);
     set('ov-subscriptions', m.concord_subscriptions_active || 0);
     set('ov-reads', m.concord_reads_total || 0);
+    set('scavenge-last', describeLastScavenge(m));
     if (previous) {
       const seconds = (now - previous.at) / 1000;
       set('ov-rate', seconds > 0 ? ((appends - previous.appends) / seconds).toFixed(1) : '0.0');
@@ -664,6 +668,50 @@ async function overviewPage(root, ctx) {
     status.textContent = 'updated live · ' + new Date().toLocaleTimeString();
   };
   await ctx.every(1000, refresh, problems);
+}
+
+/**
+ * Maintenance: "Scavenge now" (POST /admin/scavenge, which needs `write` on every stream)
+ * and what it erased; the last run, on demand or scheduled, comes from /metrics.
+ */
+function scavengePanel(ctx) {
+  const run = el('button', { id: 'scavenge-run', type: 'button', text: 'Scavenge now' });
+  const result = el('div', { id: 'scavenge-result', 'aria-live': 'polite' });
+  run.addEventListener('click', async () => {
+    run.disabled = true;
+    result.replaceChildren(el('p', { class: 'muted', text: 'Scavenging…' }));
+    try {
+      const r = await api('POST', '/admin/scavenge', undefined, { signal: ctx.signal });
+      const report = r.json || {};
+      const plural = (n, word) => `${n} ${word}${n === 1 ? '' : 's'}`;
+      result.replaceChildren(el('div', { class: 'success', id: 'scavenge-done' },
+        el('strong', { text: `Scavenged: ${plural(report.events_removed, 'event')} removed from ${plural(report.streams_scavenged, 'stream')}, ${plural(report.bytes_reclaimed, 'byte')} given back` }),
+        el('p', { class: 'muted small', text: 'Bytes given back: how much the embedded store\'s files shrank; Redis reports 0.' })));
+    } catch (error) {
+      if (!isAbort(error)) {
+        result.replaceChildren(problemBox(error));
+      }
+    } finally {
+      run.disabled = false;
+    }
+  });
+  return el('section', { class: 'panel maintenance', id: 'scavenge' },
+    el('h2', { text: 'Scavenge' }),
+    el('p', { class: 'muted small', text: 'Erases the events of deleted streams and the events retention hides, from the store\'s files. The server also scavenges on its own schedule (concord serve --scavenge-every, hourly by default).' }),
+    el('div', { class: 'row' }, run, el('span', { id: 'scavenge-last', class: 'small', text: '…' })),
+    result);
+}
+
+function describeLastScavenge(m) {
+  const runs = m.concord_scavenge_runs_total || 0;
+  const failures = m.concord_scavenge_failures_total || 0;
+  const last = m.concord_scavenge_last_completed_seconds || 0;
+  const failed = failures > 0 ? `, ${failures} failed` : '';
+  if (!last) {
+    return `No scavenge has completed since the server started${failed}.`;
+  }
+  const when = formatTime(new Date(last * 1000).toISOString()).replace(/\.\d+ UTC$/, ' UTC');
+  return `Last scavenge completed ${when} · ${runs} run${runs === 1 ? '' : 's'} since the server started${failed}, ${m.concord_scavenge_events_removed_total || 0} events removed in all.`;
 }
 
 function parseMetrics(text) {
@@ -776,16 +824,43 @@ async function streamPage(root, ctx, name) {
   const older = el('button', { id: 'stream-older', type: 'button', text: 'Older →', disabled: true });
   const fresh = el('button', { id: 'stream-fresh', type: 'button', class: 'notice', hidden: true });
   const problems = el('div');
+  const notice = el('div', { id: 'stream-notice', 'aria-live': 'polite' });
+  const meta = el('p', { class: 'meta' }, 'version ', versionText, ' · ', live.badge, ' · ',
+    el('a', { href: '#/append?stream=' + encodeURIComponent(name), id: 'stream-append' }, 'Append to this stream'));
+  const pager = el('div', { class: 'pager' }, newer, older);
   root.append(
     el('h1', {}, el('span', { class: 'muted', text: 'Stream ' }), el('span', { id: 'stream-name', text: name })),
-    el('p', { class: 'meta' }, 'version ', versionText, ' · ', live.badge, ' · ',
-      el('a', { href: '#/append?stream=' + encodeURIComponent(name), id: 'stream-append' }, 'Append to this stream')),
-    problems, fresh, empty, table, el('div', { class: 'pager' }, newer, older));
+    meta, notice, problems, fresh, empty, table, pager);
 
   let version = 0;
   let pageStack = [];
   let nextFrom = null;
   let unseen = 0;
+  let tombstoned = false;
+  let sub = null;
+  let lifecycle = null;
+
+  // A tombstoned stream answers 410 to everything: the page says so instead of an error,
+  // and offers nothing that would only be refused.
+  const showTombstoned = () => {
+    tombstoned = true;
+    if (sub) {
+      sub.stop();
+    }
+    meta.hidden = true;
+    fresh.hidden = true;
+    empty.hidden = true;
+    table.hidden = true;
+    pager.hidden = true;
+    problems.replaceChildren();
+    if (lifecycle) {
+      lifecycle.node.remove();
+    }
+    root.append(el('div', { class: 'empty-state tombstoned', id: 'stream-tombstoned', role: 'status' },
+      el('strong', { text: `Stream ${name} is deleted for good (tombstoned).` }),
+      el('p', { text: 'It can never be read, appended to or recreated, and its name cannot be used again. Its events are erased by the next scavenge (Overview → Scavenge now).' }),
+      el('p', { class: 'muted small', text: 'The server answers 410 stream-deleted to every request about it.' })));
+  };
 
   const show = async (from) => {
     const q = new URLSearchParams({ direction: 'backward', limit: String(STREAM_PAGE) });
@@ -807,6 +882,9 @@ async function streamPage(root, ctx, name) {
         versionText.textContent = '0';
         empty.hidden = false;
         table.hidden = true;
+      } else if (error instanceof ApiError && error.kind === 'stream-deleted') {
+        showTombstoned();
+        return;
       } else {
         throw error;
       }
@@ -814,8 +892,17 @@ async function streamPage(root, ctx, name) {
     older.disabled = !nextFrom;
     newer.disabled = pageStack.length === 0;
   };
+  const showNewest = () => {
+    pageStack = [];
+    unseen = 0;
+    fresh.hidden = true;
+    return show(null).catch((e) => isAbort(e) || problems.replaceChildren(problemBox(e)));
+  };
 
   await show(null);
+  if (tombstoned) {
+    return;
+  }
   older.addEventListener('click', () => {
     pageStack.push(nextFrom);
     show(nextFrom).catch((e) => isAbort(e) || problems.replaceChildren(problemBox(e)));
@@ -825,14 +912,28 @@ async function streamPage(root, ctx, name) {
     const from = pageStack.length ? pageStack[pageStack.length - 1] : null;
     show(from).catch((e) => isAbort(e) || problems.replaceChildren(problemBox(e)));
   });
-  fresh.addEventListener('click', () => {
-    pageStack = [];
-    unseen = 0;
-    fresh.hidden = true;
-    show(null).catch((e) => isAbort(e) || problems.replaceChildren(problemBox(e)));
-  });
+  fresh.addEventListener('click', showNewest);
 
-  subscribe(ctx, `/subscribe/streams/${encodeURIComponent(name)}?from=${version + 1}`, (event) => {
+  lifecycle = streamLifecycle(ctx, name, {
+    // What the page shows, not the highest version seen: 0 once a soft delete emptied it.
+    shownVersion: () => Number(versionText.textContent) || 0,
+    // Retention hides events at once: show what reads now return.
+    retentionSaved: showNewest,
+    deleted: (mode, at) => {
+      if (mode === 'tombstone') {
+        showTombstoned();
+        return;
+      }
+      notice.replaceChildren(el('div', { class: 'success', id: 'stream-deleted-notice' },
+        el('strong', { text: `Deleted ${name} (soft delete) at version ${at}` }),
+        el('p', { text: `Its events no longer read, and the next scavenge erases them. An append to ${name} recreates it at version ${at + 1}, so a writer that saw the old stream still conflicts.` })));
+      showNewest();
+    },
+  });
+  meta.after(lifecycle.node);
+  lifecycle.load().catch((e) => isAbort(e) || problems.replaceChildren(problemBox(e)));
+
+  sub = subscribe(ctx, `/subscribe/streams/${encodeURIComponent(name)}?from=${version + 1}`, (event) => {
     if (event.version <= version && body.querySelector(`tr[data-version="${event.version}"]`)) {
       return;
     }
@@ -849,10 +950,271 @@ async function streamPage(root, ctx, name) {
     }
   }, (state, error) => {
     live.set(state, error);
-    if (state === 'failed' && error) {
+    if (state === 'failed' && error instanceof ApiError && error.kind === 'stream-deleted') {
+      showTombstoned();
+    } else if (state === 'failed' && error) {
       problems.replaceChildren(problemBox(error));
     }
   });
+}
+
+/** The retention settings a stream's metadata may hold, in the order the form shows them. */
+const RETENTION_FIELDS = [
+  { key: 'max_count', label: 'Keep at most', unit: 'events (the newest)' },
+  { key: 'max_age_seconds', label: 'Keep for at most', unit: 'seconds after an event is recorded' },
+  { key: 'truncate_before', label: 'Hide versions before', unit: '(a version number)' },
+];
+
+function describeDuration(seconds) {
+  const units = [[86400, 'day'], [3600, 'hour'], [60, 'minute']];
+  for (const [size, unit] of units) {
+    if (seconds >= size && seconds % size === 0) {
+      const n = seconds / size;
+      return `${n} ${unit}${n === 1 ? '' : 's'}`;
+    }
+  }
+  return `${seconds} second${seconds === 1 ? '' : 's'}`;
+}
+
+function describeRetention(m) {
+  const parts = [];
+  if (m.max_count !== undefined) {
+    parts.push(`at most ${m.max_count} event${m.max_count === 1 ? '' : 's'}`);
+  }
+  if (m.max_age_seconds !== undefined) {
+    parts.push(`events younger than ${describeDuration(m.max_age_seconds)}`);
+  }
+  if (m.truncate_before !== undefined) {
+    parts.push(`versions from ${m.truncate_before} on`);
+  }
+  return parts.length === 0 ? 'none — every event is kept' : 'keeps ' + parts.join(', ');
+}
+
+/**
+ * A stream's lifecycle controls: its retention settings (shown, and edited with
+ * PUT /streams/{s}/metadata) and "Delete stream…", a confirmation that asks for the
+ * stream's name, offers a soft delete or a tombstone, and deletes only at the version the
+ * page showed when it was opened (a stale page gets the 409 and the events it missed).
+ */
+function streamLifecycle(ctx, name, hooks) {
+  const metadataPath = streamPath(name) + '/metadata';
+  const current = el('span', { id: 'retention-current', text: 'loading…' });
+  const edit = el('button', { id: 'retention-edit', type: 'button', class: 'small-button', text: 'Edit retention' });
+  const openDelete = el('button', { id: 'stream-delete-open', type: 'button', class: 'danger small-button', text: 'Delete stream…' });
+
+  // Retention form: an empty box removes the setting (null), a number sets it, and a
+  // setting the box never held is left out, so it keeps whatever the server has.
+  const inputs = {};
+  const fields = RETENTION_FIELDS.map((f) => {
+    const input = el('input', { id: 'retention-' + f.key.replace(/_/g, '-'), type: 'text', inputmode: 'numeric', placeholder: 'not set', autocomplete: 'off' });
+    inputs[f.key] = input;
+    return el('div', { class: 'field' }, el('label', { for: input.id, text: f.label }),
+      el('div', { class: 'row' }, input, el('span', { class: 'muted small', text: f.unit })));
+  });
+  const save = el('button', { id: 'retention-save', type: 'submit', class: 'primary', text: 'Save retention' });
+  const close = el('button', { id: 'retention-close', type: 'button', text: 'Close' });
+  const formResult = el('div', { id: 'retention-result', 'aria-live': 'polite' });
+  const form = el('form', { id: 'retention-form', class: 'panel', novalidate: true, hidden: true },
+    el('h3', { text: `Retention of ${name}` }),
+    el('p', { class: 'muted small', text: 'Reads stop showing the events these settings exclude as soon as they are saved; the next scavenge erases them. Leave a box empty to remove that setting. The stream keeps its version.' }),
+    fields, el('div', { class: 'row' }, save, close), formResult);
+
+  let stored = {};
+  const showStored = (m) => {
+    stored = m && typeof m === 'object' ? m : {};
+    current.textContent = describeRetention(stored);
+    for (const f of RETENTION_FIELDS) {
+      inputs[f.key].value = stored[f.key] === undefined ? '' : String(stored[f.key]);
+    }
+  };
+  const load = async () => {
+    let r;
+    try {
+      r = await api('GET', metadataPath, undefined, { signal: ctx.signal });
+    } catch (error) {
+      // A store without the lifecycle (501) would refuse a delete and an edit too: say so
+      // once, instead of an error on every stream page and controls that only fail.
+      if (error instanceof ApiError && error.kind === 'unsupported') {
+        current.textContent = 'not offered by this server\'s store (nor deleting streams)';
+        edit.remove();
+        openDelete.remove();
+        form.remove();
+        dialog.node.remove();
+        return;
+      }
+      throw error;
+    }
+    showStored(r.json);
+  };
+
+  edit.addEventListener('click', () => {
+    form.hidden = !form.hidden;
+    formResult.replaceChildren();
+    if (!form.hidden) {
+      inputs.max_count.focus();
+    }
+  });
+  close.addEventListener('click', () => {
+    form.hidden = true;
+  });
+  form.addEventListener('submit', async (event) => {
+    event.preventDefault();
+    const change = {};
+    const wrong = [];
+    for (const f of RETENTION_FIELDS) {
+      const text = inputs[f.key].value.trim();
+      if (text === '') {
+        if (stored[f.key] !== undefined) {
+          change[f.key] = null;
+        }
+      } else if (/^[0-9]+$/.test(text)) {
+        // The server owns the range (from 1, at most 2^63 - 1) and says what is wrong.
+        change[f.key] = Number(text);
+      } else {
+        wrong.push(`${f.label}: “${text}” is not a whole number; leave the box empty to remove the setting.`);
+      }
+    }
+    if (wrong.length > 0) {
+      formResult.replaceChildren(el('div', { class: 'problem', role: 'alert', id: 'retention-invalid' },
+        el('strong', { text: 'Not saved: fix the form first' }), el('ul', {}, wrong.map((w) => el('li', { text: w })))));
+      return;
+    }
+    save.disabled = true;
+    formResult.replaceChildren(el('p', { class: 'muted', text: 'Saving…' }));
+    try {
+      const r = await api('PUT', metadataPath, change, { signal: ctx.signal });
+      showStored(r.json);
+      formResult.replaceChildren(el('div', { class: 'success', id: 'retention-saved' },
+        el('strong', { text: 'Retention saved' }), el('p', { text: `${name}: ${describeRetention(stored)}.` })));
+      hooks.retentionSaved();
+    } catch (error) {
+      if (!isAbort(error)) {
+        formResult.replaceChildren(el('div', { id: 'retention-refused' },
+          el('p', { text: 'Not saved. The server said:' }), problemBox(error)));
+      }
+    } finally {
+      save.disabled = false;
+    }
+  });
+
+  const dialog = deleteDialog(ctx, name, hooks);
+  openDelete.addEventListener('click', () => dialog.open());
+
+  const node = el('div', { class: 'lifecycle', id: 'stream-lifecycle' },
+    el('div', { class: 'lifecycle-bar' }, el('span', { class: 'muted', text: 'Retention: ' }), current, edit, openDelete),
+    form, dialog.node);
+  return { node, load };
+}
+
+function deleteDialog(ctx, name, hooks) {
+  const soft = el('input', { type: 'radio', name: 'delete-mode', id: 'delete-mode-soft', value: 'soft', checked: true });
+  const tombstone = el('input', { type: 'radio', name: 'delete-mode', id: 'delete-mode-tombstone', value: 'tombstone' });
+  const onlyIf = el('input', { type: 'checkbox', id: 'delete-only-if', checked: true });
+  const onlyIfText = el('span', { id: 'delete-only-if-text' });
+  const warning = el('div', { class: 'problem', id: 'delete-tombstone-warning', hidden: true },
+    el('strong', { text: 'Permanent — this cannot be undone.' }),
+    el('p', { text: `A tombstoned stream can never be read, appended to or recreated; the name ${name} is gone for good.` }));
+  const confirmInput = el('input', { id: 'delete-confirm', type: 'text', autocomplete: 'off', spellcheck: 'false', 'aria-describedby': 'delete-confirm-help' });
+  const submit = el('button', { id: 'delete-submit', type: 'submit', class: 'danger', disabled: true, text: 'Delete this stream' });
+  const cancel = el('button', { id: 'delete-cancel', type: 'button', text: 'Cancel' });
+  const result = el('div', { id: 'delete-result', 'aria-live': 'polite' });
+  const form = el('form', { id: 'delete-form', novalidate: true },
+    el('h2', {}, 'Delete stream ', el('code', { text: name })),
+    el('fieldset', { class: 'choices' },
+      el('legend', { text: 'How' }),
+      el('label', { class: 'check' }, soft, el('span', {}, el('strong', { text: 'Soft delete' }),
+        ' — its events stop reading at once and the next scavenge erases them; the name can be written again, its versions going on after the last one.')),
+      el('label', { class: 'check' }, tombstone, el('span', {}, el('strong', { text: 'Tombstone' }),
+        ' — deleted permanently: the stream can never be read or written again.'))),
+    warning,
+    el('label', { class: 'check' }, onlyIf, onlyIfText),
+    el('label', { for: 'delete-confirm', id: 'delete-confirm-help' }, 'Type ', el('code', { text: name }), ' to confirm'),
+    confirmInput,
+    result,
+    el('div', { class: 'row' }, submit, cancel));
+  const node = el('dialog', { id: 'delete-dialog', class: 'danger-dialog' }, form);
+
+  let expected = 0;
+  const mode = () => (tombstone.checked ? 'tombstone' : 'soft');
+  const sync = () => {
+    warning.hidden = mode() !== 'tombstone';
+    submit.textContent = mode() === 'tombstone' ? 'Tombstone this stream forever' : 'Delete this stream';
+    submit.disabled = confirmInput.value !== name;
+    onlyIfText.textContent = ` Only if it is still at version ${expected}, as this page showed (else nothing is deleted and you see what you missed)`;
+  };
+  for (const input of [soft, tombstone, confirmInput]) {
+    input.addEventListener('input', sync);
+    input.addEventListener('change', sync);
+  }
+  cancel.addEventListener('click', () => node.close());
+
+  form.addEventListener('submit', async (event) => {
+    event.preventDefault();
+    if (confirmInput.value !== name) {
+      result.replaceChildren(el('div', { class: 'problem', role: 'alert', id: 'delete-refused' },
+        el('strong', { text: 'Not deleted' }),
+        el('p', { text: `The name typed, “${confirmInput.value}”, is not “${name}”. Type the stream's name exactly to confirm.` })));
+      return;
+    }
+    const chosen = mode();
+    const q = new URLSearchParams();
+    if (onlyIf.checked) {
+      q.set('expected_version', String(expected));
+    }
+    if (chosen === 'tombstone') {
+      q.set('tombstone', 'true');
+    }
+    submit.disabled = true;
+    result.replaceChildren(el('p', { class: 'muted', text: 'Deleting…' }));
+    try {
+      await api('DELETE', streamPath(name) + (q.toString() ? '?' + q : ''), undefined, { signal: ctx.signal });
+      node.close();
+      hooks.deleted(chosen, expected);
+    } catch (error) {
+      if (isAbort(error)) {
+        return;
+      }
+      if (error instanceof ApiError && error.kind === 'version-conflict') {
+        const p = error.problem;
+        const missed = Array.isArray(p.concurrent_events) ? p.concurrent_events : [];
+        expected = Number(p.actual_version);
+        const box = el('div', { class: 'conflict', id: 'delete-conflict', role: 'alert' },
+          el('strong', { text: 'Not deleted: the stream changed since this page showed it' }),
+          el('p', {}, `You confirmed at version ${p.expected_version}; ${name} is now at version `,
+            el('span', { class: 'actual-version', id: 'delete-actual-version', text: String(p.actual_version) }), '.'));
+        if (missed.length > 0) {
+          box.append(el('p', { text: `The event${missed.length === 1 ? '' : 's'} you missed${p.truncated ? ' (the first 100)' : ''}:` }));
+          // Compact: the dialog is narrow, and the type and data are what to review here.
+          box.append(el('table', { id: 'delete-missed', class: 'list compact' },
+            el('thead', {}, el('tr', {}, el('th', { class: 'num', text: 'Version' }), el('th', { text: 'Type' }), el('th', { text: 'Data' }))),
+            el('tbody', {}, missed.map((e) => el('tr', { 'data-version': e.version },
+              el('td', { class: 'num', text: String(e.version) }),
+              el('td', { class: 'event-type', text: e.type }),
+              el('td', {}, el('code', { text: e.data_base64 === undefined ? compact(e.data) : `${e.content_type}, base64 ${e.data_base64.length} chars` })))))));
+        }
+        box.append(el('p', { class: 'muted small', text: `Confirm again to delete it at version ${expected}.` }));
+        result.replaceChildren(box);
+      } else {
+        result.replaceChildren(el('div', { id: 'delete-failed' }, problemBox(error)));
+      }
+    } finally {
+      sync();
+    }
+  });
+
+  return {
+    node,
+    open() {
+      expected = hooks.shownVersion();
+      confirmInput.value = '';
+      soft.checked = true;
+      onlyIf.checked = true;
+      result.replaceChildren();
+      sync();
+      node.showModal();
+      confirmInput.focus();
+    },
+  };
 }
 
 /** All events: a live tail of the global log, filtered, with pause and resume. */
