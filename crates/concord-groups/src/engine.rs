@@ -649,10 +649,15 @@ impl Groups {
     ) -> Result<(Vec<RecordedEvent>, u64, bool), GroupError> {
         match source {
             Source::Stream(stream) => {
-                let events = self
+                let events = match self
                     .store
                     .read_stream(stream, Version(from), Direction::Forward, limit)
-                    .await?;
+                    .await
+                {
+                    // A tombstoned source has nothing more to hand out, ever.
+                    Err(StoreError::StreamDeleted(_)) => return Ok((Vec::new(), from, true)),
+                    read => read?,
+                };
                 let next = events
                     .last()
                     .map_or(from, |e| e.version.get().saturating_add(1));
@@ -672,10 +677,14 @@ impl Groups {
 
     /// The event an entry stands for, if the source still holds it.
     async fn read_entry(&self, entry: &Entry) -> Result<Option<RecordedEvent>, GroupError> {
-        let events = self
+        let events = match self
             .store
             .read_stream(&entry.stream, entry.version, Direction::Forward, 1)
-            .await?;
+            .await
+        {
+            Err(StoreError::StreamDeleted(_)) => return Ok(None),
+            read => read?,
+        };
         Ok(events.into_iter().find(|e| e.version == entry.version))
     }
 
@@ -683,7 +692,10 @@ impl Groups {
     async fn unread(&self, source: &Source, from: u64) -> Result<u64, GroupError> {
         match source {
             Source::Stream(stream) => {
-                let version = self.store.stream_version(stream).await?.get();
+                let version = match self.store.stream_version(stream).await {
+                    Err(StoreError::StreamDeleted(_)) => return Ok(0),
+                    version => version?.get(),
+                };
                 Ok(version.saturating_add(1).saturating_sub(from))
             }
             Source::All(all) => {

@@ -1103,6 +1103,7 @@ fn list_groups() {}
         (status = 400, description = "Invalid request", body = ProblemDoc, content_type = PROBLEM),
         (status = 408, description = "The body did not arrive within the body timeout", body = ProblemDoc, content_type = PROBLEM),
         (status = 409, description = "group-conflict: the group exists with another source or from", body = ProblemDoc, content_type = PROBLEM),
+        (status = 410, description = "stream-deleted: the source stream is tombstoned", body = ProblemDoc, content_type = PROBLEM),
         (status = 413, description = "Body too large", body = ProblemDoc, content_type = PROBLEM),
         (status = 503, description = "Store unavailable", body = ProblemDoc, content_type = PROBLEM)))]
 fn put_group() {}
