@@ -1058,3 +1058,152 @@ async fn on_a_store_without_the_stream_lifecycle_the_stream_page_says_so_and_sca
     b.quit().await;
     served.abort();
 }
+
+#[tokio::test]
+async fn a_group_page_shows_counts_lag_in_flight_and_parked_events_and_replays_the_parked() {
+    let _one = ONE_BROWSER_AT_A_TIME.lock().await;
+    let server = start().await;
+    for (stream, expected) in [
+        ("account-1", json!("no_stream")),
+        ("account-2", json!("no_stream")),
+    ] {
+        server
+            .append_as("bank", stream, expected, "Deposited", json!({"amount": 10}))
+            .await;
+    }
+    server
+        .append_as(
+            "bank",
+            "account-1",
+            json!(1),
+            "Deposited",
+            json!({"amount": 20}),
+        )
+        .await;
+    let spec = json!({"source": {"all": {"category": "account", "types": ["Deposited"]}},
+                      "ack_timeout_ms": 600_000, "ordering": "none"});
+    let created = server
+        .send(
+            server
+                .http
+                .put(server.url("/groups/receipts"))
+                .header("content-type", "application/json")
+                .body(spec.to_string()),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{}", created.text);
+    // One event parked by a nack, one in flight with worker-b, one waiting.
+    let polled = server
+        .post(
+            "/groups/receipts/poll",
+            &json!({"consumer": "worker-a", "max": 1}),
+        )
+        .await;
+    let parked_id = polled.json["messages"][0]["ack_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let nacked = server
+        .post(
+            "/groups/receipts/nack",
+            &json!({"ack_ids": [parked_id], "action": "park"}),
+        )
+        .await;
+    assert_eq!(nacked.status, 200, "{}", nacked.text);
+    let held = server
+        .post(
+            "/groups/receipts/poll",
+            &json!({"consumer": "worker-b", "max": 1}),
+        )
+        .await;
+    let held_id = held.json["messages"][0]["ack_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let b = Browser::launch(&server.base).await;
+    b.goto("/#/groups").await;
+    b.wait_for(
+        "the group in the list",
+        "const r = document.querySelector('#groups-table tr[data-group=\"receipts\"]');
+         return r && r.cells[5].innerText === '1';",
+        vec![],
+    )
+    .await;
+    let rows = b.rows("#groups-table").await;
+    assert_eq!(
+        rows[0],
+        [
+            "receipts",
+            "all: category account; types Deposited",
+            "none",
+            "0",
+            "1",
+            "1",
+            "1"
+        ],
+        "group, source, ordering, acked, in flight, parked, pending"
+    );
+    b.click("#groups-table a").await;
+    b.wait_text("#group-name", &["receipts"]).await;
+    b.wait_for(
+        "the counts, the in-flight and the parked event",
+        "return document.getElementById('group-in-flight-count').innerText === '1'
+             && document.querySelectorAll('#group-in-flight-table tbody tr').length === 1
+             && document.querySelectorAll('#group-parked-table tbody tr').length === 1;",
+        vec![],
+    )
+    .await;
+    let in_flight = b.rows("#group-in-flight-table").await;
+    assert_eq!(in_flight[0][1..3], ["1", "worker-b"], "{in_flight:?}");
+    let parked = b.rows("#group-parked-table").await;
+    assert_eq!(parked[0][1..3], ["Deposited", "1"], "{parked:?}");
+    b.wait_for(
+        "the lag chart to have a sample",
+        "const c = document.getElementById('group-lag-chart');
+         return c && Number(c.getAttribute('data-points')) >= 1;",
+        vec![],
+    )
+    .await;
+    b.screenshot(&screenshots(), "group").await;
+
+    b.click("#group-replay").await;
+    b.wait_text("#group-replayed", &["1 parked event returned to the group"])
+        .await;
+    b.wait_for(
+        "nothing parked any more",
+        "return !!document.getElementById('group-parked-empty')
+             && document.getElementById('group-parked-count').innerText === '0';",
+        vec![],
+    )
+    .await;
+    let status = server.get("/groups/receipts").await;
+    assert_eq!(status.json["parked"], 0, "{}", status.text);
+    assert_eq!(
+        status.json["pending"], 2,
+        "the replayed event waits again: {}",
+        status.text
+    );
+
+    let acked = server
+        .post("/groups/receipts/ack", &json!({"ack_ids": [held_id]}))
+        .await;
+    assert_eq!(acked.json["acked"], 1, "{}", acked.text);
+    b.wait_text("#group-acked", &["1"]).await;
+
+    assert_eq!(
+        server
+            .send(server.http.delete(server.url("/groups/receipts")))
+            .await
+            .status,
+        204
+    );
+    b.wait_for(
+        "the page to say the group is gone",
+        "return !!document.getElementById('group-missing');",
+        vec![],
+    )
+    .await;
+    b.assert_no_script_errors("group").await;
+    b.quit().await;
+}

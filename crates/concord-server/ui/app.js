@@ -1762,6 +1762,200 @@ async function projectionsPage(root, ctx) {
   await ctx.every(2000, load, problems);
 }
 
+// ---------------------------------------------------------------------------------------
+// Consumer groups
+
+const GROUP_SAMPLES = 60;
+const GROUP_REFRESH_MS = 2000;
+
+function groupHref(name) {
+  return '#/group/' + encodeURIComponent(name);
+}
+
+function groupPath(name) {
+  return '/groups/' + encodeURIComponent(name);
+}
+
+function sourceText(source) {
+  if (!source) {
+    return '';
+  }
+  if (source.stream !== undefined) {
+    return 'stream ' + source.stream;
+  }
+  const all = source.all || {};
+  const parts = [];
+  if (all.category) {
+    parts.push('category ' + all.category);
+  }
+  if (Array.isArray(all.types) && all.types.length) {
+    parts.push('types ' + all.types.join(', '));
+  }
+  if (Array.isArray(all.tags) && all.tags.length) {
+    parts.push('tags ' + all.tags.join(', '));
+  }
+  return parts.length ? 'all: ' + parts.join('; ') : 'all events';
+}
+
+function svg(tag, attrs) {
+  const node = document.createElementNS('http://www.w3.org/2000/svg', tag);
+  for (const [key, value] of Object.entries(attrs || {})) {
+    node.setAttribute(key, String(value));
+  }
+  return node;
+}
+
+/** A small line chart of `samples` ({t, v}), newest at the right. */
+function lagChart(samples) {
+  const width = 480;
+  const height = 120;
+  const pad = 4;
+  const chart = svg('svg', { id: 'group-lag-chart', class: 'chart', viewBox: `0 0 ${width} ${height}`, role: 'img', 'data-points': samples.length });
+  const max = Math.max(1, ...samples.map((s) => s.v));
+  chart.append(svg('line', { x1: pad, y1: height - pad, x2: width - pad, y2: height - pad, class: 'axis' }));
+  if (samples.length > 0) {
+    const step = (width - 2 * pad) / Math.max(1, GROUP_SAMPLES - 1);
+    const x0 = width - pad - step * (samples.length - 1);
+    const points = samples.map((s, i) => `${(x0 + step * i).toFixed(1)},${(height - pad - (s.v / max) * (height - 2 * pad)).toFixed(1)}`);
+    chart.append(svg('polyline', { points: points.join(' '), class: 'line' }));
+  }
+  const label = svg('text', { x: pad + 2, y: pad + 12, class: 'chart-label' });
+  label.textContent = `max ${max}`;
+  chart.append(label);
+  return chart;
+}
+
+async function groupsPage(root, ctx) {
+  const body = el('div', { id: 'groups' });
+  const problems = el('div');
+  root.append(el('h1', { text: 'Consumer groups' }),
+    el('p', { class: 'muted', text: 'Competing consumers: each event of a group\'s source goes to one consumer at a time, until it is acked.' }),
+    problems, body);
+  const load = async () => {
+    const r = await api('GET', '/groups', undefined, { signal: ctx.signal });
+    const list = r.json && Array.isArray(r.json.groups) ? r.json.groups : [];
+    if (list.length === 0) {
+      body.replaceChildren(el('div', { class: 'empty-state', id: 'groups-empty' },
+        el('strong', { text: 'No consumer groups yet.' }),
+        el('p', { class: 'muted', text: 'Create one with concord group create NAME --category C, or PUT /groups/{group}.' })));
+      return;
+    }
+    const rows = list.map((g) => el('tr', { 'data-group': g.group },
+      el('td', {}, el('a', { href: groupHref(g.group), text: g.group })),
+      el('td', { text: sourceText(g.source) }),
+      el('td', { text: g.ordering }),
+      el('td', { class: 'num', text: String(g.acked) }),
+      el('td', { class: 'num', text: String(g.in_flight) }),
+      el('td', { class: 'num', text: String(g.parked) }),
+      el('td', { class: 'num', text: String(g.pending) })));
+    body.replaceChildren(el('table', { class: 'list', id: 'groups-table' },
+      el('thead', {}, el('tr', {}, ['Group', 'Source', 'Ordering', 'Acked', 'In flight', 'Parked', 'Pending'].map((h, i) => el('th', { text: h, class: i >= 3 ? 'num' : undefined })))),
+      el('tbody', {}, rows)));
+  };
+  await ctx.every(GROUP_REFRESH_MS, load, problems);
+}
+
+async function groupPage(root, ctx, name) {
+  if (!name) {
+    root.append(el('h1', { text: 'Group' }), el('p', { text: 'No group named. Pick one on the Groups page.' }));
+    return;
+  }
+  const counter = (id, label) => el('div', { class: 'card' },
+    el('div', { class: 'card-label', text: label }), el('div', { class: 'card-value', id, text: '…' }));
+  const source = el('span', { id: 'group-source', text: '…' });
+  const settings = el('span', { id: 'group-settings', text: '' });
+  const chartBox = el('div', { id: 'group-chart' });
+  const inFlight = el('div', { id: 'group-in-flight' });
+  const parked = el('div', { id: 'group-parked' });
+  const notice = el('div', { id: 'group-notice' });
+  const problems = el('div');
+  const replay = el('button', { id: 'group-replay', type: 'button', text: 'Replay parked', disabled: true });
+  root.append(
+    el('h1', {}, el('span', { class: 'muted', text: 'Group ' }), el('span', { id: 'group-name', text: name })),
+    el('p', { class: 'meta' }, source, ' · ', settings),
+    problems, notice,
+    el('div', { class: 'cards' },
+      counter('group-acked', 'acked'), counter('group-rate', 'acked/s'), counter('group-in-flight-count', 'in flight'),
+      counter('group-parked-count', 'parked'), counter('group-pending', 'pending (lag)')),
+    el('h2', { text: 'Lag over time' }),
+    el('p', { class: 'muted small', text: `Pending events, sampled every ${GROUP_REFRESH_MS / 1000} s since this page was opened.` }),
+    chartBox,
+    el('h2', { text: 'In flight' }), inFlight,
+    el('h2', {}, 'Parked ', replay), parked);
+
+  const samples = [];
+  let gone = false;
+  const load = async () => {
+    if (gone) {
+      return;
+    }
+    let status;
+    try {
+      status = (await api('GET', groupPath(name), undefined, { signal: ctx.signal })).json;
+    } catch (error) {
+      if (error instanceof ApiError && error.status === 404) {
+        gone = true;
+        problems.replaceChildren(el('div', { class: 'empty-state', id: 'group-missing' },
+          el('strong', { text: `There is no group ${name}.` }),
+          el('p', {}, el('a', { href: '#/groups', text: 'Back to the groups' }))));
+        return;
+      }
+      throw error;
+    }
+    const now = Date.now();
+    const previous = samples[samples.length - 1];
+    samples.push({ t: now, v: status.pending, acked: status.acked });
+    while (samples.length > GROUP_SAMPLES) {
+      samples.shift();
+    }
+    const rate = previous && now > previous.t ? ((status.acked - previous.acked) * 1000) / (now - previous.t) : 0;
+    source.textContent = sourceText(status.source) + ', from ' + status.from;
+    settings.textContent = `ack timeout ${status.ack_timeout_ms} ms · max ${status.max_deliveries} deliveries · ordering ${status.ordering}`;
+    document.getElementById('group-acked').textContent = String(status.acked);
+    document.getElementById('group-rate').textContent = rate.toFixed(rate < 10 ? 1 : 0);
+    document.getElementById('group-in-flight-count').textContent = String(status.in_flight);
+    document.getElementById('group-parked-count').textContent = String(status.parked);
+    document.getElementById('group-pending').textContent = String(status.pending);
+    chartBox.replaceChildren(lagChart(samples));
+
+    const messages = Array.isArray(status.in_flight_messages) ? status.in_flight_messages : [];
+    inFlight.replaceChildren(messages.length === 0
+      ? el('p', { class: 'muted', id: 'group-in-flight-empty', text: 'Nothing in flight.' })
+      : el('table', { class: 'list', id: 'group-in-flight-table' },
+        el('thead', {}, el('tr', {}, ['Event', 'Delivery', 'Consumer', 'Back to the group in'].map((h) => el('th', { text: h })))),
+        el('tbody', {}, messages.map((m) => el('tr', { 'data-offset': m.offset },
+          el('td', {}, el('a', { href: streamHref(m.stream), text: `${m.stream}@${m.version}` })),
+          el('td', { class: 'num', text: String(m.delivery) }),
+          el('td', { text: m.consumer }),
+          el('td', { class: 'num', text: Math.max(0, Math.round((m.deadline - now) / 1000)) + ' s' }))))));
+
+    const list = (await api('GET', groupPath(name) + '/parked', undefined, { signal: ctx.signal })).json.parked || [];
+    replay.disabled = list.length === 0;
+    parked.replaceChildren(list.length === 0
+      ? el('p', { class: 'muted', id: 'group-parked-empty', text: 'Nothing parked.' })
+      : el('table', { class: 'list', id: 'group-parked-table' },
+        el('thead', {}, el('tr', {}, ['Event', 'Type', 'Deliveries', 'Data'].map((h) => el('th', { text: h })))),
+        el('tbody', {}, list.map((p) => el('tr', { 'data-event': `${p.stream}@${p.version}` },
+          el('td', {}, el('a', { href: streamHref(p.stream), text: `${p.stream}@${p.version}` })),
+          el('td', { text: p.event ? p.event.type : '(gone)' }),
+          el('td', { class: 'num', text: String(p.deliveries) }),
+          el('td', {}, p.event ? dataCell(p.event) : ''))))));
+  };
+  replay.addEventListener('click', async () => {
+    replay.disabled = true;
+    try {
+      const r = await api('POST', groupPath(name) + '/replay-parked', undefined, { signal: ctx.signal });
+      notice.replaceChildren(el('div', { class: 'success', id: 'group-replayed', text: `${r.json.replayed} parked event${r.json.replayed === 1 ? '' : 's'} returned to the group.` }));
+      await load();
+    } catch (error) {
+      if (!isAbort(error)) {
+        notice.replaceChildren(problemBox(error));
+      }
+    }
+  });
+  await ctx.every(GROUP_REFRESH_MS, load, problems);
+}
+
 function notFoundPage(root) {
   root.append(el('h1', { text: 'No such page' }), el('p', {}, el('a', { href: '#/', text: 'Back to the overview' })));
 }
@@ -1778,9 +1972,11 @@ const PAGES = {
   append: appendPage,
   lab: labPage,
   projections: projectionsPage,
+  groups: groupsPage,
+  group: groupPage,
 };
 
-const NAV_OF = { '': 'overview', stream: 'streams' };
+const NAV_OF = { '': 'overview', stream: 'streams', group: 'groups' };
 
 let current = null;
 
