@@ -1797,32 +1797,18 @@ function sourceText(source) {
   return parts.length ? 'all: ' + parts.join('; ') : 'all events';
 }
 
-function svg(tag, attrs) {
-  const node = document.createElementNS('http://www.w3.org/2000/svg', tag);
-  for (const [key, value] of Object.entries(attrs || {})) {
-    node.setAttribute(key, String(value));
-  }
-  return node;
-}
-
-/** A small line chart of `samples` ({t, v}), newest at the right. */
+/** A small bar chart of `samples` ({t, v}), oldest at the left, one bar per sample. */
 function lagChart(samples) {
-  const width = 480;
-  const height = 120;
-  const pad = 4;
-  const chart = svg('svg', { id: 'group-lag-chart', class: 'chart', viewBox: `0 0 ${width} ${height}`, role: 'img', 'data-points': samples.length });
   const max = Math.max(1, ...samples.map((s) => s.v));
-  chart.append(svg('line', { x1: pad, y1: height - pad, x2: width - pad, y2: height - pad, class: 'axis' }));
-  if (samples.length > 0) {
-    const step = (width - 2 * pad) / Math.max(1, GROUP_SAMPLES - 1);
-    const x0 = width - pad - step * (samples.length - 1);
-    const points = samples.map((s, i) => `${(x0 + step * i).toFixed(1)},${(height - pad - (s.v / max) * (height - 2 * pad)).toFixed(1)}`);
-    chart.append(svg('polyline', { points: points.join(' '), class: 'line' }));
+  const bars = el('div', { class: 'chart-bars' });
+  for (const s of samples) {
+    const bar = el('div', { class: 'chart-bar', title: `${s.v} pending at ${new Date(s.t).toLocaleTimeString()}` });
+    bar.style.height = `${Math.max(1, Math.round((s.v / max) * 100))}%`;
+    bars.append(bar);
   }
-  const label = svg('text', { x: pad + 2, y: pad + 12, class: 'chart-label' });
-  label.textContent = `max ${max}`;
-  chart.append(label);
-  return chart;
+  return el('div', { id: 'group-lag-chart', class: 'chart', role: 'img', 'data-points': String(samples.length),
+    'aria-label': `pending events over time, at most ${max}` },
+    el('div', { class: 'chart-label', text: `max ${max}` }), bars);
 }
 
 async function groupsPage(root, ctx) {
