@@ -194,20 +194,20 @@ fn parse_from(s: &str) -> Result<StartFrom, String> {
 }
 
 /// Where the groups are: in the store itself, or behind a server.
-enum Target {
+pub(crate) enum Target {
     Local(Groups),
     Remote(Box<ConcordClient>),
 }
 
 impl Target {
-    async fn open(ctx: &Context) -> anyhow::Result<Target> {
+    pub(crate) async fn open(ctx: &Context) -> anyhow::Result<Target> {
         Ok(match &ctx.store_url {
             StoreUrl::Http(url) => Target::Remote(Box::new(ctx.store_url.connect_http(url).await?)),
             _ => Target::Local(Groups::new(ctx.open_store_to_read().await?)),
         })
     }
 
-    async fn put(
+    pub(crate) async fn put(
         &self,
         group: &GroupName,
         spec: GroupSpec,
@@ -266,14 +266,14 @@ impl Target {
         }
     }
 
-    async fn delete(&self, group: &GroupName) -> Result<(), GroupError> {
+    pub(crate) async fn delete(&self, group: &GroupName) -> Result<(), GroupError> {
         match self {
             Target::Local(groups) => groups.delete(group).await,
             Target::Remote(client) => client.delete_group(group).await,
         }
     }
 
-    async fn poll(
+    pub(crate) async fn poll(
         &self,
         group: &GroupName,
         consumer: &ConsumerName,
@@ -283,6 +283,17 @@ impl Target {
         match self {
             Target::Local(groups) => groups.poll(group, consumer, max, wait).await,
             Target::Remote(client) => client.poll(group, consumer, max, wait).await,
+        }
+    }
+
+    pub(crate) async fn ack(
+        &self,
+        group: &GroupName,
+        ack_ids: &[String],
+    ) -> Result<usize, GroupError> {
+        match self {
+            Target::Local(groups) => groups.ack(group, ack_ids).await,
+            Target::Remote(client) => client.ack(group, ack_ids).await,
         }
     }
 

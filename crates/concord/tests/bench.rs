@@ -74,6 +74,58 @@ fn every_scenario_prints_one_json_report_with_the_promised_fields() {
     );
     let catchup = bench(&store, &["catchup", "--events", "700"]);
     assert_eq!(catchup["events"].as_u64().unwrap(), 700);
+    let group = bench(
+        &store,
+        &[
+            "group",
+            "--writers",
+            "3",
+            "--events",
+            "1200",
+            "--batch",
+            "50",
+        ],
+    );
+    assert_eq!(group["scenario"], "group");
+    assert_eq!(
+        group["events"].as_u64().unwrap(),
+        1200,
+        "every event acked exactly once by the three consumers"
+    );
+}
+
+#[test]
+fn the_group_scenario_and_its_xgroup_baseline_run_on_redis() {
+    let redis = concord_testkit::redis::shared().url();
+    let store = std::path::PathBuf::from(redis);
+    let group = bench(
+        &store,
+        &[
+            "group",
+            "--writers",
+            "2",
+            "--events",
+            "600",
+            "--batch",
+            "40",
+        ],
+    );
+    assert_eq!(group["events"].as_u64().unwrap(), 600);
+    let baseline = bench(
+        &store,
+        &[
+            "baseline",
+            "xgroup",
+            "--writers",
+            "2",
+            "--events",
+            "600",
+            "--batch",
+            "40",
+        ],
+    );
+    assert_eq!(baseline["scenario"], "baseline-xgroup");
+    assert_eq!(baseline["events"].as_u64().unwrap(), 600);
 }
 
 #[test]

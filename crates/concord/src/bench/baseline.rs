@@ -66,6 +66,7 @@ pub(crate) async fn run(
             ))
         }
         BaselineKind::Xadd => xadd(ctx, load, bound).await,
+        BaselineKind::Xgroup => super::group::xgroup(ctx, load).await,
     }
 }
 

@@ -10,6 +10,7 @@
 //! the run (`bench_<run id>-…`), and show a progress bar only when stderr is a terminal.
 
 mod baseline;
+mod group;
 mod load;
 mod stats;
 
@@ -34,10 +35,13 @@ Scenarios (against --store, any backend):
   hot       W writers on one stream under --policy: commits/s, conflicts, retries
   read      rehydrate a stream of N events (W readers, each reads all of it)
   catchup   read N events from position 1 through a subscription
+  group     W consumers share a consumer group over N events (default 20000), polling
+            B messages at a time and acking each batch (over HTTP with an http:// store)
 Baselines (same JSON shape, same run):
   baseline fsync    4 KiB write + fdatasync loop in the store's directory (W threads)
   baseline sqlite   plain SQLite, one transaction per event, W threads, WAL + synchronous=FULL
   baseline xadd     raw XADD on the --store Redis, same client, W concurrent writers
+  baseline xgroup   raw XREADGROUP + XACK on the --store Redis: W consumers, B per read
 
 With --json, exactly one JSON object is printed on stdout.")]
 pub struct BenchArgs {
@@ -57,6 +61,8 @@ pub enum BenchScenario {
     Read(LoadArgs),
     /// Read N events from position 1 through a subscription.
     Catchup(LoadArgs),
+    /// W consumers share a consumer group over N events, B messages per poll.
+    Group(LoadArgs),
     /// What the disk, SQLite or Redis does without Concord.
     Baseline {
         /// Which baseline.
@@ -77,6 +83,8 @@ pub enum BaselineKind {
     Sqlite,
     /// Raw `XADD` on the same Redis.
     Xadd,
+    /// Raw `XREADGROUP` + `XACK` on the same Redis.
+    Xgroup,
 }
 
 /// What a writer does when its exact expected version was stale (`hot`).
@@ -143,7 +151,8 @@ impl LoadArgs {
 /// One result: the JSON object `--json` prints, and the table row otherwise.
 #[derive(Debug, Serialize)]
 pub struct Report {
-    /// `append`, `hot`, `read`, `catchup`, `baseline-fsync`, `baseline-sqlite`, `baseline-xadd`.
+    /// `append`, `hot`, `read`, `catchup`, `group`, `baseline-fsync`, `baseline-sqlite`,
+    /// `baseline-xadd`, `baseline-xgroup`.
     pub scenario: String,
     /// The store URL (password hidden) or the directory / server a baseline used.
     pub store: String,
@@ -284,6 +293,7 @@ pub async fn run(ctx: &mut Context, args: BenchArgs) -> anyhow::Result<Exit> {
         BenchScenario::Hot(load) => load::hot(ctx, &load).await?,
         BenchScenario::Read(load) => load::read(ctx, &load).await?,
         BenchScenario::Catchup(load) => load::catchup(ctx, &load).await?,
+        BenchScenario::Group(load) => group::group(ctx, &load).await?,
         BenchScenario::Baseline { kind, load } => baseline::run(ctx, kind, &load).await?,
     };
     print(&report, ctx.out.is_json())?;
