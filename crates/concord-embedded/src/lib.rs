@@ -141,6 +141,9 @@ pub struct EmbeddedStore {
     threads: Vec<JoinHandle<()>>,
     /// Held for the store's lifetime: the advisory lock that keeps a second process out.
     _lock: File,
+    /// The data file as `sync_files` opened it, closed only after the threads (and so
+    /// every connection) are gone: closing it earlier would drop SQLite's locks on it.
+    _data_file: File,
 }
 
 impl std::fmt::Debug for EmbeddedStore {
@@ -213,7 +216,7 @@ impl EmbeddedStore {
         tracing::debug!(file = %file.display(), head = recovered.head, streams = recovered.streams.len(), "embedded store recovered");
         // What a crashed process committed but never synced is still in the page cache and
         // now visible: sync it before anybody reads it, so nothing read can vanish later.
-        let wal = schema::sync_files(dir, &file)?;
+        let (wal, data_file) = schema::sync_files(dir, &file)?;
         let readers = (0..READERS)
             .map(|_| schema::connect(&file, false))
             .collect::<Result<Vec<Connection>, _>>()?;
@@ -293,6 +296,7 @@ impl EmbeddedStore {
             readers: Some(reader_tx),
             threads,
             _lock: lock,
+            _data_file: data_file,
         })
     }
 

@@ -115,9 +115,18 @@ INSERT INTO scavenge_state VALUES (1, 0, 0);
 pub(crate) const TAG_SEPARATOR: char = '\n';
 
 /// Syncs the data file, its write-ahead log and the directory holding them, and returns
-/// the log, opened for the syncer. SQLite creates the log when a connection first reads in
-/// WAL mode, so it exists once the store has been prepared.
-pub(crate) fn sync_files(dir: &Path, file: &Path) -> Result<std::fs::File, EmbeddedError> {
+/// the log, opened for the syncer, and the data file. SQLite creates the log when a
+/// connection first reads in WAL mode, so it exists once the store has been prepared.
+///
+/// The caller must keep the data file open until its last connection is closed: closing
+/// any descriptor of a file drops every POSIX lock the process holds on it, SQLite's
+/// shared lock on the data file included. Without that lock another process's connection
+/// (`sqlite3`, a backup tool, a monitoring query) takes itself for the last one when it
+/// closes, checkpoints and deletes the write-ahead log under the store: a corrupt file.
+pub(crate) fn sync_files(
+    dir: &Path,
+    file: &Path,
+) -> Result<(std::fs::File, std::fs::File), EmbeddedError> {
     let mut wal_name = file.as_os_str().to_owned();
     wal_name.push("-wal");
     let wal_path = std::path::PathBuf::from(wal_name);
@@ -135,9 +144,9 @@ pub(crate) fn sync_files(dir: &Path, file: &Path) -> Result<std::fs::File, Embed
         Ok::<_, EmbeddedError>(f)
     };
     let wal = sync(&wal_path, true)?;
-    sync(file, true)?;
+    let data = sync(file, true)?;
     sync(dir, false)?;
-    Ok(wal)
+    Ok((wal, data))
 }
 
 /// Opens a connection to `file` with the store's settings.

@@ -11,7 +11,7 @@
 --
 -- Numbers are Lua doubles: versions and positions are exact up to 2^53.
 
-local LIBRARY_VERSION = 6
+local LIBRARY_VERSION = 7
 
 -- Arguments per event: id, type, data, metadata, tags, content type.
 local EVENT_ARGS = 6
@@ -638,7 +638,8 @@ end
 -- index entries (an index left empty is deleted with its key, whose name holds the type
 -- or tag) and its id. `touched` collects the keys that keep entries, whose nodes still
 -- hold the deleted bytes until compact rewrites them.
-local function erase_entry(entry, stream_key, ids_key, all_key, type_prefix, tag_prefix, touched)
+local function erase_entry(entry, stream_key, ids_key, all_key, type_prefix, tag_prefix, touched,
+                           pending_key)
   local version_id, fields = entry[1], entry[2]
   local f = {}
   for i = 1, #fields, 2 do
@@ -649,6 +650,7 @@ local function erase_entry(entry, stream_key, ids_key, all_key, type_prefix, tag
     redis.call('XDEL', key, id)
     if redis.call('XLEN', key) == 0 then
       redis.call('DEL', key)
+      redis.call('SREM', pending_key, key)
       touched[key] = nil
     else
       touched[key] = true
@@ -667,13 +669,17 @@ local function erase_entry(entry, stream_key, ids_key, all_key, type_prefix, tag
   remove(stream_key, version_id)
 end
 
--- KEYS: 1 lifecycles, 2 the stream, 3 its ids, 4 global stream.
+-- KEYS: 1 lifecycles, 2 the stream, 3 its ids, 4 global stream, 5 the keys to compact.
 -- ARGV: stream, now (ms), most events to erase, type index prefix, tag index prefix.
 -- Erases the next events of the stream that reads no longer show (a prefix: deleted,
 -- tombstoned, before truncate_before, beyond max_count, older than max_age) and moves
--- erased_through. Reply: {events erased, done (0|1), keys to compact...}.
+-- erased_through. Every key it deleted entries from joins the set of keys to compact in
+-- the same call, so a scavenge cut short after it (a killed client) leaves them for the
+-- next one: a later call finds nothing more to erase there and would not name them.
+-- Reply: {events erased, done (0|1), keys to compact...}.
 local function scavenge(keys, args)
   local lifecycle_key, stream_key, ids_key, all_key = keys[1], keys[2], keys[3], keys[4]
+  local pending_key = keys[5]
   local stream, now, chunk = args[1], tonumber(args[2]), tonumber(args[3])
   local type_prefix, tag_prefix = args[4], args[5]
   local lc = lifecycle_of(lifecycle_key, stream)
@@ -705,7 +711,8 @@ local function scavenge(keys, args)
     if v >= target and not old then
       break
     end
-    erase_entry(entries[k], stream_key, ids_key, all_key, type_prefix, tag_prefix, touched)
+    erase_entry(entries[k], stream_key, ids_key, all_key, type_prefix, tag_prefix, touched,
+                pending_key)
     lc.erased = v
     erased = erased + 1
   end
@@ -717,20 +724,22 @@ local function scavenge(keys, args)
   end
   local reply = {erased, done}
   for key in pairs(touched) do
+    redis.call('SADD', pending_key, key)
     reply[#reply + 1] = key
   end
   return reply
 end
 
--- KEYS: 1 a stream to rewrite, 2 a scratch key. ARGV: cursor ('-' to start, else the last
--- entry id copied), most entries to copy.
+-- KEYS: 1 a stream to rewrite, 2 a scratch key, 3 the keys to compact. ARGV: cursor ('-'
+-- to start, else the last entry id copied), most entries to copy.
 -- XDEL only flags an entry: its bytes stay in its node until every entry of the node is
 -- deleted. So a scavenge rewrites each stream it deleted from: entries are copied, in
 -- chunks, to the scratch key; the call that copies the last ones (appends meanwhile
--- included) renames the copy over the original atomically. Reply: {'more', cursor} or
--- {'done'}.
+-- included) renames the copy over the original atomically and takes the key out of the
+-- keys to compact. Reply: {'more', cursor} or {'done'}.
 local function compact(keys, args)
-  local key, scratch, cursor, count = keys[1], keys[2], args[1], tonumber(args[2])
+  local key, scratch, pending_key = keys[1], keys[2], keys[3]
+  local cursor, count = args[1], tonumber(args[2])
   if cursor == '-' then
     redis.call('DEL', scratch)
   else
@@ -746,6 +755,7 @@ local function compact(keys, args)
     else
       redis.call('DEL', key)
     end
+    redis.call('SREM', pending_key, key)
     return {'done'}
   end
   return {'more', entries[#entries][1]}
@@ -755,9 +765,9 @@ local function version()
   return LIBRARY_VERSION
 end
 
-redis.register_function('concord_append_v6', append)
-redis.register_function('concord_delete_v6', delete)
-redis.register_function('concord_metadata_v6', set_metadata)
-redis.register_function('concord_scavenge_v6', scavenge)
-redis.register_function('concord_compact_v6', compact)
+redis.register_function('concord_append_v7', append)
+redis.register_function('concord_delete_v7', delete)
+redis.register_function('concord_metadata_v7', set_metadata)
+redis.register_function('concord_scavenge_v7', scavenge)
+redis.register_function('concord_compact_v7', compact)
 redis.register_function{function_name = 'concord_version', callback = version, flags = {'no-writes'}}

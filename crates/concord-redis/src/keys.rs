@@ -72,6 +72,12 @@ impl KeyLayout {
         format!("{}:scavenge-scratch", self.tag)
     }
 
+    /// Set: the keys a scavenge deleted entries from and has not rewritten yet (library
+    /// version 7), so that the next scavenge rewrites them when one is cut short.
+    pub fn scavenge_pending(&self) -> String {
+        format!("{}:scavenge-pending", self.tag)
+    }
+
     /// Hash: stream name → `"<version> <last position>"`.
     pub fn heads(&self) -> String {
         format!("{}:stream-heads", self.tag)
@@ -113,6 +119,7 @@ mod tests {
             keys.types(&s),
             keys.all(),
             keys.head(),
+            keys.scavenge_pending(),
             keys.index(),
             keys.heads(),
             keys.type_index(&EventType::new("T").unwrap()),

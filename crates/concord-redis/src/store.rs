@@ -36,11 +36,11 @@ mod lifecycle;
 pub const LIBRARY_SOURCE: &str = include_str!("concord.lua");
 
 /// The version of the library this build loads (the `LIBRARY_VERSION` in its source).
-pub const LIBRARY_VERSION: i64 = 6;
+pub const LIBRARY_VERSION: i64 = 7;
 
 /// The name of the append function in this library version (single and multi-stream
 /// appends, with or without a condition).
-pub const APPEND_FUNCTION: &str = "concord_append_v6";
+pub const APPEND_FUNCTION: &str = "concord_append_v7";
 
 /// Index entries a query read examines per round trip.
 /// The largest condition `after` handed to the append function: Lua numbers are doubles,

@@ -6,6 +6,8 @@
 //! - [`properties`]: the model check, random operation sequences compared step by step
 //!   with `MemoryStore`; `model_check!(factory)` or [`properties::run_model_check`].
 //! - [`redis`], [`postgres`]: real servers started by the test (ephemeral ports, temp dirs).
+//! - [`scavenge_kill`]: a scavenge killed with SIGKILL over and over, then checked; each
+//!   backend's `tests/scavenge_kill.rs` opens its store and reads its progress.
 //! - [`scale`]: the `CONCORD_TEST_SCALE` factor for iteration counts.
 //!
 //! It is a dev-dependency only (the architecture test enforces it). Its helpers panic on
@@ -26,6 +28,7 @@ pub mod conformance;
 pub mod postgres;
 pub mod properties;
 pub mod redis;
+pub mod scavenge_kill;
 mod server;
 
 /// A store under test, and whatever must live as long as it (a temp dir, a server).

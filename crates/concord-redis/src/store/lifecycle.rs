@@ -2,9 +2,11 @@
 //! (`{p}:lifecycle`, stream → six numbers, see `lifecycle_of` in `concord.lua`), written by
 //! the library's functions so they are atomic with appends. Reads apply core's rules
 //! ([`StreamLifecycle`]) to what they fetch. A scavenge erases, stream by stream and in
-//! chunks, every copy of each hidden event (`concord_scavenge_v6`), then rewrites each
-//! stream it deleted from (`concord_compact_v6`), because `XDEL` leaves an entry's bytes in
-//! its node. See `docs/design/redis-layout.md`.
+//! chunks, every copy of each hidden event (`concord_scavenge_v7`), then rewrites each
+//! stream it deleted from (`concord_compact_v7`), because `XDEL` leaves an entry's bytes in
+//! its node. The keys still to rewrite are kept in Redis (`{p}:scavenge-pending`), written
+//! by the call that deletes from them, so a scavenge cut short leaves them to the next one.
+//! See `docs/design/redis-layout.md`.
 
 use std::collections::BTreeSet;
 
@@ -110,7 +112,7 @@ impl RedisStore {
     ) -> Result<(), StoreError> {
         let keys = &self.inner.keys;
         let mut cmd = redis::cmd("FCALL");
-        cmd.arg("concord_delete_v6")
+        cmd.arg("concord_delete_v7")
             .arg(3)
             .arg(keys.lifecycle())
             .arg(keys.stream(stream))
@@ -165,7 +167,7 @@ impl RedisStore {
     ) -> Result<StreamMetadata, StoreError> {
         metadata.validate()?;
         let mut cmd = redis::cmd("FCALL");
-        cmd.arg("concord_metadata_v6")
+        cmd.arg("concord_metadata_v7")
             .arg(1)
             .arg(self.inner.keys.lifecycle())
             .arg(stream.as_str())
@@ -223,12 +225,13 @@ impl RedisStore {
             let mut erased_here = 0;
             loop {
                 let mut cmd = redis::cmd("FCALL");
-                cmd.arg("concord_scavenge_v6")
-                    .arg(4)
+                cmd.arg("concord_scavenge_v7")
+                    .arg(5)
                     .arg(keys.lifecycle())
                     .arg(keys.stream(&stream))
                     .arg(keys.ids(&stream))
                     .arg(keys.all())
+                    .arg(keys.scavenge_pending())
                     .arg(stream.as_str())
                     .arg(now)
                     .arg(SCAVENGE_CHUNK)
@@ -254,6 +257,25 @@ impl RedisStore {
                 report.streams_scavenged += 1;
             }
         }
+        // The keys this scavenge deleted from, and those a scavenge cut short left.
+        let mut cursor = 0u64;
+        loop {
+            let (next, page): (u64, Vec<String>) = self
+                .query(
+                    "SSCAN",
+                    redis::cmd("SSCAN")
+                        .arg(keys.scavenge_pending())
+                        .arg(cursor)
+                        .arg("COUNT")
+                        .arg(1000),
+                )
+                .await?;
+            touched.extend(page);
+            cursor = next;
+            if cursor == 0 {
+                break;
+            }
+        }
         for key in touched {
             self.compact(&key).await?;
         }
@@ -270,10 +292,11 @@ impl RedisStore {
         let mut cursor = "-".to_owned();
         loop {
             let mut cmd = redis::cmd("FCALL");
-            cmd.arg("concord_compact_v6")
-                .arg(2)
+            cmd.arg("concord_compact_v7")
+                .arg(3)
                 .arg(key)
                 .arg(self.inner.keys.scratch())
+                .arg(self.inner.keys.scavenge_pending())
                 .arg(&cursor)
                 .arg(SCAVENGE_CHUNK);
             let reply = self.fcall(&cmd).await?;
