@@ -2,7 +2,8 @@
 //! row of the store's tables holds the erased events' bytes, every other event keeps its
 //! position, and after the operator's `VACUUM FULL` (docs/design/postgres-layout.md) the
 //! bytes are in none of the tables' files either. Each test writes events carrying a unique
-//! marker and searches for it with SQL and in the raw relation files.
+//! marker and searches for it with SQL and in the raw relation files. Also: retention by age,
+//! a format-1 schema migrated on connect, and appends answered while a scavenge runs.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -262,23 +263,24 @@ async fn appends_go_on_while_a_scavenge_erases_a_large_stream_in_chunks() {
     let server = shared();
     let schema = unique_schema();
     let store = connect(server, &schema).await;
-    for _ in 0..5 {
+    for _ in 0..10 {
         let events = (0..500)
             .map(|i| NewEvent::json("Read", &serde_json::json!({ "i": i })).unwrap())
             .collect();
         write(&store, "sensor-9", events).await;
     }
     store
-        .delete_stream(&stream("sensor-9"), Some(Version(2500)))
+        .delete_stream(&stream("sensor-9"), Some(Version(5000)))
         .await
         .unwrap();
     let scavenging = {
         let store = store.clone();
         tokio::spawn(async move { store.scavenge().await })
     };
-    // Appends to the scavenged stream and to others are answered meanwhile, each within
-    // far less than the whole scavenge could take if it held the stream for all of it.
+    // Appends to the scavenged stream and to others are answered meanwhile (the stream's
+    // lock is held for one chunk of 1000 at a time, five chunks here).
     let mut appended: usize = 0;
+    let mut during = 0;
     while !scavenging.is_finished() || appended < 20 {
         let target = if appended.is_multiple_of(2) {
             "sensor-9"
@@ -296,16 +298,79 @@ async fn appends_go_on_while_a_scavenge_erases_a_large_stream_in_chunks() {
         .await
         .expect("an append waits for one chunk at most, not the whole scavenge")
         .unwrap();
-        assert!(out.appended().first_position.get() > 2500);
+        assert!(out.appended().first_position.get() > 5000);
         appended += 1;
+        if !scavenging.is_finished() {
+            during += 1;
+        }
     }
+    assert!(during > 0, "no append was answered while the scavenge ran");
     let report = scavenging.await.unwrap().unwrap();
-    assert_eq!(report.events_removed, 2500);
+    assert_eq!(report.events_removed, 5000);
     assert_eq!(report.streams_scavenged, 1);
     let sensor = store
         .read_stream(&stream("sensor-9"), Version(1), Direction::Forward, 1000)
         .await
         .unwrap();
     assert_eq!(sensor.len(), appended.div_ceil(2));
-    assert!(sensor.iter().all(|e| e.version.get() > 2500));
+    assert!(sensor.iter().all(|e| e.version.get() > 5000));
+}
+
+#[tokio::test]
+async fn max_age_hides_events_recorded_too_long_ago_and_a_scavenge_erases_exactly_those() {
+    let server = shared();
+    let schema = unique_schema();
+    let store = connect(server, &schema).await;
+    let old = unique("old");
+    write(&store, "sensor-1", vec![marked(&old), marked(&old)]).await;
+    // Recorded two hours ago, as far as the table says (no waiting on the clock).
+    server.psql(&format!(
+        "UPDATE {schema}.concord_events SET recorded_at = recorded_at - 7200000"
+    ));
+    write(&store, "sensor-1", vec![marked("fresh")]).await;
+    let s = stream("sensor-1");
+    let _ = store
+        .set_stream_metadata(
+            &s,
+            StreamMetadata {
+                max_age_seconds: Some(3600),
+                ..StreamMetadata::NONE
+            },
+        )
+        .await
+        .unwrap();
+    let read = store
+        .read_stream(&s, Version(1), Direction::Forward, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        read.iter().map(|e| e.version.get()).collect::<Vec<_>>(),
+        vec![3]
+    );
+    assert_eq!(store.stream_version(&s).await.unwrap(), Version(3));
+    let report = store.scavenge().await.unwrap();
+    assert_eq!(report.events_removed, 2);
+    assert_eq!(rows_holding(server, &schema, &old), 0);
+    assert_eq!(
+        server
+            .psql(&format!(
+                "SELECT erased_through FROM {schema}.concord_streams WHERE stream = 'sensor-1'"
+            ))
+            .trim(),
+        "2"
+    );
+    // Without the setting, only the erased events stay gone.
+    let _ = store
+        .set_stream_metadata(&s, StreamMetadata::NONE)
+        .await
+        .unwrap();
+    let read = store
+        .read_stream(&s, Version(1), Direction::Forward, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        read.iter().map(|e| e.version.get()).collect::<Vec<_>>(),
+        vec![3]
+    );
+    assert_eq!(store.scavenge().await.unwrap().events_removed, 0);
 }
