@@ -122,14 +122,20 @@ pub(crate) fn backward_sql(schema: &str) -> String {
     )
 }
 
+/// The SQL of one stream's row (`$1` the stream).
+pub(crate) fn stored_sql(schema: &str) -> String {
+    format!("SELECT {LIFECYCLE_COLUMNS} FROM {schema}.concord_streams WHERE stream = $1")
+}
+
 /// The stream's row, read in `client`'s current snapshot.
 pub(crate) async fn stored<C: tokio_postgres::GenericClient + Sync>(
     client: &C,
     schema: &str,
     stream: &StreamName,
 ) -> Result<Result<Option<Stored>, StoreError>, tokio_postgres::Error> {
-    let sql = format!("SELECT {LIFECYCLE_COLUMNS} FROM {schema}.concord_streams WHERE stream = $1");
-    let row = client.query_opt(&sql, &[&stream.as_str()]).await?;
+    let row = client
+        .query_opt(&stored_sql(schema), &[&stream.as_str()])
+        .await?;
     Ok(row.map(|r| Stored::decode(&r, 0)).transpose())
 }
 

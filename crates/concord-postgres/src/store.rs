@@ -1,7 +1,8 @@
 //! `PostgresStore`: the `EventStore` over a PostgreSQL schema. Appends go to this process's
 //! writer task (group commit, see `writer`); reads go straight to a pooled connection and
 //! are bounded by the head row, which is written in the same transaction as the events it
-//! covers, so a read never sees a position before every earlier one.
+//! covers, so a read never sees a position before every earlier one. A stream read first
+//! reads the stream's row and shows only what its lifecycle keeps (`lifecycle`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -176,6 +177,24 @@ impl PostgresStore {
         answer.await.map_err(|_| closed())?
     }
 
+    /// The stream's row (lifecycle and last version), with a cached statement: every
+    /// `read_stream` and `stream_version` starts with it.
+    async fn stored(
+        &self,
+        client: &deadpool_postgres::Object,
+        stream: &StreamName,
+    ) -> Result<Option<lifecycle::Stored>, StoreError> {
+        let stmt = client
+            .prepare_cached(&lifecycle::stored_sql(&self.inner.schema))
+            .await
+            .map_err(|e| self.db(e))?;
+        let row = client
+            .query_opt(&stmt, &[&stream.as_str()])
+            .await
+            .map_err(|e| self.db(e))?;
+        row.map(|r| lifecycle::Stored::decode(&r, 0)).transpose()
+    }
+
     async fn read_head(&self) -> Result<Position, StoreError> {
         let client = self.client().await?;
         let sql = format!(
@@ -235,10 +254,7 @@ impl EventStore for PostgresStore {
         // The stream's state first, then its events up to the last version that state
         // knows: a read shows the stream as it was at one moment, never a retention window
         // from one moment applied to events appended after it.
-        let Some(stored) = lifecycle::stored(&**client, s, stream)
-            .await
-            .map_err(|e| self.db(e))??
-        else {
+        let Some(stored) = self.stored(&client, stream).await? else {
             return Ok(Vec::new());
         };
         stored.check_not_tombstoned(stream)?;
@@ -375,10 +391,7 @@ impl EventStore for PostgresStore {
 
     async fn stream_version(&self, stream: &StreamName) -> Result<Version, StoreError> {
         let client = self.client().await?;
-        match lifecycle::stored(&**client, &self.inner.schema, stream)
-            .await
-            .map_err(|e| self.db(e))??
-        {
+        match self.stored(&client, stream).await? {
             None => Ok(Version::NONE),
             Some(stored) => {
                 stored.check_not_tombstoned(stream)?;
