@@ -10,6 +10,10 @@
 //!   the same locks and returned with the refusal.
 //! - **Live subscriptions on every node:** each append transaction sends `pg_notify` with the
 //!   new head; every store keeps a LISTEN connection and also polls the head every second.
+//! - **Stream lifecycle:** soft deletes, tombstones and retention settings are columns of
+//!   the stream's row, changed under the writer's stream lock; a scavenge deletes the rows
+//!   they hide in bounded chunks beside appends (the operator's part, VACUUM, backups and
+//!   replicas, is in the design doc).
 //! - **Failover:** the URL may list several hosts with `target_session_attrs=read-write`;
 //!   pooled connections to a lost primary are replaced by connections to the new one.
 //!
@@ -29,6 +33,7 @@
 
 mod config;
 mod error;
+mod lifecycle;
 mod matching;
 mod rows;
 mod schema;

@@ -16,11 +16,21 @@ pub(crate) const COLUMNS: &str = "position, stream, version, event_id, event_typ
 pub(crate) const TAG_SEPARATOR: char = '\u{1f}';
 
 fn corrupted(what: &str, e: impl std::fmt::Display) -> StoreError {
-    StoreError::Corrupted(format!("concord_events.{what}: {e}"))
+    corrupted_in("concord_events", what, e)
 }
 
 fn count(what: &str, n: i64) -> Result<u64, StoreError> {
-    u64::try_from(n).map_err(|e| corrupted(what, e))
+    count_in("concord_events", what, n)
+}
+
+/// A value of `table.what` that does not decode.
+pub(crate) fn corrupted_in(table: &str, what: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupted(format!("{table}.{what}: {e}"))
+}
+
+/// A count (version, position, setting) stored in `table.what`: never negative.
+pub(crate) fn count_in(table: &str, what: &str, n: i64) -> Result<u64, StoreError> {
+    u64::try_from(n).map_err(|e| corrupted_in(table, what, e))
 }
 
 pub(crate) fn decode(row: &Row) -> Result<RecordedEvent, StoreError> {

@@ -7,8 +7,9 @@
 
 use crate::error::PostgresError;
 
-/// The layout this build writes.
-pub const FORMAT_VERSION: i32 = 1;
+/// The layout this build writes: 2 added the stream lifecycle columns of
+/// `concord_streams` (deletes, tombstones, retention settings, how far a scavenge erased).
+pub const FORMAT_VERSION: i32 = 2;
 
 /// The statements that create format 1 in schema `s`.
 fn create_v1(s: &str) -> String {
@@ -42,6 +43,28 @@ CREATE TABLE {s}.concord_streams (
     version       bigint NOT NULL,
     last_position bigint NOT NULL
 );
+"#
+    )
+}
+
+/// The statements that turn format 1 into format 2 in schema `s`. The partial index holds
+/// the streams a scavenge may find work in; its predicate is the scavenge's search
+/// (`lifecycle::scavenge_candidates`), word for word, so the planner can use it. Every existing stream
+/// gets the default lifecycle (never deleted, no retention, nothing erased); a row may now
+/// exist for a stream without events (retention settings stored before its first append).
+fn migrate_v1_to_v2(s: &str) -> String {
+    format!(
+        r#"
+ALTER TABLE {s}.concord_streams
+    ADD COLUMN deleted_through bigint NOT NULL DEFAULT 0,
+    ADD COLUMN tombstoned      boolean NOT NULL DEFAULT false,
+    ADD COLUMN max_count       bigint,
+    ADD COLUMN max_age_seconds bigint,
+    ADD COLUMN truncate_before bigint,
+    ADD COLUMN erased_through  bigint NOT NULL DEFAULT 0;
+CREATE INDEX concord_streams_lifecycle ON {s}.concord_streams (stream)
+    WHERE deleted_through > erased_through OR (tombstoned AND erased_through < version)
+       OR max_count IS NOT NULL OR max_age_seconds IS NOT NULL OR truncate_before IS NOT NULL;
 "#
     )
 }
@@ -89,9 +112,22 @@ pub(crate) async fn migrate(
                 known: FORMAT_VERSION,
             });
         }
-        Some(_) => {}
+        Some(v) if v == FORMAT_VERSION => {}
+        Some(v) => {
+            // Each step in order, all in this transaction: a failure leaves format `v`.
+            if v < 2 {
+                tx.batch_execute(&migrate_v1_to_v2(s)).await.map_err(err)?;
+            }
+            tx.execute(
+                &format!("UPDATE {s}.concord_meta SET format_version = $1 WHERE id = 1"),
+                &[&FORMAT_VERSION],
+            )
+            .await
+            .map_err(err)?;
+        }
         None => {
             tx.batch_execute(&create_v1(s)).await.map_err(err)?;
+            tx.batch_execute(&migrate_v1_to_v2(s)).await.map_err(err)?;
             tx.execute(
                 &format!("INSERT INTO {s}.concord_meta VALUES (1, $1)"),
                 &[&FORMAT_VERSION],

@@ -1,16 +1,17 @@
 //! `PostgresStore`: the `EventStore` over a PostgreSQL schema. Appends go to this process's
 //! writer task (group commit, see `writer`); reads go straight to a pooled connection and
 //! are bounded by the head row, which is written in the same transaction as the events it
-//! covers, so a read never sees a position before every earlier one.
+//! covers, so a read never sees a position before every earlier one. A stream read first
+//! reads the stream's row and shows only what its lifecycle keeps (`lifecycle`).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use concord_core::{
-    AllPage, AppendOutcome, AppendRequest, Direction, EventStore, Filter, HeadSignal, Limits,
-    MultiAppendOutcome, MultiAppendRequest, Position, Query, QueryPage, RecordedEvent, StoreError,
-    StreamInfo, StreamName, Version,
+    AllPage, AppendOutcome, AppendRequest, DeleteMode, Direction, EventStore, Filter, HeadSignal,
+    Limits, MultiAppendOutcome, MultiAppendRequest, Position, Query, QueryPage, RecordedAt,
+    RecordedEvent, ScavengeReport, StoreError, StreamInfo, StreamMetadata, StreamName, Version,
 };
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use futures::StreamExt;
@@ -19,6 +20,7 @@ use tokio_postgres::{AsyncMessage, NoTls};
 
 use crate::config::{self, StoreUrl};
 use crate::error::{self, PostgresError};
+use crate::lifecycle;
 use crate::matching::{MatchingError, matching_events};
 use crate::rows::{COLUMNS, bound, decode};
 use crate::schema;
@@ -144,7 +146,11 @@ impl PostgresStore {
         &self.inner.schema
     }
 
-    async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
+    pub(crate) fn limits(&self) -> &Limits {
+        &self.inner.limits
+    }
+
+    pub(crate) async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
         self.inner
             .pool
             .get()
@@ -152,7 +158,7 @@ impl PostgresStore {
             .map_err(|e| error::pool(&self.inner.hosts, e))
     }
 
-    fn db(&self, e: tokio_postgres::Error) -> StoreError {
+    pub(crate) fn db(&self, e: tokio_postgres::Error) -> StoreError {
         error::driver(&self.inner.hosts, e)
     }
 
@@ -169,6 +175,24 @@ impl PostgresStore {
             .await
             .map_err(|_| closed())?;
         answer.await.map_err(|_| closed())?
+    }
+
+    /// The stream's row (lifecycle and last version), with a cached statement: every
+    /// `read_stream` and `stream_version` starts with it.
+    async fn stored(
+        &self,
+        client: &deadpool_postgres::Object,
+        stream: &StreamName,
+    ) -> Result<Option<lifecycle::Stored>, StoreError> {
+        let stmt = client
+            .prepare_cached(&lifecycle::stored_sql(&self.inner.schema))
+            .await
+            .map_err(|e| self.db(e))?;
+        let row = client
+            .query_opt(&stmt, &[&stream.as_str()])
+            .await
+            .map_err(|e| self.db(e))?;
+        row.map(|r| lifecycle::Stored::decode(&r, 0)).transpose()
     }
 
     async fn read_head(&self) -> Result<Position, StoreError> {
@@ -226,23 +250,41 @@ impl EventStore for PostgresStore {
     ) -> Result<Vec<RecordedEvent>, StoreError> {
         let limit = bound(limit.clamp(1, self.inner.limits.read_limit_max.max(1)) as u64);
         let s = &self.inner.schema;
-        let sql = match direction {
-            Direction::Forward => format!(
-                "SELECT {COLUMNS} FROM {s}.concord_events WHERE stream = $1 AND version >= $2 \
-                 ORDER BY version LIMIT $3"
+        let client = self.client().await?;
+        // The stream's state first, then its events up to the last version that state
+        // knows: a read shows the stream as it was at one moment, never a retention window
+        // from one moment applied to events appended after it.
+        let Some(stored) = self.stored(&client, stream).await? else {
+            return Ok(Vec::new());
+        };
+        stored.check_not_tombstoned(stream)?;
+        let (sql, first, second) = match direction {
+            Direction::Forward => (
+                lifecycle::forward_sql(s),
+                from.max(stored.floor()),
+                stored.last,
             ),
-            Direction::Backward => format!(
-                "SELECT {COLUMNS} FROM {s}.concord_events WHERE stream = $1 AND version <= $2 \
-                 ORDER BY version DESC LIMIT $3"
+            Direction::Backward => (
+                lifecycle::backward_sql(s),
+                from.min(stored.last),
+                stored.floor(),
             ),
         };
-        let client = self.client().await?;
         let stmt = client.prepare_cached(&sql).await.map_err(|e| self.db(e))?;
         let rows = client
-            .query(&stmt, &[&stream.as_str(), &bound(from.get()), &limit])
+            .query(
+                &stmt,
+                &[
+                    &stream.as_str(),
+                    &bound(first.get()),
+                    &bound(second.get()),
+                    &stored.oldest_kept(RecordedAt::now()),
+                    &limit,
+                ],
+            )
             .await
             .map_err(|e| self.db(e))?;
-        rows.iter().map(decode).collect()
+        lifecycle::decode_all(&rows)
     }
 
     async fn read_all(
@@ -348,21 +390,14 @@ impl EventStore for PostgresStore {
     }
 
     async fn stream_version(&self, stream: &StreamName) -> Result<Version, StoreError> {
-        let sql = format!(
-            "SELECT version FROM {}.concord_streams WHERE stream = $1",
-            self.inner.schema
-        );
         let client = self.client().await?;
-        let stmt = client.prepare_cached(&sql).await.map_err(|e| self.db(e))?;
-        let row = client
-            .query_opt(&stmt, &[&stream.as_str()])
-            .await
-            .map_err(|e| self.db(e))?;
-        let version: i64 = match row {
-            Some(r) => r.try_get(0).map_err(|e| self.db(e))?,
-            None => 0,
-        };
-        Ok(Version(u64::try_from(version).unwrap_or(0)))
+        match self.stored(&client, stream).await? {
+            None => Ok(Version::NONE),
+            Some(stored) => {
+                stored.check_not_tombstoned(stream)?;
+                Ok(stored.visible_version())
+            }
+        }
     }
 
     async fn list_streams(
@@ -376,6 +411,7 @@ impl EventStore for PostgresStore {
             "SELECT stream, version, last_position FROM {}.concord_streams \
              WHERE stream >= $1 AND starts_with(stream, $1) \
              AND ($2::text IS NULL OR stream > $2) \
+             AND NOT tombstoned AND version > deleted_through \
              ORDER BY stream LIMIT $3",
             self.inner.schema
         );
@@ -403,6 +439,38 @@ impl EventStore for PostgresStore {
 
     async fn head(&self) -> Result<Position, StoreError> {
         self.read_head().await
+    }
+
+    async fn delete_stream(
+        &self,
+        stream: &StreamName,
+        expected: Option<Version>,
+    ) -> Result<(), StoreError> {
+        self.delete(stream, DeleteMode::Soft, expected).await
+    }
+
+    async fn tombstone_stream(
+        &self,
+        stream: &StreamName,
+        expected: Option<Version>,
+    ) -> Result<(), StoreError> {
+        self.delete(stream, DeleteMode::Tombstone, expected).await
+    }
+
+    async fn stream_metadata(&self, stream: &StreamName) -> Result<StreamMetadata, StoreError> {
+        self.metadata(stream).await
+    }
+
+    async fn set_stream_metadata(
+        &self,
+        stream: &StreamName,
+        metadata: StreamMetadata,
+    ) -> Result<StreamMetadata, StoreError> {
+        self.set_metadata(stream, metadata).await
+    }
+
+    async fn scavenge(&self) -> Result<ScavengeReport, StoreError> {
+        self.run_scavenge().await
     }
 
     async fn wait_for_head(&self, after: Position) -> Result<Position, StoreError> {

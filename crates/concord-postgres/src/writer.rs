@@ -8,8 +8,11 @@
 //! 1. transaction-scoped advisory locks on the batch's streams, in key order (another
 //!    process appending to the same stream waits; others do not);
 //! 2. one pipelined exchange reads the streams' versions and where the batch's event ids
-//!    already stand; `concord_core::plan_multi_append` decides each append, reading the
-//!    concurrent events of a conflict or rebase in the same transaction, under the same locks;
+//!    already stand, with each stream's lifecycle (a tombstone refuses the append, a hidden
+//!    event's id is still taken, a soft-deleted stream is at version 0 but its versions go
+//!    on); `concord_core::plan_multi_append` decides each append, reading the concurrent
+//!    events of a conflict or rebase (those reads show) in the same transaction, under the
+//!    same locks;
 //! 3. `SELECT … FOR UPDATE` of the head row: from here to COMMIT, no other process can
 //!    assign positions. Conditions (DCB) are checked now, against everything before the
 //!    head and the batch's own earlier appends; positions follow the head;
@@ -24,15 +27,17 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use concord_core::{
     AppendOutcome, AppendPlan, Appended, Conflict, EventType, Limits, MATCHING_EVENTS_MAX,
     MultiAppendOutcome, MultiAppendPlan, MultiAppendRequest, PartState, PartialDuplicate, Position,
-    Query, RecordedAt, RecordedEvent, StoreError, StreamName, Version, plan_multi_append,
+    Query, RecordedAt, RecordedEvent, StoreError, StreamName, Version, check_hidden_ids,
+    plan_multi_append,
 };
 use deadpool_postgres::Pool;
 use futures::future::try_join_all;
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::types::ToSql;
 
+use crate::lifecycle::{self, LIFECYCLE_COLUMNS, Stored};
 use crate::matching::MatchingError;
-use crate::rows::{COLUMNS, TAG_SEPARATOR, bound, decode};
+use crate::rows::{TAG_SEPARATOR, bound, decode};
 
 /// Appends in one batch at most (they share one transaction).
 const BATCH_APPENDS_MAX: usize = 256;
@@ -191,8 +196,9 @@ impl Writer {
                 })
             })
             .unzip();
-        let versions_sql =
-            format!("SELECT stream, version FROM {s}.concord_streams WHERE stream = ANY($1)");
+        let versions_sql = format!(
+            "SELECT stream, {LIFECYCLE_COLUMNS} FROM {s}.concord_streams WHERE stream = ANY($1)"
+        );
         let found_sql = format!(
             "SELECT e.stream, e.event_id, e.version, e.position FROM {s}.concord_events e \
              JOIN unnest($1::text[], $2::uuid[]) AS k(stream, event_id) \
@@ -210,11 +216,14 @@ impl Writer {
             tx.query(&found_stmt, &found_params)
         )
         .map_err(|e| self.db(e))?;
-        let mut versions: HashMap<String, u64> = HashMap::new();
+        let mut versions: HashMap<String, Stored> = HashMap::new();
         for row in &version_rows {
             let stream: String = row.try_get(0).map_err(|e| self.db(e))?;
-            let version: i64 = row.try_get(1).map_err(|e| self.db(e))?;
-            versions.insert(stream, u64::try_from(version).unwrap_or(0));
+            let stored = Stored::decode(row, 1).map_err(|e| BatchError {
+                unavailable: false,
+                message: e.to_string(),
+            })?;
+            versions.insert(stream, stored);
         }
         let mut found: HashMap<(String, uuid::Uuid), (Version, Position)> = HashMap::new();
         for row in &found_rows {
@@ -230,36 +239,44 @@ impl Writer {
                 ),
             );
         }
-        let actual =
-            |stream: &StreamName| Version(versions.get(stream.as_str()).copied().unwrap_or(0));
+        let stored =
+            |stream: &StreamName| versions.get(stream.as_str()).copied().unwrap_or_default();
+        // Expectations are checked against the version reads show (0 while soft-deleted).
+        let actual = |stream: &StreamName| stored(stream).visible_version();
+        // Retention by age is judged by this batch's clock.
+        let now = RecordedAt::now();
 
         // The types after a stale expectation, for every part that may rebase.
         let types_sql = format!(
-            "SELECT DISTINCT event_type FROM {s}.concord_events WHERE stream = $1 AND version > $2"
+            "SELECT DISTINCT event_type FROM {s}.concord_events WHERE stream = $1 AND version >= $2 \
+             AND recorded_at >= $3"
         );
         let types_stmt = tx
             .prepare_cached(&types_sql)
             .await
             .map_err(|e| self.db(e))?;
-        let mut rebasable: Vec<(usize, usize, &str, i64)> = Vec::new();
+        // (Only the types of events reads show: those hidden or erased were not missed.)
+        let mut rebasable: Vec<(usize, usize, &str, i64, i64)> = Vec::new();
         for (j, r) in batch.iter().enumerate() {
             for (i, p) in r.parts.iter().enumerate() {
                 if let (Some(_), concord_core::ExpectedVersion::Exact(e)) =
                     (&p.rebase_unless, p.expected)
                     && e < actual(&p.stream)
                 {
-                    rebasable.push((j, i, p.stream.as_str(), bound(e.get())));
+                    let st = stored(&p.stream);
+                    let from = bound(e.next().max(st.floor()).get());
+                    rebasable.push((j, i, p.stream.as_str(), from, st.oldest_kept(now)));
                 }
             }
         }
-        let type_rows = try_join_all(rebasable.iter().map(|(_, _, stream, e)| {
+        let type_rows = try_join_all(rebasable.iter().map(|(_, _, stream, from, oldest)| {
             let (stmt, tx) = (&types_stmt, &tx);
-            async move { tx.query(stmt, &[stream, e]).await }
+            async move { tx.query(stmt, &[stream, from, oldest]).await }
         }))
         .await
         .map_err(|e| self.db(e))?;
         let mut concurrent_types: HashMap<(usize, usize), Vec<EventType>> = HashMap::new();
-        for ((j, i, _, _), rows) in rebasable.iter().zip(type_rows) {
+        for ((j, i, _, _, _), rows) in rebasable.iter().zip(type_rows) {
             let types = rows
                 .iter()
                 .filter_map(|r| {
@@ -277,6 +294,12 @@ impl Writer {
         let mut writes: Vec<(usize, Vec<AppendPlan>)> = Vec::new();
         let mut conflicts: Vec<(usize, Vec<ConflictRead>)> = Vec::new();
         for (j, r) in batch.iter().enumerate() {
+            if let Err(refused) = check_lifecycle(r, stored, &found) {
+                if let Some(slot) = answers.get_mut(j) {
+                    *slot = Some(Err(refused));
+                }
+                continue;
+            }
             let states: Vec<PartState> = r
                 .parts
                 .iter()
@@ -335,6 +358,7 @@ impl Writer {
                             let p = r.parts.get(c.part)?;
                             Some(ConflictRead {
                                 stream: p.stream.clone(),
+                                stored: stored(&p.stream),
                                 expected: p.expected,
                                 actual: c.actual,
                                 first_concurrent: c.first_concurrent,
@@ -356,10 +380,8 @@ impl Writer {
 
         // Concurrent events of conflicts, read under the same locks.
         let max = self.limits.concurrent_events_max;
-        let stream_sql = format!(
-            "SELECT {COLUMNS} FROM {s}.concord_events WHERE stream = $1 AND version >= $2 \
-             ORDER BY version LIMIT $3"
-        );
+        // The events reads show, `$2 ≤ version ≤ $3`: concurrent events are only those.
+        let stream_sql = lifecycle::forward_sql(s);
         let stream_stmt = tx
             .prepare_cached(&stream_sql)
             .await
@@ -370,17 +392,22 @@ impl Writer {
             .flat_map(|(j, reads)| reads.iter().map(move |c| (*j, c)))
             .collect();
         let conflict_rows = try_join_all(conflict_reads.iter().map(|(_, c)| {
-            let from = bound(c.first_concurrent.map_or(u64::MAX, Version::get));
+            let from = bound(c.first().map_or(u64::MAX, Version::get));
+            let to = bound(c.stored.last.get());
+            let oldest = c.stored.oldest_kept(now);
             let stream = c.stream.as_str();
             let stmt = &stream_stmt;
             let tx = &tx;
-            async move { tx.query(stmt, &[&stream, &from, &limit]).await }
+            async move {
+                tx.query(stmt, &[&stream, &from, &to, &oldest, &limit])
+                    .await
+            }
         }))
         .await
         .map_err(|e| self.db(e))?;
         let mut conflict_errors: HashMap<usize, Vec<Conflict>> = HashMap::new();
         for ((j, c), rows) in conflict_reads.iter().zip(conflict_rows) {
-            let concurrent_events = match c.first_concurrent {
+            let concurrent_events = match c.first() {
                 Some(_) => rows.iter().map(decode).collect::<Result<Vec<_>, _>>(),
                 None => Ok(Vec::new()),
             };
@@ -393,7 +420,7 @@ impl Writer {
                     });
                 }
             };
-            let truncated = c.first_concurrent.is_some_and(|first| {
+            let truncated = c.first().is_some_and(|first| {
                 first.get() + concurrent_events.len() as u64 <= c.actual.get()
             });
             conflict_errors.entry(*j).or_default().push(Conflict {
@@ -439,7 +466,7 @@ impl Writer {
         let mut next = start.next();
         let recorded_at = RecordedAt::now();
         let mut written: Vec<RecordedEvent> = Vec::new();
-        let mut rebases: Vec<(usize, usize, StreamName, Version, Version)> = Vec::new();
+        let mut rebases: Vec<(usize, usize, StreamName, Version, Version, Stored)> = Vec::new();
         let mut outcomes: HashMap<usize, Vec<(usize, Appended)>> = HashMap::new();
         for (j, plans) in &writes {
             let Some(r) = batch.get(*j) else { continue };
@@ -465,6 +492,9 @@ impl Writer {
                 else {
                     continue;
                 };
+                // A soft-deleted stream is at version 0 to the plan, but versions go on
+                // after the last one ever written: a version is never reused.
+                let after = &(*after).max(stored(&p.stream).last);
                 let first_position = next;
                 for (k, e) in (1u64..).zip(&p.events) {
                     written.push(RecordedEvent::new(
@@ -478,7 +508,7 @@ impl Writer {
                 }
                 let last_version = Version(after.get() + p.events.len() as u64);
                 if let Some(e) = rebased_from {
-                    rebases.push((*j, i, p.stream.clone(), *e, *after));
+                    rebases.push((*j, i, p.stream.clone(), *e, *after, stored(&p.stream)));
                 }
                 appended.push((
                     i,
@@ -495,18 +525,22 @@ impl Writer {
         }
 
         // Rebased appends list the events they moved past.
-        let rebase_rows = try_join_all(rebases.iter().map(|(_, _, stream, e, after)| {
-            let from = bound(e.get() + 1);
-            let n = bound((after.get() - e.get()).min(max as u64));
+        let rebase_rows = try_join_all(rebases.iter().map(|(_, _, stream, e, after, st)| {
+            let from = bound(e.next().max(st.floor()).get());
+            let to = bound(after.get());
+            let oldest = st.oldest_kept(now);
             let stream = stream.as_str();
             let stmt = &stream_stmt;
             let tx = &tx;
-            async move { tx.query(stmt, &[&stream, &from, &n]).await }
+            async move {
+                tx.query(stmt, &[&stream, &from, &to, &oldest, &limit])
+                    .await
+            }
         }))
         .await
         .map_err(|e| self.db(e))?;
         let mut rebased: HashMap<(usize, usize), (Version, Vec<RecordedEvent>)> = HashMap::new();
-        for ((j, i, _, e, _), rows) in rebases.iter().zip(rebase_rows) {
+        for ((j, i, _, e, _, _), rows) in rebases.iter().zip(rebase_rows) {
             let events = rows
                 .iter()
                 .map(decode)
@@ -666,9 +700,50 @@ impl Writer {
 #[derive(Debug)]
 struct ConflictRead {
     stream: StreamName,
+    stored: Stored,
     expected: concord_core::ExpectedVersion,
     actual: Version,
     first_concurrent: Option<Version>,
+}
+
+impl ConflictRead {
+    /// The first concurrent version reads can still show (hidden and erased events were
+    /// not missed).
+    fn first(&self) -> Option<Version> {
+        self.first_concurrent.map(|f| f.max(self.stored.floor()))
+    }
+}
+
+/// Refuses an append naming a tombstoned stream (every part checked first, so nothing of
+/// it is written), then one re-sending the id of an event that reads hide but a scavenge
+/// has not erased yet (`check_hidden_ids`), as `MemoryStore` does.
+fn check_lifecycle(
+    request: &MultiAppendRequest,
+    stored: impl Fn(&StreamName) -> Stored,
+    found: &HashMap<(String, uuid::Uuid), (Version, Position)>,
+) -> Result<(), StoreError> {
+    for p in &request.parts {
+        stored(&p.stream).check_not_tombstoned(&p.stream)?;
+    }
+    for p in &request.parts {
+        let st = stored(&p.stream);
+        let versions: Vec<Option<Version>> = p
+            .events
+            .iter()
+            .map(|e| {
+                found
+                    .get(&(p.stream.as_str().to_owned(), *e.id.as_uuid()))
+                    .map(|(v, _)| *v)
+            })
+            .collect();
+        check_hidden_ids(
+            &p.stream,
+            &p.events,
+            &versions,
+            st.lifecycle.first_kept(st.last),
+        )?;
+    }
+    Ok(())
 }
 
 fn finish(

@@ -158,6 +158,59 @@ fn serve_without_projections_is_only_the_event_store() {
     );
 }
 
+/// Stream lifecycle over HTTP on a PostgreSQL store: a soft delete (404 after, versions
+/// going on when recreated), a tombstone (410), retention metadata, and a scavenge that
+/// removes what they hide while the other events keep their positions.
+#[test]
+fn serve_deletes_tombstones_retains_and_scavenges_on_a_postgres_store() {
+    let url = concord_testkit::postgres::shared().url_with_fresh_schema();
+    let (child, addr) = start(std::path::Path::new(&url));
+    let two = r#"{"events":[{"type":"T","data":{"n":1}},{"type":"T","data":{"n":2}}]}"#;
+    for stream in ["customer-1", "customer-2", "sensor-1"] {
+        assert_eq!(
+            http(&addr, "POST", &format!("/streams/{stream}"), two).0,
+            201
+        );
+    }
+    assert_eq!(http(&addr, "DELETE", "/streams/customer-1", "").0, 204);
+    assert_eq!(http(&addr, "GET", "/streams/customer-1", "").0, 404);
+    assert_eq!(
+        http(&addr, "DELETE", "/streams/customer-2?tombstone=true", "").0,
+        204
+    );
+    assert_eq!(http(&addr, "POST", "/streams/customer-2", two).0, 410);
+    let (status, body) = http(
+        &addr,
+        "PUT",
+        "/streams/sensor-1/metadata",
+        r#"{"max_count":1}"#,
+    );
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = http(&addr, "POST", "/admin/scavenge", "{}");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["events_removed"],
+        5
+    );
+    let (status, body) = http(&addr, "GET", "/all", "");
+    assert_eq!(status, 200, "{body}");
+    let positions: Vec<u64> = serde_json::from_str::<Value>(&body).unwrap()["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["position"].as_u64().unwrap())
+        .collect();
+    assert_eq!(positions, vec![6]);
+    let again = r#"{"expected_version":"no_stream","events":[{"type":"T","data":{"n":3}}]}"#;
+    let (status, body) = http(&addr, "POST", "/streams/customer-1", again);
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["first_version"],
+        3
+    );
+    assert_eq!(terminate(child), 0);
+}
+
 /// `concord serve --store postgres://...` on the testkit's throwaway PostgreSQL: the
 /// founding conflict and a rebase over HTTP, health naming the backend, a projection
 /// answering with read-your-writes, and what was acknowledged still there for a second
