@@ -327,7 +327,7 @@ impl PostgresStore {
                 return Ok(report);
             };
             for name in &streams {
-                let stream = StreamName::new(name.as_str())
+                let stream = StreamName::stored(name.as_str())
                     .map_err(|e| corrupted("concord_streams", "stream", e))?;
                 let removed = self.scavenge_stream(&stream, now).await?;
                 if removed > 0 {
