@@ -9,7 +9,9 @@
 //! - Streams: `Append`, `BatchAppend`, `Read` (a stream or `$all`, both directions,
 //!   catch-up subscriptions with filters and checkpoints), `Delete` and `Tombstone` (the
 //!   store's soft delete and tombstone).
-//! - ServerFeatures, Gossip (one leader node), PersistentSubscriptions.List (empty).
+//! - PersistentSubscriptions (in `persistent`): Create, Update, Delete, Read, GetInfo, List,
+//!   ReplayParked, RestartSubsystem, each a consumer group of `concord-groups`.
+//! - ServerFeatures, Gossip (one leader node).
 //!
 //! The mapping (revision = version − 1, commit = prepare = position, custom metadata,
 //! errors) is written in `docs/design/kurrentdb-protocol.md`.
@@ -23,6 +25,7 @@ mod convert;
 mod error;
 mod features;
 mod filter;
+mod persistent;
 mod read;
 mod streams;
 
@@ -58,7 +61,7 @@ pub mod proto {
             pub mod gossip {
                 include!(concat!(env!("OUT_DIR"), "/event_store.client.gossip.rs"));
             }
-            /// The PersistentSubscriptions service (List only).
+            /// The PersistentSubscriptions service.
             pub mod persistent_subscriptions {
                 include!(concat!(
                     env!("OUT_DIR"),
@@ -97,6 +100,9 @@ pub struct GrpcConfig {
     pub gate: Arc<dyn Gate>,
     /// The address Gossip advertises as the leader's.
     pub advertised: SocketAddr,
+    /// The consumer groups over the same store, which persistent subscriptions are (shared
+    /// with the HTTP API, so that a change on one side wakes readers on the other).
+    pub groups: Arc<concord_groups::Groups>,
 }
 
 /// The gRPC services, ready to be served (by `concord-server`, beside the HTTP API, or on
@@ -108,6 +114,7 @@ pub fn routes(store: Arc<dyn EventStore>, config: GrpcConfig) -> tonic::service:
         server_features::server_features_server::ServerFeaturesServer,
         streams::streams_server::StreamsServer,
     };
+    let groups = Arc::clone(&config.groups);
     let config = Arc::new(config);
     let streams = StreamsServer::new(streams::StreamsService::new(store, Arc::clone(&config)))
         .max_decoding_message_size(MESSAGE_BYTES_MAX)
@@ -117,7 +124,12 @@ pub fn routes(store: Arc<dyn EventStore>, config: GrpcConfig) -> tonic::service:
         .add_service(GossipServer::new(features::GossipService::new(
             config.advertised,
         )))
-        .add_service(PersistentSubscriptionsServer::new(
-            features::Persistent::new(Arc::clone(&config)),
-        ))
+        .add_service(
+            PersistentSubscriptionsServer::new(persistent::Persistent::new(
+                Arc::clone(&config),
+                groups,
+            ))
+            .max_decoding_message_size(MESSAGE_BYTES_MAX)
+            .max_encoding_message_size(MESSAGE_BYTES_MAX),
+        )
 }

@@ -71,6 +71,7 @@ pub fn router(store: Arc<dyn EventStore>, config: ServerConfig) -> axum::Router 
         tokens,
         Arc::new(sender),
         Arc::new(metrics::Metrics::default()),
+        None,
     )
 }
 
@@ -114,12 +115,14 @@ pub async fn serve(
         None => None,
     };
     let header_timeout = config.header_timeout;
+    let groups = Arc::new(concord_groups::Groups::new(Arc::clone(&store)));
     let grpc = concord_grpc::routes(
         Arc::clone(&store),
         concord_grpc::GrpcConfig {
             limits: config.limits,
             gate: Arc::new(auth::TokenGate(tokens.clone())),
             advertised: addr,
+            groups: Arc::clone(&groups),
         },
     );
     let (sender, _) = watch::channel(false);
@@ -132,6 +135,7 @@ pub async fn serve(
         tokens,
         Arc::clone(&sender),
         Arc::clone(&metrics),
+        Some(groups),
     );
     tracing::info!(%addr, store = store.backend(), "serving the Concord HTTP API and KurrentDB's gRPC protocol");
     let mut http =
