@@ -52,6 +52,9 @@ pub enum GrpcError {
     /// which the clients report as a dropped subscription).
     #[error("{0}")]
     Dropped(String),
+    /// The server is shutting down; a subscription ends (UNAVAILABLE).
+    #[error("the server is shutting down")]
+    ShuttingDown,
     /// A consumer group failed for a reason of its own (its state kept changing:
     /// UNAVAILABLE; its state unreadable: INTERNAL).
     #[error(transparent)]
@@ -119,6 +122,7 @@ impl From<GrpcError> for Status {
             GrpcError::Dropped(why) => {
                 with_exception(Status::cancelled(why), "persistent-subscription-dropped")
             }
+            GrpcError::ShuttingDown => Status::unavailable(e.to_string()),
             GrpcError::Group(GroupError::Contended(_)) => Status::unavailable(e.to_string()),
             GrpcError::Group(GroupError::NotFound(group)) => with_exception(
                 Status::not_found(format!("Subscription group '{group}' does not exist.")),
@@ -250,6 +254,7 @@ pub(crate) fn batch_error(e: &GrpcError) -> rpc::Status {
         | GrpcError::SubscriptionNotFound { .. }
         | GrpcError::SubscriptionExists { .. }
         | GrpcError::Dropped(_)
+        | GrpcError::ShuttingDown
         | GrpcError::Group(_) => packed(
             UNKNOWN,
             &e.to_string(),

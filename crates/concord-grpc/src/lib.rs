@@ -103,6 +103,22 @@ pub struct GrpcConfig {
     /// The consumer groups over the same store, which persistent subscriptions are (shared
     /// with the HTTP API, so that a change on one side wakes readers on the other).
     pub groups: Arc<concord_groups::Groups>,
+    /// Turns `true` when the server shuts down: subscriptions (catch-up and persistent)
+    /// then end with UNAVAILABLE, so their connections can close and the server stop.
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
+}
+
+impl GrpcConfig {
+    /// Resolves when the server is shutting down (never, if the sender is gone without
+    /// saying so).
+    pub(crate) fn shutting_down(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut shutdown = self.shutdown.clone();
+        async move {
+            if shutdown.wait_for(|down| *down).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
 }
 
 /// The gRPC services, ready to be served (by `concord-server`, beside the HTTP API, or on

@@ -651,14 +651,14 @@ impl PersistentSubscriptions for Persistent {
             .or_default()
             .push(Arc::clone(&connection));
         let session = Session {
+            shutting_down: Box::pin(self.config.shutting_down()),
             groups: Arc::clone(&self.groups),
             readers: Arc::clone(&self.readers),
             group: name,
             connection,
             as_string,
-            room: Notify::new(),
         };
-        tokio::spawn(Arc::new(session).run(inbound, tx));
+        tokio::spawn(session.run(inbound, tx));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
@@ -756,10 +756,20 @@ impl PersistentSubscriptions for Persistent {
 }
 
 /// One `Read` call: a consumer of the group.
-#[derive(Debug)]
 struct Session {
     groups: Arc<Groups>,
     readers: Arc<Mutex<HashMap<GroupName, Vec<Arc<Connection>>>>>,
+    group: GroupName,
+    connection: Arc<Connection>,
+    as_string: bool,
+    /// Resolves when the server shuts down.
+    shutting_down: Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+}
+
+/// What the inbound half and the poller of a session share.
+#[derive(Debug)]
+struct Shared {
+    groups: Arc<Groups>,
     group: GroupName,
     connection: Arc<Connection>,
     as_string: bool,
@@ -770,15 +780,31 @@ struct Session {
 type Sender = mpsc::Sender<Result<ReadResp, Status>>;
 
 impl Session {
-    async fn run(self: Arc<Self>, mut inbound: Streaming<ReadReq>, tx: Sender) {
-        let poller = tokio::spawn(Arc::clone(&self).deliver(tx.clone()));
+    async fn run(self, mut inbound: Streaming<ReadReq>, tx: Sender) {
+        let Session {
+            groups,
+            readers,
+            group,
+            connection,
+            as_string,
+            mut shutting_down,
+        } = self;
+        let shared = Arc::new(Shared {
+            groups,
+            group,
+            connection,
+            as_string,
+            room: Notify::new(),
+        });
+        let poller = tokio::spawn(Arc::clone(&shared).deliver(tx.clone()));
         let ended = loop {
             let message = tokio::select! {
                 m = inbound.message() => m,
                 () = tx.closed() => break None,
+                () = shutting_down.as_mut() => break Some(GrpcError::ShuttingDown),
             };
             match message {
-                Ok(Some(request)) => match self.answer(request).await {
+                Ok(Some(request)) => match shared.answer(request).await {
                     Ok(true) => {}
                     Ok(false) => {
                         break Some(GrpcError::Dropped(
@@ -794,7 +820,20 @@ impl Session {
         if let Some(e) = ended {
             let _ = tx.send(Err(e.into())).await;
         }
-        // Whatever the reader still held goes back to the group now, not at its timeout.
+        shared.give_back().await;
+        let mut readers = readers.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(list) = readers.get_mut(&shared.group) {
+            list.retain(|c| !Arc::ptr_eq(c, &shared.connection));
+            if list.is_empty() {
+                readers.remove(&shared.group);
+            }
+        }
+    }
+}
+
+impl Shared {
+    /// Whatever the reader still held goes back to the group now, not at its timeout.
+    async fn give_back(&self) {
         let held: Vec<String> = self
             .connection
             .outstanding()
@@ -808,13 +847,6 @@ impl Session {
                 .await
             {
                 tracing::warn!(group = %self.group, error = %e, "could not give a reader's events back");
-            }
-        }
-        let mut readers = self.readers.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(list) = readers.get_mut(&self.group) {
-            list.retain(|c| !Arc::ptr_eq(c, &self.connection));
-            if list.is_empty() {
-                readers.remove(&self.group);
             }
         }
     }

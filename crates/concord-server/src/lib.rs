@@ -116,6 +116,8 @@ pub async fn serve(
     };
     let header_timeout = config.header_timeout;
     let groups = Arc::new(concord_groups::Groups::new(Arc::clone(&store)));
+    let (sender, _) = watch::channel(false);
+    let sender = Arc::new(sender);
     let grpc = concord_grpc::routes(
         Arc::clone(&store),
         concord_grpc::GrpcConfig {
@@ -123,10 +125,9 @@ pub async fn serve(
             gate: Arc::new(auth::TokenGate(tokens.clone())),
             advertised: addr,
             groups: Arc::clone(&groups),
+            shutdown: sender.subscribe(),
         },
     );
-    let (sender, _) = watch::channel(false);
-    let sender = Arc::new(sender);
     let metrics = Arc::new(metrics::Metrics::default());
     let scavenge_every = config.scavenge_every;
     let app = routes::build(
