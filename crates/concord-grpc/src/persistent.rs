@@ -857,8 +857,7 @@ impl Shared {
         let result = match request.content {
             Some(read_req::Content::Ack(ack)) => {
                 let ids = self.connection.take(&ack.ids);
-                self.acked(self.groups.ack(&self.group, &ids).await)
-                    .map(|()| true)
+                self.settle(&ids, None).await.map(|()| true)
             }
             Some(read_req::Content::Nack(nack)) => {
                 let ids = self.connection.take(&nack.ids);
@@ -868,13 +867,25 @@ impl Shared {
                     Nak::Retry | Nak::Unknown => (NackAction::Retry, true),
                     Nak::Stop => (NackAction::Retry, false),
                 };
-                self.acked(self.groups.nack(&self.group, &ids, action).await)
-                    .map(|()| go_on)
+                self.settle(&ids, Some(action)).await.map(|()| go_on)
             }
             Some(read_req::Content::Options(_)) | None => Ok(true),
         };
         self.room.notify_one();
         result
+    }
+
+    /// Acks (`None`) or nacks `ack_ids`, as many calls as the group's limit per call
+    /// needs: a client may ack any number of ids in one message.
+    async fn settle(&self, ack_ids: &[String], nack: Option<NackAction>) -> Result<(), GrpcError> {
+        for chunk in ack_ids.chunks(concord_groups::ACK_IDS_MAX) {
+            let result = match nack {
+                None => self.groups.ack(&self.group, chunk).await,
+                Some(action) => self.groups.nack(&self.group, chunk, action).await,
+            };
+            self.acked(result)?;
+        }
+        Ok(())
     }
 
     fn acked(&self, result: Result<usize, GroupError>) -> Result<(), GrpcError> {

@@ -881,3 +881,76 @@ async fn an_unknown_persistent_subscription_is_not_found() {
     common::assert_healthy(&addr);
     assert_eq!(common::terminate(child), 0);
 }
+
+/// What a reader held and had not acked goes to the next reader at once, well before the
+/// ack timeout, when the reader leaves or nacks with `Stop` (which also ends its
+/// subscription); `Skip` gives an event up for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_that_leaves_or_stops_gives_its_events_back_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (child, addr) = common::start(&dir.path().join("data"));
+    let client = client(&addr);
+    let (stream, group) = ("order-7", "workers");
+    within(
+        "append",
+        client.append_to_stream(
+            stream,
+            &AppendToStreamOptions::default(),
+            (1..=3).map(deposit).collect::<Vec<_>>(),
+        ),
+    )
+    .await
+    .unwrap();
+    // An ack timeout far beyond the test's own deadline: only a give-back can pass it.
+    let settings = PersistentSubscriptionOptions::default()
+        .start_from(StreamPosition::Start)
+        .message_timeout(Duration::from_secs(3600));
+    within(
+        "create",
+        client.create_persistent_subscription(stream, group, &settings),
+    )
+    .await
+    .unwrap();
+    let one = SubscribeToPersistentSubscriptionOptions::default().buffer_size(1);
+    let subscribe = || client.subscribe_to_persistent_subscription(stream, group, &one);
+
+    let mut leaving = within("subscribe", subscribe()).await.unwrap();
+    let (first, _, _) = next_delivery(&mut leaving).await;
+    assert_eq!(first, 0);
+    drop(leaving);
+    let mut stopping = within("subscribe again", subscribe()).await.unwrap();
+    let (again, retries, event) = next_delivery(&mut stopping).await;
+    assert_eq!(
+        (again, retries),
+        (0, 1),
+        "the left event comes back as a retry"
+    );
+    stopping
+        .nack(&event, NakAction::Stop, "shutting this worker down")
+        .await
+        .unwrap();
+    let stopped = within("next after stop", stopping.next_subscription_event()).await;
+    assert!(
+        matches!(stopped, Err(Error::IllegalStateError(_))),
+        "{stopped:?}"
+    );
+
+    let mut last = within("subscribe a third time", subscribe()).await.unwrap();
+    let (again, retries, event) = next_delivery(&mut last).await;
+    assert_eq!((again, retries), (0, 2));
+    last.nack(&event, NakAction::Skip, "not ours")
+        .await
+        .unwrap();
+    let mut rest = Vec::new();
+    for _ in 0..2 {
+        let (revision, _, event) = next_delivery(&mut last).await;
+        last.ack(&event).await.unwrap();
+        rest.push(revision);
+    }
+    assert_eq!(rest, [1, 2], "the skipped event is not delivered again");
+    let (status, over_http) = common::json(&addr, "GET", "/groups/order-7::workers", "");
+    assert_eq!(status, 200, "{over_http}");
+    assert_eq!(over_http["skipped"], 1, "{over_http}");
+    drop(last);
+    assert_eq!(common::terminate(child), 0);
+}
