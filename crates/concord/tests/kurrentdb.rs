@@ -954,3 +954,97 @@ async fn a_reader_that_leaves_or_stops_gives_its_events_back_at_once() {
     drop(last);
     assert_eq!(common::terminate(child), 0);
 }
+
+/// Persistent subscriptions follow the tokens' grants on the group's source: a token for
+/// `order-` streams manages and lists subscriptions to them only, `$all` needs a token
+/// that reads every stream, and no credentials is access denied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn persistent_subscriptions_follow_the_tokens_grants() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens.toml");
+    std::fs::write(
+        &tokens,
+        "[[token]]\ntoken = \"admin-secret\"\nread = [\"*\"]\nwrite = [\"*\"]\n\n\
+         [[token]]\ntoken = \"orders-secret\"\nread = [\"order-\"]\nwrite = [\"order-\"]\n",
+    )
+    .unwrap();
+    let (child, addr) = common::start_with(
+        &dir.path().join("data"),
+        &["--tokens", tokens.to_str().unwrap()],
+    );
+    let as_user = |token: &str| {
+        let settings: ClientSettings = format!("esdb://worker:{token}@{addr}?tls=false")
+            .parse()
+            .unwrap();
+        Client::new(settings).unwrap()
+    };
+    let admin = as_user("admin-secret");
+    let orders = as_user("orders-secret");
+    let options = PersistentSubscriptionOptions::default();
+    within(
+        "admin creates on invoices",
+        admin.create_persistent_subscription("invoice-1", "billing", &options),
+    )
+    .await
+    .unwrap();
+    within(
+        "orders creates on orders",
+        orders.create_persistent_subscription("order-1", "workers", &options),
+    )
+    .await
+    .unwrap();
+    let denied = within(
+        "orders creates on invoices",
+        orders.create_persistent_subscription("invoice-2", "billing", &options),
+    )
+    .await;
+    assert!(matches!(denied, Err(Error::AccessDenied)), "{denied:?}");
+    let all = within(
+        "orders creates on $all",
+        orders.create_persistent_subscription_to_all(
+            "everything",
+            &PersistentSubscriptionToAllOptions::default(),
+        ),
+    )
+    .await;
+    assert!(matches!(all, Err(Error::AccessDenied)), "{all:?}");
+    let info = within(
+        "orders asks about invoices",
+        orders.get_persistent_subscription_info(
+            "invoice-1",
+            "billing",
+            &GetPersistentSubscriptionInfoOptions::default(),
+        ),
+    )
+    .await;
+    assert!(matches!(info, Err(Error::AccessDenied)), "{info:?}");
+    let listed = within(
+        "orders lists",
+        orders.list_all_persistent_subscriptions(&ListPersistentSubscriptionsOptions::default()),
+    )
+    .await
+    .unwrap();
+    let names: Vec<_> = listed.iter().map(|i| i.event_source.as_str()).collect();
+    assert_eq!(names, ["order-1"]);
+    let everything = within(
+        "admin lists",
+        admin.list_all_persistent_subscriptions(&ListPersistentSubscriptionsOptions::default()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(everything.len(), 2, "{everything:?}");
+    let anonymous = within(
+        "no credentials",
+        client(&addr).get_persistent_subscription_info(
+            "order-1",
+            "workers",
+            &GetPersistentSubscriptionInfoOptions::default(),
+        ),
+    )
+    .await;
+    assert!(
+        matches!(anonymous, Err(Error::AccessDenied)),
+        "{anonymous:?}"
+    );
+    assert_eq!(common::terminate(child), 0);
+}
