@@ -530,11 +530,8 @@ async fn info_until(
 /// retried one comes back with its retry count, a second subscriber takes what the first
 /// has no room for, the group is visible over HTTP as `order-1::workers`, and a deleted
 /// subscription is gone.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_persistent_subscription_shares_acks_parks_and_replays_events() {
-    let dir = tempfile::tempdir().unwrap();
-    let (child, addr) = common::start(&dir.path().join("data"));
-    let client = client(&addr);
+async fn a_persistent_subscription_shares_acks_parks_and_replays_events(addr: &str) {
+    let client = client(addr);
     let (stream, group) = ("order-1", "workers");
     within(
         "append",
@@ -603,7 +600,7 @@ async fn a_persistent_subscription_shares_acks_parks_and_replays_events() {
     assert_eq!(setts.message_timeout, Duration::from_secs(30));
     assert_eq!(setts.start_from, StreamPosition::Start);
     assert_eq!(info.connections.len(), 1);
-    let (status, over_http) = common::json(&addr, "GET", "/groups/order-1::workers", "");
+    let (status, over_http) = common::json(addr, "GET", "/groups/order-1::workers", "");
     assert_eq!(status, 200, "{over_http}");
     assert_eq!(over_http["parked"], 1, "{over_http}");
 
@@ -732,6 +729,22 @@ async fn a_persistent_subscription_shares_acks_parks_and_replays_events() {
         matches!(dropped, Err(Error::IllegalStateError(_))),
         "{dropped:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_persistent_subscription_shares_acks_parks_and_replays_events_on_the_embedded_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let (child, addr) = common::start(&dir.path().join("data"));
+    a_persistent_subscription_shares_acks_parks_and_replays_events(&addr).await;
+    assert_eq!(common::terminate(child), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_persistent_subscription_shares_acks_parks_and_replays_events_on_redis() {
+    let redis = concord_testkit::redis::RedisServer::start();
+    let url = redis.url();
+    let (child, addr) = common::start(std::path::Path::new(&url));
+    a_persistent_subscription_shares_acks_parks_and_replays_events(&addr).await;
     assert_eq!(common::terminate(child), 0);
 }
 
