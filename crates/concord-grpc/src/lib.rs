@@ -4,7 +4,9 @@
 //! Why a crate of its own: the protocol is a second front door to the same store, with its
 //! own wire types (Concord's own `.proto` files under `proto/`, compiled by `build.rs`
 //! without a system `protoc`) and its own error shapes, which the clients key on. It maps
-//! onto core types only; `concord-server` mounts [`routes`] beside the HTTP API.
+//! onto core types, and persistent subscriptions onto `concord-groups` (the server's one
+//! `Groups`, passed in [`GrpcConfig`]); `concord-server` mounts [`routes`] beside the HTTP
+//! API.
 //!
 //! - Streams: `Append`, `BatchAppend`, `Read` (a stream or `$all`, both directions,
 //!   catch-up subscriptions with filters and checkpoints), `Delete` and `Tombstone` (the
