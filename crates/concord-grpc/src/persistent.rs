@@ -83,13 +83,7 @@ impl Target {
     }
 
     fn from_identifier(id: Option<&StreamIdentifier>) -> Result<Target, GrpcError> {
-        let stream = convert::stream_name(id)?;
-        if stream.as_str().contains(SEPARATOR) {
-            return Err(GrpcError::Invalid(format!(
-                "Concord cannot hold a persistent subscription to a stream whose name contains {SEPARATOR:?} ({stream})"
-            )));
-        }
-        Ok(Target::Stream(stream))
+        subscribed_stream(id).map(Target::Stream)
     }
 
     /// Whether `source` is what this target reads.
@@ -100,6 +94,17 @@ impl Target {
             _ => false,
         }
     }
+}
+
+/// The stream a persistent subscription names: a valid Concord name without the separator.
+fn subscribed_stream(id: Option<&StreamIdentifier>) -> Result<StreamName, GrpcError> {
+    let stream = convert::stream_name(id)?;
+    if stream.as_str().contains(SEPARATOR) {
+        return Err(GrpcError::Invalid(format!(
+            "Concord cannot hold a persistent subscription to a stream whose name contains {SEPARATOR:?} ({stream})"
+        )));
+    }
+    Ok(stream)
 }
 
 /// The Concord group of the subscription (`target`, `group`).
@@ -480,17 +485,13 @@ impl PersistentSubscriptions for Persistent {
         let options = required(request.into_inner().options)?;
         let (target, source, from) = match &options.stream_option {
             Some(StreamOption::Stream(s)) => {
-                let target = Target::from_identifier(s.stream_identifier.as_ref())?;
+                let stream = subscribed_stream(s.stream_identifier.as_ref())?;
                 let from = match s.revision_option {
                     Some(RevisionOption::Revision(r)) => from_revision(r)?,
                     Some(RevisionOption::End(_)) => StartFrom::End,
                     Some(RevisionOption::Start(_)) | None => StartFrom::Start,
                 };
-                let Target::Stream(stream) = &target else {
-                    unreachable!("from_identifier gives a stream")
-                };
-                let source = Source::Stream(stream.clone());
-                (target, source, from)
+                (Target::Stream(stream.clone()), Source::Stream(stream), from)
             }
             Some(StreamOption::All(a)) => {
                 let from = match &a.all_option {
@@ -504,12 +505,12 @@ impl PersistentSubscriptions for Persistent {
             #[allow(deprecated)]
             None => {
                 // Clients before 21.10 name the stream in the deprecated field only.
-                let target = Target::from_identifier(options.stream_identifier.as_ref())?;
-                let Target::Stream(stream) = &target else {
-                    unreachable!("from_identifier gives a stream")
-                };
-                let source = Source::Stream(stream.clone());
-                (target, source, StartFrom::Start)
+                let stream = subscribed_stream(options.stream_identifier.as_ref())?;
+                (
+                    Target::Stream(stream.clone()),
+                    Source::Stream(stream),
+                    StartFrom::Start,
+                )
             }
         };
         self.check(&caller, &target)?;
