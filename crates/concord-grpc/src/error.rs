@@ -3,6 +3,7 @@
 //! clients key on these codes, messages, trailers and detail type names.
 
 use concord_core::StoreError;
+use concord_groups::GroupError;
 use prost::Message;
 use tonic::{Code, Status};
 
@@ -28,9 +29,50 @@ pub enum GrpcError {
     /// A call Concord does not answer yet (UNIMPLEMENTED).
     #[error("{0}")]
     Unsupported(&'static str),
+    /// No persistent subscription of that stream and group (NOT_FOUND, the
+    /// `persistent-subscription-does-not-exist` exception).
+    #[error("Subscription group '{group}' on stream '{stream}' does not exist.")]
+    SubscriptionNotFound {
+        /// The stream, or `$all`.
+        stream: String,
+        /// The subscription's group name.
+        group: String,
+    },
+    /// Create of a persistent subscription that exists (ALREADY_EXISTS, the
+    /// `persistent-subscription-exists` exception).
+    #[error("Subscription group '{group}' on stream '{stream}' exists.")]
+    SubscriptionExists {
+        /// The stream, or `$all`.
+        stream: String,
+        /// The subscription's group name.
+        group: String,
+    },
+    /// A persistent subscription's reader was ended by the server: a `Stop` nack, or the
+    /// group deleted (CANCELLED with the `persistent-subscription-dropped` exception,
+    /// which the clients report as a dropped subscription).
+    #[error("{0}")]
+    Dropped(String),
+    /// The server is shutting down; a subscription ends (UNAVAILABLE).
+    #[error("the server is shutting down")]
+    ShuttingDown,
+    /// A consumer group failed for a reason of its own (its state kept changing:
+    /// UNAVAILABLE; its state unreadable: INTERNAL).
+    #[error(transparent)]
+    Group(GroupError),
     /// The store failed.
     #[error(transparent)]
     Store(StoreError),
+}
+
+impl From<GroupError> for GrpcError {
+    fn from(e: GroupError) -> Self {
+        match e {
+            GroupError::Invalid(i) => GrpcError::Invalid(i.to_string()),
+            GroupError::Fixed { message, .. } => GrpcError::Invalid(message),
+            GroupError::Store(s) => GrpcError::from(s),
+            other => GrpcError::Group(other),
+        }
+    }
 }
 
 impl From<StoreError> for GrpcError {
@@ -69,6 +111,24 @@ impl From<GrpcError> for Status {
                 status
             }
             GrpcError::Unsupported(what) => Status::unimplemented(what),
+            GrpcError::SubscriptionNotFound { .. } => with_exception(
+                Status::not_found(e.to_string()),
+                "persistent-subscription-does-not-exist",
+            ),
+            GrpcError::SubscriptionExists { .. } => with_exception(
+                Status::already_exists(e.to_string()),
+                "persistent-subscription-exists",
+            ),
+            GrpcError::Dropped(why) => {
+                with_exception(Status::cancelled(why), "persistent-subscription-dropped")
+            }
+            GrpcError::ShuttingDown => Status::unavailable(e.to_string()),
+            GrpcError::Group(GroupError::Contended(_)) => Status::unavailable(e.to_string()),
+            GrpcError::Group(GroupError::NotFound(group)) => with_exception(
+                Status::not_found(format!("Subscription group '{group}' does not exist.")),
+                "persistent-subscription-does-not-exist",
+            ),
+            GrpcError::Group(other) => Status::internal(other.to_string()),
             GrpcError::Store(e) => match e {
                 StoreError::Unavailable { .. } | StoreError::Poisoned(_) => {
                     Status::unavailable(e.to_string())
@@ -112,6 +172,14 @@ impl From<GrpcError> for Status {
             },
         }
     }
+}
+
+fn with_exception(mut status: Status, exception: &'static str) -> Status {
+    status.metadata_mut().insert(
+        "exception",
+        tonic::metadata::MetadataValue::from_static(exception),
+    );
+    status
 }
 
 /// `google.rpc.Code` values used in BatchAppend errors.
@@ -181,7 +249,13 @@ pub(crate) fn batch_error(e: &GrpcError) -> rpc::Status {
             "event_store.client.Unknown",
             &shared::Unknown {},
         ),
-        GrpcError::Unsupported(_) | GrpcError::Store(_) => packed(
+        GrpcError::Unsupported(_)
+        | GrpcError::Store(_)
+        | GrpcError::SubscriptionNotFound { .. }
+        | GrpcError::SubscriptionExists { .. }
+        | GrpcError::Dropped(_)
+        | GrpcError::ShuttingDown
+        | GrpcError::Group(_) => packed(
             UNKNOWN,
             &e.to_string(),
             "event_store.client.Unknown",

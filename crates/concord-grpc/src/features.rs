@@ -1,22 +1,18 @@
 //! What clients call around the data: `ServerFeatures` (which optional calls exist: the
 //! Rust and .NET clients use BatchAppend only when it is listed), `Gossip` (one node, the
-//! leader, at the advertised address), and `PersistentSubscriptions.List` (answered empty
-//! until consumer groups exist: test suites list subscriptions in their tear-down).
+//! leader, at the advertised address). The persistent subscription calls are listed so the
+//! Rust client takes the gRPC path for them (it wants all of list, getinfo, replayparked
+//! and restartsubsystem, and `all` among create's features for `$all`).
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::SystemTime;
 
 use tonic::{Request, Response, Status};
 
-use crate::GrpcConfig;
 use crate::convert;
 use crate::proto::event_store::client::Empty;
 use crate::proto::event_store::client::gossip::{
     ClusterInfo, EndPoint, MemberInfo, gossip_server::Gossip, member_info::VNodeState,
-};
-use crate::proto::event_store::client::persistent_subscriptions::{
-    ListReq, ListResp, persistent_subscriptions_server::PersistentSubscriptions,
 };
 use crate::proto::event_store::client::server_features::{
     SupportedMethod, SupportedMethods, server_features_server::ServerFeatures,
@@ -45,6 +41,7 @@ impl ServerFeatures for Features {
         _request: Request<Empty>,
     ) -> Result<Response<SupportedMethods>, Status> {
         let streams = "event_store.client.streams.streams";
+        let persistent = "event_store.client.persistent_subscriptions.persistentsubscriptions";
         Ok(Response::new(SupportedMethods {
             methods: vec![
                 method(streams, "read", &["position", "events"]),
@@ -56,11 +53,14 @@ impl ServerFeatures for Features {
                     "getsupportedmethods",
                     &[],
                 ),
-                method(
-                    "event_store.client.persistent_subscriptions.persistentsubscriptions",
-                    "list",
-                    &["stream", "all"],
-                ),
+                method(persistent, "create", &["stream", "all"]),
+                method(persistent, "update", &["stream", "all"]),
+                method(persistent, "delete", &["stream", "all"]),
+                method(persistent, "read", &["stream", "all"]),
+                method(persistent, "getinfo", &["stream", "all"]),
+                method(persistent, "list", &["stream", "all"]),
+                method(persistent, "replayparked", &["stream", "all"]),
+                method(persistent, "restartsubsystem", &[]),
             ],
             event_store_server_version: PROTOCOL_VERSION.to_owned(),
         }))
@@ -101,27 +101,6 @@ impl Gossip for GossipService {
                     port: u32::from(self.advertised.port()),
                 }),
             }],
-        }))
-    }
-}
-
-/// `PersistentSubscriptions`: List only.
-#[derive(Debug)]
-pub(crate) struct Persistent {
-    _config: Arc<GrpcConfig>,
-}
-
-impl Persistent {
-    pub(crate) fn new(config: Arc<GrpcConfig>) -> Self {
-        Persistent { _config: config }
-    }
-}
-
-#[tonic::async_trait]
-impl PersistentSubscriptions for Persistent {
-    async fn list(&self, _request: Request<ListReq>) -> Result<Response<ListResp>, Status> {
-        Ok(Response::new(ListResp {
-            subscriptions: Vec::new(),
         }))
     }
 }

@@ -4,12 +4,16 @@
 //! Why a crate of its own: the protocol is a second front door to the same store, with its
 //! own wire types (Concord's own `.proto` files under `proto/`, compiled by `build.rs`
 //! without a system `protoc`) and its own error shapes, which the clients key on. It maps
-//! onto core types only; `concord-server` mounts [`routes`] beside the HTTP API.
+//! onto core types, and persistent subscriptions onto `concord-groups` (the server's one
+//! `Groups`, passed in [`GrpcConfig`]); `concord-server` mounts [`routes`] beside the HTTP
+//! API.
 //!
 //! - Streams: `Append`, `BatchAppend`, `Read` (a stream or `$all`, both directions,
 //!   catch-up subscriptions with filters and checkpoints), `Delete` and `Tombstone` (the
 //!   store's soft delete and tombstone).
-//! - ServerFeatures, Gossip (one leader node), PersistentSubscriptions.List (empty).
+//! - PersistentSubscriptions (in `persistent`): Create, Update, Delete, Read, GetInfo, List,
+//!   ReplayParked, RestartSubsystem, each a consumer group of `concord-groups`.
+//! - ServerFeatures, Gossip (one leader node).
 //!
 //! The mapping (revision = version − 1, commit = prepare = position, custom metadata,
 //! errors) is written in `docs/design/kurrentdb-protocol.md`.
@@ -23,6 +27,7 @@ mod convert;
 mod error;
 mod features;
 mod filter;
+mod persistent;
 mod read;
 mod streams;
 
@@ -58,7 +63,7 @@ pub mod proto {
             pub mod gossip {
                 include!(concat!(env!("OUT_DIR"), "/event_store.client.gossip.rs"));
             }
-            /// The PersistentSubscriptions service (List only).
+            /// The PersistentSubscriptions service.
             pub mod persistent_subscriptions {
                 include!(concat!(
                     env!("OUT_DIR"),
@@ -97,6 +102,25 @@ pub struct GrpcConfig {
     pub gate: Arc<dyn Gate>,
     /// The address Gossip advertises as the leader's.
     pub advertised: SocketAddr,
+    /// The consumer groups over the same store, which persistent subscriptions are (shared
+    /// with the HTTP API, so that a change on one side wakes readers on the other).
+    pub groups: Arc<concord_groups::Groups>,
+    /// Turns `true` when the server shuts down: subscriptions (catch-up and persistent)
+    /// then end with UNAVAILABLE, so their connections can close and the server stop.
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
+}
+
+impl GrpcConfig {
+    /// Resolves when the server is shutting down (never, if the sender is gone without
+    /// saying so).
+    pub(crate) fn shutting_down(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut shutdown = self.shutdown.clone();
+        async move {
+            if shutdown.wait_for(|down| *down).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
 }
 
 /// The gRPC services, ready to be served (by `concord-server`, beside the HTTP API, or on
@@ -108,6 +132,7 @@ pub fn routes(store: Arc<dyn EventStore>, config: GrpcConfig) -> tonic::service:
         server_features::server_features_server::ServerFeaturesServer,
         streams::streams_server::StreamsServer,
     };
+    let groups = Arc::clone(&config.groups);
     let config = Arc::new(config);
     let streams = StreamsServer::new(streams::StreamsService::new(store, Arc::clone(&config)))
         .max_decoding_message_size(MESSAGE_BYTES_MAX)
@@ -117,7 +142,12 @@ pub fn routes(store: Arc<dyn EventStore>, config: GrpcConfig) -> tonic::service:
         .add_service(GossipServer::new(features::GossipService::new(
             config.advertised,
         )))
-        .add_service(PersistentSubscriptionsServer::new(
-            features::Persistent::new(Arc::clone(&config)),
-        ))
+        .add_service(
+            PersistentSubscriptionsServer::new(persistent::Persistent::new(
+                Arc::clone(&config),
+                groups,
+            ))
+            .max_decoding_message_size(MESSAGE_BYTES_MAX)
+            .max_encoding_message_size(MESSAGE_BYTES_MAX),
+        )
 }

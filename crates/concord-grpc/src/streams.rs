@@ -353,7 +353,17 @@ impl Streams for StreamsService {
         };
         caller.check(self.config.gate.as_ref(), action)?;
         let (tx, rx) = mpsc::channel(READ_BUFFER);
-        tokio::spawn(read::run(Arc::clone(&self.store), plan, tx));
+        let shutting_down = self.config.shutting_down();
+        let store = Arc::clone(&self.store);
+        tokio::spawn(async move {
+            let stopped = tx.clone();
+            tokio::select! {
+                () = read::run(store, plan, tx) => {}
+                () = shutting_down => {
+                    let _ = stopped.send(Err(GrpcError::ShuttingDown.into())).await;
+                }
+            }
+        });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 

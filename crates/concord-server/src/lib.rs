@@ -71,6 +71,7 @@ pub fn router(store: Arc<dyn EventStore>, config: ServerConfig) -> axum::Router 
         tokens,
         Arc::new(sender),
         Arc::new(metrics::Metrics::default()),
+        None,
     )
 }
 
@@ -114,16 +115,19 @@ pub async fn serve(
         None => None,
     };
     let header_timeout = config.header_timeout;
+    let groups = Arc::new(concord_groups::Groups::new(Arc::clone(&store)));
+    let (sender, _) = watch::channel(false);
+    let sender = Arc::new(sender);
     let grpc = concord_grpc::routes(
         Arc::clone(&store),
         concord_grpc::GrpcConfig {
             limits: config.limits,
             gate: Arc::new(auth::TokenGate(tokens.clone())),
             advertised: addr,
+            groups: Arc::clone(&groups),
+            shutdown: sender.subscribe(),
         },
     );
-    let (sender, _) = watch::channel(false);
-    let sender = Arc::new(sender);
     let metrics = Arc::new(metrics::Metrics::default());
     let scavenge_every = config.scavenge_every;
     let app = routes::build(
@@ -132,6 +136,7 @@ pub async fn serve(
         tokens,
         Arc::clone(&sender),
         Arc::clone(&metrics),
+        Some(groups),
     );
     tracing::info!(%addr, store = store.backend(), "serving the Concord HTTP API and KurrentDB's gRPC protocol");
     let mut http =

@@ -73,19 +73,21 @@ impl AppState {
 }
 
 /// Builds the application around `store`. Tokens are taken from `tokens` (already
-/// loaded by `ServerConfig::validate`).
+/// loaded by `ServerConfig::validate`); `groups` are the consumer groups over `store` when
+/// the gRPC protocol shares them (`None`: the router's own).
 pub(crate) fn build(
     store: Arc<dyn EventStore>,
     config: ServerConfig,
     tokens: Option<Tokens>,
     shutdown_sender: Arc<watch::Sender<bool>>,
     metrics: Arc<Metrics>,
+    groups: Option<Arc<concord_groups::Groups>>,
 ) -> Router {
     let body_max = config.limits.request_bytes_max;
     let openapi = openapi::document_json(&config, tokens.is_some());
     let state = AppState(Arc::new(Shared {
         openapi,
-        groups: Arc::new(concord_groups::Groups::new(Arc::clone(&store))),
+        groups: groups.unwrap_or_else(|| Arc::new(concord_groups::Groups::new(Arc::clone(&store)))),
         store,
         config: Arc::new(config),
         tokens: tokens.map(Arc::new),

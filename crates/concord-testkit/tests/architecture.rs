@@ -68,6 +68,8 @@ fn rules() -> Vec<Rule> {
         "concord-server",
         "concord-api",
         "concord-client",
+        "concord-command",
+        "concord-projection",
         "axum",
         "anyhow",
     ]);
@@ -106,8 +108,9 @@ fn rules() -> Vec<Rule> {
             forbidden: vec!["concord-server"],
         },
         Rule {
-            // The KurrentDB protocol maps onto core types only: no backend, not the HTTP
-            // server (which mounts it), not the HTTP contract.
+            // The KurrentDB protocol maps onto core types and, for persistent
+            // subscriptions, onto concord-groups: no backend, not the HTTP server (which
+            // mounts it), not the HTTP contract, nor the command or projection layers.
             crates: &["concord-grpc"],
             forbidden: grpc,
         },
@@ -434,6 +437,27 @@ fn backends_may_not_depend_on_each_other_or_on_the_server() {
         "{found:?}"
     );
     assert!(!found.iter().any(|f| f.contains("on fred")), "{found:?}");
+}
+
+#[test]
+fn grpc_builds_on_groups_but_never_on_a_backend_through_them() {
+    let g = graph(&[
+        ("concord-grpc", "concord-core", Kind::Normal),
+        ("concord-grpc", "concord-groups", Kind::Normal),
+        ("concord-groups", "concord-core", Kind::Normal),
+        ("concord-groups", "concord-embedded", Kind::Normal),
+    ]);
+    let found = forbidden_edges(&g, &rules());
+    assert!(
+        found
+            .iter()
+            .any(|f| f.starts_with("concord-grpc may not depend on concord-embedded")),
+        "{found:?}"
+    );
+    assert!(
+        !found.iter().any(|f| f.contains("on concord-groups")),
+        "{found:?}"
+    );
 }
 
 #[test]

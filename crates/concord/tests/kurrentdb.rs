@@ -13,9 +13,14 @@ mod common;
 use std::time::Duration;
 
 use kurrentdb::{
-    AppendToStreamOptions, Client, ClientSettings, CurrentRevision, DeleteStreamOptions, Error,
-    EventData, ReadAllOptions, ReadStreamOptions, StreamPosition, StreamState,
-    SubscribeToAllOptions, SubscribeToStreamOptions, SubscriptionFilter, TombstoneStreamOptions,
+    AppendToStreamOptions, Client, ClientSettings, CurrentRevision,
+    DeletePersistentSubscriptionOptions, DeleteStreamOptions, Error, EventData,
+    GetPersistentSubscriptionInfoOptions, ListPersistentSubscriptionsOptions, NakAction,
+    PersistentSubscription, PersistentSubscriptionEvent, PersistentSubscriptionInfo,
+    PersistentSubscriptionOptions, PersistentSubscriptionToAllOptions, ReadAllOptions,
+    ReadStreamOptions, ReplayParkedMessagesOptions, ResolvedEvent, StreamPosition, StreamState,
+    SubscribeToAllOptions, SubscribeToPersistentSubscriptionOptions, SubscribeToStreamOptions,
+    SubscriptionFilter, TombstoneStreamOptions,
 };
 
 /// How long one client call may take before the test calls it hung.
@@ -470,5 +475,589 @@ async fn bad_input_over_grpc_is_an_error_status_and_the_server_goes_on() {
     .unwrap();
     assert_eq!(ok.next_expected_version, 0);
     common::assert_healthy(&addr);
+    assert_eq!(common::terminate(child), 0);
+}
+
+/// The next event a persistent subscription hands out (its confirmation skipped), with its
+/// retry count.
+async fn next_delivery(sub: &mut PersistentSubscription) -> (u64, usize, ResolvedEvent) {
+    loop {
+        match within("next persistent event", sub.next_subscription_event())
+            .await
+            .unwrap()
+        {
+            PersistentSubscriptionEvent::EventAppeared { retry_count, event } => {
+                return (event.get_original_event().revision, retry_count, event);
+            }
+            PersistentSubscriptionEvent::Confirmed(_) => {}
+        }
+    }
+}
+
+/// Asks for a subscription's info until `done` holds for it (acks travel on the reader's
+/// stream, so the group sees them a moment after they are sent), with a deadline.
+async fn info_until(
+    client: &Client,
+    stream: &str,
+    group: &str,
+    done: impl Fn(&PersistentSubscriptionInfo<u64>) -> bool,
+) -> PersistentSubscriptionInfo<u64> {
+    let deadline = tokio::time::Instant::now() + CALL;
+    loop {
+        let info = within(
+            "get info",
+            client.get_persistent_subscription_info(
+                stream,
+                group,
+                &GetPersistentSubscriptionInfoOptions::default(),
+            ),
+        )
+        .await
+        .unwrap();
+        if done(&info) {
+            return info;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the subscription's info never got there: {info:?}"
+        );
+        tokio::task::yield_now().await;
+    }
+}
+
+/// A persistent subscription, written for KurrentDB, runs on Concord's consumer groups: the
+/// events arrive, acks are remembered, a parked event waits for a replay and comes back, a
+/// retried one comes back with its retry count, a second subscriber takes what the first
+/// has no room for, the group is visible over HTTP as `order-1::workers`, and a deleted
+/// subscription is gone.
+async fn a_persistent_subscription_shares_acks_parks_and_replays_events(addr: &str) {
+    let client = client(addr);
+    let (stream, group) = ("order-1", "workers");
+    within(
+        "append",
+        client.append_to_stream(
+            stream,
+            &AppendToStreamOptions::default(),
+            (1..=5).map(deposit).collect::<Vec<_>>(),
+        ),
+    )
+    .await
+    .unwrap();
+    let settings = PersistentSubscriptionOptions::default()
+        .start_from(StreamPosition::Start)
+        .max_retry_count(2)
+        .message_timeout(Duration::from_secs(30));
+    within(
+        "create",
+        client.create_persistent_subscription(stream, group, &settings),
+    )
+    .await
+    .unwrap();
+    let again = within(
+        "create again",
+        client.create_persistent_subscription(stream, group, &settings),
+    )
+    .await;
+    assert!(
+        matches!(again, Err(Error::ResourceAlreadyExists)),
+        "{again:?}"
+    );
+
+    let reading = SubscribeToPersistentSubscriptionOptions::default().buffer_size(10);
+    let mut first = within(
+        "subscribe",
+        client.subscribe_to_persistent_subscription(stream, group, &reading),
+    )
+    .await
+    .unwrap();
+    let mut seen = Vec::new();
+    for _ in 0..5 {
+        let (revision, retries, event) = next_delivery(&mut first).await;
+        assert_eq!(retries, 0);
+        seen.push(revision);
+        match revision {
+            3 => first.nack(&event, NakAction::Park, "poison").await.unwrap(),
+            4 => first.nack(&event, NakAction::Retry, "later").await.unwrap(),
+            _ => first.ack(&event).await.unwrap(),
+        }
+    }
+    seen.sort_unstable();
+    assert_eq!(seen, [0, 1, 2, 3, 4]);
+    let (revision, retries, event) = next_delivery(&mut first).await;
+    assert_eq!((revision, retries), (4, 1), "a retried event comes back");
+    first.ack(&event).await.unwrap();
+
+    let info = info_until(&client, stream, group, |i| {
+        i.stats.parked_message_count == 1 && i.stats.total_items == 4
+    })
+    .await;
+    assert_eq!(
+        (info.event_source.as_str(), info.group_name.as_str()),
+        (stream, group)
+    );
+    let setts = info.settings.as_ref().unwrap();
+    assert_eq!(setts.max_retry_count, 2);
+    assert_eq!(setts.message_timeout, Duration::from_secs(30));
+    assert_eq!(setts.start_from, StreamPosition::Start);
+    assert_eq!(info.connections.len(), 1);
+    let (status, over_http) = common::json(addr, "GET", "/groups/order-1::workers", "");
+    assert_eq!(status, 200, "{over_http}");
+    assert_eq!(over_http["parked"], 1, "{over_http}");
+
+    let all = within(
+        "list all",
+        client.list_all_persistent_subscriptions(&ListPersistentSubscriptionsOptions::default()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(all.len(), 1, "{all:?}");
+    assert_eq!(all[0].group_name, group);
+    let for_stream = within(
+        "list for the stream",
+        client.list_persistent_subscriptions_for_stream(
+            stream,
+            &ListPersistentSubscriptionsOptions::default(),
+        ),
+    )
+    .await
+    .unwrap();
+    assert_eq!(for_stream.len(), 1);
+    let for_other = within(
+        "list for another stream",
+        client.list_persistent_subscriptions_for_stream(
+            "order-2",
+            &ListPersistentSubscriptionsOptions::default(),
+        ),
+    )
+    .await
+    .unwrap();
+    assert!(for_other.is_empty(), "{for_other:?}");
+
+    within(
+        "replay parked",
+        client.replay_parked_messages(stream, group, &ReplayParkedMessagesOptions::default()),
+    )
+    .await
+    .unwrap();
+    let (revision, retries, event) = next_delivery(&mut first).await;
+    assert_eq!(
+        (revision, retries),
+        (3, 0),
+        "the parked event comes back afresh"
+    );
+    first.ack(&event).await.unwrap();
+    info_until(&client, stream, group, |i| {
+        i.stats.parked_message_count == 0 && i.stats.total_items == 5
+    })
+    .await;
+    drop(first);
+
+    // A reader with room for two holds two; the next reader gets the rest.
+    within(
+        "append more",
+        client.append_to_stream(
+            stream,
+            &AppendToStreamOptions::default(),
+            (6..=11).map(deposit).collect::<Vec<_>>(),
+        ),
+    )
+    .await
+    .unwrap();
+    let mut small = within(
+        "subscribe with room for two",
+        client.subscribe_to_persistent_subscription(
+            stream,
+            group,
+            &SubscribeToPersistentSubscriptionOptions::default().buffer_size(2),
+        ),
+    )
+    .await
+    .unwrap();
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        held.push(next_delivery(&mut small).await);
+    }
+    let mut second = within(
+        "subscribe a second reader",
+        client.subscribe_to_persistent_subscription(stream, group, &reading),
+    )
+    .await
+    .unwrap();
+    let mut rest = Vec::new();
+    for _ in 0..4 {
+        rest.push(next_delivery(&mut second).await);
+    }
+    let mut shared: Vec<u64> = held.iter().chain(&rest).map(|(r, _, _)| *r).collect();
+    shared.sort_unstable();
+    assert_eq!(shared, [5, 6, 7, 8, 9, 10], "each event went to one reader");
+    let info = info_until(&client, stream, group, |i| i.connections.len() == 2).await;
+    assert_eq!(info.stats.total_in_flight_messages, 6);
+    for (_, _, event) in &held {
+        small.ack(event).await.unwrap();
+    }
+    for (_, _, event) in &rest {
+        second.ack(event).await.unwrap();
+    }
+    info_until(&client, stream, group, |i| {
+        i.stats.total_items == 11 && i.stats.total_in_flight_messages == 0
+    })
+    .await;
+
+    within(
+        "delete",
+        client.delete_persistent_subscription(
+            stream,
+            group,
+            &DeletePersistentSubscriptionOptions::default(),
+        ),
+    )
+    .await
+    .unwrap();
+    let gone = within(
+        "info after delete",
+        client.get_persistent_subscription_info(
+            stream,
+            group,
+            &GetPersistentSubscriptionInfoOptions::default(),
+        ),
+    )
+    .await;
+    assert!(matches!(gone, Err(Error::ResourceNotFound)), "{gone:?}");
+    // A reader of a deleted subscription is told it was dropped.
+    let dropped = within("next after delete", second.next_subscription_event()).await;
+    assert!(
+        matches!(dropped, Err(Error::IllegalStateError(_))),
+        "{dropped:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_persistent_subscription_shares_acks_parks_and_replays_events_on_the_embedded_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let (child, addr) = common::start(&dir.path().join("data"));
+    a_persistent_subscription_shares_acks_parks_and_replays_events(&addr).await;
+    assert_eq!(common::terminate(child), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_persistent_subscription_shares_acks_parks_and_replays_events_on_redis() {
+    let redis = concord_testkit::redis::RedisServer::start();
+    let url = redis.url();
+    let (child, addr) = common::start(std::path::Path::new(&url));
+    a_persistent_subscription_shares_acks_parks_and_replays_events(&addr).await;
+    assert_eq!(common::terminate(child), 0);
+}
+
+/// A persistent subscription to `$all` with a stream-prefix filter is a group over the
+/// global log in that category; a server with a reader open still stops on SIGTERM.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_persistent_subscription_to_all_reads_the_filtered_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let (child, addr) = common::start(&dir.path().join("data"));
+    let client = client(&addr);
+    for stream in ["invoice-1", "order-1", "invoice-2"] {
+        within(
+            "append",
+            client.append_to_stream(stream, &AppendToStreamOptions::default(), deposit(1)),
+        )
+        .await
+        .unwrap();
+    }
+    let settings = PersistentSubscriptionToAllOptions::default()
+        .start_from(StreamPosition::Start)
+        .filter(SubscriptionFilter::on_stream_name().add_prefix("invoice-"));
+    within(
+        "create to $all",
+        client.create_persistent_subscription_to_all("billing", &settings),
+    )
+    .await
+    .unwrap();
+    let mut sub = within(
+        "subscribe to $all",
+        client.subscribe_to_persistent_subscription_to_all(
+            "billing",
+            &SubscribeToPersistentSubscriptionOptions::default(),
+        ),
+    )
+    .await
+    .unwrap();
+    let mut streams = Vec::new();
+    for _ in 0..2 {
+        let (_, _, event) = next_delivery(&mut sub).await;
+        streams.push(event.get_original_event().stream_id().to_owned());
+        sub.ack(&event).await.unwrap();
+    }
+    streams.sort();
+    assert_eq!(streams, ["invoice-1", "invoice-2"]);
+    let listed = within(
+        "list for $all",
+        client.list_persistent_subscriptions_to_all(&ListPersistentSubscriptionsOptions::default()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0].event_source, "$all");
+    // The server stops on SIGTERM with the reader still open, and the reader is told.
+    assert_eq!(common::terminate(child), 0);
+    let ended = within("next after shutdown", sub.next_subscription_event()).await;
+    assert!(ended.is_err(), "{ended:?}");
+}
+
+/// Asking about a persistent subscription that does not exist is KurrentDB's NOT_FOUND
+/// (the client's ResourceNotFound) for every call; a filter a group cannot answer and a
+/// stream name that could be confused with another subscription's are INVALID_ARGUMENT.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_persistent_subscription_is_not_found() {
+    let dir = tempfile::tempdir().unwrap();
+    let (child, addr) = common::start(&dir.path().join("data"));
+    let client = client(&addr);
+    let (stream, group) = ("order-1", "nobody");
+    let info = within(
+        "info",
+        client.get_persistent_subscription_info(
+            stream,
+            group,
+            &GetPersistentSubscriptionInfoOptions::default(),
+        ),
+    )
+    .await;
+    assert!(matches!(info, Err(Error::ResourceNotFound)), "{info:?}");
+    let read = within(
+        "subscribe",
+        client.subscribe_to_persistent_subscription(
+            stream,
+            group,
+            &SubscribeToPersistentSubscriptionOptions::default(),
+        ),
+    )
+    .await;
+    let read = match read {
+        Ok(mut sub) => within("next", sub.next_subscription_event())
+            .await
+            .map(|_| ()),
+        Err(e) => Err(e),
+    };
+    assert!(matches!(read, Err(Error::ResourceNotFound)), "{read:?}");
+    let update = within(
+        "update",
+        client.update_persistent_subscription(
+            stream,
+            group,
+            &PersistentSubscriptionOptions::default(),
+        ),
+    )
+    .await;
+    assert!(matches!(update, Err(Error::ResourceNotFound)), "{update:?}");
+    let replay = within(
+        "replay",
+        client.replay_parked_messages(stream, group, &ReplayParkedMessagesOptions::default()),
+    )
+    .await;
+    assert!(matches!(replay, Err(Error::ResourceNotFound)), "{replay:?}");
+    let delete = within(
+        "delete",
+        client.delete_persistent_subscription(
+            stream,
+            group,
+            &DeletePersistentSubscriptionOptions::default(),
+        ),
+    )
+    .await;
+    assert!(matches!(delete, Err(Error::ResourceNotFound)), "{delete:?}");
+
+    let regex = within(
+        "create to $all with a regex",
+        client.create_persistent_subscription_to_all(
+            "by-regex",
+            &PersistentSubscriptionToAllOptions::default()
+                .filter(SubscriptionFilter::on_stream_name().regex("^inv.*")),
+        ),
+    )
+    .await;
+    assert!(
+        matches!(&regex, Err(Error::Grpc { code, .. }) if format!("{code:?}") == "InvalidArgument"),
+        "{regex:?}"
+    );
+    let separator = within(
+        "create on a stream named with ::",
+        client.create_persistent_subscription(
+            "a::b",
+            "c",
+            &PersistentSubscriptionOptions::default(),
+        ),
+    )
+    .await;
+    assert!(
+        matches!(&separator, Err(Error::Grpc { code, .. }) if format!("{code:?}") == "InvalidArgument"),
+        "{separator:?}"
+    );
+    common::assert_healthy(&addr);
+    assert_eq!(common::terminate(child), 0);
+}
+
+/// What a reader held and had not acked goes to the next reader at once, well before the
+/// ack timeout, when the reader leaves or nacks with `Stop` (which also ends its
+/// subscription); `Skip` gives an event up for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_that_leaves_or_stops_gives_its_events_back_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (child, addr) = common::start(&dir.path().join("data"));
+    let client = client(&addr);
+    let (stream, group) = ("order-7", "workers");
+    within(
+        "append",
+        client.append_to_stream(
+            stream,
+            &AppendToStreamOptions::default(),
+            (1..=3).map(deposit).collect::<Vec<_>>(),
+        ),
+    )
+    .await
+    .unwrap();
+    // An ack timeout far beyond the test's own deadline: only a give-back can pass it.
+    let settings = PersistentSubscriptionOptions::default()
+        .start_from(StreamPosition::Start)
+        .message_timeout(Duration::from_secs(3600));
+    within(
+        "create",
+        client.create_persistent_subscription(stream, group, &settings),
+    )
+    .await
+    .unwrap();
+    let one = SubscribeToPersistentSubscriptionOptions::default().buffer_size(1);
+    let subscribe = || client.subscribe_to_persistent_subscription(stream, group, &one);
+
+    let mut leaving = within("subscribe", subscribe()).await.unwrap();
+    let (first, _, _) = next_delivery(&mut leaving).await;
+    assert_eq!(first, 0);
+    drop(leaving);
+    let mut stopping = within("subscribe again", subscribe()).await.unwrap();
+    let (again, retries, event) = next_delivery(&mut stopping).await;
+    assert_eq!(
+        (again, retries),
+        (0, 1),
+        "the left event comes back as a retry"
+    );
+    stopping
+        .nack(&event, NakAction::Stop, "shutting this worker down")
+        .await
+        .unwrap();
+    let stopped = within("next after stop", stopping.next_subscription_event()).await;
+    assert!(
+        matches!(stopped, Err(Error::IllegalStateError(_))),
+        "{stopped:?}"
+    );
+
+    let mut last = within("subscribe a third time", subscribe()).await.unwrap();
+    let (again, retries, event) = next_delivery(&mut last).await;
+    assert_eq!((again, retries), (0, 2));
+    last.nack(&event, NakAction::Skip, "not ours")
+        .await
+        .unwrap();
+    let mut rest = Vec::new();
+    for _ in 0..2 {
+        let (revision, _, event) = next_delivery(&mut last).await;
+        last.ack(&event).await.unwrap();
+        rest.push(revision);
+    }
+    assert_eq!(rest, [1, 2], "the skipped event is not delivered again");
+    let (status, over_http) = common::json(&addr, "GET", "/groups/order-7::workers", "");
+    assert_eq!(status, 200, "{over_http}");
+    assert_eq!(over_http["skipped"], 1, "{over_http}");
+    drop(last);
+    assert_eq!(common::terminate(child), 0);
+}
+
+/// Persistent subscriptions follow the tokens' grants on the group's source: a token for
+/// `order-` streams manages and lists subscriptions to them only, `$all` needs a token
+/// that reads every stream, and no credentials is access denied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn persistent_subscriptions_follow_the_tokens_grants() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens.toml");
+    std::fs::write(
+        &tokens,
+        "[[token]]\ntoken = \"admin-secret\"\nread = [\"*\"]\nwrite = [\"*\"]\n\n\
+         [[token]]\ntoken = \"orders-secret\"\nread = [\"order-\"]\nwrite = [\"order-\"]\n",
+    )
+    .unwrap();
+    let (child, addr) = common::start_with(
+        &dir.path().join("data"),
+        &["--tokens", tokens.to_str().unwrap()],
+    );
+    let as_user = |token: &str| {
+        let settings: ClientSettings = format!("esdb://worker:{token}@{addr}?tls=false")
+            .parse()
+            .unwrap();
+        Client::new(settings).unwrap()
+    };
+    let admin = as_user("admin-secret");
+    let orders = as_user("orders-secret");
+    let options = PersistentSubscriptionOptions::default();
+    within(
+        "admin creates on invoices",
+        admin.create_persistent_subscription("invoice-1", "billing", &options),
+    )
+    .await
+    .unwrap();
+    within(
+        "orders creates on orders",
+        orders.create_persistent_subscription("order-1", "workers", &options),
+    )
+    .await
+    .unwrap();
+    let denied = within(
+        "orders creates on invoices",
+        orders.create_persistent_subscription("invoice-2", "billing", &options),
+    )
+    .await;
+    assert!(matches!(denied, Err(Error::AccessDenied)), "{denied:?}");
+    let all = within(
+        "orders creates on $all",
+        orders.create_persistent_subscription_to_all(
+            "everything",
+            &PersistentSubscriptionToAllOptions::default(),
+        ),
+    )
+    .await;
+    assert!(matches!(all, Err(Error::AccessDenied)), "{all:?}");
+    let info = within(
+        "orders asks about invoices",
+        orders.get_persistent_subscription_info(
+            "invoice-1",
+            "billing",
+            &GetPersistentSubscriptionInfoOptions::default(),
+        ),
+    )
+    .await;
+    assert!(matches!(info, Err(Error::AccessDenied)), "{info:?}");
+    let listed = within(
+        "orders lists",
+        orders.list_all_persistent_subscriptions(&ListPersistentSubscriptionsOptions::default()),
+    )
+    .await
+    .unwrap();
+    let names: Vec<_> = listed.iter().map(|i| i.event_source.as_str()).collect();
+    assert_eq!(names, ["order-1"]);
+    let everything = within(
+        "admin lists",
+        admin.list_all_persistent_subscriptions(&ListPersistentSubscriptionsOptions::default()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(everything.len(), 2, "{everything:?}");
+    let anonymous = within(
+        "no credentials",
+        client(&addr).get_persistent_subscription_info(
+            "order-1",
+            "workers",
+            &GetPersistentSubscriptionInfoOptions::default(),
+        ),
+    )
+    .await;
+    assert!(
+        matches!(anonymous, Err(Error::AccessDenied)),
+        "{anonymous:?}"
+    );
     assert_eq!(common::terminate(child), 0);
 }
