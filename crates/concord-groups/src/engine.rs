@@ -17,7 +17,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use concord_core::{
     AppendRequest, Direction, EventStore, EventType, ExpectedVersion, Json, NewEvent, Position,
-    RecordedEvent, StoreError, StreamName, Version,
+    RecordedEvent, StoreError, StreamMetadata, StreamName, Version,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
@@ -314,6 +314,7 @@ impl Groups {
                 .write(&slot, &mut loaded, vec![GroupEvent::GroupDeleted {}])
                 .await?
             {
+                self.truncate_state(&slot, loaded.version).await;
                 slot.changed.notify_waiters();
                 self.forget_if_absent(&slot, &loaded);
                 return Ok(());
@@ -825,6 +826,7 @@ impl Groups {
                     for (i, event) in snapshot.into_iter().enumerate() {
                         fold(loaded, event, Version(base.get() + i as u64 + 1));
                     }
+                    self.truncate_state(slot, base.next()).await;
                 }
                 // Someone else wrote: the next operation reads their events.
                 Ok(Some(_)) => {}
@@ -834,6 +836,27 @@ impl Groups {
             }
         }
         Ok(true)
+    }
+
+    /// Hides the state events before `first` (a snapshot's first event, or the deletion),
+    /// which no load reads any more, so that a scavenge erases them: a group's state then
+    /// takes the room of its last snapshot and what followed, not of its whole history.
+    /// Best effort: on a store without retention they stay, and only take room.
+    async fn truncate_state(&self, slot: &Slot, first: Version) {
+        let metadata = StreamMetadata {
+            truncate_before: Some(first),
+            ..StreamMetadata::NONE
+        };
+        match self
+            .store
+            .set_stream_metadata(slot.group.state_stream(), metadata)
+            .await
+        {
+            Ok(_) | Err(StoreError::Unsupported { .. }) => {}
+            Err(e) => {
+                tracing::warn!(group = %slot.group, error = %e, "cannot truncate the group's state stream before its last snapshot; a later snapshot tries again");
+            }
+        }
     }
 
     /// Reads the state stream until this process has seen version `actual`, which a

@@ -529,6 +529,20 @@ pub async fn deleting_a_group_frees_its_state(store: Arc<dyn EventStore>) {
         h.restarted().info(&g).await,
         Err(GroupError::NotFound(_))
     ));
+    // Its state is hidden but the deletion, and a scavenge erases it.
+    let state = g.state_stream();
+    let _ = h.store.scavenge().await.unwrap();
+    let left = h
+        .store
+        .read_stream(state, Version(1), Direction::Forward, 100)
+        .await
+        .unwrap();
+    let left: Vec<&str> = left.iter().map(|e| e.event_type.as_str()).collect();
+    assert_eq!(left, ["GroupDeleted"]);
+    assert!(matches!(
+        h.restarted().info(&g).await,
+        Err(GroupError::NotFound(_))
+    ));
 
     let again = h
         .groups
@@ -816,18 +830,35 @@ pub async fn a_restart_loads_the_group_from_its_latest_snapshot(store: Arc<dyn E
     assert_eq!(before.parked, parked);
     let state = g.state_stream();
     let version = h.store.stream_version(state).await.unwrap();
-    let events = h
+    assert!(
+        version.get() >= 30,
+        "at least three snapshots' worth of state events"
+    );
+    // Each snapshot hides what came before it, which a scavenge then erases: what is
+    // left starts at the last snapshot.
+    let kept_from = h
         .store
-        .read_stream(state, version, Direction::Backward, 1000)
+        .stream_metadata(state)
+        .await
+        .unwrap()
+        .truncate_before
+        .expect("the state stream is truncated before its last snapshot");
+    let visible = h
+        .store
+        .read_stream(state, Version(1), Direction::Forward, 1000)
         .await
         .unwrap();
-    let snapshots = events
-        .iter()
-        .filter(|e| e.event_type.as_str() == "Snapshot")
-        .count();
+    assert_eq!(visible[0].version, kept_from);
+    assert_eq!(visible[0].event_type.as_str(), "Snapshot");
     assert!(
-        snapshots >= 3,
-        "a snapshot every 10 state events: {snapshots}"
+        visible.iter().skip(1).all(|e| e.event_type.as_str() != "Snapshot"
+            && e.event_type.as_str() != "GroupCreated"),
+        "only the last snapshot is left"
+    );
+    let report = h.store.scavenge().await.unwrap();
+    assert!(
+        report.events_removed >= kept_from.get() - 1,
+        "the state events before the last snapshot are erased: {report:?}"
     );
     let after = h.restarted().info(&g).await.unwrap();
     assert_eq!(after, before);
