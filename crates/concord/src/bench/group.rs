@@ -139,12 +139,11 @@ pub(crate) async fn xgroup(ctx: &Context, load: &LoadArgs) -> anyhow::Result<Rep
     let n = load.events.unwrap_or(DEFAULT_EVENTS);
     let client = redis::Client::open(url.as_str())
         .with_context(|| format!("invalid redis URL {}", ctx.store_url))?;
-    let conn = redis::aio::ConnectionManager::new(client)
+    let mut seeding = redis::aio::ConnectionManager::new(client.clone())
         .await
         .with_context(|| format!("cannot connect to redis at {}", ctx.store_url))?;
     let prefix = prefix.as_deref().unwrap_or("concord");
     let key = format!("{{{prefix}}}:bench-xgroup:{}", run_id());
-    let mut seeding = conn.clone();
     let mut written = 0;
     while written < n {
         let count = (n - written).min(SEED_BATCH);
@@ -174,10 +173,22 @@ pub(crate) async fn xgroup(ctx: &Context, load: &LoadArgs) -> anyhow::Result<Rep
     let progress = Progress::start("baseline-xgroup", bound);
     let budget = Budget::new(bound);
     let acked = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let handles: Vec<_> = (0..load.writers)
-        .map(|w| {
+    // One connection per consumer, as separate worker processes would have: a blocked
+    // XREADGROUP holds its connection, and sharing one would queue the others behind it.
+    let mut connections = Vec::new();
+    for _ in 0..load.writers {
+        connections.push(
+            redis::aio::ConnectionManager::new(client.clone())
+                .await
+                .with_context(|| format!("cannot connect to redis at {}", ctx.store_url))?,
+        );
+    }
+    let handles: Vec<_> = connections
+        .into_iter()
+        .enumerate()
+        .map(|(w, conn)| {
             let (mut conn, key, done, acked, batch) = (
-                conn.clone(),
+                conn,
                 key.clone(),
                 progress.counter(),
                 Arc::clone(&acked),
