@@ -312,7 +312,7 @@ fn group_problem(e: GroupError) -> Problem {
 }
 
 impl ApiError {
-    fn into_problem(self) -> Problem {
+    pub(crate) fn into_problem(self) -> Problem {
         match self {
             ApiError::Store(e) => store_problem(e),
             ApiError::IfMatchConflict(c) => conflict_problem(412, *c),

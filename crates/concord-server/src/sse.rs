@@ -60,6 +60,11 @@ fn respond(
                     .map_err(|err| ApiError::Internal(err.to_string()))
             }) {
                 Ok((id, data)) => Event::default().id(id.to_string()).data(data),
+                // A stream tombstoned while followed ends its subscription for good: say so
+                // (410 stream-deleted) instead of inviting a reconnect that cannot succeed.
+                Err(e @ ApiError::Store(StoreError::StreamDeleted(_))) => Event::default()
+                    .event("error")
+                    .data(serde_json::to_string(&e.into_problem()).unwrap_or_default()),
                 Err(e) => {
                     tracing::error!(error = %e, "subscription failed");
                     let problem = Problem::new(
