@@ -8,6 +8,7 @@
 //!   → [`ProjectionRow`] (or `RowNotFound`/`UnknownProjection` → 404, `ProjectionBehind` → 503)
 //! - `POST /projections/{name}/rebuild` → [`ProjectionHost::start_rebuild`] →
 //!   [`ProjectionStatus`] (the CLI uses [`ProjectionHost::rebuild`], which also waits)
+//! - `DELETE /streams/{stream}` and every scavenge → [`ProjectionHost::forget_deleted_streams`]
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

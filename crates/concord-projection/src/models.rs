@@ -7,6 +7,19 @@
 //! is checkable. Every event of the category passes through the fold and the row's version
 //! must advance by exactly one, so a skipped or repeated event is a handler error, not a
 //! silently wrong balance.
+//!
+//! # Deleted streams
+//!
+//! A delete is not an event, so the folds never see one;
+//! [`crate::ProjectionHost::forget_deleted_streams`] asks the store which streams are gone
+//! and drops their rows (every built-in projection reacts alike). The version a dropped row had is kept in `<name>_forgotten`, because a
+//! soft-deleted stream can be written again with its versions going on: the next event
+//! after that version starts a fresh row from the default state (a recreated account's
+//! balance is built from its new events only), and a late event of the forgotten life (at
+//! or before it) is ignored rather than refused. A rebuild keeps `<name>_forgotten`, so a
+//! replay of a log that still holds the old events (until a scavenge) gives the same rows.
+//! A stream deleted and recreated before any reconcile saw it gone keeps its row: the new
+//! events fold onto the old state until a rebuild after the next scavenge (ADR 0003).
 
 use std::collections::{BTreeMap, HashMap};
 use std::marker::PhantomData;
