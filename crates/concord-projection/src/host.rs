@@ -543,8 +543,8 @@ impl ProjectionHost {
     /// A delete is not an event in the global log, so a projection folding the log never
     /// learns of it: this asks the store instead. For each projection it lists the streams
     /// it holds rows for ([`Projection::stream_rows`]) and asks
-    /// [`EventStore::stream_version`] about each: version 0 (soft-deleted, or gone by
-    /// retention) or [`concord_core::StoreError::StreamDeleted`] (tombstoned) means gone,
+    /// [`EventStore::stream_version`] about each: version 0 (soft-deleted; retention alone
+    /// never makes it 0) or [`concord_core::StoreError::StreamDeleted`] (tombstoned) means gone,
     /// and the row is dropped ([`Projection::forget`]) in an immediate transaction of its
     /// own, only if it is still at the version seen before asking. So it cannot race a
     /// runner folding a newer event of a recreated stream: the row moved, it stays.
