@@ -13,7 +13,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use concord_core::{Position, RecordedEvent};
+use concord_core::{Position, RecordedEvent, Version};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use crate::error::{Failure, ProjectionError, SkippedEvent};
@@ -236,6 +236,22 @@ pub(crate) fn reset(db: &mut Connection, projection: &dyn Projection) -> rusqlit
     )?;
     set_checkpoint(&tx, projection.name(), Position::ZERO, None)?;
     tx.commit()
+}
+
+/// Drops the row of a deleted stream if it is still at `version` (see
+/// [`Projection::forget`]). Its own immediate transaction, as a batch has: it waits for a
+/// batch in progress and a batch waits for it, so a row is never forgotten halfway through
+/// a batch folding an event into it.
+pub(crate) fn forget(
+    db: &mut Connection,
+    projection: &dyn Projection,
+    stream: &str,
+    version: Version,
+) -> rusqlite::Result<bool> {
+    let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let forgot = projection.forget(&tx, stream, version)?;
+    tx.commit()?;
+    Ok(forgot)
 }
 
 /// Reads `key`'s row and the checkpoint it reflects, in one read transaction.

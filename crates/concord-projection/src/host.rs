@@ -8,6 +8,7 @@
 //!   → [`ProjectionRow`] (or `RowNotFound`/`UnknownProjection` → 404, `ProjectionBehind` → 503)
 //! - `POST /projections/{name}/rebuild` → [`ProjectionHost::start_rebuild`] →
 //!   [`ProjectionStatus`] (the CLI uses [`ProjectionHost::rebuild`], which also waits)
+//! - `DELETE /streams/{stream}` and every scavenge → [`ProjectionHost::forget_deleted_streams`]
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -197,8 +198,14 @@ impl ProjectionHost {
             })
     }
 
-    /// Starts every projection (catch-up, then live) in the background.
+    /// Starts every projection (catch-up, then live) in the background, after forgetting
+    /// the rows of streams deleted while no host was watching (see
+    /// [`ProjectionHost::forget_deleted_streams`]; a failure there is logged, and the next
+    /// reconcile takes it up).
     pub async fn start_all(&self) {
+        if let Err(e) = self.forget_deleted_streams().await {
+            tracing::warn!(error = %e, "forgetting deleted streams at start failed");
+        }
         for name in self.entries.keys() {
             let _ = self.start(name).await;
         }
@@ -528,6 +535,69 @@ impl ProjectionHost {
                 ));
             }
         }
+    }
+
+    /// Drops the read-model rows of streams that were soft-deleted or tombstoned, and
+    /// returns the streams forgotten, per projection (those that forgot none are left out).
+    ///
+    /// A delete is not an event in the global log, so a projection folding the log never
+    /// learns of it: this asks the store instead. For each projection it lists the streams
+    /// it holds rows for ([`Projection::stream_rows`]) and asks
+    /// [`EventStore::stream_version`] about each: version 0 (soft-deleted; retention alone
+    /// never makes it 0) or [`concord_core::StoreError::StreamDeleted`] (tombstoned) means gone,
+    /// and the row is dropped ([`Projection::forget`]) in an immediate transaction of its
+    /// own, only if it is still at the version seen before asking. So it cannot race a
+    /// runner folding a newer event of a recreated stream: the row moved, it stays.
+    ///
+    /// Safe to call from any number of processes at once; the server calls it after each
+    /// `DELETE /streams/{stream}`, after each scavenge, and [`ProjectionHost::start_all`]
+    /// calls it first.
+    ///
+    /// # Errors
+    /// The store's (other than a tombstone) or the database's; the rows forgotten before
+    /// the error stay forgotten.
+    pub async fn forget_deleted_streams(
+        &self,
+    ) -> Result<BTreeMap<String, Vec<String>>, ProjectionError> {
+        let mut forgotten = BTreeMap::new();
+        for (name, entry) in &self.entries {
+            let projection = Arc::clone(&entry.projection);
+            let rows = self
+                .read(
+                    move |db| projection.stream_rows(db),
+                    "listing a read model's streams",
+                )
+                .await?;
+            let mut gone = Vec::new();
+            for (key, version) in rows {
+                // A key that is not a valid stream name has no stream to be deleted.
+                let Ok(stream) = concord_core::StreamName::new(key.as_str()) else {
+                    continue;
+                };
+                match self.store.stream_version(&stream).await {
+                    Ok(v) if v == concord_core::Version::NONE => {}
+                    Err(concord_core::StoreError::StreamDeleted(_)) => {}
+                    Ok(_) => continue,
+                    Err(e) => return Err(e.into()),
+                }
+                let projection = Arc::clone(&entry.projection);
+                let k = key.clone();
+                let dropped = self
+                    .read(
+                        move |db| db::forget(db, &*projection, &k, version),
+                        "forgetting a deleted stream's row",
+                    )
+                    .await?;
+                if dropped {
+                    tracing::info!(projection = %name, stream = %key, "forgot the row of a deleted stream");
+                    gone.push(key);
+                }
+            }
+            if !gone.is_empty() {
+                forgotten.insert(name.clone(), gone);
+            }
+        }
+        Ok(forgotten)
     }
 
     /// Runs `f` on a pooled read connection, off the async threads.

@@ -12,7 +12,9 @@
 //! - [`models`]: `balances`, `auctions`, `documents`, each a pure [`models::Fold`] that
 //!   [`models::replay`] can also run in memory.
 //! - [`ProjectionHost`]: runs projections on a store; list, status, get a row (optionally
-//!   waiting for a position: read-your-writes), rebuild with progress.
+//!   waiting for a position: read-your-writes), rebuild with progress, and forget the rows
+//!   of deleted or tombstoned streams (a delete is not an event in the log, so this asks
+//!   the store: [`ProjectionHost::forget_deleted_streams`]).
 //!
 //! It is not: a store backend (it is generic over [`concord_core::EventStore`] and names
 //! none), an HTTP layer (`concord-server` maps [`ProjectionHost`] onto routes), or a

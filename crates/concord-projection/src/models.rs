@@ -7,6 +7,19 @@
 //! is checkable. Every event of the category passes through the fold and the row's version
 //! must advance by exactly one, so a skipped or repeated event is a handler error, not a
 //! silently wrong balance.
+//!
+//! # Deleted streams
+//!
+//! A delete is not an event, so the folds never see one;
+//! [`crate::ProjectionHost::forget_deleted_streams`] asks the store which streams are gone
+//! and drops their rows (every built-in projection reacts alike). The version a dropped row had is kept in `<name>_forgotten`, because a
+//! soft-deleted stream can be written again with its versions going on: the next event
+//! after that version starts a fresh row from the default state (a recreated account's
+//! balance is built from its new events only), and a late event of the forgotten life (at
+//! or before it) is ignored rather than refused. A rebuild keeps `<name>_forgotten`, so a
+//! replay of a log that still holds the old events (until a scavenge) gives the same rows.
+//! A stream deleted and recreated before any reconcile saw it gone keeps its row: the new
+//! events fold onto the old state until a rebuild after the next scavenge (ADR 0003).
 
 use std::collections::{BTreeMap, HashMap};
 use std::marker::PhantomData;
@@ -210,6 +223,41 @@ impl<F: Fold> FoldProjection<F> {
     }
 }
 
+impl<F: Fold> FoldProjection<F> {
+    /// The row `event` folds into: the stored one; else, when an earlier life of the
+    /// stream was forgotten through version `v`, nothing for an event at or before `v`
+    /// (a late event of that life) and a fresh row after `v` (the recreated stream starts
+    /// from its own events, its versions going on from `v`); else a new row.
+    fn start(
+        db: &Connection,
+        key: &str,
+        event: &RecordedEvent,
+    ) -> Result<Start<F::State>, HandlerError> {
+        if let Some(row) = Self::load(db, key)? {
+            return Ok(Start::From(Some(row)));
+        }
+        let forgotten = db
+            .prepare_cached(&format!(
+                "SELECT version FROM {}_forgotten WHERE stream = ?1",
+                F::NAME
+            ))?
+            .query_row(params![key], |r| r.get::<_, i64>(0))
+            .optional()?;
+        let Some(through) = forgotten.map(|v| Version(u64::try_from(v).unwrap_or(0))) else {
+            return Ok(Start::From(None));
+        };
+        if event.version <= through {
+            return Ok(Start::Ignore);
+        }
+        Ok(Start::From(Some(Row {
+            stream: key.to_owned(),
+            version: through,
+            position: Position::ZERO,
+            state: F::State::default(),
+        })))
+    }
+}
+
 fn to_sql(n: u64) -> Result<i64, HandlerError> {
     i64::try_from(n)
         .map_err(|_| HandlerError::new(format!("{n} does not fit the read model's integers")))
@@ -235,13 +283,17 @@ impl<F: Fold> Projection for FoldProjection<F> {
 
     fn create(&self, db: &Connection) -> rusqlite::Result<()> {
         db.execute_batch(&format!(
-            "CREATE TABLE IF NOT EXISTS {} (
+            "CREATE TABLE IF NOT EXISTS {name} (
                 stream TEXT PRIMARY KEY NOT NULL,
                 version INTEGER NOT NULL,
                 position INTEGER NOT NULL,
                 state TEXT NOT NULL
+            ) WITHOUT ROWID;
+            CREATE TABLE IF NOT EXISTS {name}_forgotten (
+                stream TEXT PRIMARY KEY NOT NULL,
+                version INTEGER NOT NULL
             ) WITHOUT ROWID",
-            F::NAME
+            name = F::NAME
         ))
     }
 
@@ -251,8 +303,8 @@ impl<F: Fold> Projection for FoldProjection<F> {
     }
 
     fn apply(&self, db: &Connection, event: &RecordedEvent) -> Result<(), HandlerError> {
-        let row = step::<F>(Self::load(db, event.stream.as_str())?, event)?;
-        Self::store(db, &row)
+        self.apply_batch(db, std::slice::from_ref(event))
+            .map_err(|e| e.error)
     }
 
     fn apply_batch(&self, db: &Connection, events: &[RecordedEvent]) -> Result<(), BatchError> {
@@ -261,7 +313,11 @@ impl<F: Fold> Projection for FoldProjection<F> {
             let key = event.stream.as_str();
             let result = match touched.remove(key) {
                 Some(row) => step::<F>(Some(row), event),
-                None => Self::load(db, key).and_then(|row| step::<F>(row, event)),
+                None => match Self::start(db, key, event) {
+                    Ok(Start::Ignore) => continue,
+                    Ok(Start::From(row)) => step::<F>(row, event),
+                    Err(e) => Err(e),
+                },
             };
             let row = result.map_err(|error| BatchError { index, error })?;
             touched.insert(key, row);
@@ -278,7 +334,11 @@ impl<F: Fold> Projection for FoldProjection<F> {
 
     fn skip(&self, db: &Connection, event: &RecordedEvent) -> rusqlite::Result<()> {
         // A row whose stored state cannot be read starts again from the default state.
-        let row = Self::load(db, event.stream.as_str()).unwrap_or(None);
+        let row = match Self::start(db, event.stream.as_str(), event) {
+            Ok(Start::Ignore) => return Ok(()),
+            Ok(Start::From(row)) => row,
+            Err(_) => None,
+        };
         Self::store(db, &skip_step::<F>(row, event))
             .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
     }
@@ -288,6 +348,45 @@ impl<F: Fold> Projection for FoldProjection<F> {
             .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
         Ok(row.and_then(|r| serde_json::to_value(r).ok()))
     }
+
+    fn stream_rows(&self, db: &Connection) -> rusqlite::Result<Vec<(String, Version)>> {
+        db.prepare_cached(&format!("SELECT stream, version FROM {}", F::NAME))?
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    Version(u64::try_from(r.get::<_, i64>(1)?).unwrap_or(0)),
+                ))
+            })?
+            .collect()
+    }
+
+    fn forget(&self, db: &Connection, stream: &str, version: Version) -> rusqlite::Result<bool> {
+        let version = i64::try_from(version.get()).unwrap_or(i64::MAX);
+        let dropped = db
+            .prepare_cached(&format!(
+                "DELETE FROM {} WHERE stream = ?1 AND version = ?2",
+                F::NAME
+            ))?
+            .execute(params![stream, version])?;
+        if dropped == 0 {
+            return Ok(false);
+        }
+        db.prepare_cached(&format!(
+            "INSERT INTO {name}_forgotten (stream, version) VALUES (?1, ?2)
+             ON CONFLICT(stream) DO UPDATE SET version = max(version, excluded.version)",
+            name = F::NAME
+        ))?
+        .execute(params![stream, version])?;
+        Ok(true)
+    }
+}
+
+/// Where folding a stream's next event starts when it has no row in the batch yet.
+enum Start<S> {
+    /// From this row (a new stream when `None`).
+    From(Option<Row<S>>),
+    /// Nowhere: the event belongs to a life of the stream that was forgotten.
+    Ignore,
 }
 
 /// The built-in projections: `balances`, `auctions`, `documents`.

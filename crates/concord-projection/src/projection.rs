@@ -18,7 +18,7 @@
 //! and skip an event whose version is not greater; or make the write itself idempotent
 //! (a put of absolute state keyed by stream, never an increment).
 
-use concord_core::{Filter, RecordedEvent};
+use concord_core::{Filter, RecordedEvent, Version};
 use rusqlite::Connection;
 
 use crate::error::HandlerError;
@@ -94,4 +94,28 @@ pub trait Projection: Send + Sync + std::fmt::Debug + 'static {
     /// # Errors
     /// The database's.
     fn row(&self, db: &Connection, key: &str) -> rusqlite::Result<Option<serde_json::Value>>;
+
+    /// The streams the read model holds rows for, each with the version of the last event
+    /// folded into it, for [`crate::ProjectionHost::forget_deleted_streams`] to ask the store
+    /// which of them are gone. The default holds none: the projection keeps its rows when
+    /// a stream is deleted.
+    ///
+    /// # Errors
+    /// The database's.
+    fn stream_rows(&self, db: &Connection) -> rusqlite::Result<Vec<(String, Version)>> {
+        let _ = db;
+        Ok(Vec::new())
+    }
+
+    /// Drops, inside the caller's transaction, the row of `stream` (deleted or tombstoned
+    /// in the store) if it is still at `version`, the version seen before the store was
+    /// asked: a row that moved since belongs to a stream written again, and stays.
+    /// Returns whether it dropped the row. The default drops nothing.
+    ///
+    /// # Errors
+    /// The database's.
+    fn forget(&self, db: &Connection, stream: &str, version: Version) -> rusqlite::Result<bool> {
+        let _ = (db, stream, version);
+        Ok(false)
+    }
 }

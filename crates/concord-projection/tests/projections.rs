@@ -423,6 +423,148 @@ async fn two_hosts_on_one_database_never_apply_an_event_twice(store: Arc<dyn Eve
     );
 }
 
+/// Appends to both accounts, lets `balances` fold them, deletes `account-1` (soft or
+/// tombstone) and reconciles: its row goes, `account-2`'s stays as it was.
+async fn a_deleted_accounts_row_is_forgotten_on_reconcile_and_an_untouched_one_stays(
+    store: Arc<dyn EventStore>,
+    tombstone: bool,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let host = ProjectionHost::open_builtin(store.clone(), dir.path().join("p.sqlite"))
+        .await
+        .unwrap();
+    host.start_all().await;
+    append(&store, "account-1", vec![opening("account")]).await;
+    let head = append(&store, "account-2", vec![opening("account")]).await;
+    host.wait_for("balances", head, WAIT).await.unwrap();
+    let kept = host
+        .get_row("balances", "account-2", None, WAIT)
+        .await
+        .unwrap();
+    if tombstone {
+        store
+            .tombstone_stream(&stream("account-1"), None)
+            .await
+            .unwrap();
+    } else {
+        store
+            .delete_stream(&stream("account-1"), None)
+            .await
+            .unwrap();
+    }
+
+    let forgotten = host.forget_deleted_streams().await.unwrap();
+
+    assert_eq!(forgotten["balances"], vec!["account-1".to_owned()]);
+    assert_eq!(forgotten.len(), 1, "{forgotten:?}");
+    let gone = host.get_row("balances", "account-1", None, WAIT).await;
+    assert!(
+        matches!(gone, Err(ProjectionError::RowNotFound { .. })),
+        "{gone:?}"
+    );
+    let still = host
+        .get_row("balances", "account-2", None, WAIT)
+        .await
+        .unwrap();
+    assert_eq!(still.row, kept.row);
+    assert!(
+        host.forget_deleted_streams().await.unwrap().is_empty(),
+        "a second reconcile finds nothing more"
+    );
+    host.shutdown().await;
+}
+
+/// A soft-deleted account written again is a new account: its row is built from the
+/// events after the delete only, its version going on from the old one. A rebuild (the old
+/// events may still be in the log until a scavenge) agrees.
+async fn a_soft_deleted_then_recreated_account_gets_a_row_from_its_new_events_only(
+    store: Arc<dyn EventStore>,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let host = ProjectionHost::open_builtin(store.clone(), dir.path().join("p.sqlite"))
+        .await
+        .unwrap();
+    host.start_all().await;
+    let head = append(
+        &store,
+        "account-1",
+        vec![
+            opening("account"),
+            event("Deposited", json!({"amount": 1000})),
+        ],
+    )
+    .await;
+    host.wait_for("balances", head, WAIT).await.unwrap();
+    store
+        .delete_stream(&stream("account-1"), None)
+        .await
+        .unwrap();
+    host.forget_deleted_streams().await.unwrap();
+
+    let recreated = append(
+        &store,
+        "account-1",
+        vec![
+            event("AccountOpened", json!({"owner": "bob", "balance": 5})),
+            event("Deposited", json!({"amount": 2})),
+        ],
+    )
+    .await;
+
+    let row = host
+        .get_row("balances", "account-1", Some(recreated), WAIT)
+        .await
+        .unwrap()
+        .row;
+    assert_eq!(row["balance"], 7, "{row}");
+    assert_eq!(row["owner"], "bob");
+    assert_eq!(row["version"], 4, "versions go on after the delete: {row}");
+    assert_eq!(host.status("balances").await.unwrap().skipped, 0);
+    host.forget_deleted_streams().await.unwrap();
+    let report = host.rebuild("balances", |_, _| {}).await.unwrap();
+    assert!(report.checkpoint >= recreated);
+    let rebuilt = host
+        .get_row("balances", "account-1", Some(recreated), WAIT)
+        .await
+        .unwrap()
+        .row;
+    assert_eq!(rebuilt, row, "a rebuild gives the same row");
+    host.shutdown().await;
+}
+
+macro_rules! forgetting {
+    ($module:ident, $factory:expr) => {
+        mod $module {
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn a_soft_deleted_accounts_row_is_forgotten_on_reconcile_and_an_untouched_one_stays() {
+                let (store, _guard) = $factory.await;
+                super::a_deleted_accounts_row_is_forgotten_on_reconcile_and_an_untouched_one_stays(store, false).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn a_tombstoned_accounts_row_is_forgotten_on_reconcile_and_an_untouched_one_stays() {
+                let (store, _guard) = $factory.await;
+                super::a_deleted_accounts_row_is_forgotten_on_reconcile_and_an_untouched_one_stays(store, true).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn a_soft_deleted_then_recreated_account_gets_a_row_from_its_new_events_only() {
+                let (store, _guard) = $factory.await;
+                super::a_soft_deleted_then_recreated_account_gets_a_row_from_its_new_events_only(store).await;
+            }
+        }
+    };
+}
+
+async fn memory_store() -> (Arc<dyn EventStore>, ()) {
+    (Arc::new(concord_core::MemoryStore::new()), ())
+}
+
+forgetting!(forget_memory, memory_store());
+forgetting!(forget_embedded, embedded_store());
+
 macro_rules! against {
     ($module:ident, $factory:expr) => {
         mod $module {

@@ -130,6 +130,7 @@ pub async fn serve(
     );
     let metrics = Arc::new(metrics::Metrics::default());
     let scavenge_every = config.scavenge_every;
+    let projections = config.projections.clone();
     let app = routes::build(
         Arc::clone(&store),
         config,
@@ -169,6 +170,7 @@ pub async fn serve(
         tokio::spawn(lifecycle::scavenge_on_schedule(
             Arc::clone(&store),
             metrics,
+            projections,
             every,
             stopped.clone(),
         ));

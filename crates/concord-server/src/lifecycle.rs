@@ -2,6 +2,12 @@
 //! "Scavenge"): `DELETE /streams/{stream}`, `GET|PUT /streams/{stream}/metadata` and
 //! `POST /admin/scavenge`. Kept apart from `routes` because these change what a stream
 //! shows rather than append to it; status codes come from the one mapping in `error`.
+//!
+//! A delete is not an event in the global log, so the read side cannot learn of it by
+//! folding the log: after a successful delete and after every scavenge (on demand and
+//! scheduled) the server asks its `ProjectionHost`, when it has one, to forget the rows of
+//! streams that are gone ([`forget_deleted_streams`]). A failure there is logged, not
+//! returned: the delete or scavenge did happen, and the next reconcile takes it up.
 
 use std::sync::Arc;
 
@@ -11,6 +17,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use concord_api::{DeleteStreamParams, MetadataBody};
 use concord_core::{ScavengeReport, StreamMetadata, Version};
+use concord_projection::ProjectionHost;
 
 use crate::auth::Access;
 use crate::error::ApiError;
@@ -39,6 +46,10 @@ pub(crate) async fn delete_stream(
     .await
     .map_err(|e| ApiError::Internal(format!("the delete task failed: {e}")))?;
     result?;
+    if let Some(host) = app.config.projections.clone() {
+        // Its own task, as the delete: the caller going away does not cut it short.
+        let _ = tokio::spawn(async move { forget_deleted_streams(&host).await }).await;
+    }
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -79,18 +90,38 @@ pub(crate) async fn scavenge(
     access.write_all()?;
     let store = Arc::clone(&app.store);
     let metrics = Arc::clone(&app.metrics);
+    let projections = app.config.projections.clone();
     // Runs to its end even if the caller goes away.
-    let report = tokio::spawn(async move { run_scavenge(store.as_ref(), &metrics).await })
-        .await
-        .map_err(|e| ApiError::Internal(format!("the scavenge task failed: {e}")))??;
+    let report = tokio::spawn(async move {
+        run_scavenge(store.as_ref(), &metrics, projections.as_deref()).await
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("the scavenge task failed: {e}")))??;
     Ok(Json(report))
 }
 
-/// One scavenge, counted in the metrics and logged: the on-demand endpoint and the
-/// schedule both run it.
+/// Drops the read-model rows of deleted and tombstoned streams, logging what it did; a
+/// failure is logged only (see the module docs).
+pub(crate) async fn forget_deleted_streams(host: &ProjectionHost) {
+    match host.forget_deleted_streams().await {
+        Ok(forgotten) if !forgotten.is_empty() => {
+            tracing::info!(?forgotten, "projections forgot deleted streams");
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(
+            error = %e,
+            "forgetting deleted streams in the projections failed; the next delete or scavenge retries"
+        ),
+    }
+}
+
+/// One scavenge, counted in the metrics and logged, then the projections' reconcile (a
+/// scavenge is when retention and deletes take their final effect): the on-demand endpoint
+/// and the schedule both run it.
 pub(crate) async fn run_scavenge(
     store: &dyn concord_core::EventStore,
     metrics: &crate::metrics::Metrics,
+    projections: Option<&ProjectionHost>,
 ) -> Result<ScavengeReport, concord_core::StoreError> {
     let started = std::time::Instant::now();
     let result = store.scavenge().await;
@@ -106,6 +137,9 @@ pub(crate) async fn run_scavenge(
         ),
         Err(e) => tracing::warn!(error = %e, "scavenge failed; the next one takes up the rest"),
     }
+    if let Some(host) = projections {
+        forget_deleted_streams(host).await;
+    }
     result
 }
 
@@ -115,6 +149,7 @@ pub(crate) async fn run_scavenge(
 pub(crate) async fn scavenge_on_schedule(
     store: Arc<dyn concord_core::EventStore>,
     metrics: Arc<crate::metrics::Metrics>,
+    projections: Option<Arc<ProjectionHost>>,
     every: std::time::Duration,
     mut stopped: tokio::sync::watch::Receiver<bool>,
 ) {
@@ -124,7 +159,7 @@ pub(crate) async fn scavenge_on_schedule(
             () = async { drop(stopped.wait_for(|s| *s).await) } => return,
         }
         if let Err(concord_core::StoreError::Unsupported { .. }) =
-            run_scavenge(store.as_ref(), &metrics).await
+            run_scavenge(store.as_ref(), &metrics, projections.as_deref()).await
         {
             tracing::warn!(
                 store = store.backend(),

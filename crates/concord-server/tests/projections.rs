@@ -1,6 +1,7 @@
 //! The read side over real HTTP: `/projections` (list, status, row, rebuild), its status
 //! codes and problem types, read-your-writes under 32 concurrent clients, the bound that
-//! answers 503 `projection-behind`, grants, and the projection series in `/metrics`.
+//! answers 503 `projection-behind`, grants, the projection series in `/metrics`, and a
+//! deleted stream's row going with `DELETE /streams/{stream}`.
 //!
 //! Each test runs a server on an ephemeral port over a `MemoryStore`, with the built-in
 //! projections running on a SQLite file in a temporary directory.
@@ -151,6 +152,43 @@ async fn a_row_is_the_read_model_as_json_and_unknown_keys_or_projections_are_404
     let unknown = server.get("/projections/nope/account-42").await;
     unknown.assert_problem(404, "projection-not-found");
     assert_eq!(unknown.json["projection"], "nope");
+    side.host.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_deleted_accounts_row_is_gone_once_delete_answers_and_a_recreated_one_starts_afresh() {
+    let side = start_read_side(ServerConfig::default()).await;
+    let server = &side.server;
+    let p = open_account(server, "account-1", 1000).await;
+    open_account(server, "account-2", 50).await;
+    let row = server
+        .get(&format!("/projections/balances/account-1?min_position={p}"))
+        .await;
+    assert_eq!(row.status, 200, "{}", row.text);
+
+    let deleted = server
+        .send(server.http.delete(server.url("/streams/account-1")))
+        .await;
+    assert_eq!(deleted.status, 204, "{}", deleted.text);
+
+    server
+        .get("/projections/balances/account-1")
+        .await
+        .assert_problem(404, "row-not-found");
+    assert_eq!(
+        server.get("/projections/balances/account-2").await.json["row"]["balance"],
+        50,
+        "another account keeps its row"
+    );
+    let again = open_account(server, "account-1", 7).await;
+    let row = server
+        .get(&format!(
+            "/projections/balances/account-1?min_position={again}"
+        ))
+        .await;
+    assert_eq!(row.status, 200, "{}", row.text);
+    assert_eq!(row.json["row"]["balance"], 7, "{}", row.text);
+    assert_eq!(row.json["row"]["version"], 2, "{}", row.text);
     side.host.shutdown().await;
 }
 
