@@ -14,7 +14,7 @@ use concord_core::{
 };
 use concord_groups::{AllSource, ConsumerName, GroupName, GroupSpec, Source};
 
-use super::load::Budget;
+use super::load::{Budget, join_all};
 use super::{Bound, LoadArgs, Progress, Report, Tally, report, run_id};
 use crate::Context;
 use crate::group::Target;
@@ -99,29 +99,17 @@ pub(crate) async fn group(ctx: &Context, load: &LoadArgs) -> anyhow::Result<Repo
             })
         })
         .collect();
-    let mut total = Tally::default();
-    let mut first_error = None;
-    for handle in handles {
-        match handle.await.context("a benchmark consumer stopped")? {
-            Ok(tally) => total.merge(&tally),
-            Err(e) => {
-                first_error.get_or_insert(e);
-            }
-        }
-    }
+    let total = join_all(handles).await;
     let elapsed = budget.elapsed();
     progress.finish();
     if let Err(e) = target.delete(&group).await {
         eprintln!("concord bench: cannot delete the benchmark group {group}: {e}");
     }
-    if let Some(e) = first_error {
-        return Err(e);
-    }
     Ok(report(
         "group",
         ctx.store_url.to_string(),
         load,
-        &total,
+        &total?,
         elapsed,
     ))
 }
@@ -230,27 +218,15 @@ pub(crate) async fn xgroup(ctx: &Context, load: &LoadArgs) -> anyhow::Result<Rep
             })
         })
         .collect();
-    let mut total = Tally::default();
-    let mut first_error = None;
-    for handle in handles {
-        match handle.await.context("a benchmark consumer stopped")? {
-            Ok(tally) => total.merge(&tally),
-            Err(e) => {
-                first_error.get_or_insert(e);
-            }
-        }
-    }
+    let total = join_all(handles).await;
     let elapsed = budget.elapsed();
     progress.finish();
     let _: Result<i64, _> = redis::cmd("DEL").arg(&key).query_async(&mut seeding).await;
-    if let Some(e) = first_error {
-        return Err(e);
-    }
     Ok(report(
         "baseline-xgroup",
         ctx.store_url.to_string(),
         load,
-        &total,
+        &total?,
         elapsed,
     ))
 }

@@ -102,7 +102,7 @@ async fn conclude(
     ))
 }
 
-async fn join_all(
+pub(crate) async fn join_all(
     handles: Vec<tokio::task::JoinHandle<anyhow::Result<Tally>>>,
 ) -> anyhow::Result<Tally> {
     let mut total = Tally::default();
