@@ -328,7 +328,7 @@ impl Writer {
                             .erase_below(state.id, row, last, s.now)?
                             .min(last_at_start.next());
                         if row.erased_through.saturating_add(1) < target.get() {
-                            let (n, through) =
+                            let (n, through, bytes) =
                                 self.erase_chunk(&stream, state.id, row.erased_through, target)?;
                             s.erased_in_stream += n;
                             self.lifecycles.insert(
@@ -340,7 +340,9 @@ impl Writer {
                             );
                             // The tails may hold erased events.
                             self.tails.clear();
-                            self.uncheckpointed.add_commit(0, 0);
+                            // Counted as written: secure_delete rewrites the pages they held,
+                            // and the log would otherwise grow by all of them before the end.
+                            self.uncheckpointed.add_commit(n, bytes);
                             if self.uncheckpointed.due() {
                                 self.checkpoint();
                             }
@@ -362,10 +364,9 @@ impl Writer {
             }
             Phase::Vacuum => {
                 if self.pragma("freelist_count")? > 0 && self.pragma("auto_vacuum")? != 0 {
-                    self.conn
-                        .execute_batch(&format!("PRAGMA incremental_vacuum({VACUUM_PAGES})"))
-                        .map_err(EmbeddedError::sqlite("cannot give freed pages back"))?;
-                    self.uncheckpointed.add_commit(0, VACUUM_PAGES * 4096);
+                    self.vacuum_pages(VACUUM_PAGES)?;
+                    let page_size = self.pragma("page_size")?;
+                    self.uncheckpointed.add_commit(0, VACUUM_PAGES * page_size);
                     if self.uncheckpointed.due() {
                         self.checkpoint();
                     }
@@ -425,24 +426,26 @@ impl Writer {
     }
 
     /// Erases up to [`SCAVENGE_CHUNK_EVENTS`] events of the stream with versions after
-    /// `erased_through` and below `target`, in one transaction; returns how many and the
-    /// new `erased_through`.
+    /// `erased_through` and below `target`, in one transaction; returns how many, the new
+    /// `erased_through` and the bytes of data and metadata they held.
     fn erase_chunk(
         &mut self,
         stream: &StreamName,
         stream_id: i64,
         erased_through: u64,
         target: Version,
-    ) -> Result<(u64, u64), EmbeddedError> {
+    ) -> Result<(u64, u64, u64), EmbeddedError> {
         let context = "cannot erase events";
         let head = self.head;
-        let erase = |conn: &rusqlite::Connection| -> Result<(u64, u64), EmbeddedError> {
+        let erase = |conn: &rusqlite::Connection| -> Result<(u64, u64, u64), EmbeddedError> {
             conn.execute_batch("BEGIN IMMEDIATE")
                 .map_err(EmbeddedError::sqlite(context))?;
-            let rows: Vec<(i64, i64, Option<String>)> = {
+            let rows: Vec<(i64, i64, Option<String>, i64)> = {
                 let mut select = conn
                     .prepare_cached(
-                        "SELECT i.version, i.position, e.tags FROM stream_index i
+                        "SELECT i.version, i.position, e.tags,
+                                COALESCE(length(e.data) + length(e.metadata), 0)
+                         FROM stream_index i
                          LEFT JOIN events e ON e.position = i.position
                          WHERE i.stream_id = ?1 AND i.version > ?2 AND i.version < ?3
                          ORDER BY i.version LIMIT ?4",
@@ -457,7 +460,7 @@ impl Writer {
                             to_sql(target.get())?,
                             limit,
                         ),
-                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
                     )
                     .map_err(EmbeddedError::sqlite(context))?;
                 rows.collect::<Result<_, _>>()
@@ -470,7 +473,11 @@ impl Writer {
                 .prepare_cached("DELETE FROM events WHERE position = ?1")
                 .map_err(EmbeddedError::sqlite(context))?;
             let mut erased = 0u64;
-            for (_, position, tags) in &rows {
+            let bytes = rows
+                .iter()
+                .map(|r| u64::try_from(r.3).unwrap_or(0))
+                .sum::<u64>();
+            for (_, position, tags, _) in &rows {
                 let Some(tags) = tags else { continue };
                 for tag in tags.split(TAG_SEPARATOR).filter(|t| !t.is_empty()) {
                     delete_tag
@@ -501,7 +508,7 @@ impl Writer {
             .map_err(EmbeddedError::sqlite(context))?;
             conn.execute_batch("COMMIT")
                 .map_err(EmbeddedError::sqlite(context))?;
-            Ok((erased, through))
+            Ok((erased, through, bytes))
         };
         match erase(&self.conn) {
             Ok(done) => Ok(done),
@@ -534,6 +541,23 @@ impl Writer {
         Err(EmbeddedError::Busy(
             "the scavenge erased the events but readers kept the write-ahead log from being truncated; run it again".into(),
         ))
+    }
+
+    /// Gives up to `pages` free pages back. The pragma frees one page per row it returns,
+    /// so it is stepped to the end (`execute_batch` steps once: one page).
+    fn vacuum_pages(&self, pages: u64) -> Result<(), EmbeddedError> {
+        let context = "cannot give freed pages back";
+        let mut stmt = self
+            .conn
+            .prepare(&format!("PRAGMA incremental_vacuum({pages})"))
+            .map_err(EmbeddedError::sqlite(context))?;
+        let mut rows = stmt.query([]).map_err(EmbeddedError::sqlite(context))?;
+        while rows
+            .next()
+            .map_err(EmbeddedError::sqlite(context))?
+            .is_some()
+        {}
+        Ok(())
     }
 
     fn pragma(&self, name: &str) -> Result<u64, EmbeddedError> {
