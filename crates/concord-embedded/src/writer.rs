@@ -459,7 +459,7 @@ impl Writer {
                 None if self.scavenging.is_some() => match jobs.try_recv() {
                     Ok(job) => job,
                     Err(TryRecvError::Empty) => {
-                        self.scavenge_step();
+                        self.scavenge_step(false);
                         continue;
                     }
                     Err(TryRecvError::Disconnected) => {
@@ -505,8 +505,9 @@ impl Writer {
                 }
             }
             self.process(batch, jobs);
-            // One piece of a scavenge after each batch: appends wait for one chunk at most.
-            self.scavenge_step();
+            // At most one piece of a scavenge after each batch: appends wait for one chunk
+            // at most, and get most of the writer's time while they keep coming.
+            self.scavenge_step(true);
         }
     }
 
