@@ -453,23 +453,26 @@ impl Writer {
     /// Runs until every sender is gone (the store was dropped).
     pub(crate) fn run(mut self, jobs: &Receiver<Job>) {
         loop {
-            let first = match self.stashed.take() {
-                Some(job) => job,
-                // A scavenge under way goes on whenever no job waits.
-                None if self.scavenging.is_some() => match jobs.try_recv() {
+            let scavenge_wait = self.scavenging.as_ref().map(lifecycle::Scavenging::wait);
+            let first = match (self.stashed.take(), scavenge_wait) {
+                (Some(job), _) => job,
+                // A scavenge under way goes on when no job comes before its next piece is
+                // due (callers waiting for their fsync send nothing meanwhile, so an empty
+                // channel does not mean a quiet store).
+                (None, Some(wait)) => match jobs.recv_timeout(wait) {
                     Ok(job) => job,
-                    Err(TryRecvError::Empty) => {
+                    Err(RecvTimeoutError::Timeout) => {
                         self.scavenge_step(false);
                         continue;
                     }
-                    Err(TryRecvError::Disconnected) => {
+                    Err(RecvTimeoutError::Disconnected) => {
                         // The store was dropped: the scavenge stops between two chunks,
                         // which leaves a store the next one completes.
                         self.flush_stream_index();
                         break;
                     }
                 },
-                None => match self.next_job(jobs) {
+                (None, None) => match self.next_job(jobs) {
                     Some(job) => job,
                     None => {
                         // Closed cleanly: the next open need not rebuild anything.

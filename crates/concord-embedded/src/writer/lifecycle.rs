@@ -56,8 +56,23 @@ pub(crate) struct Scavenging {
     pages_before: u64,
     report: ScavengeReport,
     phase: Phase,
-    /// While appends wait, the next piece starts no earlier than this.
+    /// While appends come, the next piece starts no earlier than this.
     resume_at: std::time::Instant,
+    /// Whether a batch of appends was done since the last piece.
+    appends_since_piece: bool,
+}
+
+impl Scavenging {
+    /// How long the writer waits for jobs before the next piece: until it is due while
+    /// appends come, not at all on a quiet store.
+    pub(super) fn wait(&self) -> std::time::Duration {
+        if self.appends_since_piece {
+            self.resume_at
+                .saturating_duration_since(std::time::Instant::now())
+        } else {
+            std::time::Duration::ZERO
+        }
+    }
 }
 
 /// Where a scavenge is.
@@ -267,6 +282,7 @@ impl Writer {
             report: ScavengeReport::default(),
             phase: Phase::Erase,
             resume_at: std::time::Instant::now(),
+            appends_since_piece: false,
         })
     }
 
@@ -281,10 +297,14 @@ impl Writer {
         let Some(mut scavenging) = self.scavenging.take() else {
             return;
         };
-        if appends_waiting && std::time::Instant::now() < scavenging.resume_at {
-            self.scavenging = Some(scavenging);
-            return;
+        if appends_waiting {
+            scavenging.appends_since_piece = true;
+            if std::time::Instant::now() < scavenging.resume_at {
+                self.scavenging = Some(scavenging);
+                return;
+            }
         }
+        scavenging.appends_since_piece = false;
         let started = std::time::Instant::now();
         let result = match self.poison.get() {
             Some(reason) => Err(StoreError::Poisoned(reason.clone())),
