@@ -36,9 +36,9 @@ use crate::schema::{LifecycleRow, TAG_SEPARATOR};
 const VACUUM_PAGES: u64 = 1024;
 
 /// How many times a piece's duration the writer gives to waiting appends before the next
-/// piece: the scavenge takes at most 1 / (1 + this) of a busy writer's time (2.5: 29 %,
+/// piece: the scavenge takes at most 1 / (1 + this) of a busy writer's time (4: 20 %,
 /// for the ≥ 0.7× append rate issue 19 asks during a scavenge).
-const APPENDS_SHARE: f64 = 2.5;
+const APPENDS_SHARE: f64 = 4.0;
 
 /// A scavenge under way. The writer does it one bounded piece at a time
 /// ([`Writer::scavenge_step`]) between batches of appends, so appends go on during it.
