@@ -276,6 +276,7 @@ impl EmbeddedStore {
             index_flush_events: options.index_flush_events.max(1),
             acknowledge,
             stashed: None,
+            scavenging: None,
         };
         let thread = std::thread::Builder::new()
             .name("concord-writer".into())

@@ -214,7 +214,9 @@ pub(crate) fn prepare(conn: &mut Connection, file: &Path) -> Result<(), Embedded
     if application_id == 0 && user_version == 0 && objects == 0 {
         // Before the first table: a new store gives pages a scavenge frees back to the file
         // system (`PRAGMA incremental_vacuum`); a migrated one reuses them.
-        conn.execute_batch("PRAGMA auto_vacuum = INCREMENTAL")
+        // The VACUUM applies it: opening in WAL mode already wrote the header, after which
+        // the pragma alone is ignored (stores created before this never had it).
+        conn.execute_batch("PRAGMA auto_vacuum = INCREMENTAL; VACUUM")
             .map_err(EmbeddedError::sqlite("cannot create the schema"))?;
         let tx = conn
             .transaction()

@@ -81,7 +81,14 @@ pub(crate) struct Uncheckpointed {
 }
 
 impl Uncheckpointed {
-    fn due(&self) -> bool {
+    /// Counts one more commit of `events` events and `bytes` bytes.
+    pub(crate) fn add_commit(&mut self, events: u64, bytes: u64) {
+        self.commits += 1;
+        self.events += events;
+        self.bytes += bytes;
+    }
+
+    pub(crate) fn due(&self) -> bool {
         self.commits >= CHECKPOINT_COMMITS
             || self.events >= CHECKPOINT_EVENTS
             || self.bytes >= CHECKPOINT_BYTES
@@ -278,9 +285,12 @@ pub(crate) enum Job {
     /// Delete, tombstone, set retention or scavenge, and answer on `reply`.
     Lifecycle {
         op: LifecycleOp,
-        reply: oneshot::Sender<Result<LifecycleAnswer, StoreError>>,
+        reply: LifecycleReply,
     },
 }
+
+/// Where the answer to a [`LifecycleOp`] goes.
+pub(crate) type LifecycleReply = oneshot::Sender<Result<LifecycleAnswer, StoreError>>;
 
 /// A change of stream lifecycle, done by the writer between batches of appends.
 pub(crate) enum LifecycleOp {
@@ -358,6 +368,8 @@ pub(crate) struct Writer {
     /// The names in `lifecycles`, shared with the store: a read of one of them is not
     /// split in two (its first version is not known before the read).
     pub(crate) lifecycle_names: LifecycleNames,
+    /// The scavenge under way, done a piece at a time between batches.
+    pub(crate) scavenging: Option<lifecycle::Scavenging>,
 }
 
 /// The streams that have a stored lifecycle; only the writer adds to it.
@@ -441,9 +453,26 @@ impl Writer {
     /// Runs until every sender is gone (the store was dropped).
     pub(crate) fn run(mut self, jobs: &Receiver<Job>) {
         loop {
-            let first = match self.stashed.take() {
-                Some(job) => job,
-                None => match self.next_job(jobs) {
+            let scavenge_wait = self.scavenging.as_ref().map(lifecycle::Scavenging::wait);
+            let first = match (self.stashed.take(), scavenge_wait) {
+                (Some(job), _) => job,
+                // A scavenge under way goes on when no job comes before its next piece is
+                // due (callers waiting for their fsync send nothing meanwhile, so an empty
+                // channel does not mean a quiet store).
+                (None, Some(wait)) => match jobs.recv_timeout(wait) {
+                    Ok(job) => job,
+                    Err(RecvTimeoutError::Timeout) => {
+                        self.scavenge_step(false);
+                        continue;
+                    }
+                    Err(RecvTimeoutError::Disconnected) => {
+                        // The store was dropped: the scavenge stops between two chunks,
+                        // which leaves a store the next one completes.
+                        self.flush_stream_index();
+                        break;
+                    }
+                },
+                (None, None) => match self.next_job(jobs) {
                     Some(job) => job,
                     None => {
                         // Closed cleanly: the next open need not rebuild anything.
@@ -479,6 +508,9 @@ impl Writer {
                 }
             }
             self.process(batch, jobs);
+            // At most one piece of a scavenge after each batch: appends wait for one chunk
+            // at most, and get most of the writer's time while they keep coming.
+            self.scavenge_step(true);
         }
     }
 
@@ -569,14 +601,12 @@ impl Writer {
         self.process_appends(appends, jobs);
         // After the appends taken with them: a caller sees its own earlier appends.
         for (op, reply) in lifecycle_ops {
-            let answer = match self.poison.get() {
-                Some(reason) => Err(StoreError::Poisoned(reason.clone())),
-                None => self
-                    .lifecycle_op(op)
-                    .map_err(StoreError::from)
-                    .and_then(|a| a),
-            };
-            let _ = reply.send(answer);
+            match self.poison.get() {
+                Some(reason) => {
+                    let _ = reply.send(Err(StoreError::Poisoned(reason.clone())));
+                }
+                None => self.lifecycle_op(op, reply),
+            }
         }
     }
 
@@ -607,9 +637,7 @@ impl Writer {
                 if self.index.unflushed() >= self.index_flush_events {
                     self.flush_stream_index();
                 }
-                self.uncheckpointed.commits += 1;
-                self.uncheckpointed.events += written;
-                self.uncheckpointed.bytes += staged.bytes;
+                self.uncheckpointed.add_commit(written, staged.bytes);
                 if self.uncheckpointed.due() {
                     self.checkpoint();
                 }

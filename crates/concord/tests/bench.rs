@@ -198,3 +198,56 @@ fn xadd_baseline_refuses_a_store_that_is_not_redis() {
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("needs a Redis store"));
 }
+
+const SCAVENGE_ARGS: [&str; 11] = [
+    "scavenge",
+    "--events",
+    "2000",
+    "--event-bytes",
+    "512",
+    "--streams",
+    "20",
+    "--writers",
+    "2",
+    "--rate-seconds",
+    "0.3",
+];
+
+/// The fields every `scavenge` report carries, whatever the backend.
+fn assert_scavenge_report(report: &Value, erased_at_least: u64) {
+    assert_eq!(report["scenario"], "scavenge");
+    assert!(report["bytes_before"].as_u64().unwrap() > 0, "{report}");
+    assert!(report["bytes_after"].as_u64().is_some(), "{report}");
+    assert!(report["size_ratio"].as_f64().unwrap() > 0.0, "{report}");
+    assert!(
+        report["base_events_per_sec"].as_f64().unwrap() > 0.0,
+        "{report}"
+    );
+    assert!(
+        report["appends_during_ratio"].as_f64().is_some(),
+        "{report}"
+    );
+    assert!(
+        report["events_removed"].as_u64().unwrap() >= erased_at_least,
+        "nine streams in ten were deleted: {report}"
+    );
+}
+
+#[test]
+fn the_scavenge_scenario_measures_the_files_and_erases_the_nine_deleted_streams_in_ten() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = bench(&dir.path().join("store"), &SCAVENGE_ARGS);
+    assert_scavenge_report(&report, 1800);
+    assert_eq!(
+        report["events_removed"], 1800,
+        "18 of 20 streams of 100 events, and nothing else, on a store of its own"
+    );
+}
+
+#[test]
+fn the_scavenge_scenario_measures_redis_used_memory() {
+    let redis = concord_testkit::redis::shared().url();
+    let report = bench(std::path::Path::new(&redis), &SCAVENGE_ARGS);
+    // The shared server may hold other tests' deleted streams, erased by the same scavenge.
+    assert_scavenge_report(&report, 1800);
+}

@@ -59,11 +59,11 @@ impl Budget {
     }
 }
 
-fn bench_type() -> anyhow::Result<EventType> {
+pub(crate) fn bench_type() -> anyhow::Result<EventType> {
     Ok(EventType::new("BenchTicked")?)
 }
 
-fn payload() -> anyhow::Result<Json> {
+pub(crate) fn payload() -> anyhow::Result<Json> {
     Ok(Json::from_bytes(
         "data",
         &b"{\"amount\":1,\"note\":\"concord bench\"}"[..],
@@ -76,7 +76,7 @@ fn events(event_type: &EventType, data: &Json, n: u64) -> Vec<NewEvent> {
         .collect()
 }
 
-fn stream(run: &str, suffix: &str) -> anyhow::Result<StreamName> {
+pub(crate) fn stream(run: &str, suffix: &str) -> anyhow::Result<StreamName> {
     Ok(StreamName::new(format!("bench_{run}-{suffix}"))?)
 }
 

@@ -12,6 +12,7 @@
 mod baseline;
 mod group;
 mod load;
+mod scavenge;
 mod stats;
 
 use std::io::IsTerminal;
@@ -25,6 +26,7 @@ use serde::Serialize;
 use crate::Context;
 use crate::exit::Exit;
 
+pub use scavenge::ScavengeArgs;
 pub use stats::Latencies;
 
 /// `concord bench`.
@@ -37,6 +39,10 @@ Scenarios (against --store, any backend):
   catchup   read N events from position 1 through a subscription
   group     W consumers share a consumer group over N events (default 20000), polling
             B messages at a time and acking each batch (over HTTP with an http:// store)
+  scavenge  write N events (default 1000000) of --event-bytes over --streams streams,
+            delete 9 streams in 10, then scavenge while W writers append one event at a
+            time: store size before/after (embedded: files; Redis: used_memory) and the
+            append rate during the scavenge over the rate before it
 Baselines (same JSON shape, same run):
   baseline fsync    4 KiB write + fdatasync loop in the store's directory (W threads)
   baseline sqlite   plain SQLite, one transaction per event, W threads, WAL + synchronous=FULL
@@ -63,6 +69,8 @@ pub enum BenchScenario {
     Catchup(LoadArgs),
     /// W consumers share a consumer group over N events, B messages per poll.
     Group(LoadArgs),
+    /// Space given back by a scavenge after deleting 90 %, and appends during it.
+    Scavenge(ScavengeArgs),
     /// What the disk, SQLite or Redis does without Concord.
     Baseline {
         /// Which baseline.
@@ -151,8 +159,8 @@ impl LoadArgs {
 /// One result: the JSON object `--json` prints, and the table row otherwise.
 #[derive(Debug, Serialize)]
 pub struct Report {
-    /// `append`, `hot`, `read`, `catchup`, `group`, `baseline-fsync`, `baseline-sqlite`,
-    /// `baseline-xadd`, `baseline-xgroup`.
+    /// `append`, `hot`, `read`, `catchup`, `group`, `scavenge`, `baseline-fsync`,
+    /// `baseline-sqlite`, `baseline-xadd`, `baseline-xgroup`.
     pub scenario: String,
     /// The store URL (password hidden) or the directory / server a baseline used.
     pub store: String,
@@ -191,6 +199,26 @@ pub struct Report {
     pub load_average: f64,
     /// Logical CPUs.
     pub cores: usize,
+    /// `scavenge`: the store's size before the deletes (embedded: its files; Redis:
+    /// `used_memory`), when the backend's size can be measured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes_before: Option<u64>,
+    /// `scavenge`: the store's size after the scavenge.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes_after: Option<u64>,
+    /// `scavenge`: `bytes_after / bytes_before`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub size_ratio: Option<f64>,
+    /// `scavenge`: appends per second before the scavenge (the measured part, `events`
+    /// to `max_ms`, is the appends during it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub base_events_per_sec: Option<f64>,
+    /// `scavenge`: `events_per_sec / base_events_per_sec`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub appends_during_ratio: Option<f64>,
+    /// `scavenge`: the events the scavenge reported erased.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub events_removed: Option<u64>,
 }
 
 /// What a scenario's writers report back.
@@ -294,6 +322,7 @@ pub async fn run(ctx: &mut Context, args: BenchArgs) -> anyhow::Result<Exit> {
         BenchScenario::Read(load) => load::read(ctx, &load).await?,
         BenchScenario::Catchup(load) => load::catchup(ctx, &load).await?,
         BenchScenario::Group(load) => group::group(ctx, &load).await?,
+        BenchScenario::Scavenge(args) => scavenge::scavenge(ctx, &args).await?,
         BenchScenario::Baseline { kind, load } => baseline::run(ctx, kind, &load).await?,
     };
     print(&report, ctx.out.is_json())?;
@@ -329,6 +358,12 @@ pub(crate) fn report(
         max_rss_mib: stats::max_rss_mib(),
         load_average: stats::load_average(),
         cores: std::thread::available_parallelism().map_or(1, usize::from),
+        bytes_before: None,
+        bytes_after: None,
+        size_ratio: None,
+        base_events_per_sec: None,
+        appends_during_ratio: None,
+        events_removed: None,
     }
 }
 
@@ -365,6 +400,27 @@ fn print(report: &Report, json: bool) -> anyhow::Result<()> {
             report.load_average,
             report.cores,
         )?;
+        if let (Some(base), Some(ratio)) = (report.base_events_per_sec, report.appends_during_ratio)
+        {
+            let mib = |b: Option<u64>| {
+                b.map_or("unmeasured".to_owned(), |b| {
+                    format!("{:.1} MiB", b as f64 / 1_048_576.0)
+                })
+            };
+            writeln!(
+                out,
+                "  size {} before the deletes, {} after the scavenge (ratio {}); {} events erased\n  appends {:.0}/s before the scavenge, {:.0}/s during it (ratio {:.2})",
+                mib(report.bytes_before),
+                mib(report.bytes_after),
+                report
+                    .size_ratio
+                    .map_or("-".to_owned(), |r| format!("{r:.3}")),
+                report.events_removed.unwrap_or(0),
+                base,
+                report.events_per_sec,
+                ratio,
+            )?;
+        }
     }
     Ok(())
 }
