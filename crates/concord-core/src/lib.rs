@@ -78,7 +78,7 @@ pub use multi::{
     AppendCondition, MATCHING_EVENTS_MAX, MultiAppendOutcome, MultiAppendPlan, MultiAppendRequest,
     PARTS_PER_APPEND_MAX, PartConflict, PartState, QueryPage, plan_multi_append,
 };
-pub use names::{Category, EventType, NAME_BYTES_MAX, StreamName, Tag};
+pub use names::{Category, EventType, NAME_BYTES_MAX, StreamName, Tag, check_name};
 pub use payload::{CONTENT_TYPE_BYTES_MAX, ContentType, JSON_CONTENT_TYPE, Payload};
 pub use query::{
     Filter, QUERY_ITEMS_MAX, Query, QueryItem, TAGS_PER_FILTER_MAX, TYPES_PER_FILTER_MAX,

@@ -46,14 +46,24 @@ fn recent<T: Clone + 'static>(
 }
 
 fn check_text(what: &'static str, value: &str) -> Result<(), InvalidInput> {
+    check_name(what, value, NAME_BYTES_MAX)
+}
+
+/// The rule every name of Concord follows, at its own length: 1 to `max` bytes of UTF-8
+/// without control characters. Names defined outside core (consumer groups, consumers)
+/// check themselves with it, so a refused name reads the same everywhere.
+///
+/// # Errors
+/// [`InvalidInput`] for `what`, naming the broken rule.
+pub fn check_name(what: &'static str, value: &str, max: usize) -> Result<(), InvalidInput> {
     if value.is_empty() {
         return Err(InvalidInput::new(what, format!("{what} must not be empty")));
     }
-    if value.len() > NAME_BYTES_MAX {
+    if value.len() > max {
         return Err(InvalidInput::new(
             what,
             format!(
-                "{what} is {} bytes long, but at most {NAME_BYTES_MAX} are allowed",
+                "{what} is {} bytes long, but at most {max} are allowed",
                 value.len()
             ),
         ));

@@ -35,28 +35,6 @@ pub const ACK_TIMEOUT_MS_MAX: u64 = 24 * 60 * 60 * 1000;
 /// The most deliveries `max_deliveries` may allow.
 pub const MAX_DELIVERIES_MAX: u32 = 1000;
 
-fn check_name(what: &'static str, name: &str, max: usize) -> Result<(), InvalidInput> {
-    if name.is_empty() {
-        return Err(InvalidInput::new(what, format!("{what} must not be empty")));
-    }
-    if name.len() > max {
-        return Err(InvalidInput::new(
-            what,
-            format!(
-                "{what} is {} bytes long, but at most {max} are allowed",
-                name.len()
-            ),
-        ));
-    }
-    if let Some(c) = name.chars().find(|c| c.is_control()) {
-        return Err(InvalidInput::new(
-            what,
-            format!("{what} {name:?} contains the control character {c:?}"),
-        ));
-    }
-    Ok(())
-}
-
 macro_rules! name_serde {
     ($ty:ident) => {
         impl Serialize for $ty {
@@ -98,7 +76,7 @@ impl GroupName {
     /// [`InvalidInput`] about `group`, naming the broken rule.
     pub fn new(name: impl AsRef<str>) -> Result<Self, InvalidInput> {
         let name = name.as_ref();
-        check_name("group", name, GROUP_NAME_BYTES_MAX)?;
+        concord_core::check_name("group", name, GROUP_NAME_BYTES_MAX)?;
         let state = StreamName::system(format!("group-{name}"))?;
         Ok(GroupName(Arc::from(name), state))
     }
@@ -137,7 +115,7 @@ impl ConsumerName {
     /// [`InvalidInput`] about `consumer`, naming the broken rule.
     pub fn new(name: impl AsRef<str>) -> Result<Self, InvalidInput> {
         let name = name.as_ref();
-        check_name("consumer", name, CONSUMER_NAME_BYTES_MAX)?;
+        concord_core::check_name("consumer", name, CONSUMER_NAME_BYTES_MAX)?;
         Ok(ConsumerName(Arc::from(name)))
     }
 
