@@ -95,15 +95,18 @@ class TestKurrentDBClient(unittest.TestCase):
         for events in (deposit(3), [deposit(3)]):
             with self.assertRaises(WrongCurrentVersionError) as refused:
                 self.client.append_to_stream(stream, events=events, current_version=0)
-            self.assertIn("1", str(refused.exception))
-            with self.assertRaises(WrongCurrentVersionError):
+            self.assertEqual(refused.exception.actual_version, 1)
+            with self.assertRaises(WrongCurrentVersionError) as refused:
                 self.client.append_to_stream(
                     stream, events=events, current_version=StreamState.NO_STREAM
                 )
-        with self.assertRaises(WrongCurrentVersionError):
-            self.client.append_to_stream(
-                fresh_stream("missing"), events=deposit(1), current_version=StreamState.EXISTS
-            )
+            self.assertEqual(refused.exception.actual_version, 1)
+        for events in (deposit(1), [deposit(1)]):
+            with self.assertRaises(WrongCurrentVersionError) as refused:
+                self.client.append_to_stream(
+                    fresh_stream("missing"), events=events, current_version=StreamState.EXISTS
+                )
+            self.assertIs(refused.exception.actual_version, StreamState.NO_STREAM)
         self.assertEqual(len(self.client.get_stream(stream)), 2)
 
     def test_a_retried_append_is_recorded_once(self) -> None:
@@ -191,7 +194,8 @@ class TestKurrentDBClient(unittest.TestCase):
         # The client parses the revisions out of the status text.
         with self.assertRaises(WrongCurrentVersionError) as refused:
             self.client.delete_stream(stream, current_version=0)
-        self.assertIn("Expected version: 0, Actual version: 1", str(refused.exception))
+        self.assertEqual(refused.exception.actual_version, 1)
+        self.assertEqual(refused.exception.expected_version, 0)
         self.client.delete_stream(stream, current_version=1)
         with self.assertRaises(NotFoundError):
             self.client.get_stream(stream)
