@@ -2,7 +2,7 @@
 //! `google.rpc.Status` with a packed detail that BatchAppend answers per request. The
 //! clients key on these codes, messages, trailers and detail type names.
 
-use concord_core::StoreError;
+use concord_core::{ExpectedVersion, StoreError};
 use concord_groups::GroupError;
 use prost::Message;
 use tonic::{Code, Status};
@@ -150,21 +150,40 @@ impl From<GrpcError> for Status {
                 StoreError::StreamNotFound(stream) => {
                     Status::not_found(format!("Event stream '{stream}' is not found."))
                 }
+                // Only deletes and tombstones reach here (an append's conflict is an
+                // answer, not an error). KurrentDB's text, with its numbers: the clients
+                // parse it (Python: `Expected version: (-?\d+), Actual version: (-?\d+)$`,
+                // actual -1 meaning the stream does not exist).
                 StoreError::Conflict(conflict) => {
-                    let actual = conflict.actual.get().checked_sub(1);
+                    let actual = conflict
+                        .actual
+                        .get()
+                        .checked_sub(1)
+                        .map_or(-1_i128, i128::from);
+                    let expected = match conflict.expected {
+                        ExpectedVersion::Exact(v) => v.get().checked_sub(1).map_or(-1, i128::from),
+                        ExpectedVersion::NoStream => -1,
+                        ExpectedVersion::Any => -2,
+                        ExpectedVersion::Exists => -4,
+                    };
                     let mut status = Status::failed_precondition(format!(
-                        "Append failed due to WrongExpectedVersion. Stream: {}, Expected version: {:?}, Actual version: {}",
+                        "Delete failed due to WrongExpectedVersion. Stream: {}, Expected version: {expected}, Actual version: {actual}",
                         conflict.stream,
-                        conflict.expected,
-                        actual.map_or_else(|| "no stream".to_owned(), |r| r.to_string())
                     ));
                     let m = status.metadata_mut();
                     m.insert(
                         "exception",
                         tonic::metadata::MetadataValue::from_static("wrong-expected-version"),
                     );
-                    if let Ok(value) = actual.map_or(-1_i128, i128::from).to_string().parse() {
-                        m.insert("actual-version", value);
+                    for (key, number) in
+                        [("expected-version", expected), ("actual-version", actual)]
+                    {
+                        if let Ok(value) = number.to_string().parse() {
+                            m.insert(key, value);
+                        }
+                    }
+                    if let Ok(name) = conflict.stream.as_str().parse() {
+                        m.insert("stream-name", name);
                     }
                     status
                 }
@@ -185,6 +204,7 @@ fn with_exception(mut status: Status, exception: &'static str) -> Status {
 /// `google.rpc.Code` values used in BatchAppend errors.
 const INVALID_ARGUMENT: i32 = Code::InvalidArgument as i32;
 const ALREADY_EXISTS: i32 = Code::AlreadyExists as i32;
+const NOT_FOUND: i32 = Code::NotFound as i32;
 const PERMISSION_DENIED: i32 = Code::PermissionDenied as i32;
 const UNAUTHENTICATED: i32 = Code::Unauthenticated as i32;
 const UNAVAILABLE: i32 = Code::Unavailable as i32;
@@ -248,6 +268,15 @@ pub(crate) fn batch_error(e: &GrpcError) -> rpc::Status {
             &e.to_string(),
             "event_store.client.Unknown",
             &shared::Unknown {},
+        ),
+        // KurrentDB's shape, which the clients turn into their stream-deleted error.
+        GrpcError::Store(StoreError::StreamDeleted(stream)) => packed(
+            NOT_FOUND,
+            "StreamDeleted",
+            "event_store.client.StreamDeleted",
+            &shared::StreamDeleted {
+                stream_identifier: Some(crate::convert::stream_identifier(stream)),
+            },
         ),
         GrpcError::Unsupported(_)
         | GrpcError::Store(_)

@@ -34,6 +34,7 @@ mod lifecycle;
 mod metrics;
 mod openapi;
 mod projections;
+mod quickack;
 mod routes;
 mod sse;
 mod ui;
@@ -283,16 +284,18 @@ async fn accept(
             // Telling HTTP/1.1 from HTTP/2 waits for the client's first bytes, before
             // hyper's HTTP/1 header timeout starts: a client that connects and sends nothing
             // is closed after the header timeout here instead of held forever.
-            let mut first = [0u8; 1];
-            match tokio::time::timeout(header_timeout, tcp.peek(&mut first)).await {
-                Ok(Ok(n)) if n > 0 => {}
+            let mut first = [0u8; 3];
+            let http2 = match tokio::time::timeout(header_timeout, tcp.peek(&mut first)).await {
+                // HTTP/2 with prior knowledge (gRPC) opens with `PRI * HTTP/2.0`.
+                Ok(Ok(n)) if n > 0 => first.get(..n).is_some_and(|b| b.starts_with(b"PRI")),
                 _ => {
                     tracing::debug!(%remote, "closed a connection that sent nothing");
                     drop(closing);
                     return;
                 }
-            }
-            let connection = http.serve_connection(hyper_util::rt::TokioIo::new(tcp), service);
+            };
+            let io = quickack::QuickAck::new(tcp, http2);
+            let connection = http.serve_connection(hyper_util::rt::TokioIo::new(io), service);
             let mut connection = std::pin::pin!(connection);
             let served = tokio::select! {
                 served = connection.as_mut() => served,

@@ -89,7 +89,7 @@ pub(crate) fn db_path(ctx: &Context, db: DbArgs) -> PathBuf {
         StoreUrl::Memory => {
             std::env::temp_dir().join(format!("concord-projections-{}.sqlite", std::process::id()))
         }
-        StoreUrl::Redis { .. } | StoreUrl::Postgres(_) | StoreUrl::Http(_) => {
+        StoreUrl::Redis { .. } | StoreUrl::Postgres(_) | StoreUrl::Http(_) | StoreUrl::Grpc(_) => {
             PathBuf::from("concord-projections").join("projections.sqlite")
         }
     }

@@ -13,7 +13,7 @@ use concord_core::{EventStore, MemoryStore};
 
 /// The forms `--store` accepts, for error messages.
 pub const ACCEPTED_FORMS: &str = "a directory path, embedded:PATH, file:PATH, redis://host:port/db[?prefix=P], \
-     rediss://host:port/db[?prefix=P], postgres://user:pass@host:port[,host:port]/db[?schema=S&target_session_attrs=read-write], http://host:port (a concord server; token from CONCORD_TOKEN) or memory:";
+     rediss://host:port/db[?prefix=P], postgres://user:pass@host:port[,host:port]/db[?schema=S&target_session_attrs=read-write], http://host:port (a concord server; token from CONCORD_TOKEN), memory: or, for concord bench only, grpc://host:port";
 
 /// A parsed `--store` value.
 #[derive(Clone, PartialEq, Eq, Debug)]
@@ -35,6 +35,10 @@ pub enum StoreUrl {
     /// from the `CONCORD_TOKEN` environment variable (never from the URL, so it does not
     /// end up in shell history or process lists).
     Http(String),
+    /// A server speaking KurrentDB's client gRPC protocol (`concord serve`, or KurrentDB
+    /// itself), plaintext, by its `host:port`: only a target of `concord bench`, which
+    /// drives it through KurrentDB's official client.
+    Grpc(String),
     /// An empty in-memory store that lives as long as the process.
     Memory,
 }
@@ -115,6 +119,18 @@ impl std::str::FromStr for StoreUrl {
                 }
                 Ok(StoreUrl::Http(url.to_owned()))
             }
+            "grpc" => {
+                let authority = rest
+                    .strip_prefix("//")
+                    .ok_or_else(|| invalid("a gRPC server URL starts with grpc://"))?
+                    .trim_end_matches('/');
+                if authority.is_empty() || authority.contains(['/', '?', '@']) {
+                    return Err(invalid(
+                        "a gRPC server URL is grpc://HOST:PORT, nothing more",
+                    ));
+                }
+                Ok(StoreUrl::Grpc(authority.to_owned()))
+            }
             "https" => Err(invalid(
                 "https is not supported by the client yet; put a TLS-terminating proxy in front and use http:// on loopback",
             )),
@@ -186,6 +202,7 @@ impl fmt::Display for StoreUrl {
             } => write!(f, "{} (key prefix {p})", redact(url)),
             StoreUrl::Http(url) | StoreUrl::Postgres(url) => f.write_str(&redact(url)),
             StoreUrl::Memory => f.write_str("memory:"),
+            StoreUrl::Grpc(authority) => write!(f, "grpc://{authority}"),
         }
     }
 }
@@ -263,6 +280,9 @@ impl StoreUrl {
     pub async fn open(&self) -> anyhow::Result<Arc<dyn EventStore>> {
         match self {
             StoreUrl::Memory => Ok(Arc::new(MemoryStore::new())),
+            StoreUrl::Grpc(_) => anyhow::bail!(
+                "{self} is a target of `concord bench append|read|catchup` only; other commands take the same server as http://HOST:PORT"
+            ),
             StoreUrl::Embedded(path) => {
                 let dir = path.clone();
                 // Opening recovers the log, which is blocking file I/O.
@@ -335,6 +355,12 @@ mod tests {
             parse("http://127.0.0.1:2113").unwrap(),
             StoreUrl::Http("http://127.0.0.1:2113".into())
         );
+        assert_eq!(
+            parse("grpc://127.0.0.1:2113").unwrap(),
+            StoreUrl::Grpc("127.0.0.1:2113".into())
+        );
+        assert!(parse("grpc://").is_err());
+        assert!(parse("grpc://h:1/x").is_err());
         assert!(parse("https://h:1").is_err());
         assert!(parse("http:x").is_err());
         let redis = |url: &str, prefix: Option<&str>| StoreUrl::Redis {

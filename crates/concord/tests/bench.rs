@@ -8,6 +8,8 @@
     clippy::panic
 )]
 
+mod common;
+
 use std::process::Command;
 
 use serde_json::Value;
@@ -92,6 +94,42 @@ fn every_scenario_prints_one_json_report_with_the_promised_fields() {
         1200,
         "every event acked exactly once by the three consumers"
     );
+}
+
+#[test]
+fn append_read_and_catchup_run_over_kurrentdbs_grpc_protocol() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, addr) = common::start(dir.path());
+    let store = std::path::PathBuf::from(format!("grpc://{addr}"));
+    let append = bench(
+        &store,
+        &["append", "--writers", "4", "--events", "40", "--batch", "2"],
+    );
+    assert_eq!(append["scenario"], "append");
+    assert_eq!(append["store"], format!("grpc://{addr}"));
+    assert!(append["events"].as_u64().unwrap() >= 40);
+    assert_eq!(append["conflicts"], 0);
+    let read = bench(&store, &["read", "--events", "1500", "--writers", "2"]);
+    assert_eq!(
+        read["events"].as_u64().unwrap(),
+        3000,
+        "two readers, each the whole stream"
+    );
+    // The log holds more than 1 500 events by now: the subscriptions read its first 700.
+    let catchup = bench(&store, &["catchup", "--events", "700", "--writers", "2"]);
+    assert_eq!(catchup["events"].as_u64().unwrap(), 1400);
+    // What the gRPC target cannot measure is refused, not silently run elsewhere.
+    let output = Command::new(env!("CARGO_BIN_EXE_concord"))
+        .arg("--store")
+        .arg(&store)
+        .args(["bench", "hot", "--events", "1"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("append, read and catchup scenarios only")
+    );
+    assert_eq!(common::terminate(server), 0);
 }
 
 #[test]

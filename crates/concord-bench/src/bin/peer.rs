@@ -17,7 +17,10 @@
 //! Without `--umadb` (or when the binary does not start) UmaDB is left out. With
 //! `--concord PATH` (the `concord` binary), `concord serve --no-projections` over a fresh
 //! embedded store is driven through `concord_client::ConcordClient` (HTTP) with the same
-//! workload (`--with-projections` keeps the built-in read models running beside it).
+//! workload (`--with-projections` keeps the built-in read models running beside it), and
+//! the same server over KurrentDB's gRPC protocol through KurrentDB's official Rust client
+//! (`kurrentdb`, one client shared by the writers, each on its own stream with an exact
+//! expected revision).
 #![allow(clippy::print_stdout)]
 
 use std::error::Error;
@@ -98,6 +101,8 @@ enum System {
     Embedded,
     /// `concord serve` over the embedded store, through `ConcordClient`.
     Http,
+    /// The same `concord serve`, through KurrentDB's gRPC protocol and official client.
+    Grpc,
     /// UmaDB's server, through its Rust client.
     Umadb,
 }
@@ -107,13 +112,14 @@ impl System {
         match self {
             System::Embedded => "concord-embedded",
             System::Http => "concord-http",
+            System::Grpc => "concord-grpc",
             System::Umadb => "umadb",
         }
     }
 }
 
 /// The systems of a point, in the order of round 1.
-const SYSTEMS: [System; 3] = [System::Embedded, System::Http, System::Umadb];
+const SYSTEMS: [System; 4] = [System::Embedded, System::Http, System::Grpc, System::Umadb];
 
 /// Issue 6's targets on this comparison: numerator, denominator, writers, least ratio.
 const TARGETS: &[(System, System, u64, f64)] = &[
@@ -121,6 +127,9 @@ const TARGETS: &[(System, System, u64, f64)] = &[
     (System::Embedded, System::Umadb, 1, 2.0),
     (System::Http, System::Umadb, 64, 1.5),
     (System::Http, System::Embedded, 64, 0.5),
+    // Issue 21's.
+    (System::Grpc, System::Http, 64, 1.0),
+    (System::Grpc, System::Umadb, 64, 1.5),
 ];
 
 /// The median and range of some ratios.
@@ -281,6 +290,47 @@ async fn umadb_point(url: &str, prefix: String, writers: u64, run: Duration) -> 
     ))
 }
 
+/// W writers on streams `{prefix}-{w}` over KurrentDB's gRPC protocol (0-based revisions:
+/// the first append expects no stream, the next ones the revision the last one reported).
+async fn grpc_point(addr: &str, prefix: String, writers: u64, run: Duration) -> Result<(f64, u64)> {
+    use kurrentdb::{AppendToStreamOptions, EventData, ReadAllOptions, StreamState};
+    let settings: kurrentdb::ClientSettings = format!("esdb://{addr}?tls=false").parse()?;
+    let client = kurrentdb::Client::new(settings).map_err(|e| e.to_string())?;
+    // The client connects on its first call, which is far slower than the others.
+    let _ = client
+        .read_all(&ReadAllOptions::default().max_count(1))
+        .await?;
+    let data: serde_json::Value = serde_json::from_slice(DATA)?;
+    let event = EventData::json("BenchTicked", &data)?;
+    let count = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..writers)
+        .map(|w| {
+            let (client, count, event) = (client.clone(), Arc::clone(&count), event.clone());
+            let stream = format!("{prefix}-{w}");
+            tokio::spawn(async move {
+                let mut state = StreamState::NoStream;
+                while start.elapsed() < run {
+                    let options = AppendToStreamOptions::default().stream_state(state);
+                    let written = client
+                        .append_to_stream(stream.as_str(), &options, event.clone())
+                        .await?;
+                    state = StreamState::StreamRevision(written.next_expected_version);
+                    count.fetch_add(1, Ordering::Relaxed);
+                }
+                Result::Ok(())
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await??;
+    }
+    Ok((
+        count.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64(),
+        0,
+    ))
+}
+
 /// The UmaDB server, killed when dropped.
 struct Server(Child);
 
@@ -323,7 +373,7 @@ async fn start_concord(
     binary: &Path,
     dir: &Path,
     projections: bool,
-) -> Result<(Server, Arc<dyn EventStore>)> {
+) -> Result<(Server, Arc<dyn EventStore>, String)> {
     let port = free_port()?;
     let mut command = Command::new(binary);
     command
@@ -340,7 +390,8 @@ async fn start_concord(
         .stderr(Stdio::null())
         .spawn()?;
     let server = Server(child);
-    let client = concord_client::ConcordClient::new(&format!("http://127.0.0.1:{port}"), None)?;
+    let addr = format!("127.0.0.1:{port}");
+    let client = concord_client::ConcordClient::new(&format!("http://{addr}"), None)?;
     let deadline = Instant::now() + Duration::from_secs(20);
     while client.head().await.is_err() {
         if Instant::now() > deadline {
@@ -348,7 +399,7 @@ async fn start_concord(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    Ok((server, Arc::new(client)))
+    Ok((server, Arc::new(client), addr))
 }
 
 #[tokio::main]
@@ -410,9 +461,15 @@ async fn main() -> Result<()> {
                             Some(concord_point(store, prefix.clone(), writers, run).await?)
                         }
                         System::Http => match &served {
-                            Some((_, client)) => Some(
+                            Some((_, client, _)) => Some(
                                 concord_point(Arc::clone(client), prefix.clone(), writers, run)
                                     .await?,
+                            ),
+                            None => None,
+                        },
+                        System::Grpc => match &served {
+                            Some((_, _, addr)) => Some(
+                                grpc_point(addr, format!("{prefix}-grpc"), writers, run).await?,
                             ),
                             None => None,
                         },

@@ -21,11 +21,11 @@ use super::{Bound, LoadArgs, Policy, Progress, Report, Tally, report, run_id};
 use crate::Context;
 
 /// How long an unbounded-by-count write scenario runs.
-const DEFAULT_DURATION: Duration = Duration::from_secs(5);
+pub(crate) const DEFAULT_DURATION: Duration = Duration::from_secs(5);
 /// How many events `read` and `catchup` use by default.
-const DEFAULT_EVENTS: u64 = 100_000;
+pub(crate) const DEFAULT_EVENTS: u64 = 100_000;
 /// Events per append when seeding (the default `events_per_append_max`).
-const SEED_BATCH: u64 = 1000;
+pub(crate) const SEED_BATCH: u64 = 1000;
 /// Events per page when reading a stream back (the default `read_limit_max`).
 const READ_PAGE: usize = 1000;
 

@@ -11,6 +11,7 @@
 
 mod baseline;
 mod group;
+mod grpc;
 mod load;
 mod scavenge;
 mod stats;
@@ -32,7 +33,8 @@ pub use stats::Latencies;
 /// `concord bench`.
 #[derive(Debug, Args)]
 #[command(after_help = "\
-Scenarios (against --store, any backend):
+Scenarios (against --store, any backend; append, read and catchup also against
+grpc://HOST:PORT, a server speaking KurrentDB's gRPC protocol, through its official client):
   append    W writers, each on its own stream, B events per conditional append
   hot       W writers on one stream under --policy: commits/s, conflicts, retries
   read      rehydrate a stream of N events (W readers, each reads all of it)
@@ -315,6 +317,22 @@ pub async fn run(ctx: &mut Context, args: BenchArgs) -> anyhow::Result<Exit> {
             "concord bench: writing benchmark events to the store {} (streams bench_<run>-…); use a store made for it",
             ctx.store_url
         );
+    }
+    if let crate::store_url::StoreUrl::Grpc(authority) = &ctx.store_url {
+        let report = match args.scenario {
+            BenchScenario::Append(load) => grpc::append(authority, &load).await?,
+            BenchScenario::Read(load) => grpc::read(authority, &load).await?,
+            BenchScenario::Catchup(load) => grpc::catchup(authority, &load).await?,
+            _ => {
+                return Err(concord_core::InvalidInput::new(
+                    "store",
+                    "a grpc:// store is measured by the append, read and catchup scenarios only",
+                )
+                .into());
+            }
+        };
+        print(&report, ctx.out.is_json())?;
+        return Ok(Exit::Success);
     }
     let report = match args.scenario {
         BenchScenario::Append(load) => load::append(ctx, &load).await?,
