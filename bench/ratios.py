@@ -40,6 +40,11 @@ def rate(rows, label):
     return r["events_per_sec"] if r else None
 
 
+def p50(rows, label):
+    r = rows.get(label)
+    return r.get("p50_ms") if r else None
+
+
 def table(rounds, w):
     """The lines of the ratio table (a list of strings)."""
     out = []
@@ -68,11 +73,28 @@ def table(rounds, w):
                 count = f" ({sum(r >= target for r in ratios)} of {len(ratios)} rounds)"
             out.append(f"{what:<58} median {median:6.2f}x  range {spread:<13}{verdict}{count}")
 
+    def latency(what, num, den, target):
+        """A ratio of median latencies: lower is better, the target is a ceiling."""
+        ratios = []
+        for rows in rounds.values():
+            a, b = p50(rows, num), p50(rows, den)
+            if a is not None and b:
+                ratios.append(a / b)
+        if not ratios:
+            return
+        median = statistics.median(ratios)
+        verdict = ("  met" if median <= target else "  NOT met") + f" (target <= {target}x)"
+        spread = "" if len(ratios) == 1 else f"  range {min(ratios):.2f}-{max(ratios):.2f}x"
+        out.append(f"{what:<58} {median:6.2f}x{spread}{verdict}")
+
     n = len(rounds)
     out.append("")
     out.append("ratios (same run)" if n == 1 else f"ratios (each within its round; {n} rounds)")
     line(f"embedded append w={w} / sqlite w={w}", f"embedded append w={w}", f"sqlite w={w}", 20)
-    line("embedded append w=1 / sqlite w=1", "embedded append w=1", "sqlite w=1")
+    line("embedded append w=1 / sqlite w=1", "embedded append w=1", "sqlite w=1", 0.9)
+    latency("embedded append w=1 p50 / fsync w=1 p50", "embedded append w=1", "fsync w=1", 1.2)
+    line(f"http append w={w} / embedded append w={w}", f"http append w={w}", f"embedded append w={w}", 0.6)
+    latency("http append w=1 p50 / embedded append w=1 p50", "http append w=1", "embedded append w=1", 1.5)
     line("embedded append w=1 / fsync w=1", "embedded append w=1", "fsync w=1")
     line(f"embedded append w={w} / fsync w=1", f"embedded append w={w}", "fsync w=1")
     line(f"embedded hot rebase-unless / append w={w}", f"embedded hot w={w} rebase-unless", f"embedded append w={w}", 0.8)
@@ -87,6 +109,12 @@ def table(rounds, w):
         spread = "" if len(probes) == 1 else f" (range {min(probes):.2f}-{max(probes):.2f} s)"
         out.append(f"cpu probe, 10 M-step Python loop: {statistics.median(probes):.2f} s{spread}"
                    " (absolute targets move with it)")
+    cpu = [rows[f"http append w={w}"]["server_cpu_us_per_event"] for rows in rounds.values()
+           if "server_cpu_us_per_event" in rows.get(f"http append w={w}", {})]
+    if cpu:
+        spread = "" if len(cpu) == 1 else f" (range {min(cpu):.1f}-{max(cpu):.1f})"
+        out.append(f"http server CPU per event at w={w}: {statistics.median(cpu):.1f} us{spread}"
+                   " (bench/server-cpu.sh: every thread of concord serve, store included)")
     for b in ("embedded", "redis"):
         retries = [rows[f"{b} hot w={w} rebase-unless"]["retries"]
                    for rows in rounds.values() if f"{b} hot w={w} rebase-unless" in rows]

@@ -8,9 +8,10 @@
 # times and bench/ratios.py prints each ratio's median and range over the rounds, every ratio
 # taken within one round: on an unsteady machine one run's ratio can be far off.
 #
-# Environment: BENCH_DIR (default target/bench-run) holds the stores; REDIS_URL uses an
+# Environment: CONCORD (a binary to measure; default: build this checkout); BENCH_DIR (default target/bench-run) holds the stores; REDIS_URL uses an
 # existing Redis instead of starting one (ephemeral port, temp dir, no persistence; never
-# the machine's 6379); SKIP_REDIS=1 / SKIP_EMBEDDED=1 leave a backend out. Needs python3;
+# the machine's 6379); SKIP_REDIS=1 / SKIP_EMBEDDED=1 leave a backend out, SKIP_HTTP=1 the
+# appends through `concord serve` (bench/server-cpu.sh, after the embedded scenarios). Needs python3;
 # redis-server and redis-benchmark for the Redis part. Every line of results.jsonl is one
 # `concord bench --json` object with the label it has in the table.
 set -euo pipefail
@@ -21,8 +22,11 @@ ROUNDS="${3:-1}"
 [[ "$ROUNDS" =~ ^[1-9][0-9]*$ ]] || { echo "run.sh: ROUNDS must be a positive number, not '$ROUNDS'" >&2; exit 2; }
 N_READ=100000
 
-cargo build --release -q -p concord --bin concord
-CONCORD="$PWD/target/release/concord"
+# CONCORD names a binary to measure instead of building this checkout's.
+if [[ -z "${CONCORD:-}" ]]; then
+  cargo build --release -q -p concord --bin concord
+  CONCORD="$(cd "${CARGO_TARGET_DIR:-target}" && pwd)/release/concord"
+fi
 mkdir -p "${BENCH_DIR:-target/bench-run}"
 work="$(cd "$(mktemp -d "${BENCH_DIR:-target/bench-run}/run.XXXXXX")" && pwd)"
 results="$work/results.jsonl"
@@ -94,6 +98,14 @@ for round in $(seq "$ROUNDS"); do
     run "sqlite w=1" "$E" baseline sqlite --writers 1 --duration "$SECS"
     run "sqlite w=$W" "$E" baseline sqlite --writers "$W" --duration "$SECS"
     scenarios embedded "$E"
+    # The same appends through `concord serve` (issue 22): rate, p50 and the server's CPU.
+    if [[ "${SKIP_HTTP:-}" != 1 ]]; then
+      for w in 1 "$W"; do
+        json="$(CONCORD="$CONCORD" BENCH_DIR="$work" bash bench/server-cpu.sh "$SECS" "$w" 1 2>/dev/null)"
+        echo "{\"label\": \"http append w=$w\", \"round\": $round, \"report\": $json}" >>"$results"
+        python3 -c 'import json,sys; r=json.loads(sys.argv[2]); print("%-34s %11.0f events/s  p50 %.3f ms  server CPU %.1f us/event  load %.2f" % (sys.argv[1], r["events_per_sec"], r["p50_ms"], r["server_cpu_us_per_event"], r["load_average"]))' "http append w=$w" "$json"
+      done
+    fi
   fi
   if [[ "${SKIP_REDIS:-}" != 1 ]]; then
     echo "== redis ($REDIS_URL, $(redis-server --version | awk '{print $3}'))"

@@ -138,3 +138,29 @@ fn the_cpu_probe_of_each_round_is_printed_beside_the_ratios() {
     let read = line_of(&table, "embedded read (events/s) / 1 000 000");
     assert!(read.contains("median   0.90x"), "{read}");
 }
+
+fn timed(label: &str, round: u32, p50_ms: f64, server_cpu: Option<f64>) -> String {
+    let mut report = serde_json::json!({ "events_per_sec": 1000.0, "p50_ms": p50_ms });
+    if let Some(cpu) = server_cpu {
+        report["server_cpu_us_per_event"] = cpu.into();
+    }
+    serde_json::json!({ "label": label, "round": round, "report": report }).to_string()
+}
+
+#[test]
+fn a_latency_ratio_is_judged_against_a_ceiling_and_the_server_cpu_is_printed() {
+    let table = stdout(&ratios(&[
+        timed("http append w=1", 1, 0.30, None),
+        timed("embedded append w=1", 1, 0.25, None),
+        timed("http append w=1", 2, 0.40, None),
+        timed("embedded append w=1", 2, 0.20, None),
+        timed("http append w=64", 1, 2.0, Some(40.0)),
+        timed("http append w=64", 2, 2.0, Some(30.0)),
+    ]));
+    // Rounds give 1.20x and 2.00x: the median 1.60x is above the 1.5x ceiling.
+    let line = line_of(&table, "http append w=1 p50 / embedded append w=1 p50");
+    assert!(line.contains("1.60x  range 1.20-2.00x"), "{line}");
+    assert!(line.ends_with("NOT met (target <= 1.5x)"), "{line}");
+    let cpu = line_of(&table, "http server CPU per event at w=64");
+    assert!(cpu.contains("35.0 us (range 30.0-40.0)"), "{cpu}");
+}
