@@ -196,7 +196,9 @@ pub enum DeletePlan {
 ///
 /// # Errors
 /// [`StoreError::StreamDeleted`] for a tombstoned stream; [`StoreError::StreamNotFound`]
-/// when there is nothing to delete.
+/// when a soft delete has nothing to delete. A tombstone needs no event: as in KurrentDB,
+/// a stream that never existed may be tombstoned (with the expectation "any" or "no
+/// stream"), and is then refused forever.
 pub fn plan_delete(
     stream: &StreamName,
     mode: DeleteMode,
@@ -206,11 +208,7 @@ pub fn plan_delete(
 ) -> Result<DeletePlan, StoreError> {
     lifecycle.check_not_tombstoned(stream)?;
     let visible = lifecycle.visible_version(last);
-    let exists = match mode {
-        DeleteMode::Soft => visible > Version::NONE,
-        DeleteMode::Tombstone => last > Version::NONE,
-    };
-    if !exists {
+    if mode == DeleteMode::Soft && visible == Version::NONE {
         return Err(StoreError::StreamNotFound(stream.clone()));
     }
     if let Some(e) = expected
@@ -333,6 +331,34 @@ mod tests {
             assert!(matches!(m.validate(), Err(StoreError::Invalid(_))));
         }
         assert!(StreamMetadata::NONE.validate().is_ok());
+    }
+
+    #[test]
+    fn a_stream_that_never_existed_may_be_tombstoned_but_not_soft_deleted() {
+        let none = StreamLifecycle::default();
+        for expected in [None, Some(Version::NONE)] {
+            assert!(matches!(
+                plan_delete(&s(), DeleteMode::Tombstone, expected, Version(0), none),
+                Ok(DeletePlan::Delete(StreamLifecycle {
+                    tombstoned: true,
+                    deleted_through: Version(0),
+                    ..
+                }))
+            ));
+        }
+        assert!(matches!(
+            plan_delete(
+                &s(),
+                DeleteMode::Tombstone,
+                Some(Version(2)),
+                Version(0),
+                none
+            ),
+            Ok(DeletePlan::Conflict {
+                actual: Version(0),
+                ..
+            })
+        ));
     }
 
     #[test]

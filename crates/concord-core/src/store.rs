@@ -253,7 +253,9 @@ pub trait EventStore: Send + Sync + fmt::Debug + 'static {
     /// are erased by the next [`Self::scavenge`]. A soft-deleted stream may be tombstoned.
     ///
     /// # Errors
-    /// As [`Self::delete_stream`]; a stream that never had an event is not found.
+    /// As [`Self::delete_stream`], except that a stream without events is not "not
+    /// found": it is tombstoned all the same (as KurrentDB does), when `expected` is `None`
+    /// or [`Version::NONE`].
     async fn tombstone_stream(
         &self,
         stream: &StreamName,

@@ -239,7 +239,8 @@ async fn remove(
     let stream = convert::stream_name(options.stream_identifier.as_ref())?;
     caller.check(service.config.gate.as_ref(), Action::Write(stream.as_str()))?;
     // The store compares an expectation with the visible version; any and stream_exists
-    // need no number (a delete of a stream without events is not found either way).
+    // need no number (a soft delete of a stream without events is not found either way; a
+    // tombstone of one that never existed goes ahead, as in KurrentDB).
     let expected = match options.expected_stream_revision {
         Some(E::Revision(r)) => Some(Version(r.checked_add(1).ok_or_else(|| {
             GrpcError::Invalid(format!("revision {r} is beyond the largest version"))

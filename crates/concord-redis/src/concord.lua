@@ -596,7 +596,8 @@ local function delete(keys, args)
   end
   local last = stream_version(stream_key, lc)
   local visible = visible_version(lc, last)
-  if (mode == 'soft' and visible == 0) or last == 0 then
+  -- A tombstone needs no event: a stream that never existed may be tombstoned.
+  if mode == 'soft' and visible == 0 then
     return {'not_found'}
   end
   if expected >= 0 and expected ~= visible then

@@ -351,6 +351,29 @@ async fn the_official_client_runs_unchanged(addr: &str) {
         matches!(missing, Err(Error::ResourceNotFound)),
         "{missing:?}"
     );
+
+    // As in KurrentDB, a stream that never existed may be tombstoned, expecting any or no
+    // stream, and is then deleted for good.
+    for (never, state) in [
+        ("account-never-any", StreamState::Any),
+        ("account-never-none", StreamState::NoStream),
+    ] {
+        within(
+            "tombstone a stream that never existed",
+            client.tombstone_stream(
+                never,
+                &TombstoneStreamOptions::default().expected_revision(state),
+            ),
+        )
+        .await
+        .unwrap();
+        let append = within(
+            "append to it",
+            client.append_to_stream(never, &AppendToStreamOptions::default(), deposit(1)),
+        )
+        .await;
+        assert!(matches!(append, Err(Error::ResourceDeleted)), "{append:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -109,16 +109,13 @@ pub async fn an_append_recreates_a_soft_deleted_stream_and_versions_are_never_re
     assert_eq!(out.first_version, Version(15));
 }
 
-/// Deleting a stream with no event is "not found", also when a delete already emptied it.
+/// Soft-deleting a stream with no event is "not found", also when a delete already emptied
+/// it.
 pub async fn deleting_a_stream_without_events_is_not_found(store: Arc<dyn EventStore>) {
     let s = stream("customer-1");
     assert!(matches!(
         store.delete_stream(&s, None).await,
         Err(StoreError::StreamNotFound(n)) if n == s
-    ));
-    assert!(matches!(
-        store.tombstone_stream(&s, None).await,
-        Err(StoreError::StreamNotFound(_))
     ));
     seed(&store, &s, 1).await;
     store.delete_stream(&s, None).await.unwrap();
@@ -126,6 +123,32 @@ pub async fn deleting_a_stream_without_events_is_not_found(store: Arc<dyn EventS
         store.delete_stream(&s, None).await,
         Err(StoreError::StreamNotFound(_))
     ));
+}
+
+/// A stream that never had an event may be tombstoned, as in KurrentDB, with the expectation
+/// "any" or "no stream" (another number is a conflict); every later use of it is refused.
+pub async fn a_stream_that_never_existed_can_be_tombstoned(store: Arc<dyn EventStore>) {
+    let never = stream("customer-7");
+    assert!(matches!(
+        store.tombstone_stream(&never, Some(Version(2))).await,
+        Err(StoreError::Conflict(c)) if c.actual == Version::NONE
+    ));
+    store.tombstone_stream(&never, None).await.unwrap();
+    let none = stream("customer-8");
+    store
+        .tombstone_stream(&none, Some(Version::NONE))
+        .await
+        .unwrap();
+    for s in [&never, &none] {
+        assert!(matches!(
+            store.append(AppendRequest::new(s.clone(), ExpectedVersion::Any, deposits(1))).await,
+            Err(StoreError::StreamDeleted(n)) if &n == s
+        ));
+        assert!(matches!(
+            store.tombstone_stream(s, None).await,
+            Err(StoreError::StreamDeleted(_))
+        ));
+    }
 }
 
 /// A delete with a stale expected version is a conflict with the missed events, as for an
@@ -478,6 +501,7 @@ macro_rules! lifecycle_suite {
             soft_delete_hides_the_stream_from_reads_and_listings,
             an_append_recreates_a_soft_deleted_stream_and_versions_are_never_reused,
             deleting_a_stream_without_events_is_not_found,
+            a_stream_that_never_existed_can_be_tombstoned,
             a_stale_expected_version_on_delete_conflicts_with_the_missed_events,
             a_tombstoned_stream_refuses_every_later_use,
             a_soft_deleted_stream_can_be_tombstoned,
