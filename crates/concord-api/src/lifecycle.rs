@@ -1,7 +1,7 @@
 //! Bodies and parameters of the lifecycle endpoints: `DELETE /streams/{stream}`,
 //! `GET|PUT /streams/{stream}/metadata` and `POST /admin/scavenge`.
 
-use concord_core::{StreamMetadata, Version};
+use concord_core::{MetadataChange, StreamMetadata, Version};
 use serde::{Deserialize, Deserializer, Serialize};
 
 /// `DELETE /streams/{stream}`.
@@ -54,27 +54,32 @@ fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<u64>>, D::Er
 }
 
 impl MetadataBody {
+    /// The change this body asks for, applied by the store in one atomic step.
+    pub fn change(&self) -> MetadataChange {
+        MetadataChange {
+            max_count: self.max_count,
+            max_age_seconds: self.max_age_seconds,
+            truncate_before: self.truncate_before.map(|t| t.map(Version)),
+        }
+    }
+
     /// `current` with this change applied.
     pub fn apply(&self, current: StreamMetadata) -> StreamMetadata {
-        let pick = |change: Option<Option<u64>>, now: Option<u64>| change.unwrap_or(now);
-        StreamMetadata {
-            max_count: pick(self.max_count, current.max_count),
-            max_age_seconds: pick(self.max_age_seconds, current.max_age_seconds),
-            truncate_before: pick(
-                self.truncate_before,
-                current.truncate_before.map(Version::get),
-            )
-            .map(Version),
+        self.change().apply(current)
+    }
+
+    /// The body that asks for `change`.
+    pub fn from_change(change: MetadataChange) -> Self {
+        MetadataBody {
+            max_count: change.max_count,
+            max_age_seconds: change.max_age_seconds,
+            truncate_before: change.truncate_before.map(|t| t.map(Version::get)),
         }
     }
 
     /// The change that sets exactly `metadata` (every member, `null` where unset).
     pub fn replacing(metadata: StreamMetadata) -> Self {
-        MetadataBody {
-            max_count: Some(metadata.max_count),
-            max_age_seconds: Some(metadata.max_age_seconds),
-            truncate_before: Some(metadata.truncate_before.map(Version::get)),
-        }
+        Self::from_change(MetadataChange::replacing(metadata))
     }
 }
 

@@ -38,8 +38,9 @@ use concord_api::{
 };
 use concord_core::{
     AllPage, AppendOutcome, AppendRequest, Direction, EventStore, Filter, InvalidInput, Limits,
-    MultiAppendOutcome, MultiAppendRequest, Position, Query, QueryPage, RecordedEvent,
-    ScavengeReport, StoreError, StreamInfo, StreamMetadata, StreamName, Subscription, Version,
+    MetadataChange, MultiAppendOutcome, MultiAppendRequest, Position, Query, QueryPage,
+    RecordedEvent, ScavengeReport, StoreError, StreamInfo, StreamMetadata, StreamName,
+    Subscription, Version,
 };
 use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use http::{HeaderMap, HeaderValue, Method, Request, StatusCode};
@@ -362,14 +363,15 @@ impl EventStore for ConcordClient {
             .unwrap_or(StreamMetadata::NONE))
     }
 
-    async fn set_stream_metadata(
+    async fn change_stream_metadata(
         &self,
         stream: &StreamName,
-        metadata: StreamMetadata,
+        change: MetadataChange,
     ) -> Result<StreamMetadata, StoreError> {
-        metadata.validate()?;
+        change.validate()?;
         let url = self.url(&["streams", stream.as_str(), "metadata"]);
-        let body = serde_json::to_vec(&MetadataBody::replacing(metadata))
+        // The server merges a partial body atomically: the change crosses the wire as is.
+        let body = serde_json::to_vec(&MetadataBody::from_change(change))
             .map_err(|e| StoreError::backend(BACKEND, "cannot encode the metadata", e))?;
         let mut headers = HeaderMap::with_capacity(1);
         headers.insert(CONTENT_TYPE, JSON);

@@ -70,8 +70,8 @@ pub use event::{
     EventId, JSON_DEPTH_MAX, Json, NewEvent, RecordedAt, RecordedEvent, TAGS_PER_EVENT_MAX,
 };
 pub use lifecycle::{
-    DeleteMode, DeletePlan, ScavengeReport, StreamLifecycle, StreamMetadata, check_hidden_ids,
-    plan_delete,
+    DeleteMode, DeletePlan, MetadataChange, ScavengeReport, StreamLifecycle, StreamMetadata,
+    check_hidden_ids, plan_delete,
 };
 pub use memory::MemoryStore;
 pub use multi::{

@@ -164,6 +164,53 @@ impl StreamLifecycle {
     }
 }
 
+/// A change of a stream's retention settings: each member is `None` to keep the stored
+/// setting, `Some(None)` to remove it, `Some(Some(n))` to set it. Backends apply it to the
+/// stored settings in one atomic step, so two callers changing different settings at the
+/// same moment both take effect (a read, a merge and a write would lose one of them).
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub struct MetadataChange {
+    /// The change of `max_count`.
+    pub max_count: Option<Option<u64>>,
+    /// The change of `max_age_seconds`.
+    pub max_age_seconds: Option<Option<u64>>,
+    /// The change of `truncate_before`.
+    pub truncate_before: Option<Option<Version>>,
+}
+
+impl MetadataChange {
+    /// The change that stores exactly `metadata`, whatever was stored before.
+    pub fn replacing(metadata: StreamMetadata) -> Self {
+        MetadataChange {
+            max_count: Some(metadata.max_count),
+            max_age_seconds: Some(metadata.max_age_seconds),
+            truncate_before: Some(metadata.truncate_before),
+        }
+    }
+
+    /// `current` with this change applied.
+    pub fn apply(&self, current: StreamMetadata) -> StreamMetadata {
+        StreamMetadata {
+            max_count: self.max_count.unwrap_or(current.max_count),
+            max_age_seconds: self.max_age_seconds.unwrap_or(current.max_age_seconds),
+            truncate_before: self.truncate_before.unwrap_or(current.truncate_before),
+        }
+    }
+
+    /// Checks that every setting it sets is a positive integer, before any store is asked.
+    ///
+    /// # Errors
+    /// [`StoreError::Invalid`] naming the setting.
+    pub fn validate(&self) -> Result<(), StoreError> {
+        StreamMetadata {
+            max_count: self.max_count.flatten(),
+            max_age_seconds: self.max_age_seconds.flatten(),
+            truncate_before: self.truncate_before.flatten(),
+        }
+        .validate()
+    }
+}
+
 /// A soft delete or a tombstone.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum DeleteMode {
@@ -333,6 +380,39 @@ mod tests {
             assert!(matches!(m.validate(), Err(StoreError::Invalid(_))));
         }
         assert!(StreamMetadata::NONE.validate().is_ok());
+    }
+
+    #[test]
+    fn a_metadata_change_keeps_what_it_leaves_out_and_removes_what_it_nulls() {
+        let current = StreamMetadata {
+            max_count: Some(5),
+            max_age_seconds: Some(60),
+            truncate_before: None,
+        };
+        let change = MetadataChange {
+            max_count: Some(None),
+            truncate_before: Some(Some(Version(3))),
+            ..MetadataChange::default()
+        };
+        assert_eq!(
+            change.apply(current),
+            StreamMetadata {
+                max_count: None,
+                max_age_seconds: Some(60),
+                truncate_before: Some(Version(3)),
+            }
+        );
+        assert_eq!(MetadataChange::default().apply(current), current);
+        assert_eq!(
+            MetadataChange::replacing(StreamMetadata::NONE).apply(current),
+            StreamMetadata::NONE
+        );
+        let zero = MetadataChange {
+            max_age_seconds: Some(Some(0)),
+            ..MetadataChange::default()
+        };
+        assert!(matches!(zero.validate(), Err(StoreError::Invalid(_))));
+        assert!(change.validate().is_ok());
     }
 
     #[test]

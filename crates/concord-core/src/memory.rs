@@ -14,8 +14,8 @@ use crate::append::{AppendOutcome, AppendPlan, AppendRequest, Appended, Limits, 
 use crate::error::{Conflict, PartialDuplicate, StoreError};
 use crate::event::{EventId, NewEvent, RecordedAt, RecordedEvent};
 use crate::lifecycle::{
-    DeleteMode, DeletePlan, ScavengeReport, StreamLifecycle, StreamMetadata, check_hidden_ids,
-    plan_delete,
+    DeleteMode, DeletePlan, MetadataChange, ScavengeReport, StreamLifecycle, StreamMetadata,
+    check_hidden_ids, plan_delete,
 };
 use crate::multi::{
     MATCHING_EVENTS_MAX, MultiAppendOutcome, MultiAppendPlan, MultiAppendRequest, PartState,
@@ -594,7 +594,9 @@ impl EventStore for MemoryStore {
         expected: Option<Version>,
     ) -> Result<(), StoreError> {
         let max = self.limits.concurrent_events_max;
-        self.lock().delete(stream, DeleteMode::Soft, expected, max)
+        let deleted = self.lock().delete(stream, DeleteMode::Soft, expected, max);
+        self.signal.touch();
+        deleted
     }
 
     async fn tombstone_stream(
@@ -603,8 +605,12 @@ impl EventStore for MemoryStore {
         expected: Option<Version>,
     ) -> Result<(), StoreError> {
         let max = self.limits.concurrent_events_max;
-        self.lock()
-            .delete(stream, DeleteMode::Tombstone, expected, max)
+        let tombstoned = self
+            .lock()
+            .delete(stream, DeleteMode::Tombstone, expected, max);
+        // Subscriptions waiting on the stream read again and end with `StreamDeleted`.
+        self.signal.touch();
+        tombstoned
     }
 
     async fn stream_metadata(&self, stream: &StreamName) -> Result<StreamMetadata, StoreError> {
@@ -613,16 +619,17 @@ impl EventStore for MemoryStore {
         Ok(state.lifecycle(stream).metadata)
     }
 
-    async fn set_stream_metadata(
+    async fn change_stream_metadata(
         &self,
         stream: &StreamName,
-        metadata: StreamMetadata,
+        change: MetadataChange,
     ) -> Result<StreamMetadata, StoreError> {
-        metadata.validate()?;
+        change.validate()?;
         let mut state = self.lock();
         state.check_not_tombstoned(stream)?;
-        state.lifecycles.entry(stream.clone()).or_default().metadata = metadata;
-        Ok(metadata)
+        let stored = &mut state.lifecycles.entry(stream.clone()).or_default().metadata;
+        *stored = change.apply(*stored);
+        Ok(*stored)
     }
 
     async fn scavenge(&self) -> Result<ScavengeReport, StoreError> {

@@ -16,6 +16,8 @@ use crate::version::Position;
 struct State {
     head: Position,
     closed: bool,
+    /// How many times [`HeadSignal::touch`] was called.
+    touches: u64,
     wakers: Vec<Waker>,
 }
 
@@ -57,6 +59,19 @@ impl HeadSignal {
         wakers.into_iter().for_each(Waker::wake);
     }
 
+    /// Wakes every waiter without moving the head: a stream was deleted or tombstoned,
+    /// which a stream subscription waiting for new events must see (its next read fails
+    /// with `StreamDeleted`). A wait that began before the touch resolves with the current
+    /// head, which need not be beyond its point: waiters read again and wait again.
+    pub fn touch(&self) {
+        let wakers = {
+            let mut s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+            s.touches = s.touches.wrapping_add(1);
+            std::mem::take(&mut s.wakers)
+        };
+        wakers.into_iter().for_each(Waker::wake);
+    }
+
     /// The current head.
     pub fn head(&self) -> Position {
         self.state
@@ -65,11 +80,18 @@ impl HeadSignal {
             .head
     }
 
-    /// Resolves with the head once it is beyond `after` (or the signal is closed).
+    /// Resolves with the head once it is beyond `after`, or the signal is closed, or it is
+    /// touched after this call.
     pub fn wait_beyond(&self, after: Position) -> WaitBeyond {
+        let touches = self
+            .state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .touches;
         WaitBeyond {
             state: Arc::clone(&self.state),
             after,
+            touches,
         }
     }
 }
@@ -79,6 +101,8 @@ impl HeadSignal {
 pub struct WaitBeyond {
     state: Arc<Mutex<State>>,
     after: Position,
+    /// The touches when the wait began.
+    touches: u64,
 }
 
 impl Future for WaitBeyond {
@@ -86,7 +110,7 @@ impl Future for WaitBeyond {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Position> {
         let mut s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        if s.head > self.after || s.closed {
+        if s.head > self.after || s.closed || s.touches != self.touches {
             return Poll::Ready(s.head);
         }
         if !s.wakers.iter().any(|w| w.will_wake(cx.waker())) {
@@ -114,6 +138,17 @@ mod tests {
         assert_eq!((&mut wait).now_or_never(), None);
         signal.advance(Position(4));
         assert_eq!(wait.now_or_never(), Some(Position(4)));
+    }
+
+    #[test]
+    fn a_touch_releases_the_waits_begun_before_it_only() {
+        let signal = HeadSignal::new(Position(1));
+        let mut before = signal.wait_beyond(Position(1));
+        assert_eq!((&mut before).now_or_never(), None);
+        signal.touch();
+        assert_eq!(before.now_or_never(), Some(Position(1)));
+        let mut after = signal.wait_beyond(Position(1));
+        assert_eq!((&mut after).now_or_never(), None);
     }
 
     #[test]

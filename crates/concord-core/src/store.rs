@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::append::{AppendOutcome, AppendRequest};
 use crate::error::StoreError;
 use crate::event::RecordedEvent;
-use crate::lifecycle::{ScavengeReport, StreamMetadata};
+use crate::lifecycle::{MetadataChange, ScavengeReport, StreamMetadata};
 use crate::multi::{MultiAppendOutcome, MultiAppendRequest, QueryPage};
 use crate::names::StreamName;
 use crate::query::{Filter, Query};
@@ -279,23 +279,38 @@ pub trait EventStore: Send + Sync + fmt::Debug + 'static {
         })
     }
 
-    /// Replaces the stream's retention settings and returns them. Reads honour them from
-    /// the moment this returns; the events they leave out are erased by the next
-    /// [`Self::scavenge`].
+    /// Applies `change` to the stream's retention settings in one atomic step and returns
+    /// the settings now stored: a concurrent change of another setting is never lost.
+    /// Reads honour them from the moment this returns; the events they leave out are erased
+    /// by the next [`Self::scavenge`].
     ///
     /// # Errors
     /// [`StoreError::Invalid`] for a setting that is not a positive integer;
     /// [`StoreError::StreamDeleted`] when it is tombstoned; backend failures.
+    async fn change_stream_metadata(
+        &self,
+        stream: &StreamName,
+        change: MetadataChange,
+    ) -> Result<StreamMetadata, StoreError> {
+        let _ = (stream, change);
+        Err(StoreError::Unsupported {
+            backend: self.backend(),
+            operation: "change_stream_metadata",
+        })
+    }
+
+    /// Replaces the stream's retention settings and returns them: a
+    /// [`Self::change_stream_metadata`] of every setting.
+    ///
+    /// # Errors
+    /// As [`Self::change_stream_metadata`].
     async fn set_stream_metadata(
         &self,
         stream: &StreamName,
         metadata: StreamMetadata,
     ) -> Result<StreamMetadata, StoreError> {
-        let _ = (stream, metadata);
-        Err(StoreError::Unsupported {
-            backend: self.backend(),
-            operation: "set_stream_metadata",
-        })
+        self.change_stream_metadata(stream, MetadataChange::replacing(metadata))
+            .await
     }
 
     /// Erases every event that deletes, tombstones and retention hide: from streams, the

@@ -171,8 +171,12 @@ pub fn stream<S: EventStore + ?Sized>(
             }
             let step = async {
                 // Head first: any commit after this read wakes the wait below, whether or not
-                // the stream read that follows already saw it.
+                // the stream read that follows already saw it. The wait is begun (polled
+                // once) before the read too, so a tombstone between the read and the wait
+                // still wakes it (see `HeadSignal::touch`).
                 let head = c.store.head().await?;
+                let mut wait = c.store.wait_for_head(head);
+                let woken = futures::poll!(&mut wait);
                 let mut events = c
                     .store
                     .read_stream(&c.key.stream, c.key.next_from, Direction::Forward, c.read)
@@ -184,7 +188,14 @@ pub fn stream<S: EventStore + ?Sized>(
                 }
                 c.buffer.extend(events);
                 if c.buffer.is_empty() {
-                    c.store.wait_for_head(head).await?;
+                    match woken {
+                        std::task::Poll::Ready(woken) => {
+                            woken?;
+                        }
+                        std::task::Poll::Pending => {
+                            wait.await?;
+                        }
+                    }
                 }
                 Ok::<(), StoreError>(())
             };

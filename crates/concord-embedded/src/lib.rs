@@ -44,8 +44,8 @@ use std::thread::JoinHandle;
 use async_trait::async_trait;
 use concord_core::{
     AllPage, AppendOutcome, AppendRequest, DeleteMode, Direction, EventStore, Filter, HeadSignal,
-    Limits, MultiAppendOutcome, MultiAppendRequest, Position, Query, QueryPage, RecordedEvent,
-    ScavengeReport, StoreError, StreamInfo, StreamMetadata, StreamName, Version,
+    Limits, MetadataChange, MultiAppendOutcome, MultiAppendRequest, Position, Query, QueryPage,
+    RecordedEvent, ScavengeReport, StoreError, StreamInfo, StreamMetadata, StreamName, Version,
 };
 use futures::channel::oneshot;
 use rusqlite::Connection;
@@ -662,13 +662,17 @@ impl EventStore for EmbeddedStore {
         stream: &StreamName,
         expected: Option<Version>,
     ) -> Result<(), StoreError> {
-        self.lifecycle(LifecycleOp::Delete {
-            stream: stream.clone(),
-            mode: DeleteMode::Soft,
-            expected,
-        })
-        .await
-        .map(|_| ())
+        let deleted = self
+            .lifecycle(LifecycleOp::Delete {
+                stream: stream.clone(),
+                mode: DeleteMode::Soft,
+                expected,
+            })
+            .await
+            .map(|_| ());
+        // Stream subscriptions waiting for new events read again (see `HeadSignal::touch`).
+        self.signal.touch();
+        deleted
     }
 
     async fn tombstone_stream(
@@ -676,13 +680,17 @@ impl EventStore for EmbeddedStore {
         stream: &StreamName,
         expected: Option<Version>,
     ) -> Result<(), StoreError> {
-        self.lifecycle(LifecycleOp::Delete {
-            stream: stream.clone(),
-            mode: DeleteMode::Tombstone,
-            expected,
-        })
-        .await
-        .map(|_| ())
+        let deleted = self
+            .lifecycle(LifecycleOp::Delete {
+                stream: stream.clone(),
+                mode: DeleteMode::Tombstone,
+                expected,
+            })
+            .await
+            .map(|_| ());
+        // Stream subscriptions waiting for new events read again (see `HeadSignal::touch`).
+        self.signal.touch();
+        deleted
     }
 
     async fn stream_metadata(&self, stream: &StreamName) -> Result<StreamMetadata, StoreError> {
@@ -697,16 +705,16 @@ impl EventStore for EmbeddedStore {
         .await
     }
 
-    async fn set_stream_metadata(
+    async fn change_stream_metadata(
         &self,
         stream: &StreamName,
-        metadata: StreamMetadata,
+        change: MetadataChange,
     ) -> Result<StreamMetadata, StoreError> {
-        metadata.validate()?;
+        change.validate()?;
         match self
-            .lifecycle(LifecycleOp::SetMetadata {
+            .lifecycle(LifecycleOp::ChangeMetadata {
                 stream: stream.clone(),
-                metadata,
+                change,
             })
             .await?
         {

@@ -37,7 +37,7 @@ use concord_core::{
     PartState, PartialDuplicate, Position, RecordedAt, RecordedEvent, StoreError, StreamName,
     Version, plan_append, plan_multi_append,
 };
-use concord_core::{DeleteMode, ScavengeReport, StreamMetadata, check_hidden_ids};
+use concord_core::{DeleteMode, MetadataChange, ScavengeReport, StreamMetadata, check_hidden_ids};
 use futures::channel::oneshot;
 use rusqlite::{Connection, OptionalExtension};
 
@@ -299,9 +299,9 @@ pub(crate) enum LifecycleOp {
         mode: DeleteMode,
         expected: Option<Version>,
     },
-    SetMetadata {
+    ChangeMetadata {
         stream: StreamName,
-        metadata: StreamMetadata,
+        change: MetadataChange,
     },
     Scavenge,
 }

@@ -52,6 +52,14 @@ fn files_holding(dir: &Path, needle: &str) -> Vec<String> {
     found
 }
 
+/// The bytes of the store's files (database, write-ahead log, shared memory).
+fn dir_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum()
+}
+
 fn unique(what: &str) -> String {
     format!("{what}-{}", uuid_like())
 }
@@ -228,4 +236,64 @@ async fn a_format_4_store_is_migrated_on_open_and_can_delete_and_scavenge() {
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
     assert_eq!(version, 5);
+}
+
+#[tokio::test]
+async fn a_store_created_without_incremental_vacuum_gets_it_at_its_first_scavenge() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join(DATA_FILE);
+    {
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        write(&store, "account-1", vec![marked("kept")]).await;
+    }
+    // As stores created before incremental vacuum have it.
+    {
+        let raw = rusqlite::Connection::open(&file).unwrap();
+        raw.execute_batch("PRAGMA auto_vacuum = NONE; VACUUM")
+            .unwrap();
+        let mode: i64 = raw
+            .query_row("PRAGMA auto_vacuum", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, 0, "the old store is as old stores are");
+    }
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    let pad = "x".repeat(1000);
+    for n in 0..20 {
+        let events: Vec<NewEvent> = (0..100)
+            .map(|i| {
+                NewEvent::json("Read", &serde_json::json!({ "n": n * 100 + i, "pad": pad }))
+                    .unwrap()
+            })
+            .collect();
+        write(&store, &format!("sensor-{n}"), events).await;
+    }
+    for n in 0..20 {
+        store
+            .delete_stream(&stream(&format!("sensor-{n}")), None)
+            .await
+            .unwrap();
+    }
+    let before = dir_bytes(dir.path());
+    let report = store.scavenge().await.unwrap();
+    assert_eq!(report.events_removed, 2000);
+    let after = dir_bytes(dir.path());
+    assert!(
+        after * 4 < before,
+        "the file shrank from {before} to {after} bytes"
+    );
+    assert!(report.bytes_reclaimed > 0);
+    assert_eq!(
+        store
+            .read_stream(&stream("account-1"), Version(1), Direction::Forward, 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    drop(store);
+    let raw = rusqlite::Connection::open(&file).unwrap();
+    let mode: i64 = raw
+        .query_row("PRAGMA auto_vacuum", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, 2, "incremental from now on");
 }

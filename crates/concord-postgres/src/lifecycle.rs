@@ -11,8 +11,8 @@
 //! `docs/design/postgres-layout.md` ("Stream lifecycle").
 
 use concord_core::{
-    Conflict, DeleteMode, DeletePlan, ExpectedVersion, RecordedAt, RecordedEvent, ScavengeReport,
-    StoreError, StreamLifecycle, StreamMetadata, StreamName, Version, plan_delete,
+    Conflict, DeleteMode, DeletePlan, ExpectedVersion, MetadataChange, RecordedAt, RecordedEvent,
+    ScavengeReport, StoreError, StreamLifecycle, StreamMetadata, StreamName, Version, plan_delete,
 };
 use tokio_postgres::Row;
 
@@ -195,7 +195,11 @@ impl PostgresStore {
                         "concord_streams has no row for {stream}, which has events"
                     )));
                 }
-                tx.commit().await.map_err(|e| self.db(e))
+                tx.commit().await.map_err(|e| self.db(e))?;
+                // This process's stream subscriptions read again at once (other nodes'
+                // within the bounded wait of `wait_for_head`).
+                self.signal().touch();
+                Ok(())
             }
             DeletePlan::Conflict {
                 actual,
@@ -255,12 +259,14 @@ impl PostgresStore {
 
     /// Stores retention settings under the stream's lock; a stream without events gets a
     /// row at version 0 (listings and expectations see no stream).
-    pub(crate) async fn set_metadata(
+    /// Reads the stored settings and writes the changed ones under the stream's lock, so
+    /// concurrent changes (from any node) apply one after the other.
+    pub(crate) async fn change_metadata(
         &self,
         stream: &StreamName,
-        metadata: StreamMetadata,
+        change: MetadataChange,
     ) -> Result<StreamMetadata, StoreError> {
-        metadata.validate()?;
+        change.validate()?;
         let s = self.schema();
         let mut client = self.client().await?;
         let tx = client
@@ -270,9 +276,12 @@ impl PostgresStore {
             .await
             .map_err(|e| self.db(e))?;
         lock_stream(&tx, s, stream).await.map_err(|e| self.db(e))?;
+        let mut current = StreamMetadata::NONE;
         if let Some(st) = stored(&*tx, s, stream).await.map_err(|e| self.db(e))?? {
             st.check_not_tombstoned(stream)?;
+            current = st.lifecycle.metadata;
         }
+        let metadata = change.apply(current);
         let setting = |v: Option<u64>| v.map(bound);
         tx.execute(
             &format!(

@@ -10,8 +10,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use concord_core::{
     AllPage, AppendOutcome, AppendRequest, DeleteMode, Direction, EventStore, Filter, HeadSignal,
-    Limits, MultiAppendOutcome, MultiAppendRequest, Position, Query, QueryPage, RecordedAt,
-    RecordedEvent, ScavengeReport, StoreError, StreamInfo, StreamMetadata, StreamName, Version,
+    Limits, MetadataChange, MultiAppendOutcome, MultiAppendRequest, Position, Query, QueryPage,
+    RecordedAt, RecordedEvent, ScavengeReport, StoreError, StreamInfo, StreamMetadata, StreamName,
+    Version,
 };
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use futures::StreamExt;
@@ -144,6 +145,11 @@ impl PostgresStore {
     /// The PostgreSQL schema this store lives in.
     pub fn schema(&self) -> &str {
         &self.inner.schema
+    }
+
+    /// This process's head signal (a delete touches it).
+    pub(crate) fn signal(&self) -> &HeadSignal {
+        &self.inner.signal
     }
 
     pub(crate) fn limits(&self) -> &Limits {
@@ -461,12 +467,12 @@ impl EventStore for PostgresStore {
         self.metadata(stream).await
     }
 
-    async fn set_stream_metadata(
+    async fn change_stream_metadata(
         &self,
         stream: &StreamName,
-        metadata: StreamMetadata,
+        change: MetadataChange,
     ) -> Result<StreamMetadata, StoreError> {
-        self.set_metadata(stream, metadata).await
+        self.change_metadata(stream, change).await
     }
 
     async fn scavenge(&self) -> Result<ScavengeReport, StoreError> {

@@ -11,7 +11,7 @@
 --
 -- Numbers are Lua doubles: versions and positions are exact up to 2^53.
 
-local LIBRARY_VERSION = 7
+local LIBRARY_VERSION = 8
 
 -- Arguments per event: id, type, data, metadata, tags, content type.
 local EVENT_ARGS = 6
@@ -622,6 +622,9 @@ end
 
 -- KEYS: 1 lifecycles. ARGV: stream, max_count, max_age_seconds, truncate_before (0: none).
 -- Reply: {'ok'} or {'tombstoned'}.
+-- Changes a stream's retention settings. Each setting's argument is 'keep' (the stored
+-- setting stays: the merge happens here, atomically, so a concurrent change of another
+-- setting is not lost), 0 (removed) or the new value. Answers the settings now stored.
 local function set_metadata(keys, args)
   local lifecycle_key, stream = keys[1], args[1]
   local lc = lifecycle_of(lifecycle_key, stream)
@@ -629,9 +632,17 @@ local function set_metadata(keys, args)
     return {'tombstoned'}
   end
   lc = lc or {deleted = 0, tombstoned = false, max_count = 0, max_age = 0, truncate = 0, erased = 0}
-  lc.max_count, lc.max_age, lc.truncate = tonumber(args[2]), tonumber(args[3]), tonumber(args[4])
+  local function change(arg, stored)
+    if arg == 'keep' then
+      return stored
+    end
+    return tonumber(arg)
+  end
+  lc.max_count = change(args[2], lc.max_count)
+  lc.max_age = change(args[3], lc.max_age)
+  lc.truncate = change(args[4], lc.truncate)
   redis.call('HSET', lifecycle_key, stream, lifecycle_text(lc))
-  return {'ok'}
+  return {'ok', lc.max_count, lc.max_age, lc.truncate}
 end
 
 -- Removes one event's every copy: its stream entry, its global entry, its type and tag

@@ -20,7 +20,7 @@ use concord_core::{
     PartialDuplicate, Position, Query, QueryItem, QueryPage, RecordedAt, RecordedEvent, StoreError,
     StreamInfo, StreamName, Version,
 };
-use concord_core::{DeleteMode, ScavengeReport, StreamMetadata};
+use concord_core::{DeleteMode, MetadataChange, ScavengeReport, StreamMetadata};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncConnectionConfig, Client, Value};
 use tokio::task::JoinHandle;
@@ -36,7 +36,7 @@ mod lifecycle;
 pub const LIBRARY_SOURCE: &str = include_str!("concord.lua");
 
 /// The version of the library this build loads (the `LIBRARY_VERSION` in its source).
-pub const LIBRARY_VERSION: i64 = 7;
+pub const LIBRARY_VERSION: i64 = 8;
 
 /// The name of the append function in this library version (single and multi-stream
 /// appends, with or without a condition).
@@ -1420,12 +1420,12 @@ impl EventStore for RedisStore {
         self.metadata(stream).await
     }
 
-    async fn set_stream_metadata(
+    async fn change_stream_metadata(
         &self,
         stream: &StreamName,
-        metadata: StreamMetadata,
+        change: MetadataChange,
     ) -> Result<StreamMetadata, StoreError> {
-        self.set_metadata(stream, metadata).await
+        self.change_metadata(stream, change).await
     }
 
     async fn scavenge(&self) -> Result<ScavengeReport, StoreError> {

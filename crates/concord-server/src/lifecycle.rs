@@ -74,11 +74,11 @@ pub(crate) async fn set_stream_metadata(
 ) -> Result<Json<StreamMetadata>, ApiError> {
     let stream = stream_name(raw)?;
     access.write(stream.as_str())?;
-    let JsonBody(change) = body?;
-    let current = app.store.stream_metadata(&stream).await?;
-    let metadata = change.apply(current);
+    let JsonBody(body) = body?;
     Ok(Json(
-        app.store.set_stream_metadata(&stream, metadata).await?,
+        app.store
+            .change_stream_metadata(&stream, body.change())
+            .await?,
     ))
 }
 

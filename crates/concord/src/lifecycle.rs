@@ -4,7 +4,7 @@
 
 use anyhow::Context as _;
 use clap::Args;
-use concord_core::{StoreError, StreamMetadata, StreamName, Version};
+use concord_core::{MetadataChange, StoreError, StreamName, Version};
 
 use crate::Context;
 use crate::exit::Exit;
@@ -130,39 +130,38 @@ pub(crate) async fn metadata(ctx: &mut Context, args: MetadataArgs) -> anyhow::R
     } else {
         ctx.open_store_to_read().await?
     };
-    let mut metadata = store
-        .stream_metadata(&args.stream)
-        .await
-        .with_context(|| format!("cannot read the metadata of stream {}", args.stream))?;
-    if changing {
-        let current = metadata;
-        metadata = StreamMetadata {
-            max_count: args.max_count.map_or(current.max_count, |s| s.0),
-            max_age_seconds: args.max_age.map_or(current.max_age_seconds, |s| s.0),
-            truncate_before: args
-                .truncate_before
-                .map_or(current.truncate_before, |s| s.0.map(Version)),
+    let metadata = if changing {
+        let change = MetadataChange {
+            max_count: args.max_count.map(|s| s.0),
+            max_age_seconds: args.max_age.map(|s| s.0),
+            truncate_before: args.truncate_before.map(|s| s.0.map(Version)),
         };
-        metadata = store
-            .set_stream_metadata(&args.stream, metadata)
+        store
+            .change_stream_metadata(&args.stream, change)
             .await
-            .with_context(|| format!("cannot set the metadata of stream {}", args.stream))?;
-    }
+            .with_context(|| format!("cannot set the metadata of stream {}", args.stream))?
+    } else {
+        store
+            .stream_metadata(&args.stream)
+            .await
+            .with_context(|| format!("cannot read the metadata of stream {}", args.stream))?
+    };
     if ctx.out.is_json() {
         println!("{}", serde_json::to_string(&metadata)?);
     } else {
         let show = |v: Option<u64>| v.map_or_else(|| "-".to_owned(), |n| n.to_string());
-        println!("STREAM  MAX_COUNT  MAX_AGE  TRUNCATE_BEFORE");
-        println!(
-            "{}  {}  {}  {}",
-            args.stream,
+        let header = ["STREAM", "MAX_COUNT", "MAX_AGE", "TRUNCATE_BEFORE"].map(str::to_owned);
+        let row = vec![
+            args.stream.to_string(),
             show(metadata.max_count),
             metadata.max_age_seconds.map_or_else(
                 || "-".to_owned(),
-                |s| humantime::format_duration(std::time::Duration::from_secs(s)).to_string()
+                |s| humantime::format_duration(std::time::Duration::from_secs(s)).to_string(),
             ),
             show(metadata.truncate_before.map(Version::get)),
-        );
+        ];
+        ctx.out.table(&[header.to_vec(), row])?;
+        ctx.out.flush()?;
     }
     Ok(Exit::Success)
 }

@@ -93,6 +93,21 @@ impl Output {
         rows.iter().try_for_each(|row| self.table_row(row, &widths))
     }
 
+    /// A small table whose first row is its header, every column as wide as its widest cell.
+    pub fn table(&mut self, rows: &[Vec<String>]) -> io::Result<()> {
+        let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
+        let widths: Vec<usize> = (0..columns)
+            .map(|c| {
+                rows.iter()
+                    .filter_map(|row| row.get(c))
+                    .map(|cell| cell.chars().count())
+                    .max()
+                    .unwrap_or(0)
+            })
+            .collect();
+        rows.iter().try_for_each(|row| self.table_row(row, &widths))
+    }
+
     /// The header of a table that `tail` fills one event at a time.
     pub fn tail_header(&mut self, columns: Columns) -> io::Result<()> {
         if self.json {

@@ -19,8 +19,8 @@
 //! every chunk, so a delete or retention change between chunks is obeyed.
 
 use concord_core::{
-    Conflict, DeleteMode, DeletePlan, ExpectedVersion, RecordedAt, ScavengeReport, StoreError,
-    StreamLifecycle, StreamMetadata, StreamName, Version, plan_delete,
+    Conflict, DeleteMode, DeletePlan, ExpectedVersion, MetadataChange, RecordedAt, ScavengeReport,
+    StoreError, StreamLifecycle, StreamName, Version, plan_delete,
 };
 use rusqlite::OptionalExtension;
 
@@ -99,7 +99,7 @@ impl Writer {
                 mode,
                 expected,
             } => self.delete(&stream, mode, expected),
-            LifecycleOp::SetMetadata { stream, metadata } => self.set_metadata(&stream, metadata),
+            LifecycleOp::ChangeMetadata { stream, change } => self.change_metadata(&stream, change),
             LifecycleOp::Scavenge => return self.start_scavenge(reply),
         };
         let _ = reply.send(answer.map_err(StoreError::from).and_then(|a| a));
@@ -154,14 +154,17 @@ impl Writer {
         }
     }
 
-    fn set_metadata(&mut self, stream: &StreamName, metadata: StreamMetadata) -> Answer {
-        if let Err(invalid) = metadata.validate() {
+    /// The writer is the only one to change lifecycles, so reading the stored settings and
+    /// writing the changed ones cannot interleave with another change.
+    fn change_metadata(&mut self, stream: &StreamName, change: MetadataChange) -> Answer {
+        if let Err(invalid) = change.validate() {
             return Ok(Err(invalid));
         }
         let row = self.lifecycle(stream);
         if let Err(deleted) = row.lifecycle.check_not_tombstoned(stream) {
             return Ok(Err(deleted));
         }
+        let metadata = change.apply(row.lifecycle.metadata);
         self.store_lifecycle(
             stream,
             LifecycleRow {
@@ -402,7 +405,11 @@ impl Writer {
                 Ok(None)
             }
             Phase::Vacuum => {
-                if self.pragma("freelist_count")? > 0 && self.pragma("auto_vacuum")? != 0 {
+                if self.pragma("auto_vacuum")? == 0 && self.pragma("freelist_count")? > 0 {
+                    self.vacuum_whole_file()?;
+                    return Ok(None);
+                }
+                if self.pragma("freelist_count")? > 0 {
                     self.vacuum_pages(VACUUM_PAGES)?;
                     let page_size = self.pragma("page_size")?;
                     self.uncheckpointed.add_commit(0, VACUUM_PAGES * page_size);
@@ -596,6 +603,32 @@ impl Writer {
             .map_err(EmbeddedError::sqlite(context))?
             .is_some()
         {}
+        Ok(())
+    }
+
+    /// Rewrites the whole file once, with `auto_vacuum = INCREMENTAL`, for a store created
+    /// before new stores got that setting (it only takes effect through a `VACUUM`): the
+    /// pages its scavenges free go back to the file system now, and from then on a piece at
+    /// a time like any store's. Appends wait while it runs: a one-off, logged, that lasts
+    /// about as long as copying the file, and needs as much free disk again.
+    fn vacuum_whole_file(&mut self) -> Result<(), EmbeddedError> {
+        let pages = self.pragma("page_count")?;
+        let page_size = self.pragma("page_size")?;
+        tracing::warn!(
+            bytes = pages * page_size,
+            "this store was created without incremental vacuum: rewriting its file once \
+             (VACUUM) so that scavenges give space back; appends wait until it is done"
+        );
+        self.conn
+            .execute_batch("PRAGMA auto_vacuum = INCREMENTAL; VACUUM")
+            .map_err(EmbeddedError::sqlite(
+                "cannot rewrite the file with incremental vacuum",
+            ))?;
+        self.truncate_log()?;
+        tracing::info!(
+            bytes = self.pragma("page_count")? * page_size,
+            "the store's file is rewritten with incremental vacuum"
+        );
         Ok(())
     }
 

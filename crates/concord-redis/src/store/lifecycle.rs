@@ -11,8 +11,8 @@
 use std::collections::BTreeSet;
 
 use concord_core::{
-    Conflict, DeleteMode, ExpectedVersion, RecordedAt, RecordedEvent, ScavengeReport, StoreError,
-    StreamLifecycle, StreamMetadata, StreamName, Version,
+    Conflict, DeleteMode, ExpectedVersion, MetadataChange, RecordedAt, RecordedEvent,
+    ScavengeReport, StoreError, StreamLifecycle, StreamMetadata, StreamName, Version,
 };
 use redis::Value;
 
@@ -131,7 +131,12 @@ impl RedisStore {
             .first()
             .ok_or_else(|| RedisError::reply(C, "empty delete reply"))?;
         match decode::text(C, kind)? {
-            "ok" => Ok(()),
+            "ok" => {
+                // This process's stream subscriptions read again at once (others' within
+                // the bounded wait of `wait_for_head`).
+                self.inner.signal.touch();
+                Ok(())
+            }
             "not_found" => Err(StoreError::StreamNotFound(stream.clone())),
             "tombstoned" => Err(StoreError::StreamDeleted(stream.clone())),
             "conflict" => {
@@ -160,32 +165,40 @@ impl RedisStore {
         }
     }
 
-    pub(crate) async fn set_metadata(
+    pub(crate) async fn change_metadata(
         &self,
         stream: &StreamName,
-        metadata: StreamMetadata,
+        change: MetadataChange,
     ) -> Result<StreamMetadata, StoreError> {
-        metadata.validate()?;
+        change.validate()?;
+        // 'keep' leaves the stored setting to the function, which merges atomically.
+        fn arg(setting: Option<Option<u64>>) -> String {
+            setting.map_or_else(|| "keep".to_owned(), |v| v.unwrap_or(0).to_string())
+        }
         let mut cmd = redis::cmd("FCALL");
         cmd.arg("concord_metadata_v7")
             .arg(1)
             .arg(self.inner.keys.lifecycle())
             .arg(stream.as_str())
-            .arg(metadata.max_count.unwrap_or(0))
-            .arg(metadata.max_age_seconds.unwrap_or(0))
-            .arg(metadata.truncate_before.map_or(0, Version::get));
+            .arg(arg(change.max_count))
+            .arg(arg(change.max_age_seconds))
+            .arg(arg(change.truncate_before.map(|t| t.map(Version::get))));
+        const C: &str = "FCALL";
         let reply = self.fcall(&cmd).await?;
-        let items = decode::array("FCALL", &reply)?;
-        match items
-            .first()
-            .map(|v| decode::text("FCALL", v))
-            .transpose()?
-        {
-            Some("ok") => Ok(metadata),
-            Some("tombstoned") => Err(StoreError::StreamDeleted(stream.clone())),
-            other => Err(
-                RedisError::reply("FCALL", format!("unknown metadata outcome {other:?}")).into(),
-            ),
+        let items = decode::array(C, &reply)?;
+        match items {
+            [ok, max_count, max_age, truncate] if decode::text(C, ok)? == "ok" => {
+                let set = |v: &Value| decode::int(C, v).map(|n| (n > 0).then_some(n));
+                Ok(StreamMetadata {
+                    max_count: set(max_count)?,
+                    max_age_seconds: set(max_age)?,
+                    truncate_before: set(truncate)?.map(Version),
+                })
+            }
+            [tombstoned] if decode::text(C, tombstoned)? == "tombstoned" => {
+                Err(StoreError::StreamDeleted(stream.clone()))
+            }
+            _ => Err(RedisError::reply(C, "unknown metadata outcome").into()),
         }
     }
 

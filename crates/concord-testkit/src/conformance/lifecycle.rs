@@ -9,8 +9,9 @@
 use std::sync::Arc;
 
 use concord_core::{
-    AppendRequest, Direction, EventStore, ExpectedVersion, Filter, MultiAppendRequest, Position,
-    Query, QueryItem, RecordedEvent, StoreError, StreamMetadata, StreamName, Version,
+    AppendRequest, Direction, EventStore, ExpectedVersion, Filter, MetadataChange,
+    MultiAppendRequest, Position, Query, QueryItem, RecordedEvent, StoreError, StreamMetadata,
+    StreamName, Version,
 };
 use futures::StreamExt;
 use serde_json::json;
@@ -207,6 +208,102 @@ pub async fn a_tombstoned_stream_refuses_every_later_use(store: Arc<dyn EventSto
         &append(&store, &s, ExpectedVersion::NoStream, deposits(1)).await,
         &s
     ));
+}
+
+/// A live subscription of a stream, caught up and waiting for new events, ends with
+/// `StreamDeleted` when the stream is tombstoned: the tombstone wakes it, no later append
+/// is needed.
+pub async fn a_live_stream_subscription_ends_when_its_stream_is_tombstoned(
+    store: Arc<dyn EventStore>,
+) {
+    let s = stream("customer-31");
+    seed(&store, &s, 2).await;
+    let mut sub = Arc::clone(&store).subscribe_stream(s.clone(), Version(1));
+    for v in [1, 2] {
+        let e = tokio::time::timeout(WAIT, sub.next()).await.unwrap();
+        assert!(
+            matches!(&e, Some(Ok(e)) if e.version == Version(v)),
+            "{e:?}"
+        );
+    }
+    let waiting = tokio::spawn(async move { sub.next().await });
+    tokio::task::yield_now().await;
+    store.tombstone_stream(&s, None).await.unwrap();
+    let ended = tokio::time::timeout(WAIT, waiting)
+        .await
+        .expect("the tombstone woke the waiting subscription")
+        .unwrap();
+    assert!(
+        matches!(&ended, Some(Err(StoreError::StreamDeleted(n))) if *n == s),
+        "got {ended:?}"
+    );
+}
+
+/// Two callers changing different retention settings of one stream at the same moment
+/// both take effect: a change is merged into the stored settings atomically, and a
+/// setting a change leaves out keeps its value.
+pub async fn concurrent_metadata_changes_of_different_settings_both_take_effect(
+    store: Arc<dyn EventStore>,
+) {
+    let s = stream("customer-32");
+    seed(&store, &s, 1).await;
+    let only = |max_count: Option<u64>, max_age: Option<u64>| MetadataChange {
+        max_count: max_count.map(Some),
+        max_age_seconds: max_age.map(Some),
+        truncate_before: None,
+    };
+    set(
+        &store,
+        &s,
+        StreamMetadata {
+            truncate_before: Some(Version(1)),
+            ..StreamMetadata::NONE
+        },
+    )
+    .await;
+    for n in 1..=25u64 {
+        let (a, b) = (Arc::clone(&store), Arc::clone(&store));
+        let (s1, s2) = (s.clone(), s.clone());
+        let count =
+            tokio::spawn(async move { a.change_stream_metadata(&s1, only(Some(n), None)).await });
+        let age = tokio::spawn(async move {
+            b.change_stream_metadata(&s2, only(None, Some(1000 + n)))
+                .await
+        });
+        let (count, age) = (count.await.unwrap().unwrap(), age.await.unwrap().unwrap());
+        assert_eq!(count.max_count, Some(n), "a change answers what is stored");
+        assert_eq!(age.max_age_seconds, Some(1000 + n));
+        assert_eq!(
+            store.stream_metadata(&s).await.unwrap(),
+            StreamMetadata {
+                max_count: Some(n),
+                max_age_seconds: Some(1000 + n),
+                truncate_before: Some(Version(1)),
+            },
+            "round {n}: neither change was lost, and the setting neither named was kept"
+        );
+    }
+    let removed = store
+        .change_stream_metadata(
+            &s,
+            MetadataChange {
+                max_count: Some(None),
+                ..MetadataChange::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(removed.max_count, None, "null removes a setting");
+    assert_eq!(removed.max_age_seconds, Some(1025));
+    let zero = MetadataChange {
+        max_age_seconds: Some(Some(0)),
+        ..MetadataChange::default()
+    };
+    assert!(matches!(
+        store.change_stream_metadata(&s, zero).await,
+        Err(StoreError::Invalid(_))
+    ));
+    assert_eq!(store.stream_metadata(&s).await.unwrap(), removed);
 }
 
 /// A soft-deleted stream can still be tombstoned (it had events).
@@ -487,6 +584,8 @@ macro_rules! lifecycle_suite {
             scavenge_erases_hidden_events_everywhere_and_keeps_other_positions,
             after_a_scavenge_a_recreated_stream_still_goes_on_from_its_last_version,
             a_deleted_events_id_stays_taken_until_a_scavenge,
+            a_live_stream_subscription_ends_when_its_stream_is_tombstoned,
+            concurrent_metadata_changes_of_different_settings_both_take_effect,
         );
     };
 }

@@ -205,9 +205,14 @@ pub struct Report {
     /// `used_memory`), when the backend's size can be measured.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bytes_before: Option<u64>,
-    /// `scavenge`: the store's size after the scavenge.
+    /// `scavenge`: the store's size after the scavenge, without the events the bench's own
+    /// appenders wrote meanwhile (their streams deleted and scavenged too).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bytes_after: Option<u64>,
+    /// `scavenge`: the store's size right after the measured scavenge, the appenders'
+    /// events included.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes_after_appends: Option<u64>,
     /// `scavenge`: `bytes_after / bytes_before`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub size_ratio: Option<f64>,
@@ -378,6 +383,7 @@ pub(crate) fn report(
         cores: std::thread::available_parallelism().map_or(1, usize::from),
         bytes_before: None,
         bytes_after: None,
+        bytes_after_appends: None,
         size_ratio: None,
         base_events_per_sec: None,
         appends_during_ratio: None,
@@ -427,12 +433,13 @@ fn print(report: &Report, json: bool) -> anyhow::Result<()> {
             };
             writeln!(
                 out,
-                "  size {} before the deletes, {} after the scavenge (ratio {}); {} events erased\n  appends {:.0}/s before the scavenge, {:.0}/s during it (ratio {:.2})",
+                "  size {} before the deletes, {} after the scavenge (ratio {}; {} with the events appended during it); {} events erased\n  appends {:.0}/s before the scavenge, {:.0}/s during it (ratio {:.2})",
                 mib(report.bytes_before),
                 mib(report.bytes_after),
                 report
                     .size_ratio
                     .map_or("-".to_owned(), |r| format!("{r:.3}")),
+                mib(report.bytes_after_appends),
                 report.events_removed.unwrap_or(0),
                 base,
                 report.events_per_sec,
