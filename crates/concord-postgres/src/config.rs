@@ -33,6 +33,16 @@ pub(crate) fn valid_schema(name: &str) -> bool {
         && !name.as_bytes().first().is_some_and(u8::is_ascii_digit)
 }
 
+/// The driver's settings for a store URL (Concord's `schema=` taken out, its timeouts
+/// added) and the schema it names: for tools that talk to the same database beside the
+/// store, such as `concord bench`'s PostgreSQL baselines.
+///
+/// # Errors
+/// [`PostgresError::Url`] for a URL the store would refuse.
+pub fn connection_config(url: &str) -> Result<(tokio_postgres::Config, String), PostgresError> {
+    parse(url).map(|u| (u.config, u.schema))
+}
+
 pub(crate) fn parse(url: &str) -> Result<StoreUrl, PostgresError> {
     let (base, query) = match url.split_once('?') {
         Some((b, q)) => (b, Some(q)),

@@ -40,7 +40,7 @@ mod schema;
 mod store;
 mod writer;
 
-pub use config::DEFAULT_SCHEMA;
+pub use config::{DEFAULT_SCHEMA, connection_config};
 pub use error::PostgresError;
 pub use schema::FORMAT_VERSION;
 pub use store::{PostgresOptions, PostgresStore};

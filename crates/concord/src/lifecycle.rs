@@ -177,9 +177,12 @@ pub(crate) async fn scavenge(ctx: &mut Context, _args: ScavengeArgs) -> anyhow::
     if ctx.out.is_json() {
         println!("{}", serde_json::to_string(&report)?);
     } else {
+        let plural = |n: u64, one: &str| format!("{n} {one}{}", if n == 1 { "" } else { "s" });
         println!(
-            "scavenged: {} events removed from {} streams, {} bytes given back",
-            report.events_removed, report.streams_scavenged, report.bytes_reclaimed
+            "scavenged: {} removed from {}, {} given back",
+            plural(report.events_removed, "event"),
+            plural(report.streams_scavenged, "stream"),
+            plural(report.bytes_reclaimed, "byte")
         );
     }
     Ok(Exit::Success)

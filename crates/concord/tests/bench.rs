@@ -225,6 +225,81 @@ fn local_baselines_run_in_the_store_directory_and_clean_up() {
 }
 
 #[test]
+fn the_postgres_baseline_inserts_rows_of_event_bytes_and_drops_its_scratch_schema() {
+    let server = concord_testkit::postgres::shared();
+    let url = server.url();
+    let report = bench(
+        std::path::Path::new(&url),
+        &[
+            "baseline",
+            "postgres",
+            "--events",
+            "40",
+            "--writers",
+            "2",
+            "--event-bytes",
+            "1024",
+        ],
+    );
+    assert_eq!(report["scenario"], "baseline-postgres");
+    assert_eq!(report["events"].as_u64().unwrap(), 40);
+    assert_eq!(
+        server.psql(
+            "SELECT count(*) FROM information_schema.schemata WHERE schema_name LIKE 'concord_bench_%'"
+        )
+        .trim(),
+        "0",
+        "the scratch schema is dropped"
+    );
+}
+
+#[test]
+fn the_message_db_baseline_names_what_to_install_when_message_db_is_missing() {
+    let url = concord_testkit::postgres::shared().url();
+    let output = Command::new(env!("CARGO_BIN_EXE_concord"))
+        .args([
+            "--store",
+            &url,
+            "bench",
+            "baseline",
+            "messagedb",
+            "--events",
+            "1",
+        ])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("Message DB is not installed") && stderr.contains("bench/postgres.sh"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn event_bytes_sets_the_size_of_every_event_a_scenario_writes() {
+    let (small, large) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let _ = bench(small.path(), &["append", "--events", "200"]);
+    let report = bench(
+        large.path(),
+        &["append", "--events", "200", "--event-bytes", "4096"],
+    );
+    assert_eq!(report["events"].as_u64().unwrap(), 200);
+    let size = |dir: &std::path::Path| -> u64 {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().metadata().unwrap().len())
+            .sum()
+    };
+    assert!(
+        size(large.path()) >= 200 * 4096,
+        "200 events of 4 KiB take at least 800 KiB: {} bytes",
+        size(large.path())
+    );
+    assert!(size(small.path()) < 200 * 4096);
+}
+
+#[test]
 fn xadd_baseline_refuses_a_store_that_is_not_redis() {
     let dir = tempfile::tempdir().unwrap();
     let output = Command::new(env!("CARGO_BIN_EXE_concord"))

@@ -8,6 +8,10 @@
 //!   SQLite-backed event store gets.
 //! - `xadd`: raw `XADD` of one entry on the `--store` Redis through the same client crate,
 //!   W concurrent writers on one multiplexed connection, as the Redis backend uses.
+//! - `postgres` and `messagedb`, on the `--store` PostgreSQL: see `postgres.rs`.
+//!
+//! Each writes `--event-bytes` of data per event (the `append` scenario's payload by
+//! default).
 //!
 //! Each cleans up after itself (files deleted, keys removed).
 
@@ -46,11 +50,12 @@ pub(crate) async fn run(
             let budget = Budget::new(bound);
             let (writers, done) = (load.writers, progress.counter());
             let (work_dir, work_budget) = (dir.clone(), Arc::clone(&budget));
+            let data = super::load::payload_bytes(load.event_bytes)?;
             let tally = tokio::task::spawn_blocking(move || {
                 if kind == BaselineKind::Fsync {
                     fsync(&work_dir, writers, &work_budget, &done)
                 } else {
-                    sqlite(&work_dir, writers, &work_budget, &done)
+                    sqlite(&work_dir, writers, &data, &work_budget, &done)
                 }
             })
             .await
@@ -67,6 +72,8 @@ pub(crate) async fn run(
         }
         BaselineKind::Xadd => xadd(ctx, load, bound).await,
         BaselineKind::Xgroup => super::group::xgroup(ctx, load).await,
+        BaselineKind::Postgres => super::postgres::insert(ctx, load, bound).await,
+        BaselineKind::Messagedb => super::postgres::message_db(ctx, load, bound).await,
     }
 }
 
@@ -141,6 +148,7 @@ fn fsync(
 fn sqlite(
     dir: &Path,
     writers: u64,
+    data: &[u8],
     budget: &Budget,
     done: &std::sync::atomic::AtomicU64,
 ) -> anyhow::Result<Tally> {
@@ -176,7 +184,7 @@ fn sqlite(
                 tx.prepare_cached(
                     "INSERT INTO events (stream, version, type, data) VALUES (?1, ?2, 'BenchTicked', ?3)",
                 )?
-                .execute((stream.as_str(), version, &b"{\"amount\":1}"[..]))?;
+                .execute((stream.as_str(), version, data))?;
                 tx.commit()?;
                 tally.latencies.record(started.elapsed());
                 tally.events += 1;
@@ -205,16 +213,18 @@ async fn xadd(ctx: &Context, load: &LoadArgs, bound: Bound) -> anyhow::Result<Re
         .with_context(|| format!("cannot connect to redis at {}", ctx.store_url))?;
     let prefix = prefix.as_deref().unwrap_or("concord");
     let run = run_id();
+    let data = Arc::new(super::load::payload_bytes(load.event_bytes)?);
     let key = |w: u64| format!("{{{prefix}}}:bench-xadd:{run}:{w}");
     let progress = Progress::start("baseline-xadd", bound);
     let budget = Budget::new(bound);
     let handles: Vec<_> = (0..load.writers)
         .map(|w| {
-            let (mut conn, budget, done, key) = (
+            let (mut conn, budget, done, key, data) = (
                 conn.clone(),
                 Arc::clone(&budget),
                 progress.counter(),
                 key(w),
+                Arc::clone(&data),
             );
             tokio::spawn(async move {
                 let mut tally = Tally::default();
@@ -226,7 +236,7 @@ async fn xadd(ctx: &Context, load: &LoadArgs, bound: Bound) -> anyhow::Result<Re
                         .arg("type")
                         .arg("BenchTicked")
                         .arg("data")
-                        .arg("{\"amount\":1}")
+                        .arg(data.as_slice())
                         .query_async(&mut conn)
                         .await?;
                     tally.latencies.record(started.elapsed());

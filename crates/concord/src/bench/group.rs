@@ -9,9 +9,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use concord_core::{
-    AppendRequest, Category, EventType, ExpectedVersion, Json, NewEvent, StreamName,
-};
+use concord_core::{AppendRequest, Category, EventType, ExpectedVersion, NewEvent, StreamName};
 use concord_groups::{AllSource, ConsumerName, GroupName, GroupSpec, Source};
 
 use super::load::{Budget, join_all};
@@ -34,7 +32,7 @@ pub(crate) async fn group(ctx: &Context, load: &LoadArgs) -> anyhow::Result<Repo
     let store = ctx.open_store().await?;
     let (event_type, data) = (
         EventType::new("BenchTicked")?,
-        Json::from_bytes("data", &b"{\"amount\":1,\"note\":\"concord bench\"}"[..])?,
+        super::load::payload(load.event_bytes)?,
     );
     let mut written = 0;
     while written < n {

@@ -35,8 +35,9 @@ fn client(authority: &str) -> anyhow::Result<Client> {
 }
 
 /// One event of the benchmark: the type and payload `load.rs` writes, as JSON.
-fn event() -> anyhow::Result<EventData> {
-    let data: serde_json::Value = serde_json::from_slice(super::load::payload()?.as_bytes())?;
+fn event(event_bytes: Option<u64>) -> anyhow::Result<EventData> {
+    let data: serde_json::Value =
+        serde_json::from_slice(&super::load::payload_bytes(event_bytes)?)?;
     Ok(EventData::json(super::load::bench_type()?.as_str(), &data)?)
 }
 
@@ -74,7 +75,7 @@ async fn conclude(
 pub(crate) async fn append(authority: &str, load: &LoadArgs) -> anyhow::Result<Report> {
     let bound = load.bound(Bound::Duration(DEFAULT_DURATION));
     let run = run_id();
-    let event = event()?;
+    let event = event(load.event_bytes)?;
     let client = client(authority)?;
     connect(&client).await?;
     let progress = Progress::start("append", bound);
@@ -117,8 +118,14 @@ async fn connect(client: &Client) -> anyhow::Result<()> {
 
 /// Appends to `stream` until it holds `n` events (or, with `until_head`, until the last
 /// commit position of `$all` is at least `n`: positions are gap-free on Concord).
-async fn seed(client: &Client, stream: &str, n: u64, until_head: bool) -> anyhow::Result<()> {
-    let event = event()?;
+async fn seed(
+    client: &Client,
+    stream: &str,
+    n: u64,
+    until_head: bool,
+    event_bytes: Option<u64>,
+) -> anyhow::Result<()> {
+    let event = event(event_bytes)?;
     let mut written = 0;
     loop {
         let missing = if until_head {
@@ -166,7 +173,7 @@ pub(crate) async fn read(authority: &str, load: &LoadArgs) -> anyhow::Result<Rep
     let count = usize::try_from(n).context("--events does not fit this machine's memory")?;
     let stream = stream(&run_id(), "read")?.to_string();
     let client = client(authority)?;
-    seed(&client, &stream, n, false).await?;
+    seed(&client, &stream, n, false, load.event_bytes).await?;
     let bound = match load.duration {
         Some(d) => Bound::Duration(d),
         None => Bound::Events(n * load.writers),
@@ -221,7 +228,14 @@ pub(crate) async fn read(authority: &str, load: &LoadArgs) -> anyhow::Result<Rep
 pub(crate) async fn catchup(authority: &str, load: &LoadArgs) -> anyhow::Result<Report> {
     let n = load.events.unwrap_or(DEFAULT_EVENTS);
     let client = client(authority)?;
-    seed(&client, stream(&run_id(), "catchup")?.as_str(), n, true).await?;
+    seed(
+        &client,
+        stream(&run_id(), "catchup")?.as_str(),
+        n,
+        true,
+        load.event_bytes,
+    )
+    .await?;
     let bound = Bound::Events(n * load.writers);
     let progress = Progress::start("catchup", bound);
     let budget = Budget::new(bound);

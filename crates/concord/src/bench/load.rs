@@ -63,11 +63,19 @@ pub(crate) fn bench_type() -> anyhow::Result<EventType> {
     Ok(EventType::new("BenchTicked")?)
 }
 
-pub(crate) fn payload() -> anyhow::Result<Json> {
-    Ok(Json::from_bytes(
-        "data",
-        &b"{\"amount\":1,\"note\":\"concord bench\"}"[..],
-    )?)
+/// An event's data: the small default deposit, or exactly `bytes` bytes of JSON
+/// (`{"pad":"xx…"}`, `--event-bytes`).
+pub(crate) fn payload(bytes: Option<u64>) -> anyhow::Result<Json> {
+    Ok(Json::from_bytes("data", payload_bytes(bytes)?)?)
+}
+
+/// The bytes of [`payload`], for baselines that write them without Concord.
+pub(crate) fn payload_bytes(bytes: Option<u64>) -> anyhow::Result<Vec<u8>> {
+    let Some(bytes) = bytes else {
+        return Ok(b"{\"amount\":1,\"note\":\"concord bench\"}".to_vec());
+    };
+    let pad = usize::try_from(bytes)?.saturating_sub(r#"{"pad":""}"#.len());
+    Ok(format!(r#"{{"pad":"{}"}}"#, "x".repeat(pad)).into_bytes())
 }
 
 fn events(event_type: &EventType, data: &Json, n: u64) -> Vec<NewEvent> {
@@ -126,7 +134,7 @@ pub(crate) async fn append(ctx: &Context, load: &LoadArgs) -> anyhow::Result<Rep
     let store = ctx.open_store().await?;
     let bound = load.bound(Bound::Duration(DEFAULT_DURATION));
     let run = run_id();
-    let (event_type, data) = (bench_type()?, payload()?);
+    let (event_type, data) = (bench_type()?, payload(load.event_bytes)?);
     let progress = Progress::start("append", bound);
     let budget = Budget::new(bound);
     let handles = (0..load.writers)
@@ -165,7 +173,7 @@ pub(crate) async fn hot(ctx: &Context, load: &LoadArgs) -> anyhow::Result<Report
     let bound = load.bound(Bound::Duration(DEFAULT_DURATION));
     let run = run_id();
     let stream = stream(&run, "hot")?;
-    let (event_type, data) = (bench_type()?, payload()?);
+    let (event_type, data) = (bench_type()?, payload(load.event_bytes)?);
     // A type no writer uses: the rebase rule never refuses, as for commuting deposits.
     let blocking = EventType::new("BenchClosed")?;
     let progress = Progress::start("hot", bound);
@@ -234,8 +242,9 @@ async fn seed(
     stream: &StreamName,
     events_wanted: u64,
     until_head: bool,
+    event_bytes: Option<u64>,
 ) -> anyhow::Result<()> {
-    let (event_type, data) = (bench_type()?, payload()?);
+    let (event_type, data) = (bench_type()?, payload(event_bytes)?);
     let mut written = 0;
     loop {
         let missing = if until_head {
@@ -265,7 +274,7 @@ pub(crate) async fn read(ctx: &Context, load: &LoadArgs) -> anyhow::Result<Repor
     let store = ctx.open_store().await?;
     let n = load.events.unwrap_or(DEFAULT_EVENTS);
     let stream = stream(&run_id(), "read")?;
-    seed(&store, &stream, n, false).await?;
+    seed(&store, &stream, n, false, load.event_bytes).await?;
     let bound = match load.duration {
         Some(d) => Bound::Duration(d),
         None => Bound::Events(n * load.writers),
@@ -309,7 +318,14 @@ pub(crate) async fn read(ctx: &Context, load: &LoadArgs) -> anyhow::Result<Repor
 pub(crate) async fn catchup(ctx: &Context, load: &LoadArgs) -> anyhow::Result<Report> {
     let store = ctx.open_store().await?;
     let n = load.events.unwrap_or(DEFAULT_EVENTS);
-    seed(&store, &stream(&run_id(), "catchup")?, n, true).await?;
+    seed(
+        &store,
+        &stream(&run_id(), "catchup")?,
+        n,
+        true,
+        load.event_bytes,
+    )
+    .await?;
     let bound = Bound::Events(n * load.writers);
     let progress = Progress::start("catchup", bound);
     let budget = Budget::new(bound);

@@ -13,6 +13,7 @@ mod baseline;
 mod group;
 mod grpc;
 mod load;
+mod postgres;
 mod scavenge;
 mod stats;
 
@@ -50,6 +51,12 @@ Baselines (same JSON shape, same run):
   baseline sqlite   plain SQLite, one transaction per event, W threads, WAL + synchronous=FULL
   baseline xadd     raw XADD on the --store Redis, same client, W concurrent writers
   baseline xgroup   raw XREADGROUP + XACK on the --store Redis: W consumers, B per read
+  baseline postgres plain INSERT of one jsonb row per transaction on the --store PostgreSQL,
+                    W connections (1 KiB rows unless --event-bytes), in a scratch schema
+  baseline messagedb  Message DB's write_message with an expected version on the --store
+                    PostgreSQL database, which must hold Message DB (bench/postgres.sh
+                    installs it): W writers, each on its own stream and category
+Every scenario and baseline writes --event-bytes of JSON per event when given.
 
 With --json, exactly one JSON object is printed on stdout.")]
 pub struct BenchArgs {
@@ -95,6 +102,10 @@ pub enum BaselineKind {
     Xadd,
     /// Raw `XREADGROUP` + `XACK` on the same Redis.
     Xgroup,
+    /// Plain `INSERT` of one jsonb row per transaction on the same PostgreSQL.
+    Postgres,
+    /// Message DB's `write_message` with an expected version, on the same PostgreSQL.
+    Messagedb,
 }
 
 /// What a writer does when its exact expected version was stale (`hot`).
@@ -127,6 +138,10 @@ pub struct LoadArgs {
     /// What `hot` writers do on a conflict.
     #[arg(long, value_enum, default_value = "reject")]
     pub policy: Policy,
+    /// Bytes of JSON data per event (default: a 35-byte deposit; `scavenge` and the
+    /// Postgres baselines: 1024).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(16..=1_048_576))]
+    pub event_bytes: Option<u64>,
 }
 
 fn parse_seconds(s: &str) -> Result<Duration, String> {

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use clap::Args;
-use concord_core::{AppendRequest, EventStore, ExpectedVersion, Json, NewEvent, StreamName};
+use concord_core::{AppendRequest, EventStore, ExpectedVersion, NewEvent, StreamName};
 use futures::StreamExt as _;
 
 use super::load::{bench_type, payload, stream};
@@ -30,6 +30,8 @@ use super::{LoadArgs, Report, Tally, report, run_id};
 use crate::Context;
 use crate::store_url::StoreUrl;
 
+/// Bytes of data per seeded event, by default (the issue's 1 KiB).
+const DEFAULT_EVENT_BYTES: u64 = 1024;
 /// Events written before the deletes, by default.
 const DEFAULT_EVENTS: u64 = 1_000_000;
 /// Events per seeding append (the default `events_per_append_max`).
@@ -43,22 +45,12 @@ pub struct ScavengeArgs {
     /// W appenders, N events (default 1000000).
     #[command(flatten)]
     pub load: LoadArgs,
-    /// Bytes of data per written event.
-    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(16..=1_048_576))]
-    pub event_bytes: u64,
     /// Streams the N events are spread over (nine in ten are deleted).
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(10..=1_000_000))]
     pub streams: u64,
     /// How long the base rate of appends is measured.
     #[arg(long, value_name = "SECONDS", default_value = "3", value_parser = super::parse_seconds)]
     pub rate_seconds: Duration,
-}
-
-/// An event's data of exactly `bytes` bytes: `{"pad":"xx…"}`.
-fn padded(bytes: u64) -> anyhow::Result<Json> {
-    let pad = usize::try_from(bytes)?.saturating_sub(r#"{"pad":""}"#.len());
-    let text = format!(r#"{{"pad":"{}"}}"#, "x".repeat(pad));
-    Ok(Json::from_bytes("data", text.into_bytes())?)
 }
 
 /// Runs the scenario.
@@ -69,7 +61,8 @@ pub(crate) async fn scavenge(ctx: &Context, args: &ScavengeArgs) -> anyhow::Resu
     let names = (0..args.streams)
         .map(|s| stream(&run, &format!("s{s}")))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    seed(&store, &names, n, args.event_bytes).await?;
+    let event_bytes = args.load.event_bytes.unwrap_or(DEFAULT_EVENT_BYTES);
+    seed(&store, &names, n, event_bytes).await?;
     let size = Size::new(&ctx.store_url).await?;
     let bytes_before = size.measure().await?;
     for (i, name) in names.iter().enumerate() {
@@ -138,7 +131,7 @@ async fn seed(
     n: u64,
     event_bytes: u64,
 ) -> anyhow::Result<()> {
-    let (event_type, data) = (bench_type()?, padded(event_bytes)?);
+    let (event_type, data) = (bench_type()?, payload(Some(event_bytes))?);
     let streams = names.len() as u64;
     let mut appends = Vec::new();
     for (i, name) in names.iter().enumerate() {
@@ -178,7 +171,7 @@ async fn appenders(
     phase: impl std::future::Future<Output = anyhow::Result<()>>,
 ) -> anyhow::Result<(Tally, Duration)> {
     let stop = Arc::new(AtomicBool::new(false));
-    let (event_type, data) = (bench_type()?, payload()?);
+    let (event_type, data) = (bench_type()?, payload(None)?);
     let started = Instant::now();
     let handles: Vec<_> = (0..writers)
         .map(|w| {
