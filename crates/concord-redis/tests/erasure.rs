@@ -122,6 +122,7 @@ async fn a_scavenge_erases_every_copy_of_deleted_tombstoned_and_truncated_events
     let report = store.scavenge().await.unwrap();
     assert_eq!(report.events_removed, 4);
     assert_eq!(report.streams_scavenged, 3);
+
     for marker in [&deleted, &tombstoned, &truncated] {
         assert_eq!(
             keys_holding(&mut conn, &prefix, marker).await,
@@ -130,6 +131,12 @@ async fn a_scavenge_erases_every_copy_of_deleted_tombstoned_and_truncated_events
         );
     }
     assert!(!keys_holding(&mut conn, &prefix, &kept).await.is_empty());
+    let again = store.scavenge().await.unwrap();
+    assert_eq!(
+        (again.events_removed, again.bytes_reclaimed),
+        (0, 0),
+        "nothing left to erase, nothing given back"
+    );
 
     // What is left reads as before, at its positions; versions go on.
     let all = store
@@ -161,4 +168,37 @@ async fn a_scavenge_erases_every_copy_of_deleted_tombstoned_and_truncated_events
         .unwrap();
     assert_eq!(out.appended().first_version, Version(3));
     assert_eq!(out.appended().first_position, Position(8));
+}
+
+#[tokio::test]
+async fn a_scavenge_reports_the_memory_its_rewrites_gave_back() {
+    let store = common::fresh_store().await;
+    let pad = "x".repeat(1024);
+    for i in 0..200 {
+        for s in ["sensor-1", "sensor-2"] {
+            let event = NewEvent::json("Read", &serde_json::json!({ "n": i, "pad": pad })).unwrap();
+            let _ = store
+                .append(AppendRequest::new(
+                    stream(s),
+                    ExpectedVersion::Any,
+                    vec![event],
+                ))
+                .await
+                .unwrap();
+        }
+    }
+    store
+        .delete_stream(&stream("sensor-1"), None)
+        .await
+        .unwrap();
+    let report = store.scavenge().await.unwrap();
+    assert_eq!(report.events_removed, 200);
+    // The global log and the type index kept sensor-2's events: rewritten, each gives back
+    // about the 200 KiB of sensor-1's data its nodes held.
+    assert!(
+        report.bytes_reclaimed >= 200 * 1024,
+        "at least the deleted data of one rewritten key: {report:?}"
+    );
+    let again = store.scavenge().await.unwrap();
+    assert_eq!((again.events_removed, again.bytes_reclaimed), (0, 0));
 }

@@ -6,7 +6,12 @@
 //! stream it deleted from (`concord_compact_v7`), because `XDEL` leaves an entry's bytes in
 //! its node. The keys still to rewrite are kept in Redis (`{p}:scavenge-pending`), written
 //! by the call that deletes from them, so a scavenge cut short leaves them to the next one.
-//! See `docs/design/redis-layout.md`.
+//!
+//! Each call holds the single-threaded server, so the scavenge is paced: after a call it
+//! waits [`PACING`] times as long as the call took before the next one, so that it takes at
+//! most a fifth of the server's time and appends keep most of theirs (a scavenge on a busy
+//! server takes about five times as long as it would alone). See
+//! `docs/design/redis-layout.md`.
 
 use std::collections::BTreeSet;
 
@@ -21,8 +26,12 @@ use crate::decode;
 use crate::error::RedisError;
 
 /// Events one scavenge call erases, and entries one compaction call copies: bounded so
-/// appends interleave with a scavenge.
-const SCAVENGE_CHUNK: usize = 500;
+/// that no call holds the server for more than a few milliseconds.
+const SCAVENGE_CHUNK: usize = 100;
+
+/// How long the scavenge waits after each call, in multiples of the call's own time: 4
+/// leaves the server at least four fifths of its time for appends.
+const PACING: u32 = 4;
 
 /// A stored lifecycle: core's state and how far a scavenge erased the stream.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
@@ -77,6 +86,30 @@ impl Stored {
 }
 
 impl RedisStore {
+    /// One call of the scavenge, then the pause that paces it ([`PACING`]).
+    async fn scavenge_call(&self, cmd: &redis::Cmd) -> Result<Value, RedisError> {
+        let started = std::time::Instant::now();
+        let reply = self.fcall(cmd).await?;
+        tokio::time::sleep(started.elapsed() * PACING).await;
+        Ok(reply)
+    }
+
+    /// The bytes Redis holds for `key` (`MEMORY USAGE … SAMPLES 0`: every node counted), 0
+    /// when it is gone.
+    async fn memory_usage(&self, key: &str) -> Result<u64, RedisError> {
+        let bytes: Option<u64> = self
+            .query(
+                "MEMORY USAGE",
+                redis::cmd("MEMORY")
+                    .arg("USAGE")
+                    .arg(key)
+                    .arg("SAMPLES")
+                    .arg(0),
+            )
+            .await?;
+        Ok(bytes.unwrap_or(0))
+    }
+
     /// Calls a function of the library, loading it first if Redis lost it.
     async fn fcall(&self, cmd: &redis::Cmd) -> Result<Value, RedisError> {
         match self.query("FCALL", cmd).await {
@@ -250,7 +283,7 @@ impl RedisStore {
                     .arg(SCAVENGE_CHUNK)
                     .arg(keys.type_index_prefix())
                     .arg(keys.tag_index_prefix());
-                let reply = self.fcall(&cmd).await?;
+                let reply = self.scavenge_call(&cmd).await?;
                 let items = decode::array("FCALL", &reply)?;
                 let [erased, done, rest @ ..] = items else {
                     return Err(
@@ -290,11 +323,17 @@ impl RedisStore {
             }
         }
         for key in touched {
+            // What the rewrite gives back: the deleted entries' bytes left in the key's
+            // nodes (appends to it meanwhile count against it, so this is a floor).
+            let before = self.memory_usage(&key).await?;
             self.compact(&key).await?;
+            let after = self.memory_usage(&key).await?;
+            report.bytes_reclaimed += before.saturating_sub(after);
         }
         tracing::info!(
             events_removed = report.events_removed,
             streams = report.streams_scavenged,
+            bytes_reclaimed = report.bytes_reclaimed,
             "scavenge done"
         );
         Ok(report)
@@ -312,7 +351,7 @@ impl RedisStore {
                 .arg(self.inner.keys.scavenge_pending())
                 .arg(&cursor)
                 .arg(SCAVENGE_CHUNK);
-            let reply = self.fcall(&cmd).await?;
+            let reply = self.scavenge_call(&cmd).await?;
             let items = decode::array("FCALL", &reply)?;
             match items {
                 [done] if decode::text("FCALL", done)? == "done" => return Ok(()),
