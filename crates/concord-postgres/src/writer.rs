@@ -7,8 +7,9 @@
 //!
 //! 1. transaction-scoped advisory locks on the batch's streams, in key order (another
 //!    process appending to the same stream waits; others do not);
-//! 2. one pipelined exchange reads the streams' versions and where the batch's event ids
-//!    already stand, with each stream's lifecycle (a tombstone refuses the append, a hidden
+//! 2. in the same pipelined exchange (the server runs them after the locks), reads of the
+//!    streams' versions and of where the batch's event ids already stand, with each
+//!    stream's lifecycle (a tombstone refuses the append, a hidden
 //!    event's id is still taken, a soft-deleted stream is at version 0 but its versions go
 //!    on); `concord_core::plan_multi_append` decides each append, reading the concurrent
 //!    events of a conflict or rebase (those reads show) in the same transaction, under the
@@ -177,15 +178,9 @@ impl Writer {
         let mut keys: Vec<i64> = streams.iter().map(|st| lock_key(s, st)).collect();
         keys.sort_unstable();
         keys.dedup();
-        let lock = tx
-            .prepare_cached("SELECT count(pg_advisory_xact_lock(k)) FROM unnest($1::bigint[]) AS k")
-            .await
-            .map_err(|e| self.db(e))?;
-        tx.query_one(&lock, &[&keys])
-            .await
-            .map_err(|e| self.db(e))?;
-
-        // 2. The streams' versions and where the ids stand, in one exchange.
+        // 2. The streams' versions and where the ids stand, in one exchange with the locks:
+        // the server runs the statements in order, and under READ COMMITTED each read takes
+        // its snapshot when it starts, after the locks are held.
         let (id_streams, ids): (Vec<&str>, Vec<uuid::Uuid>) = batch
             .iter()
             .flat_map(|r| {
@@ -204,14 +199,19 @@ impl Writer {
              JOIN unnest($1::text[], $2::uuid[]) AS k(stream, event_id) \
              ON e.stream = k.stream AND e.event_id = k.event_id"
         );
-        let (versions_stmt, found_stmt) = tokio::try_join!(
+        let (lock_stmt, versions_stmt, found_stmt) = tokio::try_join!(
+            tx.prepare_cached(
+                "SELECT count(pg_advisory_xact_lock(k)) FROM unnest($1::bigint[]) AS k"
+            ),
             tx.prepare_cached(&versions_sql),
             tx.prepare_cached(&found_sql)
         )
         .map_err(|e| self.db(e))?;
+        let lock_params: [&(dyn ToSql + Sync); 1] = [&keys];
         let versions_params: [&(dyn ToSql + Sync); 1] = [&streams];
         let found_params: [&(dyn ToSql + Sync); 2] = [&id_streams, &ids];
-        let (version_rows, found_rows) = tokio::try_join!(
+        let (_, version_rows, found_rows) = tokio::try_join!(
+            tx.query_one(&lock_stmt, &lock_params),
             tx.query(&versions_stmt, &versions_params),
             tx.query(&found_stmt, &found_params)
         )

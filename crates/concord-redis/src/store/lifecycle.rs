@@ -10,8 +10,10 @@
 //! Each call holds the single-threaded server, so the scavenge is paced: after a call it
 //! waits [`PACING`] times as long as the call took before the next one, so that it takes at
 //! most a fifth of the server's time and appends keep most of theirs (a scavenge on a busy
-//! server takes about five times as long as it would alone). See
-//! `docs/design/redis-layout.md`.
+//! server takes about five times as long as it would alone). A compaction must also catch
+//! up with the appends to the key it copies (the global log takes every append), so it
+//! halves its pause whenever a call left no fewer entries to copy than the one before, and
+//! lets it grow back while it gains. See `docs/design/redis-layout.md`.
 
 use std::collections::BTreeSet;
 
@@ -31,7 +33,7 @@ const SCAVENGE_CHUNK: usize = 100;
 
 /// How long the scavenge waits after each call, in multiples of the call's own time: 4
 /// leaves the server at least four fifths of its time for appends.
-const PACING: u32 = 4;
+const PACING: f64 = 4.0;
 
 /// A stored lifecycle: core's state and how far a scavenge erased the stream.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
@@ -86,11 +88,11 @@ impl Stored {
 }
 
 impl RedisStore {
-    /// One call of the scavenge, then the pause that paces it ([`PACING`]).
-    async fn scavenge_call(&self, cmd: &redis::Cmd) -> Result<Value, RedisError> {
+    /// One call of the scavenge, then a pause of `pacing` times the call's time.
+    async fn scavenge_call(&self, cmd: &redis::Cmd, pacing: f64) -> Result<Value, RedisError> {
         let started = std::time::Instant::now();
         let reply = self.fcall(cmd).await?;
-        tokio::time::sleep(started.elapsed() * PACING).await;
+        tokio::time::sleep(started.elapsed().mul_f64(pacing)).await;
         Ok(reply)
     }
 
@@ -283,7 +285,7 @@ impl RedisStore {
                     .arg(SCAVENGE_CHUNK)
                     .arg(keys.type_index_prefix())
                     .arg(keys.tag_index_prefix());
-                let reply = self.scavenge_call(&cmd).await?;
+                let reply = self.scavenge_call(&cmd, PACING).await?;
                 let items = decode::array("FCALL", &reply)?;
                 let [erased, done, rest @ ..] = items else {
                     return Err(
@@ -342,6 +344,7 @@ impl RedisStore {
     /// Rewrites `key` so the bytes of its deleted entries leave it.
     async fn compact(&self, key: &str) -> Result<(), StoreError> {
         let mut cursor = "-".to_owned();
+        let (mut pacing, mut copied, mut left_before) = (PACING, 0u64, u64::MAX);
         loop {
             let mut cmd = redis::cmd("FCALL");
             cmd.arg("concord_compact_v7")
@@ -351,12 +354,21 @@ impl RedisStore {
                 .arg(self.inner.keys.scavenge_pending())
                 .arg(&cursor)
                 .arg(SCAVENGE_CHUNK);
-            let reply = self.scavenge_call(&cmd).await?;
+            let reply = self.scavenge_call(&cmd, pacing).await?;
             let items = decode::array("FCALL", &reply)?;
             match items {
                 [done] if decode::text("FCALL", done)? == "done" => return Ok(()),
                 [more, next] if decode::text("FCALL", more)? == "more" => {
                     decode::text("FCALL", next)?.clone_into(&mut cursor);
+                    copied += SCAVENGE_CHUNK as u64;
+                    let length: u64 = self.query("XLEN", redis::cmd("XLEN").arg(key)).await?;
+                    let left = length.saturating_sub(copied);
+                    pacing = if left >= left_before {
+                        pacing / 2.0
+                    } else {
+                        (pacing * 1.25).min(PACING)
+                    };
+                    left_before = left;
                 }
                 _ => return Err(RedisError::reply("FCALL", "unknown compact outcome").into()),
             }
