@@ -13,7 +13,9 @@
 //! server takes about five times as long as it would alone). A compaction must also catch
 //! up with the appends to the key it copies (the global log takes every append), so it
 //! halves its pause whenever a call left no fewer entries to copy than the one before, and
-//! lets it grow back while it gains. See `docs/design/redis-layout.md`.
+//! lets it grow back while it gains. On a server nobody else is using (fewer than
+//! [`BUSY_OPS`] other commands a second, from `INFO stats`) it does not pause at all. See
+//! `docs/design/redis-layout.md`.
 
 use std::collections::BTreeSet;
 
@@ -34,6 +36,21 @@ const SCAVENGE_CHUNK: usize = 100;
 /// How long the scavenge waits after each call, in multiples of the call's own time: 4
 /// leaves the server at least four fifths of its time for appends.
 const PACING: f64 = 4.0;
+
+/// Other clients' commands per second above which the server counts as busy, and the
+/// scavenge paces itself.
+const BUSY_OPS: f64 = 500.0;
+
+/// How often the scavenge asks the server how busy it is.
+const BUSY_CHECK: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Whether the server is busy with other clients, asked every [`BUSY_CHECK`].
+struct Busy {
+    busy: bool,
+    checked: std::time::Instant,
+    /// The scavenge's own commands since `checked` (they count in the server's rate).
+    own: u32,
+}
 
 /// A stored lifecycle: core's state and how far a scavenge erased the stream.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
@@ -88,11 +105,33 @@ impl Stored {
 }
 
 impl RedisStore {
-    /// One call of the scavenge, then a pause of `pacing` times the call's time.
-    async fn scavenge_call(&self, cmd: &redis::Cmd, pacing: f64) -> Result<Value, RedisError> {
+    /// One call of the scavenge, then, when other clients keep the server busy, a pause
+    /// of `pacing` times the call's time.
+    async fn scavenge_call(
+        &self,
+        cmd: &redis::Cmd,
+        pacing: f64,
+        busy: &mut Busy,
+    ) -> Result<Value, RedisError> {
         let started = std::time::Instant::now();
         let reply = self.fcall(cmd).await?;
-        tokio::time::sleep(started.elapsed().mul_f64(pacing)).await;
+        let took = started.elapsed();
+        busy.own += 2;
+        if busy.checked.elapsed() >= BUSY_CHECK {
+            let info: String = self.query("INFO", redis::cmd("INFO").arg("stats")).await?;
+            let ops: f64 = info
+                .lines()
+                .find_map(|l| l.strip_prefix("instantaneous_ops_per_sec:"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(f64::MAX);
+            let own = f64::from(busy.own) / busy.checked.elapsed().as_secs_f64().max(1e-3);
+            busy.busy = ops - own > BUSY_OPS;
+            busy.checked = std::time::Instant::now();
+            busy.own = 0;
+        }
+        if busy.busy {
+            tokio::time::sleep(took.mul_f64(pacing)).await;
+        }
         Ok(reply)
     }
 
@@ -265,6 +304,13 @@ impl RedisStore {
         streams.sort();
         streams.dedup();
         let mut report = ScavengeReport::default();
+        let started = std::time::Instant::now();
+        // Asked at the first call.
+        let mut busy = Busy {
+            busy: true,
+            checked: started.checked_sub(BUSY_CHECK).unwrap_or(started),
+            own: 0,
+        };
         let mut touched = BTreeSet::new();
         let now = RecordedAt::now().as_millis();
         for name in streams {
@@ -285,7 +331,7 @@ impl RedisStore {
                     .arg(SCAVENGE_CHUNK)
                     .arg(keys.type_index_prefix())
                     .arg(keys.tag_index_prefix());
-                let reply = self.scavenge_call(&cmd, PACING).await?;
+                let reply = self.scavenge_call(&cmd, PACING, &mut busy).await?;
                 let items = decode::array("FCALL", &reply)?;
                 let [erased, done, rest @ ..] = items else {
                     return Err(
@@ -328,7 +374,7 @@ impl RedisStore {
             // What the rewrite gives back: the deleted entries' bytes left in the key's
             // nodes (appends to it meanwhile count against it, so this is a floor).
             let before = self.memory_usage(&key).await?;
-            self.compact(&key).await?;
+            self.compact(&key, &mut busy).await?;
             let after = self.memory_usage(&key).await?;
             report.bytes_reclaimed += before.saturating_sub(after);
         }
@@ -342,7 +388,7 @@ impl RedisStore {
     }
 
     /// Rewrites `key` so the bytes of its deleted entries leave it.
-    async fn compact(&self, key: &str) -> Result<(), StoreError> {
+    async fn compact(&self, key: &str, busy: &mut Busy) -> Result<(), StoreError> {
         let mut cursor = "-".to_owned();
         let (mut pacing, mut copied, mut left_before) = (PACING, 0u64, u64::MAX);
         loop {
@@ -354,7 +400,7 @@ impl RedisStore {
                 .arg(self.inner.keys.scavenge_pending())
                 .arg(&cursor)
                 .arg(SCAVENGE_CHUNK);
-            let reply = self.scavenge_call(&cmd, pacing).await?;
+            let reply = self.scavenge_call(&cmd, pacing, busy).await?;
             let items = decode::array("FCALL", &reply)?;
             match items {
                 [done] if decode::text("FCALL", done)? == "done" => return Ok(()),
