@@ -12,8 +12,8 @@
 //! most a fifth of the server's time and appends keep most of theirs (a scavenge on a busy
 //! server takes about five times as long as it would alone). A compaction must also catch
 //! up with the appends to the key it copies (the global log takes every append), so it
-//! halves its pause whenever a call left no fewer entries to copy than the one before, and
-//! lets it grow back while it gains. On a server nobody else is using (fewer than
+//! halves its pause whenever a call gained less than half a chunk on the entries left to
+//! copy, and lets it grow back while it gains more. On a server nobody else is using (fewer than
 //! [`BUSY_OPS`] other commands a second, from `INFO stats`) it does not pause at all. See
 //! `docs/design/redis-layout.md`.
 
@@ -409,7 +409,10 @@ impl RedisStore {
                     copied += SCAVENGE_CHUNK as u64;
                     let length: u64 = self.query("XLEN", redis::cmd("XLEN").arg(key)).await?;
                     let left = length.saturating_sub(copied);
-                    pacing = if left >= left_before {
+                    // Gaining less than half a chunk a call would take the copy hours
+                    // on a busy server: give it more of the server until it gains that.
+                    let gained = left_before.saturating_sub(left);
+                    pacing = if gained < SCAVENGE_CHUNK as u64 / 2 {
                         pacing / 2.0
                     } else {
                         (pacing * 1.25).min(PACING)
