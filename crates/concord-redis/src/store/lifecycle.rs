@@ -13,9 +13,9 @@
 //! server takes about five times as long as it would alone). A compaction must also catch
 //! up with the appends to the key it copies (the global log takes every append), so it
 //! halves its pause whenever a call gained less than half a chunk on the entries left to
-//! copy, and lets it grow back while it gains more. On a server nobody else is using (fewer than
-//! [`BUSY_OPS`] other commands a second, from `INFO stats`) it does not pause at all. See
-//! `docs/design/redis-layout.md`.
+//! copy, and lets it grow back while it gains more. On a server nobody else appends to
+//! (fewer than [`BUSY_OPS`] other function calls a second, from `INFO commandstats`: an
+//! append is one) it does not pause at all. See `docs/design/redis-layout.md`.
 
 use std::collections::BTreeSet;
 
@@ -37,8 +37,8 @@ const SCAVENGE_CHUNK: usize = 100;
 /// leaves the server at least four fifths of its time for appends.
 const PACING: f64 = 4.0;
 
-/// Other clients' commands per second above which the server counts as busy, and the
-/// scavenge paces itself.
+/// Other clients' function calls per second above which the server counts as busy, and
+/// the scavenge paces itself.
 const BUSY_OPS: f64 = 500.0;
 
 /// How often the scavenge asks the server how busy it is.
@@ -48,8 +48,10 @@ const BUSY_CHECK: std::time::Duration = std::time::Duration::from_millis(250);
 struct Busy {
     busy: bool,
     checked: std::time::Instant,
-    /// The scavenge's own commands since `checked` (they count in the server's rate).
+    /// The scavenge's own function calls since `checked`.
     own: u32,
+    /// The server's function calls (`FCALL`, `FCALL_RO`) at `checked`.
+    calls: u64,
 }
 
 /// A stored lifecycle: core's state and how far a scavenge erased the stream.
@@ -116,16 +118,26 @@ impl RedisStore {
         let started = std::time::Instant::now();
         let reply = self.fcall(cmd).await?;
         let took = started.elapsed();
-        busy.own += 2;
+        busy.own += 1;
         if busy.checked.elapsed() >= BUSY_CHECK {
-            let info: String = self.query("INFO", redis::cmd("INFO").arg("stats")).await?;
-            let ops: f64 = info
+            // Function calls, not commands: the commands our own calls run inside Redis
+            // count in its command rate. Concord's appends are one function call each.
+            let info: String = self
+                .query("INFO", redis::cmd("INFO").arg("commandstats"))
+                .await?;
+            let calls: u64 = info
                 .lines()
-                .find_map(|l| l.strip_prefix("instantaneous_ops_per_sec:"))
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or(f64::MAX);
-            let own = f64::from(busy.own) / busy.checked.elapsed().as_secs_f64().max(1e-3);
-            busy.busy = ops - own > BUSY_OPS;
+                .filter_map(|l| l.strip_prefix("cmdstat_fcall"))
+                .filter_map(|l| l.split_once("calls=").map(|(_, rest)| rest))
+                .filter_map(|rest| rest.split(',').next()?.parse::<u64>().ok())
+                .sum();
+            let seconds = busy.checked.elapsed().as_secs_f64().max(1e-3);
+            let others = calls
+                .saturating_sub(busy.calls)
+                .saturating_sub(u64::from(busy.own));
+            // The first reading has nothing to compare with: busy until the next.
+            busy.busy = busy.calls == 0 || others as f64 / seconds > BUSY_OPS;
+            busy.calls = calls;
             busy.checked = std::time::Instant::now();
             busy.own = 0;
         }
@@ -310,6 +322,7 @@ impl RedisStore {
             busy: true,
             checked: started.checked_sub(BUSY_CHECK).unwrap_or(started),
             own: 0,
+            calls: 0,
         };
         let mut touched = BTreeSet::new();
         let now = RecordedAt::now().as_millis();
