@@ -260,6 +260,15 @@ class TestKurrentDBClient(unittest.TestCase):
         )
         self.assertEqual(self.client.get_stream_metadata(stream), ({"$maxCount": 1}, 0))
         self.assertEqual([e.stream_position for e in self.client.get_stream(stream)], [4])
+        # The metadata stream read forwards, and written through BatchAppend (a list).
+        (shown,) = self.client.get_stream(f"$${stream}")
+        self.assertEqual((shown.type, shown.stream_position), ("$metadata", 0))
+        self.client.append_to_stream(
+            f"$${stream}",
+            events=[NewEvent(type="$metadata", data=b'{"$maxCount": 3}')],
+            current_version=0,
+        )
+        self.assertEqual(self.client.get_stream_metadata(stream), ({"$maxCount": 3}, 0))
         # No setting left: the metadata stream is empty again.
         self.client.set_stream_metadata(stream, metadata={}, current_version=0)
         self.assertEqual(
