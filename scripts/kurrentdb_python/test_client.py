@@ -228,6 +228,59 @@ class TestKurrentDBClient(unittest.TestCase):
         with self.assertRaises(StreamIsDeletedError):
             self.client.delete_stream(stream, current_version=StreamState.ANY)
 
+    def test_stream_metadata_is_set_got_back_and_limits_reads(self) -> None:
+        stream = fresh_stream("account")
+        self.assertEqual(
+            self.client.get_stream_metadata(stream), ({}, StreamState.NO_STREAM)
+        )
+        self.client.append_to_stream(
+            stream,
+            events=[deposit(n) for n in range(5)],
+            current_version=StreamState.NO_STREAM,
+        )
+        # An append of one `$metadata` event to `$$stream`; custom keys are dropped.
+        self.client.set_stream_metadata(
+            stream,
+            metadata={"$maxCount": 2, "$maxAge": 3600, "$tb": 1, "owner": "billing"},
+            current_version=StreamState.NO_STREAM,
+        )
+        metadata, version = self.client.get_stream_metadata(stream)
+        self.assertEqual(metadata, {"$maxCount": 2, "$maxAge": 3600, "$tb": 1})
+        self.assertEqual(version, 0)
+        self.assertEqual(
+            [e.stream_position for e in self.client.get_stream(stream)], [3, 4]
+        )
+        # The read-modify-write the client's own docs show: expect the revision read.
+        with self.assertRaises(WrongCurrentVersionError):
+            self.client.set_stream_metadata(
+                stream, metadata={"$maxCount": 1}, current_version=StreamState.NO_STREAM
+            )
+        self.client.set_stream_metadata(
+            stream, metadata={"$maxCount": 1}, current_version=version
+        )
+        self.assertEqual(self.client.get_stream_metadata(stream), ({"$maxCount": 1}, 0))
+        self.assertEqual([e.stream_position for e in self.client.get_stream(stream)], [4])
+        # The metadata stream read forwards, and written through BatchAppend (a list).
+        (shown,) = self.client.get_stream(f"$${stream}")
+        self.assertEqual((shown.type, shown.stream_position), ("$metadata", 0))
+        self.client.append_to_stream(
+            f"$${stream}",
+            events=[NewEvent(type="$metadata", data=b'{"$maxCount": 3}')],
+            current_version=0,
+        )
+        self.assertEqual(self.client.get_stream_metadata(stream), ({"$maxCount": 3}, 0))
+        # No setting left: the metadata stream is empty again.
+        self.client.set_stream_metadata(stream, metadata={}, current_version=0)
+        self.assertEqual(
+            self.client.get_stream_metadata(stream), ({}, StreamState.NO_STREAM)
+        )
+        self.assertEqual(len(self.client.get_stream(stream)), 5)
+        self.client.tombstone_stream(stream, current_version=StreamState.ANY)
+        with self.assertRaises(StreamIsDeletedError):
+            self.client.get_stream_metadata(stream)
+        with self.assertRaises(FailedPreconditionError):
+            self.client.set_stream_metadata(stream, metadata={"$maxCount": 3})
+
     def test_persistent_subscription_does_not_redeliver_acked_events(self) -> None:
         stream = fresh_stream("orders")
         group = f"billing-{uuid.uuid4().hex[:8]}"

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use concord_core::{EventStore, NewEvent, StreamName};
+use concord_core::EventStore;
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
 use tonic::{Status, Streaming};
@@ -16,21 +16,22 @@ use crate::GrpcConfig;
 use crate::auth::Caller;
 use crate::convert::{self, Expected};
 use crate::error::{self, GrpcError};
+use crate::metastream::Target;
 use crate::proto::event_store::client::streams::{
     BatchAppendReq, BatchAppendResp, batch_append_req, batch_append_resp,
 };
 use crate::proto::event_store::client::{AllStreamPosition, Uuid as ProtoUuid};
-use crate::streams::{self, Appended};
+use crate::streams::{Appended, Proposed};
 
 /// Appends in progress on one call at most: more is a client that never finishes them.
 const PENDING_MAX: usize = 1024;
 
 struct Pending {
-    target: Result<(StreamName, Expected), GrpcError>,
+    /// What to append and its expectation, or why the append fails (it is answered when
+    /// its last part arrives).
+    target: Result<(Proposed, Expected), GrpcError>,
     options: Option<batch_append_req::Options>,
-    events: Vec<NewEvent>,
     bytes: usize,
-    failed: Option<GrpcError>,
 }
 
 fn expected(options: &batch_append_req::Options) -> Result<Expected, GrpcError> {
@@ -93,37 +94,32 @@ pub(crate) async fn run(
                 })
                 .and_then(|o| {
                     Ok((
-                        convert::stream_name(o.stream_identifier.as_ref())?,
+                        Proposed::new(Target::of(o.stream_identifier.as_ref())?),
                         expected(o)?,
                     ))
                 });
             Pending {
                 target,
                 options: message.options.clone(),
-                events: Vec::new(),
                 bytes: 0,
-                failed: None,
             }
         });
-        if entry.failed.is_none() {
+        if let Ok((proposed, _)) = &mut entry.target {
             for m in message.proposed_messages {
                 entry.bytes = entry
                     .bytes
                     .saturating_add(m.data.len() + m.custom_metadata.len());
-                if entry.bytes > config.limits.request_bytes_max {
-                    entry.failed = Some(GrpcError::TooLarge {
+                let pushed = if entry.bytes > config.limits.request_bytes_max {
+                    Err(GrpcError::TooLarge {
                         max: config.limits.request_bytes_max as u64,
-                    });
-                    entry.events.clear();
+                    })
+                } else {
+                    proposed.push(m.id.as_ref(), &m.metadata, m.custom_metadata, m.data)
+                };
+                if let Err(e) = pushed {
+                    // Drops the events gathered so far: the append fails as a whole.
+                    entry.target = Err(e);
                     break;
-                }
-                match convert::new_event(m.id.as_ref(), &m.metadata, m.custom_metadata, m.data) {
-                    Ok(e) => entry.events.push(e),
-                    Err(e) => {
-                        entry.failed = Some(e);
-                        entry.events.clear();
-                        break;
-                    }
                 }
             }
         }
@@ -166,34 +162,32 @@ async fn answer(
         .options
         .as_ref()
         .and_then(|o| o.stream_identifier.clone());
-    let result = match (done.target, done.failed) {
-        (Err(e), _) | (Ok(_), Some(e)) => batch_append_resp::Result::Error(error::batch_error(&e)),
-        (Ok((stream, expect)), None) => {
-            match streams::append(store, config, caller, stream, expect, done.events).await {
-                Ok(Appended::Done { revision, position }) => {
-                    use batch_append_resp::success::{CurrentRevisionOption, PositionOption};
-                    batch_append_resp::Result::Success(batch_append_resp::Success {
-                        current_revision_option: Some(match revision {
-                            Some(r) => CurrentRevisionOption::CurrentRevision(r),
-                            None => CurrentRevisionOption::NoStream(()),
+    let result = match done.target {
+        Err(e) => batch_append_resp::Result::Error(error::batch_error(&e)),
+        Ok((proposed, expect)) => match proposed.append(store, config, caller, expect).await {
+            Ok(Appended::Done { revision, position }) => {
+                use batch_append_resp::success::{CurrentRevisionOption, PositionOption};
+                batch_append_resp::Result::Success(batch_append_resp::Success {
+                    current_revision_option: Some(match revision {
+                        Some(r) => CurrentRevisionOption::CurrentRevision(r),
+                        None => CurrentRevisionOption::NoStream(()),
+                    }),
+                    position_option: Some(match position {
+                        Some(p) => PositionOption::Position(AllStreamPosition {
+                            commit_position: p,
+                            prepare_position: p,
                         }),
-                        position_option: Some(match position {
-                            Some(p) => PositionOption::Position(AllStreamPosition {
-                                commit_position: p,
-                                prepare_position: p,
-                            }),
-                            None => PositionOption::NoPosition(()),
-                        }),
-                    })
-                }
-                Ok(Appended::WrongExpectedVersion { actual }) => {
-                    batch_append_resp::Result::Error(error::batch_wrong_expected_version(
-                        &convert::shared_wrong_expected_version(expect, actual),
-                    ))
-                }
-                Err(e) => batch_append_resp::Result::Error(error::batch_error(&e)),
+                        None => PositionOption::NoPosition(()),
+                    }),
+                })
             }
-        }
+            Ok(Appended::WrongExpectedVersion { actual }) => {
+                batch_append_resp::Result::Error(error::batch_wrong_expected_version(
+                    &convert::shared_wrong_expected_version(expect, actual),
+                ))
+            }
+            Err(e) => batch_append_resp::Result::Error(error::batch_error(&e)),
+        },
     };
     BatchAppendResp {
         correlation_id: None,

@@ -10,7 +10,8 @@
 //!
 //! - Streams: `Append`, `BatchAppend`, `Read` (a stream or `$all`, both directions,
 //!   catch-up subscriptions with filters and checkpoints), `Delete` and `Tombstone` (the
-//!   store's soft delete and tombstone).
+//!   store's soft delete and tombstone). A stream's metadata stream `$$name` (in
+//!   `metastream`) is its retention settings.
 //! - PersistentSubscriptions (in `persistent`): Create, Update, Delete, Read, GetInfo, List,
 //!   ReplayParked, RestartSubsystem, each a consumer group of `concord-groups`.
 //! - ServerFeatures, Gossip (one leader node).
@@ -27,6 +28,7 @@ mod convert;
 mod error;
 mod features;
 mod filter;
+mod metastream;
 mod persistent;
 mod read;
 mod streams;

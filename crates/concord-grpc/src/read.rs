@@ -17,6 +17,7 @@ use tonic::Status;
 use crate::convert::{self, stream_identifier};
 use crate::error::GrpcError;
 use crate::filter::EventFilter;
+use crate::metastream;
 use crate::proto::event_store::client::streams::{ReadResp, read_resp};
 
 /// Events read from the store at a time.
@@ -39,6 +40,8 @@ pub(crate) enum AllFrom {
 #[derive(Debug)]
 pub(crate) enum Source {
     Stream(StreamName, StreamFrom),
+    /// The metadata stream (`$$name`) of the stream; never a subscription.
+    Metadata(StreamName, StreamFrom),
     All(AllFrom),
 }
 
@@ -109,7 +112,13 @@ pub(crate) async fn run(store: Arc<dyn EventStore>, plan: ReadPlan, tx: Sender) 
         (Source::All(from), Some(count)) => {
             read_all(&reader, *from, plan.backwards, count, plan.filter.as_ref()).await
         }
+        (Source::Metadata(stream, from), Some(count)) => {
+            read_metadata(&reader, stream, *from, plan.backwards, count).await
+        }
         (Source::Stream(stream, from), None) => subscribe_stream(&reader, stream, *from).await,
+        (Source::Metadata(..), None) => Ok(Err(GrpcError::Invalid(
+            "a subscription to a metadata stream is not supported".to_owned(),
+        ))),
         (Source::All(from), None) => subscribe_all(&reader, *from, plan.filter.as_ref()).await,
     };
     if let Ok(Err(e)) = outcome {
@@ -182,6 +191,32 @@ async fn read_stream(
         } else {
             last.next()
         };
+    }
+    Ok(Ok(()))
+}
+
+/// A read of a metadata stream, which holds one event (revision 0) while any setting is
+/// stored: forwards it is shown from the start or revision 0, backwards from anywhere.
+async fn read_metadata(
+    r: &Reader,
+    stream: &StreamName,
+    from: StreamFrom,
+    backwards: bool,
+    count: u64,
+) -> Outcome {
+    let Some(event) = store!(metastream::read(r.store.as_ref(), stream, r.uuid_as_string).await)
+    else {
+        r.send(read_resp::Content::StreamNotFound(
+            read_resp::StreamNotFound {
+                stream_identifier: Some(metastream::identifier(stream)),
+            },
+        ))
+        .await?;
+        return Ok(Ok(()));
+    };
+    let shown = backwards || matches!(from, StreamFrom::Start | StreamFrom::Revision(0));
+    if shown && count > 0 {
+        r.send(read_resp::Content::Event(event)).await?;
     }
     Ok(Ok(()))
 }

@@ -18,6 +18,7 @@ use crate::auth::{Action, Caller};
 use crate::convert::{self, Expected};
 use crate::error::GrpcError;
 use crate::filter::EventFilter;
+use crate::metastream::{self, Target};
 use crate::proto::event_store::client::Empty;
 use crate::proto::event_store::client::streams::{
     AppendReq, AppendResp, BatchAppendReq, BatchAppendResp, DeleteReq, DeleteResp, ReadReq,
@@ -55,9 +56,68 @@ pub(crate) enum Appended {
     WrongExpectedVersion { actual: Version },
 }
 
+/// What one append carries: events for a stream, or the settings of a `$$stream` (at
+/// most one `$metadata` event).
+pub(crate) enum Proposed {
+    Events(StreamName, Vec<NewEvent>),
+    Metadata(StreamName, Option<concord_core::StreamMetadata>),
+}
+
+impl Proposed {
+    pub(crate) fn new(target: Target) -> Self {
+        match target {
+            Target::Stream(s) => Proposed::Events(s, Vec::new()),
+            Target::Metadata(s) => Proposed::Metadata(s, None),
+        }
+    }
+
+    /// Adds one proposed message.
+    pub(crate) fn push(
+        &mut self,
+        id: Option<&crate::proto::event_store::client::Uuid>,
+        metadata: &std::collections::HashMap<String, String>,
+        custom_metadata: Vec<u8>,
+        data: Vec<u8>,
+    ) -> Result<(), GrpcError> {
+        match self {
+            Proposed::Events(_, events) => {
+                events.push(convert::new_event(id, metadata, custom_metadata, data)?);
+            }
+            Proposed::Metadata(_, Some(_)) => {
+                return Err(GrpcError::Invalid(format!(
+                    "an append to a metadata stream takes one {} event",
+                    metastream::EVENT_TYPE
+                )));
+            }
+            Proposed::Metadata(_, settings) => {
+                *settings = Some(metastream::settings(metadata, &data)?);
+            }
+        }
+        Ok(())
+    }
+
+    /// Appends what it carries if `expected` holds.
+    pub(crate) async fn append(
+        self,
+        store: &dyn EventStore,
+        config: &GrpcConfig,
+        caller: &Caller,
+        expected: Expected,
+    ) -> Result<Appended, GrpcError> {
+        match self {
+            Proposed::Events(stream, events) => {
+                append(store, config, caller, stream, expected, events).await
+            }
+            Proposed::Metadata(stream, settings) => {
+                metastream::append(store, config, caller, stream, expected, settings).await
+            }
+        }
+    }
+}
+
 /// Appends `events` to `stream` if `expected` holds. An empty append checks the
 /// expectation and answers the current revision, as KurrentDB does.
-pub(crate) async fn append(
+async fn append(
     store: &dyn EventStore,
     config: &GrpcConfig,
     caller: &Caller,
@@ -165,10 +225,9 @@ async fn append_call(
             "an append's first message must be its options".to_owned(),
         ));
     };
-    let stream = convert::stream_name(options.stream_identifier.as_ref())?;
+    let mut proposed = Proposed::new(Target::of(options.stream_identifier.as_ref())?);
     let expected = append_expected(&options)?;
     let limits = &service.config.limits;
-    let mut events = Vec::new();
     let mut bytes = 0usize;
     while let Some(message) = messages.next().await {
         let message = message.map_err(|s| GrpcError::Invalid(s.message().to_owned()))?;
@@ -183,22 +242,11 @@ async fn append_call(
                 max: limits.request_bytes_max as u64,
             });
         }
-        events.push(convert::new_event(
-            m.id.as_ref(),
-            &m.metadata,
-            m.custom_metadata,
-            m.data,
-        )?);
+        proposed.push(m.id.as_ref(), &m.metadata, m.custom_metadata, m.data)?;
     }
-    let answer = append(
-        service.store.as_ref(),
-        &service.config,
-        &caller,
-        stream,
-        expected,
-        events,
-    )
-    .await?;
+    let answer = proposed
+        .append(service.store.as_ref(), &service.config, &caller, expected)
+        .await?;
     Ok(AppendResp {
         result: Some(match answer {
             Appended::Done { revision, position } => {
@@ -305,7 +353,15 @@ fn read_plan(request: &ReadReq) -> Result<ReadPlan, GrpcError> {
                     ));
                 }
             };
-            Source::Stream(convert::stream_name(s.stream_identifier.as_ref())?, from)
+            match Target::of(s.stream_identifier.as_ref())? {
+                Target::Stream(stream) => Source::Stream(stream, from),
+                Target::Metadata(_) if count.is_none() => {
+                    return Err(GrpcError::Invalid(
+                        "a subscription to a metadata stream is not supported".to_owned(),
+                    ));
+                }
+                Target::Metadata(stream) => Source::Metadata(stream, from),
+            }
         }
         Some(StreamOption::All(a)) => {
             use options::all_options::AllOption as A;
@@ -348,7 +404,7 @@ impl Streams for StreamsService {
         let caller = Caller::from_metadata(request.metadata());
         let plan = read_plan(request.get_ref())?;
         let action = match &plan.source {
-            Source::Stream(s, _) => Action::Read(s.as_str()),
+            Source::Stream(s, _) | Source::Metadata(s, _) => Action::Read(s.as_str()),
             Source::All(_) => Action::ReadAll,
         };
         caller.check(self.config.gate.as_ref(), action)?;

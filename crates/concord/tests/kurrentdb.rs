@@ -18,9 +18,10 @@ use kurrentdb::{
     GetPersistentSubscriptionInfoOptions, ListPersistentSubscriptionsOptions, NakAction,
     PersistentSubscription, PersistentSubscriptionEvent, PersistentSubscriptionInfo,
     PersistentSubscriptionOptions, PersistentSubscriptionToAllOptions, ReadAllOptions,
-    ReadStreamOptions, ReplayParkedMessagesOptions, ResolvedEvent, StreamPosition, StreamState,
-    SubscribeToAllOptions, SubscribeToPersistentSubscriptionOptions, SubscribeToStreamOptions,
-    SubscriptionFilter, TombstoneStreamOptions,
+    ReadStreamOptions, ReplayParkedMessagesOptions, ResolvedEvent, StreamMetadata,
+    StreamMetadataResult, StreamPosition, StreamState, SubscribeToAllOptions,
+    SubscribeToPersistentSubscriptionOptions, SubscribeToStreamOptions, SubscriptionFilter,
+    TombstoneStreamOptions,
 };
 
 /// How long one client call may take before the test calls it hung.
@@ -402,6 +403,147 @@ async fn events_cross_between_grpc_and_http_byte_for_byte() {
     assert!(notes[0].is_json);
     let over_grpc: serde_json::Value = serde_json::from_slice(&notes[0].data).unwrap();
     assert_eq!(over_grpc, serde_json::json!({"text": "ünïcode", "n": 1.5}));
+    assert_eq!(common::terminate(child), 0);
+}
+
+async fn stream_metadata(client: &Client, stream: &str) -> StreamMetadataResult {
+    within(
+        "get_stream_metadata",
+        client.get_stream_metadata(stream, &ReadStreamOptions::default().backwards()),
+    )
+    .await
+    .unwrap()
+}
+
+/// The clients' stream metadata (`set_stream_metadata` appends a `$metadata` event to
+/// `$$name`, `get_stream_metadata` reads it back) is Concord's retention settings: set over
+/// gRPC, got back with the metadata stream's revision 0 (custom keys dropped), seen over
+/// HTTP, and in force on reads of the stream; the metadata stream's expected revision is
+/// checked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_metadata_set_over_grpc_is_got_back_and_limits_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let (child, addr) = common::start(&dir.path().join("data"));
+    let client = client(&addr);
+    let stream = "order-1";
+    assert!(stream_metadata(&client, stream).await.is_not_found());
+    within(
+        "append five",
+        client.append_to_stream(
+            stream,
+            &AppendToStreamOptions::default(),
+            (1..=5).map(deposit).collect::<Vec<_>>(),
+        ),
+    )
+    .await
+    .unwrap();
+
+    let settings = StreamMetadata::builder()
+        .max_count(2)
+        .truncate_before(1)
+        .insert_custom_property("owner", "billing")
+        .build();
+    let written = within(
+        "set_stream_metadata",
+        client.set_stream_metadata(
+            stream,
+            &AppendToStreamOptions::default().stream_state(StreamState::NoStream),
+            &settings,
+        ),
+    )
+    .await
+    .unwrap();
+    assert_eq!(written.next_expected_version, 0);
+
+    let StreamMetadataResult::Success(got) = stream_metadata(&client, stream).await else {
+        panic!("the metadata set is not found");
+    };
+    assert_eq!(got.stream_name(), "$$order-1");
+    assert_eq!(got.version(), 0);
+    assert_eq!(got.metadata().max_count, Some(2));
+    assert_eq!(got.metadata().truncate_before, Some(1));
+    assert!(got.metadata().custom_properties.is_empty());
+    // Revision 1 is version 2 in Concord's own terms.
+    let (status, over_http) = common::json(&addr, "GET", "/streams/order-1/metadata", "");
+    assert_eq!(status, 200, "{over_http}");
+    assert_eq!(
+        over_http,
+        serde_json::json!({"max_count": 2, "truncate_before": 2})
+    );
+
+    // max count 2 of 5 events: revisions 3 and 4 are left, both ways.
+    let forwards = read_stream_all(&client, stream, &ReadStreamOptions::default()).await;
+    let revisions: Vec<u64> = forwards
+        .iter()
+        .map(|e| e.get_original_event().revision)
+        .collect();
+    assert_eq!(revisions, vec![3, 4]);
+    let backwards = read_stream_all(
+        &client,
+        stream,
+        &ReadStreamOptions::default()
+            .backwards()
+            .position(StreamPosition::End),
+    )
+    .await;
+    assert_eq!(backwards.len(), 2);
+
+    // The metadata stream holds one event: a writer expecting none loses, one expecting
+    // revision 0 wins.
+    let stale = within(
+        "set_stream_metadata expecting no stream",
+        client.set_stream_metadata(
+            stream,
+            &AppendToStreamOptions::default().stream_state(StreamState::NoStream),
+            &StreamMetadata::builder().max_count(1).build(),
+        ),
+    )
+    .await;
+    assert!(
+        matches!(
+            stale,
+            Err(Error::WrongExpectedVersion {
+                current: CurrentRevision::Current(0),
+                ..
+            })
+        ),
+        "{stale:?}"
+    );
+    within(
+        "set_stream_metadata expecting revision 0",
+        client.set_stream_metadata(
+            stream,
+            &AppendToStreamOptions::default().stream_state(StreamState::StreamRevision(0)),
+            &StreamMetadata::builder().max_count(1).build(),
+        ),
+    )
+    .await
+    .unwrap();
+    let last = read_stream_all(&client, stream, &ReadStreamOptions::default()).await;
+    assert_eq!(last.len(), 1);
+    assert_eq!(last[0].get_original_event().revision, 4);
+
+    // A tombstoned stream's metadata is deleted too.
+    within(
+        "tombstone",
+        client.tombstone_stream(stream, &TombstoneStreamOptions::default()),
+    )
+    .await
+    .unwrap();
+    assert!(stream_metadata(&client, stream).await.is_deleted());
+    let refused = within(
+        "set_stream_metadata of a tombstoned stream",
+        client.set_stream_metadata(
+            stream,
+            &AppendToStreamOptions::default(),
+            &StreamMetadata::builder().max_count(3).build(),
+        ),
+    )
+    .await;
+    assert!(
+        matches!(refused, Err(Error::ResourceDeleted)),
+        "{refused:?}"
+    );
     assert_eq!(common::terminate(child), 0);
 }
 
