@@ -9,6 +9,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/kurrentdb/serverfeatures.proto",
         "proto/kurrentdb/gossip.proto",
         "proto/kurrentdb/persistent.proto",
+        "proto/kurrentdb/v2/streams.proto",
+        "proto/kurrentdb/v2/errors.proto",
     ];
     for file in files {
         println!("cargo:rerun-if-changed={file}");

@@ -7,14 +7,18 @@ One server (a fresh store) serves the module; every test writes its own streams.
 
 from __future__ import annotations
 
+import json
 import unittest
 import uuid
 
-from kurrentdbclient import KurrentDBClient, NewEvent, StreamState
+from kurrentdbclient import KurrentDBClient, NewEvent, NewEvents, StreamState
 from kurrentdbclient.exceptions import (
     FailedPreconditionError,
+    MultiAppendToSameStreamError,
     NotFoundError,
+    RecordMaxSizeExceededError,
     StreamIsDeletedError,
+    StreamTombstonedError,
     WrongCurrentVersionError,
 )
 
@@ -227,6 +231,100 @@ class TestKurrentDBClient(unittest.TestCase):
             self.client.get_stream(stream)
         with self.assertRaises(StreamIsDeletedError):
             self.client.delete_stream(stream, current_version=StreamState.ANY)
+
+    def test_a_multi_stream_append_writes_every_stream_at_once(self) -> None:
+        # KurrentDB 25.1's v2 AppendSession: a transfer between two accounts.
+        source, target = fresh_stream("account"), fresh_stream("account")
+        self.client.append_to_stream(
+            source, events=deposit(100), current_version=StreamState.NO_STREAM
+        )
+        withdrawn = NewEvent(
+            type="Withdrawn", data=b'{"amount": 30}', metadata=b'{"transfer": "t-1"}'
+        )
+        deposited = deposit(30)
+        position = self.client.multi_append_to_stream(
+            [
+                NewEvents(stream_name=source, events=[withdrawn], current_version=0),
+                NewEvents(
+                    stream_name=target,
+                    events=[deposited],
+                    current_version=StreamState.NO_STREAM,
+                ),
+            ]
+        )
+        source_events = self.client.get_stream(source)
+        target_events = self.client.get_stream(target)
+        self.assertEqual([e.type for e in source_events], ["Deposited", "Withdrawn"])
+        self.assertEqual(source_events[-1].id, withdrawn.id)
+        self.assertEqual(source_events[-1].data, b'{"amount": 30}')
+        self.assertEqual(json.loads(source_events[-1].metadata), {"transfer": "t-1"})
+        self.assertEqual([e.id for e in target_events], [deposited.id])
+        # Consecutive positions in the order of the streams; the answer is the last one.
+        self.assertEqual(target_events[0].commit_position, position)
+        self.assertLess(source_events[-1].commit_position, position)
+        # Re-sent (the client retries a failed call once): recorded once.
+        again = self.client.multi_append_to_stream(
+            [
+                NewEvents(stream_name=source, events=[withdrawn], current_version=0),
+                NewEvents(
+                    stream_name=target,
+                    events=[deposited],
+                    current_version=StreamState.NO_STREAM,
+                ),
+            ]
+        )
+        self.assertEqual(again, position)
+        self.assertEqual(len(self.client.get_stream(source)), 2)
+        self.assertEqual(len(self.client.get_stream(target)), 1)
+
+    def test_a_multi_stream_append_with_one_stale_stream_writes_nothing(self) -> None:
+        fresh, stale = fresh_stream("account"), fresh_stream("account")
+        self.client.append_to_stream(
+            stale, events=[deposit(1), deposit(2)], current_version=StreamState.NO_STREAM
+        )
+        with self.assertRaises(WrongCurrentVersionError) as refused:
+            self.client.multi_append_to_stream(
+                [
+                    NewEvents(
+                        stream_name=fresh,
+                        events=[deposit(3)],
+                        current_version=StreamState.NO_STREAM,
+                    ),
+                    NewEvents(stream_name=stale, events=[deposit(4)], current_version=0),
+                ]
+            )
+        self.assertEqual(refused.exception.actual_version, 1)
+        self.assertEqual(refused.exception.expected_version, 0)
+        with self.assertRaises(NotFoundError):
+            self.client.get_stream(fresh)
+        self.assertEqual(len(self.client.get_stream(stale)), 2)
+
+    def test_a_multi_stream_append_refuses_what_kurrentdb_refuses(self) -> None:
+        buried, stream = fresh_stream("account"), fresh_stream("account")
+        self.client.append_to_stream(
+            buried, events=deposit(1), current_version=StreamState.NO_STREAM
+        )
+        self.client.tombstone_stream(buried, current_version=StreamState.ANY)
+        with self.assertRaises(StreamTombstonedError):
+            self.client.multi_append_to_stream(
+                NewEvents(stream_name=buried, events=[deposit(2)], current_version=StreamState.ANY)
+            )
+        with self.assertRaises(MultiAppendToSameStreamError):
+            self.client.multi_append_to_stream(
+                [
+                    NewEvents(stream_name=stream, events=[deposit(1)], current_version=StreamState.ANY),
+                    NewEvents(stream_name=stream, events=[deposit(2)], current_version=StreamState.ANY),
+                ]
+            )
+        # The server's per-event limit is 1 MiB (data plus metadata).
+        too_big = NewEvent(type="Blob", data=b"x" * (1024 * 1024 + 1), content_type="application/octet-stream")
+        with self.assertRaises(RecordMaxSizeExceededError) as refused:
+            self.client.multi_append_to_stream(
+                NewEvents(stream_name=stream, events=[too_big], current_version=StreamState.ANY)
+            )
+        self.assertEqual(refused.exception.event_id, too_big.id)
+        with self.assertRaises(NotFoundError):
+            self.client.get_stream(stream)
 
     def test_stream_metadata_is_set_got_back_and_limits_reads(self) -> None:
         stream = fresh_stream("account")

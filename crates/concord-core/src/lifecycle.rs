@@ -218,6 +218,17 @@ pub enum DeleteMode {
     Soft,
     /// Refuse every later append, read and subscription of the stream, forever.
     Tombstone,
+    /// As [`DeleteMode::Tombstone`], but a stream that never had an event is tombstoned
+    /// too instead of not found: KurrentDB's tombstone, which reserves a name for good.
+    /// The gRPC side offers it; the HTTP API keeps its 404.
+    TombstoneName,
+}
+
+impl DeleteMode {
+    /// Whether the stream is refused forever afterwards.
+    pub fn tombstones(self) -> bool {
+        self != DeleteMode::Soft
+    }
 }
 
 /// What a backend does with a delete request, decided by [`plan_delete`].
@@ -238,8 +249,8 @@ pub enum DeletePlan {
 /// Decides a delete of a stream whose last version ever written is `last`.
 ///
 /// A soft delete needs a visible event; a tombstone needs any event ever written (so a
-/// soft-deleted stream can be tombstoned). `expected`, when given, must equal the visible
-/// version.
+/// soft-deleted stream can be tombstoned); a [`DeleteMode::TombstoneName`] needs none.
+/// `expected`, when given, must equal the visible version.
 ///
 /// # Errors
 /// [`StoreError::StreamDeleted`] for a tombstoned stream; [`StoreError::StreamNotFound`]
@@ -256,6 +267,7 @@ pub fn plan_delete(
     let exists = match mode {
         DeleteMode::Soft => visible > Version::NONE,
         DeleteMode::Tombstone => last > Version::NONE,
+        DeleteMode::TombstoneName => true,
     };
     if !exists {
         return Err(StoreError::StreamNotFound(stream.clone()));
@@ -271,13 +283,8 @@ pub fn plan_delete(
         });
     }
     let mut next = lifecycle;
-    match mode {
-        DeleteMode::Soft => next.deleted_through = last,
-        DeleteMode::Tombstone => {
-            next.deleted_through = last;
-            next.tombstoned = true;
-        }
-    }
+    next.deleted_through = last;
+    next.tombstoned = mode.tombstones();
     Ok(DeletePlan::Delete(next))
 }
 
@@ -413,6 +420,38 @@ mod tests {
         };
         assert!(matches!(zero.validate(), Err(StoreError::Invalid(_))));
         assert!(change.validate().is_ok());
+    }
+
+    #[test]
+    fn only_a_name_tombstone_takes_a_stream_that_never_had_an_event() {
+        let none = StreamLifecycle::default();
+        assert!(matches!(
+            plan_delete(&s(), DeleteMode::Tombstone, None, Version(0), none),
+            Err(StoreError::StreamNotFound(_))
+        ));
+        for expected in [None, Some(Version::NONE)] {
+            assert_eq!(
+                plan_delete(&s(), DeleteMode::TombstoneName, expected, Version(0), none).ok(),
+                Some(DeletePlan::Delete(StreamLifecycle {
+                    tombstoned: true,
+                    ..none
+                }))
+            );
+        }
+        assert_eq!(
+            plan_delete(
+                &s(),
+                DeleteMode::TombstoneName,
+                Some(Version(2)),
+                Version(0),
+                none
+            )
+            .ok(),
+            Some(DeletePlan::Conflict {
+                actual: Version(0),
+                first_concurrent: None
+            })
+        );
     }
 
     #[test]

@@ -613,6 +613,19 @@ impl EventStore for MemoryStore {
         tombstoned
     }
 
+    async fn tombstone_stream_name(
+        &self,
+        stream: &StreamName,
+        expected: Option<Version>,
+    ) -> Result<(), StoreError> {
+        let max = self.limits.concurrent_events_max;
+        let tombstoned = self
+            .lock()
+            .delete(stream, DeleteMode::TombstoneName, expected, max);
+        self.signal.touch();
+        tombstoned
+    }
+
     async fn stream_metadata(&self, stream: &StreamName) -> Result<StreamMetadata, StoreError> {
         let state = self.lock();
         state.check_not_tombstoned(stream)?;

@@ -266,6 +266,25 @@ pub trait EventStore: Send + Sync + fmt::Debug + 'static {
         })
     }
 
+    /// KurrentDB's tombstone: as [`Self::tombstone_stream`], but a stream that never had an
+    /// event is tombstoned too (its name refused forever from now on) instead of not found.
+    /// The gRPC side offers it, because KurrentDB's clients rely on it; the HTTP API keeps
+    /// [`Self::tombstone_stream`]'s 404.
+    ///
+    /// # Errors
+    /// As [`Self::tombstone_stream`], except [`StoreError::StreamNotFound`].
+    async fn tombstone_stream_name(
+        &self,
+        stream: &StreamName,
+        expected: Option<Version>,
+    ) -> Result<(), StoreError> {
+        let _ = (stream, expected);
+        Err(StoreError::Unsupported {
+            backend: self.backend(),
+            operation: "tombstone_stream_name",
+        })
+    }
+
     /// The stream's retention settings ([`StreamMetadata::NONE`] when none is stored; a
     /// stream need not exist to have some).
     ///

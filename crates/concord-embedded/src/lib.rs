@@ -662,17 +662,7 @@ impl EventStore for EmbeddedStore {
         stream: &StreamName,
         expected: Option<Version>,
     ) -> Result<(), StoreError> {
-        let deleted = self
-            .lifecycle(LifecycleOp::Delete {
-                stream: stream.clone(),
-                mode: DeleteMode::Soft,
-                expected,
-            })
-            .await
-            .map(|_| ());
-        // Stream subscriptions waiting for new events read again (see `HeadSignal::touch`).
-        self.signal.touch();
-        deleted
+        self.delete(stream, DeleteMode::Soft, expected).await
     }
 
     async fn tombstone_stream(
@@ -680,17 +670,16 @@ impl EventStore for EmbeddedStore {
         stream: &StreamName,
         expected: Option<Version>,
     ) -> Result<(), StoreError> {
-        let deleted = self
-            .lifecycle(LifecycleOp::Delete {
-                stream: stream.clone(),
-                mode: DeleteMode::Tombstone,
-                expected,
-            })
+        self.delete(stream, DeleteMode::Tombstone, expected).await
+    }
+
+    async fn tombstone_stream_name(
+        &self,
+        stream: &StreamName,
+        expected: Option<Version>,
+    ) -> Result<(), StoreError> {
+        self.delete(stream, DeleteMode::TombstoneName, expected)
             .await
-            .map(|_| ());
-        // Stream subscriptions waiting for new events read again (see `HeadSignal::touch`).
-        self.signal.touch();
-        deleted
     }
 
     async fn stream_metadata(&self, stream: &StreamName) -> Result<StreamMetadata, StoreError> {
@@ -736,6 +725,26 @@ impl EventStore for EmbeddedStore {
 }
 
 impl EmbeddedStore {
+    /// A soft delete or a tombstone, then a touch of the head signal: stream
+    /// subscriptions waiting for new events read again (see `HeadSignal::touch`).
+    async fn delete(
+        &self,
+        stream: &StreamName,
+        mode: DeleteMode,
+        expected: Option<Version>,
+    ) -> Result<(), StoreError> {
+        let deleted = self
+            .lifecycle(LifecycleOp::Delete {
+                stream: stream.clone(),
+                mode,
+                expected,
+            })
+            .await
+            .map(|_| ());
+        self.signal.touch();
+        deleted
+    }
+
     /// Sends a lifecycle operation to the writer and waits for its answer.
     async fn lifecycle(&self, op: LifecycleOp) -> Result<LifecycleAnswer, StoreError> {
         if let Some(reason) = self.poison.get() {

@@ -89,10 +89,14 @@ pub(crate) fn read_stream(
     let tx = conn
         .unchecked_transaction()
         .map_err(EmbeddedError::sqlite("cannot read a stream"))?;
+    // The lifecycle first: a stream tombstoned before it had an event has no id.
+    let row = lifecycle_row(&tx, stream.as_str())?;
     let Some(id) = stream_id(&tx, stream)? else {
+        if row.lifecycle.tombstoned {
+            return Err(EmbeddedError::StreamDeleted(stream.clone()));
+        }
         return Ok(Vec::new());
     };
-    let row = lifecycle_row(&tx, stream.as_str())?;
     if row == LifecycleRow::default() {
         return stream_events(&tx, &index, stream, id, from, direction, limit, head);
     }
@@ -149,10 +153,14 @@ pub(crate) fn stream_version(
     let tx = conn
         .unchecked_transaction()
         .map_err(EmbeddedError::sqlite("cannot read a stream's version"))?;
+    // The lifecycle first: a stream tombstoned before it had an event has no id.
+    let row = lifecycle_row(&tx, stream.as_str())?;
     let Some(id) = stream_id(&tx, stream)? else {
+        if row.lifecycle.tombstoned {
+            return Err(EmbeddedError::StreamDeleted(stream.clone()));
+        }
         return Ok(Version::NONE);
     };
-    let row = lifecycle_row(&tx, stream.as_str())?;
     if row.lifecycle.tombstoned {
         return Err(EmbeddedError::StreamDeleted(stream.clone()));
     }

@@ -1,5 +1,6 @@
-//! One place for the protocol's error shapes: a gRPC status for calls that fail, and the
-//! `google.rpc.Status` with a packed detail that BatchAppend answers per request. The
+//! One place for the protocol's error shapes: a gRPC status for calls that fail, the
+//! `google.rpc.Status` with a packed detail that BatchAppend answers per request, and the
+//! v2 AppendSession's statuses with their details in `grpc-status-details-bin`. The
 //! clients key on these codes, messages, trailers and detail type names.
 
 use concord_core::{ExpectedVersion, StoreError};
@@ -290,5 +291,128 @@ pub(crate) fn batch_error(e: &GrpcError) -> rpc::Status {
             "event_store.client.Unknown",
             &shared::Unknown {},
         ),
+    }
+}
+
+/// Why a v2 AppendSession failed, in the shapes its clients unpack into their own errors
+/// (kurrentdbclient: `WrongCurrentVersionError`, `StreamTombstonedError`,
+/// `RecordMaxSizeExceededError`, `TransactionMaxSizeExceededError`,
+/// `MultiAppendToSameStreamError`).
+#[derive(Debug)]
+pub(crate) enum SessionError {
+    /// A part's expected revision did not hold (FAILED_PRECONDITION).
+    Revision {
+        stream: String,
+        expected: i64,
+        actual: i64,
+    },
+    /// A part names a tombstoned stream (FAILED_PRECONDITION).
+    Tombstoned(String),
+    /// One record is over the per-event limit (INVALID_ARGUMENT).
+    RecordTooLarge {
+        stream: String,
+        record_id: String,
+        size: usize,
+        max: usize,
+    },
+    /// The session is over the per-request limit (ABORTED).
+    TransactionTooLarge { size: usize, max: usize },
+    /// The session names a stream twice (ABORTED).
+    StreamTwice(String),
+    /// The client ended the call without a part (FAILED_PRECONDITION).
+    NoRequests,
+    /// Anything else, as for the v1 calls.
+    Other(GrpcError),
+}
+
+impl From<GrpcError> for SessionError {
+    fn from(e: GrpcError) -> Self {
+        SessionError::Other(e)
+    }
+}
+
+impl SessionError {
+    /// The first stale part of a multi-stream append.
+    pub(crate) fn conflict(c: &concord_core::Conflict) -> Self {
+        SessionError::Revision {
+            stream: c.stream.to_string(),
+            expected: crate::session::expected_revision(c.expected),
+            actual: crate::session::revision(c.actual),
+        }
+    }
+}
+
+/// A status whose `grpc-status-details-bin` holds a `google.rpc.Status` with the same code
+/// and message (grpcio's `rpc_status.from_call` refuses any other) and one packed detail.
+fn rich(code: Code, message: String, type_name: &str, detail: &impl Message) -> Status {
+    let details = packed(code as i32, &message, type_name, detail).encode_to_vec();
+    Status::with_details(code, message, details.into())
+}
+
+impl From<SessionError> for Status {
+    fn from(e: SessionError) -> Self {
+        use crate::proto::kurrentdb::protocol::v2::streams::errors as v2;
+        const DETAILS: &str = "kurrentdb.protocol.v2.streams.errors";
+        match e {
+            SessionError::Revision {
+                stream,
+                expected,
+                actual,
+            } => rich(
+                Code::FailedPrecondition,
+                format!(
+                    "Append failed due to a revision conflict on stream '{stream}'. Expected revision: {expected}. Actual revision: {actual}."
+                ),
+                &format!("{DETAILS}.StreamRevisionConflictErrorDetails"),
+                &v2::StreamRevisionConflictErrorDetails {
+                    stream,
+                    expected_revision: expected,
+                    actual_revision: actual,
+                },
+            ),
+            SessionError::Tombstoned(stream) => rich(
+                Code::FailedPrecondition,
+                format!("Stream '{stream}' is tombstoned."),
+                &format!("{DETAILS}.StreamTombstonedErrorDetails"),
+                &v2::StreamTombstonedErrorDetails { stream },
+            ),
+            SessionError::RecordTooLarge {
+                stream,
+                record_id,
+                size,
+                max,
+            } => rich(
+                Code::InvalidArgument,
+                format!(
+                    "Record {record_id} of stream '{stream}' is {size} bytes, over the maximum of {max}."
+                ),
+                &format!("{DETAILS}.AppendRecordSizeExceededErrorDetails"),
+                &v2::AppendRecordSizeExceededErrorDetails {
+                    stream,
+                    record_id,
+                    size: i32::try_from(size).unwrap_or(i32::MAX),
+                    max_size: i32::try_from(max).unwrap_or(i32::MAX),
+                },
+            ),
+            SessionError::TransactionTooLarge { size, max } => rich(
+                Code::Aborted,
+                format!("The append session is over {max} bytes (at least {size})."),
+                &format!("{DETAILS}.AppendTransactionSizeExceededErrorDetails"),
+                &v2::AppendTransactionSizeExceededErrorDetails {
+                    size: i32::try_from(size).unwrap_or(i32::MAX),
+                    max_size: i32::try_from(max).unwrap_or(i32::MAX),
+                },
+            ),
+            SessionError::StreamTwice(stream) => rich(
+                Code::Aborted,
+                format!("Stream '{stream}' is already in this append session."),
+                &format!("{DETAILS}.StreamAlreadyInAppendSessionErrorDetails"),
+                &v2::StreamAlreadyInAppendSessionErrorDetails { stream },
+            ),
+            SessionError::NoRequests => {
+                Status::failed_precondition("An append session needs at least one append request.")
+            }
+            SessionError::Other(e) => e.into(),
+        }
     }
 }

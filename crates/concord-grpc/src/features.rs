@@ -47,6 +47,11 @@ impl ServerFeatures for Features {
                 method(streams, "read", &["position", "events"]),
                 method(streams, "append", &[]),
                 method(streams, "batchappend", &["deadline_duration"]),
+                method(
+                    "kurrentdb.protocol.v2.streams.streamsservice",
+                    "appendsession",
+                    &[],
+                ),
                 method("event_store.client.gossip.gossip", "read", &[]),
                 method(
                     "event_store.client.server_features.serverfeatures",

@@ -14,6 +14,8 @@
 //!   `metastream`) is its retention settings.
 //! - PersistentSubscriptions (in `persistent`): Create, Update, Delete, Read, GetInfo, List,
 //!   ReplayParked, RestartSubsystem, each a consumer group of `concord-groups`.
+//! - The v2 StreamsService's `AppendSession` (in `session`): KurrentDB 25.1's multi-stream
+//!   append, one `append_multi`.
 //! - ServerFeatures, Gossip (one leader node).
 //!
 //! The mapping (revision = version − 1, commit = prepare = position, custom metadata,
@@ -31,6 +33,7 @@ mod filter;
 mod metastream;
 mod persistent;
 mod read;
+mod session;
 mod streams;
 
 #[allow(
@@ -71,6 +74,30 @@ pub mod proto {
                     env!("OUT_DIR"),
                     "/event_store.client.persistent_subscriptions.rs"
                 ));
+            }
+        }
+    }
+    /// Packages `kurrentdb.protocol.v2.*`.
+    pub mod kurrentdb {
+        /// Package `kurrentdb.protocol`.
+        pub mod protocol {
+            /// Package `kurrentdb.protocol.v2`.
+            pub mod v2 {
+                /// Package `kurrentdb.protocol.v2.streams`: the v2 StreamsService.
+                pub mod streams {
+                    include!(concat!(
+                        env!("OUT_DIR"),
+                        "/kurrentdb.protocol.v2.streams.rs"
+                    ));
+                    /// Package `kurrentdb.protocol.v2.streams.errors`: the details of a
+                    /// failed v2 append.
+                    pub mod errors {
+                        include!(concat!(
+                            env!("OUT_DIR"),
+                            "/kurrentdb.protocol.v2.streams.errors.rs"
+                        ));
+                    }
+                }
             }
         }
     }
@@ -134,12 +161,20 @@ pub fn routes(store: Arc<dyn EventStore>, config: GrpcConfig) -> tonic::service:
         server_features::server_features_server::ServerFeaturesServer,
         streams::streams_server::StreamsServer,
     };
+    use proto::kurrentdb::protocol::v2::streams::streams_service_server::StreamsServiceServer;
     let groups = Arc::clone(&config.groups);
     let config = Arc::new(config);
+    let sessions = StreamsServiceServer::new(session::SessionService::new(
+        Arc::clone(&store),
+        Arc::clone(&config),
+    ))
+    .max_decoding_message_size(MESSAGE_BYTES_MAX)
+    .max_encoding_message_size(MESSAGE_BYTES_MAX);
     let streams = StreamsServer::new(streams::StreamsService::new(store, Arc::clone(&config)))
         .max_decoding_message_size(MESSAGE_BYTES_MAX)
         .max_encoding_message_size(MESSAGE_BYTES_MAX);
     tonic::service::Routes::new(streams)
+        .add_service(sessions)
         .add_service(ServerFeaturesServer::new(features::Features))
         .add_service(GossipServer::new(features::GossipService::new(
             config.advertised,

@@ -287,7 +287,8 @@ async fn remove(
     let stream = convert::stream_name(options.stream_identifier.as_ref())?;
     caller.check(service.config.gate.as_ref(), Action::Write(stream.as_str()))?;
     // The store compares an expectation with the visible version; any and stream_exists
-    // need no number (a delete of a stream without events is not found either way).
+    // need no number (a soft delete of a stream without events is not found either way; a
+    // tombstone of one goes ahead unless it expected the stream to exist).
     let expected = match options.expected_stream_revision {
         Some(E::Revision(r)) => Some(Version(r.checked_add(1).ok_or_else(|| {
             GrpcError::Invalid(format!("revision {r} is beyond the largest version"))
@@ -296,7 +297,12 @@ async fn remove(
         Some(E::Any(_) | E::StreamExists(_)) | None => None,
     };
     let store = service.store.as_ref();
-    if tombstone {
+    let exists_expected = matches!(options.expected_stream_revision, Some(E::StreamExists(_)));
+    if tombstone && !exists_expected {
+        // KurrentDB's tombstone: a stream that never had an event is tombstoned too (its
+        // name refused from now on), where the HTTP API answers 404.
+        store.tombstone_stream_name(&stream, expected).await?;
+    } else if tombstone {
         store.tombstone_stream(&stream, expected).await?;
     } else {
         store.delete_stream(&stream, expected).await?;

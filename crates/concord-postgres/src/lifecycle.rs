@@ -176,11 +176,16 @@ impl PostgresStore {
             .unwrap_or_default();
         match plan_delete(stream, mode, expected, stored.last, stored.lifecycle)? {
             DeletePlan::Delete(next) => {
+                // A stream that never had an event may be tombstoned (KurrentDB allows it):
+                // its row is made then, as retention settings make one.
                 let updated = tx
                     .execute(
                         &format!(
-                            "UPDATE {s}.concord_streams SET deleted_through = $2, tombstoned = $3 \
-                             WHERE stream = $1"
+                            "INSERT INTO {s}.concord_streams (stream, version, last_position, \
+                             deleted_through, tombstoned) VALUES ($1, 0, 0, $2, $3) \
+                             ON CONFLICT (stream) DO UPDATE SET \
+                             deleted_through = excluded.deleted_through, \
+                             tombstoned = excluded.tombstoned"
                         ),
                         &[
                             &stream.as_str(),
@@ -192,7 +197,7 @@ impl PostgresStore {
                     .map_err(|e| self.db(e))?;
                 if updated != 1 {
                     return Err(StoreError::Corrupted(format!(
-                        "concord_streams has no row for {stream}, which has events"
+                        "concord_streams could not take the deletion of {stream}"
                     )));
                 }
                 tx.commit().await.map_err(|e| self.db(e))?;

@@ -463,6 +463,15 @@ impl EventStore for PostgresStore {
         self.delete(stream, DeleteMode::Tombstone, expected).await
     }
 
+    async fn tombstone_stream_name(
+        &self,
+        stream: &StreamName,
+        expected: Option<Version>,
+    ) -> Result<(), StoreError> {
+        self.delete(stream, DeleteMode::TombstoneName, expected)
+            .await
+    }
+
     async fn stream_metadata(&self, stream: &StreamName) -> Result<StreamMetadata, StoreError> {
         self.metadata(stream).await
     }

@@ -11,7 +11,7 @@
 --
 -- Numbers are Lua doubles: versions and positions are exact up to 2^53.
 
-local LIBRARY_VERSION = 8
+local LIBRARY_VERSION = 9
 
 -- Arguments per event: id, type, data, metadata, tags, content type.
 local EVENT_ARGS = 6
@@ -596,7 +596,9 @@ local function delete(keys, args)
   end
   local last = stream_version(stream_key, lc)
   local visible = visible_version(lc, last)
-  if (mode == 'soft' and visible == 0) or last == 0 then
+  -- A soft delete needs a visible event, a tombstone any event ever written;
+  -- 'tombstone_name' (KurrentDB's tombstone) takes a stream that never had one.
+  if (mode == 'soft' and visible == 0) or (mode == 'tombstone' and last == 0) then
     return {'not_found'}
   end
   if expected >= 0 and expected ~= visible then
@@ -613,7 +615,7 @@ local function delete(keys, args)
   end
   lc = lc or {deleted = 0, tombstoned = false, max_count = 0, max_age = 0, truncate = 0, erased = 0}
   lc.deleted = last
-  if mode == 'tombstone' then
+  if mode ~= 'soft' then
     lc.tombstoned = true
   end
   redis.call('HSET', lifecycle_key, stream, lifecycle_text(lc))

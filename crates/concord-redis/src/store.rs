@@ -36,7 +36,7 @@ mod lifecycle;
 pub const LIBRARY_SOURCE: &str = include_str!("concord.lua");
 
 /// The version of the library this build loads (the `LIBRARY_VERSION` in its source).
-pub const LIBRARY_VERSION: i64 = 8;
+pub const LIBRARY_VERSION: i64 = 9;
 
 /// The name of the append function in this library version (single and multi-stream
 /// appends, with or without a condition).
@@ -1414,6 +1414,15 @@ impl EventStore for RedisStore {
         expected: Option<Version>,
     ) -> Result<(), StoreError> {
         self.delete(stream, DeleteMode::Tombstone, expected).await
+    }
+
+    async fn tombstone_stream_name(
+        &self,
+        stream: &StreamName,
+        expected: Option<Version>,
+    ) -> Result<(), StoreError> {
+        self.delete(stream, DeleteMode::TombstoneName, expected)
+            .await
     }
 
     async fn stream_metadata(&self, stream: &StreamName) -> Result<StreamMetadata, StoreError> {

@@ -352,6 +352,38 @@ async fn the_official_client_runs_unchanged(addr: &str) {
         matches!(missing, Err(Error::ResourceNotFound)),
         "{missing:?}"
     );
+
+    // As in KurrentDB, a stream that never existed may be tombstoned, expecting any or no
+    // stream, and is then deleted for good; expecting it to exist, it is not found.
+    for (never, state) in [
+        ("account-never-any", StreamState::Any),
+        ("account-never-none", StreamState::NoStream),
+    ] {
+        within(
+            "tombstone a stream that never existed",
+            client.tombstone_stream(
+                never,
+                &TombstoneStreamOptions::default().stream_state(state),
+            ),
+        )
+        .await
+        .unwrap();
+        let append = within(
+            "append to it",
+            client.append_to_stream(never, &AppendToStreamOptions::default(), deposit(1)),
+        )
+        .await;
+        assert!(matches!(append, Err(Error::ResourceDeleted)), "{append:?}");
+    }
+    let exists = within(
+        "tombstone a missing stream expected to exist",
+        client.tombstone_stream(
+            "account-never-exists",
+            &TombstoneStreamOptions::default().stream_state(StreamState::StreamExists),
+        ),
+    )
+    .await;
+    assert!(matches!(exists, Err(Error::ResourceNotFound)), "{exists:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -207,6 +207,7 @@ impl RedisStore {
             .arg(match mode {
                 DeleteMode::Soft => "soft",
                 DeleteMode::Tombstone => "tombstone",
+                DeleteMode::TombstoneName => "tombstone_name",
             })
             .arg(expected.map_or(-1, |v| i64::try_from(v.get()).unwrap_or(i64::MAX)))
             .arg(self.inner.options.limits.concurrent_events_max);

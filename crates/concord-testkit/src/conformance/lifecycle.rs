@@ -129,6 +129,69 @@ pub async fn deleting_a_stream_without_events_is_not_found(store: Arc<dyn EventS
     ));
 }
 
+/// KurrentDB's tombstone (`tombstone_stream_name`) takes a stream that never had an event,
+/// with the expectation "any" or "no stream" (another number is a conflict); every later
+/// append, read, delete or metadata change of that name is refused, and it is not listed.
+pub async fn a_name_tombstone_takes_a_stream_that_never_had_an_event(store: Arc<dyn EventStore>) {
+    let never = stream("customer-7");
+    if store.backend() == "http" {
+        // The HTTP API keeps its 404 for a stream without events: only the gRPC side offers
+        // KurrentDB's tombstone.
+        assert!(matches!(
+            store.tombstone_stream_name(&never, None).await,
+            Err(StoreError::Unsupported { .. })
+        ));
+        return;
+    }
+    assert!(matches!(
+        store.tombstone_stream_name(&never, Some(Version(2))).await,
+        Err(StoreError::Conflict(c)) if c.actual == Version::NONE
+    ));
+    store.tombstone_stream_name(&never, None).await.unwrap();
+    let none = stream("customer-8");
+    store
+        .tombstone_stream_name(&none, Some(Version::NONE))
+        .await
+        .unwrap();
+    for s in [&never, &none] {
+        assert!(matches!(
+            store.append(AppendRequest::new(s.clone(), ExpectedVersion::Any, deposits(1))).await,
+            Err(StoreError::StreamDeleted(n)) if &n == s
+        ));
+        assert!(matches!(
+            store
+                .read_stream(s, Version(1), Direction::Forward, 10)
+                .await,
+            Err(StoreError::StreamDeleted(_))
+        ));
+        assert!(matches!(
+            store.stream_version(s).await,
+            Err(StoreError::StreamDeleted(_))
+        ));
+        assert!(matches!(
+            store.tombstone_stream_name(s, None).await,
+            Err(StoreError::StreamDeleted(_))
+        ));
+        assert!(matches!(
+            store.tombstone_stream(s, None).await,
+            Err(StoreError::StreamDeleted(_))
+        ));
+    }
+    let listed = store.list_streams("customer-", None, 100).await.unwrap();
+    assert!(listed.is_empty(), "{listed:?}");
+    // A stream with events is tombstoned by it as by `tombstone_stream`.
+    let lived = stream("customer-9");
+    seed(&store, &lived, 2).await;
+    store
+        .tombstone_stream_name(&lived, Some(Version(2)))
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.stream_version(&lived).await,
+        Err(StoreError::StreamDeleted(_))
+    ));
+}
+
 /// A delete with a stale expected version is a conflict with the missed events, as for an
 /// append, and deletes nothing.
 pub async fn a_stale_expected_version_on_delete_conflicts_with_the_missed_events(
@@ -575,6 +638,7 @@ macro_rules! lifecycle_suite {
             soft_delete_hides_the_stream_from_reads_and_listings,
             an_append_recreates_a_soft_deleted_stream_and_versions_are_never_reused,
             deleting_a_stream_without_events_is_not_found,
+            a_name_tombstone_takes_a_stream_that_never_had_an_event,
             a_stale_expected_version_on_delete_conflicts_with_the_missed_events,
             a_tombstoned_stream_refuses_every_later_use,
             a_soft_deleted_stream_can_be_tombstoned,
