@@ -44,6 +44,7 @@ mod append;
 pub mod doc;
 mod error;
 mod event;
+mod import;
 mod lifecycle;
 mod memory;
 mod multi;
@@ -69,6 +70,7 @@ pub use error::{
 pub use event::{
     EventId, JSON_DEPTH_MAX, Json, NewEvent, RecordedAt, RecordedEvent, TAGS_PER_EVENT_MAX,
 };
+pub use import::{IMPORT_EVENTS_MAX, StreamImport, plan_import, plan_stream_import};
 pub use lifecycle::{
     DeleteMode, DeletePlan, MetadataChange, ScavengeReport, StreamLifecycle, StreamMetadata,
     check_hidden_ids, plan_delete,

@@ -332,6 +332,29 @@ pub trait EventStore: Send + Sync + fmt::Debug + 'static {
             .await
     }
 
+    /// Writes `events`, recorded by another store, exactly as they are: ids, streams,
+    /// versions, positions, types, tags, data, metadata and recorded times (what `concord
+    /// copy` writes with). All of them or none. The rules ([`crate::plan_import`],
+    /// [`crate::plan_stream_import`]): positions grow and start above the head (holes a
+    /// source's scavenge left stay holes); a stream's events are consecutive versions that
+    /// continue its last version, or start a stream without events anywhere (the versions
+    /// before are then erased, as a scavenge leaves them). Subscribers see the events as
+    /// they see appends.
+    ///
+    /// The provided implementation refuses: a backend that cannot import.
+    ///
+    /// # Errors
+    /// [`StoreError::Invalid`] for a batch that breaks a rule or an event id already in its
+    /// stream; [`StoreError::StreamDeleted`] for a tombstoned stream;
+    /// [`StoreError::TooLarge`]; backend failures.
+    async fn import(&self, events: Vec<RecordedEvent>) -> Result<(), StoreError> {
+        let _ = events;
+        Err(StoreError::Unsupported {
+            backend: self.backend(),
+            operation: "import",
+        })
+    }
+
     /// Erases every event that deletes, tombstones and retention hide: from streams, the
     /// global log, queries, conditions, indexes and subscriptions, so that their bytes are
     /// not in the store's storage afterwards. Positions of the other events never change;

@@ -33,6 +33,7 @@
 
 mod config;
 mod error;
+mod import;
 mod lifecycle;
 mod matching;
 mod rows;

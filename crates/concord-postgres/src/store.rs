@@ -472,6 +472,10 @@ impl EventStore for PostgresStore {
             .await
     }
 
+    async fn import(&self, events: Vec<RecordedEvent>) -> Result<(), StoreError> {
+        self.import_events(events).await
+    }
+
     async fn stream_metadata(&self, stream: &StreamName) -> Result<StreamMetadata, StoreError> {
         self.metadata(stream).await
     }

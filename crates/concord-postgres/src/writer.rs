@@ -604,96 +604,108 @@ impl Writer {
         events: &[RecordedEvent],
         end: Position,
     ) -> Result<(), BatchError> {
-        let s = &self.schema;
-        let positions: Vec<i64> = events.iter().map(|e| bound(e.position.get())).collect();
-        let streams: Vec<&str> = events.iter().map(|e| e.stream.as_str()).collect();
-        let categories: Vec<String> = events
-            .iter()
-            .map(|e| e.stream.category().as_str().to_owned())
-            .collect();
-        let versions: Vec<i64> = events.iter().map(|e| bound(e.version.get())).collect();
-        let ids: Vec<uuid::Uuid> = events.iter().map(|e| *e.id.as_uuid()).collect();
-        let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
-        let content_types: Vec<Option<&str>> = events
-            .iter()
-            .map(|e| e.data.bytes_content_type().map(|c| c.as_str()))
-            .collect();
-        let data: Vec<&[u8]> = events.iter().map(|e| e.data.as_bytes()).collect();
-        let metadata: Vec<&str> = events.iter().map(|e| e.metadata.as_str()).collect();
-        let tags: Vec<String> = events
-            .iter()
-            .map(|e| {
-                e.tags
-                    .iter()
-                    .map(|t| t.as_str())
-                    .collect::<Vec<_>>()
-                    .join(&TAG_SEPARATOR.to_string())
-            })
-            .collect();
-        let recorded: Vec<i64> = events
-            .iter()
-            .map(|e| bound(e.recorded_at.as_millis()))
-            .collect();
-        // The stream index: each stream's last event in this batch.
-        let mut last: HashMap<&str, (i64, i64)> = HashMap::new();
-        for e in events {
-            last.insert(
-                e.stream.as_str(),
-                (bound(e.version.get()), bound(e.position.get())),
-            );
-        }
-        let (index_streams, (index_versions, index_positions)): (Vec<&str>, (Vec<i64>, Vec<i64>)) =
-            last.into_iter().unzip();
-        let insert_sql = format!(
-            "INSERT INTO {s}.concord_events (position, stream, category, version, event_id, \
-             event_type, content_type, data, metadata, tags, recorded_at) \
-             SELECT p, st, c, v, id, t, ct, d, m, string_to_array(tg, E'\\x1f'), ra FROM unnest(\
-             $1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::uuid[], $6::text[], \
-             $7::text[], $8::bytea[], $9::text[], $10::text[], $11::bigint[]) \
-             AS x(p, st, c, v, id, t, ct, d, m, tg, ra)"
-        );
-        let index_sql = format!(
-            "INSERT INTO {s}.concord_streams (stream, version, last_position) \
-             SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[]) \
-             ON CONFLICT (stream) DO UPDATE SET version = excluded.version, \
-             last_position = excluded.last_position"
-        );
-        let head_sql = format!("UPDATE {s}.concord_head SET position = $1 WHERE id = 1");
-        let (insert, index, head, notify) = tokio::try_join!(
-            tx.prepare_cached(&insert_sql),
-            tx.prepare_cached(&index_sql),
-            tx.prepare_cached(&head_sql),
-            tx.prepare_cached("SELECT pg_notify($1, $2)"),
-        )
-        .map_err(|e| self.db(e))?;
-        let end_i = bound(end.get());
-        let end_text = end.get().to_string();
-        let insert_params: [&(dyn ToSql + Sync); 11] = [
-            &positions,
-            &streams,
-            &categories,
-            &versions,
-            &ids,
-            &types,
-            &content_types,
-            &data,
-            &metadata,
-            &tags,
-            &recorded,
-        ];
-        let index_params: [&(dyn ToSql + Sync); 3] =
-            [&index_streams, &index_versions, &index_positions];
-        let head_params: [&(dyn ToSql + Sync); 1] = [&end_i];
-        let notify_params: [&(dyn ToSql + Sync); 2] = [&self.channel, &end_text];
-        tokio::try_join!(
-            tx.execute(&insert, &insert_params),
-            tx.execute(&index, &index_params),
-            tx.execute(&head, &head_params),
-            tx.execute(&notify, &notify_params),
-        )
-        .map_err(|e| self.db(e))?;
-        Ok(())
+        insert_rows(tx, &self.schema, &self.channel, events, end)
+            .await
+            .map_err(|e| self.db(e))
     }
+}
+
+/// Writes `events` as they are (their positions, versions and recorded times), moves each
+/// stream's row and the head row to `end`, and notifies `channel`: the rows of an append
+/// batch, and of an import.
+pub(crate) async fn insert_rows(
+    tx: &deadpool_postgres::Transaction<'_>,
+    s: &str,
+    channel: &str,
+    events: &[RecordedEvent],
+    end: Position,
+) -> Result<(), tokio_postgres::Error> {
+    let positions: Vec<i64> = events.iter().map(|e| bound(e.position.get())).collect();
+    let streams: Vec<&str> = events.iter().map(|e| e.stream.as_str()).collect();
+    let categories: Vec<String> = events
+        .iter()
+        .map(|e| e.stream.category().as_str().to_owned())
+        .collect();
+    let versions: Vec<i64> = events.iter().map(|e| bound(e.version.get())).collect();
+    let ids: Vec<uuid::Uuid> = events.iter().map(|e| *e.id.as_uuid()).collect();
+    let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
+    let content_types: Vec<Option<&str>> = events
+        .iter()
+        .map(|e| e.data.bytes_content_type().map(|c| c.as_str()))
+        .collect();
+    let data: Vec<&[u8]> = events.iter().map(|e| e.data.as_bytes()).collect();
+    let metadata: Vec<&str> = events.iter().map(|e| e.metadata.as_str()).collect();
+    let tags: Vec<String> = events
+        .iter()
+        .map(|e| {
+            e.tags
+                .iter()
+                .map(|t| t.as_str())
+                .collect::<Vec<_>>()
+                .join(&TAG_SEPARATOR.to_string())
+        })
+        .collect();
+    let recorded: Vec<i64> = events
+        .iter()
+        .map(|e| bound(e.recorded_at.as_millis()))
+        .collect();
+    // The stream index: each stream's last event in this batch.
+    let mut last: HashMap<&str, (i64, i64)> = HashMap::new();
+    for e in events {
+        last.insert(
+            e.stream.as_str(),
+            (bound(e.version.get()), bound(e.position.get())),
+        );
+    }
+    let (index_streams, (index_versions, index_positions)): (Vec<&str>, (Vec<i64>, Vec<i64>)) =
+        last.into_iter().unzip();
+    let insert_sql = format!(
+        "INSERT INTO {s}.concord_events (position, stream, category, version, event_id, \
+         event_type, content_type, data, metadata, tags, recorded_at) \
+         SELECT p, st, c, v, id, t, ct, d, m, string_to_array(tg, E'\\x1f'), ra FROM unnest(\
+         $1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::uuid[], $6::text[], \
+         $7::text[], $8::bytea[], $9::text[], $10::text[], $11::bigint[]) \
+         AS x(p, st, c, v, id, t, ct, d, m, tg, ra)"
+    );
+    let index_sql = format!(
+        "INSERT INTO {s}.concord_streams (stream, version, last_position) \
+         SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[]) \
+         ON CONFLICT (stream) DO UPDATE SET version = excluded.version, \
+         last_position = excluded.last_position"
+    );
+    let head_sql = format!("UPDATE {s}.concord_head SET position = $1 WHERE id = 1");
+    let (insert, index, head, notify) = tokio::try_join!(
+        tx.prepare_cached(&insert_sql),
+        tx.prepare_cached(&index_sql),
+        tx.prepare_cached(&head_sql),
+        tx.prepare_cached("SELECT pg_notify($1, $2)"),
+    )?;
+    let end_i = bound(end.get());
+    let end_text = end.get().to_string();
+    let insert_params: [&(dyn ToSql + Sync); 11] = [
+        &positions,
+        &streams,
+        &categories,
+        &versions,
+        &ids,
+        &types,
+        &content_types,
+        &data,
+        &metadata,
+        &tags,
+        &recorded,
+    ];
+    let index_params: [&(dyn ToSql + Sync); 3] =
+        [&index_streams, &index_versions, &index_positions];
+    let head_params: [&(dyn ToSql + Sync); 1] = [&end_i];
+    let notify_params: [&(dyn ToSql + Sync); 2] = [&channel, &end_text];
+    tokio::try_join!(
+        tx.execute(&insert, &insert_params),
+        tx.execute(&index, &index_params),
+        tx.execute(&head, &head_params),
+        tx.execute(&notify, &notify_params),
+    )?;
+    Ok(())
 }
 
 /// A conflict whose concurrent events are still to be read.

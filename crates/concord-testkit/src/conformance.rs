@@ -35,6 +35,8 @@ mod payloads;
 pub use payloads::*;
 mod lifecycle;
 pub use lifecycle::*;
+mod import;
+pub use import::*;
 
 // ---------------------------------------------------------------------------------------
 // Helpers
