@@ -93,9 +93,8 @@ pub fn plan_import(
                 e.id, e.stream
             )));
         }
-        match index.get(&e.stream) {
-            Some(&i) => {
-                let s = &mut streams[i];
+        match index.get(&e.stream).and_then(|&i| streams.get_mut(i)) {
+            Some(s) => {
                 if e.version != s.last.next() {
                     return Err(invalid(format!(
                         "stream {} goes from version {} to {}: an import writes a stream's versions one after another",

@@ -714,6 +714,12 @@ impl EventStore for EmbeddedStore {
         }
     }
 
+    async fn import(&self, events: Vec<RecordedEvent>) -> Result<(), StoreError> {
+        self.lifecycle(LifecycleOp::Import(events))
+            .await
+            .map(|_| ())
+    }
+
     async fn scavenge(&self) -> Result<ScavengeReport, StoreError> {
         match self.lifecycle(LifecycleOp::Scavenge).await? {
             LifecycleAnswer::Scavenged(report) => Ok(report),

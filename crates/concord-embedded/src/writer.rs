@@ -48,6 +48,7 @@ use crate::schema::{LifecycleRow, StreamState, TAG_SEPARATOR};
 use crate::stream_index::StreamIndex;
 use crate::syncer::{Committed, SyncJob};
 
+mod import;
 mod lifecycle;
 
 /// The most events one batch takes before it commits (a batch always takes at least one
@@ -304,6 +305,8 @@ pub(crate) enum LifecycleOp {
         change: MetadataChange,
     },
     Scavenge,
+    /// Write events recorded by another store as they are (`EventStore::import`).
+    Import(Vec<RecordedEvent>),
 }
 
 /// What a [`LifecycleOp`] answers.

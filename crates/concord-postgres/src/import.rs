@@ -50,7 +50,11 @@ impl PostgresStore {
             .await
             .and_then(|r| r.try_get(0))
             .map_err(|e| self.db(e))?;
-        plan_import(&events, Position(u64::try_from(head).unwrap_or(0)), self.limits())?;
+        plan_import(
+            &events,
+            Position(u64::try_from(head).unwrap_or(0)),
+            self.limits(),
+        )?;
         let mut erased: Vec<(&StreamImport, Version)> = Vec::new();
         for import in &streams {
             let row = stored(&*tx, s, &import.stream)

@@ -101,6 +101,7 @@ impl Writer {
             } => self.delete(&stream, mode, expected),
             LifecycleOp::ChangeMetadata { stream, change } => self.change_metadata(&stream, change),
             LifecycleOp::Scavenge => return self.start_scavenge(reply),
+            LifecycleOp::Import(events) => self.import(&events),
         };
         let _ = reply.send(answer.map_err(StoreError::from).and_then(|a| a));
     }
@@ -227,7 +228,7 @@ impl Writer {
 
     /// Syncs the log now (when the store promises durability), poisoning it on failure
     /// as a failed batch sync does.
-    fn sync_now(&mut self) -> Result<(), EmbeddedError> {
+    pub(super) fn sync_now(&mut self) -> Result<(), EmbeddedError> {
         if let Acknowledge::Syncer(syncer) = &mut self.acknowledge
             && let Err(e) = crate::syncer::sync_log(&syncer.wal, &mut syncer.fail_next)
         {
