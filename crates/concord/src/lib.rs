@@ -12,6 +12,7 @@
 
 mod append;
 pub mod bench;
+pub mod copy;
 pub mod cross;
 mod demo;
 pub mod exit;
@@ -76,6 +77,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
             Command::Serve(_) => Some("serve"),
             Command::Demo(_) => Some("demo"),
             Command::Completions { .. } => Some("completions"),
+            Command::Copy(_) => Some("copy"),
             _ => None,
         };
         if let Some(command) = ignored {
@@ -90,6 +92,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
         let mut command = <Cli as clap::CommandFactory>::command();
         clap_complete::generate(shell, &mut command, "concord", &mut std::io::stdout());
         return Ok(Exit::Success);
+    }
+    if let Command::Copy(args) = cli.command {
+        return copy::run(args).await;
     }
     let store_url: StoreUrl = cli.global.store.parse()?;
     let mut ctx = Context {
@@ -114,7 +119,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Scavenge(args) => lifecycle::scavenge(&mut ctx, args).await,
         Command::Group(args) => group::run(&mut ctx, args).await,
         Command::Consume(args) => group::consume(&mut ctx, args).await,
-        Command::Completions { .. } => Ok(Exit::Success),
+        Command::Completions { .. } | Command::Copy(_) => Ok(Exit::Success),
     };
     // What was printed before a failure is still shown, ahead of the error line.
     let flushed = ctx.out.flush();

@@ -89,6 +89,9 @@ pub enum Command {
     Delete(crate::lifecycle::DeleteArgs),
     /// Show or change a stream's retention: --max-count, --max-age, --truncate-before.
     Metadata(crate::lifecycle::MetadataArgs),
+    /// Copy a whole store into another (--from URL --to URL), every event kept as it is;
+    /// resumable, checked by a digest of both. Takes no --store.
+    Copy(crate::copy::CopyArgs),
     /// Erase what deletes and retention hide, from the store's files or keys.
     Scavenge(crate::lifecycle::ScavengeArgs),
     /// Print a shell completion script: `concord completions bash > /etc/bash_completion.d/concord`.

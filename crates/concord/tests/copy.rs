@@ -1,0 +1,216 @@
+//! `concord copy`, the binary as a user runs it: an embedded store of 10 000 events (tags,
+//! metadata, JSON and bytes payloads of several content types, an empty one) goes into
+//! PostgreSQL (the harness's throwaway server) and back into a new embedded store; every
+//! event of the last store equals the first's, field for field. A copy resumes after more
+//! events were appended and after being killed, and refuses a target that holds other
+//! events.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use concord_core::{
+    AppendRequest, ContentType, EventStore, ExpectedVersion, Filter, Json, NewEvent, Payload,
+    Position, RecordedEvent, StreamName, Tag,
+};
+use concord_embedded::EmbeddedStore;
+
+const BIN: &str = env!("CARGO_BIN_EXE_concord");
+
+fn copy(from: &str, to: &str, extra: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(["copy", "--from", from, "--to", to])
+        .args(extra)
+        .output()
+        .expect("concord runs")
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn assert_copied(out: &Output) {
+    assert!(
+        out.status.success(),
+        "stdout: {}\nstderr: {}",
+        stdout(out),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout(out).contains("the same in both stores"),
+        "{}",
+        stdout(out)
+    );
+}
+
+/// Event `i` of the source: every fourth one carries bytes of another content type.
+fn event(i: usize) -> NewEvent {
+    let tags = vec![Tag::new(format!("owner:{}", i % 7)).unwrap()];
+    let metadata = Json::from_value(&serde_json::json!({"by": "copy-test", "n": i}));
+    match i % 4 {
+        0 => NewEvent::new(
+            concord_core::EventType::new("Scanned").unwrap(),
+            Payload::new(
+                ContentType::new("image/png").unwrap(),
+                (0..=255u8)
+                    .cycle()
+                    .skip(i % 256)
+                    .take(64)
+                    .collect::<Vec<u8>>(),
+            )
+            .unwrap(),
+        ),
+        1 if i % 20 == 1 => NewEvent::new(
+            concord_core::EventType::new("Emptied").unwrap(),
+            Payload::new(
+                ContentType::new("application/octet-stream").unwrap(),
+                Vec::new(),
+            )
+            .unwrap(),
+        ),
+        _ => NewEvent::json(
+            "Deposited",
+            &serde_json::json!({"amount": i, "note": "é ✓"}),
+        )
+        .unwrap(),
+    }
+    .with_tags(tags)
+    .with_metadata(metadata)
+}
+
+/// Appends `count` events from number `first` on, over 100 streams, 10 per append.
+async fn write(dir: &Path, first: usize, count: usize) {
+    let store = EmbeddedStore::open(dir).unwrap();
+    for chunk in (first..first + count).collect::<Vec<_>>().chunks(10) {
+        let stream = StreamName::new(format!("account-{}", chunk[0] / 10 % 100)).unwrap();
+        let outcome = store
+            .append(AppendRequest::new(
+                stream,
+                ExpectedVersion::Any,
+                chunk.iter().map(|&i| event(i)).collect(),
+            ))
+            .await
+            .unwrap();
+        assert!(!outcome.is_duplicate());
+    }
+}
+
+async fn everything(store: &dyn EventStore) -> Vec<RecordedEvent> {
+    let mut events = Vec::new();
+    let mut from = Position(1);
+    loop {
+        let page = store.read_all(from, &Filter::all(), 1000).await.unwrap();
+        let caught_up = page.is_caught_up();
+        events.extend(page.events);
+        if caught_up {
+            return events;
+        }
+        from = page.next_from;
+    }
+}
+
+async fn embedded(dir: &Path) -> Vec<RecordedEvent> {
+    everything(&EmbeddedStore::open(dir).unwrap()).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_goes_to_postgres_and_back_unchanged_and_a_copy_resumes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (first, last) = (tmp.path().join("first"), tmp.path().join("last"));
+    write(&first, 0, 10_000).await;
+    let retained = StreamName::new("account-3").unwrap();
+    let retention = concord_core::StreamMetadata {
+        max_count: Some(5_000),
+        ..concord_core::StreamMetadata::NONE
+    };
+    EmbeddedStore::open(&first)
+        .unwrap()
+        .set_stream_metadata(&retained, retention)
+        .await
+        .unwrap();
+    let postgres = concord_testkit::postgres::shared().url_with_fresh_schema();
+    let first_url = first.to_str().unwrap();
+    let last_url = last.to_str().unwrap();
+
+    assert_copied(&copy(first_url, &postgres, &[]));
+    assert_copied(&copy(&postgres, last_url, &["--batch", "333"]));
+    let original = embedded(&first).await;
+    assert_eq!(original.len(), 10_000);
+    assert_eq!(embedded(&last).await, original);
+    let copied = EmbeddedStore::open(&last)
+        .unwrap()
+        .stream_metadata(&retained)
+        .await
+        .unwrap();
+    assert_eq!(copied, retention);
+
+    // More events in the source: the next run copies those only, into both targets.
+    write(&first, 10_000, 500).await;
+    let out = copy(first_url, &postgres, &[]);
+    assert_copied(&out);
+    assert!(
+        stdout(&out).contains("resumed and copied 500 events"),
+        "{}",
+        stdout(&out)
+    );
+    assert_copied(&copy(&postgres, last_url, &[]));
+    assert_eq!(embedded(&last).await, embedded(&first).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_copy_goes_on_where_it_stopped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let source = tmp.path().join("source");
+    write(&source, 0, 3_000).await;
+    let postgres = concord_testkit::postgres::shared().url_with_fresh_schema();
+    let mut child = Command::new(BIN)
+        .args([
+            "copy",
+            "--from",
+            source.to_str().unwrap(),
+            "--to",
+            &postgres,
+        ])
+        .args(["--batch", "5"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Killed once the first batches are in (or when it has ended, if it was that quick:
+    // the second run must then find nothing left to copy).
+    let target = concord_postgres::PostgresStore::connect(&postgres)
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while target.head().await.unwrap() == Position(0) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let at_kill = target.head().await.unwrap();
+    assert!(at_kill > Position(0), "the copy imported nothing in 60 s");
+    let out = copy(source.to_str().unwrap(), &postgres, &[]);
+    assert_copied(&out);
+    assert_eq!(everything(&target).await, embedded(&source).await);
+    eprintln!("killed at position {at_kill} of 3000; {}", stdout(&out));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_refuses_a_target_that_holds_other_events() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (source, other) = (tmp.path().join("source"), tmp.path().join("other"));
+    write(&source, 0, 20).await;
+    write(&other, 100, 20).await;
+    let before = embedded(&other).await;
+    let out = copy(source.to_str().unwrap(), other.to_str().unwrap(), &[]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("not a copy of the source"), "{stderr}");
+    assert_eq!(embedded(&other).await, before);
+}
