@@ -11,7 +11,7 @@
 --
 -- Numbers are Lua doubles: versions and positions are exact up to 2^53.
 
-local LIBRARY_VERSION = 9
+local LIBRARY_VERSION = 10
 
 -- Arguments per event: id, type, data, metadata, tags, content type.
 local EVENT_ARGS = 6
@@ -583,6 +583,134 @@ local function append(keys, args)
   return {'written', first_position, last_position, written_epoch, recorded_at, out}
 end
 
+-- KEYS: 1 global log, 2 head counter, 3 stream index, 4 stream heads, 5 lifecycles; then
+-- per stream of the batch: its stream, ids and types keys; then every type and tag index key
+-- the events name.
+-- ARGV: 1 type index prefix, 2 tag index prefix, 3 number of streams; per stream: name,
+-- first version; then per event, in position order: stream number (1-based), position,
+-- version, id, type, data, metadata, tags (comma-separated), content type ('' for JSON),
+-- recorded_at (milliseconds).
+-- Writes events recorded by another store as they are (library version 10; EventStore::
+-- import, what `concord copy` writes with). The batch was checked alone by the client
+-- (concord_core::plan_import: positions grow, each stream's versions follow each other);
+-- here, mirroring plan_stream_import, against what is stored, before the first write:
+-- positions above the head, each stream going on from its last version (or a stream
+-- without events starting anywhere: the versions before are recorded as erased), no
+-- tombstone, no id its stream holds. Reply: {'ok'}, {'head', head}, {'tombstoned', stream},
+-- {'version', stream, last}, {'id', stream, id}.
+local IMPORT_EVENT_ARGS = 10
+
+local function import(keys, args)
+  local all_key, head_key, index_key, heads_key, lifecycle_key =
+    keys[1], keys[2], keys[3], keys[4], keys[5]
+  local type_prefix, tag_prefix = args[1], args[2]
+  local n_streams = count(args[3])
+  local streams = {}
+  local at = 4
+  for s = 1, n_streams do
+    local k = 5 + (s - 1) * 3
+    streams[s] = {name = args[at], first = tonumber(args[at + 1]), stream_key = keys[k + 1],
+      ids_key = keys[k + 2], types_key = keys[k + 3], id_versions = {}, type_versions = {}}
+    at = at + 2
+  end
+  local n_events = (#args - at + 1) / IMPORT_EVENT_ARGS
+  local head = tonumber(redis.call('GET', head_key) or '0')
+  if n_events < 1 or tonumber(args[at + 1]) <= head then
+    return {'head', head}
+  end
+  for s = 1, n_streams do
+    local st = streams[s]
+    local lc = lifecycle_of(lifecycle_key, st.name)
+    if lc ~= nil and lc.tombstoned then
+      return {'tombstoned', st.name}
+    end
+    st.lc = lc
+    st.last = stream_version(st.stream_key, lc)
+    if st.last == 0 then
+      if st.first > 1 then
+        st.erase_through = st.first - 1
+      end
+    elseif st.first ~= st.last + 1 then
+      return {'version', st.name, st.last}
+    end
+  end
+  for e = 0, n_events - 1 do
+    local a = at + e * IMPORT_EVENT_ARGS
+    local st = streams[tonumber(args[a])]
+    if redis.call('HEXISTS', st.ids_key, args[a + 3]) == 1 then
+      return {'id', st.name, args[a + 3]}
+    end
+  end
+  -- Write: every check has passed, nothing below can fail.
+  local last_position
+  for e = 0, n_events - 1 do
+    local a = at + e * IMPORT_EVENT_ARGS
+    local st = streams[tonumber(args[a])]
+    local position, version, id, event_type = args[a + 1], args[a + 2], args[a + 3], args[a + 4]
+    local data, metadata, tags, content_type, recorded_at =
+      args[a + 5], args[a + 6], args[a + 7], args[a + 8], args[a + 9]
+    local entry_id = position .. '-0'
+    if content_type == '' then
+      redis.call('XADD', st.stream_key, version .. '-0',
+        'position', position, 'id', id, 'type', event_type, 'data', data,
+        'metadata', metadata, 'tags', tags, 'recorded_at', recorded_at)
+      redis.call('XADD', all_key, entry_id,
+        'stream', st.name, 'version', version, 'id', id, 'type', event_type,
+        'data', data, 'metadata', metadata, 'tags', tags, 'recorded_at', recorded_at)
+    else
+      redis.call('XADD', st.stream_key, version .. '-0',
+        'position', position, 'id', id, 'type', event_type, 'data', data,
+        'metadata', metadata, 'tags', tags, 'recorded_at', recorded_at,
+        'content_type', content_type)
+      redis.call('XADD', all_key, entry_id,
+        'stream', st.name, 'version', version, 'id', id, 'type', event_type,
+        'data', data, 'metadata', metadata, 'tags', tags, 'recorded_at', recorded_at,
+        'content_type', content_type)
+    end
+    redis.call('XADD', type_prefix .. event_type, entry_id, 's', st.name)
+    if tags ~= '' then
+      local indexed = {}
+      for tag in string.gmatch(tags, '[^,]+') do
+        if not indexed[tag] then
+          indexed[tag] = true
+          redis.call('XADD', tag_prefix .. tag, entry_id, 'type', event_type)
+        end
+      end
+    end
+    st.id_versions[#st.id_versions + 1] = id
+    st.id_versions[#st.id_versions + 1] = version
+    st.type_versions[#st.type_versions + 1] = event_type
+    st.type_versions[#st.type_versions + 1] = version
+    st.version, st.position = version, position
+    last_position = position
+  end
+  for s = 1, n_streams do
+    local st = streams[s]
+    local last_version = tonumber(st.version)
+    if st.last < HASH_TABLE_AT and last_version >= HASH_TABLE_AT then
+      st.id_versions[#st.id_versions + 1] = HASH_TABLE_FIELD
+      st.id_versions[#st.id_versions + 1] = '0'
+    end
+    hset_all(st.ids_key, st.id_versions)
+    hset_all(st.types_key, st.type_versions)
+    local head_text = st.version .. ' ' .. st.position
+    if st.last == 0 then
+      redis.call('HSET', heads_key, st.name, head_text, HASH_TABLE_FIELD, '0')
+      redis.call('ZADD', index_key, 0, st.name)
+    else
+      redis.call('HSET', heads_key, st.name, head_text)
+    end
+    if st.erase_through ~= nil then
+      local lc = st.lc or {deleted = 0, tombstoned = false, max_count = 0, max_age = 0,
+        truncate = 0, erased = 0}
+      lc.erased = st.erase_through
+      redis.call('HSET', lifecycle_key, st.name, lifecycle_text(lc))
+    end
+  end
+  redis.call('SET', head_key, last_position)
+  return {'ok'}
+end
+
 -- KEYS: 1 lifecycles, 2 the stream, 3 stream heads.
 -- ARGV: stream, mode (soft|tombstone), expected version (-1: none), concurrent events max.
 -- Mirrors concord_core::plan_delete. Reply: {'ok'}, {'not_found'}, {'tombstoned'}, or
@@ -783,4 +911,5 @@ redis.register_function('concord_delete_v7', delete)
 redis.register_function('concord_metadata_v7', set_metadata)
 redis.register_function('concord_scavenge_v7', scavenge)
 redis.register_function('concord_compact_v7', compact)
+redis.register_function('concord_import_v10', import)
 redis.register_function{function_name = 'concord_version', callback = version, flags = {'no-writes'}}

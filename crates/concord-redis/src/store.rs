@@ -30,13 +30,14 @@ use crate::error::{BACKEND, RedisError};
 use crate::keys::KeyLayout;
 use crate::recent::Recent;
 
+mod import;
 mod lifecycle;
 
 /// The source of the `concord` Redis function library.
 pub const LIBRARY_SOURCE: &str = include_str!("concord.lua");
 
 /// The version of the library this build loads (the `LIBRARY_VERSION` in its source).
-pub const LIBRARY_VERSION: i64 = 9;
+pub const LIBRARY_VERSION: i64 = 10;
 
 /// The name of the append function in this library version (single and multi-stream
 /// appends, with or without a condition).
@@ -1423,6 +1424,10 @@ impl EventStore for RedisStore {
     ) -> Result<(), StoreError> {
         self.delete(stream, DeleteMode::TombstoneName, expected)
             .await
+    }
+
+    async fn import(&self, events: Vec<RecordedEvent>) -> Result<(), StoreError> {
+        self.import_events(events).await
     }
 
     async fn stream_metadata(&self, stream: &StreamName) -> Result<StreamMetadata, StoreError> {

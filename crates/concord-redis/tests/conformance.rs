@@ -11,3 +11,4 @@ mod common;
 
 concord_testkit::conformance_suite!(common::fresh);
 concord_testkit::lifecycle_suite!(common::fresh);
+concord_testkit::import_suite!(common::fresh);

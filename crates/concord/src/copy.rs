@@ -1,5 +1,5 @@
-//! `concord copy --from URL --to URL`: a whole store into another one, any backend to any
-//! backend that can import, every event kept as it is (id, stream, version, position,
+//! `concord copy --from URL --to URL`: a whole store into another one, from any backend
+//! into any backend that can import (PostgreSQL, Redis, embedded), every event kept as it is (id, stream, version, position,
 //! type, tags, data, metadata, recorded time) through [`EventStore::import`].
 //!
 //! Why it reads what readers see rather than the raw log: events a delete, a tombstone or
@@ -37,8 +37,9 @@ target's head. Events appended to FROM while it runs are copied by the next run.
   concord copy --from ./concord-data --to 'postgres://me@db.internal/events'
 
 What a delete, a tombstone or retention hides is not copied; where it leaves holes in
-positions, the target keeps them (PostgreSQL does; the embedded store refuses a copy with
-holes). Deleted and tombstoned stream names are not carried over.")]
+positions, the target keeps them (PostgreSQL and Redis do; the embedded store refuses a copy
+with holes). A stream tombstoned in the source is tombstoned in the target when its events
+are still in the source's log (not yet scavenged); other deleted names are not carried over.")]
 pub struct CopyArgs {
     /// The store to copy: any store URL (`./dir`, `redis://…`, `postgres://…`, `http://…`).
     #[arg(long, value_name = "URL")]
@@ -55,9 +56,14 @@ pub struct CopyArgs {
 /// none are, it is deleted or tombstoned).
 type Visible = HashMap<StreamName, Option<Version>>;
 
+/// The streams a copy found tombstoned in the source (their events still in the log,
+/// not yet scavenged): the target tombstones their names too.
+type Tombstoned = HashSet<StreamName>;
+
 async fn first_visible(
     source: &dyn EventStore,
     visible: &mut Visible,
+    tombstoned: &mut Tombstoned,
     stream: &StreamName,
 ) -> Result<Option<Version>, StoreError> {
     if let Some(v) = visible.get(stream) {
@@ -68,7 +74,10 @@ async fn first_visible(
         .await
     {
         Ok(events) => events.first().map(|e| e.version),
-        Err(StoreError::StreamDeleted(_)) => None,
+        Err(StoreError::StreamDeleted(_)) => {
+            tombstoned.insert(stream.clone());
+            None
+        }
         Err(e) => return Err(e),
     };
     visible.insert(stream.clone(), first);
@@ -79,11 +88,12 @@ async fn first_visible(
 async fn visible_events(
     source: &dyn EventStore,
     visible: &mut Visible,
+    tombstoned: &mut Tombstoned,
     page: Vec<RecordedEvent>,
 ) -> Result<Vec<RecordedEvent>, StoreError> {
     let mut kept = Vec::with_capacity(page.len());
     for e in page {
-        if first_visible(source, visible, &e.stream)
+        if first_visible(source, visible, tombstoned, &e.stream)
             .await?
             .is_some_and(|first| e.version >= first)
         {
@@ -117,6 +127,7 @@ fn digest_event(hash: &mut Sha256, e: &RecordedEvent) {
 async fn digest(store: &dyn EventStore, through: Position) -> anyhow::Result<(String, u64)> {
     let mut hash = Sha256::new();
     let mut visible = Visible::new();
+    let mut tombstoned = Tombstoned::new();
     let mut from = Position(1);
     let mut count = 0u64;
     while from <= through {
@@ -126,7 +137,7 @@ async fn digest(store: &dyn EventStore, through: Position) -> anyhow::Result<(St
             .into_iter()
             .filter(|e| e.position <= through)
             .collect();
-        for e in visible_events(store, &mut visible, events).await? {
+        for e in visible_events(store, &mut visible, &mut tombstoned, events).await? {
             digest_event(&mut hash, &e);
             count += 1;
         }
@@ -186,6 +197,7 @@ pub(crate) async fn run(args: CopyArgs) -> anyhow::Result<Exit> {
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     let mut visible = Visible::new();
+    let mut tombstoned = Tombstoned::new();
     let mut streams: HashSet<StreamName> = HashSet::new();
     let mut copied = 0u64;
     let limit = usize::try_from(args.batch).unwrap_or(1000);
@@ -197,7 +209,7 @@ pub(crate) async fn run(args: CopyArgs) -> anyhow::Result<Exit> {
             .into_iter()
             .filter(|e| e.position <= end)
             .collect();
-        let events = visible_events(source.as_ref(), &mut visible, events).await?;
+        let events = visible_events(source.as_ref(), &mut visible, &mut tombstoned, events).await?;
         if !events.is_empty() {
             copied += events.len() as u64;
             streams.extend(events.iter().map(|e| e.stream.clone()));
@@ -231,6 +243,16 @@ pub(crate) async fn run(args: CopyArgs) -> anyhow::Result<Exit> {
             with_metadata += 1;
         }
     }
+    // Names tombstoned in the source stay refused in the target.
+    for stream in &tombstoned {
+        match target.tombstone_stream_name(stream, None).await {
+            Ok(()) | Err(StoreError::StreamDeleted(_)) => {}
+            Err(e) => {
+                return Err(anyhow::Error::from(e)
+                    .context(format!("cannot tombstone {stream} in {to_url}")));
+            }
+        }
+    }
     let (source_digest, source_events) = digest(source.as_ref(), end).await?;
     let (target_digest, target_events) = digest(target.as_ref(), end).await?;
     let verb = if resumed {
@@ -239,9 +261,10 @@ pub(crate) async fn run(args: CopyArgs) -> anyhow::Result<Exit> {
         "copied"
     };
     println!(
-        "{verb} {copied} events (through position {end}) of {} streams from {from_url} to {to_url} in {:.1} s, with the retention settings of {with_metadata}",
+        "{verb} {copied} events (through position {end}) of {} streams from {from_url} to {to_url} in {:.1} s, with the retention settings of {with_metadata} and {} tombstones",
         streams.len(),
-        started.elapsed().as_secs_f64()
+        started.elapsed().as_secs_f64(),
+        tombstoned.len()
     );
     if source_digest != target_digest || source_events != target_events {
         anyhow::bail!(

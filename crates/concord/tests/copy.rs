@@ -1,7 +1,7 @@
 //! `concord copy`, the binary as a user runs it: an embedded store of 10 000 events (tags,
 //! metadata, JSON and bytes payloads of several content types, an empty one) goes into
-//! PostgreSQL (the harness's throwaway server) and back into a new embedded store; every
-//! event of the last store equals the first's, field for field. A copy resumes after more
+//! PostgreSQL, from there into Redis (the harness's throwaway servers) and back into a new
+//! embedded store; every event of the last store equals the first's, field for field. A copy resumes after more
 //! events were appended and after being killed, and refuses a target that holds other
 //! events.
 #![allow(
@@ -138,8 +138,14 @@ async fn a_store_goes_to_postgres_and_back_unchanged_and_a_copy_resumes() {
     let first_url = first.to_str().unwrap();
     let last_url = last.to_str().unwrap();
 
+    let redis = format!(
+        "{}?prefix=copy{}",
+        concord_testkit::redis::shared().url(),
+        std::process::id()
+    );
     assert_copied(&copy(first_url, &postgres, &[]));
-    assert_copied(&copy(&postgres, last_url, &["--batch", "333"]));
+    assert_copied(&copy(&postgres, &redis, &["--batch", "333"]));
+    assert_copied(&copy(&redis, last_url, &[]));
     let original = embedded(&first).await;
     assert_eq!(original.len(), 10_000);
     assert_eq!(embedded(&last).await, original);
@@ -213,4 +219,54 @@ async fn a_copy_refuses_a_target_that_holds_other_events() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("not a copy of the source"), "{stderr}");
     assert_eq!(embedded(&other).await, before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_readers_do_not_see_is_not_copied_and_a_tombstone_goes_along() {
+    let tmp = tempfile::tempdir().unwrap();
+    let source = tmp.path().join("source");
+    write(&source, 0, 30).await;
+    let (buried, deleted) = (
+        StreamName::new("account-0").unwrap(),
+        StreamName::new("account-1").unwrap(),
+    );
+    {
+        let store = EmbeddedStore::open(&source).unwrap();
+        store.tombstone_stream(&buried, None).await.unwrap();
+        store.delete_stream(&deleted, None).await.unwrap();
+    }
+    let postgres = concord_testkit::postgres::shared().url_with_fresh_schema();
+    let out = copy(source.to_str().unwrap(), &postgres, &[]);
+    assert_copied(&out);
+    assert!(
+        stdout(&out).contains("and 1 tombstones"),
+        "{}",
+        stdout(&out)
+    );
+    let target = concord_postgres::PostgresStore::connect(&postgres)
+        .await
+        .unwrap();
+    let copied = everything(&target).await;
+    assert_eq!(copied.len(), 10);
+    assert!(copied.iter().all(|e| e.stream.as_str() == "account-2"));
+    // The positions are the source's: the hidden events' ones are holes.
+    assert_eq!(copied[0].position, Position(21));
+    let append = target
+        .append(AppendRequest::new(
+            buried.clone(),
+            ExpectedVersion::Any,
+            vec![event(1)],
+        ))
+        .await;
+    assert!(
+        matches!(append, Err(concord_core::StoreError::StreamDeleted(_))),
+        "{append:?}"
+    );
+    // The embedded store cannot hold the holes: it says so and takes nothing.
+    let into_embedded = tmp.path().join("embedded");
+    let out = copy(&postgres, into_embedded.to_str().unwrap(), &[]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("without holes"), "{stderr}");
+    assert!(embedded(&into_embedded).await.is_empty());
 }

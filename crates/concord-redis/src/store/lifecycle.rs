@@ -164,7 +164,7 @@ impl RedisStore {
     }
 
     /// Calls a function of the library, loading it first if Redis lost it.
-    async fn fcall(&self, cmd: &redis::Cmd) -> Result<Value, RedisError> {
+    pub(super) async fn fcall(&self, cmd: &redis::Cmd) -> Result<Value, RedisError> {
         match self.query("FCALL", cmd).await {
             Err(e) if super::function_missing(&e) => {
                 self.ensure_library().await?;
