@@ -1302,18 +1302,7 @@ impl Writer {
         staged: &mut Staged,
         recorded_at: RecordedAt,
     ) -> Result<Appended, EmbeddedError> {
-        let context = "cannot write an event";
-        let mut insert_event = self
-            .conn
-            .prepare_cached(
-                "INSERT INTO events (position, stream_id, version, event_id, type, category, data, metadata, tags, recorded_at, content_type)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-            )
-            .map_err(EmbeddedError::sqlite(context))?;
-        let mut insert_tag = self
-            .conn
-            .prepare_cached("INSERT OR IGNORE INTO event_tags (tag, position) VALUES (?1, ?2)")
-            .map_err(EmbeddedError::sqlite(context))?;
+        let (mut insert_event, mut insert_tag) = row_statements(&self.conn)?;
         let category = request.stream.category();
         let recorded_at_value = recorded_at;
         let recorded_at = to_sql(recorded_at.as_millis())?;
@@ -1322,36 +1311,23 @@ impl Writer {
         let first_position = staged.head + 1;
         let mut tags = String::new();
         for (i, event) in (0u64..).zip(&request.events) {
-            let position = to_sql(first_position + i)?;
-            let version = to_sql(after.get() + 1 + i)?;
-            tags.clear();
-            for (n, tag) in event.tags.iter().enumerate() {
-                if n > 0 {
-                    tags.push(TAG_SEPARATOR);
-                }
-                tags.push_str(tag.as_str());
-            }
-            insert_event
-                .execute((
-                    position,
+            insert_row(
+                &mut insert_event,
+                &mut insert_tag,
+                &EventRow {
+                    position: first_position + i,
                     stream_id,
-                    version,
-                    event.id.as_uuid().as_bytes(),
-                    event.event_type.as_str(),
-                    category.as_str(),
-                    event.data.as_bytes(),
-                    event.metadata.as_bytes(),
-                    tags.as_str(),
+                    version: after.get() + 1 + i,
+                    id: &event.id,
+                    event_type: &event.event_type,
+                    category: category.as_str(),
+                    data: &event.data,
+                    metadata: &event.metadata,
+                    tags: &event.tags,
                     recorded_at,
-                    event.data.bytes_content_type().map(|t| t.as_str()),
-                ))
-                .map_err(EmbeddedError::sqlite(context))?;
-            // OR IGNORE: an event may carry the same tag twice; its index row is one.
-            for tag in &event.tags {
-                insert_tag
-                    .execute((tag.as_str(), position))
-                    .map_err(EmbeddedError::sqlite(context))?;
-            }
+                },
+                &mut tags,
+            )?;
             if watched {
                 tail.push(RecordedEvent::new(
                     request.stream.clone(),
@@ -1382,4 +1358,76 @@ impl Writer {
             last_position: Position(staged.head),
         })
     }
+}
+
+/// One row of `events`: what appends and imports write alike.
+pub(crate) struct EventRow<'a> {
+    pub(crate) position: u64,
+    pub(crate) stream_id: i64,
+    pub(crate) version: u64,
+    pub(crate) id: &'a concord_core::EventId,
+    pub(crate) event_type: &'a EventType,
+    pub(crate) category: &'a str,
+    pub(crate) data: &'a concord_core::Payload,
+    pub(crate) metadata: &'a concord_core::Json,
+    pub(crate) tags: &'a [concord_core::Tag],
+    /// Milliseconds, as stored.
+    pub(crate) recorded_at: i64,
+}
+
+/// The statements [`insert_row`] takes: the event row, and a tag's index row.
+pub(crate) fn row_statements(
+    conn: &Connection,
+) -> Result<(rusqlite::CachedStatement<'_>, rusqlite::CachedStatement<'_>), EmbeddedError> {
+    let context = "cannot write an event";
+    let insert_event = conn
+        .prepare_cached(
+            "INSERT INTO events (position, stream_id, version, event_id, type, category, data, metadata, tags, recorded_at, content_type)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        )
+        .map_err(EmbeddedError::sqlite(context))?;
+    let insert_tag = conn
+        .prepare_cached("INSERT OR IGNORE INTO event_tags (tag, position) VALUES (?1, ?2)")
+        .map_err(EmbeddedError::sqlite(context))?;
+    Ok((insert_event, insert_tag))
+}
+
+/// Writes `row` and its tags' index rows; `tags` is a buffer for the joined tags.
+pub(crate) fn insert_row(
+    insert_event: &mut rusqlite::CachedStatement<'_>,
+    insert_tag: &mut rusqlite::CachedStatement<'_>,
+    row: &EventRow<'_>,
+    tags: &mut String,
+) -> Result<(), EmbeddedError> {
+    let context = "cannot write an event";
+    let position = to_sql(row.position)?;
+    tags.clear();
+    for (n, tag) in row.tags.iter().enumerate() {
+        if n > 0 {
+            tags.push(TAG_SEPARATOR);
+        }
+        tags.push_str(tag.as_str());
+    }
+    insert_event
+        .execute((
+            position,
+            row.stream_id,
+            to_sql(row.version)?,
+            row.id.as_uuid().as_bytes(),
+            row.event_type.as_str(),
+            row.category,
+            row.data.as_bytes(),
+            row.metadata.as_bytes(),
+            tags.as_str(),
+            row.recorded_at,
+            row.data.bytes_content_type().map(|t| t.as_str()),
+        ))
+        .map_err(EmbeddedError::sqlite(context))?;
+    // OR IGNORE: an event may carry the same tag twice; its index row is one.
+    for tag in row.tags {
+        insert_tag
+            .execute((tag.as_str(), position))
+            .map_err(EmbeddedError::sqlite(context))?;
+    }
+    Ok(())
 }

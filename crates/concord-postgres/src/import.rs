@@ -12,7 +12,7 @@ use concord_core::{
 use crate::PostgresStore;
 use crate::lifecycle::stored;
 use crate::rows::bound;
-use crate::writer::{insert_rows, lock_key};
+use crate::writer::{LOCK_STREAMS_SQL, insert_rows, lock_keys};
 
 impl PostgresStore {
     pub(crate) async fn import_events(&self, events: Vec<RecordedEvent>) -> Result<(), StoreError> {
@@ -30,18 +30,10 @@ impl PostgresStore {
             .start()
             .await
             .map_err(|e| self.db(e))?;
-        let mut keys: Vec<i64> = streams
-            .iter()
-            .map(|i| lock_key(s, i.stream.as_str()))
-            .collect();
-        keys.sort_unstable();
-        keys.dedup();
-        tx.execute(
-            "SELECT count(pg_advisory_xact_lock(k)) FROM unnest($1::bigint[]) AS k",
-            &[&keys],
-        )
-        .await
-        .map_err(|e| self.db(e))?;
+        let keys = lock_keys(s, streams.iter().map(|i| i.stream.as_str()));
+        tx.execute(LOCK_STREAMS_SQL, &[&keys])
+            .await
+            .map_err(|e| self.db(e))?;
         let head: i64 = tx
             .query_one(
                 &format!("SELECT position FROM {s}.concord_head WHERE id = 1 FOR UPDATE"),

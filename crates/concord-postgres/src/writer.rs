@@ -175,9 +175,7 @@ impl Writer {
             .collect();
         streams.sort_unstable();
         streams.dedup();
-        let mut keys: Vec<i64> = streams.iter().map(|st| lock_key(s, st)).collect();
-        keys.sort_unstable();
-        keys.dedup();
+        let keys = lock_keys(s, streams.iter().copied());
         // 2. The streams' versions and where the ids stand, in one exchange with the locks:
         // the server runs the statements in order, and under READ COMMITTED each read takes
         // its snapshot when it starts, after the locks are held.
@@ -200,9 +198,7 @@ impl Writer {
              ON e.stream = k.stream AND e.event_id = k.event_id"
         );
         let (lock_stmt, versions_stmt, found_stmt) = tokio::try_join!(
-            tx.prepare_cached(
-                "SELECT count(pg_advisory_xact_lock(k)) FROM unnest($1::bigint[]) AS k"
-            ),
+            tx.prepare_cached(LOCK_STREAMS_SQL),
             tx.prepare_cached(&versions_sql),
             tx.prepare_cached(&found_sql)
         )
@@ -771,6 +767,20 @@ fn finish(
             })
         })
         .collect()
+}
+
+/// Takes the advisory locks of `$1` (keys from [`lock_keys`]) for the rest of the
+/// transaction.
+pub(crate) const LOCK_STREAMS_SQL: &str =
+    "SELECT count(pg_advisory_xact_lock(k)) FROM unnest($1::bigint[]) AS k";
+
+/// The advisory lock keys of `streams`, in the order every transaction takes them (so two
+/// never wait for each other's).
+pub(crate) fn lock_keys<'a>(schema: &str, streams: impl Iterator<Item = &'a str>) -> Vec<i64> {
+    let mut keys: Vec<i64> = streams.map(|st| lock_key(schema, st)).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    keys
 }
 
 /// The advisory lock key of a stream: FNV-1a of `schema NUL stream`, so stores in different

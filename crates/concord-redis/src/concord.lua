@@ -347,6 +347,44 @@ local function condition_matches(condition, want, all_key, type_prefix, tag_pref
   return entries
 end
 
+-- Writes every copy of one event: its stream entry `<version>-0`, its global entry
+-- `<position>-0`, its type index entry and its tag index entries (what appends and imports
+-- write alike; the caller has checked everything, so nothing here may fail).
+local function write_event(stream_key, all_key, type_prefix, tag_prefix, stream, version,
+    position, id, event_type, data, metadata, tags, content_type, recorded_at)
+  local entry_id = position .. '-0'
+  if content_type == '' then
+    -- JSON: no content_type field, as every entry written before library version 5.
+    redis.call('XADD', stream_key, version .. '-0',
+      'position', position, 'id', id, 'type', event_type, 'data', data,
+      'metadata', metadata, 'tags', tags, 'recorded_at', recorded_at)
+    redis.call('XADD', all_key, entry_id,
+      'stream', stream, 'version', version, 'id', id, 'type', event_type,
+      'data', data, 'metadata', metadata, 'tags', tags, 'recorded_at', recorded_at)
+  else
+    redis.call('XADD', stream_key, version .. '-0',
+      'position', position, 'id', id, 'type', event_type, 'data', data,
+      'metadata', metadata, 'tags', tags, 'recorded_at', recorded_at,
+      'content_type', content_type)
+    redis.call('XADD', all_key, entry_id,
+      'stream', stream, 'version', version, 'id', id, 'type', event_type,
+      'data', data, 'metadata', metadata, 'tags', tags, 'recorded_at', recorded_at,
+      'content_type', content_type)
+  end
+  redis.call('XADD', type_prefix .. event_type, entry_id, 's', stream)
+  -- An event may list a tag twice; it is indexed once (a second XADD at the same id
+  -- would fail half way through the write).
+  if tags ~= '' then
+    local indexed = {}
+    for tag in string.gmatch(tags, '[^,]+') do
+      if not indexed[tag] then
+        indexed[tag] = true
+        redis.call('XADD', tag_prefix .. tag, entry_id, 'type', event_type)
+      end
+    end
+  end
+end
+
 -- KEYS: 1 global stream, 2 head counter, 3 stream index (sorted set), 4 stream heads
 --       (hash stream -> "<version> <last position>"), 5 lifecycles (hash, see
 --       lifecycle_of), then per part: stream, ids (hash
@@ -523,41 +561,12 @@ local function append(keys, args)
       version = int(actual + k)
       head = head + 1
       position = int(head)
-      local entry_id = position .. '-0'
-      if content_type == '' then
-        -- JSON: no content_type field, as every entry written before library version 5.
-        redis.call('XADD', part.stream_key, version .. '-0',
-          'position', position, 'id', id, 'type', event_type, 'data', args[a + 2],
-          'metadata', args[a + 3], 'tags', tags, 'recorded_at', recorded_at)
-        redis.call('XADD', all_key, entry_id,
-          'stream', part.stream, 'version', version, 'id', id, 'type', event_type,
-          'data', args[a + 2], 'metadata', args[a + 3], 'tags', tags, 'recorded_at', recorded_at)
-      else
-        redis.call('XADD', part.stream_key, version .. '-0',
-          'position', position, 'id', id, 'type', event_type, 'data', args[a + 2],
-          'metadata', args[a + 3], 'tags', tags, 'recorded_at', recorded_at,
-          'content_type', content_type)
-        redis.call('XADD', all_key, entry_id,
-          'stream', part.stream, 'version', version, 'id', id, 'type', event_type,
-          'data', args[a + 2], 'metadata', args[a + 3], 'tags', tags, 'recorded_at', recorded_at,
-          'content_type', content_type)
-      end
-      redis.call('XADD', type_prefix .. event_type, entry_id, 's', part.stream)
+      write_event(part.stream_key, all_key, type_prefix, tag_prefix, part.stream, version,
+        position, id, event_type, args[a + 2], args[a + 3], tags, content_type, recorded_at)
       id_versions[#id_versions + 1] = id
       id_versions[#id_versions + 1] = version
       type_versions[#type_versions + 1] = event_type
       type_versions[#type_versions + 1] = version
-      -- An event may list a tag twice; it is indexed once (a second XADD at the same id
-      -- would fail half way through the write).
-      if tags ~= '' then
-        local indexed = {}
-        for tag in string.gmatch(tags, '[^,]+') do
-          if not indexed[tag] then
-            indexed[tag] = true
-            redis.call('XADD', tag_prefix .. tag, entry_id, 'type', event_type)
-          end
-        end
-      end
     end
     if actual < HASH_TABLE_AT and actual + part.n >= HASH_TABLE_AT then
       id_versions[#id_versions + 1] = HASH_TABLE_FIELD
@@ -649,34 +658,8 @@ local function import(keys, args)
     local position, version, id, event_type = args[a + 1], args[a + 2], args[a + 3], args[a + 4]
     local data, metadata, tags, content_type, recorded_at =
       args[a + 5], args[a + 6], args[a + 7], args[a + 8], args[a + 9]
-    local entry_id = position .. '-0'
-    if content_type == '' then
-      redis.call('XADD', st.stream_key, version .. '-0',
-        'position', position, 'id', id, 'type', event_type, 'data', data,
-        'metadata', metadata, 'tags', tags, 'recorded_at', recorded_at)
-      redis.call('XADD', all_key, entry_id,
-        'stream', st.name, 'version', version, 'id', id, 'type', event_type,
-        'data', data, 'metadata', metadata, 'tags', tags, 'recorded_at', recorded_at)
-    else
-      redis.call('XADD', st.stream_key, version .. '-0',
-        'position', position, 'id', id, 'type', event_type, 'data', data,
-        'metadata', metadata, 'tags', tags, 'recorded_at', recorded_at,
-        'content_type', content_type)
-      redis.call('XADD', all_key, entry_id,
-        'stream', st.name, 'version', version, 'id', id, 'type', event_type,
-        'data', data, 'metadata', metadata, 'tags', tags, 'recorded_at', recorded_at,
-        'content_type', content_type)
-    end
-    redis.call('XADD', type_prefix .. event_type, entry_id, 's', st.name)
-    if tags ~= '' then
-      local indexed = {}
-      for tag in string.gmatch(tags, '[^,]+') do
-        if not indexed[tag] then
-          indexed[tag] = true
-          redis.call('XADD', tag_prefix .. tag, entry_id, 'type', event_type)
-        end
-      end
-    end
+    write_event(st.stream_key, all_key, type_prefix, tag_prefix, st.name, version, position,
+      id, event_type, data, metadata, tags, content_type, recorded_at)
     st.id_versions[#st.id_versions + 1] = id
     st.id_versions[#st.id_versions + 1] = version
     st.type_versions[#st.type_versions + 1] = event_type

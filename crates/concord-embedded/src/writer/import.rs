@@ -17,7 +17,7 @@ use rusqlite::OptionalExtension;
 
 use super::{LifecycleAnswer, Writer};
 use crate::error::{EmbeddedError, to_sql};
-use crate::schema::{StreamState, TAG_SEPARATOR};
+use crate::schema::StreamState;
 
 type Answer = Result<Result<LifecycleAnswer, StoreError>, EmbeddedError>;
 
@@ -100,17 +100,7 @@ impl Writer {
                     },
                 ));
             }
-            let mut insert_event = w
-                .conn
-                .prepare_cached(
-                    "INSERT INTO events (position, stream_id, version, event_id, type, category, data, metadata, tags, recorded_at, content_type)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-                )
-                .map_err(EmbeddedError::sqlite(context))?;
-            let mut insert_tag = w
-                .conn
-                .prepare_cached("INSERT OR IGNORE INTO event_tags (tag, position) VALUES (?1, ?2)")
-                .map_err(EmbeddedError::sqlite(context))?;
+            let (mut insert_event, mut insert_tag) = super::row_statements(&w.conn)?;
             let mut tags = String::new();
             for e in events {
                 let id = streams
@@ -118,34 +108,25 @@ impl Writer {
                     .zip(&ids)
                     .find(|(i, _)| i.stream == e.stream)
                     .map_or(0, |(_, (id, _))| *id);
-                tags.clear();
-                for (n, tag) in e.tags.iter().enumerate() {
-                    if n > 0 {
-                        tags.push(TAG_SEPARATOR);
-                    }
-                    tags.push_str(tag.as_str());
-                }
-                insert_event
-                    .execute((
-                        to_sql(e.position.get())?,
-                        id,
-                        to_sql(e.version.get())?,
-                        e.id.as_uuid().as_bytes(),
-                        e.event_type.as_str(),
-                        e.stream.category().as_str(),
-                        e.data.as_bytes(),
-                        e.metadata.as_bytes(),
-                        tags.as_str(),
-                        to_sql(e.recorded_at.as_millis())?,
-                        e.data.bytes_content_type().map(|t| t.as_str()),
-                    ))
-                    .map_err(EmbeddedError::sqlite(context))?;
-                for tag in &e.tags {
-                    insert_tag
-                        .execute((tag.as_str(), to_sql(e.position.get())?))
-                        .map_err(EmbeddedError::sqlite(context))?;
-                }
+                super::insert_row(
+                    &mut insert_event,
+                    &mut insert_tag,
+                    &super::EventRow {
+                        position: e.position.get(),
+                        stream_id: id,
+                        version: e.version.get(),
+                        id: &e.id,
+                        event_type: &e.event_type,
+                        category: e.stream.category().as_str(),
+                        data: &e.data,
+                        metadata: &e.metadata,
+                        tags: &e.tags,
+                        recorded_at: to_sql(e.recorded_at.as_millis())?,
+                    },
+                    &mut tags,
+                )?;
             }
+            drop((insert_event, insert_tag));
             w.conn
                 .execute_batch("COMMIT")
                 .map_err(EmbeddedError::sqlite(context))?;
