@@ -31,6 +31,7 @@ mod error;
 mod extract;
 mod groups;
 mod lifecycle;
+mod metered;
 mod metrics;
 mod openapi;
 mod projections;
@@ -119,8 +120,12 @@ pub async fn serve(
     let groups = Arc::new(concord_groups::Groups::new(Arc::clone(&store)));
     let (sender, _) = watch::channel(false);
     let sender = Arc::new(sender);
+    let metrics = Arc::new(metrics::Metrics::default());
     let grpc = concord_grpc::routes(
-        Arc::clone(&store),
+        Arc::new(metered::Metered {
+            inner: Arc::clone(&store),
+            metrics: Arc::clone(&metrics),
+        }),
         concord_grpc::GrpcConfig {
             limits: config.limits,
             gate: Arc::new(auth::TokenGate(tokens.clone())),
@@ -129,7 +134,6 @@ pub async fn serve(
             shutdown: sender.subscribe(),
         },
     );
-    let metrics = Arc::new(metrics::Metrics::default());
     let scavenge_every = config.scavenge_every;
     let projections = config.projections.clone();
     let app = routes::build(

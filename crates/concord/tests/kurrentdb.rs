@@ -403,7 +403,8 @@ async fn the_official_client_runs_unchanged_on_redis() {
     assert_eq!(common::terminate(child), 0);
 }
 
-/// Events written over gRPC read back over HTTP byte for byte, and the other way round.
+/// Events written over gRPC read back over HTTP byte for byte, and the other way round;
+/// `/metrics` counts the appends of both.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_cross_between_grpc_and_http_byte_for_byte() {
     let dir = tempfile::tempdir().unwrap();
@@ -435,6 +436,26 @@ async fn events_cross_between_grpc_and_http_byte_for_byte() {
     assert!(notes[0].is_json);
     let over_grpc: serde_json::Value = serde_json::from_slice(&notes[0].data).unwrap();
     assert_eq!(over_grpc, serde_json::json!({"text": "ünïcode", "n": 1.5}));
+
+    // `/metrics` counts the append made over gRPC beside the one made over HTTP.
+    let metrics = {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(&addr).unwrap();
+        write!(
+            stream,
+            "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut text = String::new();
+        stream.read_to_string(&mut text).unwrap();
+        text
+    };
+    for line in [
+        "concord_appends_total{store=\"embedded\"} 2",
+        "concord_events_appended_total{store=\"embedded\"} 2",
+    ] {
+        assert!(metrics.contains(line), "{line} not in:\n{metrics}");
+    }
     assert_eq!(common::terminate(child), 0);
 }
 
