@@ -34,7 +34,14 @@ use crate::stream_index::StreamIndex;
 ///   erased so far and the head when they were, so that recovery accepts the gaps a
 ///   scavenge leaves in positions). Formats 1 to 4 are migrated on open (see
 ///   [`migrate_4_to_5`]).
-pub(crate) const FORMAT_VERSION: i64 = 5;
+/// - 6: imports (`EventStore::import`, what `concord copy` writes with): the column
+///   `scavenge_state.import_holes` counts the positions an import left without an event
+///   (a source's scavenge erased them), and `import_floors` holds, for a stream an import
+///   started above version 1, the version before its first (its stream index starts
+///   after it; its lifecycle row's `erased_through` says the same to readers), so that
+///   recovery accepts both. Formats 1 to 5 are migrated on open (see
+///   [`migrate_5_to_6`]).
+pub(crate) const FORMAT_VERSION: i64 = 6;
 
 /// `PRAGMA application_id`: "CNCD", marks the file as Concord's.
 pub(crate) const APPLICATION_ID: i64 = 0x434E_4344;
@@ -108,6 +115,16 @@ CREATE TABLE scavenge_state (
 ) STRICT;
 
 INSERT INTO scavenge_state VALUES (1, 0, 0);
+";
+
+/// Imports (format 6), added to the schema or by the migration from format 5.
+const IMPORTS: &str = "
+ALTER TABLE scavenge_state ADD COLUMN import_holes INTEGER NOT NULL DEFAULT 0;
+
+CREATE TABLE import_floors (
+    stream_id INTEGER PRIMARY KEY,
+    floor     INTEGER NOT NULL
+) STRICT;
 ";
 
 /// The separator of the `tags` column. Tags cannot contain control characters, so it
@@ -229,6 +246,8 @@ pub(crate) fn prepare(conn: &mut Connection, file: &Path) -> Result<(), Embedded
             .map_err(EmbeddedError::sqlite("cannot create the schema"))?;
         tx.execute_batch(LIFECYCLE)
             .map_err(EmbeddedError::sqlite("cannot create the schema"))?;
+        tx.execute_batch(IMPORTS)
+            .map_err(EmbeddedError::sqlite("cannot create the schema"))?;
         tx.execute_batch(&format!(
             "PRAGMA application_id = {APPLICATION_ID}; PRAGMA user_version = {FORMAT_VERSION};"
         ))
@@ -253,6 +272,9 @@ pub(crate) fn prepare(conn: &mut Connection, file: &Path) -> Result<(), Embedded
     }
     if (1..=4).contains(&user_version) {
         migrate_4_to_5(conn, file)?;
+    }
+    if (1..=5).contains(&user_version) {
+        migrate_5_to_6(conn, file)?;
         return Ok(());
     }
     if user_version != FORMAT_VERSION {
@@ -325,6 +347,40 @@ fn migrate_4_to_5(conn: &mut Connection, file: &Path) -> Result<(), EmbeddedErro
     let tx = conn.transaction().map_err(EmbeddedError::sqlite(context))?;
     tx.execute_batch(LIFECYCLE)
         .map_err(EmbeddedError::sqlite(context))?;
+    tx.execute_batch("PRAGMA user_version = 5;")
+        .map_err(EmbeddedError::sqlite(context))?;
+    tx.commit().map_err(EmbeddedError::sqlite(context))
+}
+
+/// Adds `scavenge_state.import_holes` and `import_floors` (0 and empty: no older store was
+/// imported into). One
+/// transaction (a crash leaves format 5).
+fn migrate_5_to_6(conn: &mut Connection, file: &Path) -> Result<(), EmbeddedError> {
+    let context = "cannot migrate the store from format 5 to format 6";
+    tracing::info!(file = %file.display(), "migrating the store from format 5 to format 6 (imports)");
+    let tx = conn.transaction().map_err(EmbeddedError::sqlite(context))?;
+    // A file a test made older by hand may have the pieces already.
+    let has_holes: bool = tx
+        .query_row(
+            "SELECT COUNT(*) FROM pragma_table_info('scavenge_state') WHERE name = 'import_holes'",
+            [],
+            |r| r.get::<_, i64>(0),
+        )
+        .map_err(EmbeddedError::sqlite(context))?
+        > 0;
+    if !has_holes {
+        tx.execute_batch(
+            "ALTER TABLE scavenge_state ADD COLUMN import_holes INTEGER NOT NULL DEFAULT 0;",
+        )
+        .map_err(EmbeddedError::sqlite(context))?;
+    }
+    tx.execute_batch(
+        "CREATE TABLE IF NOT EXISTS import_floors (
+            stream_id INTEGER PRIMARY KEY,
+            floor     INTEGER NOT NULL
+        ) STRICT;",
+    )
+    .map_err(EmbeddedError::sqlite(context))?;
     tx.execute_batch(&format!("PRAGMA user_version = {FORMAT_VERSION};"))
         .map_err(EmbeddedError::sqlite(context))?;
     tx.commit().map_err(EmbeddedError::sqlite(context))
@@ -442,13 +498,24 @@ pub(crate) struct Recovered {
 /// stream index and a read of the events it does not cover yet.
 pub(crate) fn recover(conn: &Connection) -> Result<Recovered, EmbeddedError> {
     let context = "cannot read the store during recovery";
-    let (erased, scavenged_head): (i64, i64) = conn
+    let (erased, scavenged_head, holes): (i64, i64, i64) = conn
         .query_row(
-            "SELECT erased_events, head FROM scavenge_state WHERE id = 1",
+            "SELECT erased_events, head, import_holes FROM scavenge_state WHERE id = 1",
             [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )
         .map_err(EmbeddedError::sqlite(context))?;
+    // Streams an import started above version 1: their stream index starts after this.
+    let floors: HashMap<i64, i64> = {
+        let mut stmt = conn
+            .prepare("SELECT stream_id, floor FROM import_floors")
+            .map_err(EmbeddedError::sqlite(context))?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(EmbeddedError::sqlite(context))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(EmbeddedError::sqlite(context))?
+    };
     let (count, first, last): (i64, i64, i64) = conn
         .query_row(
             "SELECT COUNT(*), COALESCE(MIN(position), 1), COALESCE(MAX(position), 0) FROM events",
@@ -458,9 +525,9 @@ pub(crate) fn recover(conn: &Connection) -> Result<Recovered, EmbeddedError> {
         .map_err(EmbeddedError::sqlite(context))?;
     // A scavenge leaves gaps (the erased events) and may have erased the last events.
     let last = last.max(scavenged_head);
-    if count + erased != last || (erased == 0 && first != 1) {
+    if count + erased + holes != last || (erased == 0 && holes == 0 && first != 1) {
         return Err(EmbeddedError::Corrupted(format!(
-            "positions are not gap-free: {count} events and {erased} erased by scavenges, but positions run from {first} to {last}"
+            "positions are not gap-free: {count} events, {erased} erased by scavenges and {holes} left by imports, but positions run from {first} to {last}"
         )));
     }
     let indexed_through: i64 = conn
@@ -497,9 +564,11 @@ pub(crate) fn recover(conn: &Connection) -> Result<Recovered, EmbeddedError> {
             };
             let (id, n, min, max, max_position) =
                 read(row).map_err(EmbeddedError::sqlite(context))?;
-            if min != 1 || max != n || max_position > indexed_through {
+            // From version 1, or from where an import started the stream.
+            let starts = min == 1 || floors.get(&id).is_some_and(|f| min == f + 1);
+            if !starts || max - min + 1 != n || max_position > indexed_through {
                 return Err(EmbeddedError::Corrupted(format!(
-                    "the stream index of stream id {id} is not consecutive from 1 within the indexed positions: {n} entries, versions {min} to {max}, last position {max_position}"
+                    "the stream index of stream id {id} is not consecutive from its first version within the indexed positions: {n} entries, versions {min} to {max}, last position {max_position}"
                 )));
             }
             versions.insert(id, (n, max));
@@ -519,7 +588,13 @@ pub(crate) fn recover(conn: &Connection) -> Result<Recovered, EmbeddedError> {
             };
             let (position, id, version) = read(row).map_err(EmbeddedError::sqlite(context))?;
             let state = versions.entry(id).or_insert((0, 0));
-            if version != state.1 + 1 {
+            // A stream's first event is version 1, or the first an import wrote.
+            let expected = if state.0 == 0 {
+                floors.get(&id).map_or(1, |f| f + 1)
+            } else {
+                state.1 + 1
+            };
+            if version != expected {
                 return Err(EmbeddedError::Corrupted(format!(
                     "the event at position {position} has version {version} in stream id {id}, whose previous version is {}",
                     state.1

@@ -51,7 +51,9 @@ mod index_flushed_every_batch {
     concord_testkit::lifecycle_model_check!(fresh);
 }
 
-/// Imported events are what a reopened store recovers, and appends go on after them.
+/// Imported events are what a reopened store recovers, holes in positions and a stream
+/// started above version 1 included (then deleted and scavenged, so that its erased prefix
+/// grows past where the import started it), and appends go on after them.
 #[tokio::test]
 async fn imported_events_are_recovered_on_reopen() {
     use concord_core::{
@@ -69,9 +71,11 @@ async fn imported_events_are_recovered_on_reopen() {
         )
     };
     let imported = vec![
-        event("account-1", 1, 1),
-        event("account-2", 1, 2),
-        event("account-1", 2, 3),
+        event("account-1", 1, 2),
+        event("account-2", 1, 5),
+        event("account-1", 2, 6),
+        event("account-3", 7, 7),
+        event("account-3", 8, 8),
     ];
     {
         let store = EmbeddedStore::open(dir.path()).unwrap();
@@ -83,7 +87,41 @@ async fn imported_events_are_recovered_on_reopen() {
         .await
         .unwrap();
     assert_eq!(page.events, imported);
-    assert_eq!(page.head, Position(3));
+    assert_eq!(page.head, Position(8));
+    let third = StreamName::new("account-3").unwrap();
+    assert_eq!(store.stream_version(&third).await.unwrap(), Version(8));
+    // account-3 grows, loses its first imported event to retention, and is scavenged.
+    let grown = store
+        .append(AppendRequest::new(
+            third.clone(),
+            ExpectedVersion::Exact(Version(8)),
+            vec![NewEvent::json("Deposited", &serde_json::json!({"amount": 9})).unwrap()],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(grown.appended().first_position, Position(9));
+    store
+        .set_stream_metadata(
+            &third,
+            concord_core::StreamMetadata {
+                max_count: Some(2),
+                ..concord_core::StreamMetadata::NONE
+            },
+        )
+        .await
+        .unwrap();
+    let report = store.scavenge().await.unwrap();
+    assert_eq!(report.events_removed, 1);
+    drop(store);
+    let store = EmbeddedStore::open(dir.path()).expect("the store reopens after a scavenge");
+    let third_events = store
+        .read_stream(&third, Version(1), concord_core::Direction::Forward, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        third_events.iter().map(|e| e.version).collect::<Vec<_>>(),
+        vec![Version(8), Version(9)]
+    );
     let next = store
         .append(AppendRequest::new(
             StreamName::new("account-1").unwrap(),
@@ -92,6 +130,6 @@ async fn imported_events_are_recovered_on_reopen() {
         ))
         .await
         .unwrap();
-    assert_eq!(next.appended().first_position, Position(4));
+    assert_eq!(next.appended().first_position, Position(10));
     assert_eq!(next.appended().first_version, Version(3));
 }

@@ -440,7 +440,10 @@ async fn recovery_refuses_a_gap_in_a_streams_versions() {
     raw.execute("UPDATE stream_index SET version = 7 WHERE position = 3", [])
         .unwrap();
     drop(raw);
-    assert_corrupted(EmbeddedStore::open(dir.path()), "is not consecutive from 1");
+    assert_corrupted(
+        EmbeddedStore::open(dir.path()),
+        "is not consecutive from its first version",
+    );
 }
 
 #[tokio::test]
@@ -638,7 +641,7 @@ async fn opening_a_store_of_another_format_version_is_refused() {
     drop(raw);
     let message = open_error(dir.path());
     assert!(
-        message.contains("format version 99") && message.contains("reads format version 5"),
+        message.contains("format version 99") && message.contains("reads format version 6"),
         "{message}"
     );
 }
@@ -713,7 +716,7 @@ async fn a_format_1_store_is_migrated_on_open_and_keeps_its_idempotency() {
         .unwrap();
     assert_eq!(
         (version, indexes.as_str(), indexed),
-        (5, "events_by_category,events_by_event_id,events_by_type", 2)
+        (6, "events_by_category,events_by_event_id,events_by_type", 2)
     );
 }
 
@@ -852,7 +855,7 @@ async fn a_format_3_store_is_migrated_on_open_its_events_read_as_json_and_bytes_
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )
         .unwrap();
-    assert_eq!((version, json_rows, typed.as_str()), (5, 2, "image/png"));
+    assert_eq!((version, json_rows, typed.as_str()), (6, 2, "image/png"));
 }
 
 #[test]

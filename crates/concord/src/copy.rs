@@ -4,8 +4,7 @@
 //!
 //! Why it reads what readers see rather than the raw log: events a delete, a tombstone or
 //! retention hides are not copied, so a copy never brings back what was erased or is due
-//! to be. Their positions stay holes in the target (a backend that cannot hold holes, the
-//! embedded store, refuses the copy and says so).
+//! to be. Their positions stay holes in the target.
 //!
 //! Resumable: the target's head says how far an earlier run got. The event at that
 //! position must be the source's event there (the same id), or the copy refuses a target
@@ -37,8 +36,7 @@ target's head. Events appended to FROM while it runs are copied by the next run.
   concord copy --from ./concord-data --to 'postgres://me@db.internal/events'
 
 What a delete, a tombstone or retention hides is not copied; where it leaves holes in
-positions, the target keeps them (PostgreSQL and Redis do; the embedded store refuses a copy
-with holes). A stream tombstoned in the source is tombstoned in the target when its events
+positions, the target keeps them. A stream tombstoned in the source is tombstoned in the target when its events
 are still in the source's log (not yet scavenged); other deleted names are not carried over.")]
 pub struct CopyArgs {
     /// The store to copy: any store URL (`./dir`, `redis://…`, `postgres://…`, `http://…`).

@@ -4,11 +4,12 @@
 //! then the writer's state (head, stream versions, stream index, tails) moves as after a
 //! batch of appends, and the head signal wakes readers.
 //!
-//! What the embedded store cannot take yet, it refuses with the reason: holes in positions
-//! (the events a source's scavenge erased) and a stream whose first versions the source
-//! erased. Recovery counts on every position being an event or an erased event whose
-//! stream index entry is kept, and on each stream's index starting at version 1; an import
-//! of either needs a format that records them (noted in `docs/design/embedded-store.md`).
+//! Holes in positions (the events a source's scavenge erased) are counted in
+//! `scavenge_state.import_holes`, and a stream started above version 1 gets an
+//! `import_floors` row (where its stream index starts) and a lifecycle row whose
+//! `erased_through` is the version before its first (what readers go by), all in the
+//! import's transaction: recovery checks every position and every stream index against
+//! them (format 6).
 
 use concord_core::{
     InvalidInput, Position, RecordedEvent, StoreError, Version, plan_import, plan_stream_import,
@@ -31,22 +32,14 @@ impl Writer {
             return Ok(Ok(LifecycleAnswer::Done));
         };
         let context = "cannot import events";
+        let mut floors = Vec::new();
         for import in &streams {
             let state = self.streams.get(&import.stream).copied();
             let last = Version(state.map_or(0, |s| s.version));
             let row = self.lifecycle(&import.stream);
             match plan_stream_import(import, last, &row.lifecycle) {
                 Ok(None) => {}
-                Ok(Some(erased)) => {
-                    return Ok(Err(InvalidInput::new(
-                        "events",
-                        format!(
-                            "stream {} starts at version {} in the import: the embedded store cannot take a stream whose first {erased} versions were erased elsewhere (import into PostgreSQL, or scavenge nothing of it in the source)",
-                            import.stream, import.first
-                        ),
-                    )
-                    .into()));
-                }
+                Ok(Some(erased)) => floors.push((import.stream.clone(), erased, row)),
                 Err(refused) => return Ok(Err(refused)),
             }
         }
@@ -72,15 +65,16 @@ impl Writer {
             }
         }
         let holes = end - self.head - events.len() as u64;
-        if holes > 0 {
-            return Ok(Err(InvalidInput::new(
-                "events",
-                format!(
-                    "the import leaves {holes} positions between {} and {end} without an event: the embedded store takes only a copy without holes (a source whose scavenge erased events can be copied into PostgreSQL)",
-                    self.head
-                ),
-            )
-            .into()));
+        // Named before the commit, as a lifecycle change is: reads of these streams go by
+        // their rows from then on.
+        if !floors.is_empty() {
+            let mut names = self
+                .lifecycle_names
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            for (stream, _, _) in &floors {
+                names.insert(stream.clone());
+            }
         }
         let write = |w: &mut Writer| -> Result<Vec<(i64, StreamState)>, EmbeddedError> {
             w.conn
@@ -127,6 +121,35 @@ impl Writer {
                 )?;
             }
             drop((insert_event, insert_tag));
+            if holes > 0 {
+                w.conn
+                    .execute(
+                        "UPDATE scavenge_state SET import_holes = import_holes + ?1 WHERE id = 1",
+                        [to_sql(holes)?],
+                    )
+                    .map_err(EmbeddedError::sqlite(context))?;
+            }
+            for (stream, erased, _) in &floors {
+                let id = streams
+                    .iter()
+                    .zip(&ids)
+                    .find(|(i, _)| &i.stream == stream)
+                    .map_or(0, |(_, (id, _))| *id);
+                w.conn
+                    .execute(
+                        "INSERT INTO import_floors (stream_id, floor) VALUES (?1, ?2)",
+                        (id, to_sql(erased.get())?),
+                    )
+                    .map_err(EmbeddedError::sqlite(context))?;
+                w.conn
+                    .execute(
+                        "INSERT INTO stream_lifecycle (name, deleted_through, tombstoned, max_count, max_age_seconds, truncate_before, erased_through)
+                         VALUES (?1, 0, 0, NULL, NULL, NULL, ?2)
+                         ON CONFLICT (name) DO UPDATE SET erased_through = max(erased_through, excluded.erased_through)",
+                        (stream.as_str(), to_sql(erased.get())?),
+                    )
+                    .map_err(EmbeddedError::sqlite(context))?;
+            }
             w.conn
                 .execute_batch("COMMIT")
                 .map_err(EmbeddedError::sqlite(context))?;
@@ -149,6 +172,15 @@ impl Writer {
                     self.tails.push(id, e.clone());
                 }
             }
+        }
+        for (stream, erased, row) in floors {
+            self.lifecycles.insert(
+                stream,
+                crate::schema::LifecycleRow {
+                    erased_through: row.erased_through.max(erased.get()),
+                    ..row
+                },
+            );
         }
         self.head = end;
         if let super::Acknowledge::Syncer(syncer) = &self.acknowledge {

@@ -109,24 +109,10 @@ fn at(source: &RecordedEvent, version: u64, position: u64) -> RecordedEvent {
 }
 
 /// Holes in positions (a source's scavenge leaves them) stay holes; appends go on after the
-/// last imported position. (The embedded store refuses holes, saying why.)
+/// last imported position.
 pub async fn an_import_keeps_holes_in_positions(store: Arc<dyn EventStore>) {
     let model = recorded_elsewhere().await.remove(1);
     let a = stream("account-7");
-    if store.backend() == "embedded" {
-        let refused = store
-            .import(vec![RecordedEvent {
-                stream: a.clone(),
-                ..at(&model, 1, 3)
-            }])
-            .await;
-        assert!(
-            matches!(&refused, Err(StoreError::Invalid(i)) if i.to_string().contains("2 positions")),
-            "{refused:?}"
-        );
-        assert_eq!(store.head().await.unwrap(), Position(0));
-        return;
-    }
     let batch = vec![
         RecordedEvent {
             stream: a.clone(),
@@ -164,7 +150,7 @@ pub async fn an_import_keeps_holes_in_positions(store: Arc<dyn EventStore>) {
 
 /// A stream whose first versions the source had erased starts where it started there:
 /// reads show its events from that version, its version is its last, and appends go on
-/// after it. (The embedded store refuses such a stream, saying why.)
+/// after it.
 pub async fn an_import_starts_a_stream_whose_prefix_was_erased(store: Arc<dyn EventStore>) {
     let model = recorded_elsewhere().await.remove(1);
     let a = stream("account-7");
@@ -178,15 +164,6 @@ pub async fn an_import_starts_a_stream_whose_prefix_was_erased(store: Arc<dyn Ev
             ..at(&model, 6, 4)
         },
     ];
-    if store.backend() == "embedded" {
-        let refused = store.import(batch).await;
-        assert!(
-            matches!(&refused, Err(StoreError::Invalid(i)) if i.to_string().contains("starts at version 5")),
-            "{refused:?}"
-        );
-        assert_eq!(store.head().await.unwrap(), Position(0));
-        return;
-    }
     store.import(batch.clone()).await.unwrap();
     assert_eq!(read_whole_stream(&store, &a).await, batch);
     let backward = store
