@@ -179,7 +179,9 @@ pub(crate) async fn run(args: CopyArgs) -> anyhow::Result<Exit> {
     if from_url.to_string() == to_url.to_string() {
         anyhow::bail!("--from and --to name the same store ({from_url})");
     }
-    from_url.ensure_exists()?;
+    from_url
+        .ensure_exists()
+        .context("--from names no store to copy")?;
     let source = from_url.open().await?;
     let target = to_url.open().await?;
     let started = Instant::now();

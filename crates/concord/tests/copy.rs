@@ -208,7 +208,7 @@ async fn a_killed_copy_goes_on_where_it_stopped() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_copy_refuses_a_target_that_holds_other_events() {
+async fn a_copy_refuses_a_target_that_holds_other_events_and_a_missing_source() {
     let tmp = tempfile::tempdir().unwrap();
     let (source, other) = (tmp.path().join("source"), tmp.path().join("other"));
     write(&source, 0, 20).await;
@@ -219,6 +219,18 @@ async fn a_copy_refuses_a_target_that_holds_other_events() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("not a copy of the source"), "{stderr}");
     assert_eq!(embedded(&other).await, before);
+
+    // A source that is not there is named, and no target is created.
+    let missing = tmp.path().join("missing");
+    let target = tmp.path().join("never-made");
+    let out = copy(missing.to_str().unwrap(), target.to_str().unwrap(), &[]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--from names no store to copy"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!target.exists());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
