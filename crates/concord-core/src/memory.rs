@@ -11,8 +11,9 @@ use std::sync::{Mutex, PoisonError};
 use async_trait::async_trait;
 
 use crate::append::{AppendOutcome, AppendPlan, AppendRequest, Appended, Limits, plan_append};
-use crate::error::{Conflict, PartialDuplicate, StoreError};
+use crate::error::{Conflict, InvalidInput, PartialDuplicate, StoreError};
 use crate::event::{EventId, NewEvent, RecordedAt, RecordedEvent};
+use crate::import::{plan_import, plan_stream_import};
 use crate::lifecycle::{
     DeleteMode, DeletePlan, MetadataChange, ScavengeReport, StreamLifecycle, StreamMetadata,
     check_hidden_ids, plan_delete,
@@ -27,12 +28,16 @@ use crate::signal::HeadSignal;
 use crate::store::{AllPage, Direction, EventStore, StreamInfo};
 use crate::version::{ExpectedVersion, Position, Version};
 
+/// The log index of a version an import found erased: no slot of the log.
+const ERASED: usize = usize::MAX;
+
 #[derive(Debug, Default)]
 struct State {
     /// The global log; the event at position p is at index p - 1, `None` once scavenged.
     log: Vec<Option<RecordedEvent>>,
     /// Per stream, the log indexes of its events; version v is at index v - 1. Its length
-    /// is the last version ever written, which a delete never lowers.
+    /// is the last version ever written, which a delete never lowers. An import that starts
+    /// a stream above version 1 fills the versions before with [`ERASED`].
     streams: BTreeMap<StreamName, Vec<usize>>,
     ids: HashMap<StreamName, HashMap<EventId, Version>>,
     /// Deletes, tombstones and retention settings; absent means the default.
@@ -54,7 +59,7 @@ impl State {
         let erased = self.streams.get(stream).map_or(0, |indexes| {
             indexes
                 .iter()
-                .take_while(|&&i| self.log.get(i).is_some_and(Option::is_none))
+                .take_while(|&&i| self.log.get(i).is_none_or(Option::is_none))
                 .count()
         });
         Version(erased as u64)
@@ -254,11 +259,53 @@ impl State {
         report
     }
 
+    /// Writes events recorded elsewhere as they are (see [`EventStore::import`]): holes in
+    /// positions are empty slots of the log, a stream's missing prefix is [`ERASED`].
+    fn import(&mut self, events: Vec<RecordedEvent>, limits: &Limits) -> Result<(), StoreError> {
+        let head = Position(self.log.len() as u64);
+        for import in plan_import(&events, head, limits)? {
+            plan_stream_import(
+                &import,
+                self.last(&import.stream),
+                &self.lifecycle(&import.stream),
+            )?;
+        }
+        if let Some(e) = events.iter().find(|e| {
+            self.ids
+                .get(&e.stream)
+                .is_some_and(|ids| ids.contains_key(&e.id))
+        }) {
+            return Err(InvalidInput::new(
+                "events",
+                format!("event id {} is already in stream {}", e.id, e.stream),
+            )
+            .into());
+        }
+        for e in events {
+            let index = usize::try_from(e.position.get() - 1).unwrap_or(ERASED);
+            while self.log.len() < index {
+                self.log.push(None);
+            }
+            let indexes = self.streams.entry(e.stream.clone()).or_default();
+            while (indexes.len() as u64) < e.version.get() - 1 {
+                indexes.push(ERASED);
+            }
+            indexes.push(index);
+            self.ids
+                .entry(e.stream.clone())
+                .or_default()
+                .insert(e.id, e.version);
+            self.log.push(Some(e));
+        }
+        Ok(())
+    }
+
     fn appended(&self, stream: &StreamName, first: Version, last: Version) -> Appended {
         let position = |v: Version| {
             self.streams
                 .get(stream)
                 .and_then(|s| s.get(usize::try_from(v.get().saturating_sub(1)).ok()?))
+                .filter(|&&i| i != ERASED)
                 .map_or(Position::ZERO, |&i| Position(i as u64 + 1))
         };
         Appended {
@@ -624,6 +671,16 @@ impl EventStore for MemoryStore {
             .delete(stream, DeleteMode::TombstoneName, expected, max);
         self.signal.touch();
         tombstoned
+    }
+
+    async fn import(&self, events: Vec<RecordedEvent>) -> Result<(), StoreError> {
+        let head = {
+            let mut state = self.lock();
+            state.import(events, &self.limits)?;
+            Position(state.log.len() as u64)
+        };
+        self.signal.advance(head);
+        Ok(())
     }
 
     async fn stream_metadata(&self, stream: &StreamName) -> Result<StreamMetadata, StoreError> {

@@ -12,3 +12,4 @@ async fn fresh() -> TestStore {
 
 concord_testkit::conformance_suite!(fresh);
 concord_testkit::lifecycle_suite!(fresh);
+concord_testkit::import_suite!(fresh);
