@@ -12,8 +12,10 @@
 //! them (format 6).
 
 use concord_core::{
-    InvalidInput, Position, RecordedEvent, StoreError, Version, plan_import, plan_stream_import,
+    InvalidInput, Position, RecordedEvent, StoreError, StreamName, Version, plan_import,
+    plan_stream_import,
 };
+use foldhash::{HashMap, HashMapExt};
 use rusqlite::OptionalExtension;
 
 use super::{LifecycleAnswer, Writer};
@@ -76,32 +78,28 @@ impl Writer {
                 names.insert(stream.clone());
             }
         }
-        let write = |w: &mut Writer| -> Result<Vec<(i64, StreamState)>, EmbeddedError> {
+        // Each stream's row id, by name: looked up once per event below.
+        let write = |w: &mut Writer| -> Result<HashMap<StreamName, i64>, EmbeddedError> {
             w.conn
                 .execute_batch("BEGIN IMMEDIATE")
                 .map_err(EmbeddedError::sqlite(context))?;
-            let mut ids = Vec::with_capacity(streams.len());
+            let mut ids = HashMap::with_capacity(streams.len());
             for import in &streams {
                 let id = match w.streams.get(&import.stream) {
                     Some(s) => s.id,
                     None => w.insert_stream(&import.stream)?,
                 };
-                ids.push((
-                    id,
-                    StreamState {
-                        id,
-                        version: import.last.get(),
-                    },
-                ));
+                ids.insert(import.stream.clone(), id);
             }
+            let id_of = |stream: &StreamName| {
+                ids.get(stream).copied().ok_or_else(|| {
+                    EmbeddedError::Corrupted(format!("the import lost the row id of {stream}"))
+                })
+            };
             let (mut insert_event, mut insert_tag) = super::row_statements(&w.conn)?;
             let mut tags = String::new();
             for e in events {
-                let id = streams
-                    .iter()
-                    .zip(&ids)
-                    .find(|(i, _)| i.stream == e.stream)
-                    .map_or(0, |(_, (id, _))| *id);
+                let id = id_of(&e.stream)?;
                 super::insert_row(
                     &mut insert_event,
                     &mut insert_tag,
@@ -130,11 +128,7 @@ impl Writer {
                     .map_err(EmbeddedError::sqlite(context))?;
             }
             for (stream, erased, _) in &floors {
-                let id = streams
-                    .iter()
-                    .zip(&ids)
-                    .find(|(i, _)| &i.stream == stream)
-                    .map_or(0, |(_, (id, _))| *id);
+                let id = id_of(stream)?;
                 w.conn
                     .execute(
                         "INSERT INTO import_floors (stream_id, floor) VALUES (?1, ?2)",
@@ -163,10 +157,19 @@ impl Writer {
             }
         };
         self.sync_now()?;
-        for (import, (id, state)) in streams.iter().zip(ids) {
-            self.streams.insert(import.stream.clone(), state);
-            let mine = events.iter().filter(|e| e.stream == import.stream);
-            for e in mine {
+        for import in &streams {
+            if let Some(&id) = ids.get(&import.stream) {
+                self.streams.insert(
+                    import.stream.clone(),
+                    StreamState {
+                        id,
+                        version: import.last.get(),
+                    },
+                );
+            }
+        }
+        for e in events {
+            if let Some(&id) = ids.get(&e.stream) {
                 self.index.record(id, e.version.get(), e.position.get(), 1);
                 if self.tails.is_watched(id) {
                     self.tails.push(id, e.clone());
