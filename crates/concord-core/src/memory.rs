@@ -347,6 +347,22 @@ impl MemoryStore {
     }
 }
 
+impl MemoryStore {
+    /// A soft delete or a tombstone, then a touch of the head signal: subscriptions waiting
+    /// on the stream read again (and end with `StreamDeleted` after a tombstone).
+    fn delete(
+        &self,
+        stream: &StreamName,
+        mode: DeleteMode,
+        expected: Option<Version>,
+    ) -> Result<(), StoreError> {
+        let max = self.limits.concurrent_events_max;
+        let deleted = self.lock().delete(stream, mode, expected, max);
+        self.signal.touch();
+        deleted
+    }
+}
+
 #[async_trait]
 impl EventStore for MemoryStore {
     fn backend(&self) -> &'static str {
@@ -640,10 +656,7 @@ impl EventStore for MemoryStore {
         stream: &StreamName,
         expected: Option<Version>,
     ) -> Result<(), StoreError> {
-        let max = self.limits.concurrent_events_max;
-        let deleted = self.lock().delete(stream, DeleteMode::Soft, expected, max);
-        self.signal.touch();
-        deleted
+        self.delete(stream, DeleteMode::Soft, expected)
     }
 
     async fn tombstone_stream(
@@ -651,13 +664,7 @@ impl EventStore for MemoryStore {
         stream: &StreamName,
         expected: Option<Version>,
     ) -> Result<(), StoreError> {
-        let max = self.limits.concurrent_events_max;
-        let tombstoned = self
-            .lock()
-            .delete(stream, DeleteMode::Tombstone, expected, max);
-        // Subscriptions waiting on the stream read again and end with `StreamDeleted`.
-        self.signal.touch();
-        tombstoned
+        self.delete(stream, DeleteMode::Tombstone, expected)
     }
 
     async fn tombstone_stream_name(
@@ -665,12 +672,7 @@ impl EventStore for MemoryStore {
         stream: &StreamName,
         expected: Option<Version>,
     ) -> Result<(), StoreError> {
-        let max = self.limits.concurrent_events_max;
-        let tombstoned = self
-            .lock()
-            .delete(stream, DeleteMode::TombstoneName, expected, max);
-        self.signal.touch();
-        tombstoned
+        self.delete(stream, DeleteMode::TombstoneName, expected)
     }
 
     async fn import(&self, events: Vec<RecordedEvent>) -> Result<(), StoreError> {
