@@ -685,6 +685,10 @@ impl EventStore for MemoryStore {
         Ok(())
     }
 
+    async fn stream_lifecycle(&self, stream: &StreamName) -> Result<StreamLifecycle, StoreError> {
+        Ok(self.lock().lifecycle(stream))
+    }
+
     async fn stream_metadata(&self, stream: &StreamName) -> Result<StreamMetadata, StoreError> {
         let state = self.lock();
         state.check_not_tombstoned(stream)?;

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::append::{AppendOutcome, AppendRequest};
 use crate::error::StoreError;
 use crate::event::RecordedEvent;
-use crate::lifecycle::{MetadataChange, ScavengeReport, StreamMetadata};
+use crate::lifecycle::{MetadataChange, ScavengeReport, StreamLifecycle, StreamMetadata};
 use crate::multi::{MultiAppendOutcome, MultiAppendRequest, QueryPage};
 use crate::names::StreamName;
 use crate::query::{Filter, Query};
@@ -295,6 +295,23 @@ pub trait EventStore: Send + Sync + fmt::Debug + 'static {
         Err(StoreError::Unsupported {
             backend: self.backend(),
             operation: "stream_metadata",
+        })
+    }
+
+    /// What the backend keeps for the stream beside its events: how far a soft delete hid
+    /// it, whether it is tombstoned, and its retention settings
+    /// ([`StreamLifecycle::default`] for a stream that never had any). Unlike the other
+    /// calls, a tombstone is an answer here (`tombstoned`), not an error. Read models use it
+    /// to tell a deleted stream that was written again from one that never went away.
+    ///
+    /// # Errors
+    /// [`StoreError::Unsupported`] from a backend that does not expose it (the HTTP
+    /// client); backend failures.
+    async fn stream_lifecycle(&self, stream: &StreamName) -> Result<StreamLifecycle, StoreError> {
+        let _ = stream;
+        Err(StoreError::Unsupported {
+            backend: self.backend(),
+            operation: "stream_lifecycle",
         })
     }
 

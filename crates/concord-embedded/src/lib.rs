@@ -45,7 +45,8 @@ use async_trait::async_trait;
 use concord_core::{
     AllPage, AppendOutcome, AppendRequest, DeleteMode, Direction, EventStore, Filter, HeadSignal,
     Limits, MetadataChange, MultiAppendOutcome, MultiAppendRequest, Position, Query, QueryPage,
-    RecordedEvent, ScavengeReport, StoreError, StreamInfo, StreamMetadata, StreamName, Version,
+    RecordedEvent, ScavengeReport, StoreError, StreamInfo, StreamLifecycle, StreamMetadata,
+    StreamName, Version,
 };
 use futures::channel::oneshot;
 use rusqlite::Connection;
@@ -679,6 +680,12 @@ impl EventStore for EmbeddedStore {
         expected: Option<Version>,
     ) -> Result<(), StoreError> {
         self.delete(stream, DeleteMode::TombstoneName, expected)
+            .await
+    }
+
+    async fn stream_lifecycle(&self, stream: &StreamName) -> Result<StreamLifecycle, StoreError> {
+        let stream = stream.clone();
+        self.read(move |conn, _| Ok(schema::lifecycle_row(conn, stream.as_str())?.lifecycle))
             .await
     }
 

@@ -248,6 +248,18 @@ impl PostgresStore {
         }
     }
 
+    /// The stream's stored lifecycle (the default when it has no row).
+    pub(crate) async fn lifecycle(
+        &self,
+        stream: &StreamName,
+    ) -> Result<StreamLifecycle, StoreError> {
+        let client = self.client().await?;
+        let stored = stored(&**client, self.schema(), stream)
+            .await
+            .map_err(|e| self.db(e))??;
+        Ok(stored.map(|st| st.lifecycle).unwrap_or_default())
+    }
+
     pub(crate) async fn metadata(&self, stream: &StreamName) -> Result<StreamMetadata, StoreError> {
         let client = self.client().await?;
         match stored(&**client, self.schema(), stream)

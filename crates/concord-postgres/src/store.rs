@@ -11,8 +11,8 @@ use async_trait::async_trait;
 use concord_core::{
     AllPage, AppendOutcome, AppendRequest, DeleteMode, Direction, EventStore, Filter, HeadSignal,
     Limits, MetadataChange, MultiAppendOutcome, MultiAppendRequest, Position, Query, QueryPage,
-    RecordedAt, RecordedEvent, ScavengeReport, StoreError, StreamInfo, StreamMetadata, StreamName,
-    Version,
+    RecordedAt, RecordedEvent, ScavengeReport, StoreError, StreamInfo, StreamLifecycle,
+    StreamMetadata, StreamName, Version,
 };
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use futures::StreamExt;
@@ -474,6 +474,10 @@ impl EventStore for PostgresStore {
 
     async fn import(&self, events: Vec<RecordedEvent>) -> Result<(), StoreError> {
         self.import_events(events).await
+    }
+
+    async fn stream_lifecycle(&self, stream: &StreamName) -> Result<StreamLifecycle, StoreError> {
+        self.lifecycle(stream).await
     }
 
     async fn stream_metadata(&self, stream: &StreamName) -> Result<StreamMetadata, StoreError> {

@@ -16,7 +16,7 @@ use std::time::Duration;
 use concord_core::{Position, RecordedEvent, Version};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
-use crate::error::{Failure, ProjectionError, SkippedEvent};
+use crate::error::{Failure, HandlerError, ProjectionError, SkippedEvent};
 use crate::projection::Projection;
 
 /// How long a writer waits for another connection's transaction before giving up.
@@ -247,11 +247,28 @@ pub(crate) fn forget(
     projection: &dyn Projection,
     stream: &str,
     version: Version,
+    through: Version,
 ) -> rusqlite::Result<bool> {
     let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let forgot = projection.forget(&tx, stream, version)?;
+    let forgot = projection.forget(&tx, stream, version, through)?;
     tx.commit()?;
     Ok(forgot)
+}
+
+/// Replaces the row of a stream deleted and written again if it is still at `version`
+/// (see [`Projection::refold`]), in its own immediate transaction as [`forget`] does.
+pub(crate) fn refold(
+    db: &mut Connection,
+    projection: &dyn Projection,
+    stream: &str,
+    version: Version,
+    through: Version,
+    events: &[RecordedEvent],
+) -> Result<bool, HandlerError> {
+    let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let refolded = projection.refold(&tx, stream, version, through, events)?;
+    tx.commit()?;
+    Ok(refolded)
 }
 
 /// Reads `key`'s row and the checkpoint it reflects, in one read transaction.

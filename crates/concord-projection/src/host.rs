@@ -15,14 +15,14 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use concord_core::{EventStore, Position};
+use concord_core::{Direction, EventStore, Position, StoreError, StreamName, Version};
 use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::db;
 use crate::error::{Failure, ProjectionError, SkippedEvent};
-use crate::projection::Projection;
+use crate::projection::{Projection, StreamRow};
 use crate::runner::{Progress, Runner, State};
 
 /// A projection's status, as `GET /projections` lists it.
@@ -537,17 +537,27 @@ impl ProjectionHost {
         }
     }
 
-    /// Drops the read-model rows of streams that were soft-deleted or tombstoned, and
-    /// returns the streams forgotten, per projection (those that forgot none are left out).
+    /// Drops the read-model rows of streams that were soft-deleted or tombstoned, rebuilds
+    /// those of streams deleted and written again since their row began, and returns the
+    /// streams whose row lost a deleted life, per projection (those that lost none are left
+    /// out).
     ///
     /// A delete is not an event in the global log, so a projection folding the log never
     /// learns of it: this asks the store instead. For each projection it lists the streams
-    /// it holds rows for ([`Projection::stream_rows`]) and asks
-    /// [`EventStore::stream_version`] about each: version 0 (soft-deleted; retention alone
-    /// never makes it 0) or [`concord_core::StoreError::StreamDeleted`] (tombstoned) means gone,
-    /// and the row is dropped ([`Projection::forget`]) in an immediate transaction of its
-    /// own, only if it is still at the version seen before asking. So it cannot race a
-    /// runner folding a newer event of a recreated stream: the row moved, it stays.
+    /// it holds rows for ([`Projection::stream_rows`]: the versions each row spans) and asks
+    /// [`EventStore::stream_lifecycle`] about each. A row the delete reached entirely (the
+    /// stream deleted through its version or later, or tombstoned) is dropped
+    /// ([`Projection::forget`]). A row that began before the delete and goes on after it
+    /// folded the stream's new life onto the deleted one (the stream was written again before
+    /// any reconcile ran): it is folded again from the events after the delete, read from the
+    /// store ([`Projection::refold`]). Either happens in an immediate transaction of its own
+    /// and only if the row is still at the version seen before asking, so it cannot race a
+    /// runner folding a newer event: the row moved, and the next pass (up to three here)
+    /// takes it up again.
+    ///
+    /// A store that does not expose the lifecycle (the HTTP client) is asked the stream's
+    /// version instead: 0 (soft-deleted) or tombstoned means gone, and a stream written
+    /// again keeps its row.
     ///
     /// Safe to call from any number of processes at once; the server calls it after each
     /// `DELETE /streams/{stream}`, after each scavenge, and [`ProjectionHost::start_all`]
@@ -559,45 +569,145 @@ impl ProjectionHost {
     pub async fn forget_deleted_streams(
         &self,
     ) -> Result<BTreeMap<String, Vec<String>>, ProjectionError> {
-        let mut forgotten = BTreeMap::new();
+        let mut forgotten: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for (name, entry) in &self.entries {
-            let projection = Arc::clone(&entry.projection);
-            let rows = self
-                .read(
-                    move |db| projection.stream_rows(db),
-                    "listing a read model's streams",
-                )
-                .await?;
-            let mut gone = Vec::new();
-            for (key, version) in rows {
-                // A key that is not a valid stream name has no stream to be deleted.
-                let Ok(stream) = concord_core::StreamName::new(key.as_str()) else {
-                    continue;
-                };
-                match self.store.stream_version(&stream).await {
-                    Ok(v) if v == concord_core::Version::NONE => {}
-                    Err(concord_core::StoreError::StreamDeleted(_)) => {}
-                    Ok(_) => continue,
-                    Err(e) => return Err(e.into()),
+            for _pass in 0..3 {
+                let (gone, raced) = self.reconcile(name, entry).await?;
+                if !gone.is_empty() {
+                    forgotten.entry(name.clone()).or_default().extend(gone);
                 }
-                let projection = Arc::clone(&entry.projection);
-                let k = key.clone();
-                let dropped = self
-                    .read(
-                        move |db| db::forget(db, &*projection, &k, version),
-                        "forgetting a deleted stream's row",
-                    )
-                    .await?;
-                if dropped {
-                    tracing::info!(projection = %name, stream = %key, "forgot the row of a deleted stream");
-                    gone.push(key);
+                if !raced {
+                    break;
                 }
-            }
-            if !gone.is_empty() {
-                forgotten.insert(name.clone(), gone);
             }
         }
         Ok(forgotten)
+    }
+
+    /// One pass of [`Self::forget_deleted_streams`] over one projection: the streams whose
+    /// row lost a deleted life, and whether a row moved while it was being reconciled.
+    async fn reconcile(
+        &self,
+        name: &str,
+        entry: &Entry,
+    ) -> Result<(Vec<String>, bool), ProjectionError> {
+        let projection = Arc::clone(&entry.projection);
+        let rows = self
+            .read(
+                move |db| projection.stream_rows(db),
+                "listing a read model's streams",
+            )
+            .await?;
+        let mut gone = Vec::new();
+        let mut raced = false;
+        for row in rows {
+            // A key that is not a valid stream name has no stream to be deleted.
+            let Ok(stream) = StreamName::new(row.stream.as_str()) else {
+                continue;
+            };
+            let done = match self.fate(&stream, &row).await? {
+                Fate::Keep => continue,
+                Fate::Forget { through } => {
+                    let projection = Arc::clone(&entry.projection);
+                    let key = row.stream.clone();
+                    self.read(
+                        move |db| db::forget(db, &*projection, &key, row.version, through),
+                        "forgetting a deleted stream's row",
+                    )
+                    .await?
+                }
+                Fate::Refold { through } => {
+                    match self.refold(entry, &stream, &row, through).await? {
+                        Some(refolded) => refolded,
+                        None => continue,
+                    }
+                }
+            };
+            if done {
+                tracing::info!(projection = %name, stream = %row.stream, "forgot a deleted life of a stream in its row");
+                gone.push(row.stream);
+            } else {
+                raced = true;
+            }
+        }
+        Ok((gone, raced))
+    }
+
+    /// What a delete means for `row`, by what the store says of its stream.
+    async fn fate(&self, stream: &StreamName, row: &StreamRow) -> Result<Fate, ProjectionError> {
+        let life = match self.store.stream_lifecycle(stream).await {
+            Ok(life) => life,
+            Err(StoreError::Unsupported { .. }) => {
+                return match self.store.stream_version(stream).await {
+                    Ok(v) if v == Version::NONE => Ok(Fate::Forget {
+                        through: row.version,
+                    }),
+                    Err(StoreError::StreamDeleted(_)) => Ok(Fate::Forget {
+                        through: row.version,
+                    }),
+                    Ok(_) => Ok(Fate::Keep),
+                    Err(e) => Err(e.into()),
+                };
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let through = life.deleted_through;
+        Ok(if life.tombstoned || through >= row.version {
+            Fate::Forget {
+                through: through.max(row.version),
+            }
+        } else if through >= row.since {
+            Fate::Refold { through }
+        } else {
+            Fate::Keep
+        })
+    }
+
+    /// Folds `row` again from its stream's events after `through`. `None` when it cannot:
+    /// the stream went away meanwhile (the next reconcile sees it) or its events are no
+    /// longer all readable (logged; a rebuild mends the row).
+    async fn refold(
+        &self,
+        entry: &Entry,
+        stream: &StreamName,
+        row: &StreamRow,
+        through: Version,
+    ) -> Result<Option<bool>, ProjectionError> {
+        let count = usize::try_from(row.version.get() - through.get()).unwrap_or(usize::MAX);
+        let events = match self
+            .store
+            .read_stream(stream, through.next(), Direction::Forward, count)
+            .await
+        {
+            Ok(events) => events,
+            Err(StoreError::StreamNotFound(_) | StoreError::StreamDeleted(_)) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let projection = Arc::clone(&entry.projection);
+        let key = row.stream.clone();
+        let version = row.version;
+        let refolded = self
+            .read(
+                move |db| {
+                    Ok(db::refold(
+                        db,
+                        &*projection,
+                        &key,
+                        version,
+                        through,
+                        &events,
+                    ))
+                },
+                "refolding a recreated stream's row",
+            )
+            .await?;
+        match refolded {
+            Ok(done) => Ok(Some(done)),
+            Err(e) => {
+                tracing::warn!(stream = %stream, error = %e, "the row of a stream deleted and written again could not be folded again from its new events; a rebuild of the projection mends it");
+                Ok(None)
+            }
+        }
     }
 
     /// Runs `f` on a pooled read connection, off the async threads.
@@ -635,4 +745,14 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| ProjectionError::Task(e.to_string()))?
+}
+
+/// What [`ProjectionHost::forget_deleted_streams`] does with a row.
+enum Fate {
+    /// Nothing: no delete reached it.
+    Keep,
+    /// Drop it: a delete (through `through`) or a tombstone reached all of it.
+    Forget { through: Version },
+    /// Fold it again from the events after `through`: it spans a delete.
+    Refold { through: Version },
 }

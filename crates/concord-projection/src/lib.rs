@@ -55,5 +55,5 @@ mod runner;
 
 pub use error::{Failure, HandlerError, ProjectionError, SkippedEvent};
 pub use host::{ProjectionHost, ProjectionRow, ProjectionStatus, RebuildReport};
-pub use projection::{BatchError, Projection};
+pub use projection::{BatchError, Projection, StreamRow};
 pub use runner::{BATCH_EVENTS_MAX, Progress, State};

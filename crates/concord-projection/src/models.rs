@@ -11,15 +11,17 @@
 //! # Deleted streams
 //!
 //! A delete is not an event, so the folds never see one;
-//! [`crate::ProjectionHost::forget_deleted_streams`] asks the store which streams are gone
-//! and drops their rows (every built-in projection reacts alike). The version a dropped row had is kept in `<name>_forgotten`, because a
-//! soft-deleted stream can be written again with its versions going on: the next event
-//! after that version starts a fresh row from the default state (a recreated account's
-//! balance is built from its new events only), and a late event of the forgotten life (at
-//! or before it) is ignored rather than refused. A rebuild keeps `<name>_forgotten`, so a
-//! replay of a log that still holds the old events (until a scavenge) gives the same rows.
-//! A stream deleted and recreated before any reconcile saw it gone keeps its row: the new
-//! events fold onto the old state until a rebuild after the next scavenge (ADR 0003).
+//! [`crate::ProjectionHost::forget_deleted_streams`] asks the store how far each stream was
+//! deleted and mends the rows a delete reached (every built-in projection reacts alike). A
+//! row the delete reached entirely is dropped, and the last deleted version is kept in
+//! `<name>_forgotten`, because a soft-deleted stream can be written again with its versions
+//! going on: the next event after that version starts a fresh row from the default state (a
+//! recreated account's balance is built from its new events only), and a late event of the
+//! forgotten life (at or before it) is ignored rather than refused. A stream deleted and
+//! written again before any reconcile saw it gone has a row that spans the delete: it is
+//! folded again from the events after the delete ([`Projection::refold`]). A rebuild keeps
+//! `<name>_forgotten`, so a replay of a log that still holds the old events (until a
+//! scavenge) gives the same rows (ADR 0003).
 
 use std::collections::{BTreeMap, HashMap};
 use std::marker::PhantomData;
@@ -32,7 +34,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::error::HandlerError;
-use crate::projection::{BatchError, Projection};
+use crate::projection::{BatchError, Projection, StreamRow};
 
 /// A per-stream read model as a pure fold.
 pub trait Fold: Send + Sync + 'static {
@@ -349,35 +351,103 @@ impl<F: Fold> Projection for FoldProjection<F> {
         Ok(row.and_then(|r| serde_json::to_value(r).ok()))
     }
 
-    fn stream_rows(&self, db: &Connection) -> rusqlite::Result<Vec<(String, Version)>> {
-        db.prepare_cached(&format!("SELECT stream, version FROM {}", F::NAME))?
-            .query_map([], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    Version(u64::try_from(r.get::<_, i64>(1)?).unwrap_or(0)),
-                ))
-            })?
-            .collect()
+    fn stream_rows(&self, db: &Connection) -> rusqlite::Result<Vec<StreamRow>> {
+        // A row begins at version 1, or right after the life it replaced was forgotten.
+        db.prepare_cached(&format!(
+            "SELECT r.stream, r.version, coalesce(f.version, 0) + 1 FROM {name} AS r
+             LEFT JOIN {name}_forgotten AS f ON f.stream = r.stream",
+            name = F::NAME
+        ))?
+        .query_map([], |r| {
+            let version = |i: usize| -> rusqlite::Result<Version> {
+                Ok(Version(u64::try_from(r.get::<_, i64>(i)?).unwrap_or(0)))
+            };
+            Ok(StreamRow {
+                stream: r.get(0)?,
+                version: version(1)?,
+                since: version(2)?,
+            })
+        })?
+        .collect()
     }
 
-    fn forget(&self, db: &Connection, stream: &str, version: Version) -> rusqlite::Result<bool> {
-        let version = i64::try_from(version.get()).unwrap_or(i64::MAX);
+    fn forget(
+        &self,
+        db: &Connection,
+        stream: &str,
+        version: Version,
+        through: Version,
+    ) -> rusqlite::Result<bool> {
         let dropped = db
             .prepare_cached(&format!(
                 "DELETE FROM {} WHERE stream = ?1 AND version = ?2",
                 F::NAME
             ))?
-            .execute(params![stream, version])?;
+            .execute(params![
+                stream,
+                i64::try_from(version.get()).unwrap_or(i64::MAX)
+            ])?;
         if dropped == 0 {
             return Ok(false);
         }
+        Self::forgotten_through(db, stream, through.max(version))?;
+        Ok(true)
+    }
+
+    fn refold(
+        &self,
+        db: &Connection,
+        stream: &str,
+        version: Version,
+        through: Version,
+        events: &[RecordedEvent],
+    ) -> Result<bool, HandlerError> {
+        match Self::load(db, stream)? {
+            Some(row) if row.version == version => {}
+            _ => return Ok(false),
+        }
+        let mut row = Row {
+            stream: stream.to_owned(),
+            version: through,
+            position: Position::ZERO,
+            state: F::State::default(),
+        };
+        for event in events {
+            if event.version != row.version.next() || event.stream.as_str() != stream {
+                return Err(HandlerError::new(format!(
+                    "refolding {stream} after version {through} met {} version {} where version {} was due",
+                    event.stream,
+                    event.version,
+                    row.version.next()
+                )));
+            }
+            // An event the fold refuses is passed over, as the runner's skip does.
+            row = step::<F>(Some(row.clone()), event)
+                .unwrap_or_else(|_| skip_step::<F>(Some(row), event));
+        }
+        if row.version != version {
+            return Err(HandlerError::new(format!(
+                "refolding {stream} after version {through} reached version {}, not {version}",
+                row.version
+            )));
+        }
+        Self::store(db, &row)?;
+        Self::forgotten_through(db, stream, through)?;
+        Ok(true)
+    }
+}
+
+impl<F: Fold> FoldProjection<F> {
+    /// Records that events of `stream` at or before `through` belong to a forgotten life.
+    fn forgotten_through(db: &Connection, stream: &str, through: Version) -> rusqlite::Result<()> {
+        let through = i64::try_from(through.get()).unwrap_or(i64::MAX);
         db.prepare_cached(&format!(
             "INSERT INTO {name}_forgotten (stream, version) VALUES (?1, ?2)
              ON CONFLICT(stream) DO UPDATE SET version = max(version, excluded.version)",
             name = F::NAME
         ))?
-        .execute(params![stream, version])?;
-        Ok(true)
+        .execute(params![stream, through])?;
+        Ok(())
     }
 }
 

@@ -95,27 +95,71 @@ pub trait Projection: Send + Sync + std::fmt::Debug + 'static {
     /// The database's.
     fn row(&self, db: &Connection, key: &str) -> rusqlite::Result<Option<serde_json::Value>>;
 
-    /// The streams the read model holds rows for, each with the version of the last event
-    /// folded into it, for [`crate::ProjectionHost::forget_deleted_streams`] to ask the store
-    /// which of them are gone. The default holds none: the projection keeps its rows when
-    /// a stream is deleted.
+    /// The streams the read model holds rows for, each with the versions the row spans,
+    /// for [`crate::ProjectionHost::forget_deleted_streams`] to ask the store which of them
+    /// were deleted since the row began. The default holds none: the projection keeps its
+    /// rows when a stream is deleted.
     ///
     /// # Errors
     /// The database's.
-    fn stream_rows(&self, db: &Connection) -> rusqlite::Result<Vec<(String, Version)>> {
+    fn stream_rows(&self, db: &Connection) -> rusqlite::Result<Vec<StreamRow>> {
         let _ = db;
         Ok(Vec::new())
     }
 
     /// Drops, inside the caller's transaction, the row of `stream` (deleted or tombstoned
     /// in the store) if it is still at `version`, the version seen before the store was
-    /// asked: a row that moved since belongs to a stream written again, and stays.
+    /// asked: a row that moved since belongs to a stream written again, and stays. Events
+    /// of the stream at or before `through` (the last deleted version, at least `version`)
+    /// are ignored from then on, so a late one of the deleted life cannot start a row.
     /// Returns whether it dropped the row. The default drops nothing.
     ///
     /// # Errors
     /// The database's.
-    fn forget(&self, db: &Connection, stream: &str, version: Version) -> rusqlite::Result<bool> {
-        let _ = (db, stream, version);
+    fn forget(
+        &self,
+        db: &Connection,
+        stream: &str,
+        version: Version,
+        through: Version,
+    ) -> rusqlite::Result<bool> {
+        let _ = (db, stream, version, through);
         Ok(false)
     }
+
+    /// Replaces, inside the caller's transaction, the row of `stream` if it is still at
+    /// `version` with the row `events` give on their own: the stream was deleted through
+    /// `through` and written again before the row was reconciled, so the row folded the
+    /// new life onto the old one. `events` are the stream's events `through + 1 ..=
+    /// version`, read from the store. Events at or before `through` are ignored from then
+    /// on, as after [`Projection::forget`]. Returns whether it replaced the row. The default
+    /// replaces nothing.
+    ///
+    /// # Errors
+    /// The database's, or `events` not being exactly the versions after `through` up to
+    /// `version`.
+    fn refold(
+        &self,
+        db: &Connection,
+        stream: &str,
+        version: Version,
+        through: Version,
+        events: &[RecordedEvent],
+    ) -> Result<bool, HandlerError> {
+        let _ = (db, stream, version, through, events);
+        Ok(false)
+    }
+}
+
+/// One read-model row of a stream, as [`Projection::stream_rows`] lists it.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct StreamRow {
+    /// The stream.
+    pub stream: String,
+    /// The version of the last event folded into the row.
+    pub version: Version,
+    /// The version of the first event folded into it: 1, or the version after the one an
+    /// earlier life of the stream was forgotten through. A delete through a version at or
+    /// after it touched the row.
+    pub since: Version,
 }

@@ -532,6 +532,134 @@ async fn a_soft_deleted_then_recreated_account_gets_a_row_from_its_new_events_on
     host.shutdown().await;
 }
 
+/// A stream deleted and written again before any reconcile ran (a delete made by another
+/// server) has a row that folded the new account onto the old one; the reconcile folds it
+/// again from the events after the delete only, and later events and a rebuild agree.
+async fn an_account_deleted_and_recreated_before_any_reconcile_gets_its_row_folded_again(
+    store: Arc<dyn EventStore>,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let host = ProjectionHost::open_builtin(store.clone(), dir.path().join("p.sqlite"))
+        .await
+        .unwrap();
+    host.start_all().await;
+    append(
+        &store,
+        "account-1",
+        vec![
+            opening("account"),
+            event("Deposited", json!({"amount": 1000})),
+        ],
+    )
+    .await;
+    store
+        .delete_stream(&stream("account-1"), None)
+        .await
+        .unwrap();
+    let recreated = append(
+        &store,
+        "account-1",
+        vec![
+            event("AccountOpened", json!({"owner": "bob", "balance": 5})),
+            event("Deposited", json!({"amount": 2})),
+        ],
+    )
+    .await;
+    let mixed = host
+        .get_row("balances", "account-1", Some(recreated), WAIT)
+        .await
+        .unwrap()
+        .row;
+    assert_eq!(mixed["version"], 4, "{mixed}");
+
+    let forgotten = host.forget_deleted_streams().await.unwrap();
+
+    assert_eq!(forgotten["balances"], vec!["account-1".to_owned()]);
+    let row = host
+        .get_row("balances", "account-1", Some(recreated), WAIT)
+        .await
+        .unwrap()
+        .row;
+    assert_eq!(row["balance"], 7, "built from the new events only: {row}");
+    assert_eq!(row["owner"], "bob");
+    assert_eq!(row["version"], 4);
+    assert!(
+        host.forget_deleted_streams().await.unwrap().is_empty(),
+        "a second reconcile finds nothing more"
+    );
+    let later = append(
+        &store,
+        "account-1",
+        vec![event("Deposited", json!({"amount": 10}))],
+    )
+    .await;
+    let row = host
+        .get_row("balances", "account-1", Some(later), WAIT)
+        .await
+        .unwrap()
+        .row;
+    assert_eq!(row["balance"], 17, "{row}");
+    assert_eq!(row["version"], 5);
+    host.rebuild("balances", |_, _| {}).await.unwrap();
+    let rebuilt = host
+        .get_row("balances", "account-1", Some(later), WAIT)
+        .await
+        .unwrap()
+        .row;
+    assert_eq!(rebuilt, row, "a rebuild gives the same row");
+    host.shutdown().await;
+}
+
+/// A projection that lagged behind a delete (its row older than the last deleted version)
+/// ignores the deleted life's events it has not folded yet: the recreated account starts
+/// from its own events.
+async fn a_lagging_projection_ignores_the_rest_of_a_deleted_life(store: Arc<dyn EventStore>) {
+    let dir = tempfile::tempdir().unwrap();
+    let host = ProjectionHost::open_builtin(store.clone(), dir.path().join("p.sqlite"))
+        .await
+        .unwrap();
+    host.start_all().await;
+    let head = append(&store, "account-1", vec![opening("account")]).await;
+    host.wait_for("balances", head, WAIT).await.unwrap();
+    host.stop("balances").await.unwrap();
+    append(
+        &store,
+        "account-1",
+        vec![event("Deposited", json!({"amount": 1000}))],
+    )
+    .await;
+    store
+        .delete_stream(&stream("account-1"), None)
+        .await
+        .unwrap();
+    let recreated = append(
+        &store,
+        "account-1",
+        vec![
+            event("AccountOpened", json!({"owner": "bob", "balance": 5})),
+            event("Deposited", json!({"amount": 2})),
+        ],
+    )
+    .await;
+
+    let forgotten = host.forget_deleted_streams().await.unwrap();
+    host.start("balances").await.unwrap();
+
+    assert_eq!(forgotten["balances"], vec!["account-1".to_owned()]);
+    let row = host
+        .get_row("balances", "account-1", Some(recreated), WAIT)
+        .await
+        .unwrap()
+        .row;
+    assert_eq!(
+        row["balance"], 7,
+        "the deleted deposit is not folded: {row}"
+    );
+    assert_eq!(row["version"], 4);
+    assert_eq!(host.status("balances").await.unwrap().skipped, 0);
+    host.shutdown().await;
+}
+
 macro_rules! forgetting {
     ($module:ident, $factory:expr) => {
         mod $module {
@@ -554,6 +682,18 @@ macro_rules! forgetting {
                 let (store, _guard) = $factory.await;
                 super::a_soft_deleted_then_recreated_account_gets_a_row_from_its_new_events_only(store).await;
             }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn an_account_deleted_and_recreated_before_any_reconcile_gets_its_row_folded_again() {
+                let (store, _guard) = $factory.await;
+                super::an_account_deleted_and_recreated_before_any_reconcile_gets_its_row_folded_again(store).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn a_lagging_projection_ignores_the_rest_of_a_deleted_life() {
+                let (store, _guard) = $factory.await;
+                super::a_lagging_projection_ignores_the_rest_of_a_deleted_life(store).await;
+            }
         }
     };
 }
@@ -564,6 +704,7 @@ async fn memory_store() -> (Arc<dyn EventStore>, ()) {
 
 forgetting!(forget_memory, memory_store());
 forgetting!(forget_embedded, embedded_store());
+forgetting!(forget_redis, redis_store());
 
 macro_rules! against {
     ($module:ident, $factory:expr) => {

@@ -20,7 +20,7 @@ use concord_core::{
     PartialDuplicate, Position, Query, QueryItem, QueryPage, RecordedAt, RecordedEvent, StoreError,
     StreamInfo, StreamName, Version,
 };
-use concord_core::{DeleteMode, MetadataChange, ScavengeReport, StreamMetadata};
+use concord_core::{DeleteMode, MetadataChange, ScavengeReport, StreamLifecycle, StreamMetadata};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncConnectionConfig, Client, Value};
 use tokio::task::JoinHandle;
@@ -1428,6 +1428,10 @@ impl EventStore for RedisStore {
 
     async fn import(&self, events: Vec<RecordedEvent>) -> Result<(), StoreError> {
         self.import_events(events).await
+    }
+
+    async fn stream_lifecycle(&self, stream: &StreamName) -> Result<StreamLifecycle, StoreError> {
+        self.lifecycle(stream).await
     }
 
     async fn stream_metadata(&self, stream: &StreamName) -> Result<StreamMetadata, StoreError> {

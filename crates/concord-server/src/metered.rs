@@ -14,7 +14,8 @@ use async_trait::async_trait;
 use concord_core::{
     AllPage, AppendOutcome, AppendRequest, Direction, EventStore, Filter, MetadataChange,
     MultiAppendOutcome, MultiAppendRequest, Position, Query, QueryPage, RecordedEvent,
-    ScavengeReport, StoreError, StreamInfo, StreamMetadata, StreamName, Subscription, Version,
+    ScavengeReport, StoreError, StreamInfo, StreamLifecycle, StreamMetadata, StreamName,
+    Subscription, Version,
 };
 
 use crate::metrics::{AppendResultKind, Metrics};
@@ -144,6 +145,10 @@ impl EventStore for Metered {
         expected: Option<Version>,
     ) -> Result<(), StoreError> {
         self.inner.tombstone_stream_name(stream, expected).await
+    }
+
+    async fn stream_lifecycle(&self, stream: &StreamName) -> Result<StreamLifecycle, StoreError> {
+        self.inner.stream_lifecycle(stream).await
     }
 
     async fn stream_metadata(&self, stream: &StreamName) -> Result<StreamMetadata, StoreError> {

@@ -244,6 +244,18 @@ impl RedisStore {
         }
     }
 
+    /// The stream's stored lifecycle (the default when it has none).
+    pub(crate) async fn lifecycle(
+        &self,
+        stream: &StreamName,
+    ) -> Result<StreamLifecycle, StoreError> {
+        Ok(self
+            .stored_lifecycle(stream)
+            .await?
+            .map(|s| s.lifecycle)
+            .unwrap_or_default())
+    }
+
     pub(crate) async fn metadata(&self, stream: &StreamName) -> Result<StreamMetadata, StoreError> {
         match self.stored_lifecycle(stream).await? {
             None => Ok(StreamMetadata::NONE),

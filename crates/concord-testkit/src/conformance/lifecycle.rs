@@ -630,6 +630,49 @@ pub async fn a_deleted_events_id_stays_taken_until_a_scavenge(store: Arc<dyn Eve
     assert_eq!(out.first_version, Version(3));
 }
 
+/// The stream's lifecycle tells how far a delete reached, also after the stream was
+/// written again (what lets a read model tell a recreated stream from one that never went
+/// away), and answers a tombstone rather than refusing it.
+pub async fn the_lifecycle_remembers_a_delete_after_the_stream_is_written_again(
+    store: Arc<dyn EventStore>,
+) {
+    let s = stream("account-31");
+    if store.backend() == "http" {
+        // The HTTP API does not expose the lifecycle: the client says so.
+        assert!(matches!(
+            store.stream_lifecycle(&s).await,
+            Err(StoreError::Unsupported { .. })
+        ));
+        return;
+    }
+    let fresh = store.stream_lifecycle(&s).await.unwrap();
+    assert_eq!(fresh, concord_core::StreamLifecycle::default());
+    seed(&store, &s, 3).await;
+    store
+        .change_stream_metadata(
+            &s,
+            MetadataChange {
+                max_count: Some(Some(10)),
+                ..MetadataChange::default()
+            },
+        )
+        .await
+        .unwrap();
+    store.delete_stream(&s, None).await.unwrap();
+    let deleted = store.stream_lifecycle(&s).await.unwrap();
+    assert_eq!(deleted.deleted_through, Version(3));
+    assert!(!deleted.tombstoned);
+    assert_eq!(deleted.metadata.max_count, Some(10));
+    write(&store, &s, ExpectedVersion::NoStream, deposits(2)).await;
+    assert_eq!(store.stream_version(&s).await.unwrap(), Version(5));
+    assert_eq!(
+        store.stream_lifecycle(&s).await.unwrap().deleted_through,
+        Version(3)
+    );
+    store.tombstone_stream(&s, None).await.unwrap();
+    assert!(store.stream_lifecycle(&s).await.unwrap().tombstoned);
+}
+
 /// Expands the lifecycle specs against `$factory`, one `#[tokio::test]` each.
 #[macro_export]
 macro_rules! lifecycle_suite {
@@ -650,6 +693,7 @@ macro_rules! lifecycle_suite {
             a_deleted_events_id_stays_taken_until_a_scavenge,
             a_live_stream_subscription_ends_when_its_stream_is_tombstoned,
             concurrent_metadata_changes_of_different_settings_both_take_effect,
+            the_lifecycle_remembers_a_delete_after_the_stream_is_written_again,
         );
     };
 }
