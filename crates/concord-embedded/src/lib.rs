@@ -226,6 +226,7 @@ impl EmbeddedStore {
         let index = recovered.index;
         let poison = Poison::default();
         let (reader_tx, mut threads) = reader::spawn(readers)?;
+        let (writer_tx, writer_rx) = std::sync::mpsc::channel();
         let acknowledge = match options.durability {
             Durability::Buffered => Acknowledge::Inline,
             Durability::Full => {
@@ -241,6 +242,7 @@ impl EmbeddedStore {
                     signal: signal.clone(),
                     poison: Arc::clone(&poison),
                     fail_next_sync: false,
+                    writer: writer_tx.clone(),
                 };
                 let thread = std::thread::Builder::new()
                     .name("concord-syncer".into())
@@ -256,7 +258,6 @@ impl EmbeddedStore {
                 })
             }
         };
-        let (writer_tx, writer_rx) = std::sync::mpsc::channel();
         let lifecycle_names: writer::LifecycleNames = Arc::new(std::sync::RwLock::new(
             recovered.lifecycles.keys().cloned().collect(),
         ));
@@ -278,6 +279,7 @@ impl EmbeddedStore {
             acknowledge,
             stashed: None,
             scavenging: None,
+            open: None,
         };
         let thread = std::thread::Builder::new()
             .name("concord-writer".into())
@@ -520,7 +522,11 @@ pub struct WriterPause {
 
 impl Drop for EmbeddedStore {
     fn drop(&mut self) {
-        self.writer.take();
+        if let Some(writer) = self.writer.take() {
+            // The syncer holds a sender too, so the writer cannot wait for the channel to
+            // close.
+            let _ = writer.send(Job::Stop);
+        }
         self.readers.take();
         self.signal.close();
         for thread in self.threads.drain(..) {

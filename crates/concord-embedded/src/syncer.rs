@@ -28,7 +28,7 @@ use std::sync::mpsc::Receiver;
 
 use concord_core::{HeadSignal, Position};
 
-use crate::writer::{Answer, Poison, Request};
+use crate::writer::{Answer, Job, Poison, Request};
 
 /// Syncs the log, or fails as a failed `fdatasync` would when a test armed `fail` (the
 /// one sync step of the syncer and of the writer's own syncs).
@@ -75,6 +75,9 @@ pub(crate) struct Syncer {
     pub(crate) signal: HeadSignal,
     pub(crate) poison: Poison,
     pub(crate) fail_next_sync: bool,
+    /// The writer's channel, to wake it when a sync ends: it holds the next batch open
+    /// until then.
+    pub(crate) writer: std::sync::mpsc::Sender<Job>,
 }
 
 impl Syncer {
@@ -117,6 +120,9 @@ impl Syncer {
                 }
             }
         }
+        // Before the answers: the writer commits the batch it held open while this sync
+        // ran, and the next sync can start on it sooner. (Gone only when the writer is.)
+        let _ = self.writer.send(Job::Synced);
         if let Some(reason) = self.poison.get() {
             for batch in pending {
                 for (request, _) in batch.answers {

@@ -288,6 +288,11 @@ pub(crate) enum Job {
         op: LifecycleOp,
         reply: LifecycleReply,
     },
+    /// From the syncer: a sync ended, so a batch held open for it can commit now.
+    Synced,
+    /// The store is being dropped: commit what is open and stop (the syncer holds a sender
+    /// too, so the channel never closes on its own).
+    Stop,
 }
 
 /// Where the answer to a [`LifecycleOp`] goes.
@@ -373,6 +378,17 @@ pub(crate) struct Writer {
     pub(crate) lifecycle_names: LifecycleNames,
     /// The scavenge under way, done a piece at a time between batches.
     pub(crate) scavenging: Option<lifecycle::Scavenging>,
+    /// Appends written into a transaction that waits for the syncer to be free before it
+    /// commits (see [`Writer::settle`]).
+    pub(crate) open: Option<OpenBatch>,
+}
+
+/// Appends written but not committed yet: the transaction is open, and more requests
+/// join it until the syncer is free.
+pub(crate) struct OpenBatch {
+    appends: Vec<Request>,
+    answers: Vec<Answer>,
+    staged: Staged,
 }
 
 /// The streams that have a stored lifecycle; only the writer adds to it.
@@ -456,7 +472,12 @@ impl Writer {
     /// Runs until every sender is gone (the store was dropped).
     pub(crate) fn run(mut self, jobs: &Receiver<Job>) {
         loop {
-            let scavenge_wait = self.scavenging.as_ref().map(lifecycle::Scavenging::wait);
+            // While a batch is held open, the syncer's wake-up comes first (a scavenge
+            // piece waits for the commit).
+            let scavenge_wait = match self.open {
+                Some(_) => None,
+                None => self.scavenging.as_ref().map(lifecycle::Scavenging::wait),
+            };
             let first = match (self.stashed.take(), scavenge_wait) {
                 (Some(job), _) => job,
                 // A scavenge under way goes on when no job comes before its next piece is
@@ -477,13 +498,15 @@ impl Writer {
                 },
                 (None, None) => match self.next_job(jobs) {
                     Some(job) => job,
-                    None => {
-                        // Closed cleanly: the next open need not rebuild anything.
-                        self.flush_stream_index();
-                        break;
-                    }
+                    None => Job::Stop,
                 },
             };
+            if let Job::Stop = first {
+                self.settle(true, jobs);
+                // Closed cleanly: the next open need not rebuild anything.
+                self.flush_stream_index();
+                break;
+            }
             if let Job::Pause(until) = first {
                 // Returns when the test drops its guard.
                 let _ = until.recv();
@@ -503,7 +526,13 @@ impl Writer {
                             Job::Fault(_)
                             | Job::Pause(_)
                             | Job::PauseSyncer(_)
-                            | Job::Lifecycle { .. } => {}
+                            | Job::Lifecycle { .. }
+                            | Job::Synced => {}
+                            Job::Stop => {
+                                // Taken up again as the first job of the next round.
+                                self.stashed = Some(job);
+                                break;
+                            }
                         }
                         batch.push(job);
                     }
@@ -536,7 +565,8 @@ impl Writer {
     /// rebuilt from the log on open). Then forgets them. A failure rolls back and keeps
     /// them for the next flush.
     pub(crate) fn flush_stream_index(&mut self) {
-        if self.poison.get().is_some() {
+        // Not inside a batch's open transaction: the next flush takes the entries.
+        if self.poison.get().is_some() || self.open.is_some() {
             return;
         }
         let entries = self.index.entries();
@@ -589,11 +619,16 @@ impl Writer {
                 Job::AppendMulti { request, reply } => {
                     appends.push(Request::Multi(request, reply));
                 }
-                Job::Fault(fault) => self.arm(fault),
+                Job::Synced | Job::Stop => {}
+                Job::Fault(fault) => {
+                    self.settle(true, jobs);
+                    self.arm(fault);
+                }
                 Job::Pause(until) => {
                     let _ = until.recv();
                 }
                 Job::PauseSyncer(until) => {
+                    self.settle(true, jobs);
                     if let Acknowledge::Syncer(syncer) = &mut self.acknowledge {
                         syncer.always = true;
                         let _ = syncer.jobs.send(SyncJob::Pause(until));
@@ -601,7 +636,10 @@ impl Writer {
                 }
             }
         }
-        self.process_appends(appends, jobs);
+        self.write_appends(appends);
+        // A lifecycle op (as a fault or a pause above) acts on committed state, after the
+        // appends that came before it.
+        self.settle(!lifecycle_ops.is_empty(), jobs);
         // After the appends taken with them: a caller sees its own earlier appends.
         for (op, reply) in lifecycle_ops {
             match self.poison.get() {
@@ -613,7 +651,9 @@ impl Writer {
         }
     }
 
-    fn process_appends(&mut self, appends: Vec<Request>, jobs: &Receiver<Job>) {
+    /// Writes `appends` into the open transaction (beginning one when none is open). A
+    /// statement failure rolls back everything open and refuses it.
+    fn write_appends(&mut self, appends: Vec<Request>) {
         if appends.is_empty() {
             return;
         }
@@ -623,56 +663,102 @@ impl Writer {
             }
             return;
         }
-        let mut staged = Staged {
-            streams: HashMap::new(),
-            head: self.head,
-            bytes: 0,
-            writing: false,
+        let mut open = self.open.take().unwrap_or_else(|| OpenBatch {
+            appends: Vec::new(),
+            answers: Vec::new(),
+            staged: Staged {
+                streams: HashMap::new(),
+                head: self.head,
+                bytes: 0,
+                writing: false,
+            },
+        });
+        open.answers.reserve(appends.len());
+        let written = self.write_batch(&appends, &mut open.staged, &mut open.answers);
+        open.appends.extend(appends);
+        match written {
+            Ok(()) => self.open = Some(open),
+            Err(failure) => self.fail(open.appends, failure),
+        }
+    }
+
+    /// Commits the open transaction, unless it may wait: the syncer is still syncing an
+    /// earlier commit (its next sync cannot start before that one ends anyway), the batch
+    /// is below [`BATCH_EVENTS_MAX`], and `force` is not set. Waiting lets the requests
+    /// that arrive meanwhile join this commit, so a sync covers one commit rather than
+    /// many small ones, each rewriting the same pages into the log. The syncer wakes the
+    /// writer ([`Job::Synced`]) when it is free.
+    fn settle(&mut self, force: bool, jobs: &Receiver<Job>) {
+        let Some(open) = self.open.take() else {
+            return;
         };
-        let mut answers = Vec::with_capacity(appends.len());
-        match self.write_batch(&appends, &mut staged, &mut answers) {
+        if let Some(reason) = self.poison.get() {
+            let _ = self.conn.execute_batch("ROLLBACK");
+            self.tails.clear();
+            self.index.forget_after(self.head);
+            for request in open.appends {
+                request.refuse(StoreError::Poisoned(reason.clone()));
+            }
+            return;
+        }
+        let syncer_busy = match &self.acknowledge {
+            Acknowledge::Inline => false,
+            Acknowledge::Syncer(syncer) => {
+                !syncer.always
+                    && syncer.synced.load(std::sync::atomic::Ordering::Acquire) < self.head
+            }
+        };
+        let events = open.staged.head - self.head;
+        if !force && syncer_busy && events < BATCH_EVENTS_MAX as u64 {
+            self.open = Some(open);
+            return;
+        }
+        match self.commit() {
             Ok(()) => {
-                let written = staged.head - self.head;
+                let written = open.staged.head - self.head;
                 let before = self.head;
-                self.head = staged.head;
-                self.streams.extend(staged.streams);
-                self.acknowledge(appends, answers, before, jobs);
+                self.head = open.staged.head;
+                self.streams.extend(open.staged.streams);
+                self.acknowledge(open.appends, open.answers, before, jobs);
                 if self.index.unflushed() >= self.index_flush_events {
                     self.flush_stream_index();
                 }
-                self.uncheckpointed.add_commit(written, staged.bytes);
+                self.uncheckpointed.add_commit(written, open.staged.bytes);
                 if self.uncheckpointed.due() {
                     self.checkpoint();
                 }
             }
-            Err(failure) => {
-                // Whatever failed, SQLite may have rolled back already (then a ROLLBACK
-                // error says nothing new).
-                let rolled_back =
-                    self.conn.execute_batch("ROLLBACK").is_ok() || self.conn.is_autocommit();
-                // The tails and the stream index may hold events of the rolled-back batch.
-                self.tails.clear();
-                self.index.forget_after(self.head);
-                match failure {
-                    BatchFailure::Statement(e) if rolled_back => {
-                        tracing::error!(error = %e, "a batch of appends failed and was rolled back; nothing of it was written");
-                        let message = format!(
-                            "the batch of appends this one was in failed and was rolled back, so nothing of it was written ({e}); re-sending it is safe"
-                        );
-                        for request in appends {
-                            request.refuse(StoreError::Unavailable {
-                                backend: "embedded",
-                                message: message.clone(),
-                                source: None,
-                            });
-                        }
-                    }
-                    BatchFailure::Statement(e) | BatchFailure::Sync(e) => {
-                        let reason = self.poison_with(&e);
-                        for request in appends {
-                            request.refuse(StoreError::Poisoned(reason.clone()));
-                        }
-                    }
+            Err(failure) => self.fail(open.appends, failure),
+        }
+    }
+
+    /// Rolls back the open transaction after `failure` and refuses `appends`, the requests
+    /// it held.
+    fn fail(&mut self, appends: Vec<Request>, failure: BatchFailure) {
+        // Whatever failed, SQLite may have rolled back already (then a ROLLBACK error says
+        // nothing new).
+        let rolled_back = self.conn.execute_batch("ROLLBACK").is_ok() || self.conn.is_autocommit();
+        // The tails and the stream index may hold events of the rolled-back batch.
+        self.tails.clear();
+        self.index.forget_after(self.head);
+        match failure {
+            BatchFailure::Statement(e) if rolled_back => {
+                tracing::error!(error = %e, "a batch of appends failed and was rolled back; nothing of it was written");
+                let message = format!(
+                    "the batch of appends this one was in failed and was rolled back, so nothing of it was written ({e}); re-sending it is safe"
+                );
+                for request in appends {
+                    request.refuse(StoreError::Unavailable {
+                        backend: "embedded",
+                        message: message.clone(),
+                        source: None,
+                    });
+                }
+            }
+            BatchFailure::Statement(e) | BatchFailure::Sync(e) => {
+                let reason = self.poison_with(&e);
+                for request in appends {
+                    request.refuse(StoreError::Poisoned(reason.clone()));
                 }
             }
         }
@@ -801,19 +887,22 @@ impl Writer {
         }
     }
 
-    /// Decides and writes every append in one transaction, then commits. Decisions such
-    /// as conflicts go into `answers`, and so does a lookup that failed before its request
-    /// wrote anything (that request alone is refused). An `Err` means the batch is lost.
+    /// Decides and writes every append in the open transaction (begun here when none is).
+    /// Decisions such as conflicts go into `answers`, and so does a lookup that failed
+    /// before its request wrote anything (that request alone is refused). An `Err` means
+    /// everything in the transaction is lost.
     fn write_batch(
         &mut self,
         appends: &[Request],
         staged: &mut Staged,
         answers: &mut Vec<Answer>,
     ) -> Result<(), BatchFailure> {
-        self.conn
-            .execute_batch("BEGIN IMMEDIATE")
-            .map_err(EmbeddedError::sqlite("cannot begin a write transaction"))
-            .map_err(BatchFailure::Statement)?;
+        if self.conn.is_autocommit() {
+            self.conn
+                .execute_batch("BEGIN IMMEDIATE")
+                .map_err(EmbeddedError::sqlite("cannot begin a write transaction"))
+                .map_err(BatchFailure::Statement)?;
+        }
         let recorded_at = RecordedAt::now();
         for request in appends {
             staged.writing = false;
@@ -834,6 +923,11 @@ impl Writer {
                 Err(e) => return Err(BatchFailure::Statement(e)),
             }
         }
+        Ok(())
+    }
+
+    /// Commits the open transaction.
+    fn commit(&mut self) -> Result<(), BatchFailure> {
         if std::mem::take(&mut self.fail_next_commit) {
             return Err(BatchFailure::Sync(EmbeddedError::Injected("commit failed")));
         }

@@ -298,6 +298,10 @@ impl Writer {
     /// piece's duration has passed since it ended: appends under load keep most of the
     /// writer's time; a quiet store scavenges at full speed.
     pub(super) fn scavenge_step(&mut self, appends_waiting: bool) {
+        // A piece is a transaction of its own: not while a batch of appends is open.
+        if self.open.is_some() {
+            return;
+        }
         let Some(mut scavenging) = self.scavenging.take() else {
             return;
         };
