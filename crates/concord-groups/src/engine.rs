@@ -7,6 +7,13 @@
 //! deliver, ack or park the same event. Within one process, operations on a group take
 //! turns (one async mutex per group), so they conflict only with other processes.
 //!
+//! So a decision that writes needs no read of the state stream first: the exact version
+//! checks it. Only one that writes nothing (no message to hand out, an ack of ids the
+//! cached state does not know, a group it does not know) is decided again on the state read
+//! fresh, since another node may have delivered, nacked or created meanwhile. A poll
+//! that finds messages is then one read of the source and one append, and an ack one
+//! append, where each used to read the state stream's version first.
+//!
 //! Loading a group reads its state stream backwards to the last snapshot (written every
 //! [`SNAPSHOT_EVERY`] state events) or creation, so a restart does not replay the whole
 //! history.
@@ -438,8 +445,13 @@ impl Groups {
             let changed = slot.changed.notified();
             let mut changed = std::pin::pin!(changed);
             changed.as_mut().enable();
-            // Read before the source is: an event committed after this read moves the head
-            // past it, so the wait below cannot miss it.
+            let (messages, _) = self.poll_once(&slot, consumer, max).await?;
+            if !messages.is_empty() || wait.is_zero() {
+                return Ok(messages);
+            }
+            // Nothing now. The head is read before the source is read again: an event
+            // committed after this read moves the head past it, so the wait below cannot
+            // miss it. (Not before every look: a poll that finds messages needs no head.)
             let head = self.store.head().await?;
             let (messages, next_deadline) = self.poll_once(&slot, consumer, max).await?;
             let now = tokio::time::Instant::now();
@@ -468,9 +480,21 @@ impl Groups {
         max: usize,
     ) -> Result<(Vec<Message>, Option<u64>), GroupError> {
         let mut loaded = slot.loaded.lock().await;
+        let mut fresh = false;
         for _ in 0..CONFLICT_RETRIES {
-            self.refresh(slot, &mut loaded).await?;
+            // Optimistic: a decision that writes is checked by the state stream's exact
+            // version (a stale state conflicts, catches up and decides again), so only one
+            // that writes nothing needs the state read fresh first.
+            if !loaded.read {
+                self.refresh(slot, &mut loaded).await?;
+                fresh = true;
+            }
             let Some(state) = loaded.state.as_ref() else {
+                if !fresh {
+                    self.refresh(slot, &mut loaded).await?;
+                    fresh = true;
+                    continue;
+                }
                 self.forget_if_absent(slot, &loaded);
                 return Err(GroupError::NotFound(slot.group.clone()));
             };
@@ -506,12 +530,21 @@ impl Groups {
             let next_deadline = state.next_deadline(now);
             let Some(event) = event else {
                 loaded.skip_to = loaded.skip_to.max(read_to);
+                if !fresh {
+                    // Nothing to hand out by a state that may be stale: look again on the
+                    // current one (another node may have nacked or expired deliveries).
+                    self.refresh(slot, &mut loaded).await?;
+                    fresh = true;
+                    continue;
+                }
                 return Ok((messages, next_deadline));
             };
             if self.write(slot, &mut loaded, vec![event]).await? {
                 let next_deadline = loaded.state.as_ref().and_then(|s| s.next_deadline(now));
                 return Ok((messages, next_deadline));
             }
+            // The write conflicted and caught up: the state is the current one.
+            fresh = true;
         }
         Err(GroupError::Contended(slot.group.clone()))
     }
@@ -586,13 +619,30 @@ impl Groups {
     ) -> Result<usize, GroupError> {
         let slot = self.slot(group);
         let mut loaded = slot.loaded.lock().await;
+        let mut fresh = false;
         for _ in 0..CONFLICT_RETRIES {
-            self.refresh(&slot, &mut loaded).await?;
+            // Optimistic, as in `poll_once`: only a decision that writes nothing (an ack
+            // of ids the cached state does not know, a group it does not know) needs the
+            // state read fresh, which an ack through another node's delivery does.
+            if !loaded.read {
+                self.refresh(&slot, &mut loaded).await?;
+                fresh = true;
+            }
             let Some(state) = loaded.state.as_ref() else {
+                if !fresh {
+                    self.refresh(&slot, &mut loaded).await?;
+                    fresh = true;
+                    continue;
+                }
                 self.forget_if_absent(&slot, &loaded);
                 return Err(GroupError::NotFound(group.clone()));
             };
             let Some(event) = decide(state, self.clock.now_ms()) else {
+                if !fresh {
+                    self.refresh(&slot, &mut loaded).await?;
+                    fresh = true;
+                    continue;
+                }
                 return Ok(0);
             };
             let touched = match &event {
@@ -610,6 +660,7 @@ impl Groups {
                 slot.changed.notify_waiters();
                 return Ok(touched);
             }
+            fresh = true;
         }
         Err(GroupError::Contended(group.clone()))
     }

@@ -753,6 +753,52 @@ pub async fn two_processes_share_a_group_without_handing_out_an_event_twice(
     assert_eq!(h.groups.info(&g).await.unwrap().acked, 150);
 }
 
+/// A process whose view of the group is older than another's still acts on the current
+/// state: it acks deliveries the other process made (an HTTP client behind a load balancer
+/// acks on any node) and hands out what the other process nacked.
+pub async fn a_process_with_an_older_view_acks_and_polls_by_the_current_state(
+    store: Arc<dyn EventStore>,
+) {
+    let h = Harness::new(store);
+    seed(&h.store, &["order-1"], 6).await;
+    let g = group("two-views");
+    h.groups
+        .create_or_update(&g, spec(all_of("order"), Ordering::None, 5))
+        .await
+        .unwrap();
+    let a = h.restarted();
+    let b = h.restarted();
+    assert_eq!(
+        b.info(&g).await.unwrap().pending,
+        6,
+        "b has read the group once"
+    );
+    let first = a.poll(&g, &consumer("a"), 3, Duration::ZERO).await.unwrap();
+    assert_eq!(first.len(), 3);
+
+    assert_eq!(
+        b.ack(&g, &ids(&first)).await.unwrap(),
+        3,
+        "b acks a's deliveries"
+    );
+
+    let rest = a.poll(&g, &consumer("a"), 3, Duration::ZERO).await.unwrap();
+    assert_eq!(rest.len(), 3);
+    a.nack(&g, &ids(&rest[..1]), NackAction::Retry)
+        .await
+        .unwrap();
+    let again = b
+        .poll(&g, &consumer("b"), 10, Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(
+        again.iter().map(|m| key(&m.event)).collect::<Vec<_>>(),
+        vec![key(&rest[0].event)],
+        "b hands out what a gave back, and nothing a still holds"
+    );
+    assert_eq!(h.groups.info(&g).await.unwrap().acked, 3);
+}
+
 /// A waiting poll wakes when an event it can take is appended, and when another consumer
 /// gives back (nacks) an event, without polling on a timer.
 pub async fn a_waiting_poll_wakes_on_new_events_and_on_returned_ones(store: Arc<dyn EventStore>) {
@@ -936,6 +982,7 @@ macro_rules! group_specs {
             bad_input_is_refused_and_source_and_from_are_fixed,
             a_group_over_everything_never_delivers_the_stores_own_events,
             two_processes_share_a_group_without_handing_out_an_event_twice,
+            a_process_with_an_older_view_acks_and_polls_by_the_current_state,
             a_waiting_poll_wakes_on_new_events_and_on_returned_ones,
             a_restart_loads_the_group_from_its_latest_snapshot,
             groups_are_listed_by_name,
