@@ -429,11 +429,7 @@ async fn a_deleted_accounts_row_is_forgotten_on_reconcile_and_an_untouched_one_s
     store: Arc<dyn EventStore>,
     tombstone: bool,
 ) {
-    let dir = tempfile::tempdir().unwrap();
-    let host = ProjectionHost::open_builtin(store.clone(), dir.path().join("p.sqlite"))
-        .await
-        .unwrap();
-    host.start_all().await;
+    let (_dir, host) = started_host(&store).await;
     append(&store, "account-1", vec![opening("account")]).await;
     let head = append(&store, "account-2", vec![opening("account")]).await;
     host.wait_for("balances", head, WAIT).await.unwrap();
@@ -480,11 +476,7 @@ async fn a_deleted_accounts_row_is_forgotten_on_reconcile_and_an_untouched_one_s
 async fn a_soft_deleted_then_recreated_account_gets_a_row_from_its_new_events_only(
     store: Arc<dyn EventStore>,
 ) {
-    let dir = tempfile::tempdir().unwrap();
-    let host = ProjectionHost::open_builtin(store.clone(), dir.path().join("p.sqlite"))
-        .await
-        .unwrap();
-    host.start_all().await;
+    let (_dir, host) = started_host(&store).await;
     let head = append(
         &store,
         "account-1",
@@ -501,21 +493,9 @@ async fn a_soft_deleted_then_recreated_account_gets_a_row_from_its_new_events_on
         .unwrap();
     host.forget_deleted_streams().await.unwrap();
 
-    let recreated = append(
-        &store,
-        "account-1",
-        vec![
-            event("AccountOpened", json!({"owner": "bob", "balance": 5})),
-            event("Deposited", json!({"amount": 2})),
-        ],
-    )
-    .await;
+    let recreated = reopen_account_1_for_bob(&store).await;
 
-    let row = host
-        .get_row("balances", "account-1", Some(recreated), WAIT)
-        .await
-        .unwrap()
-        .row;
+    let row = balance_row(&host, recreated).await;
     assert_eq!(row["balance"], 7, "{row}");
     assert_eq!(row["owner"], "bob");
     assert_eq!(row["version"], 4, "versions go on after the delete: {row}");
@@ -523,11 +503,7 @@ async fn a_soft_deleted_then_recreated_account_gets_a_row_from_its_new_events_on
     host.forget_deleted_streams().await.unwrap();
     let report = host.rebuild("balances", |_, _| {}).await.unwrap();
     assert!(report.checkpoint >= recreated);
-    let rebuilt = host
-        .get_row("balances", "account-1", Some(recreated), WAIT)
-        .await
-        .unwrap()
-        .row;
+    let rebuilt = balance_row(&host, recreated).await;
     assert_eq!(rebuilt, row, "a rebuild gives the same row");
     host.shutdown().await;
 }
@@ -538,11 +514,7 @@ async fn a_soft_deleted_then_recreated_account_gets_a_row_from_its_new_events_on
 async fn an_account_deleted_and_recreated_before_any_reconcile_gets_its_row_folded_again(
     store: Arc<dyn EventStore>,
 ) {
-    let dir = tempfile::tempdir().unwrap();
-    let host = ProjectionHost::open_builtin(store.clone(), dir.path().join("p.sqlite"))
-        .await
-        .unwrap();
-    host.start_all().await;
+    let (_dir, host) = started_host(&store).await;
     append(
         &store,
         "account-1",
@@ -556,30 +528,14 @@ async fn an_account_deleted_and_recreated_before_any_reconcile_gets_its_row_fold
         .delete_stream(&stream("account-1"), None)
         .await
         .unwrap();
-    let recreated = append(
-        &store,
-        "account-1",
-        vec![
-            event("AccountOpened", json!({"owner": "bob", "balance": 5})),
-            event("Deposited", json!({"amount": 2})),
-        ],
-    )
-    .await;
-    let mixed = host
-        .get_row("balances", "account-1", Some(recreated), WAIT)
-        .await
-        .unwrap()
-        .row;
+    let recreated = reopen_account_1_for_bob(&store).await;
+    let mixed = balance_row(&host, recreated).await;
     assert_eq!(mixed["version"], 4, "{mixed}");
 
     let forgotten = host.forget_deleted_streams().await.unwrap();
 
     assert_eq!(forgotten["balances"], vec!["account-1".to_owned()]);
-    let row = host
-        .get_row("balances", "account-1", Some(recreated), WAIT)
-        .await
-        .unwrap()
-        .row;
+    let row = balance_row(&host, recreated).await;
     assert_eq!(row["balance"], 7, "built from the new events only: {row}");
     assert_eq!(row["owner"], "bob");
     assert_eq!(row["version"], 4);
@@ -593,19 +549,11 @@ async fn an_account_deleted_and_recreated_before_any_reconcile_gets_its_row_fold
         vec![event("Deposited", json!({"amount": 10}))],
     )
     .await;
-    let row = host
-        .get_row("balances", "account-1", Some(later), WAIT)
-        .await
-        .unwrap()
-        .row;
+    let row = balance_row(&host, later).await;
     assert_eq!(row["balance"], 17, "{row}");
     assert_eq!(row["version"], 5);
     host.rebuild("balances", |_, _| {}).await.unwrap();
-    let rebuilt = host
-        .get_row("balances", "account-1", Some(later), WAIT)
-        .await
-        .unwrap()
-        .row;
+    let rebuilt = balance_row(&host, later).await;
     assert_eq!(rebuilt, row, "a rebuild gives the same row");
     host.shutdown().await;
 }
@@ -614,11 +562,7 @@ async fn an_account_deleted_and_recreated_before_any_reconcile_gets_its_row_fold
 /// ignores the deleted life's events it has not folded yet: the recreated account starts
 /// from its own events.
 async fn a_lagging_projection_ignores_the_rest_of_a_deleted_life(store: Arc<dyn EventStore>) {
-    let dir = tempfile::tempdir().unwrap();
-    let host = ProjectionHost::open_builtin(store.clone(), dir.path().join("p.sqlite"))
-        .await
-        .unwrap();
-    host.start_all().await;
+    let (_dir, host) = started_host(&store).await;
     let head = append(&store, "account-1", vec![opening("account")]).await;
     host.wait_for("balances", head, WAIT).await.unwrap();
     host.stop("balances").await.unwrap();
@@ -632,25 +576,13 @@ async fn a_lagging_projection_ignores_the_rest_of_a_deleted_life(store: Arc<dyn 
         .delete_stream(&stream("account-1"), None)
         .await
         .unwrap();
-    let recreated = append(
-        &store,
-        "account-1",
-        vec![
-            event("AccountOpened", json!({"owner": "bob", "balance": 5})),
-            event("Deposited", json!({"amount": 2})),
-        ],
-    )
-    .await;
+    let recreated = reopen_account_1_for_bob(&store).await;
 
     let forgotten = host.forget_deleted_streams().await.unwrap();
     host.start("balances").await.unwrap();
 
     assert_eq!(forgotten["balances"], vec!["account-1".to_owned()]);
-    let row = host
-        .get_row("balances", "account-1", Some(recreated), WAIT)
-        .await
-        .unwrap()
-        .row;
+    let row = balance_row(&host, recreated).await;
     assert_eq!(
         row["balance"], 7,
         "the deleted deposit is not folded: {row}"
@@ -658,6 +590,37 @@ async fn a_lagging_projection_ignores_the_rest_of_a_deleted_life(store: Arc<dyn 
     assert_eq!(row["version"], 4);
     assert_eq!(host.status("balances").await.unwrap().skipped, 0);
     host.shutdown().await;
+}
+
+/// A host of the built-in projections over `store`, started, in a directory of its own.
+async fn started_host(store: &Arc<dyn EventStore>) -> (tempfile::TempDir, ProjectionHost) {
+    let dir = tempfile::tempdir().unwrap();
+    let host = ProjectionHost::open_builtin(store.clone(), dir.path().join("p.sqlite"))
+        .await
+        .unwrap();
+    host.start_all().await;
+    (dir, host)
+}
+
+/// Writes `account-1` again, as bob's account with 5 + 2; returns where it ends.
+async fn reopen_account_1_for_bob(store: &Arc<dyn EventStore>) -> Position {
+    append(
+        store,
+        "account-1",
+        vec![
+            event("AccountOpened", json!({"owner": "bob", "balance": 5})),
+            event("Deposited", json!({"amount": 2})),
+        ],
+    )
+    .await
+}
+
+/// `account-1`'s `balances` row once the projection has reached `at`.
+async fn balance_row(host: &ProjectionHost, at: Position) -> serde_json::Value {
+    host.get_row("balances", "account-1", Some(at), WAIT)
+        .await
+        .unwrap()
+        .row
 }
 
 macro_rules! forgetting {
