@@ -692,10 +692,8 @@ impl Writer {
         let Some(open) = self.open.take() else {
             return;
         };
-        if let Some(reason) = self.poison.get() {
-            let _ = self.conn.execute_batch("ROLLBACK");
-            self.tails.clear();
-            self.index.forget_after(self.head);
+        if let Some(reason) = self.poison.get().cloned() {
+            self.roll_back();
             for request in open.appends {
                 request.refuse(StoreError::Poisoned(reason.clone()));
             }
@@ -732,15 +730,22 @@ impl Writer {
         }
     }
 
-    /// Rolls back the open transaction after `failure` and refuses `appends`, the requests
-    /// it held.
-    fn fail(&mut self, appends: Vec<Request>, failure: BatchFailure) {
+    /// Rolls back the open transaction and forgets what it wrote into the tails and the
+    /// stream index; returns whether nothing of it is left in SQLite.
+    fn roll_back(&mut self) -> bool {
         // Whatever failed, SQLite may have rolled back already (then a ROLLBACK error says
         // nothing new).
         let rolled_back = self.conn.execute_batch("ROLLBACK").is_ok() || self.conn.is_autocommit();
         // The tails and the stream index may hold events of the rolled-back batch.
         self.tails.clear();
         self.index.forget_after(self.head);
+        rolled_back
+    }
+
+    /// Rolls back the open transaction after `failure` and refuses `appends`, the requests
+    /// it held.
+    fn fail(&mut self, appends: Vec<Request>, failure: BatchFailure) {
+        let rolled_back = self.roll_back();
         match failure {
             BatchFailure::Statement(e) if rolled_back => {
                 tracing::error!(error = %e, "a batch of appends failed and was rolled back; nothing of it was written");
