@@ -480,15 +480,11 @@ impl Groups {
         max: usize,
     ) -> Result<(Vec<Message>, Option<u64>), GroupError> {
         let mut loaded = slot.loaded.lock().await;
-        let mut fresh = false;
+        // Optimistic: a decision that writes is checked by the state stream's exact
+        // version (a stale state conflicts, catches up and decides again), so only one that
+        // writes nothing needs the state read fresh first.
+        let mut fresh = self.read_once(slot, &mut loaded).await?;
         for _ in 0..CONFLICT_RETRIES {
-            // Optimistic: a decision that writes is checked by the state stream's exact
-            // version (a stale state conflicts, catches up and decides again), so only one
-            // that writes nothing needs the state read fresh first.
-            if !loaded.read {
-                self.refresh(slot, &mut loaded).await?;
-                fresh = true;
-            }
             let Some(state) = loaded.state.as_ref() else {
                 if !fresh {
                     self.refresh(slot, &mut loaded).await?;
@@ -619,15 +615,11 @@ impl Groups {
     ) -> Result<usize, GroupError> {
         let slot = self.slot(group);
         let mut loaded = slot.loaded.lock().await;
-        let mut fresh = false;
+        // Optimistic, as in `poll_once`: only a decision that writes nothing (an ack of ids
+        // the cached state does not know, a group it does not know) needs the state read
+        // fresh, which an ack through another node's delivery does.
+        let mut fresh = self.read_once(&slot, &mut loaded).await?;
         for _ in 0..CONFLICT_RETRIES {
-            // Optimistic, as in `poll_once`: only a decision that writes nothing (an ack
-            // of ids the cached state does not know, a group it does not know) needs the
-            // state read fresh, which an ack through another node's delivery does.
-            if !loaded.read {
-                self.refresh(&slot, &mut loaded).await?;
-                fresh = true;
-            }
             let Some(state) = loaded.state.as_ref() else {
                 if !fresh {
                     self.refresh(&slot, &mut loaded).await?;
@@ -770,6 +762,16 @@ impl Groups {
                 }
             }
         }
+    }
+
+    /// Reads the group's state if this process never has; returns whether it did (the
+    /// state is then the current one).
+    async fn read_once(&self, slot: &Slot, loaded: &mut Loaded) -> Result<bool, GroupError> {
+        if loaded.read {
+            return Ok(false);
+        }
+        self.refresh(slot, loaded).await?;
+        Ok(true)
     }
 
     /// Brings `loaded` up to the state stream's current version.
