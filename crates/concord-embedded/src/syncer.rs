@@ -80,6 +80,17 @@ pub(crate) struct Syncer {
     pub(crate) writer: std::sync::mpsc::Sender<Job>,
 }
 
+impl Drop for Syncer {
+    /// However the thread ends, a batch the writer holds open for this syncer must not wait
+    /// for a wake-up that cannot come: "synced through everything" makes the writer commit
+    /// at once, and its hand-off to a syncer that is gone refuses the batch (a lone caller's
+    /// batch it syncs and answers itself).
+    fn drop(&mut self) {
+        self.synced.store(u64::MAX, Ordering::Release);
+        let _ = self.writer.send(Job::Synced);
+    }
+}
+
 impl Syncer {
     /// Runs until the writer is gone, then answers what it still holds.
     pub(crate) fn run(mut self, jobs: &Receiver<SyncJob>) {
