@@ -13,7 +13,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use concord_api::{MultiAppendBody, MultiAppendResult, QueryBody, QueryResult, READ_LIMIT_DEFAULT};
-use concord_core::{AppendOutcome, MultiAppendRequest, StoreError};
+use concord_core::{MultiAppendRequest, StoreError};
 
 use crate::auth::Access;
 use crate::error::ApiError;
@@ -41,15 +41,7 @@ pub(crate) async fn append_multi(
     let result = tokio::spawn(async move { store.append_multi(request).await })
         .await
         .map_err(|e| ApiError::Internal(format!("the append task failed: {e}")))?;
-    let kind = match &result {
-        Ok(o) if o.duplicate => AppendResultKind::Duplicate,
-        Ok(o) if o.parts.iter().any(AppendOutcome::is_rebased) => AppendResultKind::Rebased(events),
-        Ok(_) => AppendResultKind::Appended(events),
-        Err(StoreError::Conflicts(_) | StoreError::ConditionFailed(_)) => {
-            AppendResultKind::Conflict
-        }
-        Err(_) => AppendResultKind::Failed,
-    };
+    let kind = AppendResultKind::of_multi(&result, events);
     app.metrics.append(kind, started.elapsed());
     let outcome = result?;
     let status = if outcome.duplicate {

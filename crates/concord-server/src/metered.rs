@@ -4,8 +4,8 @@
 //! HTTP read requests, and a gRPC read is many store reads, one per page.)
 //!
 //! A wrapper rather than counting inside `concord-grpc`: that crate knows nothing of the
-//! server's metrics, and this keeps one place (the HTTP handlers and this file) deciding
-//! what an append's outcome counts as.
+//! server's metrics. What an append's outcome counts as is decided in one place for both
+//! sides ([`AppendResultKind::of_append`], [`AppendResultKind::of_multi`]).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -37,13 +37,7 @@ impl EventStore for Metered {
         let events = request.events.len() as u64;
         let started = Instant::now();
         let result = self.inner.append(request).await;
-        let kind = match &result {
-            Ok(AppendOutcome::Appended(_)) => AppendResultKind::Appended(events),
-            Ok(AppendOutcome::Rebased { .. }) => AppendResultKind::Rebased(events),
-            Ok(AppendOutcome::Duplicate(_)) => AppendResultKind::Duplicate,
-            Err(StoreError::Conflict(_)) => AppendResultKind::Conflict,
-            Err(_) => AppendResultKind::Failed,
-        };
+        let kind = AppendResultKind::of_append(&result, events);
         self.metrics.append(kind, started.elapsed());
         result
     }
@@ -55,17 +49,7 @@ impl EventStore for Metered {
         let events: u64 = request.parts.iter().map(|p| p.events.len() as u64).sum();
         let started = Instant::now();
         let result = self.inner.append_multi(request).await;
-        let kind = match &result {
-            Ok(o) if o.duplicate => AppendResultKind::Duplicate,
-            Ok(o) if o.parts.iter().any(AppendOutcome::is_rebased) => {
-                AppendResultKind::Rebased(events)
-            }
-            Ok(_) => AppendResultKind::Appended(events),
-            Err(StoreError::Conflicts(_) | StoreError::ConditionFailed(_)) => {
-                AppendResultKind::Conflict
-            }
-            Err(_) => AppendResultKind::Failed,
-        };
+        let kind = AppendResultKind::of_multi(&result, events);
         self.metrics.append(kind, started.elapsed());
         result
     }

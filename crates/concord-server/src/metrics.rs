@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use concord_core::{AppendOutcome, MultiAppendOutcome, StoreError};
 use concord_groups::GroupInfo;
 use concord_projection::{ProjectionStatus, State};
 
@@ -48,6 +49,34 @@ pub(crate) enum AppendResultKind {
     Duplicate,
     Conflict,
     Failed,
+}
+
+impl AppendResultKind {
+    /// How an append of `events` events ended, by its result.
+    pub(crate) fn of_append(result: &Result<AppendOutcome, StoreError>, events: u64) -> Self {
+        match result {
+            Ok(AppendOutcome::Appended(_)) => AppendResultKind::Appended(events),
+            Ok(AppendOutcome::Rebased { .. }) => AppendResultKind::Rebased(events),
+            Ok(AppendOutcome::Duplicate(_)) => AppendResultKind::Duplicate,
+            Err(StoreError::Conflict(_)) => AppendResultKind::Conflict,
+            Err(_) => AppendResultKind::Failed,
+        }
+    }
+
+    /// How a multi-stream or conditional append of `events` events ended, by its result.
+    pub(crate) fn of_multi(result: &Result<MultiAppendOutcome, StoreError>, events: u64) -> Self {
+        match result {
+            Ok(o) if o.duplicate => AppendResultKind::Duplicate,
+            Ok(o) if o.parts.iter().any(AppendOutcome::is_rebased) => {
+                AppendResultKind::Rebased(events)
+            }
+            Ok(_) => AppendResultKind::Appended(events),
+            Err(StoreError::Conflicts(_) | StoreError::ConditionFailed(_)) => {
+                AppendResultKind::Conflict
+            }
+            Err(_) => AppendResultKind::Failed,
+        }
+    }
 }
 
 impl Metrics {

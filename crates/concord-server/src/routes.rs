@@ -18,8 +18,8 @@ use concord_api::{
     READ_LIMIT_DEFAULT, ReadAllParams, ReadStreamParams, StreamList, StreamPage, split_list,
 };
 use concord_core::{
-    AppendOutcome, AppendRequest, Category, Direction, EventStore, EventType, ExpectedVersion,
-    Filter, Position, StoreError, StreamName, Tag, Version,
+    AppendRequest, Category, Direction, EventStore, EventType, ExpectedVersion, Filter, Position,
+    StoreError, StreamName, Tag, Version,
 };
 use tokio::sync::watch;
 
@@ -297,13 +297,7 @@ async fn append(
     let result = tokio::spawn(async move { store.append(request).await })
         .await
         .map_err(|e| ApiError::Internal(format!("the append task failed: {e}")))?;
-    let kind = match &result {
-        Ok(AppendOutcome::Appended(_)) => AppendResultKind::Appended(events),
-        Ok(AppendOutcome::Rebased { .. }) => AppendResultKind::Rebased(events),
-        Ok(AppendOutcome::Duplicate(_)) => AppendResultKind::Duplicate,
-        Err(StoreError::Conflict(_)) => AppendResultKind::Conflict,
-        Err(_) => AppendResultKind::Failed,
-    };
+    let kind = AppendResultKind::of_append(&result, events);
     app.metrics.append(kind, started.elapsed());
     let outcome = match result {
         Ok(o) => o,
