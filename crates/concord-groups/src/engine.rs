@@ -4,8 +4,16 @@
 //! it from the state stream `$group-<name>`, and written there with that stream's exact
 //! version. A process whose state is stale (another node wrote since) gets a version
 //! conflict, reads the events it missed and decides again, so two nodes can never both
-//! deliver, ack or park the same event. Within one process, operations on a group take
-//! turns (one async mutex per group), so they conflict only with other processes.
+//! deliver, ack or park the same event. Within one process, operations on a group decide
+//! in turn (one async mutex per group), so they conflict only with other processes.
+//!
+//! Deciding and writing are pipelined: an operation folds its decision into the state at
+//! the next version and hands it to the group's writer task, which appends what has been
+//! decided meanwhile as one batch at the exact version the store has. The next operation
+//! decides on the state with that batch folded in while it is being written, instead of
+//! waiting a round trip (or an fsync) for it. An operation answers only once its batch is
+//! written; a batch that conflicts or fails takes the decisions made on top of it along,
+//! and each of their operations decides again on the state read afresh.
 //!
 //! So a decision that writes needs no read of the state stream first: the exact version
 //! checks it. Only one that writes nothing (no message to hand out, an ack of ids the
@@ -27,7 +35,7 @@ use concord_core::{
     RecordedEvent, StoreError, StreamMetadata, StreamName, Version,
 };
 use serde::{Deserialize, Serialize};
-use tokio::sync::Notify;
+use tokio::sync::{MutexGuard, Notify, watch};
 
 use crate::config::{
     ACK_IDS_MAX, ConsumerName, GroupName, GroupSpec, NackAction, Ordering, POLL_MAX,
@@ -168,10 +176,17 @@ pub enum Upserted {
 /// Consumer groups over one store.
 #[derive(Debug)]
 pub struct Groups {
-    store: Arc<dyn EventStore>,
+    log: StateLog,
     clock: Arc<dyn Clock>,
-    snapshot_every: u64,
     slots: Mutex<HashMap<GroupName, Arc<Slot>>>,
+}
+
+/// Reading and appending groups' state streams: what a group's writer task needs of
+/// [`Groups`], so it can be cloned into the task.
+#[derive(Clone, Debug)]
+struct StateLog {
+    store: Arc<dyn EventStore>,
+    snapshot_every: u64,
 }
 
 /// One group's place in this process.
@@ -184,13 +199,26 @@ struct Slot {
     changed: Notify,
 }
 
-/// The group's state as this process last read it.
-#[derive(Debug, Default)]
+/// The group's state as this process last read it, with the decisions it made since.
+#[derive(Debug)]
 struct Loaded {
-    /// Whether the state stream has been read at all.
+    /// Whether the state stream has been read at all (false again after a batch of
+    /// decisions failed: the next operation reads it afresh).
     read: bool,
-    /// The state stream's version folded into `state`.
+    /// The state stream's version folded into `state`, decisions not yet written
+    /// included.
     version: Version,
+    /// The state stream's version the store is known to have (read, or written by this
+    /// process): where the writer appends the next batch.
+    written: Version,
+    /// Decisions folded into `state` that the writer has not taken yet, encoded.
+    staged: Vec<NewEvent>,
+    /// Tells the operations that staged decisions how their append ended.
+    staged_outcome: watch::Sender<Outcome>,
+    /// How the batch the writer is appending will end; `None` when it appends nothing.
+    in_flight: Option<watch::Receiver<Outcome>>,
+    /// Whether a writer task runs for the group.
+    writer: bool,
     /// The group (`None`: it does not exist).
     state: Option<GroupState>,
     /// State events since the last snapshot or creation.
@@ -199,6 +227,68 @@ struct Loaded {
     /// (filtered out or store-owned): where the next poll reads from. Kept in memory only,
     /// so that scanning past the group's own state events is not written down each time.
     skip_to: u64,
+}
+
+impl Default for Loaded {
+    fn default() -> Self {
+        Loaded {
+            read: false,
+            version: Version::NONE,
+            written: Version::NONE,
+            staged: Vec::new(),
+            staged_outcome: watch::channel(Outcome::Pending).0,
+            in_flight: None,
+            writer: false,
+            state: None,
+            since_base: 0,
+            skip_to: 0,
+        }
+    }
+}
+
+impl Loaded {
+    /// The outcome that answers every decision folded so far (the staged ones', else the
+    /// batch in flight's); `None` when everything folded is written.
+    fn last_outcome(&self) -> Option<watch::Receiver<Outcome>> {
+        if self.staged.is_empty() {
+            self.in_flight.clone()
+        } else {
+            Some(self.staged_outcome.subscribe())
+        }
+    }
+
+    /// Drops every staged decision (their operations learn `outcome` and decide again)
+    /// and marks the state for reading afresh, since it has them folded in.
+    fn void(&mut self, outcome: Outcome) {
+        self.staged.clear();
+        self.staged_outcome.send_replace(outcome);
+        self.staged_outcome = watch::channel(Outcome::Pending).0;
+        self.read = false;
+    }
+}
+
+/// How the append of a batch of decisions ended, as the operations that made them learn it.
+#[derive(Clone, Debug)]
+enum Outcome {
+    /// Not answered yet.
+    Pending,
+    /// Written at the versions the decisions were folded at.
+    Written,
+    /// Another process wrote first; the state has been read up to what it wrote (or is
+    /// marked for reading afresh). Decide again.
+    Conflicted,
+    /// The append failed. The first operation to look takes the error and reports it;
+    /// the others decide again (and meet the error themselves if it lasts).
+    Failed(Arc<Mutex<Option<StoreError>>>),
+}
+
+/// Waits for `outcome` to be answered.
+async fn answered(mut outcome: watch::Receiver<Outcome>) -> Outcome {
+    match outcome.wait_for(|o| !matches!(o, Outcome::Pending)).await {
+        Ok(o) => o.clone(),
+        // The writer task is gone without answering (its runtime stopped).
+        Err(_) => Outcome::Failed(Arc::new(Mutex::new(None))),
+    }
 }
 
 impl Groups {
@@ -210,9 +300,11 @@ impl Groups {
     /// Groups over `store` with `clock`.
     pub fn with_clock(store: Arc<dyn EventStore>, clock: Arc<dyn Clock>) -> Self {
         Groups {
-            store,
+            log: StateLog {
+                store,
+                snapshot_every: SNAPSHOT_EVERY,
+            },
             clock,
-            snapshot_every: SNAPSHOT_EVERY,
             slots: Mutex::new(HashMap::new()),
         }
     }
@@ -221,13 +313,13 @@ impl Groups {
     /// least 1): for tests of loading from a snapshot.
     #[must_use]
     pub fn snapshot_every(mut self, events: u64) -> Self {
-        self.snapshot_every = events.max(1);
+        self.log.snapshot_every = events.max(1);
         self
     }
 
     /// The store the groups live in.
     pub fn store(&self) -> &Arc<dyn EventStore> {
-        &self.store
+        &self.log.store
     }
 
     fn slot(&self, group: &GroupName) -> Arc<Slot> {
@@ -262,14 +354,13 @@ impl Groups {
     ) -> Result<Upserted, GroupError> {
         spec.validate()?;
         let slot = self.slot(group);
-        let mut loaded = slot.loaded.lock().await;
         for _ in 0..CONFLICT_RETRIES {
-            self.refresh(&slot, &mut loaded).await?;
+            let mut loaded = self.current(&slot).await?;
             let event = match &loaded.state {
                 None => {
                     let last = match &spec.source {
-                        Source::Stream(s) => self.store.stream_version(s).await?.get(),
-                        Source::All(_) => self.store.head().await?.get(),
+                        Source::Stream(s) => self.log.store.stream_version(s).await?.get(),
+                        Source::All(_) => self.log.store.head().await?.get(),
                     };
                     GroupEvent::GroupCreated {
                         group: group.clone(),
@@ -291,7 +382,9 @@ impl Groups {
                 }
             };
             let created = matches!(event, GroupEvent::GroupCreated { .. });
-            if self.write(&slot, &mut loaded, vec![event]).await? {
+            let (outcome, _) = self.stage(&slot, &mut loaded, event)?;
+            drop(loaded);
+            if written(outcome).await? {
                 slot.changed.notify_waiters();
                 return Ok(if created {
                     Upserted::Created
@@ -310,20 +403,18 @@ impl Groups {
     /// [`GroupError::NotFound`]; store failures.
     pub async fn delete(&self, group: &GroupName) -> Result<(), GroupError> {
         let slot = self.slot(group);
-        let mut loaded = slot.loaded.lock().await;
         for _ in 0..CONFLICT_RETRIES {
-            self.refresh(&slot, &mut loaded).await?;
+            let mut loaded = self.current(&slot).await?;
             if loaded.state.is_none() {
                 self.forget_if_absent(&slot, &loaded);
                 return Err(GroupError::NotFound(group.clone()));
             }
-            if self
-                .write(&slot, &mut loaded, vec![GroupEvent::GroupDeleted {}])
-                .await?
-            {
-                self.truncate_state(&slot, loaded.version).await;
+            let (outcome, deleted) = self.stage(&slot, &mut loaded, GroupEvent::GroupDeleted {})?;
+            drop(loaded);
+            if written(outcome).await? {
+                self.log.truncate_state(&slot, deleted).await;
                 slot.changed.notify_waiters();
-                self.forget_if_absent(&slot, &loaded);
+                self.forget_if_absent(&slot, &*slot.loaded.lock().await);
                 return Ok(());
             }
         }
@@ -397,6 +488,7 @@ impl Groups {
         let mut after: Option<StreamName> = None;
         loop {
             let page = self
+                .log
                 .store
                 .list_streams(STATE_STREAM_PREFIX, after.as_ref(), 1000)
                 .await?;
@@ -452,7 +544,7 @@ impl Groups {
             // Nothing now. The head is read before the source is read again: an event
             // committed after this read moves the head past it, so the wait below cannot
             // miss it. (Not before every look: a poll that finds messages needs no head.)
-            let head = self.store.head().await?;
+            let head = self.log.store.head().await?;
             let (messages, next_deadline) = self.poll_once(&slot, consumer, max).await?;
             let now = tokio::time::Instant::now();
             if !messages.is_empty() || now >= until {
@@ -465,7 +557,7 @@ impl Groups {
             }
             tokio::select! {
                 () = changed => {}
-                _ = self.store.wait_for_head(head) => {}
+                _ = self.log.store.wait_for_head(head) => {}
                 () = tokio::time::sleep_until(wake) => {}
             }
         }
@@ -475,20 +567,19 @@ impl Groups {
     /// a delivery in flight.
     async fn poll_once(
         &self,
-        slot: &Slot,
+        slot: &Arc<Slot>,
         consumer: &ConsumerName,
         max: usize,
     ) -> Result<(Vec<Message>, Option<u64>), GroupError> {
-        let mut loaded = slot.loaded.lock().await;
         // Optimistic: a decision that writes is checked by the state stream's exact
         // version (a stale state conflicts, catches up and decides again), so only one that
-        // writes nothing needs the state read fresh first.
-        let mut fresh = self.read_once(slot, &mut loaded).await?;
+        // writes nothing needs the current state first.
+        let mut need_current = false;
         for _ in 0..CONFLICT_RETRIES {
+            let (mut loaded, current) = self.locked(slot, need_current).await?;
             let Some(state) = loaded.state.as_ref() else {
-                if !fresh {
-                    self.refresh(slot, &mut loaded).await?;
-                    fresh = true;
+                if !current {
+                    need_current = true;
                     continue;
                 }
                 self.forget_if_absent(slot, &loaded);
@@ -526,21 +617,21 @@ impl Groups {
             let next_deadline = state.next_deadline(now);
             let Some(event) = event else {
                 loaded.skip_to = loaded.skip_to.max(read_to);
-                if !fresh {
+                if !current {
                     // Nothing to hand out by a state that may be stale: look again on the
                     // current one (another node may have nacked or expired deliveries).
-                    self.refresh(slot, &mut loaded).await?;
-                    fresh = true;
+                    need_current = true;
                     continue;
                 }
                 return Ok((messages, next_deadline));
             };
-            if self.write(slot, &mut loaded, vec![event]).await? {
-                let next_deadline = loaded.state.as_ref().and_then(|s| s.next_deadline(now));
+            let (outcome, _) = self.stage(slot, &mut loaded, event)?;
+            let next_deadline = loaded.state.as_ref().and_then(|s| s.next_deadline(now));
+            drop(loaded);
+            if written(outcome).await? {
                 return Ok((messages, next_deadline));
             }
-            // The write conflicted and caught up: the state is the current one.
-            fresh = true;
+            need_current = true;
         }
         Err(GroupError::Contended(slot.group.clone()))
     }
@@ -614,25 +705,23 @@ impl Groups {
         decide: impl Fn(&GroupState, u64) -> Option<GroupEvent>,
     ) -> Result<usize, GroupError> {
         let slot = self.slot(group);
-        let mut loaded = slot.loaded.lock().await;
         // Optimistic, as in `poll_once`: only a decision that writes nothing (an ack of ids
-        // the cached state does not know, a group it does not know) needs the state read
-        // fresh, which an ack through another node's delivery does.
-        let mut fresh = self.read_once(&slot, &mut loaded).await?;
+        // the cached state does not know, a group it does not know) needs the current
+        // state, which an ack through another node's delivery does.
+        let mut need_current = false;
         for _ in 0..CONFLICT_RETRIES {
+            let (mut loaded, current) = self.locked(&slot, need_current).await?;
             let Some(state) = loaded.state.as_ref() else {
-                if !fresh {
-                    self.refresh(&slot, &mut loaded).await?;
-                    fresh = true;
+                if !current {
+                    need_current = true;
                     continue;
                 }
                 self.forget_if_absent(&slot, &loaded);
                 return Err(GroupError::NotFound(group.clone()));
             };
             let Some(event) = decide(state, self.clock.now_ms()) else {
-                if !fresh {
-                    self.refresh(&slot, &mut loaded).await?;
-                    fresh = true;
+                if !current {
+                    need_current = true;
                     continue;
                 }
                 return Ok(0);
@@ -648,11 +737,13 @@ impl Groups {
                 } => retried.len() + parked.len() + skipped.len(),
                 _ => 0,
             };
-            if self.write(&slot, &mut loaded, vec![event]).await? {
+            let (outcome, _) = self.stage(&slot, &mut loaded, event)?;
+            drop(loaded);
+            if written(outcome).await? {
                 slot.changed.notify_waiters();
                 return Ok(touched);
             }
-            fresh = true;
+            need_current = true;
         }
         Err(GroupError::Contended(group.clone()))
     }
@@ -664,8 +755,7 @@ impl Groups {
         look: impl FnOnce(&GroupState, u64) -> R,
     ) -> Result<R, GroupError> {
         let slot = self.slot(group);
-        let mut loaded = slot.loaded.lock().await;
-        self.refresh(&slot, &mut loaded).await?;
+        let loaded = self.current(&slot).await?;
         match &loaded.state {
             Some(state) => Ok(look(state, loaded.skip_to)),
             None => {
@@ -694,6 +784,7 @@ impl Groups {
         match source {
             Source::Stream(stream) => {
                 let events = match self
+                    .log
                     .store
                     .read_stream(stream, Version(from), Direction::Forward, limit)
                     .await
@@ -710,6 +801,7 @@ impl Groups {
             }
             Source::All(all) => {
                 let page = self
+                    .log
                     .store
                     .read_all(Position(from), &all.filter(), limit)
                     .await?;
@@ -722,6 +814,7 @@ impl Groups {
     /// The event an entry stands for, if the source still holds it.
     async fn read_entry(&self, entry: &Entry) -> Result<Option<RecordedEvent>, GroupError> {
         let events = match self
+            .log
             .store
             .read_stream(&entry.stream, entry.version, Direction::Forward, 1)
             .await
@@ -736,7 +829,7 @@ impl Groups {
     async fn unread(&self, source: &Source, from: u64) -> Result<u64, GroupError> {
         match source {
             Source::Stream(stream) => {
-                let version = match self.store.stream_version(stream).await {
+                let version = match self.log.store.stream_version(stream).await {
                     Err(StoreError::StreamDeleted(_)) => return Ok(0),
                     version => version?.get(),
                 };
@@ -748,7 +841,7 @@ impl Groups {
                 let mut scanned = 0usize;
                 let mut from = Position(from);
                 loop {
-                    let page = self.store.read_all(from, &filter, 1000).await?;
+                    let page = self.log.store.read_all(from, &filter, 1000).await?;
                     scanned += page.events.len();
                     counted += page.events.iter().filter(|e| !e.stream.is_system()).count() as u64;
                     if page.is_caught_up() || page.events.is_empty() {
@@ -764,18 +857,149 @@ impl Groups {
         }
     }
 
-    /// Reads the group's state if this process never has; returns whether it did (the
-    /// state is then the current one).
-    async fn read_once(&self, slot: &Slot, loaded: &mut Loaded) -> Result<bool, GroupError> {
-        if loaded.read {
-            return Ok(false);
+    /// The group's state under its lock, read first if this process has not read it (or
+    /// a failed batch voided it), or made current when `current` is asked for; also
+    /// whether it is known to be current.
+    async fn locked<'a>(
+        &self,
+        slot: &'a Slot,
+        current: bool,
+    ) -> Result<(MutexGuard<'a, Loaded>, bool), GroupError> {
+        if current {
+            return Ok((self.current(slot).await?, true));
         }
-        self.refresh(slot, loaded).await?;
-        Ok(true)
+        let mut loaded = slot.loaded.lock().await;
+        if loaded.read {
+            return Ok((loaded, false));
+        }
+        self.log.refresh(slot, &mut loaded).await?;
+        Ok((loaded, true))
     }
 
-    /// Brings `loaded` up to the state stream's current version.
+    /// The group's state under its lock, as current as this process can know it: read
+    /// from the store when none of its decisions is waiting to be written, or else once
+    /// they are written (a batch appended at its exact version was current when it was).
+    async fn current<'a>(&self, slot: &'a Slot) -> Result<MutexGuard<'a, Loaded>, GroupError> {
+        for _ in 0..CONFLICT_RETRIES {
+            let mut loaded = slot.loaded.lock().await;
+            let Some(pending) = loaded.last_outcome() else {
+                self.log.refresh(slot, &mut loaded).await?;
+                return Ok(loaded);
+            };
+            drop(loaded);
+            if let Outcome::Written = answered(pending).await {
+                let loaded = slot.loaded.lock().await;
+                if loaded.read {
+                    return Ok(loaded);
+                }
+            }
+        }
+        Err(GroupError::Contended(slot.group.clone()))
+    }
+
+    /// Folds `event` into the state at the next version and stages it for the group's
+    /// writer (started when none runs). Returns where its outcome will be told, and its
+    /// version.
+    fn stage(
+        &self,
+        slot: &Arc<Slot>,
+        loaded: &mut Loaded,
+        event: GroupEvent,
+    ) -> Result<(watch::Receiver<Outcome>, Version), GroupError> {
+        let version = loaded.version.next();
+        loaded.staged.push(encode(&slot.group, &event, version)?);
+        fold(loaded, event, version);
+        if !loaded.writer {
+            loaded.writer = true;
+            tokio::spawn(self.log.clone().write_out(Arc::clone(slot)));
+        }
+        Ok((loaded.staged_outcome.subscribe(), version))
+    }
+}
+
+impl StateLog {
+    /// A group's writer: appends the staged decisions as one batch at the exact version
+    /// the store has, and again with what was staged while that batch was in flight,
+    /// until nothing is staged. A batch that does not get written voids the decisions
+    /// staged on top of it too: they were decided on a state that included it.
+    async fn write_out(self, slot: Arc<Slot>) {
+        loop {
+            let (at, events, outcome, snapshot) = {
+                let mut loaded = slot.loaded.lock().await;
+                if loaded.staged.is_empty() {
+                    loaded.writer = false;
+                    return;
+                }
+                let snapshot = self.stage_snapshot(&slot, &mut loaded);
+                let outcome = std::mem::replace(
+                    &mut loaded.staged_outcome,
+                    watch::channel(Outcome::Pending).0,
+                );
+                loaded.in_flight = Some(outcome.subscribe());
+                (
+                    loaded.written,
+                    std::mem::take(&mut loaded.staged),
+                    outcome,
+                    snapshot,
+                )
+            };
+            let count = events.len() as u64;
+            let appended = self.append(&slot.group, at, events).await;
+            let mut loaded = slot.loaded.lock().await;
+            loaded.in_flight = None;
+            let answer = match appended {
+                Ok(None) => {
+                    loaded.written = Version(at.get() + count);
+                    if let Some(first) = snapshot {
+                        self.truncate_state(&slot, first).await;
+                    }
+                    Outcome::Written
+                }
+                Ok(Some(actual)) => {
+                    loaded.void(Outcome::Conflicted);
+                    if let Err(e) = self.catch_up_to(&slot, &mut loaded, actual).await {
+                        tracing::warn!(group = %slot.group, error = %e, "cannot read the group's state after a conflict; the next operation reads it again");
+                    }
+                    Outcome::Conflicted
+                }
+                Err(e) => {
+                    loaded.void(Outcome::Failed(Arc::new(Mutex::new(None))));
+                    Outcome::Failed(Arc::new(Mutex::new(Some(e))))
+                }
+            };
+            outcome.send_replace(answer);
+        }
+    }
+
+    /// Stages a snapshot of the state (after everything staged) when one is due, so that
+    /// it goes out in the same append; returns its first version.
+    fn stage_snapshot(&self, slot: &Slot, loaded: &mut Loaded) -> Option<Version> {
+        if loaded.since_base < self.snapshot_every {
+            return None;
+        }
+        let snapshot = loaded.state.as_ref()?.snapshot();
+        let first = loaded.version.next();
+        let mut encoded = Vec::with_capacity(snapshot.len());
+        for (i, event) in snapshot.iter().enumerate() {
+            match encode(&slot.group, event, Version(first.get() + i as u64)) {
+                Ok(e) => encoded.push(e),
+                Err(e) => {
+                    tracing::warn!(group = %slot.group, error = %e, "cannot write a snapshot of the group's state; loading it reads more events until one is written");
+                    return None;
+                }
+            }
+        }
+        loaded.staged.extend(encoded);
+        for (i, event) in snapshot.into_iter().enumerate() {
+            fold(loaded, event, Version(first.get() + i as u64));
+        }
+        Some(first)
+    }
+
+    /// Brings `loaded` up to the state stream's current version. Only with no decision
+    /// pending: the store is behind a state that has them folded in.
     async fn refresh(&self, slot: &Slot, loaded: &mut Loaded) -> Result<(), GroupError> {
+        debug_assert!(loaded.staged.is_empty() && loaded.in_flight.is_none());
         let stream = slot.group.state_stream();
         let current = self.store.stream_version(stream).await?;
         if loaded.read && current == loaded.version {
@@ -800,6 +1024,7 @@ impl Groups {
             }
             from = last.next();
         }
+        loaded.written = loaded.version;
         Ok(())
     }
 
@@ -835,60 +1060,17 @@ impl Groups {
             }
             from = Version(lowest.get() - 1);
         }
-        *loaded = Loaded {
-            read: true,
-            version: Version::NONE,
-            state: None,
-            since_base: 0,
-            skip_to: 0,
-        };
+        loaded.read = true;
+        loaded.version = Version::NONE;
+        loaded.state = None;
+        loaded.since_base = 0;
+        loaded.skip_to = 0;
         for (version, event) in tail.into_iter().rev() {
             fold(loaded, event, version);
         }
         loaded.version = current;
+        loaded.written = current;
         Ok(())
-    }
-
-    /// Appends `events` to the group's state stream at exactly the version `loaded` is
-    /// at, and folds them in: `false` when the stream moved on (someone else wrote).
-    async fn write(
-        &self,
-        slot: &Slot,
-        loaded: &mut Loaded,
-        events: Vec<GroupEvent>,
-    ) -> Result<bool, GroupError> {
-        if let Some(actual) = self.append(slot, loaded.version, &events).await? {
-            self.catch_up_to(slot, loaded, actual).await?;
-            // A process that keeps writing wins every race against one that must first
-            // read what it missed (on PostgreSQL, two processes sharing a group starved
-            // one of them); a random pause of up to 2 ms lets the loser through.
-            tokio::time::sleep(Duration::from_micros(jitter_micros(2_000))).await;
-            return Ok(false);
-        }
-        let base = loaded.version;
-        for (i, event) in events.into_iter().enumerate() {
-            fold(loaded, event, Version(base.get() + i as u64 + 1));
-        }
-        if loaded.since_base >= self.snapshot_every
-            && let Some(state) = loaded.state.as_ref()
-        {
-            let snapshot = state.snapshot();
-            match self.append(slot, loaded.version, &snapshot).await {
-                Ok(None) => {
-                    let base = loaded.version;
-                    for (i, event) in snapshot.into_iter().enumerate() {
-                        fold(loaded, event, Version(base.get() + i as u64 + 1));
-                    }
-                    self.truncate_state(slot, base.next()).await;
-                }
-                // Someone else wrote: the next operation reads their events.
-                Ok(Some(_)) => {}
-                Err(e) => {
-                    tracing::warn!(group = %slot.group, error = %e, "cannot write a snapshot of the group's state; loading it reads more events until one is written");
-                }
-            }
-        }
-        Ok(true)
     }
 
     /// Hides the state events before `first` (a snapshot's first event, or the deletion),
@@ -941,31 +1123,55 @@ impl Groups {
     /// stream actually has.
     async fn append(
         &self,
-        slot: &Slot,
+        group: &GroupName,
         at: Version,
-        events: &[GroupEvent],
-    ) -> Result<Option<Version>, GroupError> {
-        let mut new_events = Vec::with_capacity(events.len());
-        for event in events {
-            let data = serde_json::to_vec(event).map_err(|e| GroupError::Corrupted {
-                group: slot.group.clone(),
-                version: at.get(),
-                message: format!("cannot encode a state event: {e}"),
-            })?;
-            let event_type = EventType::new(event.type_name())?;
-            new_events.push(NewEvent::new(event_type, Json::from_trusted(data)));
-        }
+        events: Vec<NewEvent>,
+    ) -> Result<Option<Version>, StoreError> {
         let request = AppendRequest::new(
-            slot.group.state_stream().clone(),
+            group.state_stream().clone(),
             ExpectedVersion::Exact(at),
-            new_events,
+            events,
         );
         match self.store.append(request).await {
             Ok(_) => Ok(None),
             Err(StoreError::Conflict(c)) => Ok(Some(c.actual)),
-            Err(e) => Err(e.into()),
+            Err(e) => Err(e),
         }
     }
+}
+
+/// Waits for the outcome of an operation's staged decision: `true` when it is written,
+/// `false` when the operation must decide again (after a short random pause when it lost
+/// a race), the store's error when the append failed.
+async fn written(outcome: watch::Receiver<Outcome>) -> Result<bool, GroupError> {
+    match answered(outcome).await {
+        Outcome::Written => Ok(true),
+        Outcome::Conflicted => {
+            // A process that keeps writing wins every race against one that must first
+            // read what it missed (on PostgreSQL, two processes sharing a group starved
+            // one of them); a random pause of up to 2 ms lets the loser through.
+            tokio::time::sleep(Duration::from_micros(jitter_micros(2_000))).await;
+            Ok(false)
+        }
+        Outcome::Failed(error) => {
+            match error.lock().unwrap_or_else(PoisonError::into_inner).take() {
+                Some(e) => Err(e.into()),
+                None => Ok(false),
+            }
+        }
+        Outcome::Pending => Ok(false),
+    }
+}
+
+/// A state event as the store takes it; `version` is where it goes, for the error.
+fn encode(group: &GroupName, event: &GroupEvent, version: Version) -> Result<NewEvent, GroupError> {
+    let data = serde_json::to_vec(event).map_err(|e| GroupError::Corrupted {
+        group: group.clone(),
+        version: version.get(),
+        message: format!("cannot encode a state event: {e}"),
+    })?;
+    let event_type = EventType::new(event.type_name())?;
+    Ok(NewEvent::new(event_type, Json::from_trusted(data)))
 }
 
 /// Folds one state event, read at `version`, into `loaded`.

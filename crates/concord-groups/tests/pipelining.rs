@@ -1,0 +1,272 @@
+//! How a group's decisions are written: an operation decides on the state with the batch in
+//! flight folded in, its decision goes out with the others made meanwhile in the next
+//! append, and a batch that is not written takes the decisions made on top of it along.
+//!
+//! The store is a `MemoryStore` behind a gate that can hold the appends to a group's state
+//! stream, so a spec can keep one batch in flight while it makes more decisions. An
+//! operation's future is polled by hand, once, to stage its decision (it then waits for
+//! the batch's outcome): no timing is involved.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering as AtomicOrdering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use concord_core::{
+    AllPage, AppendOutcome, AppendRequest, Category, Direction, EventStore, ExpectedVersion,
+    Filter, MemoryStore, MultiAppendOutcome, MultiAppendRequest, Position, RecordedEvent,
+    StoreError, StreamInfo, StreamName, Version, doc,
+};
+use concord_groups::{
+    AllSource, ConsumerName, GroupError, GroupName, GroupSpec, Groups, ManualClock, Message, Source,
+};
+use tokio::sync::Notify;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// A `MemoryStore` whose appends to store-owned streams (a group's state) can be held at a
+/// gate, and failed.
+#[derive(Debug, Default)]
+struct Gated {
+    inner: MemoryStore,
+    /// Appends to store-owned streams made so far.
+    state_appends: AtomicUsize,
+    /// Whether the next such append waits at the gate.
+    hold: AtomicBool,
+    /// Whether the held append fails once released.
+    fail: AtomicBool,
+    entered: Notify,
+    release: Notify,
+}
+
+#[async_trait]
+impl EventStore for Gated {
+    fn backend(&self) -> &'static str {
+        "gated"
+    }
+    async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, StoreError> {
+        if request.stream.is_system() {
+            self.state_appends.fetch_add(1, AtomicOrdering::SeqCst);
+            if self.hold.swap(false, AtomicOrdering::SeqCst) {
+                self.entered.notify_one();
+                self.release.notified().await;
+                if self.fail.swap(false, AtomicOrdering::SeqCst) {
+                    return Err(StoreError::unavailable(
+                        "gated",
+                        "the spec failed this append",
+                        std::io::Error::other("failed on purpose"),
+                    ));
+                }
+            }
+        }
+        self.inner.append(request).await
+    }
+    async fn append_multi(
+        &self,
+        request: MultiAppendRequest,
+    ) -> Result<MultiAppendOutcome, StoreError> {
+        self.inner.append_multi(request).await
+    }
+    async fn read_stream(
+        &self,
+        s: &StreamName,
+        from: Version,
+        d: Direction,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.inner.read_stream(s, from, d, limit).await
+    }
+    async fn read_all(
+        &self,
+        from: Position,
+        filter: &Filter,
+        limit: usize,
+    ) -> Result<AllPage, StoreError> {
+        self.inner.read_all(from, filter, limit).await
+    }
+    async fn stream_version(&self, s: &StreamName) -> Result<Version, StoreError> {
+        self.inner.stream_version(s).await
+    }
+    async fn list_streams(
+        &self,
+        p: &str,
+        after: Option<&StreamName>,
+        limit: usize,
+    ) -> Result<Vec<StreamInfo>, StoreError> {
+        self.inner.list_streams(p, after, limit).await
+    }
+    async fn head(&self) -> Result<Position, StoreError> {
+        self.inner.head().await
+    }
+    async fn wait_for_head(&self, after: Position) -> Result<Position, StoreError> {
+        self.inner.wait_for_head(after).await
+    }
+}
+
+type Ack<'a> = Pin<Box<dyn Future<Output = Result<usize, GroupError>> + Send + 'a>>;
+
+/// A group over ten `order-1` events, all ten handed to one consumer.
+async fn ten_in_flight(store: &Arc<Gated>) -> (Arc<Groups>, GroupName, Vec<Message>) {
+    let events = (0..10)
+        .map(|i| doc::event("Placed", serde_json::json!({ "n": i })))
+        .collect();
+    let _ = store
+        .append(AppendRequest::new(
+            StreamName::new("order-1").unwrap(),
+            ExpectedVersion::NoStream,
+            events,
+        ))
+        .await
+        .unwrap();
+    let groups = Arc::new(Groups::with_clock(
+        Arc::clone(store) as Arc<dyn EventStore>,
+        Arc::new(ManualClock::at(1_000_000)),
+    ));
+    let group = GroupName::new("orders").unwrap();
+    groups
+        .create_or_update(
+            &group,
+            GroupSpec::new(Source::All(AllSource {
+                category: Some(Category::new("order").unwrap()),
+                ..AllSource::default()
+            })),
+        )
+        .await
+        .unwrap();
+    let messages = groups
+        .poll(&group, &ConsumerName::new("c").unwrap(), 10, Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(messages.len(), 10);
+    (groups, group, messages)
+}
+
+/// Holds the next state append at the gate, starts an ack of `messages[0]` (its batch
+/// is then in flight), and stages acks of the other nine on top of it, one each.
+async fn first_ack_in_flight_and_nine_staged<'a>(
+    store: &Arc<Gated>,
+    groups: &'a Arc<Groups>,
+    group: &'a GroupName,
+    messages: &'a [Message],
+) -> (
+    tokio::task::JoinHandle<Result<usize, GroupError>>,
+    Vec<Ack<'a>>,
+) {
+    store.hold.store(true, AtomicOrdering::SeqCst);
+    let entered = store.entered.notified();
+    let first = {
+        let (groups, group, id) = (
+            Arc::clone(groups),
+            group.clone(),
+            messages[0].ack_id.clone(),
+        );
+        tokio::spawn(async move { groups.ack(&group, &[id]).await })
+    };
+    tokio::time::timeout(WAIT, entered)
+        .await
+        .expect("the first ack's batch reaches the store");
+    let mut staged: Vec<Ack<'a>> = messages[1..]
+        .iter()
+        .map(|m| Box::pin(groups.ack(group, std::slice::from_ref(&m.ack_id))) as Ack<'a>)
+        .collect();
+    for ack in &mut staged {
+        assert!(
+            futures::poll!(ack.as_mut()).is_pending(),
+            "an ack answers only once its decision is written"
+        );
+    }
+    (first, staged)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decisions_made_while_a_batch_is_written_go_out_together_in_the_next_append() {
+    let store = Arc::new(Gated::default());
+    let (groups, group, messages) = ten_in_flight(&store).await;
+    let before = store.state_appends.load(AtomicOrdering::SeqCst);
+
+    let (first, staged) =
+        first_ack_in_flight_and_nine_staged(&store, &groups, &group, &messages).await;
+    store.release.notify_one();
+    assert_eq!(
+        tokio::time::timeout(WAIT, first)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap(),
+        1
+    );
+    for ack in staged {
+        assert_eq!(tokio::time::timeout(WAIT, ack).await.unwrap().unwrap(), 1);
+    }
+
+    assert_eq!(
+        store.state_appends.load(AtomicOrdering::SeqCst) - before,
+        2,
+        "the batch in flight, then the nine acks decided meanwhile in one append"
+    );
+    let info = groups.info(&group).await.unwrap();
+    assert_eq!((info.acked, info.in_flight, info.pending), (10, 0, 0));
+    let state = store
+        .read_stream(group.state_stream(), Version(1), Direction::Forward, 100)
+        .await
+        .unwrap();
+    assert_eq!(
+        state
+            .iter()
+            .filter(|e| e.event_type.as_str() == "Acked")
+            .count(),
+        10,
+        "each decision is still its own state event"
+    );
+    let restarted = Groups::new(Arc::clone(&store) as Arc<dyn EventStore>);
+    assert_eq!(restarted.info(&group).await.unwrap().acked, 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_batch_takes_the_decisions_made_on_top_of_it_along_and_they_are_decided_again() {
+    let store = Arc::new(Gated::default());
+    let (groups, group, messages) = ten_in_flight(&store).await;
+
+    let (first, staged) =
+        first_ack_in_flight_and_nine_staged(&store, &groups, &group, &messages).await;
+    store.fail.store(true, AtomicOrdering::SeqCst);
+    store.release.notify_one();
+    let failed = tokio::time::timeout(WAIT, first).await.unwrap().unwrap();
+    assert!(
+        matches!(
+            failed,
+            Err(GroupError::Store(StoreError::Unavailable { .. }))
+        ),
+        "the ack whose batch failed gets the store's error: {failed:?}"
+    );
+    for ack in staged {
+        assert_eq!(
+            tokio::time::timeout(WAIT, ack).await.unwrap().unwrap(),
+            1,
+            "an ack staged on the failed batch is decided again on the state read afresh"
+        );
+    }
+    let info = groups.info(&group).await.unwrap();
+    assert_eq!(
+        (info.acked, info.in_flight),
+        (9, 1),
+        "the failed ack's delivery is still in flight"
+    );
+    assert_eq!(
+        groups
+            .ack(&group, std::slice::from_ref(&messages[0].ack_id))
+            .await
+            .unwrap(),
+        1,
+        "and can be acked again"
+    );
+    assert_eq!(groups.info(&group).await.unwrap().acked, 10);
+}
