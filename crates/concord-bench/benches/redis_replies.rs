@@ -149,5 +149,45 @@ fn append_reply(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, entries, append_reply);
+/// `value` as Redis sends it (RESP2).
+fn resp(value: &Value, out: &mut Vec<u8>) {
+    match value {
+        Value::Array(items) => {
+            out.extend_from_slice(format!("*{}\r\n", items.len()).as_bytes());
+            for item in items {
+                resp(item, out);
+            }
+        }
+        Value::BulkString(b) => {
+            out.extend_from_slice(format!("${}\r\n", b.len()).as_bytes());
+            out.extend_from_slice(b);
+            out.extend_from_slice(b"\r\n");
+        }
+        Value::Int(i) => out.extend_from_slice(format!(":{i}\r\n").as_bytes()),
+        other => panic!("the pages hold no {other:?}"),
+    }
+}
+
+/// The step before the decoding above: redis-rs reading the reply's RESP bytes into a
+/// `Value` (about 22 values per entry), what a `read_all` page costs on the connection.
+fn resp_parse(c: &mut Criterion) {
+    let mut group = c.benchmark_group("redis_reply");
+    for n in [100_u64, 1000] {
+        let page = global_page(n);
+        let mut bytes = Vec::new();
+        resp(&page, &mut bytes);
+        assert_eq!(redis::parse_redis_value(&bytes).unwrap(), page);
+        group.throughput(Throughput::Elements(n));
+        group.bench_with_input(
+            BenchmarkId::new("resp_global_page", n),
+            &bytes,
+            |b, bytes| {
+                b.iter(|| redis::parse_redis_value(black_box(bytes)).unwrap());
+            },
+        );
+    }
+    group.finish();
+}
+
+criterion_group!(benches, entries, append_reply, resp_parse);
 criterion_main!(benches);
