@@ -6,7 +6,7 @@
 //!
 //! `cargo bench -p concord-bench --bench redis_replies` measures; `cargo test -p
 //! concord-bench --benches` runs each once and checks what it decodes.
-#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::hint::black_box;
 
