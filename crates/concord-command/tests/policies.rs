@@ -16,9 +16,10 @@ use concord_command::{
     Aggregate, Backoff, CommandError, Handler, Options, Policy, Resolution, Retry,
 };
 use concord_core::{
-    AllPage, AppendOutcome, AppendRequest, Direction, EventStore, ExpectedVersion, Filter,
-    MemoryStore, Position, RecordedEvent, StoreError, StreamInfo, StreamName, Version, doc,
+    AppendOutcome, AppendRequest, Direction, EventStore, ExpectedVersion, MemoryStore, StoreError,
+    StreamName, Version, doc,
 };
+use concord_testkit::wrap::{Wrap, Wrapped};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug)]
@@ -28,15 +29,9 @@ struct Noisy {
 }
 
 #[async_trait]
-impl EventStore for Noisy {
-    fn backend(&self) -> &'static str {
-        "noisy"
-    }
-    async fn append_multi(
-        &self,
-        request: concord_core::MultiAppendRequest,
-    ) -> Result<concord_core::MultiAppendOutcome, StoreError> {
-        self.inner.append_multi(request).await
+impl Wrap for Noisy {
+    fn inner(&self) -> &dyn EventStore {
+        &self.inner
     }
 
     async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, StoreError> {
@@ -56,40 +51,6 @@ impl EventStore for Noisy {
                 .await?;
         }
         self.inner.append(request).await
-    }
-    async fn read_stream(
-        &self,
-        s: &StreamName,
-        from: Version,
-        d: Direction,
-        limit: usize,
-    ) -> Result<Vec<RecordedEvent>, StoreError> {
-        self.inner.read_stream(s, from, d, limit).await
-    }
-    async fn read_all(
-        &self,
-        from: Position,
-        filter: &Filter,
-        limit: usize,
-    ) -> Result<AllPage, StoreError> {
-        self.inner.read_all(from, filter, limit).await
-    }
-    async fn stream_version(&self, s: &StreamName) -> Result<Version, StoreError> {
-        self.inner.stream_version(s).await
-    }
-    async fn list_streams(
-        &self,
-        p: &str,
-        after: Option<&StreamName>,
-        limit: usize,
-    ) -> Result<Vec<StreamInfo>, StoreError> {
-        self.inner.list_streams(p, after, limit).await
-    }
-    async fn head(&self) -> Result<Position, StoreError> {
-        self.inner.head().await
-    }
-    async fn wait_for_head(&self, after: Position) -> Result<Position, StoreError> {
-        self.inner.wait_for_head(after).await
     }
 }
 
@@ -125,10 +86,10 @@ impl Aggregate for Counter {
 }
 
 fn setup(interruptions: u32) -> (Handler<Counter>, StreamName) {
-    let store = Arc::new(Noisy {
+    let store = Arc::new(Wrapped(Noisy {
         inner: MemoryStore::new(),
         interruptions: AtomicU32::new(interruptions),
-    });
+    }));
     (Handler::new(store), doc::stream("counter-1"))
 }
 

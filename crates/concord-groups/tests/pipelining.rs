@@ -2,7 +2,7 @@
 //! flight folded in, its decision goes out with the others made meanwhile in the next
 //! append, and a batch that is not written takes the decisions made on top of it along.
 //!
-//! The store is a `MemoryStore` behind a gate that can hold the appends to a group's state
+//! The store is a `MemoryStore` behind a gate that can hold an append to a group's state
 //! stream, so a spec can keep one batch in flight while it makes more decisions. An
 //! operation's future is polled by hand, once, to stage its decision (it then waits for
 //! the batch's outcome): no timing is involved.
@@ -16,105 +16,27 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering as AtomicOrdering};
 use std::time::Duration;
 
-use async_trait::async_trait;
 use concord_core::{
-    AllPage, AppendOutcome, AppendRequest, Category, Direction, EventStore, ExpectedVersion,
-    Filter, MemoryStore, MultiAppendOutcome, MultiAppendRequest, Position, RecordedEvent,
-    StoreError, StreamInfo, StreamName, Version, doc,
+    AppendRequest, Category, Direction, EventStore, ExpectedVersion, MemoryStore, StoreError,
+    StreamName, Version, doc,
 };
 use concord_groups::{
     AllSource, ConsumerName, GroupError, GroupName, GroupSpec, Groups, ManualClock, Message, Source,
 };
-use tokio::sync::Notify;
+use concord_testkit::gated::{Gate, GatedStore, Held, Release};
 
 const WAIT: Duration = Duration::from_secs(30);
 
-/// A `MemoryStore` whose appends to store-owned streams (a group's state) can be held at a
-/// gate, and failed.
-#[derive(Debug, Default)]
-struct Gated {
-    inner: MemoryStore,
-    /// Appends to store-owned streams made so far.
-    state_appends: AtomicUsize,
-    /// Whether the next such append waits at the gate.
-    hold: AtomicBool,
-    /// Whether the held append fails once released.
-    fail: AtomicBool,
-    entered: Notify,
-    release: Notify,
-}
-
-#[async_trait]
-impl EventStore for Gated {
-    fn backend(&self) -> &'static str {
-        "gated"
-    }
-    async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, StoreError> {
-        if request.stream.is_system() {
-            self.state_appends.fetch_add(1, AtomicOrdering::SeqCst);
-            if self.hold.swap(false, AtomicOrdering::SeqCst) {
-                self.entered.notify_one();
-                self.release.notified().await;
-                if self.fail.swap(false, AtomicOrdering::SeqCst) {
-                    return Err(StoreError::unavailable(
-                        "gated",
-                        "the spec failed this append",
-                        std::io::Error::other("failed on purpose"),
-                    ));
-                }
-            }
-        }
-        self.inner.append(request).await
-    }
-    async fn append_multi(
-        &self,
-        request: MultiAppendRequest,
-    ) -> Result<MultiAppendOutcome, StoreError> {
-        self.inner.append_multi(request).await
-    }
-    async fn read_stream(
-        &self,
-        s: &StreamName,
-        from: Version,
-        d: Direction,
-        limit: usize,
-    ) -> Result<Vec<RecordedEvent>, StoreError> {
-        self.inner.read_stream(s, from, d, limit).await
-    }
-    async fn read_all(
-        &self,
-        from: Position,
-        filter: &Filter,
-        limit: usize,
-    ) -> Result<AllPage, StoreError> {
-        self.inner.read_all(from, filter, limit).await
-    }
-    async fn stream_version(&self, s: &StreamName) -> Result<Version, StoreError> {
-        self.inner.stream_version(s).await
-    }
-    async fn list_streams(
-        &self,
-        p: &str,
-        after: Option<&StreamName>,
-        limit: usize,
-    ) -> Result<Vec<StreamInfo>, StoreError> {
-        self.inner.list_streams(p, after, limit).await
-    }
-    async fn head(&self) -> Result<Position, StoreError> {
-        self.inner.head().await
-    }
-    async fn wait_for_head(&self, after: Position) -> Result<Position, StoreError> {
-        self.inner.wait_for_head(after).await
-    }
+fn gated() -> Arc<GatedStore> {
+    Arc::new(Gate::new(Arc::new(MemoryStore::new())))
 }
 
 type Ack<'a> = Pin<Box<dyn Future<Output = Result<usize, GroupError>> + Send + 'a>>;
 
 /// A group over ten `order-1` events, all ten handed to one consumer.
-async fn ten_in_flight(store: &Arc<Gated>) -> (Arc<Groups>, GroupName, Vec<Message>) {
+async fn ten_in_flight(store: &Arc<GatedStore>) -> (Arc<Groups>, GroupName, Vec<Message>) {
     let events = (0..10)
         .map(|i| doc::event("Placed", serde_json::json!({ "n": i })))
         .collect();
@@ -152,7 +74,7 @@ async fn ten_in_flight(store: &Arc<Gated>) -> (Arc<Groups>, GroupName, Vec<Messa
 /// Holds the next state append at the gate, starts an ack of `messages[0]` (its batch
 /// is then in flight), and stages acks of the other nine on top of it, one each.
 async fn first_ack_in_flight_and_nine_staged<'a>(
-    store: &Arc<Gated>,
+    store: &Arc<GatedStore>,
     groups: &'a Arc<Groups>,
     group: &'a GroupName,
     messages: &'a [Message],
@@ -160,8 +82,8 @@ async fn first_ack_in_flight_and_nine_staged<'a>(
     tokio::task::JoinHandle<Result<usize, GroupError>>,
     Vec<Ack<'a>>,
 ) {
-    store.hold.store(true, AtomicOrdering::SeqCst);
-    let entered = store.entered.notified();
+    store.hold_next(Held::StoreOwned);
+    let entered = store.entered();
     let first = {
         let (groups, group, id) = (
             Arc::clone(groups),
@@ -188,13 +110,13 @@ async fn first_ack_in_flight_and_nine_staged<'a>(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn decisions_made_while_a_batch_is_written_go_out_together_in_the_next_append() {
-    let store = Arc::new(Gated::default());
+    let store = gated();
     let (groups, group, messages) = ten_in_flight(&store).await;
-    let before = store.state_appends.load(AtomicOrdering::SeqCst);
+    let before = store.store_owned_appends();
 
     let (first, staged) =
         first_ack_in_flight_and_nine_staged(&store, &groups, &group, &messages).await;
-    store.release.notify_one();
+    store.release(Release::Pass);
     assert_eq!(
         tokio::time::timeout(WAIT, first)
             .await
@@ -208,7 +130,7 @@ async fn decisions_made_while_a_batch_is_written_go_out_together_in_the_next_app
     }
 
     assert_eq!(
-        store.state_appends.load(AtomicOrdering::SeqCst) - before,
+        store.store_owned_appends() - before,
         2,
         "the batch in flight, then the nine acks decided meanwhile in one append"
     );
@@ -232,13 +154,12 @@ async fn decisions_made_while_a_batch_is_written_go_out_together_in_the_next_app
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_batch_takes_the_decisions_made_on_top_of_it_along_and_they_are_decided_again() {
-    let store = Arc::new(Gated::default());
+    let store = gated();
     let (groups, group, messages) = ten_in_flight(&store).await;
 
     let (first, staged) =
         first_ack_in_flight_and_nine_staged(&store, &groups, &group, &messages).await;
-    store.fail.store(true, AtomicOrdering::SeqCst);
-    store.release.notify_one();
+    store.release(Release::Fail);
     let failed = tokio::time::timeout(WAIT, first).await.unwrap().unwrap();
     assert!(
         matches!(

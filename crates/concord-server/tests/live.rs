@@ -16,11 +16,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use common::{DEADLINE, Frame, SseReader, scale, start, start_config, start_with};
-use concord_core::{
-    AllPage, AppendOutcome, AppendRequest, Direction, EventStore, Filter, MemoryStore, Position,
-    RecordedEvent, StoreError, StreamInfo, StreamName, Version,
-};
+use concord_core::{Direction, EventStore, MemoryStore, Position, StoreError, StreamName, Version};
 use concord_server::ServerConfig;
+use concord_testkit::gated::{Gate, Held, Release};
+use concord_testkit::wrap::{Wrap, Wrapped};
 use serde_json::{Value, json};
 use tokio::sync::Notify;
 
@@ -279,74 +278,11 @@ async fn a_stalled_subscriber_slows_neither_writers_nor_other_subscribers() {
     drop(stalled);
 }
 
-/// A store whose appends wait at a gate, to hold one in flight.
-#[derive(Debug)]
-struct GatedStore {
-    inner: MemoryStore,
-    entered: Notify,
-    gate: Notify,
-}
-
-#[async_trait]
-impl EventStore for GatedStore {
-    fn backend(&self) -> &'static str {
-        "gated"
-    }
-    async fn append_multi(
-        &self,
-        request: concord_core::MultiAppendRequest,
-    ) -> Result<concord_core::MultiAppendOutcome, StoreError> {
-        self.inner.append_multi(request).await
-    }
-
-    async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, StoreError> {
-        self.entered.notify_one();
-        self.gate.notified().await;
-        self.inner.append(request).await
-    }
-    async fn read_stream(
-        &self,
-        s: &StreamName,
-        from: Version,
-        d: Direction,
-        limit: usize,
-    ) -> Result<Vec<RecordedEvent>, StoreError> {
-        self.inner.read_stream(s, from, d, limit).await
-    }
-    async fn read_all(
-        &self,
-        from: Position,
-        filter: &Filter,
-        limit: usize,
-    ) -> Result<AllPage, StoreError> {
-        self.inner.read_all(from, filter, limit).await
-    }
-    async fn stream_version(&self, s: &StreamName) -> Result<Version, StoreError> {
-        self.inner.stream_version(s).await
-    }
-    async fn list_streams(
-        &self,
-        p: &str,
-        after: Option<&StreamName>,
-        limit: usize,
-    ) -> Result<Vec<StreamInfo>, StoreError> {
-        self.inner.list_streams(p, after, limit).await
-    }
-    async fn head(&self) -> Result<Position, StoreError> {
-        self.inner.head().await
-    }
-    async fn wait_for_head(&self, after: Position) -> Result<Position, StoreError> {
-        self.inner.wait_for_head(after).await
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_shutdown_finishes_the_append_in_flight_and_closes_subscriptions() {
-    let store = Arc::new(GatedStore {
-        inner: MemoryStore::new(),
-        entered: Notify::new(),
-        gate: Notify::new(),
-    });
+    let memory = Arc::new(MemoryStore::new());
+    let store = Arc::new(Gate::new(Arc::clone(&memory) as Arc<dyn EventStore>));
+    store.hold_next(Held::Any);
     let mut server = start_with(
         Arc::clone(&store) as Arc<dyn EventStore>,
         ServerConfig::default(),
@@ -370,7 +306,7 @@ async fn graceful_shutdown_finishes_the_append_in_flight_and_closes_subscription
             .unwrap();
         (r.status().as_u16(), r.text().await.unwrap())
     });
-    tokio::time::timeout(DEADLINE, store.entered.notified())
+    tokio::time::timeout(DEADLINE, store.entered())
         .await
         .expect("the append never reached the store");
     server.trigger_shutdown();
@@ -380,7 +316,7 @@ async fn graceful_shutdown_finishes_the_append_in_flight_and_closes_subscription
         None,
         "shutdown must close subscriptions"
     );
-    store.gate.notify_one();
+    store.release(Release::Pass);
     let (status, body) = tokio::time::timeout(DEADLINE, in_flight)
         .await
         .unwrap()
@@ -391,7 +327,7 @@ async fn graceful_shutdown_finishes_the_append_in_flight_and_closes_subscription
         .await
         .expect("serve returns Ok after a graceful shutdown");
     assert_eq!(
-        store.inner.head().await.unwrap(),
+        memory.head().await.unwrap(),
         Position(1),
         "the acknowledged append is in the store"
     );
@@ -411,49 +347,9 @@ struct EarlyWaker {
 }
 
 #[async_trait]
-impl EventStore for EarlyWaker {
-    fn backend(&self) -> &'static str {
-        "early"
-    }
-    async fn append_multi(
-        &self,
-        request: concord_core::MultiAppendRequest,
-    ) -> Result<concord_core::MultiAppendOutcome, StoreError> {
-        self.inner.append_multi(request).await
-    }
-    async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, StoreError> {
-        self.inner.append(request).await
-    }
-    async fn read_stream(
-        &self,
-        s: &StreamName,
-        from: Version,
-        d: Direction,
-        limit: usize,
-    ) -> Result<Vec<RecordedEvent>, StoreError> {
-        self.inner.read_stream(s, from, d, limit).await
-    }
-    async fn read_all(
-        &self,
-        from: Position,
-        filter: &Filter,
-        limit: usize,
-    ) -> Result<AllPage, StoreError> {
-        self.inner.read_all(from, filter, limit).await
-    }
-    async fn stream_version(&self, s: &StreamName) -> Result<Version, StoreError> {
-        self.inner.stream_version(s).await
-    }
-    async fn list_streams(
-        &self,
-        p: &str,
-        after: Option<&StreamName>,
-        limit: usize,
-    ) -> Result<Vec<StreamInfo>, StoreError> {
-        self.inner.list_streams(p, after, limit).await
-    }
-    async fn head(&self) -> Result<Position, StoreError> {
-        self.inner.head().await
+impl Wrap for EarlyWaker {
+    fn inner(&self) -> &dyn EventStore {
+        &self.inner
     }
     async fn wait_for_head(&self, after: Position) -> Result<Position, StoreError> {
         let left = self.early.load(std::sync::atomic::Ordering::SeqCst);
@@ -472,11 +368,11 @@ impl EventStore for EarlyWaker {
 /// instead of the documented 10.
 #[tokio::test]
 async fn head_long_poll_waits_through_a_backend_that_returns_early() {
-    let store = Arc::new(EarlyWaker {
+    let store = Arc::new(Wrapped(EarlyWaker {
         inner: MemoryStore::new(),
         early: std::sync::atomic::AtomicUsize::new(3),
         waiting: Notify::new(),
-    });
+    }));
     let server = start_with(store.clone(), ServerConfig::default()).await;
     let polled = tokio::spawn({
         let http = server.http.clone();

@@ -9,6 +9,8 @@
 //! - [`scavenge_kill`]: a scavenge killed with SIGKILL over and over, then checked; each
 //!   backend's `tests/scavenge_kill.rs` opens its store and reads its progress.
 //! - [`scale`]: the `CONCORD_TEST_SCALE` factor for iteration counts.
+//! - [`wrap`]: a store that changes one method of another and forwards the rest; [`gated`]
+//!   one whose next append can be held in flight, then passed or failed.
 //!
 //! It is a dev-dependency only (the architecture test enforces it). Its helpers panic on
 //! failure, because that is how a test reports one.
@@ -25,11 +27,13 @@ use std::sync::Arc;
 use concord_core::EventStore;
 
 pub mod conformance;
+pub mod gated;
 pub mod postgres;
 pub mod properties;
 pub mod redis;
 pub mod scavenge_kill;
 mod server;
+pub mod wrap;
 
 /// A store under test, and whatever must live as long as it (a temp dir, a server).
 pub struct TestStore {

@@ -12,12 +12,10 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use concord_core::{
-    AllPage, AppendOutcome, AppendRequest, Direction, EventStore, Filter, MemoryStore, Position,
-    RecordedEvent, StoreError, StreamInfo, StreamName, Version,
-};
+use concord_core::{AppendOutcome, AppendRequest, EventStore, MemoryStore, StoreError, Version};
 use concord_testkit::TestStore;
 use concord_testkit::properties::{DEFAULT_CASES, run_model_check_with_seed};
+use concord_testkit::wrap::{Wrap, Wrapped};
 
 async fn memory() -> TestStore {
     TestStore::new(Arc::new(MemoryStore::new()))
@@ -42,16 +40,9 @@ struct Buggy {
 }
 
 #[async_trait]
-impl EventStore for Buggy {
-    fn backend(&self) -> &'static str {
-        "buggy"
-    }
-
-    async fn append_multi(
-        &self,
-        request: concord_core::MultiAppendRequest,
-    ) -> Result<concord_core::MultiAppendOutcome, StoreError> {
-        self.inner.append_multi(request).await
+impl Wrap for Buggy {
+    fn inner(&self) -> &dyn EventStore {
+        &self.inner
     }
 
     async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, StoreError> {
@@ -72,54 +63,14 @@ impl EventStore for Buggy {
             (_, other) => other,
         }
     }
-
-    async fn read_stream(
-        &self,
-        stream: &StreamName,
-        from: Version,
-        direction: Direction,
-        limit: usize,
-    ) -> Result<Vec<RecordedEvent>, StoreError> {
-        self.inner.read_stream(stream, from, direction, limit).await
-    }
-
-    async fn read_all(
-        &self,
-        from: Position,
-        filter: &Filter,
-        limit: usize,
-    ) -> Result<AllPage, StoreError> {
-        self.inner.read_all(from, filter, limit).await
-    }
-
-    async fn stream_version(&self, stream: &StreamName) -> Result<Version, StoreError> {
-        self.inner.stream_version(stream).await
-    }
-
-    async fn list_streams(
-        &self,
-        prefix: &str,
-        after: Option<&StreamName>,
-        limit: usize,
-    ) -> Result<Vec<StreamInfo>, StoreError> {
-        self.inner.list_streams(prefix, after, limit).await
-    }
-
-    async fn head(&self) -> Result<Position, StoreError> {
-        self.inner.head().await
-    }
-
-    async fn wait_for_head(&self, after: Position) -> Result<Position, StoreError> {
-        self.inner.wait_for_head(after).await
-    }
 }
 
 fn model_check_fails_for(bug: Bug) -> String {
     let factory = move || async move {
-        TestStore::new(Arc::new(Buggy {
+        TestStore::new(Arc::new(Wrapped(Buggy {
             inner: MemoryStore::new(),
             bug,
-        }))
+        })))
     };
     let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
         run_model_check_with_seed(factory, DEFAULT_CASES * 4, 20261125, false)
