@@ -753,6 +753,57 @@ pub async fn two_processes_share_a_group_without_handing_out_an_event_twice(
     assert_eq!(h.groups.info(&g).await.unwrap().acked, 150);
 }
 
+/// Four consumers on each of two processes: within a process their decisions are
+/// pipelined (written in shared batches), across processes they conflict, and a batch
+/// that conflicts takes the decisions staged on top of it along. Each event is still
+/// acked exactly once.
+pub async fn many_consumers_on_two_processes_ack_each_event_exactly_once(
+    store: Arc<dyn EventStore>,
+) {
+    let h = Harness::new(store);
+    seed(&h.store, &["order-1", "order-2", "order-3", "order-4"], 50).await;
+    let g = group("busy");
+    h.groups
+        .create_or_update(&g, spec(all_of("order"), Ordering::None, 5))
+        .await
+        .unwrap();
+    let processes = [Arc::new(h.restarted()), Arc::new(h.restarted())];
+    let mut workers = Vec::new();
+    for (p, groups) in processes.iter().enumerate() {
+        for c in 0..4 {
+            let (groups, g) = (Arc::clone(groups), g.clone());
+            workers.push(tokio::spawn(async move {
+                let name = consumer(&format!("p{p}-c{c}"));
+                let mut got = Vec::new();
+                loop {
+                    let m = groups.poll(&g, &name, 3, Duration::ZERO).await.unwrap();
+                    if m.is_empty() {
+                        return got;
+                    }
+                    assert_eq!(groups.ack(&g, &ids(&m)).await.unwrap(), m.len());
+                    got.extend(m.into_iter().map(|m| key(&m.event)));
+                }
+            }));
+        }
+    }
+    let mut all = Vec::new();
+    for worker in workers {
+        all.extend(
+            tokio::time::timeout(WAIT, worker)
+                .await
+                .expect("every worker finishes")
+                .unwrap(),
+        );
+    }
+    all.sort();
+    let total = all.len();
+    all.dedup();
+    assert_eq!(total, 200, "nothing acked twice");
+    assert_eq!(all.len(), 200, "everything acked");
+    let info = h.restarted().info(&g).await.unwrap();
+    assert_eq!((info.acked, info.in_flight, info.pending), (200, 0, 0));
+}
+
 /// A process whose view of the group is older than another's still acts on the current
 /// state: it acks deliveries the other process made (an HTTP client behind a load balancer
 /// acks on any node) and hands out what the other process nacked.
@@ -982,6 +1033,7 @@ macro_rules! group_specs {
             bad_input_is_refused_and_source_and_from_are_fixed,
             a_group_over_everything_never_delivers_the_stores_own_events,
             two_processes_share_a_group_without_handing_out_an_event_twice,
+            many_consumers_on_two_processes_ack_each_event_exactly_once,
             a_process_with_an_older_view_acks_and_polls_by_the_current_state,
             a_waiting_poll_wakes_on_new_events_and_on_returned_ones,
             a_restart_loads_the_group_from_its_latest_snapshot,
