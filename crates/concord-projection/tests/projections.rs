@@ -623,41 +623,37 @@ async fn balance_row(host: &ProjectionHost, at: Position) -> serde_json::Value {
         .row
 }
 
-macro_rules! forgetting {
-    ($module:ident, $factory:expr) => {
+/// One `#[tokio::test]` per `name => spec(extra args)`, in module `$module`, each on a
+/// store from `$factory`.
+macro_rules! specs_on {
+    ($module:ident, $factory:expr; $($name:ident => $spec:ident($($arg:expr),*)),* $(,)?) => {
         mod $module {
             use super::*;
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn a_soft_deleted_accounts_row_is_forgotten_on_reconcile_and_an_untouched_one_stays() {
-                let (store, _guard) = $factory.await;
-                super::a_deleted_accounts_row_is_forgotten_on_reconcile_and_an_untouched_one_stays(store, false).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn a_tombstoned_accounts_row_is_forgotten_on_reconcile_and_an_untouched_one_stays() {
-                let (store, _guard) = $factory.await;
-                super::a_deleted_accounts_row_is_forgotten_on_reconcile_and_an_untouched_one_stays(store, true).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn a_soft_deleted_then_recreated_account_gets_a_row_from_its_new_events_only() {
-                let (store, _guard) = $factory.await;
-                super::a_soft_deleted_then_recreated_account_gets_a_row_from_its_new_events_only(store).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn an_account_deleted_and_recreated_before_any_reconcile_gets_its_row_folded_again() {
-                let (store, _guard) = $factory.await;
-                super::an_account_deleted_and_recreated_before_any_reconcile_gets_its_row_folded_again(store).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn a_lagging_projection_ignores_the_rest_of_a_deleted_life() {
-                let (store, _guard) = $factory.await;
-                super::a_lagging_projection_ignores_the_rest_of_a_deleted_life(store).await;
-            }
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let (store, _guard) = $factory.await;
+                    super::$spec(store $(, $arg)*).await;
+                }
+            )*
         }
+    };
+}
+
+macro_rules! forgetting {
+    ($module:ident, $factory:expr) => {
+        specs_on!($module, $factory;
+            a_soft_deleted_accounts_row_is_forgotten_on_reconcile_and_an_untouched_one_stays =>
+                a_deleted_accounts_row_is_forgotten_on_reconcile_and_an_untouched_one_stays(false),
+            a_tombstoned_accounts_row_is_forgotten_on_reconcile_and_an_untouched_one_stays =>
+                a_deleted_accounts_row_is_forgotten_on_reconcile_and_an_untouched_one_stays(true),
+            a_soft_deleted_then_recreated_account_gets_a_row_from_its_new_events_only =>
+                a_soft_deleted_then_recreated_account_gets_a_row_from_its_new_events_only(),
+            an_account_deleted_and_recreated_before_any_reconcile_gets_its_row_folded_again =>
+                an_account_deleted_and_recreated_before_any_reconcile_gets_its_row_folded_again(),
+            a_lagging_projection_ignores_the_rest_of_a_deleted_life =>
+                a_lagging_projection_ignores_the_rest_of_a_deleted_life(),
+        );
     };
 }
 
@@ -671,46 +667,18 @@ forgetting!(forget_redis, redis_store());
 
 macro_rules! against {
     ($module:ident, $factory:expr) => {
-        mod $module {
-            use super::*;
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn a_refused_event_is_skipped_with_its_reason_and_the_projection_runs_on() {
-                let (store, _guard) = $factory.await;
-                super::a_refused_event_is_skipped_with_its_reason_and_the_projection_runs_on(store)
-                    .await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn unreadable_event_data_is_skipped_not_a_stop() {
-                let (store, _guard) = $factory.await;
-                super::unreadable_event_data_is_skipped_not_a_stop(store).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn a_rebuild_equals_the_incremental_read_models() {
-                let (store, _guard) = $factory.await;
-                super::a_rebuild_equals_the_incremental_read_models(store).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn read_your_writes_holds_for_32_concurrent_clients() {
-                let (store, _guard) = $factory.await;
-                super::read_your_writes_holds_for_32_concurrent_clients(store).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn a_filtered_projection_reaches_the_head_past_other_categories() {
-                let (store, _guard) = $factory.await;
-                super::a_filtered_projection_reaches_the_head_past_other_categories(store).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn two_hosts_on_one_database_never_apply_an_event_twice() {
-                let (store, _guard) = $factory.await;
-                super::two_hosts_on_one_database_never_apply_an_event_twice(store).await;
-            }
-        }
+        specs_on!($module, $factory;
+            a_refused_event_is_skipped_with_its_reason_and_the_projection_runs_on =>
+                a_refused_event_is_skipped_with_its_reason_and_the_projection_runs_on(),
+            unreadable_event_data_is_skipped_not_a_stop => unreadable_event_data_is_skipped_not_a_stop(),
+            a_rebuild_equals_the_incremental_read_models => a_rebuild_equals_the_incremental_read_models(),
+            read_your_writes_holds_for_32_concurrent_clients =>
+                read_your_writes_holds_for_32_concurrent_clients(),
+            a_filtered_projection_reaches_the_head_past_other_categories =>
+                a_filtered_projection_reaches_the_head_past_other_categories(),
+            two_hosts_on_one_database_never_apply_an_event_twice =>
+                two_hosts_on_one_database_never_apply_an_event_twice(),
+        );
     };
 }
 
