@@ -575,8 +575,18 @@ impl Groups {
         // version (a stale state conflicts, catches up and decides again), so only one that
         // writes nothing needs the current state first.
         let mut need_current = false;
+        // A look that found nothing, on the state at this version, with this next deadline.
+        let mut found_nothing: Option<(Version, Option<u64>)> = None;
         for _ in 0..CONFLICT_RETRIES {
             let (mut loaded, current) = self.locked(slot, need_current).await?;
+            if let Some((version, next_deadline)) = found_nothing
+                && current
+                && loaded.version == version
+            {
+                // The current state is the one just looked at: the look would find nothing
+                // again (the caller's wait reads the source once more before sleeping).
+                return Ok((Vec::new(), next_deadline));
+            }
             let Some(state) = loaded.state.as_ref() else {
                 if !current {
                     need_current = true;
@@ -621,6 +631,7 @@ impl Groups {
                     // Nothing to hand out by a state that may be stale: look again on the
                     // current one (another node may have nacked or expired deliveries).
                     need_current = true;
+                    found_nothing = Some((loaded.version, next_deadline));
                     continue;
                 }
                 return Ok((messages, next_deadline));

@@ -25,6 +25,21 @@ pub trait Wrap: Send + Sync + std::fmt::Debug + 'static {
     async fn wait_for_head(&self, after: Position) -> Result<Position, StoreError> {
         self.inner().wait_for_head(after).await
     }
+
+    /// As [`EventStore::read_all`].
+    async fn read_all(
+        &self,
+        from: Position,
+        filter: &Filter,
+        limit: usize,
+    ) -> Result<AllPage, StoreError> {
+        self.inner().read_all(from, filter, limit).await
+    }
+
+    /// As [`EventStore::stream_version`].
+    async fn stream_version(&self, stream: &StreamName) -> Result<Version, StoreError> {
+        self.inner().stream_version(stream).await
+    }
 }
 
 /// The store a [`Wrap`] makes; it derefs to the wrapper, for the test's own controls.
@@ -70,10 +85,10 @@ impl<W: Wrap> EventStore for Wrapped<W> {
         filter: &Filter,
         limit: usize,
     ) -> Result<AllPage, StoreError> {
-        self.0.inner().read_all(from, filter, limit).await
+        self.0.read_all(from, filter, limit).await
     }
     async fn stream_version(&self, stream: &StreamName) -> Result<Version, StoreError> {
-        self.0.inner().stream_version(stream).await
+        self.0.stream_version(stream).await
     }
     async fn list_streams(
         &self,
