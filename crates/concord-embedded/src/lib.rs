@@ -65,6 +65,10 @@ pub const DATA_FILE: &str = "concord.db";
 /// The lock file's name inside the store's directory.
 const LOCK_FILE: &str = "concord.lock";
 
+/// How long opening waits for a lock that is taken before it says the store is open
+/// elsewhere (see `open_inner`).
+const LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// How many reader connections (and threads) a store keeps.
 const READERS: usize = 4;
 
@@ -196,18 +200,28 @@ impl EmbeddedStore {
                 path: lock_path.clone(),
                 source,
             })?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                return Err(EmbeddedError::AlreadyOpen {
-                    path: dir.to_path_buf(),
-                });
-            }
-            Err(std::fs::TryLockError::Error(source)) => {
-                return Err(EmbeddedError::Lock {
-                    path: lock_path,
-                    source,
-                });
+        // A lock can outlive its store by a moment: a child that another thread of this
+        // process is starting holds a copy of the lock's descriptor until its exec closes
+        // it. So a lock that is taken is asked for again for a short while before the
+        // store is called open elsewhere.
+        let patience = std::time::Instant::now() + LOCK_PATIENCE;
+        loop {
+            match lock.try_lock() {
+                Ok(()) => break,
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    if std::time::Instant::now() >= patience {
+                        return Err(EmbeddedError::AlreadyOpen {
+                            path: dir.to_path_buf(),
+                        });
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(std::fs::TryLockError::Error(source)) => {
+                    return Err(EmbeddedError::Lock {
+                        path: lock_path,
+                        source,
+                    });
+                }
             }
         }
         let file = dir.join(DATA_FILE);
