@@ -5,14 +5,16 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
-use std::time::Duration;
 
 use async_trait::async_trait;
 use concord_core::{
-    AllPage, Category, EventStore, Filter, MemoryStore, Position, StoreError, StreamName, Version,
+    AllPage, EventStore, Filter, MemoryStore, Position, StoreError, StreamName, Version,
 };
-use concord_groups::{AllSource, ConsumerName, GroupName, GroupSpec, Groups, Source};
+use concord_groups::{GroupSpec, Groups};
 use concord_testkit::wrap::{Wrap, Wrapped};
+use specs::{all_of, group, poll};
+
+mod specs;
 
 /// Counts source reads and state-version checks.
 #[derive(Debug, Default)]
@@ -46,35 +48,19 @@ impl Wrap for Counting {
 async fn a_poll_that_finds_nothing_reads_the_source_once_and_checks_the_state_once() {
     let store = Arc::new(Wrapped(Counting::default()));
     let groups = Groups::new(Arc::clone(&store) as Arc<dyn EventStore>);
-    let group = GroupName::new("quiet").unwrap();
+    let group = group("quiet");
     groups
-        .create_or_update(
-            &group,
-            GroupSpec::new(Source::All(AllSource {
-                category: Some(Category::new("order").unwrap()),
-                ..AllSource::default()
-            })),
-        )
+        .create_or_update(&group, GroupSpec::new(all_of("order")))
         .await
         .unwrap();
-    let consumer = ConsumerName::new("c").unwrap();
     // The first poll of this process reads the group's state; count from the next one.
-    assert!(
-        groups
-            .poll(&group, &consumer, 10, Duration::ZERO)
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(poll(&groups, &group, "c", 10).await.is_empty());
     let (reads, checks) = (
         store.source_reads.load(AtomicOrdering::SeqCst),
         store.version_checks.load(AtomicOrdering::SeqCst),
     );
 
-    let messages = groups
-        .poll(&group, &consumer, 10, Duration::ZERO)
-        .await
-        .unwrap();
+    let messages = poll(&groups, &group, "c", 10).await;
 
     assert!(messages.is_empty());
     assert_eq!(

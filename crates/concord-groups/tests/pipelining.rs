@@ -18,14 +18,12 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use concord_core::{
-    AppendRequest, Category, Direction, EventStore, ExpectedVersion, MemoryStore, StoreError,
-    StreamName, Version, doc,
-};
-use concord_groups::{
-    AllSource, ConsumerName, GroupError, GroupName, GroupSpec, Groups, ManualClock, Message, Source,
-};
+use concord_core::{Direction, EventStore, MemoryStore, StoreError, Version};
+use concord_groups::{GroupError, GroupName, GroupSpec, Groups, ManualClock, Message};
 use concord_testkit::gated::{Gate, GatedStore, Held, Release};
+use specs::{all_of, group, poll, seed_one};
+
+mod specs;
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -37,36 +35,18 @@ type Ack<'a> = Pin<Box<dyn Future<Output = Result<usize, GroupError>> + Send + '
 
 /// A group over ten `order-1` events, all ten handed to one consumer.
 async fn ten_in_flight(store: &Arc<GatedStore>) -> (Arc<Groups>, GroupName, Vec<Message>) {
-    let events = (0..10)
-        .map(|i| doc::event("Placed", serde_json::json!({ "n": i })))
-        .collect();
-    let _ = store
-        .append(AppendRequest::new(
-            StreamName::new("order-1").unwrap(),
-            ExpectedVersion::NoStream,
-            events,
-        ))
-        .await
-        .unwrap();
+    let store = Arc::clone(store) as Arc<dyn EventStore>;
+    seed_one(&store, "order-1", 10).await;
     let groups = Arc::new(Groups::with_clock(
-        Arc::clone(store) as Arc<dyn EventStore>,
+        store,
         Arc::new(ManualClock::at(1_000_000)),
     ));
-    let group = GroupName::new("orders").unwrap();
+    let group = group("orders");
     groups
-        .create_or_update(
-            &group,
-            GroupSpec::new(Source::All(AllSource {
-                category: Some(Category::new("order").unwrap()),
-                ..AllSource::default()
-            })),
-        )
+        .create_or_update(&group, GroupSpec::new(all_of("order")))
         .await
         .unwrap();
-    let messages = groups
-        .poll(&group, &ConsumerName::new("c").unwrap(), 10, Duration::ZERO)
-        .await
-        .unwrap();
+    let messages = poll(&groups, &group, "c", 10).await;
     assert_eq!(messages.len(), 10);
     (groups, group, messages)
 }

@@ -1,7 +1,8 @@
 //! The semantics of consumer groups (shared/API.md, "Consumer groups"), one async function
 //! per behaviour, each taking a fresh, empty store. `group_specs!(factory)` expands to one
 //! named `#[tokio::test]` per spec, so `tests/conformance.rs` runs them all on
-//! `MemoryStore`, the embedded store and Redis.
+//! `MemoryStore`, the embedded store, Redis and PostgreSQL. Its helpers (`seed_one`,
+//! `all_of`, `poll`, …) also serve `tests/pipelining.rs` and `tests/idle_poll.rs`.
 //!
 //! Time is a [`ManualClock`]: a delivery expires because the spec moves the clock past its
 //! deadline, never because the spec slept. Every wait on a store is bounded, so a broken
