@@ -185,6 +185,28 @@ fn resp_parse(c: &mut Criterion) {
                 b.iter(|| redis::parse_redis_value(black_box(bytes)).unwrap());
             },
         );
+        // What a read_all page costs end to end: redis-rs's parse then the decoding, against
+        // the store's own reader (scan, zero-copy parse, decoding) on the same bytes.
+        group.bench_with_input(
+            BenchmarkId::new("redis_rs_global_page_decoded", n),
+            &bytes,
+            |b, bytes| {
+                b.iter(|| {
+                    let value = redis::parse_redis_value(black_box(bytes)).unwrap();
+                    bench_internals::global_entries(&value).unwrap()
+                });
+            },
+        );
+        let shared = bytes::Bytes::from(bytes.clone());
+        let ours = bench_internals::global_entries_from_resp(&shared).unwrap();
+        assert_eq!(ours, bench_internals::global_entries(&page).unwrap());
+        group.bench_with_input(
+            BenchmarkId::new("concord_global_page_decoded", n),
+            &shared,
+            |b, bytes| {
+                b.iter(|| bench_internals::global_entries_from_resp(black_box(bytes)).unwrap());
+            },
+        );
     }
     group.finish();
 }

@@ -27,6 +27,24 @@ pub fn global_entries(reply: &Value) -> Result<Vec<RecordedEvent>, RedisError> {
     decode::entries("XRANGE", reply, |e| decode::global_entry("XRANGE", e))
 }
 
+/// Reads the RESP bytes of an `XRANGE` reply of the global Redis Stream as the store's
+/// own connections do (`direct`): finds where the reply ends, cuts it into values without
+/// copying, decodes the events.
+pub fn global_entries_from_resp(bytes: &bytes::Bytes) -> Result<Vec<RecordedEvent>, RedisError> {
+    let whole = crate::resp::Scanner::default()
+        .scan(bytes)
+        .map_err(|e| RedisError::reply("XRANGE", e.to_string()))?;
+    if whole != Some(bytes.len()) {
+        return Err(RedisError::reply("XRANGE", "not one whole reply"));
+    }
+    let reply =
+        crate::resp::parse(bytes).map_err(|e| RedisError::reply("XRANGE", e.to_string()))?;
+    decode::reply_array("XRANGE", &reply)?
+        .iter()
+        .map(|e| decode::global_entry_read("XRANGE", e))
+        .collect()
+}
+
 /// Decodes the append function's reply to `request` (what is done with it afterwards,
 /// listing concurrent events, is not included).
 pub fn append_reply(request: &MultiAppendRequest, reply: &Value) -> Result<(), RedisError> {

@@ -11,6 +11,7 @@ use concord_core::{
 use redis::Value;
 
 use crate::error::RedisError;
+use crate::resp::Reply;
 
 /// The metadata of an event written without any (shared, not copied per event).
 const EMPTY_OBJECT: &[u8] = b"{}";
@@ -105,38 +106,41 @@ fn split_entry<'a>(
     };
     let id = bytes(command, id)?;
     let mut out = Fields::default();
-    let mut field = |k: &'a Value, v: &'a Value| -> Result<(), RedisError> {
-        let slot = match bytes(command, k)? {
-            b"stream" => &mut out.stream,
-            b"version" => &mut out.version,
-            b"position" => &mut out.position,
-            b"id" => &mut out.id,
-            b"type" => &mut out.event_type,
-            b"data" => &mut out.data,
-            b"metadata" => &mut out.metadata,
-            b"tags" => &mut out.tags,
-            b"recorded_at" => &mut out.recorded_at,
-            b"content_type" => &mut out.content_type,
-            _ => return Ok(()),
-        };
-        *slot = Some(bytes(command, v)?);
-        Ok(())
-    };
     match fields {
         Value::Map(pairs) => {
             for (k, v) in pairs {
-                field(k, v)?;
+                out.take(bytes(command, k)?, bytes(command, v)?);
             }
         }
         other => {
             for pair in array(command, other)?.chunks(2) {
                 if let [k, v] = pair {
-                    field(k, v)?;
+                    out.take(bytes(command, k)?, bytes(command, v)?);
                 }
             }
         }
     }
     Ok((id, out))
+}
+
+impl<'a> Fields<'a> {
+    /// Takes the field `name`; an unknown one is passed over.
+    fn take(&mut self, name: &[u8], value: &'a [u8]) {
+        let slot = match name {
+            b"stream" => &mut self.stream,
+            b"version" => &mut self.version,
+            b"position" => &mut self.position,
+            b"id" => &mut self.id,
+            b"type" => &mut self.event_type,
+            b"data" => &mut self.data,
+            b"metadata" => &mut self.metadata,
+            b"tags" => &mut self.tags,
+            b"recorded_at" => &mut self.recorded_at,
+            b"content_type" => &mut self.content_type,
+            _ => return,
+        };
+        *slot = Some(value);
+    }
 }
 
 fn need<'a>(
@@ -219,11 +223,84 @@ pub(crate) fn global_entry(
     entry: &Value,
 ) -> Result<RecordedEvent, RedisError> {
     let (id, f) = split_entry(command, entry)?;
+    global_event(command, id, &f)
+}
+
+/// The event of the global log's entry `id` with fields `f`.
+fn global_event(
+    command: &'static str,
+    id: &[u8],
+    f: &Fields<'_>,
+) -> Result<RecordedEvent, RedisError> {
     let position = Position(entry_number(command, id)?);
     let stream = StreamName::recent(utf8(command, need(command, "stream", f.stream)?)?)
         .map_err(|e| RedisError::reply(command, e.to_string()))?;
     let version = Version(parse_u64(command, need(command, "version", f.version)?)?);
-    finish(command, stream, version, position, &f)
+    finish(command, stream, version, position, f)
+}
+
+/// An entry of the global Redis Stream, read by a connection of Concord's own
+/// ([`crate::resp`]); the same fields as [`global_entry`].
+pub(crate) fn global_entry_read(
+    command: &'static str,
+    entry: &Reply,
+) -> Result<RecordedEvent, RedisError> {
+    let shape = || RedisError::reply(command, "stream entry without id and fields");
+    let Reply::Array(parts) = entry else {
+        return Err(shape());
+    };
+    let (Some(Reply::Bytes(id)), Some(Reply::Array(pairs))) = (parts.first(), parts.get(1)) else {
+        return Err(shape());
+    };
+    let mut f = Fields::default();
+    for pair in pairs.chunks(2) {
+        if let [Reply::Bytes(k), Reply::Bytes(v)] = pair {
+            f.take(k, v);
+        }
+    }
+    global_event(command, id, &f)
+}
+
+/// The elements of an array reply read by a connection of Concord's own (none for nil);
+/// an error reply is the command's failure.
+pub(crate) fn reply_array<'a>(
+    command: &'static str,
+    reply: &'a Reply,
+) -> Result<&'a [Reply], RedisError> {
+    match reply {
+        Reply::Array(items) => Ok(items),
+        Reply::Nil => Ok(&[]),
+        Reply::Error(message) => Err(RedisError::Server {
+            command,
+            message: message.clone(),
+        }),
+        other => Err(RedisError::reply(
+            command,
+            format!("expected an array, got {other:?}"),
+        )),
+    }
+}
+
+/// A number sent as a bulk string (`GET` of a counter), `None` for nil.
+pub(crate) fn reply_number(
+    command: &'static str,
+    reply: &Reply,
+) -> Result<Option<u64>, RedisError> {
+    match reply {
+        Reply::Nil => Ok(None),
+        Reply::Bytes(b) => parse_u64(command, b).map(Some),
+        Reply::Int(i) => u64::try_from(*i)
+            .map(Some)
+            .map_err(|_| RedisError::reply(command, format!("negative number {i}"))),
+        Reply::Error(message) => Err(RedisError::Server {
+            command,
+            message: message.clone(),
+        }),
+        Reply::Array(_) => Err(RedisError::reply(
+            command,
+            "expected a number, got an array",
+        )),
+    }
 }
 
 /// Every entry of an `XRANGE`-shaped reply, decoded with `decode`.

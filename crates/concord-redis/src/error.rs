@@ -52,6 +52,26 @@ pub enum RedisError {
         source: redis::RedisError,
     },
 
+    /// A connection of Concord's own (the reads of pages of events) could not reach Redis,
+    /// or lost it midway.
+    #[error("Redis command {command} failed: {source}")]
+    Io {
+        /// The command.
+        command: &'static str,
+        /// The socket's error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// Redis refused a command sent on a connection of Concord's own (`-ERR …`).
+    #[error("Redis refused {command}: {message}")]
+    Server {
+        /// The command.
+        command: &'static str,
+        /// Redis's error reply.
+        message: String,
+    },
+
     /// Redis answered something Concord did not write or cannot decode.
     #[error("unexpected reply to {command}: {detail}")]
     Reply {
@@ -90,7 +110,12 @@ impl RedisError {
     /// that retrying later may succeed.
     pub fn is_unavailable(&self) -> bool {
         match self {
-            RedisError::Timeout { .. } => true,
+            RedisError::Timeout { .. } | RedisError::Io { .. } => true,
+            RedisError::Server { message, .. } => {
+                ["LOADING", "TRYAGAIN", "MASTERDOWN", "CLUSTERDOWN"]
+                    .iter()
+                    .any(|kind| message.starts_with(kind))
+            }
             RedisError::Command { source, .. } => {
                 source.is_io_error()
                     || source.is_timeout()

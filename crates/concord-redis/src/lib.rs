@@ -70,9 +70,11 @@
 #[doc(hidden)]
 pub mod bench_internals;
 mod decode;
+mod direct;
 mod error;
 mod keys;
 mod recent;
+mod resp;
 mod store;
 
 pub use error::RedisError;

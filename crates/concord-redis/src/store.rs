@@ -26,6 +26,7 @@ use redis::{AsyncConnectionConfig, Client, Value};
 use tokio::task::JoinHandle;
 
 use crate::decode;
+use crate::direct::Direct;
 use crate::error::{BACKEND, RedisError};
 use crate::keys::KeyLayout;
 use crate::recent::Recent;
@@ -99,6 +100,8 @@ pub struct RedisStore {
 struct Inner {
     client: Client,
     conn: ConnectionManager,
+    /// Connections of Concord's own for reads of the global log (`None` over TLS).
+    direct: Option<Direct>,
     keys: KeyLayout,
     options: RedisOptions,
     /// The highest head this process has seen: from its own appends and from the watcher.
@@ -265,6 +268,7 @@ impl RedisStore {
         .await?;
         let store = RedisStore {
             inner: Arc::new(Inner {
+                direct: Direct::for_client(client.get_connection_info()),
                 client,
                 conn,
                 keys,
@@ -316,6 +320,36 @@ impl RedisStore {
             pipe.query_async(&mut conn),
         )
         .await
+    }
+
+    /// One round trip of `read_all`: `GET` of the head, `XRANGE` of the global log, `GET`
+    /// of the head, over a connection of Concord's own when there is one (its replies are
+    /// the largest the store reads; see `direct`).
+    async fn global_range(
+        &self,
+        pipe: &redis::Pipeline,
+    ) -> Result<(Option<u64>, Vec<RecordedEvent>, Option<u64>), RedisError> {
+        let Some(direct) = &self.inner.direct else {
+            let (before, reply, last): (Option<u64>, Value, Option<u64>) =
+                self.query_pipe("XRANGE", pipe).await?;
+            let entries = decode::entries("XRANGE", &reply, |e| decode::global_entry("XRANGE", e))?;
+            return Ok((before, entries, last));
+        };
+        let replies = direct
+            .query("XRANGE", pipe, self.inner.options.timeout)
+            .await?;
+        let [before, reply, last] = replies.as_slice() else {
+            return Err(RedisError::reply("XRANGE", "expected three replies"));
+        };
+        let entries = decode::reply_array("XRANGE", reply)?
+            .iter()
+            .map(|e| decode::global_entry_read("XRANGE", e))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((
+            decode::reply_number("GET", before)?,
+            entries,
+            decode::reply_number("GET", last)?,
+        ))
     }
 
     /// The library version loaded in Redis, `None` when there is none.
@@ -1306,10 +1340,8 @@ impl EventStore for RedisStore {
                 .arg("COUNT")
                 .arg(batch);
             pipe.cmd("GET").arg(self.inner.keys.head());
-            let (before, reply, last): (Option<u64>, Value, Option<u64>) =
-                self.query_pipe("XRANGE", &pipe).await?;
+            let (before, entries, last) = self.global_range(&pipe).await?;
             head = Position(last.unwrap_or(0));
-            let entries = decode::entries("XRANGE", &reply, |e| decode::global_entry("XRANGE", e))?;
             let exhausted = entries.len() < batch;
             let covered = Position(before.unwrap_or(0)).next();
             for e in entries {

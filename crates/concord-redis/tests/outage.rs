@@ -145,3 +145,41 @@ async fn calls_fail_fast_while_redis_is_down_and_the_store_recovers_when_it_is_b
     assert_eq!(store.head().await.unwrap(), Position(2));
     assert_eq!(store.wait_for_head(Position(1)).await.unwrap(), Position(2));
 }
+
+/// Reads of the global log go over connections of the store's own, kept idle between
+/// reads. One that Redis closed by restarting must not fail the next read: the read is
+/// sent again on a new connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_of_the_global_log_after_redis_restarted_does_not_fail_on_a_stale_connection() {
+    let mut server = RedisServer::start_with(RedisServerOptions {
+        persistence: Persistence::AppendFsyncAlways,
+        ..RedisServerOptions::default()
+    });
+    let store = common::store_on(&server.url(), Duration::from_secs(5)).await;
+    let opened = doc::event(
+        "AccountOpened",
+        serde_json::json!({"owner": "ann", "balance": 1000}),
+    );
+    let _ = store
+        .append(AppendRequest::new(
+            doc::stream("account-1"),
+            ExpectedVersion::NoStream,
+            vec![opened],
+        ))
+        .await
+        .unwrap();
+    let before = store
+        .read_all(Position::FIRST, &Filter::all(), 10)
+        .await
+        .unwrap();
+    assert_eq!(before.events.len(), 1);
+
+    tokio::task::block_in_place(|| server.restart());
+
+    let after = store
+        .read_all(Position::FIRST, &Filter::all(), 10)
+        .await
+        .expect("the first read after the restart");
+    assert_eq!(after.events, before.events);
+    assert_eq!(after.head, Position(1));
+}

@@ -10,7 +10,8 @@
 use std::time::Duration;
 
 use concord_core::{
-    AppendRequest, Direction, EventStore, ExpectedVersion, StoreError, Version, doc,
+    AppendRequest, Direction, EventStore, ExpectedVersion, Filter, Position, StoreError, Version,
+    doc,
 };
 use concord_redis::{RedisOptions, RedisStore};
 use concord_testkit::redis::{RedisServer, RedisServerOptions, unique_prefix};
@@ -53,6 +54,12 @@ async fn appends_and_reads_work_over_tls() {
         .await
         .unwrap();
     assert_eq!(events.len(), 1);
+    // Over TLS the global log is read through redis-rs, not the store's own connections.
+    let page = store
+        .read_all(Position::FIRST, &Filter::all(), 10)
+        .await
+        .unwrap();
+    assert_eq!(page.events, events);
 }
 
 #[tokio::test]

@@ -42,6 +42,8 @@ pub struct RedisServerOptions {
     /// Serve TLS only (`--port 0 --tls-port <port>`), with a certificate for `127.0.0.1` and
     /// `localhost` signed by a throw-away CA ([`RedisServer::tls_ca_pem`]). Needs `openssl`.
     pub tls: bool,
+    /// Ask clients for this password (`--requirepass`); [`RedisServer::url`] carries it.
+    pub password: Option<String>,
 }
 
 /// A `redis-server` child process with its own directory and port.
@@ -158,7 +160,8 @@ fn ping(port: u16) -> bool {
         return false;
     }
     let mut buf = [0u8; 64];
-    matches!(s.read(&mut buf), Ok(n) if buf.get(..n).is_some_and(|b| b.starts_with(b"+PONG")))
+    // A server that asks for a password answers NOAUTH: it is up all the same.
+    matches!(s.read(&mut buf), Ok(n) if buf.get(..n).is_some_and(|b| b.starts_with(b"+PONG") || b.starts_with(b"-NOAUTH")))
 }
 
 impl RedisServer {
@@ -254,6 +257,9 @@ impl RedisServer {
             Persistence::AppendFsyncAlways => ("yes", "always"),
             Persistence::AppendFsyncEverySec => ("yes", "everysec"),
         };
+        if let Some(password) = &self.options.password {
+            args.extend(["--requirepass".into(), password.clone()]);
+        }
         args.extend([
             "--appendonly".into(),
             appendonly.into(),
@@ -345,10 +351,15 @@ wait "$pid""#;
         }
     }
 
-    /// `redis://127.0.0.1:<port>/0` (`rediss://` for a TLS server).
+    /// `redis://127.0.0.1:<port>/0` (`rediss://` for a TLS server, `redis://:<password>@…`
+    /// for one that asks for a password).
     pub fn url(&self) -> String {
         let scheme = if self.options.tls { "rediss" } else { "redis" };
-        format!("{scheme}://127.0.0.1:{}/0", self.port)
+        let auth = match &self.options.password {
+            Some(password) => format!(":{password}@"),
+            None => String::new(),
+        };
+        format!("{scheme}://{auth}127.0.0.1:{}/0", self.port)
     }
 
     /// The PEM of the CA that signed a TLS server's certificate (`None` without TLS).
