@@ -28,8 +28,8 @@ pub fn global_entries(reply: &Value) -> Result<Vec<RecordedEvent>, RedisError> {
 }
 
 /// Reads the RESP bytes of an `XRANGE` reply of the global Redis Stream as the store's
-/// own connections do (`direct`): finds where the reply ends, cuts it into values without
-/// copying, decodes the events.
+/// own connections do (`direct`): finds where the reply ends, cuts it into values that
+/// borrow its strings, decodes the events.
 pub fn global_entries_from_resp(bytes: &bytes::Bytes) -> Result<Vec<RecordedEvent>, RedisError> {
     let whole = crate::resp::Scanner::default()
         .scan(bytes)

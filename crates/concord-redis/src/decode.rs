@@ -243,7 +243,7 @@ fn global_event(
 /// ([`crate::resp`]); the same fields as [`global_entry`].
 pub(crate) fn global_entry_read(
     command: &'static str,
-    entry: &Reply,
+    entry: &Reply<'_>,
 ) -> Result<RecordedEvent, RedisError> {
     let shape = || RedisError::reply(command, "stream entry without id and fields");
     let Reply::Array(parts) = entry else {
@@ -263,10 +263,10 @@ pub(crate) fn global_entry_read(
 
 /// The elements of an array reply read by a connection of Concord's own (none for nil);
 /// an error reply is the command's failure.
-pub(crate) fn reply_array<'a>(
+pub(crate) fn reply_array<'r, 'a>(
     command: &'static str,
-    reply: &'a Reply,
-) -> Result<&'a [Reply], RedisError> {
+    reply: &'r Reply<'a>,
+) -> Result<&'r [Reply<'a>], RedisError> {
     match reply {
         Reply::Array(items) => Ok(items),
         Reply::Nil => Ok(&[]),

@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use redis::{ConnectionAddr, ConnectionInfo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
@@ -85,18 +85,19 @@ impl Direct {
         })
     }
 
-    /// Sends `pipe` and returns its replies, one per command, within `timeout`.
+    /// Sends `pipe` and returns its replies, one per command, within `timeout`: the bytes
+    /// of each whole reply, for [`resp::parse`].
     ///
     /// # Errors
     /// [`RedisError::Io`] when Redis cannot be reached, [`RedisError::Timeout`], or
     /// [`RedisError::Reply`] for bytes that are not RESP2. An error reply to one of the
-    /// commands is not an error here: it is that command's [`Reply::Error`].
+    /// commands is not an error here: it parses as that command's [`Reply::Error`].
     pub(crate) async fn query(
         &self,
         command: &'static str,
         pipe: &redis::Pipeline,
         timeout: Duration,
-    ) -> Result<Vec<Reply>, RedisError> {
+    ) -> Result<Vec<Bytes>, RedisError> {
         let request = pipe.get_packed_pipeline();
         let replies = pipe.len();
         let exchange = async {
@@ -150,7 +151,9 @@ impl Direct {
         };
         let (request, replies) = &self.handshake;
         if *replies > 0 {
-            for reply in connection.exchange("AUTH", request, *replies).await? {
+            for frame in connection.exchange("AUTH", request, *replies).await? {
+                let reply =
+                    resp::parse(&frame).map_err(|e| RedisError::reply("AUTH", e.to_string()))?;
                 if let Reply::Error(message) = reply {
                     return Err(RedisError::Server {
                         command: "AUTH",
@@ -169,7 +172,7 @@ impl Connection {
         command: &'static str,
         request: &[u8],
         replies: usize,
-    ) -> Result<Vec<Reply>, RedisError> {
+    ) -> Result<Vec<Bytes>, RedisError> {
         let io = |source| RedisError::Io { command, source };
         match &mut self.socket {
             Socket::Tcp(s) => s.write_all(request).await,
@@ -183,10 +186,7 @@ impl Connection {
                 .scan(&self.buf)
                 .map_err(|e| RedisError::reply(command, e.to_string()))?;
             if let Some(end) = scanned {
-                let frame = self.buf.split_to(end).freeze();
-                out.push(
-                    resp::parse(&frame).map_err(|e| RedisError::reply(command, e.to_string()))?,
-                );
+                out.push(self.buf.split_to(end).freeze());
                 continue;
             }
             self.buf.reserve(READ_CHUNK);

@@ -8,13 +8,11 @@
 //! (`direct`) and their replies are read here, in two passes:
 //! - [`Scanner`] finds where one reply ends. It keeps its place between reads, so a reply
 //!   that arrives in many reads is scanned once, not again from its start at every read.
-//! - [`parse`] cuts the complete reply into [`Reply`] values whose strings are slices of
-//!   the read buffer: no copy and no allocation per string.
+//! - [`parse`] cuts the complete reply into [`Reply`] values whose strings borrow from the
+//!   read buffer: no copy, no allocation and no reference count per string.
 //!
 //! Only what RESP2 servers send is understood (`+ - : $ *`); anything else is a protocol
 //! error, after which the connection is dropped, never reused out of step.
-
-use bytes::Bytes;
 
 /// Arrays nested deeper than this are refused (Concord's replies nest three deep), so a
 /// reply cannot exhaust the stack of the parser.
@@ -25,15 +23,15 @@ const BULK_MAX: usize = 512 * 1024 * 1024;
 
 /// One reply, or one element of an array reply.
 #[derive(Clone, PartialEq, Eq, Debug)]
-pub(crate) enum Reply {
-    /// A bulk or simple string: a slice of the read buffer.
-    Bytes(Bytes),
+pub(crate) enum Reply<'a> {
+    /// A bulk or simple string, borrowed from the read buffer.
+    Bytes(&'a [u8]),
     /// An integer.
     Int(i64),
     /// A null bulk string or null array.
     Nil,
     /// An array.
-    Array(Vec<Reply>),
+    Array(Vec<Reply<'a>>),
     /// An error reply (`-ERR …`): the command failed; the connection is still in step.
     Error(String),
 }
@@ -176,7 +174,7 @@ fn integer(text: &[u8]) -> Option<i64> {
 ///
 /// # Errors
 /// Bytes that are not RESP2, or a frame that does not end with the reply.
-pub(crate) fn parse(frame: &Bytes) -> Result<Reply, ProtocolError> {
+pub(crate) fn parse(frame: &[u8]) -> Result<Reply<'_>, ProtocolError> {
     let mut at = 0;
     let reply = element(frame, &mut at, 0)?;
     if at != frame.len() {
@@ -185,13 +183,13 @@ pub(crate) fn parse(frame: &Bytes) -> Result<Reply, ProtocolError> {
     Ok(reply)
 }
 
-fn element(frame: &Bytes, at: &mut usize, depth: usize) -> Result<Reply, ProtocolError> {
+fn element<'a>(frame: &'a [u8], at: &mut usize, depth: usize) -> Result<Reply<'a>, ProtocolError> {
     let start = *at;
     let incomplete = || malformed(start, "reply ends early");
     let (kind, line, body) = header(frame, start)?.ok_or_else(incomplete)?;
     *at = body;
     match kind {
-        b'+' => Ok(Reply::Bytes(frame.slice(start + 1..start + 1 + line.len()))),
+        b'+' => Ok(Reply::Bytes(line)),
         b'-' => Ok(Reply::Error(String::from_utf8_lossy(line).into_owned())),
         b':' => integer(line)
             .map(Reply::Int)
@@ -205,7 +203,7 @@ fn element(frame: &Bytes, at: &mut usize, depth: usize) -> Result<Reply, Protoco
                 return Err(incomplete());
             }
             *at = end + 2;
-            Ok(Reply::Bytes(frame.slice(body..end)))
+            Ok(Reply::Bytes(frame.get(body..end).ok_or_else(incomplete)?))
         }
         b'*' => {
             let Some(n) = length(line, start)? else {
@@ -229,20 +227,20 @@ fn element(frame: &Bytes, at: &mut usize, depth: usize) -> Result<Reply, Protoco
 mod tests {
     use super::*;
 
-    fn whole(bytes: &[u8]) -> Reply {
+    fn whole(bytes: &[u8]) -> Reply<'_> {
         let mut scanner = Scanner::default();
         assert_eq!(scanner.scan(bytes), Ok(Some(bytes.len())));
-        parse(&Bytes::copy_from_slice(bytes)).expect("parses")
+        parse(bytes).expect("parses")
     }
 
-    fn b(s: &str) -> Reply {
-        Reply::Bytes(Bytes::copy_from_slice(s.as_bytes()))
+    fn b(s: &str) -> Reply<'_> {
+        Reply::Bytes(s.as_bytes())
     }
 
     /// An `XRANGE` reply of two entries, with a nil, an integer and an error beside it.
     const PAGE: &[u8] = b"*4\r\n*2\r\n*2\r\n$3\r\n1-0\r\n*4\r\n$6\r\nstream\r\n$5\r\nacc-1\r\n$4\r\ndata\r\n$0\r\n\r\n*2\r\n$3\r\n2-0\r\n*0\r\n$-1\r\n:-42\r\n-ERR no\r\n";
 
-    fn page() -> Reply {
+    fn page() -> Reply<'static> {
         Reply::Array(vec![
             Reply::Array(vec![
                 Reply::Array(vec![
@@ -290,7 +288,7 @@ mod tests {
         assert_eq!(end, PAGE.len());
         let rest = &buf[end..];
         assert_eq!(scanner.scan(rest), Ok(Some(4)));
-        assert_eq!(parse(&Bytes::copy_from_slice(rest)), Ok(Reply::Int(7)));
+        assert_eq!(parse(rest), Ok(Reply::Int(7)));
     }
 
     #[test]
@@ -311,14 +309,13 @@ mod tests {
         }
         let deep = "*1\r\n".repeat(DEPTH_MAX + 1) + ":1\r\n";
         assert!(Scanner::default().scan(deep.as_bytes()).is_err());
-        assert!(parse(&Bytes::from_static(b":1\r\n:2\r\n")).is_err());
-        assert!(parse(&Bytes::from_static(b"*2\r\n:1\r\n")).is_err());
-        assert!(parse(&Bytes::from_static(b":12a\r\n")).is_err());
+        assert!(parse(b":1\r\n:2\r\n").is_err());
+        assert!(parse(b"*2\r\n:1\r\n").is_err());
+        assert!(parse(b":12a\r\n").is_err());
     }
 
     #[test]
     fn a_huge_announced_array_reserves_no_more_than_the_bytes_can_hold() {
-        let frame = Bytes::from_static(b"*100000000\r\n:1\r\n");
-        assert!(parse(&frame).is_err());
+        assert!(parse(b"*100000000\r\n:1\r\n").is_err());
     }
 }

@@ -30,6 +30,7 @@ use crate::direct::Direct;
 use crate::error::{BACKEND, RedisError};
 use crate::keys::KeyLayout;
 use crate::recent::Recent;
+use crate::resp;
 
 mod import;
 mod lifecycle;
@@ -335,9 +336,13 @@ impl RedisStore {
             let entries = decode::entries("XRANGE", &reply, |e| decode::global_entry("XRANGE", e))?;
             return Ok((before, entries, last));
         };
-        let replies = direct
+        let frames = direct
             .query("XRANGE", pipe, self.inner.options.timeout)
             .await?;
+        let replies = frames
+            .iter()
+            .map(|f| resp::parse(f).map_err(|e| RedisError::reply("XRANGE", e.to_string())))
+            .collect::<Result<Vec<_>, _>>()?;
         let [before, reply, last] = replies.as_slice() else {
             return Err(RedisError::reply("XRANGE", "expected three replies"));
         };
