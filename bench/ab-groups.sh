@@ -2,8 +2,9 @@
 # A/B of two `concord` binaries on consumer groups, in one run: `bench group` through one
 # `concord serve` per run on a fresh embedded store (4 consumers over HTTP) at 100 and 1000
 # messages per poll, beside a catch-up subscription through the same kind of server; and
-# `bench group` in process on Redis beside raw XREADGROUP + XACK (`bench baseline xgroup`).
-# The order of the two binaries alternates by round.
+# on Redis beside raw XREADGROUP + XACK (`bench baseline xgroup`), both in process and
+# through a `concord serve` on that Redis (4 consumers over HTTP, as the embedded runs).
+# The order of the two binaries alternates by round. SKIP_EMBEDDED=1 runs only Redis.
 #
 #   bench/ab-groups.sh BEFORE AFTER [ROUNDS=3]
 #
@@ -31,14 +32,16 @@ line() {
   python3 -c 'import json,sys; r=json.loads(sys.argv[2]); print("round %s %-28s %9.0f events/s  p50 %.3f ms" % (sys.argv[3], sys.argv[1], r["events_per_sec"], r["p50_ms"]))' "$1" "$2" "$round"
 }
 
-# served LABEL BINARY SCENARIO BATCH: one bench against a fresh `concord serve`.
+# served LABEL BINARY SCENARIO BATCH [STORE]: one bench against a fresh `concord serve`
+# on a new embedded store, or on STORE (the Redis, flushed first).
 served() {
-  local label="$1" bin="$2" scenario="$3" batch="$4" d
+  local label="$1" bin="$2" scenario="$3" batch="$4" store="${5:-}" d events="${GROUP_EVENTS:-100000}"
   d="$(mktemp -d "$work/serve.XXXXXX")"
-  "$bin" --store "$d/store" serve --addr 127.0.0.1:2298 --no-projections 2>"$d/serve.log" &
+  if [[ -n "$store" ]]; then redis-cli -u "$store" flushall >/dev/null; events="${REDIS_EVENTS:-200000}"; else store="$d/store"; fi
+  "$bin" --store "$store" serve --addr 127.0.0.1:2298 --no-projections 2>"$d/serve.log" &
   server=$!
   for _ in $(seq 100); do curl -sf http://127.0.0.1:2298/health >/dev/null && break; sleep 0.1; done
-  line "$label" "$("$bin" --store http://127.0.0.1:2298 --json bench "$scenario" --writers 4 --batch "$batch" --events "${GROUP_EVENTS:-100000}" 2>/dev/null)"
+  line "$label" "$("$bin" --store http://127.0.0.1:2298 --json bench "$scenario" --writers 4 --batch "$batch" --events "$events" 2>/dev/null)"
   kill "$server"; wait "$server" 2>/dev/null || true; server=""
 }
 
@@ -51,18 +54,21 @@ on_redis() {
 
 for round in $(seq "$ROUNDS"); do
   if (( round % 2 )); then order="before after"; else order="after before"; fi
-  for b in 100 1000; do
-    for which in $order; do
-      if [[ "$which" == before ]]; then bin="$before"; else bin="$after"; fi
-      served "$which embedded-http B=$b" "$bin" group "$b"
+  if [[ -z "${SKIP_EMBEDDED:-}" ]]; then
+    for b in 100 1000; do
+      for which in $order; do
+        if [[ "$which" == before ]]; then bin="$before"; else bin="$after"; fi
+        served "$which embedded-http B=$b" "$bin" group "$b"
+      done
     done
-  done
-  served "catch-up (after's server)" "$after" catchup 100
+    served "catch-up (after's server)" "$after" catchup 100
+  fi
   for b in 100 1000; do
     on_redis "raw xgroup B=$b" "$before" "$b" baseline xgroup
     for which in $order; do
       if [[ "$which" == before ]]; then bin="$before"; else bin="$after"; fi
       on_redis "$which redis B=$b" "$bin" "$b" group
+      served "$which redis-http B=$b" "$bin" group "$b" "$redis"
     done
   done
 done

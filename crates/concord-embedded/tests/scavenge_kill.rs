@@ -94,14 +94,43 @@ impl KillTarget for Embedded {
     }
 }
 
+/// The files in `dir` holding `needle`, each with where: the byte offsets, the SQLite
+/// pages they fall in, and the page count the database's header gives, so that a failure
+/// says whether the bytes are in a live page, a free one or past the database's end.
 fn files_holding(dir: &Path, needle: &str) -> Vec<String> {
     let mut found = Vec::new();
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
         let bytes = std::fs::read(&path).unwrap();
-        if bytes.windows(needle.len()).any(|w| w == needle.as_bytes()) {
-            found.push(path.display().to_string());
+        let at: Vec<usize> = bytes
+            .windows(needle.len())
+            .enumerate()
+            .filter(|(_, w)| *w == needle.as_bytes())
+            .map(|(i, _)| i)
+            .take(5)
+            .collect();
+        if at.is_empty() {
+            continue;
         }
+        let header = |range: std::ops::Range<usize>| {
+            bytes
+                .get(range)
+                .map(|b| b.iter().fold(0_u64, |n, x| n << 8 | u64::from(*x)))
+        };
+        let page_size = match header(16..18) {
+            Some(1) => 65_536,
+            Some(n) => n.max(1),
+            None => 4096,
+        };
+        found.push(format!(
+            "{} (at bytes {at:?}, pages {:?}; {} bytes, header page count {:?})",
+            path.display(),
+            at.iter()
+                .map(|i| *i as u64 / page_size + 1)
+                .collect::<Vec<_>>(),
+            bytes.len(),
+            header(28..32)
+        ));
     }
     found
 }
