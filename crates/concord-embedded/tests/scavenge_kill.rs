@@ -122,14 +122,19 @@ fn files_holding(dir: &Path, needle: &str) -> Vec<String> {
             Some(n) => n.max(1),
             None => 4096,
         };
+        let first = at.first().copied().unwrap_or(0);
+        let around = bytes
+            .get(first.saturating_sub(96)..(first + needle.len() + 96).min(bytes.len()))
+            .unwrap_or_default();
         found.push(format!(
-            "{} (at bytes {at:?}, pages {:?}; {} bytes, header page count {:?})",
+            "{} (at bytes {at:?}, pages {:?}; {} bytes, header page count {:?}; around the first: {:?})",
             path.display(),
             at.iter()
                 .map(|i| *i as u64 / page_size + 1)
                 .collect::<Vec<_>>(),
             bytes.len(),
-            header(28..32)
+            header(28..32),
+            String::from_utf8_lossy(around)
         ));
     }
     found
