@@ -151,14 +151,13 @@ impl Direct {
         };
         let (request, replies) = &self.handshake;
         if *replies > 0 {
-            for frame in connection.exchange("AUTH", request, *replies).await? {
+            // Named as the store's own first connection is: AUTH, SELECT or both.
+            let command = "CONNECT";
+            for frame in connection.exchange(command, request, *replies).await? {
                 let reply =
-                    resp::parse(&frame).map_err(|e| RedisError::reply("AUTH", e.to_string()))?;
+                    resp::parse(&frame).map_err(|e| RedisError::reply(command, e.to_string()))?;
                 if let Reply::Error(message) = reply {
-                    return Err(RedisError::Server {
-                        command: "AUTH",
-                        message,
-                    });
+                    return Err(RedisError::Server { command, message });
                 }
             }
         }

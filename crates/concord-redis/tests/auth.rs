@@ -78,3 +78,34 @@ async fn a_wrong_password_is_a_clear_error() {
     );
     assert!(!text.contains("wrong@"), "the password leaked: {text}");
 }
+
+#[tokio::test]
+async fn a_password_changed_under_a_running_store_is_a_clear_error_on_its_next_read() {
+    let server = server();
+    let url = server.url();
+    let store = common::store_on(&url, Duration::from_secs(2)).await;
+    // Another client changes the password; the store's next read opens a connection of
+    // its own with the old one.
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let mut admin = client.get_multiplexed_async_connection().await.unwrap();
+    let () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("requirepass")
+        .arg("another-pass")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let error = store
+        .read_all(Position::FIRST, &Filter::all(), 10)
+        .await
+        .expect_err("read with a password Redis no longer takes");
+    let text = error.to_string();
+    assert!(
+        !matches!(error, StoreError::Unavailable { .. }),
+        "a refused password is not a Redis that is down: {error:?}"
+    );
+    assert!(
+        text.contains("WRONGPASS") && text.contains("CONNECT"),
+        "{text}"
+    );
+}
