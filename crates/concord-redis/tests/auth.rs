@@ -24,6 +24,16 @@ fn server() -> RedisServer {
     })
 }
 
+/// The message of a refused password, after checking it is not taken for a Redis that is
+/// down (which a caller would retry).
+fn refused(error: &StoreError) -> String {
+    assert!(
+        !matches!(error, StoreError::Unavailable { .. }),
+        "a refused password is not a Redis that is down: {error:?}"
+    );
+    error.to_string()
+}
+
 #[tokio::test]
 async fn a_store_behind_a_password_on_database_3_reads_what_it_wrote_there() {
     let server = server();
@@ -67,11 +77,7 @@ async fn a_wrong_password_is_a_clear_error() {
     let error = concord_redis::RedisStore::connect_with(&url, options)
         .await
         .expect_err("connected with a wrong password");
-    let text = error.to_string();
-    assert!(
-        !matches!(error, StoreError::Unavailable { .. }),
-        "a wrong password is not a Redis that is down: {error:?}"
-    );
+    let text = refused(&error);
     assert!(
         text.to_lowercase().contains("authentication failed"),
         "{text}"
@@ -99,11 +105,7 @@ async fn a_password_changed_under_a_running_store_is_a_clear_error_on_its_next_r
         .read_all(Position::FIRST, &Filter::all(), 10)
         .await
         .expect_err("read with a password Redis no longer takes");
-    let text = error.to_string();
-    assert!(
-        !matches!(error, StoreError::Unavailable { .. }),
-        "a refused password is not a Redis that is down: {error:?}"
-    );
+    let text = refused(&error);
     assert!(
         text.contains("WRONGPASS") && text.contains("CONNECT"),
         "{text}"
