@@ -159,8 +159,9 @@ async fn a_row_is_the_read_model_as_json_and_unknown_keys_or_projections_are_404
 async fn a_deleted_accounts_row_is_gone_once_delete_answers_and_a_recreated_one_starts_afresh() {
     let side = start_read_side(ServerConfig::default()).await;
     let server = &side.server;
-    let p = open_account(server, "account-1", 1000).await;
-    open_account(server, "account-2", 50).await;
+    open_account(server, "account-1", 1000).await;
+    let p = open_account(server, "account-2", 50).await;
+    // Both rows exist before the delete: account-2's position is the later one.
     let row = server
         .get(&format!("/projections/balances/account-1?min_position={p}"))
         .await;
@@ -176,7 +177,10 @@ async fn a_deleted_accounts_row_is_gone_once_delete_answers_and_a_recreated_one_
         .await
         .assert_problem(404, "row-not-found");
     assert_eq!(
-        server.get("/projections/balances/account-2").await.json["row"]["balance"],
+        server
+            .get(&format!("/projections/balances/account-2?min_position={p}"))
+            .await
+            .json["row"]["balance"],
         50,
         "another account keeps its row"
     );
