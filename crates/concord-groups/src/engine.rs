@@ -37,6 +37,7 @@ use concord_core::{
 use serde::{Deserialize, Serialize};
 use tokio::sync::{MutexGuard, Notify, watch};
 
+use crate::ahead::{self, Page, ReadAhead, Take, read_page};
 use crate::config::{
     ACK_IDS_MAX, ConsumerName, GroupName, GroupSpec, NackAction, Ordering, POLL_MAX,
     STATE_STREAM_PREFIX, Source, StartFrom,
@@ -197,6 +198,8 @@ struct Slot {
     /// Woken after every change this process makes to the group: a waiting poll looks
     /// again (an ack may have unblocked a stream, a nack returned an event).
     changed: Notify,
+    /// Source events read ahead of the polls (see the `ahead` module).
+    ahead: ReadAhead,
 }
 
 /// The group's state as this process last read it, with the decisions it made since.
@@ -329,6 +332,7 @@ impl Groups {
                 group: group.clone(),
                 loaded: tokio::sync::Mutex::new(Loaded::default()),
                 changed: Notify::new(),
+                ahead: ReadAhead::default(),
             })
         }))
     }
@@ -606,11 +610,9 @@ impl Groups {
                     Ordering::None => room,
                     Ordering::PerStream => room.saturating_mul(2).clamp(100, 1000),
                 };
-                let (events, next, caught_up) = self
-                    .read_source(&state.spec.source, plan.read_to(), limit)
-                    .await?;
-                plan.offer(events, next);
-                if caught_up {
+                let page = self.source_page(slot, state, plan.read_to(), limit).await?;
+                plan.offer(page.events, page.next);
+                if page.caught_up {
                     break;
                 }
             }
@@ -784,42 +786,49 @@ impl Groups {
         self.with_state(group, |state, _| state.spec.clone()).await
     }
 
-    /// Source events at `from` onwards: up to `limit` of them, where the next read starts,
-    /// and whether the read reached the source's end.
-    async fn read_source(
+    /// Source events at `from` onwards, up to `limit` of them: from what was read ahead
+    /// when it holds them, else from the store; then the next page is read ahead if due.
+    async fn source_page(
         &self,
-        source: &Source,
+        slot: &Arc<Slot>,
+        state: &GroupState,
         from: u64,
         limit: usize,
-    ) -> Result<(Vec<RecordedEvent>, u64, bool), GroupError> {
-        match source {
-            Source::Stream(stream) => {
-                let events = match self
-                    .log
-                    .store
-                    .read_stream(stream, Version(from), Direction::Forward, limit)
-                    .await
-                {
-                    // A tombstoned source has nothing more to hand out, ever.
-                    Err(StoreError::StreamDeleted(_)) => return Ok((Vec::new(), from, true)),
-                    read => read?,
-                };
-                let next = events
-                    .last()
-                    .map_or(from, |e| e.version.get().saturating_add(1));
-                let caught_up = events.len() < limit;
-                Ok((events, next, caught_up))
+    ) -> Result<Page, GroupError> {
+        let key = (state.created, &state.spec.source);
+        let mut page = None;
+        for _ in 0..2 {
+            let landed = slot.ahead.landed.notified();
+            let mut landed = std::pin::pin!(landed);
+            landed.as_mut().enable();
+            match slot.ahead.take(key, from, limit) {
+                Take::Events(events) => page = Some(events),
+                // The read ahead under way is a round trip at most; past a second, the
+                // store is read instead.
+                Take::Wait => {
+                    let _ = tokio::time::timeout(Duration::from_secs(1), landed).await;
+                    continue;
+                }
+                Take::Store => {}
             }
-            Source::All(all) => {
-                let page = self
-                    .log
-                    .store
-                    .read_all(Position(from), &all.filter(), limit)
-                    .await?;
-                let caught_up = page.is_caught_up() || page.events.is_empty();
-                Ok((page.events, page.next_from.get(), caught_up))
-            }
+            break;
         }
+        let page = match page {
+            Some(page) => page,
+            None => {
+                let page = read_page(&*self.log.store, &state.spec.source, from, limit).await?;
+                slot.ahead.restart(key, &page);
+                page
+            }
+        };
+        if let Some(refill) = slot.ahead.due() {
+            let (slot, store) = (Arc::clone(slot), Arc::clone(&self.log.store));
+            drop(tokio::spawn(async move {
+                let read = read_page(&*store, &refill.source, refill.from, ahead::PAGE).await;
+                slot.ahead.filled(refill, read.ok());
+            }));
+        }
+        Ok(page)
     }
 
     /// The event an entry stands for, if the source still holds it.

@@ -38,6 +38,7 @@
 //! # }).unwrap();
 //! ```
 
+mod ahead;
 mod config;
 mod engine;
 mod error;

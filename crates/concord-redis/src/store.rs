@@ -175,6 +175,34 @@ async fn timed<T>(
     }
 }
 
+/// Commands that only read: sent once more when the first try found the shared
+/// connection broken.
+const READS: &[&str] = &[
+    "GET",
+    "INFO",
+    "XLEN",
+    "XRANGE",
+    "XREVRANGE",
+    "HGET",
+    "HMGET",
+    "HSCAN",
+    "SSCAN",
+    "ZRANGEBYLEX",
+    "MEMORY USAGE",
+    "FCALL_RO",
+];
+
+/// Whether a read that failed on the shared connection is sent once more. That connection
+/// (redis-rs's, reconnecting after a failure) can sit broken for as long as nothing uses
+/// it: appends and pages of the global log go over connections of the store's own, so
+/// after Redis restarted, the first read through it would fail on a connection that was
+/// already gone. A read is safe to send again; a write is not sent twice here.
+fn resend_after(command: &str, e: &RedisError) -> bool {
+    READS.contains(&command)
+        && matches!(e, RedisError::Command { source, .. }
+            if source.is_connection_dropped() || source.is_io_error())
+}
+
 impl RedisStore {
     /// Connects to `url` (`redis://[user:pass@]host:port/db`, `rediss://…` for TLS) with
     /// the default options, and loads or upgrades the function library.
@@ -301,12 +329,13 @@ impl RedisStore {
         cmd: &redis::Cmd,
     ) -> Result<T, RedisError> {
         let mut conn = self.inner.conn.clone();
-        timed(
-            self.inner.options.timeout,
-            command,
-            cmd.query_async(&mut conn),
-        )
-        .await
+        let timeout = self.inner.options.timeout;
+        match timed(timeout, command, cmd.query_async(&mut conn)).await {
+            Err(e) if resend_after(command, &e) => {
+                timed(timeout, command, cmd.query_async(&mut conn)).await
+            }
+            other => other,
+        }
     }
 
     async fn query_pipe<T: redis::FromRedisValue>(
@@ -315,12 +344,34 @@ impl RedisStore {
         pipe: &redis::Pipeline,
     ) -> Result<T, RedisError> {
         let mut conn = self.inner.conn.clone();
-        timed(
-            self.inner.options.timeout,
-            command,
-            pipe.query_async(&mut conn),
-        )
-        .await
+        let timeout = self.inner.options.timeout;
+        match timed(timeout, command, pipe.query_async(&mut conn)).await {
+            Err(e) if resend_after(command, &e) => {
+                timed(timeout, command, pipe.query_async(&mut conn)).await
+            }
+            other => other,
+        }
+    }
+
+    /// One `FCALL` of the library, over a connection of Concord's own when there is one:
+    /// its caller (an append) sends and reads on that connection itself, where redis-rs's
+    /// multiplexed connection hands the request to its driver task and the reply back,
+    /// two task switches on the path of every append (a consumer group's decisions wait
+    /// on one such append each; see docs/design/redis-layout.md).
+    async fn fcall_once(&self, cmd: &redis::Cmd) -> Result<Value, RedisError> {
+        let Some(direct) = &self.inner.direct else {
+            return self.query("FCALL", cmd).await;
+        };
+        let mut pipe = redis::pipe();
+        let _ = pipe.add_command(cmd.clone());
+        let frames = direct
+            .query("FCALL", &pipe, self.inner.options.timeout)
+            .await?;
+        let frame = frames
+            .first()
+            .ok_or_else(|| RedisError::reply("FCALL", "no reply"))?;
+        let reply = resp::parse(frame).map_err(|e| RedisError::reply("FCALL", e.to_string()))?;
+        decode::reply_value("FCALL", &reply)
     }
 
     /// One round trip of `read_all`: `GET` of the head, `XRANGE` of the global log, `GET`
@@ -712,15 +763,7 @@ impl RedisStore {
     ) -> Result<MultiAppendOutcome, StoreError> {
         let cmd = self.append_command(request);
         let _appending = Appending::new(&self.inner.appending);
-        let reply: Value = match self.query("FCALL", &cmd).await {
-            Err(e) if function_missing(&e) => {
-                // Through the version check: if a newer build replaced the library, this
-                // one stops instead of putting its older library back.
-                self.ensure_library().await?;
-                self.query("FCALL", &cmd).await?
-            }
-            other => other?,
-        };
+        let reply = self.fcall(&cmd).await?;
         let max = u64::try_from(self.inner.options.limits.concurrent_events_max).unwrap_or(0);
         match Self::decode_append(request, &reply)? {
             Reply::Done(outcome) => outcome,
@@ -1033,8 +1076,13 @@ pub(crate) enum Reply {
 fn function_missing(e: &RedisError) -> bool {
     // Redis answers an FCALL of an unknown function with "ERR Function not found"; it
     // happens after a restart without persistence or a FUNCTION FLUSH.
-    matches!(e, RedisError::Command { source, .. }
-        if source.detail().is_some_and(|d| d.contains("Function not found")))
+    match e {
+        RedisError::Command { source, .. } => source
+            .detail()
+            .is_some_and(|d| d.contains("Function not found")),
+        RedisError::Server { message, .. } => message.contains("Function not found"),
+        _ => false,
+    }
 }
 
 /// The position of an index entry (entry id `<position>-0`).

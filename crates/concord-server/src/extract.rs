@@ -46,7 +46,14 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
                 )
             }
         })?;
-        serde_json::from_slice(&bytes)
+        // Checked as UTF-8 once, so that serde_json does not check each string again.
+        let text = std::str::from_utf8(&bytes).map_err(|e| {
+            ApiError::invalid(
+                "body",
+                format!("the request body is not valid: it is not UTF-8 ({e})"),
+            )
+        })?;
+        serde_json::from_str(text)
             .map(JsonBody)
             .map_err(|e| ApiError::invalid("body", format!("the request body is not valid: {e}")))
     }
