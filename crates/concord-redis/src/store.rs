@@ -175,6 +175,10 @@ async fn timed<T>(
     }
 }
 
+/// Appends under way (this one included) up to which an append's function call goes over
+/// a connection of the store's own (see `fcall_once`).
+const DIRECT_APPENDS_MAX: usize = 4;
+
 /// Commands that only read: sent once more when the first try found the shared
 /// connection broken.
 const READS: &[&str] = &[
@@ -359,8 +363,14 @@ impl RedisStore {
     /// two task switches on the path of every append (a consumer group's decisions wait
     /// on one such append each; see docs/design/redis-layout.md).
     async fn fcall_once(&self, cmd: &redis::Cmd) -> Result<Value, RedisError> {
-        let Some(direct) = &self.inner.direct else {
-            return self.query("FCALL", cmd).await;
+        let direct = match &self.inner.direct {
+            Some(direct) if self.inner.appending.load(Ordering::Relaxed) <= DIRECT_APPENDS_MAX => {
+                direct
+            }
+            // Many appends at once share the multiplexed connection instead: it pipelines
+            // them, one write and one read of Redis's for many callers, which is what
+            // Redis (the bound at 64 writers) spends least on.
+            _ => return self.query("FCALL", cmd).await,
         };
         let mut pipe = redis::pipe();
         let _ = pipe.add_command(cmd.clone());
