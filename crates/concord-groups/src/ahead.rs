@@ -280,6 +280,25 @@ mod tests {
             .collect()
     }
 
+    /// A page of nothing that ends at `next`, short of the source's end.
+    fn nothing_at(next: u64) -> Page {
+        Page {
+            events: Vec::new(),
+            next,
+            caught_up: false,
+        }
+    }
+
+    /// A page of the events at `range`, reaching the source's end or not.
+    fn page_of(range: std::ops::Range<u64>, caught_up: bool) -> Page {
+        let next = range.end;
+        Page {
+            events: events(range),
+            next,
+            caught_up,
+        }
+    }
+
     fn versions(page: &Page) -> Vec<u64> {
         page.events.iter().map(|e| e.version.get()).collect()
     }
@@ -288,25 +307,10 @@ mod tests {
     fn kept(range: std::ops::Range<u64>, more: bool) -> ReadAhead {
         let ahead = ReadAhead::default();
         let s = source();
-        ahead.restart(
-            (7, &s),
-            &Page {
-                events: Vec::new(),
-                next: range.start,
-                caught_up: false,
-            },
-        );
+        ahead.restart((7, &s), &nothing_at(range.start));
         let refill = ahead.due().unwrap();
         assert_eq!(refill.from, range.start);
-        let end = range.end;
-        ahead.filled(
-            refill,
-            Some(Page {
-                events: events(range),
-                next: end,
-                caught_up: !more,
-            }),
-        );
+        ahead.filled(refill, Some(page_of(range, !more)));
         ahead
     }
 
@@ -370,33 +374,14 @@ mod tests {
     fn a_read_ahead_begun_before_a_poll_read_the_store_is_not_kept() {
         let ahead = ReadAhead::default();
         let s = source();
-        let at = |next| Page {
-            events: Vec::new(),
-            next,
-            caught_up: false,
-        };
-        ahead.restart((7, &s), &at(1));
+        ahead.restart((7, &s), &nothing_at(1));
         let stale = ahead.due().unwrap();
-        ahead.restart((7, &s), &at(1));
-        ahead.filled(
-            stale,
-            Some(Page {
-                events: events(1..11),
-                next: 11,
-                caught_up: false,
-            }),
-        );
+        ahead.restart((7, &s), &nothing_at(1));
+        ahead.filled(stale, Some(page_of(1..11, false)));
         assert!(ahead.take((7, &s), 1, 5).is_store());
         // The read after the restart is kept.
         let fresh = ahead.due().unwrap();
-        ahead.filled(
-            fresh,
-            Some(Page {
-                events: events(1..11),
-                next: 11,
-                caught_up: false,
-            }),
-        );
+        ahead.filled(fresh, Some(page_of(1..11, false)));
         assert_eq!(versions(&ahead.take((7, &s), 1, 5).page()), [1, 2, 3, 4, 5]);
     }
 
@@ -412,14 +397,7 @@ mod tests {
     fn a_failed_read_ahead_keeps_nothing_and_stops_reading_ahead() {
         let ahead = ReadAhead::default();
         let s = source();
-        ahead.restart(
-            (7, &s),
-            &Page {
-                events: Vec::new(),
-                next: 1,
-                caught_up: false,
-            },
-        );
+        ahead.restart((7, &s), &nothing_at(1));
         let refill = ahead.due().unwrap();
         ahead.filled(refill, None);
         assert!(ahead.due().is_none());

@@ -332,14 +332,10 @@ impl RedisStore {
         command: &'static str,
         cmd: &redis::Cmd,
     ) -> Result<T, RedisError> {
-        let mut conn = self.inner.conn.clone();
-        let timeout = self.inner.options.timeout;
-        match timed(timeout, command, cmd.query_async(&mut conn)).await {
-            Err(e) if resend_after(command, &e) => {
-                timed(timeout, command, cmd.query_async(&mut conn)).await
-            }
-            other => other,
-        }
+        self.on_shared(command, |mut conn| async move {
+            cmd.query_async(&mut conn).await
+        })
+        .await
     }
 
     async fn query_pipe<T: redis::FromRedisValue>(
@@ -347,11 +343,26 @@ impl RedisStore {
         command: &'static str,
         pipe: &redis::Pipeline,
     ) -> Result<T, RedisError> {
-        let mut conn = self.inner.conn.clone();
+        self.on_shared(command, |mut conn| async move {
+            pipe.query_async(&mut conn).await
+        })
+        .await
+    }
+
+    /// `send` over the shared (redis-rs) connection within the timeout; a read that finds
+    /// the connection dropped is sent once more (see [`resend_after`]).
+    async fn on_shared<T, F>(
+        &self,
+        command: &'static str,
+        send: impl Fn(ConnectionManager) -> F,
+    ) -> Result<T, RedisError>
+    where
+        F: Future<Output = redis::RedisResult<T>>,
+    {
         let timeout = self.inner.options.timeout;
-        match timed(timeout, command, pipe.query_async(&mut conn)).await {
+        match timed(timeout, command, send(self.inner.conn.clone())).await {
             Err(e) if resend_after(command, &e) => {
-                timed(timeout, command, pipe.query_async(&mut conn)).await
+                timed(timeout, command, send(self.inner.conn.clone())).await
             }
             other => other,
         }
