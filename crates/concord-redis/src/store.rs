@@ -175,10 +175,6 @@ async fn timed<T>(
     }
 }
 
-/// Appends under way (this one included) up to which an append's function call goes over
-/// a connection of the store's own (see `fcall_once`).
-const DIRECT_APPENDS_MAX: usize = 4;
-
 /// Commands that only read: sent once more when the first try found the shared
 /// connection broken.
 const READS: &[&str] = &[
@@ -198,8 +194,8 @@ const READS: &[&str] = &[
 
 /// Whether a read that failed on the shared connection is sent once more. That connection
 /// (redis-rs's, reconnecting after a failure) can sit broken for as long as nothing uses
-/// it: appends and pages of the global log go over connections of the store's own, so
-/// after Redis restarted, the first read through it would fail on a connection that was
+/// it: pages of the global log go over connections of the store's own, so after Redis
+/// restarted, a reader's first read through it would fail on a connection that was
 /// already gone. A read is safe to send again; a write is not sent twice here.
 fn resend_after(command: &str, e: &RedisError) -> bool {
     READS.contains(&command)
@@ -368,31 +364,12 @@ impl RedisStore {
         }
     }
 
-    /// One `FCALL` of the library, over a connection of Concord's own when there is one:
-    /// its caller (an append) sends and reads on that connection itself, where redis-rs's
-    /// multiplexed connection hands the request to its driver task and the reply back,
-    /// two task switches on the path of every append (a consumer group's decisions wait
-    /// on one such append each; see docs/design/redis-layout.md).
+    /// One `FCALL` of the library, over the shared connection. (Over the store's own
+    /// connections, as `read_all`'s, a group's appends waited less, but the kill test then
+    /// found an append's head counted without its events after two restarts of Redis in
+    /// 2 of 25 runs: not kept; see docs/design/redis-layout.md.)
     async fn fcall_once(&self, cmd: &redis::Cmd) -> Result<Value, RedisError> {
-        let direct = match &self.inner.direct {
-            Some(direct) if self.inner.appending.load(Ordering::Relaxed) <= DIRECT_APPENDS_MAX => {
-                direct
-            }
-            // Many appends at once share the multiplexed connection instead: it pipelines
-            // them, one write and one read of Redis's for many callers, which is what
-            // Redis (the bound at 64 writers) spends least on.
-            _ => return self.query("FCALL", cmd).await,
-        };
-        let mut pipe = redis::pipe();
-        let _ = pipe.add_command(cmd.clone());
-        let frames = direct
-            .query("FCALL", &pipe, self.inner.options.timeout)
-            .await?;
-        let frame = frames
-            .first()
-            .ok_or_else(|| RedisError::reply("FCALL", "no reply"))?;
-        let reply = resp::parse(frame).map_err(|e| RedisError::reply("FCALL", e.to_string()))?;
-        decode::reply_value("FCALL", &reply)
+        self.query("FCALL", cmd).await
     }
 
     /// One round trip of `read_all`: `GET` of the head, `XRANGE` of the global log, `GET`
