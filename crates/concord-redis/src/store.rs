@@ -364,14 +364,6 @@ impl RedisStore {
         }
     }
 
-    /// One `FCALL` of the library, over the shared connection. (Over the store's own
-    /// connections, as `read_all`'s, a group's appends waited less, but the kill test then
-    /// found an append's head counted without its events after two restarts of Redis in
-    /// 2 of 25 runs: not kept; see docs/design/redis-layout.md.)
-    async fn fcall_once(&self, cmd: &redis::Cmd) -> Result<Value, RedisError> {
-        self.query("FCALL", cmd).await
-    }
-
     /// One round trip of `read_all`: `GET` of the head, `XRANGE` of the global log, `GET`
     /// of the head, over a connection of Concord's own when there is one (its replies are
     /// the largest the store reads; see `direct`).
@@ -1074,13 +1066,8 @@ pub(crate) enum Reply {
 fn function_missing(e: &RedisError) -> bool {
     // Redis answers an FCALL of an unknown function with "ERR Function not found"; it
     // happens after a restart without persistence or a FUNCTION FLUSH.
-    match e {
-        RedisError::Command { source, .. } => source
-            .detail()
-            .is_some_and(|d| d.contains("Function not found")),
-        RedisError::Server { message, .. } => message.contains("Function not found"),
-        _ => false,
-    }
+    matches!(e, RedisError::Command { source, .. }
+        if source.detail().is_some_and(|d| d.contains("Function not found")))
 }
 
 /// The position of an index entry (entry id `<position>-0`).
