@@ -398,13 +398,59 @@ wait "$pid""#;
     }
 
     /// Starts the server again on the same directory and port (after [`RedisServer::kill`]),
-    /// so clients reconnect to the same address and the AOF is replayed.
+    /// so clients reconnect to the same address and the AOF is replayed, after repairing
+    /// the AOF as an operator must after a crash ([`repair_aof`]).
     pub fn restart(&mut self) {
         self.kill();
+        if self.options.persistence != Persistence::None {
+            repair_aof(self.dir.path());
+        }
         let binary = redis_server_binary();
         let what = format!("redis-server (again, on port {})", self.port);
         retry_start(&what, Duration::from_millis(200), || self.spawn(&binary));
     }
+}
+
+/// Runs `redis-check-aof --fix` on the AOF in `dir`, as docs/design/redis-layout.md
+/// ("Crash") tells operators to after Redis died: Redis 7 itself, loading an AOF whose last
+/// write was cut short inside a `MULTI` block (a function's effects), truncates it after the
+/// last whole command but leaves the `MULTI` open, so its next load runs the first half of
+/// that block together with the next one (shown with `redis-server` 7.0.15; fixed in Valkey
+/// by valkey-io/valkey#4342). `redis-check-aof` truncates before the `MULTI` instead.
+///
+/// # Panics
+/// When `redis-check-aof` (Debian package `redis-tools`, a dependency of `redis-server`)
+/// is missing or cannot repair the file.
+fn repair_aof(dir: &Path) {
+    let manifest = dir.join("appendonlydir").join("appendonly.aof.manifest");
+    if !manifest.is_file() {
+        return;
+    }
+    let mut child = Command::new("redis-check-aof")
+        .arg("--fix")
+        .arg(&manifest)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run `redis-check-aof` ({e}); restarting Redis after a kill needs it: \
+                 install the Debian package `redis-tools` (apt-get install -y redis-tools)"
+            )
+        });
+    // It asks before truncating; the answer goes in up front.
+    if let Some(mut stdin) = child.stdin.take() {
+        let _ = stdin.write_all(b"y\n");
+    }
+    let output = child.wait_with_output().expect("wait for redis-check-aof");
+    assert!(
+        output.status.success(),
+        "redis-check-aof --fix {} failed: {}{}",
+        manifest.display(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 impl Drop for RedisServer {
