@@ -281,6 +281,28 @@ pub(crate) fn reply_array<'r, 'a>(
     }
 }
 
+/// `reply` as redis-rs would have given it, for the decoders that take its values; an
+/// error reply, also nested, is the command's error.
+pub(crate) fn reply_value(command: &'static str, reply: &Reply) -> Result<Value, RedisError> {
+    Ok(match reply {
+        Reply::Bytes(b) => Value::BulkString(b.to_vec()),
+        Reply::Int(i) => Value::Int(*i),
+        Reply::Nil => Value::Nil,
+        Reply::Array(items) => Value::Array(
+            items
+                .iter()
+                .map(|r| reply_value(command, r))
+                .collect::<Result<_, _>>()?,
+        ),
+        Reply::Error(message) => {
+            return Err(RedisError::Server {
+                command,
+                message: message.clone(),
+            });
+        }
+    })
+}
+
 /// A number sent as a bulk string (`GET` of a counter), `None` for nil.
 pub(crate) fn reply_number(
     command: &'static str,

@@ -1,12 +1,15 @@
 //! Connections of Concord's own for the reads that return pages of events, read with
-//! [`crate::resp`] instead of redis-rs's parser (why: see that module).
+//! [`crate::resp`] instead of redis-rs's parser (why: see that module), and for the
+//! library's function calls of a few appends at a time (why: docs/design/redis-layout.md).
 //!
-//! A small pool: a read takes an idle connection (or opens one), sends its pipeline, reads
-//! the replies and gives the connection back. A read that is cancelled or fails midway
-//! drops its connection, so no connection is ever reused out of step with its replies. A
-//! connection that sat idle may have been closed by a Redis restart since: a read that
-//! fails on one with an I/O error is sent once more on a new connection (reads change
-//! nothing, so sending one twice is harmless).
+//! A small pool: a request takes an idle connection (or opens one), sends its pipeline,
+//! reads the replies and gives the connection back. A request that is cancelled or fails
+//! midway drops its connection, so no connection is ever reused out of step with its
+//! replies. A connection that sat idle may have been closed by a Redis restart since: a
+//! read that fails on one with an I/O error is sent once more on a new connection (reads
+//! change nothing, so sending one twice is harmless). A write is never sent twice: an idle
+//! connection is checked for a close before the write goes out on it, and a write that
+//! fails after that is the caller's error (Redis may have run it).
 //!
 //! Plain TCP and Unix sockets only: a `rediss://` store reads through the multiplexed
 //! redis-rs connection as before ([`Direct::for_client`] gives `None`).
@@ -98,6 +101,30 @@ impl Direct {
         pipe: &redis::Pipeline,
         timeout: Duration,
     ) -> Result<Vec<Bytes>, RedisError> {
+        self.send(command, pipe, timeout, Resend::Read).await
+    }
+
+    /// [`Direct::query`] for a pipeline that writes: sent at most once (see the module's
+    /// doc), so an I/O error after it went out is returned, not retried.
+    ///
+    /// # Errors
+    /// As [`Direct::query`].
+    pub(crate) async fn write(
+        &self,
+        command: &'static str,
+        pipe: &redis::Pipeline,
+        timeout: Duration,
+    ) -> Result<Vec<Bytes>, RedisError> {
+        self.send(command, pipe, timeout, Resend::Never).await
+    }
+
+    async fn send(
+        &self,
+        command: &'static str,
+        pipe: &redis::Pipeline,
+        timeout: Duration,
+        resend: Resend,
+    ) -> Result<Vec<Bytes>, RedisError> {
         let request = pipe.get_packed_pipeline();
         let replies = pipe.len();
         let exchange = async {
@@ -106,15 +133,24 @@ impl Direct {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .pop();
-            if let Some(mut connection) = reused {
-                match connection.exchange(command, &request, replies).await {
-                    Ok(r) => {
-                        self.give_back(connection);
-                        return Ok(r);
+            match (reused, resend) {
+                (Some(mut connection), Resend::Read) => {
+                    match connection.exchange(command, &request, replies).await {
+                        Ok(r) => {
+                            self.give_back(connection);
+                            return Ok(r);
+                        }
+                        Err(RedisError::Io { .. }) => {} // Closed while idle: once more, anew.
+                        Err(e) => return Err(e),
                     }
-                    Err(RedisError::Io { .. }) => {} // Closed while idle: once more, anew.
-                    Err(e) => return Err(e),
                 }
+                (Some(mut connection), Resend::Never) if connection.open() => {
+                    let r = connection.exchange(command, &request, replies).await?;
+                    self.give_back(connection);
+                    return Ok(r);
+                }
+                // Closed while idle (or none idle): a new connection.
+                _ => {}
             }
             let mut connection = self.connect(command).await?;
             let r = connection.exchange(command, &request, replies).await?;
@@ -165,7 +201,26 @@ impl Direct {
     }
 }
 
+/// Whether a request may be sent again after an I/O error on a reused connection.
+#[derive(Clone, Copy, Debug)]
+enum Resend {
+    Read,
+    Never,
+}
+
 impl Connection {
+    /// Whether the connection still looks open: nothing is waiting on it, and Redis has
+    /// not closed it (a restart while it sat idle). A close the runtime has not noticed
+    /// yet passes; the write on it then fails and is not sent again.
+    fn open(&self) -> bool {
+        let mut probe = [0u8; 1];
+        let read = match &self.socket {
+            Socket::Tcp(s) => s.try_read(&mut probe),
+            Socket::Unix(s) => s.try_read(&mut probe),
+        };
+        matches!(read, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+    }
+
     async fn exchange(
         &mut self,
         command: &'static str,

@@ -175,6 +175,10 @@ async fn timed<T>(
     }
 }
 
+/// Appends under way (this one included) up to which an append's function call goes over
+/// a connection of the store's own (see `fcall_once`).
+const DIRECT_APPENDS_MAX: usize = 4;
+
 /// Commands that only read: sent once more when the first try found the shared
 /// connection broken.
 const READS: &[&str] = &[
@@ -194,8 +198,8 @@ const READS: &[&str] = &[
 
 /// Whether a read that failed on the shared connection is sent once more. That connection
 /// (redis-rs's, reconnecting after a failure) can sit broken for as long as nothing uses
-/// it: pages of the global log go over connections of the store's own, so after Redis
-/// restarted, a reader's first read through it would fail on a connection that was
+/// it: appends and pages of the global log go over connections of the store's own, so
+/// after Redis restarted, the first read through it would fail on a connection that was
 /// already gone. A read is safe to send again; a write is not sent twice here.
 fn resend_after(command: &str, e: &RedisError) -> bool {
     READS.contains(&command)
@@ -362,6 +366,33 @@ impl RedisStore {
             }
             other => other,
         }
+    }
+
+    /// One `FCALL` of the library, over a connection of Concord's own when there is one:
+    /// its caller (an append) sends and reads on that connection itself, where redis-rs's
+    /// multiplexed connection hands the request to its driver task and the reply back,
+    /// two task switches on the path of every append (a consumer group's decisions wait
+    /// on one such append each; see docs/design/redis-layout.md).
+    async fn fcall_once(&self, cmd: &redis::Cmd) -> Result<Value, RedisError> {
+        let direct = match &self.inner.direct {
+            Some(direct) if self.inner.appending.load(Ordering::Relaxed) <= DIRECT_APPENDS_MAX => {
+                direct
+            }
+            // Many appends at once share the multiplexed connection instead: it pipelines
+            // them, one write and one read of Redis's for many callers, which is what
+            // Redis (the bound at 64 writers) spends least on.
+            _ => return self.query("FCALL", cmd).await,
+        };
+        let mut pipe = redis::pipe();
+        let _ = pipe.add_command(cmd.clone());
+        let frames = direct
+            .write("FCALL", &pipe, self.inner.options.timeout)
+            .await?;
+        let frame = frames
+            .first()
+            .ok_or_else(|| RedisError::reply("FCALL", "no reply"))?;
+        let reply = resp::parse(frame).map_err(|e| RedisError::reply("FCALL", e.to_string()))?;
+        decode::reply_value("FCALL", &reply)
     }
 
     /// One round trip of `read_all`: `GET` of the head, `XRANGE` of the global log, `GET`
@@ -1066,8 +1097,13 @@ pub(crate) enum Reply {
 fn function_missing(e: &RedisError) -> bool {
     // Redis answers an FCALL of an unknown function with "ERR Function not found"; it
     // happens after a restart without persistence or a FUNCTION FLUSH.
-    matches!(e, RedisError::Command { source, .. }
-        if source.detail().is_some_and(|d| d.contains("Function not found")))
+    match e {
+        RedisError::Command { source, .. } => source
+            .detail()
+            .is_some_and(|d| d.contains("Function not found")),
+        RedisError::Server { message, .. } => message.contains("Function not found"),
+        _ => false,
+    }
 }
 
 /// The position of an index entry (entry id `<position>-0`).

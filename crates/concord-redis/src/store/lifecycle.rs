@@ -167,10 +167,10 @@ impl RedisStore {
     /// version check: if a newer build replaced the library, this one stops instead of
     /// putting its older library back).
     pub(super) async fn fcall(&self, cmd: &redis::Cmd) -> Result<Value, RedisError> {
-        match self.query("FCALL", cmd).await {
+        match self.fcall_once(cmd).await {
             Err(e) if super::function_missing(&e) => {
                 self.ensure_library().await?;
-                self.query("FCALL", cmd).await
+                self.fcall_once(cmd).await
             }
             other => other,
         }
