@@ -27,6 +27,7 @@
 //! history.
 
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -34,6 +35,7 @@ use concord_core::{
     AppendRequest, Direction, EventStore, EventType, ExpectedVersion, Json, NewEvent, Position,
     RecordedEvent, StoreError, StreamMetadata, StreamName, Version,
 };
+use futures::FutureExt as _;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{MutexGuard, Notify, watch};
 
@@ -931,13 +933,31 @@ impl Groups {
         fold(loaded, event, version);
         if !loaded.writer {
             loaded.writer = true;
-            tokio::spawn(self.log.clone().write_out(Arc::clone(slot)));
+            tokio::spawn(self.log.clone().write_out_or_recover(Arc::clone(slot)));
         }
         Ok((loaded.staged_outcome.subscribe(), version))
     }
 }
 
 impl StateLog {
+    /// [`StateLog::write_out`], and if it panics (a bug, in a backend or here), the group
+    /// is left as after a failed batch rather than with a writer marked as running that
+    /// is gone: its decisions not known to be written are decided again on the state read
+    /// afresh (the batch under way may or may not have been written), and the next
+    /// decision starts a writer.
+    async fn write_out_or_recover(self, slot: Arc<Slot>) {
+        let written = AssertUnwindSafe(self.write_out(Arc::clone(&slot)))
+            .catch_unwind()
+            .await;
+        if written.is_err() {
+            tracing::error!(group = %slot.group, "the group's writer panicked; the decisions it had not written are decided again");
+            let mut loaded = slot.loaded.lock().await;
+            loaded.writer = false;
+            loaded.in_flight = None;
+            loaded.void(Outcome::Failed(Arc::new(Mutex::new(None))));
+        }
+    }
+
     /// A group's writer: appends the staged decisions as one batch at the exact version
     /// the store has, and again with what was staged while that batch was in flight,
     /// until nothing is staged. A batch that does not get written voids the decisions

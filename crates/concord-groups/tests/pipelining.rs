@@ -171,3 +171,50 @@ async fn a_failed_batch_takes_the_decisions_made_on_top_of_it_along_and_they_are
     );
     assert_eq!(groups.info(&group).await.unwrap().acked, 10);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_that_panics_leaves_the_group_writable_and_its_decisions_are_decided_again() {
+    let store = gated();
+    let (groups, group, messages) = ten_in_flight(&store).await;
+
+    let (first, staged) =
+        first_ack_in_flight_and_nine_staged(&store, &groups, &group, &messages).await;
+    store.release(Release::Panic);
+    // The ack whose batch was in flight is decided again (nothing was written) and goes
+    // out with a writer started afresh; so do the nine staged on top of it.
+    assert_eq!(
+        tokio::time::timeout(WAIT, first)
+            .await
+            .expect("the ack in the panicked batch is answered")
+            .unwrap()
+            .unwrap(),
+        1
+    );
+    for ack in staged {
+        assert_eq!(
+            tokio::time::timeout(WAIT, ack)
+                .await
+                .expect("an ack staged on the panicked batch is answered")
+                .unwrap(),
+            1
+        );
+    }
+    let info = groups.info(&group).await.unwrap();
+    assert_eq!((info.acked, info.in_flight), (10, 0));
+
+    // Later decisions are written as before.
+    seed_one(&(Arc::clone(&store) as Arc<dyn EventStore>), "order-2", 1).await;
+    let more = poll(&groups, &group, "c", 10).await;
+    assert_eq!(more.len(), 1);
+    assert_eq!(
+        tokio::time::timeout(
+            WAIT,
+            groups.ack(&group, std::slice::from_ref(&more[0].ack_id))
+        )
+        .await
+        .expect("an ack after the panic is answered")
+        .unwrap(),
+        1
+    );
+    assert_eq!(groups.info(&group).await.unwrap().acked, 11);
+}

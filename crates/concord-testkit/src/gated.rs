@@ -3,7 +3,7 @@
 //! a server down, make more decisions on top of it) and decide how it ends. Everything
 //! else goes straight to the store it wraps.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
@@ -28,6 +28,8 @@ pub enum Release {
     Pass,
     /// It fails as if the store were unreachable, and nothing is written.
     Fail,
+    /// It panics, as a bug in a backend would, and nothing is written.
+    Panic,
 }
 
 /// A store whose next matching append waits at a gate (see the module docs).
@@ -38,7 +40,7 @@ pub type GatedStore = Wrapped<Gate>;
 pub struct Gate {
     inner: Arc<dyn EventStore>,
     armed: Mutex<Option<Held>>,
-    fail: AtomicBool,
+    release_as: Mutex<Release>,
     store_owned_appends: AtomicUsize,
     entered: Notify,
     release: Notify,
@@ -50,7 +52,7 @@ impl Gate {
         Wrapped(Gate {
             inner,
             armed: Mutex::new(None),
-            fail: AtomicBool::new(false),
+            release_as: Mutex::new(Release::Pass),
             store_owned_appends: AtomicUsize::new(0),
             entered: Notify::new(),
             release: Notify::new(),
@@ -67,9 +69,12 @@ impl Gate {
         self.entered.notified().await;
     }
 
-    /// Lets the held append go on, or fail.
+    /// Lets the held append go on, fail or panic.
     pub fn release(&self, how: Release) {
-        self.fail.store(how == Release::Fail, Ordering::SeqCst);
+        *self
+            .release_as
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = how;
         self.release.notify_one();
     }
 
@@ -101,12 +106,24 @@ impl Wrap for Gate {
         if hold {
             self.entered.notify_one();
             self.release.notified().await;
-            if self.fail.swap(false, Ordering::SeqCst) {
-                return Err(StoreError::unavailable(
-                    "gated",
-                    "the test failed this append at the gate",
-                    std::io::Error::other("failed at the gate"),
-                ));
+            let how = std::mem::replace(
+                &mut *self
+                    .release_as
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner),
+                Release::Pass,
+            );
+            match how {
+                Release::Pass => {}
+                Release::Fail => {
+                    return Err(StoreError::unavailable(
+                        "gated",
+                        "the test failed this append at the gate",
+                        std::io::Error::other("failed at the gate"),
+                    ));
+                }
+                #[allow(clippy::panic)]
+                Release::Panic => panic!("the test made this append panic at the gate"),
             }
         }
         self.inner.append(request).await
