@@ -37,8 +37,7 @@ pub fn global_entries_from_resp(bytes: &bytes::Bytes) -> Result<Vec<RecordedEven
     if whole != Some(bytes.len()) {
         return Err(RedisError::reply("XRANGE", "not one whole reply"));
     }
-    let reply =
-        crate::resp::parse(bytes).map_err(|e| RedisError::reply("XRANGE", e.to_string()))?;
+    let reply = crate::resp::parse_reply("XRANGE", bytes)?;
     decode::reply_array("XRANGE", &reply)?
         .iter()
         .map(|e| decode::global_entry_read("XRANGE", e))

@@ -101,32 +101,39 @@ impl Direct {
         pipe: &redis::Pipeline,
         timeout: Duration,
     ) -> Result<Vec<Bytes>, RedisError> {
-        self.send(command, pipe, timeout, Resend::Read).await
+        let request = pipe.get_packed_pipeline();
+        self.send(command, &request, pipe.len(), timeout, Resend::Read)
+            .await
     }
 
-    /// [`Direct::query`] for a pipeline that writes: sent at most once (see the module's
-    /// doc), so an I/O error after it went out is returned, not retried.
+    /// One command that writes, sent at most once (see the module's doc): an I/O error
+    /// after it went out is returned, not retried. Its reply's bytes.
     ///
     /// # Errors
     /// As [`Direct::query`].
     pub(crate) async fn write(
         &self,
         command: &'static str,
-        pipe: &redis::Pipeline,
+        cmd: &redis::Cmd,
         timeout: Duration,
-    ) -> Result<Vec<Bytes>, RedisError> {
-        self.send(command, pipe, timeout, Resend::Never).await
+    ) -> Result<Bytes, RedisError> {
+        let request = cmd.get_packed_command();
+        let mut replies = self
+            .send(command, &request, 1, timeout, Resend::Never)
+            .await?;
+        replies
+            .pop()
+            .ok_or_else(|| RedisError::reply(command, "no reply"))
     }
 
     async fn send(
         &self,
         command: &'static str,
-        pipe: &redis::Pipeline,
+        request: &[u8],
+        replies: usize,
         timeout: Duration,
         resend: Resend,
     ) -> Result<Vec<Bytes>, RedisError> {
-        let request = pipe.get_packed_pipeline();
-        let replies = pipe.len();
         let exchange = async {
             let reused = self
                 .idle
@@ -135,7 +142,7 @@ impl Direct {
                 .pop();
             match (reused, resend) {
                 (Some(mut connection), Resend::Read) => {
-                    match connection.exchange(command, &request, replies).await {
+                    match connection.exchange(command, request, replies).await {
                         Ok(r) => {
                             self.give_back(connection);
                             return Ok(r);
@@ -145,7 +152,7 @@ impl Direct {
                     }
                 }
                 (Some(mut connection), Resend::Never) if connection.open() => {
-                    let r = connection.exchange(command, &request, replies).await?;
+                    let r = connection.exchange(command, request, replies).await?;
                     self.give_back(connection);
                     return Ok(r);
                 }
@@ -153,7 +160,7 @@ impl Direct {
                 _ => {}
             }
             let mut connection = self.connect(command).await?;
-            let r = connection.exchange(command, &request, replies).await?;
+            let r = connection.exchange(command, request, replies).await?;
             self.give_back(connection);
             Ok(r)
         };
@@ -190,8 +197,7 @@ impl Direct {
             // Named as the store's own first connection is: AUTH, SELECT or both.
             let command = "CONNECT";
             for frame in connection.exchange(command, request, *replies).await? {
-                let reply =
-                    resp::parse(&frame).map_err(|e| RedisError::reply(command, e.to_string()))?;
+                let reply = resp::parse_reply(command, &frame)?;
                 if let Reply::Error(message) = reply {
                     return Err(RedisError::Server { command, message });
                 }

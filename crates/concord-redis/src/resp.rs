@@ -170,6 +170,17 @@ fn integer(text: &[u8]) -> Option<i64> {
     }
 }
 
+/// [`parse`], with bytes that are not RESP2 as `command`'s error.
+///
+/// # Errors
+/// As [`parse`], as [`crate::error::RedisError::Reply`].
+pub(crate) fn parse_reply<'a>(
+    command: &'static str,
+    frame: &'a [u8],
+) -> Result<Reply<'a>, crate::error::RedisError> {
+    parse(frame).map_err(|e| crate::error::RedisError::reply(command, e.to_string()))
+}
+
 /// The reply that `frame` holds whole (as [`Scanner::scan`] found it).
 ///
 /// # Errors

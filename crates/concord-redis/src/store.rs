@@ -383,16 +383,10 @@ impl RedisStore {
             // Redis (the bound at 64 writers) spends least on.
             _ => return self.query("FCALL", cmd).await,
         };
-        let mut pipe = redis::pipe();
-        let _ = pipe.add_command(cmd.clone());
-        let frames = direct
-            .write("FCALL", &pipe, self.inner.options.timeout)
+        let frame = direct
+            .write("FCALL", cmd, self.inner.options.timeout)
             .await?;
-        let frame = frames
-            .first()
-            .ok_or_else(|| RedisError::reply("FCALL", "no reply"))?;
-        let reply = resp::parse(frame).map_err(|e| RedisError::reply("FCALL", e.to_string()))?;
-        decode::reply_value("FCALL", &reply)
+        decode::reply_value("FCALL", &resp::parse_reply("FCALL", &frame)?)
     }
 
     /// One round trip of `read_all`: `GET` of the head, `XRANGE` of the global log, `GET`
@@ -413,7 +407,7 @@ impl RedisStore {
             .await?;
         let replies = frames
             .iter()
-            .map(|f| resp::parse(f).map_err(|e| RedisError::reply("XRANGE", e.to_string())))
+            .map(|f| resp::parse_reply("XRANGE", f))
             .collect::<Result<Vec<_>, _>>()?;
         let [before, reply, last] = replies.as_slice() else {
             return Err(RedisError::reply("XRANGE", "expected three replies"));
