@@ -16,6 +16,7 @@ use std::time::Duration;
 use concord_core::{Position, RecordedEvent, Version};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
+use crate::batch::{self, Committed};
 use crate::error::{Failure, HandlerError, ProjectionError, SkippedEvent};
 use crate::projection::Projection;
 
@@ -25,17 +26,17 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Opens (creating) the database at `path` and the checkpoint table.
 pub(crate) fn open(path: &Path) -> Result<Connection, ProjectionError> {
     let fail = |doing| {
-        move |source| ProjectionError::Database {
-            path: path.to_path_buf(),
+        move |source: rusqlite::Error| ProjectionError::Database {
+            database: path.display().to_string(),
             doing,
-            source,
+            source: source.into(),
         }
     };
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| ProjectionError::Database {
-            path: path.to_path_buf(),
+            database: path.display().to_string(),
             doing: "creating its directory",
-            source: rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
+            source: e.into(),
         })?;
     }
     let db = Connection::open(path).map_err(fail("opening it"))?;
@@ -108,10 +109,7 @@ fn set_checkpoint(
     Ok(())
 }
 
-/// How many skipped events a status lists (the latest).
-pub(crate) const SKIPPED_LISTED: usize = 10;
-
-/// How many events the projection skipped in all, and the latest [`SKIPPED_LISTED`], newest
+/// How many events the projection skipped in all, and the latest [`batch::SKIPPED_LISTED`], newest
 /// first.
 pub(crate) fn skipped(db: &Connection, name: &str) -> rusqlite::Result<(u64, Vec<SkippedEvent>)> {
     let count: i64 = db
@@ -121,7 +119,7 @@ pub(crate) fn skipped(db: &Connection, name: &str) -> rusqlite::Result<(u64, Vec
         .prepare_cached(
             "SELECT position, stream, version, event_type, error FROM skipped WHERE name = ?1 ORDER BY position DESC LIMIT ?2",
         )?
-        .query_map(params![name, SKIPPED_LISTED as i64], |r| {
+        .query_map(params![name, batch::SKIPPED_LISTED as i64], |r| {
             Ok(SkippedEvent {
                 position: Position(u64::try_from(r.get::<_, i64>(0)?).unwrap_or(0)),
                 stream: r.get(1)?,
@@ -149,15 +147,6 @@ fn record_skipped(db: &Connection, name: &str, skipped: &SkippedEvent) -> rusqli
     Ok(())
 }
 
-/// What a batch commit did.
-#[derive(Debug)]
-pub(crate) enum Committed {
-    /// The events applied (but the skipped ones) and the checkpoint is now the given one.
-    Applied(Position, Vec<SkippedEvent>),
-    /// Another runner moved the checkpoint; nothing was applied; continue from it.
-    Moved(Position),
-}
-
 /// Applies `events` and moves the checkpoint from `from` to `to`, in one transaction.
 ///
 /// An event the handler refuses is skipped: the transaction is started again, the events
@@ -173,52 +162,29 @@ pub(crate) fn commit_batch(
     to: Position,
 ) -> rusqlite::Result<Committed> {
     let name = projection.name();
-    // Indexes of the events to skip, ascending, with the handler's error.
     let mut skips: Vec<(usize, String)> = Vec::new();
     loop {
-        let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let (stored, _) = checkpoint(&tx, name)?;
         if stored != from {
             return Ok(Committed::Moved(stored));
         }
-        let mut start = 0;
-        let mut refused = None;
-        let ends = skips.iter().map(|(i, _)| *i).chain([events.len()]);
-        for end in ends {
-            let segment = events.get(start..end).unwrap_or_default();
-            if let Err(e) = projection.apply_batch(&tx, segment) {
-                if e.error.is_database() {
-                    return Err(rusqlite::Error::ToSqlConversionFailure(Box::new(e.error)));
-                }
-                refused = Some((
-                    start + e.index.min(segment.len().saturating_sub(1)),
-                    e.error.chain(),
-                ));
-                break;
-            }
-            if let Some(event) = events.get(end) {
-                projection.skip(&tx, event)?;
-            }
-            start = end + 1;
-        }
+        let refused = batch::apply_around(
+            &mut tx,
+            events,
+            &skips,
+            |tx, segment| projection.apply_batch(tx, segment),
+            |tx, event| Ok(projection.skip(tx, event)?),
+        )
+        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
         if let Some(skip) = refused {
             drop(tx); // Rolls the partial batch back.
-            skips.push(skip);
-            skips.sort_by_key(|(i, _)| *i);
+            batch::add_skip(&mut skips, skip);
             continue;
         }
-        let mut skipped = Vec::with_capacity(skips.len());
-        for (i, error) in skips {
-            let Some(event) = events.get(i) else { continue };
-            let s = SkippedEvent {
-                position: event.position,
-                stream: event.stream.as_str().to_owned(),
-                version: event.version.get(),
-                event_type: event.event_type.as_str().to_owned(),
-                error,
-            };
-            record_skipped(&tx, name, &s)?;
-            skipped.push(s);
+        let skipped = batch::skipped_events(events, skips);
+        for s in &skipped {
+            record_skipped(&tx, name, s)?;
         }
         set_checkpoint(&tx, name, to, None)?;
         tx.commit()?;

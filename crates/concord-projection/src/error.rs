@@ -5,7 +5,6 @@
 //! lives in `concord-server`).
 
 use std::fmt;
-use std::path::PathBuf;
 
 use concord_core::{BoxError, Position, StoreError};
 use serde::{Deserialize, Serialize};
@@ -56,7 +55,13 @@ impl HandlerError {
     pub fn is_database(&self) -> bool {
         self.source
             .as_ref()
-            .is_some_and(|s| s.downcast_ref::<rusqlite::Error>().is_some())
+            .is_some_and(|s| s.is::<rusqlite::Error>() || s.is::<postgres::Error>())
+    }
+}
+
+impl From<postgres::Error> for HandlerError {
+    fn from(e: postgres::Error) -> Self {
+        HandlerError::with_source("the read-model database refused the change", e)
     }
 }
 
@@ -165,15 +170,26 @@ pub enum ProjectionError {
     #[error(transparent)]
     Store(#[from] StoreError),
     /// The read-model database failed. HTTP 500.
-    #[error("the projection database {} failed while {doing}", path.display())]
+    #[error("the projection database {database} failed while {doing}")]
     Database {
-        /// The database file.
-        path: PathBuf,
+        /// The database: the SQLite file, or PostgreSQL's hosts and schema.
+        database: String,
         /// What was being done.
         doing: &'static str,
-        /// The SQLite error.
+        /// SQLite's or PostgreSQL's error.
         #[source]
-        source: rusqlite::Error,
+        source: BoxError,
+    },
+    /// A projection cannot live in the host's database (a projection without a PostgreSQL
+    /// read model on a PostgreSQL host).
+    #[error(
+        "projection {projection} has no read model in {database}; host it with a SQLite projection database"
+    )]
+    Unsupported {
+        /// The projection.
+        projection: String,
+        /// The database.
+        database: String,
     },
     /// A background task ended abnormally (the runtime is shutting down). HTTP 500.
     #[error("a projection task stopped unexpectedly: {0}")]

@@ -11,16 +11,14 @@
 //! - `DELETE /streams/{stream}` and every scavenge → [`ProjectionHost::forget_deleted_streams`]
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use concord_core::{Direction, EventStore, Position, StoreError, StreamName, Version};
-use rusqlite::Connection;
+use concord_core::{BoxError, Direction, EventStore, Position, StoreError, StreamName, Version};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use crate::db;
+use crate::database::{Conn, ProjectionDb};
 use crate::error::{Failure, ProjectionError, SkippedEvent};
 use crate::projection::{Projection, StreamRow};
 use crate::runner::{Progress, Runner, State};
@@ -89,52 +87,63 @@ struct Entry {
     runner: tokio::sync::Mutex<Option<Runner>>,
 }
 
-/// Runs projections on a store, with their read models in one SQLite file.
+/// Runs projections on a store, with their read models in one database ([`ProjectionDb`]).
 ///
 /// Dropping the host stops its runners after their batch in progress.
 #[derive(Debug)]
 pub struct ProjectionHost {
     store: Arc<dyn EventStore>,
-    path: PathBuf,
+    db: ProjectionDb,
     entries: BTreeMap<String, Entry>,
     /// Idle read connections, reused by `get_row` and `status`.
-    readers: Arc<Mutex<Vec<Connection>>>,
+    readers: Arc<Mutex<Vec<Conn>>>,
 }
 
 impl ProjectionHost {
-    /// Opens the projection database at `path` (creating it and the read models' tables)
-    /// for `projections` on `store`. Nothing runs until [`ProjectionHost::start_all`] or
-    /// [`ProjectionHost::start`].
+    /// Opens the projection database `db` (a SQLite file's path, or a [`ProjectionDb`]),
+    /// creating it and the read models' tables, for `projections` on `store`. Nothing runs
+    /// until [`ProjectionHost::start_all`] or [`ProjectionHost::start`].
     ///
     /// # Errors
-    /// [`ProjectionError::Database`] naming the file.
+    /// [`ProjectionError::Database`] naming the database; [`ProjectionError::Unsupported`]
+    /// for a projection without a read model in that kind of database.
     pub async fn open(
         store: Arc<dyn EventStore>,
-        path: impl AsRef<Path>,
+        db: impl Into<ProjectionDb>,
         projections: Vec<Arc<dyn Projection>>,
     ) -> Result<Self, ProjectionError> {
-        let path = path.as_ref().to_path_buf();
+        let db: ProjectionDb = db.into();
+        if matches!(db, ProjectionDb::Postgres(_))
+            && let Some(p) = projections.iter().find(|p| p.postgres().is_none())
+        {
+            return Err(ProjectionError::Unsupported {
+                projection: p.name().to_owned(),
+                database: db.to_string(),
+            });
+        }
         let (conn, stored) = {
-            let path = path.clone();
+            let db = db.clone();
             let projections = projections.clone();
             blocking(move || {
-                let conn = db::open(&path)?;
+                let mut conn = Conn::open(&db)?;
                 let mut stored = Vec::new();
                 for p in &projections {
                     let err = |doing| {
-                        let path = path.clone();
+                        let database = db.to_string();
                         move |source| ProjectionError::Database {
-                            path,
+                            database,
                             doing,
                             source,
                         }
                     };
-                    p.create(&conn)
+                    conn.create(&**p)
                         .map_err(err("creating a read model's tables"))?;
-                    let (checkpoint, failure) =
-                        db::checkpoint(&conn, p.name()).map_err(err("reading a checkpoint"))?;
-                    let skipped =
-                        db::skipped(&conn, p.name()).map_err(err("reading skipped events"))?;
+                    let (checkpoint, failure) = conn
+                        .checkpoint(p.name())
+                        .map_err(err("reading a checkpoint"))?;
+                    let skipped = conn
+                        .skipped(p.name())
+                        .map_err(err("reading skipped events"))?;
                     stored.push((checkpoint, failure, skipped));
                 }
                 Ok((conn, stored))
@@ -161,7 +170,7 @@ impl ProjectionHost {
             .collect();
         Ok(ProjectionHost {
             store,
-            path,
+            db,
             entries,
             readers: Arc::new(Mutex::new(vec![conn])),
         })
@@ -174,14 +183,14 @@ impl ProjectionHost {
     /// As [`ProjectionHost::open`].
     pub async fn open_builtin(
         store: Arc<dyn EventStore>,
-        path: impl AsRef<Path>,
+        db: impl Into<ProjectionDb>,
     ) -> Result<Self, ProjectionError> {
-        Self::open(store, path, crate::models::builtin()).await
+        Self::open(store, db, crate::models::builtin()).await
     }
 
-    /// The projection database's path.
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// The projection database.
+    pub fn database(&self) -> &ProjectionDb {
+        &self.db
     }
 
     /// The hosted projections' names, in order.
@@ -228,7 +237,7 @@ impl ProjectionHost {
         *runner = Some(Runner::spawn(
             Arc::clone(&self.store),
             Arc::clone(&entry.projection),
-            self.path.clone(),
+            self.db.clone(),
             entry.progress.clone(),
         ));
         Ok(())
@@ -296,7 +305,7 @@ impl ProjectionHost {
             let key = name.to_owned();
             let ((checkpoint, failure), (skipped, skipped_events)) = self
                 .read(
-                    move |db| Ok((db::checkpoint(db, &key)?, db::skipped(db, &key)?)),
+                    move |db| Ok((db.checkpoint(&key)?, db.skipped(&key)?)),
                     "reading a checkpoint",
                 )
                 .await?;
@@ -420,7 +429,7 @@ impl ProjectionHost {
     ) -> Result<(Position, Option<serde_json::Value>), ProjectionError> {
         let projection = Arc::clone(&entry.projection);
         let key = key.to_owned();
-        self.read(move |db| db::row(db, &*projection, &key), "reading a row")
+        self.read(move |db| db.row(&*projection, &key), "reading a row")
             .await
     }
 
@@ -437,18 +446,15 @@ impl ProjectionHost {
             old.stop().await;
         }
         let projection = Arc::clone(&entry.projection);
-        self.read(
-            move |db| db::reset(db, &*projection),
-            "resetting a read model",
-        )
-        .await?;
+        self.read(move |db| db.reset(&*projection), "resetting a read model")
+            .await?;
         entry
             .progress
             .send_replace(Progress::stopped(Position::ZERO, None));
         *runner = Some(Runner::spawn(
             Arc::clone(&self.store),
             Arc::clone(&entry.projection),
-            self.path.clone(),
+            self.db.clone(),
             entry.progress.clone(),
         ));
         drop(runner);
@@ -594,7 +600,7 @@ impl ProjectionHost {
         let projection = Arc::clone(&entry.projection);
         let rows = self
             .read(
-                move |db| projection.stream_rows(db),
+                move |db| db.stream_rows(&*projection),
                 "listing a read model's streams",
             )
             .await?;
@@ -611,7 +617,7 @@ impl ProjectionHost {
                     let projection = Arc::clone(&entry.projection);
                     let key = row.stream.clone();
                     self.read(
-                        move |db| db::forget(db, &*projection, &key, row.version, through),
+                        move |db| db.forget(&*projection, &key, row.version, through),
                         "forgetting a deleted stream's row",
                     )
                     .await?
@@ -688,16 +694,7 @@ impl ProjectionHost {
         let version = row.version;
         let refolded = self
             .read(
-                move |db| {
-                    Ok(db::refold(
-                        db,
-                        &*projection,
-                        &key,
-                        version,
-                        through,
-                        &events,
-                    ))
-                },
+                move |db| Ok(db.refold(&*projection, &key, version, through, &events)),
                 "refolding a recreated stream's row",
             )
             .await?;
@@ -710,29 +707,38 @@ impl ProjectionHost {
         }
     }
 
-    /// Runs `f` on a pooled read connection, off the async threads.
+    /// Runs `f` on a pooled read connection, off the async threads. A pooled PostgreSQL
+    /// session the database closed meanwhile (a restart, a failover) fails `f` once and is
+    /// then known closed: `f` runs again on a new session.
     async fn read<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+        f: impl Fn(&mut Conn) -> Result<T, BoxError> + Send + 'static,
         doing: &'static str,
     ) -> Result<T, ProjectionError> {
         let readers = Arc::clone(&self.readers);
-        let path = self.path.clone();
+        let db = self.db.clone();
         blocking(move || {
             let pooled = readers.lock().unwrap_or_else(PoisonError::into_inner).pop();
             let mut conn = match pooled {
                 Some(c) => c,
-                None => db::open(&path)?,
+                None => Conn::open(&db)?,
             };
-            let result = f(&mut conn).map_err(|source| ProjectionError::Database {
-                path,
+            let mut result = f(&mut conn);
+            if result.is_err() && conn.is_closed() {
+                conn = Conn::open(&db)?;
+                result = f(&mut conn);
+            }
+            let result = result.map_err(|source| ProjectionError::Database {
+                database: db.to_string(),
                 doing,
                 source,
             });
-            readers
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .push(conn);
+            if !conn.is_closed() {
+                readers
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push(conn);
+            }
             result
         })
         .await

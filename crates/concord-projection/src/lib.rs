@@ -2,8 +2,10 @@
 //! scenarios, and read-your-writes.
 //!
 //! - [`Projection`]: which events a read model wants ([`concord_core::Filter`]) and how
-//!   one event changes it. Read models live in one SQLite file beside a `checkpoints`
-//!   table; each batch of events commits in **one transaction with the checkpoint**, so
+//!   one event changes it. Read models live in one database beside a `checkpoints`
+//!   table ([`ProjectionDb`]: a SQLite file, or the PostgreSQL database of a PostgreSQL
+//!   store, shared by every server on it, where one server at a time runs each projection
+//!   and the others follow its checkpoint); each batch of events commits in **one transaction with the checkpoint**, so
 //!   every event takes effect exactly once across crashes. (Sinks outside that database
 //!   get at-least-once; see [`projection`] for what their handlers must do.)
 //! - A runner per projection follows the store from its checkpoint, catch-up then live. A
@@ -46,14 +48,18 @@
 //! # }).unwrap();
 //! ```
 
+mod batch;
+mod database;
 mod db;
 mod error;
 mod host;
 pub mod models;
+mod pg;
 pub mod projection;
 mod runner;
 
+pub use database::{PostgresDb, ProjectionDb};
 pub use error::{Failure, HandlerError, ProjectionError, SkippedEvent};
 pub use host::{ProjectionHost, ProjectionRow, ProjectionStatus, RebuildReport};
-pub use projection::{BatchError, Projection, StreamRow};
+pub use projection::{BatchError, PgProjection, Projection, StreamRow};
 pub use runner::{BATCH_EVENTS_MAX, Progress, State};

@@ -2,7 +2,7 @@
 //! `balances` (`account-<id>`), `auctions` (`auction-<id>`), `documents` (`doc-<id>`).
 //!
 //! Each is a [`Fold`]: a pure function from (state, event) to state, per stream. The same
-//! fold runs in the projection ([`FoldProjection`], one row per stream in SQLite) and in
+//! fold runs in the projection ([`FoldProjection`], one row per stream in SQLite or PostgreSQL) and in
 //! [`replay`] (in memory, from a list of events), so "the read model equals a full replay"
 //! is checkable. Every event of the category passes through the fold and the row's version
 //! must advance by exactly one, so a skipped or repeated event is a handler error, not a
@@ -34,7 +34,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::error::HandlerError;
-use crate::projection::{BatchError, Projection, StreamRow};
+use crate::projection::{BatchError, PgProjection, Projection, StreamRow};
 
 /// A per-stream read model as a pure fold.
 pub trait Fold: Send + Sync + 'static {
@@ -157,8 +157,9 @@ pub fn replay<'a, F: Fold>(events: impl IntoIterator<Item = &'a RecordedEvent>) 
     (rows, refused)
 }
 
-/// A [`Fold`] as a [`Projection`]: table `<name>(stream, version, position, state)`, the
-/// state as JSON. A batch keeps touched rows in memory and writes each once at its end.
+/// A [`Fold`] as a [`Projection`]: table `<name>(stream, version, position, state)` in
+/// SQLite (`projection_<name>` in PostgreSQL), the state as JSON. A batch keeps touched
+/// rows in memory and writes each once at its end.
 pub struct FoldProjection<F>(PhantomData<fn() -> F>);
 
 impl<F> std::fmt::Debug for FoldProjection<F> {
@@ -174,23 +175,204 @@ impl<F: Fold> FoldProjection<F> {
     pub fn new() -> Self {
         FoldProjection(PhantomData)
     }
+}
 
-    fn load(db: &Connection, key: &str) -> Result<Option<Row<F::State>>, HandlerError> {
+/// A stored row as its columns: version, position, state (JSON).
+type Stored = (i64, i64, String);
+
+/// Where a fold's rows live: the two tables of the read model, in SQLite or PostgreSQL.
+/// The fold's logic is written once over it.
+trait Table {
+    /// The row of `key`.
+    fn load(&mut self, key: &str) -> Result<Option<Stored>, HandlerError>;
+    /// Writes the row of `key`.
+    fn store(&mut self, key: &str, row: Stored) -> Result<(), HandlerError>;
+    /// The version an earlier life of `key` was forgotten through.
+    fn forgotten(&mut self, key: &str) -> Result<Option<i64>, HandlerError>;
+    /// Records that `key`'s events at or before `through` belong to a forgotten life
+    /// (never lowering an earlier record).
+    fn forget_through(&mut self, key: &str, through: i64) -> Result<(), HandlerError>;
+    /// Drops the row of `key` if it is at `version`; whether it did.
+    fn delete_at(&mut self, key: &str, version: i64) -> Result<bool, HandlerError>;
+    /// Every row's stream, version, and the version it began at.
+    fn stream_rows(&mut self) -> Result<Vec<(String, i64, i64)>, HandlerError>;
+}
+
+/// The fold's tables in the SQLite read model.
+struct Sqlite<'c> {
+    db: &'c Connection,
+    name: &'static str,
+}
+
+impl Table for Sqlite<'_> {
+    fn load(&mut self, key: &str) -> Result<Option<Stored>, HandlerError> {
         let sql = format!(
             "SELECT version, position, state FROM {} WHERE stream = ?1",
-            F::NAME
+            self.name
         );
-        let found = db
+        Ok(self
+            .db
             .prepare_cached(&sql)?
-            .query_row(params![key], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, String>(2)?,
-                ))
-            })
-            .optional()?;
-        let Some((version, position, state)) = found else {
+            .query_row(params![key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .optional()?)
+    }
+
+    fn store(&mut self, key: &str, (version, position, state): Stored) -> Result<(), HandlerError> {
+        let sql = format!(
+            "INSERT INTO {} (stream, version, position, state) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT(stream) DO UPDATE SET version = excluded.version, position = excluded.position, state = excluded.state",
+            self.name
+        );
+        self.db
+            .prepare_cached(&sql)?
+            .execute(params![key, version, position, state])?;
+        Ok(())
+    }
+
+    fn forgotten(&mut self, key: &str) -> Result<Option<i64>, HandlerError> {
+        let sql = format!(
+            "SELECT version FROM {}_forgotten WHERE stream = ?1",
+            self.name
+        );
+        Ok(self
+            .db
+            .prepare_cached(&sql)?
+            .query_row(params![key], |r| r.get(0))
+            .optional()?)
+    }
+
+    fn forget_through(&mut self, key: &str, through: i64) -> Result<(), HandlerError> {
+        let sql = format!(
+            "INSERT INTO {name}_forgotten (stream, version) VALUES (?1, ?2)
+             ON CONFLICT(stream) DO UPDATE SET version = max(version, excluded.version)",
+            name = self.name
+        );
+        self.db
+            .prepare_cached(&sql)?
+            .execute(params![key, through])?;
+        Ok(())
+    }
+
+    fn delete_at(&mut self, key: &str, version: i64) -> Result<bool, HandlerError> {
+        let sql = format!(
+            "DELETE FROM {} WHERE stream = ?1 AND version = ?2",
+            self.name
+        );
+        Ok(self
+            .db
+            .prepare_cached(&sql)?
+            .execute(params![key, version])?
+            > 0)
+    }
+
+    fn stream_rows(&mut self) -> Result<Vec<(String, i64, i64)>, HandlerError> {
+        // A row begins at version 1, or right after the life it replaced was forgotten.
+        let sql = format!(
+            "SELECT r.stream, r.version, coalesce(f.version, 0) + 1 FROM {name} AS r
+             LEFT JOIN {name}_forgotten AS f ON f.stream = r.stream",
+            name = self.name
+        );
+        Ok(self
+            .db
+            .prepare_cached(&sql)?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .collect::<rusqlite::Result<_>>()?)
+    }
+}
+
+/// The fold's tables in the PostgreSQL read model: `projection_<name>` and
+/// `projection_<name>_forgotten`.
+struct Postgres<'t, 'a> {
+    db: &'t mut postgres::Transaction<'a>,
+    name: &'static str,
+}
+
+impl Table for Postgres<'_, '_> {
+    fn load(&mut self, key: &str) -> Result<Option<Stored>, HandlerError> {
+        let sql = format!(
+            "SELECT version, position, state FROM projection_{} WHERE stream = $1",
+            self.name
+        );
+        let row = self.db.query_opt(sql.as_str(), &[&key])?;
+        Ok(match row {
+            Some(r) => Some((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)),
+            None => None,
+        })
+    }
+
+    fn store(&mut self, key: &str, (version, position, state): Stored) -> Result<(), HandlerError> {
+        let sql = format!(
+            "INSERT INTO projection_{} (stream, version, position, state) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (stream) DO UPDATE SET version = excluded.version, position = excluded.position, state = excluded.state",
+            self.name
+        );
+        self.db
+            .execute(sql.as_str(), &[&key, &version, &position, &state])?;
+        Ok(())
+    }
+
+    fn forgotten(&mut self, key: &str) -> Result<Option<i64>, HandlerError> {
+        let sql = format!(
+            "SELECT version FROM projection_{}_forgotten WHERE stream = $1",
+            self.name
+        );
+        let row = self.db.query_opt(sql.as_str(), &[&key])?;
+        Ok(match row {
+            Some(r) => Some(r.try_get(0)?),
+            None => None,
+        })
+    }
+
+    fn forget_through(&mut self, key: &str, through: i64) -> Result<(), HandlerError> {
+        let sql = format!(
+            "INSERT INTO projection_{name}_forgotten AS f (stream, version) VALUES ($1, $2)
+             ON CONFLICT (stream) DO UPDATE SET version = greatest(f.version, excluded.version)",
+            name = self.name
+        );
+        self.db.execute(sql.as_str(), &[&key, &through])?;
+        Ok(())
+    }
+
+    fn delete_at(&mut self, key: &str, version: i64) -> Result<bool, HandlerError> {
+        let sql = format!(
+            "DELETE FROM projection_{} WHERE stream = $1 AND version = $2",
+            self.name
+        );
+        Ok(self.db.execute(sql.as_str(), &[&key, &version])? > 0)
+    }
+
+    fn stream_rows(&mut self) -> Result<Vec<(String, i64, i64)>, HandlerError> {
+        let sql = format!(
+            "SELECT r.stream, r.version, coalesce(f.version, 0) + 1 FROM projection_{name} AS r
+             LEFT JOIN projection_{name}_forgotten AS f ON f.stream = r.stream",
+            name = self.name
+        );
+        self.db
+            .query(sql.as_str(), &[])?
+            .iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+            .collect()
+    }
+}
+
+fn to_sql(n: u64) -> Result<i64, HandlerError> {
+    i64::try_from(n)
+        .map_err(|_| HandlerError::new(format!("{n} does not fit the read model's integers")))
+}
+
+fn from_sql(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or(0)
+}
+
+/// A handler error where SQLite's trait methods return SQLite's error.
+fn sqlite_error(e: HandlerError) -> rusqlite::Error {
+    rusqlite::Error::ToSqlConversionFailure(Box::new(e))
+}
+
+/// The fold's logic, once for both databases.
+impl<F: Fold> FoldProjection<F> {
+    fn load(t: &mut impl Table, key: &str) -> Result<Option<Row<F::State>>, HandlerError> {
+        let Some((version, position, state)) = t.load(key)? else {
             return Ok(None);
         };
         let state = serde_json::from_str(&state).map_err(|e| {
@@ -201,51 +383,38 @@ impl<F: Fold> FoldProjection<F> {
         })?;
         Ok(Some(Row {
             stream: key.to_owned(),
-            version: Version(u64::try_from(version).unwrap_or(0)),
-            position: Position(u64::try_from(position).unwrap_or(0)),
+            version: Version(from_sql(version)),
+            position: Position(from_sql(position)),
             state,
         }))
     }
 
-    fn store(db: &Connection, row: &Row<F::State>) -> Result<(), HandlerError> {
-        let sql = format!(
-            "INSERT INTO {} (stream, version, position, state) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT(stream) DO UPDATE SET version = excluded.version, position = excluded.position, state = excluded.state",
-            F::NAME
-        );
+    fn store(t: &mut impl Table, row: &Row<F::State>) -> Result<(), HandlerError> {
         let state = serde_json::to_string(&row.state)
             .map_err(|e| HandlerError::with_source("the state could not be encoded", e))?;
-        db.prepare_cached(&sql)?.execute(params![
-            row.stream,
-            to_sql(row.version.get())?,
-            to_sql(row.position.get())?,
-            state
-        ])?;
-        Ok(())
+        t.store(
+            &row.stream,
+            (
+                to_sql(row.version.get())?,
+                to_sql(row.position.get())?,
+                state,
+            ),
+        )
     }
-}
 
-impl<F: Fold> FoldProjection<F> {
     /// The row `event` folds into: the stored one; else, when an earlier life of the
     /// stream was forgotten through version `v`, nothing for an event at or before `v`
     /// (a late event of that life) and a fresh row after `v` (the recreated stream starts
     /// from its own events, its versions going on from `v`); else a new row.
     fn start(
-        db: &Connection,
+        t: &mut impl Table,
         key: &str,
         event: &RecordedEvent,
     ) -> Result<Start<F::State>, HandlerError> {
-        if let Some(row) = Self::load(db, key)? {
+        if let Some(row) = Self::load(t, key)? {
             return Ok(Start::From(Some(row)));
         }
-        let forgotten = db
-            .prepare_cached(&format!(
-                "SELECT version FROM {}_forgotten WHERE stream = ?1",
-                F::NAME
-            ))?
-            .query_row(params![key], |r| r.get::<_, i64>(0))
-            .optional()?;
-        let Some(through) = forgotten.map(|v| Version(u64::try_from(v).unwrap_or(0))) else {
+        let Some(through) = t.forgotten(key)?.map(|v| Version(from_sql(v))) else {
             return Ok(Start::From(None));
         };
         if event.version <= through {
@@ -258,11 +427,119 @@ impl<F: Fold> FoldProjection<F> {
             state: F::State::default(),
         })))
     }
-}
 
-fn to_sql(n: u64) -> Result<i64, HandlerError> {
-    i64::try_from(n)
-        .map_err(|_| HandlerError::new(format!("{n} does not fit the read model's integers")))
+    fn apply_batch_in(t: &mut impl Table, events: &[RecordedEvent]) -> Result<(), BatchError> {
+        let mut touched: HashMap<&str, Row<F::State>> = HashMap::new();
+        for (index, event) in events.iter().enumerate() {
+            let key = event.stream.as_str();
+            let result = match touched.remove(key) {
+                Some(row) => step::<F>(Some(row), event),
+                None => match Self::start(t, key, event) {
+                    Ok(Start::Ignore) => continue,
+                    Ok(Start::From(row)) => step::<F>(row, event),
+                    Err(e) => Err(e),
+                },
+            };
+            let row = result.map_err(|error| BatchError { index, error })?;
+            touched.insert(key, row);
+        }
+        for row in touched.values() {
+            // A write failure is the batch's, not one event's: blame the last event.
+            Self::store(t, row).map_err(|error| BatchError {
+                index: events.len().saturating_sub(1),
+                error,
+            })?;
+        }
+        Ok(())
+    }
+
+    fn skip_in(t: &mut impl Table, event: &RecordedEvent) -> Result<(), HandlerError> {
+        // A row whose stored state cannot be read starts again from the default state.
+        let row = match Self::start(t, event.stream.as_str(), event) {
+            Ok(Start::Ignore) => return Ok(()),
+            Ok(Start::From(row)) => row,
+            Err(e) if e.is_database() => return Err(e),
+            Err(_) => None,
+        };
+        Self::store(t, &skip_step::<F>(row, event))
+    }
+
+    fn row_in(t: &mut impl Table, key: &str) -> Result<Option<Value>, HandlerError> {
+        Ok(Self::load(t, key)?.and_then(|r| serde_json::to_value(r).ok()))
+    }
+
+    fn stream_rows_in(t: &mut impl Table) -> Result<Vec<StreamRow>, HandlerError> {
+        Ok(t.stream_rows()?
+            .into_iter()
+            .map(|(stream, version, since)| StreamRow {
+                stream,
+                version: Version(from_sql(version)),
+                since: Version(from_sql(since)),
+            })
+            .collect())
+    }
+
+    fn forget_in(
+        t: &mut impl Table,
+        stream: &str,
+        version: Version,
+        through: Version,
+    ) -> Result<bool, HandlerError> {
+        if !t.delete_at(stream, to_sql(version.get())?)? {
+            return Ok(false);
+        }
+        t.forget_through(stream, to_sql(through.max(version).get())?)?;
+        Ok(true)
+    }
+
+    fn refold_in(
+        t: &mut impl Table,
+        stream: &str,
+        version: Version,
+        through: Version,
+        events: &[RecordedEvent],
+    ) -> Result<bool, HandlerError> {
+        match Self::load(t, stream)? {
+            Some(row) if row.version == version => {}
+            _ => return Ok(false),
+        }
+        let mut row = Row {
+            stream: stream.to_owned(),
+            version: through,
+            position: Position::ZERO,
+            state: F::State::default(),
+        };
+        for event in events {
+            if event.version != row.version.next() || event.stream.as_str() != stream {
+                return Err(HandlerError::new(format!(
+                    "refolding {stream} after version {through} met {} version {} where version {} was due",
+                    event.stream,
+                    event.version,
+                    row.version.next()
+                )));
+            }
+            // An event the fold refuses is passed over, as the runner's skip does.
+            row = step::<F>(Some(row.clone()), event)
+                .unwrap_or_else(|_| skip_step::<F>(Some(row), event));
+        }
+        if row.version != version {
+            return Err(HandlerError::new(format!(
+                "refolding {stream} after version {through} reached version {}, not {version}",
+                row.version
+            )));
+        }
+        Self::store(t, &row)?;
+        t.forget_through(stream, to_sql(through.get())?)?;
+        Ok(true)
+    }
+
+    fn sqlite(db: &Connection) -> Sqlite<'_> {
+        Sqlite { db, name: F::NAME }
+    }
+
+    fn pg<'t, 'a>(db: &'t mut postgres::Transaction<'a>) -> Postgres<'t, 'a> {
+        Postgres { db, name: F::NAME }
+    }
 }
 
 impl<F: Fold> Default for FoldProjection<F> {
@@ -305,70 +582,23 @@ impl<F: Fold> Projection for FoldProjection<F> {
     }
 
     fn apply(&self, db: &Connection, event: &RecordedEvent) -> Result<(), HandlerError> {
-        self.apply_batch(db, std::slice::from_ref(event))
-            .map_err(|e| e.error)
+        Projection::apply_batch(self, db, std::slice::from_ref(event)).map_err(|e| e.error)
     }
 
     fn apply_batch(&self, db: &Connection, events: &[RecordedEvent]) -> Result<(), BatchError> {
-        let mut touched: HashMap<&str, Row<F::State>> = HashMap::new();
-        for (index, event) in events.iter().enumerate() {
-            let key = event.stream.as_str();
-            let result = match touched.remove(key) {
-                Some(row) => step::<F>(Some(row), event),
-                None => match Self::start(db, key, event) {
-                    Ok(Start::Ignore) => continue,
-                    Ok(Start::From(row)) => step::<F>(row, event),
-                    Err(e) => Err(e),
-                },
-            };
-            let row = result.map_err(|error| BatchError { index, error })?;
-            touched.insert(key, row);
-        }
-        for row in touched.values() {
-            // A write failure is the batch's, not one event's: blame the last event.
-            Self::store(db, row).map_err(|error| BatchError {
-                index: events.len().saturating_sub(1),
-                error,
-            })?;
-        }
-        Ok(())
+        Self::apply_batch_in(&mut Self::sqlite(db), events)
     }
 
     fn skip(&self, db: &Connection, event: &RecordedEvent) -> rusqlite::Result<()> {
-        // A row whose stored state cannot be read starts again from the default state.
-        let row = match Self::start(db, event.stream.as_str(), event) {
-            Ok(Start::Ignore) => return Ok(()),
-            Ok(Start::From(row)) => row,
-            Err(_) => None,
-        };
-        Self::store(db, &skip_step::<F>(row, event))
-            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
+        Self::skip_in(&mut Self::sqlite(db), event).map_err(sqlite_error)
     }
 
     fn row(&self, db: &Connection, key: &str) -> rusqlite::Result<Option<Value>> {
-        let row = Self::load(db, key)
-            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
-        Ok(row.and_then(|r| serde_json::to_value(r).ok()))
+        Self::row_in(&mut Self::sqlite(db), key).map_err(sqlite_error)
     }
 
     fn stream_rows(&self, db: &Connection) -> rusqlite::Result<Vec<StreamRow>> {
-        // A row begins at version 1, or right after the life it replaced was forgotten.
-        db.prepare_cached(&format!(
-            "SELECT r.stream, r.version, coalesce(f.version, 0) + 1 FROM {name} AS r
-             LEFT JOIN {name}_forgotten AS f ON f.stream = r.stream",
-            name = F::NAME
-        ))?
-        .query_map([], |r| {
-            let version = |i: usize| -> rusqlite::Result<Version> {
-                Ok(Version(u64::try_from(r.get::<_, i64>(i)?).unwrap_or(0)))
-            };
-            Ok(StreamRow {
-                stream: r.get(0)?,
-                version: version(1)?,
-                since: version(2)?,
-            })
-        })?
-        .collect()
+        Self::stream_rows_in(&mut Self::sqlite(db)).map_err(sqlite_error)
     }
 
     fn forget(
@@ -378,20 +608,7 @@ impl<F: Fold> Projection for FoldProjection<F> {
         version: Version,
         through: Version,
     ) -> rusqlite::Result<bool> {
-        let dropped = db
-            .prepare_cached(&format!(
-                "DELETE FROM {} WHERE stream = ?1 AND version = ?2",
-                F::NAME
-            ))?
-            .execute(params![
-                stream,
-                i64::try_from(version.get()).unwrap_or(i64::MAX)
-            ])?;
-        if dropped == 0 {
-            return Ok(false);
-        }
-        Self::forgotten_through(db, stream, through.max(version))?;
-        Ok(true)
+        Self::forget_in(&mut Self::sqlite(db), stream, version, through).map_err(sqlite_error)
     }
 
     fn refold(
@@ -402,52 +619,87 @@ impl<F: Fold> Projection for FoldProjection<F> {
         through: Version,
         events: &[RecordedEvent],
     ) -> Result<bool, HandlerError> {
-        match Self::load(db, stream)? {
-            Some(row) if row.version == version => {}
-            _ => return Ok(false),
-        }
-        let mut row = Row {
-            stream: stream.to_owned(),
-            version: through,
-            position: Position::ZERO,
-            state: F::State::default(),
-        };
-        for event in events {
-            if event.version != row.version.next() || event.stream.as_str() != stream {
-                return Err(HandlerError::new(format!(
-                    "refolding {stream} after version {through} met {} version {} where version {} was due",
-                    event.stream,
-                    event.version,
-                    row.version.next()
-                )));
-            }
-            // An event the fold refuses is passed over, as the runner's skip does.
-            row = step::<F>(Some(row.clone()), event)
-                .unwrap_or_else(|_| skip_step::<F>(Some(row), event));
-        }
-        if row.version != version {
-            return Err(HandlerError::new(format!(
-                "refolding {stream} after version {through} reached version {}, not {version}",
-                row.version
-            )));
-        }
-        Self::store(db, &row)?;
-        Self::forgotten_through(db, stream, through)?;
-        Ok(true)
+        Self::refold_in(&mut Self::sqlite(db), stream, version, through, events)
+    }
+
+    fn postgres(&self) -> Option<&dyn PgProjection> {
+        Some(self)
     }
 }
 
-impl<F: Fold> FoldProjection<F> {
-    /// Records that events of `stream` at or before `through` belong to a forgotten life.
-    fn forgotten_through(db: &Connection, stream: &str, through: Version) -> rusqlite::Result<()> {
-        let through = i64::try_from(through.get()).unwrap_or(i64::MAX);
-        db.prepare_cached(&format!(
-            "INSERT INTO {name}_forgotten (stream, version) VALUES (?1, ?2)
-             ON CONFLICT(stream) DO UPDATE SET version = max(version, excluded.version)",
+impl<F: Fold> PgProjection for FoldProjection<F> {
+    fn create(&self, db: &mut postgres::Transaction<'_>) -> Result<(), HandlerError> {
+        db.batch_execute(&format!(
+            "CREATE TABLE IF NOT EXISTS projection_{name} (
+                stream text PRIMARY KEY,
+                version bigint NOT NULL,
+                position bigint NOT NULL,
+                state text NOT NULL
+            );
+            CREATE TABLE IF NOT EXISTS projection_{name}_forgotten (
+                stream text PRIMARY KEY,
+                version bigint NOT NULL
+            )",
             name = F::NAME
-        ))?
-        .execute(params![stream, through])?;
+        ))?;
         Ok(())
+    }
+
+    fn reset(&self, db: &mut postgres::Transaction<'_>) -> Result<(), HandlerError> {
+        db.batch_execute(&format!("DELETE FROM projection_{}", F::NAME))?;
+        Ok(())
+    }
+
+    fn apply_batch(
+        &self,
+        db: &mut postgres::Transaction<'_>,
+        events: &[RecordedEvent],
+    ) -> Result<(), BatchError> {
+        Self::apply_batch_in(&mut Self::pg(db), events)
+    }
+
+    fn skip(
+        &self,
+        db: &mut postgres::Transaction<'_>,
+        event: &RecordedEvent,
+    ) -> Result<(), HandlerError> {
+        Self::skip_in(&mut Self::pg(db), event)
+    }
+
+    fn row(
+        &self,
+        db: &mut postgres::Transaction<'_>,
+        key: &str,
+    ) -> Result<Option<Value>, HandlerError> {
+        Self::row_in(&mut Self::pg(db), key)
+    }
+
+    fn stream_rows(
+        &self,
+        db: &mut postgres::Transaction<'_>,
+    ) -> Result<Vec<StreamRow>, HandlerError> {
+        Self::stream_rows_in(&mut Self::pg(db))
+    }
+
+    fn forget(
+        &self,
+        db: &mut postgres::Transaction<'_>,
+        stream: &str,
+        version: Version,
+        through: Version,
+    ) -> Result<bool, HandlerError> {
+        Self::forget_in(&mut Self::pg(db), stream, version, through)
+    }
+
+    fn refold(
+        &self,
+        db: &mut postgres::Transaction<'_>,
+        stream: &str,
+        version: Version,
+        through: Version,
+        events: &[RecordedEvent],
+    ) -> Result<bool, HandlerError> {
+        Self::refold_in(&mut Self::pg(db), stream, version, through, events)
     }
 }
 

@@ -1,7 +1,7 @@
 //! The `Projection` trait: which events a read model wants and how one event changes it.
 //!
-//! A projection's read model lives in the projection database (SQLite), beside the
-//! checkpoint table. The runner calls [`Projection::apply_batch`] inside the same
+//! A projection's read model lives in the projection database (SQLite, or PostgreSQL
+//! through [`PgProjection`]), beside the checkpoint table. The runner calls [`Projection::apply_batch`] inside the same
 //! transaction that moves the checkpoint, so a batch of events and the checkpoint after it
 //! become durable together or not at all: each event takes effect **exactly once** across
 //! crashes, and a handler needs no idempotency of its own.
@@ -149,6 +149,97 @@ pub trait Projection: Send + Sync + std::fmt::Debug + 'static {
         let _ = (db, stream, version, through, events);
         Ok(false)
     }
+
+    /// The same read model in PostgreSQL, for a host whose database is PostgreSQL
+    /// ([`crate::ProjectionDb::Postgres`]). The default has none, and such a host refuses the
+    /// projection when it opens; the built-in projections have one.
+    fn postgres(&self) -> Option<&dyn PgProjection> {
+        None
+    }
+}
+
+/// A [`Projection`]'s read model in PostgreSQL: the same methods over a transaction of the
+/// host's PostgreSQL connection, which has the store's schema first on its `search_path`.
+/// Name tables `projection_<name>...`, so that they never meet the store's own
+/// (`concord_...`). Every method runs inside the caller's transaction, which also moves
+/// the checkpoint; an error whose [`HandlerError::is_database`] is true is the database's
+/// (the batch is retried), any other is the handler's (the event is skipped).
+pub trait PgProjection: Send + Sync {
+    /// Creates the read model's tables when they do not exist (called on every open).
+    ///
+    /// # Errors
+    /// The database's.
+    fn create(&self, db: &mut postgres::Transaction<'_>) -> Result<(), HandlerError>;
+
+    /// Deletes every row of the read model (rebuild).
+    ///
+    /// # Errors
+    /// The database's.
+    fn reset(&self, db: &mut postgres::Transaction<'_>) -> Result<(), HandlerError>;
+
+    /// As [`Projection::apply_batch`].
+    ///
+    /// # Errors
+    /// The first event that failed and why.
+    fn apply_batch(
+        &self,
+        db: &mut postgres::Transaction<'_>,
+        events: &[RecordedEvent],
+    ) -> Result<(), BatchError>;
+
+    /// As [`Projection::skip`].
+    ///
+    /// # Errors
+    /// The database's.
+    fn skip(
+        &self,
+        db: &mut postgres::Transaction<'_>,
+        event: &RecordedEvent,
+    ) -> Result<(), HandlerError>;
+
+    /// As [`Projection::row`].
+    ///
+    /// # Errors
+    /// The database's.
+    fn row(
+        &self,
+        db: &mut postgres::Transaction<'_>,
+        key: &str,
+    ) -> Result<Option<serde_json::Value>, HandlerError>;
+
+    /// As [`Projection::stream_rows`].
+    ///
+    /// # Errors
+    /// The database's.
+    fn stream_rows(
+        &self,
+        db: &mut postgres::Transaction<'_>,
+    ) -> Result<Vec<StreamRow>, HandlerError>;
+
+    /// As [`Projection::forget`].
+    ///
+    /// # Errors
+    /// The database's.
+    fn forget(
+        &self,
+        db: &mut postgres::Transaction<'_>,
+        stream: &str,
+        version: Version,
+        through: Version,
+    ) -> Result<bool, HandlerError>;
+
+    /// As [`Projection::refold`].
+    ///
+    /// # Errors
+    /// As [`Projection::refold`].
+    fn refold(
+        &self,
+        db: &mut postgres::Transaction<'_>,
+        stream: &str,
+        version: Version,
+        through: Version,
+        events: &[RecordedEvent],
+    ) -> Result<bool, HandlerError>;
 }
 
 /// One read-model row of a stream, as [`Projection::stream_rows`] lists it.

@@ -9,17 +9,16 @@
 //! position would never end. Progress is published on a `watch` channel after every
 //! commit; waiters are woken by it, never by polling.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use concord_core::{EventStore, Position};
-use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::db::{self, Committed};
+use crate::batch::{self, Committed};
+use crate::database::{Conn, ProjectionDb};
 use crate::error::{Failure, SkippedEvent};
 use crate::projection::Projection;
 
@@ -38,6 +37,10 @@ pub enum State {
     CatchingUp,
     /// Running and live: it has reached the head it started towards and follows new events.
     Running,
+    /// Running on another server that shares this PostgreSQL projection database; this one
+    /// follows its checkpoint (so read-your-writes works here too) and takes over when that
+    /// server goes away.
+    Standby,
     /// Stopped at an event its handler refused, by a Concord before 0.1 skipped such
     /// events (see the failure); it runs again when started.
     Failed,
@@ -88,7 +91,7 @@ impl Progress {
         for s in skipped {
             self.skipped_events.insert(0, s);
         }
-        self.skipped_events.truncate(db::SKIPPED_LISTED);
+        self.skipped_events.truncate(batch::SKIPPED_LISTED);
     }
 }
 
@@ -103,7 +106,7 @@ impl Runner {
     pub(crate) fn spawn(
         store: Arc<dyn EventStore>,
         projection: Arc<dyn Projection>,
-        path: PathBuf,
+        db: ProjectionDb,
         progress: watch::Sender<Progress>,
     ) -> Runner {
         // Running from now on: a failure shown from an earlier run no longer holds, and a
@@ -114,7 +117,7 @@ impl Runner {
             p.events_applied = 0;
         });
         let (stop, stopped) = watch::channel(false);
-        let task = tokio::spawn(run(store, projection, path, progress, stopped));
+        let task = tokio::spawn(run(store, projection, db, progress, stopped));
         Runner { stop, task }
     }
 
@@ -140,10 +143,14 @@ async fn pause(backoff: &mut Duration, stop: &mut watch::Receiver<bool>) -> bool
     }
 }
 
+/// How long a follower waits for the leader's next commit before it tries to take the
+/// lead itself: the longest a projection stands still after its leader's server dies.
+const FOLLOW_WAIT: Duration = Duration::from_millis(500);
+
 async fn run(
     store: Arc<dyn EventStore>,
     projection: Arc<dyn Projection>,
-    path: PathBuf,
+    database: ProjectionDb,
     progress: watch::Sender<Progress>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -153,37 +160,61 @@ async fn run(
         progress.send_modify(|p| p.last_error = Some(error));
     };
     let mut backoff = BACKOFF_MIN;
-    let mut db: Option<Connection> = None;
+    let mut db: Option<Conn> = None;
+    let mut leading = false;
     let mut at = Position::ZERO;
     let mut target = None;
     let filter = projection.filter();
     while !*stop.borrow() {
-        // (Re)open the database and read where to start.
-        if db.is_none() {
-            let path = path.clone();
-            let name = projection.name().to_owned();
+        // (Re)open the database and take the lead (or follow the one who has it).
+        if db.as_ref().is_none_or(Conn::is_closed) || !leading {
+            let database = database.clone();
+            let key = projection.name().to_owned();
+            let conn = db.take().filter(|c| !c.is_closed());
+            if conn.is_none() {
+                leading = false;
+            }
             let opened = tokio::task::spawn_blocking(move || {
-                let conn = db::open(&path)?;
-                let read = |conn: &Connection| {
-                    Ok((db::checkpoint(conn, &name)?.0, db::skipped(conn, &name)?))
+                let mut conn = match conn {
+                    Some(c) => c,
+                    None => Conn::open(&database)?,
                 };
-                let (checkpoint, skipped) =
-                    read(&conn).map_err(|source| crate::ProjectionError::Database {
-                        path,
-                        doing: "reading the checkpoint",
-                        source,
-                    })?;
-                Ok::<_, crate::ProjectionError>((conn, checkpoint, skipped))
+                let fail = |source| crate::ProjectionError::Database {
+                    database: database.to_string(),
+                    doing: "reading the checkpoint",
+                    source,
+                };
+                let led = match conn.lead(&key).map_err(fail)? {
+                    Some(checkpoint) => Ok((checkpoint, conn.skipped(&key).map_err(fail)?)),
+                    None => Err(conn.follow(&key, FOLLOW_WAIT).map_err(fail)?),
+                };
+                Ok::<_, crate::ProjectionError>((conn, led))
             })
             .await;
             match opened {
-                Ok(Ok((conn, checkpoint, (skipped, skipped_events)))) => {
+                Ok(Ok((conn, Ok((checkpoint, (skipped, skipped_events)))))) => {
+                    if !leading {
+                        tracing::info!(projection = %name, checkpoint = %checkpoint, "running the projection from its checkpoint");
+                    }
                     at = checkpoint;
+                    leading = true;
+                    target = None;
                     db = Some(conn);
                     progress.send_modify(|p| {
+                        p.checkpoint = at;
                         p.skipped = skipped;
                         p.skipped_events = skipped_events;
                     });
+                }
+                Ok(Ok((conn, Err(followed)))) => {
+                    db = Some(conn);
+                    backoff = BACKOFF_MIN;
+                    progress.send_modify(|p| {
+                        p.state = State::Standby;
+                        p.checkpoint = followed;
+                        p.last_error = None;
+                    });
+                    continue;
                 }
                 Ok(Err(e)) => note(e.to_string()),
                 Err(e) => note(format!(
@@ -246,7 +277,7 @@ async fn run(
             let p = Arc::clone(&projection);
             let from = at;
             let done = tokio::task::spawn_blocking(move || {
-                let r = db::commit_batch(&mut conn, &*p, from, &events, to);
+                let r = conn.commit_batch(&*p, from, &events, to);
                 (conn, r)
             })
             .await;

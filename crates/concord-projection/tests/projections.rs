@@ -19,7 +19,6 @@ use common::*;
 use concord_core::{EventStore, Filter, Position, RecordedEvent};
 use concord_projection::models::{Balances, FoldProjection};
 use concord_projection::{HandlerError, Projection, ProjectionError, ProjectionHost, State};
-use rand::{Rng, SeedableRng};
 use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -213,25 +212,6 @@ async fn unreadable_event_data_is_skipped_not_a_stop(store: Arc<dyn EventStore>)
         assert!(!s.error.contains("not JSON"), "{s}");
     }
     host.shutdown().await;
-}
-
-async fn append_random(store: &Arc<dyn EventStore>, seed: u64, appends: usize) -> Position {
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let mut head = Position::ZERO;
-    let mut opened = std::collections::BTreeSet::new();
-    for _ in 0..appends {
-        let category = CATEGORIES[rng.random_range(0..CATEGORIES.len())];
-        let name = format!("{category}-{}", rng.random_range(0..6));
-        let events = if opened.insert(name.clone()) {
-            vec![opening(category)]
-        } else {
-            (0..rng.random_range(1..4))
-                .map(|_| later(category, &mut rng))
-                .collect()
-        };
-        head = append(store, &name, events).await;
-    }
-    head
 }
 
 async fn a_rebuild_equals_the_incremental_read_models(store: Arc<dyn EventStore>) {

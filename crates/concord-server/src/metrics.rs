@@ -292,6 +292,11 @@ pub(crate) fn render_projections(statuses: &[ProjectionStatus]) -> String {
         "1 when the projection is running here (catching up or live).",
         &|s| u64::from(matches!(s.status, State::CatchingUp | State::Running)),
     );
+    gauge(
+        "concord_projection_standby",
+        "1 when another server on the same PostgreSQL projection database runs the projection and this one follows its checkpoint.",
+        &|s| u64::from(s.status == State::Standby),
+    );
     let name = "concord_projection_events_applied_total";
     let _ = writeln!(
         out,

@@ -3,9 +3,10 @@
 //!
 //! With `--store http://…` the server is asked (`/projections`): it runs the projections,
 //! and its answer is the one that counts (its status, its read models, a refusal of the
-//! token). Otherwise the read models live in one SQLite file: `<dir>/projections.sqlite` beside an embedded
-//! store in `<dir>`, `./concord-projections/projections.sqlite` for other stores, or
-//! `--projections-db PATH`. Nothing runs in the background between commands: `query`
+//! token). Otherwise the read models live in one database: `<dir>/projections.sqlite` beside
+//! an embedded store in `<dir>`, the store's own schema for a PostgreSQL store,
+//! `./concord-projections/projections.sqlite` for other stores, or `--projections-db PATH`
+//! (a SQLite file, or a `postgres://` URL). Nothing runs in the background between commands: `query`
 //! catches the projection up to the store's head, then answers; `rebuild` replays from
 //! position 1 with a progress bar on a terminal.
 
@@ -18,7 +19,7 @@ use clap::{Args, Subcommand};
 use concord_api::ProjectionInfo;
 use concord_client::ConcordClient;
 use concord_core::Position;
-use concord_projection::{Progress, ProjectionHost, ProjectionStatus};
+use concord_projection::{PostgresDb, Progress, ProjectionDb, ProjectionHost, ProjectionStatus};
 
 use crate::store_url::StoreUrl;
 use crate::{Context, Exit};
@@ -26,8 +27,10 @@ use crate::{Context, Exit};
 /// Where the projection database is.
 #[derive(Debug, Args)]
 pub struct DbArgs {
-    /// The projection database (SQLite). Default: `projections.sqlite` in the embedded
-    /// store's directory, or `./concord-projections/projections.sqlite` for other stores.
+    /// The projection database: a SQLite file, or a `postgres://` URL (with `?schema=S`).
+    /// Default: `projections.sqlite` in the embedded store's directory, the store's own
+    /// database and schema for a PostgreSQL store (shared by every server on it), or
+    /// `./concord-projections/projections.sqlite` for other stores.
     #[arg(long, value_name = "PATH", env = "CONCORD_PROJECTIONS_DB")]
     pub projections_db: Option<PathBuf>,
 }
@@ -79,28 +82,40 @@ pub struct QueryArgs {
 }
 
 /// The projection database for `ctx`'s store (also what `concord serve` runs on).
-pub(crate) fn db_path(ctx: &Context, db: DbArgs) -> PathBuf {
+pub(crate) fn projection_db(ctx: &Context, db: DbArgs) -> anyhow::Result<ProjectionDb> {
+    let postgres = |url: &str| -> anyhow::Result<ProjectionDb> {
+        let (config, schema) = concord_postgres::connection_config(url)
+            .context("cannot use that PostgreSQL URL for the read models")?;
+        Ok(PostgresDb::new(config, &schema)?.into())
+    };
     if let Some(path) = db.projections_db {
-        return path;
+        return match path.to_str() {
+            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                postgres(url)
+            }
+            _ => Ok(ProjectionDb::Sqlite(path)),
+        };
     }
-    match &ctx.store_url {
-        StoreUrl::Embedded(dir) => dir.join("projections.sqlite"),
+    Ok(match &ctx.store_url {
+        StoreUrl::Embedded(dir) => ProjectionDb::Sqlite(dir.join("projections.sqlite")),
         // An in-memory store starts empty each run, so its read models must too.
-        StoreUrl::Memory => {
-            std::env::temp_dir().join(format!("concord-projections-{}.sqlite", std::process::id()))
+        StoreUrl::Memory => ProjectionDb::Sqlite(
+            std::env::temp_dir().join(format!("concord-projections-{}.sqlite", std::process::id())),
+        ),
+        // Beside the events, shared by every server on the database.
+        StoreUrl::Postgres(url) => return postgres(url),
+        StoreUrl::Redis { .. } | StoreUrl::Http(_) | StoreUrl::Grpc(_) => {
+            ProjectionDb::Sqlite(PathBuf::from("concord-projections").join("projections.sqlite"))
         }
-        StoreUrl::Redis { .. } | StoreUrl::Postgres(_) | StoreUrl::Http(_) | StoreUrl::Grpc(_) => {
-            PathBuf::from("concord-projections").join("projections.sqlite")
-        }
-    }
+    })
 }
 
 async fn open(ctx: &Context, db: DbArgs) -> anyhow::Result<ProjectionHost> {
     let store = ctx.open_store_to_read().await?;
-    let path = db_path(ctx, db);
-    ProjectionHost::open_builtin(store, &path)
+    let db = projection_db(ctx, db)?;
+    ProjectionHost::open_builtin(store, db.clone())
         .await
-        .with_context(|| format!("cannot open the projection database {}", path.display()))
+        .with_context(|| format!("cannot open the projection database {db}"))
 }
 
 /// Runs `concord projection ...`.

@@ -5,7 +5,8 @@
 //! the shutdown signal. Everything HTTP lives in `concord-server`. It also runs the built-in
 //! projections (`concord-projection`) in the background on the same store, with their read
 //! models where `concord query` finds them (`<dir>/projections.sqlite` beside an embedded
-//! store), and stops them after the server has stopped.
+//! store; the store's own schema for a PostgreSQL store, where every server on the database
+//! shares them and one at a time runs each), and stops them after the server has stopped.
 
 use std::sync::Arc;
 
@@ -61,10 +62,10 @@ pub(crate) async fn run(ctx: &mut Context, args: ServeArgs) -> anyhow::Result<Ex
     let host = if args.no_projections {
         None
     } else {
-        let db = crate::projection::db_path(ctx, args.projections);
-        let host = ProjectionHost::open_builtin(Arc::clone(&store), &db)
+        let db = crate::projection::projection_db(ctx, args.projections)?;
+        let host = ProjectionHost::open_builtin(Arc::clone(&store), db.clone())
             .await
-            .with_context(|| format!("cannot open the projection database {}", db.display()))?;
+            .with_context(|| format!("cannot open the projection database {db}"))?;
         let host = Arc::new(host);
         host.start_all().await;
         Some(host)

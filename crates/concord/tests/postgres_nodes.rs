@@ -154,3 +154,96 @@ fn two_servers_on_one_database_grant_each_version_once_and_stream_every_event_to
         assert_eq!(terminate(child), 0);
     }
 }
+
+/// The status of `projection` on the server at `addr` (`running`, `standby`, ...).
+fn projection_status(addr: &str, projection: &str) -> String {
+    let (status, body) = json(addr, "GET", &format!("/projections/{projection}"), "");
+    assert_eq!(status, 200, "{body}");
+    body["status"].as_str().unwrap().to_owned()
+}
+
+/// Waits until `projection` on `addr` is in one of `states`; returns the one it is in.
+fn wait_for_status(addr: &str, projection: &str, states: &[&str]) -> String {
+    let deadline = std::time::Instant::now() + DEADLINE;
+    loop {
+        let now = projection_status(addr, projection);
+        if states.contains(&now.as_str()) {
+            return now;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{projection} on {addr} stayed {now}, never one of {states:?}"
+        );
+        // The status is a poll of another process; nothing here can wake on it.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Opens `account` (or deposits into it) through `addr`; the position it got.
+fn deposit(addr: &str, account: &str, first: bool) -> u64 {
+    let event = if first {
+        r#"{"type":"AccountOpened","data":{"owner":"ann","balance":100}}"#
+    } else {
+        r#"{"type":"Deposited","data":{"amount":5}}"#
+    };
+    let body = format!(r#"{{"expected_version":"any","events":[{event}]}}"#);
+    let (status, reply) = json(addr, "POST", &format!("/streams/{account}"), &body);
+    assert_eq!(status, 201, "{reply}");
+    reply["last_position"].as_u64().unwrap()
+}
+
+/// `account`'s balance as `addr` answers it once it has processed `position`.
+fn balance_at(addr: &str, account: &str, position: u64) -> u64 {
+    let (status, row) = json(
+        addr,
+        "GET",
+        &format!("/projections/balances/{account}?min_position={position}&wait_ms=10000"),
+        "",
+    );
+    assert_eq!(status, 200, "{row}");
+    assert!(row["checkpoint"].as_u64().unwrap() >= position, "{row}");
+    row["row"]["balance"].as_u64().unwrap()
+}
+
+#[test]
+fn servers_on_one_database_share_the_read_models_run_each_projection_once_and_take_over() {
+    let url = concord_testkit::postgres::shared().url_with_fresh_schema();
+    let mut nodes: Vec<_> = (0..2)
+        .map(|_| start_with(std::path::Path::new(&url), &[]))
+        .collect();
+    let addrs: Vec<String> = nodes.iter().map(|(_, a)| a.clone()).collect();
+    // One server runs each projection; the other follows it.
+    let mut leader = None;
+    for name in ["balances", "auctions", "documents"] {
+        let states: Vec<String> = addrs
+            .iter()
+            .map(|a| wait_for_status(a, name, &["running", "standby"]))
+            .collect();
+        let running: Vec<usize> = (0..2).filter(|i| states[*i] == "running").collect();
+        assert_eq!(running.len(), 1, "{name}: {states:?}");
+        leader.get_or_insert(running[0]);
+    }
+    let leader = leader.unwrap();
+    let follower = 1 - leader;
+
+    // Written through either server, read on the other: read-your-writes on both.
+    let p = deposit(&addrs[leader], "account-1", true);
+    assert_eq!(balance_at(&addrs[follower], "account-1", p), 100);
+    let p = deposit(&addrs[follower], "account-1", false);
+    assert_eq!(balance_at(&addrs[leader], "account-1", p), 105);
+    assert_eq!(balance_at(&addrs[follower], "account-1", p), 105);
+
+    // The leader dies (SIGKILL: no goodbye): the follower takes the projections over.
+    let (mut dead, _) = nodes.remove(leader);
+    dead.kill().unwrap();
+    dead.wait().unwrap();
+    let survivor = &addrs[follower];
+    let p = deposit(survivor, "account-1", false);
+    assert_eq!(balance_at(survivor, "account-1", p), 110);
+    for name in ["balances", "auctions", "documents"] {
+        assert_eq!(wait_for_status(survivor, name, &["running"]), "running");
+    }
+    for (child, _) in nodes {
+        assert_eq!(terminate(child), 0);
+    }
+}

@@ -19,7 +19,7 @@ use concord_core::{
 };
 use concord_projection::models::{self, Auctions, Balances, Documents, Fold};
 use concord_redis::{RedisOptions, RedisStore};
-use rand::Rng;
+use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 
 /// A fresh embedded store in `dir`.
@@ -101,6 +101,27 @@ pub fn later(category: &str, rng: &mut impl Rng) -> NewEvent {
 }
 
 pub const CATEGORIES: [&str; 4] = ["account", "auction", "doc", "other"];
+
+/// `appends` random appends over six streams of each category (every stream opened by its
+/// first); the position of the last.
+pub async fn append_random(store: &Arc<dyn EventStore>, seed: u64, appends: usize) -> Position {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut head = Position::ZERO;
+    let mut opened = std::collections::BTreeSet::new();
+    for _ in 0..appends {
+        let category = CATEGORIES[rng.random_range(0..CATEGORIES.len())];
+        let name = format!("{category}-{}", rng.random_range(0..6));
+        let events = if opened.insert(name.clone()) {
+            vec![opening(category)]
+        } else {
+            (0..rng.random_range(1..4))
+                .map(|_| later(category, &mut rng))
+                .collect()
+        };
+        head = append(store, &name, events).await;
+    }
+    head
+}
 
 /// Every event of the store, in position order.
 pub async fn all_events(store: &Arc<dyn EventStore>) -> Vec<RecordedEvent> {
