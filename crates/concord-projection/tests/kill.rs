@@ -100,13 +100,7 @@ fn child(spec: &str) {
                 loop {
                     let category = CATEGORIES[rng.random_range(0..CATEGORIES.len())];
                     let name = format!("{category}-c{cycle}t{task}n{}", rng.random_range(0..3));
-                    let events = if opened.insert(name.clone()) {
-                        vec![opening(category)]
-                    } else {
-                        (0..rng.random_range(1..4))
-                            .map(|_| later(category, &mut rng))
-                            .collect()
-                    };
+                    let events = random_events(&mut rng, &mut opened, &name, category);
                     append(&store, &name, events).await;
                 }
             });

@@ -73,6 +73,34 @@ async fn wait_state(host: &ProjectionHost, name: &str, ok: impl Fn(State) -> boo
     }
 }
 
+/// Two hosts of the built-in projections on `url`'s database, as two servers: A (sessions
+/// named `<application>-a`) runs every projection, B (`<application>-b`) follows.
+async fn leader_and_follower(
+    url: &str,
+    store_a: &Arc<dyn EventStore>,
+    store_b: &Arc<dyn EventStore>,
+    application: &str,
+) -> (ProjectionHost, ProjectionHost) {
+    let open = |store: &Arc<dyn EventStore>, suffix: &str| {
+        ProjectionHost::open_builtin(
+            Arc::clone(store),
+            read_models(url, &format!("{application}-{suffix}")),
+        )
+    };
+    let a = open(store_a, "a").await.unwrap();
+    let b = open(store_b, "b").await.unwrap();
+    a.start_all().await;
+    for name in NAMES {
+        // Running, not merely started: A's runners hold the lead before B starts.
+        wait_state(&a, name, |s| s == State::Running).await;
+    }
+    b.start_all().await;
+    for name in NAMES {
+        wait_state(&b, name, |s| s == State::Standby).await;
+    }
+    (a, b)
+}
+
 fn runs(state: State) -> bool {
     matches!(state, State::Running | State::CatchingUp)
 }
@@ -229,21 +257,7 @@ async fn a_projection_without_a_postgres_read_model_is_refused_by_a_postgres_hos
 async fn one_server_at_a_time_runs_each_projection_and_the_other_takes_over_when_it_goes() {
     let (url, store_a, schema) = fresh().await;
     let store_b: Arc<dyn EventStore> = Arc::new(PostgresStore::connect(&url).await.unwrap());
-    let a = ProjectionHost::open_builtin(store_a.clone(), read_models(&url, "concord-test-a"))
-        .await
-        .unwrap();
-    let b = ProjectionHost::open_builtin(store_b.clone(), read_models(&url, "concord-test-b"))
-        .await
-        .unwrap();
-    a.start_all().await;
-    for name in NAMES {
-        // Running, not merely started: A's runners hold the lead before B starts.
-        wait_state(&a, name, |s| s == State::Running).await;
-    }
-    b.start_all().await;
-    for name in NAMES {
-        wait_state(&b, name, |s| s == State::Standby).await;
-    }
+    let (a, b) = leader_and_follower(&url, &store_a, &store_b, "concord-test").await;
 
     // Written through A, read through B: B's wait is woken by A's commits.
     let seed: u64 = rand::random();
@@ -280,18 +294,7 @@ async fn one_server_at_a_time_runs_each_projection_and_the_other_takes_over_when
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_that_loses_its_session_applies_nothing_twice() {
     let (url, store, schema) = fresh().await;
-    let a = ProjectionHost::open_builtin(store.clone(), read_models(&url, "concord-cut-a"))
-        .await
-        .unwrap();
-    let b = ProjectionHost::open_builtin(store.clone(), read_models(&url, "concord-cut-b"))
-        .await
-        .unwrap();
-    a.start_all().await;
-    for name in NAMES {
-        // Running, not merely started: A's runners hold the lead before B starts.
-        wait_state(&a, name, |s| s == State::Running).await;
-    }
-    b.start_all().await;
+    let (a, b) = leader_and_follower(&url, &store, &store, "concord-cut").await;
     let seed: u64 = rand::random();
     println!("seed {seed}");
     let writer = {

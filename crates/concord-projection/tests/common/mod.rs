@@ -102,6 +102,23 @@ pub fn later(category: &str, rng: &mut impl Rng) -> NewEvent {
 
 pub const CATEGORIES: [&str; 4] = ["account", "auction", "doc", "other"];
 
+/// The events of a random append to `name`, a stream of `category`: its opening event the
+/// first time (`opened` remembers), one to three later events after that.
+pub fn random_events(
+    rng: &mut impl Rng,
+    opened: &mut std::collections::BTreeSet<String>,
+    name: &str,
+    category: &str,
+) -> Vec<NewEvent> {
+    if opened.insert(name.to_owned()) {
+        vec![opening(category)]
+    } else {
+        (0..rng.random_range(1..4))
+            .map(|_| later(category, rng))
+            .collect()
+    }
+}
+
 /// `appends` random appends over six streams of each category (every stream opened by its
 /// first); the position of the last.
 pub async fn append_random(store: &Arc<dyn EventStore>, seed: u64, appends: usize) -> Position {
@@ -111,13 +128,7 @@ pub async fn append_random(store: &Arc<dyn EventStore>, seed: u64, appends: usiz
     for _ in 0..appends {
         let category = CATEGORIES[rng.random_range(0..CATEGORIES.len())];
         let name = format!("{category}-{}", rng.random_range(0..6));
-        let events = if opened.insert(name.clone()) {
-            vec![opening(category)]
-        } else {
-            (0..rng.random_range(1..4))
-                .map(|_| later(category, &mut rng))
-                .collect()
-        };
+        let events = random_events(&mut rng, &mut opened, &name, category);
         head = append(store, &name, events).await;
     }
     head
