@@ -122,12 +122,23 @@ pub fn random_events(
 /// `appends` random appends over six streams of each category (every stream opened by its
 /// first); the position of the last.
 pub async fn append_random(store: &Arc<dyn EventStore>, seed: u64, appends: usize) -> Position {
+    append_random_to(store, seed, appends, "").await
+}
+
+/// As [`append_random`], to streams `<category>-<prefix><n>`: a prefix no earlier call used
+/// gives streams of their own, opened afresh.
+pub async fn append_random_to(
+    store: &Arc<dyn EventStore>,
+    seed: u64,
+    appends: usize,
+    prefix: &str,
+) -> Position {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut head = Position::ZERO;
     let mut opened = std::collections::BTreeSet::new();
     for _ in 0..appends {
         let category = CATEGORIES[rng.random_range(0..CATEGORIES.len())];
-        let name = format!("{category}-{}", rng.random_range(0..6));
+        let name = format!("{category}-{prefix}{}", rng.random_range(0..6));
         let events = random_events(&mut rng, &mut opened, &name, category);
         head = append(store, &name, events).await;
     }
