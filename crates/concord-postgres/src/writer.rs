@@ -1,9 +1,13 @@
 //! The writer: group commit of every append waiting in this process into one transaction,
 //! with positions assigned under one head row shared by every process on the database.
 //!
-//! One task per store drains the queue of appends into a batch (appends to a stream
-//! already in the batch wait for the next one, so every append is judged against committed
-//! state) and runs it as one transaction:
+//! One task per store drains the queue of appends into a batch and runs it as one
+//! transaction. An append to a stream an earlier append of the batch writes is planned
+//! after that write (its expectation, ids and `rebase_unless` judged against the batch's own
+//! events too), so many writers of one hot stream share a commit; one that this would not
+//! decide as a plain write (a conflict, a duplicate, a refusal, or a stream whose earlier
+//! append carries a condition that may still fail) waits for the next batch, first in it,
+//! and is judged against committed state there:
 //!
 //! 1. transaction-scoped advisory locks on the batch's streams, in key order (another
 //!    process appending to the same stream waits; others do not);
@@ -111,32 +115,27 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            // One append per stream per batch: a later one waits, so that every append is
-            // judged against committed state.
-            let mut batch = Vec::new();
-            let mut later = VecDeque::new();
-            let mut streams: HashSet<StreamName> = HashSet::new();
-            for job in waiting.drain(..) {
-                let disjoint = job
-                    .request
-                    .parts
-                    .iter()
-                    .all(|p| !streams.contains(&p.stream));
-                if disjoint && batch.len() < BATCH_APPENDS_MAX {
-                    streams.extend(job.request.parts.iter().map(|p| p.stream.clone()));
-                    batch.push(job);
-                } else {
-                    later.push_back(job);
-                }
-            }
-            waiting = later;
+            // Appends to a stream the batch already writes are planned after those writes
+            // (`write_batch`); one the batch cannot decide that way waits for the next.
+            let take = waiting.len().min(BATCH_APPENDS_MAX);
+            let batch: Vec<Job> = waiting.drain(..take).collect();
             let requests: Vec<&MultiAppendRequest> = batch.iter().map(|j| &j.request).collect();
             match self.write_batch(&requests).await {
                 Ok((answers, head)) => {
                     self.signal.advance(head);
+                    let mut deferred = Vec::new();
                     for (job, answer) in batch.into_iter().zip(answers) {
-                        // A caller that gave up dropped its receiver; the append stands.
-                        let _ = job.reply.send(answer);
+                        match answer {
+                            // A caller that gave up dropped its receiver; the append stands.
+                            Some(answer) => {
+                                let _ = job.reply.send(answer);
+                            }
+                            None => deferred.push(job),
+                        }
+                    }
+                    // First in the next batch: nothing of that batch is planned before them.
+                    for job in deferred.into_iter().rev() {
+                        waiting.push_front(job);
                     }
                 }
                 Err(e) => {
@@ -153,7 +152,7 @@ impl Writer {
     async fn write_batch(
         &self,
         batch: &[&MultiAppendRequest],
-    ) -> Result<(Vec<Result<MultiAppendOutcome, StoreError>>, Position), BatchError> {
+    ) -> Result<(Vec<Answer>, Position), BatchError> {
         let s = &self.schema;
         let mut client = self.pool.get().await.map_err(|e| BatchError {
             unavailable: true,
@@ -289,9 +288,23 @@ impl Writer {
             batch.iter().map(|_| None).collect();
         let mut writes: Vec<(usize, Vec<AppendPlan>)> = Vec::new();
         let mut conflicts: Vec<(usize, Vec<ConflictRead>)> = Vec::new();
+        // Streams this batch writes, as its earlier appends leave them; streams no later
+        // append of the batch may touch; the appends left for the next batch.
+        let mut overlay: HashMap<StreamName, Overlay> = HashMap::new();
+        let mut blocked: HashSet<StreamName> = HashSet::new();
+        let mut deferred: HashSet<usize> = HashSet::new();
         for (j, r) in batch.iter().enumerate() {
+            if r.parts.iter().any(|p| blocked.contains(&p.stream)) {
+                deferred.insert(j);
+                blocked.extend(r.parts.iter().map(|p| p.stream.clone()));
+                continue;
+            }
+            let on_overlay = r.parts.iter().any(|p| overlay.contains_key(&p.stream));
             if let Err(refused) = check_lifecycle(r, stored, &found) {
-                if let Some(slot) = answers.get_mut(j) {
+                if on_overlay {
+                    deferred.insert(j);
+                    blocked.extend(r.parts.iter().map(|p| p.stream.clone()));
+                } else if let Some(slot) = answers.get_mut(j) {
                     *slot = Some(Err(refused));
                 }
                 continue;
@@ -299,22 +312,40 @@ impl Writer {
             let states: Vec<PartState> = r
                 .parts
                 .iter()
-                .map(|p| PartState {
-                    actual: actual(&p.stream),
-                    found: p
-                        .events
-                        .iter()
-                        .map(|e| {
-                            found
-                                .get(&(p.stream.as_str().to_owned(), *e.id.as_uuid()))
-                                .map(|(v, _)| *v)
-                        })
-                        .collect(),
+                .map(|p| {
+                    let written = overlay.get(&p.stream);
+                    PartState {
+                        actual: written.map_or_else(|| actual(&p.stream), |o| o.last),
+                        found: p
+                            .events
+                            .iter()
+                            .map(|e| {
+                                let id = *e.id.as_uuid();
+                                found
+                                    .get(&(p.stream.as_str().to_owned(), id))
+                                    .map(|(v, _)| *v)
+                                    .or_else(|| written.and_then(|o| o.ids.get(&id).copied()))
+                            })
+                            .collect(),
+                    }
                 })
                 .collect();
-            let plan = plan_multi_append(r, &states, |i, _| {
-                concurrent_types.get(&(j, i)).cloned().unwrap_or_default()
+            let plan = plan_multi_append(r, &states, |i, e| {
+                let mut types = concurrent_types.get(&(j, i)).cloned().unwrap_or_default();
+                if let Some(o) = r.parts.get(i).and_then(|p| overlay.get(&p.stream)) {
+                    types.extend(o.types_after(e).cloned());
+                }
+                types
             });
+            // On a stream the batch writes, only a plain write is decided here: a conflict,
+            // a duplicate or a refusal is answered from committed state in the next batch.
+            let writes_only = matches!(&plan, MultiAppendPlan::Write(plans)
+                if plans.iter().all(|p| matches!(p, AppendPlan::Write { .. })));
+            if on_overlay && !writes_only {
+                deferred.insert(j);
+                blocked.extend(r.parts.iter().map(|p| p.stream.clone()));
+                continue;
+            }
             let answer = match plan {
                 MultiAppendPlan::Duplicate(ranges) => {
                     let parts = r
@@ -365,6 +396,21 @@ impl Writer {
                     None
                 }
                 MultiAppendPlan::Write(plans) => {
+                    if r.condition.is_some() {
+                        // Its condition is judged later and may refuse it: nothing of this
+                        // batch may be planned after it.
+                        blocked.extend(r.parts.iter().map(|p| p.stream.clone()));
+                    } else {
+                        for (p, plan) in r.parts.iter().zip(&plans) {
+                            if let AppendPlan::Write { after, .. } = plan {
+                                let after = (*after).max(stored(&p.stream).last);
+                                overlay
+                                    .entry(p.stream.clone())
+                                    .or_default()
+                                    .write(after, &p.events);
+                            }
+                        }
+                    }
                     writes.push((j, plans));
                     None
                 }
@@ -449,7 +495,7 @@ impl Writer {
             }
             tx.commit().await.map_err(|e| self.db(e))?;
             let head = self.signal.head();
-            return Ok((finish(answers), head));
+            return Ok((finish(answers, &deferred), head));
         }
 
         // 3. The head row: positions are assigned from here to COMMIT.
@@ -536,8 +582,8 @@ impl Writer {
         .await
         .map_err(|e| self.db(e))?;
         let mut rebased: HashMap<(usize, usize), (Version, Vec<RecordedEvent>)> = HashMap::new();
-        for ((j, i, _, e, _, _), rows) in rebases.iter().zip(rebase_rows) {
-            let events = rows
+        for ((j, i, stream, e, after, st), rows) in rebases.iter().zip(rebase_rows) {
+            let mut events = rows
                 .iter()
                 .map(decode)
                 .collect::<Result<Vec<_>, _>>()
@@ -545,6 +591,17 @@ impl Writer {
                     unavailable: false,
                     message: e.to_string(),
                 })?;
+            // And those of this batch's earlier appends to the stream, not committed yet.
+            let room = max.saturating_sub(events.len());
+            events.extend(
+                written
+                    .iter()
+                    .filter(|w| {
+                        w.stream == *stream && w.version > (*e).max(st.last) && w.version <= *after
+                    })
+                    .take(room)
+                    .cloned(),
+            );
             rebased.insert((*j, *i), (*e, events));
         }
 
@@ -571,7 +628,7 @@ impl Writer {
                 *slot = Some(Ok(MultiAppendOutcome::from_parts(parts)));
             }
         }
-        Ok((finish(answers), end.max(start)))
+        Ok((finish(answers, &deferred), end.max(start)))
     }
 
     /// The first events matching `query` after `after`, up to the head `head`.
@@ -754,19 +811,54 @@ fn check_lifecycle(
     Ok(())
 }
 
-fn finish(
-    answers: Vec<Option<Result<MultiAppendOutcome, StoreError>>>,
-) -> Vec<Result<MultiAppendOutcome, StoreError>> {
+/// An append's answer; `None` for one deferred to the next batch.
+type Answer = Option<Result<MultiAppendOutcome, StoreError>>;
+
+fn finish(answers: Vec<Answer>, deferred: &HashSet<usize>) -> Vec<Answer> {
     answers
         .into_iter()
-        .map(|a| {
-            a.unwrap_or_else(|| {
+        .enumerate()
+        .map(|(j, a)| {
+            if deferred.contains(&j) {
+                return None;
+            }
+            Some(a.unwrap_or_else(|| {
                 Err(StoreError::Corrupted(
                     "the postgres writer left an append unanswered".into(),
                 ))
-            })
+            }))
         })
         .collect()
+}
+
+/// A stream the batch writes, as its earlier appends leave it: a later append to it is
+/// planned after them (its expectation, idempotency and `rebase_unless` against them).
+#[derive(Debug, Default)]
+struct Overlay {
+    /// Its version after the batch's writes so far.
+    last: Version,
+    /// The ids those writes carry, with their versions.
+    ids: HashMap<uuid::Uuid, Version>,
+    /// Their types, with their versions.
+    types: Vec<(Version, EventType)>,
+}
+
+impl Overlay {
+    fn write(&mut self, after: Version, events: &[concord_core::NewEvent]) {
+        for (k, e) in (1u64..).zip(events) {
+            let version = Version(after.get() + k);
+            self.ids.insert(*e.id.as_uuid(), version);
+            self.types.push((version, e.event_type.clone()));
+        }
+        self.last = Version(after.get() + events.len() as u64);
+    }
+
+    fn types_after(&self, expected: Version) -> impl Iterator<Item = &EventType> {
+        self.types
+            .iter()
+            .filter(move |(v, _)| *v > expected)
+            .map(|(_, t)| t)
+    }
 }
 
 /// Takes the advisory locks of `$1` (keys from [`lock_keys`]) for the rest of the

@@ -13,12 +13,12 @@
 //! concurrent events, fails here). Every wait is bounded by a timeout, so a broken backend
 //! fails instead of hanging.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use concord_core::{
-    AppendOutcome, AppendRequest, Category, Conflict, EventId, EventStore, EventType,
+    AppendOutcome, AppendRequest, Category, Conflict, Direction, EventId, EventStore, EventType,
     ExpectedVersion, Filter, Json, MultiAppendRequest, NewEvent, Position, RecordedEvent,
     StoreError, StreamName, Subscription, Tag, Version,
 };
@@ -1894,6 +1894,122 @@ struct Ack {
     id: EventId,
 }
 
+/// 32 writers append to one stream at once, each with a stale expectation (version 1) and
+/// `rebase_unless` listing a type none of them writes: every append lands (a backend may
+/// put them in one commit), every version is granted once, and each rebased append lists
+/// exactly the events between its expectation and its own, in order.
+pub async fn rebasing_writers_on_one_stream_all_land_and_list_what_they_moved_past(
+    store: Arc<dyn EventStore>,
+) {
+    const WRITERS: usize = 32;
+    let s = stream("account-1");
+    write(
+        &store,
+        &s,
+        ExpectedVersion::NoStream,
+        vec![event(
+            "AccountOpened",
+            json!({"owner": "ann", "balance": 0}),
+        )],
+    )
+    .await;
+    let barrier = Arc::new(tokio::sync::Barrier::new(WRITERS));
+    let tasks: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let (store, s, barrier) = (Arc::clone(&store), s.clone(), Arc::clone(&barrier));
+            tokio::spawn(async move {
+                let e = event("Deposited", json!({"writer": w}));
+                let id = e.id;
+                barrier.wait().await;
+                let request = AppendRequest::new(s, ExpectedVersion::Exact(Version(1)), vec![e])
+                    .rebase_unless(vec![ty("AccountClosed")]);
+                (id, store.append(request).await.unwrap())
+            })
+        })
+        .collect();
+    let mut outcomes = Vec::new();
+    for t in tasks {
+        outcomes.push(t.await.unwrap());
+    }
+    let log = store
+        .read_stream(&s, Version(1), Direction::Forward, 1000)
+        .await
+        .unwrap();
+    assert_eq!(versions(&log), (1..=WRITERS as u64 + 1).collect::<Vec<_>>());
+    for (id, outcome) in &outcomes {
+        let a = outcome.appended();
+        let stored = &log[usize::try_from(a.first_version.get() - 1).unwrap()];
+        assert_eq!((stored.id, stored.position), (*id, a.first_position));
+        match outcome {
+            AppendOutcome::Appended(a) => assert_eq!(a.first_version, Version(2), "{outcome:?}"),
+            AppendOutcome::Rebased {
+                appended,
+                expected_version,
+                concurrent_events,
+            } => {
+                assert_eq!(*expected_version, Version(1));
+                assert_eq!(
+                    ids(concurrent_events),
+                    ids(&log[1..usize::try_from(appended.first_version.get() - 1).unwrap()]),
+                    "the events a rebase moved past"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+/// Writers race on one stream, and every event id is sent by two of them at once: each
+/// event is stored once, and the two answers for it agree on where (one appended, the
+/// other a duplicate with the same version and position).
+pub async fn repeated_ids_racing_on_one_stream_are_stored_once(store: Arc<dyn EventStore>) {
+    const PAIRS: usize = 8;
+    let s = stream("account-1");
+    let events: Vec<NewEvent> = (0..PAIRS)
+        .map(|i| event("Deposited", json!({"n": i})))
+        .collect();
+    let barrier = Arc::new(tokio::sync::Barrier::new(PAIRS * 2));
+    let tasks: Vec<_> = (0..PAIRS * 2)
+        .map(|t| {
+            let (store, s, barrier) = (Arc::clone(&store), s.clone(), Arc::clone(&barrier));
+            let e = events[t % PAIRS].clone();
+            tokio::spawn(async move {
+                barrier.wait().await;
+                let id = e.id;
+                (
+                    id,
+                    append(&store, &s, ExpectedVersion::Any, vec![e])
+                        .await
+                        .unwrap(),
+                )
+            })
+        })
+        .collect();
+    let mut by_id: HashMap<EventId, Vec<AppendOutcome>> = HashMap::new();
+    for t in tasks {
+        let (id, outcome) = t.await.unwrap();
+        by_id.entry(id).or_default().push(outcome);
+    }
+    let log = store
+        .read_stream(&s, Version(1), Direction::Forward, 1000)
+        .await
+        .unwrap();
+    assert_eq!(log.len(), PAIRS, "each id once: {:?}", ids(&log));
+    for stored in &log {
+        let answers = &by_id[&stored.id];
+        assert_eq!(answers.len(), 2);
+        let duplicates = answers.iter().filter(|o| o.is_duplicate()).count();
+        assert_eq!(duplicates, 1, "one appended, one duplicate: {answers:?}");
+        for o in answers {
+            let a = o.appended();
+            assert_eq!(
+                (a.first_version, a.first_position),
+                (stored.version, stored.position)
+            );
+        }
+    }
+}
+
 /// 16 tasks × 200 appends (× `CONCORD_TEST_SCALE`) race on 4 hot streams with exact
 /// expected versions, retrying on conflict with the reported actual version. Every
 /// version is granted exactly once, versions and positions have no gaps, positions
@@ -2110,6 +2226,8 @@ macro_rules! conformance_suite {
             unicode_stream_names_round_trip,
             stream_names_of_256_bytes_work,
             concurrent_writers_on_hot_streams_get_every_version_exactly_once,
+            rebasing_writers_on_one_stream_all_land_and_list_what_they_moved_past,
+            repeated_ids_racing_on_one_stream_are_stored_once,
             multi_stream_append_writes_every_part_with_consecutive_positions,
             multi_stream_append_writes_nothing_when_one_part_is_stale,
             multi_stream_conflict_names_every_stale_part_with_its_missed_events,
