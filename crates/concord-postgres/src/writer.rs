@@ -566,24 +566,40 @@ impl Writer {
             outcomes.insert(*j, appended);
         }
 
-        // Rebased appends list the events they moved past.
-        let rebase_rows = try_join_all(rebases.iter().map(|(_, _, stream, e, after, st)| {
-            let from = bound(e.next().max(st.floor()).get());
-            let to = bound(after.get());
-            let oldest = st.oldest_kept(now);
-            let stream = stream.as_str();
-            let stmt = &stream_stmt;
-            let tx = &tx;
-            async move {
-                tx.query(stmt, &[&stream, &from, &to, &oldest, &limit])
-                    .await
-            }
+        // Rebased appends list the events they moved past. The rebases of one stream share
+        // one read of the committed events they span (the writers of a hot stream are
+        // rebased over overlapping ranges), unless the span is long; each takes its range.
+        let ranges: Vec<(i64, i64)> = rebases
+            .iter()
+            .map(|(_, _, _, e, after, st)| {
+                (
+                    bound(e.next().max(st.floor()).get()),
+                    bound((*after).min(st.last).get()),
+                )
+            })
+            .collect();
+        let mut spans: HashMap<&str, (i64, i64, i64)> = HashMap::new();
+        for ((_, _, stream, _, _, st), (from, to)) in rebases.iter().zip(&ranges) {
+            let span = spans
+                .entry(stream.as_str())
+                .or_insert((*from, *to, st.oldest_kept(now)));
+            span.0 = span.0.min(*from);
+            span.1 = span.1.max(*to);
+        }
+        let shared_max = limit.saturating_mul(2);
+        spans.retain(|_, (from, to, _)| to.saturating_sub(*from) < shared_max);
+        let shared_streams: Vec<&str> = spans.keys().copied().collect();
+        let shared_rows = try_join_all(shared_streams.iter().map(|stream| {
+            let (from, to, oldest) = spans.get(stream).copied().unwrap_or_default();
+            let count = to.saturating_sub(from).saturating_add(1).max(0);
+            let (stmt, tx) = (&stream_stmt, &tx);
+            async move { tx.query(stmt, &[stream, &from, &to, &oldest, &count]).await }
         }))
         .await
         .map_err(|e| self.db(e))?;
-        let mut rebased: HashMap<(usize, usize), (Version, Vec<RecordedEvent>)> = HashMap::new();
-        for ((j, i, stream, e, after, st), rows) in rebases.iter().zip(rebase_rows) {
-            let mut events = rows
+        let mut shared: HashMap<&str, Vec<RecordedEvent>> = HashMap::new();
+        for (stream, rows) in shared_streams.iter().zip(shared_rows) {
+            let events = rows
                 .iter()
                 .map(decode)
                 .collect::<Result<Vec<_>, _>>()
@@ -591,6 +607,50 @@ impl Writer {
                     unavailable: false,
                     message: e.to_string(),
                 })?;
+            shared.insert(stream, events);
+        }
+        let own_reads: Vec<(usize, &StreamName, (i64, i64), i64)> = rebases
+            .iter()
+            .zip(&ranges)
+            .enumerate()
+            .filter(|(_, ((_, _, stream, _, _, _), _))| !shared.contains_key(stream.as_str()))
+            .map(|(k, ((_, _, stream, _, _, st), range))| (k, stream, *range, st.oldest_kept(now)))
+            .collect();
+        let own_rows = try_join_all(own_reads.iter().map(|(_, stream, (from, to), oldest)| {
+            let stream = stream.as_str();
+            let (stmt, tx) = (&stream_stmt, &tx);
+            async move {
+                tx.query(stmt, &[&stream, &from, &to, &oldest, &limit])
+                    .await
+            }
+        }))
+        .await
+        .map_err(|e| self.db(e))?;
+        let mut own_events: HashMap<usize, Vec<RecordedEvent>> = HashMap::new();
+        for ((k, _, _, _), rows) in own_reads.into_iter().zip(own_rows) {
+            let events = rows
+                .iter()
+                .map(decode)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| BatchError {
+                    unavailable: false,
+                    message: e.to_string(),
+                })?;
+            own_events.insert(k, events);
+        }
+        let mut rebased: HashMap<(usize, usize), (Version, Vec<RecordedEvent>)> = HashMap::new();
+        for (k, ((j, i, stream, e, after, st), (from, to))) in
+            rebases.iter().zip(&ranges).enumerate()
+        {
+            let mut events = match shared.get(stream.as_str()) {
+                Some(span) => span
+                    .iter()
+                    .filter(|ev| (*from..=*to).contains(&bound(ev.version.get())))
+                    .take(max)
+                    .cloned()
+                    .collect(),
+                None => own_events.remove(&k).unwrap_or_default(),
+            };
             // And those of this batch's earlier appends to the stream, not committed yet.
             let room = max.saturating_sub(events.len());
             events.extend(
