@@ -241,16 +241,24 @@ impl Writer {
         // Retention by age is judged by this batch's clock.
         let now = RecordedAt::now();
 
-        // The types after a stale expectation, for every part that may rebase.
+        // The events after a stale expectation, for every part that may rebase: each
+        // stream's span (from the stalest such expectation to its last version) is read
+        // once when it is short (the writers of a hot stream are stale over overlapping
+        // ranges): its types decide the rebases, its events are what they moved past.
+        // A long span is asked for its distinct types per part instead.
+        // (Only events reads show: those hidden or erased were not missed.)
+        let max = self.limits.concurrent_events_max;
+        let limit = bound(max as u64);
+        let stream_sql = lifecycle::forward_sql(s);
         let types_sql = format!(
             "SELECT DISTINCT event_type FROM {s}.concord_events WHERE stream = $1 AND version >= $2 \
              AND recorded_at >= $3"
         );
-        let types_stmt = tx
-            .prepare_cached(&types_sql)
-            .await
-            .map_err(|e| self.db(e))?;
-        // (Only the types of events reads show: those hidden or erased were not missed.)
+        let (stream_stmt, types_stmt) = tokio::try_join!(
+            tx.prepare_cached(&stream_sql),
+            tx.prepare_cached(&types_sql)
+        )
+        .map_err(|e| self.db(e))?;
         let mut rebasable: Vec<(usize, usize, &str, i64, i64)> = Vec::new();
         for (j, r) in batch.iter().enumerate() {
             for (i, p) in r.parts.iter().enumerate() {
@@ -264,14 +272,46 @@ impl Writer {
                 }
             }
         }
-        let type_rows = try_join_all(rebasable.iter().map(|(_, _, stream, from, oldest)| {
+        let mut spans: HashMap<&str, (i64, i64, i64)> = HashMap::new();
+        for (_, _, stream, from, oldest) in &rebasable {
+            let to = bound(versions.get(*stream).map_or(0, |st| st.last.get()));
+            let span = spans.entry(stream).or_insert((*from, to, *oldest));
+            span.0 = span.0.min(*from);
+        }
+        spans.retain(|_, (from, to, _)| to.saturating_sub(*from) < limit.saturating_mul(2));
+        let span_streams: Vec<&str> = spans.keys().copied().collect();
+        let span_rows = try_join_all(span_streams.iter().map(|stream| {
+            let (from, to, oldest) = spans.get(stream).copied().unwrap_or_default();
+            let count = to.saturating_sub(from).saturating_add(1).max(0);
+            let (stmt, tx) = (&stream_stmt, &tx);
+            async move { tx.query(stmt, &[stream, &from, &to, &oldest, &count]).await }
+        }))
+        .await
+        .map_err(|e| self.db(e))?;
+        let mut shared: HashMap<&str, Vec<RecordedEvent>> = HashMap::new();
+        for (stream, rows) in span_streams.iter().zip(span_rows) {
+            let events = rows
+                .iter()
+                .map(decode)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| BatchError {
+                    unavailable: false,
+                    message: e.to_string(),
+                })?;
+            shared.insert(stream, events);
+        }
+        let asked: Vec<&(usize, usize, &str, i64, i64)> = rebasable
+            .iter()
+            .filter(|(_, _, stream, _, _)| !shared.contains_key(stream))
+            .collect();
+        let type_rows = try_join_all(asked.iter().map(|(_, _, stream, from, oldest)| {
             let (stmt, tx) = (&types_stmt, &tx);
             async move { tx.query(stmt, &[stream, from, oldest]).await }
         }))
         .await
         .map_err(|e| self.db(e))?;
         let mut concurrent_types: HashMap<(usize, usize), Vec<EventType>> = HashMap::new();
-        for ((j, i, _, _, _), rows) in rebasable.iter().zip(type_rows) {
+        for ((j, i, _, _, _), rows) in asked.iter().zip(type_rows) {
             let types = rows
                 .iter()
                 .filter_map(|r| {
@@ -281,6 +321,17 @@ impl Writer {
                 })
                 .collect();
             concurrent_types.insert((*j, *i), types);
+        }
+        for (j, i, stream, from, _) in &rebasable {
+            if let Some(span) = shared.get(stream) {
+                let mut types: Vec<EventType> = Vec::new();
+                for ev in span.iter().filter(|ev| bound(ev.version.get()) >= *from) {
+                    if !types.contains(&ev.event_type) {
+                        types.push(ev.event_type.clone());
+                    }
+                }
+                concurrent_types.insert((*j, *i), types);
+            }
         }
 
         // Decide every append.
@@ -420,15 +471,8 @@ impl Writer {
             }
         }
 
-        // Concurrent events of conflicts, read under the same locks.
-        let max = self.limits.concurrent_events_max;
-        // The events reads show, `$2 ≤ version ≤ $3`: concurrent events are only those.
-        let stream_sql = lifecycle::forward_sql(s);
-        let stream_stmt = tx
-            .prepare_cached(&stream_sql)
-            .await
-            .map_err(|e| self.db(e))?;
-        let limit = bound(max as u64);
+        // Concurrent events of conflicts, read under the same locks (the events reads
+        // show, `$2 ≤ version ≤ $3`: concurrent events are only those).
         let conflict_reads: Vec<(usize, &ConflictRead)> = conflicts
             .iter()
             .flat_map(|(j, reads)| reads.iter().map(move |c| (*j, c)))
@@ -566,9 +610,8 @@ impl Writer {
             outcomes.insert(*j, appended);
         }
 
-        // Rebased appends list the events they moved past. The rebases of one stream share
-        // one read of the committed events they span (the writers of a hot stream are
-        // rebased over overlapping ranges), unless the span is long; each takes its range.
+        // Rebased appends list the events they moved past: from their stream's span read
+        // above, or (a long span) read each on its own.
         let ranges: Vec<(i64, i64)> = rebases
             .iter()
             .map(|(_, _, _, e, after, st)| {
@@ -578,37 +621,6 @@ impl Writer {
                 )
             })
             .collect();
-        let mut spans: HashMap<&str, (i64, i64, i64)> = HashMap::new();
-        for ((_, _, stream, _, _, st), (from, to)) in rebases.iter().zip(&ranges) {
-            let span = spans
-                .entry(stream.as_str())
-                .or_insert((*from, *to, st.oldest_kept(now)));
-            span.0 = span.0.min(*from);
-            span.1 = span.1.max(*to);
-        }
-        let shared_max = limit.saturating_mul(2);
-        spans.retain(|_, (from, to, _)| to.saturating_sub(*from) < shared_max);
-        let shared_streams: Vec<&str> = spans.keys().copied().collect();
-        let shared_rows = try_join_all(shared_streams.iter().map(|stream| {
-            let (from, to, oldest) = spans.get(stream).copied().unwrap_or_default();
-            let count = to.saturating_sub(from).saturating_add(1).max(0);
-            let (stmt, tx) = (&stream_stmt, &tx);
-            async move { tx.query(stmt, &[stream, &from, &to, &oldest, &count]).await }
-        }))
-        .await
-        .map_err(|e| self.db(e))?;
-        let mut shared: HashMap<&str, Vec<RecordedEvent>> = HashMap::new();
-        for (stream, rows) in shared_streams.iter().zip(shared_rows) {
-            let events = rows
-                .iter()
-                .map(decode)
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| BatchError {
-                    unavailable: false,
-                    message: e.to_string(),
-                })?;
-            shared.insert(stream, events);
-        }
         let own_reads: Vec<(usize, &StreamName, (i64, i64), i64)> = rebases
             .iter()
             .zip(&ranges)
