@@ -38,31 +38,7 @@ results="$work/results.jsonl"
 echo "results in $results; $(nproc) cores; $(uptime)"
 
 # The private server.
-pgdir="$(mktemp -d /tmp/concord-bench-pg.XXXXXX)"
-as_owner() { if [[ "$(id -u)" == 0 ]]; then runuser -u postgres -- "$@"; else "$@"; fi; }
-[[ "$(id -u)" == 0 ]] && chown postgres: "$pgdir"
-chmod 755 "$pgdir"
-port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
-cleanup() {
-  as_owner "$PGBIN/pg_ctl" -D "$pgdir/data" -m immediate -w stop >/dev/null 2>&1 || true
-  rm -rf "$pgdir"
-}
-trap cleanup EXIT
-as_owner "$PGBIN/initdb" -D "$pgdir/data" -U postgres -A trust -E UTF8 --locale=C.UTF-8 --no-sync >"$pgdir/initdb.log" 2>&1
-cat >>"$pgdir/data/postgresql.conf" <<CONF
-listen_addresses = '127.0.0.1'
-port = $port
-unix_socket_directories = '$pgdir'
-fsync = on
-synchronous_commit = on
-shared_buffers = 256MB
-max_connections = 300
-log_min_messages = warning
-CONF
-as_owner "$PGBIN/pg_ctl" -D "$pgdir/data" -l "$pgdir/server.log" -w -t 60 start >/dev/null
-export PGHOST=127.0.0.1 PGPORT="$port" PGUSER=postgres
-psql -X -q -d postgres -c "CREATE DATABASE concord"
-store="postgres://postgres@127.0.0.1:$port/concord"
+. bench/private-postgres.sh
 
 mdb=""
 if [[ -f "$PEERS/message-db/install.sh" ]]; then

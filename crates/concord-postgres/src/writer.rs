@@ -290,15 +290,7 @@ impl Writer {
         .map_err(|e| self.db(e))?;
         let mut shared: HashMap<&str, Vec<RecordedEvent>> = HashMap::new();
         for (stream, rows) in span_streams.iter().zip(span_rows) {
-            let events = rows
-                .iter()
-                .map(decode)
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| BatchError {
-                    unavailable: false,
-                    message: e.to_string(),
-                })?;
-            shared.insert(stream, events);
+            shared.insert(stream, decode_all(&rows)?);
         }
         let asked: Vec<&(usize, usize, &str, i64, i64)> = rebasable
             .iter()
@@ -494,17 +486,8 @@ impl Writer {
         let mut conflict_errors: HashMap<usize, Vec<Conflict>> = HashMap::new();
         for ((j, c), rows) in conflict_reads.iter().zip(conflict_rows) {
             let concurrent_events = match c.first() {
-                Some(_) => rows.iter().map(decode).collect::<Result<Vec<_>, _>>(),
-                None => Ok(Vec::new()),
-            };
-            let concurrent_events = match concurrent_events {
-                Ok(events) => events,
-                Err(e) => {
-                    return Err(BatchError {
-                        unavailable: false,
-                        message: e.to_string(),
-                    });
-                }
+                Some(_) => decode_all(&rows)?,
+                None => Vec::new(),
             };
             let truncated = c.first().is_some_and(|first| {
                 first.get() + concurrent_events.len() as u64 <= c.actual.get()
@@ -640,15 +623,7 @@ impl Writer {
         .map_err(|e| self.db(e))?;
         let mut own_events: HashMap<usize, Vec<RecordedEvent>> = HashMap::new();
         for ((k, _, _, _), rows) in own_reads.into_iter().zip(own_rows) {
-            let events = rows
-                .iter()
-                .map(decode)
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| BatchError {
-                    unavailable: false,
-                    message: e.to_string(),
-                })?;
-            own_events.insert(k, events);
+            own_events.insert(k, decode_all(&rows)?);
         }
         let mut rebased: HashMap<(usize, usize), (Version, Vec<RecordedEvent>)> = HashMap::new();
         for (k, ((j, i, stream, e, after, st), (from, to))) in
@@ -881,6 +856,17 @@ fn check_lifecycle(
         )?;
     }
     Ok(())
+}
+
+/// Events read back inside the batch; a row that does not decode fails the batch.
+fn decode_all(rows: &[tokio_postgres::Row]) -> Result<Vec<RecordedEvent>, BatchError> {
+    rows.iter()
+        .map(decode)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| BatchError {
+            unavailable: false,
+            message: e.to_string(),
+        })
 }
 
 /// An append's answer; `None` for one deferred to the next batch.

@@ -101,6 +101,19 @@ async fn leader_and_follower(
     (a, b)
 }
 
+/// Asserts that `name` runs on exactly one of `a` and `b`, and the other follows it.
+async fn assert_one_runs_the_other_follows(a: &ProjectionHost, b: &ProjectionHost, name: &str) {
+    let states = (
+        a.status(name).await.unwrap().status,
+        b.status(name).await.unwrap().status,
+    );
+    assert!(
+        (runs(states.0) && states.1 == State::Standby)
+            || (states.0 == State::Standby && runs(states.1)),
+        "{name}: one runs, the other follows: {states:?}"
+    );
+}
+
 fn runs(state: State) -> bool {
     matches!(state, State::Running | State::CatchingUp)
 }
@@ -319,15 +332,7 @@ async fn a_leader_that_loses_its_session_applies_nothing_twice() {
     for name in NAMES {
         a.wait_for(name, head, WAIT).await.unwrap();
         b.wait_for(name, head, WAIT).await.unwrap();
-        let states = (
-            a.status(name).await.unwrap().status,
-            b.status(name).await.unwrap().status,
-        );
-        assert!(
-            (runs(states.0) && states.1 == State::Standby)
-                || (states.0 == State::Standby && runs(states.1)),
-            "{name}: one runs, the other follows: {states:?}"
-        );
+        assert_one_runs_the_other_follows(&a, &b, name).await;
     }
     assert_rows_equal_replay(&a, &store, shared(), &schema).await;
     a.shutdown().await;
@@ -373,15 +378,7 @@ async fn the_read_models_recover_when_postgres_is_killed_and_restarted() {
     for name in NAMES {
         a.wait_for(name, head, WAIT).await.unwrap();
         b.wait_for(name, head, WAIT).await.unwrap();
-        let states = (
-            a.status(name).await.unwrap().status,
-            b.status(name).await.unwrap().status,
-        );
-        assert!(
-            (runs(states.0) && states.1 == State::Standby)
-                || (states.0 == State::Standby && runs(states.1)),
-            "{name}: one runs, the other follows: {states:?}"
-        );
+        assert_one_runs_the_other_follows(&a, &b, name).await;
     }
     assert_rows_equal_replay(&b, &store, &server, "projections_kill").await;
     a.shutdown().await;
