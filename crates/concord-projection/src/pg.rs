@@ -85,7 +85,12 @@ fn postgres_of(projection: &dyn Projection) -> Result<&dyn PgProjection, BoxErro
 pub(crate) fn open(db: &PostgresDb) -> Result<PgConn, BoxError> {
     let mut client = db.config.connect(NoTls)?;
     let schema = db.schema.clone();
-    client.batch_execute(&format!("SET search_path TO {schema}"))?;
+    // A leader whose machine vanished (no FIN) keeps its lock until the server gives up on
+    // its session: keepalives on the server's side make that ~25 s, not the default hours.
+    client.batch_execute(&format!(
+        "SET search_path TO {schema}; SET tcp_keepalives_idle = 10; \
+         SET tcp_keepalives_interval = 5; SET tcp_keepalives_count = 3"
+    ))?;
     let mut tx = client.transaction()?;
     lock_ddl(&mut tx, &schema)?;
     tx.batch_execute(&format!(
