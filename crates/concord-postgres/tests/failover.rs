@@ -30,14 +30,7 @@ const WAIT: Duration = Duration::from_secs(120);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_the_standby_is_promoted_appends_resume_and_nothing_acknowledged_is_lost() {
-    let mut primary = PostgresServer::start();
-    let standby = PostgresServer::start_standby_of(&primary);
-    primary.make_synchronous();
-    let url = format!(
-        "postgres://postgres@127.0.0.1:{},127.0.0.1:{}/postgres?target_session_attrs=read-write",
-        primary.port(),
-        standby.port()
-    );
+    let (mut primary, standby, url) = PostgresServer::start_with_synchronous_standby();
     let store = Arc::new(PostgresStore::connect(&url).await.unwrap());
     let stop = Arc::new(AtomicBool::new(false));
     let (acks, mut acked) = tokio::sync::watch::channel(0usize);

@@ -144,12 +144,10 @@ fn from_sql(n: i64) -> u64 {
 
 /// Locks the projection's checkpoint row (creating it at 0) and returns its position.
 fn lock_checkpoint(tx: &mut Transaction<'_>, name: &str) -> Result<Position, postgres::Error> {
-    tx.execute(
-        "INSERT INTO projection_checkpoints (name, position) VALUES ($1, 0) ON CONFLICT (name) DO NOTHING",
-        &[&name],
-    )?;
+    // One statement: a no-op update of an existing row locks it and returns it.
     let row = tx.query_one(
-        "SELECT position FROM projection_checkpoints WHERE name = $1 FOR UPDATE",
+        "INSERT INTO projection_checkpoints (name, position) VALUES ($1, 0)
+         ON CONFLICT (name) DO UPDATE SET name = excluded.name RETURNING position",
         &[&name],
     )?;
     Ok(Position(from_sql(row.try_get(0)?)))

@@ -262,6 +262,24 @@ wait "$pid""#;
         }
     }
 
+    /// A primary with a synchronous streaming standby (every commit waits for it), and the
+    /// store URL that lists both with `target_session_attrs=read-write`, so a client finds
+    /// whichever is primary: the setting of the failover tests.
+    ///
+    /// # Panics
+    /// As [`PostgresServer::start`] and [`PostgresServer::start_standby_of`].
+    pub fn start_with_synchronous_standby() -> (PostgresServer, PostgresServer, String) {
+        let primary = PostgresServer::start();
+        let standby = PostgresServer::start_standby_of(&primary);
+        primary.make_synchronous();
+        let url = format!(
+            "postgres://postgres@127.0.0.1:{},127.0.0.1:{}/postgres?target_session_attrs=read-write",
+            primary.port(),
+            standby.port()
+        );
+        (primary, standby, url)
+    }
+
     /// A streaming standby of `primary` (`pg_basebackup -R`), started on its own port with
     /// `cluster_name=standby`; [`PostgresServer::make_synchronous`] on the primary makes
     /// every commit wait for it.

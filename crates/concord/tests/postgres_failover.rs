@@ -49,14 +49,7 @@ fn wait_for_count(count: &AtomicUsize, n: usize, bound: Duration, what: &str) {
 
 #[test]
 fn after_the_standby_is_promoted_the_server_carries_on_and_nothing_acknowledged_is_lost() {
-    let mut primary = PostgresServer::start();
-    let standby = PostgresServer::start_standby_of(&primary);
-    primary.make_synchronous();
-    let url = format!(
-        "postgres://postgres@127.0.0.1:{},127.0.0.1:{}/postgres?target_session_attrs=read-write",
-        primary.port(),
-        standby.port()
-    );
+    let (mut primary, standby, url) = PostgresServer::start_with_synchronous_standby();
     let (server, addr) = start_with(std::path::Path::new(&url), &[]);
 
     let stop = Arc::new(AtomicBool::new(false));
