@@ -26,7 +26,6 @@ BYTES="${4:-1024}"
 [[ "$ROUNDS" =~ ^[1-9][0-9]*$ ]] || { echo "postgres.sh: ROUNDS must be a positive number, not '$ROUNDS'" >&2; exit 2; }
 PGBIN="${PGBIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)}"
 [[ -x "$PGBIN/initdb" ]] || { echo "postgres.sh: no PostgreSQL server binaries (install Debian's postgresql package, or set PGBIN)" >&2; exit 1; }
-PEERS="${PEERS:-$(cd .. && pwd)/shared/peers}"
 
 if [[ -z "${CONCORD:-}" ]]; then
   cargo build --release -q --locked -p concord --bin concord
@@ -40,15 +39,7 @@ echo "results in $results; $(nproc) cores; $(uptime)"
 # The private server.
 . bench/private-postgres.sh
 
-mdb=""
-if [[ -f "$PEERS/message-db/install.sh" ]]; then
-  ( cd "$PEERS/message-db" && DATABASE_NAME=message_store PGOPTIONS='-c client_min_messages=warning' bash install.sh >"$work/message-db-install.log" 2>&1 ) \
-    || { echo "postgres.sh: installing Message DB failed:" >&2; cat "$work/message-db-install.log" >&2; exit 1; }
-  mdb="postgres://postgres@127.0.0.1:$port/message_store"
-  echo "Message DB $(cat "$PEERS/message-db/VERSION.txt") installed"
-else
-  echo "note: no Message DB scripts at $PEERS/message-db (set PEERS): its lines are skipped"
-fi
+install_message_db "$work"
 
 # run LABEL STORE ARGS... : one `concord bench`, its JSON kept under LABEL.
 run() {

@@ -2,7 +2,9 @@
 # temporary directory, its own port and socket directory, fsync and synchronous_commit on,
 # 256 MB shared buffers), exports PGHOST/PGPORT/PGUSER for psql, creates database `concord`
 # and sets `store` to its URL; the server is stopped and deleted on exit. As root it runs as
-# user postgres. Needs PGBIN (the server binaries).
+# user postgres. Needs PGBIN (the server binaries). `install_message_db DIR` then installs
+# Message DB into database `message_store` from PEERS (default ../shared/peers) and sets
+# `mdb` to its URL (empty, with a note, when the scripts are not there).
 [[ -x "$PGBIN/initdb" ]] || { echo "$0: no PostgreSQL server binaries (install Debian's postgresql package, or set PGBIN)" >&2; exit 1; }
 pgdir="$(mktemp -d /tmp/concord-bench-pg.XXXXXX)"
 as_owner() { if [[ "$(id -u)" == 0 ]]; then runuser -u postgres -- "$@"; else "$@"; fi; }
@@ -29,3 +31,16 @@ as_owner "$PGBIN/pg_ctl" -D "$pgdir/data" -l "$pgdir/server.log" -w -t 60 start 
 export PGHOST=127.0.0.1 PGPORT="$port" PGUSER=postgres
 psql -X -q -d postgres -c "CREATE DATABASE concord"
 store="postgres://postgres@127.0.0.1:$port/concord"
+
+PEERS="${PEERS:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)/shared/peers}"
+install_message_db() {
+  mdb=""
+  if [[ -f "$PEERS/message-db/install.sh" ]]; then
+    ( cd "$PEERS/message-db" && DATABASE_NAME=message_store PGOPTIONS='-c client_min_messages=warning' bash install.sh >"$1/message-db-install.log" 2>&1 ) \
+      || { echo "$0: installing Message DB failed:" >&2; cat "$1/message-db-install.log" >&2; exit 1; }
+    mdb="postgres://postgres@127.0.0.1:$port/message_store"
+    echo "Message DB $(cat "$PEERS/message-db/VERSION.txt") installed"
+  else
+    echo "note: no Message DB scripts at $PEERS/message-db (set PEERS): its lines are skipped"
+  fi
+}

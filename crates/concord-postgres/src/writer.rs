@@ -9,8 +9,8 @@
 //! append carries a condition that may still fail) waits for the next batch, first in it,
 //! and is judged against committed state there:
 //!
-//! 1. transaction-scoped advisory locks on the batch's streams, in key order (another
-//!    process appending to the same stream waits; others do not);
+//! 1. BEGIN and transaction-scoped advisory locks on the batch's streams, in key order
+//!    (another process appending to the same stream waits; others do not);
 //! 2. in the same pipelined exchange (the server runs them after the locks), reads of the
 //!    streams' versions and of where the batch's event ids already stand, with each
 //!    stream's lifecycle (a tombstone refuses the append, a hidden
@@ -18,10 +18,15 @@
 //!    on); `concord_core::plan_multi_append` decides each append, reading the concurrent
 //!    events of a conflict or rebase (those reads show) in the same transaction, under the
 //!    same locks;
-//! 3. `SELECT … FOR UPDATE` of the head row: from here to COMMIT, no other process can
-//!    assign positions. Conditions (DCB) are checked now, against everything before the
-//!    head and the batch's own earlier appends; positions follow the head;
-//! 4. insert, stream index, head row and `pg_notify` in one pipelined exchange, then COMMIT.
+//! 3. the head row: from taking it to COMMIT, no other process can assign positions. A
+//!    batch without conditions takes it in its write statement (`UPDATE … RETURNING`, the
+//!    events at positions relative to it), sent with COMMIT in one exchange. A batch with
+//!    conditions (DCB) takes it first (`SELECT … FOR UPDATE`), checks them against
+//!    everything before the head and the batch's own earlier appends, then writes;
+//! 4. events, stream rows, head row and `pg_notify`, then COMMIT.
+//!
+//! An append that arrives alone takes one pipelined exchange instead, on the stream row the
+//! writer last saw, checked by the database (`lone`).
 //!
 //! Because the head row is held until the commit is visible, a transaction that takes it
 //! next sees every earlier position committed: positions become visible in order, without
@@ -42,7 +47,13 @@ use tokio_postgres::types::ToSql;
 
 use crate::lifecycle::{self, LIFECYCLE_COLUMNS, Stored};
 use crate::matching::MatchingError;
-use crate::rows::{TAG_SEPARATOR, bound, decode};
+use crate::rows::{bound, decode};
+use lone::{Known, Lone};
+pub(crate) use statements::insert_rows;
+use statements::{Session, prepare_write, write_relative};
+
+mod lone;
+mod statements;
 
 /// Appends in one batch at most (they share one transaction).
 const BATCH_APPENDS_MAX: usize = 256;
@@ -102,6 +113,7 @@ impl Writer {
     /// Runs until every sender of `jobs` is gone.
     pub(crate) async fn run(self, mut jobs: mpsc::Receiver<Job>) {
         let mut waiting: VecDeque<Job> = VecDeque::new();
+        let mut known = Known::default();
         loop {
             if waiting.is_empty() {
                 match jobs.recv().await {
@@ -120,7 +132,7 @@ impl Writer {
             let take = waiting.len().min(BATCH_APPENDS_MAX);
             let batch: Vec<Job> = waiting.drain(..take).collect();
             let requests: Vec<&MultiAppendRequest> = batch.iter().map(|j| &j.request).collect();
-            match self.write_batch(&requests).await {
+            match self.write(&requests, &mut known).await {
                 Ok((answers, head)) => {
                     self.signal.advance(head);
                     let mut deferred = Vec::new();
@@ -140,6 +152,8 @@ impl Writer {
                 }
                 Err(e) => {
                     tracing::warn!(error = %e.message, appends = batch.len(), "postgres batch failed");
+                    // Its outcome may be unknown: the rows it touched are read again.
+                    known.forget(batch_streams(&requests));
                     for job in batch {
                         let _ = job.reply.send(Err(e.to_store_error()));
                     }
@@ -148,24 +162,33 @@ impl Writer {
         }
     }
 
+    /// Writes `batch`: an append alone in one round trip when the writer knows its stream
+    /// well enough (`lone`), otherwise (or when that guess does not hold) the general path.
+    async fn write(
+        &self,
+        batch: &[&MultiAppendRequest],
+        known: &mut Known,
+    ) -> Result<(Vec<Answer>, Position), BatchError> {
+        if let [request] = batch
+            && let Some(guess) = lone::guess(request, known)
+            && let Lone::Written(outcome, head) = self.write_lone(request, guess, known).await?
+        {
+            return Ok((vec![Some(Ok(outcome))], head));
+        }
+        self.write_batch(batch, known).await
+    }
+
     #[allow(clippy::too_many_lines)]
     async fn write_batch(
         &self,
         batch: &[&MultiAppendRequest],
+        known: &mut Known,
     ) -> Result<(Vec<Answer>, Position), BatchError> {
         let s = &self.schema;
-        let mut client = self.pool.get().await.map_err(|e| BatchError {
-            unavailable: true,
-            message: crate::error::pool(&self.hosts, e).to_string(),
-        })?;
-        // READ COMMITTED explicitly (whatever the database's default): every statement after
-        // a lock wait takes a fresh snapshot, which includes the commit of the lock's holder.
-        let tx = client
-            .build_transaction()
-            .isolation_level(tokio_postgres::IsolationLevel::ReadCommitted)
-            .start()
-            .await
-            .map_err(|e| self.db(e))?;
+        let session = self.session().await?;
+        let Some(tx) = session.client() else {
+            return Err(Session::gone());
+        };
 
         // 1. Stream locks, in key order.
         let mut streams: Vec<&str> = batch
@@ -205,7 +228,8 @@ impl Writer {
         let lock_params: [&(dyn ToSql + Sync); 1] = [&keys];
         let versions_params: [&(dyn ToSql + Sync); 1] = [&streams];
         let found_params: [&(dyn ToSql + Sync); 2] = [&id_streams, &ids];
-        let (_, version_rows, found_rows) = tokio::try_join!(
+        let (_, _, version_rows, found_rows) = tokio::try_join!(
+            tx.batch_execute(Session::BEGIN),
             tx.query_one(&lock_stmt, &lock_params),
             tx.query(&versions_stmt, &versions_params),
             tx.query(&found_stmt, &found_params)
@@ -520,18 +544,30 @@ impl Writer {
                     .await
                     .map_err(|e| self.db(e))?;
             }
-            tx.commit().await.map_err(|e| self.db(e))?;
+            tx.batch_execute("COMMIT").await.map_err(|e| self.db(e))?;
+            session.committed();
+            lone::remember(known, &versions, batch_streams(batch), &[]);
             let head = self.signal.head();
             return Ok((finish(answers, &deferred), head));
         }
 
-        // 3. The head row: positions are assigned from here to COMMIT.
-        let head_row = tx
-            .query_one(&head_stmt, &[])
-            .await
-            .map_err(|e| self.db(e))?;
-        let start: i64 = head_row.try_get(0).map_err(|e| self.db(e))?;
-        let start = Position(u64::try_from(start).unwrap_or(0));
+        // 3. The head row: positions are assigned from here to COMMIT. A batch whose appends
+        // carry no condition has nothing to check under it, so it takes the row in the same
+        // statement as its writes, its positions relative to the head until then, and no
+        // round trip of this process's falls between taking the row and COMMIT.
+        let conditioned = writes
+            .iter()
+            .any(|(j, _)| batch.get(*j).is_some_and(|r| r.condition.is_some()));
+        let start = if conditioned {
+            let head_row = tx
+                .query_one(&head_stmt, &[])
+                .await
+                .map_err(|e| self.db(e))?;
+            let start: i64 = head_row.try_get(0).map_err(|e| self.db(e))?;
+            Position(u64::try_from(start).unwrap_or(0))
+        } else {
+            Position::ZERO
+        };
         let mut next = start.next();
         let recorded_at = RecordedAt::now();
         let mut written: Vec<RecordedEvent> = Vec::new();
@@ -541,7 +577,7 @@ impl Writer {
             let Some(r) = batch.get(*j) else { continue };
             if let Some(c) = &r.condition {
                 let mut matching = self
-                    .condition_events(&tx, &c.fail_if_events_match, c.after, start)
+                    .condition_events(tx, &c.fail_if_events_match, c.after, start)
                     .await?;
                 matching.extend(written.iter().filter(|e| c.is_violated_by(e)).cloned());
                 if !matching.is_empty() {
@@ -625,6 +661,44 @@ impl Writer {
         for ((k, _, _, _), rows) in own_reads.into_iter().zip(own_rows) {
             own_events.insert(k, decode_all(&rows)?);
         }
+        // 4. Insert, stream index, head, notification; then COMMIT.
+        let end = if conditioned {
+            let end = Position(next.get() - 1);
+            if !written.is_empty() {
+                insert_rows(tx, s, &self.channel, &written, end)
+                    .await
+                    .map_err(|e| self.db(e))?;
+            }
+            tx.batch_execute("COMMIT").await.map_err(|e| self.db(e))?;
+            end.max(start)
+        } else {
+            let write = prepare_write(tx, s, false).await.map_err(|e| self.db(e))?;
+            let (head, committed) = tokio::join!(
+                write_relative(tx, &write, &self.channel, &written, None),
+                tx.batch_execute("COMMIT")
+            );
+            let head = head.map_err(|e| self.db(e))?;
+            committed.map_err(|e| self.db(e))?;
+            let Some(head) = head else {
+                return Err(BatchError {
+                    unavailable: false,
+                    message: format!("{s}.concord_head has no row"),
+                });
+            };
+            // The positions were relative to the head the statement found.
+            let base = head.get().saturating_sub(written.len() as u64);
+            for e in &mut written {
+                e.position = Position(base + e.position.get());
+            }
+            for (_, appended) in outcomes.values_mut().flat_map(|a| a.iter_mut()) {
+                appended.first_position = Position(base + appended.first_position.get());
+                appended.last_position = Position(base + appended.last_position.get());
+            }
+            head
+        };
+        session.committed();
+        lone::remember(known, &versions, batch_streams(batch), &written);
+
         let mut rebased: HashMap<(usize, usize), (Version, Vec<RecordedEvent>)> = HashMap::new();
         for (k, ((j, i, stream, e, after, st), (from, to))) in
             rebases.iter().zip(&ranges).enumerate()
@@ -652,13 +726,6 @@ impl Writer {
             rebased.insert((*j, *i), (*e, events));
         }
 
-        // 4. Insert, stream index, head, notification; then COMMIT.
-        let end = Position(next.get() - 1);
-        if !written.is_empty() {
-            self.insert(&tx, &written, end).await?;
-        }
-        tx.commit().await.map_err(|e| self.db(e))?;
-
         for (j, appended) in outcomes {
             let parts = appended
                 .into_iter()
@@ -675,137 +742,43 @@ impl Writer {
                 *slot = Some(Ok(MultiAppendOutcome::from_parts(parts)));
             }
         }
-        Ok((finish(answers, &deferred), end.max(start)))
+        Ok((finish(answers, &deferred), end))
     }
 
     /// The first events matching `query` after `after`, up to the head `head`.
     async fn condition_events(
         &self,
-        tx: &deadpool_postgres::Transaction<'_>,
+        client: &tokio_postgres::Client,
         query: &Query,
         after: Position,
         head: Position,
     ) -> Result<Vec<RecordedEvent>, BatchError> {
-        let tx: &tokio_postgres::Transaction<'_> = tx;
-        crate::matching::matching_events(tx, &self.schema, query, after, head, MATCHING_EVENTS_MAX)
-            .await
-            .map_err(|e| match e {
-                MatchingError::Driver(e) => self.db(e),
-                MatchingError::Decode(e) => BatchError {
-                    unavailable: false,
-                    message: e.to_string(),
-                },
-            })
-    }
-
-    async fn insert(
-        &self,
-        tx: &deadpool_postgres::Transaction<'_>,
-        events: &[RecordedEvent],
-        end: Position,
-    ) -> Result<(), BatchError> {
-        insert_rows(tx, &self.schema, &self.channel, events, end)
-            .await
-            .map_err(|e| self.db(e))
-    }
-}
-
-/// Writes `events` as they are (their positions, versions and recorded times), moves each
-/// stream's row and the head row to `end`, and notifies `channel`: the rows of an append
-/// batch, and of an import.
-pub(crate) async fn insert_rows(
-    tx: &deadpool_postgres::Transaction<'_>,
-    s: &str,
-    channel: &str,
-    events: &[RecordedEvent],
-    end: Position,
-) -> Result<(), tokio_postgres::Error> {
-    let positions: Vec<i64> = events.iter().map(|e| bound(e.position.get())).collect();
-    let streams: Vec<&str> = events.iter().map(|e| e.stream.as_str()).collect();
-    let categories: Vec<String> = events
-        .iter()
-        .map(|e| e.stream.category().as_str().to_owned())
-        .collect();
-    let versions: Vec<i64> = events.iter().map(|e| bound(e.version.get())).collect();
-    let ids: Vec<uuid::Uuid> = events.iter().map(|e| *e.id.as_uuid()).collect();
-    let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
-    let content_types: Vec<Option<&str>> = events
-        .iter()
-        .map(|e| e.data.bytes_content_type().map(|c| c.as_str()))
-        .collect();
-    let data: Vec<&[u8]> = events.iter().map(|e| e.data.as_bytes()).collect();
-    let metadata: Vec<&str> = events.iter().map(|e| e.metadata.as_str()).collect();
-    let tags: Vec<String> = events
-        .iter()
-        .map(|e| {
-            e.tags
-                .iter()
-                .map(|t| t.as_str())
-                .collect::<Vec<_>>()
-                .join(&TAG_SEPARATOR.to_string())
+        crate::matching::matching_events(
+            client,
+            &self.schema,
+            query,
+            after,
+            head,
+            MATCHING_EVENTS_MAX,
+        )
+        .await
+        .map_err(|e| match e {
+            MatchingError::Driver(e) => self.db(e),
+            MatchingError::Decode(e) => BatchError {
+                unavailable: false,
+                message: e.to_string(),
+            },
         })
-        .collect();
-    let recorded: Vec<i64> = events
-        .iter()
-        .map(|e| bound(e.recorded_at.as_millis()))
-        .collect();
-    // The stream index: each stream's last event in this batch.
-    let mut last: HashMap<&str, (i64, i64)> = HashMap::new();
-    for e in events {
-        last.insert(
-            e.stream.as_str(),
-            (bound(e.version.get()), bound(e.position.get())),
-        );
     }
-    let (index_streams, (index_versions, index_positions)): (Vec<&str>, (Vec<i64>, Vec<i64>)) =
-        last.into_iter().unzip();
-    let insert_sql = format!(
-        "INSERT INTO {s}.concord_events (position, stream, category, version, event_id, \
-         event_type, content_type, data, metadata, tags, recorded_at) \
-         SELECT p, st, c, v, id, t, ct, d, m, string_to_array(tg, E'\\x1f'), ra FROM unnest(\
-         $1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::uuid[], $6::text[], \
-         $7::text[], $8::bytea[], $9::text[], $10::text[], $11::bigint[]) \
-         AS x(p, st, c, v, id, t, ct, d, m, tg, ra)"
-    );
-    let index_sql = format!(
-        "INSERT INTO {s}.concord_streams (stream, version, last_position) \
-         SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[]) \
-         ON CONFLICT (stream) DO UPDATE SET version = excluded.version, \
-         last_position = excluded.last_position"
-    );
-    let head_sql = format!("UPDATE {s}.concord_head SET position = $1 WHERE id = 1");
-    let (insert, index, head, notify) = tokio::try_join!(
-        tx.prepare_cached(&insert_sql),
-        tx.prepare_cached(&index_sql),
-        tx.prepare_cached(&head_sql),
-        tx.prepare_cached("SELECT pg_notify($1, $2)"),
-    )?;
-    let end_i = bound(end.get());
-    let end_text = end.get().to_string();
-    let insert_params: [&(dyn ToSql + Sync); 11] = [
-        &positions,
-        &streams,
-        &categories,
-        &versions,
-        &ids,
-        &types,
-        &content_types,
-        &data,
-        &metadata,
-        &tags,
-        &recorded,
-    ];
-    let index_params: [&(dyn ToSql + Sync); 3] =
-        [&index_streams, &index_versions, &index_positions];
-    let head_params: [&(dyn ToSql + Sync); 1] = [&end_i];
-    let notify_params: [&(dyn ToSql + Sync); 2] = [&channel, &end_text];
-    tokio::try_join!(
-        tx.execute(&insert, &insert_params),
-        tx.execute(&index, &index_params),
-        tx.execute(&head, &head_params),
-        tx.execute(&notify, &notify_params),
-    )?;
-    Ok(())
+
+    /// A pooled session for a transaction begun by hand.
+    async fn session(&self) -> Result<Session, BatchError> {
+        let client = self.pool.get().await.map_err(|e| BatchError {
+            unavailable: true,
+            message: crate::error::pool(&self.hosts, e).to_string(),
+        })?;
+        Ok(Session(Some(client)))
+    }
 }
 
 /// A conflict whose concurrent events are still to be read.
@@ -867,6 +840,11 @@ fn decode_all(rows: &[tokio_postgres::Row]) -> Result<Vec<RecordedEvent>, BatchE
             unavailable: false,
             message: e.to_string(),
         })
+}
+
+/// Every stream `batch` names.
+fn batch_streams<'a>(batch: &'a [&MultiAppendRequest]) -> impl Iterator<Item = &'a StreamName> {
+    batch.iter().flat_map(|r| r.parts.iter().map(|p| &p.stream))
 }
 
 /// An append's answer; `None` for one deferred to the next batch.

@@ -1,0 +1,333 @@
+//! The statements that write a batch's rows, and the session they run on.
+//!
+//! A transaction's BEGIN and COMMIT ride in the same pipelined exchanges as its first and
+//! last statements, so a batch costs the round trips its reads need and one more, and no
+//! round trip of this process's falls between taking the head row and COMMIT (the head row
+//! orders every process's commits; the time it is held bounds them all).
+
+use std::collections::HashMap;
+
+use concord_core::{Position, RecordedEvent};
+use tokio_postgres::types::ToSql;
+
+use super::BatchError;
+use crate::lifecycle::Stored;
+use crate::rows::{TAG_SEPARATOR, bound};
+
+/// A pooled session in a transaction begun by hand (`BEGIN` sent with the first statements
+/// rather than awaited alone). Dropped before [`Session::committed`] (an error, or any other
+/// early return), it is closed instead of going back to the pool: it may still be inside
+/// the transaction, which the server rolls back when the session closes.
+pub(super) struct Session(pub(super) Option<deadpool_postgres::Object>);
+
+impl Session {
+    /// READ COMMITTED explicitly (whatever the database's default): every statement after a
+    /// lock wait takes a fresh snapshot, which includes the commit of the lock's holder.
+    pub(super) const BEGIN: &'static str = "BEGIN ISOLATION LEVEL READ COMMITTED";
+
+    pub(super) fn client(&self) -> Option<&deadpool_postgres::Client> {
+        self.0.as_ref()
+    }
+
+    /// The transaction ended (COMMIT answered): the session goes back to the pool.
+    pub(super) fn committed(mut self) {
+        drop(self.0.take());
+    }
+
+    /// The error for a session that is not there (never: it is only taken by `committed`).
+    pub(super) fn gone() -> BatchError {
+        BatchError {
+            unavailable: true,
+            message: "the postgres session was already given back".into(),
+        }
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if let Some(object) = self.0.take() {
+            drop(deadpool_postgres::Object::take(object));
+        }
+    }
+}
+
+/// The columns of events to insert, as the arrays the statements unnest, and each stream's
+/// last event among them (its row in `concord_streams`).
+struct Columns<'a> {
+    positions: Vec<i64>,
+    streams: Vec<&'a str>,
+    categories: Vec<String>,
+    versions: Vec<i64>,
+    ids: Vec<uuid::Uuid>,
+    types: Vec<&'a str>,
+    content_types: Vec<Option<&'a str>>,
+    data: Vec<&'a [u8]>,
+    metadata: Vec<&'a str>,
+    tags: Vec<String>,
+    recorded: Vec<i64>,
+    index_streams: Vec<&'a str>,
+    index_versions: Vec<i64>,
+    index_positions: Vec<i64>,
+}
+
+impl<'a> Columns<'a> {
+    fn new(events: &'a [RecordedEvent]) -> Self {
+        let mut last: HashMap<&str, (i64, i64)> = HashMap::new();
+        for e in events {
+            last.insert(
+                e.stream.as_str(),
+                (bound(e.version.get()), bound(e.position.get())),
+            );
+        }
+        let (index_streams, (index_versions, index_positions)) = last.into_iter().unzip();
+        Columns {
+            positions: events.iter().map(|e| bound(e.position.get())).collect(),
+            streams: events.iter().map(|e| e.stream.as_str()).collect(),
+            categories: events
+                .iter()
+                .map(|e| e.stream.category().as_str().to_owned())
+                .collect(),
+            versions: events.iter().map(|e| bound(e.version.get())).collect(),
+            ids: events.iter().map(|e| *e.id.as_uuid()).collect(),
+            types: events.iter().map(|e| e.event_type.as_str()).collect(),
+            content_types: events
+                .iter()
+                .map(|e| e.data.bytes_content_type().map(|c| c.as_str()))
+                .collect(),
+            data: events.iter().map(|e| e.data.as_bytes()).collect(),
+            metadata: events.iter().map(|e| e.metadata.as_str()).collect(),
+            tags: events
+                .iter()
+                .map(|e| {
+                    e.tags
+                        .iter()
+                        .map(|t| t.as_str())
+                        .collect::<Vec<_>>()
+                        .join(&TAG_SEPARATOR.to_string())
+                })
+                .collect(),
+            recorded: events
+                .iter()
+                .map(|e| bound(e.recorded_at.as_millis()))
+                .collect(),
+            index_streams,
+            index_versions,
+            index_positions,
+        }
+    }
+
+    /// The event columns, then the stream rows: 14 parameters.
+    fn params(&self) -> [&(dyn ToSql + Sync); 14] {
+        [
+            &self.positions,
+            &self.streams,
+            &self.categories,
+            &self.versions,
+            &self.ids,
+            &self.types,
+            &self.content_types,
+            &self.data,
+            &self.metadata,
+            &self.tags,
+            &self.recorded,
+            &self.index_streams,
+            &self.index_versions,
+            &self.index_positions,
+        ]
+    }
+}
+
+/// `unnest` of the event columns at parameters `$n` … `$n+10`, as `x(p, st, c, v, id, t, ct,
+/// d, m, tg, ra)`.
+fn unnest_events(n: usize) -> String {
+    let types = [
+        "bigint", "text", "text", "bigint", "uuid", "text", "text", "bytea", "text", "text",
+        "bigint",
+    ];
+    let args: Vec<String> = types
+        .iter()
+        .enumerate()
+        .map(|(i, t)| format!("${}::{t}[]", n + i))
+        .collect();
+    format!(
+        "unnest({}) AS x(p, st, c, v, id, t, ct, d, m, tg, ra)",
+        args.join(", ")
+    )
+}
+
+const EVENT_COLUMNS: &str = "(position, stream, category, version, event_id, event_type, \
+     content_type, data, metadata, tags, recorded_at)";
+
+/// Writes `events` as they are (their positions, versions and recorded times), moves each
+/// stream's row and the head row to `end`, and notifies `channel`: the rows of a batch that
+/// took the head row beforehand (its appends carry conditions), and of an import.
+pub(crate) async fn insert_rows<C: deadpool_postgres::GenericClient>(
+    tx: &C,
+    s: &str,
+    channel: &str,
+    events: &[RecordedEvent],
+    end: Position,
+) -> Result<(), tokio_postgres::Error> {
+    let columns = Columns::new(events);
+    let insert_sql = format!(
+        "INSERT INTO {s}.concord_events {EVENT_COLUMNS} \
+         SELECT p, st, c, v, id, t, ct, d, m, string_to_array(tg, E'\\x1f'), ra FROM {}",
+        unnest_events(1)
+    );
+    let index_sql = format!(
+        "INSERT INTO {s}.concord_streams (stream, version, last_position) \
+         SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[]) \
+         ON CONFLICT (stream) DO UPDATE SET version = excluded.version, \
+         last_position = excluded.last_position"
+    );
+    let head_sql = format!("UPDATE {s}.concord_head SET position = $1 WHERE id = 1");
+    let (insert, index, head, notify) = tokio::try_join!(
+        tx.prepare_cached(&insert_sql),
+        tx.prepare_cached(&index_sql),
+        tx.prepare_cached(&head_sql),
+        tx.prepare_cached("SELECT pg_notify($1, $2)"),
+    )?;
+    let end_i = bound(end.get());
+    let end_text = end.get().to_string();
+    let params = columns.params();
+    let (event_params, index_params) = params.split_at(11);
+    let head_params: [&(dyn ToSql + Sync); 1] = [&end_i];
+    let notify_params: [&(dyn ToSql + Sync); 2] = [&channel, &end_text];
+    tokio::try_join!(
+        tx.execute(&insert, event_params),
+        tx.execute(&index, index_params),
+        tx.execute(&head, &head_params),
+        tx.execute(&notify, &notify_params),
+    )?;
+    Ok(())
+}
+
+/// What a lone append assumes of its stream: the row the writer last saw (`None`: no row).
+/// The write happens only if it still holds and none of the events' ids is in the stream.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Guard<'a> {
+    pub(super) stream: &'a str,
+    pub(super) row: Option<Stored>,
+}
+
+/// The write statement: takes the head row (`UPDATE … RETURNING`, so the row is held from
+/// here to COMMIT as in every batch), inserts the events at positions relative to the head
+/// it found, moves the streams' rows and notifies; with a guard, all of it only if the guard
+/// holds. Returns the new head, or no row when the guard did not hold.
+fn write_sql(s: &str, guarded: bool) -> String {
+    let (guard, when) = if guarded {
+        (
+            format!(
+                "guard AS (SELECT 1 WHERE CASE WHEN $18::boolean \
+                   THEN EXISTS (SELECT 1 FROM {s}.concord_streams WHERE stream = $17::text \
+                     AND version = $19::bigint AND deleted_through = $20::bigint \
+                     AND tombstoned = $21::boolean \
+                     AND max_count IS NOT DISTINCT FROM $22::bigint \
+                     AND max_age_seconds IS NOT DISTINCT FROM $23::bigint \
+                     AND truncate_before IS NOT DISTINCT FROM $24::bigint \
+                     AND erased_through = $25::bigint) \
+                   ELSE NOT EXISTS (SELECT 1 FROM {s}.concord_streams WHERE stream = $17::text) END \
+                 AND NOT EXISTS (SELECT 1 FROM {s}.concord_events \
+                   WHERE stream = $17::text AND event_id = ANY($5::uuid[]))), "
+            ),
+            " AND EXISTS (SELECT 1 FROM guard)",
+        )
+    } else {
+        (String::new(), "")
+    };
+    format!(
+        "WITH {guard}\
+         head AS (UPDATE {s}.concord_head SET position = position + $15::bigint \
+           WHERE id = 1{when} RETURNING position), \
+         events AS (INSERT INTO {s}.concord_events {EVENT_COLUMNS} \
+           SELECT head.position - $15::bigint + x.p, x.st, x.c, x.v, x.id, x.t, x.ct, x.d, x.m, \
+             string_to_array(x.tg, E'\\x1f'), x.ra FROM head, {events}), \
+         streams AS (INSERT INTO {s}.concord_streams (stream, version, last_position) \
+           SELECT i.st, i.v, head.position - $15::bigint + i.p FROM head, \
+             unnest($12::text[], $13::bigint[], $14::bigint[]) AS i(st, v, p) \
+           ON CONFLICT (stream) DO UPDATE SET version = excluded.version, \
+             last_position = excluded.last_position) \
+         SELECT head.position, pg_notify($16::text, head.position::text) FROM head",
+        events = unnest_events(1)
+    )
+}
+
+/// The write statement, prepared (and cached on the session): prepare it before the
+/// exchange that runs it, so that nothing is awaited between the statements of that exchange
+/// and they reach the server in order.
+pub(super) async fn prepare_write(
+    client: &deadpool_postgres::ClientWrapper,
+    s: &str,
+    guarded: bool,
+) -> Result<tokio_postgres::Statement, tokio_postgres::Error> {
+    client.prepare_cached(&write_sql(s, guarded)).await
+}
+
+/// Runs the write statement (from [`prepare_write`], guarded as `guard` says) for
+/// `events`, whose positions are 1, 2, … in batch order (relative to the head the statement
+/// finds). Returns the new head, or `None` when `guard` did not hold (nothing written). The
+/// statement goes out on the first poll: COMMIT can follow it in the same exchange.
+pub(super) async fn write_relative(
+    client: &deadpool_postgres::ClientWrapper,
+    statement: &tokio_postgres::Statement,
+    channel: &str,
+    events: &[RecordedEvent],
+    guard: Option<Guard<'_>>,
+) -> Result<Option<Position>, tokio_postgres::Error> {
+    let columns = Columns::new(events);
+    let count = bound(events.len() as u64);
+    let mut params: Vec<&(dyn ToSql + Sync)> = columns.params().to_vec();
+    params.push(&count);
+    params.push(&channel);
+    let assumed = guard.map(|g| (g.stream, g.row.is_some(), Assumed::of(g.row)));
+    if let Some((stream, known, row)) = &assumed {
+        params.push(stream);
+        params.push(known);
+        params.extend(row.params());
+    }
+    let row = client.query_opt(statement, &params).await?;
+    row.map(|row| {
+        row.try_get::<_, i64>(0)
+            .map(|head| Position(u64::try_from(head).unwrap_or(0)))
+    })
+    .transpose()
+}
+
+/// A stream row's columns as the guard compares them.
+struct Assumed {
+    version: i64,
+    deleted_through: i64,
+    tombstoned: bool,
+    max_count: Option<i64>,
+    max_age_seconds: Option<i64>,
+    truncate_before: Option<i64>,
+    erased_through: i64,
+}
+
+impl Assumed {
+    fn of(row: Option<Stored>) -> Self {
+        let row = row.unwrap_or_default();
+        let settings = row.lifecycle.metadata;
+        Assumed {
+            version: bound(row.last.get()),
+            deleted_through: bound(row.lifecycle.deleted_through.get()),
+            tombstoned: row.lifecycle.tombstoned,
+            max_count: settings.max_count.map(bound),
+            max_age_seconds: settings.max_age_seconds.map(bound),
+            truncate_before: settings.truncate_before.map(|v| bound(v.get())),
+            erased_through: bound(row.erased_through.get()),
+        }
+    }
+
+    fn params(&self) -> [&(dyn ToSql + Sync); 7] {
+        [
+            &self.version,
+            &self.deleted_through,
+            &self.tombstoned,
+            &self.max_count,
+            &self.max_age_seconds,
+            &self.truncate_before,
+            &self.erased_through,
+        ]
+    }
+}

@@ -1,0 +1,195 @@
+//! An append that reaches a store's writer alone is written in one round trip on the stream
+//! row the writer last saw; these specs check that the database, not that memory, decides:
+//! whatever another process did to the stream in between (appended, re-used an id, created
+//! it, deleted or tombstoned it, changed its metadata), the answer is the one the general
+//! path gives. Each store has its own pool and writer, as two Concord processes would.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+use concord_core::{
+    AppendOutcome, AppendRequest, Direction, EventId, EventStore, EventType, ExpectedVersion, Json,
+    NewEvent, Position, StoreError, StreamMetadata, StreamName, Version,
+};
+use concord_postgres::PostgresStore;
+use concord_testkit::postgres::shared;
+
+fn deposit() -> NewEvent {
+    NewEvent::new(EventType::new("Deposited").unwrap(), Json::empty_object())
+}
+
+async fn two_processes() -> (PostgresStore, PostgresStore) {
+    let url = shared().url_with_fresh_schema();
+    let a = PostgresStore::connect(&url).await.unwrap();
+    let b = PostgresStore::connect(&url).await.unwrap();
+    (a, b)
+}
+
+async fn append(
+    store: &PostgresStore,
+    stream: &StreamName,
+    expected: ExpectedVersion,
+    events: Vec<NewEvent>,
+) -> Result<AppendOutcome, StoreError> {
+    store
+        .append(AppendRequest::new(stream.clone(), expected, events))
+        .await
+}
+
+#[tokio::test]
+async fn a_stale_expectation_is_a_conflict_with_the_missed_events_though_this_process_saw_it_current()
+ {
+    let (a, b) = two_processes().await;
+    let s = StreamName::new("account-1").unwrap();
+    let _ = append(&a, &s, ExpectedVersion::NoStream, vec![deposit()])
+        .await
+        .unwrap();
+    let theirs = deposit();
+    let their_id = theirs.id;
+    let _ = append(&b, &s, ExpectedVersion::Exact(Version(1)), vec![theirs])
+        .await
+        .unwrap();
+
+    let stale = append(&a, &s, ExpectedVersion::Exact(Version(1)), vec![deposit()]).await;
+    let conflict = stale
+        .as_ref()
+        .err()
+        .and_then(StoreError::as_conflict)
+        .unwrap_or_else(|| panic!("a conflict, got {stale:?}"));
+    assert_eq!(conflict.actual, Version(2));
+    assert_eq!(conflict.concurrent_events.len(), 1);
+    assert_eq!(conflict.concurrent_events[0].id, their_id);
+    assert_eq!(a.stream_version(&s).await.unwrap(), Version(2));
+}
+
+#[tokio::test]
+async fn an_append_without_expectation_lands_after_what_another_process_wrote() {
+    let (a, b) = two_processes().await;
+    let s = StreamName::new("account-2").unwrap();
+    let _ = append(&a, &s, ExpectedVersion::Any, vec![deposit()])
+        .await
+        .unwrap();
+    let _ = append(&b, &s, ExpectedVersion::Any, vec![deposit(), deposit()])
+        .await
+        .unwrap();
+
+    let out = append(&a, &s, ExpectedVersion::Any, vec![deposit(), deposit()])
+        .await
+        .unwrap();
+    assert_eq!(out.appended().first_version, Version(4));
+    assert_eq!(out.appended().last_version, Version(5));
+    assert_eq!(out.appended().first_position, Position(4));
+    assert_eq!(out.appended().last_position, Position(5));
+    let events = b
+        .read_stream(&s, Version(1), Direction::Forward, 10)
+        .await
+        .unwrap();
+    let placed: Vec<(u64, u64)> = events
+        .iter()
+        .map(|e| (e.version.get(), e.position.get()))
+        .collect();
+    assert_eq!(placed, vec![(1, 1), (2, 2), (3, 3), (4, 4), (5, 5)]);
+}
+
+#[tokio::test]
+async fn an_id_another_process_wrote_meanwhile_is_a_duplicate_not_a_second_event() {
+    let (a, b) = two_processes().await;
+    let s = StreamName::new("account-3").unwrap();
+    let _ = append(&a, &s, ExpectedVersion::Any, vec![deposit()])
+        .await
+        .unwrap();
+    let id = EventId::new();
+    let _ = append(&b, &s, ExpectedVersion::Any, vec![deposit().with_id(id)])
+        .await
+        .unwrap();
+
+    let again = append(&a, &s, ExpectedVersion::Any, vec![deposit().with_id(id)])
+        .await
+        .unwrap();
+    assert!(again.is_duplicate(), "{again:?}");
+    assert_eq!(again.appended().first_version, Version(2));
+    assert_eq!(a.stream_version(&s).await.unwrap(), Version(2));
+}
+
+#[tokio::test]
+async fn a_stream_another_process_created_first_is_not_created_twice() {
+    let (a, b) = two_processes().await;
+    let s = StreamName::new("account-4").unwrap();
+    let _ = append(&b, &s, ExpectedVersion::NoStream, vec![deposit()])
+        .await
+        .unwrap();
+
+    let second = append(&a, &s, ExpectedVersion::NoStream, vec![deposit()]).await;
+    let conflict = second
+        .as_ref()
+        .err()
+        .and_then(StoreError::as_conflict)
+        .unwrap_or_else(|| panic!("a conflict, got {second:?}"));
+    assert_eq!(conflict.actual, Version(1));
+    assert_eq!(a.stream_version(&s).await.unwrap(), Version(1));
+}
+
+#[tokio::test]
+async fn a_tombstone_from_another_process_refuses_the_next_append_of_a_stream_seen_alive() {
+    let (a, b) = two_processes().await;
+    let s = StreamName::new("account-5").unwrap();
+    let _ = append(&a, &s, ExpectedVersion::NoStream, vec![deposit()])
+        .await
+        .unwrap();
+    b.tombstone_stream(&s, None).await.unwrap();
+
+    let refused = append(&a, &s, ExpectedVersion::Exact(Version(1)), vec![deposit()]).await;
+    assert!(
+        matches!(&refused, Err(StoreError::StreamDeleted(n)) if *n == s),
+        "{refused:?}"
+    );
+    let count: u64 = shared()
+        .psql(&format!(
+            "SELECT count(*) FROM {}.concord_events WHERE stream = 'account-5'",
+            a.schema()
+        ))
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(count, 1, "nothing was written after the tombstone");
+}
+
+#[tokio::test]
+async fn retention_set_by_another_process_applies_to_the_next_append_of_a_stream_seen_before() {
+    let (a, b) = two_processes().await;
+    let s = StreamName::new("account-6").unwrap();
+    let _ = append(
+        &a,
+        &s,
+        ExpectedVersion::NoStream,
+        vec![deposit(), deposit()],
+    )
+    .await
+    .unwrap();
+    b.set_stream_metadata(
+        &s,
+        StreamMetadata {
+            max_count: Some(1),
+            ..StreamMetadata::default()
+        },
+    )
+    .await
+    .unwrap();
+
+    let out = append(&a, &s, ExpectedVersion::Exact(Version(2)), vec![deposit()])
+        .await
+        .unwrap();
+    assert_eq!(out.appended().first_version, Version(3));
+    // Only the last event is kept: the row the append saw carried the setting.
+    let kept = a
+        .read_stream(&s, Version(1), Direction::Forward, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        kept.iter().map(|e| e.version).collect::<Vec<_>>(),
+        vec![Version(3)]
+    );
+}
