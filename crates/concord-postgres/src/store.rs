@@ -66,12 +66,72 @@ struct Inner {
     limits: Limits,
     signal: HeadSignal,
     jobs: mpsc::Sender<Job>,
-    listener: tokio::task::JoinHandle<()>,
+    listener: Listener,
+}
+
+/// The LISTEN connection, started by the first `wait_for_head`: a process that never
+/// follows the log (a lone writer, a CLI) keeps no session that every commit of every
+/// process wakes.
+#[derive(Debug)]
+struct Listener {
+    started: std::sync::atomic::AtomicBool,
+    state: std::sync::Mutex<Listening>,
+}
+
+#[derive(Debug)]
+enum Listening {
+    Idle {
+        config: Box<tokio_postgres::Config>,
+        channel: String,
+        head_sql: String,
+    },
+    Running(tokio::task::JoinHandle<()>),
+    Stopped,
+}
+
+impl Listener {
+    /// Starts the LISTEN connection unless it runs already.
+    fn start(&self, signal: &HeadSignal) {
+        use std::sync::atomic::Ordering;
+        if self.started.load(Ordering::Acquire) {
+            return;
+        }
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Listening::Idle {
+            config,
+            channel,
+            head_sql,
+        } = &*state
+        {
+            let task = tokio::spawn(listen(
+                (**config).clone(),
+                channel.clone(),
+                head_sql.clone(),
+                signal.clone(),
+            ));
+            *state = Listening::Running(task);
+        }
+        self.started.store(true, Ordering::Release);
+    }
+
+    fn stop(&self) {
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Listening::Running(task) = &*state {
+            task.abort();
+        }
+        *state = Listening::Stopped;
+    }
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        self.listener.abort();
+        self.listener.stop();
         self.signal.close();
     }
 }
@@ -118,7 +178,14 @@ impl PostgresStore {
         drop(client);
         let signal = HeadSignal::new(Position(u64::try_from(head).unwrap_or(0)));
         let channel = format!("concord_{schema}");
-        let listener = tokio::spawn(listen(config, channel.clone(), head_sql, signal.clone()));
+        let listener = Listener {
+            started: std::sync::atomic::AtomicBool::new(false),
+            state: std::sync::Mutex::new(Listening::Idle {
+                config: Box::new(config),
+                channel: channel.clone(),
+                head_sql,
+            }),
+        };
         let (jobs, receiver) = mpsc::channel(QUEUE_APPENDS_MAX);
         let writer = Writer {
             pool: writer_pool,
@@ -498,6 +565,7 @@ impl EventStore for PostgresStore {
 
     async fn wait_for_head(&self, after: Position) -> Result<Position, StoreError> {
         let signal = &self.inner.signal;
+        self.inner.listener.start(signal);
         if signal.head() > after {
             return Ok(signal.head());
         }

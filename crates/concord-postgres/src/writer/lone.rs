@@ -30,18 +30,39 @@ use crate::lifecycle::Stored;
 /// append to a stream it forgot takes the general path once).
 const KNOWN_MAX: usize = 10_000;
 
-/// Each stream's row as the writer's last batch on it left it: `None` for no row.
+/// Each stream's row as the writer's last batch on it left it.
 #[derive(Debug, Default)]
 pub(super) struct Known {
-    rows: HashMap<StreamName, Option<Stored>>,
+    rows: HashMap<StreamName, Seen>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Seen {
+    /// The row (`None`: no row).
+    row: Option<Stored>,
+    /// Whether the last read of the row found it changed since this writer left it: another
+    /// process writes the stream too, and a guess would likely miss (a wasted exchange), so
+    /// its appends take the general path until a read finds the row as this writer left it.
+    moved: bool,
 }
 
 impl Known {
+    /// The writer left `stream`'s row as `row`.
     pub(super) fn set(&mut self, stream: &StreamName, row: Option<Stored>) {
+        self.insert(stream, Seen { row, moved: false });
+    }
+
+    /// A batch read `stream`'s row as `read` and left it as `left`.
+    fn saw(&mut self, stream: &StreamName, read: Option<Stored>, left: Option<Stored>) {
+        let moved = self.rows.get(stream).is_some_and(|seen| seen.row != read);
+        self.insert(stream, Seen { row: left, moved });
+    }
+
+    fn insert(&mut self, stream: &StreamName, seen: Seen) {
         if self.rows.len() >= KNOWN_MAX && !self.rows.contains_key(stream) {
             self.rows.clear();
         }
-        self.rows.insert(stream.clone(), row);
+        self.rows.insert(stream.clone(), seen);
     }
 
     pub(super) fn forget<'a>(&mut self, streams: impl Iterator<Item = &'a StreamName>) {
@@ -71,7 +92,8 @@ pub(super) fn guess(request: &MultiAppendRequest, known: &Known) -> Option<Guess
         return None;
     };
     let row = match known.rows.get(&part.stream) {
-        Some(row) => *row,
+        Some(Seen { moved: true, .. }) => return None,
+        Some(Seen { row, .. }) => *row,
         None if matches!(
             part.expected,
             ExpectedVersion::NoStream | ExpectedVersion::Exact(Version::NONE)
@@ -192,8 +214,8 @@ impl Writer {
             }
         };
         session.committed();
+        // A miss: the general path follows, reads the row and remembers that it moved.
         let Some(head) = head else {
-            known.forget(std::iter::once(&part.stream));
             return Ok(Lone::Missed);
         };
         let n = part.events.len() as u64;
@@ -231,16 +253,18 @@ pub(super) fn remember<'a>(
     for e in written {
         last.insert(e.stream.as_str(), e.version);
     }
+    // Once per stream: a second look would compare with what this batch left.
+    let streams: std::collections::HashSet<&StreamName> = streams.collect();
     for stream in streams {
-        let row = match (read.get(stream.as_str()), last.get(stream.as_str())) {
-            (Some(row), Some(v)) => Some(Stored { last: *v, ..*row }),
-            (None, Some(v)) => Some(Stored {
+        let row = read.get(stream.as_str()).copied();
+        let left = match last.get(stream.as_str()) {
+            Some(v) => Some(Stored {
                 last: *v,
-                ..Stored::default()
+                ..row.unwrap_or_default()
             }),
-            (row, None) => row.copied(),
+            None => row,
         };
-        known.set(stream, row);
+        known.saw(stream, row, left);
     }
 }
 
@@ -317,6 +341,18 @@ mod tests {
             )
             .is_none()
         );
+    }
+
+    #[test]
+    fn a_stream_another_process_writes_too_is_not_guessed_until_it_is_found_as_left() {
+        let mut known = knowing(Some(at(3)));
+        let any = MultiAppendRequest::from(append(ExpectedVersion::Any));
+        // A batch found it at 5 (someone else wrote 4 and 5) and left it at 6.
+        known.saw(&stream(), Some(at(5)), Some(at(6)));
+        assert!(guess(&any, &known).is_none());
+        // The next batch found it as it was left: nobody else writes it now.
+        known.saw(&stream(), Some(at(6)), Some(at(7)));
+        assert_eq!(guess(&any, &known).unwrap().after, Version(7));
     }
 
     #[test]
