@@ -159,7 +159,7 @@ impl PostgresStore {
         let pool = build_pool(&config, options.pool_size.max(1))?;
         // The writer has a pool of its own (one connection), so that readers filling the
         // read pool never delay an append, and a lost connection is replaced on the next batch.
-        let writer_pool = build_pool(&config, 1)?;
+        let writer_pool = build_pool(&writer_config(&config), 1)?;
         let connect_error = |e: deadpool_postgres::PoolError| PostgresError::Connect {
             hosts: hosts.clone(),
             source: Box::new(e),
@@ -574,6 +574,20 @@ impl EventStore for PostgresStore {
             Err(_) => self.read_head().await,
         }
     }
+}
+
+/// The writer's sessions: every statement they run looks rows up by key, so joins and scans
+/// that read a table whole are ruled out. A prepared statement's generic plan is made once,
+/// from the statistics of the moment: made while a new store's log was a few rows, a hash
+/// join over the whole log, or a scan of a stream's every id, looked cheapest and stayed,
+/// making each append slower the longer the log (1.2 ms per lone append at 3 500 events).
+fn writer_config(config: &tokio_postgres::Config) -> tokio_postgres::Config {
+    let mut writer = config.clone();
+    let options = config.get_options().unwrap_or_default();
+    writer.options(format!(
+        "{options} -c enable_seqscan=off -c enable_hashjoin=off -c enable_mergejoin=off"
+    ));
+    writer
 }
 
 fn build_pool(config: &tokio_postgres::Config, size: usize) -> Result<Pool, PostgresError> {

@@ -213,7 +213,10 @@ pub(super) struct Guard<'a> {
 /// The write statement: takes the head row (`UPDATE … RETURNING`, so the row is held from
 /// here to COMMIT as in every batch), inserts the events at positions relative to the head
 /// it found, moves the streams' rows and notifies; with a guard, all of it only if the guard
-/// holds. Returns the new head, or no row when the guard did not hold.
+/// holds. Returns the new head, or no row when the guard did not hold. The guard looks ids
+/// up as a join on both key columns, as the general path's read does: `stream = $1 AND
+/// event_id = ANY($2)` was planned (generic plan) as a scan of the stream's whole index range
+/// with the ids as a filter, an append slower the longer its stream (1.2 ms at 3 500 events).
 fn write_sql(s: &str, guarded: bool) -> String {
     let (guard, when) = if guarded {
         (
@@ -227,8 +230,9 @@ fn write_sql(s: &str, guarded: bool) -> String {
                      AND truncate_before IS NOT DISTINCT FROM $24::bigint \
                      AND erased_through = $25::bigint) \
                    ELSE NOT EXISTS (SELECT 1 FROM {s}.concord_streams WHERE stream = $17::text) END \
-                 AND NOT EXISTS (SELECT 1 FROM {s}.concord_events \
-                   WHERE stream = $17::text AND event_id = ANY($5::uuid[]))), "
+                 AND NOT EXISTS (SELECT 1 FROM {s}.concord_events e \
+                   JOIN unnest($2::text[], $5::uuid[]) AS k(stream, event_id) \
+                   ON e.stream = k.stream AND e.event_id = k.event_id)), "
             ),
             " AND EXISTS (SELECT 1 FROM guard)",
         )
