@@ -25,7 +25,7 @@ use crate::lifecycle;
 use crate::matching::{MatchingError, matching_events};
 use crate::rows::{COLUMNS, bound, decode};
 use crate::schema;
-use crate::writer::{Job, Writer};
+use crate::writer::{Job, WriteSql, Writer};
 
 /// How long `wait_for_head` waits for a wake-up before it asks the database itself (the
 /// bounded fallback for a lost notification or a listener that is reconnecting).
@@ -194,6 +194,7 @@ impl PostgresStore {
             channel,
             limits: options.limits,
             signal: signal.clone(),
+            write_sql: WriteSql::new(&schema),
         };
         tokio::spawn(writer.run(receiver));
         Ok(PostgresStore {

@@ -49,6 +49,7 @@ use crate::lifecycle::{self, LIFECYCLE_COLUMNS, Stored};
 use crate::matching::MatchingError;
 use crate::rows::{bound, decode};
 use lone::{Known, Lone};
+pub(crate) use statements::WriteSql;
 pub(crate) use statements::insert_rows;
 use statements::{Session, prepare_write, write_relative};
 
@@ -74,6 +75,8 @@ pub(crate) struct Writer {
     pub(crate) channel: String,
     pub(crate) limits: Limits,
     pub(crate) signal: concord_core::HeadSignal,
+    /// The write statement's text, made once.
+    pub(crate) write_sql: WriteSql,
 }
 
 /// A failure of the whole batch: every append in it gets the same answer.
@@ -672,7 +675,9 @@ impl Writer {
             tx.batch_execute("COMMIT").await.map_err(|e| self.db(e))?;
             end.max(start)
         } else {
-            let write = prepare_write(tx, s, false).await.map_err(|e| self.db(e))?;
+            let write = prepare_write(tx, &self.write_sql, false)
+                .await
+                .map_err(|e| self.db(e))?;
             let (head, committed) = tokio::join!(
                 write_relative(tx, &write, &self.channel, &written, None),
                 tx.batch_execute("COMMIT")

@@ -158,7 +158,7 @@ impl Writer {
         };
         let (lock, write) = tokio::try_join!(
             client.prepare_cached(LOCK_STREAMS_SQL),
-            prepare_write(client, s, true)
+            prepare_write(client, &self.write_sql, true)
         )
         .map_err(|e| self.db(e))?;
         let recorded_at = RecordedAt::now();

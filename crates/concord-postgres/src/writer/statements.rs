@@ -261,10 +261,28 @@ fn write_sql(s: &str, guarded: bool) -> String {
 /// and they reach the server in order.
 pub(super) async fn prepare_write(
     client: &deadpool_postgres::ClientWrapper,
-    s: &str,
+    sql: &WriteSql,
     guarded: bool,
 ) -> Result<tokio_postgres::Statement, tokio_postgres::Error> {
-    client.prepare_cached(&write_sql(s, guarded)).await
+    let text = if guarded { &sql.guarded } else { &sql.plain };
+    client.prepare_cached(text).await
+}
+
+/// The write statement's text for a schema, both forms, made once per store rather than
+/// on every append.
+#[derive(Debug)]
+pub(crate) struct WriteSql {
+    plain: String,
+    guarded: String,
+}
+
+impl WriteSql {
+    pub(crate) fn new(schema: &str) -> Self {
+        WriteSql {
+            plain: write_sql(schema, false),
+            guarded: write_sql(schema, true),
+        }
+    }
 }
 
 /// Runs the write statement (from [`prepare_write`], guarded as `guard` says) for
