@@ -42,6 +42,7 @@ mod ahead;
 mod config;
 mod engine;
 mod error;
+mod runs;
 mod state;
 
 pub use config::{

@@ -15,6 +15,7 @@ use concord_core::{RecordedEvent, StreamName, Version};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{ConsumerName, GroupName, GroupSpec, NackAction, Ordering, StartFrom};
+use crate::runs;
 
 /// The most events a group holds taken but not done (waiting or in flight; parked ones do
 /// not count): past it, the group reads no further until some are acked.
@@ -97,28 +98,34 @@ pub(crate) enum GroupEvent {
         consumer: ConsumerName,
         deadline: u64,
         read_to: u64,
-        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        #[serde(default, skip_serializing_if = "Vec::is_empty", with = "runs::taken")]
         taken: Vec<Taken>,
-        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        #[serde(default, skip_serializing_if = "Vec::is_empty", with = "runs::offsets")]
         delivered: Vec<u64>,
-        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        #[serde(default, skip_serializing_if = "Vec::is_empty", with = "runs::offsets")]
         parked: Vec<u64>,
-        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        #[serde(default, skip_serializing_if = "Vec::is_empty", with = "runs::offsets")]
         gone: Vec<u64>,
     },
     /// Entries acked: done.
-    Acked { offsets: Vec<u64> },
+    Acked {
+        #[serde(with = "runs::offsets")]
+        offsets: Vec<u64>,
+    },
     /// Entries given back: to wait again, to parking, or skipped (done, not acked).
     Nacked {
-        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        #[serde(default, skip_serializing_if = "Vec::is_empty", with = "runs::offsets")]
         retried: Vec<u64>,
-        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        #[serde(default, skip_serializing_if = "Vec::is_empty", with = "runs::offsets")]
         parked: Vec<u64>,
-        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        #[serde(default, skip_serializing_if = "Vec::is_empty", with = "runs::offsets")]
         skipped: Vec<u64>,
     },
     /// Parked entries returned to the group, their deliveries counted afresh.
-    ParkedReplayed { offsets: Vec<u64> },
+    ParkedReplayed {
+        #[serde(with = "runs::offsets")]
+        offsets: Vec<u64>,
+    },
     /// The whole state (its first `SNAPSHOT_ENTRIES_PER_EVENT` entries; the rest follow
     /// in `SnapshotPart`s of the same append).
     Snapshot {
@@ -908,6 +915,31 @@ mod tests {
             panic!("one live id")
         };
         assert_eq!(offsets, vec![1]);
+    }
+
+    #[test]
+    fn a_poll_of_a_backlog_is_written_in_runs_and_folds_back_to_the_same_state() {
+        let state = group(Ordering::None, 5);
+        let s = state.as_ref().unwrap();
+        let page: Vec<RecordedEvent> = (1..=100).map(|p| recorded("order-1", p + 40, p)).collect();
+        let mut plan = s.plan_poll(ConsumerName::new("c").unwrap(), 100, 0);
+        plan.offer(page, 101);
+        let (Some(event), messages) = plan.finish(Vec::new()) else {
+            panic!("a poll that hands out writes")
+        };
+        assert_eq!(messages.len(), 100);
+        let json = serde_json::to_string(&event).unwrap();
+        assert!(
+            json.contains(r#""taken":[[1,"order-1",41,100]]"#)
+                && json.contains(r#""delivered":[[1,100]]"#),
+            "{json}"
+        );
+        assert!(json.len() < 200, "{} bytes: {json}", json.len());
+        let (mut direct, mut folded) = (state.clone(), state);
+        apply(&mut direct, event, 2);
+        apply(&mut folded, serde_json::from_str(&json).unwrap(), 2);
+        assert_eq!(folded, direct);
+        assert_eq!(folded.unwrap().entries.len(), 100);
     }
 
     #[test]
