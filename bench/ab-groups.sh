@@ -3,7 +3,8 @@
 # `concord serve` per run on a fresh embedded store (4 consumers over HTTP) at 100 and 1000
 # messages per poll, beside a catch-up subscription through the same kind of server; and
 # on Redis beside raw XREADGROUP + XACK (`bench baseline xgroup`), both in process and
-# through a `concord serve` on that Redis (4 consumers over HTTP, as the embedded runs).
+# through a `concord serve` on that Redis (4 consumers over HTTP, as the embedded runs),
+# beside a catch-up subscription through a server on that Redis.
 # The order of the two binaries alternates by round. SKIP_EMBEDDED=1 runs only Redis.
 #
 #   bench/ab-groups.sh BEFORE AFTER [ROUNDS=3]
@@ -71,4 +72,5 @@ for round in $(seq "$ROUNDS"); do
       served "$which redis-http B=$b" "$bin" group "$b" "$redis"
     done
   done
+  served "catch-up redis (after's server)" "$after" catchup 100 "$redis"
 done
