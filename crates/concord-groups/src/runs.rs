@@ -20,9 +20,9 @@
 use std::fmt;
 
 use concord_core::{StreamName, Version};
+use serde::Deserialize;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::ser::{SerializeSeq, Serializer};
-use serde::{Deserialize, Serialize};
 
 use crate::state::Taken;
 
@@ -259,6 +259,7 @@ pub(crate) mod taken {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use serde::Serialize;
 
     #[derive(Serialize, Deserialize, PartialEq, Debug)]
     struct Offsets(#[serde(with = "offsets")] Vec<u64>);
