@@ -345,6 +345,34 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// Whatever the list (in any order, with repeats, near `u64::MAX`), reading back
+        /// what was written gives the same list.
+        #[test]
+        fn any_offset_list_reads_back_as_written(
+            list in proptest::collection::vec(
+                proptest::prop_oneof![0..40u64, (u64::MAX - 5)..=u64::MAX, proptest::num::u64::ANY],
+                0..200,
+            )
+        ) {
+            let json = serde_json::to_string(&Offsets(list.clone())).unwrap();
+            proptest::prop_assert_eq!(serde_json::from_str::<Offsets>(&json).unwrap().0, list);
+        }
+
+        #[test]
+        fn any_taken_list_reads_back_as_written(
+            list in proptest::collection::vec((0..30u64, 0..3usize, 1..30u64), 0..200)
+        ) {
+            let names = ["a-1", "b-1", "c-1"];
+            let takes: Vec<Taken> = list
+                .iter()
+                .map(|&(o, s, v)| take(o, names[s % names.len()], v))
+                .collect();
+            let json = serde_json::to_string(&Takes(takes.clone())).unwrap();
+            proptest::prop_assert_eq!(serde_json::from_str::<Takes>(&json).unwrap().0, takes);
+        }
+    }
+
     /// What a Concord from before runs does with one: it reads a `Taken` with serde's
     /// derived code, which must refuse a four-item run rather than read it as one event.
     #[test]
