@@ -37,7 +37,10 @@ target's head. Events appended to FROM while it runs are copied by the next run.
 
 What a delete, a tombstone or retention hides is not copied; where it leaves holes in
 positions, the target keeps them. A stream tombstoned in the source is tombstoned in the target when its events
-are still in the source's log (not yet scavenged); other deleted names are not carried over.")]
+are still in the source's log (not yet scavenged); other deleted names are not carried over.
+The copy warns when the target cannot go on as the source would: a stream with no event
+readers see (its versions would start again at 1 there), or hidden events at the end of
+the log (the target's head stays below the source's).")]
 pub struct CopyArgs {
     /// The store to copy: any store URL (`./dir`, `redis://…`, `postgres://…`, `http://…`).
     #[arg(long, value_name = "URL")]
@@ -99,6 +102,42 @@ async fn visible_events(
         }
     }
     Ok(kept)
+}
+
+/// What the target cannot hold of the source, said so that nobody learns it from a
+/// reused version or position after moving their writers: the store API has no way to
+/// import a stream's past without its events, nor a head above the last event.
+fn what_did_not_carry(
+    visible: &Visible,
+    tombstoned: &Tombstoned,
+    end: Position,
+    target_head: Position,
+) -> Vec<String> {
+    let mut warnings = Vec::new();
+    let mut hidden: Vec<&StreamName> = visible
+        .iter()
+        .filter(|(stream, first)| first.is_none() && !tombstoned.contains(*stream))
+        .map(|(stream, _)| stream)
+        .collect();
+    if !hidden.is_empty() {
+        hidden.sort();
+        let shown: Vec<&str> = hidden.iter().take(5).map(|s| s.as_str()).collect();
+        let more = hidden.len().saturating_sub(shown.len());
+        warnings.push(format!(
+            "{} stream(s) of the source have no event readers see (deleted, or hidden by retention): {}{}; the target does not know their past, so an append there starts them at version 1 where the source goes on from their last version",
+            hidden.len(),
+            shown.join(", "),
+            if more > 0 { format!(" and {more} more") } else { String::new() },
+        ));
+    }
+    if target_head < end {
+        warnings.push(format!(
+            "the source's last positions, {} to {end}, hold no event readers see, so the target's head is {target_head}: its next append takes position {}, which readers of the source have already passed; a reader that kept a position above {target_head} must start again from {target_head} in the target",
+            target_head.get() + 1,
+            target_head.get() + 1,
+        ));
+    }
+    warnings
 }
 
 fn digest_event(hash: &mut Sha256, e: &RecordedEvent) {
@@ -272,5 +311,8 @@ pub(crate) async fn run(args: CopyArgs) -> anyhow::Result<Exit> {
         );
     }
     println!("digest: {source_events} events, SHA-256 {source_digest}, the same in both stores");
+    for warning in what_did_not_carry(&visible, &tombstoned, end, target.head().await?) {
+        eprintln!("warning: {warning}");
+    }
     Ok(Exit::Success)
 }

@@ -255,6 +255,14 @@ async fn what_readers_do_not_see_is_not_copied_and_a_tombstone_goes_along_with_i
         "{}",
         stdout(&out)
     );
+    // The deleted stream's past does not go along, and the copy says so.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("1 stream(s) of the source have no event readers see")
+            && stderr.contains("account-1;")
+            && !stderr.contains("the target's head"),
+        "{stderr}"
+    );
     let target = concord_postgres::PostgresStore::connect(&postgres)
         .await
         .unwrap();
@@ -278,4 +286,40 @@ async fn what_readers_do_not_see_is_not_copied_and_a_tombstone_goes_along_with_i
     let into_embedded = tmp.path().join("embedded");
     assert_copied(&copy(&postgres, into_embedded.to_str().unwrap(), &[]));
     assert_eq!(embedded(&into_embedded).await, copied);
+}
+
+/// Hidden events at the end of the source's log leave the target's head below the
+/// source's: an append there would take positions readers of the source have passed,
+/// and the copy says so (the events it copied are still the same on both sides).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_warns_when_the_target_cannot_go_on_as_the_source_would() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (source, target) = (tmp.path().join("source"), tmp.path().join("target"));
+    write(&source, 0, 20).await;
+    EmbeddedStore::open(&source)
+        .unwrap()
+        .delete_stream(&StreamName::new("account-1").unwrap(), None)
+        .await
+        .unwrap();
+    let out = copy(source.to_str().unwrap(), target.to_str().unwrap(), &[]);
+    assert_copied(&out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("the source's last positions, 11 to 20, hold no event readers see, so the target's head is 10")
+            && stderr.contains("1 stream(s) of the source have no event readers see (deleted, or hidden by retention): account-1;"),
+        "{stderr}"
+    );
+    let copied = embedded(&target).await;
+    assert_eq!(copied.len(), 10);
+    assert!(copied.iter().all(|e| e.stream.as_str() == "account-0"));
+    // A copy with nothing hidden says nothing.
+    let (clean, into) = (tmp.path().join("clean"), tmp.path().join("into"));
+    write(&clean, 0, 20).await;
+    let out = copy(clean.to_str().unwrap(), into.to_str().unwrap(), &[]);
+    assert_copied(&out);
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
