@@ -18,6 +18,7 @@ use concord_core::{MultiAppendRequest, StoreError};
 use crate::auth::Access;
 use crate::error::ApiError;
 use crate::extract::JsonBody;
+use crate::finish::finished;
 use crate::metrics::AppendResultKind;
 use crate::routes::AppState;
 
@@ -36,11 +37,9 @@ pub(crate) async fn append_multi(
     app.config.limits.check_multi_append(&request)?;
     let events: u64 = request.parts.iter().map(|p| p.events.len() as u64).sum();
     let started = Instant::now();
-    // A task of its own, as for single appends: once started, it finishes.
+    // As for single appends: once started, it finishes (`finish`).
     let store = Arc::clone(&app.store);
-    let result = tokio::spawn(async move { store.append_multi(request).await })
-        .await
-        .map_err(|e| ApiError::Internal(format!("the append task failed: {e}")))?;
+    let result = finished(async move { store.append_multi(request).await }).await?;
     let kind = AppendResultKind::of_multi(&result, events);
     app.metrics.append(kind, started.elapsed());
     let outcome = result?;

@@ -29,6 +29,7 @@ mod config;
 mod cross;
 mod error;
 mod extract;
+mod finish;
 mod groups;
 mod lifecycle;
 mod metered;

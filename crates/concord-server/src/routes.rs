@@ -27,6 +27,7 @@ use crate::auth::{self, Access, Tokens};
 use crate::config::ServerConfig;
 use crate::error::ApiError;
 use crate::extract::{JsonBody, Params, PathParams};
+use crate::finish::finished;
 use crate::metrics::{AppendResultKind, Metrics};
 use crate::{cross, groups, lifecycle, openapi, projections, sse, ui};
 
@@ -291,12 +292,9 @@ async fn append(
     app.config.limits.check_append(&request)?;
     let events = request.events.len() as u64;
     let started = Instant::now();
-    // A task of its own: an append that has started finishes even if the client goes
-    // away, and graceful shutdown waits for it through the request that awaits it.
+    // An append that has started finishes even if the client goes away (`finish`).
     let store = Arc::clone(&app.store);
-    let result = tokio::spawn(async move { store.append(request).await })
-        .await
-        .map_err(|e| ApiError::Internal(format!("the append task failed: {e}")))?;
+    let result = finished(async move { store.append(request).await }).await?;
     let kind = AppendResultKind::of_append(&result, events);
     app.metrics.append(kind, started.elapsed());
     let outcome = match result {
