@@ -31,17 +31,48 @@ use crate::state::Taken;
 /// are in its entries), so a damaged run cannot make a fold allocate without bound.
 const EXPANDED_MAX: u64 = 1_000_000;
 
+/// `items` in order as maximal runs: each run's first item and its length, where
+/// `follows(first, next, k)` says whether `next` is what comes `k` places after `first`.
+fn runs<'a, T>(
+    items: &'a [T],
+    follows: impl Fn(&T, &T, u64) -> bool + 'a,
+) -> impl Iterator<Item = (&'a T, u64)> + 'a {
+    let mut rest = items.iter().peekable();
+    std::iter::from_fn(move || {
+        let first = rest.next()?;
+        let mut count: u64 = 1;
+        while rest.next_if(|next| follows(first, next, count)).is_some() {
+            count += 1;
+        }
+        Some((first, count))
+    })
+}
+
+/// Refuses a run of `more` items on top of the `held` already expanded when together they
+/// would stand for more than [`EXPANDED_MAX`].
+fn within_bound<E: de::Error>(more: u64, held: usize) -> Result<(), E> {
+    if more.saturating_add(held as u64) > EXPANDED_MAX {
+        return Err(E::custom(format!(
+            "the list stands for more than {EXPANDED_MAX} entries"
+        )));
+    }
+    Ok(())
+}
+
 /// `#[serde(with = "runs::offsets")]` for a `Vec<u64>`.
 pub(crate) mod offsets {
     use super::*;
 
     pub(crate) fn serialize<S: Serializer>(offsets: &[u64], s: S) -> Result<S::Ok, S::Error> {
         let mut seq = s.serialize_seq(None)?;
-        for (first, last) in runs(offsets) {
-            if first == last {
+        for (&first, count) in runs(offsets, |first, next, k| {
+            Some(*next) == first.checked_add(k)
+        }) {
+            if count == 1 {
                 seq.serialize_element(&first)?;
             } else {
-                seq.serialize_element(&[first, last])?;
+                // `runs` only counts offsets that `checked_add` reached.
+                seq.serialize_element(&[first, first + (count - 1)])?;
             }
         }
         seq.end()
@@ -49,20 +80,6 @@ pub(crate) mod offsets {
 
     pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u64>, D::Error> {
         d.deserialize_seq(OffsetsVisitor)
-    }
-
-    /// The runs of `offsets`, in order: each `(first, last)` a maximal stretch where every
-    /// offset is one more than the one before.
-    fn runs(offsets: &[u64]) -> impl Iterator<Item = (u64, u64)> + '_ {
-        let mut rest = offsets.iter().copied().peekable();
-        std::iter::from_fn(move || {
-            let first = rest.next()?;
-            let mut last = first;
-            while rest.peek().is_some_and(|&n| Some(n) == last.checked_add(1)) {
-                last = rest.next().unwrap_or(last);
-            }
-            Some((first, last))
-        })
     }
 
     struct OffsetsVisitor;
@@ -86,12 +103,7 @@ pub(crate) mod offsets {
                         "the run [{first}, {last}] ends before it starts"
                     )));
                 }
-                let len = (last - first).saturating_add(1);
-                if len.saturating_add(out.len() as u64) > EXPANDED_MAX {
-                    return Err(de::Error::custom(format!(
-                        "the list stands for more than {EXPANDED_MAX} offsets"
-                    )));
-                }
+                within_bound((last - first).saturating_add(1), out.len())?;
                 out.extend(first..=last);
             }
             Ok(out)
@@ -144,19 +156,12 @@ pub(crate) mod taken {
 
     pub(crate) fn serialize<S: Serializer>(taken: &[Taken], s: S) -> Result<S::Ok, S::Error> {
         let mut seq = s.serialize_seq(None)?;
-        let mut rest = taken.iter().peekable();
-        while let Some(first) = rest.next() {
-            let mut count: u64 = 1;
-            while let Some(next) = rest.peek() {
-                let follows = next.stream == first.stream
-                    && Some(next.offset) == first.offset.checked_add(count)
-                    && Some(next.version.get()) == first.version.get().checked_add(count);
-                if !follows {
-                    break;
-                }
-                count += 1;
-                let _ = rest.next();
-            }
+        let follows = |first: &Taken, next: &Taken, k: u64| {
+            next.stream == first.stream
+                && Some(next.offset) == first.offset.checked_add(k)
+                && Some(next.version.get()) == first.version.get().checked_add(k)
+        };
+        for (first, count) in runs(taken, follows) {
             seq.serialize_element(&(first.offset, &first.stream, first.version, count))?;
         }
         seq.end()
@@ -191,11 +196,7 @@ pub(crate) mod taken {
                         "the run of {count} events at offset {offset}, version {version} is not a run"
                     )));
                 }
-                if count.saturating_add(out.len() as u64) > EXPANDED_MAX {
-                    return Err(de::Error::custom(format!(
-                        "the list stands for more than {EXPANDED_MAX} events"
-                    )));
-                }
+                within_bound(count, out.len())?;
                 for i in 0..count {
                     out.push(Taken {
                         offset: offset + i,

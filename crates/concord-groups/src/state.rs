@@ -64,8 +64,9 @@ pub(crate) struct StoredEntry {
     entry: Entry,
 }
 
-/// An event taken from the source by a poll.
-#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+/// An event taken from the source by a poll. Written only in runs (`runs::taken`); the
+/// derived reader reads the one-object-per-event form written before runs.
+#[derive(Clone, PartialEq, Eq, Debug, Deserialize)]
 pub(crate) struct Taken {
     pub(crate) offset: u64,
     pub(crate) stream: StreamName,
