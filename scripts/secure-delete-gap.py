@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """SQLite's secure_delete leaves stale copies of deleted rows (docs/design/embedded-store.md,
-"Known gap").
+"Old copies in free space: the scrub": why a scavenge ends by zeroing the free space of
+every page).
 
 Plain SQLite, no Concord: a table shaped as the embedded store's `events` and `event_tags`,
 twenty streams written interleaved, ten of them with rows carrying a marker; those rows are

@@ -50,6 +50,7 @@ use crate::syncer::{Committed, SyncJob};
 
 mod import;
 mod lifecycle;
+mod scrub;
 
 /// The most events one batch takes before it commits (a batch always takes at least one
 /// request, whatever its size).

@@ -297,3 +297,96 @@ async fn a_store_created_without_incremental_vacuum_gets_it_at_its_first_scaveng
         .unwrap();
     assert_eq!(mode, 2, "incremental from now on");
 }
+
+/// Where SQLite leaves old bytes a delete never reaches: when it rebuilds a B-tree page
+/// while rebalancing, the cells that stay are copied to new offsets and their old copies
+/// stay in the page's unallocated space. This puts an erased event's bytes there (as such
+/// a rebuild would have, while the event was still kept) and checks the scavenge zeroes
+/// them, touching nothing SQLite reads.
+#[tokio::test]
+async fn a_scavenge_zeroes_old_copies_of_erased_events_in_the_free_space_of_pages() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join(DATA_FILE);
+    let gone = unique("gone");
+    let pad = "k".repeat(300);
+    {
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        for n in 0..40 {
+            let kept: Vec<NewEvent> = (0..10)
+                .map(|i| {
+                    NewEvent::json("Kept", &serde_json::json!({ "i": i, "pad": pad })).unwrap()
+                })
+                .collect();
+            write(&store, &format!("kept-{n}"), kept).await;
+        }
+        write(&store, "closed-1", vec![marked(&gone)]).await;
+    }
+    // The old copy: the marker in the unallocated space of leaf pages.
+    let planted = {
+        let raw = rusqlite::Connection::open(&file).unwrap();
+        let pages: i64 = raw
+            .query_row("PRAGMA page_count", [], |r| r.get(0))
+            .unwrap();
+        let mut planted = 0;
+        for pgno in 3..=pages {
+            let mut page: Vec<u8> = raw
+                .query_row(
+                    "SELECT data FROM sqlite_dbpage WHERE pgno = ?1",
+                    [pgno],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            if page[0] != 13 {
+                continue;
+            }
+            let cells = usize::from(u16::from_be_bytes([page[3], page[4]]));
+            let gap = 8 + 2 * cells;
+            let content = usize::from(u16::from_be_bytes([page[5], page[6]]));
+            if content < gap + gone.len() + 16 {
+                continue;
+            }
+            page[gap + 8..gap + 8 + gone.len()].copy_from_slice(gone.as_bytes());
+            raw.execute(
+                "UPDATE sqlite_dbpage SET data = ?2 WHERE pgno = ?1",
+                (pgno, &page),
+            )
+            .unwrap();
+            planted += 1;
+        }
+        raw.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .unwrap();
+        planted
+    };
+    assert!(planted > 0, "some leaf page had free space to plant in");
+    assert_eq!(files_holding(dir.path(), &gone).len(), 1);
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    store
+        .tombstone_stream(&stream("closed-1"), None)
+        .await
+        .unwrap();
+    let report = store.scavenge().await.unwrap();
+    assert_eq!(report.events_removed, 1);
+    assert_eq!(
+        files_holding(dir.path(), &gone),
+        Vec::<String>::new(),
+        "the erased event's bytes are in no file"
+    );
+    for n in 0..40 {
+        let events = store
+            .read_stream(
+                &stream(&format!("kept-{n}")),
+                Version(1),
+                Direction::Forward,
+                20,
+            )
+            .await
+            .unwrap();
+        assert_eq!(events.len(), 10, "kept-{n} reads as before");
+    }
+    drop(store);
+    let raw = rusqlite::Connection::open(&file).unwrap();
+    let check: String = raw
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(check, "ok");
+}

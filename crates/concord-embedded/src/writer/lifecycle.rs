@@ -24,6 +24,7 @@ use concord_core::{
 };
 use rusqlite::OptionalExtension;
 
+use super::scrub;
 use super::{
     Acknowledge, LifecycleAnswer, LifecycleOp, LifecycleReply, SCAVENGE_CHUNK_EVENTS,
     Uncheckpointed, Writer,
@@ -34,6 +35,10 @@ use crate::schema::{LifecycleRow, TAG_SEPARATOR};
 /// Free pages one piece of a scavenge's vacuum gives back (4 MiB of 4 KiB pages): the
 /// appends waiting meanwhile wait for no more than that.
 const VACUUM_PAGES: u64 = 1024;
+
+/// Pages one piece of a scavenge's scrub reads (8 MiB of 4 KiB pages): most need no
+/// write, so a piece costs about a read of them.
+const SCRUB_PAGES: u64 = 2048;
 
 /// How many times a piece's duration the writer gives to waiting appends before the next
 /// piece: the scavenge takes at most 1 / (1 + this) of a busy writer's time (4: 20 %,
@@ -60,6 +65,8 @@ pub(crate) struct Scavenging {
     resume_at: std::time::Instant,
     /// Whether a batch of appends was done since the last piece.
     appends_since_piece: bool,
+    /// B-tree pages whose free space the scrub found not zeroed.
+    pages_scrubbed: u64,
 }
 
 impl Scavenging {
@@ -82,6 +89,9 @@ enum Phase {
     Erase,
     /// Giving freed pages back to the file system, a piece at a time.
     Vacuum,
+    /// Zeroing the free space of B-tree pages ([`super::scrub`]), from page `next` to
+    /// `last`, a piece at a time.
+    Scrub { next: u64, last: u64 },
 }
 
 /// How many times a scavenge tries to truncate the write-ahead log while readers hold it.
@@ -287,6 +297,7 @@ impl Writer {
             phase: Phase::Erase,
             resume_at: std::time::Instant::now(),
             appends_since_piece: false,
+            pages_scrubbed: 0,
         })
     }
 
@@ -423,6 +434,16 @@ impl Writer {
                     }
                     return Ok(None);
                 }
+                s.phase = self.start_scrub()?;
+                Ok(None)
+            }
+            Phase::Scrub { next, last } => {
+                if next <= last {
+                    let (next, zeroed) = self.scrub_pages(next, last)?;
+                    s.pages_scrubbed += zeroed;
+                    s.phase = Phase::Scrub { next, last };
+                    return Ok(None);
+                }
                 self.truncate_log()?;
                 let pages_after = self.pragma("page_count")?;
                 let page_size = self.pragma("page_size")?;
@@ -432,6 +453,7 @@ impl Writer {
                     events_removed = report.events_removed,
                     streams = report.streams_scavenged,
                     bytes_reclaimed = report.bytes_reclaimed,
+                    pages_scrubbed = s.pages_scrubbed,
                     "scavenge done"
                 );
                 Ok(Some(report))
@@ -635,6 +657,104 @@ impl Writer {
             "the store's file is rewritten with incremental vacuum"
         );
         Ok(())
+    }
+
+    /// The scrub's first piece: every page the file has now (pages added later hold no
+    /// erased event). Without `sqlite_dbpage` (SQLite built without it) or in a file too
+    /// large to tell its pages apart ([`scrub::fits`]), the file is rewritten instead: a
+    /// `VACUUM` leaves no free space with old bytes, and appends wait for it.
+    fn start_scrub(&mut self) -> Result<Phase, EmbeddedError> {
+        let last = self.pragma("page_count")?;
+        let readable = self
+            .conn
+            .prepare_cached("SELECT data FROM sqlite_dbpage WHERE pgno = ?1")
+            .is_ok();
+        if readable && scrub::fits(last) {
+            return Ok(Phase::Scrub { next: 1, last });
+        }
+        let page_size = self.pragma("page_size")?;
+        tracing::warn!(
+            bytes = last * page_size,
+            "this build of SQLite cannot read pages one by one (sqlite_dbpage), or the file \
+             is too large for it: the scavenge rewrites the file (VACUUM) to leave none of \
+             the erased events' bytes; appends wait until it is done"
+        );
+        self.conn
+            .execute_batch("VACUUM")
+            .map_err(EmbeddedError::sqlite("cannot rewrite the file"))?;
+        Ok(Phase::Scrub { next: 1, last: 0 })
+    }
+
+    /// Scrubs pages `next` to `last` ([`SCRUB_PAGES`] at most) in one transaction; returns
+    /// the next page to scrub and how many pages held old bytes.
+    fn scrub_pages(&mut self, next: u64, last: u64) -> Result<(u64, u64), EmbeddedError> {
+        let context = "cannot zero the free space of the store's pages";
+        let end = last.min(next.saturating_add(SCRUB_PAGES - 1));
+        let page_size = usize::try_from(self.pragma("page_size")?)
+            .map_err(|_| EmbeddedError::Corrupted("the page size is out of range".into()))?;
+        let auto_vacuum = self.pragma("auto_vacuum")?;
+        let scrub_range = |conn: &rusqlite::Connection| -> Result<u64, EmbeddedError> {
+            conn.execute_batch("BEGIN IMMEDIATE")
+                .map_err(EmbeddedError::sqlite(context))?;
+            let mut read = conn
+                .prepare_cached("SELECT data FROM sqlite_dbpage WHERE pgno = ?1")
+                .map_err(EmbeddedError::sqlite(context))?;
+            let mut write = conn
+                .prepare_cached("UPDATE sqlite_dbpage SET data = ?2 WHERE pgno = ?1")
+                .map_err(EmbeddedError::sqlite(context))?;
+            let header: Vec<u8> = read
+                .query_row([1], |r| r.get(0))
+                .map_err(EmbeddedError::sqlite(context))?;
+            let reserved = header.get(20).copied().map_or(0, usize::from);
+            let geometry = scrub::Geometry {
+                page_size,
+                usable: page_size.saturating_sub(reserved),
+                pointer_maps: auto_vacuum != 0,
+            };
+            let mut zeroed = 0;
+            for pgno in next..=end {
+                let Some(mut page) = read
+                    .query_row([to_sql(pgno)?], |r| r.get::<_, Vec<u8>>(0))
+                    .optional()
+                    .map_err(EmbeddedError::sqlite(context))?
+                else {
+                    break;
+                };
+                match scrub::scrub(&mut page, pgno, &geometry) {
+                    scrub::Scrubbed::Zeroed(_) => {
+                        write
+                            .execute((to_sql(pgno)?, &page))
+                            .map_err(EmbeddedError::sqlite(context))?;
+                        zeroed += 1;
+                    }
+                    scrub::Scrubbed::Inconsistent => {
+                        tracing::warn!(
+                            page = pgno,
+                            "a page's structure does not add up; the scavenge leaves it as it is"
+                        );
+                    }
+                    scrub::Scrubbed::Clean | scrub::Scrubbed::Other => {}
+                }
+            }
+            conn.execute_batch("COMMIT")
+                .map_err(EmbeddedError::sqlite(context))?;
+            Ok(zeroed)
+        };
+        match scrub_range(&self.conn) {
+            Ok(zeroed) => {
+                // Counted as written, so that passive checkpoints keep the log short.
+                self.uncheckpointed
+                    .add_commit(0, zeroed * u64::try_from(page_size).unwrap_or(4096));
+                if self.uncheckpointed.due() {
+                    self.checkpoint();
+                }
+                Ok((end + 1, zeroed))
+            }
+            Err(e) => {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                Err(e)
+            }
+        }
     }
 
     fn pragma(&self, name: &str) -> Result<u64, EmbeddedError> {
