@@ -96,7 +96,13 @@ enum Phase {
     Vacuum,
     /// Zeroing the free space of B-tree pages ([`super::scrub`]), from page `next` to
     /// `last`, a piece at a time.
-    Scrub { next: u64, last: u64 },
+    Scrub {
+        next: u64,
+        last: u64,
+        geometry: scrub::Geometry,
+    },
+    /// Truncating the log and reporting.
+    End,
 }
 
 /// How many times a scavenge tries to truncate the write-ahead log while readers hold it.
@@ -341,7 +347,7 @@ impl Writer {
                 let ended = std::time::Instant::now();
                 let share = match scavenging.phase {
                     Phase::Scrub { .. } => APPENDS_SHARE_SCRUB,
-                    Phase::Erase | Phase::Vacuum => APPENDS_SHARE,
+                    Phase::Erase | Phase::Vacuum | Phase::End => APPENDS_SHARE,
                 };
                 scavenging.resume_at = ended + (ended - started).mul_f64(share);
                 self.scavenging = Some(scavenging);
@@ -446,13 +452,25 @@ impl Writer {
                 s.phase = self.start_scrub()?;
                 Ok(None)
             }
-            Phase::Scrub { next, last } => {
-                if next <= last {
-                    let (next, zeroed) = self.scrub_pages(next, last)?;
-                    s.pages_scrubbed += zeroed;
-                    s.phase = Phase::Scrub { next, last };
-                    return Ok(None);
-                }
+            Phase::Scrub {
+                next,
+                last,
+                geometry,
+            } => {
+                let (next, zeroed) = self.scrub_pages(next, last, &geometry)?;
+                s.pages_scrubbed += zeroed;
+                s.phase = if next <= last {
+                    Phase::Scrub {
+                        next,
+                        last,
+                        geometry,
+                    }
+                } else {
+                    Phase::End
+                };
+                Ok(None)
+            }
+            Phase::End => {
                 self.truncate_log()?;
                 let pages_after = self.pragma("page_count")?;
                 let page_size = self.pragma("page_size")?;
@@ -674,14 +692,29 @@ impl Writer {
     /// `VACUUM` leaves no free space with old bytes, and appends wait for it.
     fn start_scrub(&mut self) -> Result<Phase, EmbeddedError> {
         let last = self.pragma("page_count")?;
-        let readable = self
-            .conn
-            .prepare_cached("SELECT data FROM sqlite_dbpage WHERE pgno = ?1")
-            .is_ok();
-        if readable && scrub::fits(last) {
-            return Ok(Phase::Scrub { next: 1, last });
-        }
         let page_size = self.pragma("page_size")?;
+        // The file header's byte 20: the bytes reserved at the end of each page.
+        let header = self
+            .conn
+            .query_row("SELECT data FROM sqlite_dbpage WHERE pgno = 1", [], |r| {
+                r.get::<_, Vec<u8>>(0)
+            })
+            .ok();
+        if let Some(header) = header.filter(|_| scrub::fits(last)) {
+            let page_size = usize::try_from(page_size)
+                .map_err(|_| EmbeddedError::Corrupted("the page size is out of range".into()))?;
+            let reserved = header.get(20).copied().map_or(0, usize::from);
+            let geometry = scrub::Geometry {
+                page_size,
+                usable: page_size.saturating_sub(reserved),
+                pointer_maps: self.pragma("auto_vacuum")? != 0,
+            };
+            return Ok(Phase::Scrub {
+                next: 1,
+                last,
+                geometry,
+            });
+        }
         tracing::warn!(
             bytes = last * page_size,
             "this build of SQLite cannot read pages one by one (sqlite_dbpage), or the file \
@@ -691,17 +724,19 @@ impl Writer {
         self.conn
             .execute_batch("VACUUM")
             .map_err(EmbeddedError::sqlite("cannot rewrite the file"))?;
-        Ok(Phase::Scrub { next: 1, last: 0 })
+        Ok(Phase::End)
     }
 
     /// Scrubs pages `next` to `last` ([`SCRUB_PAGES`] at most) in one transaction; returns
     /// the next page to scrub and how many pages held old bytes.
-    fn scrub_pages(&mut self, next: u64, last: u64) -> Result<(u64, u64), EmbeddedError> {
+    fn scrub_pages(
+        &mut self,
+        next: u64,
+        last: u64,
+        geometry: &scrub::Geometry,
+    ) -> Result<(u64, u64), EmbeddedError> {
         let context = "cannot zero the free space of the store's pages";
         let end = last.min(next.saturating_add(SCRUB_PAGES - 1));
-        let page_size = usize::try_from(self.pragma("page_size")?)
-            .map_err(|_| EmbeddedError::Corrupted("the page size is out of range".into()))?;
-        let auto_vacuum = self.pragma("auto_vacuum")?;
         let scrub_range = |conn: &rusqlite::Connection| -> Result<u64, EmbeddedError> {
             conn.execute_batch("BEGIN IMMEDIATE")
                 .map_err(EmbeddedError::sqlite(context))?;
@@ -711,15 +746,6 @@ impl Writer {
             let mut write = conn
                 .prepare_cached("UPDATE sqlite_dbpage SET data = ?2 WHERE pgno = ?1")
                 .map_err(EmbeddedError::sqlite(context))?;
-            let header: Vec<u8> = read
-                .query_row([1], |r| r.get(0))
-                .map_err(EmbeddedError::sqlite(context))?;
-            let reserved = header.get(20).copied().map_or(0, usize::from);
-            let geometry = scrub::Geometry {
-                page_size,
-                usable: page_size.saturating_sub(reserved),
-                pointer_maps: auto_vacuum != 0,
-            };
             let mut zeroed = 0;
             for pgno in next..=end {
                 let Some(mut page) = read
@@ -729,7 +755,7 @@ impl Writer {
                 else {
                     break;
                 };
-                match scrub::scrub(&mut page, pgno, &geometry) {
+                match scrub::scrub(&mut page, pgno, geometry) {
                     scrub::Scrubbed::Zeroed(_) => {
                         write
                             .execute((to_sql(pgno)?, &page))
@@ -753,7 +779,7 @@ impl Writer {
             Ok(zeroed) => {
                 // Counted as written, so that passive checkpoints keep the log short.
                 self.uncheckpointed
-                    .add_commit(0, zeroed * u64::try_from(page_size).unwrap_or(4096));
+                    .add_commit(0, zeroed * geometry.page_size as u64);
                 if self.uncheckpointed.due() {
                     self.checkpoint();
                 }
