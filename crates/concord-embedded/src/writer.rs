@@ -577,8 +577,6 @@ impl Writer {
         let context = "cannot write the stream index";
         let head = self.head;
         let write = |conn: &Connection| -> Result<(), EmbeddedError> {
-            conn.execute_batch("BEGIN IMMEDIATE")
-                .map_err(EmbeddedError::sqlite(context))?;
             {
                 let mut insert = conn
                     .prepare_cached(
@@ -596,15 +594,13 @@ impl Writer {
                 [to_sql(head)?],
             )
             .map_err(EmbeddedError::sqlite(context))?;
-            conn.execute_batch("COMMIT")
-                .map_err(EmbeddedError::sqlite(context))
+            Ok(())
         };
-        match write(&self.conn) {
+        match in_transaction(&self.conn, context, write) {
             Ok(()) => self.index.forget_flushed(),
             Err(e) => {
                 // Nothing is lost: the entries stay in memory (readers use them) and the
                 // next flush tries again; the table is only a copy of what the log says.
-                let _ = self.conn.execute_batch("ROLLBACK");
                 tracing::warn!(error = %e, "cannot write the stream index yet; keeping its entries in memory");
             }
         }
@@ -722,10 +718,7 @@ impl Writer {
                 if self.index.unflushed() >= self.index_flush_events {
                     self.flush_stream_index();
                 }
-                self.uncheckpointed.add_commit(written, open.staged.bytes);
-                if self.uncheckpointed.due() {
-                    self.checkpoint();
-                }
+                self.count_written(written, open.staged.bytes);
             }
             Err(failure) => self.fail(open.appends, failure),
         }
@@ -850,6 +843,15 @@ impl Writer {
         let reason = format!("a sync of the store's files failed ({e})");
         tracing::error!(error = %e, "embedded store poisoned; appends are refused until the store is reopened");
         self.poison.get_or_init(|| reason).clone()
+    }
+
+    /// Counts a commit of `events` events and `bytes` bytes towards the next passive
+    /// checkpoint, and runs it when it is due.
+    fn count_written(&mut self, events: u64, bytes: u64) {
+        self.uncheckpointed.add_commit(events, bytes);
+        if self.uncheckpointed.due() {
+            self.checkpoint();
+        }
     }
 
     /// Copies committed pages from the write-ahead log into the database file (passive:
@@ -1530,4 +1532,27 @@ pub(crate) fn insert_row(
             .map_err(EmbeddedError::sqlite(context))?;
     }
     Ok(())
+}
+
+/// Runs `work` in a transaction of its own (`BEGIN IMMEDIATE` … `COMMIT`), rolled back when
+/// it fails at any step.
+fn in_transaction<T>(
+    conn: &Connection,
+    context: &'static str,
+    work: impl FnOnce(&Connection) -> Result<T, EmbeddedError>,
+) -> Result<T, EmbeddedError> {
+    let done = conn
+        .execute_batch("BEGIN IMMEDIATE")
+        .map_err(EmbeddedError::sqlite(context))
+        .and_then(|()| work(conn))
+        .and_then(|value| {
+            conn.execute_batch("COMMIT")
+                .map_err(EmbeddedError::sqlite(context))
+                .map(|()| value)
+        });
+    if done.is_err() {
+        // Whatever failed, SQLite may have rolled back already.
+        let _ = conn.execute_batch("ROLLBACK");
+    }
+    done
 }

@@ -27,7 +27,7 @@ use rusqlite::OptionalExtension;
 use super::scrub;
 use super::{
     Acknowledge, LifecycleAnswer, LifecycleOp, LifecycleReply, SCAVENGE_CHUNK_EVENTS,
-    Uncheckpointed, Writer,
+    Uncheckpointed, Writer, in_transaction,
 };
 use crate::error::{EmbeddedError, from_sql, to_sql};
 use crate::schema::{LifecycleRow, TAG_SEPARATOR};
@@ -216,8 +216,6 @@ impl Writer {
         let m = l.metadata;
         let opt = |v: Option<u64>| v.map(to_sql).transpose();
         let write = |conn: &rusqlite::Connection| -> Result<(), EmbeddedError> {
-            conn.execute_batch("BEGIN IMMEDIATE")
-                .map_err(EmbeddedError::sqlite(context))?;
             conn.execute(
                 "INSERT INTO stream_lifecycle (name, deleted_through, tombstoned, max_count, max_age_seconds, truncate_before, erased_through)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
@@ -235,13 +233,9 @@ impl Writer {
                 ),
             )
             .map_err(EmbeddedError::sqlite(context))?;
-            conn.execute_batch("COMMIT")
-                .map_err(EmbeddedError::sqlite(context))
+            Ok(())
         };
-        if let Err(e) = write(&self.conn) {
-            let _ = self.conn.execute_batch("ROLLBACK");
-            return Err(e);
-        }
+        in_transaction(&self.conn, context, write)?;
         self.sync_now()?;
         self.lifecycles.insert(stream.clone(), row);
         Ok(())
@@ -415,10 +409,7 @@ impl Writer {
                             self.tails.clear();
                             // Counted as written: secure_delete rewrites the pages they held,
                             // and the log would otherwise grow by all of them before the end.
-                            self.uncheckpointed.add_commit(n, bytes);
-                            if self.uncheckpointed.due() {
-                                self.checkpoint();
-                            }
+                            self.count_written(n, bytes);
                             return Ok(None);
                         }
                     }
@@ -443,10 +434,7 @@ impl Writer {
                 if self.pragma("freelist_count")? > 0 {
                     self.vacuum_pages(VACUUM_PAGES)?;
                     let page_size = self.pragma("page_size")?;
-                    self.uncheckpointed.add_commit(0, VACUUM_PAGES * page_size);
-                    if self.uncheckpointed.due() {
-                        self.checkpoint();
-                    }
+                    self.count_written(0, VACUUM_PAGES * page_size);
                     return Ok(None);
                 }
                 s.phase = self.start_scrub()?;
@@ -538,8 +526,6 @@ impl Writer {
         let context = "cannot erase events";
         let head = self.head;
         let erase = |conn: &rusqlite::Connection| -> Result<(u64, u64, u64), EmbeddedError> {
-            conn.execute_batch("BEGIN IMMEDIATE")
-                .map_err(EmbeddedError::sqlite(context))?;
             let rows: Vec<(i64, i64, Option<String>, i64)> = {
                 let mut select = conn
                     .prepare_cached(
@@ -606,17 +592,9 @@ impl Writer {
                 (to_sql(erased)?, to_sql(head)?),
             )
             .map_err(EmbeddedError::sqlite(context))?;
-            conn.execute_batch("COMMIT")
-                .map_err(EmbeddedError::sqlite(context))?;
             Ok((erased, through, bytes))
         };
-        match erase(&self.conn) {
-            Ok(done) => Ok(done),
-            Err(e) => {
-                let _ = self.conn.execute_batch("ROLLBACK");
-                Err(e)
-            }
-        }
+        in_transaction(&self.conn, context, erase)
     }
 
     /// Copies the log into the database file and truncates it to nothing, so the erased
@@ -738,8 +716,6 @@ impl Writer {
         let context = "cannot zero the free space of the store's pages";
         let end = last.min(next.saturating_add(SCRUB_PAGES - 1));
         let scrub_range = |conn: &rusqlite::Connection| -> Result<u64, EmbeddedError> {
-            conn.execute_batch("BEGIN IMMEDIATE")
-                .map_err(EmbeddedError::sqlite(context))?;
             let mut read = conn
                 .prepare_cached("SELECT data FROM sqlite_dbpage WHERE pgno = ?1")
                 .map_err(EmbeddedError::sqlite(context))?;
@@ -771,25 +747,12 @@ impl Writer {
                     scrub::Scrubbed::Clean | scrub::Scrubbed::Other => {}
                 }
             }
-            conn.execute_batch("COMMIT")
-                .map_err(EmbeddedError::sqlite(context))?;
             Ok(zeroed)
         };
-        match scrub_range(&self.conn) {
-            Ok(zeroed) => {
-                // Counted as written, so that passive checkpoints keep the log short.
-                self.uncheckpointed
-                    .add_commit(0, zeroed * geometry.page_size as u64);
-                if self.uncheckpointed.due() {
-                    self.checkpoint();
-                }
-                Ok((end + 1, zeroed))
-            }
-            Err(e) => {
-                let _ = self.conn.execute_batch("ROLLBACK");
-                Err(e)
-            }
-        }
+        let zeroed = in_transaction(&self.conn, context, scrub_range)?;
+        // Counted as written, so that passive checkpoints keep the log short.
+        self.count_written(0, zeroed * geometry.page_size as u64);
+        Ok((end + 1, zeroed))
     }
 
     fn pragma(&self, name: &str) -> Result<u64, EmbeddedError> {
