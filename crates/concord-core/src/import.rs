@@ -143,6 +143,103 @@ pub fn plan_stream_import(
     Ok(None)
 }
 
+/// What a store keeps of a stream beside its events: the last version ever written to it
+/// and its lifecycle (soft delete, tombstone, retention settings). For a stream whose every
+/// event is hidden or erased, this is all a copy can carry, and it is what keeps the copy
+/// going on as the source would: a deleted stream's next version, a tombstoned name refused.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct StreamPast {
+    /// The stream.
+    pub stream: StreamName,
+    /// The last version ever written to it (0: none, only a lifecycle).
+    pub last: Version,
+    /// Its delete, tombstone and retention settings.
+    pub lifecycle: StreamLifecycle,
+}
+
+/// What importing a [`StreamPast`] changes in a store.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct PastImport {
+    /// The stream has no version in the store and gets this last version, every version
+    /// up to it recorded as erased (as a scavenge leaves a stream it erased whole).
+    pub erased_through: Option<Version>,
+    /// The lifecycle to store.
+    pub lifecycle: StreamLifecycle,
+}
+
+/// Checks a stream's past against the stream as stored (its last version ever written,
+/// `last`, and its `lifecycle`) and says what importing it changes. A stream with events
+/// keeps its last version (the past must say the same); a stream without any takes the
+/// past's. A soft delete never goes back; the retention settings become the past's; a
+/// tombstone is kept, and importing a tombstoned past again changes nothing.
+///
+/// # Errors
+/// [`StoreError::StreamDeleted`] for a tombstoned stream whose past is not;
+/// [`StoreError::Invalid`] for a past that contradicts itself (a delete beyond its last
+/// version, a retention setting that is not a positive integer) or the
+/// store (a last version other than the stream's).
+pub fn plan_past_import(
+    past: &StreamPast,
+    last: Version,
+    lifecycle: &StreamLifecycle,
+) -> Result<PastImport, StoreError> {
+    let stream = &past.stream;
+    past.lifecycle.metadata.validate()?;
+    if past.lifecycle.deleted_through > past.last {
+        return Err(invalid(format!(
+            "the past of stream {stream} deletes through version {}, beyond its last version {}",
+            past.lifecycle.deleted_through, past.last
+        )));
+    }
+    if lifecycle.tombstoned {
+        if past.lifecycle.tombstoned {
+            return Ok(PastImport {
+                erased_through: None,
+                lifecycle: *lifecycle,
+            });
+        }
+        lifecycle.check_not_tombstoned(stream)?;
+    }
+    let erased_through = if last == past.last {
+        None
+    } else if last == Version::NONE {
+        Some(past.last)
+    } else {
+        return Err(invalid(format!(
+            "stream {stream} is at version {last} here, but its past says its last version is {}",
+            past.last
+        )));
+    };
+    Ok(PastImport {
+        erased_through,
+        lifecycle: StreamLifecycle {
+            deleted_through: lifecycle
+                .deleted_through
+                .max(past.lifecycle.deleted_through),
+            tombstoned: past.lifecycle.tombstoned,
+            metadata: past.lifecycle.metadata,
+        },
+    })
+}
+
+/// Checks a head an import raises the store's `head` to (positions in between stay
+/// holes, as a source's scavenge left them) and answers it, or `None` when it is the
+/// head already.
+///
+/// # Errors
+/// [`StoreError::Invalid`] for a head below the store's.
+pub fn plan_head_import(head: Position, to: Position) -> Result<Option<Position>, StoreError> {
+    match to.cmp(&head) {
+        std::cmp::Ordering::Less => Err(InvalidInput::new(
+            "head",
+            format!("the store's head is {head}; an import cannot lower it to {to}"),
+        )
+        .into()),
+        std::cmp::Ordering::Equal => Ok(None),
+        std::cmp::Ordering::Greater => Ok(Some(to)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -226,6 +323,75 @@ mod tests {
         assert!(matches!(
             plan_stream_import(&s(1), Version(0), &tombstoned),
             Err(StoreError::StreamDeleted(_))
+        ));
+    }
+
+    fn past(last: u64, deleted: u64, tombstoned: bool) -> StreamPast {
+        StreamPast {
+            stream: StreamName::new("account-1").unwrap_or_else(|e| panic!("{e}")),
+            last: Version(last),
+            lifecycle: StreamLifecycle {
+                deleted_through: Version(deleted),
+                tombstoned,
+                ..StreamLifecycle::default()
+            },
+        }
+    }
+
+    #[test]
+    fn a_past_gives_a_stream_without_versions_its_last_one_and_keeps_a_stream_with_versions() {
+        let none = StreamLifecycle::default();
+        let plan = plan_past_import(&past(7, 7, false), Version::NONE, &none).unwrap();
+        assert_eq!(plan.erased_through, Some(Version(7)));
+        assert_eq!(plan.lifecycle.deleted_through, Version(7));
+        let plan = plan_past_import(&past(7, 0, false), Version(7), &none).unwrap();
+        assert_eq!(plan.erased_through, None);
+        // A delete never goes back.
+        let stored = StreamLifecycle {
+            deleted_through: Version(5),
+            ..none
+        };
+        let plan = plan_past_import(&past(7, 2, false), Version(7), &stored).unwrap();
+        assert_eq!(plan.lifecycle.deleted_through, Version(5));
+        for (p, last) in [
+            (past(7, 0, false), Version(3)),
+            (past(3, 0, false), Version(7)),
+            (past(3, 4, false), Version::NONE),
+        ] {
+            assert!(
+                matches!(
+                    plan_past_import(&p, last, &none),
+                    Err(StoreError::Invalid(_))
+                ),
+                "{p:?} over {last}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_tombstone_takes_only_a_tombstoned_past() {
+        let tombstoned = StreamLifecycle {
+            tombstoned: true,
+            ..StreamLifecycle::default()
+        };
+        let plan = plan_past_import(&past(3, 3, true), Version(3), &tombstoned).unwrap();
+        assert_eq!(plan.lifecycle, tombstoned);
+        assert!(matches!(
+            plan_past_import(&past(3, 3, false), Version(3), &tombstoned),
+            Err(StoreError::StreamDeleted(_))
+        ));
+    }
+
+    #[test]
+    fn a_head_only_goes_up() {
+        assert_eq!(
+            plan_head_import(Position(3), Position(9)).unwrap(),
+            Some(Position(9))
+        );
+        assert_eq!(plan_head_import(Position(9), Position(9)).unwrap(), None);
+        assert!(matches!(
+            plan_head_import(Position(9), Position(3)),
+            Err(StoreError::Invalid(_))
         ));
     }
 }

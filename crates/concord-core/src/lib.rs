@@ -70,7 +70,10 @@ pub use error::{
 pub use event::{
     EventId, JSON_DEPTH_MAX, Json, NewEvent, RecordedAt, RecordedEvent, TAGS_PER_EVENT_MAX,
 };
-pub use import::{IMPORT_EVENTS_MAX, StreamImport, plan_import, plan_stream_import};
+pub use import::{
+    IMPORT_EVENTS_MAX, PastImport, StreamImport, StreamPast, plan_head_import, plan_import,
+    plan_past_import, plan_stream_import,
+};
 pub use lifecycle::{
     DeleteMode, DeletePlan, MetadataChange, ScavengeReport, StreamLifecycle, StreamMetadata,
     check_hidden_ids, plan_delete,

@@ -13,7 +13,9 @@ use async_trait::async_trait;
 use crate::append::{AppendOutcome, AppendPlan, AppendRequest, Appended, Limits, plan_append};
 use crate::error::{Conflict, InvalidInput, PartialDuplicate, StoreError};
 use crate::event::{EventId, NewEvent, RecordedAt, RecordedEvent};
-use crate::import::{plan_import, plan_stream_import};
+use crate::import::{
+    StreamPast, plan_head_import, plan_import, plan_past_import, plan_stream_import,
+};
 use crate::lifecycle::{
     DeleteMode, DeletePlan, MetadataChange, ScavengeReport, StreamLifecycle, StreamMetadata,
     check_hidden_ids, plan_delete,
@@ -298,6 +300,44 @@ impl State {
             self.log.push(Some(e));
         }
         Ok(())
+    }
+
+    /// Writes a stream's past (see [`EventStore::import_stream_past`]): a stream without
+    /// versions takes the past's last one, every version [`ERASED`].
+    fn import_past(&mut self, past: &StreamPast) -> Result<(), StoreError> {
+        let plan = plan_past_import(past, self.last(&past.stream), &self.lifecycle(&past.stream))?;
+        if let Some(through) = plan.erased_through {
+            let indexes = self.streams.entry(past.stream.clone()).or_default();
+            while (indexes.len() as u64) < through.get() {
+                indexes.push(ERASED);
+            }
+        }
+        self.lifecycles.insert(past.stream.clone(), plan.lifecycle);
+        Ok(())
+    }
+
+    /// Every stream with versions or a lifecycle, by name, after `after`.
+    fn pasts(&self, after: Option<&StreamName>, limit: usize) -> Vec<StreamPast> {
+        let mut names: Vec<&StreamName> = self
+            .streams
+            .keys()
+            .chain(
+                self.lifecycles
+                    .keys()
+                    .filter(|n| !self.streams.contains_key(*n)),
+            )
+            .filter(|n| after.is_none_or(|a| *n > a))
+            .collect();
+        names.sort();
+        names
+            .into_iter()
+            .take(limit)
+            .map(|n| StreamPast {
+                stream: n.clone(),
+                last: self.last(n),
+                lifecycle: self.lifecycle(n),
+            })
+            .collect()
     }
 
     fn appended(&self, stream: &StreamName, first: Version, last: Version) -> Appended {
@@ -637,7 +677,12 @@ impl EventStore for MemoryStore {
             .map(|(name, indexes)| StreamInfo {
                 stream: name.clone(),
                 version: Version(indexes.len() as u64),
-                last_position: Position(indexes.last().map_or(0, |&i| i as u64 + 1)),
+                last_position: Position(
+                    indexes
+                        .last()
+                        .filter(|&&i| i != ERASED)
+                        .map_or(0, |&i| i as u64 + 1),
+                ),
             })
             .collect();
         Ok(streams)
@@ -682,6 +727,40 @@ impl EventStore for MemoryStore {
             Position(state.log.len() as u64)
         };
         self.signal.advance(head);
+        Ok(())
+    }
+
+    async fn list_stream_pasts(
+        &self,
+        after: Option<&StreamName>,
+        limit: usize,
+    ) -> Result<Vec<StreamPast>, StoreError> {
+        Ok(self
+            .lock()
+            .pasts(after, limit.min(self.limits.read_limit_max)))
+    }
+
+    async fn import_stream_past(&self, past: &StreamPast) -> Result<(), StoreError> {
+        self.lock().import_past(past)?;
+        self.signal.touch();
+        Ok(())
+    }
+
+    async fn import_head(&self, head: Position) -> Result<(), StoreError> {
+        let raised = {
+            let mut state = self.lock();
+            let raised = plan_head_import(Position(state.log.len() as u64), head)?;
+            if let Some(to) = raised {
+                let to = usize::try_from(to.get()).map_err(|_| {
+                    StoreError::invalid("head", format!("head {to} does not fit in memory"))
+                })?;
+                state.log.resize(to, None);
+            }
+            raised
+        };
+        if let Some(to) = raised {
+            self.signal.advance(to);
+        }
         Ok(())
     }
 

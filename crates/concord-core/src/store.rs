@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::append::{AppendOutcome, AppendRequest};
 use crate::error::StoreError;
 use crate::event::RecordedEvent;
+use crate::import::StreamPast;
 use crate::lifecycle::{MetadataChange, ScavengeReport, StreamLifecycle, StreamMetadata};
 use crate::multi::{MultiAppendOutcome, MultiAppendRequest, QueryPage};
 use crate::names::StreamName;
@@ -369,6 +370,65 @@ pub trait EventStore: Send + Sync + fmt::Debug + 'static {
         Err(StoreError::Unsupported {
             backend: self.backend(),
             operation: "import",
+        })
+    }
+
+    /// Up to `limit` streams the store keeps anything of (events, erased versions, a
+    /// delete, a tombstone, retention settings), by name, after `after` (exclusive) when
+    /// given, each with its last version ever written and its lifecycle: what `concord
+    /// copy` carries besides the events, so that deleted and tombstoned streams go on in
+    /// the target as in the source.
+    ///
+    /// The provided implementation refuses: a backend that cannot list them.
+    ///
+    /// # Errors
+    /// Backend failures.
+    async fn list_stream_pasts(
+        &self,
+        after: Option<&StreamName>,
+        limit: usize,
+    ) -> Result<Vec<StreamPast>, StoreError> {
+        let _ = (after, limit);
+        Err(StoreError::Unsupported {
+            backend: self.backend(),
+            operation: "list_stream_pasts",
+        })
+    }
+
+    /// Writes what another store keeps of a stream beside its events
+    /// ([`crate::plan_past_import`]): a stream without a version here takes the past's last
+    /// version, every version up to it erased (its next append writes the one after); the
+    /// delete, tombstone and retention settings become the past's. What `concord copy`
+    /// writes after a stream's events.
+    ///
+    /// The provided implementation refuses: a backend that cannot import.
+    ///
+    /// # Errors
+    /// [`StoreError::Invalid`] for a past that contradicts itself or the stream's last
+    /// version here; [`StoreError::StreamDeleted`] for a tombstoned stream whose past is
+    /// not; backend failures.
+    async fn import_stream_past(&self, past: &StreamPast) -> Result<(), StoreError> {
+        let _ = past;
+        Err(StoreError::Unsupported {
+            backend: self.backend(),
+            operation: "import_stream_past",
+        })
+    }
+
+    /// Raises the head to `head`, the positions above the old head left without an event
+    /// (holes, as a source's scavenge of its last events leaves them): what `concord copy`
+    /// ends with, so that the target's next append takes the position after the source's
+    /// head. Raising it to the head it is already at changes nothing.
+    ///
+    /// The provided implementation refuses: a backend that cannot import.
+    ///
+    /// # Errors
+    /// [`StoreError::Invalid`] for a head below the store's; backend failures.
+    async fn import_head(&self, head: Position) -> Result<(), StoreError> {
+        let _ = head;
+        Err(StoreError::Unsupported {
+            backend: self.backend(),
+            operation: "import_head",
         })
     }
 

@@ -46,7 +46,7 @@ use concord_core::{
     AllPage, AppendOutcome, AppendRequest, DeleteMode, Direction, EventStore, Filter, HeadSignal,
     Limits, MetadataChange, MultiAppendOutcome, MultiAppendRequest, Position, Query, QueryPage,
     RecordedEvent, ScavengeReport, StoreError, StreamInfo, StreamLifecycle, StreamMetadata,
-    StreamName, Version,
+    StreamName, StreamPast, Version,
 };
 use futures::channel::oneshot;
 use rusqlite::Connection;
@@ -743,6 +743,35 @@ impl EventStore for EmbeddedStore {
 
     async fn import(&self, events: Vec<RecordedEvent>) -> Result<(), StoreError> {
         self.lifecycle(LifecycleOp::Import(events))
+            .await
+            .map(|_| ())
+    }
+
+    async fn list_stream_pasts(
+        &self,
+        after: Option<&StreamName>,
+        limit: usize,
+    ) -> Result<Vec<StreamPast>, StoreError> {
+        let limit = limit.min(self.limits.read_limit_max);
+        let after = after.cloned();
+        let index = self.index.clone();
+        self.read(move |conn, head| {
+            reader::list_stream_pasts(conn, &index, head, after.as_ref(), limit)
+        })
+        .await
+    }
+
+    async fn import_stream_past(&self, past: &StreamPast) -> Result<(), StoreError> {
+        let imported = self
+            .lifecycle(LifecycleOp::ImportPast(past.clone()))
+            .await
+            .map(|_| ());
+        self.signal.touch();
+        imported
+    }
+
+    async fn import_head(&self, head: Position) -> Result<(), StoreError> {
+        self.lifecycle(LifecycleOp::ImportHead(head))
             .await
             .map(|_| ())
     }

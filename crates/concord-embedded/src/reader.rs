@@ -15,7 +15,7 @@ use std::thread::JoinHandle;
 
 use concord_core::{
     AllPage, Direction, Filter, Position, Query, QueryPage, RecordedAt, RecordedEvent, StreamInfo,
-    StreamName, Version,
+    StreamName, StreamPast, Version,
 };
 use rusqlite::{Connection, OptionalExtension};
 
@@ -221,6 +221,55 @@ pub(crate) fn list_streams(
         });
     }
     Ok(streams)
+}
+
+/// Every stream with versions or a lifecycle row, by name, after `after`, each with its
+/// last version at the published `head` and its lifecycle (`EventStore::list_stream_pasts`).
+pub(crate) fn list_stream_pasts(
+    conn: &Connection,
+    index: &StreamIndex,
+    head: u64,
+    after: Option<&StreamName>,
+    limit: usize,
+) -> Result<Vec<StreamPast>, EmbeddedError> {
+    let context = "cannot list the streams' pasts";
+    let index = index.read();
+    let tx = conn
+        .unchecked_transaction()
+        .map_err(EmbeddedError::sqlite(context))?;
+    let names: Vec<String> = {
+        let mut stmt = tx
+            .prepare_cached(
+                "SELECT name FROM streams WHERE name > ?1
+                 UNION SELECT name FROM stream_lifecycle WHERE name > ?1
+                 ORDER BY name LIMIT ?2",
+            )
+            .map_err(EmbeddedError::sqlite(context))?;
+        let rows = stmt
+            .query_map(
+                (after.map_or("", StreamName::as_str), to_sql(limit as u64)?),
+                |r| r.get(0),
+            )
+            .map_err(EmbeddedError::sqlite(context))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(EmbeddedError::sqlite(context))?
+    };
+    let mut pasts = Vec::with_capacity(names.len());
+    for name in names {
+        let stream = StreamName::stored(name.as_str()).map_err(|e| {
+            EmbeddedError::Corrupted(format!("stored stream name {name:?} is invalid: {e}"))
+        })?;
+        let last = match stream_id(&tx, &stream)? {
+            Some(id) => stream_head(&tx, &index, id, head)?.map_or(0, |(v, _)| v),
+            None => 0,
+        };
+        pasts.push(StreamPast {
+            last: Version(last),
+            lifecycle: lifecycle_row(&tx, &name)?.lifecycle,
+            stream,
+        });
+    }
+    Ok(pasts)
 }
 
 /// The index a filtered read is driven by.

@@ -9,7 +9,7 @@ use concord_core::{
     ContentType, Direction, EventId, EventType, Json, Payload, Position, RecordedAt, RecordedEvent,
     StreamName, Tag, Version,
 };
-use rusqlite::{Connection, Row};
+use rusqlite::{Connection, OptionalExtension, Row};
 
 use crate::error::{EmbeddedError, from_sql, sql_bound, to_sql};
 use crate::schema::TAG_SEPARATOR;
@@ -376,7 +376,9 @@ pub(crate) fn stream_events(
     Ok(events)
 }
 
-/// The version and position of the stream's last event at or before `head`, if any.
+/// The version and position of the stream's last event at or before `head`, if any. A
+/// stream an import gave a past without events (format 7) has no stream index entry: its
+/// last version is its import floor, at position 0.
 ///
 /// `index` was started before any statement whose snapshot this read relies on was started
 /// on `conn`: an SQLite connection keeps the snapshot of its oldest unfinished statement,
@@ -412,7 +414,11 @@ pub(crate) fn stream_head(
             return Ok(Some((from_sql("version", version)?, position)));
         }
     }
-    Ok(None)
+    let floor: Option<i64> = conn
+        .prepare_cached("SELECT floor FROM import_floors WHERE stream_id = ?1")
+        .and_then(|mut stmt| stmt.query_row([stream_id], |r| r.get(0)).optional())
+        .map_err(EmbeddedError::sqlite(context))?;
+    floor.map(|f| Ok((from_sql("version", f)?, 0))).transpose()
 }
 
 #[cfg(test)]

@@ -41,7 +41,13 @@ use crate::stream_index::StreamIndex;
 ///   after it; its lifecycle row's `erased_through` says the same to readers), so that
 ///   recovery accepts both. Formats 1 to 5 are migrated on open (see
 ///   [`migrate_5_to_6`]).
-pub(crate) const FORMAT_VERSION: i64 = 6;
+/// - 7: a stream's past without events (`EventStore::import_stream_past`): a `streams`
+///   row with an `import_floors` row and no stream index entry, whose last version is the
+///   floor; and a head an import raised over holes (`EventStore::import_head`), kept in
+///   `scavenge_state.head`. No table changes, so format 6 is migrated by setting the
+///   number; the number keeps an older Concord, which would take such a stream for
+///   corruption, from opening the file.
+pub(crate) const FORMAT_VERSION: i64 = 7;
 
 /// `PRAGMA application_id`: "CNCD", marks the file as Concord's.
 pub(crate) const APPLICATION_ID: i64 = 0x434E_4344;
@@ -275,6 +281,12 @@ pub(crate) fn prepare(conn: &mut Connection, file: &Path) -> Result<(), Embedded
     }
     if (1..=5).contains(&user_version) {
         migrate_5_to_6(conn, file)?;
+    }
+    if (1..=6).contains(&user_version) {
+        conn.execute_batch(&format!("PRAGMA user_version = {FORMAT_VERSION};"))
+            .map_err(EmbeddedError::sqlite(
+                "cannot migrate the store from format 6 to format 7",
+            ))?;
         return Ok(());
     }
     if user_version != FORMAT_VERSION {
@@ -381,7 +393,7 @@ fn migrate_5_to_6(conn: &mut Connection, file: &Path) -> Result<(), EmbeddedErro
         ) STRICT;",
     )
     .map_err(EmbeddedError::sqlite(context))?;
-    tx.execute_batch(&format!("PRAGMA user_version = {FORMAT_VERSION};"))
+    tx.execute_batch("PRAGMA user_version = 6;")
         .map_err(EmbeddedError::sqlite(context))?;
     tx.commit().map_err(EmbeddedError::sqlite(context))
 }
@@ -621,7 +633,10 @@ pub(crate) fn recover(conn: &Connection) -> Result<Recovered, EmbeddedError> {
         let stream = StreamName::stored(name.as_str()).map_err(|e| {
             EmbeddedError::Corrupted(format!("stored stream name {name:?} is invalid: {e}"))
         })?;
-        let Some(&(n, version)) = versions.get(&id) else {
+        // A stream without any stream index entry is a past an import wrote (format 7):
+        // its last version is its floor.
+        let floor_only = floors.get(&id).map(|&f| (0, f));
+        let Some((n, version)) = versions.get(&id).copied().or(floor_only) else {
             return Err(EmbeddedError::Corrupted(format!(
                 "stream {stream} has no events"
             )));

@@ -37,7 +37,9 @@ use concord_core::{
     PartState, PartialDuplicate, Position, RecordedAt, RecordedEvent, StoreError, StreamName,
     Version, plan_append, plan_multi_append,
 };
-use concord_core::{DeleteMode, MetadataChange, ScavengeReport, StreamMetadata, check_hidden_ids};
+use concord_core::{
+    DeleteMode, MetadataChange, ScavengeReport, StreamMetadata, StreamPast, check_hidden_ids,
+};
 use futures::channel::oneshot;
 use rusqlite::{Connection, OptionalExtension};
 
@@ -313,6 +315,10 @@ pub(crate) enum LifecycleOp {
     Scavenge,
     /// Write events recorded by another store as they are (`EventStore::import`).
     Import(Vec<RecordedEvent>),
+    /// Write a stream's past as another store keeps it (`EventStore::import_stream_past`).
+    ImportPast(StreamPast),
+    /// Raise the head over holes (`EventStore::import_head`).
+    ImportHead(Position),
 }
 
 /// What a [`LifecycleOp`] answers.

@@ -133,3 +133,80 @@ async fn imported_events_are_recovered_on_reopen() {
     assert_eq!(next.appended().first_position, Position(10));
     assert_eq!(next.appended().first_version, Version(3));
 }
+
+/// Imported pasts without events and a head raised over holes are what a reopened store
+/// recovers (format 7): the streams' last versions, deletes and tombstones, and the next
+/// position; appends go on after them, and a scavenge finds nothing wrong.
+#[tokio::test]
+async fn imported_pasts_and_head_are_recovered_on_reopen() {
+    use concord_core::{
+        AppendRequest, EventStore, ExpectedVersion, NewEvent, Position, StoreError,
+        StreamLifecycle, StreamName, StreamPast, Version,
+    };
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let (deleted, buried) = (
+        StreamName::new("account-1").unwrap(),
+        StreamName::new("account-2").unwrap(),
+    );
+    let pasts = vec![
+        StreamPast {
+            stream: deleted.clone(),
+            last: Version(6),
+            lifecycle: StreamLifecycle {
+                deleted_through: Version(6),
+                ..StreamLifecycle::default()
+            },
+        },
+        StreamPast {
+            stream: buried.clone(),
+            last: Version(3),
+            lifecycle: StreamLifecycle {
+                deleted_through: Version(3),
+                tombstoned: true,
+                ..StreamLifecycle::default()
+            },
+        },
+    ];
+    {
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        for p in &pasts {
+            store.import_stream_past(p).await.unwrap();
+        }
+        store.import_head(Position(40)).await.unwrap();
+    }
+    let store = EmbeddedStore::open(dir.path()).expect("the store reopens after the pasts");
+    assert_eq!(store.head().await.unwrap(), Position(40));
+    assert_eq!(store.list_stream_pasts(None, 10).await.unwrap(), pasts);
+    let deposit = || vec![NewEvent::json("Deposited", &serde_json::json!({"amount": 1})).unwrap()];
+    let next = store
+        .append(AppendRequest::new(
+            deleted.clone(),
+            ExpectedVersion::NoStream,
+            deposit(),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            next.appended().first_version,
+            next.appended().first_position
+        ),
+        (Version(7), Position(41))
+    );
+    let refused = store
+        .append(AppendRequest::new(
+            buried.clone(),
+            ExpectedVersion::Any,
+            deposit(),
+        ))
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::StreamDeleted(_))),
+        "{refused:?}"
+    );
+    assert_eq!(store.scavenge().await.unwrap().events_removed, 0);
+    drop(store);
+    let store = EmbeddedStore::open(dir.path()).expect("the store reopens after appends");
+    assert_eq!(store.stream_version(&deleted).await.unwrap(), Version(7));
+    assert_eq!(store.head().await.unwrap(), Position(41));
+}

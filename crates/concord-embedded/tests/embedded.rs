@@ -641,7 +641,7 @@ async fn opening_a_store_of_another_format_version_is_refused() {
     drop(raw);
     let message = open_error(dir.path());
     assert!(
-        message.contains("format version 99") && message.contains("reads format version 6"),
+        message.contains("format version 99") && message.contains("reads format version 7"),
         "{message}"
     );
 }
@@ -716,7 +716,7 @@ async fn a_format_1_store_is_migrated_on_open_and_keeps_its_idempotency() {
         .unwrap();
     assert_eq!(
         (version, indexes.as_str(), indexed),
-        (6, "events_by_category,events_by_event_id,events_by_type", 2)
+        (7, "events_by_category,events_by_event_id,events_by_type", 2)
     );
 }
 
@@ -855,7 +855,7 @@ async fn a_format_3_store_is_migrated_on_open_its_events_read_as_json_and_bytes_
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )
         .unwrap();
-    assert_eq!((version, json_rows, typed.as_str()), (6, 2, "image/png"));
+    assert_eq!((version, json_rows, typed.as_str()), (7, 2, "image/png"));
 }
 
 #[test]

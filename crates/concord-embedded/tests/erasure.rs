@@ -235,7 +235,7 @@ async fn a_format_4_store_is_migrated_on_open_and_can_delete_and_scavenge() {
     let version: i64 = raw
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 6);
+    assert_eq!(version, 7);
 }
 
 #[tokio::test]

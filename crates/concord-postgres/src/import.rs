@@ -4,13 +4,20 @@
 //! with core's rules against what is stored, and writes the rows as they are with the
 //! writer's own statement. So an import and the appends of any process on the database
 //! serialise as two batches would, and positions stay visible in order.
+//!
+//! A stream's past (`EventStore::import_stream_past`) is its `concord_streams` row, written
+//! under the stream's lock: a stream without a row takes the past's last version with
+//! `erased_through` at it, as a scavenge leaves a stream it erased whole. A raised head
+//! (`EventStore::import_head`) is the head row moved under its lock, with the notification
+//! an append sends, so every node's readers and followers see the holes as passed.
 
 use concord_core::{
-    Position, RecordedEvent, StoreError, StreamImport, Version, plan_import, plan_stream_import,
+    Position, RecordedEvent, StoreError, StreamImport, StreamName, StreamPast, Version,
+    plan_head_import, plan_import, plan_past_import, plan_stream_import,
 };
 
 use crate::PostgresStore;
-use crate::lifecycle::stored;
+use crate::lifecycle::{LIFECYCLE_COLUMNS, Stored, stored};
 use crate::rows::bound;
 use crate::writer::{LOCK_STREAMS_SQL, insert_rows, lock_keys};
 
@@ -77,6 +84,128 @@ impl PostgresStore {
         tx.commit().await.map_err(|e| self.db(e))?;
         self.signal().advance(end);
         Ok(())
+    }
+
+    pub(crate) async fn import_past(&self, past: &StreamPast) -> Result<(), StoreError> {
+        let s = self.schema();
+        let stream = &past.stream;
+        let mut client = self.client().await?;
+        let tx = client
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::ReadCommitted)
+            .start()
+            .await
+            .map_err(|e| self.db(e))?;
+        tx.execute(
+            LOCK_STREAMS_SQL,
+            &[&lock_keys(s, [stream.as_str()].into_iter())],
+        )
+        .await
+        .map_err(|e| self.db(e))?;
+        let row = stored(&*tx, s, stream)
+            .await
+            .map_err(|e| self.db(e))??
+            .unwrap_or_default();
+        let plan = plan_past_import(past, row.last, &row.lifecycle)?;
+        let l = plan.lifecycle;
+        let setting = |v: Option<u64>| v.map(bound);
+        tx.execute(
+            &format!(
+                "INSERT INTO {s}.concord_streams (stream, version, last_position, deleted_through, \
+                 tombstoned, max_count, max_age_seconds, truncate_before, erased_through) \
+                 VALUES ($1, $2, 0, $3, $4, $5, $6, $7, $8) \
+                 ON CONFLICT (stream) DO UPDATE SET version = GREATEST({s}.concord_streams.version, excluded.version), \
+                 deleted_through = excluded.deleted_through, tombstoned = excluded.tombstoned, \
+                 max_count = excluded.max_count, max_age_seconds = excluded.max_age_seconds, \
+                 truncate_before = excluded.truncate_before, \
+                 erased_through = GREATEST({s}.concord_streams.erased_through, excluded.erased_through)"
+            ),
+            &[
+                &stream.as_str(),
+                &bound(plan.erased_through.unwrap_or(row.last).get()),
+                &bound(l.deleted_through.get()),
+                &l.tombstoned,
+                &setting(l.metadata.max_count),
+                &setting(l.metadata.max_age_seconds),
+                &setting(l.metadata.truncate_before.map(Version::get)),
+                &bound(plan.erased_through.unwrap_or_default().get()),
+            ],
+        )
+        .await
+        .map_err(|e| self.db(e))?;
+        tx.commit().await.map_err(|e| self.db(e))?;
+        self.signal().touch();
+        Ok(())
+    }
+
+    pub(crate) async fn raise_head(&self, to: Position) -> Result<(), StoreError> {
+        let s = self.schema();
+        let mut client = self.client().await?;
+        let tx = client
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::ReadCommitted)
+            .start()
+            .await
+            .map_err(|e| self.db(e))?;
+        let head: i64 = tx
+            .query_one(
+                &format!("SELECT position FROM {s}.concord_head WHERE id = 1 FOR UPDATE"),
+                &[],
+            )
+            .await
+            .and_then(|r| r.try_get(0))
+            .map_err(|e| self.db(e))?;
+        let Some(to) = plan_head_import(Position(u64::try_from(head).unwrap_or(0)), to)? else {
+            return Ok(());
+        };
+        tx.execute(
+            &format!("UPDATE {s}.concord_head SET position = $1 WHERE id = 1"),
+            &[&bound(to.get())],
+        )
+        .await
+        .map_err(|e| self.db(e))?;
+        tx.execute(
+            "SELECT pg_notify($1, $2)",
+            &[&format!("concord_{s}"), &to.get().to_string()],
+        )
+        .await
+        .map_err(|e| self.db(e))?;
+        tx.commit().await.map_err(|e| self.db(e))?;
+        self.signal().advance(to);
+        Ok(())
+    }
+
+    pub(crate) async fn stream_pasts(
+        &self,
+        after: Option<&StreamName>,
+        limit: usize,
+    ) -> Result<Vec<StreamPast>, StoreError> {
+        let limit = bound(limit.clamp(1, self.limits().read_limit_max.max(1)) as u64);
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT stream, {LIFECYCLE_COLUMNS} FROM {}.concord_streams \
+                     WHERE ($1::text IS NULL OR stream > $1) ORDER BY stream LIMIT $2",
+                    self.schema()
+                ),
+                &[&after.map(StreamName::as_str), &limit],
+            )
+            .await
+            .map_err(|e| self.db(e))?;
+        rows.iter()
+            .map(|r| {
+                let name: &str = r.try_get(0).map_err(|e| self.db(e))?;
+                let stream = StreamName::stored(name)
+                    .map_err(|e| StoreError::Corrupted(format!("concord_streams: {e}")))?;
+                let row = Stored::decode(r, 1)?;
+                Ok(StreamPast {
+                    stream,
+                    last: row.last,
+                    lifecycle: row.lifecycle,
+                })
+            })
+            .collect()
     }
 
     /// Refuses a batch with an event id its stream already holds.

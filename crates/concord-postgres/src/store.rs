@@ -12,7 +12,7 @@ use concord_core::{
     AllPage, AppendOutcome, AppendRequest, DeleteMode, Direction, EventStore, Filter, HeadSignal,
     Limits, MetadataChange, MultiAppendOutcome, MultiAppendRequest, Position, Query, QueryPage,
     RecordedAt, RecordedEvent, ScavengeReport, StoreError, StreamInfo, StreamLifecycle,
-    StreamMetadata, StreamName, Version,
+    StreamMetadata, StreamName, StreamPast, Version,
 };
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use futures::StreamExt;
@@ -542,6 +542,22 @@ impl EventStore for PostgresStore {
 
     async fn import(&self, events: Vec<RecordedEvent>) -> Result<(), StoreError> {
         self.import_events(events).await
+    }
+
+    async fn list_stream_pasts(
+        &self,
+        after: Option<&StreamName>,
+        limit: usize,
+    ) -> Result<Vec<StreamPast>, StoreError> {
+        self.stream_pasts(after, limit).await
+    }
+
+    async fn import_stream_past(&self, past: &StreamPast) -> Result<(), StoreError> {
+        self.import_past(past).await
+    }
+
+    async fn import_head(&self, head: Position) -> Result<(), StoreError> {
+        self.raise_head(head).await
     }
 
     async fn stream_lifecycle(&self, stream: &StreamName) -> Result<StreamLifecycle, StoreError> {

@@ -11,7 +11,7 @@
 --
 -- Numbers are Lua doubles: versions and positions are exact up to 2^53.
 
-local LIBRARY_VERSION = 10
+local LIBRARY_VERSION = 11
 
 -- Arguments per event: id, type, data, metadata, tags, content type.
 local EVENT_ARGS = 6
@@ -694,6 +694,61 @@ local function import(keys, args)
   return {'ok'}
 end
 
+-- KEYS: 1 lifecycles, 2 the stream, 3 stream heads, 4 stream index.
+-- ARGV: stream, last version, deleted through, tombstoned (0|1), max count, max age in
+-- seconds, truncate before (0: no such setting).
+-- Writes a stream's past as another store keeps it (library version 11; EventStore::
+-- import_stream_past), mirroring concord_core::plan_past_import (the client checked the
+-- past alone): a tombstoned stream takes only a tombstoned past; a stream with versions
+-- keeps its last one; a stream without any takes the past's, every version erased (its
+-- head says so, as for a stream a scavenge erased whole); a delete never goes back.
+-- Reply: {'ok'}, {'tombstoned'}, {'version', last}.
+local function import_past(keys, args)
+  local lifecycle_key, stream_key, heads_key, index_key = keys[1], keys[2], keys[3], keys[4]
+  local stream, past_last, deleted = args[1], tonumber(args[2]), tonumber(args[3])
+  local tombstoned = args[4] == '1'
+  local lc = lifecycle_of(lifecycle_key, stream)
+  if lc ~= nil and lc.tombstoned then
+    if tombstoned then
+      return {'ok'}
+    end
+    return {'tombstoned'}
+  end
+  local last = stream_version(stream_key, lc)
+  lc = lc or {deleted = 0, tombstoned = false, max_count = 0, max_age = 0, truncate = 0, erased = 0}
+  if last ~= past_last then
+    if last ~= 0 then
+      return {'version', last}
+    end
+    lc.erased = past_last
+    redis.call('HSET', heads_key, stream, int(past_last) .. ' 0', HASH_TABLE_FIELD, '0')
+    redis.call('ZADD', index_key, 0, stream)
+  end
+  if deleted > lc.deleted then
+    lc.deleted = deleted
+  end
+  lc.tombstoned = tombstoned
+  lc.max_count, lc.max_age, lc.truncate = tonumber(args[5]), tonumber(args[6]), tonumber(args[7])
+  redis.call('HSET', lifecycle_key, stream, lifecycle_text(lc))
+  return {'ok'}
+end
+
+-- KEYS: 1 the head. ARGV: the head to raise it to.
+-- Raises the head over positions without an event (library version 11; EventStore::
+-- import_head); the global stream's next entry id only has to be above its last one.
+-- Reply: {'ok'} or {'head', head} when the head is above.
+local function import_head(keys, args)
+  local head = tonumber(redis.call('GET', keys[1]) or '0')
+  local to = tonumber(args[1])
+  if to < head then
+    return {'head', head}
+  end
+  if to > head then
+    redis.call('SET', keys[1], args[1])
+  end
+  return {'ok'}
+end
+
 -- KEYS: 1 lifecycles, 2 the stream, 3 stream heads.
 -- ARGV: stream, mode (soft|tombstone), expected version (-1: none), concurrent events max.
 -- Mirrors concord_core::plan_delete. Reply: {'ok'}, {'not_found'}, {'tombstoned'}, or
@@ -895,4 +950,6 @@ redis.register_function('concord_metadata_v7', set_metadata)
 redis.register_function('concord_scavenge_v7', scavenge)
 redis.register_function('concord_compact_v7', compact)
 redis.register_function('concord_import_v10', import)
+redis.register_function('concord_import_past_v11', import_past)
+redis.register_function('concord_import_head_v11', import_head)
 redis.register_function{function_name = 'concord_version', callback = version, flags = {'no-writes'}}

@@ -20,7 +20,9 @@ use concord_core::{
     PartialDuplicate, Position, Query, QueryItem, QueryPage, RecordedAt, RecordedEvent, StoreError,
     StreamInfo, StreamName, Version,
 };
-use concord_core::{DeleteMode, MetadataChange, ScavengeReport, StreamLifecycle, StreamMetadata};
+use concord_core::{
+    DeleteMode, MetadataChange, ScavengeReport, StreamLifecycle, StreamMetadata, StreamPast,
+};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncConnectionConfig, Client, Value};
 use tokio::task::JoinHandle;
@@ -39,7 +41,7 @@ mod lifecycle;
 pub const LIBRARY_SOURCE: &str = include_str!("concord.lua");
 
 /// The version of the library this build loads (the `LIBRARY_VERSION` in its source).
-pub const LIBRARY_VERSION: i64 = 10;
+pub const LIBRARY_VERSION: i64 = 11;
 
 /// The name of the append function in this library version (single and multi-stream
 /// appends, with or without a condition).
@@ -1528,6 +1530,23 @@ impl EventStore for RedisStore {
 
     async fn import(&self, events: Vec<RecordedEvent>) -> Result<(), StoreError> {
         self.import_events(events).await
+    }
+
+    async fn list_stream_pasts(
+        &self,
+        after: Option<&StreamName>,
+        limit: usize,
+    ) -> Result<Vec<StreamPast>, StoreError> {
+        self.stream_pasts(after, limit.min(self.inner.options.limits.read_limit_max))
+            .await
+    }
+
+    async fn import_stream_past(&self, past: &StreamPast) -> Result<(), StoreError> {
+        self.import_past(past).await
+    }
+
+    async fn import_head(&self, head: Position) -> Result<(), StoreError> {
+        self.raise_head(head).await
     }
 
     async fn stream_lifecycle(&self, stream: &StreamName) -> Result<StreamLifecycle, StoreError> {

@@ -15,7 +15,7 @@ use concord_core::{
     AllPage, AppendOutcome, AppendRequest, Direction, EventStore, Filter, MetadataChange,
     MultiAppendOutcome, MultiAppendRequest, Position, Query, QueryPage, RecordedEvent,
     ScavengeReport, StoreError, StreamInfo, StreamLifecycle, StreamMetadata, StreamName,
-    Subscription, Version,
+    StreamPast, Subscription, Version,
 };
 
 use crate::metrics::{AppendResultKind, Metrics};
@@ -157,6 +157,22 @@ impl EventStore for Metered {
 
     async fn import(&self, events: Vec<RecordedEvent>) -> Result<(), StoreError> {
         self.inner.import(events).await
+    }
+
+    async fn list_stream_pasts(
+        &self,
+        after: Option<&StreamName>,
+        limit: usize,
+    ) -> Result<Vec<StreamPast>, StoreError> {
+        self.inner.list_stream_pasts(after, limit).await
+    }
+
+    async fn import_stream_past(&self, past: &StreamPast) -> Result<(), StoreError> {
+        self.inner.import_stream_past(past).await
+    }
+
+    async fn import_head(&self, head: Position) -> Result<(), StoreError> {
+        self.inner.import_head(head).await
     }
 
     async fn scavenge(&self) -> Result<ScavengeReport, StoreError> {

@@ -4,7 +4,11 @@
 //!
 //! Why it reads what readers see rather than the raw log: events a delete, a tombstone or
 //! retention hides are not copied, so a copy never brings back what was erased or is due
-//! to be. Their positions stay holes in the target.
+//! to be. Their positions stay holes in the target. What the source keeps of each stream
+//! beside its events (its last version, delete, tombstone and retention: a
+//! [`StreamPast`]) goes along after the events, and the target's head is raised to the
+//! source's, so that the target goes on exactly as the source would: a deleted stream's
+//! next version, a tombstoned name refused, the next position.
 //!
 //! Resumable: the target's head says how far an earlier run got. The event at that
 //! position must be the source's event there (the same id), or the copy refuses a target
@@ -18,7 +22,7 @@ use anyhow::Context as _;
 use clap::Args;
 use concord_core::{
     Direction, EventStore, Filter, Position, RecordedEvent, StoreError, StreamMetadata, StreamName,
-    Version,
+    StreamPast, Version,
 };
 use sha2::{Digest, Sha256};
 
@@ -36,11 +40,12 @@ target's head. Events appended to FROM while it runs are copied by the next run.
   concord copy --from ./concord-data --to 'postgres://me@db.internal/events'
 
 What a delete, a tombstone or retention hides is not copied; where it leaves holes in
-positions, the target keeps them. A stream tombstoned in the source is tombstoned in the target when its events
-are still in the source's log (not yet scavenged); other deleted names are not carried over.
-The copy warns when the target cannot go on as the source would: a stream with no event
-readers see (its versions would start again at 1 there), or hidden events at the end of
-the log (the target's head stays below the source's).")]
+positions, the target keeps them, and its head ends at the source's. Every stream's past
+goes along: its last version (a deleted stream goes on from it), its delete, its tombstone
+and its retention settings, read back from the target and compared. From or into a store
+that cannot list or import pasts (a server over HTTP), only the retention settings of the
+streams copied and the tombstones found in the log go along, and the copy warns about what
+did not: a stream with no event readers see, or hidden events at the end of the log.")]
 pub struct CopyArgs {
     /// The store to copy: any store URL (`./dir`, `redis://…`, `postgres://…`, `http://…`).
     #[arg(long, value_name = "URL")]
@@ -104,9 +109,9 @@ async fn visible_events(
     Ok(kept)
 }
 
-/// What the target cannot hold of the source, said so that nobody learns it from a
-/// reused version or position after moving their writers: the store API has no way to
-/// import a stream's past without its events, nor a head above the last event.
+/// What the target cannot hold of the source when either store cannot list or import
+/// pasts, said so that nobody learns it from a reused version or position after moving
+/// their writers.
 fn what_did_not_carry(
     visible: &Visible,
     tombstoned: &Tombstoned,
@@ -202,10 +207,16 @@ async fn resume_from(
     }
     let ours = target.read_all(head, &Filter::all(), 1).await?;
     let theirs = source.read_all(head, &Filter::all(), 1).await?;
-    match (ours.events.first(), theirs.events.first()) {
-        (Some(o), Some(t)) if o.position == head && t.position == head && o.id == t.id => {
-            Ok(head.next())
-        }
+    let at_head = |page: concord_core::AllPage| {
+        page.events
+            .into_iter()
+            .next()
+            .filter(|e| e.position == head)
+    };
+    match (at_head(ours), at_head(theirs)) {
+        (Some(o), Some(t)) if o.id == t.id => Ok(head.next()),
+        // An earlier run raised the head over the source's hidden last positions.
+        (None, None) if source.head().await? >= head => Ok(head.next()),
         _ => anyhow::bail!(
             "{to} already holds events up to position {head} that are not a copy of the source's; copy into an empty store"
         ),
@@ -264,8 +275,178 @@ pub(crate) async fn run(args: CopyArgs) -> anyhow::Result<Exit> {
         from = next;
     }
     bar.finish_and_clear();
-    // Retention goes with the streams it applies to.
-    let mut with_metadata = 0u64;
+    let carried = match carry_pasts(source.as_ref(), target.as_ref(), end).await {
+        Ok(carried) => Some(carried),
+        Err(StoreError::Unsupported { .. }) => {
+            carry_lifecycles(
+                source.as_ref(),
+                target.as_ref(),
+                &streams,
+                &tombstoned,
+                &to_url,
+            )
+            .await?;
+            None
+        }
+        Err(e) => {
+            return Err(anyhow::Error::from(e)
+                .context(format!("cannot copy the streams' pasts into {to_url}")));
+        }
+    };
+    let (source_digest, source_events) = digest(source.as_ref(), end).await?;
+    let (target_digest, target_events) = digest(target.as_ref(), end).await?;
+    let verb = if resumed {
+        "resumed and copied"
+    } else {
+        "copied"
+    };
+    match &carried {
+        Some(c) => println!(
+            "{verb} {copied} events (through position {end}) of {} streams from {from_url} to {to_url} in {:.1} s, and the past of {} streams ({} deleted, {} tombstoned, {} with retention settings)",
+            streams.len(),
+            started.elapsed().as_secs_f64(),
+            c.pasts,
+            c.deleted,
+            c.tombstoned,
+            c.with_metadata,
+        ),
+        None => println!(
+            "{verb} {copied} events (through position {end}) of {} streams from {from_url} to {to_url} in {:.1} s",
+            streams.len(),
+            started.elapsed().as_secs_f64(),
+        ),
+    }
+    if source_digest != target_digest || source_events != target_events {
+        anyhow::bail!(
+            "the copy differs from the source: {source_events} events with SHA-256 {source_digest} in {from_url}, {target_events} events with SHA-256 {target_digest} in {to_url}"
+        );
+    }
+    println!("digest: {source_events} events, SHA-256 {source_digest}, the same in both stores");
+    let warnings = match carried {
+        Some(c) => c.warnings,
+        None => what_did_not_carry(&visible, &tombstoned, end, target.head().await?),
+    };
+    for warning in warnings {
+        eprintln!("warning: {warning}");
+    }
+    Ok(Exit::Success)
+}
+
+/// What [`carry_pasts`] carried.
+#[derive(Debug, Default)]
+struct Carried {
+    pasts: u64,
+    deleted: u64,
+    tombstoned: u64,
+    with_metadata: u64,
+    warnings: Vec<String>,
+}
+
+/// Pasts the target is checked against at once.
+const PASTS_PAGE: usize = 1000;
+
+/// Every stream's past (last version, delete, tombstone, retention) into `target`, then
+/// the head raised to `end`, then each past read back from the target and compared.
+/// A stream whose last event readers of the source see is above `end` was written
+/// while the copy ran: its past goes with its events, at the next run.
+///
+/// # Errors
+/// [`StoreError::Unsupported`] (before anything is written) when either store cannot list
+/// or import pasts; any other failure.
+async fn carry_pasts(
+    source: &dyn EventStore,
+    target: &dyn EventStore,
+    end: Position,
+) -> Result<Carried, StoreError> {
+    // Both ends are asked before the first write, so an unsupported one changes nothing.
+    target.list_stream_pasts(None, 1).await?;
+    let mut carried = Carried::default();
+    let mut imported: Vec<StreamPast> = Vec::new();
+    let mut later: Vec<StreamName> = Vec::new();
+    let mut after: Option<StreamName> = None;
+    loop {
+        let page = source.list_stream_pasts(after.as_ref(), PASTS_PAGE).await?;
+        let Some(last) = page.last() else {
+            break;
+        };
+        after = Some(last.stream.clone());
+        for past in page {
+            let newest = match source
+                .read_stream(&past.stream, past.last, Direction::Backward, 1)
+                .await
+            {
+                Ok(events) => events.first().map(|e| e.position),
+                Err(StoreError::StreamDeleted(_)) => None,
+                Err(e) => return Err(e),
+            };
+            if newest.is_some_and(|p| p > end) {
+                later.push(past.stream);
+                continue;
+            }
+            match target.import_stream_past(&past).await {
+                Ok(()) => {}
+                Err(StoreError::Invalid(refused)) => {
+                    carried.warnings.push(format!(
+                        "stream {} changed in the source after its events were copied and cannot go on as there: {refused}",
+                        past.stream
+                    ));
+                    continue;
+                }
+                Err(e) => return Err(e),
+            }
+            carried.pasts += 1;
+            let l = &past.lifecycle;
+            carried.deleted += u64::from(l.deleted_through > Version::NONE && !l.tombstoned);
+            carried.tombstoned += u64::from(l.tombstoned);
+            carried.with_metadata += u64::from(l.metadata != StreamMetadata::NONE);
+            imported.push(past);
+        }
+    }
+    target.import_head(end).await?;
+    // Read back: every past imported is the target's now.
+    let mut stored = HashMap::with_capacity(imported.len());
+    let mut after: Option<StreamName> = None;
+    loop {
+        let page = target.list_stream_pasts(after.as_ref(), PASTS_PAGE).await?;
+        let Some(last) = page.last() else {
+            break;
+        };
+        after = Some(last.stream.clone());
+        stored.extend(page.into_iter().map(|p| (p.stream.clone(), p)));
+    }
+    let differ: Vec<&StreamPast> = imported
+        .iter()
+        .filter(|p| stored.get(&p.stream) != Some(*p))
+        .collect();
+    if let Some(first) = differ.first() {
+        return Err(StoreError::Corrupted(format!(
+            "{} stream(s) read back from the target with another past than the source's, the first {}: {first:?} in the source, {:?} in the target",
+            differ.len(),
+            first.stream,
+            stored.get(&first.stream)
+        )));
+    }
+    if !later.is_empty() {
+        carried.warnings.push(format!(
+            "{} stream(s) were written in the source while the copy ran ({}{}): run the copy again to carry them",
+            later.len(),
+            later.iter().take(5).map(StreamName::as_str).collect::<Vec<_>>().join(", "),
+            if later.len() > 5 { ", …" } else { "" }
+        ));
+    }
+    Ok(carried)
+}
+
+/// Without pasts (a store that cannot list or import them, such as a server reached over
+/// HTTP): the retention settings of the streams copied, and the tombstones seen in the
+/// log.
+async fn carry_lifecycles(
+    source: &dyn EventStore,
+    target: &dyn EventStore,
+    streams: &HashSet<StreamName>,
+    tombstoned: &Tombstoned,
+    to_url: &StoreUrl,
+) -> anyhow::Result<()> {
     let mut names: Vec<&StreamName> = streams.iter().collect();
     names.sort();
     for stream in names {
@@ -279,11 +460,9 @@ pub(crate) async fn run(args: CopyArgs) -> anyhow::Result<Exit> {
                 .set_stream_metadata(stream, metadata)
                 .await
                 .with_context(|| format!("cannot set the retention of {stream} in {to_url}"))?;
-            with_metadata += 1;
         }
     }
-    // Names tombstoned in the source stay refused in the target.
-    for stream in &tombstoned {
+    for stream in tombstoned {
         match target.tombstone_stream_name(stream, None).await {
             Ok(()) | Err(StoreError::StreamDeleted(_)) => {}
             Err(e) => {
@@ -292,27 +471,5 @@ pub(crate) async fn run(args: CopyArgs) -> anyhow::Result<Exit> {
             }
         }
     }
-    let (source_digest, source_events) = digest(source.as_ref(), end).await?;
-    let (target_digest, target_events) = digest(target.as_ref(), end).await?;
-    let verb = if resumed {
-        "resumed and copied"
-    } else {
-        "copied"
-    };
-    println!(
-        "{verb} {copied} events (through position {end}) of {} streams from {from_url} to {to_url} in {:.1} s, with the retention settings of {with_metadata} and {} tombstones",
-        streams.len(),
-        started.elapsed().as_secs_f64(),
-        tombstoned.len()
-    );
-    if source_digest != target_digest || source_events != target_events {
-        anyhow::bail!(
-            "the copy differs from the source: {source_events} events with SHA-256 {source_digest} in {from_url}, {target_events} events with SHA-256 {target_digest} in {to_url}"
-        );
-    }
-    println!("digest: {source_events} events, SHA-256 {source_digest}, the same in both stores");
-    for warning in what_did_not_carry(&visible, &tombstoned, end, target.head().await?) {
-        eprintln!("warning: {warning}");
-    }
-    Ok(Exit::Success)
+    Ok(())
 }

@@ -233,8 +233,11 @@ async fn a_copy_refuses_a_target_that_holds_other_events_and_a_missing_source() 
     assert!(!target.exists());
 }
 
+/// Deletes and tombstones go along as pasts: the deleted stream's next version in the
+/// target is the one after its last in the source, the tombstoned name is refused, and the
+/// hidden events' positions stay holes, through PostgreSQL and back into an embedded store.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn what_readers_do_not_see_is_not_copied_and_a_tombstone_goes_along_with_its_holes_kept() {
+async fn what_readers_do_not_see_is_not_copied_and_deletes_and_tombstones_go_along() {
     let tmp = tempfile::tempdir().unwrap();
     let source = tmp.path().join("source");
     write(&source, 0, 30).await;
@@ -251,17 +254,15 @@ async fn what_readers_do_not_see_is_not_copied_and_a_tombstone_goes_along_with_i
     let out = copy(source.to_str().unwrap(), &postgres, &[]);
     assert_copied(&out);
     assert!(
-        stdout(&out).contains("and 1 tombstones"),
+        stdout(&out)
+            .contains("the past of 3 streams (1 deleted, 1 tombstoned, 0 with retention settings)"),
         "{}",
         stdout(&out)
     );
-    // The deleted stream's past does not go along, and the copy says so.
-    let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("1 stream(s) of the source have no event readers see")
-            && stderr.contains("account-1;")
-            && !stderr.contains("the target's head"),
-        "{stderr}"
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
     let target = concord_postgres::PostgresStore::connect(&postgres)
         .await
@@ -271,7 +272,25 @@ async fn what_readers_do_not_see_is_not_copied_and_a_tombstone_goes_along_with_i
     assert!(copied.iter().all(|e| e.stream.as_str() == "account-2"));
     // The positions are the source's: the hidden events' ones are holes.
     assert_eq!(copied[0].position, Position(21));
-    let append = target
+    goes_on_as_the_source(&target, &buried, &deleted, 11, 31).await;
+    // From PostgreSQL into an embedded store, the same.
+    let into_embedded = tmp.path().join("embedded");
+    let out = copy(&postgres, into_embedded.to_str().unwrap(), &[]);
+    assert_copied(&out);
+    let store = EmbeddedStore::open(&into_embedded).unwrap();
+    assert_eq!(everything(&store).await.len(), 11);
+    goes_on_as_the_source(&store, &buried, &deleted, 12, 32).await;
+}
+
+/// An append to `deleted` writes `version` at `position`, one to `buried` is refused.
+async fn goes_on_as_the_source(
+    store: &dyn EventStore,
+    buried: &StreamName,
+    deleted: &StreamName,
+    version: u64,
+    position: u64,
+) {
+    let refused = store
         .append(AppendRequest::new(
             buried.clone(),
             ExpectedVersion::Any,
@@ -279,40 +298,97 @@ async fn what_readers_do_not_see_is_not_copied_and_a_tombstone_goes_along_with_i
         ))
         .await;
     assert!(
-        matches!(append, Err(concord_core::StoreError::StreamDeleted(_))),
-        "{append:?}"
+        matches!(refused, Err(concord_core::StoreError::StreamDeleted(_))),
+        "{refused:?}"
     );
-    // The embedded store keeps the holes too, and reopens with them.
-    let into_embedded = tmp.path().join("embedded");
-    assert_copied(&copy(&postgres, into_embedded.to_str().unwrap(), &[]));
-    assert_eq!(embedded(&into_embedded).await, copied);
-}
-
-/// Hidden events at the end of the source's log leave the target's head below the
-/// source's: an append there would take positions readers of the source have passed,
-/// and the copy says so (the events it copied are still the same on both sides).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_copy_warns_when_the_target_cannot_go_on_as_the_source_would() {
-    let tmp = tempfile::tempdir().unwrap();
-    let (source, target) = (tmp.path().join("source"), tmp.path().join("target"));
-    write(&source, 0, 20).await;
-    EmbeddedStore::open(&source)
-        .unwrap()
-        .delete_stream(&StreamName::new("account-1").unwrap(), None)
+    let expected = if version == 11 {
+        ExpectedVersion::NoStream
+    } else {
+        ExpectedVersion::Exact(concord_core::Version(version - 1))
+    };
+    let next = store
+        .append(AppendRequest::new(
+            deleted.clone(),
+            expected,
+            vec![event(2)],
+        ))
         .await
         .unwrap();
+    assert_eq!(
+        (
+            next.appended().first_version.get(),
+            next.appended().first_position
+        ),
+        (version, Position(position))
+    );
+}
+
+/// After a scavenge erased a deleted stream and a tombstoned one, and with hidden events at
+/// the end of the log, the target still goes on as the source would: the copy carries each
+/// stream's last version, the tombstone and retention settings of a stream without events,
+/// and raises the target's head to the source's. A second run finds nothing to do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_scavenge_the_target_still_goes_on_as_the_source_would() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (source, target) = (tmp.path().join("source"), tmp.path().join("target"));
+    write(&source, 0, 30).await;
+    let (kept, buried, deleted, planned) = (
+        StreamName::new("account-0").unwrap(),
+        StreamName::new("account-1").unwrap(),
+        StreamName::new("account-2").unwrap(),
+        StreamName::new("account-9").unwrap(),
+    );
+    {
+        let store = EmbeddedStore::open(&source).unwrap();
+        store.tombstone_stream(&buried, None).await.unwrap();
+        store.delete_stream(&deleted, None).await.unwrap();
+        store
+            .set_stream_metadata(
+                &planned,
+                concord_core::StreamMetadata {
+                    max_count: Some(3),
+                    ..concord_core::StreamMetadata::NONE
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(store.scavenge().await.unwrap().events_removed, 20);
+    }
     let out = copy(source.to_str().unwrap(), target.to_str().unwrap(), &[]);
     assert_copied(&out);
-    let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("the source's last positions, 11 to 20, hold no event readers see, so the target's head is 10")
-            && stderr.contains("1 stream(s) of the source have no event readers see (deleted, or hidden by retention): account-1;"),
-        "{stderr}"
+        stdout(&out)
+            .contains("the past of 4 streams (1 deleted, 1 tombstoned, 1 with retention settings)"),
+        "{}",
+        stdout(&out)
     );
-    let copied = embedded(&target).await;
-    assert_eq!(copied.len(), 10);
-    assert!(copied.iter().all(|e| e.stream.as_str() == "account-0"));
-    // A copy with nothing hidden says nothing.
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    {
+        let store = EmbeddedStore::open(&target).unwrap();
+        let copied = everything(&store).await;
+        assert_eq!(copied.len(), 10);
+        assert!(copied.iter().all(|e| e.stream == kept));
+        assert_eq!(store.head().await.unwrap(), Position(30));
+        assert_eq!(
+            store.stream_metadata(&planned).await.unwrap().max_count,
+            Some(3)
+        );
+    }
+    // Nothing new: a second run resumes at the raised head and copies nothing.
+    let again = copy(source.to_str().unwrap(), target.to_str().unwrap(), &[]);
+    assert_copied(&again);
+    assert!(
+        stdout(&again).contains("resumed and copied 0 events"),
+        "{}",
+        stdout(&again)
+    );
+    let store = EmbeddedStore::open(&target).unwrap();
+    goes_on_as_the_source(&store, &buried, &deleted, 11, 31).await;
+    // A copy with nothing hidden says nothing on stderr.
     let (clean, into) = (tmp.path().join("clean"), tmp.path().join("into"));
     write(&clean, 0, 20).await;
     let out = copy(clean.to_str().unwrap(), into.to_str().unwrap(), &[]);

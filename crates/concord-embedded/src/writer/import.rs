@@ -12,15 +12,15 @@
 //! them (format 6).
 
 use concord_core::{
-    InvalidInput, Position, RecordedEvent, StoreError, StreamName, Version, plan_import,
-    plan_stream_import,
+    InvalidInput, Position, RecordedEvent, StoreError, StreamName, StreamPast, Version,
+    plan_head_import, plan_import, plan_past_import, plan_stream_import,
 };
 use foldhash::{HashMap, HashMapExt};
 use rusqlite::OptionalExtension;
 
-use super::{LifecycleAnswer, Writer};
+use super::{LifecycleAnswer, Writer, in_transaction};
 use crate::error::{EmbeddedError, to_sql};
-use crate::schema::StreamState;
+use crate::schema::{LifecycleRow, StreamState};
 
 type Answer = Result<Result<LifecycleAnswer, StoreError>, EmbeddedError>;
 
@@ -200,6 +200,103 @@ impl Writer {
         if self.index.unflushed() >= self.index_flush_events {
             self.flush_stream_index();
         }
+        Ok(Ok(LifecycleAnswer::Done))
+    }
+}
+
+impl Writer {
+    pub(super) fn import_past(&mut self, past: &StreamPast) -> Answer {
+        let stream = &past.stream;
+        let state = self.streams.get(stream).copied();
+        let last = Version(state.map_or(0, |s| s.version));
+        let row = self.lifecycle(stream);
+        let plan = match plan_past_import(past, last, &row.lifecycle) {
+            Ok(plan) => plan,
+            Err(refused) => return Ok(Err(refused)),
+        };
+        let next = LifecycleRow {
+            lifecycle: plan.lifecycle,
+            erased_through: plan
+                .erased_through
+                .map_or(row.erased_through, |v| row.erased_through.max(v.get())),
+        };
+        if plan.erased_through.is_none() && next == row {
+            return Ok(Ok(LifecycleAnswer::Done));
+        }
+        // Named before the commit, as a lifecycle change is.
+        self.lifecycle_names
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(stream.clone());
+        let context = "cannot import a stream's past";
+        let l = next.lifecycle;
+        let opt = |v: Option<u64>| v.map(to_sql).transpose();
+        let created = in_transaction(&self.conn, context, |conn| {
+            let created = match plan.erased_through {
+                Some(floor) => {
+                    let id = self.insert_stream(stream)?;
+                    conn.execute(
+                        "INSERT INTO import_floors (stream_id, floor) VALUES (?1, ?2)",
+                        (id, to_sql(floor.get())?),
+                    )
+                    .map_err(EmbeddedError::sqlite(context))?;
+                    Some((id, floor.get()))
+                }
+                None => None,
+            };
+            conn.execute(
+                "INSERT INTO stream_lifecycle (name, deleted_through, tombstoned, max_count, max_age_seconds, truncate_before, erased_through)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT (name) DO UPDATE SET deleted_through = excluded.deleted_through,
+                     tombstoned = excluded.tombstoned, max_count = excluded.max_count,
+                     max_age_seconds = excluded.max_age_seconds, truncate_before = excluded.truncate_before,
+                     erased_through = excluded.erased_through",
+                (
+                    stream.as_str(),
+                    to_sql(l.deleted_through.get())?,
+                    i64::from(l.tombstoned),
+                    opt(l.metadata.max_count)?,
+                    opt(l.metadata.max_age_seconds)?,
+                    opt(l.metadata.truncate_before.map(Version::get))?,
+                    to_sql(next.erased_through)?,
+                ),
+            )
+            .map_err(EmbeddedError::sqlite(context))?;
+            Ok(created)
+        })?;
+        self.sync_now()?;
+        if let Some((id, version)) = created {
+            self.streams
+                .insert(stream.clone(), StreamState { id, version });
+        }
+        self.lifecycles.insert(stream.clone(), next);
+        Ok(Ok(LifecycleAnswer::Done))
+    }
+
+    pub(super) fn import_head(&mut self, to: Position) -> Answer {
+        let to = match plan_head_import(Position(self.head), to) {
+            Ok(Some(to)) => to.get(),
+            Ok(None) => return Ok(Ok(LifecycleAnswer::Done)),
+            Err(refused) => return Ok(Err(refused)),
+        };
+        let context = "cannot raise the head";
+        let holes = to - self.head;
+        in_transaction(&self.conn, context, |conn| {
+            conn.execute(
+                "UPDATE scavenge_state SET import_holes = import_holes + ?1, head = max(head, ?2) WHERE id = 1",
+                (to_sql(holes)?, to_sql(to)?),
+            )
+            .map_err(EmbeddedError::sqlite(context))?;
+            Ok(())
+        })?;
+        self.sync_now()?;
+        self.head = to;
+        if let super::Acknowledge::Syncer(syncer) = &self.acknowledge {
+            syncer
+                .synced
+                .fetch_max(to, std::sync::atomic::Ordering::AcqRel);
+        }
+        self.signal.advance(Position(to));
         Ok(Ok(LifecycleAnswer::Done))
     }
 }

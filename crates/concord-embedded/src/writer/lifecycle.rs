@@ -123,6 +123,8 @@ impl Writer {
             LifecycleOp::ChangeMetadata { stream, change } => self.change_metadata(&stream, change),
             LifecycleOp::Scavenge => return self.start_scavenge(reply),
             LifecycleOp::Import(events) => self.import(&events),
+            LifecycleOp::ImportPast(past) => self.import_past(&past),
+            LifecycleOp::ImportHead(head) => self.import_head(head),
         };
         let _ = reply.send(answer.map_err(StoreError::from).and_then(|a| a));
     }

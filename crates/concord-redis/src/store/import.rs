@@ -5,16 +5,26 @@
 //! copy an append writes: the stream entry `<version>-0`, the global entry
 //! `<position>-0`, the type and tag index entries, ids, types, the stream head and index,
 //! and the head counter. See docs/design/redis-layout.md.
+//!
+//! A stream's past (`concord_import_past_v11`) is its lifecycle field, and for a stream
+//! without versions its stream head `"<last> 0"` and index entry with `erased` at the
+//! last version, as a scavenge leaves a stream it erased whole; a raised head
+//! (`concord_import_head_v11`) is the head counter alone.
 
 use std::collections::{BTreeSet, HashMap};
 
 use concord_core::{
-    InvalidInput, Position, RecordedEvent, StoreError, StreamName, Version, plan_import,
+    InvalidInput, Position, RecordedEvent, StoreError, StreamLifecycle, StreamName, StreamPast,
+    Version, plan_head_import, plan_import, plan_past_import,
 };
 
-use super::{LUA_POSITION_MAX, RedisStore};
+use super::lifecycle::Stored;
+use super::{LUA_POSITION_MAX, RedisStore, parse_heads};
 use crate::decode;
 use crate::error::RedisError;
+
+/// The values of an `HMGET`, `None` for a field that is not there.
+type Fields = Vec<Option<Vec<u8>>>;
 
 impl RedisStore {
     pub(crate) async fn import_events(&self, events: Vec<RecordedEvent>) -> Result<(), StoreError> {
@@ -131,5 +141,163 @@ impl RedisStore {
             }
             other => Err(RedisError::reply(C, format!("unknown import outcome {other:?}")).into()),
         }
+    }
+
+    pub(crate) async fn import_past(&self, past: &StreamPast) -> Result<(), StoreError> {
+        // Checked alone first: only the stored state is checked in Redis.
+        plan_past_import(past, past.last, &StreamLifecycle::default())?;
+        if past.last.get() > LUA_POSITION_MAX {
+            return Err(InvalidInput::new(
+                "last",
+                format!(
+                    "version {} is beyond what the Redis store counts exactly",
+                    past.last
+                ),
+            )
+            .into());
+        }
+        let keys = &self.inner.keys;
+        let l = past.lifecycle;
+        let m = l.metadata;
+        let mut cmd = redis::cmd("FCALL");
+        cmd.arg("concord_import_past_v11")
+            .arg(4)
+            .arg(keys.lifecycle())
+            .arg(keys.stream(&past.stream))
+            .arg(keys.heads())
+            .arg(keys.index())
+            .arg(past.stream.as_str())
+            .arg(past.last.get())
+            .arg(l.deleted_through.get())
+            .arg(u8::from(l.tombstoned))
+            .arg(m.max_count.unwrap_or(0))
+            .arg(m.max_age_seconds.unwrap_or(0))
+            .arg(m.truncate_before.map_or(0, Version::get));
+        const C: &str = "FCALL concord_import_past_v11";
+        let reply = self.fcall(&cmd).await?;
+        let items = decode::array(C, &reply)?;
+        let kind = items
+            .first()
+            .ok_or_else(|| RedisError::reply(C, "empty reply"))?;
+        match decode::text(C, kind)? {
+            "ok" => {
+                self.inner.signal.touch();
+                Ok(())
+            }
+            "tombstoned" => Err(StoreError::StreamDeleted(past.stream.clone())),
+            "version" => {
+                let last = items.get(1).map_or(Ok(0), |v| decode::int(C, v))?;
+                Err(InvalidInput::new(
+                    "last",
+                    format!(
+                        "stream {} is at version {last} here, but its past says its last version is {}",
+                        past.stream, past.last
+                    ),
+                )
+                .into())
+            }
+            other => Err(RedisError::reply(C, format!("unknown outcome {other:?}")).into()),
+        }
+    }
+
+    pub(crate) async fn raise_head(&self, to: Position) -> Result<(), StoreError> {
+        if to.get() > LUA_POSITION_MAX {
+            return Err(InvalidInput::new(
+                "head",
+                format!("position {to} is beyond what the Redis store counts exactly"),
+            )
+            .into());
+        }
+        let mut cmd = redis::cmd("FCALL");
+        cmd.arg("concord_import_head_v11")
+            .arg(1)
+            .arg(self.inner.keys.head())
+            .arg(to.get());
+        const C: &str = "FCALL concord_import_head_v11";
+        let reply = self.fcall(&cmd).await?;
+        let items = decode::array(C, &reply)?;
+        let kind = items
+            .first()
+            .ok_or_else(|| RedisError::reply(C, "empty reply"))?;
+        match decode::text(C, kind)? {
+            "ok" => {
+                self.inner.signal.advance(to);
+                Ok(())
+            }
+            "head" => {
+                let head = items.get(1).map_or(Ok(0), |h| decode::int(C, h))?;
+                plan_head_import(Position(head), to).map(drop)
+            }
+            other => Err(RedisError::reply(C, format!("unknown outcome {other:?}")).into()),
+        }
+    }
+
+    /// The names come from the stream index (streams with versions) and the lifecycle
+    /// hash (streams with only a lifecycle), which has no order: its names are read whole
+    /// for each page.
+    pub(crate) async fn stream_pasts(
+        &self,
+        after: Option<&StreamName>,
+        limit: usize,
+    ) -> Result<Vec<StreamPast>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let keys = &self.inner.keys;
+        let start = after.map_or_else(|| "-".to_owned(), |a| format!("({a}"));
+        let indexed: Vec<String> = self
+            .query(
+                "ZRANGE",
+                redis::cmd("ZRANGE")
+                    .arg(keys.index())
+                    .arg(start)
+                    .arg("+")
+                    .arg("BYLEX")
+                    .arg("LIMIT")
+                    .arg(0)
+                    .arg(limit),
+            )
+            .await?;
+        let with_lifecycle: Vec<String> = self
+            .query("HKEYS", redis::cmd("HKEYS").arg(keys.lifecycle()))
+            .await?;
+        let mut names: BTreeSet<String> = indexed.into_iter().collect();
+        names.extend(
+            with_lifecycle
+                .into_iter()
+                .filter(|n| after.is_none_or(|a| n.as_str() > a.as_str())),
+        );
+        let names: Vec<String> = names.into_iter().take(limit).collect();
+        if names.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        pipe.cmd("HMGET").arg(keys.heads()).arg(&names);
+        pipe.cmd("HMGET").arg(keys.lifecycle()).arg(&names);
+        let (heads, lifecycles): (Fields, Fields) = self.query_pipe("HMGET", &pipe).await?;
+        names
+            .iter()
+            .zip(heads.iter().zip(&lifecycles))
+            .map(|(name, (head, lifecycle))| {
+                let stream = StreamName::stored(name.as_str())
+                    .map_err(|e| RedisError::reply("HMGET", e.to_string()))?;
+                let last = head
+                    .as_deref()
+                    .map(|h| parse_heads("HMGET", h))
+                    .transpose()?
+                    .map_or(Version::NONE, |(v, _)| v);
+                let lifecycle = lifecycle
+                    .as_deref()
+                    .map(|t| Stored::parse("HMGET", t))
+                    .transpose()?
+                    .map(|s| s.lifecycle)
+                    .unwrap_or_default();
+                Ok(StreamPast {
+                    stream,
+                    last,
+                    lifecycle,
+                })
+            })
+            .collect()
     }
 }
