@@ -21,8 +21,8 @@ use std::time::Instant;
 use anyhow::Context as _;
 use clap::Args;
 use concord_core::{
-    Direction, EventStore, Filter, Position, RecordedEvent, StoreError, StreamMetadata, StreamName,
-    StreamPast, Version,
+    Direction, EventStore, Filter, Position, RecordedEvent, StoreError, StreamLifecycle,
+    StreamMetadata, StreamName, StreamPast, Version,
 };
 use sha2::{Digest, Sha256};
 
@@ -249,6 +249,9 @@ pub(crate) async fn run(args: CopyArgs) -> anyhow::Result<Exit> {
     let mut visible = Visible::new();
     let mut tombstoned = Tombstoned::new();
     let mut streams: HashSet<StreamName> = HashSet::new();
+    // Each stream's last version this run copied: a stream whose past is only that needs
+    // no call to carry it.
+    let mut copied_last: HashMap<StreamName, Version> = HashMap::new();
     let mut copied = 0u64;
     let limit = usize::try_from(args.batch).unwrap_or(1000);
     while from <= end {
@@ -263,6 +266,9 @@ pub(crate) async fn run(args: CopyArgs) -> anyhow::Result<Exit> {
         if !events.is_empty() {
             copied += events.len() as u64;
             streams.extend(events.iter().map(|e| e.stream.clone()));
+            for e in &events {
+                copied_last.insert(e.stream.clone(), e.version);
+            }
             let first = events.first().map_or(0, |e| e.position.get());
             target.import(events).await.with_context(|| {
                 format!("cannot import the events from position {first} into {to_url}")
@@ -275,7 +281,7 @@ pub(crate) async fn run(args: CopyArgs) -> anyhow::Result<Exit> {
         from = next;
     }
     bar.finish_and_clear();
-    let carried = match carry_pasts(source.as_ref(), target.as_ref(), end).await {
+    let carried = match carry_pasts(source.as_ref(), target.as_ref(), end, &copied_last).await {
         Ok(carried) => Some(carried),
         Err(StoreError::Unsupported { .. }) => {
             carry_lifecycles(
@@ -348,7 +354,9 @@ const PASTS_PAGE: usize = 1000;
 /// Every stream's past (last version, delete, tombstone, retention) into `target`, then
 /// the head raised to `end`, then each past read back from the target and compared.
 /// A stream whose last event readers of the source see is above `end` was written
-/// while the copy ran: its past goes with its events, at the next run.
+/// while the copy ran: its past goes with its events, at the next run. A stream with no
+/// lifecycle whose last event was copied is already what its past says: no call is made
+/// for it (most streams of a store).
 ///
 /// # Errors
 /// [`StoreError::Unsupported`] (before anything is written) when either store cannot list
@@ -357,9 +365,17 @@ async fn carry_pasts(
     source: &dyn EventStore,
     target: &dyn EventStore,
     end: Position,
+    copied_last: &HashMap<StreamName, Version>,
 ) -> Result<Carried, StoreError> {
     // Both ends are asked before the first write, so an unsupported one changes nothing.
     target.list_stream_pasts(None, 1).await?;
+    let bar = indicatif::ProgressBar::new_spinner();
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} carrying the streams' pasts: {pos} streams ({per_sec})",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+    );
     let mut carried = Carried::default();
     let mut imported: Vec<StreamPast> = Vec::new();
     let mut later: Vec<StreamName> = Vec::new();
@@ -371,6 +387,13 @@ async fn carry_pasts(
         };
         after = Some(last.stream.clone());
         for past in page {
+            bar.inc(1);
+            let plain = past.lifecycle == StreamLifecycle::default();
+            if plain && copied_last.get(&past.stream) == Some(&past.last) {
+                carried.pasts += 1;
+                imported.push(past);
+                continue;
+            }
             let newest = match source
                 .read_stream(&past.stream, past.last, Direction::Backward, 1)
                 .await
@@ -381,6 +404,13 @@ async fn carry_pasts(
             };
             if newest.is_some_and(|p| p > end) {
                 later.push(past.stream);
+                continue;
+            }
+            // Its last event was copied (by an earlier run), so the target holds its last
+            // version; with no lifecycle, that is its whole past.
+            if plain && newest.is_some() {
+                carried.pasts += 1;
+                imported.push(past);
                 continue;
             }
             match target.import_stream_past(&past).await {
@@ -402,8 +432,9 @@ async fn carry_pasts(
             imported.push(past);
         }
     }
+    bar.finish_and_clear();
     target.import_head(end).await?;
-    // Read back: every past imported is the target's now.
+    // Read back: every past carried (imported, or already there) is the target's now.
     let mut stored = HashMap::with_capacity(imported.len());
     let mut after: Option<StreamName> = None;
     loop {
