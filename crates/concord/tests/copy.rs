@@ -11,6 +11,8 @@
     clippy::panic
 )]
 
+mod common;
+
 use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -398,4 +400,40 @@ async fn after_a_scavenge_the_target_still_goes_on_as_the_source_would() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// From a server over HTTP, which cannot list the streams' pasts, the copy carries the
+/// events and what it finds in the log, and says on stderr what it could not carry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn from_a_server_over_http_the_copy_says_what_it_could_not_carry() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (served, target) = (tmp.path().join("served"), tmp.path().join("target"));
+    let (server, addr) = common::start_with(&served, &["--no-projections"]);
+    for (stream, owner) in [("account-1", "ann"), ("account-2", "bob")] {
+        let (status, body) = common::json(
+            &addr,
+            "POST",
+            &format!("/streams/{stream}"),
+            &format!(
+                r#"{{"expected_version":"no_stream","events":[{{"type":"AccountOpened","data":{{"owner":"{owner}"}}}}]}}"#
+            ),
+        );
+        assert_eq!(status, 201, "{body}");
+    }
+    let (status, body) = common::json(&addr, "DELETE", "/streams/account-2", "");
+    assert!(status == 204 || status == 200, "{status} {body}");
+    let out = copy(&format!("http://{addr}"), target.to_str().unwrap(), &[]);
+    assert_eq!(common::terminate(server), 0);
+    assert_copied(&out);
+    assert!(!stdout(&out).contains("the past of"), "{}", stdout(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("1 stream(s) of the source have no event readers see")
+            && stderr.contains("account-2;")
+            && stderr.contains("the target's head is 1"),
+        "{stderr}"
+    );
+    let copied = embedded(&target).await;
+    assert_eq!(copied.len(), 1);
+    assert_eq!(copied[0].stream.as_str(), "account-1");
 }
