@@ -176,7 +176,7 @@ pub struct PastImport {
 /// # Errors
 /// [`StoreError::StreamDeleted`] for a tombstoned stream whose past is not;
 /// [`StoreError::Invalid`] for a past that contradicts itself (a delete beyond its last
-/// version, a retention setting that is not a positive integer) or the
+/// version, a last version beyond 2^63 − 1, a retention setting that is not a positive integer) or the
 /// store (a last version other than the stream's).
 pub fn plan_past_import(
     past: &StreamPast,
@@ -185,6 +185,13 @@ pub fn plan_past_import(
 ) -> Result<PastImport, StoreError> {
     let stream = &past.stream;
     past.lifecycle.metadata.validate()?;
+    if past.last.get() > i64::MAX as u64 {
+        return Err(invalid(format!(
+            "the past of stream {stream} has last version {}, beyond the largest a store keeps ({})",
+            past.last,
+            i64::MAX
+        )));
+    }
     if past.lifecycle.deleted_through > past.last {
         return Err(invalid(format!(
             "the past of stream {stream} deletes through version {}, beyond its last version {}",
@@ -227,8 +234,18 @@ pub fn plan_past_import(
 /// head already.
 ///
 /// # Errors
-/// [`StoreError::Invalid`] for a head below the store's.
+/// [`StoreError::Invalid`] for a head below the store's or beyond 2^63 − 1.
 pub fn plan_head_import(head: Position, to: Position) -> Result<Option<Position>, StoreError> {
+    if to.get() > i64::MAX as u64 {
+        return Err(InvalidInput::new(
+            "head",
+            format!(
+                "position {to} is beyond the largest a store keeps ({})",
+                i64::MAX
+            ),
+        )
+        .into());
+    }
     match to.cmp(&head) {
         std::cmp::Ordering::Less => Err(InvalidInput::new(
             "head",
@@ -357,6 +374,7 @@ mod tests {
             (past(7, 0, false), Version(3)),
             (past(3, 0, false), Version(7)),
             (past(3, 4, false), Version::NONE),
+            (past(u64::MAX, 0, false), Version::NONE),
         ] {
             assert!(
                 matches!(
@@ -384,6 +402,10 @@ mod tests {
 
     #[test]
     fn a_head_only_goes_up() {
+        assert!(matches!(
+            plan_head_import(Position(9), Position(u64::MAX)),
+            Err(StoreError::Invalid(_))
+        ));
         assert_eq!(
             plan_head_import(Position(3), Position(9)).unwrap(),
             Some(Position(9))

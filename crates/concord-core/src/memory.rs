@@ -33,6 +33,10 @@ use crate::version::{ExpectedVersion, Position, Version};
 /// The log index of a version an import found erased: no slot of the log.
 const ERASED: usize = usize::MAX;
 
+/// The most positions, or versions of one stream, an import may make the in-memory store
+/// hold as empty slots: each takes memory here, where other stores keep a number.
+const MEMORY_SLOTS_MAX: u64 = 1 << 24;
+
 #[derive(Debug, Default)]
 struct State {
     /// The global log; the event at position p is at index p - 1, `None` once scavenged.
@@ -307,6 +311,14 @@ impl State {
     fn import_past(&mut self, past: &StreamPast) -> Result<(), StoreError> {
         let plan = plan_past_import(past, self.last(&past.stream), &self.lifecycle(&past.stream))?;
         if let Some(through) = plan.erased_through {
+            if through.get() > MEMORY_SLOTS_MAX {
+                return Err(StoreError::too_large(
+                    "last",
+                    through.get(),
+                    MEMORY_SLOTS_MAX,
+                    "versions in the in-memory store",
+                ));
+            }
             let indexes = self.streams.entry(past.stream.clone()).or_default();
             while (indexes.len() as u64) < through.get() {
                 indexes.push(ERASED);
@@ -751,10 +763,17 @@ impl EventStore for MemoryStore {
             let mut state = self.lock();
             let raised = plan_head_import(Position(state.log.len() as u64), head)?;
             if let Some(to) = raised {
-                let to = usize::try_from(to.get()).map_err(|_| {
-                    StoreError::invalid("head", format!("head {to} does not fit in memory"))
-                })?;
-                state.log.resize(to, None);
+                if to.get() > MEMORY_SLOTS_MAX {
+                    return Err(StoreError::too_large(
+                        "head",
+                        to.get(),
+                        MEMORY_SLOTS_MAX,
+                        "positions in the in-memory store",
+                    ));
+                }
+                state
+                    .log
+                    .resize(usize::try_from(to.get()).unwrap_or(0), None);
             }
             raised
         };
