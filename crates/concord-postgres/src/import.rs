@@ -31,12 +31,7 @@ impl PostgresStore {
         let streams = plan_import(&events, Position(0), self.limits())?;
         let s = self.schema();
         let mut client = self.client().await?;
-        let tx = client
-            .build_transaction()
-            .isolation_level(tokio_postgres::IsolationLevel::ReadCommitted)
-            .start()
-            .await
-            .map_err(|e| self.db(e))?;
+        let tx = self.read_committed(&mut client).await?;
         let keys = lock_keys(s, streams.iter().map(|i| i.stream.as_str()));
         tx.execute(LOCK_STREAMS_SQL, &[&keys])
             .await
@@ -90,12 +85,7 @@ impl PostgresStore {
         let s = self.schema();
         let stream = &past.stream;
         let mut client = self.client().await?;
-        let tx = client
-            .build_transaction()
-            .isolation_level(tokio_postgres::IsolationLevel::ReadCommitted)
-            .start()
-            .await
-            .map_err(|e| self.db(e))?;
+        let tx = self.read_committed(&mut client).await?;
         tx.execute(
             LOCK_STREAMS_SQL,
             &[&lock_keys(s, [stream.as_str()].into_iter())],
@@ -141,12 +131,7 @@ impl PostgresStore {
     pub(crate) async fn raise_head(&self, to: Position) -> Result<(), StoreError> {
         let s = self.schema();
         let mut client = self.client().await?;
-        let tx = client
-            .build_transaction()
-            .isolation_level(tokio_postgres::IsolationLevel::ReadCommitted)
-            .start()
-            .await
-            .map_err(|e| self.db(e))?;
+        let tx = self.read_committed(&mut client).await?;
         let head: i64 = tx
             .query_one(
                 &format!("SELECT position FROM {s}.concord_head WHERE id = 1 FOR UPDATE"),

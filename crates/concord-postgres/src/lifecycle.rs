@@ -163,12 +163,7 @@ impl PostgresStore {
     ) -> Result<(), StoreError> {
         let s = self.schema();
         let mut client = self.client().await?;
-        let tx = client
-            .build_transaction()
-            .isolation_level(tokio_postgres::IsolationLevel::ReadCommitted)
-            .start()
-            .await
-            .map_err(|e| self.db(e))?;
+        let tx = self.read_committed(&mut client).await?;
         lock_stream(&tx, s, stream).await.map_err(|e| self.db(e))?;
         let stored = stored(&*tx, s, stream)
             .await
@@ -286,12 +281,7 @@ impl PostgresStore {
         change.validate()?;
         let s = self.schema();
         let mut client = self.client().await?;
-        let tx = client
-            .build_transaction()
-            .isolation_level(tokio_postgres::IsolationLevel::ReadCommitted)
-            .start()
-            .await
-            .map_err(|e| self.db(e))?;
+        let tx = self.read_committed(&mut client).await?;
         lock_stream(&tx, s, stream).await.map_err(|e| self.db(e))?;
         let mut current = StreamMetadata::NONE;
         if let Some(st) = stored(&*tx, s, stream).await.map_err(|e| self.db(e))?? {
@@ -376,12 +366,7 @@ impl PostgresStore {
         let mut removed = 0u64;
         loop {
             let mut client = self.client().await?;
-            let tx = client
-                .build_transaction()
-                .isolation_level(tokio_postgres::IsolationLevel::ReadCommitted)
-                .start()
-                .await
-                .map_err(|e| self.db(e))?;
+            let tx = self.read_committed(&mut client).await?;
             lock_stream(&tx, s, stream).await.map_err(|e| self.db(e))?;
             let Some(st) = stored(&*tx, s, stream).await.map_err(|e| self.db(e))?? else {
                 return Ok(removed);

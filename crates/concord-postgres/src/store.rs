@@ -232,6 +232,20 @@ impl PostgresStore {
             .map_err(|e| error::pool(&self.inner.hosts, e))
     }
 
+    /// A read-committed transaction on `client`: what every lifecycle change, scavenge
+    /// chunk and import runs in (their locks, not the isolation level, order them).
+    pub(crate) async fn read_committed<'c>(
+        &self,
+        client: &'c mut deadpool_postgres::Object,
+    ) -> Result<deadpool_postgres::Transaction<'c>, StoreError> {
+        client
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::ReadCommitted)
+            .start()
+            .await
+            .map_err(|e| self.db(e))
+    }
+
     pub(crate) fn db(&self, e: tokio_postgres::Error) -> StoreError {
         error::driver(&self.inner.hosts, e)
     }

@@ -57,6 +57,19 @@ pub(crate) fn int(command: &'static str, v: &Value) -> Result<u64, RedisError> {
     }
 }
 
+/// A library function's reply: its outcome word (`ok`, or what refused the call) and the
+/// whole array, the word first.
+pub(crate) fn outcome<'a>(
+    command: &'static str,
+    v: &'a Value,
+) -> Result<(&'a str, &'a [Value]), RedisError> {
+    let items = array(command, v)?;
+    let kind = items
+        .first()
+        .ok_or_else(|| RedisError::reply(command, "empty reply"))?;
+    Ok((text(command, kind)?, items))
+}
+
 pub(crate) fn array<'a>(command: &'static str, v: &'a Value) -> Result<&'a [Value], RedisError> {
     match v {
         Value::Array(items) | Value::Set(items) => Ok(items),

@@ -95,10 +95,7 @@ impl RedisStore {
         }
         const C: &str = "FCALL concord_import_v10";
         let reply = self.fcall(&cmd).await?;
-        let items = decode::array(C, &reply)?;
-        let kind = items
-            .first()
-            .ok_or_else(|| RedisError::reply(C, "empty import reply"))?;
+        let (kind, items) = decode::outcome(C, &reply)?;
         let invalid =
             |message: String| -> StoreError { InvalidInput::new("events", message).into() };
         let stream_of = |i: usize| -> Result<StreamName, StoreError> {
@@ -108,7 +105,7 @@ impl RedisStore {
             StreamName::stored(decode::text(C, name)?)
                 .map_err(|e| RedisError::reply(C, e.to_string()).into())
         };
-        match decode::text(C, kind)? {
+        match kind {
             "ok" => {
                 self.inner.signal.advance(last.position);
                 Ok(())
@@ -175,11 +172,8 @@ impl RedisStore {
             .arg(m.truncate_before.map_or(0, Version::get));
         const C: &str = "FCALL concord_import_past_v11";
         let reply = self.fcall(&cmd).await?;
-        let items = decode::array(C, &reply)?;
-        let kind = items
-            .first()
-            .ok_or_else(|| RedisError::reply(C, "empty reply"))?;
-        match decode::text(C, kind)? {
+        let (kind, items) = decode::outcome(C, &reply)?;
+        match kind {
             "ok" => {
                 self.inner.signal.touch();
                 Ok(())
@@ -215,11 +209,8 @@ impl RedisStore {
             .arg(to.get());
         const C: &str = "FCALL concord_import_head_v11";
         let reply = self.fcall(&cmd).await?;
-        let items = decode::array(C, &reply)?;
-        let kind = items
-            .first()
-            .ok_or_else(|| RedisError::reply(C, "empty reply"))?;
-        match decode::text(C, kind)? {
+        let (kind, items) = decode::outcome(C, &reply)?;
+        match kind {
             "ok" => {
                 self.inner.signal.advance(to);
                 Ok(())

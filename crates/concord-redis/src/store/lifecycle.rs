@@ -215,11 +215,8 @@ impl RedisStore {
             .arg(self.inner.options.limits.concurrent_events_max);
         const C: &str = "FCALL";
         let reply = self.fcall(&cmd).await?;
-        let items = decode::array(C, &reply)?;
-        let kind = items
-            .first()
-            .ok_or_else(|| RedisError::reply(C, "empty delete reply"))?;
-        match decode::text(C, kind)? {
+        let (kind, items) = decode::outcome(C, &reply)?;
+        match kind {
             "ok" => {
                 // This process's stream subscriptions read again at once (others' within
                 // the bounded wait of `wait_for_head`).
