@@ -36,19 +36,8 @@ impl PostgresStore {
         tx.execute(LOCK_STREAMS_SQL, &[&keys])
             .await
             .map_err(|e| self.db(e))?;
-        let head: i64 = tx
-            .query_one(
-                &format!("SELECT position FROM {s}.concord_head WHERE id = 1 FOR UPDATE"),
-                &[],
-            )
-            .await
-            .and_then(|r| r.try_get(0))
-            .map_err(|e| self.db(e))?;
-        plan_import(
-            &events,
-            Position(u64::try_from(head).unwrap_or(0)),
-            self.limits(),
-        )?;
+        let head = self.take_head(&tx).await?;
+        plan_import(&events, head, self.limits())?;
         let mut erased: Vec<(&StreamImport, Version)> = Vec::new();
         for import in &streams {
             let row = stored(&*tx, s, &import.stream)
@@ -132,15 +121,8 @@ impl PostgresStore {
         let s = self.schema();
         let mut client = self.client().await?;
         let tx = self.read_committed(&mut client).await?;
-        let head: i64 = tx
-            .query_one(
-                &format!("SELECT position FROM {s}.concord_head WHERE id = 1 FOR UPDATE"),
-                &[],
-            )
-            .await
-            .and_then(|r| r.try_get(0))
-            .map_err(|e| self.db(e))?;
-        let Some(to) = plan_head_import(Position(u64::try_from(head).unwrap_or(0)), to)? else {
+        let head = self.take_head(&tx).await?;
+        let Some(to) = plan_head_import(head, to)? else {
             return Ok(());
         };
         tx.execute(
@@ -191,6 +173,26 @@ impl PostgresStore {
                 })
             })
             .collect()
+    }
+
+    /// The head row, held (`FOR UPDATE`) until `tx` ends: no process assigns positions
+    /// meanwhile.
+    async fn take_head(
+        &self,
+        tx: &deadpool_postgres::Transaction<'_>,
+    ) -> Result<Position, StoreError> {
+        let head: i64 = tx
+            .query_one(
+                &format!(
+                    "SELECT position FROM {}.concord_head WHERE id = 1 FOR UPDATE",
+                    self.schema()
+                ),
+                &[],
+            )
+            .await
+            .and_then(|r| r.try_get(0))
+            .map_err(|e| self.db(e))?;
+        Ok(Position(u64::try_from(head).unwrap_or(0)))
     }
 
     /// Refuses a batch with an event id its stream already holds.
