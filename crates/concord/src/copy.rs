@@ -504,3 +504,79 @@ async fn carry_lifecycles(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use concord_core::{AppendRequest, ExpectedVersion, MemoryStore, NewEvent};
+
+    use super::*;
+
+    fn deposit() -> Vec<NewEvent> {
+        vec![NewEvent::json("Deposited", &serde_json::json!({"amount": 1})).unwrap()]
+    }
+
+    async fn append(store: &MemoryStore, stream: &str) {
+        let outcome = store
+            .append(AppendRequest::new(
+                StreamName::new(stream).unwrap(),
+                ExpectedVersion::Any,
+                deposit(),
+            ))
+            .await
+            .unwrap();
+        assert!(!outcome.is_duplicate());
+    }
+
+    /// A stream written after the copy read the source's head goes along at the next run,
+    /// with its events: carrying its past now would give the target its version without
+    /// its events, and the next run's import of them would be refused.
+    #[tokio::test]
+    async fn a_stream_written_while_the_copy_ran_is_left_to_the_next_run() {
+        let (source, target) = (MemoryStore::new(), MemoryStore::new());
+        append(&source, "account-1").await;
+        append(&source, "account-2").await;
+        source
+            .delete_stream(&StreamName::new("account-2").unwrap(), None)
+            .await
+            .unwrap();
+        let end = source.head().await.unwrap();
+        let page = source
+            .read_all(Position(1), &Filter::all(), 10)
+            .await
+            .unwrap();
+        let copied: Vec<RecordedEvent> = page
+            .events
+            .into_iter()
+            .filter(|e| e.stream.as_str() == "account-1")
+            .collect();
+        target.import(copied.clone()).await.unwrap();
+        // Written after `end`: a new stream, and one more event of a copied one.
+        append(&source, "account-3").await;
+        append(&source, "account-1").await;
+        let copied_last: HashMap<StreamName, Version> = copied
+            .iter()
+            .map(|e| (e.stream.clone(), e.version))
+            .collect();
+        let carried = carry_pasts(&source, &target, end, &copied_last)
+            .await
+            .unwrap();
+        assert_eq!((carried.pasts, carried.deleted), (1, 1));
+        assert_eq!(carried.warnings.len(), 1, "{:?}", carried.warnings);
+        assert!(
+            carried.warnings[0].contains(
+                "2 stream(s) were written in the source while the copy ran (account-1, account-3)"
+            ),
+            "{:?}",
+            carried.warnings
+        );
+        let names: Vec<String> = target
+            .list_stream_pasts(None, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|p| p.stream.as_str().to_owned())
+            .collect();
+        assert_eq!(names, ["account-1", "account-2"]);
+        assert_eq!(target.head().await.unwrap(), end);
+    }
+}
