@@ -51,6 +51,17 @@ fn assert_copied(out: &Output) {
     );
 }
 
+/// A copy that ended with equal digests, says `carried` on stdout and nothing on stderr.
+fn assert_carried_quietly(out: &Output, carried: &str) {
+    assert_copied(out);
+    assert!(stdout(out).contains(carried), "{}", stdout(out));
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Event `i` of the source: every fourth one carries bytes of another content type.
 fn event(i: usize) -> NewEvent {
     let tags = vec![Tag::new(format!("owner:{}", i % 7)).unwrap()];
@@ -254,17 +265,9 @@ async fn what_readers_do_not_see_is_not_copied_and_deletes_and_tombstones_go_alo
     }
     let postgres = concord_testkit::postgres::shared().url_with_fresh_schema();
     let out = copy(source.to_str().unwrap(), &postgres, &[]);
-    assert_copied(&out);
-    assert!(
-        stdout(&out)
-            .contains("the past of 3 streams (1 deleted, 1 tombstoned, 0 with retention settings)"),
-        "{}",
-        stdout(&out)
-    );
-    assert!(
-        out.stderr.is_empty(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    assert_carried_quietly(
+        &out,
+        "the past of 3 streams (1 deleted, 1 tombstoned, 0 with retention settings)",
     );
     let target = concord_postgres::PostgresStore::connect(&postgres)
         .await
@@ -357,17 +360,9 @@ async fn after_a_scavenge_the_target_still_goes_on_as_the_source_would() {
         assert_eq!(store.scavenge().await.unwrap().events_removed, 20);
     }
     let out = copy(source.to_str().unwrap(), target.to_str().unwrap(), &[]);
-    assert_copied(&out);
-    assert!(
-        stdout(&out)
-            .contains("the past of 4 streams (1 deleted, 1 tombstoned, 1 with retention settings)"),
-        "{}",
-        stdout(&out)
-    );
-    assert!(
-        out.stderr.is_empty(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    assert_carried_quietly(
+        &out,
+        "the past of 4 streams (1 deleted, 1 tombstoned, 1 with retention settings)",
     );
     {
         let store = EmbeddedStore::open(&target).unwrap();
