@@ -1138,6 +1138,21 @@ fn parse_heads(command: &'static str, v: &[u8]) -> Result<(Version, Position), R
 type HashValues = Vec<Option<Vec<u8>>>;
 
 impl RedisStore {
+    /// The stream heads and the lifecycles of `names`, in one pipelined exchange.
+    async fn heads_and_lifecycles<'n>(
+        &self,
+        names: impl Iterator<Item = &'n str> + Clone,
+    ) -> Result<(HashValues, HashValues), RedisError> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("HMGET")
+            .arg(self.inner.keys.heads())
+            .arg(names.clone().collect::<Vec<_>>());
+        pipe.cmd("HMGET")
+            .arg(self.inner.keys.lifecycle())
+            .arg(names.collect::<Vec<_>>());
+        self.query_pipe("HMGET", &pipe).await
+    }
+
     /// One page of the stream index from after `after`: the streams listed (deleted ones
     /// left out), the last name read, and whether more names may follow.
     async fn list_page(
@@ -1175,20 +1190,9 @@ impl RedisStore {
         }
         let more = names.len() == limit;
         let last = names.last().cloned();
-        let mut cmd = redis::cmd("HMGET");
-        cmd.arg(self.inner.keys.heads());
-        for n in &names {
-            cmd.arg(n.as_str());
-        }
-        let mut lifecycles = redis::cmd("HMGET");
-        lifecycles.arg(self.inner.keys.lifecycle());
-        for n in &names {
-            lifecycles.arg(n.as_str());
-        }
-        let mut pipe = redis::pipe();
-        pipe.add_command(cmd).add_command(lifecycles);
-        let (states, lifecycles): (HashValues, HashValues) =
-            self.query_pipe("HMGET", &pipe).await?;
+        let (states, lifecycles) = self
+            .heads_and_lifecycles(names.iter().map(StreamName::as_str))
+            .await?;
         let mut out = Vec::with_capacity(names.len());
         for ((stream, state), lifecycle) in names.into_iter().zip(states).zip(lifecycles) {
             let state = state.ok_or_else(|| {

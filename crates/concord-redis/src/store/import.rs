@@ -23,9 +23,6 @@ use super::{LUA_POSITION_MAX, RedisStore, parse_heads};
 use crate::decode;
 use crate::error::RedisError;
 
-/// The values of an `HMGET`, `None` for a field that is not there.
-type Fields = Vec<Option<Vec<u8>>>;
-
 impl RedisStore {
     pub(crate) async fn import_events(&self, events: Vec<RecordedEvent>) -> Result<(), StoreError> {
         let Some(last) = events.last() else {
@@ -262,10 +259,9 @@ impl RedisStore {
         if names.is_empty() {
             return Ok(Vec::new());
         }
-        let mut pipe = redis::pipe();
-        pipe.cmd("HMGET").arg(keys.heads()).arg(&names);
-        pipe.cmd("HMGET").arg(keys.lifecycle()).arg(&names);
-        let (heads, lifecycles): (Fields, Fields) = self.query_pipe("HMGET", &pipe).await?;
+        let (heads, lifecycles) = self
+            .heads_and_lifecycles(names.iter().map(String::as_str))
+            .await?;
         names
             .iter()
             .zip(heads.iter().zip(&lifecycles))
