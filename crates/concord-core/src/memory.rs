@@ -37,6 +37,14 @@ const ERASED: usize = usize::MAX;
 /// hold as empty slots: each takes memory here, where other stores keep a number.
 const MEMORY_SLOTS_MAX: u64 = 1 << 24;
 
+/// Refuses an import that would make more than [`MEMORY_SLOTS_MAX`] slots.
+fn check_slots(what: &'static str, slots: u64, unit: &'static str) -> Result<(), StoreError> {
+    if slots > MEMORY_SLOTS_MAX {
+        return Err(StoreError::too_large(what, slots, MEMORY_SLOTS_MAX, unit));
+    }
+    Ok(())
+}
+
 #[derive(Debug, Default)]
 struct State {
     /// The global log; the event at position p is at index p - 1, `None` once scavenged.
@@ -311,14 +319,7 @@ impl State {
     fn import_past(&mut self, past: &StreamPast) -> Result<(), StoreError> {
         let plan = plan_past_import(past, self.last(&past.stream), &self.lifecycle(&past.stream))?;
         if let Some(through) = plan.erased_through {
-            if through.get() > MEMORY_SLOTS_MAX {
-                return Err(StoreError::too_large(
-                    "last",
-                    through.get(),
-                    MEMORY_SLOTS_MAX,
-                    "versions in the in-memory store",
-                ));
-            }
+            check_slots("last", through.get(), "versions in the in-memory store")?;
             let indexes = self.streams.entry(past.stream.clone()).or_default();
             while (indexes.len() as u64) < through.get() {
                 indexes.push(ERASED);
@@ -763,14 +764,7 @@ impl EventStore for MemoryStore {
             let mut state = self.lock();
             let raised = plan_head_import(Position(state.log.len() as u64), head)?;
             if let Some(to) = raised {
-                if to.get() > MEMORY_SLOTS_MAX {
-                    return Err(StoreError::too_large(
-                        "head",
-                        to.get(),
-                        MEMORY_SLOTS_MAX,
-                        "positions in the in-memory store",
-                    ));
-                }
+                check_slots("head", to.get(), "positions in the in-memory store")?;
                 state
                     .log
                     .resize(usize::try_from(to.get()).unwrap_or(0), None);

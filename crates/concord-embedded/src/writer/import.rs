@@ -18,6 +18,7 @@ use concord_core::{
 use foldhash::{HashMap, HashMapExt};
 use rusqlite::OptionalExtension;
 
+use super::lifecycle::write_lifecycle_row;
 use super::{LifecycleAnswer, Writer, in_transaction};
 use crate::error::{EmbeddedError, to_sql};
 use crate::schema::{LifecycleRow, StreamState};
@@ -223,14 +224,8 @@ impl Writer {
         if plan.erased_through.is_none() && next == row {
             return Ok(Ok(LifecycleAnswer::Done));
         }
-        // Named before the commit, as a lifecycle change is.
-        self.lifecycle_names
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(stream.clone());
+        self.name_lifecycle(stream);
         let context = "cannot import a stream's past";
-        let l = next.lifecycle;
-        let opt = |v: Option<u64>| v.map(to_sql).transpose();
         let created = in_transaction(&self.conn, context, |conn| {
             let created = match plan.erased_through {
                 Some(floor) => {
@@ -244,24 +239,7 @@ impl Writer {
                 }
                 None => None,
             };
-            conn.execute(
-                "INSERT INTO stream_lifecycle (name, deleted_through, tombstoned, max_count, max_age_seconds, truncate_before, erased_through)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-                 ON CONFLICT (name) DO UPDATE SET deleted_through = excluded.deleted_through,
-                     tombstoned = excluded.tombstoned, max_count = excluded.max_count,
-                     max_age_seconds = excluded.max_age_seconds, truncate_before = excluded.truncate_before,
-                     erased_through = excluded.erased_through",
-                (
-                    stream.as_str(),
-                    to_sql(l.deleted_through.get())?,
-                    i64::from(l.tombstoned),
-                    opt(l.metadata.max_count)?,
-                    opt(l.metadata.max_age_seconds)?,
-                    opt(l.metadata.truncate_before.map(Version::get))?,
-                    to_sql(next.erased_through)?,
-                ),
-            )
-            .map_err(EmbeddedError::sqlite(context))?;
+            write_lifecycle_row(conn, stream, &next, context)?;
             Ok(created)
         })?;
         self.sync_now()?;

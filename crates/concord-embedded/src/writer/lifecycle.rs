@@ -208,39 +208,23 @@ impl Writer {
         stream: &StreamName,
         row: LifecycleRow,
     ) -> Result<(), EmbeddedError> {
-        // Named before the commit: from then on reads of the stream are not split.
+        self.name_lifecycle(stream);
+        let context = "cannot store a stream's lifecycle";
+        in_transaction(&self.conn, context, |conn| {
+            write_lifecycle_row(conn, stream, &row, context)
+        })?;
+        self.sync_now()?;
+        self.lifecycles.insert(stream.clone(), row);
+        Ok(())
+    }
+
+    /// Names `stream` as one with a lifecycle row, before the commit that writes it: from
+    /// then on reads of the stream are not split.
+    pub(super) fn name_lifecycle(&self, stream: &StreamName) {
         self.lifecycle_names
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert(stream.clone());
-        let context = "cannot store a stream's lifecycle";
-        let l = row.lifecycle;
-        let m = l.metadata;
-        let opt = |v: Option<u64>| v.map(to_sql).transpose();
-        let write = |conn: &rusqlite::Connection| -> Result<(), EmbeddedError> {
-            conn.execute(
-                "INSERT INTO stream_lifecycle (name, deleted_through, tombstoned, max_count, max_age_seconds, truncate_before, erased_through)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-                 ON CONFLICT (name) DO UPDATE SET deleted_through = excluded.deleted_through,
-                     tombstoned = excluded.tombstoned, max_count = excluded.max_count,
-                     max_age_seconds = excluded.max_age_seconds, truncate_before = excluded.truncate_before",
-                (
-                    stream.as_str(),
-                    to_sql(l.deleted_through.get())?,
-                    i64::from(l.tombstoned),
-                    opt(m.max_count)?,
-                    opt(m.max_age_seconds)?,
-                    opt(m.truncate_before.map(Version::get))?,
-                    to_sql(row.erased_through)?,
-                ),
-            )
-            .map_err(EmbeddedError::sqlite(context))?;
-            Ok(())
-        };
-        in_transaction(&self.conn, context, write)?;
-        self.sync_now()?;
-        self.lifecycles.insert(stream.clone(), row);
-        Ok(())
     }
 
     /// Syncs the log now (when the store promises durability), poisoning it on failure
@@ -764,4 +748,36 @@ impl Writer {
             .map_err(EmbeddedError::sqlite("cannot read the file's size"))?;
         from_sql(name, n)
     }
+}
+
+/// Upserts the stream's lifecycle row: the rules' state as `row` says, `erased_through`
+/// never lowered (only a scavenge or an import raises it).
+pub(super) fn write_lifecycle_row(
+    conn: &rusqlite::Connection,
+    stream: &StreamName,
+    row: &LifecycleRow,
+    context: &'static str,
+) -> Result<(), EmbeddedError> {
+    let l = row.lifecycle;
+    let m = l.metadata;
+    let opt = |v: Option<u64>| v.map(to_sql).transpose();
+    conn.execute(
+        "INSERT INTO stream_lifecycle (name, deleted_through, tombstoned, max_count, max_age_seconds, truncate_before, erased_through)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+         ON CONFLICT (name) DO UPDATE SET deleted_through = excluded.deleted_through,
+             tombstoned = excluded.tombstoned, max_count = excluded.max_count,
+             max_age_seconds = excluded.max_age_seconds, truncate_before = excluded.truncate_before,
+             erased_through = max(erased_through, excluded.erased_through)",
+        (
+            stream.as_str(),
+            to_sql(l.deleted_through.get())?,
+            i64::from(l.tombstoned),
+            opt(m.max_count)?,
+            opt(m.max_age_seconds)?,
+            opt(m.truncate_before.map(Version::get))?,
+            to_sql(row.erased_through)?,
+        ),
+    )
+    .map_err(EmbeddedError::sqlite(context))?;
+    Ok(())
 }
