@@ -28,7 +28,7 @@ use std::sync::mpsc::Receiver;
 
 use concord_core::{HeadSignal, Position};
 
-use crate::writer::{Answer, Job, Poison, Request};
+use crate::writer::{Answer, Job, Jobs, Poison, Request};
 
 /// Syncs the log, or fails as a failed `fdatasync` would when a test armed `fail` (the
 /// one sync step of the syncer and of the writer's own syncs).
@@ -77,7 +77,7 @@ pub(crate) struct Syncer {
     pub(crate) fail_next_sync: bool,
     /// The writer's channel, to wake it when a sync ends: it holds the next batch open
     /// until then.
-    pub(crate) writer: std::sync::mpsc::Sender<Job>,
+    pub(crate) writer: Jobs,
 }
 
 impl Drop for Syncer {

@@ -7,7 +7,10 @@
 //! ones before it in the same batch), writes the accepted ones, and commits once: one
 //! fsync for the whole batch, which the [syncer](crate::syncer) thread makes while this one
 //! goes on with the next batch; the syncer publishes the new head and answers the callers
-//! once the batch is on the device.
+//! once the batch is on the device. The one exception is a lone caller: with nothing else
+//! under way it decides, commits and syncs its own append on its own thread, under the
+//! same lock of the writer's state ([`Writer::append_here`]), which saves it two thread
+//! wake-ups.
 //!
 //! Failures come in two kinds. A statement that fails inside the open transaction (a
 //! lookup SQLite refuses, an insert or a COMMIT into a full disk) changes nothing durable:
@@ -26,8 +29,9 @@
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, TryRecvError};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use foldhash::{HashMap, HashMapExt};
 
@@ -298,6 +302,66 @@ pub(crate) enum Job {
     Stop,
 }
 
+/// The senders' end of the writer's channel. It counts the jobs sent and not yet taken by
+/// the writer, so that a caller can tell that nothing waits for the writer before it
+/// commits an append on its own thread (see [`Writer::append_here`]).
+#[derive(Clone)]
+pub(crate) struct Jobs {
+    tx: Sender<Job>,
+    queued: Arc<AtomicUsize>,
+}
+
+impl Jobs {
+    /// A new channel: this end and the writer's.
+    pub(crate) fn channel() -> (Jobs, Inbox) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let inbox = Inbox {
+            rx,
+            queued: Arc::clone(&queued),
+        };
+        (Jobs { tx, queued }, inbox)
+    }
+
+    /// Sends `job`; gives it back when the writer is gone.
+    pub(crate) fn send(&self, job: Job) -> Result<(), Job> {
+        self.queued.fetch_add(1, Ordering::AcqRel);
+        self.tx
+            .send(job)
+            .map_err(|std::sync::mpsc::SendError(job)| {
+                self.queued.fetch_sub(1, Ordering::AcqRel);
+                job
+            })
+    }
+
+    /// Whether a job was sent that the writer has not taken yet.
+    pub(crate) fn any_queued(&self) -> bool {
+        self.queued.load(Ordering::Acquire) > 0
+    }
+}
+
+/// The writer's end of its channel. A job counts as queued until the writer takes it
+/// *under the lock of its state*, so a caller that finds the count at zero and the lock
+/// free knows that no job is waiting to be done before its own.
+pub(crate) struct Inbox {
+    rx: Receiver<Job>,
+    queued: Arc<AtomicUsize>,
+}
+
+impl Inbox {
+    /// Marks a job received outside the lock as taken (now that the lock is held).
+    fn taken(&self) {
+        self.queued.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// The next job if one is waiting, taken.
+    fn try_recv(&self) -> Result<Job, TryRecvError> {
+        let job = self.rx.try_recv()?;
+        self.taken();
+        Ok(job)
+    }
+}
+
 /// Where the answer to a [`LifecycleOp`] goes.
 pub(crate) type LifecycleReply = oneshot::Sender<Result<LifecycleAnswer, StoreError>>;
 
@@ -388,6 +452,11 @@ pub(crate) struct Writer {
     /// Appends written into a transaction that waits for the syncer to be free before it
     /// commits (see [`Writer::settle`]).
     pub(crate) open: Option<OpenBatch>,
+    /// The writer thread waits for a job with no timeout, so it will not flush the stream
+    /// index when the store goes quiet unless a job wakes it.
+    pub(crate) untimed_wait: bool,
+    /// When the last batch was committed.
+    pub(crate) committed_at: std::time::Instant,
 }
 
 /// Appends written but not committed yet: the transaction is open, and more requests
@@ -427,6 +496,14 @@ enum BatchFailure {
 }
 
 impl Request {
+    /// The job that hands this request to the writer thread.
+    pub(crate) fn into_job(self) -> Job {
+        match self {
+            Request::One(request, reply) => Job::Append { request, reply },
+            Request::Multi(request, reply) => Job::AppendMulti { request, reply },
+        }
+    }
+
     /// The refusal of this request with `error`, as an answer of its kind.
     fn refusal(&self, error: StoreError) -> Answer {
         match self {
@@ -475,54 +552,83 @@ struct Staged {
     writing: bool,
 }
 
+/// Locks the writer's state; `None` when a panic left it half-changed (the writer thread
+/// then stops, its channel closes, and every append is refused as stopped).
+fn lock(shared: &Mutex<Writer>) -> Option<MutexGuard<'_, Writer>> {
+    shared.lock().ok()
+}
+
 impl Writer {
-    /// Runs until every sender is gone (the store was dropped).
-    pub(crate) fn run(mut self, jobs: &Receiver<Job>) {
+    /// Runs the writer thread until the store is dropped. The state is locked while the
+    /// thread does a job and free while it waits for one, so that a lone caller can
+    /// commit its append on its own thread meanwhile ([`Writer::append_here`]).
+    pub(crate) fn run(shared: &Mutex<Writer>, inbox: &Inbox) {
         loop {
+            let Some(mut writer) = lock(shared) else {
+                return;
+            };
             // While a batch is held open, the syncer's wake-up comes first (a scavenge
             // piece waits for the commit).
-            let scavenge_wait = match self.open {
+            let scavenge_wait = match writer.open {
                 Some(_) => None,
-                None => self.scavenging.as_ref().map(lifecycle::Scavenging::wait),
+                None => writer.scavenging.as_ref().map(lifecycle::Scavenging::wait),
             };
-            let first = match (self.stashed.take(), scavenge_wait) {
-                (Some(job), _) => job,
+            let stashed = writer.stashed.take();
+            drop(writer);
+            let (first, received) = match (stashed, scavenge_wait) {
+                // Taken from the channel under the lock already.
+                (Some(job), _) => (Some(job), false),
                 // A scavenge under way goes on when no job comes before its next piece is
                 // due (callers waiting for their fsync send nothing meanwhile, so an empty
                 // channel does not mean a quiet store).
-                (None, Some(wait)) => match jobs.recv_timeout(wait) {
-                    Ok(job) => job,
+                (None, Some(wait)) => match inbox.rx.recv_timeout(wait) {
+                    Ok(job) => (Some(job), true),
                     Err(RecvTimeoutError::Timeout) => {
-                        self.scavenge_step(false);
+                        let Some(mut writer) = lock(shared) else {
+                            return;
+                        };
+                        writer.scavenge_step(false);
                         continue;
                     }
                     Err(RecvTimeoutError::Disconnected) => {
                         // The store was dropped: the scavenge stops between two chunks,
                         // which leaves a store the next one completes.
-                        self.flush_stream_index();
-                        break;
+                        if let Some(mut writer) = lock(shared) {
+                            writer.flush_stream_index();
+                        }
+                        return;
                     }
                 },
-                (None, None) => match self.next_job(jobs) {
-                    Some(job) => job,
-                    None => Job::Stop,
-                },
+                (None, None) => {
+                    let job = Self::next_job(shared, inbox);
+                    let received = job.is_some();
+                    (job, received)
+                }
             };
+            let Some(mut writer) = lock(shared) else {
+                return;
+            };
+            if received {
+                inbox.taken();
+            }
+            writer.untimed_wait = false;
+            let first = first.unwrap_or(Job::Stop);
             if let Job::Stop = first {
-                self.settle(true, jobs);
+                writer.settle(true, Some(inbox));
                 // Closed cleanly: the next open need not rebuild anything.
-                self.flush_stream_index();
-                break;
+                writer.flush_stream_index();
+                return;
             }
             if let Job::Pause(until) = first {
-                // Returns when the test drops its guard.
+                // Returns when the test drops its guard; the state stays locked, so no
+                // caller commits on its own thread meanwhile either.
                 let _ = until.recv();
                 continue;
             }
             let mut batch = vec![first];
             let mut events = 0;
             while events < BATCH_EVENTS_MAX {
-                match jobs.try_recv() {
+                match inbox.try_recv() {
                     Ok(job) => {
                         match &job {
                             Job::Append { request, .. } => events += request.events.len(),
@@ -537,7 +643,7 @@ impl Writer {
                             | Job::Synced => {}
                             Job::Stop => {
                                 // Taken up again as the first job of the next round.
-                                self.stashed = Some(job);
+                                writer.stashed = Some(job);
                                 break;
                             }
                         }
@@ -546,24 +652,44 @@ impl Writer {
                     Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
                 }
             }
-            self.process(batch, jobs);
+            writer.process(batch, Some(inbox));
             // At most one piece of a scavenge after each batch: appends wait for one chunk
             // at most, and get most of the writer's time while they keep coming.
-            self.scavenge_step(true);
+            writer.scavenge_step(true);
         }
     }
 
-    /// Waits for the next job; when the store goes quiet for [`INDEX_IDLE_FLUSH`], writes
-    /// the stream index entries it holds first. `None` once every sender is gone.
-    fn next_job(&mut self, jobs: &Receiver<Job>) -> Option<Job> {
-        if self.index.unflushed() > 0 {
-            match jobs.recv_timeout(INDEX_IDLE_FLUSH) {
+    /// Waits for the next job (received, not yet [taken](Inbox::taken)); when the store
+    /// has been quiet for [`INDEX_IDLE_FLUSH`] since its last commit (here or on a
+    /// caller's thread), writes the stream index entries it holds first. `None` once every
+    /// sender is gone (or the state is lost to a panic).
+    fn next_job(shared: &Mutex<Writer>, inbox: &Inbox) -> Option<Job> {
+        let mut flushed = false;
+        loop {
+            let wait = {
+                let mut writer = lock(shared)?;
+                let wait = (!flushed && writer.index.unflushed() > 0)
+                    .then(|| INDEX_IDLE_FLUSH.saturating_sub(writer.committed_at.elapsed()));
+                // An append committed on a caller's thread while this one waits without
+                // a timeout wakes it, so that its index entries are flushed when quiet.
+                writer.untimed_wait = wait.is_none();
+                if wait.is_some_and(|w| w.is_zero()) {
+                    writer.flush_stream_index();
+                    flushed = true;
+                    continue;
+                }
+                wait
+            };
+            let Some(wait) = wait else {
+                return inbox.rx.recv().ok();
+            };
+            match inbox.rx.recv_timeout(wait) {
                 Ok(job) => return Some(job),
-                Err(RecvTimeoutError::Timeout) => self.flush_stream_index(),
+                // Quiet since? Asked again above.
+                Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return None,
             }
         }
-        jobs.recv().ok()
     }
 
     /// Writes every held stream index entry into the `stream_index` table and moves
@@ -612,7 +738,38 @@ impl Writer {
         }
     }
 
-    fn process(&mut self, batch: Vec<Job>, jobs: &Receiver<Job>) {
+    /// Whether an append may be committed on its caller's thread now: nothing is held open,
+    /// stashed or being synced, so the writer thread would take it as a batch of one and
+    /// sync it itself. Asked under the lock, with no job queued.
+    pub(crate) fn idle(&self) -> bool {
+        self.open.is_none()
+            && self.stashed.is_none()
+            && self.poison.get().is_none()
+            && match &self.acknowledge {
+                Acknowledge::Inline => true,
+                Acknowledge::Syncer(syncer) => {
+                    !syncer.always && syncer.synced.load(Ordering::Acquire) >= self.head
+                }
+            }
+    }
+
+    /// Decides, writes, commits and syncs one append on the calling thread, as the writer thread would a batch of one, and answers it.
+    /// For a lone caller this saves two thread hand-offs (to the writer and back), each a
+    /// wake-up of a sleeping thread that costs tens of µs on a virtual machine; the caller
+    /// would wait for the same fsync anyway. Call only when [`Writer::idle`] and nothing is
+    /// queued. Returns whether the writer thread must be woken (it holds index entries
+    /// that it would otherwise not flush when the store goes quiet).
+    pub(crate) fn append_here(&mut self, request: Request) -> bool {
+        self.write_appends(vec![request]);
+        self.settle(true, None);
+        let wake = self.untimed_wait && self.index.unflushed() > 0;
+        if wake {
+            self.untimed_wait = false;
+        }
+        wake
+    }
+
+    fn process(&mut self, batch: Vec<Job>, jobs: Option<&Inbox>) {
         let mut appends = Vec::with_capacity(batch.len());
         let mut lifecycle_ops = Vec::new();
         for job in batch {
@@ -691,7 +848,7 @@ impl Writer {
     /// that arrive meanwhile join this commit, so a sync covers one commit rather than
     /// many small ones, each rewriting the same pages into the log. The syncer wakes the
     /// writer ([`Job::Synced`]) when it is free.
-    fn settle(&mut self, force: bool, jobs: &Receiver<Job>) {
+    fn settle(&mut self, force: bool, jobs: Option<&Inbox>) {
         let Some(open) = self.open.take() else {
             return;
         };
@@ -705,8 +862,7 @@ impl Writer {
         let syncer_busy = match &self.acknowledge {
             Acknowledge::Inline => false,
             Acknowledge::Syncer(syncer) => {
-                !syncer.always
-                    && syncer.synced.load(std::sync::atomic::Ordering::Acquire) < self.head
+                !syncer.always && syncer.synced.load(Ordering::Acquire) < self.head
             }
         };
         let events = open.staged.head - self.head;
@@ -716,6 +872,7 @@ impl Writer {
         }
         match self.commit() {
             Ok(()) => {
+                self.committed_at = std::time::Instant::now();
                 let written = open.staged.head - self.head;
                 let before = self.head;
                 self.head = open.staged.head;
@@ -780,7 +937,7 @@ impl Writer {
         appends: Vec<Request>,
         answers: Vec<Answer>,
         before: u64,
-        jobs: &Receiver<Job>,
+        jobs: Option<&Inbox>,
     ) {
         let answer_all = |appends: Vec<Request>, answers: Vec<Answer>| {
             for (request, answer) in appends.into_iter().zip(answers) {
@@ -797,13 +954,13 @@ impl Writer {
             }
             Acknowledge::Syncer(syncer) => syncer,
         };
-        let syncer_idle = syncer.synced.load(std::sync::atomic::Ordering::Acquire) >= before;
-        let waiting = match jobs.try_recv() {
-            Ok(job) => {
+        let syncer_idle = syncer.synced.load(Ordering::Acquire) >= before;
+        let waiting = match jobs.map(Inbox::try_recv) {
+            Some(Ok(job)) => {
                 self.stashed = Some(job);
                 true
             }
-            Err(_) => false,
+            Some(Err(_)) | None => false,
         };
         // A batch of one is the sign of a lone caller; a bigger batch means others are
         // about to send again, and their next batch should overlap this fsync.
@@ -828,9 +985,7 @@ impl Writer {
         }
         match crate::syncer::sync_log(&syncer.wal, &mut syncer.fail_next) {
             Ok(()) => {
-                syncer
-                    .synced
-                    .fetch_max(self.head, std::sync::atomic::Ordering::AcqRel);
+                syncer.synced.fetch_max(self.head, Ordering::AcqRel);
                 self.signal.advance(Position(self.head));
                 answer_all(appends, answers);
             }

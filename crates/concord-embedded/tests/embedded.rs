@@ -1718,3 +1718,83 @@ async fn a_long_catch_up_read_in_two_halves_returns_what_the_reference_store_doe
         assert_eq!(page(ours), page(theirs), "from {from}, limit {limit}");
     }
 }
+
+#[tokio::test]
+async fn a_lone_append_is_committed_and_answered_on_the_callers_thread() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    // Answered in the first poll: decided, committed, synced and answered without a hand-off
+    // to the writer thread. The writer thread may hold its state for a moment (it starts,
+    // or it is woken to flush the index later), and then an append joins its next batch,
+    // so some of these may be handed over; each is answered either way.
+    let mut answered_at_once = 0;
+    for n in 1..=50u64 {
+        let mut pending = store
+            .append(append("solo-1", ExpectedVersion::Any, vec![event("E", n)]))
+            .boxed();
+        let outcome = match pending.as_mut().now_or_never() {
+            Some(outcome) => {
+                answered_at_once += 1;
+                outcome
+            }
+            None => pending.await,
+        };
+        let AppendOutcome::Appended(appended) = outcome.unwrap() else {
+            panic!("append {n} was not written");
+        };
+        assert_eq!(appended.last_version, Version(n));
+        assert_eq!(appended.last_position, Position(n));
+        // Acknowledged means visible.
+        assert_eq!(store.head().await.unwrap(), Position(n));
+    }
+    assert!(
+        answered_at_once > 0,
+        "no lone append was answered on its caller's thread"
+    );
+}
+
+/// Waits until the stream index table holds `events` entries, all of them written.
+async fn wait_until_indexed(dir: &std::path::Path, events: i64) {
+    let raw = rusqlite::Connection::open(dir.join(DATA_FILE)).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (entries, indexed_through): (i64, i64) = raw
+            .query_row(
+                "SELECT (SELECT COUNT(*) FROM stream_index), (SELECT indexed_through FROM index_state)",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        if (entries, indexed_through) == (events, events) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the stream index holds {entries} entries, indexed through {indexed_through}, not {events}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_quiet_store_writes_the_stream_index_of_lone_appends() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    let mut appended = 0;
+    for burst in [20, 3] {
+        for _ in 0..burst {
+            appended += 1;
+            let _ = store
+                .append(append(
+                    "solo-1",
+                    ExpectedVersion::Any,
+                    vec![event("E", appended)],
+                ))
+                .await
+                .unwrap();
+        }
+        // After the first burst the writer thread flushed and went to sleep with nothing
+        // to flush; the second burst, committed on the caller's thread, wakes it.
+        wait_until_indexed(dir.path(), appended as i64).await;
+    }
+}
