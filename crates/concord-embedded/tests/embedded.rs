@@ -1719,25 +1719,34 @@ async fn a_long_catch_up_read_in_two_halves_returns_what_the_reference_store_doe
     }
 }
 
+/// Polls `future` once, with a waker that does nothing.
+fn poll_once<F: std::future::Future + Unpin>(future: &mut F) -> std::task::Poll<F::Output> {
+    let waker = futures::task::noop_waker();
+    std::pin::Pin::new(future).poll(&mut std::task::Context::from_waker(&waker))
+}
+
 #[tokio::test]
 async fn a_lone_append_is_committed_and_answered_on_the_callers_thread() {
     let dir = tempfile::tempdir().unwrap();
     let store = EmbeddedStore::open(dir.path()).unwrap();
-    // Answered in the first poll: decided, committed, synced and answered without a hand-off
-    // to the writer thread. The writer thread may hold its state for a moment (it starts,
-    // or it is woken to flush the index later), and then an append joins its next batch,
-    // so some of these may be handed over; each is answered either way.
+    // The first poll lets other ready tasks enter their appends; by the second a lone
+    // append is decided, committed, synced and answered without a hand-off to the writer
+    // thread (which would take at least an fsync). The writer thread may hold its state
+    // for a moment (it starts, or it is woken to flush the index later), and then an
+    // append joins its next batch, so some of these may be handed over; each is answered
+    // either way.
     let mut answered_at_once = 0;
     for n in 1..=50u64 {
         let mut pending = store
             .append(append("solo-1", ExpectedVersion::Any, vec![event("E", n)]))
             .boxed();
-        let outcome = match pending.as_mut().now_or_never() {
-            Some(outcome) => {
+        assert!(poll_once(&mut pending).is_pending());
+        let outcome = match poll_once(&mut pending) {
+            std::task::Poll::Ready(outcome) => {
                 answered_at_once += 1;
                 outcome
             }
-            None => pending.await,
+            std::task::Poll::Pending => pending.await,
         };
         let AppendOutcome::Appended(appended) = outcome.unwrap() else {
             panic!("append {n} was not written");
@@ -1751,6 +1760,52 @@ async fn a_lone_append_is_committed_and_answered_on_the_callers_thread() {
         answered_at_once > 0,
         "no lone append was answered on its caller's thread"
     );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn appends_of_many_tasks_on_one_thread_are_not_committed_one_by_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    // A lone caller first, so that the store takes the next append for a lone one's.
+    for n in 1..=20u64 {
+        let _ = store
+            .append(append("solo-1", ExpectedVersion::Any, vec![event("E", n)]))
+            .await
+            .unwrap();
+    }
+    // Then 16 at once on this one thread: the first must not commit alone while the others
+    // wait behind it (one fsync each); each enters before any is answered.
+    let mut pending: Vec<_> = (0..16u64)
+        .map(|n| {
+            store
+                .append(append(
+                    &format!("task-{n}"),
+                    ExpectedVersion::NoStream,
+                    vec![event("E", n)],
+                ))
+                .boxed()
+        })
+        .collect();
+    for (n, p) in pending.iter_mut().enumerate() {
+        // The others are handed to the writer in this poll: none could be on the device yet.
+        assert!(poll_once(p).is_pending(), "append {n} answered at once");
+    }
+    // The first one, polled again once the others entered, joins them rather than
+    // committing alone (which would answer it within this poll).
+    assert!(
+        poll_once(&mut pending[0]).is_pending(),
+        "the first append was committed alone while the others waited"
+    );
+    let mut positions: Vec<u64> = futures::future::join_all(pending)
+        .await
+        .into_iter()
+        .map(|outcome| match outcome.unwrap() {
+            AppendOutcome::Appended(appended) => appended.last_position.get(),
+            other => panic!("not written: {other:?}"),
+        })
+        .collect();
+    positions.sort_unstable();
+    assert_eq!(positions, (21..=36).collect::<Vec<_>>());
 }
 
 /// Waits until the stream index table holds `events` entries, all of them written.
