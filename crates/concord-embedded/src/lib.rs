@@ -379,6 +379,18 @@ impl EmbeddedStore {
         WriterPause { _resume: tx }
     }
 
+    /// Gets an append written (see [`Self::hand_over`]) and waits for its answer.
+    async fn write<T>(
+        &self,
+        request: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Request,
+    ) -> Result<T, StoreError> {
+        let (_appending, alone) = self.appending.enter();
+        let (reply, answer) = oneshot::channel();
+        let alone = alone && self.appending.still_alone().await;
+        self.hand_over(request(reply), alone)?;
+        answer.await.map_err(|_| EmbeddedError::Stopped("writer"))?
+    }
+
     /// Gets `request` decided, written and answered on its reply channel: on this thread
     /// when its caller is `alone` (see [`Appending::enter`]) and the writer has nothing to
     /// do (see [`Writer::append_here`]), else by the writer thread, with the group commit.
@@ -579,6 +591,14 @@ pub struct WriterPause {
     _resume: Sender<()>,
 }
 
+/// How many appends in a row must find themselves alone before one is committed on its
+/// caller's thread. With many callers (64 HTTP connections), the first append to arrive
+/// after a batch is answered is often alone for a moment; committing it on its caller's
+/// thread (a server's runtime worker) then held back the others' requests, and the next
+/// batch came out smaller: HTTP and gRPC at 64 writers lost 5–10 % (`bench/ab.sh`). A
+/// lone caller is alone every time.
+const ALONE_IN_A_ROW: usize = 8;
+
 /// What the store knows of the appends under way, to tell a lone caller from a moment of
 /// quiet between two batches of many callers.
 #[derive(Default)]
@@ -588,14 +608,6 @@ struct Appending {
     /// How many appends in a row found no other under way when they entered.
     alone_in_a_row: AtomicUsize,
 }
-
-/// How many appends in a row must find themselves alone before one is committed on its
-/// caller's thread. With many callers (64 HTTP connections), the first append to arrive
-/// after a batch is answered is often alone for a moment; committing it on its caller's
-/// thread (a server's runtime worker) then held back the others' requests, and the next
-/// batch came out smaller: HTTP and gRPC at 64 writers lost 5–10 % (`bench/ab.sh`). A
-/// lone caller is alone every time.
-const ALONE_IN_A_ROW: usize = 8;
 
 impl Appending {
     /// Counts an append in for as long as the guard lives (a cancelled future drops it
@@ -611,9 +623,7 @@ impl Appending {
         };
         (AppendingGuard(&self.under_way), alone)
     }
-}
 
-impl Appending {
     /// Whether the caller is still alone once every other task that was ready to run has
     /// had its turn. Committing on the caller's thread finishes within one poll, so on a
     /// thread that runs many tasks (a single-threaded runtime, one runtime worker, a
@@ -672,11 +682,7 @@ impl EventStore for EmbeddedStore {
         if let Some(reason) = self.poison.get() {
             return Err(StoreError::Poisoned(reason.clone()));
         }
-        let (_appending, alone) = self.appending.enter();
-        let (reply, answer) = oneshot::channel();
-        let alone = alone && self.appending.still_alone().await;
-        self.hand_over(Request::One(request, reply), alone)?;
-        answer.await.map_err(|_| EmbeddedError::Stopped("writer"))?
+        self.write(|reply| Request::One(request, reply)).await
     }
 
     async fn append_multi(
@@ -687,11 +693,7 @@ impl EventStore for EmbeddedStore {
         if let Some(reason) = self.poison.get() {
             return Err(StoreError::Poisoned(reason.clone()));
         }
-        let (_appending, alone) = self.appending.enter();
-        let (reply, answer) = oneshot::channel();
-        let alone = alone && self.appending.still_alone().await;
-        self.hand_over(Request::Multi(request, reply), alone)?;
-        answer.await.map_err(|_| EmbeddedError::Stopped("writer"))?
+        self.write(|reply| Request::Multi(request, reply)).await
     }
 
     async fn query(

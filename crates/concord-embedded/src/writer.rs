@@ -753,8 +753,8 @@ impl Writer {
             }
     }
 
-    /// Decides, writes, commits and syncs one append on the calling thread, as the writer thread would a batch of one, and answers it.
-    /// For a lone caller this saves two thread hand-offs (to the writer and back), each a
+    /// Decides, writes, commits and syncs one append on the calling thread, as the writer
+    /// thread would a batch of one, and answers it. For a lone caller this saves two thread hand-offs (to the writer and back), each a
     /// wake-up of a sleeping thread that costs tens of µs on a virtual machine; the caller
     /// would wait for the same fsync anyway. Call only when [`Writer::idle`] and nothing is
     /// queued. Returns whether the writer thread must be woken (it holds index entries
