@@ -1853,3 +1853,95 @@ async fn a_quiet_store_writes_the_stream_index_of_lone_appends() {
         wait_until_indexed(dir.path(), appended as i64).await;
     }
 }
+
+/// Phases of one lone caller (committing on its own thread once it is taken for one)
+/// alternate with bursts of many (the writer's batches), on a runtime with several
+/// workers, so the two paths hand the writer's state back and forth: every version and
+/// every position is granted exactly once, and a conflict is still a conflict.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lone_and_concurrent_appends_alternate_without_gaps_or_duplicates() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
+    let mut expected_events = 0u64;
+    for phase in 0..4u64 {
+        for n in 0..30u64 {
+            let outcome = store
+                .append(append(
+                    "lone-1",
+                    ExpectedVersion::Exact(Version(phase * 30 + n)),
+                    vec![event("E", n)],
+                ))
+                .await
+                .unwrap();
+            assert!(matches!(outcome, AppendOutcome::Appended(_)), "{outcome:?}");
+            expected_events += 1;
+        }
+        // A stale expectation from the lone caller is refused, on whichever path.
+        let stale = store
+            .append(append(
+                "lone-1",
+                ExpectedVersion::Exact(Version(phase * 30)),
+                vec![event("E", 0)],
+            ))
+            .await;
+        assert!(
+            matches!(&stale, Err(StoreError::Conflict(c)) if c.actual == Version((phase + 1) * 30)),
+            "{stale:?}"
+        );
+        let transfer = MultiAppendRequest::new(vec![
+            transfer_part("account-1", "Withdrawn", "account:1"),
+            transfer_part("account-2", "Deposited", "account:2"),
+        ]);
+        let transferred = store.append_multi(transfer).await.unwrap();
+        assert!(!transferred.duplicate);
+        assert_eq!(
+            transferred.last_position.get() - transferred.first_position.get(),
+            1
+        );
+        expected_events += 2;
+        let burst: Vec<_> = (0..8u64)
+            .map(|task| {
+                let store = Arc::clone(&store);
+                tokio::spawn(async move {
+                    for n in 0..10u64 {
+                        let _ = store
+                            .append(append(
+                                &format!("burst-{task}"),
+                                ExpectedVersion::Any,
+                                vec![event("E", n)],
+                            ))
+                            .await
+                            .unwrap();
+                    }
+                })
+            })
+            .collect();
+        for task in burst {
+            task.await.unwrap();
+        }
+        expected_events += 80;
+    }
+    let page = store
+        .read_all(Position(1), &Filter::all(), 10_000)
+        .await
+        .unwrap();
+    let positions: Vec<u64> = page.events.iter().map(|e| e.position.get()).collect();
+    assert_eq!(positions, (1..=expected_events).collect::<Vec<_>>());
+    let mut by_stream: std::collections::HashMap<String, Vec<u64>> = Default::default();
+    for e in &page.events {
+        by_stream
+            .entry(e.stream.as_str().to_owned())
+            .or_default()
+            .push(e.version.get());
+    }
+    for (stream, versions) in &by_stream {
+        assert_eq!(
+            versions,
+            &(1..=versions.len() as u64).collect::<Vec<_>>(),
+            "{stream}"
+        );
+    }
+    assert_eq!(by_stream["lone-1"].len(), 120);
+    assert_eq!(by_stream["burst-0"].len(), 40);
+    assert_eq!(by_stream["account-1"].len(), 4);
+}
