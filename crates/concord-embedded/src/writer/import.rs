@@ -186,13 +186,7 @@ impl Writer {
                 },
             );
         }
-        self.head = end;
-        if let super::Acknowledge::Syncer(syncer) = &self.acknowledge {
-            syncer
-                .synced
-                .fetch_max(end, std::sync::atomic::Ordering::AcqRel);
-        }
-        self.signal.advance(Position(end));
+        self.publish_synced_head(end);
         let bytes = events
             .iter()
             .map(|e| (e.data.len() + e.metadata.len()) as u64)
@@ -268,13 +262,7 @@ impl Writer {
             Ok(())
         })?;
         self.sync_now()?;
-        self.head = to;
-        if let super::Acknowledge::Syncer(syncer) = &self.acknowledge {
-            syncer
-                .synced
-                .fetch_max(to, std::sync::atomic::Ordering::AcqRel);
-        }
-        self.signal.advance(Position(to));
+        self.publish_synced_head(to);
         Ok(Ok(LifecycleAnswer::Done))
     }
 }

@@ -239,6 +239,18 @@ impl Writer {
         Ok(())
     }
 
+    /// Moves the head to `head`, written and synced outside a batch (an import): the
+    /// syncer counts it as synced, and readers see it.
+    pub(super) fn publish_synced_head(&mut self, head: u64) {
+        self.head = head;
+        if let Acknowledge::Syncer(syncer) = &self.acknowledge {
+            syncer
+                .synced
+                .fetch_max(head, std::sync::atomic::Ordering::AcqRel);
+        }
+        self.signal.advance(concord_core::Position(head));
+    }
+
     /// Starts a scavenge for `reply`, or queues `reply` for the next one when a scavenge is
     /// under way (it answers only once everything hidden before it asked is erased).
     fn start_scavenge(&mut self, reply: LifecycleReply) {

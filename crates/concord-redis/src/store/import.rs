@@ -23,21 +23,25 @@ use super::{LUA_POSITION_MAX, RedisStore, parse_heads};
 use crate::decode;
 use crate::error::RedisError;
 
+/// Refuses a `what` (position or version) of `field` above what Redis's Lua numbers
+/// (doubles) count exactly.
+fn counted_exactly(field: &'static str, what: &str, n: u64) -> Result<(), StoreError> {
+    if n > LUA_POSITION_MAX {
+        return Err(InvalidInput::new(
+            field,
+            format!("{what} {n} is beyond what the Redis store counts exactly"),
+        )
+        .into());
+    }
+    Ok(())
+}
+
 impl RedisStore {
     pub(crate) async fn import_events(&self, events: Vec<RecordedEvent>) -> Result<(), StoreError> {
         let Some(last) = events.last() else {
             return Ok(());
         };
-        if last.position.get() > LUA_POSITION_MAX {
-            return Err(InvalidInput::new(
-                "events",
-                format!(
-                    "position {} is beyond what the Redis store counts exactly",
-                    last.position
-                ),
-            )
-            .into());
-        }
+        counted_exactly("events", "position", last.position.get())?;
         let streams = plan_import(&events, Position(0), &self.inner.options.limits)?;
         let keys = &self.inner.keys;
         let mut key_list: Vec<String> = vec![
@@ -140,16 +144,7 @@ impl RedisStore {
     pub(crate) async fn import_past(&self, past: &StreamPast) -> Result<(), StoreError> {
         // Checked alone first: only the stored state is checked in Redis.
         plan_past_import(past, past.last, &StreamLifecycle::default())?;
-        if past.last.get() > LUA_POSITION_MAX {
-            return Err(InvalidInput::new(
-                "last",
-                format!(
-                    "version {} is beyond what the Redis store counts exactly",
-                    past.last
-                ),
-            )
-            .into());
-        }
+        counted_exactly("last", "version", past.last.get())?;
         let keys = &self.inner.keys;
         let l = past.lifecycle;
         let m = l.metadata;
@@ -192,13 +187,7 @@ impl RedisStore {
     }
 
     pub(crate) async fn raise_head(&self, to: Position) -> Result<(), StoreError> {
-        if to.get() > LUA_POSITION_MAX {
-            return Err(InvalidInput::new(
-                "head",
-                format!("position {to} is beyond what the Redis store counts exactly"),
-            )
-            .into());
-        }
+        counted_exactly("head", "position", to.get())?;
         let mut cmd = redis::cmd("FCALL");
         cmd.arg("concord_import_head_v11")
             .arg(1)
