@@ -15,13 +15,17 @@ cd "$(dirname "$0")/.."
 work="$(mktemp -d)"
 install_message_db "$work"
 [[ -n "$mdb" ]] || { echo "postgres-lone-ab.sh: Message DB is needed for the baseline" >&2; exit 1; }
+# Each binary writes its own database, so that two builds of different schema formats can
+# be compared (a build refuses a schema newer than it knows).
+psql -X -q -d postgres -c "CREATE DATABASE concord_a" -c "CREATE DATABASE concord_b"
+declare -A stores=([$A]="${store%/*}/concord_a" [$B]="${store%/*}/concord_b")
 echo "$(nproc) cores; $(uptime)"
 for round in $(seq 1 "$ROUNDS"); do
   base="$("$A" --store "$mdb" --json bench baseline messagedb --writers 1 --duration "$SECS" --event-bytes 1024 2>/dev/null)"
   python3 -c 'import json,sys; r=json.loads(sys.argv[1]); print("round %s %-40s %6.0f/s p50 %.3f ms" % (sys.argv[2], "messagedb", r["events_per_sec"], r["p50_ms"]))' "$base" "$round"
   if (( round % 2 )); then order=("$A" "$B"); else order=("$B" "$A"); fi
   for bin in "${order[@]}"; do
-    out="$("$bin" --store "$store" --json bench append --writers 1 --duration "$SECS" --event-bytes 1024 2>/dev/null)"
+    out="$("$bin" --store "${stores[$bin]}" --json bench append --writers 1 --duration "$SECS" --event-bytes 1024 2>/dev/null)"
     python3 -c 'import json,sys; b=json.loads(sys.argv[2]); r=json.loads(sys.argv[3]); print("round %s %-40s %6.0f/s p50 %.3f ms  ratio to messagedb %.2f" % (sys.argv[4], sys.argv[1], r["events_per_sec"], r["p50_ms"], r["events_per_sec"]/b["events_per_sec"]))' "$bin" "$base" "$out" "$round"
   done
 done

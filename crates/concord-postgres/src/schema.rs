@@ -6,9 +6,11 @@
 //! not race. See `docs/design/postgres-layout.md`.
 
 use crate::error::PostgresError;
+use crate::writer::LoneFunction;
 
 /// The layout this build writes: 2 added the stream lifecycle columns of
 /// `concord_streams` (deletes, tombstones, retention settings, how far a scavenge erased).
+/// The lone function (`writer::LoneFunction`) is code, not layout: each build adds its own.
 pub const FORMAT_VERSION: i32 = 2;
 
 /// The statements that create format 1 in schema `s`.
@@ -135,6 +137,20 @@ pub(crate) async fn migrate(
             .await
             .map_err(err)?;
         }
+    }
+    // This build's lone function, under the same lock: a build that finds it skips the
+    // catalog write.
+    let lone = LoneFunction::new(s);
+    let present: bool = tx
+        .query_one(
+            "SELECT to_regprocedure($1) IS NOT NULL",
+            &[&lone.signature()],
+        )
+        .await
+        .and_then(|r| r.try_get(0))
+        .map_err(err)?;
+    if !present {
+        tx.batch_execute(&lone.create).await.map_err(err)?;
     }
     tx.commit().await.map_err(err)
 }

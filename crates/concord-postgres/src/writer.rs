@@ -25,8 +25,8 @@
 //!    everything before the head and the batch's own earlier appends, then writes;
 //! 4. events, stream rows, head row and `pg_notify`, then COMMIT.
 //!
-//! An append that arrives alone takes one pipelined exchange instead, on the stream row the
-//! writer last saw, checked by the database (`lone`).
+//! An append that arrives alone takes one statement instead (a call of the lone function in
+//! autocommit), on the stream row the writer last saw, checked by the database (`lone`).
 //!
 //! Because the head row is held until the commit is visible, a transaction that takes it
 //! next sees every earlier position committed: positions become visible in order, without
@@ -49,8 +49,8 @@ use crate::lifecycle::{self, LIFECYCLE_COLUMNS, Stored};
 use crate::matching::MatchingError;
 use crate::rows::{bound, decode};
 use lone::{Known, Lone};
-pub(crate) use statements::WriteSql;
 pub(crate) use statements::insert_rows;
+pub(crate) use statements::{LoneFunction, WriteSql};
 use statements::{Session, prepare_write, write_relative};
 
 mod lone;
@@ -165,7 +165,7 @@ impl Writer {
         }
     }
 
-    /// Writes `batch`: an append alone in one round trip when the writer knows its stream
+    /// Writes `batch`: an append alone in one statement when the writer knows its stream
     /// well enough (`lone`), otherwise (or when that guess does not hold) the general path.
     async fn write(
         &self,
@@ -919,10 +919,16 @@ pub(crate) fn lock_keys<'a>(schema: &str, streams: impl Iterator<Item = &'a str>
 /// The advisory lock key of a stream: FNV-1a of `schema NUL stream`, so stores in different
 /// schemas never wait for each other. A collision only makes two streams share a lock.
 pub(crate) fn lock_key(schema: &str, stream: &str) -> i64 {
+    let hash = fnv1a(schema.bytes().chain([0]).chain(stream.bytes()));
+    i64::from_ne_bytes(hash.to_ne_bytes())
+}
+
+/// FNV-1a, 64 bits: stable across builds and platforms, unlike `std`'s hasher.
+pub(crate) fn fnv1a(bytes: impl Iterator<Item = u8>) -> u64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in schema.bytes().chain([0]).chain(stream.bytes()) {
+    for b in bytes {
         hash ^= u64::from(b);
         hash = hash.wrapping_mul(0x0100_0000_01b3);
     }
-    i64::from_ne_bytes(hash.to_ne_bytes())
+    hash
 }

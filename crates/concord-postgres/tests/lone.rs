@@ -193,3 +193,49 @@ async fn retention_set_by_another_process_applies_to_the_next_append_of_a_stream
         vec![Version(3)]
     );
 }
+
+#[tokio::test]
+async fn a_lone_append_is_one_call_of_the_lone_function() {
+    // Function call counts are kept only with `track_functions` (superuser; the test server
+    // runs as postgres), here for the store's own sessions through the URL's options.
+    let server = shared();
+    let schema = concord_testkit::postgres::unique_schema();
+    let url = format!(
+        "{}?schema={schema}&options=-c%20track_functions%3Dpl",
+        server.url()
+    );
+    let store = PostgresStore::connect(&url).await.unwrap();
+    let s = StreamName::new("account-20").unwrap();
+    let _ = append(&store, &s, ExpectedVersion::NoStream, vec![deposit()])
+        .await
+        .unwrap();
+    for version in 1..5 {
+        let out = append(
+            &store,
+            &s,
+            ExpectedVersion::Exact(Version(version)),
+            vec![deposit()],
+        )
+        .await
+        .unwrap();
+        assert_eq!(out.appended().last_version, Version(version + 1));
+    }
+
+    // A backend reports its counts a while after it went idle (10 s on PostgreSQL 15).
+    let calls = || {
+        server
+            .psql(&format!(
+                "SELECT coalesce(sum(calls), 0) FROM pg_stat_user_functions \
+                 WHERE schemaname = '{schema}' AND funcname LIKE 'concord\\_append\\_lone\\_%'"
+            ))
+            .trim()
+            .parse::<u64>()
+            .unwrap()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while calls() < 5 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(calls(), 5);
+    assert_eq!(store.stream_version(&s).await.unwrap(), Version(5));
+}

@@ -91,3 +91,40 @@ async fn no_reachable_server_is_a_connect_error_naming_the_hosts() {
         "{error}"
     );
 }
+
+/// The names of the lone functions in `schema`.
+fn lone_functions(schema: &str) -> Vec<String> {
+    let server = shared();
+    server
+        .psql(&format!(
+            "SELECT proname FROM pg_proc WHERE pronamespace = '{schema}'::regnamespace \
+             AND proname LIKE 'concord\\_append\\_lone\\_%' ORDER BY proname"
+        ))
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test]
+async fn a_build_adds_its_lone_function_once_and_again_when_it_is_missing() {
+    let server = shared();
+    let schema = unique_schema();
+    let url = format!("{}?schema={schema}", server.url());
+    let store = PostgresStore::connect(&url).await.unwrap();
+    let first = lone_functions(&schema);
+    assert_eq!(first.len(), 1, "{first:?}");
+    drop(PostgresStore::connect(&url).await.unwrap());
+    assert_eq!(lone_functions(&schema), first);
+
+    // Dropped (a schema restored without it, say): the next connect adds it back, and lone
+    // appends of a store connected since work.
+    server.psql(&format!("DROP FUNCTION {schema}.{}", first[0]));
+    assert!(lone_functions(&schema).is_empty());
+    let again = PostgresStore::connect(&url).await.unwrap();
+    assert_eq!(lone_functions(&schema), first);
+    for _ in 0..3 {
+        let _ = again.append(append("account-9")).await.unwrap();
+    }
+    assert_eq!(again.head().await.unwrap().get(), 3);
+    drop(store);
+}

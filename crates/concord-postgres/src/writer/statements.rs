@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use concord_core::{Position, RecordedEvent};
 use tokio_postgres::types::ToSql;
 
-use super::BatchError;
+use super::{BatchError, fnv1a};
 use crate::lifecycle::Stored;
 use crate::rows::{TAG_SEPARATOR, bound};
 
@@ -208,6 +208,8 @@ pub(crate) async fn insert_rows<C: deadpool_postgres::GenericClient>(
 pub(super) struct Guard<'a> {
     pub(super) stream: &'a str,
     pub(super) row: Option<Stored>,
+    /// The stream's advisory lock, which the lone function takes before it reads the row.
+    pub(super) lock_key: i64,
 }
 
 /// The write statement: takes the head row (`UPDATE … RETURNING`, so the row is held from
@@ -251,44 +253,100 @@ fn write_sql(s: &str, guarded: bool) -> String {
              unnest($12::text[], $13::bigint[], $14::bigint[]) AS i(st, v, p) \
            ON CONFLICT (stream) DO UPDATE SET version = excluded.version, \
              last_position = excluded.last_position) \
-         SELECT head.position, pg_notify($16::text, head.position::text) FROM head",
+         SELECT head.position FROM head, pg_notify($16::text, head.position::text) AS notified",
         events = unnest_events(1)
     )
 }
 
+/// The parameters of the lone function: the guarded write statement's 25, then the
+/// stream's lock key.
+const LONE_PARAMETERS: [&str; 26] = [
+    "bigint[]", "text[]", "text[]", "bigint[]", "uuid[]", "text[]", "text[]", "bytea[]", "text[]",
+    "text[]", "bigint[]", "text[]", "bigint[]", "bigint[]", "bigint", "text", "text", "boolean",
+    "bigint", "bigint", "boolean", "bigint", "bigint", "bigint", "bigint", "bigint",
+];
+
+/// The lone function of schema `s`: a lone append as one statement in autocommit. It takes
+/// the stream's advisory lock, then runs the guarded write statement, whose snapshot is
+/// taken once the lock is held (a volatile PL/pgSQL function takes one per statement under
+/// READ COMMITTED), exactly as BEGIN, the lock, the statement and COMMIT sent one by one
+/// would; but the server parses, answers and flushes one statement instead of four, and the
+/// client wakes once.
+///
+/// It is code, not layout: its name carries a digest of its text, and each build creates
+/// its own when it connects (`schema::migrate`), so that builds of one schema format share a
+/// database whatever their write statement, and a build never runs another's.
+pub(crate) struct LoneFunction {
+    /// `schema.concord_append_lone_<digest>`.
+    pub(crate) name: String,
+    /// `CREATE OR REPLACE FUNCTION …`.
+    pub(crate) create: String,
+}
+
+impl LoneFunction {
+    pub(crate) fn new(s: &str) -> Self {
+        let body = format!(
+            "({}) RETURNS SETOF bigint LANGUAGE plpgsql AS $concord$\n\
+             BEGIN\n\
+             PERFORM pg_advisory_xact_lock($26);\n\
+             RETURN QUERY {};\n\
+             END\n\
+             $concord$",
+            LONE_PARAMETERS.join(", "),
+            write_sql(s, true)
+        );
+        let name = format!("{s}.concord_append_lone_{:016x}", fnv1a(body.bytes()));
+        let create = format!("CREATE OR REPLACE FUNCTION {name}{body}");
+        LoneFunction { name, create }
+    }
+
+    /// Its signature, as `to_regprocedure` takes it.
+    pub(crate) fn signature(&self) -> String {
+        format!("{}({})", self.name, LONE_PARAMETERS.join(", "))
+    }
+}
+
 /// The write statement, prepared (and cached on the session): prepare it before the
 /// exchange that runs it, so that nothing is awaited between the statements of that exchange
-/// and they reach the server in order.
+/// and they reach the server in order. `lone`: the call of the lone function instead.
 pub(super) async fn prepare_write(
     client: &deadpool_postgres::ClientWrapper,
     sql: &WriteSql,
-    guarded: bool,
+    lone: bool,
 ) -> Result<tokio_postgres::Statement, tokio_postgres::Error> {
-    let text = if guarded { &sql.guarded } else { &sql.plain };
+    let text = if lone { &sql.lone } else { &sql.plain };
     client.prepare_cached(text).await
 }
 
-/// The write statement's text for a schema, both forms, made once per store rather than
-/// on every append.
+/// The write statement's text for a schema and the call of its lone function, made once per
+/// store rather than on every append.
 #[derive(Debug)]
 pub(crate) struct WriteSql {
     plain: String,
-    guarded: String,
+    lone: String,
 }
 
 impl WriteSql {
     pub(crate) fn new(schema: &str) -> Self {
+        let args: Vec<String> = (1..=LONE_PARAMETERS.len())
+            .map(|i| format!("${i}"))
+            .collect();
         WriteSql {
             plain: write_sql(schema, false),
-            guarded: write_sql(schema, true),
+            lone: format!(
+                "SELECT * FROM {}({})",
+                LoneFunction::new(schema).name,
+                args.join(", ")
+            ),
         }
     }
 }
 
-/// Runs the write statement (from [`prepare_write`], guarded as `guard` says) for
-/// `events`, whose positions are 1, 2, … in batch order (relative to the head the statement
-/// finds). Returns the new head, or `None` when `guard` did not hold (nothing written). The
-/// statement goes out on the first poll: COMMIT can follow it in the same exchange.
+/// Runs the write statement (from [`prepare_write`]; with a `guard`, the lone function's
+/// call) for `events`, whose positions are 1, 2, … in batch order (relative to the head the
+/// statement finds). Returns the new head, or `None` when `guard` did not hold (nothing
+/// written). The statement goes out on the first poll: COMMIT can follow it in the same
+/// exchange.
 pub(super) async fn write_relative(
     client: &deadpool_postgres::ClientWrapper,
     statement: &tokio_postgres::Statement,
@@ -306,6 +364,10 @@ pub(super) async fn write_relative(
         params.push(stream);
         params.push(known);
         params.extend(row.params());
+    }
+    let lock_key = guard.map(|g| g.lock_key);
+    if let Some(key) = &lock_key {
+        params.push(key);
     }
     let row = client.query_opt(statement, &params).await?;
     row.map(|row| {
