@@ -419,9 +419,11 @@ impl PostgresStore {
 }
 
 /// The streams a scavenge may find work in (the predicate of the partial index
-/// `concord_streams_lifecycle`, so the search reads that index only).
+/// `concord_streams_lifecycle` since format 3, so the search reads that index only). It
+/// names no column an append changes (`version`, `last_position`), so that an append's
+/// update of the stream row stays a HOT update.
 pub(crate) fn scavenge_candidates() -> &'static str {
-    "deleted_through > erased_through OR (tombstoned AND erased_through < version) \
+    "deleted_through > erased_through OR tombstoned \
      OR max_count IS NOT NULL OR max_age_seconds IS NOT NULL OR truncate_before IS NOT NULL"
 }
 

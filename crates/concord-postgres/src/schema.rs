@@ -9,9 +9,11 @@ use crate::error::PostgresError;
 use crate::writer::LoneFunction;
 
 /// The layout this build writes: 2 added the stream lifecycle columns of
-/// `concord_streams` (deletes, tombstones, retention settings, how far a scavenge erased).
-/// The lone function (`writer::LoneFunction`) is code, not layout: each build adds its own.
-pub const FORMAT_VERSION: i32 = 2;
+/// `concord_streams` (deletes, tombstones, retention settings, how far a scavenge erased);
+/// 3 took `version` out of the predicate of the scavenge's partial index, so that an
+/// append's update of its stream row is a HOT update (no new index entry per append). The
+/// lone function (`writer::LoneFunction`) is code, not layout: each build adds its own.
+pub const FORMAT_VERSION: i32 = 3;
 
 /// The statements that create format 1 in schema `s`.
 fn create_v1(s: &str) -> String {
@@ -50,9 +52,9 @@ CREATE TABLE {s}.concord_streams (
 }
 
 /// The statements that turn format 1 into format 2 in schema `s`. The partial index holds
-/// the streams a scavenge may find work in; its predicate is the scavenge's search
-/// (`lifecycle::scavenge_candidates`), word for word, so the planner can use it. Every existing stream
-/// gets the default lifecycle (never deleted, no retention, nothing erased); a row may now
+/// the streams a scavenge may find work in; its predicate was the scavenge's search of
+/// format 2 (format 3 replaces it with `lifecycle::scavenge_candidates`, word for word, so
+/// the planner can use it). Every existing stream gets the default lifecycle (never deleted, no retention, nothing erased); a row may now
 /// exist for a stream without events (retention settings stored before its first append).
 fn migrate_v1_to_v2(s: &str) -> String {
     format!(
@@ -68,6 +70,21 @@ CREATE INDEX concord_streams_lifecycle ON {s}.concord_streams (stream)
     WHERE deleted_through > erased_through OR (tombstoned AND erased_through < version)
        OR max_count IS NOT NULL OR max_age_seconds IS NOT NULL OR truncate_before IS NOT NULL;
 "#
+    )
+}
+
+/// The statements that turn format 2 into format 3 in schema `s`: the partial index again,
+/// with every tombstoned stream in it rather than those not yet erased through their last
+/// version. PostgreSQL updates a row in place (HOT, no new index entries) only when no
+/// indexed column changes, and the columns of an index's predicate count; with `version`
+/// in it, every append's update of its stream row added an entry to both indexes. The
+/// scavenge now also visits tombstoned streams it has already erased (a lock, a read and
+/// an empty `DELETE` each).
+fn migrate_v2_to_v3(s: &str) -> String {
+    format!(
+        "DROP INDEX {s}.concord_streams_lifecycle;
+CREATE INDEX concord_streams_lifecycle ON {s}.concord_streams (stream) WHERE {};",
+        crate::lifecycle::scavenge_candidates()
     )
 }
 
@@ -120,6 +137,9 @@ pub(crate) async fn migrate(
             if v < 2 {
                 tx.batch_execute(&migrate_v1_to_v2(s)).await.map_err(err)?;
             }
+            if v < 3 {
+                tx.batch_execute(&migrate_v2_to_v3(s)).await.map_err(err)?;
+            }
             tx.execute(
                 &format!("UPDATE {s}.concord_meta SET format_version = $1 WHERE id = 1"),
                 &[&FORMAT_VERSION],
@@ -130,6 +150,7 @@ pub(crate) async fn migrate(
         None => {
             tx.batch_execute(&create_v1(s)).await.map_err(err)?;
             tx.batch_execute(&migrate_v1_to_v2(s)).await.map_err(err)?;
+            tx.batch_execute(&migrate_v2_to_v3(s)).await.map_err(err)?;
             tx.execute(
                 &format!("INSERT INTO {s}.concord_meta VALUES (1, $1)"),
                 &[&FORMAT_VERSION],

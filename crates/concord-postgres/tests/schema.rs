@@ -128,3 +128,50 @@ async fn a_build_adds_its_lone_function_once_and_again_when_it_is_missing() {
     assert_eq!(again.head().await.unwrap().get(), 3);
     drop(store);
 }
+
+/// Whether an update of `stream`'s row that changes what an append changes (`version`,
+/// `last_position`) is a HOT update (in place, no new index entries); rolled back.
+fn append_updates_in_place(schema: &str, stream: &str) -> bool {
+    let out = shared().psql(&format!(
+        "BEGIN; UPDATE {schema}.concord_streams SET version = version + 1, \
+         last_position = last_position + 1 WHERE stream = '{stream}'; \
+         SELECT 'hot=' || pg_stat_get_xact_tuples_hot_updated('{schema}.concord_streams'::regclass); \
+         ROLLBACK;"
+    ));
+    let hot = out
+        .lines()
+        .find_map(|l| l.strip_prefix("hot="))
+        .unwrap_or_else(|| panic!("no count in {out:?}"));
+    hot == "1"
+}
+
+#[tokio::test]
+async fn a_format_2_schema_is_migrated_so_that_an_append_updates_its_stream_row_in_place() {
+    let server = shared();
+    let schema = unique_schema();
+    let url = format!("{}?schema={schema}", server.url());
+    let store = PostgresStore::connect(&url).await.unwrap();
+    let _ = store.append(append("account-1")).await.unwrap();
+    drop(store);
+    assert!(append_updates_in_place(&schema, "account-1"));
+    // Back to format 2 as the previous Concord left it: `version` in the index predicate.
+    server.psql(&format!(
+        "DROP INDEX {schema}.concord_streams_lifecycle; \
+         CREATE INDEX concord_streams_lifecycle ON {schema}.concord_streams (stream) \
+         WHERE deleted_through > erased_through OR (tombstoned AND erased_through < version) \
+         OR max_count IS NOT NULL OR max_age_seconds IS NOT NULL OR truncate_before IS NOT NULL; \
+         UPDATE {schema}.concord_meta SET format_version = 2"
+    ));
+    assert!(!append_updates_in_place(&schema, "account-1"));
+
+    let store = PostgresStore::connect(&url).await.unwrap();
+    assert_eq!(
+        server
+            .psql(&format!("SELECT format_version FROM {schema}.concord_meta"))
+            .trim(),
+        FORMAT_VERSION.to_string()
+    );
+    assert!(append_updates_in_place(&schema, "account-1"));
+    let _ = store.append(append("account-1")).await.unwrap();
+    assert_eq!(store.head().await.unwrap().get(), 2);
+}
