@@ -54,8 +54,9 @@ CREATE TABLE {s}.concord_streams (
 /// The statements that turn format 1 into format 2 in schema `s`. The partial index holds
 /// the streams a scavenge may find work in; its predicate was the scavenge's search of
 /// format 2 (format 3 replaces it with `lifecycle::scavenge_candidates`, word for word, so
-/// the planner can use it). Every existing stream gets the default lifecycle (never deleted, no retention, nothing erased); a row may now
-/// exist for a stream without events (retention settings stored before its first append).
+/// the planner can use it). Every existing stream gets the default lifecycle (never
+/// deleted, no retention, nothing erased); a row may now exist for a stream without events
+/// (retention settings stored before its first append).
 fn migrate_v1_to_v2(s: &str) -> String {
     format!(
         r#"
