@@ -89,10 +89,11 @@ CREATE INDEX concord_streams_lifecycle ON {s}.concord_streams (stream) WHERE {};
     )
 }
 
-/// Creates or migrates schema `s` to [`FORMAT_VERSION`].
+/// Creates or migrates schema `s` to [`FORMAT_VERSION`], and adds `lone` when it is missing.
 pub(crate) async fn migrate(
     client: &mut tokio_postgres::Client,
     s: &str,
+    lone: &LoneFunction,
 ) -> Result<(), PostgresError> {
     let err = |source| PostgresError::Migrate {
         schema: s.to_owned(),
@@ -162,7 +163,6 @@ pub(crate) async fn migrate(
     }
     // This build's lone function, under the same lock: a build that finds it skips the
     // catalog write.
-    let lone = LoneFunction::new(s);
     let present: bool = tx
         .query_one(
             "SELECT to_regprocedure($1) IS NOT NULL",

@@ -25,7 +25,7 @@ use crate::lifecycle;
 use crate::matching::{MatchingError, matching_events};
 use crate::rows::{COLUMNS, bound, decode};
 use crate::schema;
-use crate::writer::{Job, WriteSql, Writer};
+use crate::writer::{Job, LoneFunction, WriteSql, Writer};
 
 /// How long `wait_for_head` waits for a wake-up before it asks the database itself (the
 /// bounded fallback for a lost notification or a listener that is reconnecting).
@@ -165,7 +165,8 @@ impl PostgresStore {
             source: Box::new(e),
         };
         let mut client = pool.get().await.map_err(connect_error)?;
-        schema::migrate(&mut client, &schema).await?;
+        let lone = LoneFunction::new(&schema);
+        schema::migrate(&mut client, &schema, &lone).await?;
         let head_sql = format!("SELECT position FROM {schema}.concord_head WHERE id = 1");
         let head: i64 = client
             .query_one(&head_sql, &[])
@@ -194,7 +195,7 @@ impl PostgresStore {
             channel,
             limits: options.limits,
             signal: signal.clone(),
-            write_sql: WriteSql::new(&schema),
+            write_sql: WriteSql::new(&schema, &lone),
         };
         tokio::spawn(writer.run(receiver));
         Ok(PostgresStore {

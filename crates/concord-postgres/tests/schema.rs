@@ -22,11 +22,17 @@ fn append(stream: &str) -> AppendRequest {
     )
 }
 
+/// A schema no other test uses, and the store URL naming it.
+fn fresh_schema() -> (String, String) {
+    let schema = unique_schema();
+    let url = format!("{}?schema={schema}", shared().url());
+    (schema, url)
+}
+
 #[tokio::test]
 async fn a_schema_written_by_a_newer_concord_is_refused_naming_both_versions() {
     let server = shared();
-    let schema = unique_schema();
-    let url = format!("{}?schema={schema}", server.url());
+    let (schema, url) = fresh_schema();
     drop(PostgresStore::connect(&url).await.unwrap());
     server.psql(&format!(
         "UPDATE {schema}.concord_meta SET format_version = {}",
@@ -108,8 +114,7 @@ fn lone_functions(schema: &str) -> Vec<String> {
 #[tokio::test]
 async fn a_build_adds_its_lone_function_once_and_again_when_it_is_missing() {
     let server = shared();
-    let schema = unique_schema();
-    let url = format!("{}?schema={schema}", server.url());
+    let (schema, url) = fresh_schema();
     let store = PostgresStore::connect(&url).await.unwrap();
     let first = lone_functions(&schema);
     assert_eq!(first.len(), 1, "{first:?}");
@@ -148,8 +153,7 @@ fn append_updates_in_place(schema: &str, stream: &str) -> bool {
 #[tokio::test]
 async fn a_format_2_schema_is_migrated_so_that_an_append_updates_its_stream_row_in_place() {
     let server = shared();
-    let schema = unique_schema();
-    let url = format!("{}?schema={schema}", server.url());
+    let (schema, url) = fresh_schema();
     let store = PostgresStore::connect(&url).await.unwrap();
     let _ = store.append(append("account-1")).await.unwrap();
     drop(store);

@@ -15,9 +15,10 @@ use crate::lifecycle::Stored;
 use crate::rows::{TAG_SEPARATOR, bound};
 
 /// A pooled session in a transaction begun by hand (`BEGIN` sent with the first statements
-/// rather than awaited alone). Dropped before [`Session::committed`] (an error, or any other
-/// early return), it is closed instead of going back to the pool: it may still be inside
-/// the transaction, which the server rolls back when the session closes.
+/// rather than awaited alone), or running the lone function's call in autocommit. Dropped
+/// before [`Session::committed`] (an error, or any other early return), it is closed instead
+/// of going back to the pool: it may still be inside the transaction, which the server rolls
+/// back when the session closes.
 pub(super) struct Session(pub(super) Option<deadpool_postgres::Object>);
 
 impl Session {
@@ -327,17 +328,14 @@ pub(crate) struct WriteSql {
 }
 
 impl WriteSql {
-    pub(crate) fn new(schema: &str) -> Self {
+    /// The texts for `schema`, whose lone function is `lone`.
+    pub(crate) fn new(schema: &str, lone: &LoneFunction) -> Self {
         let args: Vec<String> = (1..=LONE_PARAMETERS.len())
             .map(|i| format!("${i}"))
             .collect();
         WriteSql {
             plain: write_sql(schema, false),
-            lone: format!(
-                "SELECT * FROM {}({})",
-                LoneFunction::new(schema).name,
-                args.join(", ")
-            ),
+            lone: format!("SELECT * FROM {}({})", lone.name, args.join(", ")),
         }
     }
 }
@@ -359,15 +357,12 @@ pub(super) async fn write_relative(
     let mut params: Vec<&(dyn ToSql + Sync)> = columns.params().to_vec();
     params.push(&count);
     params.push(&channel);
-    let assumed = guard.map(|g| (g.stream, g.row.is_some(), Assumed::of(g.row)));
-    if let Some((stream, known, row)) = &assumed {
+    let assumed = guard.map(|g| (g.stream, g.row.is_some(), Assumed::of(g.row), g.lock_key));
+    if let Some((stream, known, row, lock_key)) = &assumed {
         params.push(stream);
         params.push(known);
         params.extend(row.params());
-    }
-    let lock_key = guard.map(|g| g.lock_key);
-    if let Some(key) = &lock_key {
-        params.push(key);
+        params.push(lock_key);
     }
     let row = client.query_opt(statement, &params).await?;
     row.map(|row| {
