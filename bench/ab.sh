@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A/B of two `concord` binaries on the embedded store, in one run: appends in library mode
 # at 1 and 64 writers, and through one `concord serve` per binary over HTTP and gRPC at 64
-# writers, with plain SQLite at 1 and 64 writers as the baseline of each round. The order of
+# writers, with plain SQLite at 1 and 64 writers and the 4 KiB write + fdatasync loop (the
+# lone writer's p50 bound) as the baselines of each round. The order of
 # the two binaries alternates by round, each run gets a fresh store.
 #
 #   bench/ab.sh BEFORE AFTER [SECONDS=5] [ROUNDS=3]
@@ -30,6 +31,7 @@ one() {
 
 for round in $(seq "$ROUNDS"); do
   d="$work/round$round"; mkdir -p "$d"
+  one "fsync w=1" "$before" "$d/baseline" baseline fsync --writers 1 --duration "$SECS"
   one "sqlite w=1" "$before" "$d/baseline" baseline sqlite --writers 1 --duration "$SECS"
   one "sqlite w=64" "$before" "$d/baseline" baseline sqlite --writers 64 --duration "$SECS"
   if (( round % 2 )); then order="before after"; else order="after before"; fi

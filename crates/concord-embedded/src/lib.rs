@@ -26,12 +26,12 @@
 //! # }).unwrap();
 //! ```
 
+mod deferred_index;
 mod error;
 mod matching;
 mod reader;
 mod rows;
 mod schema;
-mod stream_index;
 mod syncer;
 mod writer;
 
@@ -56,8 +56,8 @@ pub use error::EmbeddedError;
 #[doc(hidden)]
 pub use writer::Fault;
 
+use deferred_index::DeferredIndex;
 use reader::ReadJob;
-use stream_index::StreamIndex;
 use writer::{Acknowledge, Job, Jobs, LifecycleAnswer, LifecycleOp, Poison, Request, Writer};
 
 /// The data file's name inside the store's directory.
@@ -104,12 +104,13 @@ pub struct EmbeddedOptions {
     pub limits: Limits,
     /// When an append is acknowledged.
     pub durability: Durability,
-    /// How many events the stream index may lag behind the log before the writer writes
-    /// their entries into it (default [`INDEX_FLUSH_EVENTS`]). The log itself is written
-    /// and synced with every batch; the lagging entries are held in memory (16 bytes
-    /// each), rebuilt from the log on open, and written once per stream per flush, which
-    /// is what makes many writers on distinct streams cheap. `1` writes them after every
-    /// batch. See `docs/design/embedded-store.md`.
+    /// How many events the indexes (by stream, id, type and category) may lag behind the
+    /// log before the writer writes their entries (default [`INDEX_FLUSH_EVENTS`]). The log
+    /// itself is written and synced with every batch; the lagging entries are held in
+    /// memory (about 80 bytes an event), rebuilt from the log on open, and written many at
+    /// a time, which is what keeps a commit to the log's own pages (one for a lone
+    /// append) and makes many writers on distinct streams cheap. `1` writes them after
+    /// every batch. See `docs/design/embedded-store.md`.
     pub index_flush_events: usize,
 }
 
@@ -137,7 +138,7 @@ pub struct EmbeddedStore {
     signal: HeadSignal,
     poison: Poison,
     /// The stream index entries the writer has not written into its table yet.
-    index: StreamIndex,
+    index: DeferredIndex,
     /// The streams with a stored lifecycle (their reads are not split).
     lifecycle_names: writer::LifecycleNames,
     /// Appends go to the writer thread here; `None` once the store is being dropped.
@@ -523,12 +524,14 @@ impl EmbeddedStore {
     /// the whole read's when the first half is full; otherwise the first's is. `bench
     /// catchup` (100 000 events): 538 k → 673 k events/s over 4 interleaved pairs.
     async fn read_all_split(&self, halves: Halves) -> Result<AllPage, StoreError> {
+        let (first_index, second_index) = (self.index.clone(), self.index.clone());
         let (mut page, rest) = self
             .read_halves(
                 self.signal.head().get(),
                 move |conn, head| {
                     reader::read_all(
                         conn,
+                        &first_index,
                         head,
                         Position(halves.from),
                         &Filter::all(),
@@ -538,6 +541,7 @@ impl EmbeddedStore {
                 move |conn, head| {
                     reader::read_all(
                         conn,
+                        &second_index,
                         head,
                         Position(halves.second_from),
                         &Filter::all(),
@@ -705,7 +709,8 @@ impl EventStore for EmbeddedStore {
         query.validate()?;
         let limit = self.limits.query_page(limit);
         let query = query.clone();
-        self.read(move |conn, head| reader::query(conn, head, &query, after, limit))
+        let index = self.index.clone();
+        self.read(move |conn, head| reader::query(conn, &index, head, &query, after, limit))
             .await
     }
 
@@ -749,7 +754,8 @@ impl EventStore for EmbeddedStore {
             return self.read_all_split(halves).await;
         }
         let filter = filter.clone();
-        self.read(move |conn, head| reader::read_all(conn, head, from, &filter, limit))
+        let index = self.index.clone();
+        self.read(move |conn, head| reader::read_all(conn, &index, head, from, &filter, limit))
             .await
     }
 

@@ -8,14 +8,16 @@
 //!
 //! Each query item is one index range in position order, never a scan of the log: an item
 //! with tags starts from `event_tags` (first tag, `position > after`) and checks its other
-//! tags and its types by key lookups; an item with types only reads `events_by_type`, the
-//! first n of each type. The first n positions overall are among the first n of every
-//! item, so the union, sorted and cut, is exact. Core's [`Query::matches`] then decides
+//! tags and its types by key lookups; an item with types only reads `type_index`, the
+//! first n of each type, and the type's entries not flushed into it yet (see
+//! `deferred_index`). The first n positions overall are among the first n of every item,
+//! so the union, sorted and cut, is exact. Core's [`Query::matches`] then decides
 //! every event that was read, so the match rule stays core's.
 
 use concord_core::{Query, QueryItem, RecordedEvent};
 use rusqlite::Connection;
 
+use crate::deferred_index::{IndexRead, merge_positions};
 use crate::error::{EmbeddedError, sql_bound};
 use crate::rows::{EVENT_COLUMNS, decode_named};
 
@@ -23,14 +25,15 @@ const CONTEXT: &str = "cannot look up the events matching a query";
 
 /// Up to `n` events matching `query` with positions greater than `after`, in position
 /// order, read through `conn` (the writer's inside its transaction, or a reader's inside
-/// its snapshot).
+/// its snapshot) and `unflushed` (taken before the snapshot's first statement).
 pub(crate) fn matching_events(
     conn: &Connection,
+    unflushed: &IndexRead<'_>,
     query: &Query,
     after: u64,
     n: usize,
 ) -> Result<Vec<RecordedEvent>, EmbeddedError> {
-    let positions = matching_positions(conn, query, after, n)?;
+    let positions = matching_positions(conn, unflushed, query, after, n)?;
     if positions.is_empty() {
         // The usual answer of a condition: nothing more to read.
         return Ok(Vec::new());
@@ -55,6 +58,7 @@ pub(crate) fn matching_events(
 /// Up to `n` positions greater than `after` of events matching `query`, ascending.
 pub(crate) fn matching_positions(
     conn: &Connection,
+    unflushed: &IndexRead<'_>,
     query: &Query,
     after: u64,
     n: usize,
@@ -62,6 +66,7 @@ pub(crate) fn matching_positions(
     if n == 0 {
         return Ok(Vec::new());
     }
+    let first_unflushed = after.saturating_add(1);
     let after = sql_bound(after);
     if query.items.is_empty() {
         return collect(
@@ -82,14 +87,14 @@ pub(crate) fn matching_positions(
         .collect();
     types.sort_unstable();
     types.dedup();
-    for t in types {
-        positions.extend(collect(
-            conn,
-            "SELECT position FROM events WHERE type = ?1 AND position > ?2 ORDER BY position",
-            &[&t, &after],
-            n,
-        )?);
+    for &t in &types {
+        positions.extend(collect(conn, TYPE_SQL, &[&t, &after], n)?);
     }
+    positions = merge_positions(
+        positions,
+        unflushed.type_positions(&types, first_unflushed, n),
+        usize::MAX,
+    );
     for item in query.items.iter().filter(|item| !item.tags.is_empty()) {
         positions.extend(tagged_item_positions(conn, item, after, n)?);
     }
@@ -98,6 +103,10 @@ pub(crate) fn matching_positions(
     positions.truncate(n);
     Ok(positions)
 }
+
+/// The first positions of one type after `?2`: a range of the type index's table.
+pub(crate) const TYPE_SQL: &str =
+    "SELECT position FROM type_index WHERE type = ?1 AND position > ?2 ORDER BY position";
 
 /// The SQL of an item with `tags` tags (at least one) and `types` types: driven by the
 /// first tag's range in `event_tags`, in position order (`CROSS JOIN` keeps SQLite from

@@ -19,11 +19,11 @@ use concord_core::{
 };
 use rusqlite::{Connection, OptionalExtension};
 
+use crate::deferred_index::{DeferredIndex, IndexRead, merge_positions};
 use crate::error::{EmbeddedError, sql_bound, to_sql};
 use crate::matching::matching_events;
 use crate::rows::{EVENT_COLUMNS, StreamNames, decode, decode_named, stream_events, stream_head};
 use crate::schema::{LifecycleRow, lifecycle_row};
-use crate::stream_index::StreamIndex;
 
 /// A read to run on a pool thread's connection.
 pub(crate) type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
@@ -76,7 +76,7 @@ fn stream_id(conn: &Connection, stream: &StreamName) -> Result<Option<i64>, Embe
 /// stream's positions grow with its versions, so the unpublished ones are its last).
 pub(crate) fn read_stream(
     conn: &Connection,
-    index: &StreamIndex,
+    index: &DeferredIndex,
     head: u64,
     stream: &StreamName,
     from: Version,
@@ -145,7 +145,7 @@ pub(crate) fn read_stream(
 /// event at or before `head`.
 pub(crate) fn stream_version(
     conn: &Connection,
-    index: &StreamIndex,
+    index: &DeferredIndex,
     head: u64,
     stream: &StreamName,
 ) -> Result<Version, EmbeddedError> {
@@ -172,7 +172,7 @@ pub(crate) fn stream_version(
 /// `head` (a stream whose first events are not published yet is not listed).
 pub(crate) fn list_streams(
     conn: &Connection,
-    index: &StreamIndex,
+    index: &DeferredIndex,
     head: u64,
     prefix: &str,
     after: Option<&StreamName>,
@@ -227,7 +227,7 @@ pub(crate) fn list_streams(
 /// last version at the published `head` and its lifecycle (`EventStore::list_stream_pasts`).
 pub(crate) fn list_stream_pasts(
     conn: &Connection,
-    index: &StreamIndex,
+    index: &DeferredIndex,
     head: u64,
     after: Option<&StreamName>,
     limit: usize,
@@ -296,10 +296,12 @@ impl<'f> Driver<'f> {
         }
     }
 
-    /// Up to `n` candidate positions from `from` on (at most `head`), in order.
+    /// Up to `n` candidate positions from `from` on (at most `head`), in order: a table's
+    /// range and, for types and categories, the entries not flushed into it yet.
     fn positions(
         &self,
         conn: &Connection,
+        unflushed: &IndexRead<'_>,
         from: u64,
         head: u64,
         n: usize,
@@ -312,7 +314,11 @@ impl<'f> Driver<'f> {
                 let last = head.min(from.saturating_add(n as u64).saturating_sub(1));
                 (from..=last).map(to_sql).collect()
             }
-            Driver::Category(c) => first_positions(conn, CATEGORY_SQL, &[c, &from_sql_value], n),
+            Driver::Category(c) => Ok(merge_positions(
+                first_positions(conn, CATEGORY_SQL, &[c, &from_sql_value], n)?,
+                unflushed.category_positions(c, from, n),
+                n,
+            )),
             Driver::Tag(t) => first_positions(conn, TAG_SQL, &[t, &from_sql_value], n),
             Driver::Types(types) => {
                 let mut stmt = conn
@@ -331,7 +337,12 @@ impl<'f> Driver<'f> {
                 {
                     positions.push(row.get(0).map_err(EmbeddedError::sqlite(context))?);
                 }
-                Ok(positions)
+                let names: Vec<&str> = types.iter().map(|t| t.as_str()).collect();
+                Ok(merge_positions(
+                    positions,
+                    unflushed.type_positions(&names, from, n),
+                    n,
+                ))
             }
         }
     }
@@ -341,18 +352,18 @@ impl<'f> Driver<'f> {
 // is re-prepared at every reuse from the statement cache): each yields its rows lazily in
 // index order, and the reader stops after the n it wants.
 const CATEGORY_SQL: &str =
-    "SELECT position FROM events WHERE category = ?1 AND position >= ?2 ORDER BY position";
+    "SELECT position FROM category_index WHERE category = ?1 AND position >= ?2 ORDER BY position";
 const TAG_SQL: &str =
     "SELECT position FROM event_tags WHERE tag = ?1 AND position >= ?2 ORDER BY position";
 
 /// The positions of `types` types from `?1` on, merged in position order: one range of
-/// `events_by_type` per type, merged as they are read (UNION, not UNION ALL: a type listed
+/// `type_index` per type, merged as they are read (UNION, not UNION ALL: a type listed
 /// twice must not yield its events twice), so stopping after n reads about n rows.
 fn types_sql(types: usize) -> String {
     let parts: Vec<String> = (0..types)
         .map(|i| {
             format!(
-                "SELECT position FROM events WHERE type = ?{} AND position >= ?1",
+                "SELECT position FROM type_index WHERE type = ?{} AND position >= ?1",
                 i + 2
             )
         })
@@ -385,16 +396,13 @@ fn first_positions(
 /// `filter`, from one snapshot.
 pub(crate) fn read_all(
     conn: &Connection,
+    index: &DeferredIndex,
     head: u64,
     from: Position,
     filter: &Filter,
     limit: usize,
 ) -> Result<AllPage, EmbeddedError> {
     let context = "cannot read the global log";
-    let tx = conn
-        .unchecked_transaction()
-        .map_err(EmbeddedError::sqlite(context))?;
-    let head_sql = to_sql(head)?;
     let mut cursor = from.get().max(1);
     let mut events = Vec::new();
     if limit == 0 {
@@ -405,8 +413,18 @@ pub(crate) fn read_all(
         });
     }
     if filter.is_all() {
+        // The log alone: no index entry is needed, so the writer's flushes are not held up.
+        let tx = conn
+            .unchecked_transaction()
+            .map_err(EmbeddedError::sqlite(context))?;
         return read_range(&tx, head, cursor, limit);
     }
+    // Before the snapshot's first statement (see `DeferredIndex::read`).
+    let unflushed = index.read();
+    let tx = conn
+        .unchecked_transaction()
+        .map_err(EmbeddedError::sqlite(context))?;
+    let head_sql = to_sql(head)?;
     let driver = Driver::choose(filter);
     let mut fetch = tx
         .prepare_cached(&format!(
@@ -416,7 +434,7 @@ pub(crate) fn read_all(
     let mut scanned = 0;
     loop {
         let wanted = (limit - events.len()).max(if filter.is_all() { 0 } else { 256 });
-        let mut positions = driver.positions(&tx, cursor, head, wanted)?;
+        let mut positions = driver.positions(&tx, &unflushed, cursor, head, wanted)?;
         // The indexes may already hold a batch that is not published: it ends the page.
         positions.retain(|&p| p <= head_sql);
         for &p in &positions {
@@ -499,17 +517,20 @@ fn read_range(
 /// the same indexed lookup the writer uses for conditions.
 pub(crate) fn query(
     conn: &Connection,
+    index: &DeferredIndex,
     head: u64,
     query: &Query,
     after: Position,
     limit: usize,
 ) -> Result<QueryPage, EmbeddedError> {
     let context = "cannot read the events matching a query";
+    // Before the snapshot's first statement (see `DeferredIndex::read`).
+    let unflushed = index.read();
     let tx = conn
         .unchecked_transaction()
         .map_err(EmbeddedError::sqlite(context))?;
     // One more than asked, to know whether there is a next page.
-    let mut events = matching_events(&tx, query, after.get(), limit.saturating_add(1))?;
+    let mut events = matching_events(&tx, &unflushed, query, after.get(), limit.saturating_add(1))?;
     // Matches in a batch that is not published yet do not exist for readers.
     events.retain(|e| e.position.get() <= head);
     let head = Position(head);
@@ -564,6 +585,10 @@ mod tests {
                 .unwrap();
             conn.execute("INSERT INTO stream_index VALUES (1, ?1, ?1)", [p])
                 .unwrap();
+            conn.execute("INSERT INTO type_index VALUES (?2, ?1)", (p, ty))
+                .unwrap();
+            conn.execute("INSERT INTO category_index VALUES ('a', ?1)", [p])
+                .unwrap();
         }
         let ty = |s: &str| EventType::new(s).unwrap();
         let tag = |s: &str| Tag::new(s).unwrap();
@@ -583,7 +608,7 @@ mod tests {
             .query_row("SELECT MAX(position) FROM events", [], |r| r.get(0))
             .unwrap();
         let head = u64::try_from(head).unwrap();
-        let index = StreamIndex::default();
+        let index = DeferredIndex::default();
         for round in 1..=3_u64 {
             for direction in [Direction::Forward, Direction::Backward] {
                 let events =
@@ -606,20 +631,25 @@ mod tests {
             for filter in &filters {
                 // Drivers are asked for at least 256 candidates, more than there are: the
                 // positions are read to the end here and cut short below.
-                let page = read_all(&conn, head, Position(round), filter, 1).unwrap();
+                let page = read_all(&conn, &index, head, Position(round), filter, 1).unwrap();
                 assert_eq!(page.events.len(), 1, "{filter:?}");
                 let n = Driver::choose(filter)
-                    .positions(&conn, round, 10, 2)
+                    .positions(&conn, &index.read(), round, 10, 2)
                     .unwrap();
                 assert_eq!(n.len(), 2, "{filter:?}");
             }
             for q in &queries {
                 assert!(
-                    matching_events(&conn, q, 10 + round, 100)
+                    matching_events(&conn, &index.read(), q, 10 + round, 100)
                         .unwrap()
                         .is_empty()
                 );
-                assert!(matching_events(&conn, q, round, 1).unwrap().len() <= 1);
+                assert!(
+                    matching_events(&conn, &index.read(), q, round, 1)
+                        .unwrap()
+                        .len()
+                        <= 1
+                );
             }
         }
         let sqls = [
@@ -630,8 +660,7 @@ mod tests {
             types_sql(1),
             types_sql(2),
             "SELECT position FROM events WHERE position > ?1 ORDER BY position".to_owned(),
-            "SELECT position FROM events WHERE type = ?1 AND position > ?2 ORDER BY position"
-                .to_owned(),
+            crate::matching::TYPE_SQL.to_owned(),
             tagged_item_sql(2, 1),
         ];
         for sql in sqls {
@@ -665,7 +694,14 @@ mod tests {
         let forward = crate::rows::stream_forward_sql();
         let backward = crate::rows::stream_backward_sql();
         let cases = [
-            (CATEGORY_SQL, "events_by_category"),
+            (
+                CATEGORY_SQL,
+                "SEARCH category_index USING PRIMARY KEY (category=? AND position>?)",
+            ),
+            (
+                crate::matching::TYPE_SQL,
+                "SEARCH type_index USING PRIMARY KEY (type=? AND position>?)",
+            ),
             (TAG_SQL, "PRIMARY KEY"),
             (
                 forward.as_str(),
@@ -676,8 +712,8 @@ mod tests {
                 "SEARCH i USING PRIMARY KEY (stream_id=? AND version<?); SEARCH e USING INTEGER PRIMARY KEY",
             ),
             (
-                "SELECT version FROM events WHERE stream_id = 1 AND event_id = x'00'",
-                "events_by_event_id",
+                "SELECT version FROM event_ids WHERE event_id = x'00' AND stream_id = 1",
+                "SEARCH event_ids USING PRIMARY KEY (event_id=? AND stream_id=?)",
             ),
             (
                 "SELECT version, position FROM stream_index WHERE stream_id = ?1 AND version < ?2 ORDER BY version DESC",
@@ -697,7 +733,9 @@ mod tests {
             let sql = types_sql(types);
             let plan = plan(&conn, &sql);
             assert!(
-                plan.matches("events_by_type").count() == types
+                plan.matches("SEARCH type_index USING PRIMARY KEY (type=? AND position>?)")
+                    .count()
+                    == types
                     && (types == 1 || plan.contains("MERGE (UNION)"))
                     && !plan.contains("SCAN")
                     && !plan.contains("TEMP B-TREE"),

@@ -11,9 +11,9 @@ use concord_core::{
 };
 use rusqlite::{Connection, OptionalExtension, Row};
 
+use crate::deferred_index::IndexRead;
 use crate::error::{EmbeddedError, from_sql, sql_bound, to_sql};
 use crate::schema::TAG_SEPARATOR;
-use crate::stream_index::IndexRead;
 
 /// The event columns every event query selects, in the order [`decode`] reads them.
 pub(crate) const EVENT_COLUMNS: &str = "e.position, e.version, e.event_id, e.type, e.data, e.metadata, e.tags, e.recorded_at, e.content_type";
@@ -274,7 +274,7 @@ fn events_at(
 
 /// Up to `limit` events of the stream with row id `stream_id` from version `from`, forward
 /// or backward, at positions up to `head`: the `stream_index` table's rows, then the
-/// stream's entries not flushed into it yet (see `StreamIndex`), through `index`, started
+/// stream's entries not flushed into it yet (see `DeferredIndex`), through `index`, started
 /// before the read's first statement. Read through `conn` (a reader's, or the writer's
 /// inside its transaction, with `head` = `u64::MAX`).
 #[allow(clippy::too_many_arguments)]

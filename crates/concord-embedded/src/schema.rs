@@ -11,8 +11,8 @@ use std::path::Path;
 use concord_core::{StreamLifecycle, StreamMetadata, StreamName, Version};
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
+use crate::deferred_index::{DeferredIndex, Entry};
 use crate::error::{EmbeddedError, from_sql};
-use crate::stream_index::StreamIndex;
 
 /// The format this build writes and reads (`PRAGMA user_version`).
 ///
@@ -47,7 +47,14 @@ use crate::stream_index::StreamIndex;
 ///   `scavenge_state.head`. No table changes, so format 6 is migrated by setting the
 ///   number; the number keeps an older Concord, which would take such a stream for
 ///   corruption, from opening the file.
-pub(crate) const FORMAT_VERSION: i64 = 7;
+/// - 8: the idempotency, type and category indexes are the tables `event_ids`,
+///   `type_index` and `category_index`, written behind the log as the stream index is
+///   (see `deferred_index`), instead of SQLite's indexes `events_by_event_id`,
+///   `events_by_type` and `events_by_category` that every commit updated: a one-event
+///   commit writes one B-tree leaf of the log instead of four, and random event ids no
+///   longer cost a leaf each. Formats 1 to 7 are migrated on open (see
+///   [`migrate_7_to_8`]).
+pub(crate) const FORMAT_VERSION: i64 = 8;
 
 /// `PRAGMA application_id`: "CNCD", marks the file as Concord's.
 pub(crate) const APPLICATION_ID: i64 = 0x434E_4344;
@@ -73,10 +80,6 @@ CREATE TABLE events (
     content_type TEXT
 ) STRICT;
 
-CREATE UNIQUE INDEX events_by_event_id ON events (event_id, stream_id);
-CREATE INDEX events_by_type ON events (type);
-CREATE INDEX events_by_category ON events (category);
-
 CREATE TABLE event_tags (
     tag      TEXT NOT NULL,
     position INTEGER NOT NULL,
@@ -98,6 +101,30 @@ CREATE TABLE index_state (
     id              INTEGER PRIMARY KEY CHECK (id = 1),
     indexed_through INTEGER NOT NULL
 ) STRICT;
+";
+
+/// The idempotency, type and category indexes (format 8), written behind the log like the
+/// stream index (see `deferred_index`), created with the schema or by the migration from
+/// format 7. (Before, they were SQLite indexes on `events`, updated inside every commit.)
+const LOG_INDEXES: &str = "
+CREATE TABLE event_ids (
+    event_id  BLOB NOT NULL,
+    stream_id INTEGER NOT NULL,
+    version   INTEGER NOT NULL,
+    PRIMARY KEY (event_id, stream_id)
+) STRICT, WITHOUT ROWID;
+
+CREATE TABLE type_index (
+    type     TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    PRIMARY KEY (type, position)
+) STRICT, WITHOUT ROWID;
+
+CREATE TABLE category_index (
+    category TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    PRIMARY KEY (category, position)
+) STRICT, WITHOUT ROWID;
 ";
 
 /// Stream lifecycle (format 5), created with the schema or by the migration from format 4.
@@ -248,6 +275,8 @@ pub(crate) fn prepare(conn: &mut Connection, file: &Path) -> Result<(), Embedded
             .map_err(EmbeddedError::sqlite("cannot create the schema"))?;
         tx.execute_batch(STREAM_INDEX)
             .map_err(EmbeddedError::sqlite("cannot create the schema"))?;
+        tx.execute_batch(LOG_INDEXES)
+            .map_err(EmbeddedError::sqlite("cannot create the schema"))?;
         tx.execute_batch("INSERT INTO index_state VALUES (1, 0)")
             .map_err(EmbeddedError::sqlite("cannot create the schema"))?;
         tx.execute_batch(LIFECYCLE)
@@ -283,10 +312,13 @@ pub(crate) fn prepare(conn: &mut Connection, file: &Path) -> Result<(), Embedded
         migrate_5_to_6(conn, file)?;
     }
     if (1..=6).contains(&user_version) {
-        conn.execute_batch(&format!("PRAGMA user_version = {FORMAT_VERSION};"))
+        conn.execute_batch("PRAGMA user_version = 7;")
             .map_err(EmbeddedError::sqlite(
                 "cannot migrate the store from format 6 to format 7",
             ))?;
+    }
+    if (1..=7).contains(&user_version) {
+        migrate_7_to_8(conn, file)?;
         return Ok(());
     }
     if user_version != FORMAT_VERSION {
@@ -398,6 +430,39 @@ fn migrate_5_to_6(conn: &mut Connection, file: &Path) -> Result<(), EmbeddedErro
     tx.commit().map_err(EmbeddedError::sqlite(context))
 }
 
+/// Moves the idempotency, type and category indexes out of SQLite's indexes on `events`
+/// into their tables, complete up to `indexed_through` (recovery rebuilds the entries
+/// after it, as it does the stream index's), in one transaction (a crash leaves format 7,
+/// and the next open migrates again). Takes about as long as reading those three indexes
+/// once and writing them again.
+fn migrate_7_to_8(conn: &mut Connection, file: &Path) -> Result<(), EmbeddedError> {
+    let context = "cannot migrate the store from format 7 to format 8";
+    tracing::info!(file = %file.display(), "migrating the store from format 7 to format 8 (the id, type and category indexes move behind the log)");
+    let tx = conn.transaction().map_err(EmbeddedError::sqlite(context))?;
+    tx.execute_batch(LOG_INDEXES)
+        .map_err(EmbeddedError::sqlite(context))?;
+    tx.execute_batch(
+        "INSERT INTO event_ids (event_id, stream_id, version)
+             SELECT event_id, stream_id, version FROM events
+             WHERE position <= (SELECT indexed_through FROM index_state WHERE id = 1)
+             ORDER BY event_id, stream_id;
+         INSERT INTO type_index (type, position)
+             SELECT type, position FROM events
+             WHERE position <= (SELECT indexed_through FROM index_state WHERE id = 1)
+             ORDER BY type, position;
+         INSERT INTO category_index (category, position)
+             SELECT category, position FROM events
+             WHERE position <= (SELECT indexed_through FROM index_state WHERE id = 1)
+             ORDER BY category, position;
+         DROP INDEX IF EXISTS events_by_event_id;
+         DROP INDEX IF EXISTS events_by_type;
+         DROP INDEX IF EXISTS events_by_category;
+         PRAGMA user_version = 8;",
+    )
+    .map_err(EmbeddedError::sqlite(context))?;
+    tx.commit().map_err(EmbeddedError::sqlite(context))
+}
+
 /// A stream's lifecycle as stored: the rules' state and how far a scavenge erased it.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
 pub(crate) struct LifecycleRow {
@@ -499,7 +564,7 @@ pub(crate) struct StreamState {
 pub(crate) struct Recovered {
     pub(crate) head: u64,
     pub(crate) streams: HashMap<StreamName, StreamState>,
-    pub(crate) index: StreamIndex,
+    pub(crate) index: DeferredIndex,
     pub(crate) lifecycles: HashMap<StreamName, LifecycleRow>,
 }
 
@@ -586,10 +651,10 @@ pub(crate) fn recover(conn: &Connection) -> Result<Recovered, EmbeddedError> {
             versions.insert(id, (n, max));
         }
     }
-    let index = StreamIndex::default();
+    let index = DeferredIndex::default();
     {
         let mut stmt = conn
-            .prepare("SELECT position, stream_id, version FROM events WHERE position > ?1 ORDER BY position")
+            .prepare("SELECT position, stream_id, version, event_id, type, category FROM events WHERE position > ?1 ORDER BY position")
             .map_err(EmbeddedError::sqlite(context))?;
         let mut rows = stmt
             .query([indexed_through])
@@ -599,6 +664,28 @@ pub(crate) fn recover(conn: &Connection) -> Result<Recovered, EmbeddedError> {
                 Ok((row.get(0)?, row.get(1)?, row.get(2)?))
             };
             let (position, id, version) = read(row).map_err(EmbeddedError::sqlite(context))?;
+            let event_id = row
+                .get_ref(3)
+                .map_err(EmbeddedError::sqlite(context))?
+                .as_blob()
+                .ok()
+                .and_then(|b| <[u8; 16]>::try_from(b).ok())
+                .ok_or_else(|| {
+                    EmbeddedError::Corrupted(format!(
+                        "the event at position {position} has no valid event id"
+                    ))
+                })?;
+            let text = |i: usize, what: &str| -> Result<&str, EmbeddedError> {
+                row.get_ref(i)
+                    .map_err(EmbeddedError::sqlite(context))?
+                    .as_str()
+                    .map_err(|_| {
+                        EmbeddedError::Corrupted(format!(
+                            "the event at position {position} has no valid {what}"
+                        ))
+                    })
+            };
+            let (event_type, category) = (text(4, "type")?, text(5, "category")?);
             let state = versions.entry(id).or_insert((0, 0));
             // A stream's first event is version 1, or the first an import wrote.
             let expected = if state.0 == 0 {
@@ -613,12 +700,14 @@ pub(crate) fn recover(conn: &Connection) -> Result<Recovered, EmbeddedError> {
                 )));
             }
             *state = (state.0 + 1, version);
-            index.record(
-                id,
-                from_sql("version", version)?,
-                from_sql("position", position)?,
-                1,
-            );
+            index.record([Entry {
+                stream_id: id,
+                version: from_sql("version", version)?,
+                position: from_sql("position", position)?,
+                event_id,
+                event_type,
+                category,
+            }]);
         }
     }
     let mut streams = HashMap::new();

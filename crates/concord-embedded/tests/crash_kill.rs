@@ -30,8 +30,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use concord_core::{
-    AppendRequest, EventId, EventStore, ExpectedVersion, Filter, NewEvent, Position, StoreError,
-    StreamName, Version,
+    AppendOutcome, AppendRequest, EventId, EventStore, ExpectedVersion, Filter, NewEvent, Position,
+    StoreError, StreamName, Version,
 };
 use concord_embedded::EmbeddedStore;
 use rand::{Rng, SeedableRng};
@@ -291,6 +291,31 @@ async fn check(dir: &Path, acks: &[Ack], tries: &[(String, Vec<EventId>)]) -> u6
                 "event {id} moved"
             );
         }
+    }
+    // The latest acknowledged appends, sent again with their ids, are duplicates at their
+    // positions: the idempotency entries survive the kill (in their table, or rebuilt from
+    // the log when the kill came before the flush).
+    for ack in acks.iter().rev().take(3) {
+        let events: Vec<NewEvent> = ack
+            .ids
+            .iter()
+            .map(|&id| {
+                NewEvent::json("Written", &serde_json::json!({}))
+                    .unwrap()
+                    .with_id(id)
+            })
+            .collect();
+        let request = AppendRequest::new(
+            StreamName::new(ack.stream.as_str()).unwrap(),
+            ExpectedVersion::Any,
+            events,
+        );
+        let outcome = store.append(request).await.unwrap();
+        assert!(
+            matches!(&outcome, AppendOutcome::Duplicate(a) if a.first_position.get() == ack.first_position),
+            "acknowledged append to {} sent again: {outcome:?}",
+            ack.stream
+        );
     }
     for (stream, ids) in tries {
         let found: Vec<_> = ids.iter().filter_map(|id| by_id.get(id)).collect();

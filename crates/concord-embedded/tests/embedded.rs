@@ -641,7 +641,7 @@ async fn opening_a_store_of_another_format_version_is_refused() {
     drop(raw);
     let message = open_error(dir.path());
     assert!(
-        message.contains("format version 99") && message.contains("reads format version 7"),
+        message.contains("format version 99") && message.contains("reads format version 8"),
         "{message}"
     );
 }
@@ -668,9 +668,13 @@ async fn a_format_1_store_is_migrated_on_open_and_keeps_its_idempotency() {
              DROP TABLE scavenge_state;
              DROP TABLE stream_index;
              DROP TABLE index_state;
+             DROP TABLE event_ids;
+             DROP TABLE type_index;
+             DROP TABLE category_index;
              CREATE UNIQUE INDEX events_by_stream_version ON events (stream_id, version);
-             DROP INDEX events_by_event_id;
              CREATE UNIQUE INDEX events_by_stream_event_id ON events (stream_id, event_id);
+             CREATE INDEX events_by_type ON events (type);
+             CREATE INDEX events_by_category ON events (category);
              PRAGMA user_version = 1;",
         )
         .unwrap();
@@ -705,18 +709,22 @@ async fn a_format_1_store_is_migrated_on_open_and_keeps_its_idempotency() {
     );
     drop(store);
     let raw = rusqlite::Connection::open(dir.path().join(DATA_FILE)).unwrap();
-    let (version, indexes, indexed): (i64, String, i64) = raw
+    let (version, indexes, indexed, ids, types, categories): (i64, i64, i64, i64, i64, i64) = raw
         .query_row(
             "SELECT (SELECT user_version FROM pragma_user_version),
-                    (SELECT group_concat(name) FROM (SELECT name FROM sqlite_schema WHERE type = 'index' AND name LIKE 'events_by_%' ORDER BY name)),
-                    (SELECT COUNT(*) FROM stream_index)",
+                    (SELECT COUNT(*) FROM sqlite_schema WHERE type = 'index' AND name LIKE 'events_by_%'),
+                    (SELECT COUNT(*) FROM stream_index),
+                    (SELECT COUNT(*) FROM event_ids),
+                    (SELECT COUNT(*) FROM type_index),
+                    (SELECT COUNT(*) FROM category_index)",
             [],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
         )
         .unwrap();
+    // Format 8: no index on the log; its lookups are tables written behind it.
     assert_eq!(
-        (version, indexes.as_str(), indexed),
-        (7, "events_by_category,events_by_event_id,events_by_type", 2)
+        (version, indexes, indexed, ids, types, categories),
+        (8, 0, 2, 2, 2, 2)
     );
 }
 
@@ -855,7 +863,7 @@ async fn a_format_3_store_is_migrated_on_open_its_events_read_as_json_and_bytes_
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )
         .unwrap();
-    assert_eq!((version, json_rows, typed.as_str()), (7, 2, "image/png"));
+    assert_eq!((version, json_rows, typed.as_str()), (8, 2, "image/png"));
 }
 
 #[test]
@@ -1549,7 +1557,7 @@ async fn a_failed_sync_poisons_the_store_and_nothing_after_it_is_acknowledged() 
 /// into it yet, while flushes move entries from one to the other: every read (and every
 /// listing) must still see each published version exactly once, in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reads_see_every_version_once_while_the_stream_index_is_flushed() {
+async fn reads_see_every_version_once_while_the_indexes_are_flushed() {
     let dir = tempfile::tempdir().unwrap();
     let options = EmbeddedOptions {
         index_flush_events: 3,
@@ -1600,6 +1608,25 @@ async fn reads_see_every_version_once_while_the_stream_index_is_flushed() {
         );
         let version = store.stream_version(&hot).await.unwrap().get();
         assert!(version >= top);
+        // Reads by type and by category combine their tables with the unflushed entries
+        // the same way: every event once, in order.
+        let every = Filter::all().types(vec![EventType::new("E").unwrap()]);
+        let page = store.read_all(Position(1), &every, 1_000).await.unwrap();
+        assert_eq!(
+            page.events
+                .iter()
+                .map(|e| e.position.get())
+                .collect::<Vec<_>>(),
+            (1..=page.head.get()).collect::<Vec<_>>()
+        );
+        let hot_category = Filter::all().category(concord_core::Category::new("hot").unwrap());
+        let page = store
+            .read_all(Position(1), &hot_category, 1_000)
+            .await
+            .unwrap();
+        let versions: Vec<u64> = page.events.iter().map(|e| e.version.get()).collect();
+        assert_eq!(versions, (1..=versions.len() as u64).collect::<Vec<_>>());
+        assert!(versions.len() as u64 >= top);
         // A listing looks up each stream's head while it steps through the streams.
         let listed = store.list_streams("", None, 10).await.unwrap();
         if version > 0 {
@@ -1944,4 +1971,225 @@ async fn lone_and_concurrent_appends_alternate_without_gaps_or_duplicates() {
     assert_eq!(by_stream["lone-1"].len(), 120);
     assert_eq!(by_stream["burst-0"].len(), 40);
     assert_eq!(by_stream["account-1"].len(), 4);
+}
+
+/// The id, type and category indexes of the events since the last flush, as the store's
+/// file holds them: `(event_ids, type_index, category_index)` rows.
+fn index_rows(dir: &std::path::Path) -> (i64, i64, i64) {
+    let raw = rusqlite::Connection::open(dir.join(DATA_FILE)).unwrap();
+    raw.query_row(
+        "SELECT (SELECT COUNT(*) FROM event_ids), (SELECT COUNT(*) FROM type_index),
+                (SELECT COUNT(*) FROM category_index)",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    )
+    .unwrap()
+}
+
+/// An append's commit writes the log and nothing else of it: the idempotency, type and
+/// category entries wait in memory for the flush. Every lookup sees them meanwhile:
+/// duplicates, filtered reads, DCB queries and conditions.
+#[tokio::test]
+async fn an_appends_commit_leaves_its_id_type_and_category_entries_to_the_flush() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    let first = event("Opened", 1);
+    let _ = store
+        .append(append(
+            "account-1",
+            ExpectedVersion::NoStream,
+            vec![first.clone()],
+        ))
+        .await
+        .unwrap();
+    let _ = store
+        .append(append(
+            "order-1",
+            ExpectedVersion::NoStream,
+            vec![event("Placed", 2)],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(index_rows(dir.path()), (0, 0, 0), "nothing flushed yet");
+
+    let again = store
+        .append(append(
+            "account-1",
+            ExpectedVersion::Any,
+            vec![first.clone()],
+        ))
+        .await
+        .unwrap();
+    assert!(matches!(again, AppendOutcome::Duplicate(_)), "{again:?}");
+    let opened = Filter::all().types(vec![EventType::new("Opened").unwrap()]);
+    let page = store.read_all(Position(1), &opened, 10).await.unwrap();
+    assert_eq!(
+        page.events.iter().map(|e| e.position).collect::<Vec<_>>(),
+        [Position(1)]
+    );
+    let orders = Filter::all().category(concord_core::Category::new("order").unwrap());
+    let page = store.read_all(Position(1), &orders, 10).await.unwrap();
+    assert_eq!(
+        page.events.iter().map(|e| e.position).collect::<Vec<_>>(),
+        [Position(2)]
+    );
+    let placed = Query::item(vec![EventType::new("Placed").unwrap()], vec![]);
+    let page = store.query(&placed, Position(0), 10).await.unwrap();
+    assert_eq!(page.events.len(), 1);
+    let guarded = MultiAppendRequest::new(vec![append(
+        "order-2",
+        ExpectedVersion::NoStream,
+        vec![event("Placed", 3)],
+    )])
+    .condition(placed.clone(), Position(1));
+    let refused = store.append_multi(guarded).await;
+    assert!(
+        matches!(&refused, Err(StoreError::ConditionFailed(f)) if f.matching_events.len() == 1),
+        "{refused:?}"
+    );
+    assert_eq!(store.head().await.unwrap(), Position(2));
+    drop(store);
+
+    // Closing flushes them; the tables then answer the same lookups.
+    assert_eq!(index_rows(dir.path()), (2, 2, 2));
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    let again = store
+        .append(append("account-1", ExpectedVersion::Any, vec![first]))
+        .await
+        .unwrap();
+    assert!(matches!(again, AppendOutcome::Duplicate(_)), "{again:?}");
+    let page = store.read_all(Position(1), &opened, 10).await.unwrap();
+    assert_eq!(page.events.len(), 1);
+    let page = store.query(&placed, Position(0), 10).await.unwrap();
+    assert_eq!(page.events.len(), 1);
+}
+
+#[tokio::test]
+async fn opening_after_a_crash_rebuilds_the_id_type_and_category_entries_not_yet_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = store_with_four_events(dir.path()).await;
+    // What a crash between two flushes leaves: the entries of positions 2 to 4 only in the
+    // log.
+    raw.execute_batch(
+        "DELETE FROM stream_index WHERE position > 1;
+         DELETE FROM event_ids WHERE (event_id, stream_id) IN
+             (SELECT event_id, stream_id FROM events WHERE position > 1);
+         DELETE FROM type_index WHERE position > 1;
+         DELETE FROM category_index WHERE position > 1;
+         UPDATE index_state SET indexed_through = 1;",
+    )
+    .unwrap();
+    let id: Vec<u8> = raw
+        .query_row("SELECT event_id FROM events WHERE position = 3", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    drop(raw);
+    let options = EmbeddedOptions {
+        index_flush_events: 1_000,
+        ..EmbeddedOptions::default()
+    };
+    let store = EmbeddedStore::open_with(dir.path(), options).unwrap();
+    let mut resent = event("E", 2);
+    resent.id = concord_core::EventId(uuid::Uuid::from_slice(&id).unwrap());
+    let again = store
+        .append(append("a-1", ExpectedVersion::Any, vec![resent]))
+        .await
+        .unwrap();
+    assert!(
+        matches!(&again, AppendOutcome::Duplicate(a) if a.first_position == Position(3)),
+        "{again:?}"
+    );
+    let by_type = Filter::all().types(vec![EventType::new("E").unwrap()]);
+    let page = store.read_all(Position(1), &by_type, 10).await.unwrap();
+    assert_eq!(
+        page.events
+            .iter()
+            .map(|e| e.position.get())
+            .collect::<Vec<_>>(),
+        [1, 2, 3, 4]
+    );
+    let b = Filter::all().category(concord_core::Category::new("b").unwrap());
+    let page = store.read_all(Position(1), &b, 10).await.unwrap();
+    assert_eq!(
+        page.events
+            .iter()
+            .map(|e| e.position.get())
+            .collect::<Vec<_>>(),
+        [2, 4]
+    );
+    let query = Query::item(vec![EventType::new("E").unwrap()], vec![]);
+    let page = store.query(&query, Position(2), 10).await.unwrap();
+    assert_eq!(page.events.len(), 2);
+}
+
+/// A store of format 7 (the id, type and category lookups were SQLite indexes on the log)
+/// opens as format 8 with every lookup intact, whether or not its stream index had caught
+/// up when it was closed.
+#[tokio::test]
+async fn a_format_7_store_is_migrated_on_open_and_keeps_its_lookups() {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = store_with_four_events(dir.path()).await;
+    let ids: Vec<Vec<u8>> = {
+        let mut stmt = raw
+            .prepare("SELECT event_id FROM events ORDER BY position")
+            .unwrap();
+        stmt.query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    };
+    // Back to format 7, as the last release wrote it, with the stream index two events
+    // behind the log.
+    raw.execute_batch(
+        "DROP TABLE event_ids;
+         DROP TABLE type_index;
+         DROP TABLE category_index;
+         CREATE UNIQUE INDEX events_by_event_id ON events (event_id, stream_id);
+         CREATE INDEX events_by_type ON events (type);
+         CREATE INDEX events_by_category ON events (category);
+         DELETE FROM stream_index WHERE position > 2;
+         UPDATE index_state SET indexed_through = 2;
+         PRAGMA user_version = 7;",
+    )
+    .unwrap();
+    drop(raw);
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    for (n, id) in ids.iter().enumerate() {
+        let s = if n % 2 == 0 { "a-1" } else { "b-1" };
+        let mut resent = event("E", n as u64);
+        resent.id = concord_core::EventId(uuid::Uuid::from_slice(id).unwrap());
+        let again = store
+            .append(append(s, ExpectedVersion::Any, vec![resent]))
+            .await
+            .unwrap();
+        assert!(
+            matches!(&again, AppendOutcome::Duplicate(a) if a.first_position == Position(n as u64 + 1)),
+            "{again:?}"
+        );
+    }
+    let by_type = Filter::all().types(vec![EventType::new("E").unwrap()]);
+    let page = store.read_all(Position(1), &by_type, 10).await.unwrap();
+    assert_eq!(page.events.len(), 4);
+    let a = Filter::all().category(concord_core::Category::new("a").unwrap());
+    let page = store.read_all(Position(1), &a, 10).await.unwrap();
+    assert_eq!(
+        page.events
+            .iter()
+            .map(|e| e.position.get())
+            .collect::<Vec<_>>(),
+        [1, 3]
+    );
+    drop(store);
+    let raw = rusqlite::Connection::open(dir.path().join(DATA_FILE)).unwrap();
+    let (version, indexes): (i64, i64) = raw
+        .query_row(
+            "SELECT (SELECT user_version FROM pragma_user_version),
+                    (SELECT COUNT(*) FROM sqlite_schema WHERE type = 'index' AND name LIKE 'events_by_%')",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!((version, indexes), (8, 0));
+    assert_eq!(index_rows(dir.path()), (4, 4, 4));
 }

@@ -216,6 +216,12 @@ async fn a_format_4_store_is_migrated_on_open_and_can_delete_and_scavenge() {
         raw.execute_batch(
             "DROP TABLE stream_lifecycle;
              DROP TABLE scavenge_state;
+             DROP TABLE event_ids;
+             DROP TABLE type_index;
+             DROP TABLE category_index;
+             CREATE UNIQUE INDEX events_by_event_id ON events (event_id, stream_id);
+             CREATE INDEX events_by_type ON events (type);
+             CREATE INDEX events_by_category ON events (category);
              PRAGMA user_version = 4;",
         )
         .unwrap();
@@ -235,7 +241,7 @@ async fn a_format_4_store_is_migrated_on_open_and_can_delete_and_scavenge() {
     let version: i64 = raw
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 7);
+    assert_eq!(version, 8);
 }
 
 #[tokio::test]

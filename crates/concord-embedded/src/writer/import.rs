@@ -16,10 +16,10 @@ use concord_core::{
     plan_head_import, plan_import, plan_past_import, plan_stream_import,
 };
 use foldhash::{HashMap, HashMapExt};
-use rusqlite::OptionalExtension;
 
 use super::lifecycle::write_lifecycle_row;
-use super::{LifecycleAnswer, Writer, in_transaction};
+use super::{LifecycleAnswer, Writer, id_version, in_transaction};
+use crate::deferred_index::Entry;
 use crate::error::{EmbeddedError, to_sql};
 use crate::schema::{LifecycleRow, StreamState};
 
@@ -46,25 +46,16 @@ impl Writer {
                 Err(refused) => return Ok(Err(refused)),
             }
         }
-        {
-            let mut taken = self
-                .conn
-                .prepare_cached("SELECT 1 FROM events WHERE stream_id = ?1 AND event_id = ?2")
-                .map_err(EmbeddedError::sqlite(context))?;
-            for e in events {
-                if let Some(state) = self.streams.get(&e.stream)
-                    && taken
-                        .query_row((state.id, e.id.as_uuid().as_bytes()), |_| Ok(()))
-                        .optional()
-                        .map_err(EmbeddedError::sqlite(context))?
-                        .is_some()
-                {
-                    return Ok(Err(InvalidInput::new(
-                        "events",
-                        format!("event id {} is already in stream {}", e.id, e.stream),
-                    )
-                    .into()));
-                }
+        for e in events {
+            if let Some(state) = self.streams.get(&e.stream)
+                && id_version(&self.conn, &self.index, e.id.as_uuid().as_bytes(), state.id)?
+                    .is_some()
+            {
+                return Ok(Err(InvalidInput::new(
+                    "events",
+                    format!("event id {} is already in stream {}", e.id, e.stream),
+                )
+                .into()));
             }
         }
         let holes = end - self.head - events.len() as u64;
@@ -171,7 +162,15 @@ impl Writer {
         }
         for e in events {
             if let Some(&id) = ids.get(&e.stream) {
-                self.index.record(id, e.version.get(), e.position.get(), 1);
+                let category = e.stream.category();
+                self.index.record([Entry {
+                    stream_id: id,
+                    version: e.version.get(),
+                    position: e.position.get(),
+                    event_id: *e.id.as_uuid().as_bytes(),
+                    event_type: e.event_type.as_str(),
+                    category: category.as_str(),
+                }]);
                 if self.tails.is_watched(id) {
                     self.tails.push(id, e.clone());
                 }
@@ -193,7 +192,7 @@ impl Writer {
             .sum();
         self.uncheckpointed.add_commit(events.len() as u64, bytes);
         if self.index.unflushed() >= self.index_flush_events {
-            self.flush_stream_index();
+            self.flush_indexes();
         }
         Ok(Ok(LifecycleAnswer::Done))
     }

@@ -274,10 +274,10 @@ impl Writer {
     /// every one of them is in the stream index table (recovery counts on it), while events
     /// appended between chunks may not be yet.
     fn begin_scavenge(&mut self) -> Result<Scavenging, EmbeddedError> {
-        self.flush_stream_index();
+        self.flush_indexes();
         if self.index.unflushed() > 0 {
             return Err(EmbeddedError::Busy(
-                "cannot scavenge: the stream index could not be written; try again".into(),
+                "cannot scavenge: the indexes could not be written; try again".into(),
             ));
         }
         let mut streams: Vec<(StreamName, Version)> = self
@@ -524,11 +524,20 @@ impl Writer {
         let context = "cannot erase events";
         let head = self.head;
         let erase = |conn: &rusqlite::Connection| -> Result<(u64, u64, u64), EmbeddedError> {
-            let rows: Vec<(i64, i64, Option<String>, i64)> = {
+            type Row = (
+                i64,
+                i64,
+                Option<String>,
+                i64,
+                Option<Vec<u8>>,
+                Option<String>,
+            );
+            let rows: Vec<Row> = {
                 let mut select = conn
                     .prepare_cached(
                         "SELECT i.version, i.position, e.tags,
-                                COALESCE(length(e.data) + length(e.metadata), 0)
+                                COALESCE(length(e.data) + length(e.metadata), 0),
+                                e.event_id, e.type
                          FROM stream_index i
                          LEFT JOIN events e ON e.position = i.position
                          WHERE i.stream_id = ?1 AND i.version > ?2 AND i.version < ?3
@@ -544,7 +553,16 @@ impl Writer {
                             to_sql(target.get())?,
                             limit,
                         ),
-                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                        |r| {
+                            Ok((
+                                r.get(0)?,
+                                r.get(1)?,
+                                r.get(2)?,
+                                r.get(3)?,
+                                r.get(4)?,
+                                r.get(5)?,
+                            ))
+                        },
                     )
                     .map_err(EmbeddedError::sqlite(context))?;
                 rows.collect::<Result<_, _>>()
@@ -556,13 +574,38 @@ impl Writer {
             let mut delete_event = conn
                 .prepare_cached("DELETE FROM events WHERE position = ?1")
                 .map_err(EmbeddedError::sqlite(context))?;
+            // The scavenge erases only flushed events (`begin_scavenge`), so their entries
+            // are in these tables, not in memory.
+            let mut delete_id = conn
+                .prepare_cached("DELETE FROM event_ids WHERE event_id = ?1 AND stream_id = ?2")
+                .map_err(EmbeddedError::sqlite(context))?;
+            let mut delete_type = conn
+                .prepare_cached("DELETE FROM type_index WHERE type = ?1 AND position = ?2")
+                .map_err(EmbeddedError::sqlite(context))?;
+            let mut delete_category = conn
+                .prepare_cached("DELETE FROM category_index WHERE category = ?1 AND position = ?2")
+                .map_err(EmbeddedError::sqlite(context))?;
+            let category = stream.category();
             let mut erased = 0u64;
             let bytes = rows
                 .iter()
                 .map(|r| u64::try_from(r.3).unwrap_or(0))
                 .sum::<u64>();
-            for (_, position, tags, _) in &rows {
+            for (_, position, tags, _, event_id, event_type) in &rows {
                 let Some(tags) = tags else { continue };
+                if let Some(event_id) = event_id {
+                    delete_id
+                        .execute((event_id, stream_id))
+                        .map_err(EmbeddedError::sqlite(context))?;
+                }
+                if let Some(event_type) = event_type {
+                    delete_type
+                        .execute((event_type, position))
+                        .map_err(EmbeddedError::sqlite(context))?;
+                }
+                delete_category
+                    .execute((category.as_str(), position))
+                    .map_err(EmbeddedError::sqlite(context))?;
                 for tag in tags.split(TAG_SEPARATOR).filter(|t| !t.is_empty()) {
                     delete_tag
                         .execute((tag, position))
