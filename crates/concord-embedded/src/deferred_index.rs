@@ -40,6 +40,7 @@
 //! [`EmbeddedOptions::index_flush_events`]: crate::EmbeddedOptions::index_flush_events
 
 use foldhash::HashMap;
+use std::ops::RangeInclusive;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard};
 
 /// The unflushed entries of one stream: consecutive versions from `first`, at `positions`.
@@ -115,14 +116,21 @@ impl IndexRead<'_> {
         f(self.index.lock().streams.get(&stream_id))
     }
 
-    /// The first `n` unflushed positions from `from` on of events of any of `types`,
-    /// ascending.
-    pub(crate) fn type_positions(&self, types: &[&str], from: u64, n: usize) -> Vec<u64> {
+    /// The first `n` unflushed positions in `range` of events of any of `types`,
+    /// ascending. A reader's range ends at its head: the writer records a batch's entries
+    /// when it stages the batch, so positions past the head may not be committed yet, and
+    /// the reader's snapshot would not hold their events.
+    pub(crate) fn type_positions(
+        &self,
+        types: &[&str],
+        range: RangeInclusive<u64>,
+        n: usize,
+    ) -> Vec<u64> {
         let unflushed = self.index.lock();
         let mut positions: Vec<u64> = Vec::new();
         for t in types {
             if let Some(list) = unflushed.types.get(*t) {
-                positions.extend(first_from(list, from, n));
+                positions.extend(first_in(list, &range, n));
             }
         }
         positions.sort_unstable();
@@ -131,25 +139,37 @@ impl IndexRead<'_> {
         positions
     }
 
-    /// The first `n` unflushed positions from `from` on of events of streams of
-    /// `category`, ascending.
-    pub(crate) fn category_positions(&self, category: &str, from: u64, n: usize) -> Vec<u64> {
+    /// The first `n` unflushed positions in `range` of events of streams of `category`,
+    /// ascending (a reader's range ends at its head, as for
+    /// [`type_positions`](Self::type_positions)).
+    pub(crate) fn category_positions(
+        &self,
+        category: &str,
+        range: RangeInclusive<u64>,
+        n: usize,
+    ) -> Vec<u64> {
         self.index
             .lock()
             .categories
             .get(category)
-            .map(|list| first_from(list, from, n).collect())
+            .map(|list| first_in(list, &range, n).collect())
             .unwrap_or_default()
     }
 }
 
-/// The first `n` of the ascending `list` from `from` on.
-fn first_from(list: &[u64], from: u64, n: usize) -> impl Iterator<Item = u64> + '_ {
-    let start = list.partition_point(|&p| p < from);
+/// The first `n` of the ascending `list` within `range`.
+fn first_in<'a>(
+    list: &'a [u64],
+    range: &RangeInclusive<u64>,
+    n: usize,
+) -> impl Iterator<Item = u64> + 'a {
+    let start = list.partition_point(|p| p < range.start());
+    let end = *range.end();
     list.get(start..)
         .unwrap_or_default()
         .iter()
         .copied()
+        .take_while(move |&p| p <= end)
         .take(n)
 }
 
@@ -318,6 +338,7 @@ mod tests {
 
     #[test]
     fn entries_are_kept_per_stream_type_category_and_id_until_flushed_or_rolled_back() {
+        // (Ranges below ending before u64::MAX are a reader's, bounded by its head.)
         let index = DeferredIndex::default();
         index.record([entry(7, 3, 10, "X"), entry(7, 4, 11, "Y")]);
         index.record([entry(8, 1, 12, "X")]);
@@ -333,12 +354,18 @@ mod tests {
         assert_eq!(index.unflushed(), 4);
         {
             let read = index.read();
-            assert_eq!(read.type_positions(&["X"], 0, 10), [10, 12, 13]);
-            assert_eq!(read.type_positions(&["Y", "X", "X"], 11, 10), [11, 12, 13]);
-            assert_eq!(read.type_positions(&["X", "Y"], 0, 2), [10, 11]);
-            assert_eq!(read.type_positions(&["Z"], 0, 10), Vec::<u64>::new());
-            assert_eq!(read.category_positions("a", 11, 10), [11, 13]);
-            assert_eq!(read.category_positions("b", 0, 10), [12]);
+            assert_eq!(read.type_positions(&["X"], 0..=u64::MAX, 10), [10, 12, 13]);
+            assert_eq!(
+                read.type_positions(&["Y", "X", "X"], 11..=u64::MAX, 10),
+                [11, 12, 13]
+            );
+            assert_eq!(read.type_positions(&["X", "Y"], 0..=u64::MAX, 2), [10, 11]);
+            assert_eq!(
+                read.type_positions(&["Z"], 0..=u64::MAX, 10),
+                Vec::<u64>::new()
+            );
+            assert_eq!(read.category_positions("a", 11..=u64::MAX, 10), [11, 13]);
+            assert_eq!(read.category_positions("b", 0..=u64::MAX, 10), [12]);
         }
         assert_eq!(index.unflushed_id(&[11; 16], 7), Some(4));
         assert_eq!(index.unflushed_id(&[11; 16], 8), None);
@@ -347,9 +374,9 @@ mod tests {
         assert_eq!(run.entries().collect::<Vec<_>>(), [(3, 10), (4, 11)]);
         assert_eq!(index.read().with_run(8, |r| r.cloned()), None);
         assert_eq!(index.unflushed(), 2);
-        assert_eq!(index.read().type_positions(&["X"], 0, 10), [10]);
+        assert_eq!(index.read().type_positions(&["X"], 0..=u64::MAX, 10), [10]);
         assert_eq!(
-            index.read().category_positions("b", 0, 10),
+            index.read().category_positions("b", 0..=u64::MAX, 10),
             Vec::<u64>::new()
         );
         assert_eq!(index.unflushed_id(&[13; 16], 7), None);
@@ -357,7 +384,7 @@ mod tests {
         assert_eq!(index.unflushed(), 0);
         assert_eq!(index.read().with_run(7, |r| r.cloned()), None);
         assert_eq!(
-            index.read().type_positions(&["X", "Y"], 0, 10),
+            index.read().type_positions(&["X", "Y"], 0..=u64::MAX, 10),
             Vec::<u64>::new()
         );
         assert_eq!(index.unflushed_id(&[10; 16], 7), None);

@@ -23,17 +23,22 @@ use crate::rows::{EVENT_COLUMNS, decode_named};
 
 const CONTEXT: &str = "cannot look up the events matching a query";
 
-/// Up to `n` events matching `query` with positions greater than `after`, in position
-/// order, read through `conn` (the writer's inside its transaction, or a reader's inside
-/// its snapshot) and `unflushed` (taken before the snapshot's first statement).
+/// Up to `n` events matching `query` with positions greater than `after` and at most
+/// `through`, in position order, read through `conn` (the writer's inside its transaction,
+/// seeing everything it staged: `through` = `u64::MAX`; or a reader's inside its snapshot,
+/// up to its head) and `unflushed` (taken before the snapshot's first statement).
 pub(crate) fn matching_events(
     conn: &Connection,
     unflushed: &IndexRead<'_>,
     query: &Query,
     after: u64,
+    through: u64,
     n: usize,
 ) -> Result<Vec<RecordedEvent>, EmbeddedError> {
-    let positions = matching_positions(conn, unflushed, query, after, n)?;
+    let mut positions = matching_positions(conn, unflushed, query, after, through, n)?;
+    // The tables hold only committed entries, but a reader's snapshot may hold events past
+    // its head (committed, not yet synced): they do not exist for it.
+    positions.retain(|&p| u64::try_from(p).is_ok_and(|p| p <= through));
     if positions.is_empty() {
         // The usual answer of a condition: nothing more to read.
         return Ok(Vec::new());
@@ -55,12 +60,14 @@ pub(crate) fn matching_events(
     Ok(events)
 }
 
-/// Up to `n` positions greater than `after` of events matching `query`, ascending.
+/// Up to `n` positions greater than `after` of events matching `query`, ascending; the
+/// unflushed entries only up to `through`.
 pub(crate) fn matching_positions(
     conn: &Connection,
     unflushed: &IndexRead<'_>,
     query: &Query,
     after: u64,
+    through: u64,
     n: usize,
 ) -> Result<Vec<i64>, EmbeddedError> {
     if n == 0 {
@@ -92,7 +99,7 @@ pub(crate) fn matching_positions(
     }
     positions = merge_positions(
         positions,
-        unflushed.type_positions(&types, first_unflushed, n),
+        unflushed.type_positions(&types, first_unflushed..=through, n),
         usize::MAX,
     );
     for item in query.items.iter().filter(|item| !item.tags.is_empty()) {

@@ -316,7 +316,7 @@ impl<'f> Driver<'f> {
             }
             Driver::Category(c) => Ok(merge_positions(
                 first_positions(conn, CATEGORY_SQL, &[c, &from_sql_value], n)?,
-                unflushed.category_positions(c, from, n),
+                unflushed.category_positions(c, from..=head, n),
                 n,
             )),
             Driver::Tag(t) => first_positions(conn, TAG_SQL, &[t, &from_sql_value], n),
@@ -340,7 +340,7 @@ impl<'f> Driver<'f> {
                 let names: Vec<&str> = types.iter().map(|t| t.as_str()).collect();
                 Ok(merge_positions(
                     positions,
-                    unflushed.type_positions(&names, from, n),
+                    unflushed.type_positions(&names, from..=head, n),
                     n,
                 ))
             }
@@ -530,9 +530,15 @@ pub(crate) fn query(
         .unchecked_transaction()
         .map_err(EmbeddedError::sqlite(context))?;
     // One more than asked, to know whether there is a next page.
-    let mut events = matching_events(&tx, &unflushed, query, after.get(), limit.saturating_add(1))?;
     // Matches in a batch that is not published yet do not exist for readers.
-    events.retain(|e| e.position.get() <= head);
+    let mut events = matching_events(
+        &tx,
+        &unflushed,
+        query,
+        after.get(),
+        head,
+        limit.saturating_add(1),
+    )?;
     let head = Position(head);
     let next = if events.len() > limit {
         events.truncate(limit);
@@ -640,12 +646,12 @@ mod tests {
             }
             for q in &queries {
                 assert!(
-                    matching_events(&conn, &index.read(), q, 10 + round, 100)
+                    matching_events(&conn, &index.read(), q, 10 + round, u64::MAX, 100)
                         .unwrap()
                         .is_empty()
                 );
                 assert!(
-                    matching_events(&conn, &index.read(), q, round, 1)
+                    matching_events(&conn, &index.read(), q, round, u64::MAX, 1)
                         .unwrap()
                         .len()
                         <= 1

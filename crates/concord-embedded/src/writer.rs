@@ -1356,6 +1356,7 @@ impl Writer {
                 &self.index.read(),
                 &condition.fail_if_events_match,
                 condition.after.get(),
+                u64::MAX,
                 MATCHING_EVENTS_MAX,
             )?;
             if !matching.is_empty() {

@@ -2193,3 +2193,69 @@ async fn a_format_7_store_is_migrated_on_open_and_keeps_its_lookups() {
     assert_eq!((version, indexes), (8, 0));
     assert_eq!(index_rows(dir.path()), (4, 4, 4));
 }
+
+/// The writer records a batch's index entries when it stages the batch, before the commit
+/// (its own lookups need them), and holds a batch open while the syncer syncs the one
+/// before. Readers must not trip over those entries: a query, a read by type and a read by
+/// category answer from published events only, and never fail on an event their snapshot
+/// does not hold. Many writers keep the syncer busy, so batches are held open all along.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_ignore_the_index_entries_of_a_batch_held_open() {
+    const WRITERS: u64 = 32;
+    const APPENDS: u64 = 100;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move {
+                for n in 0..APPENDS {
+                    let _ = store
+                        .append(append(
+                            &format!("acct-{w}"),
+                            ExpectedVersion::Any,
+                            vec![event("Deposited", n)],
+                        ))
+                        .await
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    let deposited = Query::item(vec![EventType::new("Deposited").unwrap()], vec![]);
+    let by_type = Filter::all().types(vec![EventType::new("Deposited").unwrap()]);
+    let by_category = Filter::all().category(concord_core::Category::new("acct").unwrap());
+    let mut reads = 0;
+    loop {
+        let finished = writers.iter().all(|w| w.is_finished());
+        // Every published event matches; a page holds at most 1 000.
+        let page = store.query(&deposited, Position(0), 1_000).await.unwrap();
+        let positions: Vec<u64> = page.events.iter().map(|e| e.position.get()).collect();
+        assert_eq!(
+            positions,
+            (1..=page.head.get().min(1_000)).collect::<Vec<_>>()
+        );
+        for filter in [&by_type, &by_category] {
+            let page = store.read_all(Position(1), filter, 1_000).await.unwrap();
+            let positions: Vec<u64> = page.events.iter().map(|e| e.position.get()).collect();
+            assert_eq!(
+                positions,
+                (1..=page.head.get().min(1_000)).collect::<Vec<_>>()
+            );
+        }
+        reads += 1;
+        if finished {
+            break;
+        }
+    }
+    for w in writers {
+        w.await.unwrap();
+    }
+    assert!(reads > 1, "the reads ran beside the appends");
+    let last = WRITERS * APPENDS;
+    let page = store
+        .query(&deposited, Position(last - 10), 100)
+        .await
+        .unwrap();
+    assert_eq!((page.events.len(), page.head), (10, Position(last)));
+}
