@@ -716,11 +716,12 @@ impl Writer {
         }
     }
 
-    /// Writes every held index entry into its table (`stream_index`, `event_ids`,
-    /// `type_index`, `category_index`) and moves `indexed_through` to the head, in one transaction of its own (committed like a
-    /// batch, synced with the next one: a crash before that only means the entries are
-    /// rebuilt from the log on open). Then forgets them. A failure rolls back and keeps
-    /// them for the next flush.
+    /// Writes the index entries of the events after `indexed_through` into their tables
+    /// (`stream_index`, `event_ids`, `type_index`, `category_index`; see [`FLUSH_SQL`])
+    /// and moves `indexed_through` to the head, in one transaction of its own (committed
+    /// like a batch, synced with the next one: a crash before that only means the entries
+    /// are rebuilt from the log on open). Then forgets the held copies. A failure rolls
+    /// back and keeps them for the next flush.
     pub(crate) fn flush_indexes(&mut self) {
         // Not inside a batch's open transaction: the next flush takes the entries.
         if self.poison.get().is_some() || self.open.is_some() {
