@@ -94,6 +94,62 @@ struct Unflushed {
     events: usize,
 }
 
+impl Unflushed {
+    fn push(&mut self, e: &Entry<'_>) {
+        self.streams
+            .entry(e.stream_id)
+            .or_insert_with(|| Run {
+                first: e.version,
+                positions: Vec::new(),
+            })
+            .positions
+            .push(e.position);
+        push_position(&mut self.types, e.event_type, e.position);
+        push_position(&mut self.categories, e.category, e.position);
+        self.ids
+            .insert((e.event_id, e.stream_id), (e.version, e.position));
+        self.events = self.events.saturating_add(1);
+    }
+
+    /// Keeps the entries up to position `head`.
+    fn retain_through(&mut self, head: u64) {
+        let mut events = 0;
+        self.streams.retain(|_, run| {
+            run.positions.retain(|&p| p <= head);
+            events += run.positions.len();
+            !run.positions.is_empty()
+        });
+        for map in [&mut self.types, &mut self.categories] {
+            map.retain(|_, list| {
+                list.retain(|&p| p <= head);
+                !list.is_empty()
+            });
+        }
+        self.ids.retain(|_, &mut (_, p)| p <= head);
+        self.events = events;
+    }
+
+    /// Cleared, not replaced: the maps keep their capacity for the next
+    /// `index_flush_events` entries instead of growing again through every size.
+    fn clear(&mut self) {
+        self.streams.clear();
+        self.types.clear();
+        self.categories.clear();
+        self.ids.clear();
+        self.events = 0;
+    }
+}
+
+/// Appends `position` to `key`'s list, allocating the key only the first time.
+fn push_position(map: &mut HashMap<Box<str>, Vec<u64>>, key: &str, position: u64) {
+    match map.get_mut(key) {
+        Some(list) => list.push(position),
+        None => {
+            map.insert(key.into(), vec![position]);
+        }
+    }
+}
+
 struct Shared {
     /// Held for reading by a reader from before it copies entries until its last
     /// statement; for writing by the writer while it drops entries a committed flush
@@ -219,36 +275,8 @@ impl DeferredIndex {
     /// (versions of a stream consecutive).
     pub(crate) fn record<'a>(&self, entries: impl IntoIterator<Item = Entry<'a>>) {
         let mut unflushed = self.lock();
-        let Unflushed {
-            streams,
-            types,
-            categories,
-            ids,
-            events,
-        } = &mut *unflushed;
         for e in entries {
-            streams
-                .entry(e.stream_id)
-                .or_insert_with(|| Run {
-                    first: e.version,
-                    positions: Vec::new(),
-                })
-                .positions
-                .push(e.position);
-            match types.get_mut(e.event_type) {
-                Some(list) => list.push(e.position),
-                None => {
-                    types.insert(e.event_type.into(), vec![e.position]);
-                }
-            }
-            match categories.get_mut(e.category) {
-                Some(list) => list.push(e.position),
-                None => {
-                    categories.insert(e.category.into(), vec![e.position]);
-                }
-            }
-            ids.insert((e.event_id, e.stream_id), (e.version, e.position));
-            *events = events.saturating_add(1);
+            unflushed.push(&e);
         }
     }
 
@@ -270,40 +298,13 @@ impl DeferredIndex {
     /// readers that hold copies of entries to finish.
     pub(crate) fn forget_flushed(&self) {
         let _gate = self.0.gate.write().unwrap_or_else(PoisonError::into_inner);
-        let mut unflushed = self.lock();
-        // Cleared, not replaced: the maps keep their capacity for the next
-        // `index_flush_events` entries instead of growing again through every size.
-        unflushed.streams.clear();
-        unflushed.types.clear();
-        unflushed.categories.clear();
-        unflushed.ids.clear();
-        unflushed.events = 0;
+        self.lock().clear();
     }
 
     /// Forgets the entries after position `head` (a batch that recorded them was rolled
     /// back); the ones up to it are committed and still needed by reads.
     pub(crate) fn forget_after(&self, head: u64) {
-        let mut unflushed = self.lock();
-        let Unflushed {
-            streams,
-            types,
-            categories,
-            ids,
-            events,
-        } = &mut *unflushed;
-        *events = 0;
-        streams.retain(|_, run| {
-            run.positions.retain(|&p| p <= head);
-            *events += run.positions.len();
-            !run.positions.is_empty()
-        });
-        for map in [types, categories] {
-            map.retain(|_, list| {
-                list.retain(|&p| p <= head);
-                !list.is_empty()
-            });
-        }
-        ids.retain(|_, &mut (_, p)| p <= head);
+        self.lock().retain_through(head);
     }
 
     /// Starts a read: holds off [`forget_flushed`](Self::forget_flushed) while the

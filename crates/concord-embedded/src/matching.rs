@@ -17,7 +17,7 @@
 use concord_core::{Query, QueryItem, RecordedEvent};
 use rusqlite::Connection;
 
-use crate::deferred_index::{IndexRead, merge_positions};
+use crate::deferred_index::IndexRead;
 use crate::error::{EmbeddedError, sql_bound};
 use crate::rows::{EVENT_COLUMNS, decode_named};
 
@@ -97,10 +97,12 @@ pub(crate) fn matching_positions(
     for &t in &types {
         positions.extend(collect(conn, TYPE_SQL, &[&t, &after], n)?);
     }
-    positions = merge_positions(
-        positions,
-        unflushed.type_positions(&types, first_unflushed..=through, n),
-        usize::MAX,
+    // Sorted, deduplicated and cut with the tagged items' below.
+    positions.extend(
+        unflushed
+            .type_positions(&types, first_unflushed..=through, n)
+            .into_iter()
+            .filter_map(|p| i64::try_from(p).ok()),
     );
     for item in query.items.iter().filter(|item| !item.tags.is_empty()) {
         positions.extend(tagged_item_positions(conn, item, after, n)?);
