@@ -3,7 +3,7 @@
 # embedded store, no projections), in one run: appends at W writers over each (rotated
 # order each round), a stream read and a `$all` catch-up over each, and the 4 KiB fsync loop
 # of the store's disk, then the ratios (median and range over rounds, each ratio within one
-# round). BENCHMARKS.md ("KurrentDB protocol (gRPC)") is made from it.
+# round). BENCHMARKS.md (issue 21's rows) is made from it.
 #
 #   bench/grpc.sh [SECONDS=5] [WRITERS=64] [ROUNDS=3] [CATCHUP_EVENTS=500000]
 #

@@ -6,8 +6,8 @@ PATH is `/health` (GET) or a stream path such as `/streams/account-1` (POST of a
 append, expected version `any`). Prints the p50 and p90 round trip, so that the server's
 and the loopback's share of an HTTP append can be told from the Rust client's
 (`concord --store http://… bench append --writers 1`). Used with `taskset` to place the
-client and the server on the same core or on different ones (BENCHMARKS.md, "Where one
-connection's HTTP overhead goes").
+client and the server on the same core or on different ones (bench/results/HISTORY.md,
+"Where one connection's HTTP overhead goes").
 """
 import json
 import socket

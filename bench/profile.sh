@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Flame graphs of the scenarios behind issue 6's speed targets, so that what bounds each one
-# can be seen rather than asserted (BENCHMARKS.md, "Where each target stands", links them).
+# can be seen rather than asserted (BENCHMARKS.md, "Issue 6's targets, and issue 20's", links them).
 #
 #   bench/profile.sh [OUT_DIR] [SECONDS]   (defaults: bench/results/profiles, 5 s per profile)
 #

@@ -5,8 +5,8 @@
 //! PostgreSQL, between sending and reading an answer), and graceful shutdown waits for it
 //! through the request that awaits it. A task per append gave both, at the price of two
 //! hand-offs between tasks on every request: measured on one connection, the append's p50
-//! through the server went from 0.212–0.256 ms to 0.204–0.216 ms without it (BENCHMARKS.md,
-//! issue 22). So the append runs in the request's own task, and only a request dropped
+//! through the server went from 0.212–0.256 ms to 0.204–0.216 ms without it (bench/results/
+//! HISTORY.md, issue 22). So the append runs in the request's own task, and only a request dropped
 //! before the append is done hands what is left of it to a task of its own.
 
 use std::future::Future;

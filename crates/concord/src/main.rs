@@ -3,7 +3,7 @@
 use clap::Parser;
 
 // The server's request path and the store's batches allocate and free many small buffers;
-// glibc's allocator took ~8 % of the server's CPU under 64 writers (BENCHMARKS.md, issue 22).
+// glibc's allocator took ~8 % of the server's CPU under 64 writers (bench/results/HISTORY.md, issue 22).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
