@@ -39,6 +39,7 @@
 //! # }).unwrap();
 //! ```
 
+mod alone;
 mod append;
 #[doc(hidden)]
 pub mod doc;
@@ -60,6 +61,7 @@ mod version;
 #[doc(hidden)]
 pub use serde as __serde;
 
+pub use alone::{ALONE_IN_A_ROW, Appending, AppendingGuard};
 pub use append::{
     AppendOutcome, AppendPlan, AppendRequest, Appended, IdCheck, Limits, check_ids, may_rebase,
     plan_append,

@@ -37,17 +37,16 @@ mod writer;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use async_trait::async_trait;
 use concord_core::{
-    AllPage, AppendOutcome, AppendRequest, DeleteMode, Direction, EventStore, Filter, HeadSignal,
-    Limits, MetadataChange, MultiAppendOutcome, MultiAppendRequest, Position, Query, QueryPage,
-    RecordedEvent, ScavengeReport, StoreError, StreamInfo, StreamLifecycle, StreamMetadata,
-    StreamName, StreamPast, Version,
+    AllPage, AppendOutcome, AppendRequest, Appending, DeleteMode, Direction, EventStore, Filter,
+    HeadSignal, Limits, MetadataChange, MultiAppendOutcome, MultiAppendRequest, Position, Query,
+    QueryPage, RecordedEvent, ScavengeReport, StoreError, StreamInfo, StreamLifecycle,
+    StreamMetadata, StreamName, StreamPast, Version,
 };
 use futures::channel::oneshot;
 use rusqlite::Connection;
@@ -387,7 +386,7 @@ impl EmbeddedStore {
     ) -> Result<T, StoreError> {
         let (_appending, alone) = self.appending.enter();
         let (reply, answer) = oneshot::channel();
-        let alone = alone && self.appending.still_alone().await;
+        let alone = alone && still_alone(&self.appending).await;
         self.hand_over(request(reply), alone)?;
         answer.await.map_err(|_| EmbeddedError::Stopped("writer"))?
     }
@@ -595,60 +594,16 @@ pub struct WriterPause {
     _resume: Sender<()>,
 }
 
-/// How many appends in a row must find themselves alone before one is committed on its
-/// caller's thread. With many callers (64 HTTP connections), the first append to arrive
-/// after a batch is answered is often alone for a moment; committing it on its caller's
-/// thread (a server's runtime worker) then held back the others' requests, and the next
-/// batch came out smaller: HTTP and gRPC at 64 writers lost 5–10 % (`bench/ab.sh`). A
-/// lone caller is alone every time.
-const ALONE_IN_A_ROW: usize = 8;
-
-/// What the store knows of the appends under way, to tell a lone caller from a moment of
-/// quiet between two batches of many callers.
-#[derive(Default)]
-struct Appending {
-    /// Appends entered and not yet answered.
-    under_way: AtomicUsize,
-    /// How many appends in a row found no other under way when they entered.
-    alone_in_a_row: AtomicUsize,
-}
-
-impl Appending {
-    /// Counts an append in for as long as the guard lives (a cancelled future drops it
-    /// too); says whether it is a lone caller's.
-    fn enter(&self) -> (AppendingGuard<'_>, bool) {
-        let others = self.under_way.fetch_add(1, Ordering::AcqRel);
-        let alone = if others == 0 {
-            // A race between two callers only costs a hand-off.
-            self.alone_in_a_row.fetch_add(1, Ordering::AcqRel) + 1 >= ALONE_IN_A_ROW
-        } else {
-            self.alone_in_a_row.store(0, Ordering::Release);
-            false
-        };
-        (AppendingGuard(&self.under_way), alone)
-    }
-
-    /// Whether the caller is still alone once every other task that was ready to run has
-    /// had its turn. Committing on the caller's thread finishes within one poll, so on a
-    /// thread that runs many tasks (a single-threaded runtime, one runtime worker, a
-    /// `join_all`) the next task's append would enter only after it, find itself alone
-    /// too, and each would make a commit and an fsync of its own: 64 tasks appending on a
-    /// one-worker runtime went from ~30 000 to ~4 900 events/s. Yielding once first lets
-    /// them enter, so they are seen and go to the writer's batch together.
-    async fn still_alone(&self) -> bool {
-        tokio::task::yield_now().await;
-        self.under_way.load(Ordering::Acquire) == 1
-            && self.alone_in_a_row.load(Ordering::Acquire) >= ALONE_IN_A_ROW
-    }
-}
-
-/// Counts an append under way until dropped.
-struct AppendingGuard<'a>(&'a AtomicUsize);
-
-impl Drop for AppendingGuard<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
+/// Whether the caller is still alone once every other task that was ready to run has had
+/// its turn. Committing on the caller's thread finishes within one poll, so on a thread
+/// that runs many tasks (a single-threaded runtime, one runtime worker, a `join_all`) the
+/// next task's append would enter only after it, find itself alone too, and each would make
+/// a commit and an fsync of its own: 64 tasks appending on a one-worker runtime went from
+/// ~30 000 to ~4 900 events/s. Yielding once first lets them enter, so they are seen and go
+/// to the writer's batch together.
+async fn still_alone(appending: &Appending) -> bool {
+    tokio::task::yield_now().await;
+    appending.still_alone()
 }
 
 impl Drop for EmbeddedStore {

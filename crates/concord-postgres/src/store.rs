@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use concord_core::{
-    AllPage, AppendOutcome, AppendRequest, DeleteMode, Direction, EventStore, Filter, HeadSignal,
-    Limits, MetadataChange, MultiAppendOutcome, MultiAppendRequest, Position, Query, QueryPage,
-    RecordedAt, RecordedEvent, ScavengeReport, StoreError, StreamInfo, StreamLifecycle,
+    AllPage, AppendOutcome, AppendRequest, Appending, DeleteMode, Direction, EventStore, Filter,
+    HeadSignal, Limits, MetadataChange, MultiAppendOutcome, MultiAppendRequest, Position, Query,
+    QueryPage, RecordedAt, RecordedEvent, ScavengeReport, StoreError, StreamInfo, StreamLifecycle,
     StreamMetadata, StreamName, StreamPast, Version,
 };
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
@@ -66,6 +66,10 @@ struct Inner {
     limits: Limits,
     signal: HeadSignal,
     jobs: mpsc::Sender<Job>,
+    /// The writer's state, for an append written on its caller's task (`submit`).
+    writer: Arc<Writer>,
+    /// The appends under way, to tell a lone caller's (`submit`).
+    appending: Appending,
     listener: Listener,
 }
 
@@ -196,8 +200,10 @@ impl PostgresStore {
             limits: options.limits,
             signal: signal.clone(),
             write_sql: WriteSql::new(&schema, &lone),
+            known: tokio::sync::Mutex::default(),
         };
-        tokio::spawn(writer.run(receiver));
+        let writer = Arc::new(writer);
+        tokio::spawn(Arc::clone(&writer).run(receiver));
         Ok(PostgresStore {
             inner: Arc::new(Inner {
                 pool,
@@ -206,6 +212,8 @@ impl PostgresStore {
                 limits: options.limits,
                 signal,
                 jobs,
+                writer,
+                appending: Appending::default(),
                 listener,
             }),
         })
@@ -252,6 +260,16 @@ impl PostgresStore {
     }
 
     async fn submit(&self, request: MultiAppendRequest) -> Result<MultiAppendOutcome, StoreError> {
+        let (_appending, alone) = self.inner.appending.enter();
+        // A lone caller with nothing queued: written on its task when the writer is idle. A
+        // caller cancelled inside leaves its statement whole or not at all, as a queued
+        // job's batch is (one statement in autocommit).
+        if alone
+            && self.inner.jobs.capacity() == self.inner.jobs.max_capacity()
+            && let Some(answer) = self.inner.writer.write_alone(&request).await
+        {
+            return answer;
+        }
         let (reply, answer) = oneshot::channel();
         let closed = || StoreError::Unavailable {
             backend: "postgres",

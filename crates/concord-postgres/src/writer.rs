@@ -48,7 +48,8 @@ use tokio_postgres::types::ToSql;
 use crate::lifecycle::{self, LIFECYCLE_COLUMNS, Stored};
 use crate::matching::MatchingError;
 use crate::rows::{bound, decode};
-use lone::{Known, Lone};
+pub(crate) use lone::Known;
+use lone::Lone;
 pub(crate) use statements::insert_rows;
 pub(crate) use statements::{LoneFunction, WriteSql};
 use statements::{Session, prepare_write, write_relative};
@@ -77,6 +78,10 @@ pub(crate) struct Writer {
     pub(crate) signal: concord_core::HeadSignal,
     /// The write statement's text, made once.
     pub(crate) write_sql: WriteSql,
+    /// Each stream's row as the last write on it left it (`lone`). The writer holds it
+    /// through each batch; a caller that finds it free while nothing is queued writes its
+    /// append alone (`write_alone`).
+    pub(crate) known: tokio::sync::Mutex<Known>,
 }
 
 /// A failure of the whole batch: every append in it gets the same answer.
@@ -114,9 +119,8 @@ impl Writer {
     }
 
     /// Runs until every sender of `jobs` is gone.
-    pub(crate) async fn run(self, mut jobs: mpsc::Receiver<Job>) {
+    pub(crate) async fn run(self: std::sync::Arc<Self>, mut jobs: mpsc::Receiver<Job>) {
         let mut waiting: VecDeque<Job> = VecDeque::new();
-        let mut known = Known::default();
         loop {
             if waiting.is_empty() {
                 match jobs.recv().await {
@@ -135,6 +139,7 @@ impl Writer {
             let take = waiting.len().min(BATCH_APPENDS_MAX);
             let batch: Vec<Job> = waiting.drain(..take).collect();
             let requests: Vec<&MultiAppendRequest> = batch.iter().map(|j| &j.request).collect();
+            let mut known = self.known.lock().await;
             match self.write(&requests, &mut known).await {
                 Ok((answers, head)) => {
                     self.signal.advance(head);
@@ -161,6 +166,33 @@ impl Writer {
                         let _ = job.reply.send(Err(e.to_store_error()));
                     }
                 }
+            }
+        }
+    }
+
+    /// Writes `request` on its caller's task when the writer is idle (no batch under way)
+    /// and knows the stream well enough for one statement (`lone`); `None` when it did not
+    /// (the writer is busy, the stream unknown, or the guess did not hold: nothing was
+    /// written), and the caller queues the append as any other. A lone caller's append then
+    /// goes from its task to the database and back, instead of waking the writer task and
+    /// being woken by it: on a machine whose idle cores sleep, each of those wake-ups cost
+    /// as much as the statement's own work (BENCHMARKS.md, issue 18).
+    pub(crate) async fn write_alone(
+        &self,
+        request: &MultiAppendRequest,
+    ) -> Option<Result<MultiAppendOutcome, StoreError>> {
+        let mut known = self.known.try_lock().ok()?;
+        let guess = lone::guess(request, &known)?;
+        match self.write_lone(request, guess, &mut known).await {
+            Ok(Lone::Written(outcome, head)) => {
+                self.signal.advance(head);
+                Some(Ok(outcome))
+            }
+            Ok(Lone::Missed) => None,
+            Err(e) => {
+                // Its outcome may be unknown: the row is read again next time.
+                known.forget(request.parts.iter().map(|p| &p.stream));
+                Some(Err(e.to_store_error()))
             }
         }
     }

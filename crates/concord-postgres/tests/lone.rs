@@ -11,8 +11,8 @@
 )]
 
 use concord_core::{
-    AppendOutcome, AppendRequest, Direction, EventId, EventStore, EventType, ExpectedVersion, Json,
-    NewEvent, Position, StoreError, StreamMetadata, StreamName, Version,
+    AppendOutcome, AppendRequest, Direction, EventId, EventStore, EventType, ExpectedVersion,
+    Filter, Json, NewEvent, Position, StoreError, StreamMetadata, StreamName, Version,
 };
 use concord_postgres::PostgresStore;
 use concord_testkit::postgres::shared;
@@ -238,4 +238,75 @@ async fn a_lone_append_is_one_call_of_the_lone_function() {
     }
     assert_eq!(calls(), 5);
     assert_eq!(store.stream_version(&s).await.unwrap(), Version(5));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_written_on_their_callers_task_and_by_the_writer_interleave_without_losing_a_version()
+ {
+    // One caller appends to its stream with exact expectations while others come and go:
+    // alone, its appends are written on its own task; with others under way, they join the
+    // writer's batches. Both paths keep the stream's row, and each other's view of it, right.
+    let url = shared().url_with_fresh_schema();
+    let store = PostgresStore::connect(&url).await.unwrap();
+    let s = StreamName::new("account-30").unwrap();
+    let mut others = Vec::new();
+    let mut version = 0;
+    for round in 0..20u64 {
+        if round % 2 == 1 {
+            let store = store.clone();
+            others.push(tokio::spawn(async move {
+                let t = StreamName::new(format!("account-3{round}-other")).unwrap();
+                for _ in 0..5 {
+                    let _ = append(&store, &t, ExpectedVersion::Any, vec![deposit()])
+                        .await
+                        .unwrap();
+                }
+            }));
+        }
+        let expected = if version == 0 {
+            ExpectedVersion::NoStream
+        } else {
+            ExpectedVersion::Exact(Version(version))
+        };
+        let out = append(&store, &s, expected, vec![deposit(), deposit()])
+            .await
+            .unwrap();
+        assert_eq!(out.appended().last_version, Version(version + 2));
+        version += 2;
+    }
+    for other in others {
+        other.await.unwrap();
+    }
+    let stale = append(
+        &store,
+        &s,
+        ExpectedVersion::Exact(Version(3)),
+        vec![deposit()],
+    )
+    .await;
+    assert_eq!(
+        stale
+            .as_ref()
+            .err()
+            .and_then(StoreError::as_conflict)
+            .map(|c| c.actual),
+        Some(Version(40)),
+        "a stale expectation is still a conflict: {stale:?}"
+    );
+    let events = store
+        .read_stream(&s, Version(1), Direction::Forward, 1000)
+        .await
+        .unwrap();
+    let versions: Vec<u64> = events.iter().map(|e| e.version.get()).collect();
+    assert_eq!(versions, (1..=40).collect::<Vec<_>>());
+    let all = store
+        .read_all(Position(1), &Filter::all(), 1000)
+        .await
+        .unwrap();
+    let positions: Vec<u64> = all.events.iter().map(|e| e.position.get()).collect();
+    assert_eq!(
+        positions,
+        (1..=90).collect::<Vec<_>>(),
+        "positions gap-free"
+    );
 }

@@ -35,7 +35,7 @@ const KNOWN_MAX: usize = 10_000;
 
 /// Each stream's row as the writer's last batch on it left it.
 #[derive(Debug, Default)]
-pub(super) struct Known {
+pub(crate) struct Known {
     rows: HashMap<StreamName, Seen>,
 }
 
