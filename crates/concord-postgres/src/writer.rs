@@ -26,7 +26,9 @@
 //! 4. events, stream rows, head row and `pg_notify`, then COMMIT.
 //!
 //! An append that arrives alone takes one statement instead (a call of the lone function in
-//! autocommit), on the stream row the writer last saw, checked by the database (`lone`).
+//! autocommit), on the stream row the writer last saw, checked by the database (`lone`);
+//! a lone caller's append is sent so from its own task while the writer is idle
+//! (`Writer::write_alone`).
 //!
 //! Because the head row is held until the commit is visible, a transaction that takes it
 //! next sees every earlier position committed: positions become visible in order, without
