@@ -243,40 +243,51 @@ async fn a_lone_append_is_one_call_of_the_lone_function() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn appends_written_on_their_callers_task_and_by_the_writer_interleave_without_losing_a_version()
  {
-    // One caller appends to its stream with exact expectations while others come and go:
-    // alone, its appends are written on its own task; with others under way, they join the
-    // writer's batches. Both paths keep the stream's row, and each other's view of it, right.
+    // One caller appends to its stream with exact expectations: alone at first (from the
+    // 8th append on, `concord_core::ALONE_IN_A_ROW`, written on its own task), then while
+    // other tasks append (through the writer's batches), then alone again. Both paths keep
+    // the stream's row, and each other's view of it, right.
     let url = shared().url_with_fresh_schema();
     let store = PostgresStore::connect(&url).await.unwrap();
     let s = StreamName::new("account-30").unwrap();
-    let mut others = Vec::new();
     let mut version = 0;
-    for round in 0..20u64 {
-        if round % 2 == 1 {
-            let store = store.clone();
-            others.push(tokio::spawn(async move {
-                let t = StreamName::new(format!("account-3{round}-other")).unwrap();
-                for _ in 0..5 {
-                    let _ = append(&store, &t, ExpectedVersion::Any, vec![deposit()])
-                        .await
-                        .unwrap();
-                }
-            }));
-        }
+    let mut next = |store: PostgresStore, s: StreamName| {
         let expected = if version == 0 {
             ExpectedVersion::NoStream
         } else {
             ExpectedVersion::Exact(Version(version))
         };
-        let out = append(&store, &s, expected, vec![deposit(), deposit()])
-            .await
-            .unwrap();
-        assert_eq!(out.appended().last_version, Version(version + 2));
         version += 2;
+        let last = version;
+        async move {
+            let out = append(&store, &s, expected, vec![deposit(), deposit()])
+                .await
+                .unwrap();
+            assert_eq!(out.appended().last_version, Version(last));
+        }
+    };
+    for _ in 0..12 {
+        next(store.clone(), s.clone()).await;
     }
-    for other in others {
+    for round in 0..8 {
+        let other = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let t = StreamName::new(format!("account-31-{round}")).unwrap();
+                for _ in 0..5 {
+                    let _ = append(&store, &t, ExpectedVersion::Any, vec![deposit()])
+                        .await
+                        .unwrap();
+                }
+            })
+        };
+        next(store.clone(), s.clone()).await;
         other.await.unwrap();
     }
+    for _ in 0..12 {
+        next(store.clone(), s.clone()).await;
+    }
+
     let stale = append(
         &store,
         &s,
@@ -290,7 +301,7 @@ async fn appends_written_on_their_callers_task_and_by_the_writer_interleave_with
             .err()
             .and_then(StoreError::as_conflict)
             .map(|c| c.actual),
-        Some(Version(40)),
+        Some(Version(64)),
         "a stale expectation is still a conflict: {stale:?}"
     );
     let events = store
@@ -298,7 +309,7 @@ async fn appends_written_on_their_callers_task_and_by_the_writer_interleave_with
         .await
         .unwrap();
     let versions: Vec<u64> = events.iter().map(|e| e.version.get()).collect();
-    assert_eq!(versions, (1..=40).collect::<Vec<_>>());
+    assert_eq!(versions, (1..=64).collect::<Vec<_>>());
     let all = store
         .read_all(Position(1), &Filter::all(), 1000)
         .await
@@ -306,7 +317,7 @@ async fn appends_written_on_their_callers_task_and_by_the_writer_interleave_with
     let positions: Vec<u64> = all.events.iter().map(|e| e.position.get()).collect();
     assert_eq!(
         positions,
-        (1..=90).collect::<Vec<_>>(),
+        (1..=104).collect::<Vec<_>>(),
         "positions gap-free"
     );
 }
