@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # KurrentDB's gRPC protocol against Concord's HTTP API, on one `concord serve` (release build,
-# embedded store, no projections), in one run: appends at W writers over each (rotated
-# order each round), a stream read and a `$all` catch-up over each, and the 4 KiB fsync loop
+# embedded store, no projections), in one run: appends at W writers over HTTP, over gRPC one
+# Append call per append, and over one shared gRPC BatchAppend call (rotated order each
+# round), a stream read and a `$all` catch-up over each, and the 4 KiB fsync loop
 # of the store's disk, then the ratios (median and range over rounds, each ratio within one
 # round). BENCHMARKS.md (issue 21's rows) is made from it.
 #
@@ -53,8 +54,15 @@ run() {
 for round in $(seq 1 "$ROUNDS"); do
   run "fsync w=1" "$work" baseline fsync --writers 1 --duration "$SECS"
   if (( round % 2 )); then order="http grpc"; else order="grpc http"; fi
-  for proto in $order; do
-    run "$proto append w=$W" "$proto://$addr" append --writers "$W" --duration "$SECS"
+  # Appends three ways, the first rotated each round: HTTP, one gRPC Append call per
+  # append, and every writer's appends on one shared BatchAppend call.
+  appends=(http grpc grpc-batch)
+  for i in 0 1 2; do
+    proto="${appends[$(( (i + round - 1) % 3 ))]}"
+    case "$proto" in
+      grpc-batch) run "grpc-batch append w=$W" "grpc://$addr" append --writers "$W" --duration "$SECS" --grpc-call batch-append ;;
+      *) run "$proto append w=$W" "$proto://$addr" append --writers "$W" --duration "$SECS" ;;
+    esac
   done
   for proto in $order; do
     run "$proto read n=$N_READ" "$proto://$addr" read --events "$N_READ"
@@ -86,6 +94,8 @@ for label in rate:
     print(f"{label:<44} median {statistics.median(vals):10.0f} events/s  range {min(vals):.0f}-{max(vals):.0f}")
 print()
 ratio(f"grpc append w={w}", f"http append w={w}", 1.0)
+ratio(f"grpc-batch append w={w}", f"http append w={w}", 1.0)
+ratio(f"grpc-batch append w={w}", f"grpc append w={w}")
 ratio(f"grpc read n={n_read}", f"http read n={n_read}")
 ratio(f"grpc catchup n={n_catchup}", f"http catchup n={n_catchup}")
 ratio(f"grpc append w={w}", "fsync w=1")

@@ -109,6 +109,27 @@ fn append_read_and_catchup_run_over_kurrentdbs_grpc_protocol() {
     assert_eq!(append["store"], format!("grpc://{addr}"));
     assert!(append["events"].as_u64().unwrap() >= 40);
     assert_eq!(append["conflicts"], 0);
+    let batched = bench(
+        &store,
+        &[
+            "append",
+            "--writers",
+            "4",
+            "--events",
+            "40",
+            "--batch",
+            "2",
+            "--grpc-call",
+            "batch-append",
+        ],
+    );
+    assert_eq!(batched["scenario"], "append");
+    assert_eq!(
+        batched["store"],
+        format!("grpc://{addr} (one BatchAppend call)")
+    );
+    assert!(batched["events"].as_u64().unwrap() >= 40);
+    assert_eq!(batched["conflicts"], 0);
     let read = bench(&store, &["read", "--events", "1500", "--writers", "2"]);
     assert_eq!(
         read["events"].as_u64().unwrap(),
@@ -313,6 +334,35 @@ fn event_bytes_sets_the_size_of_every_event_a_scenario_writes() {
     let small_sizes = data_sizes(small.path());
     assert!(small_sizes.len() >= 200, "{} events", small_sizes.len());
     assert!(small_sizes.iter().all(|n| *n < 4096), "{small_sizes:?}");
+}
+
+#[test]
+fn grpc_call_is_refused_where_it_means_nothing_and_nothing_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_concord"))
+        .arg("--store")
+        .arg(dir.path())
+        .args([
+            "bench",
+            "append",
+            "--events",
+            "1",
+            "--grpc-call",
+            "batch-append",
+        ])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("--grpc-call"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "no store was created"
+    );
 }
 
 #[test]

@@ -403,6 +403,101 @@ async fn the_official_client_runs_unchanged_on_redis() {
     assert_eq!(common::terminate(child), 0);
 }
 
+/// One `BatchAppend` call shared by many tasks, as the client's `batch_append` is meant to
+/// be used: appends to different streams all land with their own revisions, appends sent
+/// to one stream without waiting are written in the order they were sent, and a stale
+/// revision is the wrong-expected-version status and changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_batch_append_call_writes_many_streams_and_keeps_one_streams_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let (child, addr) = common::start(&dir.path().join("data"));
+    let client = client(&addr);
+    let batcher = std::sync::Arc::new(
+        within(
+            "batch_append",
+            client.batch_append(&kurrentdb::BatchAppendOptions::default()),
+        )
+        .await
+        .unwrap(),
+    );
+
+    let writers: Vec<_> = (0..16u64)
+        .map(|w| {
+            let batcher = std::sync::Arc::clone(&batcher);
+            tokio::spawn(async move {
+                let stream = format!("account-{w}");
+                let mut state = StreamState::NoStream;
+                for n in 0..5 {
+                    let written = within(
+                        "batch append_to_stream",
+                        batcher.append_to_stream(&stream, state, vec![deposit(w * 100 + n)]),
+                    )
+                    .await
+                    .unwrap();
+                    assert_eq!(written.current_revision(), Some(n), "{stream}");
+                    state = StreamState::StreamRevision(n);
+                }
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    for w in 0..16u64 {
+        let events = read_stream_all(
+            &client,
+            &format!("account-{w}"),
+            &ReadStreamOptions::default(),
+        )
+        .await;
+        let amounts: Vec<u64> = events
+            .iter()
+            .map(|e| {
+                let data: serde_json::Value =
+                    serde_json::from_slice(&e.get_original_event().data).unwrap();
+                data["amount"].as_u64().unwrap()
+            })
+            .collect();
+        assert_eq!(amounts, (0..5).map(|n| w * 100 + n).collect::<Vec<_>>());
+    }
+
+    // Sent one after another before any answer: the client sends each request when its
+    // future is first polled, and join_all polls them in order.
+    let sent =
+        (0..10u64).map(|n| batcher.append_to_stream("ledger", StreamState::Any, vec![deposit(n)]));
+    for written in within("ten appends to one stream", futures::future::join_all(sent)).await {
+        written.unwrap();
+    }
+    let ledger = read_stream_all(&client, "ledger", &ReadStreamOptions::default()).await;
+    let amounts: Vec<u64> = ledger
+        .iter()
+        .map(|e| {
+            let data: serde_json::Value =
+                serde_json::from_slice(&e.get_original_event().data).unwrap();
+            data["amount"].as_u64().unwrap()
+        })
+        .collect();
+    assert_eq!(amounts, (0..10).collect::<Vec<_>>());
+
+    let stale = within(
+        "stale batch append",
+        batcher.append_to_stream(
+            "account-0",
+            StreamState::StreamRevision(1),
+            vec![deposit(999)],
+        ),
+    )
+    .await;
+    assert!(
+        matches!(&stale, Err(Error::Grpc { code, message })
+            if format!("{code:?}") == "AlreadyExists" && message == "WrongExpectedVersion"),
+        "{stale:?}"
+    );
+    let account = read_stream_all(&client, "account-0", &ReadStreamOptions::default()).await;
+    assert_eq!(account.len(), 5);
+    assert_eq!(common::terminate(child), 0);
+}
+
 /// Events written over gRPC read back over HTTP byte for byte, and the other way round;
 /// `/metrics` counts the appends of both.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

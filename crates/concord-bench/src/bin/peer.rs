@@ -20,7 +20,8 @@
 //! workload (`--with-projections` keeps the built-in read models running beside it), and
 //! the same server over KurrentDB's gRPC protocol through KurrentDB's official Rust client
 //! (`kurrentdb`, one client shared by the writers, each on its own stream with an exact
-//! expected revision).
+//! expected revision), once with an `Append` call per append (`concord-grpc`) and once
+//! with every writer's appends on one shared `BatchAppend` call (`concord-grpc-batch`).
 #![allow(clippy::print_stdout)]
 
 use std::error::Error;
@@ -101,8 +102,12 @@ enum System {
     Embedded,
     /// `concord serve` over the embedded store, through `ConcordClient`.
     Http,
-    /// The same `concord serve`, through KurrentDB's gRPC protocol and official client.
+    /// The same `concord serve`, through KurrentDB's gRPC protocol and official client,
+    /// one `Append` call per append.
     Grpc,
+    /// The same, every writer's appends on one shared `BatchAppend` call (the client's
+    /// `batch_append`).
+    GrpcBatch,
     /// UmaDB's server, through its Rust client.
     Umadb,
 }
@@ -113,13 +118,20 @@ impl System {
             System::Embedded => "concord-embedded",
             System::Http => "concord-http",
             System::Grpc => "concord-grpc",
+            System::GrpcBatch => "concord-grpc-batch",
             System::Umadb => "umadb",
         }
     }
 }
 
 /// The systems of a point, in the order of round 1.
-const SYSTEMS: [System; 4] = [System::Embedded, System::Http, System::Grpc, System::Umadb];
+const SYSTEMS: [System; 5] = [
+    System::Embedded,
+    System::Http,
+    System::Grpc,
+    System::GrpcBatch,
+    System::Umadb,
+];
 
 /// Issue 6's targets on this comparison: numerator, denominator, writers, least ratio.
 const TARGETS: &[(System, System, u64, f64)] = &[
@@ -130,6 +142,8 @@ const TARGETS: &[(System, System, u64, f64)] = &[
     // Issue 21's.
     (System::Grpc, System::Http, 64, 1.0),
     (System::Grpc, System::Umadb, 64, 1.5),
+    (System::GrpcBatch, System::Http, 64, 1.0),
+    (System::GrpcBatch, System::Umadb, 64, 1.5),
 ];
 
 /// The median and range of some ratios.
@@ -291,9 +305,18 @@ async fn umadb_point(url: &str, prefix: String, writers: u64, run: Duration) -> 
 }
 
 /// W writers on streams `{prefix}-{w}` over KurrentDB's gRPC protocol (0-based revisions:
-/// the first append expects no stream, the next ones the revision the last one reported).
-async fn grpc_point(addr: &str, prefix: String, writers: u64, run: Duration) -> Result<(f64, u64)> {
-    use kurrentdb::{AppendToStreamOptions, EventData, ReadAllOptions, StreamState};
+/// the first append expects no stream, the next ones the revision the last one reported),
+/// each append its own `Append` call or (`batch`) a request on one shared `BatchAppend` call.
+async fn grpc_point(
+    addr: &str,
+    prefix: String,
+    writers: u64,
+    run: Duration,
+    batch: bool,
+) -> Result<(f64, u64)> {
+    use kurrentdb::{
+        AppendToStreamOptions, BatchAppendOptions, EventData, ReadAllOptions, StreamState,
+    };
     let settings: kurrentdb::ClientSettings = format!("esdb://{addr}?tls=false").parse()?;
     let client = kurrentdb::Client::new(settings).map_err(|e| e.to_string())?;
     // The client connects on its first call, which is far slower than the others.
@@ -302,20 +325,38 @@ async fn grpc_point(addr: &str, prefix: String, writers: u64, run: Duration) -> 
         .await?;
     let data: serde_json::Value = serde_json::from_slice(DATA)?;
     let event = EventData::json("BenchTicked", &data)?;
+    let batcher = if batch {
+        Some(Arc::new(
+            client.batch_append(&BatchAppendOptions::default()).await?,
+        ))
+    } else {
+        None
+    };
     let count = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let tasks: Vec<_> = (0..writers)
         .map(|w| {
             let (client, count, event) = (client.clone(), Arc::clone(&count), event.clone());
+            let batcher = batcher.clone();
             let stream = format!("{prefix}-{w}");
             tokio::spawn(async move {
                 let mut state = StreamState::NoStream;
                 while start.elapsed() < run {
-                    let options = AppendToStreamOptions::default().stream_state(state);
-                    let written = client
-                        .append_to_stream(stream.as_str(), &options, event.clone())
-                        .await?;
-                    state = StreamState::StreamRevision(written.next_expected_version);
+                    let revision = match &batcher {
+                        None => {
+                            let options = AppendToStreamOptions::default().stream_state(state);
+                            client
+                                .append_to_stream(stream.as_str(), &options, event.clone())
+                                .await?
+                                .next_expected_version
+                        }
+                        Some(batcher) => batcher
+                            .append_to_stream(stream.as_str(), state, vec![event.clone()])
+                            .await?
+                            .current_revision()
+                            .ok_or("BatchAppend answered without a revision")?,
+                    };
+                    state = StreamState::StreamRevision(revision);
                     count.fetch_add(1, Ordering::Relaxed);
                 }
                 Result::Ok(())
@@ -467,10 +508,12 @@ async fn main() -> Result<()> {
                             ),
                             None => None,
                         },
-                        System::Grpc => match &served {
-                            Some((_, _, addr)) => Some(
-                                grpc_point(addr, format!("{prefix}-grpc"), writers, run).await?,
-                            ),
+                        System::Grpc | System::GrpcBatch => match &served {
+                            Some((_, _, addr)) => {
+                                let batch = system == System::GrpcBatch;
+                                let prefix = format!("{prefix}-{}", system.name());
+                                Some(grpc_point(addr, prefix, writers, run, batch).await?)
+                            }
                             None => None,
                         },
                         System::Umadb => match &umadb {

@@ -16,12 +16,12 @@ use std::time::Instant;
 
 use anyhow::Context as _;
 use kurrentdb::{
-    AppendToStreamOptions, Client, ClientSettings, EventData, ReadAllOptions, ReadStreamOptions,
-    StreamPosition, StreamState, SubscribeToAllOptions,
+    AppendToStreamOptions, BatchAppendOptions, Client, ClientSettings, EventData, ReadAllOptions,
+    ReadStreamOptions, StreamPosition, StreamState, SubscribeToAllOptions,
 };
 
 use super::load::{Budget, DEFAULT_DURATION, DEFAULT_EVENTS, SEED_BATCH, join_all, stream};
-use super::{Bound, LoadArgs, Progress, Report, Tally, report, run_id};
+use super::{Bound, GrpcCall, LoadArgs, Progress, Report, Tally, report, run_id};
 
 /// A client of the server at `authority` (`host:port`), plaintext, as KurrentDB's
 /// connection string names it.
@@ -46,8 +46,11 @@ fn events(event: &EventData, n: u64) -> Vec<EventData> {
     (0..n).map(|_| event.clone()).collect()
 }
 
-fn store_name(authority: &str) -> String {
-    format!("grpc://{authority}")
+fn store_name(authority: &str, load: &LoadArgs) -> String {
+    match load.grpc_call {
+        GrpcCall::Append => format!("grpc://{authority}"),
+        GrpcCall::BatchAppend => format!("grpc://{authority} (one BatchAppend call)"),
+    }
 }
 
 async fn conclude(
@@ -63,7 +66,7 @@ async fn conclude(
     progress.finish();
     Ok(report(
         scenario,
-        store_name(authority),
+        store_name(authority, load),
         load,
         &tally?,
         elapsed,
@@ -71,18 +74,29 @@ async fn conclude(
 }
 
 /// `append`: W writers, each on its own stream, `batch` events per append with an exact
-/// expected revision.
+/// expected revision; each append is its own `Append` call, or (`--grpc-call
+/// batch-append`) a request on the one `BatchAppend` call all writers share.
 pub(crate) async fn append(authority: &str, load: &LoadArgs) -> anyhow::Result<Report> {
     let bound = load.bound(Bound::Duration(DEFAULT_DURATION));
     let run = run_id();
     let event = event(load.event_bytes)?;
     let client = client(authority)?;
     connect(&client).await?;
+    let batcher = match load.grpc_call {
+        GrpcCall::Append => None,
+        GrpcCall::BatchAppend => Some(Arc::new(
+            client
+                .batch_append(&BatchAppendOptions::default())
+                .await
+                .context("cannot open a BatchAppend call")?,
+        )),
+    };
     let progress = Progress::start("append", bound);
     let budget = Budget::new(bound);
     let handles = (0..load.writers)
         .map(|w| {
             let (client, budget, done) = (client.clone(), Arc::clone(&budget), progress.counter());
+            let batcher = batcher.clone();
             let stream = stream(&run, &w.to_string());
             let (event, batch) = (event.clone(), load.batch);
             tokio::spawn(async move {
@@ -90,14 +104,29 @@ pub(crate) async fn append(authority: &str, load: &LoadArgs) -> anyhow::Result<R
                 let mut tally = Tally::default();
                 let mut state = StreamState::NoStream;
                 while budget.claim(batch) {
-                    let options = AppendToStreamOptions::default().stream_state(state);
                     let started = Instant::now();
-                    let written = client
-                        .append_to_stream(stream.as_str(), &options, events(&event, batch))
-                        .await
-                        .with_context(|| format!("appending to {stream} over gRPC failed"))?;
+                    let revision = match &batcher {
+                        None => {
+                            let options = AppendToStreamOptions::default().stream_state(state);
+                            client
+                                .append_to_stream(stream.as_str(), &options, events(&event, batch))
+                                .await
+                                .with_context(|| format!("appending to {stream} over gRPC failed"))?
+                                .next_expected_version
+                        }
+                        Some(batcher) => batcher
+                            .append_to_stream(stream.as_str(), state, events(&event, batch))
+                            .await
+                            .with_context(|| {
+                                format!("appending to {stream} over gRPC (BatchAppend) failed")
+                            })?
+                            .current_revision()
+                            .with_context(|| {
+                                format!("BatchAppend's answer for {stream} has no revision")
+                            })?,
+                    };
                     tally.latencies.record(started.elapsed());
-                    state = StreamState::StreamRevision(written.next_expected_version);
+                    state = StreamState::StreamRevision(revision);
                     tally.events += batch;
                     done.fetch_add(batch, Ordering::Relaxed);
                 }

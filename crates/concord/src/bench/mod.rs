@@ -36,7 +36,9 @@ pub use stats::Latencies;
 #[command(after_help = "\
 Scenarios (against --store, any backend; append, read and catchup also against
 grpc://HOST:PORT, a server speaking KurrentDB's gRPC protocol, through its official client):
-  append    W writers, each on its own stream, B events per conditional append
+  append    W writers, each on its own stream, B events per conditional append (over
+            grpc://, one Append call per append, or with --grpc-call batch-append every
+            writer's appends on one shared BatchAppend call)
   hot       W writers on one stream under --policy: commits/s, conflicts, retries
   read      rehydrate a stream of N events (W readers, each reads all of it)
   catchup   read N events from position 1 through a subscription
@@ -142,6 +144,19 @@ pub struct LoadArgs {
     /// Postgres baselines: 1024).
     #[arg(long, value_parser = clap::value_parser!(u64).range(16..=1_048_576))]
     pub event_bytes: Option<u64>,
+    /// The gRPC call each `append` is, against a grpc:// store only.
+    #[arg(long, value_enum, default_value = "append")]
+    pub grpc_call: GrpcCall,
+}
+
+/// How `append` writes over KurrentDB's protocol (`--grpc-call`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum GrpcCall {
+    /// One `Streams.Append` call per append (the client's `append_to_stream`).
+    Append,
+    /// Every writer's appends on one `Streams.BatchAppend` call, answered by correlation
+    /// id (the client's `batch_append`; KurrentDB's Python client appends this way).
+    BatchAppend,
 }
 
 fn parse_seconds(s: &str) -> Result<Duration, String> {
@@ -332,6 +347,25 @@ impl Progress {
 /// # Errors
 /// The store's or the baseline's failure, with context.
 pub async fn run(ctx: &mut Context, args: BenchArgs) -> anyhow::Result<Exit> {
+    let grpc_call = match &args.scenario {
+        BenchScenario::Append(load)
+        | BenchScenario::Hot(load)
+        | BenchScenario::Read(load)
+        | BenchScenario::Catchup(load)
+        | BenchScenario::Group(load)
+        | BenchScenario::Baseline { load, .. } => load.grpc_call,
+        BenchScenario::Scavenge(_) => GrpcCall::Append,
+    };
+    let over_grpc = matches!(ctx.store_url, crate::store_url::StoreUrl::Grpc(_));
+    if grpc_call != GrpcCall::Append
+        && !(over_grpc && matches!(args.scenario, BenchScenario::Append(_)))
+    {
+        return Err(concord_core::InvalidInput::new(
+            "grpc-call",
+            "--grpc-call chooses how `append` writes to a grpc:// store; it means nothing here",
+        )
+        .into());
+    }
     if !matches!(args.scenario, BenchScenario::Baseline { .. }) {
         eprintln!(
             "concord bench: writing benchmark events to the store {} (streams bench_<run>-…); use a store made for it",
