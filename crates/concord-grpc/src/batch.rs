@@ -10,8 +10,8 @@ use std::sync::Arc;
 use concord_core::EventStore;
 use futures::stream::FuturesUnordered;
 use tokio::sync::mpsc;
-use tokio_stream::StreamExt;
-use tonic::{Status, Streaming};
+use tokio_stream::{Stream, StreamExt};
+use tonic::Status;
 
 use crate::GrpcConfig;
 use crate::auth::Caller;
@@ -64,14 +64,13 @@ pub(crate) async fn run(
     store: Arc<dyn EventStore>,
     config: Arc<GrpcConfig>,
     caller: Caller,
-    mut requests: Streaming<BatchAppendReq>,
+    mut requests: impl Stream<Item = Result<BatchAppendReq, Status>> + Unpin,
     tx: mpsc::Sender<Result<BatchAppendResp, Status>>,
 ) {
     let mut parts: HashMap<uuid::Uuid, Pending> = HashMap::new();
-    // Per stream with an append under way, the complete appends that wait for it.
-    let mut behind: HashMap<Vec<u8>, VecDeque<Complete>> = HashMap::new();
+    let mut lanes = Lanes::default();
     let mut under_way = FuturesUnordered::new();
-    // Appends complete but not yet answered (under way or behind one).
+    // Appends complete but not yet answered (under way or waiting in a lane).
     let mut unanswered = 0usize;
     let mut reading = true;
     loop {
@@ -113,16 +112,8 @@ pub(crate) async fn run(
                     continue;
                 };
                 unanswered += 1;
-                let complete = Complete { correlation_id, pending };
-                match complete.stream() {
-                    Some(stream) => match behind.get_mut(&stream) {
-                        Some(queue) => queue.push_back(complete),
-                        None => {
-                            behind.insert(stream.clone(), VecDeque::new());
-                            under_way.push(finish(&*store, &config, &caller, Some(stream), complete));
-                        }
-                    },
-                    None => under_way.push(finish(&*store, &config, &caller, None, complete)),
+                if let Some(start) = lanes.arrive(Complete { correlation_id, pending }) {
+                    under_way.push(finish(&*store, &config, &caller, start));
                 }
             }
             Some((stream, response)) = under_way.next(), if !under_way.is_empty() => {
@@ -130,17 +121,47 @@ pub(crate) async fn run(
                 if tx.send(Ok(response)).await.is_err() {
                     return;
                 }
-                if let Some(stream) = stream {
-                    match behind.get_mut(&stream).and_then(VecDeque::pop_front) {
-                        Some(next) => under_way.push(finish(&*store, &config, &caller, Some(stream), next)),
-                        None => {
-                            behind.remove(&stream);
-                        }
-                    }
+                if let Some(start) = stream.and_then(|s| lanes.next(&s)) {
+                    under_way.push(finish(&*store, &config, &caller, start));
                 }
             }
             else => return,
         }
+    }
+}
+
+/// One lane per stream with an append under way: the appends that wait behind it.
+#[derive(Default)]
+struct Lanes {
+    waiting: HashMap<Vec<u8>, VecDeque<Complete>>,
+}
+
+impl Lanes {
+    /// The append to start now, or `None` when it waits behind another of its stream.
+    fn arrive(&mut self, complete: Complete) -> Option<Complete> {
+        let Some(stream) = complete.stream() else {
+            return Some(complete);
+        };
+        match self.waiting.get_mut(&stream) {
+            Some(lane) => {
+                lane.push_back(complete);
+                None
+            }
+            None => {
+                self.waiting.insert(stream, VecDeque::new());
+                Some(complete)
+            }
+        }
+    }
+
+    /// The append of `stream` to start now that its last one is answered; the lane
+    /// closes when none waits.
+    fn next(&mut self, stream: &[u8]) -> Option<Complete> {
+        let next = self.waiting.get_mut(stream).and_then(VecDeque::pop_front);
+        if next.is_none() {
+            self.waiting.remove(stream);
+        }
+        next
     }
 }
 
@@ -212,14 +233,14 @@ fn gather(
     }
 }
 
-/// Writes one complete append and makes its answer, with the stream it held.
+/// Writes one complete append and makes its answer, with the stream whose lane it held.
 async fn finish(
     store: &dyn EventStore,
     config: &GrpcConfig,
     caller: &Caller,
-    stream: Option<Vec<u8>>,
     complete: Complete,
 ) -> (Option<Vec<u8>>, BatchAppendResp) {
+    let stream = complete.stream();
     let answer = answer(store, config, caller, complete.pending).await;
     let response = BatchAppendResp {
         correlation_id: complete.correlation_id,
@@ -282,5 +303,135 @@ async fn answer(
         result: Some(result),
         stream_identifier,
         expected_stream_position: echoed,
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+    use crate::proto::event_store::client::{StreamIdentifier, uuid};
+    use batch_append_req::options::ExpectedStreamPosition;
+    use concord_core::{Direction, MemoryStore, StreamName, Version};
+
+    fn id() -> Option<ProtoUuid> {
+        Some(ProtoUuid {
+            value: Some(uuid::Value::String(::uuid::Uuid::new_v4().to_string())),
+        })
+    }
+
+    fn message(amount: u64) -> batch_append_req::ProposedMessage {
+        batch_append_req::ProposedMessage {
+            id: id(),
+            metadata: [
+                ("type".to_owned(), "Deposited".to_owned()),
+                ("content-type".to_owned(), "application/json".to_owned()),
+            ]
+            .into(),
+            custom_metadata: Vec::new(),
+            data: format!("{{\"amount\":{amount}}}").into_bytes(),
+        }
+    }
+
+    /// One part of an append: `options` (with an `any` expectation) when `stream` is given.
+    fn part(
+        correlation: &Option<ProtoUuid>,
+        stream: Option<&str>,
+        amounts: &[u64],
+        is_final: bool,
+    ) -> Result<BatchAppendReq, Status> {
+        Ok(BatchAppendReq {
+            correlation_id: correlation.clone(),
+            options: stream.map(|s| batch_append_req::Options {
+                stream_identifier: Some(StreamIdentifier {
+                    stream_name: s.as_bytes().to_vec(),
+                }),
+                expected_stream_position: Some(ExpectedStreamPosition::Any(())),
+                deadline_option: None,
+            }),
+            proposed_messages: amounts.iter().map(|a| message(*a)).collect(),
+            is_final,
+        })
+    }
+
+    /// Serves `requests` on one call over `store` and returns its answers in order.
+    async fn serve(
+        store: Arc<dyn EventStore>,
+        requests: Vec<Result<BatchAppendReq, Status>>,
+    ) -> Vec<BatchAppendResp> {
+        let (sender, _) = tokio::sync::watch::channel(false);
+        let config = Arc::new(GrpcConfig {
+            limits: concord_core::Limits::default(),
+            gate: Arc::new(crate::OpenGate),
+            advertised: "127.0.0.1:2113".parse().unwrap(),
+            groups: Arc::new(concord_groups::Groups::new(Arc::clone(&store))),
+            shutdown: sender.subscribe(),
+        });
+        let caller = Caller::from_metadata(&tonic::metadata::MetadataMap::new());
+        let (tx, mut rx) = mpsc::channel(64);
+        run(store, config, caller, tokio_stream::iter(requests), tx).await;
+        let mut answers = Vec::new();
+        while let Some(answer) = rx.recv().await {
+            answers.push(answer.unwrap());
+        }
+        answers
+    }
+
+    async fn amounts(store: &dyn EventStore, stream: &str) -> Vec<u64> {
+        let stream = StreamName::new(stream).unwrap();
+        let events = store
+            .read_stream(&stream, Version::NONE.next(), Direction::Forward, 1000)
+            .await
+            .unwrap();
+        events
+            .iter()
+            .map(|e| {
+                let json = e.data.as_json().unwrap();
+                let value: serde_json::Value = serde_json::from_slice(json.as_bytes()).unwrap();
+                value["amount"].as_u64().unwrap()
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn an_append_split_over_messages_is_written_whole_when_its_last_part_arrives() {
+        let store: Arc<dyn EventStore> = Arc::new(MemoryStore::new());
+        let (a, b) = (id(), id());
+        // Two appends whose parts interleave on one call.
+        let answers = serve(
+            Arc::clone(&store),
+            vec![
+                part(&a, Some("account-1"), &[1, 2], false),
+                part(&b, Some("account-2"), &[10], false),
+                part(&a, None, &[3], true),
+                part(&b, None, &[11], true),
+            ],
+        )
+        .await;
+        assert_eq!(answers.len(), 2);
+        for answer in &answers {
+            assert!(
+                matches!(answer.result, Some(batch_append_resp::Result::Success(_))),
+                "{answer:?}"
+            );
+        }
+        let answered: Vec<_> = answers.iter().map(|r| r.correlation_id.clone()).collect();
+        assert!(answered.contains(&a) && answered.contains(&b));
+        assert_eq!(amounts(store.as_ref(), "account-1").await, [1, 2, 3]);
+        assert_eq!(amounts(store.as_ref(), "account-2").await, [10, 11]);
+    }
+
+    #[tokio::test]
+    async fn appends_to_one_stream_are_written_in_the_order_their_last_parts_arrived() {
+        let store: Arc<dyn EventStore> = Arc::new(MemoryStore::new());
+        let requests = (0..10)
+            .map(|n| part(&id(), Some("ledger"), &[n], true))
+            .collect();
+        let answers = serve(Arc::clone(&store), requests).await;
+        assert_eq!(answers.len(), 10);
+        assert_eq!(
+            amounts(store.as_ref(), "ledger").await,
+            (0..10).collect::<Vec<u64>>()
+        );
     }
 }

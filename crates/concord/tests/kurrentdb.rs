@@ -403,6 +403,18 @@ async fn the_official_client_runs_unchanged_on_redis() {
     assert_eq!(common::terminate(child), 0);
 }
 
+/// The amounts of `deposit` events, in the order read.
+fn amounts(events: &[ResolvedEvent]) -> Vec<u64> {
+    events
+        .iter()
+        .map(|e| {
+            let data: serde_json::Value =
+                serde_json::from_slice(&e.get_original_event().data).unwrap();
+            data["amount"].as_u64().unwrap()
+        })
+        .collect()
+}
+
 /// One `BatchAppend` call shared by many tasks, as the client's `batch_append` is meant to
 /// be used: appends to different streams all land with their own revisions, appends sent
 /// to one stream without waiting are written in the order they were sent, and a stale
@@ -450,15 +462,10 @@ async fn a_shared_batch_append_call_writes_many_streams_and_keeps_one_streams_or
             &ReadStreamOptions::default(),
         )
         .await;
-        let amounts: Vec<u64> = events
-            .iter()
-            .map(|e| {
-                let data: serde_json::Value =
-                    serde_json::from_slice(&e.get_original_event().data).unwrap();
-                data["amount"].as_u64().unwrap()
-            })
-            .collect();
-        assert_eq!(amounts, (0..5).map(|n| w * 100 + n).collect::<Vec<_>>());
+        assert_eq!(
+            amounts(&events),
+            (0..5).map(|n| w * 100 + n).collect::<Vec<_>>()
+        );
     }
 
     // Sent one after another before any answer: the client sends each request when its
@@ -469,15 +476,7 @@ async fn a_shared_batch_append_call_writes_many_streams_and_keeps_one_streams_or
         written.unwrap();
     }
     let ledger = read_stream_all(&client, "ledger", &ReadStreamOptions::default()).await;
-    let amounts: Vec<u64> = ledger
-        .iter()
-        .map(|e| {
-            let data: serde_json::Value =
-                serde_json::from_slice(&e.get_original_event().data).unwrap();
-            data["amount"].as_u64().unwrap()
-        })
-        .collect();
-    assert_eq!(amounts, (0..10).collect::<Vec<_>>());
+    assert_eq!(amounts(&ledger), (0..10).collect::<Vec<_>>());
 
     let stale = within(
         "stale batch append",
