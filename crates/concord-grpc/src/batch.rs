@@ -112,7 +112,7 @@ pub(crate) async fn run(
                     continue;
                 };
                 unanswered += 1;
-                if let Some(start) = lanes.arrive(Complete { correlation_id, pending }) {
+                if let Some(start) = lanes.arrive(Complete::new(correlation_id, pending)) {
                     under_way.push(finish(&*store, &config, &caller, start));
                 }
             }
@@ -139,16 +139,16 @@ struct Lanes {
 impl Lanes {
     /// The append to start now, or `None` when it waits behind another of its stream.
     fn arrive(&mut self, complete: Complete) -> Option<Complete> {
-        let Some(stream) = complete.stream() else {
+        let Some(stream) = &complete.lane else {
             return Some(complete);
         };
-        match self.waiting.get_mut(&stream) {
+        match self.waiting.get_mut(stream) {
             Some(lane) => {
                 lane.push_back(complete);
                 None
             }
             None => {
-                self.waiting.insert(stream, VecDeque::new());
+                self.waiting.insert(stream.clone(), VecDeque::new());
                 Some(complete)
             }
         }
@@ -169,20 +169,26 @@ impl Lanes {
 struct Complete {
     correlation_id: Option<ProtoUuid>,
     pending: Pending,
+    /// The stream it writes, as the client named it (the key that keeps one stream's
+    /// appends in order); `$$S`, the metadata of `S`, goes in line with `S`'s appends.
+    lane: Option<Vec<u8>>,
 }
 
 impl Complete {
-    /// The stream it writes, as the client named it (the key that keeps one stream's
-    /// appends in order); `$$S`, the metadata of `S`, goes in line with `S`'s appends.
-    fn stream(&self) -> Option<Vec<u8>> {
-        self.pending
+    fn new(correlation_id: Option<ProtoUuid>, pending: Pending) -> Self {
+        let lane = pending
             .options
             .as_ref()
             .and_then(|o| o.stream_identifier.as_ref())
             .map(|s| {
                 let name: &[u8] = s.stream_name.as_ref();
                 name.strip_prefix(b"$$").unwrap_or(name).to_vec()
-            })
+            });
+        Complete {
+            correlation_id,
+            pending,
+            lane,
+        }
     }
 }
 
@@ -240,13 +246,12 @@ async fn finish(
     caller: &Caller,
     complete: Complete,
 ) -> (Option<Vec<u8>>, BatchAppendResp) {
-    let stream = complete.stream();
     let answer = answer(store, config, caller, complete.pending).await;
     let response = BatchAppendResp {
         correlation_id: complete.correlation_id,
         ..answer
     };
-    (stream, response)
+    (complete.lane, response)
 }
 
 async fn answer(

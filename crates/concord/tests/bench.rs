@@ -96,6 +96,19 @@ fn every_scenario_prints_one_json_report_with_the_promised_fields() {
     );
 }
 
+/// Runs `concord bench ARGS` on `store`, which must fail; returns what it printed on stderr.
+fn refused(store: &std::path::Path, args: &[&str]) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_concord"))
+        .arg("--store")
+        .arg(store)
+        .arg("bench")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(!output.status.success(), "{args:?} succeeded");
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
 #[test]
 fn append_read_and_catchup_run_over_kurrentdbs_grpc_protocol() {
     let dir = tempfile::tempdir().unwrap();
@@ -140,15 +153,10 @@ fn append_read_and_catchup_run_over_kurrentdbs_grpc_protocol() {
     let catchup = bench(&store, &["catchup", "--events", "700", "--writers", "2"]);
     assert_eq!(catchup["events"].as_u64().unwrap(), 1400);
     // What the gRPC target cannot measure is refused, not silently run elsewhere.
-    let output = Command::new(env!("CARGO_BIN_EXE_concord"))
-        .arg("--store")
-        .arg(&store)
-        .args(["bench", "hot", "--events", "1"])
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
+    let stderr = refused(&store, &["hot", "--events", "1"]);
     assert!(
-        String::from_utf8_lossy(&output.stderr).contains("append, read and catchup scenarios only")
+        stderr.contains("append, read and catchup scenarios only"),
+        "{stderr}"
     );
     assert_eq!(common::terminate(server), 0);
 }
@@ -277,20 +285,10 @@ fn the_postgres_baseline_inserts_rows_of_event_bytes_and_drops_its_scratch_schem
 #[test]
 fn the_message_db_baseline_names_what_to_install_when_message_db_is_missing() {
     let url = concord_testkit::postgres::shared().url();
-    let output = Command::new(env!("CARGO_BIN_EXE_concord"))
-        .args([
-            "--store",
-            &url,
-            "bench",
-            "baseline",
-            "messagedb",
-            "--events",
-            "1",
-        ])
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = refused(
+        std::path::Path::new(&url),
+        &["baseline", "messagedb", "--events", "1"],
+    );
     assert!(
         stderr.contains("Message DB is not installed") && stderr.contains("bench/postgres.sh"),
         "{stderr}"
@@ -339,25 +337,11 @@ fn event_bytes_sets_the_size_of_every_event_a_scenario_writes() {
 #[test]
 fn grpc_call_is_refused_where_it_means_nothing_and_nothing_is_written() {
     let dir = tempfile::tempdir().unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_concord"))
-        .arg("--store")
-        .arg(dir.path())
-        .args([
-            "bench",
-            "append",
-            "--events",
-            "1",
-            "--grpc-call",
-            "batch-append",
-        ])
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
-    assert!(
-        String::from_utf8_lossy(&output.stderr).contains("--grpc-call"),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+    let stderr = refused(
+        dir.path(),
+        &["append", "--events", "1", "--grpc-call", "batch-append"],
     );
+    assert!(stderr.contains("--grpc-call"), "{stderr}");
     assert_eq!(
         std::fs::read_dir(dir.path()).unwrap().count(),
         0,
@@ -368,14 +352,8 @@ fn grpc_call_is_refused_where_it_means_nothing_and_nothing_is_written() {
 #[test]
 fn xadd_baseline_refuses_a_store_that_is_not_redis() {
     let dir = tempfile::tempdir().unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_concord"))
-        .arg("--store")
-        .arg(dir.path())
-        .args(["bench", "baseline", "xadd", "--events", "1"])
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
-    assert!(String::from_utf8_lossy(&output.stderr).contains("needs a Redis store"));
+    let stderr = refused(dir.path(), &["baseline", "xadd", "--events", "1"]);
+    assert!(stderr.contains("needs a Redis store"), "{stderr}");
 }
 
 const SCAVENGE_ARGS: [&str; 11] = [
