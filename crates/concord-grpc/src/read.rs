@@ -3,6 +3,12 @@
 //! reader holds the task back instead of the server buffering; a reader that goes away
 //! ends the task at its next send or wait.
 //!
+//! Answers cross the channel a batch at a time (what one page of the store gave, or less
+//! when its payloads are large), not one by one: a catch-up sends hundreds of thousands of
+//! events, and a hand-off per event cost two wake-ups each, which left both cores idle
+//! between them. A batch is sent when its page is done, before any wait for new events,
+//! so a live subscriber gets each event as soon as the store has it.
+//!
 //! Positions: `$all` forwards from P includes P, backwards from P excludes it, a
 //! subscription from P starts after it (as KurrentDB). Stream reads from revision n include
 //! it both ways; a stream subscription from n starts after it.
@@ -22,6 +28,14 @@ use crate::proto::event_store::client::streams::{ReadResp, read_resp};
 
 /// Events read from the store at a time.
 const PAGE: usize = 500;
+
+/// How many batches a read may have waiting for its reader. With the payload bound below,
+/// what a slow reader makes the server hold is a few MiB per call.
+pub(crate) const BATCHES_AHEAD: usize = 2;
+
+/// A batch is sent once its payloads (data and custom metadata) reach this many bytes,
+/// even before its page is done.
+const BATCH_BYTES: usize = 1 << 20;
 
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum StreamFrom {
@@ -56,7 +70,10 @@ pub(crate) struct ReadPlan {
     pub(crate) uuid_as_string: bool,
 }
 
-type Sender = mpsc::Sender<Result<ReadResp, Status>>;
+/// Answers in the order the reader gets them.
+pub(crate) type Batch = Vec<Result<ReadResp, Status>>;
+
+type Sender = mpsc::Sender<Batch>;
 
 /// The reader went away.
 struct Gone;
@@ -65,28 +82,52 @@ struct Reader {
     store: Arc<dyn EventStore>,
     tx: Sender,
     uuid_as_string: bool,
+    /// Answers not sent yet, and the payload bytes among them.
+    batch: Batch,
+    batch_bytes: usize,
 }
 
 impl Reader {
-    async fn send(&self, content: read_resp::Content) -> Result<(), Gone> {
-        self.tx
-            .send(Ok(ReadResp {
-                content: Some(content),
-            }))
-            .await
-            .map_err(|_| Gone)
+    /// Adds `content` to the batch.
+    fn push(&mut self, content: read_resp::Content) {
+        self.batch.push(Ok(ReadResp {
+            content: Some(content),
+        }));
     }
 
-    async fn event(&self, event: &RecordedEvent) -> Result<(), Gone> {
-        self.send(read_resp::Content::Event(convert::read_event(
-            event,
-            self.uuid_as_string,
-        )))
-        .await
+    /// Sends `content` with whatever the batch holds.
+    async fn send(&mut self, content: read_resp::Content) -> Result<(), Gone> {
+        self.push(content);
+        self.flush().await
     }
 
-    /// Waits for the head to move beyond `after`, or for the reader to go away.
-    async fn wait(&self, after: Position) -> Result<Result<Position, GrpcError>, Gone> {
+    /// Adds `event` to the batch, which is sent once its payloads are large.
+    async fn event(&mut self, event: &RecordedEvent) -> Result<(), Gone> {
+        let answer = convert::read_event(event, self.uuid_as_string);
+        if let Some(e) = &answer.event {
+            self.batch_bytes += e.data.len() + e.custom_metadata.len();
+        }
+        self.push(read_resp::Content::Event(answer));
+        if self.batch_bytes >= BATCH_BYTES {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// Sends the batch (at the end of each page of the store, and before any wait).
+    async fn flush(&mut self) -> Result<(), Gone> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        self.batch_bytes = 0;
+        let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(PAGE));
+        self.tx.send(batch).await.map_err(|_| Gone)
+    }
+
+    /// Sends the batch, then waits for the head to move beyond `after`, or for the
+    /// reader to go away.
+    async fn wait(&mut self, after: Position) -> Result<Result<Position, GrpcError>, Gone> {
+        self.flush().await?;
         tokio::select! {
             head = self.store.wait_for_head(after) => Ok(head.map_err(GrpcError::from)),
             () = self.tx.closed() => Err(Gone),
@@ -100,30 +141,35 @@ fn now() -> prost_types::Timestamp {
 
 /// Runs `plan`, sending its answers into `tx`; a failure ends the call with its status.
 pub(crate) async fn run(store: Arc<dyn EventStore>, plan: ReadPlan, tx: Sender) {
-    let reader = Reader {
+    let mut reader = Reader {
         store,
         tx,
         uuid_as_string: plan.uuid_as_string,
+        batch: Vec::with_capacity(PAGE),
+        batch_bytes: 0,
     };
+    let r = &mut reader;
     let outcome = match (&plan.source, plan.count) {
         (Source::Stream(stream, from), Some(count)) => {
-            read_stream(&reader, stream, *from, plan.backwards, count).await
+            read_stream(r, stream, *from, plan.backwards, count).await
         }
         (Source::All(from), Some(count)) => {
-            read_all(&reader, *from, plan.backwards, count, plan.filter.as_ref()).await
+            read_all(r, *from, plan.backwards, count, plan.filter.as_ref()).await
         }
         (Source::Metadata(stream, from), Some(count)) => {
-            read_metadata(&reader, stream, *from, plan.backwards, count).await
+            read_metadata(r, stream, *from, plan.backwards, count).await
         }
-        (Source::Stream(stream, from), None) => subscribe_stream(&reader, stream, *from).await,
+        (Source::Stream(stream, from), None) => subscribe_stream(r, stream, *from).await,
         (Source::Metadata(..), None) => Ok(Err(GrpcError::Invalid(
             "a subscription to a metadata stream is not supported".to_owned(),
         ))),
-        (Source::All(from), None) => subscribe_all(&reader, *from, plan.filter.as_ref()).await,
+        (Source::All(from), None) => subscribe_all(r, *from, plan.filter.as_ref()).await,
     };
+    // The events read before a failure go first, then its status ends the call.
     if let Ok(Err(e)) = outcome {
-        let _ = reader.tx.send(Err(Status::from(e))).await;
+        reader.batch.push(Err(Status::from(e)));
     }
+    let _ = reader.flush().await;
 }
 
 type Outcome = Result<Result<(), GrpcError>, Gone>;
@@ -142,7 +188,7 @@ fn page_of(remaining: u64) -> usize {
 }
 
 async fn read_stream(
-    r: &Reader,
+    r: &mut Reader,
     stream: &StreamName,
     from: StreamFrom,
     backwards: bool,
@@ -182,6 +228,7 @@ async fn read_stream(
         for event in &events {
             r.event(event).await?;
         }
+        r.flush().await?;
         remaining = remaining.saturating_sub(events.len() as u64);
         next = if backwards {
             match last.get().checked_sub(1) {
@@ -198,7 +245,7 @@ async fn read_stream(
 /// A read of a metadata stream, which holds one event (revision 0) while any setting is
 /// stored: forwards it is shown from the start or revision 0, backwards from anywhere.
 async fn read_metadata(
-    r: &Reader,
+    r: &mut Reader,
     stream: &StreamName,
     from: StreamFrom,
     backwards: bool,
@@ -223,7 +270,7 @@ async fn read_metadata(
 
 /// The events at positions `lo..upper` (in order), read forwards.
 async fn read_range(
-    r: &Reader,
+    r: &mut Reader,
     lo: Position,
     upper: Position,
 ) -> Result<Vec<RecordedEvent>, concord_core::StoreError> {
@@ -243,7 +290,7 @@ async fn read_range(
 }
 
 async fn read_all(
-    r: &Reader,
+    r: &mut Reader,
     from: AllFrom,
     backwards: bool,
     count: u64,
@@ -268,6 +315,7 @@ async fn read_all(
                 r.event(event).await?;
                 remaining -= 1;
             }
+            r.flush().await?;
             upper = lo;
         }
         return Ok(Ok(()));
@@ -286,6 +334,7 @@ async fn read_all(
             r.event(event).await?;
             remaining -= 1;
         }
+        r.flush().await?;
         if page.is_caught_up() || page.next_from <= next {
             break;
         }
@@ -300,7 +349,7 @@ fn confirmation() -> read_resp::Content {
     })
 }
 
-async fn subscribe_stream(r: &Reader, stream: &StreamName, from: StreamFrom) -> Outcome {
+async fn subscribe_stream(r: &mut Reader, stream: &StreamName, from: StreamFrom) -> Outcome {
     r.send(confirmation()).await?;
     let mut next = match from {
         StreamFrom::Start => Version(1),
@@ -323,6 +372,7 @@ async fn subscribe_stream(r: &Reader, stream: &StreamName, from: StreamFrom) -> 
             for event in &events {
                 r.event(event).await?;
             }
+            r.flush().await?;
             next = last.next();
         }
         if !caught_up {
@@ -344,7 +394,7 @@ async fn subscribe_stream(r: &Reader, stream: &StreamName, from: StreamFrom) -> 
     }
 }
 
-async fn subscribe_all(r: &Reader, from: AllFrom, filter: Option<&EventFilter>) -> Outcome {
+async fn subscribe_all(r: &mut Reader, from: AllFrom, filter: Option<&EventFilter>) -> Outcome {
     r.send(confirmation()).await?;
     let mut next = match from {
         AllFrom::Start => Position::FIRST,
@@ -366,16 +416,16 @@ async fn subscribe_all(r: &Reader, from: AllFrom, filter: Option<&EventFilter>) 
                     if considered >= f.checkpoint_every {
                         considered = 0;
                         let p = event.position.get();
-                        r.send(read_resp::Content::Checkpoint(read_resp::Checkpoint {
+                        r.push(read_resp::Content::Checkpoint(read_resp::Checkpoint {
                             commit_position: p,
                             prepare_position: p,
                             timestamp: Some(now()),
-                        }))
-                        .await?;
+                        }));
                     }
                 }
             }
         }
+        r.flush().await?;
         let head = page.head;
         next = page.next_from.max(next);
         if !page.is_caught_up() {
@@ -397,5 +447,123 @@ async fn subscribe_all(r: &Reader, from: AllFrom, filter: Option<&EventFilter>) 
         if let Err(e) = r.wait(head).await? {
             return Ok(Err(e));
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+    use concord_core::{AppendRequest, ExpectedVersion, MemoryStore, NewEvent};
+
+    /// A store holding `n` events of `payload_bytes` bytes each, on one stream.
+    async fn store_of(n: usize, payload_bytes: usize) -> Arc<dyn EventStore> {
+        let store: Arc<dyn EventStore> = Arc::new(MemoryStore::new());
+        let stream = StreamName::new("account-1").unwrap();
+        for chunk in (0..n).collect::<Vec<_>>().chunks(100) {
+            let events = chunk
+                .iter()
+                .map(|_| {
+                    NewEvent::bytes(
+                        "Deposited",
+                        "application/octet-stream",
+                        vec![7; payload_bytes],
+                    )
+                    .unwrap()
+                })
+                .collect();
+            let request = AppendRequest::new(stream.clone(), ExpectedVersion::Any, events);
+            assert!(!store.append(request).await.unwrap().is_duplicate());
+        }
+        store
+    }
+
+    /// Runs a read of `count` events of `$all` from its start; the batches it sent.
+    async fn batches(store: Arc<dyn EventStore>, count: u64) -> Vec<Batch> {
+        let plan = ReadPlan {
+            source: Source::All(AllFrom::Start),
+            backwards: false,
+            count: Some(count),
+            filter: None,
+            uuid_as_string: true,
+        };
+        let (tx, mut rx) = mpsc::channel(BATCHES_AHEAD);
+        let reading = tokio::spawn(run(store, plan, tx));
+        let mut out = Vec::new();
+        while let Some(batch) = rx.recv().await {
+            out.push(batch);
+        }
+        reading.await.unwrap();
+        out
+    }
+
+    fn event(answer: &Result<ReadResp, Status>) -> &read_resp::read_event::RecordedEvent {
+        match &answer.as_ref().unwrap().content {
+            Some(read_resp::Content::Event(e)) => e.event.as_ref().unwrap(),
+            other => panic!("not an event: {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_read_of_all_sends_each_page_of_the_store_as_one_batch_in_position_order() {
+        let store = store_of(1_200, 16).await;
+        let sent = batches(store, 1_200).await;
+        let sizes: Vec<usize> = sent.iter().map(Vec::len).collect();
+        assert_eq!(sizes, vec![PAGE, PAGE, 200]);
+        let positions: Vec<u64> = sent
+            .iter()
+            .flatten()
+            .map(|a| event(a).commit_position)
+            .collect();
+        assert_eq!(positions, (1..=1_200).collect::<Vec<u64>>());
+    }
+
+    #[tokio::test]
+    async fn large_payloads_are_sent_in_batches_of_about_a_mebibyte() {
+        let payload = 300 * 1024;
+        let store = store_of(10, payload).await;
+        let sent = batches(store, 10).await;
+        let sizes: Vec<usize> = sent.iter().map(Vec::len).collect();
+        // 4 × 300 KiB is the first batch to reach 1 MiB.
+        assert_eq!(sizes, vec![4, 4, 2]);
+        assert!(
+            sent.iter()
+                .flatten()
+                .all(|a| event(a).data.len() == payload)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_live_event_is_sent_without_waiting_for_a_full_batch() {
+        let store = store_of(3, 16).await;
+        let plan = ReadPlan {
+            source: Source::All(AllFrom::Start),
+            backwards: false,
+            count: None,
+            filter: None,
+            uuid_as_string: true,
+        };
+        let (tx, mut rx) = mpsc::channel(BATCHES_AHEAD);
+        let subscription = tokio::spawn(run(Arc::clone(&store), plan, tx));
+        let mut seen = Vec::new();
+        while !seen.iter().any(|a: &Result<ReadResp, Status>| {
+            matches!(
+                a.as_ref().unwrap().content,
+                Some(read_resp::Content::CaughtUp(_))
+            )
+        }) {
+            seen.extend(rx.recv().await.unwrap());
+        }
+        let live = NewEvent::json("Deposited", &serde_json::json!({"amount": 5})).unwrap();
+        let request = AppendRequest::new(
+            StreamName::new("account-2").unwrap(),
+            ExpectedVersion::NoStream,
+            vec![live],
+        );
+        assert!(!store.append(request).await.unwrap().is_duplicate());
+        let next = rx.recv().await.unwrap();
+        assert_eq!(next.len(), 1);
+        assert_eq!(event(&next[0]).commit_position, 4);
+        subscription.abort();
     }
 }

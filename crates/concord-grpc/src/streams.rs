@@ -27,8 +27,8 @@ use crate::proto::event_store::client::streams::{
 };
 use crate::read::{self, AllFrom, ReadPlan, Source, StreamFrom};
 
-/// How many answers a read may have waiting for its reader.
-const READ_BUFFER: usize = 64;
+/// How many answers a `BatchAppend` call may have waiting for its client.
+const BATCH_ANSWERS: usize = 64;
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
@@ -414,7 +414,7 @@ impl Streams for StreamsService {
             Source::All(_) => Action::ReadAll,
         };
         caller.check(self.config.gate.as_ref(), action)?;
-        let (tx, rx) = mpsc::channel(READ_BUFFER);
+        let (tx, rx) = mpsc::channel(read::BATCHES_AHEAD);
         let shutting_down = self.config.shutting_down();
         let store = Arc::clone(&self.store);
         tokio::spawn(async move {
@@ -422,11 +422,12 @@ impl Streams for StreamsService {
             tokio::select! {
                 () = read::run(store, plan, tx) => {}
                 () = shutting_down => {
-                    let _ = stopped.send(Err(GrpcError::ShuttingDown.into())).await;
+                    let _ = stopped.send(vec![Err(GrpcError::ShuttingDown.into())]).await;
                 }
             }
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        let answers = futures::StreamExt::flat_map(ReceiverStream::new(rx), futures::stream::iter);
+        Ok(Response::new(Box::pin(answers)))
     }
 
     async fn append(
@@ -462,7 +463,7 @@ impl Streams for StreamsService {
         request: Request<Streaming<BatchAppendReq>>,
     ) -> Result<Response<Self::BatchAppendStream>, Status> {
         let caller = Caller::from_metadata(request.metadata());
-        let (tx, rx) = mpsc::channel(READ_BUFFER);
+        let (tx, rx) = mpsc::channel(BATCH_ANSWERS);
         tokio::spawn(crate::batch::run(
             Arc::clone(&self.store),
             Arc::clone(&self.config),
