@@ -39,6 +39,12 @@ impl Appending {
         (AppendingGuard(&self.under_way), alone)
     }
 
+    /// How many appends have entered and not yet been answered (an answered caller counts
+    /// until its task runs again).
+    pub fn under_way(&self) -> usize {
+        self.under_way.load(Ordering::Acquire)
+    }
+
     /// Whether the one append under way is still a lone caller's: no other has entered
     /// since (for a caller that gave other tasks a turn first).
     pub fn still_alone(&self) -> bool {

@@ -66,10 +66,9 @@ struct Inner {
     limits: Limits,
     signal: HeadSignal,
     jobs: mpsc::Sender<Job>,
-    /// The writer's state, for an append written on its caller's task (`submit`).
+    /// The writer's state, for an append written on its caller's task (`submit`), and the
+    /// appends under way, which tell a lone caller's.
     writer: Arc<Writer>,
-    /// The appends under way, to tell a lone caller's (`submit`).
-    appending: Appending,
     listener: Listener,
 }
 
@@ -201,6 +200,7 @@ impl PostgresStore {
             signal: signal.clone(),
             write_sql: WriteSql::new(&schema, &lone),
             known: tokio::sync::Mutex::default(),
+            appending: Appending::default(),
         };
         let writer = Arc::new(writer);
         tokio::spawn(Arc::clone(&writer).run(receiver));
@@ -213,7 +213,6 @@ impl PostgresStore {
                 signal,
                 jobs,
                 writer,
-                appending: Appending::default(),
                 listener,
             }),
         })
@@ -260,7 +259,7 @@ impl PostgresStore {
     }
 
     async fn submit(&self, request: MultiAppendRequest) -> Result<MultiAppendOutcome, StoreError> {
-        let (_appending, alone) = self.inner.appending.enter();
+        let (_appending, alone) = self.inner.writer.appending.enter();
         // A lone caller with nothing queued: written on its task when the writer is idle. A
         // caller cancelled inside leaves its statement whole or not at all, as a queued
         // job's batch is (one statement in autocommit).

@@ -37,10 +37,10 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 
 use concord_core::{
-    AppendOutcome, AppendPlan, Appended, Conflict, EventType, Limits, MATCHING_EVENTS_MAX,
-    MultiAppendOutcome, MultiAppendPlan, MultiAppendRequest, PartState, PartialDuplicate, Position,
-    Query, RecordedAt, RecordedEvent, StoreError, StreamName, Version, check_hidden_ids,
-    plan_multi_append,
+    AppendOutcome, AppendPlan, Appended, Appending, Conflict, EventType, Limits,
+    MATCHING_EVENTS_MAX, MultiAppendOutcome, MultiAppendPlan, MultiAppendRequest, PartState,
+    PartialDuplicate, Position, Query, RecordedAt, RecordedEvent, StoreError, StreamName, Version,
+    check_hidden_ids, plan_multi_append,
 };
 use deadpool_postgres::Pool;
 use futures::future::try_join_all;
@@ -61,6 +61,40 @@ mod statements;
 
 /// Appends in one batch at most (they share one transaction).
 const BATCH_APPENDS_MAX: usize = 256;
+
+/// How many turns the writer gives other tasks at most, between two batches, for appends
+/// under way to join the queue.
+const GATHER_TURNS: usize = 16;
+
+/// Moves what is queued into `waiting`, up to a batch. While more appends are under way in
+/// the process than are waiting, gives other tasks a turn (a few times at most): the callers
+/// a batch has just answered are about to send their next appends (any closed loop of
+/// writers), and without the wait the next batch was the first of them alone, a whole
+/// commit for one append, with the rest in the batch after it. At 64 writers nearly every
+/// other batch was such a one (1 399 lone-function calls beside 1 650 batches in 5 s).
+async fn gather(
+    jobs: &mut mpsc::Receiver<Job>,
+    waiting: &mut VecDeque<Job>,
+    appending: &Appending,
+) {
+    let mut turns = 0;
+    loop {
+        while waiting.len() < BATCH_APPENDS_MAX {
+            match jobs.try_recv() {
+                Ok(job) => waiting.push_back(job),
+                Err(_) => break,
+            }
+        }
+        if waiting.len() >= BATCH_APPENDS_MAX
+            || turns == GATHER_TURNS
+            || appending.under_way() <= waiting.len()
+        {
+            return;
+        }
+        turns += 1;
+        tokio::task::yield_now().await;
+    }
+}
 
 /// One append waiting for the writer.
 #[derive(Debug)]
@@ -84,6 +118,9 @@ pub(crate) struct Writer {
     /// through each batch; a caller that finds it free while nothing is queued writes its
     /// append alone (`write_alone`).
     pub(crate) known: tokio::sync::Mutex<Known>,
+    /// The appends under way in this process: a lone caller's is told by it (`submit`), and
+    /// the writer waits a little for those about to be queued (`gather`).
+    pub(crate) appending: Appending,
 }
 
 /// A failure of the whole batch: every append in it gets the same answer.
@@ -130,12 +167,7 @@ impl Writer {
                     None => return,
                 }
             }
-            while waiting.len() < BATCH_APPENDS_MAX {
-                match jobs.try_recv() {
-                    Ok(job) => waiting.push_back(job),
-                    Err(_) => break,
-                }
-            }
+            gather(&mut jobs, &mut waiting, &self.appending).await;
             // Appends to a stream the batch already writes are planned after those writes
             // (`write_batch`); one the batch cannot decide that way waits for the next.
             let take = waiting.len().min(BATCH_APPENDS_MAX);
@@ -965,4 +997,75 @@ pub(crate) fn fnv1a(bytes: impl Iterator<Item = u8>) -> u64 {
         hash = hash.wrapping_mul(0x0100_0000_01b3);
     }
     hash
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use concord_core::{AppendRequest, ExpectedVersion, NewEvent};
+    use tokio::task::yield_now;
+
+    fn job(n: usize) -> Job {
+        let event = NewEvent::json("Deposited", &serde_json::json!({ "amount": n })).unwrap();
+        let stream = StreamName::new(format!("account-{n}")).unwrap();
+        let (reply, _) = oneshot::channel();
+        Job {
+            request: AppendRequest::new(stream, ExpectedVersion::Any, vec![event]).into(),
+            reply,
+        }
+    }
+
+    #[tokio::test]
+    async fn the_next_batch_waits_for_the_callers_just_answered_to_send_their_next_appends() {
+        let appending = Appending::default();
+        let (tx, mut rx) = mpsc::channel(16);
+        // Three writers in a loop, all just answered: the first has sent its next append,
+        // the other two will on their next turn.
+        let (first, _) = appending.enter();
+        let (second, _) = appending.enter();
+        let (third, _) = appending.enter();
+        drop(first);
+        let (_first_next, _) = appending.enter();
+        tx.send(job(1)).await.unwrap();
+        let next = |answered, n| {
+            let (appending, tx) = (&appending, tx.clone());
+            async move {
+                yield_now().await;
+                drop(answered);
+                let (guard, _) = appending.enter();
+                tx.send(job(n)).await.unwrap();
+                guard
+            }
+        };
+        let mut waiting = VecDeque::new();
+        let ((), _second_next, _third_next) = tokio::join!(
+            gather(&mut rx, &mut waiting, &appending),
+            next(second, 2),
+            next(third, 3)
+        );
+        assert_eq!(waiting.len(), 3, "one batch of the three appends");
+    }
+
+    #[tokio::test]
+    async fn callers_that_do_not_append_again_are_not_waited_for() {
+        let appending = Appending::default();
+        let (tx, mut rx) = mpsc::channel(16);
+        let (_queued, _) = appending.enter();
+        tx.send(job(1)).await.unwrap();
+        let (answered, _) = appending.enter();
+        let leaves = async move {
+            yield_now().await;
+            drop(answered);
+        };
+        let mut waiting = VecDeque::new();
+        tokio::join!(gather(&mut rx, &mut waiting, &appending), leaves);
+        assert_eq!(waiting.len(), 1);
+        // An append under way that never arrives costs a bounded wait, not a hang.
+        let (_stuck, _) = appending.enter();
+        let mut waiting = VecDeque::new();
+        tx.send(job(2)).await.unwrap();
+        gather(&mut rx, &mut waiting, &appending).await;
+        assert_eq!(waiting.len(), 1);
+    }
 }
