@@ -3,12 +3,13 @@
 # expected version at 1 writer (`concord bench baseline messagedb`), then `concord bench
 # append` at 1 writer with each binary given (their order alternating by round), 1 KiB
 # events, on one private throwaway PostgreSQL (initdb in a temporary directory, fsync and
-# synchronous_commit on); each binary's ratio to the Message DB line of its round.
+# synchronous_commit on); each binary's ratio to the Message DB line of its round. WRITERS
+# (default 1) runs every line at that many writers instead, the binaries' batches then.
 #
-#   bench/postgres-lone-ab.sh BINARY_A BINARY_B [ROUNDS=3] [SECONDS=5]
+#   bench/postgres-lone-ab.sh BINARY_A BINARY_B [ROUNDS=3] [SECONDS=5] [WRITERS=1]
 set -euo pipefail
-[[ $# -ge 2 ]] || { echo "usage: bench/postgres-lone-ab.sh BINARY_A BINARY_B [ROUNDS] [SECONDS]" >&2; exit 2; }
-A="$(realpath "$1")"; B="$(realpath "$2")"; ROUNDS="${3:-3}"; SECS="${4:-5}"
+[[ $# -ge 2 ]] || { echo "usage: bench/postgres-lone-ab.sh BINARY_A BINARY_B [ROUNDS] [SECONDS] [WRITERS]" >&2; exit 2; }
+A="$(realpath "$1")"; B="$(realpath "$2")"; ROUNDS="${3:-3}"; SECS="${4:-5}"; W="${5:-1}"
 PGBIN="${PGBIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)}"
 cd "$(dirname "$0")/.."
 . bench/private-postgres.sh
@@ -19,13 +20,13 @@ install_message_db "$work"
 # be compared (a build refuses a schema newer than it knows).
 psql -X -q -d postgres -c "CREATE DATABASE concord_a" -c "CREATE DATABASE concord_b"
 declare -A stores=([$A]="${store%/*}/concord_a" [$B]="${store%/*}/concord_b")
-echo "$(nproc) cores; $(uptime)"
+echo "$(nproc) cores; $W writers; $(uptime)"
 for round in $(seq 1 "$ROUNDS"); do
-  base="$("$A" --store "$mdb" --json bench baseline messagedb --writers 1 --duration "$SECS" --event-bytes 1024 2>/dev/null)"
+  base="$("$A" --store "$mdb" --json bench baseline messagedb --writers "$W" --duration "$SECS" --event-bytes 1024 2>/dev/null)"
   python3 -c 'import json,sys; r=json.loads(sys.argv[1]); print("round %s %-40s %6.0f/s p50 %.3f ms" % (sys.argv[2], "messagedb", r["events_per_sec"], r["p50_ms"]))' "$base" "$round"
   if (( round % 2 )); then order=("$A" "$B"); else order=("$B" "$A"); fi
   for bin in "${order[@]}"; do
-    out="$("$bin" --store "${stores[$bin]}" --json bench append --writers 1 --duration "$SECS" --event-bytes 1024 2>/dev/null)"
+    out="$("$bin" --store "${stores[$bin]}" --json bench append --writers "$W" --duration "$SECS" --event-bytes 1024 2>/dev/null)"
     python3 -c 'import json,sys; b=json.loads(sys.argv[2]); r=json.loads(sys.argv[3]); print("round %s %-40s %6.0f/s p50 %.3f ms  ratio to messagedb %.2f" % (sys.argv[4], sys.argv[1], r["events_per_sec"], r["p50_ms"], r["events_per_sec"]/b["events_per_sec"]))' "$bin" "$base" "$out" "$round"
   done
 done

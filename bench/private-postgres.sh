@@ -5,6 +5,8 @@
 # user postgres. Needs PGBIN (the server binaries). `install_message_db DIR` then installs
 # Message DB into database `message_store` from PEERS (default ../shared/peers) and sets
 # `mdb` to its URL (empty, with a note, when the scripts are not there).
+# PG_EXTRA_CONF, when set, is appended to the server's postgresql.conf (e.g.
+# "shared_preload_libraries = 'pg_stat_statements'" to see where the server's time goes).
 [[ -x "$PGBIN/initdb" ]] || { echo "$0: no PostgreSQL server binaries (install Debian's postgresql package, or set PGBIN)" >&2; exit 1; }
 pgdir="$(mktemp -d /tmp/concord-bench-pg.XXXXXX)"
 as_owner() { if [[ "$(id -u)" == 0 ]]; then runuser -u postgres -- "$@"; else "$@"; fi; }
@@ -26,6 +28,7 @@ synchronous_commit = on
 shared_buffers = 256MB
 max_connections = 300
 log_min_messages = warning
+${PG_EXTRA_CONF:-}
 CONF
 as_owner "$PGBIN/pg_ctl" -D "$pgdir/data" -l "$pgdir/server.log" -w -t 60 start >/dev/null
 export PGHOST=127.0.0.1 PGPORT="$port" PGUSER=postgres

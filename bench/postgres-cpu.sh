@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Where the CPU of appends on PostgreSQL goes, per event: a private throwaway PostgreSQL
+# (bench/private-postgres.sh), then for each of Concord's append (library mode, the
+# postgres backend) and the plain one-row INSERT baseline at W writers: the events written,
+# and the CPU time (user + system) spent by the `concord bench` process and by all of the
+# database's processes (postmaster, backends, WAL writer, checkpointer…) over the run,
+# divided by the events. On 2 cores the two together bound the rate: a run that keeps both
+# cores busy cannot go faster than 2 s of CPU per second.
+#
+#   bench/postgres-cpu.sh [SECONDS=5] [WRITERS=64] [ROUNDS=2] [EVENT_BYTES=1024]
+#
+# CONCORD (default target/release/concord) is the binary under test; BENCH_DIR (default
+# target/bench-run) holds the results; PGBIN as in bench/postgres.sh. AFTER_SQL, when set,
+# runs once Concord has made its schema, before the rounds (e.g. "DROP INDEX
+# concord.concord_events_tags", to see what an index costs).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SECS="${1:-5}"
+W="${2:-64}"
+ROUNDS="${3:-2}"
+BYTES="${4:-1024}"
+PGBIN="${PGBIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)}"
+CONCORD="${CONCORD:-$PWD/target/release/concord}"
+[[ -x "$CONCORD" ]] || { echo "postgres-cpu.sh: no binary at $CONCORD (cargo build --release -p concord)" >&2; exit 2; }
+mkdir -p "${BENCH_DIR:-target/bench-run}"
+work="$(cd "$(mktemp -d "${BENCH_DIR:-target/bench-run}/pgcpu.XXXXXX")" && pwd)"
+echo "results in $work; $(nproc) cores; $(uptime)"
+. bench/private-postgres.sh
+hz="$(getconf CLK_TCK)"
+# The server's own processes (checkpointer, WAL writer…), counted before any client connects.
+aux="$(pgrep -c -P "$(head -n 1 "$pgdir/data/postmaster.pid")")"
+
+# db_ticks: the CPU ticks of every process of the private server so far (the postmaster and
+# its children, exited backends included through cutime/cstime of the postmaster).
+db_ticks() {
+  local pm total=0 pid
+  pm="$(head -n 1 "$pgdir/data/postmaster.pid")"
+  total="$(awk '{print $14 + $15 + $16 + $17}' "/proc/$pm/stat")"
+  for pid in $(pgrep -P "$pm"); do
+    total=$(( total + $(awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null || echo 0) ))
+  done
+  echo "$total"
+}
+
+# one LABEL ARGS...: `concord bench ARGS…` on the store; events/s and CPU per event.
+one() {
+  local label="$1"; shift
+  local d0 d1 json
+  d0="$(db_ticks)"
+  json="$(/usr/bin/time -f '%U %S' -o "$work/time" "$CONCORD" --store "$store" --json bench "$@" 2>/dev/null)"
+  # The run's backends exit after it; their time reaches the postmaster once it reaps them.
+  local pm i
+  pm="$(head -n 1 "$pgdir/data/postmaster.pid")"
+  for i in $(seq 100); do
+    (( $(pgrep -c -P "$pm") <= aux )) && break
+    sleep 0.05
+  done
+  d1="$(db_ticks)"
+  python3 - "$label" "$json" "$(cat "$work/time")" "$((d1 - d0))" "$hz" "$round" <<'PY'
+import json, sys
+label, r, t, db, hz, rnd = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3].split(), int(sys.argv[4]), int(sys.argv[5]), sys.argv[6]
+events = r["events"]
+client = float(t[0]) + float(t[1])
+database = db / hz
+print("round %s %-22s %8.0f events/s  concord %5.1f us/event  database %5.1f us/event  (%.1f s + %.1f s of CPU)" % (
+    rnd, label, r["events_per_sec"], client * 1e6 / events, database * 1e6 / events, client, database))
+PY
+}
+
+if [[ -n "${AFTER_SQL:-}" ]]; then
+  "$CONCORD" --store "$store" bench append --writers 1 --duration 0.2 >/dev/null 2>&1
+  psql -X -q -d concord -c "$AFTER_SQL"
+fi
+for round in $(seq 1 "$ROUNDS"); do
+  one "insert w=$W" baseline postgres --writers "$W" --duration "$SECS" --event-bytes "$BYTES"
+  one "concord w=$W" append --writers "$W" --duration "$SECS" --event-bytes "$BYTES"
+done
