@@ -20,6 +20,7 @@ echo "stores in $work; $(nproc) cores; $(uptime)"
 server=""
 cleanup() { if [[ -n "$server" ]]; then kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; fi; }
 trap cleanup EXIT
+. bench/serve.sh
 
 # one LABEL BINARY STORE ARGS... : one `concord bench`, a line of rate, p50 and load.
 one() {
@@ -39,16 +40,7 @@ for round in $(seq "$ROUNDS"); do
     if [[ "$which" == before ]]; then bin="$before"; else bin="$after"; fi
     one "$which lib w=64" "$bin" "$d/$which-lib64" append --writers 64 --duration "$SECS"
     one "$which lib w=1" "$bin" "$d/$which-lib1" append --writers 1 --duration "$SECS"
-    "$bin" --store "$d/$which-serve" serve --addr 127.0.0.1:0 --no-projections 2>"$d/$which-serve.log" &
-    server=$!
-    addr=""
-    for _ in $(seq 1 300); do
-      addr="$(sed -n 's/.* on http:\/\/\([^ ]*\) .*/\1/p' "$d/$which-serve.log" | head -n 1 || true)"
-      [[ -n "$addr" ]] && break
-      kill -0 "$server" 2>/dev/null || break
-      sleep 0.1
-    done
-    [[ -n "$addr" ]] || { echo "ab.sh: concord serve did not start:" >&2; cat "$d/$which-serve.log" >&2; exit 1; }
+    serve "$bin" "$d/$which-serve" "$d/$which-serve.log"
     one "$which http w=64" "$bin" "http://$addr" append --writers 64 --duration "$SECS"
     one "$which grpc w=64" "$bin" "grpc://$addr" append --writers 64 --duration "$SECS"
     cleanup; server=""

@@ -20,26 +20,14 @@ server=""
 cleanup() { if [[ -n "$server" ]]; then kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; fi; }
 trap cleanup EXIT
 
-# serve BINARY: starts `concord serve` on the store, sets $server and $addr.
-serve() {
-  "$1" --store "$work/store" serve --addr 127.0.0.1:0 --no-projections 2>"$work/serve.log" &
-  server=$!
-  addr=""
-  for _ in $(seq 1 300); do
-    addr="$(sed -n 's/.* on http:\/\/\([^ ]*\) .*/\1/p' "$work/serve.log" | head -n 1 || true)"
-    [[ -n "$addr" ]] && break
-    kill -0 "$server" 2>/dev/null || break
-    sleep 0.1
-  done
-  [[ -n "$addr" ]] || { echo "catchup-ab.sh: concord serve did not start:" >&2; cat "$work/serve.log" >&2; exit 1; }
-}
+. bench/serve.sh
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 hz="$(getconf CLK_TCK)"
 
 for round in $(seq 1 "$ROUNDS"); do
   if (( round % 2 )); then order="$before $after"; else order="$after $before"; fi
   for bin in $order; do
-    serve "$bin"
+    serve "$bin" "$work/store" "$work/serve.log"
     "$before" --store "grpc://$addr" --json bench catchup --events "$N" >/dev/null 2>&1
     t0="$(ticks "$server")"
     json="$("$before" --store "grpc://$addr" --json bench catchup --events "$N" 2>/dev/null)"

@@ -31,16 +31,8 @@ echo "results in $results; $(nproc) cores; $(uptime)"
 server=""
 cleanup() { if [[ -n "$server" ]]; then kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; fi; }
 trap cleanup EXIT
-"$CONCORD" --store "$work/store" serve --addr 127.0.0.1:0 --no-projections 2>"$work/serve.log" &
-server=$!
-addr=""
-for _ in $(seq 1 300); do
-  addr="$(sed -n 's/.* on http:\/\/\([^ ]*\) .*/\1/p' "$work/serve.log" | head -n 1 || true)"
-  [[ -n "$addr" ]] && break
-  kill -0 "$server" 2>/dev/null || break
-  sleep 0.1
-done
-[[ -n "$addr" ]] || { echo "grpc.sh: concord serve did not start:" >&2; cat "$work/serve.log" >&2; exit 1; }
+. bench/serve.sh
+serve "$CONCORD" "$work/store" "$work/serve.log"
 
 # run LABEL STORE ARGS... : one `concord bench`, its JSON kept under LABEL.
 run() {
