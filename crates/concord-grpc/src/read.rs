@@ -270,7 +270,7 @@ async fn read_metadata(
 
 /// The events at positions `lo..upper` (in order), read forwards.
 async fn read_range(
-    r: &mut Reader,
+    r: &Reader,
     lo: Position,
     upper: Position,
 ) -> Result<Vec<RecordedEvent>, concord_core::StoreError> {
@@ -478,17 +478,21 @@ mod tests {
         store
     }
 
-    /// Runs a read of `count` events of `$all` from its start; the batches it sent.
-    async fn batches(store: Arc<dyn EventStore>, count: u64) -> Vec<Batch> {
-        let plan = ReadPlan {
+    /// `$all` from its start: a read of `count` events, or (`None`) a subscription.
+    fn all_from_start(count: Option<u64>) -> ReadPlan {
+        ReadPlan {
             source: Source::All(AllFrom::Start),
             backwards: false,
-            count: Some(count),
+            count,
             filter: None,
             uuid_as_string: true,
-        };
+        }
+    }
+
+    /// Runs a read of `count` events of `$all` from its start; the batches it sent.
+    async fn batches(store: Arc<dyn EventStore>, count: u64) -> Vec<Batch> {
         let (tx, mut rx) = mpsc::channel(BATCHES_AHEAD);
-        let reading = tokio::spawn(run(store, plan, tx));
+        let reading = tokio::spawn(run(store, all_from_start(Some(count)), tx));
         let mut out = Vec::new();
         while let Some(batch) = rx.recv().await {
             out.push(batch);
@@ -536,15 +540,8 @@ mod tests {
     #[tokio::test]
     async fn a_live_event_is_sent_without_waiting_for_a_full_batch() {
         let store = store_of(3, 16).await;
-        let plan = ReadPlan {
-            source: Source::All(AllFrom::Start),
-            backwards: false,
-            count: None,
-            filter: None,
-            uuid_as_string: true,
-        };
         let (tx, mut rx) = mpsc::channel(BATCHES_AHEAD);
-        let subscription = tokio::spawn(run(Arc::clone(&store), plan, tx));
+        let subscription = tokio::spawn(run(Arc::clone(&store), all_from_start(None), tx));
         let mut seen = Vec::new();
         while !seen.iter().any(|a: &Result<ReadResp, Status>| {
             matches!(
