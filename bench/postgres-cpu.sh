@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Where the CPU of appends on PostgreSQL goes, per event: a private throwaway PostgreSQL
 # (bench/private-postgres.sh), then for each of Concord's append (library mode, the
-# postgres backend) and the plain one-row INSERT baseline at W writers: the events written,
+# postgres backend), Message DB's write_message (when its scripts are there, as in
+# bench/postgres.sh) and the plain one-row INSERT baseline at W writers: the events written,
 # and the CPU time (user + system) spent by the `concord bench` process and by all of the
 # database's processes (postmaster, backends, WAL writer, checkpointer…) over the run,
 # divided by the events. On 2 cores the two together bound the rate: a run that keeps both
@@ -71,7 +72,13 @@ if [[ -n "${AFTER_SQL:-}" ]]; then
   "$CONCORD" --store "$store" bench append --writers 1 --duration 0.2 >/dev/null 2>&1
   psql -X -q -d concord -c "$AFTER_SQL"
 fi
+install_message_db "$work"
 for round in $(seq 1 "$ROUNDS"); do
   one "insert w=$W" baseline postgres --writers "$W" --duration "$SECS" --event-bytes "$BYTES"
+  if [[ -n "$mdb" ]]; then
+    concord_store="$store"; store="$mdb"
+    one "messagedb w=$W" baseline messagedb --writers "$W" --duration "$SECS" --event-bytes "$BYTES"
+    store="$concord_store"
+  fi
   one "concord w=$W" append --writers "$W" --duration "$SECS" --event-bytes "$BYTES"
 done
