@@ -13,9 +13,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         ..Default::default()
     };
     let listener = tokio::net::TcpListener::bind(config.addr).await?;
+    // Listening for Ctrl-C and SIGTERM before the address is printed.
+    let shutdown = concord_server::shutdown_signal();
     println!("serving on http://{}", listener.local_addr()?);
     let store = Arc::new(concord_core::MemoryStore::new());
-    concord_server::serve(listener, store, config, concord_server::shutdown_signal()).await?;
+    concord_server::serve(listener, store, config, shutdown).await?;
     println!("stopped");
     Ok(())
 }

@@ -333,30 +333,46 @@ async fn accept_failed(e: &std::io::Error) {
     tokio::time::sleep(std::time::Duration::from_secs(1)).await;
 }
 
-/// Resolves on Ctrl-C (SIGINT) or, on Unix, SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
+/// Resolves on Ctrl-C (SIGINT) or, on Unix, SIGTERM. The handlers are installed when this
+/// is called, not when the future is first polled: call it before the server says where it
+/// listens, so that a SIGTERM sent as soon as it answers (a service manager, a test) stops
+/// it cleanly instead of killing it. A handler that cannot be installed is logged, and that
+/// signal then keeps its default action.
+#[must_use = "the future resolves when a signal arrives"]
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let listen = |kind: SignalKind, name: &'static str| match signal(kind) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for {name}");
+                None
+            }
+        };
+        let mut interrupt = listen(SignalKind::interrupt(), "Ctrl-C");
+        let mut terminate = listen(SignalKind::terminate(), "SIGTERM");
+        async move {
+            tokio::select! {
+                () = received(interrupt.as_mut()) => {}
+                () = received(terminate.as_mut()) => {}
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    async {
         if let Err(e) = tokio::signal::ctrl_c().await {
             tracing::error!(error = %e, "cannot listen for Ctrl-C");
             std::future::pending::<()>().await;
         }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = terminate => {}
+    }
+}
+
+/// Resolves when `signal` arrives; never when it could not be listened for.
+#[cfg(unix)]
+async fn received(signal: Option<&mut tokio::signal::unix::Signal>) {
+    match signal {
+        Some(s) => drop(s.recv().await),
+        None => std::future::pending::<()>().await,
     }
 }

@@ -77,12 +77,15 @@ pub(crate) async fn run(ctx: &mut Context, args: ServeArgs) -> anyhow::Result<Ex
     let listener = tokio::net::TcpListener::bind(args.addr)
         .await
         .with_context(|| format!("cannot listen on {}", args.addr))?;
+    // Listening for SIGTERM before saying where we listen: one sent as soon as the server
+    // answers stops it cleanly.
+    let shutdown = concord_server::shutdown_signal();
     eprintln!(
         "concord: serving {} on http://{} (Ctrl-C to stop)",
         ctx.store_url,
         listener.local_addr().unwrap_or(args.addr)
     );
-    let served = concord_server::serve(listener, store, config, concord_server::shutdown_signal())
+    let served = concord_server::serve(listener, store, config, shutdown)
         .await
         .context("the server failed");
     // Each projection stops after its batch in progress; its checkpoint is committed with it.

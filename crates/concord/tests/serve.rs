@@ -263,3 +263,16 @@ fn serve_runs_on_a_postgres_store() {
     assert_eq!(events["events"].as_array().unwrap().len(), 3, "{events}");
     assert_eq!(terminate(child), 0);
 }
+
+/// A service manager (or a test) may stop the server the moment it says where it listens:
+/// SIGTERM's handler is in place by then, so it stops cleanly instead of being killed by
+/// the signal (before the handler was installed after the announcement, and a SIGTERM sent
+/// at once killed 3 of 5 servers).
+#[test]
+fn serve_stopped_as_soon_as_it_announces_its_address_stops_cleanly() {
+    for _ in 0..5 {
+        let dir = tempfile::tempdir().unwrap();
+        let (child, _addr) = start_with(dir.path(), &["--no-projections"]);
+        assert_eq!(terminate(child), 0);
+    }
+}

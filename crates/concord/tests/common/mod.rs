@@ -98,7 +98,12 @@ pub fn terminate(mut child: Child) -> i32 {
     let deadline = Instant::now() + DEADLINE;
     loop {
         if let Some(status) = child.try_wait().unwrap() {
-            return status.code().expect("exited normally, not by a signal");
+            return status.code().unwrap_or_else(|| {
+                panic!(
+                    "concord serve was killed by signal {:?}, not stopped by SIGTERM's handler",
+                    std::os::unix::process::ExitStatusExt::signal(&status)
+                )
+            });
         }
         assert!(
             Instant::now() < deadline,
