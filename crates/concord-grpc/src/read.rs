@@ -120,7 +120,9 @@ impl Reader {
             return Ok(());
         }
         self.batch_bytes = 0;
-        let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(PAGE));
+        // A fresh batch grows as it fills: a live subscriber's batches hold an event or two,
+        // and a page's worth reserved for each would be hundreds of KiB per event.
+        let batch = std::mem::take(&mut self.batch);
         self.tx.send(batch).await.map_err(|_| Gone)
     }
 
@@ -145,7 +147,7 @@ pub(crate) async fn run(store: Arc<dyn EventStore>, plan: ReadPlan, tx: Sender) 
         store,
         tx,
         uuid_as_string: plan.uuid_as_string,
-        batch: Vec::with_capacity(PAGE),
+        batch: Vec::new(),
         batch_bytes: 0,
     };
     let r = &mut reader;
