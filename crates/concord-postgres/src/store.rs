@@ -38,8 +38,8 @@ const QUEUE_APPENDS_MAX: usize = 4096;
 pub struct PostgresOptions {
     /// The store's limits.
     pub limits: Limits,
-    /// Pooled connections for reads (default 16); the writer and the LISTEN connection have
-    /// one each besides.
+    /// Pooled connections for reads (default 16); the writer (two) and the LISTEN
+    /// connection have their own besides.
     pub pool_size: usize,
 }
 
@@ -160,9 +160,10 @@ impl PostgresStore {
             hosts,
         } = config::parse(url)?;
         let pool = build_pool(&config, options.pool_size.max(1))?;
-        // The writer has a pool of its own (one connection), so that readers filling the
-        // read pool never delay an append, and a lost connection is replaced on the next batch.
-        let writer_pool = build_pool(&writer_config(&config), 1)?;
+        // The writer has a pool of its own (a connection per batch in flight), so that
+        // readers filling the read pool never delay an append, and a lost connection is
+        // replaced on the next batch.
+        let writer_pool = build_pool(&writer_config(&config), crate::writer::BATCHES_IN_FLIGHT)?;
         let connect_error = |e: deadpool_postgres::PoolError| PostgresError::Connect {
             hosts: hosts.clone(),
             source: Box::new(e),
@@ -199,7 +200,8 @@ impl PostgresStore {
             limits: options.limits,
             signal: signal.clone(),
             write_sql: WriteSql::new(&schema, &lone),
-            known: tokio::sync::Mutex::default(),
+            known: std::sync::Mutex::default(),
+            flights: std::sync::atomic::AtomicUsize::new(0),
             appending: Appending::default(),
         };
         let writer = Arc::new(writer);

@@ -149,7 +149,6 @@ impl Writer {
         &self,
         request: &MultiAppendRequest,
         guess: Guess,
-        known: &mut Known,
     ) -> Result<Lone, BatchError> {
         let Some(part) = request.parts.first() else {
             return Ok(Lone::Missed);
@@ -188,7 +187,7 @@ impl Writer {
             Ok(head) => head,
             Err(e) => {
                 // The session is dropped uncommitted: closed, not pooled.
-                known.forget(std::iter::once(&part.stream));
+                self.known().forget(std::iter::once(&part.stream));
                 // An id taken after all (the guard reads before the insert, under the
                 // stream's lock, so only an id the request itself repeats): the general path
                 // answers it.
@@ -205,7 +204,7 @@ impl Writer {
         };
         let n = part.events.len() as u64;
         let last_version = Version(guess.after.get() + n);
-        known.set(
+        self.known().set(
             &part.stream,
             Some(Stored {
                 last: last_version,
