@@ -16,10 +16,7 @@ cd "$(dirname "$0")/.."
 work="$(mktemp -d)"
 install_message_db "$work"
 [[ -n "$mdb" ]] || { echo "postgres-lone-ab.sh: Message DB is needed for the baseline" >&2; exit 1; }
-# Each binary writes its own database, so that two builds of different schema formats can
-# be compared (a build refuses a schema newer than it knows).
-psql -X -q -d postgres -c "CREATE DATABASE concord_a" -c "CREATE DATABASE concord_b"
-declare -A stores=([$A]="${store%/*}/concord_a" [$B]="${store%/*}/concord_b")
+ab_stores "$A" "$B"
 echo "$(nproc) cores; $W writers; $(uptime)"
 for round in $(seq 1 "$ROUNDS"); do
   base="$("$A" --store "$mdb" --json bench baseline messagedb --writers "$W" --duration "$SECS" --event-bytes 1024 2>/dev/null)"

@@ -12,11 +12,8 @@ A="$(realpath "$1")"; B="$(realpath "$2")"; ROUNDS="${3:-4}"; SECS="${4:-5}"; W=
 PGBIN="${PGBIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)}"
 cd "$(dirname "$0")/.."
 . bench/private-postgres.sh
-work="$(mktemp -d)"
-# Each binary writes its own database (two builds of different schema formats can be
-# compared: a build refuses a schema newer than it knows).
-psql -X -q -d postgres -c "CREATE DATABASE concord_a" -c "CREATE DATABASE concord_b"
-declare -A stores=([$A]="${store%/*}/concord_a" [$B]="${store%/*}/concord_b")
+work="$pgdir"   # removed with the server on exit
+ab_stores "$A" "$B"
 per=$(( W / 3 ))
 one() {
   "$1" --store "${stores[$1]}" --json bench append --writers "$W" --duration "$SECS" --event-bytes 1024 2>/dev/null \

@@ -5,6 +5,8 @@
 # user postgres. Needs PGBIN (the server binaries). `install_message_db DIR` then installs
 # Message DB into database `message_store` from PEERS (default ../shared/peers) and sets
 # `mdb` to its URL (empty, with a note, when the scripts are not there).
+# `ab_stores A B` creates databases concord_a and concord_b and maps binary A and binary B
+# to their URLs in the associative array `stores` (for the scripts that compare two builds).
 # PG_EXTRA_CONF, when set, is appended to the server's postgresql.conf (e.g.
 # "shared_preload_libraries = 'pg_stat_statements'" to see where the server's time goes).
 [[ -x "$PGBIN/initdb" ]] || { echo "$0: no PostgreSQL server binaries (install Debian's postgresql package, or set PGBIN)" >&2; exit 1; }
@@ -46,4 +48,11 @@ install_message_db() {
   else
     echo "note: no Message DB scripts at $PEERS/message-db (set PEERS): its lines are skipped"
   fi
+}
+
+# Each binary writes its own database, so that two builds of different schema formats can
+# be compared (a build refuses a schema newer than it knows).
+ab_stores() {
+  psql -X -q -d postgres -c "CREATE DATABASE concord_a" -c "CREATE DATABASE concord_b"
+  declare -gA stores=([$1]="${store%/*}/concord_a" [$2]="${store%/*}/concord_b")
 }
