@@ -13,7 +13,8 @@
 # CONCORD (default target/release/concord) is the binary under test; BENCH_DIR (default
 # target/bench-run) holds the results; PGBIN as in bench/postgres.sh. AFTER_SQL, when set,
 # runs once Concord has made its schema, before the rounds (e.g. "DROP INDEX
-# concord.concord_events_tags", to see what an index costs).
+# concord.concord_events_tags", to see what an index costs). PROCESSES=N adds a line of N
+# Concord processes at once, W/N writers each, summed (the issue's "three processes").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS="${1:-5}"
@@ -43,28 +44,35 @@ db_ticks() {
   echo "$total"
 }
 
-# one LABEL ARGS...: `concord bench ARGS…` on the store; events/s and CPU per event.
+# one LABEL P ARGS...: `concord bench ARGS…` on the store in P processes at once (each
+# given the ARGS as they are: divide the writers beforehand); events/s and CPU per event,
+# summed over the processes.
 one() {
-  local label="$1"; shift
-  local d0 d1 json
+  local label="$1" procs="$2"; shift 2
+  local d0 d1 i
   d0="$(db_ticks)"
-  json="$(/usr/bin/time -f '%U %S' -o "$work/time" "$CONCORD" --store "$store" --json bench "$@" 2>/dev/null)"
+  for i in $(seq "$procs"); do
+    /usr/bin/time -f '%U %S' -o "$work/time$i" "$CONCORD" --store "$store" --json bench "$@" >"$work/run$i.json" 2>/dev/null &
+  done
+  wait
   # The run's backends exit after it; their time reaches the postmaster once it reaps them.
-  local pm i
+  local pm
   pm="$(head -n 1 "$pgdir/data/postmaster.pid")"
   for i in $(seq 100); do
     (( $(pgrep -c -P "$pm") <= aux )) && break
     sleep 0.05
   done
   d1="$(db_ticks)"
-  python3 - "$label" "$json" "$(cat "$work/time")" "$((d1 - d0))" "$hz" "$round" <<'PY'
+  python3 - "$label" "$work" "$procs" "$((d1 - d0))" "$hz" "$round" <<'PY'
 import json, sys
-label, r, t, db, hz, rnd = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3].split(), int(sys.argv[4]), int(sys.argv[5]), sys.argv[6]
-events = r["events"]
-client = float(t[0]) + float(t[1])
+label, work, procs, db, hz, rnd = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), sys.argv[6]
+runs = [json.load(open(f"{work}/run{i}.json")) for i in range(1, procs + 1)]
+times = [open(f"{work}/time{i}").read().split() for i in range(1, procs + 1)]
+events = sum(r["events"] for r in runs)
+client = sum(float(t[0]) + float(t[1]) for t in times)
 database = db / hz
 print("round %s %-22s %8.0f events/s  concord %5.1f us/event  database %5.1f us/event  (%.1f s + %.1f s of CPU)" % (
-    rnd, label, r["events_per_sec"], client * 1e6 / events, database * 1e6 / events, client, database))
+    rnd, label, sum(r["events_per_sec"] for r in runs), client * 1e6 / events, database * 1e6 / events, client, database))
 PY
 }
 
@@ -74,11 +82,14 @@ if [[ -n "${AFTER_SQL:-}" ]]; then
 fi
 install_message_db "$work"
 for round in $(seq 1 "$ROUNDS"); do
-  one "insert w=$W" baseline postgres --writers "$W" --duration "$SECS" --event-bytes "$BYTES"
+  one "insert w=$W" 1 baseline postgres --writers "$W" --duration "$SECS" --event-bytes "$BYTES"
   if [[ -n "$mdb" ]]; then
     concord_store="$store"; store="$mdb"
-    one "messagedb w=$W" baseline messagedb --writers "$W" --duration "$SECS" --event-bytes "$BYTES"
+    one "messagedb w=$W" 1 baseline messagedb --writers "$W" --duration "$SECS" --event-bytes "$BYTES"
     store="$concord_store"
   fi
-  one "concord w=$W" append --writers "$W" --duration "$SECS" --event-bytes "$BYTES"
+  one "concord w=$W" 1 append --writers "$W" --duration "$SECS" --event-bytes "$BYTES"
+  if [[ -n "${PROCESSES:-}" ]]; then
+    one "concord ${PROCESSES}x$((W / PROCESSES))" "$PROCESSES" append --writers "$((W / PROCESSES))" --duration "$SECS" --event-bytes "$BYTES"
+  fi
 done

@@ -1,6 +1,6 @@
 //! Importing events recorded by another store (`EventStore::import`, what `concord copy`
 //! writes with): one transaction that takes the same locks as the writer, in the same
-//! order (the streams' advisory locks in key order, then the head row), checks the batch
+//! order (the streams' advisory locks in key order, then the head lock), checks the batch
 //! with core's rules against what is stored, and writes the rows as they are with the
 //! writer's own statement. So an import and the appends of any process on the database
 //! serialise as two batches would, and positions stay visible in order.
@@ -8,7 +8,7 @@
 //! A stream's past (`EventStore::import_stream_past`) is its `concord_streams` row, written
 //! under the stream's lock: a stream without a row takes the past's last version with
 //! `erased_through` at it, as a scavenge leaves a stream it erased whole. A raised head
-//! (`EventStore::import_head`) is the head row moved under its lock, with the notification
+//! (`EventStore::import_head`) is `concord_head` moved under the head lock, with the notification
 //! an append sends, so every node's readers and followers see the holes as passed.
 
 use concord_core::{
@@ -152,9 +152,10 @@ impl PostgresStore {
         let rows = client
             .query(
                 &format!(
-                    "SELECT stream, {LIFECYCLE_COLUMNS} FROM {}.concord_streams \
+                    "SELECT stream, {LIFECYCLE_COLUMNS} FROM {}.{} \
                      WHERE ($1::text IS NULL OR stream > $1) ORDER BY stream LIMIT $2",
-                    self.schema()
+                    self.schema(),
+                    crate::schema::STREAM_STATE
                 ),
                 &[&after.map(StreamName::as_str), &limit],
             )
@@ -175,20 +176,18 @@ impl PostgresStore {
             .collect()
     }
 
-    /// The head row, held (`FOR UPDATE`) until `tx` ends: no process assigns positions
-    /// meanwhile.
+    /// The head lock, held until `tx` ends (no process assigns positions meanwhile), and
+    /// the head read once it is held.
     async fn take_head(
         &self,
         tx: &deadpool_postgres::Transaction<'_>,
     ) -> Result<Position, StoreError> {
+        let s = self.schema();
+        tx.batch_execute(&crate::schema::head_lock_sql(s))
+            .await
+            .map_err(|e| self.db(e))?;
         let head: i64 = tx
-            .query_one(
-                &format!(
-                    "SELECT position FROM {}.concord_head WHERE id = 1 FOR UPDATE",
-                    self.schema()
-                ),
-                &[],
-            )
+            .query_one(&crate::schema::head_sql(s), &[])
             .await
             .and_then(|r| r.try_get(0))
             .map_err(|e| self.db(e))?;

@@ -20,7 +20,7 @@ use crate::rows::{COLUMNS, bound, corrupted_in as corrupted, count_in as count, 
 use crate::store::PostgresStore;
 use crate::writer::lock_key;
 
-/// The `concord_streams` columns [`Stored::decode`] reads, in order.
+/// The `concord_stream_state` columns [`Stored::decode`] reads, in order.
 pub(crate) const LIFECYCLE_COLUMNS: &str = "version, deleted_through, tombstoned, max_count, \
      max_age_seconds, truncate_before, erased_through";
 
@@ -124,7 +124,10 @@ pub(crate) fn backward_sql(schema: &str) -> String {
 
 /// The SQL of one stream's row (`$1` the stream).
 pub(crate) fn stored_sql(schema: &str) -> String {
-    format!("SELECT {LIFECYCLE_COLUMNS} FROM {schema}.concord_streams WHERE stream = $1")
+    format!(
+        "SELECT {LIFECYCLE_COLUMNS} FROM {schema}.{} WHERE stream = $1",
+        crate::schema::STREAM_STATE
+    )
 }
 
 /// The stream's row, read in `client`'s current snapshot.
@@ -379,12 +382,24 @@ impl PostgresStore {
                 st.lifecycle.first_kept(st.last)
             };
             let oldest = st.oldest_kept(now);
+            // Appends do not move the stream's row or the head row: the last version and
+            // position are read off the log. Erasing the stream's last events (or the log's)
+            // moves them into the rows first, in the same statement, so that neither a
+            // version nor a position is ever granted again.
             let erased = tx
-                .execute(
+                .query_one(
                     &format!(
-                        "DELETE FROM {s}.concord_events WHERE position IN (\
-                         SELECT position FROM {s}.concord_events WHERE stream = $1 \
-                         AND (version < $2 OR recorded_at < $3) ORDER BY version LIMIT $4)"
+                        "WITH gone AS (DELETE FROM {s}.concord_events WHERE position IN (\
+                           SELECT position FROM {s}.concord_events WHERE stream = $1 \
+                           AND (version < $2 OR recorded_at < $3) ORDER BY version LIMIT $4) \
+                           RETURNING version, position), \
+                         top AS (SELECT version, position FROM gone ORDER BY version DESC LIMIT 1), \
+                         stream AS (UPDATE {s}.concord_streams r SET version = top.version, \
+                           last_position = top.position FROM top \
+                           WHERE r.stream = $1 AND r.version < top.version), \
+                         head AS (UPDATE {s}.concord_head h SET position = top.position FROM top \
+                           WHERE h.id = 1 AND h.position < top.position) \
+                         SELECT count(*) FROM gone"
                     ),
                     &[
                         &stream.as_str(),
@@ -394,7 +409,9 @@ impl PostgresStore {
                     ],
                 )
                 .await
+                .and_then(|row| row.try_get::<_, i64>(0))
                 .map_err(|e| self.db(e))?;
+            let erased = u64::try_from(erased).unwrap_or(0);
             if erased > 0 {
                 // How far the stream is erased: versions 1..=last were all written, so the
                 // first one left says it (none left: all of them).

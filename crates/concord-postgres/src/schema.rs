@@ -11,9 +11,57 @@ use crate::writer::LoneFunction;
 /// The layout this build writes: 2 added the stream lifecycle columns of
 /// `concord_streams` (deletes, tombstones, retention settings, how far a scavenge erased);
 /// 3 took `version` out of the predicate of the scavenge's partial index, so that an
-/// append's update of its stream row is a HOT update (no new index entry per append). The
-/// lone function (`writer::LoneFunction`) is code, not layout: each build adds its own.
-pub const FORMAT_VERSION: i32 = 3;
+/// append's update of its stream row is a HOT update (no new index entry per append); 4
+/// stopped updating rows on append: positions are ordered by an advisory lock and the head
+/// is the greater of `concord_head` and the log's last position, a stream's version the
+/// greater of its row's and its last event's (the view `concord_stream_state`), so an
+/// append writes new rows only and a long-held snapshot elsewhere leaves it no old row
+/// versions to walk. A format-3 build would take the head row's lock and miss this one's
+/// appends, so it must refuse the schema. The lone function (`writer::LoneFunction`) is
+/// code, not layout: each build adds its own.
+pub const FORMAT_VERSION: i32 = 4;
+
+/// The view of each stream's state as readers and the writer see it: the row's lifecycle
+/// columns, and as `version` / `last_position` those of its last event, or the row's when
+/// they are greater (what a scavenge erased, or a stream without events). Appends do not
+/// update the row; lifecycle changes and scavenges do.
+pub(crate) const STREAM_STATE: &str = "concord_stream_state";
+
+fn create_stream_state(s: &str) -> String {
+    format!(
+        "CREATE OR REPLACE VIEW {s}.{STREAM_STATE} AS \
+         SELECT r.stream, GREATEST(r.version, COALESCE(l.version, 0)) AS version, \
+           CASE WHEN l.version >= r.version THEN l.position ELSE r.last_position END AS last_position, \
+           r.deleted_through, r.tombstoned, r.max_count, r.max_age_seconds, r.truncate_before, \
+           r.erased_through \
+         FROM {s}.concord_streams r LEFT JOIN LATERAL (SELECT e.version, e.position \
+           FROM {s}.concord_events e WHERE e.stream = r.stream ORDER BY e.version DESC LIMIT 1) l \
+         ON true;"
+    )
+}
+
+/// The head: the last position assigned. Appends do not move `concord_head` (it holds
+/// what the log no longer shows: a scavenge that erased the last events, an import's
+/// holes), so the head is the greater of it and the log's last position.
+pub(crate) fn head_sql(s: &str) -> String {
+    format!(
+        "SELECT GREATEST(h.position, COALESCE((SELECT max(position) FROM {s}.concord_events), 0)) \
+         FROM {s}.concord_head h WHERE h.id = 1"
+    )
+}
+
+/// The lock that orders position assignment across processes, held to the end of the
+/// transaction (so the next holder starts after this one's commit is visible). Two 32-bit
+/// keys: a space apart from the streams' 64-bit ones.
+pub(crate) fn head_lock_sql(s: &str) -> String {
+    let k = crate::writer::fnv1a(format!("concord-head\0{s}").bytes());
+    let [a, b, c, d, e, f, g, h] = k.to_be_bytes();
+    let (high, low) = (
+        i32::from_be_bytes([a, b, c, d]),
+        i32::from_be_bytes([e, f, g, h]),
+    );
+    format!("SELECT pg_advisory_xact_lock({high}, {low})")
+}
 
 /// The statements that create format 1 in schema `s`.
 fn create_v1(s: &str) -> String {
@@ -142,6 +190,11 @@ pub(crate) async fn migrate(
             if v < 3 {
                 tx.batch_execute(&migrate_v2_to_v3(s)).await.map_err(err)?;
             }
+            if v < 4 {
+                tx.batch_execute(&create_stream_state(s))
+                    .await
+                    .map_err(err)?;
+            }
             tx.execute(
                 &format!("UPDATE {s}.concord_meta SET format_version = $1 WHERE id = 1"),
                 &[&FORMAT_VERSION],
@@ -153,6 +206,9 @@ pub(crate) async fn migrate(
             tx.batch_execute(&create_v1(s)).await.map_err(err)?;
             tx.batch_execute(&migrate_v1_to_v2(s)).await.map_err(err)?;
             tx.batch_execute(&migrate_v2_to_v3(s)).await.map_err(err)?;
+            tx.batch_execute(&create_stream_state(s))
+                .await
+                .map_err(err)?;
             tx.execute(
                 &format!("INSERT INTO {s}.concord_meta VALUES (1, $1)"),
                 &[&FORMAT_VERSION],

@@ -171,7 +171,7 @@ impl PostgresStore {
         let mut client = pool.get().await.map_err(connect_error)?;
         let lone = LoneFunction::new(&schema);
         schema::migrate(&mut client, &schema, &lone).await?;
-        let head_sql = format!("SELECT position FROM {schema}.concord_head WHERE id = 1");
+        let head_sql = schema::head_sql(&schema);
         let head: i64 = client
             .query_one(&head_sql, &[])
             .await
@@ -305,10 +305,7 @@ impl PostgresStore {
 
     async fn read_head(&self) -> Result<Position, StoreError> {
         let client = self.client().await?;
-        let sql = format!(
-            "SELECT position FROM {}.concord_head WHERE id = 1",
-            self.inner.schema
-        );
+        let sql = schema::head_sql(&self.inner.schema);
         let stmt = client.prepare_cached(&sql).await.map_err(|e| self.db(e))?;
         let row = client.query_one(&stmt, &[]).await.map_err(|e| self.db(e))?;
         let head: i64 = row.try_get(0).map_err(|e| self.db(e))?;
@@ -516,12 +513,13 @@ impl EventStore for PostgresStore {
     ) -> Result<Vec<StreamInfo>, StoreError> {
         let limit = bound(limit.clamp(1, self.inner.limits.read_limit_max.max(1)) as u64);
         let sql = format!(
-            "SELECT stream, version, last_position FROM {}.concord_streams \
+            "SELECT stream, version, last_position FROM {}.{} \
              WHERE stream >= $1 AND starts_with(stream, $1) \
              AND ($2::text IS NULL OR stream > $2) \
              AND NOT tombstoned AND version > deleted_through \
              ORDER BY stream LIMIT $3",
-            self.inner.schema
+            self.inner.schema,
+            schema::STREAM_STATE
         );
         let client = self.client().await?;
         let stmt = client.prepare_cached(&sql).await.map_err(|e| self.db(e))?;

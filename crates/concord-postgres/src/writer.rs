@@ -1,9 +1,9 @@
 //! The writer: group commit of every append waiting in this process into one transaction,
-//! with positions assigned under one head row shared by every process on the database.
+//! with positions assigned under one head lock shared by every process on the database.
 //!
 //! One task per store drains the queue of appends into batches and runs each as one
-//! transaction on a connection of its own, two at most in flight: while one holds the head row,
-//! the next is locked, read and planned, and a batch owns its streams until it lands
+//! transaction on a connection of its own, two at most in flight: while one holds the head
+//! lock, the next is locked, read and planned, and a batch owns its streams until it lands
 //! (`next_batch`). An append to a stream an earlier append of the batch writes is planned
 //! after that write (its expectation, ids and `rebase_unless` judged against the batch's own
 //! events too), so many writers of one hot stream share a commit; one that this would not
@@ -14,25 +14,26 @@
 //! 1. BEGIN and transaction-scoped advisory locks on the batch's streams, in key order
 //!    (another process appending to the same stream waits; others do not);
 //! 2. in the same pipelined exchange (the server runs them after the locks), reads of the
-//!    streams' versions and of where the batch's event ids already stand, with each
-//!    stream's lifecycle (a tombstone refuses the append, a hidden
+//!    streams' versions (`concord_stream_state`) and of where the batch's event ids already
+//!    stand, with each stream's lifecycle (a tombstone refuses the append, a hidden
 //!    event's id is still taken, a soft-deleted stream is at version 0 but its versions go
 //!    on); `concord_core::plan_multi_append` decides each append, reading the concurrent
 //!    events of a conflict or rebase (those reads show) in the same transaction, under the
 //!    same locks;
-//! 3. the head row: from taking it to COMMIT, no other process can assign positions. A
-//!    batch without conditions takes it in its write statement (`UPDATE … RETURNING`, the
-//!    events at positions relative to it), sent with COMMIT in one exchange. A batch with
-//!    conditions (DCB) takes it first (`SELECT … FOR UPDATE`), checks them against
-//!    everything before the head and the batch's own earlier appends, then writes;
-//! 4. events, stream rows, head row and `pg_notify`, then COMMIT.
+//! 3. the head lock (`schema::head_lock_sql`): from taking it to COMMIT, no other process
+//!    can assign positions. A batch without conditions sends it with its write statement
+//!    (which reads the head and writes the events at positions relative to it) and COMMIT
+//!    in one exchange. A batch with conditions (DCB) takes it and reads the head first,
+//!    checks them against everything before the head and the batch's own earlier appends,
+//!    then writes;
+//! 4. events, the rows of new streams and `pg_notify`, then COMMIT. No row is updated.
 //!
 //! An append that arrives alone takes one statement instead (a call of the lone function in
 //! autocommit), on the stream row the writer last saw, checked by the database (`lone`);
 //! a lone caller's append is sent so from its own task while the writer is idle
 //! (`Writer::write_alone`).
 //!
-//! Because the head row is held until the commit is visible, a transaction that takes it
+//! Because the head lock is held until the commit is visible, a transaction that takes it
 //! next sees every earlier position committed: positions become visible in order, without
 //! gaps (see `docs/design/postgres-layout.md`).
 
@@ -72,8 +73,8 @@ const BATCH_APPENDS_MAX: usize = 256;
 /// under way to join the queue.
 const GATHER_TURNS: usize = 16;
 
-/// Batches in flight at most. While one holds the head row (its write and COMMIT), the
-/// next takes its streams' locks, reads them and is planned, and its write waits for the row
+/// Batches in flight at most. While one holds the head lock (its write and COMMIT), the
+/// next takes its streams' locks, reads them and is planned, and its write waits for the lock
 /// in the database rather than in this process: the two halves of the machine's work on a
 /// batch (the database's, and the round trips and planning around it) overlap.
 pub(crate) const BATCHES_IN_FLIGHT: usize = 2;
@@ -435,7 +436,8 @@ impl Writer {
             })
             .unzip();
         let versions_sql = format!(
-            "SELECT stream, {LIFECYCLE_COLUMNS} FROM {s}.concord_streams WHERE stream = ANY($1)"
+            "SELECT stream, {LIFECYCLE_COLUMNS} FROM {s}.{} WHERE stream = ANY($1)",
+            crate::schema::STREAM_STATE
         );
         let found_sql = format!(
             "SELECT e.stream, e.event_id, e.version, e.position FROM {s}.concord_events e \
@@ -753,17 +755,22 @@ impl Writer {
             }
         }
 
-        let head_sql = format!("SELECT position FROM {s}.concord_head WHERE id = 1 FOR UPDATE");
-        let head_stmt = tx.prepare_cached(&head_sql).await.map_err(|e| self.db(e))?;
+        let (head_lock_sql, head_sql) =
+            (crate::schema::head_lock_sql(s), crate::schema::head_sql(s));
+        let (head_lock, head_read) = tokio::try_join!(
+            tx.prepare_cached(&head_lock_sql),
+            tx.prepare_cached(&head_sql)
+        )
+        .map_err(|e| self.db(e))?;
         if writes.is_empty() {
             // A duplicate's answer must not come before the original commit is as durable as
-            // any other: locking the head row gives this transaction an id and a commit
-            // record, so behind a synchronous standby its COMMIT waits for the standby too.
+            // any other: a transaction id gives this transaction a commit record, so behind
+            // a synchronous standby its COMMIT waits for the standby too.
             let duplicates = answers
                 .iter()
                 .any(|a| matches!(a, Some(Ok(outcome)) if outcome.duplicate));
             if duplicates {
-                tx.query_one(&head_stmt, &[])
+                tx.batch_execute("SELECT pg_current_xact_id()")
                     .await
                     .map_err(|e| self.db(e))?;
             }
@@ -774,18 +781,19 @@ impl Writer {
             return Ok((finish(answers, &deferred), head));
         }
 
-        // 3. The head row: positions are assigned from here to COMMIT. A batch whose appends
-        // carry no condition has nothing to check under it, so it takes the row in the same
-        // statement as its writes, its positions relative to the head until then, and no
-        // round trip of this process's falls between taking the row and COMMIT.
+        // 3. The head lock: positions are assigned from here to COMMIT. A batch whose appends
+        // carry no condition has nothing to check under it, so it sends the lock with its
+        // write statement and COMMIT, its positions relative to the head the statement
+        // reads, and no round trip of this process's falls between taking the lock and
+        // COMMIT. One with conditions takes the lock and reads the head (a statement after
+        // the lock, so its snapshot sees the last holder's commit) before checking them.
         let conditioned = writes
             .iter()
             .any(|(j, _)| batch.get(*j).is_some_and(|r| r.condition.is_some()));
         let start = if conditioned {
-            let head_row = tx
-                .query_one(&head_stmt, &[])
-                .await
-                .map_err(|e| self.db(e))?;
+            let (_, head_row) =
+                tokio::try_join!(tx.query_one(&head_lock, &[]), tx.query_one(&head_read, &[]))
+                    .map_err(|e| self.db(e))?;
             let start: i64 = head_row.try_get(0).map_err(|e| self.db(e))?;
             Position(u64::try_from(start).unwrap_or(0))
         } else {
@@ -898,10 +906,12 @@ impl Writer {
             let write = prepare_write(tx, &self.write_sql, false)
                 .await
                 .map_err(|e| self.db(e))?;
-            let (head, committed) = tokio::join!(
+            let (locked, head, committed) = tokio::join!(
+                tx.query_one(&head_lock, &[]),
                 write_relative(tx, &write, &self.channel, &written, None),
                 tx.batch_execute("COMMIT")
             );
+            locked.map_err(|e| self.db(e))?;
             let head = head.map_err(|e| self.db(e))?;
             committed.map_err(|e| self.db(e))?;
             let Some(head) = head else {

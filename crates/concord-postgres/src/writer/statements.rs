@@ -159,9 +159,10 @@ fn unnest_events(n: usize) -> String {
 const EVENT_COLUMNS: &str = "(position, stream, category, version, event_id, event_type, \
      content_type, data, metadata, tags, recorded_at)";
 
-/// Writes `events` as they are (their positions, versions and recorded times), moves each
-/// stream's row and the head row to `end`, and notifies `channel`: the rows of a batch that
-/// took the head row beforehand (its appends carry conditions), and of an import.
+/// Writes `events` as they are (their positions, versions and recorded times), makes the
+/// rows of streams that had none, and notifies `channel` with `end`: the rows of a batch
+/// that holds the head lock and read the head beforehand (its appends carry conditions),
+/// and of an import. The head is the log's last position, so it moves with the events.
 pub(crate) async fn insert_rows<C: deadpool_postgres::GenericClient>(
     tx: &C,
     s: &str,
@@ -178,26 +179,20 @@ pub(crate) async fn insert_rows<C: deadpool_postgres::GenericClient>(
     let index_sql = format!(
         "INSERT INTO {s}.concord_streams (stream, version, last_position) \
          SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[]) \
-         ON CONFLICT (stream) DO UPDATE SET version = excluded.version, \
-         last_position = excluded.last_position"
+         ON CONFLICT (stream) DO NOTHING"
     );
-    let head_sql = format!("UPDATE {s}.concord_head SET position = $1 WHERE id = 1");
-    let (insert, index, head, notify) = tokio::try_join!(
+    let (insert, index, notify) = tokio::try_join!(
         tx.prepare_cached(&insert_sql),
         tx.prepare_cached(&index_sql),
-        tx.prepare_cached(&head_sql),
         tx.prepare_cached("SELECT pg_notify($1, $2)"),
     )?;
-    let end_i = bound(end.get());
     let end_text = end.get().to_string();
     let params = columns.params();
     let (event_params, index_params) = params.split_at(11);
-    let head_params: [&(dyn ToSql + Sync); 1] = [&end_i];
     let notify_params: [&(dyn ToSql + Sync); 2] = [&channel, &end_text];
     tokio::try_join!(
         tx.execute(&insert, event_params),
         tx.execute(&index, index_params),
-        tx.execute(&head, &head_params),
         tx.execute(&notify, &notify_params),
     )?;
     Ok(())
@@ -213,19 +208,23 @@ pub(super) struct Guard<'a> {
     pub(super) lock_key: i64,
 }
 
-/// The write statement: takes the head row (`UPDATE … RETURNING`, so the row is held from
-/// here to COMMIT as in every batch), inserts the events at positions relative to the head
-/// it found, moves the streams' rows and notifies; with a guard, all of it only if the guard
-/// holds. Returns the new head, or no row when the guard did not hold. The guard looks ids
-/// up as a join on both key columns, as the general path's read does: `stream = $1 AND
-/// event_id = ANY($2)` was planned (generic plan) as a scan of the stream's whole index range
-/// with the ids as a filter, an append slower the longer its stream (1.2 ms at 3 500 events).
+/// The write statement, sent once the head lock is held (`schema::head_lock_sql`, a
+/// statement before it, so that this one's snapshot sees the last holder's commit): reads
+/// the head, inserts the events at positions relative to it, makes the rows of new
+/// streams and notifies; with a guard, all of it only if the guard holds. Returns the new
+/// head, or no row when the guard did not hold. It updates no row: a snapshot held open
+/// elsewhere (a backup, a long report) would otherwise leave every append more old
+/// versions of the same row to walk past. The guard looks ids up as a join on both key
+/// columns, as the general path's read does: `stream = $1 AND event_id = ANY($2)` was
+/// planned (generic plan) as a scan of the stream's whole index range with the ids as a
+/// filter, an append slower the longer its stream (1.2 ms at 3 500 events).
 fn write_sql(s: &str, guarded: bool) -> String {
+    let state = crate::schema::STREAM_STATE;
     let (guard, when) = if guarded {
         (
             format!(
                 "guard AS (SELECT 1 WHERE CASE WHEN $18::boolean \
-                   THEN EXISTS (SELECT 1 FROM {s}.concord_streams WHERE stream = $17::text \
+                   THEN EXISTS (SELECT 1 FROM {s}.{state} WHERE stream = $17::text \
                      AND version = $19::bigint AND deleted_through = $20::bigint \
                      AND tombstoned = $21::boolean \
                      AND max_count IS NOT DISTINCT FROM $22::bigint \
@@ -244,16 +243,16 @@ fn write_sql(s: &str, guarded: bool) -> String {
     };
     format!(
         "WITH {guard}\
-         head AS (UPDATE {s}.concord_head SET position = position + $15::bigint \
-           WHERE id = 1{when} RETURNING position), \
+         head AS (SELECT GREATEST(h.position, \
+             COALESCE((SELECT max(position) FROM {s}.concord_events), 0)) + $15::bigint AS position \
+           FROM {s}.concord_head h WHERE h.id = 1{when}), \
          events AS (INSERT INTO {s}.concord_events {EVENT_COLUMNS} \
            SELECT head.position - $15::bigint + x.p, x.st, x.c, x.v, x.id, x.t, x.ct, x.d, x.m, \
              string_to_array(x.tg, E'\\x1f'), x.ra FROM head, {events}), \
          streams AS (INSERT INTO {s}.concord_streams (stream, version, last_position) \
            SELECT i.st, i.v, head.position - $15::bigint + i.p FROM head, \
              unnest($12::text[], $13::bigint[], $14::bigint[]) AS i(st, v, p) \
-           ON CONFLICT (stream) DO UPDATE SET version = excluded.version, \
-             last_position = excluded.last_position) \
+           ON CONFLICT (stream) DO NOTHING) \
          SELECT head.position FROM head, pg_notify($16::text, head.position::text) AS notified",
         events = unnest_events(1)
     )
@@ -268,8 +267,8 @@ const LONE_PARAMETERS: [&str; 26] = [
 ];
 
 /// The lone function of schema `s`: a lone append as one statement in autocommit. It takes
-/// the stream's advisory lock, then runs the guarded write statement, whose snapshot is
-/// taken once the lock is held (a volatile PL/pgSQL function takes one per statement under
+/// the stream's advisory lock and the head lock, then runs the guarded write statement,
+/// whose snapshot is taken once the locks are held (a volatile PL/pgSQL function takes one per statement under
 /// READ COMMITTED), exactly as BEGIN, the lock, the statement and COMMIT sent one by one
 /// would; but the server parses, answers and flushes one statement instead of four, and the
 /// client wakes once.
@@ -290,10 +289,12 @@ impl LoneFunction {
             "({}) RETURNS SETOF bigint LANGUAGE plpgsql AS $concord$\n\
              BEGIN\n\
              PERFORM pg_advisory_xact_lock($26);\n\
+             PERFORM {};\n\
              RETURN QUERY {};\n\
              END\n\
              $concord$",
             LONE_PARAMETERS.join(", "),
+            crate::schema::head_lock_sql(s).trim_start_matches("SELECT "),
             write_sql(s, true)
         );
         let name = format!("{s}.concord_append_lone_{:016x}", fnv1a(body.bytes()));

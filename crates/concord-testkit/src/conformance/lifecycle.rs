@@ -595,7 +595,7 @@ pub async fn scavenge_erases_hidden_events_everywhere_and_keeps_other_positions(
 }
 
 /// After a scavenge, a soft-deleted stream still never reuses a version, and the ids of
-/// its erased events make no duplicate.
+/// its erased events make no duplicate; erasing the log's last events reuses no position.
 pub async fn after_a_scavenge_a_recreated_stream_still_goes_on_from_its_last_version(
     store: Arc<dyn EventStore>,
 ) {
@@ -603,12 +603,23 @@ pub async fn after_a_scavenge_a_recreated_stream_still_goes_on_from_its_last_ver
     let old = vec![event("Registered", json!({"email": "ann@example.com"}))];
     write(&store, &s, ExpectedVersion::NoStream, old.clone()).await;
     seed(&store, &s, 40).await;
+    let head = store.head().await.unwrap();
     store.delete_stream(&s, None).await.unwrap();
     let report = store.scavenge().await.unwrap();
     assert_eq!(report.events_removed, 41);
     assert_eq!(store.stream_version(&s).await.unwrap(), Version::NONE);
+    assert_eq!(
+        store.head().await.unwrap(),
+        head,
+        "a scavenge does not move the head"
+    );
     let out = write(&store, &s, ExpectedVersion::NoStream, old).await;
     assert_eq!(out.first_version, Version(42));
+    assert!(
+        out.first_position > head,
+        "position {:?} was granted before the scavenge (head {head:?})",
+        out.first_position
+    );
     assert_eq!(versions(&read_whole_stream(&store, &s).await), vec![42]);
 }
 
