@@ -6,7 +6,7 @@
 //! not race. See `docs/design/postgres-layout.md`.
 
 use crate::error::PostgresError;
-use crate::writer::LoneFunction;
+use crate::writer::WriteFunction;
 
 /// The layout this build writes: 2 added the stream lifecycle columns of
 /// `concord_streams` (deletes, tombstones, retention settings, how far a scavenge erased);
@@ -17,7 +17,7 @@ use crate::writer::LoneFunction;
 /// greater of its row's and its last event's (the view `concord_stream_state`), so an
 /// append writes new rows only and a long-held snapshot elsewhere leaves it no old row
 /// versions to walk. A format-3 build would take the head row's lock and miss this one's
-/// appends, so it must refuse the schema. The lone function (`writer::LoneFunction`) is
+/// appends, so it must refuse the schema. The write functions (`writer::WriteFunction`) are
 /// code, not layout: each build adds its own.
 pub const FORMAT_VERSION: i32 = 4;
 
@@ -137,11 +137,12 @@ CREATE INDEX concord_streams_lifecycle ON {s}.concord_streams (stream) WHERE {};
     )
 }
 
-/// Creates or migrates schema `s` to [`FORMAT_VERSION`], and adds `lone` when it is missing.
+/// Creates or migrates schema `s` to [`FORMAT_VERSION`], and adds each of `functions` that
+/// is missing.
 pub(crate) async fn migrate(
     client: &mut tokio_postgres::Client,
     s: &str,
-    lone: &LoneFunction,
+    functions: &[WriteFunction],
 ) -> Result<(), PostgresError> {
     let err = |source| PostgresError::Migrate {
         schema: s.to_owned(),
@@ -217,18 +218,20 @@ pub(crate) async fn migrate(
             .map_err(err)?;
         }
     }
-    // This build's lone function, under the same lock: a build that finds it skips the
+    // This build's write functions, under the same lock: a build that finds them skips the
     // catalog write.
-    let present: bool = tx
-        .query_one(
-            "SELECT to_regprocedure($1) IS NOT NULL",
-            &[&lone.signature()],
-        )
-        .await
-        .and_then(|r| r.try_get(0))
-        .map_err(err)?;
-    if !present {
-        tx.batch_execute(&lone.create).await.map_err(err)?;
+    for function in functions {
+        let present: bool = tx
+            .query_one(
+                "SELECT to_regprocedure($1) IS NOT NULL",
+                &[&function.signature()],
+            )
+            .await
+            .and_then(|r| r.try_get(0))
+            .map_err(err)?;
+        if !present {
+            tx.batch_execute(&function.create).await.map_err(err)?;
+        }
     }
     tx.commit().await.map_err(err)
 }

@@ -25,7 +25,7 @@ use crate::lifecycle;
 use crate::matching::{MatchingError, matching_events};
 use crate::rows::{COLUMNS, bound, decode};
 use crate::schema;
-use crate::writer::{Job, LoneFunction, WriteSql, Writer};
+use crate::writer::{Job, WriteFunction, WriteSql, Writer};
 
 /// How long `wait_for_head` waits for a wake-up before it asks the database itself (the
 /// bounded fallback for a lost notification or a listener that is reconnecting).
@@ -169,8 +169,8 @@ impl PostgresStore {
             source: Box::new(e),
         };
         let mut client = pool.get().await.map_err(connect_error)?;
-        let lone = LoneFunction::new(&schema);
-        schema::migrate(&mut client, &schema, &lone).await?;
+        let functions = [WriteFunction::lone(&schema), WriteFunction::batch(&schema)];
+        schema::migrate(&mut client, &schema, &functions).await?;
         let head_sql = schema::head_sql(&schema);
         let head: i64 = client
             .query_one(&head_sql, &[])
@@ -199,7 +199,7 @@ impl PostgresStore {
             channel,
             limits: options.limits,
             signal: signal.clone(),
-            write_sql: WriteSql::new(&schema, &lone),
+            write_sql: WriteSql::new(&functions),
             known: std::sync::Mutex::default(),
             flights: std::sync::atomic::AtomicUsize::new(0),
             appending: Appending::default(),

@@ -21,9 +21,10 @@
 //!    events of a conflict or rebase (those reads show) in the same transaction, under the
 //!    same locks;
 //! 3. the head lock (`schema::head_lock_sql`): from taking it to COMMIT, no other process
-//!    can assign positions. A batch without conditions sends it with its write statement
-//!    (which reads the head and writes the events at positions relative to it) and COMMIT
-//!    in one exchange. A batch with conditions (DCB) takes it and reads the head first,
+//!    can assign positions. A batch without conditions takes it in the call of the batch
+//!    function (`WriteFunction::batch`: the lock, then the write statement, which reads the
+//!    head and writes the events at positions relative to it), sent with COMMIT in one
+//!    exchange. A batch with conditions (DCB) takes it and reads the head first,
 //!    checks them against everything before the head and the batch's own earlier appends,
 //!    then writes;
 //! 4. events, the rows of new streams and `pg_notify`, then COMMIT. No row is updated.
@@ -60,8 +61,8 @@ use crate::rows::{bound, decode};
 pub(crate) use lone::Known;
 use lone::Lone;
 pub(crate) use statements::insert_rows;
-pub(crate) use statements::{LoneFunction, WriteSql};
 use statements::{Session, prepare_write, write_relative};
+pub(crate) use statements::{WriteFunction, WriteSql};
 
 mod lone;
 mod statements;
@@ -906,12 +907,10 @@ impl Writer {
             let write = prepare_write(tx, &self.write_sql, false)
                 .await
                 .map_err(|e| self.db(e))?;
-            let (locked, head, committed) = tokio::join!(
-                tx.query_one(&head_lock, &[]),
+            let (head, committed) = tokio::join!(
                 write_relative(tx, &write, &self.channel, &written, None),
                 tx.batch_execute("COMMIT")
             );
-            locked.map_err(|e| self.db(e))?;
             let head = head.map_err(|e| self.db(e))?;
             committed.map_err(|e| self.db(e))?;
             let Some(head) = head else {

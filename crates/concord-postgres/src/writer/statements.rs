@@ -266,77 +266,119 @@ const LONE_PARAMETERS: [&str; 26] = [
     "bigint", "bigint", "boolean", "bigint", "bigint", "bigint", "bigint", "bigint",
 ];
 
-/// The lone function of schema `s`: a lone append as one statement in autocommit. It takes
-/// the stream's advisory lock and the head lock, then runs the guarded write statement,
-/// whose snapshot is taken once the locks are held (a volatile PL/pgSQL function takes one per statement under
-/// READ COMMITTED), exactly as BEGIN, the lock, the statement and COMMIT sent one by one
-/// would; but the server parses, answers and flushes one statement instead of four, and the
-/// client wakes once.
+/// The parameters of the batch function: the unguarded write statement's 16.
+const BATCH_PARAMETERS: usize = 16;
+
+/// A write function of schema `s`: the head lock, then the write statement, in one call
+/// whose statements each take a snapshot once the locks before them are held (a volatile
+/// PL/pgSQL function takes one per statement under READ COMMITTED), exactly as the locks
+/// and the statement sent one by one would; but the server parses, answers and flushes one
+/// statement, and the client wakes once. The lone function (`lone`) takes the stream's
+/// advisory lock first and runs the guarded statement, a lone append in autocommit; the
+/// batch function (`batch`) runs a batch's write, its streams locked earlier in the
+/// transaction.
 ///
 /// It is code, not layout: its name carries a digest of its text, and each build creates
 /// its own when it connects (`schema::migrate`), so that builds of one schema format share a
 /// database whatever their write statement, and a build never runs another's.
-pub(crate) struct LoneFunction {
-    /// `schema.concord_append_lone_<digest>`.
+pub(crate) struct WriteFunction {
+    /// `schema.concord_append_<kind>_<digest>`.
     pub(crate) name: String,
     /// `CREATE OR REPLACE FUNCTION …`.
     pub(crate) create: String,
+    parameters: &'static [&'static str],
 }
 
-impl LoneFunction {
-    pub(crate) fn new(s: &str) -> Self {
+impl WriteFunction {
+    /// The lone function of schema `s`.
+    pub(crate) fn lone(s: &str) -> Self {
+        Self::new(
+            s,
+            "lone",
+            &LONE_PARAMETERS,
+            "PERFORM pg_advisory_xact_lock($26);\n",
+            true,
+        )
+    }
+
+    /// The batch function of schema `s`.
+    pub(crate) fn batch(s: &str) -> Self {
+        let parameters = LONE_PARAMETERS
+            .get(..BATCH_PARAMETERS)
+            .unwrap_or(&LONE_PARAMETERS);
+        Self::new(s, "batch", parameters, "", false)
+    }
+
+    fn new(
+        s: &str,
+        kind: &str,
+        parameters: &'static [&'static str],
+        first: &str,
+        guarded: bool,
+    ) -> Self {
         let body = format!(
             "({}) RETURNS SETOF bigint LANGUAGE plpgsql AS $concord$\n\
              BEGIN\n\
-             PERFORM pg_advisory_xact_lock($26);\n\
+             {first}\
              PERFORM {};\n\
              RETURN QUERY {};\n\
              END\n\
              $concord$",
-            LONE_PARAMETERS.join(", "),
+            parameters.join(", "),
             crate::schema::head_lock_sql(s).trim_start_matches("SELECT "),
-            write_sql(s, true)
+            write_sql(s, guarded)
         );
-        let name = format!("{s}.concord_append_lone_{:016x}", fnv1a(body.bytes()));
+        let name = format!("{s}.concord_append_{kind}_{:016x}", fnv1a(body.bytes()));
         let create = format!("CREATE OR REPLACE FUNCTION {name}{body}");
-        LoneFunction { name, create }
+        WriteFunction {
+            name,
+            create,
+            parameters,
+        }
     }
 
     /// Its signature, as `to_regprocedure` takes it.
     pub(crate) fn signature(&self) -> String {
-        format!("{}({})", self.name, LONE_PARAMETERS.join(", "))
+        format!("{}({})", self.name, self.parameters.join(", "))
+    }
+
+    /// Its call, the arguments as parameters.
+    fn call(&self) -> String {
+        let args: Vec<String> = (1..=self.parameters.len())
+            .map(|i| format!("${i}"))
+            .collect();
+        format!("SELECT * FROM {}({})", self.name, args.join(", "))
     }
 }
 
 /// The write statement, prepared (and cached on the session): prepare it before the
 /// exchange that runs it, so that nothing is awaited between the statements of that exchange
-/// and they reach the server in order. `lone`: the call of the lone function instead.
+/// and they reach the server in order. `lone`: the call of the lone function instead of
+/// the batch function's.
 pub(super) async fn prepare_write(
     client: &deadpool_postgres::ClientWrapper,
     sql: &WriteSql,
     lone: bool,
 ) -> Result<tokio_postgres::Statement, tokio_postgres::Error> {
-    let text = if lone { &sql.lone } else { &sql.plain };
+    let text = if lone { &sql.lone } else { &sql.batch };
     client.prepare_cached(text).await
 }
 
-/// The write statement's text for a schema and the call of its lone function, made once per
-/// store rather than on every append.
+/// The calls of a schema's write functions, made once per store rather than on every
+/// append.
 #[derive(Debug)]
 pub(crate) struct WriteSql {
-    plain: String,
+    batch: String,
     lone: String,
 }
 
 impl WriteSql {
-    /// The texts for `schema`, whose lone function is `lone`.
-    pub(crate) fn new(schema: &str, lone: &LoneFunction) -> Self {
-        let args: Vec<String> = (1..=LONE_PARAMETERS.len())
-            .map(|i| format!("${i}"))
-            .collect();
+    /// The calls of `functions` (the lone function, then the batch function).
+    pub(crate) fn new(functions: &[WriteFunction; 2]) -> Self {
+        let [lone, batch] = functions;
         WriteSql {
-            plain: write_sql(schema, false),
-            lone: format!("SELECT * FROM {}({})", lone.name, args.join(", ")),
+            batch: batch.call(),
+            lone: lone.call(),
         }
     }
 }
