@@ -756,13 +756,6 @@ impl Writer {
             }
         }
 
-        let (head_lock_sql, head_sql) =
-            (crate::schema::head_lock_sql(s), crate::schema::head_sql(s));
-        let (head_lock, head_read) = tokio::try_join!(
-            tx.prepare_cached(&head_lock_sql),
-            tx.prepare_cached(&head_sql)
-        )
-        .map_err(|e| self.db(e))?;
         if writes.is_empty() {
             // A duplicate's answer must not come before the original commit is as durable as
             // any other: a transaction id gives this transaction a commit record, so behind
@@ -783,15 +776,22 @@ impl Writer {
         }
 
         // 3. The head lock: positions are assigned from here to COMMIT. A batch whose appends
-        // carry no condition has nothing to check under it, so it sends the lock with its
-        // write statement and COMMIT, its positions relative to the head the statement
-        // reads, and no round trip of this process's falls between taking the lock and
-        // COMMIT. One with conditions takes the lock and reads the head (a statement after
-        // the lock, so its snapshot sees the last holder's commit) before checking them.
+        // carry no condition has nothing to check under it, so the batch function takes the
+        // lock and then writes, its positions relative to the head the write reads, in one
+        // call sent with COMMIT: no round trip of this process's falls between taking the
+        // lock and COMMIT. One with conditions takes the lock and reads the head (a statement
+        // after the lock, so its snapshot sees the last holder's commit) before checking them.
         let conditioned = writes
             .iter()
             .any(|(j, _)| batch.get(*j).is_some_and(|r| r.condition.is_some()));
         let start = if conditioned {
+            let (head_lock_sql, head_sql) =
+                (crate::schema::head_lock_sql(s), crate::schema::head_sql(s));
+            let (head_lock, head_read) = tokio::try_join!(
+                tx.prepare_cached(&head_lock_sql),
+                tx.prepare_cached(&head_sql)
+            )
+            .map_err(|e| self.db(e))?;
             let (_, head_row) =
                 tokio::try_join!(tx.query_one(&head_lock, &[]), tx.query_one(&head_read, &[]))
                     .map_err(|e| self.db(e))?;
