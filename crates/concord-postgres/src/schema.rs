@@ -45,22 +45,33 @@ fn create_stream_state(s: &str) -> String {
 /// holes), so the head is the greater of it and the log's last position.
 pub(crate) fn head_sql(s: &str) -> String {
     format!(
-        "SELECT GREATEST(h.position, COALESCE((SELECT max(position) FROM {s}.concord_events), 0)) \
-         FROM {s}.concord_head h WHERE h.id = 1"
+        "SELECT {} FROM {s}.concord_head h WHERE h.id = 1",
+        head_of(s, "h")
     )
+}
+
+/// The head as an expression over the `concord_head` row named `row` (the write statement
+/// reads it so, relative positions added).
+pub(crate) fn head_of(s: &str, row: &str) -> String {
+    format!("GREATEST({row}.position, COALESCE((SELECT max(position) FROM {s}.concord_events), 0))")
 }
 
 /// The lock that orders position assignment across processes, held to the end of the
 /// transaction (so the next holder starts after this one's commit is visible). Two 32-bit
 /// keys: a space apart from the streams' 64-bit ones.
 pub(crate) fn head_lock_sql(s: &str) -> String {
+    format!("SELECT {}", head_lock(s))
+}
+
+/// The call that takes the head lock (`head_lock_sql`), as a PL/pgSQL function performs it.
+pub(crate) fn head_lock(s: &str) -> String {
     let k = crate::writer::fnv1a(format!("concord-head\0{s}").bytes());
     let [a, b, c, d, e, f, g, h] = k.to_be_bytes();
     let (high, low) = (
         i32::from_be_bytes([a, b, c, d]),
         i32::from_be_bytes([e, f, g, h]),
     );
-    format!("SELECT pg_advisory_xact_lock({high}, {low})")
+    format!("pg_advisory_xact_lock({high}, {low})")
 }
 
 /// The statements that create format 1 in schema `s`.

@@ -199,7 +199,7 @@ impl PostgresStore {
             channel,
             limits: options.limits,
             signal: signal.clone(),
-            write_sql: WriteSql::new(&functions),
+            write_sql: WriteSql::new(&schema, &functions),
             known: std::sync::Mutex::default(),
             flights: std::sync::atomic::AtomicUsize::new(0),
             appending: Appending::default(),

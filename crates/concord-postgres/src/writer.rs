@@ -785,11 +785,9 @@ impl Writer {
             .iter()
             .any(|(j, _)| batch.get(*j).is_some_and(|r| r.condition.is_some()));
         let start = if conditioned {
-            let (head_lock_sql, head_sql) =
-                (crate::schema::head_lock_sql(s), crate::schema::head_sql(s));
             let (head_lock, head_read) = tokio::try_join!(
-                tx.prepare_cached(&head_lock_sql),
-                tx.prepare_cached(&head_sql)
+                tx.prepare_cached(&self.write_sql.head_lock),
+                tx.prepare_cached(&self.write_sql.head)
             )
             .map_err(|e| self.db(e))?;
             let (_, head_row) =

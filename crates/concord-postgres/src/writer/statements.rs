@@ -243,8 +243,7 @@ fn write_sql(s: &str, guarded: bool) -> String {
     };
     format!(
         "WITH {guard}\
-         head AS (SELECT GREATEST(h.position, \
-             COALESCE((SELECT max(position) FROM {s}.concord_events), 0)) + $15::bigint AS position \
+         head AS (SELECT {head} + $15::bigint AS position \
            FROM {s}.concord_head h WHERE h.id = 1{when}), \
          events AS (INSERT INTO {s}.concord_events {EVENT_COLUMNS} \
            SELECT head.position - $15::bigint + x.p, x.st, x.c, x.v, x.id, x.t, x.ct, x.d, x.m, \
@@ -254,7 +253,8 @@ fn write_sql(s: &str, guarded: bool) -> String {
              unnest($12::text[], $13::bigint[], $14::bigint[]) AS i(st, v, p) \
            ON CONFLICT (stream) DO NOTHING) \
          SELECT head.position FROM head, pg_notify($16::text, head.position::text) AS notified",
-        events = unnest_events(1)
+        events = unnest_events(1),
+        head = crate::schema::head_of(s, "h")
     )
 }
 
@@ -325,7 +325,7 @@ impl WriteFunction {
              END\n\
              $concord$",
             parameters.join(", "),
-            crate::schema::head_lock_sql(s).trim_start_matches("SELECT "),
+            crate::schema::head_lock(s),
             write_sql(s, guarded)
         );
         let name = format!("{s}.concord_append_{kind}_{:016x}", fnv1a(body.bytes()));
@@ -370,15 +370,20 @@ pub(super) async fn prepare_write(
 pub(crate) struct WriteSql {
     batch: String,
     lone: String,
+    /// `schema::head_lock_sql` and `schema::head_sql`, for a batch with conditions.
+    pub(super) head_lock: String,
+    pub(super) head: String,
 }
 
 impl WriteSql {
-    /// The calls of `functions` (the lone function, then the batch function).
-    pub(crate) fn new(functions: &[WriteFunction; 2]) -> Self {
+    /// The calls of `functions` (the lone function, then the batch function) of schema `s`.
+    pub(crate) fn new(s: &str, functions: &[WriteFunction; 2]) -> Self {
         let [lone, batch] = functions;
         WriteSql {
             batch: batch.call(),
             lone: lone.call(),
+            head_lock: crate::schema::head_lock_sql(s),
+            head: crate::schema::head_sql(s),
         }
     }
 }
