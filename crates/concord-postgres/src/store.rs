@@ -169,7 +169,11 @@ impl PostgresStore {
             source: Box::new(e),
         };
         let mut client = pool.get().await.map_err(connect_error)?;
-        let functions = [WriteFunction::lone(&schema), WriteFunction::batch(&schema)];
+        let functions = [
+            WriteFunction::lone(&schema),
+            WriteFunction::one(&schema),
+            WriteFunction::batch(&schema),
+        ];
         schema::migrate(&mut client, &schema, &functions).await?;
         let head_sql = schema::head_sql(&schema);
         let head: i64 = client

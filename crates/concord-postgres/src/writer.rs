@@ -61,7 +61,7 @@ use crate::rows::{bound, decode};
 pub(crate) use lone::Known;
 use lone::Lone;
 pub(crate) use statements::insert_rows;
-use statements::{Session, prepare_write, write_relative};
+use statements::{Call, Session, prepare_write, write_relative};
 pub(crate) use statements::{WriteFunction, WriteSql};
 
 mod lone;
@@ -902,7 +902,7 @@ impl Writer {
             tx.batch_execute("COMMIT").await.map_err(|e| self.db(e))?;
             end.max(start)
         } else {
-            let write = prepare_write(tx, &self.write_sql, false)
+            let write = prepare_write(tx, &self.write_sql, Call::Batch)
                 .await
                 .map_err(|e| self.db(e))?;
             let (head, committed) = tokio::join!(

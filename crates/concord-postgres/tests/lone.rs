@@ -195,7 +195,7 @@ async fn retention_set_by_another_process_applies_to_the_next_append_of_a_stream
 }
 
 #[tokio::test]
-async fn a_lone_append_is_one_call_of_the_lone_function() {
+async fn a_lone_append_is_one_call_of_a_lone_function_the_one_event_function_when_it_has_one() {
     // Function call counts are kept only with `track_functions` (superuser; the test server
     // runs as postgres), here for the store's own sessions through the URL's options.
     let server = shared();
@@ -220,24 +220,45 @@ async fn a_lone_append_is_one_call_of_the_lone_function() {
         .unwrap();
         assert_eq!(out.appended().last_version, Version(version + 1));
     }
+    for version in [5, 7] {
+        let out = append(
+            &store,
+            &s,
+            ExpectedVersion::Exact(Version(version)),
+            vec![deposit(), deposit()],
+        )
+        .await
+        .unwrap();
+        assert_eq!(out.appended().last_version, Version(version + 2));
+    }
 
     // A backend reports its counts a while after it went idle (10 s on PostgreSQL 15).
-    let calls = || {
+    let calls = |kind: &str| {
         server
             .psql(&format!(
                 "SELECT coalesce(sum(calls), 0) FROM pg_stat_user_functions \
-                 WHERE schemaname = '{schema}' AND funcname LIKE 'concord\\_append\\_lone\\_%'"
+                 WHERE schemaname = '{schema}' AND funcname LIKE 'concord\\_append\\_{kind}\\_%'"
             ))
             .trim()
             .parse::<u64>()
             .unwrap()
     };
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while calls() < 5 && std::time::Instant::now() < deadline {
+    while (calls("one") < 5 || calls("lone") < 2) && std::time::Instant::now() < deadline {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    assert_eq!(calls(), 5);
-    assert_eq!(store.stream_version(&s).await.unwrap(), Version(5));
+    assert_eq!(calls("one"), 5);
+    assert_eq!(calls("lone"), 2);
+    assert_eq!(calls("batch"), 0);
+    assert_eq!(store.stream_version(&s).await.unwrap(), Version(9));
+    let read = store
+        .read_stream(&s, Version(1), Direction::Forward, 100)
+        .await
+        .unwrap();
+    let versions: Vec<u64> = read.iter().map(|e| e.version.get()).collect();
+    assert_eq!(versions, (1..=9).collect::<Vec<_>>());
+    let positions: Vec<u64> = read.iter().map(|e| e.position.get()).collect();
+    assert_eq!(positions, (1..=9).collect::<Vec<_>>());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

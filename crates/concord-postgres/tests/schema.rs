@@ -223,3 +223,19 @@ async fn appends_update_no_row_so_a_snapshot_held_open_elsewhere_leaves_them_not
     let account_1 = concord_core::StreamName::new("account-1").unwrap();
     assert_eq!(store.stream_version(&account_1).await.unwrap().get(), 41);
 }
+
+#[tokio::test]
+async fn the_lone_and_batch_functions_always_run_on_generic_plans() {
+    let (schema, url) = fresh_schema();
+    let _store = PostgresStore::connect(&url).await.unwrap();
+    let listed = shared().psql(&format!(
+        "SELECT string_agg(split_part(p.proname, '_', 3) || '=' || \
+           coalesce(array_to_string(p.proconfig, ','), ''), ' ' ORDER BY p.proname) \
+         FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace \
+         WHERE n.nspname = '{schema}' AND p.proname LIKE 'concord\\_append\\_%'"
+    ));
+    assert_eq!(
+        listed.trim(),
+        "batch=plan_cache_mode=force_generic_plan lone=plan_cache_mode=force_generic_plan one="
+    );
+}

@@ -5,9 +5,10 @@
 //! is what a single-threaded caller (a CLI, a script, a lone service) feels. The writer
 //! remembers each stream's row as its last batch left it ([`Known`]). With that row, it
 //! decides the append exactly as the general path would; when the answer is a plain write,
-//! it calls the lone function ([`super::LoneFunction`]) in autocommit: one statement that
-//! takes the stream's lock, then writes only if the row is still exactly the one remembered
-//! and none of the event ids is taken, and commits before it answers. When the row moved
+//! it calls the lone function (`WriteFunction::lone`; `WriteFunction::one` for an append of
+//! one event) in autocommit: one statement that takes the stream's lock, then writes only if
+//! the row is still exactly the one remembered and none of the event ids is taken, and
+//! commits before it answers. When the row moved
 //! (another process appended, a delete, a metadata change, a scavenge) or an id is taken, it
 //! writes nothing, and the append takes the general path. The remembered row is only a
 //! guess that the database checks under the same locks the general path holds; it never
@@ -25,7 +26,7 @@ use concord_core::{
     plan_multi_append,
 };
 
-use super::statements::{Guard, Session, prepare_write, write_relative};
+use super::statements::{Call, Guard, Session, prepare_write, write_one, write_relative};
 use super::{BatchError, Writer, lock_key};
 use crate::lifecycle::Stored;
 
@@ -158,7 +159,13 @@ impl Writer {
         let Some(client) = session.client() else {
             return Err(Session::gone());
         };
-        let write = prepare_write(client, &self.write_sql, true)
+        // An append of one event, the most common, calls the one-event function.
+        let call = if part.events.len() == 1 {
+            Call::One
+        } else {
+            Call::Lone
+        };
+        let write = prepare_write(client, &self.write_sql, call)
             .await
             .map_err(|e| self.db(e))?;
         let recorded_at = RecordedAt::now();
@@ -183,7 +190,11 @@ impl Writer {
         // writes under a snapshot taken once the lock is held (READ COMMITTED, as the
         // general path), and the server commits before it answers. A failure rolls the
         // whole statement back.
-        let head = match write_relative(client, &write, &self.channel, &events, Some(guard)).await {
+        let written = match (call, events.as_slice()) {
+            (Call::One, [event]) => write_one(client, &write, &self.channel, event, guard).await,
+            _ => write_relative(client, &write, &self.channel, &events, Some(guard)).await,
+        };
+        let head = match written {
             Ok(head) => head,
             Err(e) => {
                 // The session is dropped uncommitted: closed, not pooled.

@@ -219,22 +219,14 @@ pub(super) struct Guard<'a> {
 /// planned (generic plan) as a scan of the stream's whole index range with the ids as a
 /// filter, an append slower the longer its stream (1.2 ms at 3 500 events).
 fn write_sql(s: &str, guarded: bool) -> String {
-    let state = crate::schema::STREAM_STATE;
     let (guard, when) = if guarded {
         (
             format!(
-                "guard AS (SELECT 1 WHERE CASE WHEN $18::boolean \
-                   THEN EXISTS (SELECT 1 FROM {s}.{state} WHERE stream = $17::text \
-                     AND version = $19::bigint AND deleted_through = $20::bigint \
-                     AND tombstoned = $21::boolean \
-                     AND max_count IS NOT DISTINCT FROM $22::bigint \
-                     AND max_age_seconds IS NOT DISTINCT FROM $23::bigint \
-                     AND truncate_before IS NOT DISTINCT FROM $24::bigint \
-                     AND erased_through = $25::bigint) \
-                   ELSE NOT EXISTS (SELECT 1 FROM {s}.concord_streams WHERE stream = $17::text) END \
+                "guard AS (SELECT 1 WHERE {row} \
                  AND NOT EXISTS (SELECT 1 FROM {s}.concord_events e \
                    JOIN unnest($2::text[], $5::uuid[]) AS k(stream, event_id) \
-                   ON e.stream = k.stream AND e.event_id = k.event_id)), "
+                   ON e.stream = k.stream AND e.event_id = k.event_id)), ",
+                row = row_guard(s, 17, 18)
             ),
             " AND EXISTS (SELECT 1 FROM guard)",
         )
@@ -258,6 +250,80 @@ fn write_sql(s: &str, guarded: bool) -> String {
     )
 }
 
+/// The guard's test of the stream's row (the stream's name at `$stream`): with `$known`
+/// true, the row (read through the stream state view) is exactly the one at `$known + 1` …
+/// `$known + 7`; otherwise there is no row.
+fn row_guard(s: &str, stream: usize, known: usize) -> String {
+    let state = crate::schema::STREAM_STATE;
+    let p = |k: usize| format!("${}", known + k);
+    format!(
+        "CASE WHEN {known}::boolean \
+           THEN EXISTS (SELECT 1 FROM {s}.{state} WHERE stream = {stream}::text \
+             AND version = {version}::bigint AND deleted_through = {deleted}::bigint \
+             AND tombstoned = {tombstoned}::boolean \
+             AND max_count IS NOT DISTINCT FROM {count}::bigint \
+             AND max_age_seconds IS NOT DISTINCT FROM {age}::bigint \
+             AND truncate_before IS NOT DISTINCT FROM {before}::bigint \
+             AND erased_through = {erased}::bigint) \
+           ELSE NOT EXISTS (SELECT 1 FROM {s}.concord_streams WHERE stream = {stream}::text) END",
+        stream = format!("${stream}"),
+        known = p(0),
+        version = p(1),
+        deleted = p(2),
+        tombstoned = p(3),
+        count = p(4),
+        age = p(5),
+        before = p(6),
+        erased = p(7),
+    )
+}
+
+/// The one-event function's body after its locks: a lone append of one event, its columns
+/// as scalars (`$1` … `$10`, in [`EVENT_COLUMNS`] order but the position), the channel
+/// (`$11`), the assumed row (`$12` … `$19`, with the stream at `$1`); returns the event's
+/// position, or NULL when the guard did not hold (nothing written). Statements one after
+/// another, each as small as it can be: the server sets up each call's plans node by node,
+/// and the lone function's one statement of CTEs over arrays and their `unnest` spent
+/// ~12 % of the database's CPU per append in `ExecutorStart` against ~5 % for Message DB's
+/// `write_message` (`perf`, 12-07). Each statement takes its snapshot after the locks, as
+/// the CTE did: nothing it reads moves without them.
+fn one_body(s: &str) -> String {
+    format!(
+        "IF NOT ({row} AND NOT EXISTS (SELECT 1 FROM {s}.concord_events e \
+           WHERE e.stream = $1::text AND e.event_id = $4::uuid)) THEN\n\
+         RETURN NULL;\n\
+         END IF;\n\
+         SELECT {head} + 1 INTO p FROM {s}.concord_head h WHERE h.id = 1;\n\
+         INSERT INTO {s}.concord_events {EVENT_COLUMNS} VALUES (p, $1, $2, $3, $4, $5, $6, $7, \
+           $8, string_to_array($9, E'\\x1f'), $10);\n\
+         IF NOT $12 THEN\n\
+         INSERT INTO {s}.concord_streams (stream, version, last_position) VALUES ($1, $3, p) \
+           ON CONFLICT (stream) DO NOTHING;\n\
+         END IF;\n\
+         PERFORM pg_notify($11, p::text);\n\
+         RETURN p;",
+        row = row_guard(s, 1, 12),
+        head = crate::schema::head_of(s, "h")
+    )
+}
+
+/// The lone and batch functions' statement of CTEs runs on generic plans always. The plan cache otherwise weighs a statement's generic plan against
+/// the custom plans of its first calls and may plan it anew on every call, its choice
+/// turning on the statistics of the moment (seen: the lone function's statement planned on
+/// each of 3 604 calls, 0.4 ms each, a lone append's p50 1.28 ms against 0.61 ms in the next
+/// run; BENCHMARKS.md, "PostgreSQL: the one-event function"). Set on the functions, not the
+/// writer's sessions: a batch's condition reads want the plan for their parameters (a
+/// range from position 0 by a tag's index, not the log in order). The one-event function's
+/// small statements are planned generic by the cache itself.
+const GENERIC_PLANS: &str = "SET plan_cache_mode = force_generic_plan ";
+
+/// The parameters of the one-event function: the event's ten columns, the channel, the
+/// assumed row's eight, then the stream's lock key.
+const ONE_PARAMETERS: [&str; 20] = [
+    "text", "text", "bigint", "uuid", "text", "text", "bytea", "text", "text", "bigint", "text",
+    "boolean", "bigint", "bigint", "boolean", "bigint", "bigint", "bigint", "bigint", "bigint",
+];
+
 /// The parameters of the lone function: the guarded write statement's 25, then the
 /// stream's lock key.
 const LONE_PARAMETERS: [&str; 26] = [
@@ -275,8 +341,9 @@ const BATCH_PARAMETERS: usize = 16;
 /// and the statement sent one by one would; but the server parses, answers and flushes one
 /// statement, and the client wakes once. The lone function (`lone`) takes the stream's
 /// advisory lock first and runs the guarded statement, a lone append in autocommit; the
-/// batch function (`batch`) runs a batch's write, its streams locked earlier in the
-/// transaction.
+/// one-event function (`one`) does the same for a lone append of one event, the most
+/// common, with its columns as scalars; the batch function (`batch`) runs a batch's write,
+/// its streams locked earlier in the transaction.
 ///
 /// It is code, not layout: its name carries a digest of its text, and each build creates
 /// its own when it connects (`schema::migrate`), so that builds of one schema format share a
@@ -287,18 +354,45 @@ pub(crate) struct WriteFunction {
     /// `CREATE OR REPLACE FUNCTION …`.
     pub(crate) create: String,
     parameters: &'static [&'static str],
+    /// Whether it returns a set (called as a function scan).
+    set: bool,
 }
 
 impl WriteFunction {
     /// The lone function of schema `s`.
     pub(crate) fn lone(s: &str) -> Self {
+        let body = format!(
+            "BEGIN\n\
+             PERFORM pg_advisory_xact_lock($26);\n\
+             PERFORM {};\n\
+             RETURN QUERY {};\n\
+             END",
+            crate::schema::head_lock(s),
+            write_sql(s, true)
+        );
         Self::new(
             s,
             "lone",
             &LONE_PARAMETERS,
-            "PERFORM pg_advisory_xact_lock($26);\n",
-            true,
+            "SETOF bigint",
+            GENERIC_PLANS,
+            &body,
         )
+    }
+
+    /// The one-event function of schema `s`: the lone function for an append of one event.
+    pub(crate) fn one(s: &str) -> Self {
+        let body = format!(
+            "DECLARE p bigint;\n\
+             BEGIN\n\
+             PERFORM pg_advisory_xact_lock($20);\n\
+             PERFORM {};\n\
+             {}\n\
+             END",
+            crate::schema::head_lock(s),
+            one_body(s)
+        );
+        Self::new(s, "one", &ONE_PARAMETERS, "bigint", "", &body)
     }
 
     /// The batch function of schema `s`.
@@ -306,27 +400,28 @@ impl WriteFunction {
         let parameters = LONE_PARAMETERS
             .get(..BATCH_PARAMETERS)
             .unwrap_or(&LONE_PARAMETERS);
-        Self::new(s, "batch", parameters, "", false)
+        let body = format!(
+            "BEGIN\n\
+             PERFORM {};\n\
+             RETURN QUERY {};\n\
+             END",
+            crate::schema::head_lock(s),
+            write_sql(s, false)
+        );
+        Self::new(s, "batch", parameters, "SETOF bigint", GENERIC_PLANS, &body)
     }
 
     fn new(
         s: &str,
         kind: &str,
         parameters: &'static [&'static str],
-        first: &str,
-        guarded: bool,
+        returns: &str,
+        options: &str,
+        block: &str,
     ) -> Self {
         let body = format!(
-            "({}) RETURNS SETOF bigint LANGUAGE plpgsql AS $concord$\n\
-             BEGIN\n\
-             {first}\
-             PERFORM {};\n\
-             RETURN QUERY {};\n\
-             END\n\
-             $concord$",
+            "({}) RETURNS {returns} {options}LANGUAGE plpgsql AS $concord$\n{block}\n$concord$",
             parameters.join(", "),
-            crate::schema::head_lock(s),
-            write_sql(s, guarded)
         );
         let name = format!("{s}.concord_append_{kind}_{:016x}", fnv1a(body.bytes()));
         let create = format!("CREATE OR REPLACE FUNCTION {name}{body}");
@@ -334,6 +429,7 @@ impl WriteFunction {
             name,
             create,
             parameters,
+            set: returns.starts_with("SETOF"),
         }
     }
 
@@ -342,25 +438,38 @@ impl WriteFunction {
         format!("{}({})", self.name, self.parameters.join(", "))
     }
 
-    /// Its call, the arguments as parameters.
+    /// Its call, the arguments as parameters: a function of one value is called as an
+    /// expression (the server sets up no function scan and no tuplestore for it).
     fn call(&self) -> String {
         let args: Vec<String> = (1..=self.parameters.len())
             .map(|i| format!("${i}"))
             .collect();
-        format!("SELECT * FROM {}({})", self.name, args.join(", "))
+        let from = if self.set { "* FROM " } else { "" };
+        format!("SELECT {from}{}({})", self.name, args.join(", "))
     }
+}
+
+/// Which write function a call is of.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Call {
+    Batch,
+    Lone,
+    One,
 }
 
 /// The write statement, prepared (and cached on the session): prepare it before the
 /// exchange that runs it, so that nothing is awaited between the statements of that exchange
-/// and they reach the server in order. `lone`: the call of the lone function instead of
-/// the batch function's.
+/// and they reach the server in order.
 pub(super) async fn prepare_write(
     client: &deadpool_postgres::ClientWrapper,
     sql: &WriteSql,
-    lone: bool,
+    call: Call,
 ) -> Result<tokio_postgres::Statement, tokio_postgres::Error> {
-    let text = if lone { &sql.lone } else { &sql.batch };
+    let text = match call {
+        Call::Batch => &sql.batch,
+        Call::Lone => &sql.lone,
+        Call::One => &sql.one,
+    };
     client.prepare_cached(text).await
 }
 
@@ -370,22 +479,73 @@ pub(super) async fn prepare_write(
 pub(crate) struct WriteSql {
     batch: String,
     lone: String,
+    one: String,
     /// `schema::head_lock_sql` and `schema::head_sql`, for a batch with conditions.
     pub(super) head_lock: String,
     pub(super) head: String,
 }
 
 impl WriteSql {
-    /// The calls of `functions` (the lone function, then the batch function) of schema `s`.
-    pub(crate) fn new(s: &str, functions: &[WriteFunction; 2]) -> Self {
-        let [lone, batch] = functions;
+    /// The calls of `functions` (the lone function, the one-event function, then the batch
+    /// function) of schema `s`.
+    pub(crate) fn new(s: &str, functions: &[WriteFunction; 3]) -> Self {
+        let [lone, one, batch] = functions;
         WriteSql {
             batch: batch.call(),
             lone: lone.call(),
+            one: one.call(),
             head_lock: crate::schema::head_lock_sql(s),
             head: crate::schema::head_sql(s),
         }
     }
+}
+
+/// Runs the one-event function's call (from [`prepare_write`]) for `event` on the row
+/// `guard` assumes. Returns its position, or `None` when the guard did not hold (nothing
+/// written: the function returned NULL).
+pub(super) async fn write_one(
+    client: &deadpool_postgres::ClientWrapper,
+    statement: &tokio_postgres::Statement,
+    channel: &str,
+    event: &RecordedEvent,
+    guard: Guard<'_>,
+) -> Result<Option<Position>, tokio_postgres::Error> {
+    let category = event.stream.category();
+    let category = category.as_str();
+    let event_type = event.event_type.as_str();
+    let data = event.data.as_bytes();
+    let metadata = event.metadata.as_str();
+    let version = bound(event.version.get());
+    let id = *event.id.as_uuid();
+    let content_type = event.data.bytes_content_type().map(|c| c.as_str());
+    let tags = event
+        .tags
+        .iter()
+        .map(|t| t.as_str())
+        .collect::<Vec<_>>()
+        .join(&TAG_SEPARATOR.to_string());
+    let recorded = bound(event.recorded_at.as_millis());
+    let known = guard.row.is_some();
+    let row = Assumed::of(guard.row);
+    let mut params: Vec<&(dyn ToSql + Sync)> = vec![
+        &guard.stream,
+        &category,
+        &version,
+        &id,
+        &event_type,
+        &content_type,
+        &data,
+        &metadata,
+        &tags,
+        &recorded,
+        &channel,
+        &known,
+    ];
+    params.extend(row.params());
+    params.push(&guard.lock_key);
+    let row = client.query_one(statement, &params).await?;
+    let position: Option<i64> = row.try_get(0)?;
+    Ok(position.map(|p| Position(u64::try_from(p).unwrap_or(0))))
 }
 
 /// Runs the write statement (from [`prepare_write`]; with a `guard`, the lone function's
