@@ -159,15 +159,6 @@ impl Writer {
         let Some(client) = session.client() else {
             return Err(Session::gone());
         };
-        // An append of one event, the most common, calls the one-event function.
-        let call = if part.events.len() == 1 {
-            Call::One
-        } else {
-            Call::Lone
-        };
-        let write = prepare_write(client, &self.write_sql, call)
-            .await
-            .map_err(|e| self.db(e))?;
         let recorded_at = RecordedAt::now();
         let events: Vec<RecordedEvent> = (1u64..)
             .zip(&part.events)
@@ -181,6 +172,15 @@ impl Writer {
                 )
             })
             .collect();
+        // An append of one event, the most common, calls the one-event function.
+        let one = match events.as_slice() {
+            [event] => Some(event),
+            _ => None,
+        };
+        let call = if one.is_some() { Call::One } else { Call::Lone };
+        let write = prepare_write(client, &self.write_sql, call)
+            .await
+            .map_err(|e| self.db(e))?;
         let guard = Guard {
             stream: part.stream.as_str(),
             row: guess.row,
@@ -190,9 +190,9 @@ impl Writer {
         // writes under a snapshot taken once the lock is held (READ COMMITTED, as the
         // general path), and the server commits before it answers. A failure rolls the
         // whole statement back.
-        let written = match (call, events.as_slice()) {
-            (Call::One, [event]) => write_one(client, &write, &self.channel, event, guard).await,
-            _ => write_relative(client, &write, &self.channel, &events, Some(guard)).await,
+        let written = match one {
+            Some(event) => write_one(client, &write, &self.channel, event, guard).await,
+            None => write_relative(client, &write, &self.channel, &events, Some(guard)).await,
         };
         let head = match written {
             Ok(head) => head,

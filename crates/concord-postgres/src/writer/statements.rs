@@ -97,16 +97,7 @@ impl<'a> Columns<'a> {
                 .collect(),
             data: events.iter().map(|e| e.data.as_bytes()).collect(),
             metadata: events.iter().map(|e| e.metadata.as_str()).collect(),
-            tags: events
-                .iter()
-                .map(|e| {
-                    e.tags
-                        .iter()
-                        .map(|t| t.as_str())
-                        .collect::<Vec<_>>()
-                        .join(&TAG_SEPARATOR.to_string())
-                })
-                .collect(),
+            tags: events.iter().map(joined_tags).collect(),
             recorded: events
                 .iter()
                 .map(|e| bound(e.recorded_at.as_millis()))
@@ -136,6 +127,16 @@ impl<'a> Columns<'a> {
             &self.index_positions,
         ]
     }
+}
+
+/// An event's tags as one text, which the statements split with `string_to_array`.
+fn joined_tags(event: &RecordedEvent) -> String {
+    event
+        .tags
+        .iter()
+        .map(|t| t.as_str())
+        .collect::<Vec<_>>()
+        .join(&TAG_SEPARATOR.to_string())
 }
 
 /// `unnest` of the event columns at parameters `$n` … `$n+10`, as `x(p, st, c, v, id, t, ct,
@@ -518,12 +519,7 @@ pub(super) async fn write_one(
     let version = bound(event.version.get());
     let id = *event.id.as_uuid();
     let content_type = event.data.bytes_content_type().map(|c| c.as_str());
-    let tags = event
-        .tags
-        .iter()
-        .map(|t| t.as_str())
-        .collect::<Vec<_>>()
-        .join(&TAG_SEPARATOR.to_string());
+    let tags = joined_tags(event);
     let recorded = bound(event.recorded_at.as_millis());
     let known = guard.row.is_some();
     let row = Assumed::of(guard.row);
