@@ -124,26 +124,46 @@ async fn calls_fail_fast_while_redis_is_down_and_the_store_recovers_when_it_is_b
 
     // The same store reconnects by itself; the retried append (same event id) lands once.
     let deadline = Instant::now() + Duration::from_secs(20);
-    let outcome = loop {
-        match store.append(retry.clone()).await {
-            Ok(outcome) => break outcome,
-            Err(StoreError::Unavailable { .. }) if Instant::now() < deadline => {
-                tokio::task::yield_now().await
-            }
-            Err(e) => panic!("the store did not recover after Redis came back: {e:?}"),
-        }
-    };
+    let outcome = answered(deadline, "append", || store.append(retry.clone())).await;
     assert_eq!(outcome.appended().first_version, Version(2));
-    let events = store
-        .read_stream(&s, Version(1), Direction::Forward, 10)
-        .await
-        .unwrap();
+    let events = answered(deadline, "read_stream", || {
+        store.read_stream(&s, Version(1), Direction::Forward, 10)
+    })
+    .await;
     assert_eq!(
         events.iter().map(|e| e.version.get()).collect::<Vec<_>>(),
         [1, 2]
     );
-    assert_eq!(store.head().await.unwrap(), Position(2));
-    assert_eq!(store.wait_for_head(Position(1)).await.unwrap(), Position(2));
+    assert_eq!(
+        answered(deadline, "head", || store.head()).await,
+        Position(2)
+    );
+    assert_eq!(
+        answered(deadline, "wait_for_head", || store
+            .wait_for_head(Position(1)))
+        .await,
+        Position(2)
+    );
+}
+
+/// The answer of `call` once Redis is back. A call may still time out after that (the
+/// store's 1 s command timeout, on a machine busy with other tests): the store has
+/// recovered when calls succeed again before `deadline`; any other error, or none by then,
+/// fails the test.
+async fn answered<T, F, Fut>(deadline: Instant, what: &str, mut call: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, StoreError>>,
+{
+    loop {
+        match call().await {
+            Ok(answer) => return answer,
+            Err(StoreError::Unavailable { .. }) if Instant::now() < deadline => {
+                tokio::task::yield_now().await
+            }
+            Err(e) => panic!("{what} did not recover after Redis came back: {e:?}"),
+        }
+    }
 }
 
 /// Reads of the global log go over connections of the store's own, kept idle between
