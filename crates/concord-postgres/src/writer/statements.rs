@@ -355,8 +355,7 @@ pub(crate) struct WriteFunction {
     /// `CREATE OR REPLACE FUNCTION …`.
     pub(crate) create: String,
     parameters: &'static [&'static str],
-    /// Whether it returns a set (called as a function scan).
-    set: bool,
+    returns: Returns,
 }
 
 impl WriteFunction {
@@ -375,7 +374,7 @@ impl WriteFunction {
             s,
             "lone",
             &LONE_PARAMETERS,
-            "SETOF bigint",
+            Returns::Heads,
             GENERIC_PLANS,
             &body,
         )
@@ -393,7 +392,7 @@ impl WriteFunction {
             crate::schema::head_lock(s),
             one_body(s)
         );
-        Self::new(s, "one", &ONE_PARAMETERS, "bigint", "", &body)
+        Self::new(s, "one", &ONE_PARAMETERS, Returns::Position, "", &body)
     }
 
     /// The batch function of schema `s`.
@@ -409,20 +408,21 @@ impl WriteFunction {
             crate::schema::head_lock(s),
             write_sql(s, false)
         );
-        Self::new(s, "batch", parameters, "SETOF bigint", GENERIC_PLANS, &body)
+        Self::new(s, "batch", parameters, Returns::Heads, GENERIC_PLANS, &body)
     }
 
     fn new(
         s: &str,
         kind: &str,
         parameters: &'static [&'static str],
-        returns: &str,
+        returns: Returns,
         options: &str,
         block: &str,
     ) -> Self {
         let body = format!(
-            "({}) RETURNS {returns} {options}LANGUAGE plpgsql AS $concord$\n{block}\n$concord$",
+            "({}) RETURNS {} {options}LANGUAGE plpgsql AS $concord$\n{block}\n$concord$",
             parameters.join(", "),
+            returns.sql(),
         );
         let name = format!("{s}.concord_append_{kind}_{:016x}", fnv1a(body.bytes()));
         let create = format!("CREATE OR REPLACE FUNCTION {name}{body}");
@@ -430,7 +430,7 @@ impl WriteFunction {
             name,
             create,
             parameters,
-            set: returns.starts_with("SETOF"),
+            returns,
         }
     }
 
@@ -445,8 +445,29 @@ impl WriteFunction {
         let args: Vec<String> = (1..=self.parameters.len())
             .map(|i| format!("${i}"))
             .collect();
-        let from = if self.set { "* FROM " } else { "" };
+        let from = match self.returns {
+            Returns::Heads => "* FROM ",
+            Returns::Position => "",
+        };
         format!("SELECT {from}{}({})", self.name, args.join(", "))
+    }
+}
+
+/// What a write function returns.
+#[derive(Debug, Clone, Copy)]
+enum Returns {
+    /// The new head, or no row when its guard did not hold (called as a function scan).
+    Heads,
+    /// The event's position, or NULL when its guard did not hold.
+    Position,
+}
+
+impl Returns {
+    fn sql(self) -> &'static str {
+        match self {
+            Returns::Heads => "SETOF bigint",
+            Returns::Position => "bigint",
+        }
     }
 }
 
