@@ -76,8 +76,13 @@ pub(crate) fn parse(url: &str) -> Result<StoreUrl, PostgresError> {
     }
     let timeout_ms = STATEMENT_TIMEOUT.as_millis();
     let options = config.get_options().unwrap_or_default().to_owned();
+    // READ COMMITTED whatever the database's or the role's default: each statement of the
+    // write functions, a lone append's called in autocommit, must take its snapshot after
+    // the locks before it are held (under REPEATABLE READ a function's statements would
+    // share the snapshot of its call, taken before its locks).
     config.options(format!(
-        "{options} -c statement_timeout={timeout_ms} -c idle_in_transaction_session_timeout={timeout_ms}"
+        "{options} -c statement_timeout={timeout_ms} -c idle_in_transaction_session_timeout={timeout_ms} \
+         -c default_transaction_isolation=read\\ committed"
     ).trim());
     if config.get_application_name().is_none() {
         config.application_name("concord");

@@ -35,11 +35,113 @@ fn event(kind: &str) -> NewEvent {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_stores_on_one_database_give_gap_free_positions_in_order() {
+    three_stores_give_gap_free_positions_in_order(&shared().url_with_fresh_schema()).await;
+}
+
+/// A role (or database) whose default isolation is REPEATABLE READ changes nothing: each
+/// statement of a write function must see the commits before the locks it waited for, which
+/// a snapshot shared by the whole call, taken before them, would not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_default_isolation_of_repeatable_read_changes_nothing() {
+    let server = shared();
+    let role = concord_testkit::postgres::unique_schema();
+    server.psql(&format!(
+        "CREATE ROLE {role} LOGIN SUPERUSER; \
+         ALTER ROLE {role} SET default_transaction_isolation = 'repeatable read'"
+    ));
+    let url = |schema: &str| {
+        format!(
+            "postgres://{role}@127.0.0.1:{}/postgres?schema={schema}\
+             &options=-c%20track_functions%3Dpl",
+            server.port()
+        )
+    };
+    // Batches of several processes, and lone appends of two, each taking the head lock in
+    // turn.
+    three_stores_give_gap_free_positions_in_order(&url(&role)).await;
+    let lone = format!("{role}_lone");
+    two_lone_writers_give_gap_free_positions(&url(&lone), &lone).await;
+}
+
+/// Two stores with one writer each: every append reaches its writer alone and is one call
+/// of the one-event function, the two taking the head lock in turn. A call that read the
+/// head before the other's commit would fail on the position taken, and its append would be
+/// written again by the general path (right, but a failed statement and a batch each time).
+async fn two_lone_writers_give_gap_free_positions(url: &str, schema: &str) {
+    let appends = 40 * concord_testkit::scale();
+    let a = Arc::new(PostgresStore::connect(url).await.unwrap());
+    let b = Arc::new(PostgresStore::connect(url).await.unwrap());
+    let writers: Vec<_> = [a, b]
+        .into_iter()
+        .enumerate()
+        .map(|(si, store)| {
+            tokio::spawn(async move {
+                let stream = StreamName::new(format!("lone-{si}")).unwrap();
+                let mut positions = Vec::new();
+                for i in 0..appends {
+                    let outcome = store
+                        .append(AppendRequest::new(
+                            stream.clone(),
+                            ExpectedVersion::Exact(Version(i as u64)),
+                            vec![event("Deposited")],
+                        ))
+                        .await
+                        .unwrap();
+                    positions.push(outcome.appended().first_position.get());
+                }
+                (store, positions)
+            })
+        })
+        .collect();
+    let mut acknowledged: Vec<u64> = Vec::new();
+    let mut stores = Vec::new();
+    for w in writers {
+        let (store, positions) = w.await.unwrap();
+        acknowledged.extend(positions);
+        stores.push(store);
+    }
+    acknowledged.sort_unstable();
+    let total = 2 * appends as u64;
+    let expected: Vec<u64> = (1..=total).collect();
+    assert_eq!(
+        acknowledged, expected,
+        "a position granted twice or skipped"
+    );
+    let page = stores[0]
+        .read_all(Position(1), &Filter::all(), 1000)
+        .await
+        .unwrap();
+    let read: Vec<u64> = page.events.iter().map(|e| e.position.get()).collect();
+    assert_eq!(read, expected);
+
+    // Calls that completed, per write function (counted once a session reports them).
+    let calls = |kind: &str| -> u64 {
+        shared()
+            .psql(&format!(
+                "SELECT coalesce(sum(calls), 0) FROM pg_stat_user_functions \
+                 WHERE schemaname = '{schema}' AND funcname LIKE 'concord\\_append\\_{kind}\\_%'"
+            ))
+            .trim()
+            .parse::<u64>()
+            .unwrap()
+    };
+    drop(stores);
+    let deadline = std::time::Instant::now() + WAIT;
+    while calls("one") + calls("batch") < total && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        (calls("one"), calls("batch")),
+        (total, 0),
+        "every lone append written by one call of the one-event function"
+    );
+}
+
+async fn three_stores_give_gap_free_positions_in_order(url: &str) {
     let appends_per_writer = 15 * concord_testkit::scale();
-    let url = shared().url_with_fresh_schema();
     let mut stores = Vec::new();
     for _ in 0..STORES {
-        stores.push(Arc::new(PostgresStore::connect(&url).await.unwrap()));
+        stores.push(Arc::new(PostgresStore::connect(url).await.unwrap()));
     }
     let expected_total = STORES * WRITERS_PER_STORE * appends_per_writer * 2;
 
