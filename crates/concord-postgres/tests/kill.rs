@@ -1,7 +1,8 @@
 //! SIGKILL of PostgreSQL itself under 16 writers, five times: nothing acknowledged is lost,
-//! no append is partly visible, positions stay gap-free, and the same store carries on once
-//! the database is back (no reopen). Each writer re-sends an append that failed with the
-//! same event ids until it is acknowledged, so every attempted append ends written once.
+//! nothing a reader saw is taken back, no append is partly visible, positions stay
+//! gap-free, and the same store carries on once the database is back (no reopen). Each
+//! writer re-sends an append that failed with the same event ids until it is acknowledged,
+//! so every attempted append ends written once; a reader follows the log throughout.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -29,7 +30,7 @@ const ACKS_PER_CYCLE: usize = 30;
 const WAIT: Duration = Duration::from_secs(120);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigkill_of_postgres_loses_nothing_acknowledged_and_writes_no_part_of_an_append() {
+async fn sigkill_of_postgres_loses_nothing_acknowledged_or_read_and_writes_no_part_of_an_append() {
     let mut server = PostgresServer::start();
     let store = Arc::new(PostgresStore::connect(&server.url()).await.unwrap());
     let stop = Arc::new(AtomicBool::new(false));
@@ -75,6 +76,31 @@ async fn sigkill_of_postgres_loses_nothing_acknowledged_and_writes_no_part_of_an
         })
         .collect();
 
+    // A reader following the log through the kills: whatever it saw must still be there,
+    // at the position it saw, once the database has recovered (an event read before it was
+    // durable could be taken back by the crash and its position given to another).
+    let reader = {
+        let (store, stop) = (Arc::clone(&store), Arc::clone(&stop));
+        tokio::spawn(async move {
+            let mut seen: Vec<(Position, EventId)> = Vec::new();
+            let mut next = Position(1);
+            while !stop.load(Ordering::Relaxed) {
+                match store.read_all(next, &Filter::all(), 1000).await {
+                    Ok(page) if !page.events.is_empty() => {
+                        seen.extend(page.events.iter().map(|e| (e.position, e.id)));
+                        next = page.next_from;
+                    }
+                    // Caught up, or the database is down: wait (at most ~1 s) either way.
+                    Ok(_) | Err(StoreError::Unavailable { .. }) => {
+                        let _ = store.wait_for_head(Position(next.get() - 1)).await;
+                    }
+                    Err(other) => panic!("reader: {other:?}"),
+                }
+            }
+            seen
+        })
+    };
+
     for cycle in 1..=CYCLES {
         let target = cycle * ACKS_PER_CYCLE;
         tokio::time::timeout(WAIT, acked.wait_for(|n| *n >= target))
@@ -103,6 +129,7 @@ async fn sigkill_of_postgres_loses_nothing_acknowledged_and_writes_no_part_of_an
         failures > 0,
         "no append ever met the dead database: the kills tested nothing"
     );
+    let seen = tokio::time::timeout(WAIT, reader).await.unwrap().unwrap();
 
     // Every event of the log, read through the same store.
     let head = store.head().await.unwrap();
@@ -131,6 +158,18 @@ async fn sigkill_of_postgres_loses_nothing_acknowledged_and_writes_no_part_of_an
             at.get(second),
             Some(&position.next()),
             "an acknowledged append is partly visible"
+        );
+    }
+    assert!(
+        seen.len() >= 2 * ACKS_PER_CYCLE,
+        "the reader saw {} events: it followed nothing",
+        seen.len()
+    );
+    for (position, id) in &seen {
+        assert_eq!(
+            at.get(id),
+            Some(position),
+            "an event a reader saw was taken back or moved by the crash"
         );
     }
     // Every append was re-sent until acknowledged, so the log holds exactly those.
