@@ -758,13 +758,17 @@ impl Writer {
 
         if writes.is_empty() {
             // A duplicate's answer must not come before the original commit is as durable as
-            // any other: a transaction id gives this transaction a commit record, so behind
-            // a synchronous standby its COMMIT waits for the standby too.
+            // any other (it may have been left visible but not replicated, its session's
+            // wait for the standby cancelled): this transaction's COMMIT must flush the WAL
+            // and wait for a synchronous standby up to its own record, which follows the
+            // original's. A transaction id alone does not do it: PostgreSQL commits a
+            // transaction that wrote no WAL record without flushing or waiting. So it writes
+            // one, a transactional logical message, which takes the transaction id too.
             let duplicates = answers
                 .iter()
                 .any(|a| matches!(a, Some(Ok(outcome)) if outcome.duplicate));
             if duplicates {
-                tx.batch_execute("SELECT pg_current_xact_id()")
+                tx.batch_execute(DURABLE_COMMIT_SQL)
                     .await
                     .map_err(|e| self.db(e))?;
             }
@@ -1128,6 +1132,11 @@ impl Overlay {
             .map(|(_, t)| t)
     }
 }
+
+/// Makes the transaction's COMMIT flush the WAL and wait for a synchronous standby: it
+/// writes a WAL record (a transactional logical message, prefix `concord`, which logical
+/// decoding hands only to consumers that ask for messages) and so takes a transaction id.
+const DURABLE_COMMIT_SQL: &str = "SELECT pg_logical_emit_message(true, 'concord', '')";
 
 /// Takes the advisory locks of `$1` (keys from [`lock_keys`]) for the rest of the
 /// transaction.

@@ -2,7 +2,8 @@
 //! one store whose URL lists both hosts with `target_session_attrs=read-write`. The primary
 //! is SIGKILLed and the standby promoted; while there is no primary, appends fail cleanly
 //! with `Unavailable` (bounded, no hang); then the same store carries on against the new
-//! primary, and every acknowledged event is there.
+//! primary, and every acknowledged event is there. And a duplicate's answer, like an
+//! append's, waits for the synchronous standby.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -113,4 +114,61 @@ async fn after_the_standby_is_promoted_appends_resume_and_nothing_acknowledged_i
         );
     }
     assert_eq!(log.len(), acknowledged.len());
+}
+
+/// A re-send after an unknown outcome is answered `Duplicate` from the original, which may
+/// be visible on the primary without being on the standby (a commit whose wait for the
+/// standby was cancelled): the answer must wait for the standby as an append's would. With
+/// the standby down, the re-send's COMMIT is seen waiting for it (`SyncRep`), and answers
+/// once it is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_duplicate_is_answered_only_once_the_synchronous_standby_has_the_original() {
+    let (primary, mut standby, url) = PostgresServer::start_with_synchronous_standby();
+    let store = Arc::new(PostgresStore::connect(&url).await.unwrap());
+    let stream = StreamName::new("account-1").unwrap();
+    let request = AppendRequest::new(
+        stream,
+        ExpectedVersion::NoStream,
+        vec![NewEvent::new(
+            EventType::new("Deposited").unwrap(),
+            Json::empty_object(),
+        )],
+    );
+    let original = store.append(request.clone()).await.unwrap();
+
+    tokio::task::block_in_place(|| standby.kill());
+    let resend = {
+        let store = Arc::clone(&store);
+        tokio::spawn(async move { store.append(request).await })
+    };
+    let waiting_for_the_standby = || {
+        primary
+            .psql(
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE wait_event = 'SyncRep' AND application_name = 'concord'",
+            )
+            .trim()
+            == "1"
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !waiting_for_the_standby() {
+        assert!(
+            !resend.is_finished(),
+            "the duplicate was answered while the standby was down"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the re-send never waited for the standby"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    tokio::task::block_in_place(|| standby.restart());
+    let answer = tokio::time::timeout(WAIT, resend)
+        .await
+        .expect("the duplicate is answered once the standby is back")
+        .unwrap()
+        .unwrap();
+    assert!(answer.is_duplicate(), "{answer:?}");
+    assert_eq!(answer.appended(), original.appended());
 }
