@@ -10,6 +10,8 @@
     clippy::panic
 )]
 
+mod common;
+
 use concord_core::{
     AppendOutcome, AppendRequest, Direction, EventId, EventStore, EventType, ExpectedVersion,
     Filter, Json, NewEvent, Position, StoreError, StreamMetadata, StreamName, Version,
@@ -232,17 +234,7 @@ async fn a_lone_append_is_one_call_of_a_lone_function_the_one_event_function_whe
         assert_eq!(out.appended().last_version, Version(version + 2));
     }
 
-    // A backend reports its counts a while after it went idle (10 s on PostgreSQL 15).
-    let calls = |kind: &str| {
-        server
-            .psql(&format!(
-                "SELECT coalesce(sum(calls), 0) FROM pg_stat_user_functions \
-                 WHERE schemaname = '{schema}' AND funcname LIKE 'concord\\_append\\_{kind}\\_%'"
-            ))
-            .trim()
-            .parse::<u64>()
-            .unwrap()
-    };
+    let calls = |kind: &str| common::write_function_calls(&schema, kind);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while (calls("one") < 5 || calls("lone") < 2) && std::time::Instant::now() < deadline {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;

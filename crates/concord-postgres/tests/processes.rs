@@ -114,17 +114,7 @@ async fn two_lone_writers_give_gap_free_positions(url: &str, schema: &str) {
     let read: Vec<u64> = page.events.iter().map(|e| e.position.get()).collect();
     assert_eq!(read, expected);
 
-    // Calls that completed, per write function (counted once a session reports them).
-    let calls = |kind: &str| -> u64 {
-        shared()
-            .psql(&format!(
-                "SELECT coalesce(sum(calls), 0) FROM pg_stat_user_functions \
-                 WHERE schemaname = '{schema}' AND funcname LIKE 'concord\\_append\\_{kind}\\_%'"
-            ))
-            .trim()
-            .parse::<u64>()
-            .unwrap()
-    };
+    let calls = |kind: &str| common::write_function_calls(schema, kind);
     drop(stores);
     let deadline = std::time::Instant::now() + WAIT;
     while calls("one") + calls("batch") < total && std::time::Instant::now() < deadline {

@@ -18,3 +18,18 @@ pub(crate) async fn fresh_store() -> PostgresStore {
 pub(crate) async fn fresh() -> TestStore {
     TestStore::new(Arc::new(fresh_store().await))
 }
+
+/// How many calls of schema `schema`'s write functions of `kind` (`one`, `lone`, `batch`)
+/// completed, as far as the sessions have reported them (a backend reports its counts a
+/// while after it went idle, 10 s on PostgreSQL 15, or when it ends). Counted only with
+/// `track_functions` on for the store's sessions (the URL's `options`).
+pub(crate) fn write_function_calls(schema: &str, kind: &str) -> u64 {
+    shared()
+        .psql(&format!(
+            "SELECT coalesce(sum(calls), 0) FROM pg_stat_user_functions \
+             WHERE schemaname = '{schema}' AND funcname LIKE 'concord\\_append\\_{kind}\\_%'"
+        ))
+        .trim()
+        .parse::<u64>()
+        .expect("a count")
+}
