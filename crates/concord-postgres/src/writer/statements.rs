@@ -129,7 +129,7 @@ impl<'a> Columns<'a> {
     }
 }
 
-/// An event's tags as one text, which the statements split with `string_to_array`.
+/// An event's tags as one text, which the statements split back with [`split_tags`].
 fn joined_tags(event: &RecordedEvent) -> String {
     event
         .tags
@@ -137,6 +137,14 @@ fn joined_tags(event: &RecordedEvent) -> String {
         .map(|t| t.as_str())
         .collect::<Vec<_>>()
         .join(&TAG_SEPARATOR.to_string())
+}
+
+/// The SQL that splits `joined`, a text from [`joined_tags`], into the `tags` column's array.
+fn split_tags(joined: &str) -> String {
+    format!(
+        "string_to_array({joined}, E'\\x{:02x}')",
+        u32::from(TAG_SEPARATOR)
+    )
 }
 
 /// `unnest` of the event columns at parameters `$n` … `$n+10`, as `x(p, st, c, v, id, t, ct,
@@ -174,7 +182,8 @@ pub(crate) async fn insert_rows<C: deadpool_postgres::GenericClient>(
     let columns = Columns::new(events);
     let insert_sql = format!(
         "INSERT INTO {s}.concord_events {EVENT_COLUMNS} \
-         SELECT p, st, c, v, id, t, ct, d, m, string_to_array(tg, E'\\x1f'), ra FROM {}",
+         SELECT p, st, c, v, id, t, ct, d, m, {}, ra FROM {}",
+        split_tags("tg"),
         unnest_events(1)
     );
     let index_sql = format!(
@@ -240,13 +249,14 @@ fn write_sql(s: &str, guarded: bool) -> String {
            FROM {s}.concord_head h WHERE h.id = 1{when}), \
          events AS (INSERT INTO {s}.concord_events {EVENT_COLUMNS} \
            SELECT head.position - $15::bigint + x.p, x.st, x.c, x.v, x.id, x.t, x.ct, x.d, x.m, \
-             string_to_array(x.tg, E'\\x1f'), x.ra FROM head, {events}), \
+             {tags}, x.ra FROM head, {events}), \
          streams AS (INSERT INTO {s}.concord_streams (stream, version, last_position) \
            SELECT i.st, i.v, head.position - $15::bigint + i.p FROM head, \
              unnest($12::text[], $13::bigint[], $14::bigint[]) AS i(st, v, p) \
            ON CONFLICT (stream) DO NOTHING) \
          SELECT head.position FROM head, pg_notify($16::text, head.position::text) AS notified",
         events = unnest_events(1),
+        tags = split_tags("x.tg"),
         head = crate::schema::head_of(s, "h")
     )
 }
@@ -296,7 +306,7 @@ fn one_body(s: &str) -> String {
          END IF;\n\
          SELECT {head} + 1 INTO p FROM {s}.concord_head h WHERE h.id = 1;\n\
          INSERT INTO {s}.concord_events {EVENT_COLUMNS} VALUES (p, $1, $2, $3, $4, $5, $6, $7, \
-           $8, string_to_array($9, E'\\x1f'), $10);\n\
+           $8, {tags}, $10);\n\
          IF NOT $12 THEN\n\
          INSERT INTO {s}.concord_streams (stream, version, last_position) VALUES ($1, $3, p) \
            ON CONFLICT (stream) DO NOTHING;\n\
@@ -304,6 +314,7 @@ fn one_body(s: &str) -> String {
          PERFORM pg_notify($11, p::text);\n\
          RETURN p;",
         row = row_guard(s, 1, 12),
+        tags = split_tags("$9"),
         head = crate::schema::head_of(s, "h")
     )
 }
@@ -633,5 +644,15 @@ impl Assumed {
             &self.truncate_before,
             &self.erased_through,
         ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_statements_split_tags_on_the_separator_they_are_joined_with() {
+        assert_eq!(split_tags("tg"), "string_to_array(tg, E'\\x1f')");
     }
 }
