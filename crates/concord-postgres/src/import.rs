@@ -49,9 +49,7 @@ impl PostgresStore {
             }
         }
         self.check_new_ids(&tx, &events).await?;
-        insert_rows(&tx, s, &format!("concord_{s}"), &events, end)
-            .await
-            .map_err(|e| self.db(e))?;
+        insert_rows(&tx, s, &events).await.map_err(|e| self.db(e))?;
         // A stream the source had erased a prefix of starts above version 1: its row says
         // so, as a scavenge's would.
         for (import, through) in erased {
@@ -65,8 +63,16 @@ impl PostgresStore {
             .await
             .map_err(|e| self.db(e))?;
         }
+        // Its mark, in its own transaction: committed synchronously, the import is durable
+        // when readers see it.
+        let durable: i64 = tx
+            .query_one(&crate::schema::mark_sql(s), &[&format!("concord_{s}")])
+            .await
+            .and_then(|r| r.try_get(0))
+            .map_err(|e| self.db(e))?;
         tx.commit().await.map_err(|e| self.db(e))?;
-        self.signal().advance(end);
+        self.signal()
+            .advance(end.max(Position(u64::try_from(durable).unwrap_or(0))));
         Ok(())
     }
 
@@ -155,7 +161,7 @@ impl PostgresStore {
                     "SELECT stream, {LIFECYCLE_COLUMNS} FROM {}.{} \
                      WHERE ($1::text IS NULL OR stream > $1) ORDER BY stream LIMIT $2",
                     self.schema(),
-                    crate::schema::STREAM_STATE
+                    crate::schema::STREAM_DURABLE
                 ),
                 &[&after.map(StreamName::as_str), &limit],
             )

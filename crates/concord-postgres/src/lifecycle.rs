@@ -122,11 +122,20 @@ pub(crate) fn backward_sql(schema: &str) -> String {
     )
 }
 
-/// The SQL of one stream's row (`$1` the stream).
+/// The SQL of one stream's row (`$1` the stream), as the writer and lifecycle changes see
+/// it under the stream's lock (every committed event).
 pub(crate) fn stored_sql(schema: &str) -> String {
     format!(
         "SELECT {LIFECYCLE_COLUMNS} FROM {schema}.{} WHERE stream = $1",
         crate::schema::STREAM_STATE
+    )
+}
+
+/// As [`stored_sql`], as readers see it: as of the durable head (ADR 0004).
+pub(crate) fn durable_stored_sql(schema: &str) -> String {
+    format!(
+        "SELECT {LIFECYCLE_COLUMNS} FROM {schema}.{} WHERE stream = $1",
+        crate::schema::STREAM_DURABLE
     )
 }
 

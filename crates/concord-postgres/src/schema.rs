@@ -17,9 +17,12 @@ use crate::writer::WriteFunction;
 /// greater of its row's and its last event's (the view `concord_stream_state`), so an
 /// append writes new rows only and a long-held snapshot elsewhere leaves it no old row
 /// versions to walk. A format-3 build would take the head row's lock and miss this one's
-/// appends, so it must refuse the schema. The write functions (`writer::WriteFunction`) are
-/// code, not layout: each build adds its own.
-pub const FORMAT_VERSION: i32 = 4;
+/// appends, so it must refuse the schema. 5 added the durable head (`concord_durable` and
+/// the view `concord_stream_durable`): a batch commits without waiting for its WAL flush, and
+/// readers see only what a mark says is durable (ADR 0004); a format-4 build would read past
+/// the durable head. The write functions (`writer::WriteFunction`) are code, not layout:
+/// each build adds its own.
+pub const FORMAT_VERSION: i32 = 5;
 
 /// The view of each stream's state as readers and the writer see it: the row's lifecycle
 /// columns, and as `version` / `last_position` those of its last event, or the row's when
@@ -40,7 +43,73 @@ fn create_stream_state(s: &str) -> String {
     )
 }
 
-/// The head: the last position assigned. Appends do not move `concord_head` (it holds
+/// Each stream's state as readers see it: [`STREAM_STATE`] as of the durable head (ADR
+/// 0004), its last event the last one at or below it, and a row made by a batch not yet
+/// durable (its `last_position` past the durable head) as no row's version. Lifecycle
+/// columns are the row's: lifecycle changes commit synchronously.
+pub(crate) const STREAM_DURABLE: &str = "concord_stream_durable";
+
+fn create_stream_durable(s: &str) -> String {
+    format!(
+        "CREATE OR REPLACE VIEW {s}.{STREAM_DURABLE} AS \
+         SELECT r.stream, \
+           GREATEST(CASE WHEN r.last_position <= d.position THEN r.version ELSE 0 END, \
+             COALESCE(l.version, 0)) AS version, \
+           CASE WHEN r.last_position > d.position THEN COALESCE(l.position, 0) \
+             WHEN l.version >= r.version THEN l.position ELSE r.last_position END AS last_position, \
+           r.deleted_through, r.tombstoned, r.max_count, r.max_age_seconds, r.truncate_before, \
+           r.erased_through \
+         FROM (SELECT {durable} AS position FROM {s}.concord_head h WHERE h.id = 1) d \
+         CROSS JOIN {s}.concord_streams r \
+         LEFT JOIN LATERAL (SELECT e.version, e.position FROM {s}.concord_events e \
+           WHERE e.stream = r.stream AND e.position <= d.position ORDER BY e.version DESC LIMIT 1) l \
+         ON true;",
+        durable = durable_head_of(s, "h")
+    )
+}
+
+/// The durable head (ADR 0004): the greatest mark in `concord_durable`, or `concord_head`
+/// where a synchronous commit moved it (a scavenge, an import). Every position at or below
+/// it is committed, visible and flushed (and on a synchronous standby): what every reader,
+/// `head` and subscription follows.
+pub(crate) fn durable_head_sql(s: &str) -> String {
+    format!(
+        "SELECT {} FROM {s}.concord_head h WHERE h.id = 1",
+        durable_head_of(s, "h")
+    )
+}
+
+fn durable_head_of(s: &str, row: &str) -> String {
+    format!(
+        "GREATEST({row}.position, COALESCE((SELECT max(position) FROM {s}.concord_durable), 0))"
+    )
+}
+
+/// The mark (ADR 0004), a statement of its own in autocommit, committed synchronously:
+/// records the last position its snapshot sees and notifies channel `$1` with it, returning
+/// it. Its commit record follows that of every batch its snapshot saw, so it is visible
+/// (and answers) only once they are all flushed: it makes them durable to readers. An
+/// insert, not an update or `ON CONFLICT DO NOTHING`: a transaction that writes no WAL
+/// record commits without flushing.
+pub(crate) fn mark_sql(s: &str) -> String {
+    format!(
+        "WITH m AS (INSERT INTO {s}.concord_durable (position) \
+           SELECT {} FROM {s}.concord_head h WHERE h.id = 1 RETURNING position) \
+         SELECT m.position FROM m, pg_notify($1::text, m.position::text) AS notified",
+        head_of(s, "h")
+    )
+}
+
+/// Removes the marks below the greatest one visible: readers read only the greatest.
+pub(crate) fn prune_marks_sql(s: &str) -> String {
+    format!(
+        "DELETE FROM {s}.concord_durable \
+         WHERE position < (SELECT max(position) FROM {s}.concord_durable)"
+    )
+}
+
+/// The head: the last position assigned, durable or not (the writer's, and a scavenge's or
+/// an import's under the head lock). Appends do not move `concord_head` (it holds
 /// what the log no longer shows: a scavenge that erased the last events, an import's
 /// holes), so the head is the greater of it and the log's last position.
 pub(crate) fn head_sql(s: &str) -> String {
@@ -148,6 +217,20 @@ CREATE INDEX concord_streams_lifecycle ON {s}.concord_streams (stream) WHERE {};
     )
 }
 
+/// The statements that turn format 4 into format 5 in schema `s`: the marks, one at the
+/// current head (everything a format-4 build wrote was committed synchronously), and the
+/// readers' view.
+fn migrate_v4_to_v5(s: &str) -> String {
+    format!(
+        "CREATE TABLE {s}.concord_durable (position bigint NOT NULL);
+CREATE INDEX concord_durable_position ON {s}.concord_durable (position);
+INSERT INTO {s}.concord_durable {};
+{}",
+        head_sql(s),
+        create_stream_durable(s)
+    )
+}
+
 /// Creates or migrates schema `s` to [`FORMAT_VERSION`], and adds each of `functions` that
 /// is missing.
 pub(crate) async fn migrate(
@@ -207,6 +290,9 @@ pub(crate) async fn migrate(
                     .await
                     .map_err(err)?;
             }
+            if v < 5 {
+                tx.batch_execute(&migrate_v4_to_v5(s)).await.map_err(err)?;
+            }
             tx.execute(
                 &format!("UPDATE {s}.concord_meta SET format_version = $1 WHERE id = 1"),
                 &[&FORMAT_VERSION],
@@ -221,6 +307,7 @@ pub(crate) async fn migrate(
             tx.batch_execute(&create_stream_state(s))
                 .await
                 .map_err(err)?;
+            tx.batch_execute(&migrate_v4_to_v5(s)).await.map_err(err)?;
             tx.execute(
                 &format!("INSERT INTO {s}.concord_meta VALUES (1, $1)"),
                 &[&FORMAT_VERSION],

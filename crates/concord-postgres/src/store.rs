@@ -175,9 +175,11 @@ impl PostgresStore {
             WriteFunction::batch(&schema),
         ];
         schema::migrate(&mut client, &schema, &functions).await?;
-        let head_sql = schema::head_sql(&schema);
+        let channel = format!("concord_{schema}");
+        // A mark first: batches that committed without one (their process died before it)
+        // become durable to readers now that a flush covers them.
         let head: i64 = client
-            .query_one(&head_sql, &[])
+            .query_one(&schema::mark_sql(&schema), &[&channel])
             .await
             .and_then(|r| r.try_get(0))
             .map_err(|e| PostgresError::Migrate {
@@ -186,7 +188,7 @@ impl PostgresStore {
             })?;
         drop(client);
         let signal = HeadSignal::new(Position(u64::try_from(head).unwrap_or(0)));
-        let channel = format!("concord_{schema}");
+        let head_sql = schema::durable_head_sql(&schema);
         let listener = Listener {
             started: std::sync::atomic::AtomicBool::new(false),
             state: std::sync::Mutex::new(Listening::Idle {
@@ -207,6 +209,7 @@ impl PostgresStore {
             known: std::sync::Mutex::default(),
             flights: std::sync::atomic::AtomicUsize::new(0),
             appending: Appending::default(),
+            marks: std::sync::atomic::AtomicU64::new(0),
         };
         let writer = Arc::new(writer);
         tokio::spawn(Arc::clone(&writer).run(receiver));
@@ -297,7 +300,7 @@ impl PostgresStore {
         stream: &StreamName,
     ) -> Result<Option<lifecycle::Stored>, StoreError> {
         let stmt = client
-            .prepare_cached(&lifecycle::stored_sql(&self.inner.schema))
+            .prepare_cached(&lifecycle::durable_stored_sql(&self.inner.schema))
             .await
             .map_err(|e| self.db(e))?;
         let row = client
@@ -307,9 +310,10 @@ impl PostgresStore {
         row.map(|r| lifecycle::Stored::decode(&r, 0)).transpose()
     }
 
+    /// The durable head (ADR 0004): what every read is bounded by.
     async fn read_head(&self) -> Result<Position, StoreError> {
         let client = self.client().await?;
-        let sql = schema::head_sql(&self.inner.schema);
+        let sql = schema::durable_head_sql(&self.inner.schema);
         let stmt = client.prepare_cached(&sql).await.map_err(|e| self.db(e))?;
         let row = client.query_one(&stmt, &[]).await.map_err(|e| self.db(e))?;
         let head: i64 = row.try_get(0).map_err(|e| self.db(e))?;
@@ -523,7 +527,7 @@ impl EventStore for PostgresStore {
              AND NOT tombstoned AND version > deleted_through \
              ORDER BY stream LIMIT $3",
             self.inner.schema,
-            schema::STREAM_STATE
+            schema::STREAM_DURABLE
         );
         let client = self.client().await?;
         let stmt = client.prepare_cached(&sql).await.map_err(|e| self.db(e))?;

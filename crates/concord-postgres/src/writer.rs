@@ -227,6 +227,8 @@ pub(crate) struct Writer {
     /// The appends under way in this process: a lone caller's is told by it (`submit`), and
     /// the writer waits a little for those about to be queued (`gather`).
     pub(crate) appending: Appending,
+    /// Marks this writer made (`mark`), for their pruning.
+    pub(crate) marks: std::sync::atomic::AtomicU64,
 }
 
 /// A failure of the whole batch: every append in it gets the same answer.
@@ -445,10 +447,13 @@ impl Writer {
              JOIN unnest($1::text[], $2::uuid[]) AS k(stream, event_id) \
              ON e.stream = k.stream AND e.event_id = k.event_id"
         );
-        let (lock_stmt, versions_stmt, found_stmt) = tokio::try_join!(
+        // The mark's statement too, before BEGIN: parsing an insert locks its table, which
+        // must not happen with the streams' locks held.
+        let (lock_stmt, versions_stmt, found_stmt, mark) = tokio::try_join!(
             tx.prepare_cached(LOCK_STREAMS_SQL),
             tx.prepare_cached(&versions_sql),
-            tx.prepare_cached(&found_sql)
+            tx.prepare_cached(&found_sql),
+            tx.prepare_cached(&self.write_sql.mark)
         )
         .map_err(|e| self.db(e))?;
         let lock_params: [&(dyn ToSql + Sync); 1] = [&keys];
@@ -757,26 +762,16 @@ impl Writer {
         }
 
         if writes.is_empty() {
-            // A duplicate's answer must not come before the original commit is as durable as
-            // any other (it may have been left visible but not replicated, its session's
-            // wait for the standby cancelled): this transaction's COMMIT must flush the WAL
-            // and wait for a synchronous standby up to its own record, which follows the
-            // original's. A transaction id alone does not do it: PostgreSQL commits a
-            // transaction that wrote no WAL record without flushing or waiting. So it writes
-            // one, a transactional logical message, which takes the transaction id too.
-            let duplicates = answers
-                .iter()
-                .any(|a| matches!(a, Some(Ok(outcome)) if outcome.duplicate));
-            if duplicates {
-                tx.batch_execute(DURABLE_COMMIT_SQL)
-                    .await
-                    .map_err(|e| self.db(e))?;
-            }
-            tx.batch_execute("COMMIT").await.map_err(|e| self.db(e))?;
+            // What it answers (a duplicate's original, a conflict's missed events) may have
+            // been committed by batches not yet durable: its callers are answered after its
+            // mark, as a write's.
+            let (committed, durable) =
+                tokio::join!(tx.batch_execute("COMMIT"), self.mark(tx, &mark));
+            committed.map_err(|e| self.db(e))?;
+            let durable = durable.map_err(|e| self.db(e))?;
             session.committed();
             lone::remember(&mut self.known(), &versions, batch_streams(batch), &[]);
-            let head = self.signal.head();
-            return Ok((finish(answers, &deferred), head));
+            return Ok((finish(answers, &deferred), durable));
         }
 
         // 3. The head lock: positions are assigned from here to COMMIT. A batch whose appends
@@ -895,26 +890,30 @@ impl Writer {
         for ((k, _, _, _), rows) in own_reads.into_iter().zip(own_rows) {
             own_events.insert(k, decode_all(&rows)?);
         }
-        // 4. Insert, stream index, head, notification; then COMMIT.
-        let end = if conditioned {
-            let end = Position(next.get() - 1);
+        // 4. Insert and stream index; then COMMIT, and the mark behind it in the same
+        // exchange (ADR 0004): the COMMIT releases the head lock without waiting for its
+        // flush, the mark's synchronous commit waits for it, and the callers are answered
+        // after the mark.
+        let durable = if conditioned {
             if !written.is_empty() {
-                insert_rows(tx, s, &self.channel, &written, end)
-                    .await
-                    .map_err(|e| self.db(e))?;
+                insert_rows(tx, s, &written).await.map_err(|e| self.db(e))?;
             }
-            tx.batch_execute("COMMIT").await.map_err(|e| self.db(e))?;
-            end.max(start)
+            let (committed, durable) =
+                tokio::join!(tx.batch_execute("COMMIT"), self.mark(tx, &mark));
+            committed.map_err(|e| self.db(e))?;
+            durable.map_err(|e| self.db(e))?
         } else {
             let write = prepare_write(tx, &self.write_sql, Call::Batch)
                 .await
                 .map_err(|e| self.db(e))?;
-            let (head, committed) = tokio::join!(
+            let (head, committed, durable) = tokio::join!(
                 write_relative(tx, &write, &self.channel, &written, None),
-                tx.batch_execute("COMMIT")
+                tx.batch_execute("COMMIT"),
+                self.mark(tx, &mark)
             );
             let head = head.map_err(|e| self.db(e))?;
             committed.map_err(|e| self.db(e))?;
+            let durable = durable.map_err(|e| self.db(e))?;
             let Some(head) = head else {
                 return Err(BatchError {
                     unavailable: false,
@@ -930,7 +929,7 @@ impl Writer {
                 appended.first_position = Position(base + appended.first_position.get());
                 appended.last_position = Position(base + appended.last_position.get());
             }
-            head
+            durable
         };
         session.committed();
         lone::remember(&mut self.known(), &versions, batch_streams(batch), &written);
@@ -978,7 +977,7 @@ impl Writer {
                 *slot = Some(Ok(MultiAppendOutcome::from_parts(parts)));
             }
         }
-        Ok((finish(answers, &deferred), end))
+        Ok((finish(answers, &deferred), durable))
     }
 
     /// The first events matching `query` after `after`, up to the head `head`.
@@ -1005,6 +1004,39 @@ impl Writer {
                 message: e.to_string(),
             },
         })
+    }
+
+    /// Runs the mark (`WriteSql::mark`, prepared as `statement`) on `client` in autocommit,
+    /// committed synchronously: returns the durable head it wrote, which covers every batch
+    /// committed before it. Sent in the exchange of a batch's COMMIT, after it. Every
+    /// [`PRUNE_EVERY`]-th mark of this writer also removes the marks below the greatest.
+    async fn mark(
+        &self,
+        client: &deadpool_postgres::ClientWrapper,
+        statement: &tokio_postgres::Statement,
+    ) -> Result<Position, tokio_postgres::Error> {
+        let row = client.query_one(statement, &[&self.channel]).await?;
+        let head: i64 = row.try_get(0)?;
+        self.prune_now(client).await;
+        Ok(Position(u64::try_from(head).unwrap_or(0)))
+    }
+
+    /// Counts a mark; every [`PRUNE_EVERY`]-th, removes those below the greatest visible one
+    /// (in a transaction that does not wait for its flush: a prune lost in a crash is only
+    /// done again). A failure is logged, not answered: the appends it follows stand.
+    async fn prune_now(&self, client: &deadpool_postgres::ClientWrapper) {
+        if self.marks.fetch_add(1, Ordering::Relaxed) % PRUNE_EVERY != PRUNE_EVERY - 1 {
+            return;
+        }
+        let pruned = client
+            .batch_execute(&format!(
+                "BEGIN; SET LOCAL synchronous_commit TO off; {}; COMMIT",
+                self.write_sql.prune
+            ))
+            .await;
+        if let Err(e) = pruned {
+            tracing::warn!(error = %e, "postgres: pruning the durable marks failed");
+        }
     }
 
     /// A pooled session for a transaction begun by hand.
@@ -1133,10 +1165,9 @@ impl Overlay {
     }
 }
 
-/// Makes the transaction's COMMIT flush the WAL and wait for a synchronous standby: it
-/// writes a WAL record (a transactional logical message, prefix `concord`, which logical
-/// decoding hands only to consumers that ask for messages) and so takes a transaction id.
-const DURABLE_COMMIT_SQL: &str = "SELECT pg_logical_emit_message(true, 'concord', '')";
+/// Marks after which a writer removes the marks below the last one (`schema::prune_marks_sql`):
+/// readers read only the greatest, and the table stays a few pages.
+const PRUNE_EVERY: u64 = 1000;
 
 /// Takes the advisory locks of `$1` (keys from [`lock_keys`]) for the rest of the
 /// transaction.

@@ -230,9 +230,11 @@ async fn a_format_1_schema_is_migrated_on_connect_and_its_streams_can_be_deleted
     write(&store, "customer-1", vec![marked(&old), marked(&old)]).await;
     write(&store, "customer-2", vec![marked("other")]).await;
     drop(store);
-    // Back to format 1 as an older Concord left it: no lifecycle columns (and no view).
+    // Back to format 1 as an older Concord left it: no lifecycle columns (and no views, no
+    // durable head).
     server.psql(&format!(
-        "DROP VIEW {schema}.concord_stream_state; DROP INDEX {schema}.concord_streams_lifecycle; \
+        "DROP VIEW {schema}.concord_stream_durable; DROP TABLE {schema}.concord_durable; \
+         DROP VIEW {schema}.concord_stream_state; DROP INDEX {schema}.concord_streams_lifecycle; \
          ALTER TABLE {schema}.concord_streams DROP COLUMN deleted_through, \
          DROP COLUMN tombstoned, DROP COLUMN max_count, DROP COLUMN max_age_seconds, \
          DROP COLUMN truncate_before, DROP COLUMN erased_through; \

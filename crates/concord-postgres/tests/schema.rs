@@ -159,9 +159,11 @@ async fn a_format_2_schema_is_migrated_so_that_a_stream_rows_version_is_updated_
     let _ = store.append(append("account-1")).await.unwrap();
     drop(store);
     assert!(version_updates_in_place(&schema, "account-1"));
-    // Back to format 2 as the previous Concord left it: `version` in the index predicate.
+    // Back to format 2 as the previous Concord left it: `version` in the index predicate
+    // (and no durable head).
     server.psql(&format!(
-        "DROP INDEX {schema}.concord_streams_lifecycle; \
+        "DROP VIEW {schema}.concord_stream_durable; DROP TABLE {schema}.concord_durable; \
+         DROP INDEX {schema}.concord_streams_lifecycle; \
          CREATE INDEX concord_streams_lifecycle ON {schema}.concord_streams (stream) \
          WHERE deleted_through > erased_through OR (tombstoned AND erased_through < version) \
          OR max_count IS NOT NULL OR max_age_seconds IS NOT NULL OR truncate_before IS NOT NULL; \
@@ -238,4 +240,44 @@ async fn the_lone_and_batch_functions_always_run_on_generic_plans() {
         listed.trim(),
         "batch=plan_cache_mode=force_generic_plan lone=plan_cache_mode=force_generic_plan one="
     );
+}
+
+/// Format 4 had no durable head: every commit waited for its flush. The migration marks the
+/// head it finds, so readers of the migrated schema see every event at once.
+#[tokio::test]
+async fn a_format_4_schema_is_migrated_with_its_head_marked_durable() {
+    let server = shared();
+    let (schema, url) = fresh_schema();
+    let store = PostgresStore::connect(&url).await.unwrap();
+    let _ = store.append(append("account-1")).await.unwrap();
+    let _ = store.append(append("account-2")).await.unwrap();
+    drop(store);
+    server.psql(&format!(
+        "DROP VIEW {schema}.concord_stream_durable; DROP TABLE {schema}.concord_durable; \
+         UPDATE {schema}.concord_meta SET format_version = 4"
+    ));
+
+    let store = PostgresStore::connect(&url).await.unwrap();
+    assert_eq!(
+        server
+            .psql(&format!("SELECT format_version FROM {schema}.concord_meta"))
+            .trim(),
+        FORMAT_VERSION.to_string()
+    );
+    assert_eq!(
+        server
+            .psql(&format!(
+                "SELECT max(position) FROM {schema}.concord_durable"
+            ))
+            .trim(),
+        "2"
+    );
+    assert_eq!(store.head().await.unwrap().get(), 2);
+    let stream = concord_core::StreamName::new("account-2").unwrap();
+    assert_eq!(
+        store.stream_version(&stream).await.unwrap(),
+        concord_core::Version(1)
+    );
+    let appended = store.append(append("account-2")).await.unwrap();
+    assert_eq!(appended.appended().last_position.get(), 3);
 }

@@ -208,11 +208,14 @@ impl Writer {
                 return Err(self.db(e));
             }
         };
-        session.committed();
         // A miss: the general path follows, reads the row and remembers that it moved.
         let Some(head) = head else {
+            session.committed();
             return Ok(Lone::Missed);
         };
+        // The statement inserted its mark: count it.
+        self.prune_now(client).await;
+        session.committed();
         let n = part.events.len() as u64;
         let last_version = Version(guess.after.get() + n);
         self.known().set(

@@ -23,8 +23,12 @@ pub(super) struct Session(pub(super) Option<deadpool_postgres::Object>);
 
 impl Session {
     /// READ COMMITTED explicitly (whatever the database's default): every statement after a
-    /// lock wait takes a fresh snapshot, which includes the commit of the lock's holder.
-    pub(super) const BEGIN: &'static str = "BEGIN ISOLATION LEVEL READ COMMITTED";
+    /// lock wait takes a fresh snapshot, which includes the commit of the lock's holder. The
+    /// COMMIT does not wait for its WAL flush (nor for a synchronous standby): the head lock
+    /// is released at once, and the batch's callers are answered after its mark, whose
+    /// synchronous commit covers it (ADR 0004, `schema::mark_sql`).
+    pub(super) const BEGIN: &'static str =
+        "BEGIN ISOLATION LEVEL READ COMMITTED; SET LOCAL synchronous_commit TO off";
 
     pub(super) fn client(&self) -> Option<&deadpool_postgres::Client> {
         self.0.as_ref()
@@ -168,16 +172,15 @@ fn unnest_events(n: usize) -> String {
 const EVENT_COLUMNS: &str = "(position, stream, category, version, event_id, event_type, \
      content_type, data, metadata, tags, recorded_at)";
 
-/// Writes `events` as they are (their positions, versions and recorded times), makes the
-/// rows of streams that had none, and notifies `channel` with `end`: the rows of a batch
-/// that holds the head lock and read the head beforehand (its appends carry conditions),
-/// and of an import. The head is the log's last position, so it moves with the events.
+/// Writes `events` as they are (their positions, versions and recorded times) and makes
+/// the rows of streams that had none: the rows of a batch that holds the head lock and read
+/// the head beforehand (its appends carry conditions), and of an import. The head is the
+/// log's last position, so it moves with the events; readers see them once a mark covers
+/// them (`schema::mark_sql`).
 pub(crate) async fn insert_rows<C: deadpool_postgres::GenericClient>(
     tx: &C,
     s: &str,
-    channel: &str,
     events: &[RecordedEvent],
-    end: Position,
 ) -> Result<(), tokio_postgres::Error> {
     let columns = Columns::new(events);
     let insert_sql = format!(
@@ -191,19 +194,15 @@ pub(crate) async fn insert_rows<C: deadpool_postgres::GenericClient>(
          SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[]) \
          ON CONFLICT (stream) DO NOTHING"
     );
-    let (insert, index, notify) = tokio::try_join!(
+    let (insert, index) = tokio::try_join!(
         tx.prepare_cached(&insert_sql),
         tx.prepare_cached(&index_sql),
-        tx.prepare_cached("SELECT pg_notify($1, $2)"),
     )?;
-    let end_text = end.get().to_string();
     let params = columns.params();
     let (event_params, index_params) = params.split_at(11);
-    let notify_params: [&(dyn ToSql + Sync); 2] = [&channel, &end_text];
     tokio::try_join!(
         tx.execute(&insert, event_params),
         tx.execute(&index, index_params),
-        tx.execute(&notify, &notify_params),
     )?;
     Ok(())
 }
@@ -220,16 +219,19 @@ pub(super) struct Guard<'a> {
 
 /// The write statement, sent once the head lock is held (`schema::head_lock_sql`, a
 /// statement before it, so that this one's snapshot sees the last holder's commit): reads
-/// the head, inserts the events at positions relative to it, makes the rows of new
-/// streams and notifies; with a guard, all of it only if the guard holds. Returns the new
-/// head, or no row when the guard did not hold. It updates no row: a snapshot held open
+/// the head, inserts the events at positions relative to it and makes the rows of new
+/// streams. Guarded (a lone append, committed synchronously in its own statement), all of
+/// it only if the guard holds, and it inserts its mark (`concord_durable`, ADR 0004) and
+/// notifies; unguarded (a batch, committed without waiting for its flush), neither: its
+/// mark follows its COMMIT. Returns the new head, or no row when the guard did not hold.
+/// It updates no row: a snapshot held open
 /// elsewhere (a backup, a long report) would otherwise leave every append more old
 /// versions of the same row to walk past. The guard looks ids up as a join on both key
 /// columns, as the general path's read does: `stream = $1 AND event_id = ANY($2)` was
 /// planned (generic plan) as a scan of the stream's whole index range with the ids as a
 /// filter, an append slower the longer its stream (1.2 ms at 3 500 events).
 fn write_sql(s: &str, guarded: bool) -> String {
-    let (guard, when) = if guarded {
+    let (guard, when, mark, notify) = if guarded {
         (
             format!(
                 "guard AS (SELECT 1 WHERE {row} \
@@ -239,9 +241,13 @@ fn write_sql(s: &str, guarded: bool) -> String {
                 row = row_guard(s, 17, 18)
             ),
             " AND EXISTS (SELECT 1 FROM guard)",
+            format!(
+                ", marked AS (INSERT INTO {s}.concord_durable (position) SELECT position FROM head)"
+            ),
+            ", pg_notify($16::text, head.position::text) AS notified",
         )
     } else {
-        (String::new(), "")
+        (String::new(), "", String::new(), "")
     };
     format!(
         "WITH {guard}\
@@ -253,8 +259,8 @@ fn write_sql(s: &str, guarded: bool) -> String {
          streams AS (INSERT INTO {s}.concord_streams (stream, version, last_position) \
            SELECT i.st, i.v, head.position - $15::bigint + i.p FROM head, \
              unnest($12::text[], $13::bigint[], $14::bigint[]) AS i(st, v, p) \
-           ON CONFLICT (stream) DO NOTHING) \
-         SELECT head.position FROM head, pg_notify($16::text, head.position::text) AS notified",
+           ON CONFLICT (stream) DO NOTHING){mark} \
+         SELECT head.position FROM head{notify}",
         events = unnest_events(1),
         tags = split_tags("x.tg"),
         head = crate::schema::head_of(s, "h")
@@ -292,7 +298,8 @@ fn row_guard(s: &str, stream: usize, known: usize) -> String {
 /// The one-event function's body after its locks: a lone append of one event, its columns
 /// as scalars (`$1` … `$10`, in [`EVENT_COLUMNS`] order but the position), the channel
 /// (`$11`), the assumed row (`$12` … `$19`, with the stream at `$1`); returns the event's
-/// position, or NULL when the guard did not hold (nothing written). Statements one after
+/// position, or NULL when the guard did not hold (nothing written). It inserts its mark
+/// (ADR 0004): committed synchronously, the append is durable when readers see it. Statements one after
 /// another, each as small as it can be: the server sets up each call's plans node by node,
 /// and the lone function's one statement of CTEs over arrays and their `unnest` spent
 /// ~12 % of the database's CPU per append in `ExecutorStart` against ~5 % for Message DB's
@@ -311,6 +318,7 @@ fn one_body(s: &str) -> String {
          INSERT INTO {s}.concord_streams (stream, version, last_position) VALUES ($1, $3, p) \
            ON CONFLICT (stream) DO NOTHING;\n\
          END IF;\n\
+         INSERT INTO {s}.concord_durable (position) VALUES (p);\n\
          PERFORM pg_notify($11, p::text);\n\
          RETURN p;",
         row = row_guard(s, 1, 12),
@@ -344,8 +352,9 @@ const LONE_PARAMETERS: [&str; 26] = [
     "bigint", "bigint", "boolean", "bigint", "bigint", "bigint", "bigint", "bigint",
 ];
 
-/// The parameters of the batch function: the unguarded write statement's 16.
-const BATCH_PARAMETERS: usize = 16;
+/// The parameters of the batch function: the unguarded write statement's 15 (no channel:
+/// its mark notifies).
+const BATCH_PARAMETERS: usize = 15;
 
 /// A write function of schema `s`: the head lock, then the write statement, in one call
 /// whose statements each take a snapshot once the locks before them are held (a volatile
@@ -516,6 +525,9 @@ pub(crate) struct WriteSql {
     /// `schema::head_lock_sql` and `schema::head_sql`, for a batch with conditions.
     pub(super) head_lock: String,
     pub(super) head: String,
+    /// `schema::mark_sql` and `schema::prune_marks_sql`.
+    pub(super) mark: String,
+    pub(super) prune: String,
 }
 
 impl WriteSql {
@@ -529,6 +541,8 @@ impl WriteSql {
             one: one.call(),
             head_lock: crate::schema::head_lock_sql(s),
             head: crate::schema::head_sql(s),
+            mark: crate::schema::mark_sql(s),
+            prune: crate::schema::prune_marks_sql(s),
         }
     }
 }
@@ -592,9 +606,9 @@ pub(super) async fn write_relative(
     let count = bound(events.len() as u64);
     let mut params: Vec<&(dyn ToSql + Sync)> = columns.params().to_vec();
     params.push(&count);
-    params.push(&channel);
     let assumed = guard.map(|g| (g.stream, g.row.is_some(), Assumed::of(g.row), g.lock_key));
     if let Some((stream, known, row, lock_key)) = &assumed {
+        params.push(&channel);
         params.push(stream);
         params.push(known);
         params.extend(row.params());
