@@ -3,13 +3,16 @@
 //!
 //! - **Positions gap-free and in commit order across processes.** Each process batches the
 //!   appends of all its callers into one transaction (group commit); positions are assigned
-//!   under one head row locked until COMMIT, so a reader can never see a later position
-//!   before an earlier one. See `docs/design/postgres-layout.md`.
+//!   under one head lock held until the commit is visible, so a reader can never see a later
+//!   position before an earlier one. The commit does not wait for its WAL flush under the
+//!   lock; a mark committed synchronously after it moves the durable head, the only head
+//!   readers follow, so nothing read can be taken back by a crash or a failover (ADR 0004).
+//!   See `docs/design/postgres-layout.md`.
 //! - **Every decision in one transaction:** `concord_core::plan_multi_append` decides under
 //!   per-stream advisory locks; a conflict's actual version and missed events are read under
 //!   the same locks and returned with the refusal.
-//! - **Live subscriptions on every node:** each append transaction sends `pg_notify` with the
-//!   new head; every store keeps a LISTEN connection and also polls the head every second.
+//! - **Live subscriptions on every node:** each mark sends `pg_notify` with the new durable
+//!   head; every store keeps a LISTEN connection and also polls the head every second.
 //! - **Stream lifecycle:** soft deletes, tombstones and retention settings are columns of
 //!   the stream's row, changed under the writer's stream lock; a scavenge deletes the rows
 //!   they hide in bounded chunks beside appends (the operator's part, VACUUM, backups and

@@ -1,8 +1,9 @@
 //! `PostgresStore`: the `EventStore` over a PostgreSQL schema. Appends go to this process's
 //! writer task (group commit, see `writer`); reads go straight to a pooled connection and
-//! are bounded by the head row, which is written in the same transaction as the events it
-//! covers, so a read never sees a position before every earlier one. A stream read first
-//! reads the stream's row and shows only what its lifecycle keeps (`lifecycle`).
+//! are bounded by the durable head (the greatest mark, ADR 0004): every position at or below
+//! it is committed, visible and flushed, so a read never sees a position before every
+//! earlier one, nor one a crash could take back. A stream read first reads the stream's
+//! state as of that head and shows only what its lifecycle keeps (`lifecycle`).
 
 use std::sync::Arc;
 use std::time::Duration;

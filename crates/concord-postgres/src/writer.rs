@@ -27,7 +27,12 @@
 //!    exchange. A batch with conditions (DCB) takes it and reads the head first,
 //!    checks them against everything before the head and the batch's own earlier appends,
 //!    then writes;
-//! 4. events, the rows of new streams and `pg_notify`, then COMMIT. No row is updated.
+//! 4. events and the rows of new streams, then COMMIT, which does not wait for its WAL
+//!    flush (`Session::BEGIN`), so the head lock is free at once. No row is updated;
+//! 5. the mark (`schema::mark_sql`), in the same exchange: a statement in autocommit,
+//!    committed synchronously, that moves the durable head readers follow and notifies;
+//!    its flush covers this batch and every one before it, of any process. The callers are
+//!    answered after it (ADR 0004).
 //!
 //! An append that arrives alone takes one statement instead (a call of the lone function in
 //! autocommit), on the stream row the writer last saw, checked by the database (`lone`);
