@@ -298,8 +298,9 @@ fn row_guard(s: &str, stream: usize, known: usize) -> String {
 /// The one-event function's body after its locks: a lone append of one event, its columns
 /// as scalars (`$1` … `$10`, in [`EVENT_COLUMNS`] order but the position), the channel
 /// (`$11`), the assumed row (`$12` … `$19`, with the stream at `$1`); returns the event's
-/// position, or NULL when the guard did not hold (nothing written). It inserts its mark
-/// (ADR 0004): committed synchronously, the append is durable when readers see it. Statements one after
+/// position, or NULL when the guard did not hold (nothing written). Its position is read
+/// off the head by the insert of its mark (ADR 0004; committed synchronously, the append is
+/// durable when readers see it): the mark costs no statement of its own. Statements one after
 /// another, each as small as it can be: the server sets up each call's plans node by node,
 /// and the lone function's one statement of CTEs over arrays and their `unnest` spent
 /// ~12 % of the database's CPU per append in `ExecutorStart` against ~5 % for Message DB's
@@ -311,14 +312,14 @@ fn one_body(s: &str) -> String {
            WHERE e.stream = $1::text AND e.event_id = $4::uuid)) THEN\n\
          RETURN NULL;\n\
          END IF;\n\
-         SELECT {head} + 1 INTO p FROM {s}.concord_head h WHERE h.id = 1;\n\
+         INSERT INTO {s}.concord_durable (position) SELECT {head} + 1 \
+           FROM {s}.concord_head h WHERE h.id = 1 RETURNING position INTO p;\n\
          INSERT INTO {s}.concord_events {EVENT_COLUMNS} VALUES (p, $1, $2, $3, $4, $5, $6, $7, \
            $8, {tags}, $10);\n\
          IF NOT $12 THEN\n\
          INSERT INTO {s}.concord_streams (stream, version, last_position) VALUES ($1, $3, p) \
            ON CONFLICT (stream) DO NOTHING;\n\
          END IF;\n\
-         INSERT INTO {s}.concord_durable (position) VALUES (p);\n\
          PERFORM pg_notify($11, p::text);\n\
          RETURN p;",
         row = row_guard(s, 1, 12),
