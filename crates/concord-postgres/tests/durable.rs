@@ -10,6 +10,8 @@
     clippy::panic
 )]
 
+mod common;
+
 use std::time::{Duration, Instant};
 
 use concord_core::{
@@ -201,14 +203,7 @@ async fn a_lone_append_is_marked_in_its_own_statement() {
         .await
         .unwrap();
     assert_eq!(second.appended().last_position, Position(2));
-    assert_eq!(
-        server
-            .psql(&format!(
-                "SELECT max(position) FROM {schema}.concord_durable"
-            ))
-            .trim(),
-        "2"
-    );
+    assert_eq!(common::greatest_mark(&schema), 2);
     let other = PostgresStore::connect(&url).await.unwrap();
     assert_eq!(other.head().await.unwrap(), Position(2));
 }

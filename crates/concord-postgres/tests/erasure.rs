@@ -11,6 +11,8 @@
     clippy::panic
 )]
 
+mod common;
+
 use std::path::Path;
 use std::time::Duration;
 
@@ -242,12 +244,7 @@ async fn a_format_1_schema_is_migrated_on_connect_and_its_streams_can_be_deleted
     ));
 
     let store = connect(server, &schema).await;
-    assert_eq!(
-        server
-            .psql(&format!("SELECT format_version FROM {schema}.concord_meta"))
-            .trim(),
-        FORMAT_VERSION.to_string()
-    );
+    assert_eq!(common::format_version(&schema), FORMAT_VERSION);
     assert_eq!(
         store.stream_version(&stream("customer-1")).await.unwrap(),
         Version(2)

@@ -7,6 +7,8 @@
     clippy::panic
 )]
 
+mod common;
+
 use concord_core::{AppendRequest, EventStore, EventType, ExpectedVersion, Json, NewEvent};
 use concord_postgres::{FORMAT_VERSION, PostgresError, PostgresStore};
 use concord_testkit::postgres::{shared, unique_schema};
@@ -172,12 +174,7 @@ async fn a_format_2_schema_is_migrated_so_that_a_stream_rows_version_is_updated_
     assert!(!version_updates_in_place(&schema, "account-1"));
 
     let store = PostgresStore::connect(&url).await.unwrap();
-    assert_eq!(
-        server
-            .psql(&format!("SELECT format_version FROM {schema}.concord_meta"))
-            .trim(),
-        FORMAT_VERSION.to_string()
-    );
+    assert_eq!(common::format_version(&schema), FORMAT_VERSION);
     assert!(version_updates_in_place(&schema, "account-1"));
     let _ = store.append(append("account-1")).await.unwrap();
     assert_eq!(store.head().await.unwrap().get(), 2);
@@ -258,20 +255,8 @@ async fn a_format_4_schema_is_migrated_with_its_head_marked_durable() {
     ));
 
     let store = PostgresStore::connect(&url).await.unwrap();
-    assert_eq!(
-        server
-            .psql(&format!("SELECT format_version FROM {schema}.concord_meta"))
-            .trim(),
-        FORMAT_VERSION.to_string()
-    );
-    assert_eq!(
-        server
-            .psql(&format!(
-                "SELECT max(position) FROM {schema}.concord_durable"
-            ))
-            .trim(),
-        "2"
-    );
+    assert_eq!(common::format_version(&schema), FORMAT_VERSION);
+    assert_eq!(common::greatest_mark(&schema), 2);
     assert_eq!(store.head().await.unwrap().get(), 2);
     let stream = concord_core::StreamName::new("account-2").unwrap();
     assert_eq!(

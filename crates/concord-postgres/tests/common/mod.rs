@@ -33,3 +33,23 @@ pub(crate) fn write_function_calls(schema: &str, kind: &str) -> u64 {
         .parse::<u64>()
         .expect("a count")
 }
+
+/// The layout version schema `schema` holds (`concord_meta.format_version`).
+pub(crate) fn format_version(schema: &str) -> i32 {
+    shared()
+        .psql(&format!("SELECT format_version FROM {schema}.concord_meta"))
+        .trim()
+        .parse::<i32>()
+        .expect("a format version")
+}
+
+/// The greatest durable mark of schema `schema` (`concord_durable`, ADR 0004).
+pub(crate) fn greatest_mark(schema: &str) -> u64 {
+    shared()
+        .psql(&format!(
+            "SELECT max(position) FROM {schema}.concord_durable"
+        ))
+        .trim()
+        .parse::<u64>()
+        .expect("a mark")
+}
