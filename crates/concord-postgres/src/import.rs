@@ -23,10 +23,9 @@ use crate::writer::{LOCK_STREAMS_SQL, insert_rows, lock_keys};
 
 impl PostgresStore {
     pub(crate) async fn import_events(&self, events: Vec<RecordedEvent>) -> Result<(), StoreError> {
-        let Some(last) = events.last() else {
+        if events.is_empty() {
             return Ok(());
-        };
-        let end = last.position;
+        }
         // Checked alone first (no round trip for a batch that breaks a rule on its own).
         let streams = plan_import(&events, Position(0), self.limits())?;
         let s = self.schema();
@@ -71,8 +70,9 @@ impl PostgresStore {
             .and_then(|r| r.try_get(0))
             .map_err(|e| self.db(e))?;
         tx.commit().await.map_err(|e| self.db(e))?;
+        // The mark covers the import's own events.
         self.signal()
-            .advance(end.max(Position(u64::try_from(durable).unwrap_or(0))));
+            .advance(Position(u64::try_from(durable).unwrap_or(0)));
         Ok(())
     }
 
