@@ -65,7 +65,7 @@ impl PostgresStore {
         // Its mark, in its own transaction: committed synchronously, the import is durable
         // when readers see it.
         let durable: i64 = tx
-            .query_one(&crate::schema::mark_sql(s), &[&format!("concord_{s}")])
+            .query_one(&crate::schema::mark_sql(s), &[&crate::schema::channel(s)])
             .await
             .and_then(|r| r.try_get(0))
             .map_err(|e| self.db(e))?;
@@ -139,7 +139,7 @@ impl PostgresStore {
         .map_err(|e| self.db(e))?;
         tx.execute(
             "SELECT pg_notify($1, $2)",
-            &[&format!("concord_{s}"), &to.get().to_string()],
+            &[&crate::schema::channel(s), &to.get().to_string()],
         )
         .await
         .map_err(|e| self.db(e))?;

@@ -217,8 +217,8 @@ impl PostgresStore {
                 actual,
                 first_concurrent,
             } => {
-                // Read under the stream's lock: exactly what the caller missed. Nothing was
-                // written; dropping the transaction rolls it back.
+                // Read under the stream's lock: exactly what the caller missed. Nothing is
+                // written.
                 let concurrent_events = match first_concurrent.map(|f| f.max(stored.floor())) {
                     None => Vec::new(),
                     Some(first) => {
@@ -244,6 +244,13 @@ impl PostgresStore {
                         .is_some_and(|first| {
                             first.get() + concurrent_events.len() as u64 <= actual.get()
                         });
+                // They may be a batch's not yet durable (ADR 0004): answered after a mark, as
+                // the writer answers its conflicts. The transaction wrote nothing.
+                tx.commit().await.map_err(|e| self.db(e))?;
+                client
+                    .query_one(&crate::schema::mark_sql(s), &[&crate::schema::channel(s)])
+                    .await
+                    .map_err(|e| self.db(e))?;
                 Err(StoreError::conflict(Conflict {
                     stream: stream.clone(),
                     expected: ExpectedVersion::Exact(expected.unwrap_or_default()),

@@ -100,6 +100,12 @@ pub(crate) fn mark_sql(s: &str) -> String {
     )
 }
 
+/// The channel a mark notifies with the durable head it wrote (`pg_notify`), which every
+/// store's listener follows.
+pub(crate) fn channel(s: &str) -> String {
+    format!("concord_{s}")
+}
+
 /// Removes the marks below the greatest one visible: readers read only the greatest.
 pub(crate) fn prune_marks_sql(s: &str) -> String {
     format!(

@@ -176,7 +176,7 @@ impl PostgresStore {
             WriteFunction::batch(&schema),
         ];
         schema::migrate(&mut client, &schema, &functions).await?;
-        let channel = format!("concord_{schema}");
+        let channel = schema::channel(&schema);
         // A mark first: batches that committed without one (their process died before it)
         // become durable to readers now that a flush covers them.
         let head: i64 = client

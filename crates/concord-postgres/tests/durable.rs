@@ -15,17 +15,14 @@ mod common;
 use std::time::{Duration, Instant};
 
 use concord_core::{
-    AppendRequest, Direction, EventStore, EventType, ExpectedVersion, Filter, Json, NewEvent,
-    Position, Query, StreamName, Version,
+    AppendRequest, Direction, EventStore, EventType, ExpectedVersion, Filter, Json,
+    MultiAppendRequest, NewEvent, Position, Query, StoreError, StreamName, Version,
 };
 use concord_postgres::PostgresStore;
 use concord_testkit::postgres::{shared, unique_schema};
 
-/// The advisory lock key the test holds to keep a mark waiting.
-const HOLD: i64 = 424_242;
-
-/// Generous: only a hang would reach it.
-const WAIT: Duration = Duration::from_secs(30);
+/// Generous, and short of the sessions' statement timeout (30 s).
+const WAIT: Duration = Duration::from_secs(20);
 
 fn opened(stream: &str) -> AppendRequest {
     AppendRequest::new(
@@ -73,6 +70,93 @@ async fn seen(store: &PostgresStore) -> (Position, usize, usize, Version, bool, 
     (head, all, events, version, listed, matching)
 }
 
+/// Every mark of one schema held back by an advisory lock this session holds: a trigger
+/// on the marks' table takes it, so statements are parsed and batches run as ever, and only
+/// a mark's insert waits. The key is the test's own (tests of a binary share a server).
+struct Held {
+    client: tokio_postgres::Client,
+    driver: tokio::task::JoinHandle<()>,
+    key: i64,
+}
+
+impl Held {
+    async fn new(schema: &str, key: i64) -> Self {
+        let (client, connection) = tokio_postgres::connect(&shared().url(), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        let driver = tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        client
+            .batch_execute(&format!(
+                "CREATE FUNCTION {schema}.hold_mark() RETURNS trigger LANGUAGE plpgsql AS \
+                   $$BEGIN PERFORM pg_advisory_xact_lock_shared({key}); RETURN NEW; END$$; \
+                 CREATE TRIGGER hold_mark BEFORE INSERT ON {schema}.concord_durable \
+                   FOR EACH ROW EXECUTE FUNCTION {schema}.hold_mark(); \
+                 SELECT pg_advisory_lock({key});"
+            ))
+            .await
+            .unwrap();
+        Held {
+            client,
+            driver,
+            key,
+        }
+    }
+
+    /// Lets the marks go.
+    async fn release(&self) {
+        self.client
+            .batch_execute(&format!("SELECT pg_advisory_unlock({})", self.key))
+            .await
+            .unwrap();
+    }
+
+    /// Waits until `n` marks wait for the lock (well before the sessions' statement
+    /// timeout, 30 s, would end their wait).
+    async fn waiting(&self, n: i64) {
+        let started = Instant::now();
+        loop {
+            let waiting = self
+                .client
+                .query_one(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted \
+                     AND classid = 0 AND objid = $1::bigint::oid",
+                    &[&self.key],
+                )
+                .await
+                .unwrap()
+                .get::<_, i64>(0);
+            if waiting == n {
+                return;
+            }
+            if started.elapsed() > WAIT {
+                let activity: Vec<String> = self
+                    .client
+                    .query(
+                        "SELECT concat_ws(' | ', state, wait_event_type, wait_event, \
+                         left(query, 120)) FROM pg_stat_activity \
+                         WHERE backend_type = 'client backend'",
+                        &[],
+                    )
+                    .await
+                    .unwrap()
+                    .iter()
+                    .map(|r| r.get(0))
+                    .collect();
+                panic!("{waiting} marks wait for the lock, not {n}: {activity:#?}");
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.driver.abort();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_committed_before_its_mark_is_seen_by_no_reader_and_answered_after_it() {
     let server = shared();
@@ -85,23 +169,7 @@ async fn a_batch_committed_before_its_mark_is_seen_by_no_reader_and_answered_aft
     let before = (Position(1), 1, 0, Version::NONE, false, 1);
     assert_eq!(seen(&other).await, before);
 
-    // A mark waits for an advisory lock the test holds: a trigger on the marks' table
-    // takes it (the statement is parsed and the batch runs as ever; only the mark's insert
-    // waits).
-    let (client, connection) = tokio_postgres::connect(&server.url(), tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    let driver = tokio::spawn(connection);
-    client
-        .batch_execute(&format!(
-            "CREATE FUNCTION {schema}.hold_mark() RETURNS trigger LANGUAGE plpgsql AS \
-               $$BEGIN PERFORM pg_advisory_xact_lock_shared({HOLD}); RETURN NEW; END$$; \
-             CREATE TRIGGER hold_mark BEFORE INSERT ON {schema}.concord_durable \
-               FOR EACH ROW EXECUTE FUNCTION {schema}.hold_mark(); \
-             SELECT pg_advisory_lock({HOLD});"
-        ))
-        .await
-        .unwrap();
+    let held = Held::new(&schema, 1).await;
 
     // A stream the writer does not know, with `any`: the general path, a batch.
     let append = tokio::spawn({
@@ -110,37 +178,9 @@ async fn a_batch_committed_before_its_mark_is_seen_by_no_reader_and_answered_aft
     });
     // Its batch commits (the head lock is not held through a flush) and its mark, sent
     // after the COMMIT, waits for the lock.
-    let started = Instant::now();
-    loop {
-        let waiting = client
-            .query_one(
-                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted \
-                 AND classid = 0 AND objid = $1::bigint::oid",
-                &[&HOLD],
-            )
-            .await
-            .unwrap()
-            .get::<_, i64>(0);
-        if waiting == 1 {
-            break;
-        }
-        if started.elapsed() > WAIT {
-            let activity: Vec<String> = client
-                .query(
-                    "SELECT concat_ws(' | ', state, wait_event_type, wait_event, left(query, 120)) \
-                     FROM pg_stat_activity WHERE backend_type = 'client backend'",
-                    &[],
-                )
-                .await
-                .unwrap()
-                .iter()
-                .map(|r| r.get(0))
-                .collect();
-            panic!("no mark ever waited for the lock: {activity:#?}");
-        }
-        tokio::task::yield_now().await;
-    }
-    let committed = client
+    held.waiting(1).await;
+    let committed = held
+        .client
         .query_one(
             &format!("SELECT count(*) FROM {schema}.concord_events WHERE stream = 'account-2'"),
             &[],
@@ -161,10 +201,7 @@ async fn a_batch_committed_before_its_mark_is_seen_by_no_reader_and_answered_aft
         "a subscriber was woken before the mark"
     );
 
-    client
-        .batch_execute(&format!("SELECT pg_advisory_unlock({HOLD})"))
-        .await
-        .unwrap();
+    held.release().await;
     let appended = tokio::time::timeout(WAIT, append)
         .await
         .expect("answered once the mark is written")
@@ -179,7 +216,6 @@ async fn a_batch_committed_before_its_mark_is_seen_by_no_reader_and_answered_aft
         Position(2)
     );
     assert_eq!(seen(&other).await, (Position(2), 2, 1, Version(1), true, 2));
-    driver.abort();
 }
 
 #[tokio::test]
@@ -206,4 +242,56 @@ async fn a_lone_append_is_marked_in_its_own_statement() {
     assert_eq!(common::greatest_mark(&schema), 2);
     let other = PostgresStore::connect(&url).await.unwrap();
     assert_eq!(other.head().await.unwrap(), Position(2));
+}
+
+/// A delete refused for a stale version reports the events its caller missed; one of a
+/// batch not yet durable is reported only once a mark covers it, as an append's conflict.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_refused_by_a_batch_not_yet_durable_answers_after_its_mark() {
+    let server = shared();
+    let schema = unique_schema();
+    let url = format!("{}?schema={schema}", server.url());
+    let store = PostgresStore::connect(&url).await.unwrap();
+    let _ = store.append(opened("account-1")).await.unwrap();
+    let held = Held::new(&schema, 2).await;
+    // Two streams in one append: the general path, a batch.
+    let both = MultiAppendRequest::new(vec![opened("account-1"), opened("account-3")]);
+    let append = tokio::spawn({
+        let store = store.clone();
+        async move { store.append_multi(both).await }
+    });
+    held.waiting(1).await;
+    let delete = tokio::spawn({
+        let store = store.clone();
+        async move {
+            store
+                .delete_stream(&StreamName::new("account-1").unwrap(), Some(Version(1)))
+                .await
+        }
+    });
+    held.waiting(2).await;
+    assert!(!delete.is_finished(), "refused before the mark");
+
+    held.release().await;
+    let refused = tokio::time::timeout(WAIT, delete)
+        .await
+        .expect("answered once the mark is written")
+        .unwrap();
+    let Err(StoreError::Conflict(conflict)) = refused else {
+        panic!("not a conflict: {refused:?}");
+    };
+    assert_eq!(conflict.actual, Version(2));
+    assert_eq!(
+        conflict
+            .concurrent_events
+            .iter()
+            .map(|e| e.version)
+            .collect::<Vec<_>>(),
+        [Version(2)]
+    );
+    let _ = tokio::time::timeout(WAIT, append)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
 }
