@@ -64,15 +64,10 @@ impl PostgresStore {
         }
         // Its mark, in its own transaction: committed synchronously, the import is durable
         // when readers see it.
-        let durable: i64 = tx
-            .query_one(&crate::schema::mark_sql(s), &[&crate::schema::channel(s)])
-            .await
-            .and_then(|r| r.try_get(0))
-            .map_err(|e| self.db(e))?;
+        let durable = crate::schema::mark(&*tx, s).await.map_err(|e| self.db(e))?;
         tx.commit().await.map_err(|e| self.db(e))?;
         // The mark covers the import's own events.
-        self.signal()
-            .advance(Position(u64::try_from(durable).unwrap_or(0)));
+        self.signal().advance(durable);
         Ok(())
     }
 

@@ -125,18 +125,16 @@ pub(crate) fn backward_sql(schema: &str) -> String {
 /// The SQL of one stream's row (`$1` the stream), as the writer and lifecycle changes see
 /// it under the stream's lock (every committed event).
 pub(crate) fn stored_sql(schema: &str) -> String {
-    format!(
-        "SELECT {LIFECYCLE_COLUMNS} FROM {schema}.{} WHERE stream = $1",
-        crate::schema::STREAM_STATE
-    )
+    state_sql(schema, crate::schema::STREAM_STATE)
 }
 
 /// As [`stored_sql`], as readers see it: as of the durable head (ADR 0004).
 pub(crate) fn durable_stored_sql(schema: &str) -> String {
-    format!(
-        "SELECT {LIFECYCLE_COLUMNS} FROM {schema}.{} WHERE stream = $1",
-        crate::schema::STREAM_DURABLE
-    )
+    state_sql(schema, crate::schema::STREAM_DURABLE)
+}
+
+fn state_sql(schema: &str, view: &str) -> String {
+    format!("SELECT {LIFECYCLE_COLUMNS} FROM {schema}.{view} WHERE stream = $1")
 }
 
 /// The stream's row, read in `client`'s current snapshot.
@@ -247,8 +245,7 @@ impl PostgresStore {
                 // They may be a batch's not yet durable (ADR 0004): answered after a mark, as
                 // the writer answers its conflicts. The transaction wrote nothing.
                 tx.commit().await.map_err(|e| self.db(e))?;
-                client
-                    .query_one(&crate::schema::mark_sql(s), &[&crate::schema::channel(s)])
+                crate::schema::mark(&**client, s)
                     .await
                     .map_err(|e| self.db(e))?;
                 Err(StoreError::conflict(Conflict {

@@ -5,6 +5,8 @@
 //! under a transaction-scoped advisory lock so that several processes opening at once do
 //! not race. See `docs/design/postgres-layout.md`.
 
+use concord_core::Position;
+
 use crate::error::PostgresError;
 use crate::writer::WriteFunction;
 
@@ -98,6 +100,18 @@ pub(crate) fn mark_sql(s: &str) -> String {
          SELECT m.position FROM m, pg_notify($1::text, m.position::text) AS notified",
         head_of(s, "h")
     )
+}
+
+/// Runs the mark of schema `s` ([`mark_sql`]) on `client` and returns the durable head it
+/// wrote: what a write outside the writer's batches (a store connecting, an import, a
+/// refused delete) runs before it answers. (The writer runs its own prepared copy.)
+pub(crate) async fn mark<C: tokio_postgres::GenericClient + Sync>(
+    client: &C,
+    s: &str,
+) -> Result<Position, tokio_postgres::Error> {
+    let row = client.query_one(&mark_sql(s), &[&channel(s)]).await?;
+    let head: i64 = row.try_get(0)?;
+    Ok(Position(u64::try_from(head).unwrap_or(0)))
 }
 
 /// The channel a mark notifies with the durable head it wrote (`pg_notify`), which every

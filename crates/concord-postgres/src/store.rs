@@ -179,16 +179,14 @@ impl PostgresStore {
         let channel = schema::channel(&schema);
         // A mark first: batches that committed without one (their process died before it)
         // become durable to readers now that a flush covers them.
-        let head: i64 = client
-            .query_one(&schema::mark_sql(&schema), &[&channel])
+        let head = schema::mark(&**client, &schema)
             .await
-            .and_then(|r| r.try_get(0))
             .map_err(|e| PostgresError::Migrate {
                 schema: schema.clone(),
                 source: e,
             })?;
         drop(client);
-        let signal = HeadSignal::new(Position(u64::try_from(head).unwrap_or(0)));
+        let signal = HeadSignal::new(head);
         let head_sql = schema::durable_head_sql(&schema);
         let listener = Listener {
             started: std::sync::atomic::AtomicBool::new(false),
