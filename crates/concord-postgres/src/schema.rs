@@ -22,9 +22,18 @@ use crate::writer::WriteFunction;
 /// appends, so it must refuse the schema. 5 added the durable head (`concord_durable` and
 /// the view `concord_stream_durable`): a batch commits without waiting for its WAL flush, and
 /// readers see only what a mark says is durable (ADR 0004); a format-4 build would read past
-/// the durable head. The write functions (`writer::WriteFunction`) are code, not layout:
-/// each build adds its own.
-pub const FORMAT_VERSION: i32 = 5;
+/// the durable head. 6 made the tag index partial ([`TAGGED`]): an event without tags (most
+/// events) adds no entry to it; a format-5 build's tag reads, which do not name the
+/// predicate, could not use it. The write functions (`writer::WriteFunction`) are code,
+/// not layout: each build adds its own.
+pub const FORMAT_VERSION: i32 = 6;
+
+/// The predicate of the tag index (format 6): only events with tags are in it. A read by tags
+/// names it beside its `@>`, word for word, so that the planner can prove the index holds
+/// every row it wants (it cannot see that `tags @> '{t}'` implies it). An event without
+/// tags cost an entry in the pending list of a GIN index, an exclusive lock of its metapage
+/// and a WAL record: +4 % for a lone writer without it (BENCHMARKS.md, issue 18).
+pub(crate) const TAGGED: &str = "tags <> '{}'::text[]";
 
 /// The view of each stream's state as readers and the writer see it: the row's lifecycle
 /// columns, and as `version` / `last_position` those of its last event, or the row's when
@@ -251,6 +260,16 @@ INSERT INTO {s}.concord_durable {};
     )
 }
 
+/// The statements that turn format 5 into format 6 in schema `s`: the tag index again, with
+/// only the events that have tags in it. Rebuilding it reads the whole log, under the
+/// migration's lock (appends wait, as for every migration).
+fn migrate_v5_to_v6(s: &str) -> String {
+    format!(
+        "DROP INDEX {s}.concord_events_tags;
+CREATE INDEX concord_events_tags ON {s}.concord_events USING gin (tags) WHERE {TAGGED};"
+    )
+}
+
 /// Creates or migrates schema `s` to [`FORMAT_VERSION`], and adds each of `functions` that
 /// is missing.
 pub(crate) async fn migrate(
@@ -313,6 +332,9 @@ pub(crate) async fn migrate(
             if v < 5 {
                 tx.batch_execute(&migrate_v4_to_v5(s)).await.map_err(err)?;
             }
+            if v < 6 {
+                tx.batch_execute(&migrate_v5_to_v6(s)).await.map_err(err)?;
+            }
             tx.execute(
                 &format!("UPDATE {s}.concord_meta SET format_version = $1 WHERE id = 1"),
                 &[&FORMAT_VERSION],
@@ -328,6 +350,7 @@ pub(crate) async fn migrate(
                 .await
                 .map_err(err)?;
             tx.batch_execute(&migrate_v4_to_v5(s)).await.map_err(err)?;
+            tx.batch_execute(&migrate_v5_to_v6(s)).await.map_err(err)?;
             tx.execute(
                 &format!("INSERT INTO {s}.concord_meta VALUES (1, $1)"),
                 &[&FORMAT_VERSION],

@@ -430,12 +430,7 @@ impl EventStore for PostgresStore {
                 )
                 .await
         } else {
-            let sql = format!(
-                "SELECT {COLUMNS} FROM {s}.concord_events WHERE position >= $1 AND position <= $2 \
-                 AND ($3::text IS NULL OR category = $3) \
-                 AND (cardinality($4::text[]) = 0 OR event_type = ANY($4)) \
-                 AND tags @> $5::text[] ORDER BY position LIMIT $6"
-            );
+            let sql = crate::matching::filtered_sql(s, !filter.tags.is_empty());
             let stmt = client.prepare_cached(&sql).await.map_err(|e| self.db(e))?;
             let category = filter.category.as_ref().map(|c| c.as_str().to_owned());
             let types: Vec<&str> = filter.types.iter().map(|t| t.as_str()).collect();

@@ -266,3 +266,49 @@ async fn a_format_4_schema_is_migrated_with_its_head_marked_durable() {
     let appended = store.append(append("account-2")).await.unwrap();
     assert_eq!(appended.appended().last_position.get(), 3);
 }
+
+/// The tag index's definition in schema `schema`, as `pg_indexes` prints it.
+fn tag_index(schema: &str) -> String {
+    shared().psql(&format!(
+        "SELECT indexdef FROM pg_indexes \
+         WHERE schemaname = '{schema}' AND indexname = 'concord_events_tags'"
+    ))
+}
+
+/// Format 5's tag index held every event, tags or not; format 6's only those with tags, so
+/// an untagged event costs it nothing. The migration rebuilds it, and reads by tags find
+/// what they found before.
+#[tokio::test]
+async fn a_format_5_schema_is_migrated_to_a_tag_index_of_the_events_with_tags() {
+    let server = shared();
+    let (schema, url) = fresh_schema();
+    let store = PostgresStore::connect(&url).await.unwrap();
+    assert!(tag_index(&schema).contains("WHERE (tags <> '{}'::text[])"));
+    let tag = concord_core::Tag::new("seat:1").unwrap();
+    let mut tagged = append("seat-1");
+    tagged.events = tagged
+        .events
+        .into_iter()
+        .map(|e| e.with_tags(vec![tag.clone()]))
+        .collect();
+    let _ = store.append(append("account-1")).await.unwrap();
+    let _ = store.append(tagged).await.unwrap();
+    drop(store);
+    server.psql(&format!(
+        "DROP INDEX {schema}.concord_events_tags; \
+         CREATE INDEX concord_events_tags ON {schema}.concord_events USING gin (tags); \
+         UPDATE {schema}.concord_meta SET format_version = 5"
+    ));
+    assert!(!tag_index(&schema).contains("WHERE"));
+
+    let store = PostgresStore::connect(&url).await.unwrap();
+    assert_eq!(common::format_version(&schema), FORMAT_VERSION);
+    assert!(tag_index(&schema).contains("WHERE (tags <> '{}'::text[])"));
+    let by_tag = concord_core::Query::item(Vec::new(), vec![tag]);
+    let found = store
+        .query(&by_tag, concord_core::Position(0), 10)
+        .await
+        .unwrap();
+    let streams: Vec<&str> = found.events.iter().map(|e| e.stream.as_str()).collect();
+    assert_eq!(streams, ["seat-1"]);
+}
