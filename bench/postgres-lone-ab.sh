@@ -5,6 +5,9 @@
 # events, on one private throwaway PostgreSQL (initdb in a temporary directory, fsync and
 # synchronous_commit on); each binary's ratio to the Message DB line of its round. WRITERS
 # (default 1) runs every line at that many writers instead, the binaries' batches then.
+# B_SQL, a file of SQL, runs on B's database once both binaries have made their schemas (a
+# 1-second line each): the same binary copied to two paths, with B's layout changed by hand (an index
+# replaced, a function's body edited) measures what that part costs.
 #
 #   bench/postgres-lone-ab.sh BINARY_A BINARY_B [ROUNDS=3] [SECONDS=5] [WRITERS=1]
 set -euo pipefail
@@ -17,6 +20,11 @@ work="$(mktemp -d)"
 install_message_db "$work"
 [[ -n "$mdb" ]] || { echo "postgres-lone-ab.sh: Message DB is needed for the baseline" >&2; exit 1; }
 ab_stores "$A" "$B"
+if [[ -n "${B_SQL:-}" ]]; then
+  for bin in "$A" "$B"; do "$bin" --store "${stores[$bin]}" --json bench append --writers 1 --duration 1 --event-bytes 1024 >/dev/null 2>&1; done
+  psql -X -q -v ON_ERROR_STOP=1 -d "${stores[$B]##*/}" -f "$B_SQL"
+  echo "B_SQL $B_SQL ran on B's database"
+fi
 echo "$(nproc) cores; $W writers; $(uptime)"
 for round in $(seq 1 "$ROUNDS"); do
   base="$("$A" --store "$mdb" --json bench baseline messagedb --writers "$W" --duration "$SECS" --event-bytes 1024 2>/dev/null)"
