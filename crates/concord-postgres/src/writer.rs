@@ -912,7 +912,7 @@ impl Writer {
                 .await
                 .map_err(|e| self.db(e))?;
             let (head, committed, durable) = tokio::join!(
-                write_relative(tx, &write, &self.channel, &written, None),
+                write_relative(tx, &write, &written, None),
                 tx.batch_execute("COMMIT"),
                 self.mark(tx, &mark)
             );

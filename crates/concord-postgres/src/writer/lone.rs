@@ -183,6 +183,7 @@ impl Writer {
             .map_err(|e| self.db(e))?;
         let guard = Guard {
             stream: part.stream.as_str(),
+            channel: &self.channel,
             row: guess.row,
             lock_key: lock_key(s, part.stream.as_str()),
         };
@@ -191,8 +192,8 @@ impl Writer {
         // general path), and the server commits before it answers. A failure rolls the
         // whole statement back.
         let written = match one {
-            Some(event) => write_one(client, &write, &self.channel, event, guard).await,
-            None => write_relative(client, &write, &self.channel, &events, Some(guard)).await,
+            Some(event) => write_one(client, &write, event, guard).await,
+            None => write_relative(client, &write, &events, Some(guard)).await,
         };
         let head = match written {
             Ok(head) => head,

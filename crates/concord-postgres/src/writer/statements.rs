@@ -212,6 +212,8 @@ pub(crate) async fn insert_rows<C: deadpool_postgres::GenericClient>(
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Guard<'a> {
     pub(super) stream: &'a str,
+    /// The channel the lone call notifies with its new head (`schema::channel`).
+    pub(super) channel: &'a str,
     pub(super) row: Option<Stored>,
     /// The stream's advisory lock, which the lone function takes before it reads the row.
     pub(super) lock_key: i64,
@@ -554,7 +556,6 @@ impl WriteSql {
 pub(super) async fn write_one(
     client: &deadpool_postgres::ClientWrapper,
     statement: &tokio_postgres::Statement,
-    channel: &str,
     event: &RecordedEvent,
     guard: Guard<'_>,
 ) -> Result<Option<Position>, tokio_postgres::Error> {
@@ -581,7 +582,7 @@ pub(super) async fn write_one(
         &metadata,
         &tags,
         &recorded,
-        &channel,
+        &guard.channel,
         &known,
     ];
     params.extend(row.params());
@@ -599,7 +600,6 @@ pub(super) async fn write_one(
 pub(super) async fn write_relative(
     client: &deadpool_postgres::ClientWrapper,
     statement: &tokio_postgres::Statement,
-    channel: &str,
     events: &[RecordedEvent],
     guard: Option<Guard<'_>>,
 ) -> Result<Option<Position>, tokio_postgres::Error> {
@@ -607,9 +607,17 @@ pub(super) async fn write_relative(
     let count = bound(events.len() as u64);
     let mut params: Vec<&(dyn ToSql + Sync)> = columns.params().to_vec();
     params.push(&count);
-    let assumed = guard.map(|g| (g.stream, g.row.is_some(), Assumed::of(g.row), g.lock_key));
-    if let Some((stream, known, row, lock_key)) = &assumed {
-        params.push(&channel);
+    let assumed = guard.map(|g| {
+        (
+            g.channel,
+            g.stream,
+            g.row.is_some(),
+            Assumed::of(g.row),
+            g.lock_key,
+        )
+    });
+    if let Some((channel, stream, known, row, lock_key)) = &assumed {
+        params.push(channel);
         params.push(stream);
         params.push(known);
         params.extend(row.params());
