@@ -1,11 +1,4 @@
--- For B_SQL= of bench/postgres-lone-ab.sh (an experiment, not a layout): the one-event function of schema concord edited in place (nodurable).
-DO $$
-DECLARE f oid; def text; new text;
-BEGIN
-  SELECT p.oid INTO f FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
-   WHERE n.nspname = 'concord' AND p.proname LIKE 'concord_append_one_%';
-  def := pg_get_functiondef(f);
-  new := regexp_replace(def, 'INSERT INTO concord.concord_durable \(position\) (SELECT .*?) RETURNING position INTO p;', '\1 INTO p;');
-  IF new = def THEN RAISE EXCEPTION 'experiment changed nothing'; END IF;
-  EXECUTE new;
-END $$;
+-- For B_SQL= of bench/postgres-lone-ab.sh (an experiment, not a layout): the one-event
+-- function of schema concord reading its position without inserting its mark.
+\ir one-edit.sql
+SELECT pg_temp.edit_one('INSERT INTO concord.concord_durable \(position\) (SELECT .*?) RETURNING position INTO p;', '\1 INTO p;');
