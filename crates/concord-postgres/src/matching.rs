@@ -166,6 +166,7 @@ mod tests {
         shared().psql(&format!("ANALYZE {schema}.concord_events"));
 
         let query = Query::item(Vec::new(), vec![tag]);
+        // `$1` … `$3` are taken, as `matching_events` takes them; the tags come at `$4`.
         let mut params: Vec<Box<dyn ToSql + Sync + Send>> =
             vec![Box::new(0_i64), Box::new(0_i64), Box::new(0_i64)];
         let matching = plan(

@@ -261,13 +261,40 @@ INSERT INTO {s}.concord_durable {};
 }
 
 /// The statements that turn format 5 into format 6 in schema `s`: the tag index again, with
-/// only the events that have tags in it. Rebuilding it reads the whole log, under the
-/// migration's lock (appends wait, as for every migration).
-fn migrate_v5_to_v6(s: &str) -> String {
-    format!(
-        "DROP INDEX {s}.concord_events_tags;
+/// only the events that have tags in it. Rebuilding it reads the whole log inside the
+/// migration's transaction, which holds the log's table: reads and appends wait for it. An
+/// operator can build it beforehand without stopping anything (`CREATE INDEX CONCURRENTLY`
+/// under another name, then swap the names, `docs/design/postgres-layout.md`): a tag index
+/// that already has the predicate is kept.
+async fn migrate_v5_to_v6(
+    tx: &tokio_postgres::Transaction<'_>,
+    s: &str,
+    from: Option<i32>,
+) -> Result<(), tokio_postgres::Error> {
+    let predicate: Option<String> = tx
+        .query_opt(
+            "SELECT pg_get_expr(indpred, indrelid) FROM pg_index \
+             WHERE indexrelid = to_regclass($1)",
+            &[&format!("{s}.concord_events_tags")],
+        )
+        .await?
+        .and_then(|row| row.get(0));
+    if predicate.as_deref() == Some(&format!("({TAGGED})")) {
+        return Ok(());
+    }
+    // A schema being created has no log to read.
+    if let Some(from) = from {
+        tracing::info!(
+            schema = s,
+            "migrating the postgres schema from format {from} to 6: rebuilding the tag index \
+             reads the whole log (reads and appends wait for it)"
+        );
+    }
+    tx.batch_execute(&format!(
+        "DROP INDEX IF EXISTS {s}.concord_events_tags;
 CREATE INDEX concord_events_tags ON {s}.concord_events USING gin (tags) WHERE {TAGGED};"
-    )
+    ))
+    .await
 }
 
 /// Creates or migrates schema `s` to [`FORMAT_VERSION`], and adds each of `functions` that
@@ -333,7 +360,7 @@ pub(crate) async fn migrate(
                 tx.batch_execute(&migrate_v4_to_v5(s)).await.map_err(err)?;
             }
             if v < 6 {
-                tx.batch_execute(&migrate_v5_to_v6(s)).await.map_err(err)?;
+                migrate_v5_to_v6(&tx, s, Some(v)).await.map_err(err)?;
             }
             tx.execute(
                 &format!("UPDATE {s}.concord_meta SET format_version = $1 WHERE id = 1"),
@@ -350,7 +377,7 @@ pub(crate) async fn migrate(
                 .await
                 .map_err(err)?;
             tx.batch_execute(&migrate_v4_to_v5(s)).await.map_err(err)?;
-            tx.batch_execute(&migrate_v5_to_v6(s)).await.map_err(err)?;
+            migrate_v5_to_v6(&tx, s, None).await.map_err(err)?;
             tx.execute(
                 &format!("INSERT INTO {s}.concord_meta VALUES (1, $1)"),
                 &[&FORMAT_VERSION],

@@ -312,3 +312,41 @@ async fn a_format_5_schema_is_migrated_to_a_tag_index_of_the_events_with_tags() 
     let streams: Vec<&str> = found.events.iter().map(|e| e.stream.as_str()).collect();
     assert_eq!(streams, ["seat-1"]);
 }
+
+/// The tag index's object id in schema `schema`: a rebuilt index gets a new one.
+fn tag_index_oid(schema: &str) -> String {
+    shared().psql(&format!(
+        "SELECT to_regclass('{schema}.concord_events_tags')::oid"
+    ))
+}
+
+/// An operator may build format 6's tag index beforehand, concurrently, while the format-5
+/// build runs (`docs/design/postgres-layout.md`); the migration then keeps it rather than
+/// reading the whole log again with reads and appends waiting.
+#[tokio::test]
+async fn a_tag_index_built_beforehand_is_kept_by_the_migration() {
+    let server = shared();
+    let (schema, url) = fresh_schema();
+    drop(PostgresStore::connect(&url).await.unwrap());
+    server.psql(&format!(
+        "DROP INDEX {schema}.concord_events_tags; \
+         CREATE INDEX concord_events_tags ON {schema}.concord_events USING gin (tags); \
+         UPDATE {schema}.concord_meta SET format_version = 5"
+    ));
+    let full = tag_index_oid(&schema);
+    server.psql(&format!(
+        "CREATE INDEX concord_events_tags_6 ON {schema}.concord_events USING gin (tags) \
+         WHERE tags <> '{{}}'; DROP INDEX {schema}.concord_events_tags; \
+         ALTER INDEX {schema}.concord_events_tags_6 RENAME TO concord_events_tags"
+    ));
+    let built = tag_index_oid(&schema);
+    assert_ne!(built, full);
+
+    let _store = PostgresStore::connect(&url).await.unwrap();
+    assert_eq!(common::format_version(&schema), FORMAT_VERSION);
+    assert_eq!(
+        tag_index_oid(&schema),
+        built,
+        "the migration rebuilt the index"
+    );
+}
