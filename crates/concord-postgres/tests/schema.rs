@@ -267,6 +267,15 @@ async fn a_format_4_schema_is_migrated_with_its_head_marked_durable() {
     assert_eq!(appended.appended().last_position.get(), 3);
 }
 
+/// Schema `schema` as a format-5 Concord left it: the tag index holds every event.
+fn back_to_format_5(schema: &str) {
+    shared().psql(&format!(
+        "DROP INDEX {schema}.concord_events_tags; \
+         CREATE INDEX concord_events_tags ON {schema}.concord_events USING gin (tags); \
+         UPDATE {schema}.concord_meta SET format_version = 5"
+    ));
+}
+
 /// The tag index's definition in schema `schema`, as `pg_indexes` prints it.
 fn tag_index(schema: &str) -> String {
     shared().psql(&format!(
@@ -280,7 +289,6 @@ fn tag_index(schema: &str) -> String {
 /// what they found before.
 #[tokio::test]
 async fn a_format_5_schema_is_migrated_to_a_tag_index_of_the_events_with_tags() {
-    let server = shared();
     let (schema, url) = fresh_schema();
     let store = PostgresStore::connect(&url).await.unwrap();
     assert!(tag_index(&schema).contains("WHERE (tags <> '{}'::text[])"));
@@ -294,11 +302,7 @@ async fn a_format_5_schema_is_migrated_to_a_tag_index_of_the_events_with_tags() 
     let _ = store.append(append("account-1")).await.unwrap();
     let _ = store.append(tagged).await.unwrap();
     drop(store);
-    server.psql(&format!(
-        "DROP INDEX {schema}.concord_events_tags; \
-         CREATE INDEX concord_events_tags ON {schema}.concord_events USING gin (tags); \
-         UPDATE {schema}.concord_meta SET format_version = 5"
-    ));
+    back_to_format_5(&schema);
     assert!(!tag_index(&schema).contains("WHERE"));
 
     let store = PostgresStore::connect(&url).await.unwrap();
@@ -328,11 +332,7 @@ async fn a_tag_index_built_beforehand_is_kept_by_the_migration() {
     let server = shared();
     let (schema, url) = fresh_schema();
     drop(PostgresStore::connect(&url).await.unwrap());
-    server.psql(&format!(
-        "DROP INDEX {schema}.concord_events_tags; \
-         CREATE INDEX concord_events_tags ON {schema}.concord_events USING gin (tags); \
-         UPDATE {schema}.concord_meta SET format_version = 5"
-    ));
+    back_to_format_5(&schema);
     let full = tag_index_oid(&schema);
     server.psql(&format!(
         "CREATE INDEX concord_events_tags_6 ON {schema}.concord_events USING gin (tags) \
