@@ -1,6 +1,8 @@
 //! A database that goes away: calls fail with `Unavailable` naming the host instead of
 //! hanging, nothing is half-written, and the same store works again once PostgreSQL is back,
-//! without being reopened. Uses its own server, because it kills it.
+//! without being reopened. Each test uses its own server, because it kills it or changes
+//! its settings (`ALTER SYSTEM`): a failed test leaves the setting on a server that goes
+//! with it, never on one other tests share.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -8,7 +10,7 @@
     clippy::panic
 )]
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use concord_core::{
     AppendRequest, EventStore, EventType, ExpectedVersion, Filter, Json, NewEvent, Position,
@@ -22,6 +24,44 @@ const WAIT: Duration = Duration::from_secs(60);
 
 fn deposit() -> NewEvent {
     NewEvent::new(EventType::new("Deposited").unwrap(), Json::empty_object())
+}
+
+/// Whether `error` is `Unavailable` naming `server`'s host and port.
+fn unavailable_naming(error: &StoreError, server: &PostgresServer) -> bool {
+    matches!(error, StoreError::Unavailable { message, .. }
+        if message.contains(&format!("127.0.0.1:{}", server.port())))
+}
+
+/// How many events schema `schema` holds, counted by an admin session rather than the store.
+fn events_in(server: &PostgresServer, schema: &str) -> u64 {
+    server
+        .psql(&format!("SELECT count(*) FROM {schema}.concord_events"))
+        .trim()
+        .parse()
+        .expect("a count")
+}
+
+/// Turns `default_transaction_read_only` on or off for the whole server and waits until a
+/// new session sees it. The store's sessions, which do not set it themselves, take it from
+/// the reload before their next statement: the postmaster signals them as it reloads, so
+/// once a session started after the reload shows the value, every older one has been told.
+async fn make_read_only(server: &PostgresServer, on: bool) {
+    server.psql(if on {
+        "ALTER SYSTEM SET default_transaction_read_only = on"
+    } else {
+        "ALTER SYSTEM RESET default_transaction_read_only"
+    });
+    server.psql("SELECT pg_reload_conf()");
+    let want = if on { "on" } else { "off" };
+    let deadline = Instant::now() + WAIT;
+    while server.psql("SHOW default_transaction_read_only").trim() != want {
+        assert!(
+            Instant::now() < deadline,
+            "default_transaction_read_only is not {want} after {WAIT:?}"
+        );
+        // Polled: the reload is asynchronous and nothing tells us it happened.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -77,4 +117,97 @@ async fn a_dead_database_is_unavailable_and_the_store_recovers_when_it_is_back()
     .unwrap();
     assert_eq!(outcome.appended().last_version, Version(2));
     assert_eq!(store.head().await.unwrap(), Position(2));
+}
+
+/// A server that refuses writes (a standby, or here `default_transaction_read_only`) is
+/// `Unavailable` for an append on either write path, not a `Backend` failure: the append
+/// can succeed once a writable primary is back, with the same store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_database_is_unavailable_writes_nothing_and_the_same_store_appends_once_it_is_writable()
+ {
+    let server = PostgresServer::start();
+    let schema = "read_only";
+    let store = PostgresStore::connect(&format!("{}?schema={schema}", server.url()))
+        .await
+        .unwrap();
+    let known = StreamName::new("account-1").unwrap();
+    let _ = store
+        .append(AppendRequest::new(
+            known.clone(),
+            ExpectedVersion::NoStream,
+            vec![deposit()],
+        ))
+        .await
+        .unwrap();
+    // Unknown streams without an expectation: the writer cannot guess their rows, so these
+    // appends take the general path together, in batches.
+    let batch = |round: &str| {
+        futures::future::join_all((0..6).map(|i| {
+            store.append(AppendRequest::new(
+                StreamName::new(format!("batch{round}-{i}")).unwrap(),
+                ExpectedVersion::Any,
+                vec![deposit(), deposit()],
+            ))
+        }))
+    };
+
+    make_read_only(&server, true).await;
+    let events_before = events_in(&server, schema);
+    let head_before = store.head().await.unwrap();
+    // Alone, on a stream the writer knows: the lone path, one statement in autocommit.
+    let error = tokio::time::timeout(
+        WAIT,
+        store.append(AppendRequest::new(
+            known.clone(),
+            ExpectedVersion::Exact(Version(1)),
+            vec![deposit()],
+        )),
+    )
+    .await
+    .expect("an append to a read-only database answers")
+    .unwrap_err();
+    assert!(unavailable_naming(&error, &server), "{error:?}");
+    let answers = tokio::time::timeout(WAIT, batch("a"))
+        .await
+        .expect("appends to a read-only database answer");
+    for answer in answers {
+        let error = answer.unwrap_err();
+        assert!(unavailable_naming(&error, &server), "{error:?}");
+    }
+    assert_eq!(events_in(&server, schema), events_before);
+    assert_eq!(store.head().await.unwrap(), head_before);
+    // Reads go on while writes are refused.
+    assert_eq!(store.stream_version(&known).await.unwrap(), Version(1));
+
+    make_read_only(&server, false).await;
+    let outcome = tokio::time::timeout(
+        WAIT,
+        store.append(AppendRequest::new(
+            known.clone(),
+            ExpectedVersion::Exact(Version(1)),
+            vec![deposit()],
+        )),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(outcome.appended().last_version, Version(2));
+    // Again alone, now that the writer knows the row it left: the lone path once more.
+    let outcome = store
+        .append(AppendRequest::new(
+            known.clone(),
+            ExpectedVersion::Exact(Version(2)),
+            vec![deposit()],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(outcome.appended().last_version, Version(3));
+    for answer in tokio::time::timeout(WAIT, batch("b")).await.unwrap() {
+        assert_eq!(answer.unwrap().appended().last_version, Version(2));
+    }
+    assert_eq!(events_in(&server, schema), events_before + 2 + 12);
+    assert_eq!(
+        store.head().await.unwrap(),
+        Position(head_before.get() + 2 + 12)
+    );
 }
