@@ -1,6 +1,7 @@
 //! The store URL: libpq's `postgres://user:pass@host:port/db` (with its multi-host form and
 //! `target_session_attrs`) plus Concord's own `schema=NAME`, which libpq does not know and
-//! is therefore taken out before the rest is handed to the driver.
+//! is therefore taken out before the rest is handed to the driver. Every session gets 30 s
+//! statement and idle-in-transaction timeouts unless the URL's libpq `options` set them.
 
 use std::time::Duration;
 
@@ -18,7 +19,9 @@ pub(crate) struct StoreUrl {
     pub(crate) hosts: String,
 }
 
-/// Every statement is bounded; a stuck server is an error, not a hang.
+/// Every statement is bounded; a stuck server is an error, not a hang. The default of
+/// `statement_timeout` and `idle_in_transaction_session_timeout`: a store URL whose libpq
+/// `options` set either sets it instead (`session_options`).
 pub(crate) const STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
 pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -41,6 +44,22 @@ pub(crate) fn valid_schema(name: &str) -> bool {
 /// [`PostgresError::Url`] for a URL the store would refuse.
 pub fn connection_config(url: &str) -> Result<(tokio_postgres::Config, String), PostgresError> {
     parse(url).map(|u| (u.config, u.schema))
+}
+
+/// The `options` every session starts with, around `url_options` (the URL's own): PostgreSQL
+/// applies `-c` settings in order and the last one of a name wins, so the 30 s timeouts go
+/// first (a user's `statement_timeout` or `idle_in_transaction_session_timeout` in the URL
+/// replaces them, whichever way libpq lets it be spelled) and the isolation level goes last.
+/// READ COMMITTED whatever the database's, the role's or the URL's default: each statement
+/// of the write functions, a lone append's called in autocommit, must take its snapshot
+/// after the locks before it are held (under REPEATABLE READ a function's statements would
+/// share the snapshot of its call, taken before its locks).
+fn session_options(url_options: &str) -> String {
+    let timeout_ms = STATEMENT_TIMEOUT.as_millis();
+    format!(
+        "-c statement_timeout={timeout_ms} -c idle_in_transaction_session_timeout={timeout_ms} \
+         {url_options} -c default_transaction_isolation=read\\ committed"
+    )
 }
 
 pub(crate) fn parse(url: &str) -> Result<StoreUrl, PostgresError> {
@@ -74,16 +93,7 @@ pub(crate) fn parse(url: &str) -> Result<StoreUrl, PostgresError> {
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(CONNECT_TIMEOUT);
     }
-    let timeout_ms = STATEMENT_TIMEOUT.as_millis();
-    let options = config.get_options().unwrap_or_default().to_owned();
-    // READ COMMITTED whatever the database's or the role's default: each statement of the
-    // write functions, a lone append's called in autocommit, must take its snapshot after
-    // the locks before it are held (under REPEATABLE READ a function's statements would
-    // share the snapshot of its call, taken before its locks).
-    config.options(format!(
-        "{options} -c statement_timeout={timeout_ms} -c idle_in_transaction_session_timeout={timeout_ms} \
-         -c default_transaction_isolation=read\\ committed"
-    ).trim());
+    config.options(session_options(config.get_options().unwrap_or_default()));
     if config.get_application_name().is_none() {
         config.application_name("concord");
     }
@@ -130,6 +140,53 @@ mod tests {
             tokio_postgres::config::TargetSessionAttrs::ReadWrite
         );
         assert_eq!(url.config.get_dbname(), Some("db"));
+    }
+
+    /// What a session's `options` set `name` to: the last `-c name=value` (the only spelling
+    /// these options use), as PostgreSQL applies them in order.
+    fn effective<'a>(options: &'a str, name: &str) -> Option<&'a str> {
+        let prefix = format!("{name}=");
+        options
+            .split(' ')
+            .filter_map(|word| word.strip_prefix(prefix.as_str()))
+            .next_back()
+    }
+
+    #[test]
+    fn timeouts_the_url_gives_in_its_options_win_over_the_defaults() {
+        let url = parse(
+            "postgres://h/db?schema=orders&options=-c%20statement_timeout%3D2000\
+             %20-c%20default_transaction_isolation%3Dserializable",
+        )
+        .unwrap();
+        let options = url.config.get_options().unwrap();
+        assert_eq!(effective(options, "statement_timeout"), Some("2000"));
+        assert_eq!(
+            effective(options, "idle_in_transaction_session_timeout"),
+            Some("30000")
+        );
+        // The isolation level the write path needs stays, whatever the URL asks for.
+        assert!(options.ends_with("-c default_transaction_isolation=read\\ committed"));
+
+        let url = parse("postgres://h/db?options=-c%20idle_in_transaction_session_timeout%3D500")
+            .unwrap();
+        let options = url.config.get_options().unwrap();
+        assert_eq!(effective(options, "statement_timeout"), Some("30000"));
+        assert_eq!(
+            effective(options, "idle_in_transaction_session_timeout"),
+            Some("500")
+        );
+    }
+
+    #[test]
+    fn without_options_in_the_url_every_session_gets_the_30_s_timeouts() {
+        let url = parse("postgres://h/db").unwrap();
+        let options = url.config.get_options().unwrap();
+        assert_eq!(effective(options, "statement_timeout"), Some("30000"));
+        assert_eq!(
+            effective(options, "idle_in_transaction_session_timeout"),
+            Some("30000")
+        );
     }
 
     #[test]

@@ -60,8 +60,25 @@ impl From<PostgresError> for StoreError {
 }
 
 /// A driver error during a call: a lost or refused connection (or a standby) is
-/// `Unavailable`, anything else a `Backend` failure. `hosts` names where we were talking to.
+/// `Unavailable`, and so is a statement PostgreSQL cancelled (its `statement_timeout`, or
+/// an operator's `pg_cancel_backend`: one SQLSTATE for both, told apart only by the
+/// server's text, which is never matched), retryable once what held it up has passed;
+/// anything else is a `Backend` failure. `hosts` names where we were talking to.
 pub(crate) fn driver(hosts: &str, e: tokio_postgres::Error) -> StoreError {
+    if e.code() == Some(&tokio_postgres::error::SqlState::QUERY_CANCELED) {
+        // Said in the message, not left to the source: the writer passes on only the
+        // message, and the driver's own text is "db error".
+        return StoreError::unavailable(
+            "postgres",
+            format!(
+                "PostgreSQL at {hosts} cancelled the statement: it ran longer than the \
+                 session's statement_timeout (30 s unless the store URL's `options` set \
+                 another), or an operator cancelled it; retry once the lock or load holding \
+                 it up has passed"
+            ),
+            e,
+        );
+    }
     let read_only = e
         .code()
         .is_some_and(|c| *c == tokio_postgres::error::SqlState::READ_ONLY_SQL_TRANSACTION);

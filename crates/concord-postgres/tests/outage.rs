@@ -13,8 +13,8 @@
 use std::time::{Duration, Instant};
 
 use concord_core::{
-    AppendRequest, EventStore, EventType, ExpectedVersion, Filter, Json, NewEvent, Position,
-    StoreError, StreamName, Version,
+    AppendRequest, Direction, EventStore, EventType, ExpectedVersion, Filter, Json, NewEvent,
+    Position, StoreError, StreamName, Version,
 };
 use concord_postgres::PostgresStore;
 use concord_testkit::postgres::PostgresServer;
@@ -210,4 +210,135 @@ async fn a_read_only_database_is_unavailable_writes_nothing_and_the_same_store_a
         store.head().await.unwrap(),
         Position(head_before.get() + 2 + 12)
     );
+}
+
+/// The `statement_timeout` the next test's store URL sets in its libpq `options`.
+const SHORT_TIMEOUT_MS: u64 = 1_500;
+
+/// A call held up by a lock answers within this when the URL's timeout holds, and only
+/// after the 30 s default when it does not.
+const WELL_BEFORE_THE_DEFAULT: Duration = Duration::from_secs(15);
+
+/// Whether `error` is the `Unavailable` of a cancelled statement at `server`.
+fn timed_out(error: &StoreError, server: &PostgresServer) -> bool {
+    unavailable_naming(error, server)
+        && matches!(error, StoreError::Unavailable { message, .. }
+            if message.contains("statement_timeout"))
+}
+
+/// A `statement_timeout` given in the store URL's libpq `options` replaces the 30 s default:
+/// with the store's table locked by another session, appends (alone and batched) and reads
+/// give up after it, as `Unavailable` naming the host and the timeout, write nothing, and
+/// the same store carries on once the lock is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_held_up_past_the_urls_statement_timeout_is_unavailable_writes_nothing_and_the_store_carries_on()
+ {
+    let server = PostgresServer::start();
+    let schema = "timeout";
+    let store = PostgresStore::connect(&format!(
+        "{}?schema={schema}&options=-c%20statement_timeout%3D{SHORT_TIMEOUT_MS}",
+        server.url()
+    ))
+    .await
+    .unwrap();
+    let known = StreamName::new("account-1").unwrap();
+    let _ = store
+        .append(AppendRequest::new(
+            known.clone(),
+            ExpectedVersion::NoStream,
+            vec![deposit()],
+        ))
+        .await
+        .unwrap();
+    // As in the read-only test: unknown streams without an expectation take the general
+    // path, batched.
+    let batch = |round: &str| {
+        futures::future::join_all((0..4).map(|i| {
+            store.append(AppendRequest::new(
+                StreamName::new(format!("batch{round}-{i}")).unwrap(),
+                ExpectedVersion::Any,
+                vec![deposit(), deposit()],
+            ))
+        }))
+    };
+    let events_before = events_in(&server, schema);
+    let head_before = store.head().await.unwrap();
+
+    // A session of its own, holding the lock in an open transaction until it is told to
+    // roll back.
+    let (admin, connection) = tokio_postgres::connect(&server.url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    let connection = tokio::spawn(connection);
+    admin
+        .batch_execute(&format!(
+            "BEGIN; LOCK TABLE {schema}.concord_events IN ACCESS EXCLUSIVE MODE"
+        ))
+        .await
+        .unwrap();
+
+    let error = tokio::time::timeout(
+        WELL_BEFORE_THE_DEFAULT,
+        store.append(AppendRequest::new(
+            known.clone(),
+            ExpectedVersion::Exact(Version(1)),
+            vec![deposit()],
+        )),
+    )
+    .await
+    .expect("an append alone gives up at the URL's statement_timeout")
+    .unwrap_err();
+    assert!(timed_out(&error, &server), "{error:?}");
+    let answers = tokio::time::timeout(WELL_BEFORE_THE_DEFAULT, batch("a"))
+        .await
+        .expect("batched appends give up at the URL's statement_timeout");
+    for answer in answers {
+        let error = answer.unwrap_err();
+        assert!(timed_out(&error, &server), "{error:?}");
+    }
+    let error = tokio::time::timeout(
+        WELL_BEFORE_THE_DEFAULT,
+        store.read_all(Position(1), &Filter::all(), 10),
+    )
+    .await
+    .expect("read_all gives up at the URL's statement_timeout")
+    .unwrap_err();
+    assert!(timed_out(&error, &server), "{error:?}");
+    let error = tokio::time::timeout(
+        WELL_BEFORE_THE_DEFAULT,
+        store.read_stream(&known, Version(1), Direction::Forward, 10),
+    )
+    .await
+    .expect("read_stream gives up at the URL's statement_timeout")
+    .unwrap_err();
+    assert!(timed_out(&error, &server), "{error:?}");
+
+    admin.batch_execute("ROLLBACK").await.unwrap();
+    drop(admin);
+    connection.await.unwrap().unwrap();
+    assert_eq!(events_in(&server, schema), events_before);
+    assert_eq!(store.head().await.unwrap(), head_before);
+
+    let outcome = store
+        .append(AppendRequest::new(
+            known.clone(),
+            ExpectedVersion::Exact(Version(1)),
+            vec![deposit()],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(outcome.appended().last_version, Version(2));
+    for answer in batch("b").await {
+        assert_eq!(answer.unwrap().appended().last_version, Version(2));
+    }
+    let page = store
+        .read_all(Position(1), &Filter::all(), 100)
+        .await
+        .unwrap();
+    assert_eq!(page.events.len(), 2 + 8);
+    let stream = store
+        .read_stream(&known, Version(1), Direction::Forward, 10)
+        .await
+        .unwrap();
+    assert_eq!(stream.len(), 2);
 }
