@@ -182,12 +182,40 @@ async fn a_store_goes_to_postgres_and_back_unchanged_and_a_copy_resumes() {
     assert_eq!(embedded(&last).await, embedded(&first).await);
 }
 
+/// Where the killed copy is held up: the position its import waits at.
+const GATE: u64 = 1_501;
+
+/// The copy is killed in the middle, always: another session holds an uncommitted row at
+/// position `GATE` of the target (the log's primary key), so the import of the batch that
+/// holds it waits for that session, and the copy can bring in the positions before it and
+/// no more, however fast it runs. It is killed there, the row rolled back, and a second
+/// run must resume after the first's last batch and end with the source's events.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_copy_goes_on_where_it_stopped() {
     let tmp = tempfile::tempdir().unwrap();
     let source = tmp.path().join("source");
     write(&source, 0, 3_000).await;
-    let postgres = concord_testkit::postgres::shared().url_with_fresh_schema();
+    let server = concord_testkit::postgres::shared();
+    let schema = concord_testkit::postgres::unique_schema();
+    let postgres = format!("{}?schema={schema}", server.url());
+    // Opened first, so the target's tables exist for the gate's row.
+    let target = concord_postgres::PostgresStore::connect(&postgres)
+        .await
+        .unwrap();
+    let (gate, connection) = tokio_postgres::connect(&server.url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    let connection = tokio::spawn(connection);
+    gate.batch_execute(&format!(
+        r"BEGIN; INSERT INTO {schema}.concord_events
+              (position, stream, category, version, event_id, event_type, data, metadata,
+               tags, recorded_at)
+          VALUES ({GATE}, 'gate-1', 'gate', 1, '00000000-0000-0000-0000-000000000001',
+                  'Gate', '\x', '', '{{}}', 0)"
+    ))
+    .await
+    .unwrap();
+    // Batches of 5 from position 1: the one that waits starts at the gate.
     let mut child = Command::new(BIN)
         .args([
             "copy",
@@ -201,23 +229,37 @@ async fn a_killed_copy_goes_on_where_it_stopped() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    // Killed once the first batches are in (or when it has ended, if it was that quick:
-    // the second run must then find nothing left to copy).
-    let target = concord_postgres::PostgresStore::connect(&postgres)
-        .await
-        .unwrap();
+    let before_gate = Position(GATE - 1);
     let deadline = Instant::now() + Duration::from_secs(60);
-    while target.head().await.unwrap() == Position(0) && Instant::now() < deadline {
+    while target.head().await.unwrap() < before_gate {
+        assert!(
+            Instant::now() < deadline,
+            "the copy did not reach position {before_gate} in 60 s"
+        );
+        // Polled: the target's head is all the copy, another process, shows of its progress.
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     child.kill().unwrap();
     child.wait().unwrap();
-    let at_kill = target.head().await.unwrap();
-    assert!(at_kill > Position(0), "the copy imported nothing in 60 s");
+    assert_eq!(
+        target.head().await.unwrap(),
+        before_gate,
+        "the copy was to be held up at position {GATE} of 3000"
+    );
+    gate.batch_execute("ROLLBACK").await.unwrap();
+    drop(gate);
+    connection.await.unwrap().unwrap();
+    // The killed copy's waiting import never sent its COMMIT: it ends with its session.
+    assert_eq!(target.head().await.unwrap(), before_gate);
+
     let out = copy(source.to_str().unwrap(), &postgres, &[]);
     assert_copied(&out);
+    assert!(
+        stdout(&out).contains(&format!("resumed and copied {} events", 3_000 - (GATE - 1))),
+        "{}",
+        stdout(&out)
+    );
     assert_eq!(everything(&target).await, embedded(&source).await);
-    eprintln!("killed at position {at_kill} of 3000; {}", stdout(&out));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
