@@ -85,10 +85,25 @@ pub(crate) fn driver(hosts: &str, e: tokio_postgres::Error) -> StoreError {
     let connection_class = e
         .code()
         .is_some_and(|c| c.code().starts_with("08") || c.code().starts_with("57P"));
+    let said = said(&e);
     if e.is_closed() || e.code().is_none() || read_only || connection_class {
-        StoreError::unavailable("postgres", format!("PostgreSQL at {hosts}: {e}"), e)
+        StoreError::unavailable("postgres", format!("PostgreSQL at {hosts}: {said}"), e)
     } else {
-        StoreError::backend("postgres", format!("PostgreSQL at {hosts}: {e}"), e)
+        StoreError::backend("postgres", format!("PostgreSQL at {hosts}: {said}"), e)
+    }
+}
+
+/// What went wrong, in words: the server's own message when it sent one (the driver's
+/// `Display` says only "db error"), else the driver's with its cause. Put in the message,
+/// not left to the source alone, because a failed batch answers each of its appends with
+/// the message only.
+fn said(e: &tokio_postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        return format!("{} ({})", db.message(), db.code().code());
+    }
+    match std::error::Error::source(e) {
+        Some(cause) if !e.to_string().contains(&cause.to_string()) => format!("{e}: {cause}"),
+        _ => e.to_string(),
     }
 }
 

@@ -119,6 +119,12 @@ async fn a_dead_database_is_unavailable_and_the_store_recovers_when_it_is_back()
     assert_eq!(store.head().await.unwrap(), Position(2));
 }
 
+/// Whether `error` passes on what the server said: that the transaction is read-only
+/// (the driver's own words are only "db error").
+fn says_read_only(error: &StoreError) -> bool {
+    error.to_string().contains("read-only transaction")
+}
+
 /// A server that refuses writes (a standby, or here `default_transaction_read_only`) is
 /// `Unavailable` for an append on either write path, not a `Backend` failure: the append
 /// can succeed once a writable primary is back, with the same store.
@@ -167,12 +173,14 @@ async fn a_read_only_database_is_unavailable_writes_nothing_and_the_same_store_a
     .expect("an append to a read-only database answers")
     .unwrap_err();
     assert!(unavailable_naming(&error, &server), "{error:?}");
+    assert!(says_read_only(&error), "{error}");
     let answers = tokio::time::timeout(WAIT, batch("a"))
         .await
         .expect("appends to a read-only database answer");
     for answer in answers {
         let error = answer.unwrap_err();
         assert!(unavailable_naming(&error, &server), "{error:?}");
+        assert!(says_read_only(&error), "{error}");
     }
     assert_eq!(events_in(&server, schema), events_before);
     assert_eq!(store.head().await.unwrap(), head_before);
