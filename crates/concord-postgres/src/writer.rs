@@ -17,9 +17,10 @@
 //!    streams' versions (`concord_stream_state`) and of where the batch's event ids already
 //!    stand, with each stream's lifecycle (a tombstone refuses the append, a hidden
 //!    event's id is still taken, a soft-deleted stream is at version 0 but its versions go
-//!    on); `concord_core::plan_multi_append` decides each append, reading the concurrent
-//!    events of a conflict or rebase (those reads show) in the same transaction, under the
-//!    same locks;
+//!    on), and of each stream's events after the stalest expectation of its appends, so
+//!    that `concord_core::plan_multi_append` decides each append with a conflict's missed
+//!    events and a rebase's concurrent events (those reads show) in hand, read under the
+//!    same locks (more of them than that read holds are read in the same transaction);
 //! 3. the head lock (`schema::head_lock_sql`): from taking it to COMMIT, no other process
 //!    can assign positions. A batch without conditions takes it in the call of the batch
 //!    function (`WriteFunction::batch`: the lock, then the write statement, which reads the
@@ -62,7 +63,7 @@ use tokio_postgres::types::ToSql;
 
 use crate::lifecycle::{self, LIFECYCLE_COLUMNS, Stored};
 use crate::matching::MatchingError;
-use crate::rows::{bound, decode};
+use crate::rows::{COLUMNS, bound, decode};
 pub(crate) use lone::Known;
 use lone::Lone;
 pub(crate) use statements::insert_rows;
@@ -452,23 +453,42 @@ impl Writer {
              JOIN unnest($1::text[], $2::uuid[]) AS k(stream, event_id) \
              ON e.stream = k.stream AND e.event_id = k.event_id"
         );
+        // And what stale expectations missed, in the same exchange: each stream's events
+        // after the stalest expectation of its appends, so that a conflict's missed events
+        // and a rebase's concurrent events are at hand when the batch is decided, with no
+        // exchange after it (when nothing is stale, the index finds no row at once).
+        let (past_streams, past_afters) = stalest_expectations(batch);
+        let max = self.limits.concurrent_events_max;
+        let limit = bound(max as u64);
+        let past_limit = limit.saturating_mul(PAST_SPANS);
+        let past_sql = past_sql(s);
         // The mark's statement too, before BEGIN: parsing an insert locks its table, which
         // must not happen with the streams' locks held.
-        let (lock_stmt, versions_stmt, found_stmt, mark) = tokio::try_join!(
+        let (lock_stmt, versions_stmt, found_stmt, past_stmt, mark) = tokio::try_join!(
             tx.prepare_cached(LOCK_STREAMS_SQL),
             tx.prepare_cached(&versions_sql),
             tx.prepare_cached(&found_sql),
+            tx.prepare_cached(&past_sql),
             tx.prepare_cached(&self.write_sql.mark)
         )
         .map_err(|e| self.db(e))?;
         let lock_params: [&(dyn ToSql + Sync); 1] = [&keys];
         let versions_params: [&(dyn ToSql + Sync); 1] = [&streams];
         let found_params: [&(dyn ToSql + Sync); 2] = [&id_streams, &ids];
-        let (_, _, version_rows, found_rows) = tokio::try_join!(
+        let past_params: [&(dyn ToSql + Sync); 3] = [&past_streams, &past_afters, &past_limit];
+        let past_read = async {
+            if past_streams.is_empty() {
+                Ok(Vec::new())
+            } else {
+                tx.query(&past_stmt, &past_params).await
+            }
+        };
+        let (_, _, version_rows, found_rows, past_rows) = tokio::try_join!(
             tx.batch_execute(Session::BEGIN),
             tx.query_one(&lock_stmt, &lock_params),
             tx.query(&versions_stmt, &versions_params),
-            tx.query(&found_stmt, &found_params)
+            tx.query(&found_stmt, &found_params),
+            past_read
         )
         .map_err(|e| self.db(e))?;
         let mut versions: HashMap<String, Stored> = HashMap::new();
@@ -500,15 +520,32 @@ impl Writer {
         let actual = |stream: &StreamName| stored(stream).visible_version();
         // Retention by age is judged by this batch's clock.
         let now = RecordedAt::now();
+        let mut past: HashMap<&str, Past> = past_streams
+            .iter()
+            .zip(&past_afters)
+            .map(|(stream, after)| (*stream, Past::after(*after)))
+            .collect();
+        for event in decode_all(&past_rows)? {
+            if let Some(p) = past.get_mut(event.stream.as_str()) {
+                p.events.push(event);
+            }
+        }
+        for (stream, p) in &mut past {
+            p.keep_visible(&stored_of(&versions, stream), now, past_limit);
+        }
 
         // The events after a stale expectation, for every part that may rebase: each
-        // stream's span (from the stalest such expectation to its last version) is read
-        // once when it is short (the writers of a hot stream are stale over overlapping
-        // ranges): its types decide the rebases, its events are what they moved past.
-        // A long span is asked for its distinct types per part instead.
-        // (Only events reads show: those hidden or erased were not missed.)
-        let max = self.limits.concurrent_events_max;
-        let limit = bound(max as u64);
+        // stream's span (from the stalest such expectation to its last version) is the
+        // first exchange's read when that read reached the stream's last version (the
+        // writers of a hot stream are stale over overlapping ranges), and read once now
+        // when it did not but the span is short: its types decide the rebases, its events
+        // are what they moved past. A long span is asked for its distinct types per part
+        // instead. (Only events reads show: those hidden or erased were not missed.)
+        let mut shared: HashMap<&str, Vec<RecordedEvent>> = past
+            .iter()
+            .filter(|(_, p)| p.complete)
+            .map(|(stream, p)| (*stream, p.events.clone()))
+            .collect();
         let stream_sql = lifecycle::forward_sql(s);
         let types_sql = format!(
             "SELECT DISTINCT event_type FROM {s}.concord_events WHERE stream = $1 AND version >= $2 \
@@ -538,7 +575,9 @@ impl Writer {
             let span = spans.entry(stream).or_insert((*from, to, *oldest));
             span.0 = span.0.min(*from);
         }
-        spans.retain(|_, (from, to, _)| to.saturating_sub(*from) < limit.saturating_mul(2));
+        spans.retain(|stream, (from, to, _)| {
+            !shared.contains_key(stream) && to.saturating_sub(*from) < past_limit
+        });
         let span_streams: Vec<&str> = spans.keys().copied().collect();
         let span_rows = try_join_all(span_streams.iter().map(|stream| {
             let (from, to, oldest) = spans.get(stream).copied().unwrap_or_default();
@@ -548,7 +587,6 @@ impl Writer {
         }))
         .await
         .map_err(|e| self.db(e))?;
-        let mut shared: HashMap<&str, Vec<RecordedEvent>> = HashMap::new();
         for (stream, rows) in span_streams.iter().zip(span_rows) {
             shared.insert(stream, decode_all(&rows)?);
         }
@@ -723,12 +761,30 @@ impl Writer {
             }
         }
 
-        // Concurrent events of conflicts, read under the same locks (the events reads
-        // show, `$2 ≤ version ≤ $3`: concurrent events are only those).
-        let conflict_reads: Vec<(usize, &ConflictRead)> = conflicts
+        // Concurrent events of conflicts: those the first exchange read, or (more than it
+        // reads past a stale expectation, among them events reads hide) read now, under the
+        // same locks (the events reads show, `$2 ≤ version ≤ $3`: concurrent events are
+        // only those).
+        let mut conflict_errors: HashMap<usize, Vec<Conflict>> = HashMap::new();
+        let mut conflict_reads: Vec<(usize, &ConflictRead)> = Vec::new();
+        for (j, c) in conflicts
             .iter()
             .flat_map(|(j, reads)| reads.iter().map(move |c| (*j, c)))
-            .collect();
+        {
+            let missed = match c.first() {
+                Some(first) => past
+                    .get(c.stream.as_str())
+                    .and_then(|p| p.missed(first, max)),
+                None => Some(Vec::new()),
+            };
+            match missed {
+                Some(events) => conflict_errors
+                    .entry(j)
+                    .or_default()
+                    .push(c.conflict(events)),
+                None => conflict_reads.push((j, c)),
+            }
+        }
         let conflict_rows = try_join_all(conflict_reads.iter().map(|(_, c)| {
             let from = bound(c.first().map_or(u64::MAX, Version::get));
             let to = bound(c.stored.last.get());
@@ -743,22 +799,12 @@ impl Writer {
         }))
         .await
         .map_err(|e| self.db(e))?;
-        let mut conflict_errors: HashMap<usize, Vec<Conflict>> = HashMap::new();
         for ((j, c), rows) in conflict_reads.iter().zip(conflict_rows) {
-            let concurrent_events = match c.first() {
-                Some(_) => decode_all(&rows)?,
-                None => Vec::new(),
-            };
-            let truncated = c.first().is_some_and(|first| {
-                first.get() + concurrent_events.len() as u64 <= c.actual.get()
-            });
-            conflict_errors.entry(*j).or_default().push(Conflict {
-                stream: c.stream.clone(),
-                expected: c.expected,
-                actual: c.actual,
-                concurrent_events,
-                truncated,
-            });
+            let concurrent_events = decode_all(&rows)?;
+            conflict_errors
+                .entry(*j)
+                .or_default()
+                .push(c.conflict(concurrent_events));
         }
         for (j, list) in conflict_errors {
             if let Some(slot) = answers.get_mut(j) {
@@ -1070,6 +1116,107 @@ impl ConflictRead {
     fn first(&self) -> Option<Version> {
         self.first_concurrent.map(|f| f.max(self.stored.floor()))
     }
+
+    /// The conflict, with the concurrent events read from [`Self::first`] on.
+    fn conflict(&self, concurrent_events: Vec<RecordedEvent>) -> Conflict {
+        let truncated = self
+            .first()
+            .is_some_and(|first| first.get() + concurrent_events.len() as u64 <= self.actual.get());
+        Conflict {
+            stream: self.stream.clone(),
+            expected: self.expected,
+            actual: self.actual,
+            concurrent_events,
+            truncated,
+        }
+    }
+}
+
+/// The first exchange reads this many times the concurrent events a conflict reports
+/// past each stream's stalest expectation: the writers of a hot stream in one batch are
+/// stale over overlapping ranges, up to a batch behind one another.
+const PAST_SPANS: i64 = 2;
+
+/// The events of each stream after its stalest expectation, up to a limit (`$3`): one
+/// index range per stream (`$1`, `$2`).
+fn past_sql(schema: &str) -> String {
+    format!(
+        "SELECT e.* FROM unnest($1::text[], $2::bigint[]) AS k(stream, after) \
+         CROSS JOIN LATERAL (SELECT {COLUMNS} FROM {schema}.concord_events \
+         WHERE stream = k.stream AND version > k.after ORDER BY version LIMIT $3) AS e"
+    )
+}
+
+/// Each stream of `batch` with an expectation that can be stale (an exact version, or
+/// `no_stream`: version 0), and the stalest of them.
+fn stalest_expectations<'a>(batch: &[&'a MultiAppendRequest]) -> (Vec<&'a str>, Vec<i64>) {
+    let mut stalest: HashMap<&'a str, i64> = HashMap::new();
+    for p in batch.iter().flat_map(|r| r.parts.iter()) {
+        let after = match p.expected {
+            concord_core::ExpectedVersion::Exact(e) => bound(e.get()),
+            concord_core::ExpectedVersion::NoStream => 0,
+            concord_core::ExpectedVersion::Exists | concord_core::ExpectedVersion::Any => continue,
+        };
+        stalest
+            .entry(p.stream.as_str())
+            .and_modify(|a| *a = (*a).min(after))
+            .or_insert(after);
+    }
+    stalest.into_iter().unzip()
+}
+
+/// One stream's events after the stalest expectation of the batch's appends to it, as the
+/// first exchange read them.
+#[derive(Debug, Default)]
+struct Past {
+    /// The version the read started after.
+    after: i64,
+    /// The events reads show, in version order.
+    events: Vec<RecordedEvent>,
+    /// Whether they are every such event up to the stream's last version.
+    complete: bool,
+}
+
+impl Past {
+    fn after(after: i64) -> Past {
+        Past {
+            after,
+            ..Past::default()
+        }
+    }
+
+    /// Keeps the events reads show of a stream stored as `stored` (not hidden by a delete
+    /// or retention, nor erased), and notes whether the read reached its last version
+    /// (fewer rows than the read's `limit`, or its last row the stream's last).
+    fn keep_visible(&mut self, stored: &Stored, now: RecordedAt, limit: i64) {
+        let last = stored.last;
+        self.complete = bound(self.events.len() as u64) < limit
+            || self.events.last().is_some_and(|e| e.version >= last);
+        let (floor, oldest) = (stored.floor(), stored.oldest_kept(now));
+        self.events.retain(|e| {
+            e.version >= floor && e.version <= last && bound(e.recorded_at.as_millis()) >= oldest
+        });
+    }
+
+    /// The first `max` events reads show from `first` on, if this read holds them.
+    fn missed(&self, first: Version, max: usize) -> Option<Vec<RecordedEvent>> {
+        if bound(first.get()) <= self.after {
+            return None;
+        }
+        let events: Vec<RecordedEvent> = self
+            .events
+            .iter()
+            .filter(|e| e.version >= first)
+            .take(max)
+            .cloned()
+            .collect();
+        (self.complete || events.len() >= max).then_some(events)
+    }
+}
+
+/// The row of `stream` as the batch read it (none: the default).
+fn stored_of(versions: &HashMap<String, Stored>, stream: &str) -> Stored {
+    versions.get(stream).copied().unwrap_or_default()
 }
 
 /// Refuses an append naming a tombstoned stream (every part checked first, so nothing of

@@ -103,10 +103,19 @@ fn pg_command(program: &Path) -> Command {
 impl PostgresServer {
     /// Makes a fresh cluster and starts it.
     pub fn start() -> PostgresServer {
-        Self::launch(false)
+        Self::launch(false, Vec::new())
     }
 
-    fn launch(remove_dir_on_exit: bool) -> PostgresServer {
+    /// As [`PostgresServer::start`], with more `name=value` settings on the command line
+    /// (for a test that needs one the shared server lacks, such as a preloaded library).
+    ///
+    /// # Panics
+    /// As [`PostgresServer::start`].
+    pub fn start_with(settings: &[&str]) -> PostgresServer {
+        Self::launch(false, settings.iter().map(|s| (*s).to_owned()).collect())
+    }
+
+    fn launch(remove_dir_on_exit: bool, settings: Vec<String>) -> PostgresServer {
         let bin = bin_dir();
         let dir = tempfile::Builder::new()
             .prefix("concord-pg-")
@@ -152,7 +161,7 @@ impl PostgresServer {
             port: 0,
             process: None,
             remove_dir_on_exit,
-            settings: Vec::new(),
+            settings,
         };
         retry_start("PostgreSQL", Duration::ZERO, || {
             server.port = free_port();
@@ -451,7 +460,7 @@ impl Drop for PostgresServer {
 /// deleted by its guard when the binary exits).
 pub fn shared() -> &'static PostgresServer {
     static SERVER: OnceLock<PostgresServer> = OnceLock::new();
-    SERVER.get_or_init(|| PostgresServer::launch(true))
+    SERVER.get_or_init(|| PostgresServer::launch(true, Vec::new()))
 }
 
 /// A schema name no other test of any test binary uses: `test_<pid>_<n>`.
