@@ -34,16 +34,27 @@ pub(crate) fn count_in(table: &str, what: &str, n: i64) -> Result<u64, StoreErro
 }
 
 pub(crate) fn decode(row: &Row) -> Result<RecordedEvent, StoreError> {
-    let position: i64 = row.try_get(0).map_err(|e| corrupted("position", e))?;
-    let stream: &str = row.try_get(1).map_err(|e| corrupted("stream", e))?;
-    let version: i64 = row.try_get(2).map_err(|e| corrupted("version", e))?;
-    let id: uuid::Uuid = row.try_get(3).map_err(|e| corrupted("event_id", e))?;
-    let event_type: &str = row.try_get(4).map_err(|e| corrupted("event_type", e))?;
-    let content_type: Option<&str> = row.try_get(5).map_err(|e| corrupted("content_type", e))?;
-    let data: Vec<u8> = row.try_get(6).map_err(|e| corrupted("data", e))?;
-    let metadata: String = row.try_get(7).map_err(|e| corrupted("metadata", e))?;
-    let tags: Vec<&str> = row.try_get(8).map_err(|e| corrupted("tags", e))?;
-    let recorded_at: i64 = row.try_get(9).map_err(|e| corrupted("recorded_at", e))?;
+    decode_at(row, 0)
+}
+
+/// As [`decode`], of [`COLUMNS`] starting at column `at`.
+pub(crate) fn decode_at(row: &Row, at: usize) -> Result<RecordedEvent, StoreError> {
+    let position: i64 = row.try_get(at).map_err(|e| corrupted("position", e))?;
+    let stream: &str = row.try_get(at + 1).map_err(|e| corrupted("stream", e))?;
+    let version: i64 = row.try_get(at + 2).map_err(|e| corrupted("version", e))?;
+    let id: uuid::Uuid = row.try_get(at + 3).map_err(|e| corrupted("event_id", e))?;
+    let event_type: &str = row
+        .try_get(at + 4)
+        .map_err(|e| corrupted("event_type", e))?;
+    let content_type: Option<&str> = row
+        .try_get(at + 5)
+        .map_err(|e| corrupted("content_type", e))?;
+    let data: Vec<u8> = row.try_get(at + 6).map_err(|e| corrupted("data", e))?;
+    let metadata: String = row.try_get(at + 7).map_err(|e| corrupted("metadata", e))?;
+    let tags: Vec<&str> = row.try_get(at + 8).map_err(|e| corrupted("tags", e))?;
+    let recorded_at: i64 = row
+        .try_get(at + 9)
+        .map_err(|e| corrupted("recorded_at", e))?;
     let content_type = content_type
         .map(ContentType::new)
         .transpose()

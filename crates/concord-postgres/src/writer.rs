@@ -63,7 +63,7 @@ use tokio_postgres::types::ToSql;
 
 use crate::lifecycle::{self, LIFECYCLE_COLUMNS, Stored};
 use crate::matching::MatchingError;
-use crate::rows::{COLUMNS, bound, decode};
+use crate::rows::{COLUMNS, bound, decode, decode_at};
 pub(crate) use lone::Known;
 use lone::Lone;
 pub(crate) use statements::insert_rows;
@@ -444,60 +444,63 @@ impl Writer {
                 })
             })
             .unzip();
-        let versions_sql = format!(
-            "SELECT stream, {LIFECYCLE_COLUMNS} FROM {s}.{} WHERE stream = ANY($1)",
-            crate::schema::STREAM_STATE
-        );
+        // With each stream's state, what a stale expectation missed: its events after the
+        // stalest expectation of the batch's appends to it, so that a conflict's missed
+        // events and a rebase's concurrent events are at hand when the batch is decided,
+        // with no exchange after it. The range is read only where the stream's last version
+        // is past that expectation (a filter on the outer row: no index probe otherwise).
+        let (past_streams, past_afters) = stalest_expectations(batch);
+        let max = self.limits.concurrent_events_max;
+        let limit = bound(max as u64);
+        let past_limit = limit.saturating_mul(PAST_SPANS);
+        let state_sql = state_and_past_sql(s);
         let found_sql = format!(
             "SELECT e.stream, e.event_id, e.version, e.position FROM {s}.concord_events e \
              JOIN unnest($1::text[], $2::uuid[]) AS k(stream, event_id) \
              ON e.stream = k.stream AND e.event_id = k.event_id"
         );
-        // And what stale expectations missed, in the same exchange: each stream's events
-        // after the stalest expectation of its appends, so that a conflict's missed events
-        // and a rebase's concurrent events are at hand when the batch is decided, with no
-        // exchange after it (when nothing is stale, the index finds no row at once).
-        let (past_streams, past_afters) = stalest_expectations(batch);
-        let max = self.limits.concurrent_events_max;
-        let limit = bound(max as u64);
-        let past_limit = limit.saturating_mul(PAST_SPANS);
-        let past_sql = past_sql(s);
         // The mark's statement too, before BEGIN: parsing an insert locks its table, which
         // must not happen with the streams' locks held.
-        let (lock_stmt, versions_stmt, found_stmt, past_stmt, mark) = tokio::try_join!(
+        let (lock_stmt, state_stmt, found_stmt, mark) = tokio::try_join!(
             tx.prepare_cached(LOCK_STREAMS_SQL),
-            tx.prepare_cached(&versions_sql),
+            tx.prepare_cached(&state_sql),
             tx.prepare_cached(&found_sql),
-            tx.prepare_cached(&past_sql),
             tx.prepare_cached(&self.write_sql.mark)
         )
         .map_err(|e| self.db(e))?;
         let lock_params: [&(dyn ToSql + Sync); 1] = [&keys];
-        let versions_params: [&(dyn ToSql + Sync); 1] = [&streams];
+        let state_params: [&(dyn ToSql + Sync); 4] =
+            [&streams, &past_streams, &past_afters, &past_limit];
         let found_params: [&(dyn ToSql + Sync); 2] = [&id_streams, &ids];
-        let past_params: [&(dyn ToSql + Sync); 3] = [&past_streams, &past_afters, &past_limit];
-        let past_read = async {
-            if past_streams.is_empty() {
-                Ok(Vec::new())
-            } else {
-                tx.query(&past_stmt, &past_params).await
-            }
-        };
-        let (_, _, version_rows, found_rows, past_rows) = tokio::try_join!(
+        let (_, _, state_rows, found_rows) = tokio::try_join!(
             tx.batch_execute(Session::BEGIN),
             tx.query_one(&lock_stmt, &lock_params),
-            tx.query(&versions_stmt, &versions_params),
-            tx.query(&found_stmt, &found_params),
-            past_read
+            tx.query(&state_stmt, &state_params),
+            tx.query(&found_stmt, &found_params)
         )
         .map_err(|e| self.db(e))?;
         let mut versions: HashMap<String, Stored> = HashMap::new();
-        for row in &version_rows {
+        let mut past: HashMap<&str, Past> = past_streams
+            .iter()
+            .zip(&past_afters)
+            .map(|(stream, after)| (*stream, Past::after(*after)))
+            .collect();
+        for row in &state_rows {
             let stream: String = row.try_get(0).map_err(|e| self.db(e))?;
             let stored = Stored::decode(row, 1).map_err(|e| BatchError {
                 unavailable: false,
                 message: e.to_string(),
             })?;
+            let missed: Option<i64> = row.try_get(PAST_AT).map_err(|e| self.db(e))?;
+            if missed.is_some() {
+                let event = decode_at(row, PAST_AT).map_err(|e| BatchError {
+                    unavailable: false,
+                    message: e.to_string(),
+                })?;
+                if let Some(p) = past.get_mut(stream.as_str()) {
+                    p.events.push(event);
+                }
+            }
             versions.insert(stream, stored);
         }
         let mut found: HashMap<(String, uuid::Uuid), (Version, Position)> = HashMap::new();
@@ -520,16 +523,6 @@ impl Writer {
         let actual = |stream: &StreamName| stored(stream).visible_version();
         // Retention by age is judged by this batch's clock.
         let now = RecordedAt::now();
-        let mut past: HashMap<&str, Past> = past_streams
-            .iter()
-            .zip(&past_afters)
-            .map(|(stream, after)| (*stream, Past::after(*after)))
-            .collect();
-        for event in decode_all(&past_rows)? {
-            if let Some(p) = past.get_mut(event.stream.as_str()) {
-                p.events.push(event);
-            }
-        }
         for (stream, p) in &mut past {
             p.keep_visible(&stored_of(&versions, stream), now, past_limit);
         }
@@ -1137,13 +1130,29 @@ impl ConflictRead {
 /// stale over overlapping ranges, up to a batch behind one another.
 const PAST_SPANS: i64 = 2;
 
-/// The events of each stream after its stalest expectation, up to a limit (`$3`): one
-/// index range per stream (`$1`, `$2`).
-fn past_sql(schema: &str) -> String {
+/// Where [`state_and_past_sql`]'s event columns start: after the stream and its
+/// lifecycle columns.
+const PAST_AT: usize = 8;
+
+/// Each stream's state (`$1`, the streams; the stream, then [`LIFECYCLE_COLUMNS`]) and,
+/// from column [`PAST_AT`], its events after `after` (`$2`, `$3`: streams and versions),
+/// up to `$4` of them, in version order: a row per event, the state repeated on each, or
+/// one row with no event. The range is read only where the stream's last version is past
+/// `after`.
+fn state_and_past_sql(schema: &str) -> String {
+    let state: Vec<String> = std::iter::once("stream")
+        .chain(LIFECYCLE_COLUMNS.split(',').map(str::trim))
+        .map(|c| format!("s.{c}"))
+        .collect();
     format!(
-        "SELECT e.* FROM unnest($1::text[], $2::bigint[]) AS k(stream, after) \
-         CROSS JOIN LATERAL (SELECT {COLUMNS} FROM {schema}.concord_events \
-         WHERE stream = k.stream AND version > k.after ORDER BY version LIMIT $3) AS e"
+        "SELECT {state}, e.* FROM {schema}.{view} s \
+         LEFT JOIN unnest($2::text[], $3::bigint[]) AS k(stream, after) ON k.stream = s.stream \
+         LEFT JOIN LATERAL (SELECT {COLUMNS} FROM {schema}.concord_events \
+           WHERE stream = s.stream AND version > k.after AND s.version > k.after \
+           ORDER BY version LIMIT $4) AS e ON true \
+         WHERE s.stream = ANY($1)",
+        state = state.join(", "),
+        view = crate::schema::STREAM_STATE
     )
 }
 
@@ -1193,6 +1202,7 @@ impl Past {
         self.complete = bound(self.events.len() as u64) < limit
             || self.events.last().is_some_and(|e| e.version >= last);
         let (floor, oldest) = (stored.floor(), stored.oldest_kept(now));
+        self.events.sort_by_key(|e| e.version);
         self.events.retain(|e| {
             e.version >= floor && e.version <= last && bound(e.recorded_at.as_millis()) >= oldest
         });
@@ -1493,6 +1503,15 @@ mod tests {
         assert_eq!(second.len(), 32);
         assert_eq!(streams_of(&second)[0], "account-32");
         assert!(waiting.is_empty());
+    }
+
+    #[test]
+    fn the_missed_events_are_read_after_the_stream_and_its_lifecycle_columns() {
+        assert_eq!(PAST_AT, 1 + LIFECYCLE_COLUMNS.split(',').count());
+        assert!(state_and_past_sql("concord").starts_with(
+            "SELECT s.stream, s.version, s.deleted_through, s.tombstoned, s.max_count, \
+             s.max_age_seconds, s.truncate_before, s.erased_through, e.* "
+        ));
     }
 
     #[test]

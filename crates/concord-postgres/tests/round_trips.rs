@@ -1,6 +1,6 @@
 //! A conflict carries the actual version and the events the writer missed in the exchange
 //! that found it: the batch's first exchange reads each stream's events after its stalest
-//! expectation beside its version, so neither a conflict nor a rebase over a short span
+//! expectation in the statement that reads its version, so neither a conflict nor a rebase over a short span
 //! sends a read after the decision (issue 18). These specs count the statements the server
 //! ran (`pg_stat_statements`, on a server of their own that preloads it).
 #![allow(
@@ -22,8 +22,9 @@ use concord_testkit::postgres::PostgresServer;
 /// The read of one stream's events between two versions (`lifecycle::forward_sql`): what a
 /// conflict's or a rebase's events took after the decision before they came with the state.
 const READ_AFTER_THE_DECISION: &str = "%version >= $2 AND version <= $3%";
-/// The first exchange's read of the events after each stream's stalest expectation.
-const READ_WITH_THE_STATE: &str = "%CROSS JOIN LATERAL%version > k.after%";
+/// The first exchange's read of each stream's state and events after its stalest
+/// expectation.
+const READ_WITH_THE_STATE: &str = "%LEFT JOIN LATERAL%version > k.after%";
 
 fn server() -> &'static PostgresServer {
     static SERVER: OnceLock<PostgresServer> = OnceLock::new();
