@@ -449,7 +449,8 @@ impl Writer {
         // events and a rebase's concurrent events are at hand when the batch is decided,
         // with no exchange after it. The range is read only where the stream's last version
         // is past that expectation (a filter on the outer row: no index probe otherwise).
-        let (past_streams, past_afters) = stalest_expectations(batch);
+        let stalest = stalest_expectations(batch);
+        let afters: Vec<Option<i64>> = streams.iter().map(|s| stalest.get(s).copied()).collect();
         let max = self.limits.concurrent_events_max;
         let limit = bound(max as u64);
         let past_limit = limit.saturating_mul(PAST_SPANS);
@@ -469,8 +470,7 @@ impl Writer {
         )
         .map_err(|e| self.db(e))?;
         let lock_params: [&(dyn ToSql + Sync); 1] = [&keys];
-        let state_params: [&(dyn ToSql + Sync); 4] =
-            [&streams, &past_streams, &past_afters, &past_limit];
+        let state_params: [&(dyn ToSql + Sync); 3] = [&streams, &afters, &past_limit];
         let found_params: [&(dyn ToSql + Sync); 2] = [&id_streams, &ids];
         let (_, _, state_rows, found_rows) = tokio::try_join!(
             tx.batch_execute(Session::BEGIN),
@@ -480,9 +480,8 @@ impl Writer {
         )
         .map_err(|e| self.db(e))?;
         let mut versions: HashMap<String, Stored> = HashMap::new();
-        let mut past: HashMap<&str, Past> = past_streams
+        let mut past: HashMap<&str, Past> = stalest
             .iter()
-            .zip(&past_afters)
             .map(|(stream, after)| (*stream, Past::after(*after)))
             .collect();
         for row in &state_rows {
@@ -1135,22 +1134,21 @@ const PAST_SPANS: i64 = 2;
 const PAST_AT: usize = 8;
 
 /// Each stream's state (`$1`, the streams; the stream, then [`LIFECYCLE_COLUMNS`]) and,
-/// from column [`PAST_AT`], its events after `after` (`$2`, `$3`: streams and versions),
-/// up to `$4` of them, in version order: a row per event, the state repeated on each, or
-/// one row with no event. The range is read only where the stream's last version is past
-/// `after`.
+/// from column [`PAST_AT`], its events after `after` (`$2`, a version or NULL for each
+/// stream), up to `$3` of them, in version order: a row per event, the state repeated on
+/// each, or one row with no event. The range is read only where the stream's last version
+/// is past `after`.
 fn state_and_past_sql(schema: &str) -> String {
     let state: Vec<String> = std::iter::once("stream")
         .chain(LIFECYCLE_COLUMNS.split(',').map(str::trim))
         .map(|c| format!("s.{c}"))
         .collect();
     format!(
-        "SELECT {state}, e.* FROM {schema}.{view} s \
-         LEFT JOIN unnest($2::text[], $3::bigint[]) AS k(stream, after) ON k.stream = s.stream \
+        "SELECT {state}, e.* FROM unnest($1::text[], $2::bigint[]) AS k(stream, after) \
+         JOIN {schema}.{view} s ON s.stream = k.stream \
          LEFT JOIN LATERAL (SELECT {COLUMNS} FROM {schema}.concord_events \
            WHERE stream = s.stream AND version > k.after AND s.version > k.after \
-           ORDER BY version LIMIT $4) AS e ON true \
-         WHERE s.stream = ANY($1)",
+           ORDER BY version LIMIT $3) AS e ON true",
         state = state.join(", "),
         view = crate::schema::STREAM_STATE
     )
@@ -1158,7 +1156,7 @@ fn state_and_past_sql(schema: &str) -> String {
 
 /// Each stream of `batch` with an expectation that can be stale (an exact version, or
 /// `no_stream`: version 0), and the stalest of them.
-fn stalest_expectations<'a>(batch: &[&'a MultiAppendRequest]) -> (Vec<&'a str>, Vec<i64>) {
+fn stalest_expectations<'a>(batch: &[&'a MultiAppendRequest]) -> HashMap<&'a str, i64> {
     let mut stalest: HashMap<&'a str, i64> = HashMap::new();
     for p in batch.iter().flat_map(|r| r.parts.iter()) {
         let after = match p.expected {
@@ -1171,7 +1169,7 @@ fn stalest_expectations<'a>(batch: &[&'a MultiAppendRequest]) -> (Vec<&'a str>, 
             .and_modify(|a| *a = (*a).min(after))
             .or_insert(after);
     }
-    stalest.into_iter().unzip()
+    stalest
 }
 
 /// One stream's events after the stalest expectation of the batch's appends to it, as the
