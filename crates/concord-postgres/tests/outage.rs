@@ -125,17 +125,10 @@ fn says_read_only(error: &StoreError) -> bool {
     error.to_string().contains("read-only transaction")
 }
 
-/// A server that refuses writes (a standby, or here `default_transaction_read_only`) is
-/// `Unavailable` for an append on either write path, not a `Backend` failure: the append
-/// can succeed once a writable primary is back, with the same store.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_read_only_database_is_unavailable_writes_nothing_and_the_same_store_appends_once_it_is_writable()
- {
-    let server = PostgresServer::start();
-    let schema = "read_only";
-    let store = PostgresStore::connect(&format!("{}?schema={schema}", server.url()))
-        .await
-        .unwrap();
+/// A store at `url` holding one event in `account-1`, the stream it returns: an append to it
+/// alone afterwards takes the lone path (the writer knows the row it left).
+async fn store_with_a_known_stream(url: &str) -> (PostgresStore, StreamName) {
+    let store = PostgresStore::connect(url).await.unwrap();
     let known = StreamName::new("account-1").unwrap();
     let _ = store
         .append(AppendRequest::new(
@@ -145,17 +138,37 @@ async fn a_read_only_database_is_unavailable_writes_nothing_and_the_same_store_a
         ))
         .await
         .unwrap();
-    // Unknown streams without an expectation: the writer cannot guess their rows, so these
-    // appends take the general path together, in batches.
-    let batch = |round: &str| {
-        futures::future::join_all((0..6).map(|i| {
-            store.append(AppendRequest::new(
-                StreamName::new(format!("batch{round}-{i}")).unwrap(),
-                ExpectedVersion::Any,
-                vec![deposit(), deposit()],
-            ))
-        }))
-    };
+    (store, known)
+}
+
+/// `n` appends at once to new streams without an expectation: the writer cannot guess their
+/// rows, so they take the general path together, in batches.
+async fn appends_to_new_streams(
+    store: &PostgresStore,
+    round: &str,
+    n: usize,
+) -> Vec<Result<concord_core::AppendOutcome, StoreError>> {
+    futures::future::join_all((0..n).map(|i| {
+        store.append(AppendRequest::new(
+            StreamName::new(format!("batch{round}-{i}")).unwrap(),
+            ExpectedVersion::Any,
+            vec![deposit(), deposit()],
+        ))
+    }))
+    .await
+}
+
+/// A server that refuses writes (a standby, or here `default_transaction_read_only`) is
+/// `Unavailable` for an append on either write path, not a `Backend` failure: the append
+/// can succeed once a writable primary is back, with the same store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_database_is_unavailable_writes_nothing_and_the_same_store_appends_once_it_is_writable()
+ {
+    let server = PostgresServer::start();
+    let schema = "read_only";
+    let (store, known) =
+        store_with_a_known_stream(&format!("{}?schema={schema}", server.url())).await;
+    let batch = |round: &'static str| appends_to_new_streams(&store, round, 6);
 
     make_read_only(&server, true).await;
     let events_before = events_in(&server, schema);
@@ -243,32 +256,12 @@ async fn a_statement_held_up_past_the_urls_statement_timeout_is_unavailable_writ
  {
     let server = PostgresServer::start();
     let schema = "timeout";
-    let store = PostgresStore::connect(&format!(
+    let (store, known) = store_with_a_known_stream(&format!(
         "{}?schema={schema}&options=-c%20statement_timeout%3D{SHORT_TIMEOUT_MS}",
         server.url()
     ))
-    .await
-    .unwrap();
-    let known = StreamName::new("account-1").unwrap();
-    let _ = store
-        .append(AppendRequest::new(
-            known.clone(),
-            ExpectedVersion::NoStream,
-            vec![deposit()],
-        ))
-        .await
-        .unwrap();
-    // As in the read-only test: unknown streams without an expectation take the general
-    // path, batched.
-    let batch = |round: &str| {
-        futures::future::join_all((0..4).map(|i| {
-            store.append(AppendRequest::new(
-                StreamName::new(format!("batch{round}-{i}")).unwrap(),
-                ExpectedVersion::Any,
-                vec![deposit(), deposit()],
-            ))
-        }))
-    };
+    .await;
+    let batch = |round: &'static str| appends_to_new_streams(&store, round, 4);
     let events_before = events_in(&server, schema);
     let head_before = store.head().await.unwrap();
 

@@ -64,6 +64,26 @@ async fn store_with(stream: &StreamName, events: usize) -> PostgresStore {
     store
 }
 
+/// The conflict of an append to `stream` expecting `expected`, which must be stale.
+async fn conflict_of(
+    store: &PostgresStore,
+    stream: &StreamName,
+    expected: Version,
+) -> Box<concord_core::Conflict> {
+    let err = store
+        .append(AppendRequest::new(
+            stream.clone(),
+            ExpectedVersion::Exact(expected),
+            vec![deposit()],
+        ))
+        .await
+        .unwrap_err();
+    let StoreError::Conflict(conflict) = err else {
+        panic!("expected a conflict, got {err:?}");
+    };
+    conflict
+}
+
 fn deposit() -> NewEvent {
     NewEvent::new(EventType::new("Deposited").unwrap(), Json::empty_object())
 }
@@ -81,17 +101,7 @@ async fn a_conflict_reports_the_events_it_missed_without_a_read_after_the_decisi
     let stream = StreamName::new("account-1").unwrap();
     let store = store_with(&stream, 3).await;
 
-    let err = store
-        .append(AppendRequest::new(
-            stream.clone(),
-            ExpectedVersion::Exact(Version(1)),
-            vec![deposit()],
-        ))
-        .await
-        .unwrap_err();
-    let StoreError::Conflict(conflict) = err else {
-        panic!("expected a conflict, got {err:?}");
-    };
+    let conflict = conflict_of(&store, &stream, Version(1)).await;
     assert_eq!(conflict.actual, Version(3));
     assert_eq!(versions(&conflict.concurrent_events), vec![2, 3]);
     assert!(!conflict.truncated);
@@ -143,17 +153,7 @@ async fn a_conflict_far_behind_reports_the_first_hundred_it_missed_from_the_firs
     let stream = StreamName::new("document-1").unwrap();
     let store = store_with(&stream, 250).await;
 
-    let err = store
-        .append(AppendRequest::new(
-            stream.clone(),
-            ExpectedVersion::Exact(Version(10)),
-            vec![deposit()],
-        ))
-        .await
-        .unwrap_err();
-    let StoreError::Conflict(conflict) = err else {
-        panic!("expected a conflict, got {err:?}");
-    };
+    let conflict = conflict_of(&store, &stream, Version(10)).await;
     assert_eq!(conflict.actual, Version(250));
     assert_eq!(
         versions(&conflict.concurrent_events),
@@ -183,17 +183,7 @@ async fn missed_events_hidden_past_the_first_exchange_are_read_after_it_and_only
         .unwrap();
     server().psql("SELECT pg_stat_statements_reset()");
 
-    let err = store
-        .append(AppendRequest::new(
-            stream.clone(),
-            ExpectedVersion::Exact(Version(10)),
-            vec![deposit()],
-        ))
-        .await
-        .unwrap_err();
-    let StoreError::Conflict(conflict) = err else {
-        panic!("expected a conflict, got {err:?}");
-    };
+    let conflict = conflict_of(&store, &stream, Version(10)).await;
     assert_eq!(conflict.actual, Version(300));
     assert_eq!(
         versions(&conflict.concurrent_events),
