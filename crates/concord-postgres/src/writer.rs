@@ -533,11 +533,6 @@ impl Writer {
         // when it did not but the span is short: its types decide the rebases, its events
         // are what they moved past. A long span is asked for its distinct types per part
         // instead. (Only events reads show: those hidden or erased were not missed.)
-        let mut shared: HashMap<&str, Vec<RecordedEvent>> = past
-            .iter()
-            .filter(|(_, p)| p.complete)
-            .map(|(stream, p)| (*stream, p.events.clone()))
-            .collect();
         let stream_sql = lifecycle::forward_sql(s);
         let types_sql = format!(
             "SELECT DISTINCT event_type FROM {s}.concord_events WHERE stream = $1 AND version >= $2 \
@@ -559,6 +554,12 @@ impl Writer {
                     let from = bound(e.next().max(st.floor()).get());
                     rebasable.push((j, i, p.stream.as_str(), from, st.oldest_kept(now)));
                 }
+            }
+        }
+        let mut shared: HashMap<&str, Vec<RecordedEvent>> = HashMap::new();
+        for (_, _, stream, _, _) in &rebasable {
+            if let Some(p) = past.get(stream).filter(|p| p.complete) {
+                shared.entry(stream).or_insert_with(|| p.events.clone());
             }
         }
         let mut spans: HashMap<&str, (i64, i64, i64)> = HashMap::new();
