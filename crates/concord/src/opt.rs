@@ -15,7 +15,9 @@ Store URLs:
   redis://[user:pass@]host:port/db[?prefix=P]      a Redis (>= 7) server, keys under {P} (default concord)
   rediss://...                                      the same over TLS
   postgres://user:pass@host:port[,host:port]/db[?schema=S&target_session_attrs=read-write]
-                                                    PostgreSQL, tables in schema S (default concord)
+                                                    PostgreSQL, tables in schema S (default concord);
+                                                    every statement gives up after 30 s unless libpq's
+                                                    options set it (&options=-c%20statement_timeout%3DMS)
   http://host:port                                  a `concord serve` server (token from CONCORD_TOKEN)
   memory:                                           an empty in-memory store, gone on exit
 
