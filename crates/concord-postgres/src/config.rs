@@ -25,6 +25,14 @@ pub(crate) struct StoreUrl {
 pub(crate) const STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
 pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The `application_name` of the store's sessions when the URL gives none, as
+/// `pg_stat_activity` shows them; the LISTEN session's is [`LISTENER_APPLICATION_NAME`].
+pub(crate) const APPLICATION_NAME: &str = "concord";
+
+/// The LISTEN session's `application_name` (when the URL gives none): an idle session
+/// that every commit wakes, told apart from the pool's so an operator sees which it is.
+pub(crate) const LISTENER_APPLICATION_NAME: &str = "concord-listener";
+
 /// Whether `name` is a schema name Concord accepts: lower-case ASCII letters, digits and
 /// `_`, not starting with a digit, at most 63 bytes (so it never needs quoting).
 pub(crate) fn valid_schema(name: &str) -> bool {
@@ -95,7 +103,7 @@ pub(crate) fn parse(url: &str) -> Result<StoreUrl, PostgresError> {
     }
     config.options(session_options(config.get_options().unwrap_or_default()));
     if config.get_application_name().is_none() {
-        config.application_name("concord");
+        config.application_name(APPLICATION_NAME);
     }
     let hosts = config
         .get_hosts()

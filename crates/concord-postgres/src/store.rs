@@ -188,10 +188,14 @@ impl PostgresStore {
         drop(client);
         let signal = HeadSignal::new(head);
         let head_sql = schema::durable_head_sql(&schema);
+        let mut listen_config = config;
+        if listen_config.get_application_name() == Some(config::APPLICATION_NAME) {
+            listen_config.application_name(config::LISTENER_APPLICATION_NAME);
+        }
         let listener = Listener {
             started: std::sync::atomic::AtomicBool::new(false),
             state: std::sync::Mutex::new(Listening::Idle {
-                config: Box::new(config),
+                config: Box::new(listen_config),
                 channel: channel.clone(),
                 head_sql,
             }),

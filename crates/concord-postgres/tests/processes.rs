@@ -266,3 +266,59 @@ async fn three_stores_give_gap_free_positions_in_order(url: &str) {
     let n = STORES * WRITERS_PER_STORE * appends_per_writer;
     assert_eq!(versions, (1..=n as u64).collect::<Vec<_>>());
 }
+
+/// Notifications are only a hint: a subscriber whose LISTEN session dies (a restart of the
+/// connection, an operator's `pg_terminate_backend`) misses the notification of the next
+/// append, and still gets it within the bounded fallback (its wait reads the head after a
+/// second; the listener reads it on reconnecting), not at the next notification.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_whose_listening_session_dies_gets_the_next_event_within_the_fallback() {
+    let server = concord_testkit::postgres::PostgresServer::start();
+    let (writer, follower) = (
+        PostgresStore::connect(&server.url()).await.unwrap(),
+        PostgresStore::connect(&server.url()).await.unwrap(),
+    );
+    let stream = StreamName::new("auction-1").unwrap();
+    let bid = |expected| {
+        writer.append(AppendRequest::new(
+            stream.clone(),
+            expected,
+            vec![event("BidPlaced")],
+        ))
+    };
+    let _ = bid(ExpectedVersion::NoStream).await.unwrap();
+    // The follower's first wait starts its LISTEN session.
+    assert_eq!(
+        follower.wait_for_head(Position::ZERO).await.unwrap(),
+        Position(1)
+    );
+    let listeners = "SELECT count(*) FROM pg_stat_activity \
+                     WHERE application_name = 'concord-listener' AND state = 'idle'";
+    let deadline = std::time::Instant::now() + WAIT;
+    while server.psql(listeners).trim() != "1" {
+        assert!(std::time::Instant::now() < deadline, "no listener session");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    server.psql(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE application_name = 'concord-listener'",
+    );
+
+    let _ = bid(ExpectedVersion::Exact(Version(1))).await.unwrap();
+    let waited = std::time::Instant::now();
+    let head = tokio::time::timeout(WAIT, follower.wait_for_head(Position(1)))
+        .await
+        .expect("the follower hears of the append without another notification")
+        .unwrap();
+    assert_eq!(head, Position(2));
+    assert!(
+        waited.elapsed() < Duration::from_secs(5),
+        "the fallback is bounded: {:?}",
+        waited.elapsed()
+    );
+    let events = follower
+        .read_stream(&stream, Version(1), Direction::Forward, 10)
+        .await
+        .unwrap();
+    assert_eq!(events.len(), 2);
+}
