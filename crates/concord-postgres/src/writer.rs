@@ -454,7 +454,6 @@ impl Writer {
         let max = self.limits.concurrent_events_max;
         let limit = bound(max as u64);
         let past_limit = limit.saturating_mul(PAST_SPANS);
-        let state_sql = state_and_past_sql(s);
         let found_sql = format!(
             "SELECT e.stream, e.event_id, e.version, e.position FROM {s}.concord_events e \
              JOIN unnest($1::text[], $2::uuid[]) AS k(stream, event_id) \
@@ -464,7 +463,7 @@ impl Writer {
         // must not happen with the streams' locks held.
         let (lock_stmt, state_stmt, found_stmt, mark) = tokio::try_join!(
             tx.prepare_cached(LOCK_STREAMS_SQL),
-            tx.prepare_cached(&state_sql),
+            tx.prepare_cached(&self.write_sql.state),
             tx.prepare_cached(&found_sql),
             tx.prepare_cached(&self.write_sql.mark)
         )
@@ -516,8 +515,7 @@ impl Writer {
                 ),
             );
         }
-        let stored =
-            |stream: &StreamName| versions.get(stream.as_str()).copied().unwrap_or_default();
+        let stored = |stream: &StreamName| stored_of(&versions, stream.as_str());
         // Expectations are checked against the version reads show (0 while soft-deleted).
         let actual = |stream: &StreamName| stored(stream).visible_version();
         // Retention by age is judged by this batch's clock.

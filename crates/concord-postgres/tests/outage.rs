@@ -141,6 +141,20 @@ async fn store_with_a_known_stream(url: &str) -> (PostgresStore, StreamName) {
     (store, known)
 }
 
+/// A deposit to `known` after its first event: alone, the lone path.
+async fn second_deposit(
+    store: &PostgresStore,
+    known: &StreamName,
+) -> Result<concord_core::AppendOutcome, StoreError> {
+    store
+        .append(AppendRequest::new(
+            known.clone(),
+            ExpectedVersion::Exact(Version(1)),
+            vec![deposit()],
+        ))
+        .await
+}
+
 /// `n` appends at once to new streams without an expectation: the writer cannot guess their
 /// rows, so they take the general path together, in batches.
 async fn appends_to_new_streams(
@@ -174,17 +188,10 @@ async fn a_read_only_database_is_unavailable_writes_nothing_and_the_same_store_a
     let events_before = events_in(&server, schema);
     let head_before = store.head().await.unwrap();
     // Alone, on a stream the writer knows: the lone path, one statement in autocommit.
-    let error = tokio::time::timeout(
-        WAIT,
-        store.append(AppendRequest::new(
-            known.clone(),
-            ExpectedVersion::Exact(Version(1)),
-            vec![deposit()],
-        )),
-    )
-    .await
-    .expect("an append to a read-only database answers")
-    .unwrap_err();
+    let error = tokio::time::timeout(WAIT, second_deposit(&store, &known))
+        .await
+        .expect("an append to a read-only database answers")
+        .unwrap_err();
     assert!(unavailable_naming(&error, &server), "{error:?}");
     assert!(says_read_only(&error), "{error}");
     let answers = tokio::time::timeout(WAIT, batch("a"))
@@ -201,17 +208,10 @@ async fn a_read_only_database_is_unavailable_writes_nothing_and_the_same_store_a
     assert_eq!(store.stream_version(&known).await.unwrap(), Version(1));
 
     make_read_only(&server, false).await;
-    let outcome = tokio::time::timeout(
-        WAIT,
-        store.append(AppendRequest::new(
-            known.clone(),
-            ExpectedVersion::Exact(Version(1)),
-            vec![deposit()],
-        )),
-    )
-    .await
-    .unwrap()
-    .unwrap();
+    let outcome = tokio::time::timeout(WAIT, second_deposit(&store, &known))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(outcome.appended().last_version, Version(2));
     // Again alone, now that the writer knows the row it left: the lone path once more.
     let outcome = store
@@ -278,17 +278,10 @@ async fn a_statement_held_up_past_the_urls_statement_timeout_is_unavailable_writ
         .await
         .unwrap();
 
-    let error = tokio::time::timeout(
-        WELL_BEFORE_THE_DEFAULT,
-        store.append(AppendRequest::new(
-            known.clone(),
-            ExpectedVersion::Exact(Version(1)),
-            vec![deposit()],
-        )),
-    )
-    .await
-    .expect("an append alone gives up at the URL's statement_timeout")
-    .unwrap_err();
+    let error = tokio::time::timeout(WELL_BEFORE_THE_DEFAULT, second_deposit(&store, &known))
+        .await
+        .expect("an append alone gives up at the URL's statement_timeout")
+        .unwrap_err();
     assert!(timed_out(&error, &server), "{error:?}");
     let answers = tokio::time::timeout(WELL_BEFORE_THE_DEFAULT, batch("a"))
         .await
@@ -320,14 +313,7 @@ async fn a_statement_held_up_past_the_urls_statement_timeout_is_unavailable_writ
     assert_eq!(events_in(&server, schema), events_before);
     assert_eq!(store.head().await.unwrap(), head_before);
 
-    let outcome = store
-        .append(AppendRequest::new(
-            known.clone(),
-            ExpectedVersion::Exact(Version(1)),
-            vec![deposit()],
-        ))
-        .await
-        .unwrap();
+    let outcome = second_deposit(&store, &known).await.unwrap();
     assert_eq!(outcome.appended().last_version, Version(2));
     for answer in batch("b").await {
         assert_eq!(answer.unwrap().appended().last_version, Version(2));

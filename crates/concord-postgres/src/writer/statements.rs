@@ -531,6 +531,9 @@ pub(crate) struct WriteSql {
     /// `schema::mark_sql` and `schema::prune_marks_sql`.
     pub(super) mark: String,
     pub(super) prune: String,
+    /// A batch's read of its streams' states and of what their stale expectations missed
+    /// (`super::state_and_past_sql`).
+    pub(super) state: String,
 }
 
 impl WriteSql {
@@ -546,6 +549,7 @@ impl WriteSql {
             head: crate::schema::head_sql(s),
             mark: crate::schema::mark_sql(s),
             prune: crate::schema::prune_marks_sql(s),
+            state: super::state_and_past_sql(s),
         }
     }
 }
