@@ -334,3 +334,59 @@ async fn appends_written_on_their_callers_task_and_by_the_writer_interleave_with
         "positions gap-free"
     );
 }
+
+#[tokio::test]
+async fn the_guard_reads_the_streams_last_version_by_its_key_though_planned_on_an_empty_log() {
+    // The writer's sessions plan the one-event function's statement once, generic, when the
+    // first append arrives: on a new store, with an empty log that costs every key of
+    // `concord_events` alike. The guard's read of the stream's last version once took the
+    // `(stream, event_id)` key there and filtered the stream's every event, each lone
+    // append slower than the one before.
+    let server = shared();
+    let schema = concord_testkit::postgres::unique_schema();
+    let store = PostgresStore::connect(&format!("{}?schema={schema}", server.url()))
+        .await
+        .unwrap();
+    let s = StreamName::new("account-30").unwrap();
+    let appends: u64 = 200;
+    let _ = append(&store, &s, ExpectedVersion::NoStream, vec![deposit()])
+        .await
+        .unwrap();
+    for version in 1..appends {
+        let out = append(
+            &store,
+            &s,
+            ExpectedVersion::Exact(Version(version)),
+            vec![deposit()],
+        )
+        .await
+        .unwrap();
+        assert_eq!(out.appended().last_version, Version(version + 1));
+    }
+
+    let index = |name: &str, column: &str| -> u64 {
+        server
+            .psql(&format!(
+                "SELECT {column} FROM pg_stat_user_indexes \
+                 WHERE schemaname = '{schema}' AND indexrelname = '{name}'"
+            ))
+            .trim()
+            .parse()
+            .unwrap_or(0)
+    };
+    // Every lone append after the first (which found no row) reads the last version once,
+    // by the `(stream, version)` key; the sessions report their counts once idle.
+    let by_version = || index("concord_events_stream_version_key", "idx_scan");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while by_version() < appends - 1 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(by_version() >= appends - 1, "{}", by_version());
+    // The id probes find nothing there; a scan of the stream by that key would read
+    // 1 + 2 + … + 199 entries.
+    let by_id = index("concord_events_stream_event_id_key", "idx_tup_read");
+    assert!(
+        by_id < appends,
+        "{by_id} entries of (stream, event_id) read"
+    );
+}

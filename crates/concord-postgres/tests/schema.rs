@@ -224,7 +224,7 @@ async fn appends_update_no_row_so_a_snapshot_held_open_elsewhere_leaves_them_not
 }
 
 #[tokio::test]
-async fn the_lone_and_batch_functions_always_run_on_generic_plans() {
+async fn the_write_functions_always_run_on_generic_plans() {
     let (schema, url) = fresh_schema();
     let _store = PostgresStore::connect(&url).await.unwrap();
     let listed = shared().psql(&format!(
@@ -235,7 +235,8 @@ async fn the_lone_and_batch_functions_always_run_on_generic_plans() {
     ));
     assert_eq!(
         listed.trim(),
-        "batch=plan_cache_mode=force_generic_plan lone=plan_cache_mode=force_generic_plan one="
+        "batch=plan_cache_mode=force_generic_plan lone=plan_cache_mode=force_generic_plan \
+         one=plan_cache_mode=force_generic_plan"
     );
 }
 

@@ -270,20 +270,32 @@ fn write_sql(s: &str, guarded: bool) -> String {
 }
 
 /// The guard's test of the stream's row (the stream's name at `$stream`): with `$known`
-/// true, the row (read through the stream state view) is exactly the one at `$known + 1` …
-/// `$known + 7`; otherwise there is no row.
+/// true, the row's lifecycle is exactly the one at `$known + 2` … `$known + 7` and no event
+/// of the stream is past version `$known + 1`; otherwise there is no row. That is the row
+/// remembered (`Stored`), version included, read more cheaply than through the stream state
+/// view: a stream's version only grows, except where a scavenge or an import erases events,
+/// and both move `erased_through`, which the test compares; versions are never granted
+/// twice, so any other process's append leaves an event past the one remembered. (The
+/// view's join and its `LATERAL` read of the last event made the one-event function's guard
+/// its most expensive statement after the event's insert: 25 µs of 168, pg_stat_statements,
+/// 12-08.) The probe is a scalar subquery in version order, which only the `(stream,
+/// version)` key serves without a sort: as `NOT EXISTS (… AND version > $v)` (an `EXISTS`
+/// drops its `ORDER BY`), a generic plan made while the log was empty, which costs every
+/// key alike, took the `(stream, event_id)` key and filtered the stream's every event
+/// (`auto_explain`, 12-08: 560 µs per call once the stream held a few thousand events).
 fn row_guard(s: &str, stream: usize, known: usize) -> String {
-    let state = crate::schema::STREAM_STATE;
     let p = |k: usize| format!("${}", known + k);
     format!(
         "CASE WHEN {known}::boolean \
-           THEN EXISTS (SELECT 1 FROM {s}.{state} WHERE stream = {stream}::text \
-             AND version = {version}::bigint AND deleted_through = {deleted}::bigint \
+           THEN EXISTS (SELECT 1 FROM {s}.concord_streams WHERE stream = {stream}::text \
+             AND deleted_through = {deleted}::bigint \
              AND tombstoned = {tombstoned}::boolean \
              AND max_count IS NOT DISTINCT FROM {count}::bigint \
              AND max_age_seconds IS NOT DISTINCT FROM {age}::bigint \
              AND truncate_before IS NOT DISTINCT FROM {before}::bigint \
              AND erased_through = {erased}::bigint) \
+             AND (SELECT e.version FROM {s}.concord_events e WHERE e.stream = {stream}::text \
+               AND e.version > {version}::bigint ORDER BY e.version LIMIT 1) IS NULL \
            ELSE NOT EXISTS (SELECT 1 FROM {s}.concord_streams WHERE stream = {stream}::text) END",
         stream = format!("${stream}"),
         known = p(0),
@@ -302,22 +314,29 @@ fn row_guard(s: &str, stream: usize, known: usize) -> String {
 /// (`$11`), the assumed row (`$12` … `$19`, with the stream at `$1`); returns the event's
 /// position, or NULL when the guard did not hold (nothing written). Its position is read
 /// off the head by the insert of its mark (ADR 0004; committed synchronously, the append is
-/// durable when readers see it): the mark costs no statement of its own. Statements one after
-/// another, each as small as it can be: the server sets up each call's plans node by node,
-/// and the lone function's one statement of CTEs over arrays and their `unnest` spent
-/// ~12 % of the database's CPU per append in `ExecutorStart` against ~5 % for Message DB's
-/// `write_message` (`perf`, 12-07). Each statement takes its snapshot after the locks, as
-/// the CTE did: nothing it reads moves without them.
+/// durable when readers see it): the mark costs no statement of its own.
+///
+/// The guard, the mark and the event are one statement over scalars (the guard filters the
+/// mark's row, the event is inserted from the mark's): the server sets up, checks and
+/// tears down each statement of a PL/pgSQL function on every call, and that, not the reads
+/// and inserts themselves, was half the function's time (pg_stat_statements, 12-08: 168 µs
+/// per call of which its statements ran 90). The statement of CTEs over arrays and their
+/// `unnest` that the lone function runs cost more than its parts (~12 % of the database's
+/// CPU per append in `ExecutorStart` against ~5 % for Message DB's `write_message`,
+/// `perf`, 12-07); this one has no array. It takes its snapshot after the locks: nothing it
+/// reads moves without them.
 fn one_body(s: &str) -> String {
     format!(
-        "IF NOT ({row} AND NOT EXISTS (SELECT 1 FROM {s}.concord_events e \
-           WHERE e.stream = $1::text AND e.event_id = $4::uuid)) THEN\n\
+        "WITH marked AS (INSERT INTO {s}.concord_durable (position) SELECT {head} + 1 \
+           FROM {s}.concord_head h WHERE h.id = 1 AND {row} \
+           AND NOT EXISTS (SELECT 1 FROM {s}.concord_events e \
+             WHERE e.stream = $1::text AND e.event_id = $4::uuid) \
+           RETURNING position) \
+         INSERT INTO {s}.concord_events {EVENT_COLUMNS} SELECT position, $1, $2, $3, $4, $5, \
+           $6, $7, $8, {tags}, $10 FROM marked RETURNING position INTO p;\n\
+         IF p IS NULL THEN\n\
          RETURN NULL;\n\
          END IF;\n\
-         INSERT INTO {s}.concord_durable (position) SELECT {head} + 1 \
-           FROM {s}.concord_head h WHERE h.id = 1 RETURNING position INTO p;\n\
-         INSERT INTO {s}.concord_events {EVENT_COLUMNS} VALUES (p, $1, $2, $3, $4, $5, $6, $7, \
-           $8, {tags}, $10);\n\
          IF NOT $12 THEN\n\
          INSERT INTO {s}.concord_streams (stream, version, last_position) VALUES ($1, $3, p) \
            ON CONFLICT (stream) DO NOTHING;\n\
@@ -330,14 +349,13 @@ fn one_body(s: &str) -> String {
     )
 }
 
-/// The lone and batch functions' statement of CTEs runs on generic plans always. The plan cache otherwise weighs a statement's generic plan against
+/// The write functions' statements of CTEs run on generic plans always. The plan cache otherwise weighs a statement's generic plan against
 /// the custom plans of its first calls and may plan it anew on every call, its choice
 /// turning on the statistics of the moment (seen: the lone function's statement planned on
 /// each of 3 604 calls, 0.4 ms each, a lone append's p50 1.28 ms against 0.61 ms in the next
 /// run; BENCHMARKS.md, "PostgreSQL: the one-event function"). Set on the functions, not the
 /// writer's sessions: a batch's condition reads want the plan for their parameters (a
-/// range from position 0 by a tag's index, not the log in order). The one-event function's
-/// small statements are planned generic by the cache itself.
+/// range from position 0 by a tag's index, not the log in order).
 const GENERIC_PLANS: &str = "SET plan_cache_mode = force_generic_plan ";
 
 /// The parameters of the one-event function: the event's ten columns, the channel, the
@@ -415,7 +433,14 @@ impl WriteFunction {
             crate::schema::head_lock(s),
             one_body(s)
         );
-        Self::new(s, "one", &ONE_PARAMETERS, Returns::Position, "", &body)
+        Self::new(
+            s,
+            "one",
+            &ONE_PARAMETERS,
+            Returns::Position,
+            GENERIC_PLANS,
+            &body,
+        )
     }
 
     /// The batch function of schema `s`.
