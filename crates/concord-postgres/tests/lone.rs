@@ -41,6 +41,22 @@ async fn append(
         .await
 }
 
+/// Appends `count` deposits to the new stream `stream`, one per append, each expecting the
+/// version the one before left.
+async fn deposits_one_by_one(store: &PostgresStore, stream: &StreamName, count: u64) {
+    for version in 0..count {
+        let expected = if version == 0 {
+            ExpectedVersion::NoStream
+        } else {
+            ExpectedVersion::Exact(Version(version))
+        };
+        let out = append(store, stream, expected, vec![deposit()])
+            .await
+            .unwrap();
+        assert_eq!(out.appended().last_version, Version(version + 1));
+    }
+}
+
 #[tokio::test]
 async fn a_stale_expectation_is_a_conflict_with_the_missed_events_though_this_process_saw_it_current()
  {
@@ -208,20 +224,7 @@ async fn a_lone_append_is_one_call_of_a_lone_function_the_one_event_function_whe
     );
     let store = PostgresStore::connect(&url).await.unwrap();
     let s = StreamName::new("account-20").unwrap();
-    let _ = append(&store, &s, ExpectedVersion::NoStream, vec![deposit()])
-        .await
-        .unwrap();
-    for version in 1..5 {
-        let out = append(
-            &store,
-            &s,
-            ExpectedVersion::Exact(Version(version)),
-            vec![deposit()],
-        )
-        .await
-        .unwrap();
-        assert_eq!(out.appended().last_version, Version(version + 1));
-    }
+    deposits_one_by_one(&store, &s, 5).await;
     for version in [5, 7] {
         let out = append(
             &store,
@@ -349,20 +352,7 @@ async fn the_guard_reads_the_streams_last_version_by_its_key_though_planned_on_a
         .unwrap();
     let s = StreamName::new("account-30").unwrap();
     let appends: u64 = 200;
-    let _ = append(&store, &s, ExpectedVersion::NoStream, vec![deposit()])
-        .await
-        .unwrap();
-    for version in 1..appends {
-        let out = append(
-            &store,
-            &s,
-            ExpectedVersion::Exact(Version(version)),
-            vec![deposit()],
-        )
-        .await
-        .unwrap();
-        assert_eq!(out.appended().last_version, Version(version + 1));
-    }
+    deposits_one_by_one(&store, &s, appends).await;
 
     let index = |name: &str, column: &str| -> u64 {
         server
