@@ -238,10 +238,7 @@ async fn a_lone_append_is_one_call_of_a_lone_function_the_one_event_function_whe
     }
 
     let calls = |kind: &str| common::write_function_calls(&schema, kind);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while (calls("one") < 5 || calls("lone") < 2) && std::time::Instant::now() < deadline {
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    common::wait_for_statistics(|| calls("one") >= 5 && calls("lone") >= 2).await;
     assert_eq!(calls("one"), 5);
     assert_eq!(calls("lone"), 2);
     assert_eq!(calls("batch"), 0);
@@ -367,10 +364,7 @@ async fn the_guard_reads_the_streams_last_version_by_its_key_though_planned_on_a
     // Every lone append after the first (which found no row) reads the last version once,
     // by the `(stream, version)` key; the sessions report their counts once idle.
     let by_version = || index("concord_events_stream_version_key", "idx_scan");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while by_version() < appends - 1 && std::time::Instant::now() < deadline {
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    common::wait_for_statistics(|| by_version() >= appends - 1).await;
     assert!(by_version() >= appends - 1, "{}", by_version());
     // The id probes find nothing there; a scan of the stream by that key would read
     // 1 + 2 + … + 199 entries.

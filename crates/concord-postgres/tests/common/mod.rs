@@ -34,6 +34,16 @@ pub(crate) fn write_function_calls(schema: &str, kind: &str) -> u64 {
         .expect("a count")
 }
 
+/// Waits, up to a minute, until `reported` holds: the cumulative statistics views
+/// (`pg_stat_user_functions`, `pg_stat_user_indexes`) count a session's work only once it
+/// reports, a while after it went idle. The caller asserts afterwards.
+pub(crate) async fn wait_for_statistics(mut reported: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !reported() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
 /// The layout version schema `schema` holds (`concord_meta.format_version`).
 pub(crate) fn format_version(schema: &str) -> i32 {
     shared()
