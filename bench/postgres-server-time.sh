@@ -15,7 +15,6 @@ cd "$(dirname "$0")/.."
 ROUNDS="${1:-4}"; SECS="${2:-4}"
 [[ "$ROUNDS" =~ ^[1-9][0-9]*$ ]] || { echo "postgres-server-time.sh: ROUNDS must be a positive number, not '$ROUNDS'" >&2; exit 2; }
 PGBIN="${PGBIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)}"
-[[ -x "$PGBIN/initdb" ]] || { echo "postgres-server-time.sh: no PostgreSQL server binaries (install Debian's postgresql package, or set PGBIN)" >&2; exit 1; }
 if [[ -z "${CONCORD:-}" ]]; then
   cargo build --release -q --locked -p concord --bin concord
   CONCORD="${CARGO_TARGET_DIR:-$PWD/target}/release/concord"
