@@ -349,13 +349,14 @@ fn one_body(s: &str) -> String {
     )
 }
 
-/// The write functions' statements of CTEs run on generic plans always. The plan cache otherwise weighs a statement's generic plan against
-/// the custom plans of its first calls and may plan it anew on every call, its choice
-/// turning on the statistics of the moment (seen: the lone function's statement planned on
-/// each of 3 604 calls, 0.4 ms each, a lone append's p50 1.28 ms against 0.61 ms in the next
-/// run; BENCHMARKS.md, "PostgreSQL: the one-event function"). Set on the functions, not the
-/// writer's sessions: a batch's condition reads want the plan for their parameters (a
-/// range from position 0 by a tag's index, not the log in order).
+/// Every write function's statements run on generic plans always (the option each
+/// function is created with). The plan cache otherwise weighs a statement's generic plan
+/// against the custom plans of its first calls and may plan it anew on every call, its
+/// choice turning on the statistics of the moment (seen: the lone function's statement
+/// planned on each of 3 604 calls, 0.4 ms each, a lone append's p50 1.28 ms against 0.61 ms
+/// in the next run; BENCHMARKS.md, "PostgreSQL: the one-event function"). Set on the
+/// functions, not the writer's sessions: a batch's condition reads want the plan for their
+/// parameters (a range from position 0 by a tag's index, not the log in order).
 const GENERIC_PLANS: &str = "SET plan_cache_mode = force_generic_plan ";
 
 /// The parameters of the one-event function: the event's ten columns, the channel, the
@@ -411,14 +412,7 @@ impl WriteFunction {
             crate::schema::head_lock(s),
             write_sql(s, true)
         );
-        Self::new(
-            s,
-            "lone",
-            &LONE_PARAMETERS,
-            Returns::Heads,
-            GENERIC_PLANS,
-            &body,
-        )
+        Self::new(s, "lone", &LONE_PARAMETERS, Returns::Heads, &body)
     }
 
     /// The one-event function of schema `s`: the lone function for an append of one event.
@@ -433,14 +427,7 @@ impl WriteFunction {
             crate::schema::head_lock(s),
             one_body(s)
         );
-        Self::new(
-            s,
-            "one",
-            &ONE_PARAMETERS,
-            Returns::Position,
-            GENERIC_PLANS,
-            &body,
-        )
+        Self::new(s, "one", &ONE_PARAMETERS, Returns::Position, &body)
     }
 
     /// The batch function of schema `s`.
@@ -456,7 +443,7 @@ impl WriteFunction {
             crate::schema::head_lock(s),
             write_sql(s, false)
         );
-        Self::new(s, "batch", parameters, Returns::Heads, GENERIC_PLANS, &body)
+        Self::new(s, "batch", parameters, Returns::Heads, &body)
     }
 
     fn new(
@@ -464,11 +451,10 @@ impl WriteFunction {
         kind: &str,
         parameters: &'static [&'static str],
         returns: Returns,
-        options: &str,
         block: &str,
     ) -> Self {
         let body = format!(
-            "({}) RETURNS {} {options}LANGUAGE plpgsql AS $concord$\n{block}\n$concord$",
+            "({}) RETURNS {} {GENERIC_PLANS}LANGUAGE plpgsql AS $concord$\n{block}\n$concord$",
             parameters.join(", "),
             returns.sql(),
         );
